@@ -1,0 +1,103 @@
+/**
+ * RMSNorm in f32, plain or fused with the residual add of OLMo-2's reordered-norm block:
+ *   plain:     out[m, :]  = x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w
+ *   residual:  out[m, :] += x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w      (h = h + RMSNorm(sublayer(h)))
+ * One workgroup per row; the row's sum of squares is a tree reduction in workgroup memory.
+ */
+
+import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+
+/** The WGSL kernel. */
+export const rmsnormKernel: Kernel = {
+  name: "rmsnorm",
+  source: /* wgsl */ `
+// bindings (M = number of workgroups = rows normalised):
+//   0 ctl  [CTL_SLOTS] u32, read           control block (gate only)
+//   1 x    [X_ROW_OFFSET + M, D] f32       rows to normalise, row-major; rows X_ROW_OFFSET.. are read
+//   2 w    [D] f32                         norm weight (not offset by 1)
+//   3 out  [M, D] f32, read_write          written (plain) or accumulated into (RESIDUAL)
+override D: u32;
+override EPS: f32 = 1e-6;
+override RESIDUAL: bool = false;
+override X_ROW_OFFSET: u32 = 0u;
+override WG: u32 = 256u; // a power of two
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  if (gated_off()) { return; }
+  let m = wid.x;
+  let xb = (m + X_ROW_OFFSET) * D;
+  var s = 0.0;
+  for (var i = t; i < D; i += WG) {
+    let v = x[xb + i];
+    s += v * v;
+  }
+  partial[t] = s;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (t < stride) { partial[t] += partial[t + stride]; }
+    workgroupBarrier();
+  }
+  let inv = inverseSqrt(partial[0] / f32(D) + EPS);
+  let ob = m * D;
+  for (var i = t; i < D; i += WG) {
+    let v = x[xb + i] * inv * w[i];
+    if (RESIDUAL) { out[ob + i] += v; } else { out[ob + i] = v; }
+  }
+}
+`,
+};
+
+/** Arguments of one RMSNorm dispatch. */
+export interface RmsnormArgs {
+  ctl: GPUBuffer;
+  x: GPUBuffer;
+  weight: GPUBuffer;
+  out: GPUBuffer;
+  /** Rows normalised. */
+  rows: number;
+  /** Row length. */
+  dim: number;
+  eps: number;
+  /** Accumulate into `out` instead of overwriting it. */
+  residual?: boolean;
+  /** First row of `x` read (e.g. the last prompt position only). */
+  xRowOffset?: number;
+  gated?: boolean;
+}
+
+/** Records an RMSNorm dispatch (load time). */
+export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel: Kernel = rmsnormKernel): Dispatch {
+  return gpu.dispatch(
+    kernel,
+    { D: a.dim, EPS: a.eps, RESIDUAL: a.residual ?? false, X_ROW_OFFSET: a.xRowOffset ?? 0, GATED: a.gated ?? false },
+    [a.ctl, a.x, a.weight, a.out],
+    [a.rows, 1, 1],
+  );
+}
+
+/** CPU reference (f64 accumulation): returns the normalised rows, or `residual` + them when given. */
+export function rmsnormReference(
+  x: Float32Array,
+  weight: Float32Array,
+  rows: number,
+  dim: number,
+  eps: number,
+  residual?: Float32Array,
+  xRowOffset = 0,
+): Float32Array {
+  const out = residual ? Float32Array.from(residual) : new Float32Array(rows * dim);
+  for (let m = 0; m < rows; m++) {
+    const xb = (m + xRowOffset) * dim;
+    let s = 0;
+    for (let i = 0; i < dim; i++) s += x[xb + i] * x[xb + i];
+    const inv = 1 / Math.sqrt(s / dim + eps);
+    for (let i = 0; i < dim; i++) out[m * dim + i] += x[xb + i] * inv * weight[i];
+  }
+  return out;
+}

@@ -1,0 +1,26 @@
+/**
+ * WGSL prepended to every kernel: the control block's slot indices, the gate every kernel checks first, bf16 unpacking
+ * and the flat workgroup index of a 2-D grid.
+ *
+ * Every kernel declares `ctl` (the control block, a `array<u32>` of CTL_SLOTS words) at binding 0, read-only except in
+ * control kernels, and starts with `if (gated_off()) { return; }`. With the override `GATED` true, a kernel does
+ * nothing while `ctl[CTL_ACTIVE] == 0`: that is how PoE rounds after the end of a call become no-ops on the GPU.
+ */
+
+import { CTL } from "./control/ctl.ts";
+
+const slots = Object.entries(CTL).map(([name, index]) => `const CTL_${name}: u32 = ${index}u;`).join("\n");
+
+/** The WGSL prelude (see the module comment). */
+export const PRELUDE = `// ---- prelude (kernels/prelude.ts) ----
+${slots}
+override GATED: bool = false;
+fn gated_off() -> bool { return GATED && ctl[CTL_ACTIVE] == 0u; }
+// bf16 -> f32 is exact: a bf16 is the high half of an f32. Two bf16 per u32, the lower index in the low half.
+fn bf16_lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }
+fn bf16_hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }
+fn bf16x2(w: u32) -> vec2<f32> { return vec2<f32>(bf16_lo(w), bf16_hi(w)); }
+// The flat index of a workgroup in a grid made by Gpu.grid().
+fn flat_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }
+// ---- kernel ----
+`;

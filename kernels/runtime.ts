@@ -1,0 +1,369 @@
+/**
+ * The WebGPU runtime every kernel runs on: one device per process, requested with the adapter's maximum limits,
+ * a pipeline cache keyed by kernel + override constants, buffer helpers, bind groups, readback (each one counted as a
+ * sync point) and error scopes turned into clear errors.
+ *
+ * Design rules (see ARCHITECTURE.md): shapes are WGSL override constants fixed when a pipeline is built; everything
+ * data-dependent (positions, lengths, token ids) lives in GPU buffers; every GPU object is made at load time.
+ */
+
+import { PRELUDE } from "./prelude.ts";
+
+/** A kernel: a name (for errors and the pipeline cache) and its WGSL source, without the shared prelude. */
+export interface Kernel {
+  readonly name: string;
+  readonly source: string;
+}
+
+/** Override constants of one pipeline. */
+export type Constants = Record<string, number | boolean>;
+
+/** One recorded dispatch, made at load time and replayed into any compute pass. */
+export interface Dispatch {
+  readonly label: string;
+  readonly pipeline: GPUComputePipeline;
+  readonly bindGroup: GPUBindGroup;
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** A buffer region for a bind group entry. */
+export interface BufferSlice {
+  buffer: GPUBuffer;
+  offset?: number;
+  size?: number;
+}
+
+/** The failure of a setup step, with one sentence a user can act on. Command-line tools print it and exit with 2. */
+export class UserError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UserError";
+  }
+}
+
+/** What was asked of the adapter and what it granted, for the results' environment block. */
+export interface GpuDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  backend: string;
+  featuresGranted: string[];
+  limitsGranted: Record<string, number>;
+}
+
+/** Optional features this suite uses when the adapter has them. */
+export const OPTIONAL_FEATURES = ["shader-f16", "timestamp-query", "subgroups"] as const;
+
+/** Limits requested at the adapter's maximum (the WebGPU defaults are far below what an H100 allows). */
+const MAX_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxBindGroups",
+] as const;
+
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+const NO_ADAPTER = "No WebGPU adapter was found: install a GPU driver with Vulkan support, or on a machine without " +
+  "a GPU Mesa's software Vulkan driver (Debian/Ubuntu: `sudo apt-get install libvulkan1 mesa-vulkan-drivers`), " +
+  "then run again.";
+
+/** The process's GPU: device, granted features and limits, pipeline cache, and the sync-point counter. */
+export class Gpu {
+  /** Number of CPU waits on the GPU (readbacks and onSubmittedWorkDone) since the device was made. */
+  syncPoints = 0;
+  readonly #modules = new Map<string, GPUShaderModule>();
+  readonly #pipelines = new Map<string, GPUComputePipeline>();
+  #lost: string | null = null;
+
+  private constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    readonly description: GpuDescription,
+  ) {
+    device.lost.then((info) => {
+      this.#lost = info.message || info.reason || "unknown reason";
+    });
+  }
+
+  /** Requests a high-performance adapter and a device at the adapter's limits. Throws UserError when there is none. */
+  static async create(): Promise<Gpu> {
+    if (!("gpu" in navigator) || !navigator.gpu) throw new UserError(NO_ADAPTER);
+    let adapter: GPUAdapter | null = null;
+    try {
+      adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    } catch {
+      adapter = null;
+    }
+    if (!adapter) throw new UserError(NO_ADAPTER);
+    const requiredLimits: Record<string, number> = {};
+    for (const name of MAX_LIMITS) {
+      const v = (adapter.limits as unknown as Record<string, number>)[name];
+      if (typeof v === "number") requiredLimits[name] = v;
+    }
+    // `subgroups` works on some adapters that do not list it, so it is requested and dropped if refused.
+    const listed = OPTIONAL_FEATURES.filter((f) => f === "subgroups" || adapter.features.has(f));
+    let device: GPUDevice | null = null;
+    for (const features of [listed, listed.filter((f) => f !== "subgroups")]) {
+      try {
+        device = await adapter.requestDevice({
+          requiredFeatures: features as unknown as GPUFeatureName[],
+          requiredLimits,
+        });
+        break;
+      } catch {
+        device = null;
+      }
+    }
+    if (!device) {
+      throw new UserError(
+        `The WebGPU adapter "${adapter.info.description}" refused a device with its own advertised limits; ` +
+          "update the GPU driver (or Mesa) and run again.",
+      );
+    }
+    const limitsGranted: Record<string, number> = {};
+    for (const name of MAX_LIMITS) limitsGranted[name] = (device.limits as unknown as Record<string, number>)[name];
+    const info = adapter.info;
+    const description: GpuDescription = {
+      vendor: info.vendor,
+      architecture: info.architecture,
+      device: info.device,
+      description: info.description,
+      isFallbackAdapter: (info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+      backend: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default",
+      featuresGranted: [...device.features].sort(),
+      limitsGranted,
+    };
+    return new Gpu(adapter, device, description);
+  }
+
+  /** True when the device was granted the feature. */
+  has(feature: string): boolean {
+    return this.device.features.has(feature as GPUFeatureName);
+  }
+
+  /** True for a CPU (software) adapter such as llvmpipe/lavapipe or SwiftShader. */
+  get isSoftware(): boolean {
+    const d = this.description.description.toLowerCase();
+    return this.description.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|softpipe/.test(d);
+  }
+
+  /** The compute pipeline of `kernel` with `constants`, built once and cached. */
+  pipeline(kernel: Kernel, constants: Constants = {}): GPUComputePipeline {
+    const key = kernel.name + JSON.stringify(Object.entries(constants).sort(([a], [b]) => a.localeCompare(b)));
+    let pipeline = this.#pipelines.get(key);
+    if (pipeline) return pipeline;
+    let module = this.#modules.get(kernel.name);
+    if (!module) {
+      module = this.device.createShaderModule({ label: kernel.name, code: PRELUDE + kernel.source });
+      this.#modules.set(kernel.name, module);
+    }
+    const numeric: Record<string, number> = {};
+    for (const [k, v] of Object.entries(constants)) numeric[k] = typeof v === "boolean" ? (v ? 1 : 0) : v;
+    pipeline = this.device.createComputePipeline({
+      label: `${kernel.name}${JSON.stringify(constants)}`,
+      layout: "auto",
+      compute: { module, entryPoint: "main", constants: numeric },
+    });
+    this.#pipelines.set(key, pipeline);
+    return pipeline;
+  }
+
+  /** Checks a storage buffer size against the device's limits and says which knob to change when it is too big. */
+  checkBindingSize(label: string, byteSize: number): void {
+    const max = this.device.limits.maxStorageBufferBindingSize;
+    if (byteSize > max) {
+      throw new UserError(
+        `The buffer "${label}" needs ${formatBytes(byteSize)} but this GPU binds at most ${formatBytes(max)} per ` +
+          "buffer; use a smaller model size or prompt/generation length.",
+      );
+    }
+  }
+
+  /** A storage buffer (also copy source and destination), zero-filled. */
+  buffer(label: string, byteSize: number, usage = STORAGE_USAGE): GPUBuffer {
+    this.checkBindingSize(label, byteSize);
+    const size = Math.max(16, Math.ceil(byteSize / 4) * 4);
+    return this.device.createBuffer({ label, size, usage });
+  }
+
+  /** A storage buffer holding `data`. */
+  upload(label: string, data: Float32Array | Uint32Array | Int32Array, usage = STORAGE_USAGE): GPUBuffer {
+    const buffer = this.buffer(label, data.byteLength, usage);
+    this.write(buffer, data);
+    return buffer;
+  }
+
+  /** Writes `data` into `buffer` at byte `offset` (queued; no sync). */
+  write(buffer: GPUBuffer, data: Float32Array | Uint32Array | Int32Array, offset = 0): void {
+    this.device.queue.writeBuffer(buffer, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+  }
+
+  /** Copies `size` bytes of `buffer` from `offset` to the CPU. One sync point. */
+  async read(buffer: GPUBuffer, offset = 0, size = buffer.size - offset): Promise<ArrayBuffer> {
+    const staging = this.device.createBuffer({
+      label: `read ${buffer.label}`,
+      size: Math.ceil(size / 4) * 4,
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    });
+    const encoder = this.device.createCommandEncoder();
+    encoder.copyBufferToBuffer(buffer, offset, staging, 0, staging.size);
+    this.device.queue.submit([encoder.finish()]);
+    this.syncPoints++;
+    await staging.mapAsync(GPUMapMode.READ);
+    this.assertAlive();
+    const copy = staging.getMappedRange().slice(0, size);
+    staging.unmap();
+    staging.destroy();
+    return copy;
+  }
+
+  /** Reads `count` f32 values of `buffer` starting at element `first`. One sync point. */
+  async readF32(buffer: GPUBuffer, count?: number, first = 0): Promise<Float32Array> {
+    const size = count === undefined ? buffer.size - first * 4 : count * 4;
+    return new Float32Array(await this.read(buffer, first * 4, size));
+  }
+
+  /** Reads `count` u32 values of `buffer` starting at element `first`. One sync point. */
+  async readU32(buffer: GPUBuffer, count?: number, first = 0): Promise<Uint32Array> {
+    const size = count === undefined ? buffer.size - first * 4 : count * 4;
+    return new Uint32Array(await this.read(buffer, first * 4, size));
+  }
+
+  /** Waits until the GPU has finished everything submitted. One sync point. */
+  async finish(): Promise<void> {
+    this.syncPoints++;
+    await this.device.queue.onSubmittedWorkDone();
+    this.assertAlive();
+  }
+
+  /** A bind group for group 0 of `pipeline`, binding i = entries[i]. */
+  bindGroup(label: string, pipeline: GPUComputePipeline, entries: readonly (GPUBuffer | BufferSlice)[]): GPUBindGroup {
+    return this.device.createBindGroup({
+      label,
+      layout: pipeline.getBindGroupLayout(0),
+      entries: entries.map((e, binding) => ({
+        binding,
+        resource: e instanceof GPUBuffer ? { buffer: e } : { buffer: e.buffer, offset: e.offset ?? 0, size: e.size },
+      })),
+    });
+  }
+
+  /** A dispatch of `kernel` (built with `constants`) over `workgroups`, binding i = buffers[i]. */
+  dispatch(
+    kernel: Kernel,
+    constants: Constants,
+    buffers: readonly (GPUBuffer | BufferSlice)[],
+    workgroups: number | readonly [number, number, number],
+  ): Dispatch {
+    const pipeline = this.pipeline(kernel, constants);
+    const grid = typeof workgroups === "number" ? this.grid(workgroups) : workgroups;
+    return {
+      label: kernel.name,
+      pipeline,
+      bindGroup: this.bindGroup(kernel.name, pipeline, buffers),
+      workgroups: grid,
+    };
+  }
+
+  /**
+   * A 2-D grid of at least `count` workgroups within maxComputeWorkgroupsPerDimension. Kernels recover the flat index
+   * with the prelude's `flat_workgroup` and return when it is >= their count.
+   */
+  grid(count: number): [number, number, number] {
+    const max = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (count <= max) return [Math.max(1, count), 1, 1];
+    const y = Math.ceil(count / max);
+    return [Math.ceil(count / y), y, 1];
+  }
+
+  /** Encodes `dispatches` into one compute pass and submits them (no wait). */
+  run(dispatches: readonly Dispatch[], label = "run"): void {
+    const encoder = this.device.createCommandEncoder({ label });
+    const pass = encoder.beginComputePass({ label });
+    encodeDispatches(pass, dispatches);
+    pass.end();
+    this.device.queue.submit([encoder.finish()]);
+  }
+
+  /**
+   * Runs `fn` inside validation and out-of-memory error scopes and turns a captured error into a UserError that says
+   * what was being done (`what`) and what to try.
+   */
+  async scoped<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    let result: T;
+    try {
+      result = await fn();
+    } finally {
+      const validation = await this.device.popErrorScope();
+      const oom = await this.device.popErrorScope();
+      if (oom) {
+        // deno-lint-ignore no-unsafe-finally
+        throw new UserError(
+          `The GPU ran out of memory while ${what}; use a smaller model size, fewer heads or shorter lengths.`,
+        );
+      }
+      if (validation) {
+        // deno-lint-ignore no-unsafe-finally
+        throw new Error(`WebGPU rejected a call while ${what}: ${validation.message}`);
+      }
+    }
+    this.assertAlive();
+    return result;
+  }
+
+  /** Throws a UserError when the device has been lost. */
+  assertAlive(): void {
+    if (this.#lost !== null) {
+      throw new UserError(
+        `The GPU device was lost (${this.#lost}); the driver may have reset it: run again, with a smaller size if ` +
+          "it was out of memory.",
+      );
+    }
+  }
+
+  /** Destroys the device; the Gpu must not be used afterwards. */
+  destroy(): void {
+    this.#pipelines.clear();
+    this.#modules.clear();
+    this.device.destroy();
+  }
+}
+
+/** Replays recorded dispatches into a compute pass. */
+export function encodeDispatches(pass: GPUComputePassEncoder, dispatches: readonly Dispatch[]): void {
+  for (const d of dispatches) {
+    pass.setPipeline(d.pipeline);
+    pass.setBindGroup(0, d.bindGroup);
+    pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+  }
+}
+
+/** Human-readable byte count ("1.50 GiB"). */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 2)} ${units[i]}`;
+}
+
+let shared: Promise<Gpu> | null = null;
+
+/** The process-wide Gpu, created on first use. */
+export function getGpu(): Promise<Gpu> {
+  if (!shared) shared = Gpu.create();
+  return shared;
+}

@@ -1,0 +1,129 @@
+/**
+ * The kernel test harness: a shared GPU, seeded random inputs, the control block, and `assertClose`, which compares a
+ * kernel's output with its CPU reference under a stated tolerance and reports the worst error when it fails.
+ */
+
+import { getGpu, type Gpu, type Kernel } from "../kernels/runtime.ts";
+import { CTL, CTL_SLOTS } from "../kernels/control/ctl.ts";
+
+/** Registers a test that needs the GPU (resource sanitizers off: the device outlives each test). */
+export function gpuTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
+  Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn: async () => fn(await getGpu()) });
+}
+
+/** A seeded pseudo-random generator (mulberry32) with normal and integer draws. */
+export class Rng {
+  #s: number;
+  constructor(seed: number) {
+    this.#s = seed >>> 0;
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Standard normal (Box-Muller). */
+  normal(): number {
+    const u = 1 - this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+  /** `n` normals times `std` plus `mean`. */
+  normals(n: number, std = 1, mean = 0): Float32Array {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = mean + std * this.normal();
+    return out;
+  }
+  /** Integer in [0, max). */
+  int(max: number): number {
+    return Math.floor(this.next() * max);
+  }
+}
+
+/** Tolerance: an element passes when |actual - expected| <= atol + rtol * |expected|. */
+export interface Tolerance {
+  atol: number;
+  rtol?: number;
+}
+
+/** The worst error of `actual` against `expected`. */
+export interface ErrorReport {
+  maxAbs: number;
+  maxRel: number;
+  worst: number;
+  failures: number;
+  nonFinite: number;
+}
+
+/** Measures `actual` against `expected` under `tol` (NaN or infinity in `actual` always fails). */
+export function compare(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance): ErrorReport {
+  if (actual.length !== expected.length) {
+    throw new Error(`length ${actual.length} differs from the reference's ${expected.length}`);
+  }
+  const r: ErrorReport = { maxAbs: 0, maxRel: 0, worst: -1, failures: 0, nonFinite: 0 };
+  let worstExcess = -Infinity;
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i], e = expected[i];
+    const err = Math.abs(a - e);
+    const bound = tol.atol + (tol.rtol ?? 0) * Math.abs(e);
+    if (!Number.isFinite(a)) r.nonFinite++;
+    if (!(err <= bound)) r.failures++;
+    if (err > r.maxAbs || Number.isNaN(err)) r.maxAbs = Number.isNaN(err) ? NaN : Math.max(r.maxAbs, err);
+    const rel = err / Math.max(Math.abs(e), 1e-30);
+    if (rel > r.maxRel) r.maxRel = rel;
+    const excess = Number.isNaN(err) ? Infinity : err - bound;
+    if (excess > worstExcess) {
+      worstExcess = excess;
+      r.worst = i;
+    }
+  }
+  return r;
+}
+
+/** Throws, naming `what` and the worst element, unless every element of `actual` is within `tol` of `expected`. */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: Tolerance,
+  what: string,
+): ErrorReport {
+  const r = compare(actual, expected, tol);
+  if (r.failures > 0) {
+    const i = r.worst;
+    throw new Error(
+      `${what}: ${r.failures}/${actual.length} elements outside atol=${tol.atol} rtol=${tol.rtol ?? 0}` +
+        ` (max abs err ${r.maxAbs.toExponential(3)}, max rel err ${r.maxRel.toExponential(3)},` +
+        ` non-finite ${r.nonFinite}; worst at [${i}]: got ${actual[i]}, want ${expected[i]})`,
+    );
+  }
+  return r;
+}
+
+/** A control block buffer with the given slots set (others zero). */
+export function ctlBuffer(gpu: Gpu, slots: Partial<Record<keyof typeof CTL, number>> = {}): GPUBuffer {
+  const data = new Uint32Array(CTL_SLOTS);
+  for (const [name, value] of Object.entries(slots)) data[CTL[name as keyof typeof CTL]] = value;
+  return gpu.upload("ctl", data);
+}
+
+/** A buffer of `n` f32 filled with NaN, so an element the kernel forgets to write fails the comparison. */
+export function poisoned(gpu: Gpu, n: number, label = "out"): GPUBuffer {
+  return gpu.upload(label, new Float32Array(n).fill(NaN));
+}
+
+/** A copy of `kernel` with `from` replaced by `to` (which must occur), for tests that prove a check can fail. */
+export function mutate(kernel: Kernel, from: string, to: string): Kernel {
+  if (!kernel.source.includes(from)) throw new Error(`mutate: "${from}" does not occur in ${kernel.name}`);
+  return { name: `${kernel.name}[mutant ${from} -> ${to}]`, source: kernel.source.replace(from, to) };
+}
+
+/** Asserts that `check` rejects (the mutated kernel's output is caught). */
+export async function assertCaught(check: () => Promise<unknown>, what: string): Promise<void> {
+  try {
+    await check();
+  } catch {
+    return;
+  }
+  throw new Error(`${what}: the check passed a deliberately broken kernel`);
+}

@@ -1,0 +1,79 @@
+import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
+import { Epilogue, matvec, matvecKernel, matvecReference } from "../../kernels/matmul/matvec.ts";
+import type { Gpu, Kernel } from "../../kernels/runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+
+// The weights are exactly bf16 on both sides; the only difference is f32 vs f64 accumulation over K products of
+// O(1) terms, whose error grows like sqrt(K) * 2^-24 * |term|: below 1e-4 at K = 4096. atol 2e-4 + rtol 1e-4 leaves
+// a 2x margin; a wrong index or a dropped chunk moves outputs by O(1).
+const TOL = { atol: 2e-4, rtol: 1e-4 };
+
+async function checkMatvec(
+  gpu: Gpu,
+  rows: number,
+  k: number,
+  n: number,
+  opts: { epilogue?: number; kernel?: Kernel; rowsPerWorkgroup?: number; workgroupSize?: number } = {},
+): Promise<ErrorReport> {
+  const rng = new Rng(rows * 1_000_003 + k * 1009 + n);
+  const nw = opts.epilogue === Epilogue.SWIGLU ? 2 * n : n;
+  const w = roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)));
+  const x = rng.normals(rows * k);
+  const ctl = ctlBuffer(gpu);
+  const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
+  gpu.run([matvec(gpu, { ctl, weight: wb, x: xb, y, rows, k, n, ...opts }, opts.kernel)]);
+  const got = await gpu.readF32(y, rows * n);
+  for (const b of [ctl, wb, xb, y]) b.destroy();
+  const want = matvecReference(w, x, rows, k, n, opts.epilogue);
+  return assertClose(got, want, TOL, `matvec rows=${rows} K=${k} N=${n} ${JSON.stringify(opts)}`);
+}
+
+gpuTest("matvec matches the reference for one row at awkward sizes", async (gpu) => {
+  for (const [k, n] of [[8, 1], [8, 7], [24, 9], [296, 301], [2056, 13], [4096, 33]]) await checkMatvec(gpu, 1, k, n);
+});
+
+gpuTest("matvec handles 2..16 input rows (speculative verification)", async (gpu) => {
+  for (const rows of [2, 3, 5, 16]) await checkMatvec(gpu, rows, 264, 37);
+});
+
+gpuTest("matvec SwiGLU epilogue computes silu(gate) * up", async (gpu) => {
+  for (const [rows, k, n] of [[1, 8, 1], [1, 296, 41], [4, 520, 19]]) {
+    await checkMatvec(gpu, rows, k, n, { epilogue: Epilogue.SWIGLU });
+  }
+});
+
+gpuTest("matvec tuning knobs keep it correct", async (gpu) => {
+  for (const [rowsPerWorkgroup, workgroupSize] of [[1, 64], [4, 128], [16, 256], [2, 512]]) {
+    await checkMatvec(gpu, 2, 1032, 35, { rowsPerWorkgroup, workgroupSize });
+  }
+});
+
+gpuTest("matvec rejects K not a multiple of 8 and too many rows", async (gpu) => {
+  const ctl = ctlBuffer(gpu);
+  let thrown = 0;
+  for (const [rows, k] of [[1, 12], [17, 16]]) {
+    try {
+      matvec(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows, k, n: 4 });
+    } catch {
+      thrown++;
+    }
+  }
+  ctl.destroy();
+  if (thrown !== 2) throw new Error("matvec accepted a shape it cannot handle");
+});
+
+gpuTest("matvec checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][] = [
+    ["bf16_lo(p.w), bf16_hi(p.w)", "bf16_hi(p.w), bf16_lo(p.w)"], // swapped halves
+    ["c < k8; c += tpr", "c + 1u < k8; c += tpr"], // last chunk of each row dropped
+    ["out = g / (1.0 + exp(-g)) * u", "out = g * u"], // no SiLU
+    ["acc[m] += dot8(p, a, b)", "acc[0] += dot8(p, a, b)"], // rows mixed
+  ];
+  for (const [from, to] of cases) {
+    const kernel = mutate(matvecKernel, from, to);
+    await assertCaught(async () => {
+      await checkMatvec(gpu, 2, 264, 37, { kernel });
+      await checkMatvec(gpu, 2, 264, 19, { kernel, epilogue: Epilogue.SWIGLU });
+    }, `${from} -> ${to}`);
+  }
+});

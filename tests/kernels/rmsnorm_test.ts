@@ -1,0 +1,70 @@
+import { rmsnorm, rmsnormKernel, rmsnormReference } from "../../kernels/norm/rmsnorm.ts";
+import type { Gpu, Kernel } from "../../kernels/runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+
+// f32 kernel vs f64 reference: the only differences are f32 rounding in a sum of D squares and inverseSqrt's
+// few-ulp error, so 1e-5 relative (plus 1e-6 absolute for values near zero) is far above what a correct kernel shows.
+const TOL = { atol: 1e-6, rtol: 1e-5 };
+
+/** Runs one RMSNorm case on the GPU and compares it with the reference. */
+async function checkRmsnorm(
+  gpu: Gpu,
+  rows: number,
+  dim: number,
+  opts: { residual?: boolean; xRowOffset?: number; seed?: number; kernel?: Kernel } = {},
+): Promise<ErrorReport> {
+  const rng = new Rng(opts.seed ?? rows * 7919 + dim);
+  const off = opts.xRowOffset ?? 0;
+  const x = rng.normals((rows + off) * dim, 3);
+  const w = rng.normals(dim, 0.5, 1);
+  const base = opts.residual ? rng.normals(rows * dim) : undefined;
+  const ctl = ctlBuffer(gpu);
+  const xb = gpu.upload("x", x), wb = gpu.upload("w", w);
+  const out = base ? gpu.upload("out", base) : poisoned(gpu, rows * dim);
+  gpu.run([
+    rmsnorm(gpu, {
+      ctl,
+      x: xb,
+      weight: wb,
+      out,
+      rows,
+      dim,
+      eps: 1e-6,
+      residual: opts.residual,
+      xRowOffset: off,
+    }, opts.kernel),
+  ]);
+  const got = await gpu.readF32(out, rows * dim);
+  const want = rmsnormReference(x, w, rows, dim, 1e-6, base, off);
+  for (const b of [ctl, xb, wb, out]) b.destroy();
+  return assertClose(got, want, TOL, `rmsnorm rows=${rows} dim=${dim} ${JSON.stringify(opts)}`);
+}
+
+gpuTest("rmsnorm matches the reference at awkward sizes", async (gpu) => {
+  for (const [rows, dim] of [[1, 1], [1, 7], [3, 255], [2, 257], [5, 1000], [1, 2048], [4, 4096]]) {
+    await checkRmsnorm(gpu, rows, dim);
+  }
+});
+
+gpuTest("rmsnorm fused with the residual add matches the reference", async (gpu) => {
+  for (const [rows, dim] of [[1, 3], [3, 300], [2, 2048]]) await checkRmsnorm(gpu, rows, dim, { residual: true });
+});
+
+gpuTest("rmsnorm reads rows from an offset (last position only)", async (gpu) => {
+  await checkRmsnorm(gpu, 1, 130, { xRowOffset: 6 });
+});
+
+gpuTest("rmsnorm checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][] = [
+    ["partial[0] / f32(D)", "partial[0] / f32(D - 1u)"], // wrong mean
+    ["for (var i = t; i < D; i += WG) {\n    let v = x[xb + i] * inv", "for (var i = t; i + 1u < D; i += WG) {\n    let v = x[xb + i] * inv"], // last element skipped
+    ["out[ob + i] += v", "out[ob + i] = v"], // residual dropped
+  ];
+  for (const [from, to] of cases) {
+    const kernel = mutate(rmsnormKernel, from, to);
+    await assertCaught(async () => {
+      await checkRmsnorm(gpu, 3, 257, { kernel });
+      await checkRmsnorm(gpu, 2, 300, { kernel, residual: true });
+    }, `${from} -> ${to}`);
+  }
+});
