@@ -16,7 +16,8 @@ export const embeddingKernel: Kernel = {
 // bindings:
 //   0 ctl   [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] is the position of row 0
 //   1 seq   [>= POS + M] u32, read         token ids by position
-//   2 table [ROWS, D / 2] u32, read        bf16 embedding [ROWS, D] row-major, two per u32 (lower column in the low half)
+//   2 table [ROWS, D / 2] u32, read        bf16 embedding [ROWS, D] row-major, two per u32 (lower column in the
+//                                          low half)
 //   3 x     [M, D / 2] vec2<f32>, write    output rows, row-major [M, D] f32
 // D must be even. An id >= ROWS, or a position >= arrayLength(seq), writes a row of zeros.
 override D: u32;
