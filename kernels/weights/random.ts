@@ -4,9 +4,9 @@
  * the grid, and splittable into several dispatches (`randomFillChunked`) with the same result.
  *
  * The distribution is Irwin-Hall(4), "normal-ish": the sum of four uniforms, centred and scaled to the requested std.
- * It has the normal's mean and variance, excess kurtosis -0.3, and is bounded at +-2*sqrt(3) = +-3.46 std (much like the
- * +-3 std truncated normal OLMo-core initialises with). Every step is exact or a single correctly rounded f32 operation,
- * so the CPU reference (`randomFillReference`) reproduces the GPU's bits exactly on every adapter:
+ * It has the normal's mean and variance, excess kurtosis -0.3, and is bounded at +-2*sqrt(3) = +-3.46 std (much like
+ * the +-3 std truncated normal OLMo-core initialises with). Every step is exact or a single correctly rounded f32
+ * operation, so the CPU reference (`randomFillReference`) reproduces the GPU's bits exactly on every adapter:
  *   - two lanes of a lowbias32 integer hash of i, keyed by four keys derived from the seed, give 48 random bits;
  *   - four 12-bit integers b_j from them; C = b_0 + b_1 + b_2 + b_3 - 8190 is an integer in [-8190, 8190], i.e. the
  *     centred sum of the uniforms (b_j + 1/2) / 4096, times 4096 (13 bits, exact in f32);
@@ -182,8 +182,8 @@ function checkRandomArgs(a: RandomFillArgs, start: number): number {
 }
 
 /**
- * The scale applied to the centred integer sum C: std * sqrt(3) / 4096 rounded to 11 significant bits, so that C * SCALE
- * (C has at most 13 bits) is exact in f32.
+ * The scale applied to the centred integer sum C: std * sqrt(3) / 4096 rounded to 11 significant bits, so that
+ * C * SCALE (C has at most 13 bits) is exact in f32.
  */
 export function randomScale(std: number): number {
   const x = std * Math.sqrt(3) / 4096;
