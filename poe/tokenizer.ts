@@ -22,7 +22,7 @@ export interface Tokenizer {
   decode(ids: readonly number[]): string;
   /** The end-of-sequence token id (100257, `<|endoftext|>`, for dolma2). */
   readonly eosId: number;
-  /** Number of token ids the tokenizer can emit (largest id + 1; 100278 for dolma2, less than the padded 100352 rows). */
+  /** Number of token ids it can emit: largest id + 1 (100278 for dolma2, below the 100352 padded embedding rows). */
   readonly vocabSize: number;
   /** Where the tokenizer came from: a tokenizer.json path, or `built-in dolma2`. */
   readonly source: string;
@@ -223,7 +223,7 @@ let dolma2: BpeTokenizer | undefined;
 
 /**
  * The dolma2 tokenizer of OLMo-2, built from js-tiktoken's cl100k_base ranks (ids 0..100255) and the 22 added tokens
- * (100256..100277). Built once (~0.1 s) and shared: it is immutable.
+ * (100256..100277). Built once per process (about 0.2 s) and shared: it is immutable.
  */
 export function dolma2Tokenizer(): BpeTokenizer {
   dolma2 ??= new BpeTokenizer(

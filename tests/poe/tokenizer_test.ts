@@ -2,30 +2,13 @@ import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import {
   DOLMA2_ADDED_TOKENS,
   DOLMA2_EOS_ID,
+  DOLMA2_SPLIT_PATTERN,
   dolma2Tokenizer,
   loadTokenizer,
   loadTokenizerFile,
-  type Tokenizer,
 } from "../../poe/tokenizer.ts";
 import { Rng } from "../harness.ts";
-
-/** The real dolma2 tokenizer.json, kept in ../shared beside the repository (never copied into it). */
-export const DOLMA2_JSON = new URL("../../../shared/data/tokenizers/allenai_dolma2.json", import.meta.url).pathname;
-const haveReference = await Deno.stat(DOLMA2_JSON).then(() => true, () => false);
-if (!haveReference) {
-  console.warn(`tokenizer_test: ${DOLMA2_JSON} is absent, so the tests against the real tokenizer.json are skipped.`);
-}
-
-let reference: Tokenizer | undefined;
-/** The real tokenizer.json through @huggingface/tokenizers (loaded once: ~0.7 s). */
-async function referenceTokenizer(): Promise<Tokenizer> {
-  return reference ??= await loadTokenizerFile(DOLMA2_JSON);
-}
-
-/** Registers a test that needs the real tokenizer.json; ignored (and reported as such) when it is absent. */
-function referenceTest(name: string, fn: (hf: Tokenizer) => Promise<void> | void): void {
-  Deno.test({ name, ignore: !haveReference, fn: async () => fn(await referenceTokenizer()) });
-}
+import { DOLMA2_JSON, referenceTest } from "./reference.ts";
 
 const ADDED = Object.keys(DOLMA2_ADDED_TOKENS);
 
@@ -166,6 +149,21 @@ referenceTest("dolma2 matches tokenizer.json: every 11th vocabulary token, alone
     checked++;
   }
   assert(checked > 8000, `only ${checked} tokens checked`);
+});
+
+referenceTest("the built-in split regex and added tokens are tokenizer.json's", async () => {
+  const json = JSON.parse(await Deno.readTextFile(DOLMA2_JSON));
+  const split = json.pre_tokenizer.pretokenizers[0];
+  assertEquals([split.type, split.behavior, split.invert], ["Split", "Removed", true]);
+  // Oniguruma's \s is Unicode White_Space; DOLMA2_SPLIT_PATTERN spells it out for JavaScript.
+  const oniguruma: string = split.pattern.Regex;
+  assertEquals(
+    oniguruma.replaceAll("\\s", "\\p{White_Space}").replaceAll("\\S", "\\P{White_Space}"),
+    DOLMA2_SPLIT_PATTERN,
+  );
+  const added = json.added_tokens.map((t: { content: string; id: number }) => [t.content, t.id]);
+  assertEquals(Object.fromEntries(added), DOLMA2_ADDED_TOKENS);
+  assertEquals(added.length, 22);
 });
 
 referenceTest("tokenizer.json: eos id, vocabulary size, and decode errors", (hf) => {
