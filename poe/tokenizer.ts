@@ -184,7 +184,7 @@ export class BpeTokenizer implements Tokenizer {
 
   /**
    * Appends the ids of one piece (a binary string of >= 2 bytes that is not itself a token). `bounds` holds the start
-   * of each part plus the end; `pairRank[i]` is the rank of parts i and i+1 merged (Infinity when not a token).
+   * of each part plus the end; `pairRanks[i]` is the rank of parts i and i+1 merged (Infinity when not a token).
    * O(bytes^2) per piece, as tiktoken; pieces are words, so short, except long whitespace or symbol runs.
    */
   #bytePairEncode(piece: string, ids: number[]): void {
