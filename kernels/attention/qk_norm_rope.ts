@@ -1,0 +1,281 @@
+/**
+ * The step between the fused QKV projection and attention, in one dispatch, for the M rows at positions
+ * p = ctl[POS] + m:
+ *   1. QK-norm (OLMo-2, when APPLY_NORM): q = RMSNorm(q) * w_q and k = RMSNorm(k) * w_k over the WHOLE width
+ *      D = NH * HEAD_DIM (all heads together), eps EPS.
+ *   2. RoPE, NeoX half-split layout per head: dim i pairs with i + h (h = HEAD_DIM / 2),
+ *      rot(t) = t * cos + rotate_half(t) * sin, rotate_half(t) = concat(-t[h:], t[:h]).
+ *      cos and sin come from a table made on the CPU (`ropeTable`) in f32 as OLMo-core computes them, not from WGSL's
+ *      sin/cos, whose error grows with the angle (angles reach thousands of radians).
+ *   3. Stores: roped q to q_out[m], roped k to k_cache[p], v unchanged to v_cache[p] (caches position-major).
+ *
+ * One workgroup per (row, part): part 0 normalises and ropes q; part 1 does k and copies v. The sum of squares is a
+ * tree reduction in workgroup memory. A row whose position is >= MAX_POS writes nothing at all (no cache row exists
+ * for it and the table has no angle for it), so a caller that runs past the cache sees stale q_out, never memory
+ * outside the caches overwritten.
+ */
+
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { rmsnormReference } from "../norm/rmsnorm.ts";
+
+/** The WGSL kernel. */
+export const qkNormRopeKernel: Kernel = {
+  name: "qk_norm_rope",
+  source: /* wgsl */ `
+// bindings (p = ctl[CTL_POS] + m is the position of row m; h = HEAD_DIM / 2):
+//   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] is the position of row 0
+//   1 qkv     [M, 3 * D] f32, read        fused projection rows, row-major: q (D) | k (D) | v (D)
+//   2 norm_w  [2, D] f32, read            QK-norm weights: q's row, then k's row (read only when APPLY_NORM)
+//   3 rope    [MAX_POS, HEAD_DIM] f32     row p: cos(p * inv_freq[i]) for i < h, then sin(p * inv_freq[i]) for i < h
+//   4 q_out   [M, D] f32, write           roped q, row-major, heads contiguous
+//   5 k_cache [MAX_POS, D] f32, write     row p <- roped k of position p (only rows POS .. POS + M - 1 are written)
+//   6 v_cache [MAX_POS, D] f32, write     row p <- v of position p
+// D must be a multiple of HEAD_DIM, HEAD_DIM even. Rows with p >= MAX_POS write nothing.
+override D: u32;
+override HEAD_DIM: u32;
+override M: u32;
+override MAX_POS: u32;
+override EPS: f32 = 1e-6;
+override APPLY_NORM: bool = true;
+override WG: u32 = 256u; // a power of two
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> norm_w: array<f32>;
+@group(0) @binding(3) var<storage, read> rope: array<f32>;
+@group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<f32>;
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  if (gated_off()) { return; }
+  let g = flat_workgroup(wid, nwg);
+  let m = g / 2u;
+  let part = g % 2u; // 0: q, 1: k and v
+  if (m >= M) { return; }
+  let p = ctl[CTL_POS] + m;
+  if (p >= MAX_POS) { return; }
+  let src = m * 3u * D + part * D;
+
+  // QK-norm: 1 / rms over the whole width D.
+  var inv = 1.0;
+  if (APPLY_NORM) {
+    var s = 0.0;
+    for (var i = t; i < D; i += WG) {
+      let v = qkv[src + i];
+      s += v * v;
+    }
+    partial[t] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+      if (t < stride) { partial[t] += partial[t + stride]; }
+      workgroupBarrier();
+    }
+    inv = inverseSqrt(partial[0] / f32(D) + EPS);
+  }
+
+  // RoPE on the pairs (e, e + h) of every head; pair j is dim j % h of head j / h.
+  let h = HEAD_DIM / 2u;
+  let rrow = p * HEAD_DIM;
+  let wrow = part * D;
+  let dst = select(m * D, p * D, part == 1u);
+  for (var j = t; j < D / 2u; j += WG) {
+    let i = j % h;
+    let e = (j / h) * HEAD_DIM + i;
+    var a = qkv[src + e];
+    var b = qkv[src + e + h];
+    if (APPLY_NORM) {
+      a = a * inv * norm_w[wrow + e];
+      b = b * inv * norm_w[wrow + e + h];
+    }
+    let c = rope[rrow + i];
+    let sn = rope[rrow + h + i];
+    let lo = a * c - b * sn;
+    let hi = b * c + a * sn;
+    if (part == 0u) {
+      q_out[dst + e] = lo;
+      q_out[dst + e + h] = hi;
+    } else {
+      k_cache[dst + e] = lo;
+      k_cache[dst + e + h] = hi;
+    }
+  }
+  if (part == 1u) {
+    for (var i = t; i < D; i += WG) { v_cache[dst + i] = qkv[src + D + i]; }
+  }
+}
+`,
+};
+
+/** Arguments of one QK-norm + RoPE dispatch. */
+export interface QkNormRopeArgs {
+  ctl: GPUBuffer;
+  /** f32 [rows, 3 * dim]: q | k | v per row. */
+  qkv: GPUBuffer | BufferSlice;
+  /** f32 [2, dim]: the q-norm weight, then the k-norm weight. Bound (but unread) when `applyNorm` is false. */
+  normWeights: GPUBuffer | BufferSlice;
+  /** f32 [maxPos, headDim] from `ropeTable`. */
+  ropeTable: GPUBuffer | BufferSlice;
+  /** f32 [rows, dim] output. */
+  qOut: GPUBuffer | BufferSlice;
+  /** f32 [maxPos, dim] K cache of this layer; rows POS .. POS + rows - 1 are written. */
+  kCache: GPUBuffer | BufferSlice;
+  /** f32 [maxPos, dim] V cache of this layer. */
+  vCache: GPUBuffer | BufferSlice;
+  /** Rows (positions) processed. */
+  rows: number;
+  /** Width of q, k and v: heads * headDim. */
+  dim: number;
+  headDim: number;
+  /** Rows of the caches and of the RoPE table. */
+  maxPos: number;
+  /** RMSNorm epsilon (OLMo-2: 1e-6). */
+  eps?: number;
+  /** QK-norm before RoPE (OLMo-2: true). */
+  applyNorm?: boolean;
+  gated?: boolean;
+  workgroupSize?: number;
+}
+
+/** Records a QK-norm + RoPE + cache-store dispatch (load time). Throws on shapes the kernel does not handle. */
+export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel: Kernel = qkNormRopeKernel): Dispatch {
+  if (a.headDim % 2 !== 0) throw new Error(`qkNormRope: head_dim ${a.headDim} is odd, but RoPE rotates pairs`);
+  if (a.dim % a.headDim !== 0) throw new Error(`qkNormRope: width ${a.dim} is not a multiple of head_dim ${a.headDim}`);
+  if (a.rows < 1 || a.maxPos < 1) throw new Error(`qkNormRope: ${a.rows} rows with ${a.maxPos} cache rows`);
+  return gpu.dispatch(
+    kernel,
+    {
+      D: a.dim,
+      HEAD_DIM: a.headDim,
+      M: a.rows,
+      MAX_POS: a.maxPos,
+      EPS: a.eps ?? 1e-6,
+      APPLY_NORM: a.applyNorm ?? true,
+      WG: a.workgroupSize ?? 256,
+      GATED: a.gated ?? false,
+    },
+    [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache],
+    2 * a.rows,
+  );
+}
+
+/**
+ * The RoPE table [maxPos, headDim]: row p holds cos(p * inv_freq[i]) for i < headDim / 2, then sin(p * inv_freq[i]).
+ * Computed in f32 as PyTorch / OLMo-core do: inv_freq[i] = 1 / theta^(2i / headDim) and angle = p * inv_freq[i], each
+ * operation rounded to f32; cos and sin of that f32 angle are then taken in f64 and rounded to f32 (correctly rounded,
+ * where PyTorch's f32 cos/sin are within an ulp of it).
+ */
+export function ropeTable(maxPos: number, headDim: number, theta: number): Float32Array {
+  if (headDim % 2 !== 0) throw new Error(`ropeTable: head_dim ${headDim} is odd, but RoPE rotates pairs`);
+  const f = Math.fround;
+  const h = headDim / 2;
+  const invFreq = Array.from({ length: h }, (_, i) => f(1 / f(f(theta) ** f((2 * i) / headDim))));
+  const table = new Float32Array(maxPos * headDim);
+  for (let p = 0; p < maxPos; p++) {
+    for (let i = 0; i < h; i++) {
+      const angle = f(p * invFreq[i]);
+      table[p * headDim + i] = Math.cos(angle);
+      table[p * headDim + h + i] = Math.sin(angle);
+    }
+  }
+  return table;
+}
+
+/**
+ * CPU reference of QK-norm (f64 accumulation): q and k of each `qkv` row ([rows, 3 * dim]) normalised over the whole
+ * width with `normWeights` ([2, dim]: q's, then k's).
+ */
+export function qkNormReference(
+  qkv: Float32Array,
+  normWeights: Float32Array,
+  rows: number,
+  dim: number,
+  eps: number,
+): { q: Float32Array; k: Float32Array } {
+  const [q, k] = splitQkv(qkv, rows, dim);
+  return {
+    q: rmsnormReference(q, normWeights.subarray(0, dim), rows, dim, eps),
+    k: rmsnormReference(k, normWeights.subarray(dim, 2 * dim), rows, dim, eps),
+  };
+}
+
+/**
+ * CPU reference of RoPE (f64 arithmetic on the f32 table): every head of row m of `x` ([positions.length, dim])
+ * rotated by the angles of position positions[m], NeoX half-split layout.
+ */
+export function ropeReference(
+  x: Float32Array,
+  positions: ArrayLike<number>,
+  headDim: number,
+  table: Float32Array,
+): Float32Array {
+  const dim = x.length / positions.length;
+  const h = headDim / 2;
+  const out = new Float32Array(x.length);
+  for (let m = 0; m < positions.length; m++) {
+    const r = positions[m] * headDim;
+    for (let head = 0; head < dim / headDim; head++) {
+      for (let i = 0; i < h; i++) {
+        const e = m * dim + head * headDim + i;
+        const a = x[e], b = x[e + h], c = table[r + i], s = table[r + h + i];
+        out[e] = a * c - b * s;
+        out[e + h] = b * c + a * s;
+      }
+    }
+  }
+  return out;
+}
+
+/** Shape and options of the composed reference (the kernel's overrides). */
+export interface QkNormRopeShape {
+  rows: number;
+  dim: number;
+  headDim: number;
+  maxPos: number;
+  /** ctl[POS]: the position of row 0. */
+  pos: number;
+  eps: number;
+  applyNorm: boolean;
+}
+
+/**
+ * CPU reference of the whole dispatch: returns q_out and copies of the caches with rows POS .. POS + rows - 1 written.
+ * Rows at positions >= maxPos are skipped: their q_out row keeps the value of `qOut` (NaN when not given).
+ */
+export function qkNormRopeReference(
+  qkv: Float32Array,
+  normWeights: Float32Array,
+  table: Float32Array,
+  s: QkNormRopeShape,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  qOut: Float32Array = new Float32Array(s.rows * s.dim).fill(NaN),
+): { q: Float32Array; kCache: Float32Array; vCache: Float32Array } {
+  const [q0, k0, v] = splitQkv(qkv, s.rows, s.dim);
+  const { q, k } = s.applyNorm ? qkNormReference(qkv, normWeights, s.rows, s.dim, s.eps) : { q: q0, k: k0 };
+  const valid = Math.max(0, Math.min(s.rows, s.maxPos - s.pos));
+  const positions = Array.from({ length: valid }, (_, m) => s.pos + m);
+  const n = valid * s.dim;
+  const qr = ropeReference(q.subarray(0, n), positions, s.headDim, table);
+  const kr = ropeReference(k.subarray(0, n), positions, s.headDim, table);
+  const out = { q: Float32Array.from(qOut), kCache: Float32Array.from(kCache), vCache: Float32Array.from(vCache) };
+  if (valid > 0) {
+    out.q.set(qr);
+    out.kCache.set(kr, s.pos * s.dim);
+    out.vCache.set(v.subarray(0, n), s.pos * s.dim);
+  }
+  return out;
+}
+
+/** Splits [rows, 3 * dim] rows into q, k and v, each [rows, dim]. */
+function splitQkv(qkv: Float32Array, rows: number, dim: number): [Float32Array, Float32Array, Float32Array] {
+  const parts = [0, 1, 2].map(() => new Float32Array(rows * dim));
+  for (let m = 0; m < rows; m++) {
+    for (let part = 0; part < 3; part++) {
+      parts[part].set(qkv.subarray((3 * m + part) * dim, (3 * m + part + 1) * dim), m * dim);
+    }
+  }
+  return [parts[0], parts[1], parts[2]];
+}

@@ -1,0 +1,193 @@
+import { assertEquals, assertThrows } from "@std/assert";
+import {
+  qkNormReference,
+  qkNormRope,
+  qkNormRopeKernel,
+  qkNormRopeReference,
+  ropeReference,
+  ropeTable,
+} from "../../kernels/attention/qk_norm_rope.ts";
+import type { Gpu, Kernel } from "../../kernels/runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+
+// Inputs are N(0, 2^2) (|x| <= ~10), norm weights N(1, 0.5^2). The kernel works in f32 against an f64 reference on the
+// same f32 inputs and table: RoPE alone differs by ~1 ulp of its products (<= 1e-6 absolute); with QK-norm the f32
+// sum of squares over D <= 384 and inverseSqrt (2 ulp) add a few ulp of relative error, <= ~4e-6 absolute on values
+// of magnitude 10 (lavapipe measures <= 1e-6). atol 1e-5 + rtol 1e-5 leaves a margin; the bugs below move outputs
+// by O(1).
+const TOL = { atol: 1e-5, rtol: 1e-5 };
+const THETA = 500000;
+
+interface Case {
+  heads: number;
+  headDim: number;
+  rows: number;
+  pos: number;
+  maxPos: number;
+  applyNorm: boolean;
+  kernel?: Kernel;
+  workgroupSize?: number;
+}
+
+/**
+ * Runs one dispatch and compares q_out and both caches with the reference. The caches hold random sentinel rows
+ * (which must stay untouched) except rows POS .. POS + M - 1, which are NaN until written; both buffers have two
+ * sentinel rows past maxPos, so a write beyond the cache is caught instead of dropped by robust buffer access.
+ */
+async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
+  const dim = c.heads * c.headDim;
+  const rng = new Rng(c.rows * 104729 + dim * 31 + c.pos + (c.applyNorm ? 1 : 0));
+  const qkv = rng.normals(c.rows * 3 * dim, 2);
+  const normWeights = rng.normals(2 * dim, 0.5, 1);
+  const table = ropeTable(c.maxPos, c.headDim, THETA);
+  const stored = c.maxPos + 2;
+  const caches = [0, 1].map(() => {
+    const cache = rng.normals(stored * dim, 1, 5);
+    cache.fill(NaN, c.pos * dim, Math.min(c.pos + c.rows, c.maxPos) * dim);
+    return cache;
+  });
+  const ctl = ctlBuffer(gpu, { POS: c.pos });
+  const bufs = {
+    qkv: gpu.upload("qkv", qkv),
+    normWeights: gpu.upload("norm_w", normWeights),
+    ropeTable: gpu.upload("rope", table),
+    qOut: poisoned(gpu, c.rows * dim, "q_out"),
+    kCache: gpu.upload("k_cache", caches[0]),
+    vCache: gpu.upload("v_cache", caches[1]),
+  };
+  gpu.run([qkNormRope(gpu, { ctl, ...bufs, ...c, dim }, c.kernel)]);
+  const q = await gpu.readF32(bufs.qOut, c.rows * dim);
+  const k = await gpu.readF32(bufs.kCache, stored * dim);
+  const v = await gpu.readF32(bufs.vCache, stored * dim);
+  for (const b of [ctl, ...Object.values(bufs)]) b.destroy();
+  const want = qkNormRopeReference(qkv, normWeights, table, { ...c, dim, eps: 1e-6 }, caches[0], caches[1]);
+  const what = `qk_norm_rope ${JSON.stringify({ ...c, kernel: c.kernel?.name })}`;
+  const valid = Math.max(0, Math.min(c.rows, c.maxPos - c.pos)) * dim; // rows past the cache leave q_out unwritten
+  assertClose(q.subarray(0, valid), want.q.subarray(0, valid), TOL, `${what} q_out`);
+  assertClose(k, want.kCache, TOL, `${what} k_cache`);
+  assertClose(v, want.vCache, { atol: 0 }, `${what} v_cache`); // a copy: exact
+}
+
+const SHAPES = [[2, 64], [3, 128], [1, 8]];
+
+gpuTest("RoPE alone (no QK-norm) matches the reference at POS > 0", async (gpu) => {
+  for (const [heads, headDim] of SHAPES) {
+    for (const rows of [1, 3, 16]) {
+      await checkQkNormRope(gpu, { heads, headDim, rows, pos: 11 + rows, maxPos: 40, applyNorm: false });
+    }
+  }
+});
+
+gpuTest("QK-norm + RoPE + cache stores match the composed reference", async (gpu) => {
+  for (const [heads, headDim] of SHAPES) {
+    for (const rows of [1, 3, 16]) {
+      await checkQkNormRope(gpu, { heads, headDim, rows, pos: 7 + 2 * rows, maxPos: 33, applyNorm: true });
+    }
+  }
+});
+
+gpuTest("QK-norm + RoPE at the end of a 4096-position cache (large angles)", async (gpu) => {
+  await checkQkNormRope(gpu, { heads: 2, headDim: 128, rows: 3, pos: 4093, maxPos: 4096, applyNorm: true });
+});
+
+gpuTest("QK-norm + RoPE with a workgroup smaller than the row", async (gpu) => {
+  await checkQkNormRope(gpu, {
+    heads: 3,
+    headDim: 128,
+    rows: 3,
+    pos: 5,
+    maxPos: 9,
+    applyNorm: true,
+    workgroupSize: 32,
+  });
+});
+
+gpuTest("rows at positions >= MAX_POS write nothing", async (gpu) => {
+  await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 18, maxPos: 20, applyNorm: true });
+  await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 3, pos: 21, maxPos: 20, applyNorm: true });
+});
+
+gpuTest("the composed reference is QK-norm followed by RoPE", () => {
+  // Guards the reference itself: composing the two public references by hand must give the same q.
+  const rng = new Rng(3);
+  const [rows, dim, headDim, pos] = [2, 16, 8, 5];
+  const qkv = rng.normals(rows * 3 * dim), w = rng.normals(2 * dim, 0.5, 1), table = ropeTable(8, headDim, THETA);
+  const { q } = qkNormReference(qkv, w, rows, dim, 1e-6);
+  const byHand = ropeReference(q, [pos, pos + 1], headDim, table);
+  const shape = { rows, dim, headDim, maxPos: 8, pos, eps: 1e-6, applyNorm: true };
+  const zeros = new Float32Array(8 * dim);
+  assertEquals(qkNormRopeReference(qkv, w, table, shape, zeros, zeros).q, byHand);
+  return Promise.resolve();
+});
+
+gpuTest("ropeTable holds f32 cos/sin of f32 angles, as PyTorch computes them", () => {
+  const hd = 128;
+  const t = ropeTable(4096, hd, THETA);
+  // Position 0: angle 0 for every frequency.
+  for (let i = 0; i < hd / 2; i++) {
+    assertEquals([t[i], t[hd / 2 + i]], [1, 0]);
+  }
+  // inv_freq[0] = 1, so entry (p, 0) is cos(p) / sin(p) rounded to f32.
+  for (const p of [1, 7, 1000, 4095]) {
+    assertEquals([t[p * hd], t[p * hd + hd / 2]], [Math.fround(Math.cos(p)), Math.fround(Math.sin(p))]);
+  }
+  // Values computed independently with numpy float32 arithmetic (inv_freq = 1 / theta ** (arange(0, 128, 2) / 128),
+  // angle = p * inv_freq, all f32), then cos/sin of the f32 angle. At (1000, 1) the f32 angle 814.6171875 differs from
+  // the exact one by 4e-5 rad: the f64 cos would be -0.58595636, so this also pins down the f32 angle rounding.
+  const known: [number, number, number, number][] = [
+    [1000, 1, -0.5859939455986023, -0.8103154301643372],
+    [4095, 1, 0.8707965016365051, -0.49164360761642456],
+    [4095, 17, 0.9769033789634705, -0.2136814296245575],
+    [7, 17, 0.977095365524292, 0.21280188858509064],
+    [1, 63, 1, 0.0000024551407022954663],
+  ];
+  for (const [p, i, cos, sin] of known) assertEquals([t[p * hd + i], t[p * hd + hd / 2 + i]], [cos, sin]);
+  // Every entry is within f32 angle rounding of the exact f64 value: |error| <= |angle| * 2^-22 + 2^-24.
+  for (let p = 0; p < 4096; p += 97) {
+    for (let i = 0; i < hd / 2; i++) {
+      const angle = p * THETA ** (-2 * i / hd);
+      const bound = angle * 2 ** -22 + 2 ** -24;
+      if (
+        Math.abs(t[p * hd + i] - Math.cos(angle)) > bound || Math.abs(t[p * hd + hd / 2 + i] - Math.sin(angle)) > bound
+      ) {
+        throw new Error(`ropeTable(${p}, ${i}) is further than ${bound} from the exact cos/sin of ${angle}`);
+      }
+    }
+  }
+  return Promise.resolve();
+});
+
+gpuTest("qkNormRope rejects a width that is not whole heads and an odd head_dim", (gpu) => {
+  const ctl = ctlBuffer(gpu);
+  const b = {
+    ctl,
+    qkv: ctl,
+    normWeights: ctl,
+    ropeTable: ctl,
+    qOut: ctl,
+    kCache: ctl,
+    vCache: ctl,
+    rows: 1,
+    maxPos: 4,
+  };
+  assertThrows(() => qkNormRope(gpu, { ...b, dim: 100, headDim: 64 }), Error, "multiple of head_dim");
+  assertThrows(() => qkNormRope(gpu, { ...b, dim: 14, headDim: 7 }), Error, "odd");
+  ctl.destroy();
+  return Promise.resolve();
+});
+
+gpuTest("qk_norm_rope checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][] = [
+    ["let lo = a * c - b * sn;", "let lo = a * c + b * sn;"], // rotate_half without the minus
+    ["partial[0] / f32(D)", "partial[0] / f32(HEAD_DIM)"], // norm statistics per head instead of the whole width
+    ["let rrow = p * HEAD_DIM;", "let rrow = m * HEAD_DIM;"], // angle of the row index, not the position
+    ["if (p >= MAX_POS) { return; }", ""], // no guard: writes past the cache
+  ];
+  for (const [from, to] of cases) {
+    const kernel = mutate(qkNormRopeKernel, from, to);
+    await assertCaught(async () => {
+      await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 9, maxPos: 16, applyNorm: true, kernel });
+      await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 3, pos: 15, maxPos: 16, applyNorm: true, kernel });
+    }, `${from} -> ${to}`);
+  }
+});
