@@ -1,9 +1,11 @@
 /**
  * Argmax (greedy) or temperature sampling (Gumbel-max) over each row of f32 logits, ids >= VOCAB masked:
- *   greedy (TEMPERATURE 0):   id[m] = argmax_{v < VOCAB} z[m, v]                     (ties: the lowest id)
- *   sampling (TEMPERATURE T): id[m] = argmax_{v < VOCAB} z[m, v] / T + g(SEED, pos_m, v)
+ *   greedy (T = 0):      id[m] = argmax_{v < VOCAB} z[m, v]                          (ties: the lowest id)
+ *   sampling (T > 0):    id[m] = argmax_{v < VOCAB} z[m, v] / T + g(SEED, pos_m, v)
  * where g is Gumbel noise from an integer hash of (SEED, the row's absolute position pos_m, v), so id[m] is a sample of
- * softmax(z[m, :] / T) that the CPU reference reproduces (`gumbel`). pos_m = ctl[CTL_POS] + ROW_POS_OFFSET + m.
+ * softmax(z[m, :] / T) that the CPU reference reproduces (`gumbelNoise`). pos_m = ctl[CTL_POS] + ROW_POS_OFFSET + m.
+ * The temperature enters as the override INV_TEMPERATURE = 1 / T (0 = greedy): a division by an override that may be
+ * zero would fail pipeline creation.
  *
  * Output: the ids go to an `ids` buffer [M], or into the sequence at seq[pos_m + 1] (the token predicted after
  * position pos_m); optionally the chosen id's logit goes to `values` [M] (the row maximum when greedy).
@@ -12,8 +14,8 @@
  * mostly in L2). A two-stage reduction (many workgroups per row, then a combining pass) moves the same bytes but adds a
  * second dependent dispatch, and a dispatch boundary costs several microseconds of GPU time on Deno's WebGPU (the brief
  * measured ~8 us per tiny dispatch), more than the whole single-workgroup pass should take: 1024 threads each keep four
- * independent coalesced loads in flight (16 KB per SM), about 25 loads per thread per row. Several rows (drafted or
- * verified positions) run on as many SMs at once. Not yet timed on an H100.
+ * independent coalesced loads in flight (16 KB per SM), ~98 loads per thread per row in 25 rounds of four. Several rows
+ * (drafted or verified positions) run on as many SMs at once. Not yet timed on an H100.
  */
 
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
@@ -188,7 +190,7 @@ export function argmax(gpu: Gpu, a: ArgmaxArgs, kernel: Kernel = argmaxKernel): 
 }
 
 /** lowbias32, bit-exact with the kernel's `hash_u32`. */
-export function hashU32(x: number): number {
+export function samplingHash(x: number): number {
   x = (x ^ (x >>> 16)) >>> 0;
   x = Math.imul(x, 0x7feb352d);
   x = (x ^ (x >>> 15)) >>> 0;
@@ -198,15 +200,15 @@ export function hashU32(x: number): number {
 
 /** The kernel's per-row sampling key for `seed` and the row's absolute position. */
 export function samplingKey(seed: number, pos: number): number {
-  return hashU32((hashU32(seed >>> 0) + pos) >>> 0);
+  return samplingHash((samplingHash(seed >>> 0) + pos) >>> 0);
 }
 
 /**
  * The Gumbel noise the kernel adds to token `id` under `key`, in f64. The hash and the uniform are bit-exact with the
  * kernel; only the two logarithms differ (WGSL's f32 log vs f64), by < 1e-5 absolute (see the kernel's comment).
  */
-export function gumbel(key: number, id: number): number {
-  const k = hashU32((key ^ Math.imul(id, 0x9e3779b9)) >>> 0) >>> 9;
+export function gumbelNoise(key: number, id: number): number {
+  const k = samplingHash((key ^ Math.imul(id, 0x9e3779b9)) >>> 0) >>> 9;
   const r = (8388607 - k + 0.5) / 8388608;
   return -Math.log(-Math.log1p(-r));
 }
@@ -239,7 +241,7 @@ export function argmaxReference(
     const s = new Float64Array(vocab);
     let best = 0;
     for (let v = 0; v < vocab; v++) {
-      s[v] = t > 0 ? logits[m * vp + v] / t + gumbel(key, v) : logits[m * vp + v];
+      s[v] = t > 0 ? logits[m * vp + v] / t + gumbelNoise(key, v) : logits[m * vp + v];
       if (s[v] > s[best]) best = v;
     }
     ids[m] = best;
