@@ -1,0 +1,200 @@
+import { argmax, argmaxKernel, argmaxReference } from "../../kernels/logits/argmax.ts";
+import type { Gpu, Kernel } from "../../kernels/runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, Rng } from "../harness.ts";
+import { PADDING } from "./logits_check.ts";
+
+// Sampling: the kernel's Gumbel scores differ from the f64 reference's by < 2e-5 (f32 z / T, WGSL's log with 2^-21
+// absolute error near 1, see the kernel comment). A chosen id passes when its reference score is within 1e-4 of the
+// reference's best, so the check only tolerates genuine near-ties; a wrong key or temperature moves scores by O(1).
+const SAMPLE_TOL = 1e-4;
+
+/** Random logits [rows, vp] with padding set to PADDING and, per row, an exact tie at the maximum. */
+function makeLogits(rng: Rng, rows: number, vp: number, vocab: number, ties: boolean): Float32Array {
+  const z = rng.normals(rows * vp, 2);
+  for (let m = 0; m < rows; m++) {
+    for (let v = vocab; v < vp; v++) z[m * vp + v] = PADDING;
+    if (ties && vocab > 1) {
+      // An exact tie at the maximum between two random ids (usually in different threads' strides).
+      const a = rng.int(vocab), b = rng.int(vocab);
+      z[m * vp + a] = z[m * vp + b] = 9;
+    }
+  }
+  return z;
+}
+
+interface Case {
+  rows: number;
+  vp: number;
+  vocab: number;
+  temperature?: number;
+  seed?: number;
+  ties?: boolean;
+  toSeq?: boolean;
+  pos?: number;
+  rowPosOffset?: number;
+  workgroupSize?: number;
+  kernel?: Kernel;
+}
+
+/** Runs one argmax case and checks ids (and values) against the reference. */
+async function checkArgmax(gpu: Gpu, c: Case): Promise<Uint32Array> {
+  const { rows, vp, vocab } = c;
+  const rng = new Rng(rows * 7907 + vp * 31 + vocab + (c.seed ?? 0));
+  const z = makeLogits(rng, rows, vp, vocab, c.ties ?? true);
+  const pos = c.pos ?? 0, off = c.rowPosOffset ?? 0;
+  const ctl = ctlBuffer(gpu, { POS: pos });
+  const logits = gpu.upload("logits", z);
+  const seqLen = pos + off + rows + 3;
+  const seqInit = new Uint32Array(seqLen).fill(0xdeadbeef);
+  const out = c.toSeq ? gpu.upload("seq", seqInit) : gpu.upload("ids", new Uint32Array(rows).fill(0xdeadbeef));
+  const values = gpu.upload("values", new Float32Array(rows).fill(NaN));
+  gpu.run([
+    argmax(gpu, {
+      ctl,
+      logits,
+      ...(c.toSeq ? { seq: out } : { ids: out }),
+      values,
+      rows,
+      vp,
+      vocab,
+      temperature: c.temperature,
+      seed: c.seed,
+      rowPosOffset: off,
+      workgroupSize: c.workgroupSize,
+    }, c.kernel),
+  ]);
+  const outData = await gpu.readU32(out);
+  const gotValues = await gpu.readF32(values, rows);
+  for (const b of [ctl, logits, out, values]) b.destroy();
+  const what = `argmax ${JSON.stringify({ ...c, kernel: c.kernel?.name })}`;
+  let ids = outData.slice(0, rows);
+  if (c.toSeq) {
+    ids = outData.slice(pos + off + 1, pos + off + 1 + rows);
+    const expectSeq = Uint32Array.from(seqInit);
+    expectSeq.set(ids, pos + off + 1);
+    assertClose(outData.slice(0, seqLen), expectSeq, { atol: 0 }, `${what}: seq outside the written slots`);
+  }
+  const ref = argmaxReference(z, rows, vp, vocab, { temperature: c.temperature, seed: c.seed, firstPos: pos + off });
+  if ((c.temperature ?? 0) === 0) {
+    // Greedy: exact, ties to the lowest id.
+    assertClose(ids, ref.ids, { atol: 0 }, `${what}: ids`);
+  } else {
+    for (let m = 0; m < rows; m++) {
+      const s = ref.scores[m], best = s[ref.ids[m]];
+      if (!(ids[m] < vocab && s[ids[m]] >= best - SAMPLE_TOL)) {
+        throw new Error(`${what}: row ${m} chose ${ids[m]} (score ${s[ids[m]]}), reference ${ref.ids[m]} (${best})`);
+      }
+    }
+  }
+  // The value is the chosen id's logit, bit for bit.
+  const chosen = Float32Array.from(ids, (id, m) => z[m * vp + id]);
+  assertClose(gotValues, chosen, { atol: 0 }, `${what}: values`);
+  return ids;
+}
+
+gpuTest("argmax matches the reference (greedy, ties to the lowest id, padding masked)", async (gpu) => {
+  for (
+    const [rows, vp, vocab] of [[1, 1, 1], [1, 37, 30], [3, 37, 30], [2, 1000, 997], [5, 1000, 1000], [7, 4099, 4097]]
+  ) {
+    await checkArgmax(gpu, { rows, vp, vocab });
+  }
+});
+
+gpuTest("argmax at the OLMo-2 vocabulary (100352 padded, 100278 real)", async (gpu) => {
+  await checkArgmax(gpu, { rows: 2, vp: 100352, vocab: 100278 });
+  await checkArgmax(gpu, { rows: 1, vp: 100352, vocab: 100278, temperature: 0.8, seed: 5 });
+});
+
+gpuTest("argmax is correct for every workgroup size, including more threads than ids", async (gpu) => {
+  for (const workgroupSize of [1, 2, 64, 256, 1024]) {
+    await checkArgmax(gpu, { rows: 3, vp: 1000, vocab: 997, workgroupSize });
+  }
+  await checkArgmax(gpu, { rows: 2, vp: 37, vocab: 30, workgroupSize: 1024 });
+});
+
+gpuTest("argmax writes the next token into seq at ctl[POS] + rowPosOffset + m + 1 and nothing else", async (gpu) => {
+  await checkArgmax(gpu, { rows: 1, vp: 37, vocab: 30, toSeq: true, pos: 6 });
+  await checkArgmax(gpu, { rows: 4, vp: 1000, vocab: 997, toSeq: true, pos: 3, rowPosOffset: 2 });
+  await checkArgmax(gpu, { rows: 3, vp: 37, vocab: 30, toSeq: true, pos: 9, temperature: 1.3, seed: 77 });
+});
+
+gpuTest("argmax sampling reproduces the reference's Gumbel-max choice", async (gpu) => {
+  for (const [rows, vp, vocab, temperature, seed] of [[1, 1, 1, 1, 0], [9, 37, 30, 0.5, 1], [6, 1000, 997, 1.7, 3]]) {
+    await checkArgmax(gpu, { rows, vp, vocab, temperature, seed, pos: 11 });
+  }
+  // Positions and seeds change the draw: the same logits at 9 positions do not all give one id.
+  const ids = await checkArgmax(gpu, { rows: 9, vp: 8, vocab: 5, temperature: 5, seed: 2, ties: false });
+  if (new Set(ids).size === 1) throw new Error(`sampling ignored the position: ids ${ids}`);
+});
+
+gpuTest("argmax samples follow softmax(z / T) over the real vocabulary", async (gpu) => {
+  const rows = 4000, vp = 8, vocab = 6, temperature = 0.7;
+  const row = [1, 0.5, 0, -0.5, 2, 0.3, PADDING, PADDING];
+  const z = new Float32Array(rows * vp);
+  for (let m = 0; m < rows; m++) z.set(row, m * vp);
+  const ctl = ctlBuffer(gpu, { POS: 100 }), logits = gpu.upload("logits", z), ids = gpu.buffer("ids", rows * 4);
+  gpu.run([argmax(gpu, { ctl, logits, ids, rows, vp, vocab, temperature, seed: 12345, workgroupSize: 8 })]);
+  const got = await gpu.readU32(ids, rows);
+  for (const b of [ctl, logits, ids]) b.destroy();
+  const w = row.slice(0, vocab).map((x) => Math.exp(x / temperature)), total = w.reduce((a, b) => a + b);
+  const counts = new Array(vp).fill(0);
+  for (const id of got) counts[id]++;
+  for (let v = 0; v < vp; v++) {
+    const p = v < vocab ? w[v] / total : 0;
+    const sigma = Math.sqrt((p * (1 - p)) / rows);
+    // 4.5 sigma per id: a correct sampler fails with probability < 1e-4 (and the seed is fixed).
+    if (Math.abs(counts[v] / rows - p) > 4.5 * sigma) {
+      throw new Error(`id ${v}: frequency ${counts[v] / rows}, expected ${p.toFixed(4)} +- ${sigma.toFixed(4)}`);
+    }
+  }
+});
+
+gpuTest("argmax gated by ACTIVE = 0 writes nothing", async (gpu) => {
+  const ctl = ctlBuffer(gpu, { ACTIVE: 0 }), logits = gpu.upload("logits", new Float32Array(37).fill(1));
+  const ids = gpu.upload("ids", new Uint32Array([7]));
+  gpu.run([argmax(gpu, { ctl, logits, ids, rows: 1, vp: 37, vocab: 30, gated: true })]);
+  const got = await gpu.readU32(ids, 1);
+  for (const b of [ctl, logits, ids]) b.destroy();
+  if (got[0] !== 7) throw new Error(`gated argmax wrote ${got[0]}`);
+});
+
+gpuTest("argmax rejects bad arguments with a clear error", (gpu) => {
+  const ctl = ctlBuffer(gpu);
+  const bad = [
+    { rows: 1, vp: 10, vocab: 11, ids: ctl },
+    { rows: 0, vp: 10, vocab: 10, ids: ctl },
+    { rows: 1, vp: 10, vocab: 10, ids: ctl, temperature: -1 },
+    { rows: 1, vp: 10, vocab: 10 },
+    { rows: 1, vp: 10, vocab: 10, ids: ctl, seq: ctl },
+    { rows: 1, vp: 10, vocab: 10, ids: ctl, workgroupSize: 48 },
+  ];
+  for (const b of bad) {
+    let threw = false;
+    try {
+      argmax(gpu, { ctl, logits: ctl, ...b });
+    } catch {
+      threw = true;
+    }
+    if (!threw) throw new Error(`argmax accepted bad arguments #${bad.indexOf(b)}`);
+  }
+  ctl.destroy();
+  return Promise.resolve();
+});
+
+gpuTest("argmax checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][][] = [
+    [["(v == bv && i < bi)", "(v == bv && i > bi)"]], // ties to the highest id
+    [["stride = WG / 2u", "stride = WG / 4u"]], // half the threads dropped from the reduction
+    [["s * INV_TEMPERATURE + gumbel", "s + gumbel"]], // temperature ignored
+    [["ROW_POS_OFFSET + m;", "ROW_POS_OFFSET;"]], // every row sampled and written at row 0's position
+    [["i0 < VOCAB;", "i0 < VP;"], ["VOCAB - 1u)", "VP - 1u)"], ["if (i < VOCAB)", "if (i < VP)"]], // padding not masked
+  ];
+  for (const edits of cases) {
+    const kernel = edits.reduce((k, [from, to]) => mutate(k, from, to), argmaxKernel);
+    await assertCaught(async () => {
+      await checkArgmax(gpu, { rows: 3, vp: 1000, vocab: 997, kernel, workgroupSize: 64 });
+      await checkArgmax(gpu, { rows: 3, vp: 37, vocab: 30, kernel, temperature: 3, seed: 4, toSeq: true, pos: 2 });
+      await checkArgmax(gpu, { rows: 8, vp: 37, vocab: 30, kernel, temperature: 3, seed: 4, ties: false });
+    }, edits.map(([f, t]) => `${f} -> ${t}`).join("; "));
+  }
+});
