@@ -3,7 +3,7 @@
  * them all with one readback (one sync point) after the work is submitted.
  */
 
-import type { Gpu } from "./runtime.ts";
+import { type Dispatch, encodeDispatches, type Gpu } from "./runtime.ts";
 
 /** Timestamp slots for up to `capacity` compute passes, read back together. */
 export class PassTimer {
@@ -66,4 +66,33 @@ export class PassTimer {
     this.#querySet.destroy();
     this.#resolve.destroy();
   }
+}
+
+/**
+ * GPU time in ms of `reps` replays of `dispatches`, each replay in its own timed compute pass, all submitted at once
+ * and read back together (one sync point). Falls back to wall time per replay when timestamps are unavailable.
+ */
+export async function timeDispatches(gpu: Gpu, dispatches: readonly Dispatch[], reps: number): Promise<number[]> {
+  if (!PassTimer.supported(gpu)) {
+    const out: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const t0 = performance.now();
+      gpu.run(dispatches);
+      await gpu.finish();
+      out.push(performance.now() - t0);
+    }
+    return out;
+  }
+  const timer = new PassTimer(gpu, reps);
+  const encoder = gpu.device.createCommandEncoder({ label: "timeDispatches" });
+  for (let i = 0; i < reps; i++) {
+    const pass = encoder.beginComputePass(timer.pass(`rep ${i}`));
+    encodeDispatches(pass, dispatches);
+    pass.end();
+  }
+  timer.resolve(encoder);
+  gpu.device.queue.submit([encoder.finish()]);
+  const ms = await timer.readMs();
+  timer.destroy();
+  return ms;
 }

@@ -48,7 +48,7 @@ gpuTest("matvec tuning knobs keep it correct", async (gpu) => {
   }
 });
 
-gpuTest("matvec rejects K not a multiple of 8 and too many rows", async (gpu) => {
+gpuTest("matvec rejects K not a multiple of 8 and too many rows", (gpu) => {
   const ctl = ctlBuffer(gpu);
   let thrown = 0;
   for (const [rows, k] of [[1, 12], [17, 16]]) {
@@ -60,6 +60,7 @@ gpuTest("matvec rejects K not a multiple of 8 and too many rows", async (gpu) =>
   }
   ctl.destroy();
   if (thrown !== 2) throw new Error("matvec accepted a shape it cannot handle");
+  return Promise.resolve();
 });
 
 gpuTest("matvec checks catch broken kernels", async (gpu) => {

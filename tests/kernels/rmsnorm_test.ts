@@ -57,7 +57,10 @@ gpuTest("rmsnorm reads rows from an offset (last position only)", async (gpu) =>
 gpuTest("rmsnorm checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
     ["partial[0] / f32(D)", "partial[0] / f32(D - 1u)"], // wrong mean
-    ["for (var i = t; i < D; i += WG) {\n    let v = x[xb + i] * inv", "for (var i = t; i + 1u < D; i += WG) {\n    let v = x[xb + i] * inv"], // last element skipped
+    [
+      "for (var i = t; i < D; i += WG) {\n    let v = x[xb + i] * inv",
+      "for (var i = t; i + 1u < D; i += WG) {\n    let v = x[xb + i] * inv",
+    ], // last element skipped
     ["out[ob + i] += v", "out[ob + i] = v"], // residual dropped
   ];
   for (const [from, to] of cases) {
