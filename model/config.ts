@@ -157,6 +157,11 @@ export function weightBytes(c: ModelConfig): number {
 /** How the fields of a config are called where it came from (e.g. `hidden_size` in config.json), for messages. */
 export type ConfigKeyNames = Partial<Record<keyof ModelConfig, string>>;
 
+/** A config value as a message shows it (numbers as JS prints them, so NaN stays NaN). */
+function show(v: unknown): string {
+  return typeof v === "number" ? String(v) : JSON.stringify(v);
+}
+
 const INTEGER_FIELDS = [
   "dModel",
   "nLayers",
@@ -180,7 +185,7 @@ export function validateConfig(c: ModelConfig, where = "the model config", keyNa
   };
   for (const f of INTEGER_FIELDS) {
     const v = c[f];
-    if (!Number.isSafeInteger(v) || v < 1) fail(`${key(f)} is ${JSON.stringify(v)}, but it must be a positive integer`);
+    if (!Number.isSafeInteger(v) || v < 1) fail(`${key(f)} is ${show(v)}, but it must be a positive integer`);
   }
   if (c.nKvHeads !== c.nHeads) {
     fail(
@@ -217,13 +222,13 @@ export function validateConfig(c: ModelConfig, where = "the model config", keyNa
     );
   }
   if (typeof c.ropeTheta !== "number" || !Number.isFinite(c.ropeTheta) || c.ropeTheta <= 1) {
-    fail(`${key("ropeTheta")} is ${JSON.stringify(c.ropeTheta)}, but it must be a finite number above 1 (500000)`);
+    fail(`${key("ropeTheta")} is ${show(c.ropeTheta)}, but it must be a finite number above 1 (500000)`);
   }
   if (typeof c.rmsNormEps !== "number" || !(c.rmsNormEps > 0 && c.rmsNormEps < 1)) {
-    fail(`${key("rmsNormEps")} is ${JSON.stringify(c.rmsNormEps)}, but it must be between 0 and 1 (OLMo-2: 1e-6)`);
+    fail(`${key("rmsNormEps")} is ${show(c.rmsNormEps)}, but it must be between 0 and 1 (OLMo-2: 1e-6)`);
   }
   if (typeof c.tieEmbeddings !== "boolean") {
-    fail(`${key("tieEmbeddings")} is ${JSON.stringify(c.tieEmbeddings)}, but it must be true or false`);
+    fail(`${key("tieEmbeddings")} is ${show(c.tieEmbeddings)}, but it must be true or false`);
   }
   return c;
 }

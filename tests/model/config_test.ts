@@ -4,9 +4,10 @@ import {
   type ModelConfig,
   olmo2FfnHidden,
   parameterCount,
-  PRESETS,
   presetConfig,
+  PRESETS,
   validateConfig,
+  weightBytes,
 } from "../../model/config.ts";
 import { assertUserError } from "./util.ts";
 
@@ -51,6 +52,11 @@ Deno.test("presets have the parameter counts of OLMo-core olmo2_1B_v2 and olmo2_
   assertEquals(PRESETS["7b"].ffnHidden, 11008);
   assertEquals(olmo2FfnHidden(4096), 11008);
   for (const p of Object.values(PRESETS)) validateConfig({ ...p });
+});
+
+Deno.test("weight bytes: matrices as bf16, the 4 norms per layer and the final norm as f32", () => {
+  const norms = 16 * 4 * 2048 + 2048;
+  assertEquals(weightBytes(PRESETS["1b"]), 2 * (1_484_916_736 - norms) + 4 * norms);
 });
 
 Deno.test("tied embeddings count the embedding once", () => {
