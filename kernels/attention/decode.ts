@@ -5,19 +5,22 @@
  * Flash-decoding. The keys are cut into chunks of CHUNK; the grid is heads x ceil(MAX_POS / CHUNK) chunks, so the
  * CPU never needs the length: a chunk starting after the last key returns at once, and the merge never reads it.
  * A workgroup owns one (head, chunk) and all M rows, so every K and V row is read once for the M queries:
- *   1. scores: SLOTS = WG / (HEAD_DIM / 4) keys at a time, HEAD_DIM / 4 threads per key, each reading one vec4
- *      (a warp reads whole contiguous key rows: 512 bytes at HEAD_DIM 128); the per-thread partial dot products of
- *      all M rows (packed 4 rows per vec4) are summed by a tree in workgroup memory;
+ *   1. scores: KEY_LANES threads per key, each holding KEY_VEC vec4 of it, strided so that the KEY_LANES threads
+ *      read KEY_LANES contiguous vec4 at a time (whole 32-byte sectors, several keys per warp access); the
+ *      per-thread partial dot products of all M rows (4 rows per vec4) are summed by a tree in workgroup memory.
+ *      KEY_VEC trades registers (M * KEY_VEC vec4 of q) against tree depth and passes (a barrier each): by
+ *      default 8 at M <= 2 (4 threads per 128-float key, 32 keys per pass), 1 at M >= 9;
  *   2. online softmax over the tile of TILE keys (see shared.ts);
- *   3. p * V: the same threads read V rows the same way and accumulate all M rows in registers; after the chunk
- *      the SLOTS partial sums are added in workgroup memory.
+ *   3. p * V: HEAD_DIM / 4 threads per V row, one vec4 each (a warp reads whole contiguous rows), SLOTS =
+ *      WG / (HEAD_DIM / 4) keys at a time, accumulating all M rows in registers; after the chunk the SLOTS partial
+ *      sums are added in workgroup memory.
  * Each (row, head, chunk) writes its unnormalised output and (running max, sum of exp) to a scratch buffer; the
  * merge kernel combines the chunks row m can see (c <= p_m / CHUNK) into out. When one chunk covers MAX_POS the
  * builder returns a single dispatch (DIRECT) that normalises and writes out itself.
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { checkHeadShape, onlineSoftmaxWgsl, rowLanes, WORKGROUP_BYTES } from "./shared.ts";
+import { checkHeadShape, nextPowerOfTwo, onlineSoftmaxWgsl, rowLanes, WORKGROUP_BYTES } from "./shared.ts";
 
 /** Most query rows one decode dispatch handles (speculative verification of up to 16 drafted tokens). */
 export const DECODE_MAX_ROWS = 16;
@@ -41,16 +44,20 @@ override HEAD_DIM: u32;                       // a power of two, 8 .. 4 * WG
 override M: u32 = 1u;                         // query rows, 1 .. 16
 override MAX_POS: u32;                        // cache rows
 override CHUNK: u32 = 64u;                    // keys per workgroup, a multiple of TILE
-override TILE: u32 = 64u;                     // keys per online-softmax step, a multiple of SLOTS
+override TILE: u32 = 64u;                     // keys per online-softmax step, a multiple of KEY_SLOTS
 override WG: u32 = 128u;                      // threads, a power of two
 override ROW_LANES: u32 = 8u;                 // see shared.ts
 override SCALE: f32;                          // 1 / sqrt(HEAD_DIM)
 override DIRECT: bool = false;                // one chunk: normalise and write out directly
+override KEY_VEC: u32 = 1u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16
 override HV: u32 = HEAD_DIM / 4u;             // vec4 per head row
-override SLOTS: u32 = WG / HV;                // keys in flight (threads t = slot * HV + lane)
+override KEY_LANES: u32 = HV / KEY_VEC;       // scores: threads per key (t = key_slot * KEY_LANES + key_lane)
+override KEY_SLOTS: u32 = WG / KEY_LANES;     // scores: keys per pass
+override SLOTS: u32 = WG / HV;                // p * V: keys in flight (t = slot * HV + lane)
 override MQ: u32 = (M + 3u) / 4u;             // vec4 of 4 rows' partial dot products
 override NCHUNK: u32 = (MAX_POS + CHUNK - 1u) / CHUNK;
 const MAX_M: u32 = 16u;
+const MAX_KEY_VEC: u32 = 8u;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
@@ -71,32 +78,47 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let chunk_end = min(chunk_first + CHUNK, last_key + 1u);
   let slot = t / HV;
   let lane = t % HV;
-  let row4 = NH * HV;        // vec4 per cache / query row
-  let col = h * HV + lane;   // this thread's vec4 of the head
-  var qv: array<vec4<f32>, MAX_M>;
+  let key_slot = t / KEY_LANES;
+  let key_lane = t % KEY_LANES;
+  let row4 = NH * HV;               // vec4 per cache / query row
+  let col = h * HV + lane;          // p * V: this thread's vec4 of the head
+  let key_col = h * HV + key_lane;  // scores: this thread's first vec4 of the head, then every KEY_LANES
+  var qv: array<vec4<f32>, MAX_M>;  // qv[m * KEY_VEC + v] = SCALE * q[m, vec4 key_col + v * KEY_LANES]
   var acc: array<vec4<f32>, MAX_M>;
-  for (var m = 0u; m < M; m++) { qv[m] = q[m * row4 + col] * SCALE; }
+  for (var m = 0u; m < M; m++) {
+    for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = q[m * row4 + key_col + v * KEY_LANES] * SCALE; }
+  }
   softmax_init(t);
   for (var tile = chunk_first; tile < chunk_end; tile += TILE) {
     tile_first = tile;
-    // 1. scores[m, j] = (q_m . k_j) * SCALE, SLOTS keys per pass
-    for (var k0 = 0u; k0 < TILE; k0 += SLOTS) {
-      let key = tile + k0 + slot;
-      var kv = vec4<f32>();
-      if (key <= last_key) { kv = kc[key * row4 + col]; }
+    // 1. scores[m, j] = (q_m . k_j) * SCALE, KEY_SLOTS keys per pass
+    for (var k0 = 0u; k0 < TILE; k0 += KEY_SLOTS) {
+      let key = tile + k0 + key_slot;
+      var kv: array<vec4<f32>, MAX_KEY_VEC>;
+      if (key <= last_key) {
+        for (var v = 0u; v < KEY_VEC; v++) { kv[v] = kc[key * row4 + key_col + v * KEY_LANES]; }
+      }
       for (var mq = 0u; mq < MQ; mq++) {
-        let b = 4u * mq;
-        red[mq * WG + t] = vec4<f32>(dot(kv, qv[b]), dot(kv, qv[b + 1u]), dot(kv, qv[b + 2u]), dot(kv, qv[b + 3u]));
+        var part = vec4<f32>();
+        for (var i = 0u; i < 4u; i++) {
+          let m = 4u * mq + i;
+          if (m < M) {
+            var s = 0.0;
+            for (var v = 0u; v < KEY_VEC; v++) { s += dot(kv[v], qv[m * KEY_VEC + v]); }
+            part[i] = s;
+          }
+        }
+        red[mq * WG + t] = part;
       }
       workgroupBarrier();
-      for (var st = HV / 2u; st > 0u; st /= 2u) {
-        if (lane < st) {
+      for (var st = KEY_LANES / 2u; st > 0u; st /= 2u) {
+        if (key_lane < st) {
           for (var mq = 0u; mq < MQ; mq++) { red[mq * WG + t] += red[mq * WG + t + st]; }
         }
         workgroupBarrier();
       }
-      if (lane == 0u) {
-        for (var m = 0u; m < M; m++) { scores[m * TILE + k0 + slot] = red[(m / 4u) * WG + t][m % 4u]; }
+      if (key_lane == 0u) {
+        for (var m = 0u; m < M; m++) { scores[m * TILE + k0 + key_slot] = red[(m / 4u) * WG + t][m % 4u]; }
       }
     }
     workgroupBarrier();
@@ -215,10 +237,15 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   /** Partial results (createAttentionDecodeScratch); unused when one chunk covers maxPos. */
   scratch?: GPUBuffer;
   gated?: boolean;
-  /** Tuning knobs: keys per online-softmax step (default 64), threads per workgroup (128) and of the merge (32). */
+  /**
+   * Tuning knobs: keys per online-softmax step (default 64), threads per workgroup (128) and of the merge (32),
+   * threads per key in the score pass (default: the fewest, down to 1 vec4 per thread, that keep M * KEY_VEC <= 16,
+   * KEY_VEC <= 8 and a tile a multiple of the keys per pass).
+   */
   tile?: number;
   workgroupSize?: number;
   mergeWorkgroupSize?: number;
+  keyLanes?: number;
 }
 
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
@@ -234,10 +261,13 @@ interface DecodePlan {
   chunks: number;
   tile: number;
   wg: number;
+  keyVec: number;
   direct: boolean;
 }
 
-function planDecode(a: AttentionDecodeShape & { tile?: number; workgroupSize?: number }): DecodePlan {
+function planDecode(
+  a: AttentionDecodeShape & { tile?: number; workgroupSize?: number; keyLanes?: number },
+): DecodePlan {
   const { rows, headDim, maxPos } = a;
   const wg = a.workgroupSize ?? 128;
   const tile = a.tile ?? 64;
@@ -249,8 +279,22 @@ function planDecode(a: AttentionDecodeShape & { tile?: number; workgroupSize?: n
   }
   if (!Number.isInteger(maxPos) || maxPos < 1) fail(`maxPos ${maxPos} is not a positive integer`);
   checkHeadShape("attentionDecode", a.nHeads, headDim, wg);
-  const slots = wg / (headDim / 4);
-  if (tile < 1 || tile % slots !== 0) fail(`a tile of ${tile} keys is not a multiple of the ${slots} keys in flight`);
+  const hv = headDim / 4;
+  let keyVec = Math.min(8, hv, 2 ** Math.floor(Math.log2(16 / rows)));
+  const keysPerPass = (v: number) => wg / (hv / v);
+  while (a.keyLanes === undefined && keyVec > 1 && tile % keysPerPass(keyVec) !== 0) keyVec /= 2;
+  if (a.keyLanes !== undefined) {
+    keyVec = hv / a.keyLanes;
+    if (!Number.isInteger(keyVec) || keyVec !== nextPowerOfTwo(keyVec) || rows * keyVec > 16) {
+      fail(
+        `${a.keyLanes} threads per key must be a power of two dividing ${hv} (the vec4 of a head) and leave at ` +
+          `most ${Math.floor(16 / rows)} vec4 of a key per thread at ${rows} rows`,
+      );
+    }
+  }
+  if (tile < 1 || tile % keysPerPass(keyVec) !== 0) {
+    fail(`a tile of ${tile} keys is not a multiple of the ${keysPerPass(keyVec)} keys per score pass`);
+  }
   const direct = (a.chunk ?? DEFAULT_CHUNK) >= maxPos;
   const chunk = direct ? Math.ceil(maxPos / tile) * tile : a.chunk ?? DEFAULT_CHUNK;
   if (chunk % tile !== 0) fail(`a chunk of ${chunk} keys is not a multiple of the tile (${tile} keys)`);
@@ -262,7 +306,7 @@ function planDecode(a: AttentionDecodeShape & { tile?: number; workgroupSize?: n
         `(at most ${WORKGROUP_BYTES}); use a smaller tile`,
     );
   }
-  return { chunk, chunks: Math.ceil(maxPos / chunk), tile, wg, direct };
+  return { chunk, chunks: Math.ceil(maxPos / chunk), tile, wg, keyVec, direct };
 }
 
 /**
@@ -296,6 +340,7 @@ export function attentionDecode(
     ...common,
     TILE: plan.tile,
     WG: plan.wg,
+    KEY_VEC: plan.keyVec,
     ROW_LANES: rowLanes(plan.wg, a.rows, plan.tile),
     SCALE: Math.fround(1 / Math.sqrt(a.headDim)),
     DIRECT: plan.direct,

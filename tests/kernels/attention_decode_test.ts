@@ -12,6 +12,7 @@ import { assertRejected, type AttentionCase, checkAttention } from "./attention_
 
 interface DecodeKnobs {
   chunk?: number;
+  keyLanes?: number;
   tile?: number;
   workgroupSize?: number;
   mergeWorkgroupSize?: number;
@@ -78,6 +79,8 @@ gpuTest("attention decode tuning knobs keep it correct", async (gpu) => {
     { chunk: 256, tile: 32, workgroupSize: 128, mergeWorkgroupSize: 8 },
     { chunk: 128, tile: 64, workgroupSize: 256 },
     { chunk: 96, tile: 16, workgroupSize: 32, mergeWorkgroupSize: 64 },
+    { chunk: 64, tile: 64, keyLanes: 16 },
+    { chunk: 64, tile: 64, keyLanes: 8 },
   ];
   for (const k of knobs) {
     await checkDecode(gpu, decodeCase(3, 517, 2, 128, 1024), k);
@@ -92,6 +95,7 @@ gpuTest("attention decode rejects shapes it cannot handle", (gpu) => {
     [{ ...base, rows: 17, headDim: 64 }, "17 query rows"],
     [{ ...base, rows: 1, headDim: 96 }, "head_dim 96"],
     [{ ...base, rows: 1, headDim: 64, tile: 12 }, "tile of 12 keys"],
+    [{ ...base, rows: 3, headDim: 128, keyLanes: 4 }, "4 threads per key"],
     [{ ...base, rows: 16, headDim: 64, tile: 256, chunk: 256, maxPos: 1024 }, "workgroup memory"],
     [{ ...base, rows: 1, headDim: 64 }, "scratch buffer must hold"],
   ];
@@ -117,7 +121,7 @@ gpuTest("attention decode checks catch broken kernels", async (gpu) => {
       "causal limit off by one",
       decode("tile_first + j <= min(first_pos + r", "tile_first + j <= min(first_pos + r + 1u"),
     ],
-    ["wrong scale", decode("q[m * row4 + col] * SCALE", "q[m * row4 + col]")],
+    ["wrong scale", decode("q[m * row4 + key_col + v * KEY_LANES] * SCALE", "q[m * row4 + key_col + v * KEY_LANES]")],
     ["no running-max rescale", decode("acc[m] *= alpha[m];", "")],
     ["last chunk dropped", merge("let chunks = p / CHUNK + 1u;", "let chunks = max(p / CHUNK, 1u);")],
   ];
