@@ -32,6 +32,8 @@ export interface AttentionCase {
   garbage?: "nan" | "huge";
   /** Standard deviation of the query entries; scores have about this standard deviation (keys are N(0, 1)). */
   qStd?: number;
+  /** ctl[ACTIVE] (only kernels built with `gated` read it). */
+  active?: number;
 }
 
 /** The buffers a kernel under test reads and writes. */
@@ -43,13 +45,17 @@ export interface AttentionBuffers {
   out: GPUBuffer;
 }
 
-/** Runs the dispatches `record` makes for case `c` and compares the output with the reference. */
+/**
+ * Runs the dispatches `record` makes for case `c` and compares the output with the reference, or, with `untouched`,
+ * asserts that the kernel wrote nothing (a gated-off kernel).
+ */
 export async function checkAttention(
   gpu: Gpu,
   c: AttentionCase,
   record: (b: AttentionBuffers) => Dispatch[],
   what: string,
-): Promise<ErrorReport> {
+  untouched = false,
+): Promise<ErrorReport | undefined> {
   const d = c.nHeads * c.headDim;
   const valid = c.pos + c.rows;
   if (valid > c.maxPos) throw new Error(`test case: ${valid} keys do not fit ${c.maxPos} cache rows`);
@@ -66,7 +72,7 @@ export async function checkAttention(
   }
   const outInit = new Float32Array((c.rows + EXTRA_ROWS) * d).fill(SENTINEL).fill(NaN, 0, c.rows * d);
   const b: AttentionBuffers = {
-    ctl: ctlBuffer(gpu, { POS: c.pos }),
+    ctl: ctlBuffer(gpu, { POS: c.pos, ACTIVE: c.active ?? 0 }),
     q: gpu.upload("q", q),
     kCache: gpu.upload("k cache", kCache),
     vCache: gpu.upload("v cache", vCache),
@@ -76,6 +82,11 @@ export async function checkAttention(
   try {
     gpu.run(record(b));
     const got = await gpu.readF32(b.out, outInit.length);
+    if (untouched) {
+      const written = got.findIndex((v, i) => !Object.is(v, outInit[i]));
+      if (written >= 0) throw new Error(`${label}: wrote element ${written} while gated off`);
+      return undefined;
+    }
     for (let i = c.rows * d; i < got.length; i++) {
       if (got[i] !== SENTINEL) throw new Error(`${label}: wrote element ${i}, past its ${c.rows} output rows`);
     }

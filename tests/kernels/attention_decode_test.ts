@@ -11,6 +11,7 @@ import { assertCaught, ctlBuffer, gpuTest, mutate } from "../harness.ts";
 import { assertRejected, type AttentionCase, checkAttention } from "./attention_cases.ts";
 
 interface DecodeKnobs {
+  gated?: boolean;
   chunk?: number;
   keyLanes?: number;
   tile?: number;
@@ -20,7 +21,7 @@ interface DecodeKnobs {
 }
 
 /** Decode attention of case `c` (rows at positions len - rows ..) against the reference. */
-function checkDecode(gpu: Gpu, c: AttentionCase, knobs: DecodeKnobs = {}) {
+function checkDecode(gpu: Gpu, c: AttentionCase, knobs: DecodeKnobs = {}, untouched = false) {
   const { kernels, ...tuning } = knobs;
   const shape = { rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, maxPos: c.maxPos, chunk: tuning.chunk };
   const scratch = createAttentionDecodeScratch(gpu, shape);
@@ -29,6 +30,7 @@ function checkDecode(gpu: Gpu, c: AttentionCase, knobs: DecodeKnobs = {}) {
     c,
     (b) => attentionDecode(gpu, { ...b, ...tuning, ...shape, scratch }, kernels),
     `attentionDecode ${JSON.stringify(tuning)}`,
+    untouched,
   ).finally(() => scratch?.destroy());
 }
 
@@ -85,6 +87,13 @@ gpuTest("attention decode tuning knobs keep it correct", async (gpu) => {
   for (const k of knobs) {
     await checkDecode(gpu, decodeCase(3, 517, 2, 128, 1024), k);
     await checkDecode(gpu, decodeCase(1, 97, 1, 64, 1024), k);
+  }
+});
+
+gpuTest("attention decode built gated runs only while ctl[ACTIVE] is set", async (gpu) => {
+  for (const chunk of [64, 512]) {
+    await checkDecode(gpu, { ...decodeCase(3, 300, 2, 64, 512), active: 1 }, { gated: true, chunk });
+    await checkDecode(gpu, { ...decodeCase(3, 300, 2, 64, 512), active: 0 }, { gated: true, chunk }, true);
   }
 });
 

@@ -4,6 +4,7 @@ import { assertCaught, ctlBuffer, gpuTest, mutate } from "../harness.ts";
 import { assertRejected, type AttentionCase, checkAttention } from "./attention_cases.ts";
 
 interface PrefillKnobs {
+  gated?: boolean;
   queryTile?: number;
   keyTile?: number;
   workgroupSize?: number;
@@ -11,13 +12,14 @@ interface PrefillKnobs {
 }
 
 /** Prefill attention of case `c` against the reference. */
-function checkPrefill(gpu: Gpu, c: AttentionCase, knobs: PrefillKnobs = {}) {
+function checkPrefill(gpu: Gpu, c: AttentionCase, knobs: PrefillKnobs = {}, untouched = false) {
   const { kernel, ...tuning } = knobs;
   return checkAttention(
     gpu,
     c,
     (b) => [attentionPrefill(gpu, { ...b, ...tuning, rows: c.rows, nHeads: c.nHeads, headDim: c.headDim }, kernel)],
     `attentionPrefill ${JSON.stringify(tuning)}`,
+    untouched,
   );
 }
 
@@ -56,6 +58,11 @@ gpuTest("attention prefill tuning knobs keep it correct", async (gpu) => {
     await checkPrefill(gpu, prefillCase(37, 17, 2, 128), k);
     await checkPrefill(gpu, prefillCase(19, 0, 1, 64), k);
   }
+});
+
+gpuTest("attention prefill built gated runs only while ctl[ACTIVE] is set", async (gpu) => {
+  await checkPrefill(gpu, { ...prefillCase(9, 17, 2, 64), active: 1 }, { gated: true });
+  await checkPrefill(gpu, { ...prefillCase(9, 17, 2, 64), active: 0 }, { gated: true }, true);
 });
 
 gpuTest("attention prefill rejects shapes it cannot handle", (gpu) => {
