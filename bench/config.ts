@@ -1,0 +1,592 @@
+/**
+ * The benchmark's knobs (design.md section 6): their defaults, `config.json`, the command-line flags that override
+ * it, `--help`, and validation that names the knob and says what to do.
+ *
+ * Precedence: defaults < config.json < flags. Every key of config.json is also a flag, its name the key with dashes
+ * (`rep_ms` -> `--rep-ms VALUE` or `--rep-ms=VALUE`); list knobs take comma-separated values
+ * (`--poe-gamma-sweep 1,2,4`, `--configs baseline,hydra_poe`). The last occurrence of a flag wins.
+ *
+ * The default size is "7b": the headline number of the suite is OLMo-2 7B on a data-centre GPU, and `deno task bench`
+ * with no flags should produce it. On a laptop or the CPU adapter pass `--size tiny` (or `--size 1b`).
+ */
+
+import { dirname, resolve } from "@std/path";
+import { UserError } from "../kernels/runtime.ts";
+import { MAX_GAMMA } from "../kernels/control/ctl.ts";
+
+/** Model sizes the suite can build from random weights. */
+export const MODEL_SIZES = ["1b", "7b", "tiny"] as const;
+/** One of MODEL_SIZES. */
+export type ModelSize = typeof MODEL_SIZES[number];
+
+/**
+ * Transformer blocks per size, used to check `heads_depth` (the trunk must keep at least one block). The 1B and 7B
+ * counts are OLMo-2's (olmo2.md); "tiny" is the test size and must agree with the model's definition of it.
+ */
+export const SIZE_LAYERS: Readonly<Record<ModelSize, number>> = { "1b": 16, "7b": 32, tiny: 4 };
+
+/** OLMo-2's context length: no sequence (prompt + generated + drafted tokens) may be longer. */
+export const CONTEXT_LENGTH = 4096;
+
+/** The timed configurations, in the order a run executes them. */
+export const CONFIGURATION_NAMES = ["baseline", "hydra_naive", "hydra_poe"] as const;
+/** One of CONFIGURATION_NAMES. */
+export type ConfigurationName = typeof CONFIGURATION_NAMES[number];
+
+/** Real weights: a base checkpoint directory and, per Hydra head, the PEFT adapter directories merged into it. */
+export interface WeightPaths {
+  /** Checkpoint directory (HF or OLMo-core names, sharded or not). */
+  base: string;
+  /** One list per head (length n_heads); head h's adapters are merged in order. An empty list = the base blocks. */
+  heads: string[][];
+}
+
+/** Every knob of a run. Keys are config.json's (snake_case), so the object is written to results.json as is. */
+export interface BenchConfig {
+  size: ModelSize;
+  prompt_length: number;
+  gen_length: number;
+  step_interval: number;
+  warmup_ms: number;
+  rep_ms: number;
+  n_heads: number;
+  heads_depth: number;
+  poe_gamma: number;
+  poe_gamma_sweep: number[];
+  poe_beta: number;
+  poe_temperature: number;
+  poe_max_new_tokens: number;
+  poe_prompt: string;
+  weights: WeightPaths | null;
+  configs: ConfigurationName[];
+  seed: number;
+  results_dir: string;
+}
+
+/** The values `deno task bench` uses for a knob that neither config.json nor a flag sets. */
+export const DEFAULT_CONFIG: Readonly<BenchConfig> = Object.freeze({
+  size: "7b",
+  prompt_length: 128,
+  gen_length: 128,
+  step_interval: 8,
+  warmup_ms: 200,
+  rep_ms: 1000,
+  n_heads: 5,
+  heads_depth: 3,
+  poe_gamma: 4,
+  poe_gamma_sweep: Object.freeze([1, 2, 4, 8]),
+  poe_beta: 1,
+  poe_temperature: 0,
+  poe_max_new_tokens: 128,
+  poe_prompt: "Explain in a few sentences why the sky is blue.",
+  weights: null,
+  configs: Object.freeze([...CONFIGURATION_NAMES]),
+  seed: 1234,
+  results_dir: "results",
+} as unknown as BenchConfig);
+
+/** Where a value came from, for error messages: a config file (its path) or the command line. */
+type Origin = { kind: "file"; path: string } | { kind: "flag" };
+
+/** How one knob's values are read from JSON and from flag text, and described in --help. */
+interface Codec<T> {
+  /** Placeholder of the flag's value in --help, e.g. "<int>". */
+  readonly arg: string;
+  /** The value of a config.json entry, or throws via `fail(expectation)`. */
+  fromJson(value: unknown, fail: (expected: string) => never, origin: Origin): T;
+  /** The value of a flag's text, or throws via `fail(expectation)`. */
+  fromText(text: string, fail: (expected: string) => never, origin: Origin): T;
+  /** The default as shown in --help. */
+  show(value: T): string;
+}
+
+/** A knob: its codec and what it means. */
+interface Knob<K extends keyof BenchConfig> {
+  readonly codec: Codec<BenchConfig[K]>;
+  readonly help: string;
+}
+
+function integer(min: number, max: number): Codec<number> {
+  const expected = max === Infinity ? `a whole number >= ${min}` : `a whole number from ${min} to ${max}`;
+  const check = (v: number, fail: (e: string) => never) => {
+    if (!Number.isInteger(v) || v < min || v > max) fail(expected);
+    return v;
+  };
+  return {
+    arg: "<int>",
+    fromJson: (v, fail) => typeof v === "number" ? check(v, fail) : fail(expected),
+    fromText: (t, fail) => /^[+-]?\d+$/.test(t.trim()) ? check(Number(t), fail) : fail(expected),
+    show: String,
+  };
+}
+
+/** A finite number accepted by `ok`, described as `expected`. */
+function real(expected: string, ok: (v: number) => boolean): Codec<number> {
+  const check = (v: number, fail: (e: string) => never) => Number.isFinite(v) && ok(v) ? v : fail(expected);
+  return {
+    arg: "<number>",
+    fromJson: (v, fail) => typeof v === "number" ? check(v, fail) : fail(expected),
+    fromText: (t, fail) => t.trim() === "" ? fail(expected) : check(Number(t), fail),
+    show: String,
+  };
+}
+
+function oneOf<T extends string>(values: readonly T[]): Codec<T> {
+  const expected = `one of ${values.map((v) => `"${v}"`).join(", ")}`;
+  const check = (v: unknown, fail: (e: string) => never) => values.includes(v as T) ? v as T : fail(expected);
+  return { arg: `<${values.join("|")}>`, fromJson: check, fromText: check, show: (v) => v };
+}
+
+const nonEmptyText: Codec<string> = {
+  arg: "<text>",
+  fromJson: (v, fail) => typeof v === "string" && v.trim() !== "" ? v : fail("a non-empty string"),
+  fromText: (t, fail) => t.trim() !== "" ? t : fail("a non-empty string"),
+  show: (v) => JSON.stringify(v),
+};
+
+/** A list without repeats whose items `item` reads; from a flag, comma-separated ("" is the empty list). */
+function listOf<T>(item: Codec<T>, expected: string, allowEmpty: boolean): Codec<T[]> {
+  const whole = `${allowEmpty ? "a list" : "a non-empty list"} of ${expected} without repeats`;
+  const finish = (items: T[], fail: (e: string) => never) => {
+    if (!allowEmpty && items.length === 0) fail(whole);
+    if (new Set(items).size !== items.length) fail(whole);
+    return items;
+  };
+  return {
+    arg: item.arg.includes("|") ? "<name,...>" : `<${item.arg.slice(1, -1)},...>`,
+    fromJson: (v, fail, origin) =>
+      Array.isArray(v) ? finish(v.map((x) => item.fromJson(x, () => fail(whole), origin)), fail) : fail(whole),
+    fromText: (t, fail, origin) => {
+      const parts = t.trim() === "" ? [] : t.split(",").map((s) => s.trim());
+      return finish(parts.map((s) => item.fromText(s, () => fail(whole), origin)), fail);
+    },
+    show: (v) => v.join(","),
+  };
+}
+
+const WEIGHTS_EXPECTED = 'null (synthetic weights) or {"base": "<checkpoint dir>", "heads": [[<adapter dirs>], ...]}';
+
+/**
+ * `weights`: null, or base + per-head adapter lists. Relative paths are resolved against the config file's folder
+ * (in config.json) or the working directory (on the command line). On the command line: `synthetic`, `null`, or the
+ * JSON object.
+ */
+const weightsCodec: Codec<WeightPaths | null> = {
+  arg: "<synthetic|json>",
+  fromJson(v, fail, origin) {
+    if (v === null) return null;
+    if (typeof v !== "object" || Array.isArray(v)) fail(WEIGHTS_EXPECTED);
+    const o = v as Record<string, unknown>;
+    const extra = Object.keys(o).filter((k) => k !== "base" && k !== "heads");
+    if (extra.length > 0) fail(`${WEIGHTS_EXPECTED} (unknown key "${extra[0]}")`);
+    if (typeof o.base !== "string" || o.base.trim() === "") fail(`${WEIGHTS_EXPECTED} with a non-empty "base"`);
+    const heads = o.heads;
+    const isPathList = (l: unknown) => Array.isArray(l) && l.every((p) => typeof p === "string" && p.trim() !== "");
+    if (!Array.isArray(heads) || !heads.every(isPathList)) {
+      fail(`${WEIGHTS_EXPECTED} where "heads" holds one list of adapter directories per head`);
+    }
+    const root = origin.kind === "file" ? dirname(resolve(origin.path)) : Deno.cwd();
+    return {
+      base: resolve(root, o.base as string),
+      heads: (heads as string[][]).map((list) => list.map((p) => resolve(root, p))),
+    };
+  },
+  fromText(t, fail, origin) {
+    const s = t.trim();
+    if (s === "synthetic" || s === "null") return null;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(s);
+    } catch {
+      return fail(`"synthetic" or ${WEIGHTS_EXPECTED} as JSON`);
+    }
+    return this.fromJson(parsed, fail, origin);
+  },
+  show: (v) => v === null ? "synthetic" : JSON.stringify(v),
+};
+
+/** Every knob, in the order --help lists them. */
+const KNOBS: { readonly [K in keyof BenchConfig]: Knob<K> } = {
+  size: {
+    codec: oneOf(MODEL_SIZES),
+    help: 'model size: OLMo-2 "1b" or "7b", or "tiny" (a few small blocks, for CPU adapters and smoke tests); ' +
+      "with `weights` set, the checkpoint's config.json decides the shapes",
+  },
+  prompt_length: { codec: integer(1, CONTEXT_LENGTH - 1), help: "prompt tokens for TTFT and decode" },
+  gen_length: { codec: integer(1, CONTEXT_LENGTH - 1), help: "tokens generated by the decode benchmark" },
+  step_interval: {
+    codec: integer(1, CONTEXT_LENGTH - 1),
+    help: "decode latency is measured at every step_interval-th generated position (at most gen_length)",
+  },
+  warmup_ms: { codec: real("a number >= 0", (v) => v >= 0), help: "warm-up time budget per measurement, in ms" },
+  rep_ms: {
+    codec: real("a number > 0", (v) => v > 0),
+    help: "timed repetitions budget per measurement, in ms (at least one repetition always runs)",
+  },
+  n_heads: {
+    codec: integer(1, Infinity),
+    help: "Hydra heads (PoE: one draft head + n_heads - 1 verifiers, so at least 2 for hydra_poe)",
+  },
+  heads_depth: {
+    codec: integer(1, Infinity),
+    help: "blocks per Hydra head, taken from the end of the model (below the model's layer count)",
+  },
+  poe_gamma: { codec: integer(1, MAX_GAMMA), help: `tokens drafted per PoE round (1..${MAX_GAMMA})` },
+  poe_gamma_sweep: {
+    codec: listOf(integer(1, MAX_GAMMA), `whole numbers from 1 to ${MAX_GAMMA}`, true),
+    help: "further gammas to time; PoE is timed at poe_gamma and every gamma listed here (empty: poe_gamma only)",
+  },
+  poe_beta: {
+    codec: real("a number above 0 and at most 1", (v) => v > 0 && v <= 1),
+    help: "PoE leniency: a draft is accepted when p_jury(draft) >= beta * max p_jury; 1 = the jury's argmax only",
+  },
+  poe_temperature: {
+    codec: real("a number >= 0", (v) => v >= 0),
+    help: "draft sampling temperature; 0 = greedy argmax",
+  },
+  poe_max_new_tokens: { codec: integer(1, CONTEXT_LENGTH - 1), help: "tokens emitted per PoE call" },
+  poe_prompt: { codec: nonEmptyText, help: "user message of the PoE benchmark (chat template applied)" },
+  weights: {
+    codec: weightsCodec,
+    help: "null/synthetic = random weights (PoE: a synthetic LoRA ensemble, labelled so in results.json), or " +
+      '{"base": DIR, "heads": [[ADAPTER_DIR, ...] per head]}',
+  },
+  configs: {
+    codec: listOf(oneOf(CONFIGURATION_NAMES), `${CONFIGURATION_NAMES.join(", ")}`, false),
+    help: "configurations to time, from baseline, hydra_naive, hydra_poe (they always run in that order)",
+  },
+  seed: { codec: integer(0, 2 ** 32 - 1), help: "seed of the random weights and of PoE sampling" },
+  results_dir: { codec: nonEmptyText, help: "folder that receives the run folders <YYYY-MM-DD>_runNN/" },
+};
+
+const KEYS = Object.keys(KNOBS) as (keyof BenchConfig)[];
+
+/** The flag of a knob: `rep_ms` -> `--rep-ms`. */
+export function flagName(key: string): string {
+  return "--" + key.replaceAll("_", "-");
+}
+
+/** Where a knob's value came from, in words: `"rep_ms" in config.json` or `--rep-ms`. */
+function describe(key: string, origin: Origin | "default"): string {
+  if (origin === "default") return `the default of "${key}"`;
+  return origin.kind === "file" ? `"${key}" in ${origin.path}` : flagName(key);
+}
+
+/** What to do about a bad value, by origin. */
+function remedy(key: string, origin: Origin | "default"): string {
+  if (origin === "default") return "report this bug";
+  return origin.kind === "file" ? `edit ${origin.path}` : `change ${flagName(key)}`;
+}
+
+function shown(value: unknown): string {
+  const s = JSON.stringify(value) ?? String(value);
+  return s.length > 80 ? s.slice(0, 77) + "..." : s;
+}
+
+function failer(key: string, origin: Origin, value: unknown): (expected: string) => never {
+  return (expected) => {
+    throw new UserError(
+      `${describe(key, origin)} must be ${expected}, but it is ${shown(value)}; ${remedy(key, origin)}.`,
+    );
+  };
+}
+
+/** Edit distance, for "did you mean" hints. */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length];
+}
+
+function suggestion(name: string, candidates: readonly string[]): string {
+  let best = "", bestD = Infinity;
+  for (const c of candidates) {
+    const d = distance(name, c);
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return bestD <= Math.max(2, Math.floor(name.length / 3)) ? ` (did you mean ${best}?)` : "";
+}
+
+/** Flags that are not knobs. */
+const CONFIG_FLAG = "--config";
+const HELP_FLAGS = ["--help", "-h"];
+
+/** One flag of the command line, as typed. */
+interface FlagValue {
+  key: keyof BenchConfig;
+  text: string;
+}
+
+/** Splits argv into knob flags and the --config path. Throws UserError on an unknown flag or a missing value. */
+function parseArgv(argv: readonly string[]): { flags: FlagValue[]; configPath?: string } {
+  const flags: FlagValue[] = [];
+  let configPath: string | undefined;
+  const allFlags = [...KEYS.map(flagName), CONFIG_FLAG, "--help"];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (HELP_FLAGS.includes(arg)) continue;
+    if (!arg.startsWith("--")) {
+      throw new UserError(
+        `Unexpected argument "${arg}": knobs are set with flags such as --size 1b; run with --help to list them.`,
+      );
+    }
+    const eq = arg.indexOf("=");
+    const name = eq >= 0 ? arg.slice(0, eq) : arg;
+    let text: string;
+    if (eq >= 0) {
+      text = arg.slice(eq + 1);
+    } else if (i + 1 < argv.length) {
+      text = argv[++i];
+    } else {
+      if (!allFlags.includes(name)) {
+        throw new UserError(`Unknown flag ${name}${suggestion(name, allFlags)}; run with --help to list the flags.`);
+      }
+      throw new UserError(`The flag ${name} needs a value (e.g. ${name}=VALUE); run with --help for its meaning.`);
+    }
+    if (name === CONFIG_FLAG) {
+      configPath = text;
+      continue;
+    }
+    const key = name.slice(2).replaceAll("-", "_") as keyof BenchConfig;
+    if (!KEYS.includes(key) || name !== flagName(key)) {
+      throw new UserError(`Unknown flag ${name}${suggestion(name, allFlags)}; run with --help to list the flags.`);
+    }
+    flags.push({ key, text });
+  }
+  return { flags, configPath };
+}
+
+/** True when argv asks for the help text (`--help` or `-h`). */
+export function wantsHelp(argv: readonly string[]): boolean {
+  return argv.some((a) => HELP_FLAGS.includes(a));
+}
+
+/** The --help text: every flag with its value, default and meaning. */
+export function helpText(): string {
+  const lines = [
+    "Usage: deno task bench [--config PATH] [--KNOB VALUE ...]",
+    "",
+    "Times the configured models on this GPU and writes results/<YYYY-MM-DD>_runNN/results.json.",
+    "Every knob is read from config.json (default path: ./config.json) and can be overridden by its flag;",
+    "list values are comma-separated (--poe-gamma-sweep 1,2,4). Defaults < config.json < flags.",
+    "",
+    `  ${CONFIG_FLAG} <path>`,
+    "        config file to read [default: config.json]",
+    "  --help, -h",
+    "        print this text and exit",
+  ];
+  for (const key of KEYS) {
+    const knob = KNOBS[key] as Knob<typeof key>;
+    const def = (knob.codec.show as (v: unknown) => string)(DEFAULT_CONFIG[key]);
+    lines.push(`  ${flagName(key)} ${knob.codec.arg}`);
+    for (const l of wrap(`${knob.help} [default: ${def}]`, HELP_WIDTH - 8)) lines.push(" ".repeat(8) + l);
+  }
+  return lines.join("\n");
+}
+
+/** Column at which --help wraps. */
+const HELP_WIDTH = 100;
+
+/** Splits `text` at spaces into lines of at most `width` characters (longer words stay whole). */
+function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      out.push(line);
+      line = word;
+    } else {
+      line = line === "" ? word : `${line} ${word}`;
+    }
+  }
+  if (line !== "") out.push(line);
+  return out;
+}
+
+/** Checks the relations between knobs that no single value can break. Throws UserError naming the knobs. */
+function checkRelations(c: BenchConfig, origins: Record<keyof BenchConfig, Origin | "default">): void {
+  const where = (k: keyof BenchConfig) => describe(k, origins[k]);
+  const fix = (k: keyof BenchConfig) => remedy(k, origins[k]);
+  const layers = SIZE_LAYERS[c.size];
+  if (c.heads_depth >= layers) {
+    throw new UserError(
+      `${where("heads_depth")} is ${c.heads_depth}, but size "${c.size}" has ${layers} layers and the trunk needs at ` +
+        `least one: ${fix("heads_depth")} to at most ${layers - 1}.`,
+    );
+  }
+  if (c.configs.includes("hydra_poe") && c.n_heads < 2) {
+    throw new UserError(
+      `${where("n_heads")} is ${c.n_heads}, but hydra_poe needs a draft head and at least one verifier head: ` +
+        `${fix("n_heads")} to 2 or more, or leave hydra_poe out of "configs".`,
+    );
+  }
+  if (c.step_interval > c.gen_length) {
+    throw new UserError(
+      `${where("step_interval")} is ${c.step_interval}, above gen_length ${c.gen_length}, so no position would be ` +
+        `measured: ${fix("step_interval")} to at most ${c.gen_length}.`,
+    );
+  }
+  if (c.prompt_length + c.gen_length > CONTEXT_LENGTH) {
+    throw new UserError(
+      `prompt_length ${c.prompt_length} + gen_length ${c.gen_length} exceeds the ${CONTEXT_LENGTH}-token context: ` +
+        `${fix("gen_length")} or ${fix("prompt_length")} so that they sum to at most ${CONTEXT_LENGTH}.`,
+    );
+  }
+  const gammaMax = Math.max(...poeGammas(c));
+  if (c.poe_max_new_tokens + gammaMax >= CONTEXT_LENGTH) {
+    throw new UserError(
+      `poe_max_new_tokens ${c.poe_max_new_tokens} plus the largest gamma ${gammaMax} leaves no room for the prompt ` +
+        `in the ${CONTEXT_LENGTH}-token context: ${fix("poe_max_new_tokens")}.`,
+    );
+  }
+  if (c.weights && c.weights.heads.length !== c.n_heads) {
+    throw new UserError(
+      `${where("weights")} lists adapters for ${c.weights.heads.length} heads but n_heads is ${c.n_heads}: give ` +
+        `one list per head (an empty list for a head without adapters) or change n_heads.`,
+    );
+  }
+}
+
+/**
+ * Checks a complete config object (e.g. the `config` block of a results.json) and returns it typed; throws
+ * UserError naming the first bad knob. `source` names the file in the message.
+ */
+export function validateConfig(value: unknown, source = "config"): BenchConfig {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new UserError(`${source} must hold a JSON object of knobs; run the benchmark with --help to list them.`);
+  }
+  const origin: Origin = { kind: "file", path: source };
+  const obj = value as Record<string, unknown>;
+  for (const k of Object.keys(obj)) {
+    if (!KEYS.includes(k as keyof BenchConfig)) {
+      throw new UserError(
+        `${source} has an unknown key "${k}"${suggestion(k, KEYS)}; rename or remove it (--help lists the knobs).`,
+      );
+    }
+  }
+  const out: Record<string, unknown> = {};
+  const origins = {} as Record<keyof BenchConfig, Origin | "default">;
+  for (const key of KEYS) {
+    if (!(key in obj)) {
+      throw new UserError(`${source} lacks the knob "${key}"; add it (the default is ${shown(DEFAULT_CONFIG[key])}).`);
+    }
+    out[key] = (KNOBS[key].codec as Codec<unknown>).fromJson(obj[key], failer(key, origin, obj[key]), origin);
+    origins[key] = origin;
+  }
+  const config = out as unknown as BenchConfig;
+  checkRelations(config, origins);
+  return config;
+}
+
+/**
+ * Reads `path` (a JSON object of knobs; missing keys take their defaults), applies the flags of `argv` on top, and
+ * validates the result. `--config PATH` in argv replaces `path`; `--help` is ignored here (see `wantsHelp`).
+ * Throws UserError, naming the knob and where it was set, for a missing or malformed file, an unknown key or flag,
+ * a value of the wrong type or out of range, and knobs that contradict each other.
+ */
+export async function loadConfig(path: string, argv: readonly string[] = []): Promise<BenchConfig> {
+  const { flags, configPath } = parseArgv(argv);
+  const file = configPath ?? path;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new UserError(
+        `The config file ${file} does not exist; create it (the repository's config.json is the template) or pass ` +
+          `${CONFIG_FLAG} PATH.`,
+      );
+    }
+    throw new UserError(`The config file ${file} could not be read (${(e as Error).message}); check its permissions.`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`The config file ${file} is not valid JSON (${(e as Error).message}); fix its syntax.`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new UserError(
+      `The config file ${file} must hold one JSON object of knobs, like the repository's config.json.`,
+    );
+  }
+  const fileOrigin: Origin = { kind: "file", path: file };
+  const flagOrigin: Origin = { kind: "flag" };
+  const fromFile = json as Record<string, unknown>;
+  for (const k of Object.keys(fromFile)) {
+    if (!KEYS.includes(k as keyof BenchConfig)) {
+      throw new UserError(
+        `${file} has an unknown key "${k}"${suggestion(k, KEYS)}; rename or remove it (--help lists the knobs).`,
+      );
+    }
+  }
+  const out: Record<string, unknown> = structuredClone({ ...DEFAULT_CONFIG });
+  const origins = Object.fromEntries(KEYS.map((k) => [k, "default"])) as Record<keyof BenchConfig, Origin | "default">;
+  for (const [k, v] of Object.entries(fromFile)) {
+    const key = k as keyof BenchConfig;
+    out[key] = (KNOBS[key].codec as Codec<unknown>).fromJson(v, failer(key, fileOrigin, v), fileOrigin);
+    origins[key] = fileOrigin;
+  }
+  for (const { key, text } of flags) {
+    out[key] = (KNOBS[key].codec as Codec<unknown>).fromText(text, failer(key, flagOrigin, text), flagOrigin);
+    origins[key] = flagOrigin;
+  }
+  const config = out as unknown as BenchConfig;
+  config.configs = CONFIGURATION_NAMES.filter((n) => config.configs.includes(n));
+  checkRelations(config, origins);
+  await checkWeightPaths(config, describe("weights", origins.weights));
+  return config;
+}
+
+/** Checks that every directory named by `weights` exists (a typo is caught before minutes of GPU setup). */
+async function checkWeightPaths(c: BenchConfig, where: string): Promise<void> {
+  if (!c.weights) return;
+  const dirs = [c.weights.base, ...c.weights.heads.flat()];
+  for (const dir of dirs) {
+    let isDir = false;
+    try {
+      isDir = (await Deno.stat(dir)).isDirectory;
+    } catch {
+      isDir = false;
+    }
+    if (!isDir) {
+      throw new UserError(`${where} names the directory ${dir}, which does not exist; fix the path.`);
+    }
+  }
+}
+
+/** The gammas PoE is timed at: poe_gamma and every gamma of poe_gamma_sweep, ascending, each once. */
+export function poeGammas(c: Pick<BenchConfig, "poe_gamma" | "poe_gamma_sweep">): number[] {
+  return [...new Set([c.poe_gamma, ...c.poe_gamma_sweep])].sort((a, b) => a - b);
+}
+
+/** Generated positions whose decode step is timed: 0, step_interval, 2 * step_interval, ... below gen_length. */
+export function decodePositions(c: Pick<BenchConfig, "gen_length" | "step_interval">): number[] {
+  const out: number[] = [];
+  for (let p = 0; p < c.gen_length; p += c.step_interval) out.push(p);
+  return out;
+}
+
+/** KV cache rows the baseline and hydra_naive decode benchmark needs: the prompt plus every generated token. */
+export function decodeKvLength(c: Pick<BenchConfig, "prompt_length" | "gen_length">): number {
+  return c.prompt_length + c.gen_length;
+}
+
+/**
+ * KV cache rows a PoE call needs for a prompt of `promptTokens` (after the chat template): the prompt, the output,
+ * and the drafts of a last round that overshoots poe_max_new_tokens (at most the largest gamma).
+ */
+export function poeKvLength(
+  c: Pick<BenchConfig, "poe_gamma" | "poe_gamma_sweep" | "poe_max_new_tokens">,
+  promptTokens: number,
+): number {
+  return promptTokens + c.poe_max_new_tokens + Math.max(...poeGammas(c));
+}

@@ -1,0 +1,95 @@
+/**
+ * The derived metrics of design.md section 5, computed in one place from the harness's stats and the counters the
+ * GPU keeps per call, so that results.json's numbers follow the formulas its readers were promised.
+ */
+
+import type { DecodePosition, PoeGammaResult, TimedStats } from "./schema.ts";
+
+/** One decode position's entry: the stats plus tokens/s = 1000 / median_ms. */
+export function decodePosition(position: number, stats: TimedStats): DecodePosition {
+  if (!Number.isInteger(position) || position < 0) throw new Error(`decodePosition: bad position ${position}`);
+  return { ...pickStats(stats), position, tokens_per_s: 1000 / stats.median_ms };
+}
+
+/** The counters of one PoE call, read from its control block at the end of the call. */
+export interface PoeCallCounts {
+  /** Tokens emitted (CTL.OUT). */
+  output_tokens: number;
+  /** Tokens that are the jury's argmax at a rejected draft (CTL.RESAMPLED). */
+  resampled_tokens: number;
+  /** Draft/verify rounds (CTL.ROUNDS). */
+  rounds: number;
+  /** Length gamma: drafts accepted at each draft position, summed over the call's rounds (CTL.ACCEPTED_AT + i). */
+  accepted_at: number[];
+  /** CPU waits on the GPU during the call. */
+  sync_points: number;
+}
+
+/**
+ * PoE at one gamma from the harness's stats over whole calls and the counters of those calls (any number >= 1; the
+ * averages are over them). accepted = output - resampled per call (design.md section 4); acceptance at draft
+ * position i = accepted drafts at i / rounds.
+ */
+export function poeGammaResult(gamma: number, stats: TimedStats, calls: readonly PoeCallCounts[]): PoeGammaResult {
+  if (calls.length === 0) throw new Error("poeGammaResult: no call counters");
+  let output = 0, resampled = 0, rounds = 0, syncs = 0;
+  const acceptedAt = new Array<number>(gamma).fill(0);
+  for (const c of calls) {
+    if (c.accepted_at.length !== gamma) {
+      throw new Error(`poeGammaResult: a call has ${c.accepted_at.length} acceptance counters for gamma ${gamma}`);
+    }
+    if (c.resampled_tokens > c.output_tokens) throw new Error("poeGammaResult: more resampled than output tokens");
+    output += c.output_tokens;
+    resampled += c.resampled_tokens;
+    rounds += c.rounds;
+    syncs += c.sync_points;
+    c.accepted_at.forEach((a, i) => acceptedAt[i] += a);
+  }
+  const n = calls.length;
+  const avgAccepted = (output - resampled) / n;
+  const avgOutput = output / n;
+  const s = pickStats(stats);
+  return {
+    gamma,
+    median_ms: s.median_ms,
+    mean_ms: s.mean_ms,
+    p10_ms: s.p10_ms,
+    p90_ms: s.p90_ms,
+    min_ms: s.min_ms,
+    max_ms: s.max_ms,
+    raw_ms: s.raw_ms,
+    filtered_ms: s.filtered_ms,
+    n_calls: s.n,
+    clock: s.clock,
+    avg_accepted_tokens_per_call: avgAccepted,
+    avg_output_tokens_per_call: avgOutput,
+    avg_rounds_per_call: rounds / n,
+    resample_rate: output > 0 ? resampled / output : 0,
+    effective_tps: 1000 * avgAccepted / stats.median_ms,
+    user_visible_tps: 1000 * avgOutput / stats.median_ms,
+    acceptance_per_position: acceptedAt.map((a) => rounds > 0 ? a / rounds : 0),
+    sync_points_per_call: syncs / n,
+  };
+}
+
+/** Tokens/s of a step that only streams `weightBytesPerStep` at `copyBandwidthGBps` (GB/s, 1e9 bytes/s). */
+export function rooflineTps(copyBandwidthGBps: number, weightBytesPerStep: number): number {
+  if (!(weightBytesPerStep > 0)) throw new Error(`rooflineTps: weight bytes must be > 0, got ${weightBytesPerStep}`);
+  return copyBandwidthGBps * 1e9 / weightBytesPerStep;
+}
+
+/** Only the TimedStats fields of `s` (drops the harness's estimate_ms / warmup_n and anything else). */
+export function pickStats(s: TimedStats): TimedStats {
+  return {
+    median_ms: s.median_ms,
+    mean_ms: s.mean_ms,
+    p10_ms: s.p10_ms,
+    p90_ms: s.p90_ms,
+    min_ms: s.min_ms,
+    max_ms: s.max_ms,
+    raw_ms: s.raw_ms,
+    filtered_ms: s.filtered_ms,
+    n: s.n,
+    clock: s.clock,
+  };
+}

@@ -1,0 +1,167 @@
+import { assert, assertEquals, assertRejects, assertStringIncludes, assertThrows } from "@std/assert";
+import { join } from "@std/path";
+import {
+  type BenchConfig,
+  decodeKvLength,
+  decodePositions,
+  DEFAULT_CONFIG,
+  flagName,
+  helpText,
+  loadConfig,
+  poeGammas,
+  poeKvLength,
+  validateConfig,
+  wantsHelp,
+} from "../../bench/config.ts";
+import { UserError } from "../../kernels/runtime.ts";
+
+/** Writes `knobs` as a config file in a fresh temp folder and returns its path. */
+async function configFile(knobs: unknown): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "bench_config_" });
+  const path = join(dir, "config.json");
+  await Deno.writeTextFile(path, typeof knobs === "string" ? knobs : JSON.stringify(knobs));
+  return path;
+}
+
+/** Asserts that loading rejects with a UserError whose message contains every one of `parts`. */
+async function rejects(path: string, argv: string[], ...parts: string[]): Promise<void> {
+  const err = await assertRejects(() => loadConfig(path, argv), UserError);
+  for (const p of parts) assertStringIncludes(err.message, p);
+}
+
+Deno.test("the repository's config.json holds every knob at its documented default", async () => {
+  const path = new URL("../../config.json", import.meta.url).pathname;
+  const fromFile = JSON.parse(await Deno.readTextFile(path));
+  assertEquals(Object.keys(fromFile).sort(), Object.keys(DEFAULT_CONFIG).sort());
+  assertEquals(await loadConfig(path, []), DEFAULT_CONFIG as BenchConfig);
+  assertEquals(DEFAULT_CONFIG.size, "7b"); // the headline configuration
+});
+
+Deno.test("defaults < config.json < flags; both flag spellings and comma lists are accepted", async () => {
+  const path = await configFile({ size: "1b", rep_ms: 300, poe_gamma_sweep: [2] });
+  const c = await loadConfig(path, [
+    "--rep-ms",
+    "50",
+    "--poe-gamma-sweep=1,3",
+    "--configs",
+    "hydra_poe,baseline",
+    "--poe-beta",
+    "0.25",
+    "--poe-prompt",
+    "Hi there",
+  ]);
+  assertEquals(c.size, "1b"); // from the file
+  assertEquals(c.rep_ms, 50); // the flag beats the file
+  assertEquals(c.warmup_ms, DEFAULT_CONFIG.warmup_ms); // neither: the default
+  assertEquals(c.poe_gamma_sweep, [1, 3]);
+  assertEquals(c.configs, ["baseline", "hydra_poe"]); // always run in canonical order
+  assertEquals(c.poe_beta, 0.25);
+  assertEquals(c.poe_prompt, "Hi there");
+  // the last occurrence of a flag wins; an empty list is allowed for the sweep
+  const d = await loadConfig(path, ["--size", "tiny", "--size=7b", "--poe-gamma-sweep="]);
+  assertEquals(d.size, "7b");
+  assertEquals(d.poe_gamma_sweep, []);
+  assertEquals(poeGammas(d), [d.poe_gamma]);
+});
+
+Deno.test("--config replaces the path, and a missing or malformed file gets a clear error", async () => {
+  const path = await configFile({ seed: 7 });
+  assertEquals((await loadConfig("/nonexistent/config.json", ["--config", path])).seed, 7);
+  await rejects("/nonexistent/config.json", [], "/nonexistent/config.json does not exist", "--config");
+  await rejects(await configFile('{ "size": '), [], "is not valid JSON");
+  await rejects(await configFile("[1, 2]"), [], "must hold one JSON object");
+});
+
+Deno.test("unknown keys and flags are rejected with a suggestion", async () => {
+  const path = await configFile({ rep_msec: 10 });
+  await rejects(path, [], 'unknown key "rep_msec"', "did you mean rep_ms?", path);
+  const ok = await configFile({});
+  await rejects(ok, ["--poe-gama", "3"], "Unknown flag --poe-gama", "did you mean --poe-gamma?");
+  await rejects(ok, ["--rep_ms", "3"], "Unknown flag --rep_ms", "did you mean --rep-ms?");
+  await rejects(ok, ["7b"], 'Unexpected argument "7b"');
+  await rejects(ok, ["--seed"], "--seed needs a value");
+});
+
+Deno.test("values of the wrong type or out of range name the knob, where it was set, and what to do", async () => {
+  const cases: [Record<string, unknown>, string[], string[]][] = [
+    [{ prompt_length: "128" }, [], ['"prompt_length" in', "a whole number from 1 to 4095", '"128"', "edit"]],
+    [{ rep_ms: 0 }, [], ['"rep_ms" in', "a number > 0"]],
+    [{ warmup_ms: -5 }, [], ['"warmup_ms"', "a number >= 0"]],
+    [{ size: "13b" }, [], ['"size"', 'one of "1b", "7b", "tiny"']],
+    [{ poe_beta: 0 }, [], ['"poe_beta"', "above 0 and at most 1"]],
+    [{}, ["--poe-beta", "1.5"], ["--poe-beta must be a number above 0 and at most 1", "1.5", "change --poe-beta"]],
+    [{}, ["--poe-gamma", "0"], ["--poe-gamma", "from 1 to 24"]],
+    [{ poe_gamma: 25 }, [], ['"poe_gamma"', "from 1 to 24"]],
+    [{ poe_gamma_sweep: [1, 30] }, [], ['"poe_gamma_sweep"', "whole numbers from 1 to 24"]],
+    [{}, ["--poe-gamma-sweep", "2,2"], ["--poe-gamma-sweep", "without repeats"]],
+    [{}, ["--poe-gamma-sweep", "1,x"], ["--poe-gamma-sweep", '"1,x"']],
+    [{ poe_temperature: -1 }, [], ['"poe_temperature"', ">= 0"]],
+    [{}, ["--seed", "-1"], ["--seed", "from 0 to 4294967295"]],
+    [{}, ["--n-heads", "2.5"], ["--n-heads", "a whole number"]],
+    [{ configs: [] }, [], ['"configs"', "a non-empty list"]],
+    [{ configs: ["baseline", "fast"] }, [], ['"configs"', "baseline, hydra_naive, hydra_poe"]],
+    [{ poe_prompt: "  " }, [], ['"poe_prompt"', "a non-empty string"]],
+    [{ weights: "yes" }, [], ['"weights"', "null (synthetic weights)"]],
+    [{ weights: { base: "/tmp", adapters: [] } }, [], ['"weights"', 'unknown key "adapters"']],
+    [{}, ["--weights", "{not json"], ["--weights", "as JSON"]],
+  ];
+  for (const [knobs, argv, parts] of cases) await rejects(await configFile(knobs), argv, ...parts);
+});
+
+Deno.test("knobs that contradict each other are caught", async () => {
+  const ok = await configFile({});
+  await rejects(ok, ["--heads-depth", "32"], "--heads-depth is 32", 'size "7b" has 32 layers', "at most 31");
+  await rejects(ok, ["--size", "tiny", "--heads-depth", "4"], "tiny", "at most 3");
+  await rejects(ok, ["--n-heads", "1"], "--n-heads is 1", "hydra_poe needs a draft head");
+  assertEquals((await loadConfig(ok, ["--n-heads", "1", "--configs", "baseline,hydra_naive"])).n_heads, 1);
+  await rejects(ok, ["--step-interval", "200"], "--step-interval is 200", "at most 128");
+  await rejects(ok, ["--prompt-length", "4000", "--gen-length", "200"], "exceeds the 4096-token context");
+  await rejects(ok, ["--poe-max-new-tokens", "4090"], "poe_max_new_tokens 4090", "largest gamma 8");
+});
+
+Deno.test("weights: paths resolve against the config file's folder, must exist, one adapter list per head", async () => {
+  const path = await configFile({});
+  const dir = join(path, "..");
+  await Deno.mkdir(join(dir, "base"));
+  for (let h = 0; h < 2; h++) await Deno.mkdir(join(dir, `a${h}`));
+  await Deno.writeTextFile(path, JSON.stringify({ n_heads: 2, weights: { base: "base", heads: [["a0"], ["a1"]] } }));
+  const c = await loadConfig(path, []);
+  assertEquals(c.weights, { base: join(dir, "base"), heads: [[join(dir, "a0")], [join(dir, "a1")]] });
+  assertEquals((await loadConfig(path, ["--weights", "synthetic"])).weights, null);
+  await Deno.writeTextFile(path, JSON.stringify({ n_heads: 2, weights: { base: "base", heads: [["a0"], ["nope"]] } }));
+  await rejects(path, [], '"weights" in', join(dir, "nope"), "does not exist");
+  await Deno.writeTextFile(path, JSON.stringify({ weights: { base: "base", heads: [["a0"], []] } }));
+  await rejects(path, [], "adapters for 2 heads but n_heads is 5");
+});
+
+Deno.test("--help lists every knob's flag with its default", () => {
+  const text = helpText();
+  for (const [key, value] of Object.entries(DEFAULT_CONFIG)) {
+    // a knob's entry: its flag line and the wrapped lines below it, up to the next flag
+    const entry = text.split(/\n(?= {2}-)/).find((l) => l.trimStart().startsWith(flagName(key) + " ")) ?? "";
+    assert(entry !== "", `--help has no entry for ${flagName(key)}`);
+    const line = entry.replace(/\s+/g, " ");
+    const shown = Array.isArray(value) ? value.join(",") : value === null ? "synthetic" : String(value);
+    const tail = line.slice(line.indexOf("[default: "));
+    assert(tail.startsWith("[default: ") && tail.includes(shown), `${line} does not show the default ${shown}`);
+  }
+  assertStringIncludes(text, "--config <path>");
+  assert(wantsHelp(["--size", "1b", "--help"]));
+  assert(wantsHelp(["-h"]));
+  assert(!wantsHelp(["--size", "1b"]));
+});
+
+Deno.test("validateConfig accepts a complete config and rejects a missing or bad knob", () => {
+  assertEquals(validateConfig(structuredClone(DEFAULT_CONFIG)), DEFAULT_CONFIG as BenchConfig);
+  const { seed: _, ...noSeed } = DEFAULT_CONFIG;
+  assertThrows(() => validateConfig(noSeed, "results.json config"), UserError, 'lacks the knob "seed"');
+  assertThrows(() => validateConfig({ ...DEFAULT_CONFIG, poe_beta: 2 }), UserError, "poe_beta");
+});
+
+Deno.test("derived lengths: decode positions, KV rows, PoE gammas", () => {
+  const c = { ...DEFAULT_CONFIG, gen_length: 20, step_interval: 8, poe_gamma: 6, poe_gamma_sweep: [2, 8, 6] };
+  assertEquals(decodePositions(c), [0, 8, 16]);
+  assertEquals(decodeKvLength(c), DEFAULT_CONFIG.prompt_length + 20);
+  assertEquals(poeGammas(c), [2, 6, 8]);
+  assertEquals(poeKvLength(c, 40), 40 + DEFAULT_CONFIG.poe_max_new_tokens + 8);
+});

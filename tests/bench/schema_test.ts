@@ -1,0 +1,104 @@
+import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
+import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
+import { assertValidResults, validateResults } from "../../bench/schema.ts";
+import { summarize } from "../../bench/stats.ts";
+import { syntheticResults } from "./synthetic.ts";
+
+/** A parsed results.json as a test edits it: any field may be deleted or replaced by anything. */
+// deno-lint-ignore no-explicit-any
+type Json = Record<string, any>;
+
+/** Applies `edit` to a copy of a valid document and returns the problems validateResults finds. */
+function problemsAfter(edit: (doc: Json) => void): string[] {
+  const doc = structuredClone(syntheticResults()) as Json;
+  edit(doc);
+  return validateResults(doc);
+}
+
+function assertProblem(problems: string[], ...parts: string[]): void {
+  assert(
+    problems.some((p) => parts.every((part) => p.includes(part))),
+    `expected a problem mentioning ${parts.join(" + ")}, got:\n${problems.join("\n")}`,
+  );
+}
+
+Deno.test("a complete synthetic run is valid, also after a JSON round trip", () => {
+  const doc = syntheticResults();
+  assertEquals(validateResults(doc), []);
+  assertEquals(validateResults(JSON.parse(JSON.stringify(doc))), []);
+  assertValidResults(doc);
+  assertEquals(validateResults(syntheticResults(["hydra_poe"])), []);
+});
+
+Deno.test("validateResults finds missing metrics, wrong arithmetic and inconsistent counts", () => {
+  const poe = (d: Json) => d.configurations.hydra_poe.poe[0];
+  const base = (d: Json) => d.configurations.baseline;
+  assertProblem(problemsAfter((d) => delete poe(d).effective_tps), "poe[0].effective_tps", "finite number");
+  assertProblem(problemsAfter((d) => delete poe(d).resample_rate), "resample_rate");
+  assertProblem(problemsAfter((d) => poe(d).user_visible_tps *= 2), "user_visible_tps", "1000 * avg_output");
+  assertProblem(problemsAfter((d) => poe(d).acceptance_per_position.pop()), "acceptance_per_position", "gamma");
+  assertProblem(problemsAfter((d) => poe(d).n_calls = 99), "n_calls", "raw_ms holds");
+  assertProblem(problemsAfter((d) => base(d).decode.positions[2].tokens_per_s = 1), "tokens_per_s", "1000 / median");
+  assertProblem(problemsAfter((d) => base(d).decode.positions.reverse()), "ascending");
+  assertProblem(problemsAfter((d) => base(d).ttft.median_ms = 1e6), "ttft", "median_ms <= p90_ms");
+  assertProblem(problemsAfter((d) => base(d).ttft.clock = "cpu"), "ttft.clock");
+  assertProblem(problemsAfter((d) => base(d).ttft.raw_ms[0] = null), "ttft.raw_ms");
+  assertProblem(problemsAfter((d) => base(d).roofline_tps = 5), "roofline_tps", "copy_bandwidth_gbps");
+  assertProblem(problemsAfter((d) => d.configurations.hydra_poe.weights = "random"), "hydra_poe.weights");
+  assertProblem(problemsAfter((d) => d.environment.roofline.baseline.roofline_tps = 1), "environment.roofline");
+  assertProblem(problemsAfter((d) => delete d.environment.adapter.vendor), "environment.adapter.vendor");
+  assertProblem(problemsAfter((d) => d.environment.date = "yesterday"), "environment.date");
+});
+
+Deno.test("validateResults checks the run's status, config and configuration names", () => {
+  assertProblem(problemsAfter((d) => d.schema_version = 2), "schema_version");
+  assertProblem(problemsAfter((d) => d.run = "run1"), "run", "<YYYY-MM-DD>_runNN");
+  assertProblem(problemsAfter((d) => d.config.poe_beta = 3), "config", "poe_beta");
+  assertProblem(problemsAfter((d) => d.configurations.fast = {}), "configurations.fast", "unknown");
+  assertProblem(problemsAfter((d) => delete d.configurations.hydra_naive), "hydra_naive", "missing in a complete run");
+  assertEquals(
+    problemsAfter((d) => {
+      delete d.configurations.hydra_poe;
+      d.status = "failed";
+      d.failure = { configuration: "hydra_poe", message: "out of memory" };
+    }),
+    [],
+  );
+  assertProblem(problemsAfter((d) => d.status = "failed"), "failure", "expected an object");
+  assertProblem(problemsAfter((d) => d.status = "done"), "status");
+  assertProblem(validateResults([]), "expected an object");
+  assertThrows(() => assertValidResults({}), Error, "does not match the schema");
+});
+
+Deno.test("decode and PoE metrics follow design.md's formulas", () => {
+  const stats = { ...summarize([100, 90, 110, 100]), clock: "gpu" as const };
+  assertEquals(decodePosition(8, stats).tokens_per_s, 10); // 1000 / 100 ms
+  const r = poeGammaResult(3, stats, [
+    { output_tokens: 10, resampled_tokens: 2, rounds: 4, accepted_at: [4, 3, 1], sync_points: 1 },
+    { output_tokens: 10, resampled_tokens: 4, rounds: 6, accepted_at: [5, 2, 0], sync_points: 1 },
+  ]);
+  assertEquals(r.avg_accepted_tokens_per_call, 7); // ((10 - 2) + (10 - 4)) / 2
+  assertEquals(r.avg_output_tokens_per_call, 10);
+  assertEquals(r.avg_rounds_per_call, 5);
+  assertAlmostEquals(r.resample_rate, 0.3, 1e-12); // 6 / 20
+  assertAlmostEquals(r.effective_tps, 70, 1e-9); // 1000 * 7 / 100
+  assertAlmostEquals(r.user_visible_tps, 100, 1e-9); // 1000 * 10 / 100
+  assertEquals(r.acceptance_per_position, [0.9, 0.5, 0.1]); // per position, over 10 rounds
+  assertEquals(r.n_calls, 4); // the timed calls
+  assertEquals(r.sync_points_per_call, 1);
+  assertEquals(r.raw_ms, stats.raw_ms);
+  assertEquals(rooflineTps(3000, 15e9), 200);
+  assertThrows(() => poeGammaResult(2, stats, []), Error, "no call counters");
+  assertThrows(
+    () =>
+      poeGammaResult(2, stats, [{
+        output_tokens: 1,
+        resampled_tokens: 0,
+        rounds: 1,
+        accepted_at: [1],
+        sync_points: 1,
+      }]),
+    Error,
+    "acceptance counters",
+  );
+});
