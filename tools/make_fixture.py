@@ -33,7 +33,7 @@ if getattr(cfg, "rope_parameters", None) is not None:  # transformers 5 spelling
     cfg.rope_parameters = {"rope_type": "default", "rope_theta": 500000.0}
 model = Olmo2ForCausalLM(cfg).eval()
 inv_freq = model.model.rotary_emb.inv_freq
-assert abs(float(inv_freq[1]) - 500000.0 ** (-2 / 64)) < 1e-9, f"rope theta not applied: {inv_freq[:3]}"
+assert abs(float(inv_freq[1]) - 500000.0 ** (-2 / 64)) < 1e-6, f"rope theta not applied: {inv_freq[:3]}"
 with torch.no_grad():
     for name, p in model.named_parameters():
         if p.ndim == 1:  # norms: random around 1 so that a wrong norm placement shows

@@ -1,5 +1,5 @@
 import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
-import { Epilogue, matvec, matvecKernel, matvecReference } from "../../kernels/matmul/matvec.ts";
+import { Epilogue, matvec, matvecKernelFor, matvecReference } from "../../kernels/matmul/matvec.ts";
 import type { Gpu, Kernel } from "../../kernels/runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
 
@@ -34,6 +34,7 @@ gpuTest("matvec matches the reference for one row at awkward sizes", async (gpu)
 
 gpuTest("matvec handles 2..16 input rows (speculative verification)", async (gpu) => {
   for (const rows of [2, 3, 5, 16]) await checkMatvec(gpu, rows, 264, 37);
+  for (const rows of [4, 7]) await checkMatvec(gpu, rows, 2056, 9, { epilogue: Epilogue.SWIGLU });
 });
 
 gpuTest("matvec SwiGLU epilogue computes silu(gate) * up", async (gpu) => {
@@ -66,15 +67,17 @@ gpuTest("matvec rejects K not a multiple of 8 and too many rows", (gpu) => {
 gpuTest("matvec checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
     ["bf16_lo(p.w), bf16_hi(p.w)", "bf16_hi(p.w), bf16_lo(p.w)"], // swapped halves
-    ["c < k8; c += tpr", "c + 1u < k8; c += tpr"], // last chunk of each row dropped
-    ["out = g / (1.0 + exp(-g)) * u", "out = g * u"], // no SiLU
-    ["acc[m] += dot8(p, a, b)", "acc[0] += dot8(p, a, b)"], // rows mixed
+    ["for (; c < k8; c += tpr)", "for (; c + 1u < k8; c += tpr)"], // a row's last chunk dropped when K/8 % 4 != 0
+    ["a0 = a0 / (1.0 + exp(-a0)) * u0", "a0 = a0 * u0"], // no SiLU
+    ["a1 += dot8(p0, xa, xb)", "a0 += dot8(p0, xa, xb)"], // rows mixed
+    ["s > 0u; s /= 2u", "s > 1u; s /= 2u"], // last level of the reduction tree dropped
   ];
   for (const [from, to] of cases) {
-    const kernel = mutate(matvecKernel, from, to);
+    const kernel = mutate(matvecKernelFor(2), from, to);
     await assertCaught(async () => {
-      await checkMatvec(gpu, 2, 264, 37, { kernel });
-      await checkMatvec(gpu, 2, 264, 19, { kernel, epilogue: Epilogue.SWIGLU });
+      // K = 1064: 133 chunks per row, so both the 4-way unrolled loop and the tail loop run.
+      await checkMatvec(gpu, 2, 1064, 37, { kernel });
+      await checkMatvec(gpu, 2, 1064, 19, { kernel, epilogue: Epilogue.SWIGLU });
     }, `${from} -> ${to}`);
   }
 });
