@@ -226,6 +226,29 @@ export class Gpu {
     return copy;
   }
 
+  /** Copies several buffer regions to the CPU with one staging buffer and one wait. One sync point. */
+  async readRegions(regions: readonly BufferSlice[]): Promise<ArrayBuffer[]> {
+    const sizes = regions.map((r) => Math.ceil((r.size ?? r.buffer.size - (r.offset ?? 0)) / 4) * 4);
+    const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const staging = this.device.createBuffer({
+      label: "readRegions",
+      size: Math.max(4, total),
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    });
+    const encoder = this.device.createCommandEncoder();
+    regions.forEach((r, i) => encoder.copyBufferToBuffer(r.buffer, r.offset ?? 0, staging, offsets[i], sizes[i]));
+    this.device.queue.submit([encoder.finish()]);
+    this.syncPoints++;
+    await staging.mapAsync(GPUMapMode.READ);
+    this.assertAlive();
+    const mapped = staging.getMappedRange();
+    const out = regions.map((_, i) => mapped.slice(offsets[i], offsets[i] + sizes[i]));
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
   /** Reads `count` f32 values of `buffer` starting at element `first`. One sync point. */
   async readF32(buffer: GPUBuffer, count?: number, first = 0): Promise<Float32Array> {
     const size = count === undefined ? buffer.size - first * 4 : count * 4;

@@ -18,7 +18,7 @@
  * (drafted or verified positions) run on as many SMs at once. Not yet timed on an H100.
  */
 
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 
 /** The WGSL kernel. */
 export const argmaxKernel: Kernel = {
@@ -127,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export interface ArgmaxArgs {
   ctl: GPUBuffer;
   /** f32 logits [rows, vp], row-major. */
-  logits: GPUBuffer;
+  logits: GPUBuffer | BufferSlice;
   /** u32 [rows]: ids[m] = the id chosen in row m. */
   ids?: GPUBuffer;
   /** u32 token sequence: seq[ctl[POS] + rowPosOffset + m + 1] = the id chosen in row m. */

@@ -7,7 +7,7 @@
  * the literal definition, so the tests check that identity too.
  */
 
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { logSoftmax, type LogSoftmaxArgs, logSoftmaxKernel, logSoftmaxReference } from "./log_softmax.ts";
 
 /** The WGSL kernel of the mean over heads (one thread per output element). */
@@ -49,9 +49,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export interface CombineMeanArgs {
   ctl: GPUBuffer;
   /** f32 logits [heads, rows, vp], head-major. */
-  logits: GPUBuffer;
+  logits: GPUBuffer | BufferSlice;
   /** f32 [rows, vp]: the mean at ids < vocab, -inf at padding ids. */
-  out: GPUBuffer;
+  out: GPUBuffer | BufferSlice;
   heads: number;
   rows: number;
   /** Padded vocabulary: the row stride. */

@@ -15,7 +15,7 @@
  * leave all but a handful of SMs idle and read them at single-SM bandwidth, which costs more than the second dispatch.
  */
 
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 
 /** The WGSL kernel (both phases; PHASE selects). */
 export const logSoftmaxKernel: Kernel = {
@@ -119,9 +119,9 @@ export function logSoftmaxScratchBytes(rows: number, vp: number, workgroupSize =
 export interface LogSoftmaxArgs {
   ctl: GPUBuffer;
   /** f32 logits [heads, rows, vp], head-major (one row-major [rows, vp] matrix per head). */
-  logits: GPUBuffer;
+  logits: GPUBuffer | BufferSlice;
   /** f32 [rows, vp]: log-probs over ids < vocab, -inf at padding ids. Must not be `logits`. */
-  out: GPUBuffer;
+  out: GPUBuffer | BufferSlice;
   /** Scratch of `logSoftmaxScratchBytes(rows, vp, workgroupSize)` bytes; allocated here when absent. */
   partials?: GPUBuffer;
   rows: number;

@@ -10,7 +10,7 @@
  * of its columns and each thread keeps a second block, so gate, up and the SiLU-multiply are one pass.
  */
 
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 
 /** Largest register block (outputs per thread along M, and along N) the kernel supports. */
@@ -157,11 +157,11 @@ export const GEMM_DEFAULT_TILES: Required<GemmTiles> = { tileK: 16, threadsM: 16
 export interface GemmArgs extends GemmTiles {
   ctl: GPUBuffer;
   /** bf16 weight [N, K] (or [2N, K] for SWIGLU), packed. */
-  weight: GPUBuffer;
+  weight: GPUBuffer | BufferSlice;
   /** f32 input [rows, K]. */
-  x: GPUBuffer;
+  x: GPUBuffer | BufferSlice;
   /** f32 output [rows, N]. */
-  y: GPUBuffer;
+  y: GPUBuffer | BufferSlice;
   rows: number;
   k: number;
   n: number;

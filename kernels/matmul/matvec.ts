@@ -10,7 +10,7 @@
  * silu(gate) * up, so OLMo-2's gate and up projections and the SiLU-multiply are one pass.
  */
 
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 
 /** Most input rows one matvec dispatch handles; more rows go to the tiled GEMM. */
 export const MATVEC_MAX_ROWS = 16;
@@ -136,11 +136,11 @@ ${R.map((j) => `    y[${j}u * N + n] = a${j};`).join("\n")}
 export interface MatvecArgs {
   ctl: GPUBuffer;
   /** bf16 weight [N, K] (or [2N, K] for SWIGLU), packed. */
-  weight: GPUBuffer;
+  weight: GPUBuffer | BufferSlice;
   /** f32 input [rows, K]. */
-  x: GPUBuffer;
+  x: GPUBuffer | BufferSlice;
   /** f32 output [rows, N]. */
-  y: GPUBuffer;
+  y: GPUBuffer | BufferSlice;
   rows: number;
   k: number;
   n: number;

@@ -3,7 +3,7 @@
  * every memory-bound kernel of the suite is compared with (bench/bandwidth.ts).
  */
 
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 
 /** The WGSL kernel. */
 export const copyKernel: Kernel = {
@@ -34,13 +34,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 /** Records a copy of `vec4Count` 16-byte elements from `src` to `dst`. */
 export function copyVec4(
   gpu: Gpu,
-  a: { ctl: GPUBuffer; src: GPUBuffer; dst: GPUBuffer; vec4Count: number; perThread?: number },
+  a: {
+    ctl: GPUBuffer;
+    src: GPUBuffer | BufferSlice;
+    dst: GPUBuffer | BufferSlice;
+    vec4Count: number;
+    perThread?: number;
+    gated?: boolean;
+  },
   kernel: Kernel = copyKernel,
 ): Dispatch {
   const perThread = a.perThread ?? 4;
   return gpu.dispatch(
     kernel,
-    { COUNT: a.vec4Count, PER_THREAD: perThread },
+    { COUNT: a.vec4Count, PER_THREAD: perThread, GATED: a.gated ?? false },
     [a.ctl, a.src, a.dst],
     Math.ceil(a.vec4Count / (256 * perThread)),
   );

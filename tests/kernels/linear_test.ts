@@ -1,7 +1,7 @@
 import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
 import { gemmKernel } from "../../kernels/matmul/gemm.ts";
 import { linear, type LinearArgs } from "../../kernels/matmul/linear.ts";
-import { Epilogue, MATVEC_MAX_ROWS, MATVEC_KERNEL_NAME, matvecReference } from "../../kernels/matmul/matvec.ts";
+import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "../../kernels/matmul/matvec.ts";
 import type { Dispatch, Gpu } from "../../kernels/runtime.ts";
 import { assertClose, ctlBuffer, gpuTest, poisoned, Rng } from "../harness.ts";
 

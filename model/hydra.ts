@@ -1,0 +1,335 @@
+/**
+ * HydraTransformer: a shared trunk of `nLayers - headsDepth` OLMo-2 blocks, then `nHeads` heads of `headsDepth`
+ * blocks, each with its own final norm and lm_head. A plain OLMo-2 (`Transformer`) is the same thing with one head of
+ * depth 0, so baseline, naive Hydra and PoE all run the same code.
+ *
+ * Everything here is recorded at load time into arrays of dispatches (`Dispatch[]`) that read positions and token ids
+ * from the GPU (`ctl`, `seq`), so generation code only replays them. The forward pass, top to bottom:
+ *
+ *   x = Embedding[seq[POS + m]]                                     (rows m = 0..M-1 at positions POS + m)
+ *   for each trunk block, then each chosen head's blocks:           (block(), one place)
+ *     qkv = x Wqkv^T;  q, K[pos], V[pos] = RoPE(QKNorm(qkv))
+ *     x += RMSNorm_attn(Attention(q, K[0..pos], V[0..pos]) Wo^T)
+ *     x += RMSNorm_ff(down(silu(x Wgate^T) * (x Wup^T)))
+ *   logits[head] = RMSNorm_final(x) Wlm^T                           (last row only when lastTokenOnly)
+ */
+
+import { attentionDecode, createAttentionDecodeScratch, DECODE_MAX_ROWS } from "../kernels/attention/decode.ts";
+import { attentionPrefill } from "../kernels/attention/prefill.ts";
+import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
+import { CTL_SLOTS } from "../kernels/control/ctl.ts";
+import { embedding } from "../kernels/embed/embedding.ts";
+import { linear } from "../kernels/matmul/linear.ts";
+import { Epilogue } from "../kernels/matmul/matvec.ts";
+import { copyVec4 } from "../kernels/memory/copy.ts";
+import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import { type BufferSlice, type Dispatch, type Gpu, UserError } from "../kernels/runtime.ts";
+import type { ModelConfig } from "./config.ts";
+import { type BlockWeights, destroyWeights, type HydraWeights, weightsBytes } from "./weights.ts";
+
+/** Shapes a HydraTransformer is built for (buffers are sized once, at load). */
+export interface HydraShape {
+  /** KV cache length: the longest sequence (prompt + generated + draft slack) any call will reach. */
+  maxPos: number;
+  /** Most rows one forward pass processes (the longest prompt). */
+  maxRows: number;
+  /** Most rows that get logits in one pass (1, or gamma for speculative verification); at most 16. */
+  maxLogitRows?: number;
+}
+
+/** One layer's K and V caches, f32 [maxPos, d] each, position-major. */
+interface KvLayer {
+  k: GPUBuffer;
+  v: GPUBuffer;
+}
+
+/** Options of one recorded forward pass. */
+export interface ForwardOptions {
+  /** Heads to run after the trunk (each into its own logits slice). */
+  heads: readonly number[];
+  /** Logits of the last row only (prefill), or of every row (decode, verification). */
+  lastTokenOnly: boolean;
+  /** Build every kernel gated by ctl[ACTIVE] (PoE rounds). */
+  gated?: boolean;
+}
+
+/** A Hydra (or, with one head of depth 0, a plain OLMo-2) on the GPU. */
+export class HydraTransformer {
+  readonly config: ModelConfig;
+  readonly nHeads: number;
+  readonly headsDepth: number;
+  readonly maxPos: number;
+  readonly maxRows: number;
+  readonly maxLogitRows: number;
+  /** Control block (kernels/control/ctl.ts). */
+  readonly ctl: GPUBuffer;
+  /** Token ids by position, u32 [maxPos + 1]. */
+  readonly seq: GPUBuffer;
+  /** Logits, f32: a pass over M logit rows stores head h's at [h, M, paddedVocab] (see `logitsSlice`). */
+  readonly logits: GPUBuffer;
+  /** Trunk outputs of up to maxLogitRows draft steps, f32 [maxLogitRows, d] (PoE verification input). */
+  readonly trunkStates: GPUBuffer;
+  readonly #kvTrunk: KvLayer[];
+  readonly #kvHeads: KvLayer[][];
+  readonly #act: Record<"h" | "hHead" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed", GPUBuffer>;
+  readonly #rope: GPUBuffer;
+  readonly #attnScratch: GPUBuffer | undefined;
+  readonly #own: GPUBuffer[] = [];
+  readonly #cache = new Map<string, Dispatch[]>();
+
+  constructor(readonly gpu: Gpu, readonly weights: HydraWeights, shape: HydraShape) {
+    const c = weights.config;
+    this.config = c;
+    this.nHeads = weights.heads.length;
+    this.headsDepth = weights.heads[0]?.blocks.length ?? 0;
+    this.maxPos = shape.maxPos;
+    this.maxRows = shape.maxRows;
+    this.maxLogitRows = shape.maxLogitRows ?? 1;
+    if (this.maxPos > c.maxContext) {
+      throw new UserError(
+        `A KV cache of ${this.maxPos} positions exceeds the model's context of ${c.maxContext}; shorten prompt_length, gen_length or poe_max_new_tokens.`,
+      );
+    }
+    if (this.maxLogitRows > DECODE_MAX_ROWS) throw new Error(`maxLogitRows ${this.maxLogitRows} > ${DECODE_MAX_ROWS}`);
+    const d = c.dModel, R = Math.max(this.maxRows, this.maxLogitRows);
+    const buf = (label: string, bytes: number) => {
+      const b = gpu.buffer(label, bytes);
+      this.#own.push(b);
+      return b;
+    };
+    this.ctl = buf("ctl", CTL_SLOTS * 4);
+    this.seq = buf("seq", (this.maxPos + 1) * 4);
+    this.logits = buf("logits", this.nHeads * this.maxLogitRows * c.paddedVocab * 4);
+    this.trunkStates = buf("trunk states", this.maxLogitRows * d * 4);
+    const kv = (label: string): KvLayer => ({
+      k: buf(`${label}.k`, this.maxPos * d * 4),
+      v: buf(`${label}.v`, this.maxPos * d * 4),
+    });
+    this.#kvTrunk = weights.trunk.map((_, i) => kv(`kv trunk.${i}`));
+    this.#kvHeads = weights.heads.map((h, hi) => h.blocks.map((_, j) => kv(`kv head${hi}.${j}`)));
+    this.#act = {
+      h: buf("h", R * d * 4),
+      hHead: buf("h head", R * d * 4),
+      qkv: buf("qkv", R * 3 * d * 4),
+      q: buf("q", R * d * 4),
+      att: buf("att", R * d * 4),
+      proj: buf("proj", R * d * 4),
+      ffn: buf("ffn", R * c.ffnHidden * 4),
+      normed: buf("normed", R * d * 4),
+    };
+    this.#rope = gpu.upload("rope table", ropeTable(this.maxPos, c.headDim, c.ropeTheta));
+    this.#own.push(this.#rope);
+    const scratch = createAttentionDecodeScratch(gpu, {
+      rows: DECODE_MAX_ROWS,
+      nHeads: c.nHeads,
+      headDim: c.headDim,
+      maxPos: this.maxPos,
+    });
+    if (scratch) this.#own.push(scratch);
+    this.#attnScratch = scratch;
+  }
+
+  /** Bytes of weights on the GPU. */
+  get weightBytes(): number {
+    return weightsBytes(this.weights);
+  }
+
+  /** Bytes of everything else this model allocated (KV caches, activations, logits). */
+  get stateBytes(): number {
+    return this.#own.reduce((s, b) => s + b.size, 0);
+  }
+
+  /** Where a pass over `rows` logit rows stores head `h`'s logits, f32 [rows, paddedVocab]. */
+  logitsSlice(h: number, rows: number): BufferSlice {
+    const size = rows * this.config.paddedVocab * 4;
+    return { buffer: this.logits, offset: h * size, size };
+  }
+
+  /** Logits of heads first..first+count-1 of a pass over `rows` rows, contiguous [count, rows, paddedVocab]. */
+  logitsSlices(first: number, count: number, rows: number): BufferSlice {
+    const size = rows * this.config.paddedVocab * 4;
+    return { buffer: this.logits, offset: first * size, size: count * size };
+  }
+
+  /** The trunk over `rows` positions from ctl[POS]: embedding then the trunk blocks; its output is in `h`. */
+  trunk(rows: number, gated = false): Dispatch[] {
+    return this.#cached(`trunk ${rows} ${gated}`, () => {
+      const c = this.config;
+      return [
+        embedding(this.gpu, {
+          ctl: this.ctl,
+          seq: this.seq,
+          table: this.weights.embed,
+          x: this.#act.h,
+          rows,
+          dim: c.dModel,
+          tableRows: c.paddedVocab,
+          gated,
+        }),
+        ...this.weights.trunk.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], this.#act.h, rows, gated)),
+      ];
+    });
+  }
+
+  /**
+   * Head `h` over `rows` rows whose trunk output is in `input` (`h` after `trunk`, or `trunkStates`): its blocks on a
+   * copy of the input, its final norm and lm_head into `logitsSlice(h, lastTokenOnly ? 1 : rows)`.
+   */
+  head(
+    h: number,
+    rows: number,
+    o: { lastTokenOnly: boolean; input?: "h" | "trunkStates"; gated?: boolean },
+  ): Dispatch[] {
+    const input = o.input ?? "h", gated = o.gated ?? false;
+    return this.#cached(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated}`, () => {
+      const c = this.config, d = c.dModel;
+      const head = this.weights.heads[h];
+      const src = input === "h" ? this.#act.h : this.trunkStates;
+      const x = this.#act.hHead;
+      const outRows = o.lastTokenOnly ? 1 : rows;
+      if (outRows > this.maxLogitRows) {
+        throw new Error(`head(): ${outRows} logit rows, the model was built for ${this.maxLogitRows}`);
+      }
+      return [
+        copyVec4(this.gpu, { ctl: this.ctl, src, dst: x, vec4Count: (rows * d) / 4, gated }),
+        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated)),
+        rmsnorm(this.gpu, {
+          ctl: this.ctl,
+          x,
+          weight: head.norm,
+          out: this.#act.normed,
+          rows: outRows,
+          dim: d,
+          eps: c.rmsNormEps,
+          xRowOffset: rows - outRows,
+          gated,
+        }),
+        linear(this.gpu, {
+          ctl: this.ctl,
+          weight: head.lmHead,
+          x: this.#act.normed,
+          y: this.logitsSlice(h, outRows),
+          rows: outRows,
+          k: d,
+          n: c.paddedVocab,
+          gated,
+        }),
+      ];
+    });
+  }
+
+  /** `residual_forward`: the trunk once, then each of `o.heads`, over `rows` positions from ctl[POS]. */
+  forward(rows: number, o: ForwardOptions): Dispatch[] {
+    return [
+      ...this.trunk(rows, o.gated),
+      ...o.heads.flatMap((h) => this.head(h, rows, { lastTokenOnly: o.lastTokenOnly, gated: o.gated })),
+    ];
+  }
+
+  /** Copies the trunk output row 0 (`h`) into row `i` of `trunkStates` (a draft step's state, for verification). */
+  saveTrunkState(i: number, gated = false): Dispatch {
+    const d = this.config.dModel;
+    return this.#cached(`save ${i} ${gated}`, () => [
+      copyVec4(this.gpu, {
+        ctl: this.ctl,
+        src: this.#act.h,
+        dst: { buffer: this.trunkStates, offset: i * d * 4, size: d * 4 },
+        vec4Count: d / 4,
+        gated,
+      }),
+    ])[0];
+  }
+
+  /** One OLMo-2 block on residual `x` (rows at positions ctl[POS]..), appending to `kv`. */
+  #block(b: BlockWeights, kv: KvLayer, x: GPUBuffer, rows: number, gated: boolean): Dispatch[] {
+    const gpu = this.gpu, c = this.config, ctl = this.ctl, a = this.#act;
+    const d = c.dModel, F = c.ffnHidden;
+    const attention = rows <= DECODE_MAX_ROWS
+      ? attentionDecode(gpu, {
+        ctl,
+        q: a.q,
+        kCache: kv.k,
+        vCache: kv.v,
+        out: a.att,
+        scratch: this.#attnScratch,
+        rows,
+        nHeads: c.nHeads,
+        headDim: c.headDim,
+        maxPos: this.maxPos,
+        gated,
+      })
+      : [
+        attentionPrefill(gpu, {
+          ctl,
+          q: a.q,
+          kCache: kv.k,
+          vCache: kv.v,
+          out: a.att,
+          rows,
+          nHeads: c.nHeads,
+          headDim: c.headDim,
+          gated,
+        }),
+      ];
+    return [
+      linear(gpu, { ctl, weight: b.qkv, x, y: a.qkv, rows, k: d, n: 3 * d, gated }),
+      qkNormRope(gpu, {
+        ctl,
+        qkv: a.qkv,
+        normWeights: b.qkNorm,
+        ropeTable: this.#rope,
+        qOut: a.q,
+        kCache: kv.k,
+        vCache: kv.v,
+        rows,
+        dim: d,
+        headDim: c.headDim,
+        maxPos: this.maxPos,
+        eps: c.rmsNormEps,
+        gated,
+      }),
+      ...attention,
+      linear(gpu, { ctl, weight: b.o, x: a.att, y: a.proj, rows, k: d, n: d, gated }),
+      rmsnorm(gpu, {
+        ctl,
+        x: a.proj,
+        weight: b.attnNorm,
+        out: x,
+        rows,
+        dim: d,
+        eps: c.rmsNormEps,
+        residual: true,
+        gated,
+      }),
+      linear(gpu, { ctl, weight: b.gateUp, x, y: a.ffn, rows, k: d, n: F, epilogue: Epilogue.SWIGLU, gated }),
+      linear(gpu, { ctl, weight: b.down, x: a.ffn, y: a.proj, rows, k: F, n: d, gated }),
+      rmsnorm(gpu, {
+        ctl,
+        x: a.proj,
+        weight: b.ffNorm,
+        out: x,
+        rows,
+        dim: d,
+        eps: c.rmsNormEps,
+        residual: true,
+        gated,
+      }),
+    ];
+  }
+
+  #cached(key: string, make: () => Dispatch[]): Dispatch[] {
+    let d = this.#cache.get(key);
+    if (!d) {
+      d = make();
+      this.#cache.set(key, d);
+    }
+    return d;
+  }
+
+  /** Frees the KV caches, activations and (unless `keepWeights`) the weights. */
+  destroy(keepWeights = false): void {
+    for (const b of this.#own) b.destroy();
+    if (!keepWeights) destroyWeights(this.weights);
+    this.#cache.clear();
+  }
+}
