@@ -173,15 +173,16 @@ export class HydraTransformer {
 
   /**
    * Head `h` over `rows` rows whose trunk output is in `input` (`h` after `trunk`, or `trunkStates`): its blocks on a
-   * copy of the input, its final norm and lm_head into `logitsSlice(h, lastTokenOnly ? 1 : rows)`.
+   * copy of the input, its final norm and lm_head into `logitsSlice(slot, lastTokenOnly ? 1 : rows)` (slot = h unless
+   * given: PoE puts the draft head's logits in slot 0 and the verifiers' in 1.., contiguous for the jury).
    */
   head(
     h: number,
     rows: number,
-    o: { lastTokenOnly: boolean; input?: "h" | "trunkStates"; gated?: boolean },
+    o: { lastTokenOnly: boolean; input?: "h" | "trunkStates"; gated?: boolean; slot?: number },
   ): Dispatch[] {
-    const input = o.input ?? "h", gated = o.gated ?? false;
-    return this.#cached(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated}`, () => {
+    const input = o.input ?? "h", gated = o.gated ?? false, slot = o.slot ?? h;
+    return this.#cached(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slot}`, () => {
       const c = this.config, d = c.dModel;
       const head = this.weights.heads[h];
       const src = input === "h" ? this.#act.h : this.trunkStates;
@@ -208,7 +209,7 @@ export class HydraTransformer {
           ctl: this.ctl,
           weight: head.lmHead,
           x: this.#act.normed,
-          y: this.logitsSlice(h, outRows),
+          y: this.logitsSlice(slot, outRows),
           rows: outRows,
           k: d,
           n: c.paddedVocab,

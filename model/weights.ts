@@ -169,6 +169,8 @@ export interface SyntheticEnsembleOptions {
   rank?: number;
   /** Std of each delta element relative to the base weights' std (how far the heads drift apart). */
   relativeStd?: number;
+  /** Std of the random base's matrices. */
+  std?: number;
 }
 
 /**
@@ -177,11 +179,11 @@ export interface SyntheticEnsembleOptions {
  * projections; each head's final norm and lm_head are copies of the base's.
  */
 export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: SyntheticEnsembleOptions) {
-  const rank = o.rank ?? 16, rel = o.relativeStd ?? 0.25;
+  const rank = o.rank ?? 16, rel = o.relativeStd ?? 0.25, std = o.std ?? RANDOM_WEIGHT_STD;
   const [first, ...rest] = w.heads;
   // Random base: only the trunk, the embedding and head 0 need generating; the other heads copy head 0.
   const tmp: HydraWeights = { ...w, heads: [first] };
-  await fillRandomWeights(gpu, tmp, o.seed);
+  await fillRandomWeights(gpu, tmp, o.seed, std);
   const encoder = gpu.device.createCommandEncoder({ label: "copy head 0" });
   const copy = (src: GPUBuffer, dst: GPUBuffer) => encoder.copyBufferToBuffer(src, 0, dst, 0, src.size);
   for (const h of rest) {
@@ -192,7 +194,7 @@ export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: Synthe
     copy(first.lmHead, h.lmHead);
   }
   gpu.device.queue.submit([encoder.finish()]);
-  // Deltas: A ~ N(0, 1/in), B ~ N(0, 1), scale chosen so each delta element has std rel * RANDOM_WEIGHT_STD.
+  // Deltas: A ~ N(0, 1/in), B ~ N(0, 1), scale chosen so each delta element has std rel * std.
   const c = w.config;
   const ctl = gpu.buffer("lora ctl", CTL_SLOTS * 4);
   let seed = (o.seed ^ 0x5bd1e995) >>> 0;
@@ -212,7 +214,8 @@ export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: Synthe
           }),
           ...randomFillChunked(gpu, { ctl, buffer: b, count: out * rank, seed: ++seed, std: 1, bf16: false }),
         ];
-        const scale = (rel * RANDOM_WEIGHT_STD) / Math.sqrt(rank);
+        // (B @ A)[i, j] sums `rank` products of std 1/sqrt(in): std sqrt(rank / in); times scale -> rel * std.
+        const scale = (rel * std) / Math.sqrt(rank / inp);
         gpu.run([
           ...fills,
           loraMerge(gpu, { ctl, a, b, weight: moduleRegion(c, block, module), n: out, k: inp, rank, scale }),

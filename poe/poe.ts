@@ -1,0 +1,235 @@
+/**
+ * The Product-of-Experts speculative decoder on a HydraTransformer (design.md section 4), resident on the GPU.
+ *
+ * One call (`generateWithCache`): chat template, tokenize, reset, prefill (trunk + every head, last token only; the
+ * first token is the jury's argmax), then rounds until `maxNewTokens` tokens are out:
+ *   1. draft: gamma single-token steps of trunk + draft head (argmax, or a sample at `temperature`), each step's trunk
+ *      output saved for verification;
+ *   2. verify: every verifier head once over the gamma saved trunk states (their K/V appended at those positions);
+ *   3. accept: jury log p = log_softmax(sum_k log_softmax(z_k)); draft d is accepted when p(d) >= beta * max p; the
+ *      first rejected draft is replaced by the jury's argmax (a resampled token) and the rest dropped;
+ *   4. rollback: LEN (the committed length of every cache) moves to the accepted prefix.
+ * Every kernel of a round is gated by ctl[ACTIVE] (cleared when the call has its tokens), so the CPU encodes rounds
+ * blindly: first the fewest rounds that could finish the call (ceil((maxNewTokens - 1) / gamma): none of them can be
+ * idle), then, after one readback, as many as could still be needed (one token per round at worst), of which those
+ * after the end are no-ops on the GPU. At most 2 sync points per call.
+ */
+
+import { CTL } from "../kernels/control/ctl.ts";
+import { poeAccept } from "../kernels/control/poe_accept.ts";
+import { ControlOp, controlStep } from "../kernels/control/step.ts";
+import { argmax } from "../kernels/logits/argmax.ts";
+import { type Dispatch, encodeDispatches, type Gpu, UserError } from "../kernels/runtime.ts";
+import { Decoder } from "../model/generate.ts";
+import type { HydraTransformer } from "../model/hydra.ts";
+import { applyChatTemplate, type CheckpointChatConfig } from "./chat_template.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+
+/** The knobs of a PoE decoder. */
+export interface PoeOptions {
+  /** Drafted tokens per round (1..16, and at most the model's maxLogitRows). */
+  gamma: number;
+  /** Leniency: draft d is accepted when p_jury(d) >= beta * max p_jury (0 < beta <= 1). */
+  beta: number;
+  /** 0 drafts greedily; > 0 samples drafts from softmax(z / T). */
+  temperature: number;
+  /** Tokens one call emits (EOS does not stop a call). */
+  maxNewTokens: number;
+  /** Index of the draft head; the other heads are the jury. */
+  draftHead?: number;
+  /** Seed of draft sampling. */
+  seed?: number;
+}
+
+/** What one call returns: the ids and the statistics of design.md section 4. */
+export interface PoeCallResult {
+  ids: number[];
+  output_tokens: number;
+  resampled_tokens: number;
+  /** output_tokens - resampled_tokens (the prefill's token, the jury's own choice, counts as accepted). */
+  accepted: number;
+  rounds: number;
+  /** Drafts accepted at each draft position 0..gamma-1, summed over rounds. */
+  accepted_at: number[];
+  /** CPU waits on the GPU during the call. */
+  sync_points: number;
+  /** Rounds encoded (including rounds that were no-ops on the GPU). */
+  rounds_encoded: number;
+  wall_ms: number;
+}
+
+/** The PoE decoder. */
+export class PoE {
+  readonly gpu: Gpu;
+  readonly decoder: Decoder;
+  readonly draftHead: number;
+  /** Verifier heads, in the order of their logits slots 1..N-1. */
+  readonly verifiers: number[];
+  readonly #round: Dispatch[];
+  readonly #prefill = new Map<number, Dispatch[]>();
+
+  constructor(
+    readonly model: HydraTransformer,
+    readonly options: PoeOptions,
+    readonly tokenizer?: Tokenizer,
+    readonly chat: CheckpointChatConfig = { specialTokens: {} },
+  ) {
+    this.gpu = model.gpu;
+    const { gamma, beta, temperature } = options;
+    if (!(Number.isInteger(gamma) && gamma >= 1 && gamma <= model.maxLogitRows)) {
+      throw new UserError(`poe_gamma ${gamma} must be an integer in 1..${model.maxLogitRows}; change poe_gamma.`);
+    }
+    if (!(beta > 0 && beta <= 1)) throw new UserError(`poe_beta ${beta} must be in (0, 1]; change poe_beta.`);
+    if (!(temperature >= 0)) throw new UserError(`poe_temperature ${temperature} must be >= 0; change it.`);
+    if (model.nHeads < 2) throw new UserError("PoE needs at least 2 heads (a draft and a verifier); raise n_heads.");
+    this.draftHead = options.draftHead ?? 0;
+    if (!(this.draftHead >= 0 && this.draftHead < model.nHeads)) {
+      throw new UserError(`The draft head ${this.draftHead} is not one of the ${model.nHeads} heads.`);
+    }
+    this.verifiers = Array.from({ length: model.nHeads }, (_, h) => h).filter((h) => h !== this.draftHead);
+    this.decoder = new Decoder(model);
+    this.#round = this.#recordRound();
+  }
+
+  /** The dispatches of one round (all gated). */
+  #recordRound(): Dispatch[] {
+    const m = this.model, { gamma, beta, temperature, seed } = this.options, ctl = m.ctl, gated = true;
+    const c = m.config;
+    const draft: Dispatch[] = [];
+    for (let i = 0; i < gamma; i++) {
+      draft.push(
+        ...m.trunk(1, gated),
+        m.saveTrunkState(i, gated),
+        ...m.head(this.draftHead, 1, { lastTokenOnly: true, slot: 0, gated }),
+        argmax(this.gpu, {
+          ctl,
+          logits: m.logitsSlice(0, 1),
+          seq: m.seq,
+          rows: 1,
+          vp: c.paddedVocab,
+          vocab: c.vocabSize,
+          temperature,
+          seed: seed ?? 0,
+          gated,
+        }),
+        controlStep(this.gpu, { ctl, op: ControlOp.NEXT_POS, gated }),
+      );
+    }
+    const verify = this.verifiers.flatMap((h, s) =>
+      m.head(h, gamma, { lastTokenOnly: false, input: "trunkStates", slot: s + 1, gated })
+    );
+    const slots = this.verifiers.map((_, s) => s + 1);
+    const jury = this.decoder.pick("jury", gamma, 0, { gated, heads: slots }).slice(0, -1); // jury log-probs only
+    return [
+      controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }),
+      ...draft,
+      controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }),
+      ...verify,
+      ...jury,
+      ...poeAccept(this.gpu, {
+        ctl,
+        logp: this.decoder.combined,
+        seq: m.seq,
+        gamma,
+        vp: c.paddedVocab,
+        vocab: c.vocabSize,
+        beta,
+        gated,
+      }),
+    ];
+  }
+
+  /** Prefill of P prompt tokens: trunk + every head (last token only), the jury's pick, AFTER_PREFILL. */
+  #prefillDispatches(P: number): Dispatch[] {
+    let d = this.#prefill.get(P);
+    if (!d) {
+      const m = this.model;
+      d = [
+        ...m.trunk(P),
+        ...m.head(this.draftHead, P, { lastTokenOnly: true, slot: 0 }),
+        ...this.verifiers.flatMap((h, s) => m.head(h, P, { lastTokenOnly: true, slot: s + 1 })),
+        ...this.decoder.pick("jury", 1, P - 1, { heads: this.verifiers.map((_, s) => s + 1) }),
+        controlStep(this.gpu, { ctl: m.ctl, op: ControlOp.AFTER_PREFILL, rows: P }),
+      ];
+      this.#prefill.set(P, d);
+    }
+    return d;
+  }
+
+  /** The prompt ids of `promptText` after the chat template (needs the tokenizer). */
+  promptIds(promptText: string): number[] {
+    if (!this.tokenizer) throw new Error("PoE.promptIds: this decoder was built without a tokenizer");
+    const text = applyChatTemplate([{ role: "user", content: promptText }], {
+      template: this.chat.template,
+      addGenerationPrompt: true,
+      specialTokens: this.chat.specialTokens,
+    });
+    return this.tokenizer.encode(text);
+  }
+
+  /** `generate_with_cache`: one whole PoE call on `promptText` (chat template + tokenizer applied). */
+  generateWithCache(promptText: string): Promise<PoeCallResult> {
+    return this.generateIds(this.promptIds(promptText));
+  }
+
+  /** One whole PoE call on prompt ids (no template). */
+  async generateIds(prompt: readonly number[]): Promise<PoeCallResult> {
+    const t0 = performance.now();
+    const syncBefore = this.gpu.syncPoints;
+    const { gamma, maxNewTokens } = this.options;
+    const dec = this.decoder;
+    dec.setPrompt(prompt, maxNewTokens, gamma);
+    const firstRounds = Math.ceil((maxNewTokens - 1) / gamma);
+    const encoder = this.gpu.device.createCommandEncoder({ label: "poe call" });
+    dec.encodeReset(encoder);
+    this.#pass(encoder, this.#prefillDispatches(prompt.length));
+    for (let r = 0; r < firstRounds; r++) this.#pass(encoder, this.#round);
+    this.gpu.device.queue.submit([encoder.finish()]);
+    let result = await dec.readResult();
+    let encoded = firstRounds;
+    const left = result.ctl[CTL.MAX_OUT] - result.ctl[CTL.OUT];
+    if (left > 0) {
+      const more = this.gpu.device.createCommandEncoder({ label: "poe call, remaining rounds" });
+      for (let r = 0; r < left; r++) this.#pass(more, this.#round);
+      this.gpu.device.queue.submit([more.finish()]);
+      encoded += left;
+      result = await dec.readResult();
+    }
+    const ctl = result.ctl;
+    const output = ctl[CTL.OUT], resampled = ctl[CTL.RESAMPLED];
+    return {
+      ids: result.ids,
+      output_tokens: output,
+      resampled_tokens: resampled,
+      accepted: output - resampled,
+      rounds: ctl[CTL.ROUNDS],
+      accepted_at: Array.from(ctl.subarray(CTL.ACCEPTED_AT, CTL.ACCEPTED_AT + gamma)),
+      sync_points: this.gpu.syncPoints - syncBefore,
+      rounds_encoded: encoded,
+      wall_ms: performance.now() - t0,
+    };
+  }
+
+  /** `residual_forward` over the prompt with fresh KV (the PoE TTFT work): prefill of every head, jury pick. */
+  encodePrefill(encoder: GPUCommandEncoder, prompt: readonly number[], pass?: GPUComputePassDescriptor): void {
+    this.decoder.setPrompt(prompt, this.options.maxNewTokens, this.options.gamma);
+    this.decoder.encodeReset(encoder);
+    this.#pass(encoder, this.#prefillDispatches(prompt.length), pass);
+  }
+
+  /** Encodes one round into its own pass (for timing). */
+  encodeRound(encoder: GPUCommandEncoder, pass?: GPUComputePassDescriptor): void {
+    this.#pass(encoder, this.#round, pass);
+  }
+
+  #pass(encoder: GPUCommandEncoder, dispatches: readonly Dispatch[], descriptor?: GPUComputePassDescriptor): void {
+    const pass = encoder.beginComputePass(descriptor);
+    encodeDispatches(pass, dispatches);
+    pass.end();
+  }
+
+  /** Frees the decoder's buffers (not the model). */
+  destroy(): void {
+    this.decoder.destroy();
+  }
+}
