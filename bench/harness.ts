@@ -25,6 +25,8 @@ export interface BenchmarkOptions {
   estimateRuns?: number;
   /** Upper bound on the timed repetitions, so a fast function cannot produce millions of samples (default 10000). */
   maxReps?: number;
+  /** Lower bound on the timed repetitions, for calls longer than the budget whose spread still matters (default 1). */
+  minReps?: number;
   /** The wall clock in ms (default performance.now; tests pass a fake one). */
   now?: () => number;
 }
@@ -119,7 +121,8 @@ export async function benchmark(fn: TimedFn, options: BenchmarkOptions): Promise
   }
   estimates.sort((a, b) => a - b);
   const estimate = estimates[Math.floor((estimates.length - 1) / 2)];
-  const { warmup, reps } = repetitionCounts(estimate, warmupMs, repMs, maxReps);
+  const counts = repetitionCounts(estimate, warmupMs, repMs, maxReps);
+  const warmup = counts.warmup, reps = Math.max(counts.reps, options.minReps ?? 1);
 
   for (let i = 0; i < warmup; i++) await call();
   const samples: number[] = [];

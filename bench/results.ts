@@ -121,6 +121,12 @@ export class ResultsWriter {
     return this.#write();
   }
 
+  /** Replaces the environment block (e.g. with a roofline added) and rewrites results.json. */
+  setEnvironment(environment: Environment): Promise<void> {
+    this.#doc.environment = structuredClone(environment);
+    return this.#write();
+  }
+
   /** Marks the run complete and rewrites results.json. */
   complete(): Promise<void> {
     this.#doc.status = "complete";

@@ -1,0 +1,239 @@
+/**
+ * The three timed configurations of design.md section 1 and the benchmarks of section 5, in the original benchmark's
+ * vocabulary: `buildBaselineModel`, `buildHydraModel`, `buildPoe`, `benchmarkTtft`, `benchmarkDecode`,
+ * `benchmarkPoeTtft`, `benchmarkPoe`.
+ *
+ * GPU time comes from timestamp queries around the timed compute passes; each repetition reads its timestamps back
+ * (one ~11 ms sync, outside the measured GPU time). PoE calls are timed by wall clock, their syncs included, because
+ * that is what a user of generate_with_cache waits for.
+ */
+
+import { PassTimer } from "../kernels/timing.ts";
+import { encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { CTL } from "../kernels/control/ctl.ts";
+import { Checkpoint } from "../model/checkpoint.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { Decoder, type PickMode } from "../model/generate.ts";
+import { HydraTransformer } from "../model/hydra.ts";
+import { loadLoraAdapter } from "../model/lora.ts";
+import {
+  allocateWeights,
+  blockBytes,
+  destroyWeights,
+  fillRandomWeights,
+  fillSyntheticEnsemble,
+  loadCheckpointWeights,
+} from "../model/weights.ts";
+import { PoE, type PoeCallResult } from "../poe/poe.ts";
+import { benchmark, type BenchmarkOptions } from "./harness.ts";
+import { decodePosition, pickStats, type PoeCallCounts, poeGammaResult } from "./metrics.ts";
+import type { DecodeResult, PoeGammaResult, TimedStats } from "./schema.ts";
+
+/** Budgets of one benchmark. */
+export type Budgets = Pick<BenchmarkOptions, "warmupMs" | "repMs">;
+
+/** Prints progress (the runner passes a terminal logger). */
+export type Progress = (message: string) => void;
+
+/** Vanilla OLMo-2 with random weights generated on the GPU: one head of depth 0 on a trunk of every layer. */
+export async function buildBaselineModel(
+  gpu: Gpu,
+  config: ModelConfig,
+  o: { maxPos: number; maxRows: number; seed: number },
+): Promise<HydraTransformer> {
+  const w = allocateWeights(gpu, config, 1, 0);
+  try {
+    await fillRandomWeights(gpu, w, o.seed);
+    return new HydraTransformer(gpu, w, { maxPos: o.maxPos, maxRows: o.maxRows });
+  } catch (e) {
+    destroyWeights(w);
+    throw e;
+  }
+}
+
+/** Where a Hydra's weights come from. */
+export type HydraWeightsSpec =
+  | { kind: "random"; seed: number }
+  | { kind: "synthetic"; seed: number }
+  | { kind: "checkpoint"; base: string; heads: string[][] };
+
+/** A HydraTransformer of `nHeads` heads of `headsDepth` blocks, with random, synthetic-ensemble or real weights. */
+export async function buildHydraModel(
+  gpu: Gpu,
+  config: ModelConfig,
+  o: {
+    nHeads: number;
+    headsDepth: number;
+    maxPos: number;
+    maxRows: number;
+    maxLogitRows?: number;
+    weights: HydraWeightsSpec;
+  },
+  progress?: Progress,
+): Promise<HydraTransformer> {
+  let ckpt: Checkpoint | null = null;
+  if (o.weights.kind === "checkpoint") {
+    ckpt = await Checkpoint.open(o.weights.base);
+    config = ckpt.config;
+  }
+  const w = allocateWeights(gpu, config, o.nHeads, o.headsDepth);
+  try {
+    if (o.weights.kind === "random") await fillRandomWeights(gpu, w, o.weights.seed);
+    else if (o.weights.kind === "synthetic") await fillSyntheticEnsemble(gpu, w, { seed: o.weights.seed });
+    else {
+      const adapters = [];
+      for (const list of o.weights.heads) {
+        const loaded = [];
+        for (const dir of list) loaded.push(await loadLoraAdapter(dir, config));
+        adapters.push(loaded);
+      }
+      await loadCheckpointWeights(gpu, w, ckpt!, adapters, (done, total) => {
+        if (done % 50 === 0 || done === total) progress?.(`loaded ${done}/${total} tensors`);
+      });
+    }
+    return new HydraTransformer(gpu, w, { maxPos: o.maxPos, maxRows: o.maxRows, maxLogitRows: o.maxLogitRows });
+  } catch (e) {
+    destroyWeights(w);
+    throw e;
+  } finally {
+    ckpt?.close();
+  }
+}
+
+/** The PoE decoder on a Hydra. */
+export function buildPoe(
+  model: HydraTransformer,
+  o: { gamma: number; beta: number; temperature: number; maxNewTokens: number; seed: number },
+  tokenizer?: ConstructorParameters<typeof PoE>[2],
+  chat?: ConstructorParameters<typeof PoE>[3],
+): PoE {
+  return new PoE(model, o, tokenizer, chat);
+}
+
+/** Weight bytes one single-token step streams: the trunk plus the given heads' blocks and lm_heads. */
+export function weightBytesPerStep(model: HydraTransformer, heads: readonly number[]): number {
+  const w = model.weights;
+  let bytes = w.trunk.reduce((s, b) => s + blockBytes(b), 0);
+  for (const h of heads) {
+    bytes += w.heads[h].blocks.reduce((s, b) => s + blockBytes(b), 0) + w.heads[h].norm.size + w.heads[h].lmHead.size;
+  }
+  return bytes + model.config.dModel * 2; // + the one embedding row gathered
+}
+
+/** GPU ms of `encode`'s timed passes (their sum), read back once. */
+async function gpuTimed(gpu: Gpu, timer: PassTimer, encode: (encoder: GPUCommandEncoder) => void): Promise<number> {
+  timer.reset();
+  const encoder = gpu.device.createCommandEncoder({ label: "timed" });
+  encode(encoder);
+  timer.resolve(encoder);
+  gpu.device.queue.submit([encoder.finish()]);
+  return (await timer.readMs()).reduce((a, b) => a + b, 0);
+}
+
+function encodePass(
+  encoder: GPUCommandEncoder,
+  descriptor: GPUComputePassDescriptor,
+  d: Parameters<typeof encodeDispatches>[1],
+) {
+  const pass = encoder.beginComputePass(descriptor);
+  encodeDispatches(pass, d);
+  pass.end();
+}
+
+/** `benchmark_ttft`: prefill of the prompt + the pick of the next token (last position only), GPU time. */
+export async function benchmarkTtft(
+  decoder: Decoder,
+  promptIds: readonly number[],
+  mode: PickMode,
+  budgets: Budgets,
+): Promise<TimedStats> {
+  const gpu = decoder.gpu;
+  const timer = new PassTimer(gpu, 1);
+  decoder.setPrompt(promptIds, 1);
+  const prefill = decoder.prefill(mode);
+  try {
+    return pickStats(
+      await benchmark(() =>
+        gpuTimed(gpu, timer, (encoder) => {
+          decoder.encodeReset(encoder);
+          encodePass(encoder, timer.pass("ttft"), prefill);
+        }), budgets),
+    );
+  } finally {
+    timer.destroy();
+  }
+}
+
+/** `forward_and_sample`: one naive Hydra step (trunk + every head, mean of logits, argmax), as dispatches. */
+export function forwardAndSample(decoder: Decoder) {
+  return decoder.step("naive");
+}
+
+/**
+ * `benchmark_decode`: generate `genLength` tokens once (filling the KV cache), then at every `stepInterval`-th
+ * generated position time one decode step with the KV length reset to that position before each repetition.
+ */
+export async function benchmarkDecode(
+  decoder: Decoder,
+  promptIds: readonly number[],
+  mode: PickMode,
+  o: Budgets & { genLength: number; stepInterval: number },
+  progress?: Progress,
+): Promise<DecodeResult> {
+  const gpu = decoder.gpu, model = decoder.model;
+  await decoder.generate(promptIds, o.genLength, mode);
+  const step = decoder.step(mode);
+  const timer = new PassTimer(gpu, 1);
+  const ctl = new Uint32Array(model.ctl.size / 4);
+  const positions = [];
+  try {
+    for (let p = 0; p < o.genLength; p += o.stepInterval) {
+      const len = promptIds.length + p;
+      const setup = () => {
+        ctl.fill(0);
+        ctl[CTL.POS] = ctl[CTL.LEN] = len;
+        ctl[CTL.ACTIVE] = 1;
+        ctl[CTL.MAX_OUT] = o.genLength + 1;
+        gpu.write(model.ctl, ctl);
+      };
+      const stats = await benchmark(
+        () => gpuTimed(gpu, timer, (encoder) => encodePass(encoder, timer.pass(`decode ${p}`), step)),
+        { ...o, setup },
+      );
+      positions.push(decodePosition(p, stats));
+      progress?.(`decode position ${p}/${o.genLength}: ${stats.median_ms.toFixed(3)} ms (${stats.n} reps)`);
+    }
+  } finally {
+    timer.destroy();
+  }
+  return { gen_length: o.genLength, step_interval: o.stepInterval, positions };
+}
+
+/** `benchmark_poe_ttft`: `residual_forward` over all heads, last token only, fresh KV each time (GPU time). */
+export async function benchmarkPoeTtft(poe: PoE, promptIds: readonly number[], budgets: Budgets): Promise<TimedStats> {
+  const gpu = poe.gpu;
+  const timer = new PassTimer(gpu, 1);
+  try {
+    return pickStats(
+      await benchmark(
+        () => gpuTimed(gpu, timer, (encoder) => poe.encodePrefill(encoder, promptIds, timer.pass("poe ttft"))),
+        budgets,
+      ),
+    );
+  } finally {
+    timer.destroy();
+  }
+}
+
+/** Fewest timed PoE calls per gamma: a call can outlast the repetition budget, and a median of one is no median. */
+export const POE_MIN_CALLS = 5;
+
+/** `benchmark_poe`: whole `generate_with_cache` calls on `promptIds` (already templated and tokenized), wall time. */
+export async function benchmarkPoe(poe: PoE, promptIds: readonly number[], budgets: Budgets): Promise<PoeGammaResult> {
+  const calls: PoeCallResult[] = [];
+  const stats = await benchmark(async () => {
+    calls.push(await poe.generateIds(promptIds));
+  }, { ...budgets, minReps: POE_MIN_CALLS });
+  const timed: PoeCallCounts[] = calls.slice(-stats.n);
+  return poeGammaResult(poe.options.gamma, stats, timed);
+}
