@@ -64,7 +64,7 @@ const shapes = [
   { name: "lm_head 4096", n: 100352, k: 4096, epi: Epilogue.PLAIN },
   { name: "1b o", n: 2048, k: 2048, epi: Epilogue.PLAIN },
 ];
-const variants = args.quick ? [[8, 256]] : [[1, 64], [2, 128], [4, 128], [4, 256], [8, 256], [16, 256], [8, 512]];
+const variants = args.quick ? [[8, 256]] : [[1, 64], [1, 128], [1, 256], [2, 128], [4, 128], [8, 256]];
 for (const s of shapes) {
   const nw = s.epi === Epilogue.SWIGLU ? 2 * s.n : s.n;
   const bytes = nw * s.k * 2;
