@@ -6,9 +6,41 @@
 import { getGpu, type Gpu, type Kernel } from "../kernels/runtime.ts";
 import { CTL, CTL_SLOTS } from "../kernels/control/ctl.ts";
 
-/** Registers a test that needs the GPU (resource sanitizers off: the device outlives each test). */
+/** WebGPU errors nobody captured (invalid WGSL, a bad bind group, ...), in the order reported. */
+const uncaptured: string[] = [];
+let listening = false;
+
+/** Waits for the GPU and lets pending uncaptured-error events arrive. */
+async function flushErrors(gpu: Gpu): Promise<void> {
+  await gpu.device.queue.onSubmittedWorkDone();
+  await new Promise((r) => setTimeout(r, 0));
+}
+
+/**
+ * Registers a test that needs the GPU (resource sanitizers off: the device outlives each test). The test fails when
+ * WebGPU reports an uncaptured error during it: an invalid kernel must never pass as a numeric mismatch.
+ */
 export function gpuTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
-  Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn: async () => fn(await getGpu()) });
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const gpu = await getGpu();
+      if (!listening) {
+        gpu.device.addEventListener("uncapturederror", (e) => {
+          uncaptured.push((e as GPUUncapturedErrorEvent).error.message);
+        });
+        listening = true;
+      }
+      const before = uncaptured.length;
+      await fn(gpu);
+      await flushErrors(gpu);
+      if (uncaptured.length > before) {
+        throw new Error(`WebGPU reported errors during the test: ${uncaptured.slice(before).join(" | ")}`);
+      }
+    },
+  });
 }
 
 export { Rng } from "../bench/rng.ts";
@@ -90,12 +122,23 @@ export function mutate(kernel: Kernel, from: string, to: string): Kernel {
   return { name: `${kernel.name}[mutant ${from} -> ${to}]`, source: kernel.source.replace(from, to) };
 }
 
-/** Asserts that `check` rejects (the mutated kernel's output is caught). */
+/**
+ * Asserts that `check` rejects a deliberately broken kernel because of what it computes: a mutant that WebGPU rejects
+ * (invalid WGSL, a binding it no longer uses) proves nothing about the check, so it fails this assertion.
+ */
 export async function assertCaught(check: () => Promise<unknown>, what: string): Promise<void> {
+  const gpu = await getGpu();
+  const before = uncaptured.length;
+  let caught = false;
   try {
     await check();
   } catch {
-    return;
+    caught = true;
   }
-  throw new Error(`${what}: the check passed a deliberately broken kernel`);
+  await flushErrors(gpu);
+  if (uncaptured.length > before) {
+    const errors = uncaptured.splice(before).join(" | ");
+    throw new Error(`${what}: the mutant is not a valid kernel (${errors.slice(0, 300)}), so it proves nothing`);
+  }
+  if (!caught) throw new Error(`${what}: the check passed a deliberately broken kernel`);
 }

@@ -24,47 +24,67 @@ export const MATVEC_KERNEL_NAME = "matvec_bf16";
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
- * The WGSL kernel for `rows` input rows. Generated per row count so each row's accumulators are named registers (an
- * array indexed in a loop can land in local memory, which measured 5x slower at M = 4 on an H100).
+ * The WGSL kernel for `rows` input rows, each thread owning `rowsPerThread` (1, 2 or 4) consecutive output rows.
+ * Generated per shape so the rows x outputs accumulators are named registers (an array indexed in a loop can land in
+ * local memory, which measured 5x slower at M = 4 on an H100). A thread reads each 32-byte chunk of x once for all
+ * its output rows, so x traffic per weight byte falls as rowsPerThread grows (2M / rowsPerThread vec4 per weight vec4).
  */
-export function matvecKernelFor(rows: number): Kernel {
+export function matvecKernelFor(rows: number, rowsPerThread = 1): Kernel {
   if (!Number.isInteger(rows) || rows < 1 || rows > MATVEC_MAX_ROWS) {
     throw new Error(`matvec: ${rows} rows (1..${MATVEC_MAX_ROWS})`);
   }
-  const R = range(rows);
-  // Accumulate weight chunk p (and up-projection chunk q) times chunk c of every input row.
-  const accumulate = (p: string, q: string, c: string) =>
-    R.map((j) =>
-      `    { let xa = x[${j}u * k4 + 2u * (${c})]; let xb = x[${j}u * k4 + 2u * (${c}) + 1u];
-      a${j} += dot8(${p}, xa, xb); if (EPILOGUE == 1u) { u${j} += dot8(${q}, xa, xb); } }`
-    ).join("\n");
-  const unroll = range(4);
-  // Reduce the accumulators four at a time (one vec4 per thread per tree level), then lane 0 stores.
-  const sums = [...R.map((j) => `a${j}`), ...R.map((j) => `u${j}`)];
-  const batches: string[] = [];
-  for (let b = 0; b < sums.length; b += 4) {
-    const names = range(4).map((i) => sums[b + i] ?? "0.0");
-    batches.push(`  {
-    let s = row_sum4(vec4<f32>(${names.join(", ")}), t, lane);
-${names.map((v, i) => v === "0.0" ? "" : `    ${v} = s[${i}];`).filter(Boolean).join("\n")}
+  if (![1, 2, 4].includes(rowsPerThread)) throw new Error(`matvec: rowsPerThread ${rowsPerThread} (1, 2 or 4)`);
+  const M = range(rows), RT = range(rowsPerThread);
+  const unroll = range(4 / rowsPerThread); // chunks in flight per output row: 4 16-byte weight loads per thread
+  // For chunk expression c (unrolled copy i): load the weights of every owned row, then x once for every input row.
+  const step = (i: number, c: string) =>
+    `    {
+      let c${i} = ${c};
+${RT.map((r) => `      let p${r} = w[wrow${r} + c${i}];`).join("\n")}
+${RT.map((r) => `      var q${r} = vec4<u32>();`).join("\n")}
+      if (EPILOGUE == 1u) {
+${RT.map((r) => `        q${r} = w[wrow_up${r} + c${i}];`).join("\n")}
+      }
+${
+      M.map((j) =>
+        `      { let xa = x[${j}u * k4 + 2u * c${i}]; let xb = x[${j}u * k4 + 2u * c${i} + 1u];
+${
+          RT.map((r) =>
+            `        a${r}_${j} += dot8(p${r}, xa, xb); if (EPILOGUE == 1u) { u${r}_${j} += dot8(q${r}, xa, xb); }`
+          ).join("\n")
+        } }`
+      ).join("\n")
+    }
+    }`;
+  // Reduce the accumulators four at a time (one vec4 per thread per tree level); lane 0 stores.
+  const names = (prefix: string) => RT.flatMap((r) => M.map((j) => `${prefix}${r}_${j}`));
+  const reduce = (list: string[]) => {
+    const out: string[] = [];
+    for (let b = 0; b < list.length; b += 4) {
+      const group = range(4).map((i) => list[b + i] ?? "0.0");
+      out.push(`  {
+    let s = row_sum4(vec4<f32>(${group.join(", ")}), t, lane);
+${group.map((v, i) => v === "0.0" ? "" : `    ${v} = s[${i}];`).filter(Boolean).join("\n")}
   }`);
-  }
-  const reduceUp = batches.slice(Math.ceil(rows / 4));
+    }
+    return out.join("\n");
+  };
   return {
-    name: `${MATVEC_KERNEL_NAME}_m${rows}`,
+    name: `${MATVEC_KERNEL_NAME}_m${rows}_r${rowsPerThread}`,
     source: /* wgsl */ `
-// y[m, n] = sum_k x[m, k] * W[n, k] for m < ${rows} (rows are generated into named registers), n < N.
+// y[m, n] = sum_k x[m, k] * W[n, k] for m < ${rows}, n < N; each thread owns ${rowsPerThread} consecutive n.
 // bindings:
 //   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
 //   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
 //                                    NW = N (PLAIN) or 2N (SWIGLU: rows 0..N-1 gate, N..2N-1 up)
 //   2 x   [${rows}, K / 4] vec4<f32>       input rows, row-major [${rows}, K] f32
 //   3 y   [${rows}, N] f32, read_write     output rows
-// K must be a multiple of 8. Each thread keeps 4 16-byte weight loads in flight per iteration.
+// K must be a multiple of 8. A workgroup owns ROWS * ${rowsPerThread} output rows; the WG / ROWS threads of a row group
+// stride over the K / 8 16-byte chunks of its rows.
 override K: u32;
 override N: u32;
 override EPILOGUE: u32 = 0u;
-override ROWS: u32 = 8u;   // output rows per workgroup (a power of two dividing WG)
+override ROWS: u32 = 8u;   // row groups per workgroup (a power of two dividing WG)
 override WG: u32 = 256u;   // threads per workgroup (a power of two)
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
@@ -96,36 +116,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (gated_off()) { return; }
   let tpr = WG / ROWS;
   let lane = t % tpr;
-  let n = flat_workgroup(wid, nwg) * ROWS + t / tpr;
+  let n0 = (flat_workgroup(wid, nwg) * ROWS + t / tpr) * ${rowsPerThread}u;
   let k8 = K / 8u;
   let k4 = K / 4u;
-  ${R.map((j) => `var a${j} = 0.0; var u${j} = 0.0;`).join(" ")}
-  if (n < N) {
-    let wrow = n * k8;
-    let wrow_up = (n + N) * k8;
+  ${names("a").map((v) => `var ${v} = 0.0;`).join(" ")}
+  ${names("u").map((v) => `var ${v} = 0.0;`).join(" ")}
+  if (n0 < N) {
+    // Rows past N (when N is not a multiple of ${rowsPerThread}) read row N - 1 and are not stored.
+${RT.map((r) => `    let wrow${r} = min(n0 + ${r}u, N - 1u) * k8;`).join("\n")}
+${RT.map((r) => `    let wrow_up${r} = (min(n0 + ${r}u, N - 1u) + N) * k8;`).join("\n")}
     var c = lane;
-    for (; c + 3u * tpr < k8; c += 4u * tpr) {
-${unroll.map((i) => `      let p${i} = w[wrow + c + ${i}u * tpr];`).join("\n")}
-${unroll.map((i) => `      var q${i} = vec4<u32>();`).join("\n")}
-      if (EPILOGUE == 1u) {
-${unroll.map((i) => `        q${i} = w[wrow_up + c + ${i}u * tpr];`).join("\n")}
-      }
-${unroll.map((i) => accumulate(`p${i}`, `q${i}`, `c + ${i}u * tpr`)).join("\n")}
+    for (; c + ${unroll.length - 1}u * tpr < k8; c += ${unroll.length}u * tpr) {
+${unroll.map((i) => step(i, `c + ${i}u * tpr`)).join("\n")}
     }
     for (; c < k8; c += tpr) {
-      let p0 = w[wrow + c];
-      var q0 = vec4<u32>();
-      if (EPILOGUE == 1u) { q0 = w[wrow_up + c]; }
-${accumulate("p0", "q0", "c")}
+${step(0, "c")}
     }
   }
-${batches.slice(0, Math.ceil(rows / 4)).join("\n")}
+${reduce(names("a"))}
   if (EPILOGUE == 1u) {
-${reduceUp.join("\n")}
-${R.map((j) => `    a${j} = a${j} / (1.0 + exp(-a${j})) * u${j};`).join("\n")}
+${reduce(names("u"))}
+${RT.flatMap((r) => M.map((j) => `    a${r}_${j} = a${r}_${j} / (1.0 + exp(-a${r}_${j})) * u${r}_${j};`)).join("\n")}
   }
-  if (lane == 0u && n < N) {
-${R.map((j) => `    y[${j}u * N + n] = a${j};`).join("\n")}
+  if (lane == 0u) {
+${
+      RT.map((r) =>
+        `    if (n0 + ${r}u < N) {\n${M.map((j) => `      y[${j}u * N + n0 + ${r}u] = a${r}_${j};`).join("\n")}\n    }`
+      ).join("\n")
+    }
   }
 }
 `,
@@ -146,18 +164,21 @@ export interface MatvecArgs {
   n: number;
   epilogue?: number;
   gated?: boolean;
-  /** Tuning knobs (defaults are the measured best on the reference GPU; see docs/PERF.md). */
+  /** Tuning knobs (defaults are the measured best on the reference GPU; see docs/PERF.md). Row groups per workgroup. */
   rowsPerWorkgroup?: number;
+  /** Threads per workgroup. */
   workgroupSize?: number;
+  /** Output rows per thread (1, 2 or 4). */
+  rowsPerThread?: number;
 }
 
 /** Records a matvec dispatch (load time). Throws on shapes the kernel does not handle. */
 export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   if (a.k % 8 !== 0) throw new Error(`matvec: K = ${a.k} is not a multiple of 8`);
   if (a.rows < 1 || a.rows > MATVEC_MAX_ROWS) throw new Error(`matvec: ${a.rows} rows (1..${MATVEC_MAX_ROWS})`);
-  const rowsPerWg = a.rowsPerWorkgroup ?? 8;
+  const rowsPerWg = a.rowsPerWorkgroup ?? 8, rowsPerThread = a.rowsPerThread ?? 1;
   return gpu.dispatch(
-    kernel ?? matvecKernelFor(a.rows),
+    kernel ?? matvecKernelFor(a.rows, rowsPerThread),
     {
       K: a.k,
       N: a.n,
@@ -167,7 +188,7 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
       GATED: a.gated ?? false,
     },
     [a.ctl, a.weight, a.x, a.y],
-    Math.ceil(a.n / rowsPerWg),
+    Math.ceil(a.n / (rowsPerWg * rowsPerThread)),
   );
 }
 

@@ -13,7 +13,13 @@ async function checkMatvec(
   rows: number,
   k: number,
   n: number,
-  opts: { epilogue?: number; kernel?: Kernel; rowsPerWorkgroup?: number; workgroupSize?: number } = {},
+  opts: {
+    epilogue?: number;
+    kernel?: Kernel;
+    rowsPerWorkgroup?: number;
+    workgroupSize?: number;
+    rowsPerThread?: number;
+  } = {},
 ): Promise<ErrorReport> {
   const rng = new Rng(rows * 1_000_003 + k * 1009 + n);
   const nw = opts.epilogue === Epilogue.SWIGLU ? 2 * n : n;
@@ -43,6 +49,15 @@ gpuTest("matvec SwiGLU epilogue computes silu(gate) * up", async (gpu) => {
   }
 });
 
+gpuTest("matvec with 2 and 4 output rows per thread handles N not a multiple of them", async (gpu) => {
+  for (const rowsPerThread of [2, 4]) {
+    for (const [rows, k, n] of [[1, 8, 1], [1, 1064, 37], [3, 264, 6], [4, 520, 19]]) {
+      await checkMatvec(gpu, rows, k, n, { rowsPerThread });
+      await checkMatvec(gpu, rows, k, n, { rowsPerThread, epilogue: Epilogue.SWIGLU });
+    }
+  }
+});
+
 gpuTest("matvec tuning knobs keep it correct", async (gpu) => {
   for (const [rowsPerWorkgroup, workgroupSize] of [[1, 64], [4, 128], [16, 256], [2, 512]]) {
     await checkMatvec(gpu, 2, 1032, 35, { rowsPerWorkgroup, workgroupSize });
@@ -68,16 +83,17 @@ gpuTest("matvec checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
     ["bf16_lo(p.w), bf16_hi(p.w)", "bf16_hi(p.w), bf16_lo(p.w)"], // swapped halves
     ["for (; c < k8; c += tpr)", "for (; c + 1u < k8; c += tpr)"], // a row's last chunk dropped when K/8 % 4 != 0
-    ["a0 = a0 / (1.0 + exp(-a0)) * u0", "a0 = a0 * u0"], // no SiLU
-    ["a1 += dot8(p0, xa, xb)", "a0 += dot8(p0, xa, xb)"], // rows mixed
+    ["a0_0 = a0_0 / (1.0 + exp(-a0_0)) * u0_0", "a0_0 = a0_0 * u0_0"], // no SiLU
+    ["a0_1 += dot8(p0, xa, xb)", "a0_0 += dot8(p0, xa, xb)"], // input rows mixed
+    ["y[1u * N + n0 + 1u] = a1_1", "y[1u * N + n0 + 1u] = a0_1"], // output rows of a thread mixed
     ["s > 0u; s /= 2u", "s > 1u; s /= 2u"], // last level of the reduction tree dropped
   ];
   for (const [from, to] of cases) {
-    const kernel = mutate(matvecKernelFor(2), from, to);
+    const kernel = mutate(matvecKernelFor(2, 2), from, to);
     await assertCaught(async () => {
-      // K = 1064: 133 chunks per row, so both the 4-way unrolled loop and the tail loop run.
-      await checkMatvec(gpu, 2, 1064, 37, { kernel });
-      await checkMatvec(gpu, 2, 1064, 19, { kernel, epilogue: Epilogue.SWIGLU });
+      // K = 1064: 133 chunks per row, so both the unrolled loop and the tail loop run.
+      await checkMatvec(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2 });
+      await checkMatvec(gpu, 2, 1064, 19, { kernel, rowsPerThread: 2, epilogue: Epilogue.SWIGLU });
     }, `${from} -> ${to}`);
   }
 });
