@@ -161,7 +161,7 @@ if (args.attention) {
   const pos = gpu.buffer("ctl pos", CTL_SLOTS * 4);
   gpu.write(pos, Uint32Array.from([256]));
   for (const rows of [1, 4]) {
-    for (const chunk of [32, 64, 128, 512]) {
+    for (const chunk of [64, 128, 256, 512]) {
       const shape = { rows, nHeads: nh, headDim: hd, maxPos, chunk };
       const scratch = createAttentionDecodeScratch(gpu, shape);
       const ds = attentionDecode(gpu, { ...shape, ctl: pos, q, kCache: kc, vCache: vc, out, scratch });

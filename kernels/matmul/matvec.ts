@@ -172,11 +172,32 @@ export interface MatvecArgs {
   rowsPerThread?: number;
 }
 
+/**
+ * Default knobs by input rows and epilogue, the fastest measured on an H100 (docs/PERF.md, tools/bench_kernels.ts
+ * --matvec): 4 output rows per thread for plain products (x is read once per 4 weight rows), 1-2 for SwiGLU (which
+ * already keeps two weight rows, gate and up, per thread), 128 threads in row groups of 64 or 32.
+ */
+export function matvecDefaults(
+  rows: number,
+  epilogue: number,
+): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number } {
+  if (epilogue === Epilogue.SWIGLU) {
+    return rows === 1
+      ? { rowsPerThread: 1, rowsPerWorkgroup: 2, workgroupSize: 128 }
+      : { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128 };
+  }
+  return rows === 1
+    ? { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128 }
+    : { rowsPerThread: 4, rowsPerWorkgroup: 4, workgroupSize: 128 };
+}
+
 /** Records a matvec dispatch (load time). Throws on shapes the kernel does not handle. */
 export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   if (a.k % 8 !== 0) throw new Error(`matvec: K = ${a.k} is not a multiple of 8`);
   if (a.rows < 1 || a.rows > MATVEC_MAX_ROWS) throw new Error(`matvec: ${a.rows} rows (1..${MATVEC_MAX_ROWS})`);
-  const rowsPerWg = a.rowsPerWorkgroup ?? 8, rowsPerThread = a.rowsPerThread ?? 1;
+  const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN);
+  const rowsPerWg = a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup;
+  const rowsPerThread = a.rowsPerThread ?? defaults.rowsPerThread;
   return gpu.dispatch(
     kernel ?? matvecKernelFor(a.rows, rowsPerThread),
     {
@@ -184,7 +205,7 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
       N: a.n,
       EPILOGUE: a.epilogue ?? Epilogue.PLAIN,
       ROWS: rowsPerWg,
-      WG: a.workgroupSize ?? 256,
+      WG: a.workgroupSize ?? defaults.workgroupSize,
       GATED: a.gated ?? false,
     },
     [a.ctl, a.weight, a.x, a.y],

@@ -42,7 +42,15 @@ gpuTest("linear runs the matvec up to MATVEC_MAX_ROWS rows and the GEMM above, b
 });
 
 gpuTest("linear passes each kernel its own tuning knobs", async (gpu) => {
-  const knobs: Knobs = { rowsPerWorkgroup: 4, workgroupSize: 64, threadsM: 4, threadsN: 8, blockM: 2, blockN: 1 };
+  const knobs: Knobs = {
+    rowsPerThread: 1,
+    rowsPerWorkgroup: 4,
+    workgroupSize: 64,
+    threadsM: 4,
+    threadsN: 8,
+    blockM: 2,
+    blockN: 1,
+  };
   // matvec: ceil(37 / 4) = 10 workgroups; gemm: tiles of 8 x 8 -> ceil(33 / 8) * ceil(37 / 8) = 25 workgroups.
   const small = await checkLinear(gpu, 3, 264, 37, knobs);
   const large = await checkLinear(gpu, 33, 264, 37, knobs);
