@@ -1,8 +1,11 @@
 /**
  * Kernel microbenchmarks for the GPU machine (llm.c dev/cuda style: each kernel validated by its test, then timed
- * here): the copy roofline, then matvec tuning variants at the OLMo-2 7B and 1B shapes, in GB/s of weight bytes.
+ * here): the copy roofline, then matvec tuning variants at the OLMo-2 7B and 1B shapes, in GB/s of weight bytes; with
+ * `--gemm`, only the prefill GEMM's tile variants at the 7B shapes, in TFLOP/s (each variant's output is also checked
+ * against an f64 reference on sampled elements, so a tile shape that breaks on this driver shows as WRONG).
  *
- *   deno run -A tools/bench_kernels.ts [--matvec] [--overhead] [--attention] [--json FILE]
+ *   deno run -A tools/bench_kernels.ts [--matvec] [--overhead] [--attention] [--gemm [--rows 128] [--tiles JSON]]
+ *                                      [--quick] [--json FILE]
  *
  * Weight pools of >= 256 MiB per shape are cycled so no result is an L2-cache reading.
  */
@@ -10,6 +13,7 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { type Dispatch, getGpu, type Gpu } from "../kernels/runtime.ts";
 import { Epilogue, matvec } from "../kernels/matmul/matvec.ts";
+import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, gemmWorkgroupBytes } from "../kernels/matmul/gemm.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
@@ -17,34 +21,40 @@ import { attentionPrefill } from "../kernels/attention/prefill.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
-const args = parseArgs(Deno.args, { string: ["json"], boolean: ["matvec", "overhead", "attention"] });
+const args = parseArgs(Deno.args, {
+  string: ["json", "rows", "tiles"],
+  boolean: ["quick", "gemm", "matvec", "overhead", "attention"],
+});
 const gpu = await getGpu();
 console.log(
   `adapter: ${gpu.description.description} (${gpu.description.vendor}), features ${
     gpu.description.featuresGranted.join(",")
-  }`,
-);
-const bw = await measureCopyBandwidth(gpu);
-console.log(
-  `copy: kernel ${bw.kernel_copy_gbps.toFixed(0)} GB/s, DMA ${bw.dma_copy_gbps.toFixed(0)} GB/s (read+write)`,
+  }, ${gpu.device.limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory`,
 );
 
-/** A buffer of pseudo-random bf16 pairs in [-1, 1) (never zeros). */
+/** Word `i` of the pseudo-random bf16 pairs `randomWeights` fills a buffer with (seed `seed`). */
+function weightWord(seed: number, i: number): number {
+  const s = (seed + Math.imul(i + 1, 0x9e3779b9)) >>> 0;
+  let z = Math.imul(s ^ (s >>> 16), 0x85ebca6b);
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) ^ (z >>> 16);
+  return ((z & 0x807f807f) | 0x3f003f00) >>> 0;
+}
+
+/** A buffer of pseudo-random bf16 pairs in [-1, 1) (never zeros): word i is `weightWord(seed, i)`. */
 function randomWeights(gpu: Gpu, label: string, words: number, seed: number): GPUBuffer {
   const buf = gpu.buffer(label, words * 4);
   const chunk = new Uint32Array(Math.min(words, 1 << 22));
-  let s = seed >>> 0;
   for (let off = 0; off < words; off += chunk.length) {
     const n = Math.min(chunk.length, words - off);
-    for (let i = 0; i < n; i++) {
-      s = (s + 0x9e3779b9) >>> 0;
-      let z = Math.imul(s ^ (s >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) ^ (z >>> 16);
-      chunk[i] = ((z & 0x807f807f) | 0x3f003f00) >>> 0;
-    }
+    for (let i = 0; i < n; i++) chunk[i] = weightWord(seed, off + i);
     gpu.device.queue.writeBuffer(buf, off * 4, chunk.buffer, 0, n * 4);
   }
   return buf;
+}
+
+/** The input rows every benchmark multiplies: x[i] = 0.5 sin(i), row-major [rows, k]. */
+function inputRows(rows: number, k: number): Float32Array {
+  return Float32Array.from({ length: rows * k }, (_, i) => Math.sin(i) * 0.5);
 }
 
 interface Row {
@@ -53,11 +63,23 @@ interface Row {
   rows: number;
   variant: string;
   us: number;
-  gbps: number;
-  frac_of_copy: number;
+  /** matvec: weight bytes per second, and as a fraction of the copy kernel's. */
+  gbps?: number;
+  frac_of_copy?: number;
+  /** gemm: 2 * rows * NW * K flops per second, and the worst sampled error over its tolerance (> 1: wrong). */
+  tflops?: number;
+  err_over_tol?: number;
+  workgroups?: number;
 }
 const results: Row[] = [];
 const ctl = gpu.buffer("ctl", CTL_SLOTS * 4);
+
+/** The median GPU time (ms) of one dispatch of `ds`, each replay of which runs them all. */
+async function medianMsPerDispatch(ds: Dispatch[]): Promise<number> {
+  await timeDispatches(gpu, ds, 2);
+  const ms = (await timeDispatches(gpu, ds, 10)).sort((a, b) => a - b);
+  return ms[Math.floor(ms.length / 2)] / ds.length;
+}
 
 /** Median of `reps` timed passes of `ds`, divided by `per` (dispatches of interest per pass), in ms. */
 async function medianMs(ds: Dispatch[], per: number, reps = 10): Promise<number> {
@@ -76,7 +98,8 @@ function report(kernel: string, shape: string, rows: number, variant: string, ms
   );
 }
 
-if (args.matvec) {
+/** The matvec variants at decode shapes (1 and 4 rows), in GB/s of weight bytes. */
+async function benchMatvec(): Promise<void> {
   const shapes = [
     { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
     { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
@@ -130,7 +153,8 @@ if (args.matvec) {
   }
 }
 
-if (args.overhead) {
+/** Per-dispatch costs: shared vs distinct outputs, one dispatch per pass, gated-off and tiny dispatches. */
+async function benchOverhead(): Promise<void> {
   // The 7B o projection (33.5 MB, small enough that per-dispatch costs show): 8 weights per pass with one shared
   // output (each dispatch waits for the previous: write-after-write), 8 distinct outputs, and one dispatch per pass.
   const n = 4096, k = 4096, bytes = n * k * 2;
@@ -151,7 +175,8 @@ if (args.overhead) {
   for (const w of weights) w.destroy();
 }
 
-if (args.attention) {
+/** Decode attention at 256 keys (chunk variants) and prefill attention of 128 tokens, 7B heads. */
+async function benchAttention(): Promise<void> {
   // Decode attention of the 7B (32 heads of 128) at 256 valid keys in a 512-position cache.
   const nh = 32, hd = 128, d = nh * hd, maxPos = 512;
   const q = gpu.upload("q", Float32Array.from({ length: 16 * d }, (_, i) => Math.sin(i)));
@@ -189,6 +214,160 @@ if (args.attention) {
   report("attention_prefill", "7b 128 tokens", 128, "default tiles", await medianMs([pre], 1, 20), 2 * 128 * d * 4);
 }
 
+/**
+ * GEMM tile variants to time (a workgroup computes (threadsM * blockM) x (threadsN * blockN) outputs). With M = 128
+ * the number of workgroups is small next to the H100's 132 SMs for N = 4096 (o, down), hence the smaller tiles.
+ */
+const GEMM_VARIANTS: GemmTiles[] = [
+  {}, // the default: 64 x 64, 16 x 16 threads of 4 x 4, tileK 16, prefetch
+  { pipeline: "serial" },
+  { pipeline: "double" },
+  { tileK: 32 },
+  { tileK: 32, pipeline: "double" },
+  { tileK: 8, pipeline: "double" },
+  { blockM: 8 }, // 128 x 64: one M tile at M = 128, each weight tile read once
+  { blockN: 8 }, // 64 x 128
+  { blockM: 8, blockN: 8 }, // 128 x 128, 64 accumulators per thread
+  { threadsM: 32, threadsN: 8 }, // 128 x 32: a warp is 8 columns x 4 rows, the fewest workgroup-memory reads
+  { threadsM: 32, threadsN: 8, blockN: 8 }, // 128 x 64
+  { threadsM: 16, threadsN: 8 }, // 64 x 32, 128 threads: 2x the workgroups of the default
+  { threadsM: 16, threadsN: 8, blockM: 8, blockN: 8 }, // 128 x 64, 128 threads
+  { threadsM: 16, threadsN: 8, blockN: 8, tileK: 32 }, // 64 x 64, 128 threads
+  { threadsM: 8, threadsN: 16 }, // 32 x 64, 128 threads
+  { threadsM: 8, threadsN: 8, blockM: 8, blockN: 8 }, // 64 x 64, 64 threads
+  { threadsM: 8, threadsN: 16, blockM: 4, blockN: 2 }, // 32 x 32, 128 threads: 8x the default's workgroups
+];
+
+/** A short name of tiles: "<tileM>x<tileN> t<threadsM>x<threadsN> b<blockM>x<blockN> k<tileK> <pipeline>". */
+function tilesLabel(tiles: GemmTiles): string {
+  const t = { ...GEMM_DEFAULT_TILES, ...tiles };
+  return `${t.threadsM * t.blockM}x${t.threadsN * t.blockN} t${t.threadsM}x${t.threadsN} b${t.blockM}x${t.blockN} ` +
+    `k${t.tileK} ${t.pipeline}`;
+}
+
+/**
+ * The worst error of `got` ([rows, n]) over its tolerance, on 64 sampled elements against an f64 reference from the
+ * weight words. Tolerance: 1e-4 of the sum of |terms| of each dot product (f32 accumulation over K <= 11008 terms
+ * errs by ~sqrt(K) * 2^-24 of it, ~1e-5), propagated through silu(g) * u for SWIGLU.
+ */
+function sampledError(
+  got: Float32Array,
+  x: Float32Array,
+  seed: number,
+  rows: number,
+  k: number,
+  n: number,
+  epilogue: number,
+): number {
+  const bits = new Uint32Array(1), value = new Float32Array(bits.buffer);
+  const bf16 = (word: number, hi: boolean) => {
+    bits[0] = hi ? word & 0xffff0000 : word << 16;
+    return value[0];
+  };
+  const dot = (m: number, row: number) => {
+    let s = 0, abs = 0;
+    for (let i = 0; i < k; i++) {
+      const t = x[m * k + i] * bf16(weightWord(seed, (row * k + i) >> 1), (i & 1) === 1);
+      s += t;
+      abs += Math.abs(t);
+    }
+    return { s, tol: 1e-4 * abs + 1e-30 };
+  };
+  let worst = 0;
+  for (let j = 0; j < 64; j++) {
+    const m = j < 2 ? j * (rows - 1) : (j * 7919) % rows;
+    const col = j < 2 ? j * (n - 1) : (j * 104729) % n;
+    const g = dot(m, col);
+    let want = g.s, tol = g.tol;
+    if (epilogue === Epilogue.SWIGLU) {
+      const u = dot(m, col + n);
+      const sig = 1 / (1 + Math.exp(-g.s));
+      want = g.s * sig * u.s;
+      tol = 1.1 * Math.abs(u.s) * g.tol + Math.abs(g.s * sig) * u.tol;
+    }
+    const e = Math.abs(got[m * n + col] - want) / tol;
+    worst = Math.max(worst, Number.isNaN(e) ? Infinity : e);
+  }
+  return worst;
+}
+
+/** The GEMM tile variants at the 7B prefill shapes, in TFLOP/s. */
+async function benchGemm(): Promise<void> {
+  const rows = Number(args.rows ?? 128);
+  const variants: GemmTiles[] = args.tiles
+    ? JSON.parse(args.tiles)
+    : args.quick
+    ? GEMM_VARIANTS.slice(0, 3)
+    : GEMM_VARIANTS;
+  const shapes = [
+    { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
+    { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
+    { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
+    { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
+  ];
+  const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
+  for (const s of shapes) {
+    const nw = s.epi === Epilogue.SWIGLU ? 2 * s.n : s.n;
+    const bytes = nw * s.k * 2;
+    const pool = Math.max(1, Math.ceil((256 << 20) / bytes));
+    const weights = Array.from(
+      { length: pool },
+      (_, i) => randomWeights(gpu, `${s.name} ${i}`, (nw * s.k) / 2, 17 + i),
+    );
+    const xs = inputRows(rows, s.k);
+    const x = gpu.upload("x", xs);
+    const y = gpu.buffer("y", rows * s.n * 4);
+    for (const tiles of variants) {
+      const variant = tilesLabel(tiles);
+      let ds;
+      try {
+        ds = weights.map((w) => gemm(gpu, { ctl, weight: w, x, y, rows, k: s.k, n: s.n, epilogue: s.epi, ...tiles }));
+      } catch (e) {
+        console.log(`gemm ${s.name} M=${rows} ${variant}: skipped (${(e as Error).message})`);
+        continue;
+      }
+      const per = await medianMsPerDispatch(ds);
+      // The last dispatch replayed wrote y, with the pool's last weight (seed 17 + pool - 1).
+      const err = sampledError(await gpu.readF32(y, rows * s.n), xs, 17 + pool - 1, rows, s.k, s.n, s.epi);
+      const tflops = (2 * rows * nw * s.k) / per / 1e9;
+      const r: Row = {
+        kernel: "gemm",
+        shape: `${s.name} [${nw}x${s.k}]`,
+        rows,
+        variant,
+        us: per * 1000,
+        tflops,
+        err_over_tol: err,
+        workgroups: ds[0].workgroups[0] * ds[0].workgroups[1],
+      };
+      results.push(r);
+      const total = totals.get(variant) ?? { us: 0, shapes: 0 };
+      totals.set(variant, { us: total.us + r.us, shapes: total.shapes + 1 });
+      console.log(
+        `gemm ${r.shape} M=${rows} ${variant}: ${r.us.toFixed(1)} us, ${tflops.toFixed(2)} TFLOP/s, ` +
+          `${r.workgroups} workgroups, ${gemmWorkgroupBytes(tiles, s.epi)} B${
+            err > 1 ? `, WRONG (err ${err.toFixed(1)} x tol)` : ""
+          }`,
+      );
+    }
+    x.destroy();
+    y.destroy();
+    for (const w of weights) w.destroy();
+  }
+  console.log(`one 7B layer's GEMMs at M=${rows} (qkv + gate_up + down + o), fastest first:`);
+  const complete = [...totals].filter(([, t]) => t.shapes === shapes.length).sort((a, b) => a[1].us - b[1].us);
+  for (const [variant, t] of complete) console.log(`  ${variant}: ${(t.us / 1000).toFixed(3)} ms`);
+}
+
+const bw = await measureCopyBandwidth(gpu);
+console.log(
+  `copy: kernel ${bw.kernel_copy_gbps.toFixed(0)} GB/s, DMA ${bw.dma_copy_gbps.toFixed(0)} GB/s (read+write)`,
+);
+if (args.matvec) await benchMatvec();
+if (args.overhead) await benchOverhead();
+if (args.attention) await benchAttention();
+if (args.gemm) await benchGemm();
+const bandwidth = bw;
 if (args.json) {
-  await Deno.writeTextFile(args.json, JSON.stringify({ device: gpu.description, bandwidth: bw, results }, null, 1));
+  await Deno.writeTextFile(args.json, JSON.stringify({ device: gpu.description, bandwidth, results }, null, 1));
 }

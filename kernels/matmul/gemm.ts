@@ -8,133 +8,39 @@
  * and weight rows (unpacked to f32) in workgroup memory, then each thread accumulates a BLOCK_M x BLOCK_N register
  * block of outputs from 16-byte reads of the staged rows. With the SWIGLU epilogue a workgroup also stages the up rows
  * of its columns and each thread keeps a second block, so gate, up and the SiLU-multiply are one pass.
+ *
+ * The WGSL is generated per tile shape and epilogue (`gemmKernelFor`), like the matvec's per row count: accumulators,
+ * staged operands and the registers that carry a k tile from global to workgroup memory are named scalars and vectors,
+ * and the loops over the register block are unrolled here, in TypeScript. A function-scope array indexed in a loop
+ * (`var acc: array<f32, 64>`) can land in local memory: the previous version of this kernel, which kept its
+ * accumulators in such arrays, measured ~2 TFLOP/s on an H100. The matrix sizes M, N and K stay override constants.
+ *
+ * The k loop comes in three pipelines (`GemmPipeline`): "serial" reads a k tile, stages it, computes on it; "prefetch"
+ * issues the global reads of the next k tile into registers before computing on the current one, so their latency
+ * hides behind the arithmetic; "double" adds a second staging buffer so one barrier per k tile suffices.
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 
-/** Largest register block (outputs per thread along M, and along N) the kernel supports. */
+/** Largest register block (outputs per thread along M, and along N) the generator accepts. */
 export const GEMM_MAX_BLOCK = 8;
 
-/** The WGSL kernel. */
-export const gemmKernel: Kernel = {
-  name: "gemm_bf16",
-  source: /* wgsl */ `
-// bindings:
-//   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
-//   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
-//                                    NW = N (PLAIN) or 2N (SWIGLU: rows 0..N-1 gate, N..2N-1 up)
-//   2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32
-//   3 y   [M, N] f32, read_write     output rows, row-major
-// K and TILE_K must be multiples of 8; M and N need not be multiples of the tile.
-// Grid: ceil(M / TILE_M) * ceil(N / TILE_N) workgroups, flat (Gpu.grid); workgroup f owns rows
-// m0 = (f % tiles_m) * TILE_M and columns n0 = (f / tiles_m) * TILE_N, so consecutive workgroups share a weight tile.
-override K: u32;
-override N: u32;
-override M: u32;
-override EPILOGUE: u32 = 0u;
-override TILE_K: u32 = 16u;    // k staged per step
-override THREADS_M: u32 = 16u; // workgroup = THREADS_N x THREADS_M threads
-override THREADS_N: u32 = 16u;
-override BLOCK_M: u32 = 4u;    // outputs per thread: BLOCK_M rows x BLOCK_N columns, each 1..MAX_BLOCK
-override BLOCK_N: u32 = 4u;
-const MAX_BLOCK: u32 = ${GEMM_MAX_BLOCK}u;
-// Derived from the above (the builder never sets these).
-override TILE_M: u32 = THREADS_M * BLOCK_M;
-override TILE_N: u32 = THREADS_N * BLOCK_N;
-override W_ROWS: u32 = TILE_N * (1u + EPILOGUE); // staged weight rows: the tile's gate rows, then its up rows
-override STRIDE: u32 = TILE_K / 4u + 1u;         // vec4 per staged row (one of padding, see below)
-override XS_LEN: u32 = TILE_M * STRIDE;
-override WS_LEN: u32 = W_ROWS * STRIDE;
-@group(0) @binding(0) var<storage, read> ctl: array<u32>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-// Staged tiles, k-contiguous like the global rows: xs[r * STRIDE + c] = x[m0 + r, k0 + 4c .. k0 + 4c + 3];
-// ws[r * STRIDE + c] = the same k of weight row n0 + r (r < TILE_N) or up row N + n0 + r - TILE_N (r >= TILE_N);
-// zero past M, N or K. STRIDE is odd, so 8 consecutive rows start in 8 distinct groups of 4 banks: a warp's 16-byte
-// reads of consecutive rows are conflict-free, and so are the 16-byte stores of the x tile.
-var<workgroup> xs: array<vec4<f32>, XS_LEN>;
-var<workgroup> ws: array<vec4<f32>, WS_LEN>;
+/** Name prefix of the generated kernels (`gemm_bf16_<epilogue>_k<tileK>_t<M>x<N>_b<M>x<N>_<pipeline>`). */
+export const GEMM_KERNEL_NAME = "gemm_bf16";
 
-fn bf16x4(a: u32, b: u32) -> vec4<f32> {
-  return vec4<f32>(bf16_lo(a), bf16_hi(a), bf16_lo(b), bf16_hi(b));
-}
+/**
+ * How the k loop overlaps reading global memory with arithmetic:
+ * - "serial": read a k tile into registers, stage it, barrier, compute, barrier;
+ * - "prefetch": stage the k tile read in the previous step, barrier, issue the reads of the next k tile, compute on
+ *   the staged one while they are in flight, barrier (same workgroup memory as serial);
+ * - "double": as prefetch, but with two staging buffers, the next tile staged while the current one is consumed: one
+ *   barrier per k tile, twice the workgroup memory.
+ */
+export type GemmPipeline = "serial" | "prefetch" | "double";
 
-// acc + dot(a, b) as a chain of fused multiply-adds.
-fn fma4(a: vec4<f32>, b: vec4<f32>, acc: f32) -> f32 {
-  return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
-}
-
-// Thread (tx, ty) owns rows m0 + i * THREADS_M + ty and columns n0 + j * THREADS_N + tx (i < BLOCK_M, j < BLOCK_N):
-// strided, so a warp reads consecutive staged weight rows and stores consecutive columns of y.
-@compute @workgroup_size(THREADS_N, THREADS_M)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  if (gated_off()) { return; }
-  let tiles_m = (M + TILE_M - 1u) / TILE_M;
-  let tile = flat_workgroup(wid, nwg);
-  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }
-  let m0 = (tile % tiles_m) * TILE_M;
-  let n0 = (tile / tiles_m) * TILE_N;
-  let tx = lid.x;
-  let ty = lid.y;
-  let threads = THREADS_M * THREADS_N;
-  let k4 = K / 4u;
-  let k8 = K / 8u;
-  var acc: array<f32, MAX_BLOCK * MAX_BLOCK>;    // [i * MAX_BLOCK + j]: the plain (or gate) dot product
-  var acc_up: array<f32, MAX_BLOCK * MAX_BLOCK>; // SWIGLU: the up dot product
-  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
-    for (var i = t; i < TILE_M * (TILE_K / 4u); i += threads) {
-      let r = i / (TILE_K / 4u);
-      let c = i % (TILE_K / 4u);
-      var v = vec4<f32>();
-      if (m0 + r < M && k0 / 4u + c < k4) { v = x[(m0 + r) * k4 + k0 / 4u + c]; }
-      xs[r * STRIDE + c] = v;
-    }
-    for (var i = t; i < W_ROWS * (TILE_K / 8u); i += threads) {
-      let r = i / (TILE_K / 8u);
-      let c = i % (TILE_K / 8u);
-      let n = n0 + r % TILE_N;
-      let row = select(n, n + N, r >= TILE_N);
-      var p = vec4<u32>();
-      if (n < N && k0 / 8u + c < k8) { p = w[row * k8 + k0 / 8u + c]; }
-      ws[r * STRIDE + 2u * c] = bf16x4(p.x, p.y);
-      ws[r * STRIDE + 2u * c + 1u] = bf16x4(p.z, p.w);
-    }
-    workgroupBarrier(); // tiles staged
-    for (var kk = 0u; kk < TILE_K / 4u; kk++) {
-      var wv: array<vec4<f32>, MAX_BLOCK>;
-      var wu: array<vec4<f32>, MAX_BLOCK>;
-      for (var j = 0u; j < BLOCK_N; j++) {
-        wv[j] = ws[(j * THREADS_N + tx) * STRIDE + kk];
-        if (EPILOGUE == 1u) { wu[j] = ws[(TILE_N + j * THREADS_N + tx) * STRIDE + kk]; }
-      }
-      for (var i = 0u; i < BLOCK_M; i++) {
-        let a = xs[(i * THREADS_M + ty) * STRIDE + kk];
-        for (var j = 0u; j < BLOCK_N; j++) {
-          acc[i * MAX_BLOCK + j] = fma4(a, wv[j], acc[i * MAX_BLOCK + j]);
-          if (EPILOGUE == 1u) { acc_up[i * MAX_BLOCK + j] = fma4(a, wu[j], acc_up[i * MAX_BLOCK + j]); }
-        }
-      }
-    }
-    workgroupBarrier(); // tiles consumed
-  }
-  for (var i = 0u; i < BLOCK_M; i++) {
-    let m = m0 + i * THREADS_M + ty;
-    for (var j = 0u; j < BLOCK_N; j++) {
-      let n = n0 + j * THREADS_N + tx;
-      if (m < M && n < N) {
-        let g = acc[i * MAX_BLOCK + j];
-        var out = g;
-        if (EPILOGUE == 1u) { out = g / (1.0 + exp(-g)) * acc_up[i * MAX_BLOCK + j]; }
-        y[m * N + n] = out;
-      }
-    }
-  }
-}
-`,
-};
+/** Every pipeline, in the order of the list above. */
+export const GEMM_PIPELINES: readonly GemmPipeline[] = ["serial", "prefetch", "double"];
 
 /** Tile shape of the GEMM (tuning knobs). A workgroup computes a (threadsM * blockM) x (threadsN * blockN) tile. */
 export interface GemmTiles {
@@ -148,10 +54,28 @@ export interface GemmTiles {
   blockM?: number;
   /** Output columns per thread, 1..GEMM_MAX_BLOCK (default 4). */
   blockN?: number;
+  /** How the k loop overlaps global reads with arithmetic (default "prefetch"). */
+  pipeline?: GemmPipeline;
 }
 
-/** The default tiles: 64 x 64 outputs per workgroup of 256 threads, 4 x 4 per thread, K staged 16 at a time. */
-export const GEMM_DEFAULT_TILES: Required<GemmTiles> = { tileK: 16, threadsM: 16, threadsN: 16, blockM: 4, blockN: 4 };
+/**
+ * The default tiles: 64 x 64 outputs per workgroup of 256 threads, 4 x 4 per thread, K staged 16 at a time with the
+ * next k tile prefetched into registers. 15 KiB of workgroup memory with SWIGLU: within the WebGPU default of 16 KiB.
+ */
+export const GEMM_DEFAULT_TILES: Readonly<Required<GemmTiles>> = {
+  tileK: 16,
+  threadsM: 16,
+  threadsN: 16,
+  blockM: 4,
+  blockN: 4,
+  pipeline: "prefetch",
+};
+
+/** What `gemmKernelFor` generates a kernel for: the tiles and the epilogue. */
+export interface GemmKernelSpec extends GemmTiles {
+  /** `Epilogue.PLAIN` (default) or `Epilogue.SWIGLU`. */
+  epilogue?: number;
+}
 
 /** Arguments of one GEMM dispatch (MatvecArgs' fields, with tile knobs in place of the matvec's). */
 export interface GemmArgs extends GemmTiles {
@@ -169,35 +93,298 @@ export interface GemmArgs extends GemmTiles {
   gated?: boolean;
 }
 
+const PIPELINE_COMMENT: Record<GemmPipeline, string> = {
+  serial: "read a k tile into registers, stage it, compute on it.",
+  prefetch: "stage the k tile read in the previous step, then read the next one while computing.",
+  double: "two staging buffers; read the next k tile while computing, stage it in the other buffer.",
+};
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
+function resolveTiles(a: GemmTiles): Required<GemmTiles> {
+  const t = { ...GEMM_DEFAULT_TILES };
+  for (const key of Object.keys(GEMM_DEFAULT_TILES) as (keyof GemmTiles)[]) {
+    if (a[key] !== undefined) (t as Record<string, unknown>)[key] = a[key];
+  }
+  if (!(Number.isInteger(t.tileK) && t.tileK > 0 && t.tileK % 8 === 0)) {
+    throw new Error(`gemm: tileK = ${t.tileK} is not a positive multiple of 8`);
+  }
+  for (const [name, v] of [["blockM", t.blockM], ["blockN", t.blockN]] as const) {
+    if (!(Number.isInteger(v) && v >= 1 && v <= GEMM_MAX_BLOCK)) {
+      throw new Error(`gemm: ${name} = ${v} (1..${GEMM_MAX_BLOCK})`);
+    }
+  }
+  for (const [name, v] of [["threadsM", t.threadsM], ["threadsN", t.threadsN]] as const) {
+    if (!(Number.isInteger(v) && v >= 1)) throw new Error(`gemm: ${name} = ${v} (at least 1)`);
+  }
+  if (!GEMM_PIPELINES.includes(t.pipeline)) {
+    throw new Error(`gemm: pipeline "${t.pipeline}" (one of ${GEMM_PIPELINES.join(", ")})`);
+  }
+  return t;
+}
+
+function checkEpilogue(epilogue: number): void {
+  if (epilogue !== Epilogue.PLAIN && epilogue !== Epilogue.SWIGLU) {
+    throw new Error(`gemm: unknown epilogue ${epilogue}`);
+  }
+}
+
+/** The name of the kernel generated for `t` and `epilogue` (every generated parameter is in it: it keys the cache). */
+function kernelName(t: Required<GemmTiles>, epilogue: number): string {
+  const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
+  return `${GEMM_KERNEL_NAME}_${epi}_k${t.tileK}_t${t.threadsM}x${t.threadsN}_b${t.blockM}x${t.blockN}_${t.pipeline}`;
+}
+
 /** Workgroup memory (bytes) the kernel uses with `tiles` and `epilogue`: the staged x and weight rows. */
 export function gemmWorkgroupBytes(tiles: GemmTiles = {}, epilogue: number = Epilogue.PLAIN): number {
-  const t = { ...GEMM_DEFAULT_TILES, ...definedTiles(tiles) };
+  const t = resolveTiles(tiles);
   const stride = t.tileK / 4 + 1; // vec4 per staged row
   const weightRows = t.threadsN * t.blockN * (epilogue === Epilogue.SWIGLU ? 2 : 1);
-  return 16 * stride * (t.threadsM * t.blockM + weightRows);
+  const buffers = t.pipeline === "double" ? 2 : 1;
+  return 16 * stride * (t.threadsM * t.blockM + weightRows) * buffers;
+}
+
+/**
+ * The WGSL kernel for the tiles and epilogue of `spec` (defaults: GEMM_DEFAULT_TILES, PLAIN). Throws on tiles the
+ * generator does not handle; device limits (threads, workgroup memory) are checked by `gemm`.
+ */
+export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
+  const t = resolveTiles(spec);
+  const epilogue = spec.epilogue ?? Epilogue.PLAIN;
+  checkEpilogue(epilogue);
+  const swiglu = epilogue === Epilogue.SWIGLU;
+  const threads = t.threadsM * t.threadsN;
+  const tileM = t.threadsM * t.blockM;
+  const tileN = t.threadsN * t.blockN;
+  const stride = t.tileK / 4 + 1;
+  const xItems = tileM * (t.tileK / 4); // vec4<f32> of x staged per k tile
+  const wItems = tileN * (swiglu ? 2 : 1) * (t.tileK / 8); // vec4<u32> (8 bf16) of weight staged per k tile
+  const xSlots = range(Math.ceil(xItems / threads));
+  const wSlots = range(Math.ceil(wItems / threads));
+  const I = range(t.blockM), J = range(t.blockN);
+  const double = t.pipeline === "double";
+
+  const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
+  const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
+  // The global reads of k tile `k0` into this thread's registers (zeros outside the matrices).
+  const load = (pad: string, k0: string) =>
+    indent(pad, [
+      ...xSlots.map((s) => `px${s} = load_x(sx${s}, ${k0});`),
+      ...wSlots.map((s) => `pw${s} = load_w(sw${s}, ${k0});`),
+    ]);
+  // The registers into the staging buffers (`xb`, `wb`: index prefixes selecting a buffer); the last slot may be past
+  // the tile.
+  const guard = (s: number, items: number, body: string) =>
+    (s + 1) * threads > items ? `if (${item(s)} < ${items}u) { ${body} }` : body;
+  const store = (pad: string, xb: string, wb: string) =>
+    indent(pad, [
+      ...xSlots.map((s) => guard(s, xItems, `xs[${xb}sx${s}.dst] = px${s};`)),
+      ...wSlots.map((s) => guard(s, wItems, `stage_w(${wb}sw${s}.dst, pw${s});`)),
+    ]);
+  // The products of the staged k tile (`xb`, `wb`: index prefixes selecting a buffer), 4 k per iteration: every
+  // staged weight vec4 of the thread's columns (w<j>, up rows v<j>), then one x vec4 per row of the block against them.
+  const compute = (xb: string, wb: string) =>
+    indent("    ", [
+      "for (var kk = 0u; kk < TILE_K / 4u; kk++) {",
+      `  let xk = ${xb}ty * STRIDE + kk;`,
+      `  let wk = ${wb}tx * STRIDE + kk;`,
+      ...J.map((j) => `  let w${j} = ws[wk + ${j * t.threadsN * stride}u];`),
+      ...(swiglu ? J.map((j) => `  let v${j} = ws[wk + ${(tileN + j * t.threadsN) * stride}u];`) : []),
+      ...I.flatMap((i) => [
+        "  {",
+        `    let xv = xs[xk + ${i * t.threadsM * stride}u];`,
+        ...J.map((j) => `    a${i}_${j} = fma4(xv, w${j}, a${i}_${j});`),
+        ...(swiglu ? J.map((j) => `    u${i}_${j} = fma4(xv, v${j}, u${i}_${j});`) : []),
+        "  }",
+      ]),
+      "}",
+    ]);
+
+  const loops: Record<GemmPipeline, string> = {
+    serial: `  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+${load("    ", "k0")}
+${store("    ", "", "")}
+    workgroupBarrier(); // tiles staged
+${compute("", "")}
+    workgroupBarrier(); // tiles consumed
+  }`,
+    prefetch: `${load("  ", "0u")}
+  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+${store("    ", "", "")}
+    workgroupBarrier(); // tiles staged
+    // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
+${load("    ", "k0 + TILE_K")}
+${compute("", "")}
+    workgroupBarrier(); // tiles consumed
+  }`,
+    double: `${load("  ", "0u")}
+${store("  ", "", "")}
+  workgroupBarrier(); // first tiles staged
+  var cur = 0u; // the staging buffer holding k tile k0
+  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+    let next = 1u - cur;
+    // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
+${load("    ", "k0 + TILE_K")}
+${compute("cur * XS_LEN + ", "cur * WS_LEN + ")}
+    // The other buffer was consumed before the previous barrier.
+${store("    ", "next * XS_LEN + ", "next * WS_LEN + ")}
+    workgroupBarrier(); // tiles staged (next) and consumed (cur)
+    cur = next;
+  }`,
+  };
+
+  const name = kernelName(t, epilogue);
+  return {
+    name,
+    source: /* wgsl */ `
+// ${name}: y[m, n] = ${swiglu ? "silu(gate[m, n]) * up[m, n]" : "sum_k x[m, k] * W[n, k]"}, tiles generated in.
+// bindings:
+//   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
+//   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
+//                                    NW = ${swiglu ? "2N (rows 0..N-1 gate, N..2N-1 up)" : "N"}
+//   2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32
+//   3 y   [M, N] f32, read_write     output rows, row-major
+// K must be a multiple of 8; M, N and K need not be multiples of the tile.
+// Grid: ceil(M / TILE_M) * ceil(N / TILE_N) workgroups, flat (Gpu.grid); workgroup f owns rows
+// m0 = (f % tiles_m) * TILE_M and columns n0 = (f / tiles_m) * TILE_N, so consecutive workgroups share a weight tile.
+// k loop (${t.pipeline}): ${PIPELINE_COMMENT[t.pipeline]}
+override K: u32;
+override N: u32;
+override M: u32;
+const TILE_K: u32 = ${t.tileK}u;    // k staged per step
+const THREADS_M: u32 = ${t.threadsM}u; // workgroup = THREADS_N x THREADS_M threads
+const THREADS_N: u32 = ${t.threadsN}u;
+const BLOCK_M: u32 = ${t.blockM}u;     // outputs per thread: BLOCK_M rows x BLOCK_N columns
+const BLOCK_N: u32 = ${t.blockN}u;
+const TILE_M: u32 = THREADS_M * BLOCK_M;
+const TILE_N: u32 = THREADS_N * BLOCK_N;
+const W_ROWS: u32 = TILE_N * ${swiglu ? 2 : 1}u;   // staged weight rows: the tile's ${
+      swiglu ? "gate rows, then its up rows" : "rows"
+    }
+const STRIDE: u32 = TILE_K / 4u + 1u; // vec4 per staged row (one of padding, see below)
+const XS_LEN: u32 = TILE_M * STRIDE;
+const WS_LEN: u32 = W_ROWS * STRIDE;
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// Staged tiles${double ? " (two buffers, XS_LEN and WS_LEN apart)" : ""}, k-contiguous like the global rows:
+// xs[r * STRIDE + c] = x[m0 + r, k0 + 4c .. k0 + 4c + 3]; ws[r * STRIDE + c] = the same k of weight row n0 + r
+// (r < TILE_N) or up row N + n0 + r - TILE_N (r >= TILE_N); zero past M, N or K. STRIDE is odd, so 8 consecutive rows
+// start in 8 distinct groups of 4 banks: a warp's 16-byte reads of consecutive rows are conflict-free, and so are the
+// 16-byte stores of the x tile.
+var<workgroup> xs: array<vec4<f32>, ${double ? "2u * " : ""}XS_LEN>;
+var<workgroup> ws: array<vec4<f32>, ${double ? "2u * " : ""}WS_LEN>;
+
+fn bf16x4(a: u32, b: u32) -> vec4<f32> {
+  return vec4<f32>(bf16_lo(a), bf16_hi(a), bf16_lo(b), bf16_hi(b));
+}
+
+// acc + dot(a, b) as a chain of fused multiply-adds.
+fn fma4(a: vec4<f32>, b: vec4<f32>, acc: f32) -> f32 {
+  return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
+}
+
+// One vec4 a thread carries from global to workgroup memory every k tile (fixed for the whole k loop).
+struct Slot {
+  src: u32, // global vec4 index at k0 = 0
+  dst: u32, // staged vec4 index
+  k: u32,   // first k it covers, relative to k0
+  ok: bool, // inside the tile and the matrix (else zeros are staged, or for an item past the tile nothing)
+}
+
+// Staged x item i: row r = i / (TILE_K / 4) of the tile, k0 + 4c .. k0 + 4c + 3 with c = i % (TILE_K / 4).
+fn x_slot(i: u32, m0: u32) -> Slot {
+  let r = i / (TILE_K / 4u);
+  let c = i % (TILE_K / 4u);
+  return Slot((m0 + r) * (K / 4u) + c, r * STRIDE + c, 4u * c, r < TILE_M && m0 + r < M);
+}
+
+// Staged weight item i: k0 + 8c .. k0 + 8c + 7 of staged row r, the weight row n0 + r, or for r >= TILE_N the up row.
+fn w_slot(i: u32, n0: u32) -> Slot {
+  let r = i / (TILE_K / 8u);
+  let c = i % (TILE_K / 8u);
+  let n = n0 + r % TILE_N;
+  let row = select(n, n + N, r >= TILE_N);
+  return Slot(row * (K / 8u) + c, r * STRIDE + 2u * c, 8u * c, r < W_ROWS && n < N);
+}
+
+fn load_x(s: Slot, k0: u32) -> vec4<f32> {
+  if (s.ok && k0 + s.k < K) { return x[s.src + k0 / 4u]; }
+  return vec4<f32>();
+}
+
+fn load_w(s: Slot, k0: u32) -> vec4<u32> {
+  if (s.ok && k0 + s.k < K) { return w[s.src + k0 / 8u]; }
+  return vec4<u32>();
+}
+
+// 8 bf16 of a weight row, unpacked into staged vec4 i and i + 1.
+fn stage_w(i: u32, p: vec4<u32>) {
+  ws[i] = bf16x4(p.x, p.y);
+  ws[i + 1u] = bf16x4(p.z, p.w);
+}
+
+fn put(m: u32, n: u32, v: f32) {
+  if (m < M && n < N) { y[m * N + n] = v; }
+}
+
+// Thread (tx, ty) owns rows m0 + i * THREADS_M + ty and columns n0 + j * THREADS_N + tx (i < BLOCK_M, j < BLOCK_N):
+// strided, so a warp reads consecutive staged weight rows and stores consecutive columns of y.
+@compute @workgroup_size(THREADS_N, THREADS_M)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  if (gated_off()) { return; }
+  let tiles_m = (M + TILE_M - 1u) / TILE_M;
+  let tile = flat_workgroup(wid, nwg);
+  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }
+  let m0 = (tile % tiles_m) * TILE_M;
+  let n0 = (tile / tiles_m) * TILE_N;
+  let tx = lid.x;
+  let ty = lid.y;
+  // This thread's share of each staged tile (item t + s * ${threads}), and the registers that carry it.
+${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
+${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
+${xSlots.map((s) => `  var px${s}: vec4<f32>;`).join("\n")}
+${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}
+  // a<i>_<j>: the dot product of row m0 + i * THREADS_M + ty and column n0 + j * THREADS_N + tx${
+      swiglu ? "\n  // (the gate's), u<i>_<j>: the up product" : ""
+    }.
+${
+      I.map((i) => `  ${J.map((j) => `var a${i}_${j} = 0.0;${swiglu ? ` var u${i}_${j} = 0.0;` : ""}`).join(" ")}`)
+        .join("\n")
+    }
+${loops[t.pipeline]}
+  let m = m0 + ty;
+  let n = n0 + tx;
+${
+      I.map((i) =>
+        J.map((j) => {
+          const v = swiglu ? `a${i}_${j} / (1.0 + exp(-a${i}_${j})) * u${i}_${j}` : `a${i}_${j}`;
+          return `  put(m + ${i * t.threadsM}u, n + ${j * t.threadsN}u, ${v});`;
+        }).join("\n")
+      ).join("\n")
+    }
+}
+`,
+  };
 }
 
 /** Records a GEMM dispatch (load time). Throws on shapes or tiles the kernel or the device cannot handle. */
-export function gemm(gpu: Gpu, a: GemmArgs, kernel: Kernel = gemmKernel): Dispatch {
-  const t = { ...GEMM_DEFAULT_TILES, ...definedTiles(a) };
+export function gemm(gpu: Gpu, a: GemmArgs, kernel?: Kernel): Dispatch {
+  const t = resolveTiles(a);
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const limits = gpu.device.limits;
   if (!(a.k > 0 && a.k % 8 === 0)) throw new Error(`gemm: K = ${a.k} is not a positive multiple of 8`);
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`gemm: ${a.rows} rows (at least 1)`);
   if (!(Number.isInteger(a.n) && a.n >= 1)) throw new Error(`gemm: N = ${a.n} (at least 1)`);
-  if (epilogue !== Epilogue.PLAIN && epilogue !== Epilogue.SWIGLU) {
-    throw new Error(`gemm: unknown epilogue ${epilogue}`);
-  }
-  if (!(t.tileK > 0 && t.tileK % 8 === 0)) throw new Error(`gemm: tileK = ${t.tileK} is not a positive multiple of 8`);
-  for (
-    const [name, v, max] of [
-      ["blockM", t.blockM, GEMM_MAX_BLOCK],
-      ["blockN", t.blockN, GEMM_MAX_BLOCK],
-      ["threadsM", t.threadsM, limits.maxComputeWorkgroupSizeY],
-      ["threadsN", t.threadsN, limits.maxComputeWorkgroupSizeX],
-    ] as const
-  ) {
-    if (!(Number.isInteger(v) && v >= 1 && v <= max)) throw new Error(`gemm: ${name} = ${v} (1..${max})`);
+  checkEpilogue(epilogue);
+  if (t.threadsM > limits.maxComputeWorkgroupSizeY || t.threadsN > limits.maxComputeWorkgroupSizeX) {
+    throw new Error(
+      `gemm: a workgroup of ${t.threadsN} x ${t.threadsM} threads exceeds this device's ` +
+        `${limits.maxComputeWorkgroupSizeX} x ${limits.maxComputeWorkgroupSizeY}`,
+    );
   }
   if (t.threadsM * t.threadsN > limits.maxComputeInvocationsPerWorkgroup) {
     throw new Error(
@@ -209,36 +396,20 @@ export function gemm(gpu: Gpu, a: GemmArgs, kernel: Kernel = gemmKernel): Dispat
   if (bytes > limits.maxComputeWorkgroupStorageSize) {
     throw new Error(
       `gemm: tiles ${JSON.stringify(t)} need ${bytes} bytes of workgroup memory, more than this device's ` +
-        `${limits.maxComputeWorkgroupStorageSize}; use a smaller tileK, block or thread count`,
+        `${limits.maxComputeWorkgroupStorageSize}; use a smaller tileK, block or thread count, or another pipeline`,
     );
+  }
+  const name = kernelName(t, epilogue);
+  if (kernel && !kernel.name.startsWith(name)) {
+    throw new Error(`gemm: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
   }
   const tiles = Math.ceil(a.rows / (t.threadsM * t.blockM)) * Math.ceil(a.n / (t.threadsN * t.blockN));
   return gpu.dispatch(
-    kernel,
-    {
-      K: a.k,
-      N: a.n,
-      M: a.rows,
-      EPILOGUE: epilogue,
-      TILE_K: t.tileK,
-      THREADS_M: t.threadsM,
-      THREADS_N: t.threadsN,
-      BLOCK_M: t.blockM,
-      BLOCK_N: t.blockN,
-      GATED: a.gated ?? false,
-    },
+    kernel ?? gemmKernelFor({ ...t, epilogue }),
+    { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
     [a.ctl, a.weight, a.x, a.y],
     tiles,
   );
-}
-
-/** The tile knobs of `a` that are set (an explicit `undefined` keeps the default). */
-function definedTiles(a: GemmTiles): GemmTiles {
-  const out: GemmTiles = {};
-  for (const key of Object.keys(GEMM_DEFAULT_TILES) as (keyof GemmTiles)[]) {
-    if (a[key] !== undefined) out[key] = a[key];
-  }
-  return out;
 }
 
 /** CPU reference (f64 accumulation): the GEMM computes the same function as the matvec. */

@@ -2,7 +2,8 @@ import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
 import {
   gemm,
   GEMM_DEFAULT_TILES,
-  gemmKernel,
+  GEMM_PIPELINES,
+  gemmKernelFor,
   gemmReference,
   type GemmTiles,
   gemmWorkgroupBytes,
@@ -16,6 +17,9 @@ import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate
 // sqrt(K) * 2^-24 * |term|: below 1e-4 even at K = 4096, below 1e-5 at the K <= 264 used here. atol 2e-4 + rtol 1e-4
 // leaves a wide margin; a wrong index, a dropped k tile or a stale tile moves outputs by O(1).
 const TOL = { atol: 2e-4, rtol: 1e-4 };
+
+// Tiles every WebGPU adapter can run: this CPU adapter grants more than the default 16384 bytes of workgroup memory.
+const PORTABLE_BYTES = 16384;
 
 interface CheckOptions extends GemmTiles {
   epilogue?: number;
@@ -32,6 +36,7 @@ async function runGemm(gpu: Gpu, rows: number, k: number, n: number, opts: Check
   const w = roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)));
   const x = rng.normals(rows * k);
   const { kernel, active, ...args } = opts;
+  if (gemmWorkgroupBytes(args, args.epilogue) > PORTABLE_BYTES) throw new Error(`${JSON.stringify(args)} not portable`);
   const ctl = ctlBuffer(gpu, { ACTIVE: active ?? 1 });
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
   gpu.run([gemm(gpu, { ctl, weight: wb, x: xb, y, rows, k, n, ...args }, kernel)]);
@@ -58,6 +63,7 @@ gpuTest("gemm matches the reference for every M x N of the awkward sizes", async
 
 gpuTest("gemm accumulates over the 7B's d_model (K = 4096)", async (gpu) => {
   await checkGemm(gpu, 33, 4096, 65);
+  await checkGemm(gpu, 33, 4096, 65, { pipeline: "serial" });
 });
 
 gpuTest("gemm SwiGLU epilogue computes silu(gate) * up", async (gpu) => {
@@ -71,17 +77,31 @@ gpuTest("gemm also handles 1..16 rows", async (gpu) => {
   for (const rows of [1, 5, 16]) await checkGemm(gpu, rows, 24, 65);
 });
 
+gpuTest("gemm k-loop pipelines (serial, prefetch, double buffer) agree with the reference", async (gpu) => {
+  // 32 x 32 tiles, so the double buffer fits 16 KiB with SWIGLU; K = 264 is 33 k tiles of 8 and 16.5 tiles of 16,
+  // K = 8 a single one (the prefetch of the next tile reads nothing), K = 24 a full and a partial tile of 16.
+  for (const pipeline of GEMM_PIPELINES) {
+    for (const tileK of [8, 16]) {
+      const tiles: GemmTiles = { pipeline, tileK, threadsM: 8, threadsN: 8, blockM: 4, blockN: 4 };
+      await checkGemm(gpu, 130, 264, 65, tiles);
+      await checkGemm(gpu, 33, tileK === 8 ? 8 : 24, 300, tiles);
+      await checkGemm(gpu, 64, 264, 33, { ...tiles, epilogue: Epilogue.SWIGLU });
+    }
+  }
+});
+
 gpuTest("gemm tuning knobs keep it correct", async (gpu) => {
   const variants: GemmTiles[] = [
     { tileK: 8, threadsM: 8, threadsN: 8, blockM: 1, blockN: 1 },
     { tileK: 24, threadsM: 4, threadsN: 16, blockM: 8, blockN: 2 },
     { tileK: 16, threadsM: 8, threadsN: 8, blockM: 8, blockN: 8 },
-    { tileK: 32, threadsM: 16, threadsN: 4, blockM: 3, blockN: 5 },
+    { tileK: 32, threadsM: 16, threadsN: 4, blockM: 3, blockN: 5, pipeline: "serial" },
     { tileK: 8, threadsM: 1, threadsN: 64, blockM: 2, blockN: 1 },
+    { tileK: 32, threadsM: 16, threadsN: 8, blockM: 2, blockN: 4 },
+    { tileK: 16, threadsM: 16, threadsN: 8, blockM: 2, blockN: 2, pipeline: "double" },
+    { tileK: 8, threadsM: 8, threadsN: 16, blockM: 4, blockN: 2, pipeline: "double" },
   ];
   for (const tiles of variants) {
-    // Only tiles every WebGPU adapter can run (this CPU adapter grants more than the default 16384 bytes).
-    if (gemmWorkgroupBytes(tiles, Epilogue.SWIGLU) > 16384) throw new Error(`${JSON.stringify(tiles)} is not portable`);
     await checkGemm(gpu, 33, 264, 65, tiles);
     await checkGemm(gpu, 130, 24, 7, { ...tiles, epilogue: Epilogue.SWIGLU });
   }
@@ -90,7 +110,20 @@ gpuTest("gemm tuning knobs keep it correct", async (gpu) => {
 Deno.test("gemm default tiles fit the WebGPU default of 16384 bytes of workgroup memory", () => {
   for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
     const bytes = gemmWorkgroupBytes(GEMM_DEFAULT_TILES, epilogue);
-    if (bytes > 16384) throw new Error(`default tiles need ${bytes} bytes with epilogue ${epilogue}`);
+    if (bytes > PORTABLE_BYTES) throw new Error(`default tiles need ${bytes} bytes with epilogue ${epilogue}`);
+  }
+});
+
+Deno.test("gemm kernels keep accumulators and staged operands out of function-scope arrays", () => {
+  // A function-scope array indexed in a loop can be placed in local memory (10x slower on an H100): the only arrays
+  // are the bindings and the workgroup staging buffers.
+  for (const pipeline of GEMM_PIPELINES) {
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      const { name, source } = gemmKernelFor({ pipeline, epilogue, blockM: 8, blockN: 8 });
+      const arrays = source.split("\n").filter((l) => l.includes("array<"));
+      const stray = arrays.filter((l) => !/^(@group\(0\) @binding\(\d\) var<storage|var<workgroup>)/.test(l));
+      if (arrays.length !== 6 || stray.length > 0) throw new Error(`${name} declares arrays: ${stray.join(" | ")}`);
+    }
   }
 });
 
@@ -108,18 +141,21 @@ gpuTest("gemm built GATED writes nothing while ACTIVE is 0 and computes while it
 
 gpuTest("gemm rejects shapes and tiles it cannot handle", (gpu) => {
   const ctl = ctlBuffer(gpu);
-  const bad: [string, Partial<Parameters<typeof gemm>[1]>][] = [
+  const bad: [string, Partial<Parameters<typeof gemm>[1]>, Kernel?][] = [
     ["K not a multiple of 8", { k: 12 }],
     ["no rows", { rows: 0 }],
     ["tileK not a multiple of 8", { tileK: 12 }],
     ["block too large", { blockN: 9 }],
     ["too many threads", { threadsM: 64, threadsN: 64 }],
     ["too much workgroup memory", { tileK: 512, blockM: 8, blockN: 8 }],
+    ["an unknown pipeline", { pipeline: "async" as GemmTiles["pipeline"] }],
+    ["a kernel generated for other tiles", {}, gemmKernelFor({ blockM: 2 })],
+    ["a kernel generated for the other epilogue", { epilogue: Epilogue.SWIGLU }, gemmKernelFor()],
   ];
-  for (const [what, change] of bad) {
+  for (const [what, change, kernel] of bad) {
     let threw = false;
     try {
-      gemm(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 16, n: 4, ...change });
+      gemm(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 16, n: 4, ...change }, kernel);
     } catch {
       threw = true;
     }
@@ -130,17 +166,30 @@ gpuTest("gemm rejects shapes and tiles it cannot handle", (gpu) => {
 });
 
 gpuTest("gemm checks catch broken kernels", async (gpu) => {
-  const cases: [string, string][] = [
-    ["k0 < K; k0 += TILE_K", "k0 + TILE_K < K; k0 += TILE_K"], // last (partial) k tile dropped
-    ["bf16_lo(a), bf16_hi(a)", "bf16_hi(a), bf16_lo(a)"], // swapped bf16 halves
-    ["workgroupBarrier(); // tiles staged", "// tiles staged"], // computes before the tiles are staged
-    ["select(n, n + N, r >= TILE_N)", "select(n, n + TILE_N, r >= TILE_N)"], // up rows read from the wrong place
+  // [tiles, from, to]: each mutation applies to the plain and SwiGLU kernels of the tiles where `from` occurs.
+  const small: GemmTiles = { threadsM: 8, threadsN: 8 }; // 32 x 32: the double buffer fits 16 KiB
+  const cases: [GemmTiles, string, string][] = [
+    [{}, "k0 < K; k0 += TILE_K", "k0 + TILE_K < K; k0 += TILE_K"], // last (partial) k tile dropped
+    [{}, "bf16_lo(a), bf16_hi(a)", "bf16_hi(a), bf16_lo(a)"], // swapped bf16 halves
+    [{}, "workgroupBarrier(); // tiles staged", "// tiles staged"], // computes before the tiles are staged
+    [{}, "select(n, n + N, r >= TILE_N)", "select(n, n + TILE_N, r >= TILE_N)"], // up rows read from the wrong place
+    [{}, "a1_2 = fma4(xv, w2, a1_2)", "a1_2 = fma4(xv, w1, a1_2)"], // one register of the block takes a wrong column
+    [{}, "put(m + 16u, n + 32u, a1_2", "put(m + 16u, n + 16u, a1_2"], // one register stored to a wrong column
+    [{}, "px0 = load_x(sx0, k0 + TILE_K)", "px0 = load_x(sx0, k0)"], // prefetches the current x tile again
+    [{ pipeline: "serial" }, "workgroupBarrier(); // tiles consumed", "// tiles consumed"], // overwrites tiles in use
+    [{ ...small, pipeline: "double" }, "stage_w(next * WS_LEN + sw0.dst", "stage_w(cur * WS_LEN + sw0.dst"], // wrong buffer
+    [{ ...small, pipeline: "double" }, "let xk = cur * XS_LEN", "let xk = 0u * XS_LEN"], // reads one buffer only
   ];
-  for (const [from, to] of cases) {
-    const kernel = mutate(gemmKernel, from, to);
+  for (const [tiles, from, to] of cases) {
+    const kernels = [Epilogue.PLAIN, Epilogue.SWIGLU]
+      .map((epilogue) => ({ epilogue, kernel: gemmKernelFor({ ...tiles, epilogue }) }))
+      .filter(({ kernel }) => kernel.source.includes(from));
+    if (kernels.length === 0) throw new Error(`"${from}" occurs in no kernel of ${JSON.stringify(tiles)}`);
     await assertCaught(async () => {
-      await checkGemm(gpu, 33, 264, 65, { kernel });
-      await checkGemm(gpu, 33, 264, 65, { kernel, epilogue: Epilogue.SWIGLU });
-    }, `${from} -> ${to}`);
+      for (const { epilogue, kernel } of kernels) {
+        const mutant = mutate(kernel, from, to);
+        await checkGemm(gpu, 33, 264, 65, { ...tiles, epilogue, kernel: mutant });
+      }
+    }, `${JSON.stringify(tiles)}: ${from} -> ${to}`);
   }
 });

@@ -1,5 +1,5 @@
 import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
-import { gemmKernel } from "../../kernels/matmul/gemm.ts";
+import { GEMM_KERNEL_NAME } from "../../kernels/matmul/gemm.ts";
 import { linear, type LinearArgs } from "../../kernels/matmul/linear.ts";
 import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "../../kernels/matmul/matvec.ts";
 import type { Dispatch, Gpu } from "../../kernels/runtime.ts";
@@ -36,7 +36,7 @@ gpuTest("linear runs the matvec up to MATVEC_MAX_ROWS rows and the GEMM above, b
       assertKernel(await checkLinear(gpu, rows, 24, 7, { epilogue }), MATVEC_KERNEL_NAME, rows);
     }
     for (const rows of [MATVEC_MAX_ROWS + 1, 130]) {
-      assertKernel(await checkLinear(gpu, rows, 24, 7, { epilogue }), gemmKernel.name, rows);
+      assertKernel(await checkLinear(gpu, rows, 24, 7, { epilogue }), GEMM_KERNEL_NAME, rows);
     }
   }
 });
