@@ -197,8 +197,14 @@ export class Decoder {
   async #continue(maxNewTokens: number, mode: PickMode, encoder?: GPUCommandEncoder): Promise<GenerationResult> {
     encoder ??= this.gpu.device.createCommandEncoder({ label: `generate ${mode}` });
     const step = this.step(mode);
-    // One pass per step keeps each command buffer's pass small; nothing waits between them.
-    for (let i = 1; i < maxNewTokens; i++) this.#pass(encoder, step);
+    // One pass per step, submitted every 8 steps so the GPU starts while the CPU encodes; nothing waits between them.
+    for (let i = 1; i < maxNewTokens; i++) {
+      this.#pass(encoder, step);
+      if (i % 8 === 0) {
+        this.gpu.device.queue.submit([encoder.finish()]);
+        encoder = this.gpu.device.createCommandEncoder({ label: `generate ${mode}` });
+      }
+    }
     this.gpu.device.queue.submit([encoder.finish()]);
     return await this.readResult();
   }

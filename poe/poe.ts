@@ -180,18 +180,16 @@ export class PoE {
     const dec = this.decoder;
     dec.setPrompt(prompt, maxNewTokens, gamma);
     const firstRounds = Math.ceil((maxNewTokens - 1) / gamma);
-    const encoder = this.gpu.device.createCommandEncoder({ label: "poe call" });
+    const encoder = this.gpu.device.createCommandEncoder({ label: "poe prefill" });
     dec.encodeReset(encoder);
     this.#pass(encoder, this.#prefillDispatches(prompt.length));
-    for (let r = 0; r < firstRounds; r++) this.#pass(encoder, this.#round);
     this.gpu.device.queue.submit([encoder.finish()]);
+    this.#submitRounds(firstRounds);
     let result = await dec.readResult();
     let encoded = firstRounds;
     const left = result.ctl[CTL.MAX_OUT] - result.ctl[CTL.OUT];
     if (left > 0) {
-      const more = this.gpu.device.createCommandEncoder({ label: "poe call, remaining rounds" });
-      for (let r = 0; r < left; r++) this.#pass(more, this.#round);
-      this.gpu.device.queue.submit([more.finish()]);
+      this.#submitRounds(left);
       encoded += left;
       result = await dec.readResult();
     }
@@ -208,6 +206,15 @@ export class PoE {
       rounds_encoded: encoded,
       wall_ms: performance.now() - t0,
     };
+  }
+
+  /** Encodes and submits `n` rounds, each in its own command buffer so the GPU starts while the CPU encodes. */
+  #submitRounds(n: number): void {
+    for (let r = 0; r < n; r++) {
+      const encoder = this.gpu.device.createCommandEncoder({ label: "poe round" });
+      this.#pass(encoder, this.#round);
+      this.gpu.device.queue.submit([encoder.finish()]);
+    }
   }
 
   /** `residual_forward` over the prompt with fresh KV (the PoE TTFT work): prefill of every head, jury pick. */
