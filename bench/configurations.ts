@@ -9,7 +9,7 @@
  */
 
 import { PassTimer } from "../kernels/timing.ts";
-import { encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { type Dispatch, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
 import { CTL } from "../kernels/control/ctl.ts";
 import { Checkpoint } from "../model/checkpoint.ts";
 import type { ModelConfig } from "../model/config.ts";
@@ -120,21 +120,36 @@ export function weightBytesPerStep(model: HydraTransformer, heads: readonly numb
   return bytes + model.config.dModel * 2; // + the one embedding row gathered
 }
 
-/** GPU ms of `encode`'s timed passes (their sum), read back once. */
-async function gpuTimed(gpu: Gpu, timer: PassTimer, encode: (encoder: GPUCommandEncoder) => void): Promise<number> {
-  timer.reset();
-  const encoder = gpu.device.createCommandEncoder({ label: "timed" });
-  encode(encoder);
-  timer.resolve(encoder);
-  gpu.device.queue.submit([encoder.finish()]);
-  return (await timer.readMs()).reduce((a, b) => a + b, 0);
+/**
+ * Timed passes per sample. A sample is the mean GPU time of this many identical passes submitted back to back: one
+ * pass per readback would leave the GPU idle ~80% of the time waiting on Deno's ~11 ms sync, and an idle-looking GPU
+ * lowers its clocks (measured on the H100: the 1B decode step drifted from 2.2 to 6.7 ms over 20 s of single-pass
+ * samples, while back-to-back passes stay at full clock).
+ */
+export const PASSES_PER_SAMPLE = 8;
+
+/**
+ * A benchmark function returning the mean GPU ms of PASSES_PER_SAMPLE timed passes; `encode(encoder, descriptor)`
+ * records one pass (and any copies it needs before it, e.g. a state reset) with the given timestamp descriptor.
+ */
+function gpuSample(
+  gpu: Gpu,
+  timer: PassTimer,
+  label: string,
+  encode: (encoder: GPUCommandEncoder, pass: GPUComputePassDescriptor) => void,
+): () => Promise<number> {
+  return async () => {
+    timer.reset();
+    const encoder = gpu.device.createCommandEncoder({ label });
+    for (let i = 0; i < PASSES_PER_SAMPLE; i++) encode(encoder, timer.pass(label));
+    timer.resolve(encoder);
+    gpu.device.queue.submit([encoder.finish()]);
+    const ms = await timer.readMs();
+    return ms.reduce((a, b) => a + b, 0) / ms.length;
+  };
 }
 
-function encodePass(
-  encoder: GPUCommandEncoder,
-  descriptor: GPUComputePassDescriptor,
-  d: Parameters<typeof encodeDispatches>[1],
-) {
+function encodePass(encoder: GPUCommandEncoder, descriptor: GPUComputePassDescriptor, d: readonly Dispatch[]) {
   const pass = encoder.beginComputePass(descriptor);
   encodeDispatches(pass, d);
   pass.end();
@@ -148,30 +163,29 @@ export async function benchmarkTtft(
   budgets: Budgets,
 ): Promise<TimedStats> {
   const gpu = decoder.gpu;
-  const timer = new PassTimer(gpu, 1);
+  const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
   decoder.setPrompt(promptIds, 1);
   const prefill = decoder.prefill(mode);
   try {
-    return pickStats(
-      await benchmark(() =>
-        gpuTimed(gpu, timer, (encoder) => {
-          decoder.encodeReset(encoder);
-          encodePass(encoder, timer.pass("ttft"), prefill);
-        }), budgets),
-    );
+    const sample = gpuSample(gpu, timer, "ttft", (encoder, pass) => {
+      decoder.encodeReset(encoder);
+      encodePass(encoder, pass, prefill);
+    });
+    return pickStats(await benchmark(sample, budgets));
   } finally {
     timer.destroy();
   }
 }
 
 /** `forward_and_sample`: one naive Hydra step (trunk + every head, mean of logits, argmax), as dispatches. */
-export function forwardAndSample(decoder: Decoder) {
+export function forwardAndSample(decoder: Decoder): Dispatch[] {
   return decoder.step("naive");
 }
 
 /**
  * `benchmark_decode`: generate `genLength` tokens once (filling the KV cache), then at every `stepInterval`-th
- * generated position time one decode step with the KV length reset to that position before each repetition.
+ * generated position time one decode step, the control block reset to that position (LEN = POS = prompt + p) before
+ * every timed pass.
  */
 export async function benchmarkDecode(
   decoder: Decoder,
@@ -183,28 +197,28 @@ export async function benchmarkDecode(
   const gpu = decoder.gpu, model = decoder.model;
   await decoder.generate(promptIds, o.genLength, mode);
   const step = decoder.step(mode);
-  const timer = new PassTimer(gpu, 1);
+  const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
+  const at = gpu.buffer("ctl at position", model.ctl.size);
   const ctl = new Uint32Array(model.ctl.size / 4);
   const positions = [];
   try {
     for (let p = 0; p < o.genLength; p += o.stepInterval) {
-      const len = promptIds.length + p;
-      const setup = () => {
-        ctl.fill(0);
-        ctl[CTL.POS] = ctl[CTL.LEN] = len;
-        ctl[CTL.ACTIVE] = 1;
-        ctl[CTL.MAX_OUT] = o.genLength + 1;
-        gpu.write(model.ctl, ctl);
-      };
-      const stats = await benchmark(
-        () => gpuTimed(gpu, timer, (encoder) => encodePass(encoder, timer.pass(`decode ${p}`), step)),
-        { ...o, setup },
-      );
+      ctl.fill(0);
+      ctl[CTL.POS] = ctl[CTL.LEN] = promptIds.length + p;
+      ctl[CTL.ACTIVE] = 1;
+      ctl[CTL.MAX_OUT] = o.genLength + 1;
+      gpu.write(at, ctl);
+      const sample = gpuSample(gpu, timer, `decode ${p}`, (encoder, pass) => {
+        encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size);
+        encodePass(encoder, pass, step);
+      });
+      const stats = await benchmark(sample, o);
       positions.push(decodePosition(p, stats));
-      progress?.(`decode position ${p}/${o.genLength}: ${stats.median_ms.toFixed(3)} ms (${stats.n} reps)`);
+      progress?.(`decode position ${p}/${o.genLength}: ${stats.median_ms.toFixed(3)} ms (${stats.n} samples)`);
     }
   } finally {
     timer.destroy();
+    at.destroy();
   }
   return { gen_length: o.genLength, step_interval: o.stepInterval, positions };
 }
@@ -212,14 +226,10 @@ export async function benchmarkDecode(
 /** `benchmark_poe_ttft`: `residual_forward` over all heads, last token only, fresh KV each time (GPU time). */
 export async function benchmarkPoeTtft(poe: PoE, promptIds: readonly number[], budgets: Budgets): Promise<TimedStats> {
   const gpu = poe.gpu;
-  const timer = new PassTimer(gpu, 1);
+  const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
   try {
-    return pickStats(
-      await benchmark(
-        () => gpuTimed(gpu, timer, (encoder) => poe.encodePrefill(encoder, promptIds, timer.pass("poe ttft"))),
-        budgets,
-      ),
-    );
+    const sample = gpuSample(gpu, timer, "poe ttft", (encoder, pass) => poe.encodePrefill(encoder, promptIds, pass));
+    return pickStats(await benchmark(sample, budgets));
   } finally {
     timer.destroy();
   }

@@ -29,8 +29,9 @@ export interface BenchStats {
 }
 
 /**
- * What a sample measures: "gpu" = GPU time from timestamp queries written at the begin and end of the timed compute
- * passes (the sum over the passes of one repetition); "wall" = performance.now() around the whole call, its waits on
+ * What a sample measures: "gpu" = GPU time from timestamp queries written at the begin and end of a timed compute
+ * pass, averaged over the identical passes one repetition submits back to back (bench/configurations.ts,
+ * PASSES_PER_SAMPLE: keeps the GPU at full clock); "wall" = performance.now() around the whole call, its waits on
  * the GPU (~11 ms each in Deno) included.
  */
 export type Clock = "gpu" | "wall";

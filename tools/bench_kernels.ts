@@ -200,13 +200,16 @@ async function benchAttention(): Promise<void> {
       );
     }
   }
-  // Prefill attention of 128 tokens.
+  // Prefill attention of 128 tokens (queries and output in their own buffers: a buffer bound both read-only and
+  // writable in one dispatch is a validation error, and the dispatch would silently not run).
+  const qp = gpu.upload("q prefill", Float32Array.from({ length: 128 * d }, (_, i) => Math.sin(i * 1.3)));
+  const outp = gpu.buffer("out prefill", 128 * d * 4);
   const pre = attentionPrefill(gpu, {
     ctl,
-    q: kc,
+    q: qp,
     kCache: kc,
     vCache: vc,
-    out: vc,
+    out: outp,
     rows: 128,
     nHeads: nh,
     headDim: hd,
