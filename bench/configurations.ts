@@ -129,6 +129,12 @@ export function weightBytesPerStep(model: HydraTransformer, heads: readonly numb
 export const PASSES_PER_SAMPLE = 8;
 
 /**
+ * Fewest TTFT samples: a 7B prefill sample (8 passes of ~80 ms) outlasts the default repetition budget, and a TTFT
+ * distribution (the graph's KDE) needs more than one point.
+ */
+export const TTFT_MIN_SAMPLES = 10;
+
+/**
  * A benchmark function returning the mean GPU ms of PASSES_PER_SAMPLE timed passes; `encode(encoder, descriptor)`
  * records one pass (and any copies it needs before it, e.g. a state reset) with the given timestamp descriptor.
  */
@@ -171,7 +177,7 @@ export async function benchmarkTtft(
       decoder.encodeReset(encoder);
       encodePass(encoder, pass, prefill);
     });
-    return pickStats(await benchmark(sample, budgets));
+    return pickStats(await benchmark(sample, { ...budgets, minReps: TTFT_MIN_SAMPLES }));
   } finally {
     timer.destroy();
   }
@@ -229,7 +235,7 @@ export async function benchmarkPoeTtft(poe: PoE, promptIds: readonly number[], b
   const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
   try {
     const sample = gpuSample(gpu, timer, "poe ttft", (encoder, pass) => poe.encodePrefill(encoder, promptIds, pass));
-    return pickStats(await benchmark(sample, budgets));
+    return pickStats(await benchmark(sample, { ...budgets, minReps: TTFT_MIN_SAMPLES }));
   } finally {
     timer.destroy();
   }
