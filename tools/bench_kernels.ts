@@ -77,14 +77,18 @@ const ctl = gpu.buffer("ctl", CTL_SLOTS * 4);
 
 /** The median GPU time (ms) of one dispatch of `ds`, each replay of which runs them all. */
 async function medianMsPerDispatch(ds: Dispatch[]): Promise<number> {
-  await timeDispatches(gpu, ds, 2);
-  const ms = (await timeDispatches(gpu, ds, 10)).sort((a, b) => a - b);
-  return ms[Math.floor(ms.length / 2)] / ds.length;
+  return await medianMs(ds, ds.length);
 }
 
-/** Median of `reps` timed passes of `ds`, divided by `per` (dispatches of interest per pass), in ms. */
+/**
+ * Median of `reps` timed passes of `ds`, divided by `per` (dispatches of interest per pass), in ms. First keeps the GPU
+ * busy with the same work for >= 300 ms: the weights of the next shape are generated on the CPU for seconds, the idle
+ * GPU lowers its clocks, and without this warm-up the first variants after an idle gap read up to 3x slow (seen on
+ * the H100: the same GEMM ranked first in one run and last in the next).
+ */
 async function medianMs(ds: Dispatch[], per: number, reps = 10): Promise<number> {
-  await timeDispatches(gpu, ds, 2);
+  let warm = 0;
+  while (warm < 300) warm += (await timeDispatches(gpu, ds, 10)).reduce((a, b) => a + b, 0);
   const ms = (await timeDispatches(gpu, ds, reps)).sort((a, b) => a - b);
   return ms[Math.floor(ms.length / 2)] / per;
 }
