@@ -87,8 +87,8 @@ async function medianMsPerDispatch(ds: Dispatch[]): Promise<number> {
  * the H100: the same GEMM ranked first in one run and last in the next).
  */
 async function medianMs(ds: Dispatch[], per: number, reps = 10): Promise<number> {
-  let warm = 0;
-  while (warm < 300) warm += (await timeDispatches(gpu, ds, 10)).reduce((a, b) => a + b, 0);
+  const tenMs = (await timeDispatches(gpu, ds, 10)).reduce((a, b) => a + b, 0);
+  await timeDispatches(gpu, ds, Math.min(2000, Math.max(10, Math.ceil(300 / (tenMs / 10))))); // >= 300 ms busy
   const ms = (await timeDispatches(gpu, ds, reps)).sort((a, b) => a - b);
   return ms[Math.floor(ms.length / 2)] / per;
 }
