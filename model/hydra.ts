@@ -71,7 +71,7 @@ export class HydraTransformer {
   readonly trunkStates: GPUBuffer;
   readonly #kvTrunk: KvLayer[];
   readonly #kvHeads: KvLayer[][];
-  readonly #act: Record<"h" | "hHead" | "qkv" | "q" | "att" | "proj" | "ffn" | "gateUp" | "normed", GPUBuffer>;
+  readonly #act: Record<"h" | "hHead" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed", GPUBuffer>;
   readonly #rope: GPUBuffer;
   readonly #attnScratch: GPUBuffer | undefined;
   readonly #own: GPUBuffer[] = [];
@@ -115,8 +115,6 @@ export class HydraTransformer {
       att: buf("att", R * d * 4),
       proj: buf("proj", R * d * 4),
       ffn: buf("ffn", R * c.ffnHidden * 4),
-      // The prefill GEMM's gate/up product before SwiGLU (linear.ts); decode never uses it.
-      gateUp: buf("gate/up", (R > DECODE_MAX_ROWS ? R * 2 * c.ffnHidden : 1) * 4),
       normed: buf("normed", R * d * 4),
     };
     this.#rope = gpu.upload("rope table", ropeTable(this.maxPos, c.headDim, c.ropeTheta));
@@ -207,7 +205,7 @@ export class HydraTransformer {
           xRowOffset: rows - outRows,
           gated,
         }),
-        ...linear(this.gpu, {
+        linear(this.gpu, {
           ctl: this.ctl,
           weight: head.lmHead,
           x: this.#act.normed,
@@ -275,7 +273,7 @@ export class HydraTransformer {
         }),
       ];
     return [
-      ...linear(gpu, { ctl, weight: b.qkv, x, y: a.qkv, rows, k: d, n: 3 * d, gated }),
+      linear(gpu, { ctl, weight: b.qkv, x, y: a.qkv, rows, k: d, n: 3 * d, gated }),
       qkNormRope(gpu, {
         ctl,
         qkv: a.qkv,
@@ -292,7 +290,7 @@ export class HydraTransformer {
         gated,
       }),
       ...attention,
-      ...linear(gpu, { ctl, weight: b.o, x: a.att, y: a.proj, rows, k: d, n: d, gated }),
+      linear(gpu, { ctl, weight: b.o, x: a.att, y: a.proj, rows, k: d, n: d, gated }),
       rmsnorm(gpu, {
         ctl,
         x: a.proj,
@@ -304,19 +302,8 @@ export class HydraTransformer {
         residual: true,
         gated,
       }),
-      ...linear(gpu, {
-        ctl,
-        weight: b.gateUp,
-        x,
-        y: a.ffn,
-        scratch: a.gateUp,
-        rows,
-        k: d,
-        n: F,
-        epilogue: Epilogue.SWIGLU,
-        gated,
-      }),
-      ...linear(gpu, { ctl, weight: b.down, x: a.ffn, y: a.proj, rows, k: F, n: d, gated }),
+      linear(gpu, { ctl, weight: b.gateUp, x, y: a.ffn, rows, k: d, n: F, epilogue: Epilogue.SWIGLU, gated }),
+      linear(gpu, { ctl, weight: b.down, x: a.ffn, y: a.proj, rows, k: F, n: d, gated }),
       rmsnorm(gpu, {
         ctl,
         x: a.proj,

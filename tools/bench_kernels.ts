@@ -16,7 +16,6 @@ import { Epilogue, matvec } from "../kernels/matmul/matvec.ts";
 import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, gemmWorkgroupBytes } from "../kernels/matmul/gemm.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
-import { swiglu } from "../kernels/matmul/swiglu.ts";
 import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
 import { attentionPrefill } from "../kernels/attention/prefill.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
@@ -312,7 +311,7 @@ async function benchGemm(): Promise<void> {
     { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
     { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
     { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
-    // The prefill path for SwiGLU (linear.ts): a plain GEMM over the 2F gate/up rows, then the swiglu pass.
+    // The alternative to the SwiGLU epilogue: a plain GEMM over the 2F gate/up rows (+ an elementwise pass, ~8 us).
     { name: "7b gate_up plain", n: 22016, k: 4096, epi: Epilogue.PLAIN },
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
@@ -365,11 +364,6 @@ async function benchGemm(): Promise<void> {
     x.destroy();
     y.destroy();
     for (const w of weights) w.destroy();
-  }
-  {
-    const h = gpu.buffer("swiglu h", rows * 22016 * 4), y = gpu.buffer("swiglu y", rows * 11008 * 4);
-    const ms = await medianMs([swiglu(gpu, { ctl, h, y, rows, n: 11008 })], 1, 20);
-    report("swiglu", "7b [M x 11008]", rows, "pass", ms, rows * (22016 + 11008) * 4);
   }
   console.log(`one 7B layer's GEMMs at M=${rows} (qkv + gate_up + down + o), fastest first:`);
   const complete = [...totals].filter(([, t]) => t.shapes === shapes.length - 1).sort((a, b) => a[1].us - b[1].us);
