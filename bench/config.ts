@@ -459,7 +459,7 @@ function checkRelations(c: BenchConfig, origins: Record<keyof BenchConfig, Origi
  * Checks a complete config object (e.g. the `config` block of a results.json) and returns it typed; throws
  * UserError naming the first bad knob. `source` names the file in the message.
  */
-export function validateConfig(value: unknown, source = "config"): BenchConfig {
+export function validateBenchConfig(value: unknown, source = "config"): BenchConfig {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new UserError(`${source} must hold a JSON object of knobs; run the benchmark with --help to list them.`);
   }

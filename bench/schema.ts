@@ -6,7 +6,7 @@
  * GB/s (1e9 bytes per second). Metric names are those of design.md section 5.
  */
 
-import { type BenchConfig, CONFIGURATION_NAMES, type ConfigurationName, validateConfig } from "./config.ts";
+import { type BenchConfig, CONFIGURATION_NAMES, type ConfigurationName, validateBenchConfig } from "./config.ts";
 
 /** Version of this layout; bumped on any change a reader of an older file would trip over. */
 export const RESULTS_SCHEMA_VERSION = 1;
@@ -420,7 +420,7 @@ export function validateResults(json: unknown): string[] {
   }
   let config: BenchConfig | null = null;
   try {
-    config = validateConfig(o.config, "results.json config");
+    config = validateBenchConfig(o.config, "results.json config");
   } catch (e) {
     c.fail("config", (e as Error).message);
   }

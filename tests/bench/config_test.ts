@@ -10,7 +10,7 @@ import {
   loadConfig,
   poeGammas,
   poeKvLength,
-  validateConfig,
+  validateBenchConfig,
   wantsHelp,
 } from "../../bench/config.ts";
 import { UserError } from "../../kernels/runtime.ts";
@@ -151,11 +151,11 @@ Deno.test("--help lists every knob's flag with its default", () => {
   assert(!wantsHelp(["--size", "1b"]));
 });
 
-Deno.test("validateConfig accepts a complete config and rejects a missing or bad knob", () => {
-  assertEquals(validateConfig(structuredClone(DEFAULT_CONFIG)), DEFAULT_CONFIG as BenchConfig);
+Deno.test("validateBenchConfig accepts a complete config and rejects a missing or bad knob", () => {
+  assertEquals(validateBenchConfig(structuredClone(DEFAULT_CONFIG)), DEFAULT_CONFIG as BenchConfig);
   const { seed: _, ...noSeed } = DEFAULT_CONFIG;
-  assertThrows(() => validateConfig(noSeed, "results.json config"), UserError, 'lacks the knob "seed"');
-  assertThrows(() => validateConfig({ ...DEFAULT_CONFIG, poe_beta: 2 }), UserError, "poe_beta");
+  assertThrows(() => validateBenchConfig(noSeed, "results.json config"), UserError, 'lacks the knob "seed"');
+  assertThrows(() => validateBenchConfig({ ...DEFAULT_CONFIG, poe_beta: 2 }), UserError, "poe_beta");
 });
 
 Deno.test("derived lengths: decode positions, KV rows, PoE gammas", () => {
