@@ -363,6 +363,26 @@ export class Gpu {
   }
 }
 
+/** Recorded dispatch lists by key, each made once (the model's and decoders' load-time programs). */
+export class DispatchCache {
+  readonly #lists = new Map<string, Dispatch[]>();
+
+  /** The list recorded under `key`, made by `make` the first time. */
+  get(key: string, make: () => Dispatch[]): Dispatch[] {
+    let d = this.#lists.get(key);
+    if (!d) {
+      d = make();
+      this.#lists.set(key, d);
+    }
+    return d;
+  }
+
+  /** Forgets every list. */
+  clear(): void {
+    this.#lists.clear();
+  }
+}
+
 /** Replays recorded dispatches into a compute pass. */
 export function encodeDispatches(pass: GPUComputePassEncoder, dispatches: readonly Dispatch[]): void {
   for (const d of dispatches) {

@@ -14,7 +14,7 @@ import { ControlOp, controlStep } from "../kernels/control/step.ts";
 import { argmax } from "../kernels/logits/argmax.ts";
 import { combineJury, combineMean } from "../kernels/logits/combine.ts";
 import { logSoftmaxScratchBytes } from "../kernels/logits/log_softmax.ts";
-import { type Dispatch, encodeDispatches, type Gpu, UserError } from "../kernels/runtime.ts";
+import { type Dispatch, DispatchCache, encodeDispatches, type Gpu, UserError } from "../kernels/runtime.ts";
 import type { HydraTransformer } from "./hydra.ts";
 
 /** Which distribution a step's token is picked from. */
@@ -49,7 +49,7 @@ export class Decoder {
   /** Combined logits of a pick (mean, or jury log-probs), f32 [maxLogitRows, paddedVocab]. */
   readonly combined: GPUBuffer;
   readonly #partials: GPUBuffer;
-  readonly #cache = new Map<string, Dispatch[]>();
+  readonly #cache = new DispatchCache();
   #promptLength = 0;
 
   constructor(readonly model: HydraTransformer) {
@@ -142,7 +142,7 @@ export class Decoder {
   /** Prefill of the prompt (rows from POS = 0), the pick of the first new token, and AFTER_PREFILL. */
   prefill(mode: PickMode, heads: readonly number[] = headsFor(this.model, mode)): Dispatch[] {
     const P = this.#promptLength;
-    return this.#cached(`prefill ${P} ${mode} ${heads}`, () => [
+    return this.#cache.get(`prefill ${P} ${mode} ${heads}`, () => [
       ...this.model.forward(P, { heads, lastTokenOnly: true }),
       ...this.pick(mode, 1, P - 1),
       controlStep(this.gpu, { ctl: this.model.ctl, op: ControlOp.AFTER_PREFILL, rows: P }),
@@ -151,7 +151,7 @@ export class Decoder {
 
   /** One greedy decode step at POS = LEN: forward one row, pick, ADVANCE. */
   step(mode: PickMode): Dispatch[] {
-    return this.#cached(`step ${mode}`, () => {
+    return this.#cache.get(`step ${mode}`, () => {
       const heads = headsFor(this.model, mode);
       return [
         ...this.model.forward(1, { heads, lastTokenOnly: true }),
@@ -222,15 +222,6 @@ export class Decoder {
     const pass = encoder.beginComputePass();
     encodeDispatches(pass, dispatches);
     pass.end();
-  }
-
-  #cached(key: string, make: () => Dispatch[]): Dispatch[] {
-    let d = this.#cache.get(key);
-    if (!d) {
-      d = make();
-      this.#cache.set(key, d);
-    }
-    return d;
   }
 
   /** Frees the decoder's buffers (not the model's). */

@@ -23,7 +23,7 @@ import { linear } from "../kernels/matmul/linear.ts";
 import { Epilogue } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
-import { type BufferSlice, type Dispatch, type Gpu, UserError } from "../kernels/runtime.ts";
+import { type BufferSlice, type Dispatch, DispatchCache, type Gpu, UserError } from "../kernels/runtime.ts";
 import type { ModelConfig } from "./config.ts";
 import { type BlockWeights, destroyWeights, type HydraWeights, weightsBytes } from "./weights.ts";
 
@@ -75,7 +75,7 @@ export class HydraTransformer {
   readonly #rope: GPUBuffer;
   readonly #attnScratch: GPUBuffer | undefined;
   readonly #own: GPUBuffer[] = [];
-  readonly #cache = new Map<string, Dispatch[]>();
+  readonly #cache = new DispatchCache();
 
   constructor(readonly gpu: Gpu, readonly weights: HydraWeights, shape: HydraShape) {
     const c = weights.config;
@@ -153,7 +153,7 @@ export class HydraTransformer {
 
   /** The trunk over `rows` positions from ctl[POS]: embedding then the trunk blocks; its output is in `h`. */
   trunk(rows: number, gated = false): Dispatch[] {
-    return this.#cached(`trunk ${rows} ${gated}`, () => {
+    return this.#cache.get(`trunk ${rows} ${gated}`, () => {
       const c = this.config;
       return [
         embedding(this.gpu, {
@@ -182,7 +182,7 @@ export class HydraTransformer {
     o: { lastTokenOnly: boolean; input?: "h" | "trunkStates"; gated?: boolean; slot?: number },
   ): Dispatch[] {
     const input = o.input ?? "h", gated = o.gated ?? false, slot = o.slot ?? h;
-    return this.#cached(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slot}`, () => {
+    return this.#cache.get(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slot}`, () => {
       const c = this.config, d = c.dModel;
       const head = this.weights.heads[h];
       const src = input === "h" ? this.#act.h : this.trunkStates;
@@ -230,7 +230,7 @@ export class HydraTransformer {
   /** Copies the trunk output row 0 (`h`) into row `i` of `trunkStates` (a draft step's state, for verification). */
   saveTrunkState(i: number, gated = false): Dispatch {
     const d = this.config.dModel;
-    return this.#cached(`save ${i} ${gated}`, () => [
+    return this.#cache.get(`save ${i} ${gated}`, () => [
       copyVec4(this.gpu, {
         ctl: this.ctl,
         src: this.#act.h,
@@ -316,15 +316,6 @@ export class HydraTransformer {
         gated,
       }),
     ];
-  }
-
-  #cached(key: string, make: () => Dispatch[]): Dispatch[] {
-    let d = this.#cache.get(key);
-    if (!d) {
-      d = make();
-      this.#cache.set(key, d);
-    }
-    return d;
   }
 
   /** Frees the KV caches, activations and (unless `keepWeights`) the weights. */

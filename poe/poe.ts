@@ -19,7 +19,7 @@ import { CTL } from "../kernels/control/ctl.ts";
 import { poeAccept } from "../kernels/control/poe_accept.ts";
 import { ControlOp, controlStep } from "../kernels/control/step.ts";
 import { argmax } from "../kernels/logits/argmax.ts";
-import { type Dispatch, encodeDispatches, type Gpu, UserError } from "../kernels/runtime.ts";
+import { type Dispatch, DispatchCache, encodeDispatches, type Gpu, UserError } from "../kernels/runtime.ts";
 import { Decoder } from "../model/generate.ts";
 import type { HydraTransformer } from "../model/hydra.ts";
 import { applyChatTemplate, type CheckpointChatConfig } from "./chat_template.ts";
@@ -66,7 +66,7 @@ export class PoE {
   /** Verifier heads, in the order of their logits slots 1..N-1. */
   readonly verifiers: number[];
   readonly #round: Dispatch[];
-  readonly #prefill = new Map<number, Dispatch[]>();
+  readonly #prefill = new DispatchCache();
 
   constructor(
     readonly model: HydraTransformer,
@@ -141,19 +141,14 @@ export class PoE {
 
   /** Prefill of P prompt tokens: trunk + every head (last token only), the jury's pick, AFTER_PREFILL. */
   #prefillDispatches(P: number): Dispatch[] {
-    let d = this.#prefill.get(P);
-    if (!d) {
-      const m = this.model;
-      d = [
-        ...m.trunk(P),
-        ...m.head(this.draftHead, P, { lastTokenOnly: true, slot: 0 }),
-        ...this.verifiers.flatMap((h, s) => m.head(h, P, { lastTokenOnly: true, slot: s + 1 })),
-        ...this.decoder.pick("jury", 1, P - 1, { heads: this.verifiers.map((_, s) => s + 1) }),
-        controlStep(this.gpu, { ctl: m.ctl, op: ControlOp.AFTER_PREFILL, rows: P }),
-      ];
-      this.#prefill.set(P, d);
-    }
-    return d;
+    const m = this.model;
+    return this.#prefill.get(`${P}`, () => [
+      ...m.trunk(P),
+      ...m.head(this.draftHead, P, { lastTokenOnly: true, slot: 0 }),
+      ...this.verifiers.flatMap((h, s) => m.head(h, P, { lastTokenOnly: true, slot: s + 1 })),
+      ...this.decoder.pick("jury", 1, P - 1, { heads: this.verifiers.map((_, s) => s + 1) }),
+      controlStep(this.gpu, { ctl: m.ctl, op: ControlOp.AFTER_PREFILL, rows: P }),
+    ]);
   }
 
   /** The prompt ids of `promptText` after the chat template (needs the tokenizer). */

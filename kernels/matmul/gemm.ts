@@ -20,8 +20,8 @@
  * hides behind the arithmetic; "double" adds a second staging buffer so one barrier per k tile suffices.
  */
 
-import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { Epilogue, matvecReference } from "./matvec.ts";
+import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { Epilogue, matvecReference, type ProductArgs } from "./matvec.ts";
 
 /** Largest register block (outputs per thread along M, and along N) the generator accepts. */
 export const GEMM_MAX_BLOCK = 8;
@@ -77,21 +77,8 @@ export interface GemmKernelSpec extends GemmTiles {
   epilogue?: number;
 }
 
-/** Arguments of one GEMM dispatch (MatvecArgs' fields, with tile knobs in place of the matvec's). */
-export interface GemmArgs extends GemmTiles {
-  ctl: GPUBuffer;
-  /** bf16 weight [N, K] (or [2N, K] for SWIGLU), packed. */
-  weight: GPUBuffer | BufferSlice;
-  /** f32 input [rows, K]. */
-  x: GPUBuffer | BufferSlice;
-  /** f32 output [rows, N]. */
-  y: GPUBuffer | BufferSlice;
-  rows: number;
-  k: number;
-  n: number;
-  epilogue?: number;
-  gated?: boolean;
-}
+/** Arguments of one GEMM dispatch: the product, with tile knobs in place of the matvec's. */
+export interface GemmArgs extends ProductArgs, GemmTiles {}
 
 const PIPELINE_COMMENT: Record<GemmPipeline, string> = {
   serial: "read a k tile into registers, stage it, compute on it.",

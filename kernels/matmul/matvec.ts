@@ -150,8 +150,8 @@ ${
   };
 }
 
-/** Arguments of one matvec dispatch. */
-export interface MatvecArgs {
+/** The product y = x W^T that the matvec and the GEMM both compute. */
+export interface ProductArgs {
   ctl: GPUBuffer;
   /** bf16 weight [N, K] (or [2N, K] for SWIGLU), packed. */
   weight: GPUBuffer | BufferSlice;
@@ -164,6 +164,10 @@ export interface MatvecArgs {
   n: number;
   epilogue?: number;
   gated?: boolean;
+}
+
+/** Arguments of one matvec dispatch. */
+export interface MatvecArgs extends ProductArgs {
   /** Tuning knobs (defaults are the measured best on the reference GPU; see docs/PERF.md). Row groups per workgroup. */
   rowsPerWorkgroup?: number;
   /** Threads per workgroup. */
