@@ -48,19 +48,11 @@ export function poeGammaResult(gamma: number, stats: TimedStats, calls: readonly
   const n = calls.length;
   const avgAccepted = (output - resampled) / n;
   const avgOutput = output / n;
-  const s = pickStats(stats);
+  const { n: nCalls, ...s } = pickStats(stats);
   return {
     gamma,
-    median_ms: s.median_ms,
-    mean_ms: s.mean_ms,
-    p10_ms: s.p10_ms,
-    p90_ms: s.p90_ms,
-    min_ms: s.min_ms,
-    max_ms: s.max_ms,
-    raw_ms: s.raw_ms,
-    filtered_ms: s.filtered_ms,
-    n_calls: s.n,
-    clock: s.clock,
+    ...s,
+    n_calls: nCalls,
     avg_accepted_tokens_per_call: avgAccepted,
     avg_output_tokens_per_call: avgOutput,
     avg_rounds_per_call: rounds / n,

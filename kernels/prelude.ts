@@ -20,7 +20,28 @@ fn gated_off() -> bool { return GATED && ctl[CTL_ACTIVE] == 0u; }
 fn bf16_lo(w: u32) -> f32 { return bitcast<f32>(w << 16u); }
 fn bf16_hi(w: u32) -> f32 { return bitcast<f32>(w & 0xffff0000u); }
 fn bf16x2(w: u32) -> vec2<f32> { return vec2<f32>(bf16_lo(w), bf16_hi(w)); }
+// Chris Wellons' lowbias32: a bijective 32-bit integer hash with low bias (random weights, draft sampling).
+fn lowbias32(v: u32) -> u32 {
+  var x = v;
+  x ^= x >> 16u;
+  x *= 0x7feb352du;
+  x ^= x >> 15u;
+  x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
 // The flat index of a workgroup in a grid made by Gpu.grid().
 fn flat_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }
 // ---- kernel ----
 `;
+
+/** The prelude's `lowbias32` on the CPU, bit-exact (u32 values held in numbers). */
+export function lowbias32(v: number): number {
+  let x = v >>> 0;
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d);
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b);
+  x ^= x >>> 16;
+  return x >>> 0;
+}

@@ -92,6 +92,18 @@ async function medianMs(ds: Dispatch[], per: number, reps = 10): Promise<number>
   return ms[Math.floor(ms.length / 2)] / per;
 }
 
+/**
+ * Enough random weight matrices of shape `s` (>= 256 MiB in all, cycled) that no timing reads from the L2 cache;
+ * matrix i is filled with seed 17 + i. NW = 2N for SwiGLU (gate and up rows).
+ */
+function weightPool(s: { name: string; n: number; k: number; epi: number }) {
+  const nw = s.epi === Epilogue.SWIGLU ? 2 * s.n : s.n;
+  const bytes = nw * s.k * 2;
+  const pool = Math.max(1, Math.ceil((256 << 20) / bytes));
+  const weights = Array.from({ length: pool }, (_, i) => randomWeights(gpu, `${s.name} ${i}`, (nw * s.k) / 2, 17 + i));
+  return { nw, bytes, pool, weights };
+}
+
 function report(kernel: string, shape: string, rows: number, variant: string, ms: number, bytes: number): void {
   const gbps = bytes / ms / 1e6;
   results.push({ kernel, shape, rows, variant, us: ms * 1000, gbps, frac_of_copy: gbps / bw.kernel_copy_gbps });
@@ -126,13 +138,7 @@ async function benchMatvec(): Promise<void> {
     [4, 8, 256],
   ];
   for (const s of shapes) {
-    const nw = s.epi === Epilogue.SWIGLU ? 2 * s.n : s.n;
-    const bytes = nw * s.k * 2;
-    const pool = Math.max(1, Math.ceil((256 << 20) / bytes));
-    const weights = Array.from(
-      { length: pool },
-      (_, i) => randomWeights(gpu, `${s.name} ${i}`, (nw * s.k) / 2, 17 + i),
-    );
+    const { nw, bytes, pool, weights } = weightPool(s);
     for (const rows of [1, 4]) {
       const x = gpu.upload("x", Float32Array.from({ length: rows * s.k }, (_, i) => Math.sin(i) * 0.5));
       const ys = weights.map(() => gpu.buffer("y", rows * s.n * 4));
@@ -316,13 +322,7 @@ async function benchGemm(): Promise<void> {
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
   for (const s of shapes) {
-    const nw = s.epi === Epilogue.SWIGLU ? 2 * s.n : s.n;
-    const bytes = nw * s.k * 2;
-    const pool = Math.max(1, Math.ceil((256 << 20) / bytes));
-    const weights = Array.from(
-      { length: pool },
-      (_, i) => randomWeights(gpu, `${s.name} ${i}`, (nw * s.k) / 2, 17 + i),
-    );
+    const { nw, bytes, pool, weights } = weightPool(s);
     const xs = inputRows(rows, s.k);
     const x = gpu.upload("x", xs);
     const y = gpu.buffer("y", rows * s.n * 4);

@@ -19,6 +19,7 @@
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { lowbias32 } from "../prelude.ts";
 
 /** The WGSL kernel. */
 export const argmaxKernel: Kernel = {
@@ -48,22 +49,11 @@ const NONE: u32 = 0xffffffffu;
 var<workgroup> red_v: array<f32, WG>;
 var<workgroup> red_i: array<u32, WG>;
 
-// lowbias32 (C. Wellons): a bijective 32-bit integer hash with good avalanche.
-fn hash_u32(x0: u32) -> u32 {
-  var x = x0;
-  x ^= x >> 16u;
-  x *= 0x7feb352du;
-  x ^= x >> 15u;
-  x *= 0x846ca68bu;
-  x ^= x >> 16u;
-  return x;
-}
-
 // Gumbel(0, 1) noise of token id under a row key: u uniform on the 2^23 bin centres of (0, 1) (exact in f32),
 // E = -log(u) ~ Exp(1), g = -log(E). Near u = 1, E = -log1p(-r) with r = 1 - u is a short series, since log(u) there
 // has an absolute (not relative) error of 2^-21 in WGSL and E is tiny exactly where g is large.
 fn gumbel(key: u32, id: u32) -> f32 {
-  let k = hash_u32(key ^ (id * 0x9e3779b9u)) >> 9u;
+  let k = lowbias32(key ^ (id * 0x9e3779b9u)) >> 9u;
   let u = (f32(k) + 0.5) * (1.0 / 8388608.0);
   let r = (f32(8388607u - k) + 0.5) * (1.0 / 8388608.0);
   var e = -log(u);
@@ -84,7 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (m >= M) { return; }
   let rb = m * VP;
   let pos = ctl[CTL_POS] + ROW_POS_OFFSET + m;
-  let key = hash_u32(hash_u32(SEED) + pos);
+  let key = lowbias32(lowbias32(SEED) + pos);
   let sample = INV_TEMPERATURE > 0.0;
   var bv = 0.0;
   var bi = NONE;
@@ -189,18 +179,9 @@ export function argmax(gpu: Gpu, a: ArgmaxArgs, kernel: Kernel = argmaxKernel): 
   );
 }
 
-/** lowbias32, bit-exact with the kernel's `hash_u32`. */
-export function samplingHash(x: number): number {
-  x = (x ^ (x >>> 16)) >>> 0;
-  x = Math.imul(x, 0x7feb352d);
-  x = (x ^ (x >>> 15)) >>> 0;
-  x = Math.imul(x, 0x846ca68b);
-  return (x ^ (x >>> 16)) >>> 0;
-}
-
 /** The kernel's per-row sampling key for `seed` and the row's absolute position. */
 export function samplingKey(seed: number, pos: number): number {
-  return samplingHash((samplingHash(seed >>> 0) + pos) >>> 0);
+  return lowbias32((lowbias32(seed >>> 0) + pos) >>> 0);
 }
 
 /**
@@ -208,7 +189,7 @@ export function samplingKey(seed: number, pos: number): number {
  * kernel; only the two logarithms differ (WGSL's f32 log vs f64), by < 1e-5 absolute (see the kernel's comment).
  */
 export function gumbelNoise(key: number, id: number): number {
-  const k = samplingHash((key ^ Math.imul(id, 0x9e3779b9)) >>> 0) >>> 9;
+  const k = lowbias32((key ^ Math.imul(id, 0x9e3779b9)) >>> 0) >>> 9;
   const r = (8388607 - k + 0.5) / 8388608;
   return -Math.log(-Math.log1p(-r));
 }

@@ -27,6 +27,7 @@
 
 import { f32ToBf16Bits } from "../bf16.ts";
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { lowbias32 } from "../prelude.ts";
 import { BF16_ROUND_WGSL } from "./bf16_round.ts";
 
 /** The WGSL kernel. */
@@ -54,16 +55,6 @@ const P_MEAN: u32 = 7u;
 @group(0) @binding(1) var<storage, read> params: array<u32, 8>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 ${BF16_ROUND_WGSL}
-// Chris Wellons' lowbias32: a bijective 32-bit integer hash with low bias.
-fn lowbias32(v: u32) -> u32 {
-  var x = v;
-  x ^= x >> 16u;
-  x *= 0x7feb352du;
-  x ^= x >> 15u;
-  x *= 0x846ca68bu;
-  x ^= x >> 16u;
-  return x;
-}
 
 // Element i of the tensor: Irwin-Hall(4) from four 12-bit uniforms (see the module comment); exact up to one rounding.
 fn value(i: u32) -> f32 {
@@ -202,17 +193,6 @@ const u32Bits = new Uint32Array(f32Bits.buffer);
 function bitsOf(x: number): number {
   f32Bits[0] = x;
   return u32Bits[0];
-}
-
-/** Chris Wellons' lowbias32 (the kernel's hash), on u32 values held in numbers. */
-function lowbias32(v: number): number {
-  let x = v >>> 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
 }
 
 /** The four hash keys of a seed. */
