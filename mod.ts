@@ -30,6 +30,7 @@ export * from "./model/safetensors.ts";
 export * from "./model/checkpoint.ts";
 export * from "./model/lora.ts";
 export * from "./model/weights.ts";
+export * from "./model/ensemble.ts";
 export * from "./model/hydra.ts";
 export * from "./model/generate.ts";
 export * from "./poe/tokenizer.ts";

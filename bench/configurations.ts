@@ -11,19 +11,11 @@
 import { PassTimer } from "../kernels/timing.ts";
 import { type Dispatch, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
 import { CTL } from "../kernels/control/ctl.ts";
-import { Checkpoint } from "../model/checkpoint.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
 import { HydraTransformer } from "../model/hydra.ts";
-import { loadLoraAdapter } from "../model/lora.ts";
-import {
-  allocateWeights,
-  blockBytes,
-  destroyWeights,
-  fillRandomWeights,
-  fillSyntheticEnsemble,
-  loadCheckpointWeights,
-} from "../model/weights.ts";
+import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
+import { blockBytes, destroyWeights } from "../model/weights.ts";
 import { PoE, type PoeCallResult } from "../poe/poe.ts";
 import { benchmark, type BenchmarkOptions } from "./harness.ts";
 import { decodePosition, pickStats, type PoeCallCounts, poeGammaResult } from "./metrics.ts";
@@ -36,26 +28,13 @@ export type Budgets = Pick<BenchmarkOptions, "warmupMs" | "repMs">;
 export type Progress = (message: string) => void;
 
 /** Vanilla OLMo-2 with random weights generated on the GPU: one head of depth 0 on a trunk of every layer. */
-export async function buildBaselineModel(
+export function buildBaselineModel(
   gpu: Gpu,
   config: ModelConfig,
   o: { maxPos: number; maxRows: number; seed: number },
 ): Promise<HydraTransformer> {
-  const w = allocateWeights(gpu, config, 1, 0);
-  try {
-    await fillRandomWeights(gpu, w, o.seed);
-    return new HydraTransformer(gpu, w, { maxPos: o.maxPos, maxRows: o.maxRows });
-  } catch (e) {
-    destroyWeights(w);
-    throw e;
-  }
+  return buildHydraModel(gpu, config, { ...o, nHeads: 1, headsDepth: 0, weights: { kind: "random", seed: o.seed } });
 }
-
-/** Where a Hydra's weights come from. */
-export type HydraWeightsSpec =
-  | { kind: "random"; seed: number }
-  | { kind: "synthetic"; seed: number }
-  | { kind: "checkpoint"; base: string; heads: string[][] };
 
 /** A HydraTransformer of `nHeads` heads of `headsDepth` blocks, with random, synthetic-ensemble or real weights. */
 export async function buildHydraModel(
@@ -67,36 +46,20 @@ export async function buildHydraModel(
     maxPos: number;
     maxRows: number;
     maxLogitRows?: number;
-    weights: HydraWeightsSpec;
+    weights: EnsembleWeights;
   },
   progress?: Progress,
 ): Promise<HydraTransformer> {
-  let ckpt: Checkpoint | null = null;
-  if (o.weights.kind === "checkpoint") {
-    ckpt = await Checkpoint.open(o.weights.base);
-    config = ckpt.config;
-  }
-  const w = allocateWeights(gpu, config, o.nHeads, o.headsDepth);
+  const w = await loadEnsemble(
+    gpu,
+    { config, nHeads: o.nHeads, headsDepth: o.headsDepth, weights: o.weights },
+    progress,
+  );
   try {
-    if (o.weights.kind === "random") await fillRandomWeights(gpu, w, o.weights.seed);
-    else if (o.weights.kind === "synthetic") await fillSyntheticEnsemble(gpu, w, { seed: o.weights.seed });
-    else {
-      const adapters = [];
-      for (const list of o.weights.heads) {
-        const loaded = [];
-        for (const dir of list) loaded.push(await loadLoraAdapter(dir, config));
-        adapters.push(loaded);
-      }
-      await loadCheckpointWeights(gpu, w, ckpt!, adapters, (done, total) => {
-        if (done % 50 === 0 || done === total) progress?.(`loaded ${done}/${total} tensors`);
-      });
-    }
     return new HydraTransformer(gpu, w, { maxPos: o.maxPos, maxRows: o.maxRows, maxLogitRows: o.maxLogitRows });
   } catch (e) {
     destroyWeights(w);
     throw e;
-  } finally {
-    ckpt?.close();
   }
 }
 

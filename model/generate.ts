@@ -143,7 +143,7 @@ export class Decoder {
   prefill(mode: PickMode, heads: readonly number[] = headsFor(this.model, mode)): Dispatch[] {
     const P = this.#promptLength;
     return this.#cache.get(`prefill ${P} ${mode} ${heads}`, () => [
-      ...this.model.forward(P, { heads, lastTokenOnly: true }),
+      ...this.model.residualForward(P, { heads, lastTokenOnly: true }),
       ...this.pick(mode, 1, P - 1),
       controlStep(this.gpu, { ctl: this.model.ctl, op: ControlOp.AFTER_PREFILL, rows: P }),
     ]);
@@ -154,7 +154,7 @@ export class Decoder {
     return this.#cache.get(`step ${mode}`, () => {
       const heads = headsFor(this.model, mode);
       return [
-        ...this.model.forward(1, { heads, lastTokenOnly: true }),
+        ...this.model.residualForward(1, { heads, lastTokenOnly: true }),
         ...this.pick(mode, 1, 0),
         controlStep(this.gpu, { ctl: this.model.ctl, op: ControlOp.ADVANCE }),
       ];

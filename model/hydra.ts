@@ -220,7 +220,7 @@ export class HydraTransformer {
   }
 
   /** `residual_forward`: the trunk once, then each of `o.heads`, over `rows` positions from ctl[POS]. */
-  forward(rows: number, o: ForwardOptions): Dispatch[] {
+  residualForward(rows: number, o: ForwardOptions): Dispatch[] {
     return [
       ...this.trunk(rows, o.gated),
       ...o.heads.flatMap((h) => this.head(h, rows, { lastTokenOnly: o.lastTokenOnly, gated: o.gated })),

@@ -322,7 +322,7 @@ async function benchGemm(): Promise<void> {
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
   for (const s of shapes) {
-    const { nw, bytes, pool, weights } = weightPool(s);
+    const { nw, pool, weights } = weightPool(s);
     const xs = inputRows(rows, s.k);
     const x = gpu.upload("x", xs);
     const y = gpu.buffer("y", rows * s.n * 4);

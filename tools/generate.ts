@@ -16,14 +16,8 @@ import { Checkpoint } from "../model/checkpoint.ts";
 import { type ModelConfig, PRESETS } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
 import { HydraTransformer } from "../model/hydra.ts";
-import { loadLoraAdapter, type LoraAdapter } from "../model/lora.ts";
-import {
-  allocateWeights,
-  destroyWeights,
-  fillRandomWeights,
-  fillSyntheticEnsemble,
-  loadCheckpointWeights,
-} from "../model/weights.ts";
+import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
+import { destroyWeights } from "../model/weights.ts";
 import { applyChatTemplate, loadChatTemplateConfig } from "../poe/chat_template.ts";
 import { PoE } from "../poe/poe.ts";
 import { loadTokenizer, type Tokenizer } from "../poe/tokenizer.ts";
@@ -105,10 +99,10 @@ export async function main(argv: string[]): Promise<number> {
   if ((a.ids === undefined) === (a.prompt === undefined)) fail("Give exactly one of --ids 1,2,3 or --prompt TEXT.");
 
   let config: ModelConfig;
-  let ckpt: Checkpoint | null = null;
   if (a.weights) {
-    ckpt = await Checkpoint.open(String(a.weights));
+    const ckpt = await Checkpoint.open(String(a.weights)); // headers only: the config, and early errors
     config = ckpt.config;
+    ckpt.close();
   } else {
     const size = String(a.size);
     if (!(size in PRESETS)) fail(`--size must be tiny, 1b or 7b, not "${size}".`);
@@ -146,29 +140,25 @@ export async function main(argv: string[]): Promise<number> {
   const tooBig = ids.find((t) => t >= config.vocabSize);
   if (tooBig !== undefined) fail(`Token id ${tooBig} is outside the model's vocabulary of ${config.vocabSize}.`);
 
-  // Weights.
+  // Weights: --adapter into every head, then each --head-adapter into its head.
   const gpu = await getGpu();
   const gamma = int(raw.gamma ?? 4, "gamma", 1);
-  const w = allocateWeights(gpu, config, nHeads, depth);
+  for (const { head, dir } of headAdapters) {
+    if (head >= nHeads) fail(`--head-adapter ${head}=${dir}: there are only ${nHeads} heads (0..${nHeads - 1}).`);
+  }
+  const weights: EnsembleWeights = a.weights
+    ? {
+      kind: "checkpoint",
+      base: String(a.weights),
+      heads: Array.from(
+        { length: nHeads },
+        (_, h) => [...adapters, ...headAdapters.filter((x) => x.head === h).map((x) => x.dir)],
+      ),
+    }
+    : { kind: a.synthetic ? "synthetic" : "random", seed };
+  const w = await loadEnsemble(gpu, { config, nHeads, headsDepth: depth, weights });
   let model: HydraTransformer;
   try {
-    if (ckpt) {
-      const perHead: LoraAdapter[][] = Array.from({ length: nHeads }, () => []);
-      for (const dir of adapters) {
-        const ad = await loadLoraAdapter(dir, config);
-        for (const l of perHead) l.push(ad);
-      }
-      for (const { head, dir } of headAdapters) {
-        if (head >= nHeads) fail(`--head-adapter ${head}=${dir}: there are only ${nHeads} heads (0..${nHeads - 1}).`);
-        perHead[head].push(await loadLoraAdapter(dir, config));
-      }
-      await loadCheckpointWeights(gpu, w, ckpt, perHead);
-      ckpt.close();
-    } else if (a.synthetic) {
-      await fillSyntheticEnsemble(gpu, w, { seed });
-    } else {
-      await fillRandomWeights(gpu, w, seed);
-    }
     model = new HydraTransformer(gpu, w, {
       maxPos: ids.length + maxNew + gamma,
       maxRows: ids.length,

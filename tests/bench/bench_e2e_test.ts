@@ -34,10 +34,14 @@ const FLAGS = [
   "5",
 ];
 
-async function bench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function bench(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "bench/main.ts", ...args],
     cwd: ROOT,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -108,5 +112,14 @@ Deno.test("deno task bench: an unknown flag or a bad value exits with 2 and one 
     if (r.code !== 2 || !msg.startsWith("error: ") || msg.split("\n").length !== 1 || msg.includes("    at ")) {
       throw new Error(`${args.join(" ")}: exit ${r.code}, stderr ${JSON.stringify(r.stderr.slice(0, 400))}`);
     }
+  }
+});
+
+Deno.test("deno task bench without any WebGPU adapter says what to install and exits with 2", async () => {
+  // Linux has no DirectX 12: forcing that backend leaves wgpu with no adapter, as on a machine without any driver.
+  if (Deno.build.os !== "linux") return;
+  const r = await bench(["--size", "tiny"], { DENO_WEBGPU_BACKEND: "dx12" });
+  if (r.code !== 2 || !/No WebGPU adapter was found: install .*mesa-vulkan-drivers/.test(r.stderr)) {
+    throw new Error(`exit ${r.code}, stderr ${JSON.stringify(r.stderr.slice(0, 400))}`);
   }
 });
