@@ -56,7 +56,10 @@ export async function buildHydraModel(
     progress,
   );
   try {
-    return new HydraTransformer(gpu, w, { maxPos: o.maxPos, maxRows: o.maxRows, maxLogitRows: o.maxLogitRows });
+    return await gpu.scoped(
+      `allocating KV caches of ${o.maxPos} positions`,
+      () => new HydraTransformer(gpu, w, { maxPos: o.maxPos, maxRows: o.maxRows, maxLogitRows: o.maxLogitRows }),
+    );
   } catch (e) {
     destroyWeights(w);
     throw e;

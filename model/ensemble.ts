@@ -43,7 +43,10 @@ export async function loadEnsemble(
     ckpt = await Checkpoint.open(spec.weights.base);
     config = ckpt.config;
   }
-  const w = allocateWeights(gpu, config, spec.nHeads, spec.headsDepth);
+  const w = await gpu.scoped(
+    `allocating the weights of ${spec.nHeads} head(s) of ${spec.headsDepth} blocks on the ${config.name} model`,
+    () => allocateWeights(gpu, config, spec.nHeads, spec.headsDepth),
+  );
   try {
     if (spec.weights.kind === "random") await fillRandomWeights(gpu, w, spec.weights.seed);
     else if (spec.weights.kind === "synthetic") await fillSyntheticEnsemble(gpu, w, { seed: spec.weights.seed });
