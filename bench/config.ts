@@ -11,6 +11,7 @@
  */
 
 import { dirname, resolve } from "@std/path";
+import { isDirectory } from "../poe/files.ts";
 import { UserError } from "../kernels/runtime.ts";
 import { MAX_GAMMA } from "../kernels/control/ctl.ts";
 
@@ -551,13 +552,7 @@ async function checkWeightPaths(c: BenchConfig, where: string): Promise<void> {
   if (!c.weights) return;
   const dirs = [c.weights.base, ...c.weights.heads.flat()];
   for (const dir of dirs) {
-    let isDir = false;
-    try {
-      isDir = (await Deno.stat(dir)).isDirectory;
-    } catch {
-      isDir = false;
-    }
-    if (!isDir) {
+    if (!(await isDirectory(dir))) {
       throw new UserError(`${where} names the directory ${dir}, which does not exist; fix the path.`);
     }
   }

@@ -10,6 +10,7 @@
  */
 
 import { Chart, type ChartConfiguration, type ChartDataset, type ChartItem, registerables } from "chart.js";
+import { isDirectory } from "../poe/files.ts";
 import { type Canvas, createCanvas, GlobalFonts, type SKRSContext2D } from "@napi-rs/canvas";
 import { join } from "@std/path";
 import { UserError } from "../kernels/runtime.ts";
@@ -552,13 +553,7 @@ export async function renderGraph(doc: ResultsDocument): Promise<Uint8Array> {
  * rename). Returns the PNG's path. Throws UserError for a missing folder or file, invalid JSON or a schema mismatch.
  */
 export async function writeGraph(dir: string): Promise<string> {
-  let isDir = false;
-  try {
-    isDir = (await Deno.stat(dir)).isDirectory;
-  } catch {
-    isDir = false;
-  }
-  if (!isDir) {
+  if (!(await isDirectory(dir))) {
     throw new UserError(`The run folder ${dir} does not exist; pass a folder such as results/2025-01-31_run01.`);
   }
   const path = join(dir, RESULTS_FILE);

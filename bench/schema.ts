@@ -60,21 +60,14 @@ export interface DecodeResult {
   positions: DecodePosition[];
 }
 
-/** PoE at one gamma: whole `generate_with_cache` calls (design.md section 5). */
-export interface PoeGammaResult {
+/**
+ * PoE at one gamma: whole `generate_with_cache` calls (design.md section 5). The stats are over call times; the
+ * count of timed calls is named `n_calls` (= raw_ms.length) instead of `n`.
+ */
+export interface PoeGammaResult extends Omit<TimedStats, "n"> {
   gamma: number;
-  /** Median call time (filtered samples), ms. */
-  median_ms: number;
-  mean_ms: number;
-  p10_ms: number;
-  p90_ms: number;
-  min_ms: number;
-  max_ms: number;
-  raw_ms: number[];
-  filtered_ms: number[];
   /** Timed calls (= raw_ms.length). */
   n_calls: number;
-  clock: Clock;
   /** Mean over calls of output tokens minus resampled tokens. */
   avg_accepted_tokens_per_call: number;
   /** Mean over calls of output tokens (poe_max_new_tokens for a benchmark call: EOS does not stop it). */

@@ -27,6 +27,15 @@ export async function pathExists(path: string): Promise<boolean> {
   }
 }
 
+/** Whether `path` is an existing directory (false when it is missing, a file, or unreadable). */
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
 /** Reads and parses a JSON file; errors name the file. */
 export async function readJsonFile(path: string): Promise<unknown> {
   let text: string;

@@ -9,6 +9,7 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
+import { isDirectory } from "../poe/files.ts";
 import { join } from "@std/path";
 import { dolma2Tokenizer, loadTokenizerFile, type Tokenizer } from "../poe/tokenizer.ts";
 
@@ -63,8 +64,7 @@ export function parseTokenizeArgs(args: readonly string[]): TokenizeRequest | "h
  */
 async function requestedTokenizer(path: string | undefined): Promise<Tokenizer> {
   if (path === undefined) return dolma2Tokenizer();
-  const isDirectory = await Deno.stat(path).then((info) => info.isDirectory, () => false);
-  return await loadTokenizerFile(isDirectory ? join(path, "tokenizer.json") : path);
+  return await loadTokenizerFile((await isDirectory(path)) ? join(path, "tokenizer.json") : path);
 }
 
 /** Runs the command; returns the exit code. `print` gets stdout lines, `report` stderr lines. */
