@@ -4,6 +4,7 @@
  * @module
  */
 
+export * from "./common/errors.ts";
 export * from "./kernels/runtime.ts";
 export * from "./kernels/timing.ts";
 export * from "./kernels/bf16.ts";

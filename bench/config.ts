@@ -11,8 +11,8 @@
  */
 
 import { dirname, resolve } from "@std/path";
-import { isDirectory } from "../poe/files.ts";
-import { UserError } from "../kernels/runtime.ts";
+import { isDirectory } from "../common/files.ts";
+import { UserError } from "../common/errors.ts";
 import { MAX_GAMMA } from "../kernels/control/ctl.ts";
 
 /** Model sizes the suite can build from random weights. */

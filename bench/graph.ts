@@ -10,10 +10,10 @@
  */
 
 import { Chart, type ChartConfiguration, type ChartDataset, type ChartItem, registerables } from "chart.js";
-import { isDirectory } from "../poe/files.ts";
+import { isDirectory } from "../common/files.ts";
 import { type Canvas, createCanvas, GlobalFonts, type SKRSContext2D } from "@napi-rs/canvas";
 import { join } from "@std/path";
-import { UserError } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import { CONFIGURATION_NAMES, type ConfigurationName } from "./config.ts";
 import {
   type Clock,

@@ -3,7 +3,7 @@
  * e.g. one brought back from the GPU machine). Exits with 2 and one sentence on bad input.
  */
 
-import { UserError } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import { writeGraph } from "./graph.ts";
 
 const USAGE = "Usage: deno task graph RUN_DIR   (e.g. deno task graph results/2025-01-31_run01)";

@@ -6,7 +6,8 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { getGpu, type Gpu, UserError } from "../kernels/runtime.ts";
+import { getGpu, type Gpu } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import { PRESETS } from "../model/config.ts";
 import { Decoder } from "../model/generate.ts";
 import type { HydraTransformer } from "../model/hydra.ts";

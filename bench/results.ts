@@ -5,7 +5,7 @@
  */
 
 import { join } from "@std/path";
-import { UserError } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import type { BenchConfig, ConfigurationName } from "./config.ts";
 import { type ConfigurationResult, type Environment, RESULTS_SCHEMA_VERSION, type ResultsDocument } from "./schema.ts";
 

@@ -7,6 +7,7 @@
  * data-dependent (positions, lengths, token ids) lives in GPU buffers; every GPU object is made at load time.
  */
 
+import { UserError } from "../common/errors.ts";
 import { PRELUDE } from "./prelude.ts";
 
 /** A kernel: a name (for errors and the pipeline cache) and its WGSL source, without the shared prelude. */
@@ -31,14 +32,6 @@ export interface BufferSlice {
   buffer: GPUBuffer;
   offset?: number;
   size?: number;
-}
-
-/** The failure of a setup step, with one sentence a user can act on. Command-line tools print it and exit with 2. */
-export class UserError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UserError";
-  }
 }
 
 /** What was asked of the adapter and what it granted, for the results' environment block. */

@@ -17,7 +17,7 @@
  */
 
 import { basename, join } from "@std/path";
-import { UserError } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import { configFromHf, type ModelConfig, validateConfig } from "./config.ts";
 import { DTYPE_BYTES, SafetensorsFile, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
 

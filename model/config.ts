@@ -9,7 +9,7 @@
  * @module
  */
 
-import { UserError } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 
 /** Everything the suite needs to know about one OLMo-2 model's shape and numerics. */
 export interface ModelConfig {

@@ -14,7 +14,8 @@ import { ControlOp, controlStep } from "../kernels/control/step.ts";
 import { argmax } from "../kernels/logits/argmax.ts";
 import { combineJury, combineMean } from "../kernels/logits/combine.ts";
 import { logSoftmaxScratchBytes } from "../kernels/logits/log_softmax.ts";
-import { type Dispatch, DispatchCache, encodeDispatches, type Gpu, UserError } from "../kernels/runtime.ts";
+import { type Dispatch, DispatchCache, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import type { HydraTransformer } from "./hydra.ts";
 
 /** Which distribution a step's token is picked from. */

@@ -23,7 +23,8 @@ import { linear } from "../kernels/matmul/linear.ts";
 import { Epilogue } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
-import { type BufferSlice, type Dispatch, DispatchCache, type Gpu, UserError } from "../kernels/runtime.ts";
+import { type BufferSlice, type Dispatch, DispatchCache, type Gpu } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import type { ModelConfig } from "./config.ts";
 import { type BlockWeights, destroyWeights, type HydraWeights, weightsBytes } from "./weights.ts";
 

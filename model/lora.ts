@@ -19,7 +19,7 @@
  */
 
 import { join } from "@std/path";
-import { UserError } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import type { ModelConfig } from "./config.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
 

@@ -16,7 +16,7 @@
  */
 
 import { f32ToBf16Bits } from "../kernels/bf16.ts";
-import { UserError } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 
 /** Bytes per element of every dtype the safetensors format defines. */
 export const DTYPE_BYTES: Readonly<Record<string, number>> = {

@@ -16,7 +16,8 @@ import type { Checkpoint, LayerPart } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import type { LoraAdapter, LoraDelta, LoraModule } from "./lora.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
-import { type BufferSlice, type Dispatch, encodeDispatches, type Gpu, UserError } from "../kernels/runtime.ts";
+import { type BufferSlice, type Dispatch, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import { randomFillChunked } from "../kernels/weights/random.ts";
 import { loraMerge } from "../kernels/weights/lora_merge.ts";
 

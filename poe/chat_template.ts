@@ -6,7 +6,7 @@
 
 import { Template } from "@huggingface/jinja";
 import { join } from "@std/path";
-import { isJsonObject, pathExists, readJsonFile, sentenceEnd } from "./files.ts";
+import { isJsonObject, pathExists, readJsonFile, sentenceEnd } from "../common/files.ts";
 import { specialTokenText } from "./tokenizer.ts";
 
 /** One chat message. OLMo-2's format knows the roles `system`, `user` and `assistant`. */

@@ -12,7 +12,7 @@
 import { Tokenizer as HfLibraryTokenizer } from "@huggingface/tokenizers";
 import cl100kBase from "js-tiktoken/ranks/cl100k_base";
 import { dirname, join } from "@std/path";
-import { fsFailure, isJsonObject, pathExists, readJsonFile, sentenceEnd } from "./files.ts";
+import { fsFailure, isJsonObject, pathExists, readJsonFile, sentenceEnd } from "../common/files.ts";
 
 /** A text tokenizer: what the decoder and the tools need. */
 export interface Tokenizer {

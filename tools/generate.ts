@@ -11,7 +11,8 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { formatBytes, getGpu, UserError } from "../kernels/runtime.ts";
+import { formatBytes, getGpu } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import { Checkpoint } from "../model/checkpoint.ts";
 import { type ModelConfig, PRESETS } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";

@@ -9,7 +9,7 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { isDirectory } from "../poe/files.ts";
+import { isDirectory } from "../common/files.ts";
 import { join } from "@std/path";
 import { dolma2Tokenizer, loadTokenizerFile, type Tokenizer } from "../poe/tokenizer.ts";
 

@@ -13,7 +13,7 @@ import {
   validateBenchConfig,
   wantsHelp,
 } from "../../bench/config.ts";
-import { UserError } from "../../kernels/runtime.ts";
+import { UserError } from "../../common/errors.ts";
 
 /** Writes `knobs` as a config file in a fresh temp folder and returns its path. */
 async function configFile(knobs: unknown): Promise<string> {

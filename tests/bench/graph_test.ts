@@ -11,7 +11,7 @@ import { GRAPH_FILE, GRAPH_LAYOUT, type PanelRect, renderGraph, writeGraph } fro
 import { main } from "../../bench/graph_main.ts";
 import { RESULTS_FILE } from "../../bench/results.ts";
 import type { ResultsDocument } from "../../bench/schema.ts";
-import { UserError } from "../../kernels/runtime.ts";
+import { UserError } from "../../common/errors.ts";
 import { syntheticResults } from "./synthetic.ts";
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];

@@ -2,7 +2,7 @@ import { assert, assertEquals, assertRejects } from "@std/assert";
 import { join } from "@std/path";
 import { createRunDir, formatRunDate, RESULTS_FILE, ResultsWriter, writeJsonAtomic } from "../../bench/results.ts";
 import { validateResults } from "../../bench/schema.ts";
-import { UserError } from "../../kernels/runtime.ts";
+import { UserError } from "../../common/errors.ts";
 import { syntheticConfiguration, syntheticResults } from "./synthetic.ts";
 
 const DAY = new Date(2026, 10, 28, 23, 59); // local time: 28 November 2026

@@ -4,7 +4,7 @@
  */
 
 import { assert, assertInstanceOf, assertStringIncludes } from "@std/assert";
-import { UserError } from "../../kernels/runtime.ts";
+import { UserError } from "../../common/errors.ts";
 import type { ModelConfig } from "../../model/config.ts";
 import type { TensorSpec } from "../../model/checkpoint.ts";
 import { Rng } from "../harness.ts";

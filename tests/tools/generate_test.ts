@@ -1,6 +1,6 @@
 import { fromFileUrl } from "@std/path";
 import { main } from "../../tools/generate.ts";
-import { UserError } from "../../kernels/runtime.ts";
+import { UserError } from "../../common/errors.ts";
 import { gpuTest } from "../harness.ts";
 
 const DIR = fromFileUrl(new URL("../fixtures/olmo2_tiny", import.meta.url));

@@ -1,8 +1,10 @@
 /**
- * Small file and error helpers shared by the tokenizer and chat-template loaders: every failure is one sentence that
- * names the file.
+ * File-system and JSON helpers shared by the loaders and command-line tools: every failure is a UserError, one
+ * sentence that names the file.
  * @module
  */
+
+import { UserError } from "./errors.ts";
 
 /** An error's message as the end of a sentence (with a final period). */
 export function sentenceEnd(e: unknown): string {
@@ -42,12 +44,12 @@ export async function readJsonFile(path: string): Promise<unknown> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    throw new Error(`Cannot read ${path}: ${fsFailure(e)}`);
+    throw new UserError(`Cannot read ${path}: ${fsFailure(e)}`);
   }
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new Error(`${path} is not valid JSON: ${sentenceEnd(e)}`);
+    throw new UserError(`${path} is not valid JSON: ${sentenceEnd(e)}`);
   }
 }
 
