@@ -1,33 +1,38 @@
 /**
- * The benchmark's knobs (design.md section 6): their defaults, `config.json`, the command-line flags that override
- * it, `--help`, and validation that names the knob and says what to do.
+ * The benchmark's knobs (design.md section 6): one table of them (name, type and range, default, help), and the
+ * loader that reads a run's values, with validation that names the knob and says what to do.
  *
  * Precedence: defaults < config.json < flags. Every key of config.json is also a flag, its name the key with dashes
- * (`rep_ms` -> `--rep-ms VALUE` or `--rep-ms=VALUE`); list knobs take comma-separated values
- * (`--poe-gamma-sweep 1,2,4`, `--configs baseline,hydra_poe`). The last occurrence of a flag wins.
+ * (`rep_ms` -> `--rep-ms VALUE` or `--rep-ms=VALUE`; a negative number needs the `=` form); list knobs take
+ * comma-separated values (`--poe-gamma-sweep 1,2,4`, `--configs baseline,hydra_poe`). The last occurrence of a flag
+ * wins.
  *
  * The default size is "7b": the headline number of the suite is OLMo-2 7B on a data-centre GPU, and `deno task bench`
  * with no flags should produce it. On a laptop or the CPU adapter pass `--size tiny` (or `--size 1b`).
+ * @module
  */
 
+import { parseArgs } from "@std/cli/parse-args";
 import { dirname, resolve } from "@std/path";
+import { closestString } from "@std/text/closest-string";
+import { levenshteinDistance } from "@std/text/levenshtein-distance";
 import { isDirectory } from "../common/files.ts";
 import { UserError } from "../common/errors.ts";
 import { MAX_GAMMA } from "../kernels/control/ctl.ts";
+import { type PresetName, PRESETS } from "../model/config.ts";
 
-/** Model sizes the suite can build from random weights. */
-export const MODEL_SIZES = ["1b", "7b", "tiny"] as const;
+/** Model sizes the suite can build from random weights (the model presets, in --help's order). */
+export const MODEL_SIZES = ["1b", "7b", "tiny"] as const satisfies readonly PresetName[];
 /** One of MODEL_SIZES. */
 export type ModelSize = typeof MODEL_SIZES[number];
 
-/**
- * Transformer blocks per size, used to check `heads_depth` (the trunk must keep at least one block). The 1B and 7B
- * counts are OLMo-2's (olmo2.md); "tiny" is the test size and must agree with the model's definition of it.
- */
-export const SIZE_LAYERS: Readonly<Record<ModelSize, number>> = { "1b": 16, "7b": 32, tiny: 4 };
+/** Transformer blocks per size (the presets'), used to check `heads_depth`: the trunk must keep at least one block. */
+export const SIZE_LAYERS: Readonly<Record<ModelSize, number>> = Object.freeze(
+  Object.fromEntries(MODEL_SIZES.map((s) => [s, PRESETS[s].nLayers])) as Record<ModelSize, number>,
+);
 
-/** OLMo-2's context length: no sequence (prompt + generated + drafted tokens) may be longer. */
-export const CONTEXT_LENGTH = 4096;
+/** OLMo-2's context length (the 1B and 7B presets'): no sequence (prompt + generated + drafted tokens) may be longer. */
+export const CONTEXT_LENGTH = PRESETS["7b"].maxContext;
 
 /** The timed configurations, in the order a run executes them. */
 export const CONFIGURATION_NAMES = ["baseline", "hydra_naive", "hydra_poe"] as const;
@@ -64,28 +69,6 @@ export interface BenchConfig {
   results_dir: string;
 }
 
-/** The values `deno task bench` uses for a knob that neither config.json nor a flag sets. */
-export const DEFAULT_CONFIG: Readonly<BenchConfig> = Object.freeze({
-  size: "7b",
-  prompt_length: 128,
-  gen_length: 128,
-  step_interval: 8,
-  warmup_ms: 200,
-  rep_ms: 1000,
-  n_heads: 5,
-  heads_depth: 3,
-  poe_gamma: 4,
-  poe_gamma_sweep: Object.freeze([1, 2, 4, 8]),
-  poe_beta: 1,
-  poe_temperature: 0,
-  poe_max_new_tokens: 128,
-  poe_prompt: "Explain in a few sentences why the sky is blue.",
-  weights: null,
-  configs: Object.freeze([...CONFIGURATION_NAMES]),
-  seed: 1234,
-  results_dir: "results",
-} as unknown as BenchConfig);
-
 /** Where a value came from, for error messages: a config file (its path) or the command line. */
 type Origin = { kind: "file"; path: string } | { kind: "flag" };
 
@@ -101,12 +84,14 @@ interface Codec<T> {
   show(value: T): string;
 }
 
-/** A knob: its codec and what it means. */
+/** A row of the knob table: its type and range (the codec), its default, and what it means. */
 interface Knob<K extends keyof BenchConfig> {
   readonly codec: Codec<BenchConfig[K]>;
+  readonly default: BenchConfig[K];
   readonly help: string;
 }
 
+/** A whole number from `min` to `max`. */
 function integer(min: number, max: number): Codec<number> {
   const expected = max === Infinity ? `a whole number >= ${min}` : `a whole number from ${min} to ${max}`;
   const check = (v: number, fail: (e: string) => never) => {
@@ -132,12 +117,14 @@ function real(expected: string, ok: (v: number) => boolean): Codec<number> {
   };
 }
 
+/** One of `values`. */
 function oneOf<T extends string>(values: readonly T[]): Codec<T> {
   const expected = `one of ${values.map((v) => `"${v}"`).join(", ")}`;
   const check = (v: unknown, fail: (e: string) => never) => values.includes(v as T) ? v as T : fail(expected);
   return { arg: `<${values.join("|")}>`, fromJson: check, fromText: check, show: (v) => v };
 }
 
+/** Text that is not blank. */
 const nonEmptyText: Codec<string> = {
   arg: "<text>",
   fromJson: (v, fail) => typeof v === "string" && v.trim() !== "" ? v : fail("a non-empty string"),
@@ -206,61 +193,88 @@ const weightsCodec: Codec<WeightPaths | null> = {
   show: (v) => v === null ? "synthetic" : JSON.stringify(v),
 };
 
-/** Every knob, in the order --help lists them. */
+/** A row of the knob table. */
+function knob<T>(codec: Codec<T>, dflt: T, help: string): { codec: Codec<T>; default: T; help: string } {
+  return { codec, default: dflt, help };
+}
+
+const CONTEXT_INT = integer(1, CONTEXT_LENGTH - 1);
+const GAMMA_INT = integer(1, MAX_GAMMA);
+const NON_NEGATIVE = real("a number >= 0", (v) => v >= 0);
+
+/** The knob table: type and range (the codec), default, and meaning, in the order --help lists the knobs. */
 const KNOBS: { readonly [K in keyof BenchConfig]: Knob<K> } = {
-  size: {
-    codec: oneOf(MODEL_SIZES),
-    help: 'model size: OLMo-2 "1b" or "7b", or "tiny" (a few small blocks, for CPU adapters and smoke tests); ' +
+  size: knob(
+    oneOf(MODEL_SIZES),
+    "7b",
+    'model size: OLMo-2 "1b" or "7b", or "tiny" (a few small blocks, for CPU adapters and smoke tests); ' +
       "with `weights` set, the checkpoint's config.json decides the shapes",
-  },
-  prompt_length: { codec: integer(1, CONTEXT_LENGTH - 1), help: "prompt tokens for TTFT and decode" },
-  gen_length: { codec: integer(1, CONTEXT_LENGTH - 1), help: "tokens generated by the decode benchmark" },
-  step_interval: {
-    codec: integer(1, CONTEXT_LENGTH - 1),
-    help: "decode latency is measured at every step_interval-th generated position (at most gen_length)",
-  },
-  warmup_ms: { codec: real("a number >= 0", (v) => v >= 0), help: "warm-up time budget per measurement, in ms" },
-  rep_ms: {
-    codec: real("a number > 0", (v) => v > 0),
-    help: "timed repetitions budget per measurement, in ms (at least one repetition always runs)",
-  },
-  n_heads: {
-    codec: integer(1, Infinity),
-    help: "Hydra heads (PoE: one draft head + n_heads - 1 verifiers, so at least 2 for hydra_poe)",
-  },
-  heads_depth: {
-    codec: integer(1, Infinity),
-    help: "blocks per Hydra head, taken from the end of the model (below the model's layer count)",
-  },
-  poe_gamma: { codec: integer(1, MAX_GAMMA), help: `tokens drafted per PoE round (1..${MAX_GAMMA})` },
-  poe_gamma_sweep: {
-    codec: listOf(integer(1, MAX_GAMMA), `whole numbers from 1 to ${MAX_GAMMA}`, true),
-    help: "further gammas to time; PoE is timed at poe_gamma and every gamma listed here (empty: poe_gamma only)",
-  },
-  poe_beta: {
-    codec: real("a number above 0 and at most 1", (v) => v > 0 && v <= 1),
-    help: "PoE leniency: a draft is accepted when p_jury(draft) >= beta * max p_jury; 1 = the jury's argmax only",
-  },
-  poe_temperature: {
-    codec: real("a number >= 0", (v) => v >= 0),
-    help: "draft sampling temperature; 0 = greedy argmax",
-  },
-  poe_max_new_tokens: { codec: integer(1, CONTEXT_LENGTH - 1), help: "tokens emitted per PoE call" },
-  poe_prompt: { codec: nonEmptyText, help: "user message of the PoE benchmark (chat template applied)" },
-  weights: {
-    codec: weightsCodec,
-    help: "null/synthetic = random weights (PoE: a synthetic LoRA ensemble, labelled so in results.json), or " +
+  ),
+  prompt_length: knob(CONTEXT_INT, 128, "prompt tokens for TTFT and decode"),
+  gen_length: knob(CONTEXT_INT, 128, "tokens generated by the decode benchmark"),
+  step_interval: knob(
+    CONTEXT_INT,
+    8,
+    "decode latency is measured at every step_interval-th generated position (at most gen_length)",
+  ),
+  warmup_ms: knob(NON_NEGATIVE, 200, "warm-up time budget per measurement, in ms"),
+  rep_ms: knob(
+    real("a number > 0", (v) => v > 0),
+    1000,
+    "timed repetitions budget per measurement, in ms (at least one repetition always runs)",
+  ),
+  n_heads: knob(
+    integer(1, Infinity),
+    5,
+    "Hydra heads (PoE: one draft head + n_heads - 1 verifiers, so at least 2 for hydra_poe)",
+  ),
+  heads_depth: knob(
+    integer(1, Infinity),
+    3,
+    "blocks per Hydra head, taken from the end of the model (below the model's layer count)",
+  ),
+  poe_gamma: knob(GAMMA_INT, 4, `tokens drafted per PoE round (1..${MAX_GAMMA})`),
+  poe_gamma_sweep: knob(
+    listOf(GAMMA_INT, `whole numbers from 1 to ${MAX_GAMMA}`, true),
+    [1, 2, 4, 8],
+    "further gammas to time; PoE is timed at poe_gamma and every gamma listed here (empty: poe_gamma only)",
+  ),
+  poe_beta: knob(
+    real("a number above 0 and at most 1", (v) => v > 0 && v <= 1),
+    1,
+    "PoE leniency: a draft is accepted when p_jury(draft) >= beta * max p_jury; 1 = the jury's argmax only",
+  ),
+  poe_temperature: knob(NON_NEGATIVE, 0, "draft sampling temperature; 0 = greedy argmax"),
+  poe_max_new_tokens: knob(CONTEXT_INT, 128, "tokens emitted per PoE call"),
+  poe_prompt: knob(
+    nonEmptyText,
+    "Explain in a few sentences why the sky is blue.",
+    "user message of the PoE benchmark (chat template applied)",
+  ),
+  weights: knob(
+    weightsCodec,
+    null,
+    "null/synthetic = random weights (PoE: a synthetic LoRA ensemble, labelled so in results.json), or " +
       '{"base": DIR, "heads": [[ADAPTER_DIR, ...] per head]}',
-  },
-  configs: {
-    codec: listOf(oneOf(CONFIGURATION_NAMES), `${CONFIGURATION_NAMES.join(", ")}`, false),
-    help: "configurations to time, from baseline, hydra_naive, hydra_poe (they always run in that order)",
-  },
-  seed: { codec: integer(0, 2 ** 32 - 1), help: "seed of the random weights and of PoE sampling" },
-  results_dir: { codec: nonEmptyText, help: "folder that receives the run folders <YYYY-MM-DD>_runNN/" },
+  ),
+  configs: knob(
+    listOf(oneOf(CONFIGURATION_NAMES), CONFIGURATION_NAMES.join(", "), false),
+    [...CONFIGURATION_NAMES],
+    "configurations to time, from baseline, hydra_naive, hydra_poe (they always run in that order)",
+  ),
+  seed: knob(integer(0, 2 ** 32 - 1), 1234, "seed of the random weights and of PoE sampling"),
+  results_dir: knob(nonEmptyText, "results", "folder that receives the run folders <YYYY-MM-DD>_runNN/"),
 };
 
 const KEYS = Object.keys(KNOBS) as (keyof BenchConfig)[];
+
+/** The values `deno task bench` uses for a knob that neither config.json nor a flag sets (the table's defaults). */
+export const DEFAULT_CONFIG: Readonly<BenchConfig> = Object.freeze(
+  Object.fromEntries(KEYS.map((k) => {
+    const value = KNOBS[k].default;
+    return [k, Array.isArray(value) ? Object.freeze([...value]) : value];
+  })) as unknown as BenchConfig,
+);
 
 /** The flag of a knob: `rep_ms` -> `--rep-ms`. */
 export function flagName(key: string): string {
@@ -279,11 +293,13 @@ function remedy(key: string, origin: Origin | "default"): string {
   return origin.kind === "file" ? `edit ${origin.path}` : `change ${flagName(key)}`;
 }
 
+/** A value as an error message quotes it (at most 80 characters). */
 function shown(value: unknown): string {
   const s = JSON.stringify(value) ?? String(value);
   return s.length > 80 ? s.slice(0, 77) + "..." : s;
 }
 
+/** The `fail` of a codec reading `value` of knob `key` from `origin`: throws a UserError naming both. */
 function failer(key: string, origin: Origin, value: unknown): (expected: string) => never {
   return (expected) => {
     throw new UserError(
@@ -292,82 +308,72 @@ function failer(key: string, origin: Origin, value: unknown): (expected: string)
   };
 }
 
-/** Edit distance, for "did you mean" hints. */
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length];
-}
-
+/** " (did you mean X?)" for the candidate closest to a mistyped `name`, or "" when none is close. */
 function suggestion(name: string, candidates: readonly string[]): string {
-  let best = "", bestD = Infinity;
-  for (const c of candidates) {
-    const d = distance(name, c);
-    if (d < bestD) [best, bestD] = [c, d];
-  }
-  return bestD <= Math.max(2, Math.floor(name.length / 3)) ? ` (did you mean ${best}?)` : "";
+  const best = closestString(name, [...candidates], { caseSensitive: true });
+  return levenshteinDistance(name, best) <= Math.max(2, Math.floor(name.length / 3)) ? ` (did you mean ${best}?)` : "";
 }
 
-/** Flags that are not knobs. */
+/** The flag that names the config file; it and --help are the flags that are not knobs. */
 const CONFIG_FLAG = "--config";
-const HELP_FLAGS = ["--help", "-h"];
+/** Every flag, for "did you mean" hints. */
+const ALL_FLAGS = [...KEYS.map(flagName), CONFIG_FLAG, "--help"];
+/** The value-taking flags as parse-args names them (without the dashes): the knobs' and "config". */
+const VALUE_FLAGS = ALL_FLAGS.filter((f) => f !== "--help").map((f) => f.slice(2));
 
-/** One flag of the command line, as typed. */
-interface FlagValue {
-  key: keyof BenchConfig;
-  text: string;
+/** argv through parse-args: every value as typed (a string), and the arguments that are no flag of ours. */
+function parseArgv(argv: readonly string[]): { args: Record<string, unknown>; unexpected: string[] } {
+  const unexpected: string[] = [];
+  const args = parseArgs([...argv], {
+    string: VALUE_FLAGS,
+    boolean: ["help"],
+    alias: { h: "help" },
+    unknown: (arg: string) => {
+      unexpected.push(arg);
+      return false;
+    },
+  }) as Record<string, unknown>;
+  unexpected.push(...(args._ as unknown[]).map(String)); // what follows "--"
+  return { args, unexpected };
 }
 
-/** Splits argv into knob flags and the --config path. Throws UserError on an unknown flag or a missing value. */
-function parseArgv(argv: readonly string[]): { flags: FlagValue[]; configPath?: string } {
-  const flags: FlagValue[] = [];
-  let configPath: string | undefined;
-  const allFlags = [...KEYS.map(flagName), CONFIG_FLAG, "--help"];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (HELP_FLAGS.includes(arg)) continue;
-    if (!arg.startsWith("--")) {
-      throw new UserError(
-        `Unexpected argument "${arg}": knobs are set with flags such as --size 1b; run with --help to list them.`,
-      );
-    }
-    const eq = arg.indexOf("=");
-    const name = eq >= 0 ? arg.slice(0, eq) : arg;
-    let text: string;
-    if (eq >= 0) {
-      text = arg.slice(eq + 1);
-    } else if (i + 1 < argv.length) {
-      text = argv[++i];
-    } else {
-      if (!allFlags.includes(name)) {
-        throw new UserError(`Unknown flag ${name}${suggestion(name, allFlags)}; run with --help to list the flags.`);
-      }
-      throw new UserError(`The flag ${name} needs a value (e.g. ${name}=VALUE); run with --help for its meaning.`);
-    }
-    if (name === CONFIG_FLAG) {
-      configPath = text;
-      continue;
-    }
-    const key = name.slice(2).replaceAll("-", "_") as keyof BenchConfig;
-    if (!KEYS.includes(key) || name !== flagName(key)) {
-      throw new UserError(`Unknown flag ${name}${suggestion(name, allFlags)}; run with --help to list the flags.`);
-    }
-    flags.push({ key, text });
+/**
+ * The knob flags of argv (the last occurrence of each) and the --config path. Throws UserError on a flag without a
+ * value, an unknown flag and an argument that is not a flag.
+ */
+function commandLine(argv: readonly string[]): { flags: [keyof BenchConfig, string][]; configPath?: string } {
+  const { args, unexpected } = parseArgv(argv);
+  // parse-args gives "" to a value flag that is last or followed by another flag; "--seed=" is an empty value.
+  const bare = VALUE_FLAGS.find((f) => args[f] === "" && argv.includes(`--${f}`));
+  if (bare !== undefined) {
+    throw new UserError(`The flag --${bare} needs a value (e.g. --${bare}=VALUE); run with --help for its meaning.`);
   }
-  return { flags, configPath };
+  const first = unexpected[0];
+  if (first !== undefined && !first.startsWith("--")) {
+    throw new UserError(
+      `Unexpected argument "${first}": knobs are set with flags such as --size 1b; run with --help to list them.`,
+    );
+  }
+  if (first !== undefined) {
+    const name = first.split("=")[0];
+    throw new UserError(`Unknown flag ${name}${suggestion(name, ALL_FLAGS)}; run with --help to list the flags.`);
+  }
+  const { config, ...knobs } = Object.fromEntries(Object.entries(args).filter(([f]) => VALUE_FLAGS.includes(f)));
+  const flags = Object.entries(knobs).map(([f, text]): [keyof BenchConfig, string] => [
+    f.replaceAll("-", "_") as keyof BenchConfig,
+    text as string,
+  ]);
+  return { flags, configPath: config as string | undefined };
 }
 
 /** True when argv asks for the help text (`--help` or `-h`). */
 export function wantsHelp(argv: readonly string[]): boolean {
-  return argv.some((a) => HELP_FLAGS.includes(a));
+  return parseArgv(argv).args.help === true;
+}
+
+/** The knobs argv sets by flag (e.g. to leave them alone when the runner changes defaults for a software adapter). */
+export function knobsSetByFlags(argv: readonly string[]): Set<keyof BenchConfig> {
+  return new Set(commandLine(argv).flags.map(([k]) => k));
 }
 
 /** The --help text: every flag with its value, default and meaning. */
@@ -386,7 +392,7 @@ export function helpText(): string {
   ];
   for (const key of KEYS) {
     const knob = KNOBS[key] as Knob<typeof key>;
-    const def = (knob.codec.show as (v: unknown) => string)(DEFAULT_CONFIG[key]);
+    const def = (knob.codec.show as (v: unknown) => string)(knob.default);
     lines.push(`  ${flagName(key)} ${knob.codec.arg}`);
     for (const l of wrap(`${knob.help} [default: ${def}]`, HELP_WIDTH - 8)) lines.push(" ".repeat(8) + l);
   }
@@ -413,7 +419,7 @@ function wrap(text: string, width: number): string[] {
 }
 
 /** Checks the relations between knobs that no single value can break. Throws UserError naming the knobs. */
-function checkRelations(c: BenchConfig, origins: Record<keyof BenchConfig, Origin | "default">): void {
+function checkRelations(c: BenchConfig, origins: Origins): void {
   const where = (k: keyof BenchConfig) => describe(k, origins[k]);
   const fix = (k: keyof BenchConfig) => remedy(k, origins[k]);
   const layers = SIZE_LAYERS[c.size];
@@ -456,6 +462,35 @@ function checkRelations(c: BenchConfig, origins: Record<keyof BenchConfig, Origi
   }
 }
 
+/** Where each knob of a config came from. */
+type Origins = Record<keyof BenchConfig, Origin | "default">;
+
+/** Throws UserError when `obj` (the knobs read from `source`) has a key that is no knob. */
+function checkKeys(obj: Record<string, unknown>, source: string): void {
+  for (const k of Object.keys(obj)) {
+    if (!KEYS.includes(k as keyof BenchConfig)) {
+      throw new UserError(
+        `${source} has an unknown key "${k}"${suggestion(k, KEYS)}; rename or remove it (--help lists the knobs).`,
+      );
+    }
+  }
+}
+
+/** Sets knob `key` from `value` (JSON from a file, text from a flag), or throws UserError naming it and `origin`. */
+function setKnob(
+  out: Record<string, unknown>,
+  origins: Origins,
+  key: keyof BenchConfig,
+  value: unknown,
+  origin: Origin,
+) {
+  const codec = KNOBS[key].codec as Codec<unknown>, fail = failer(key, origin, value);
+  out[key] = origin.kind === "file"
+    ? codec.fromJson(value, fail, origin)
+    : codec.fromText(value as string, fail, origin);
+  origins[key] = origin;
+}
+
 /**
  * Checks a complete config object (e.g. the `config` block of a results.json) and returns it typed; throws
  * UserError naming the first bad knob. `source` names the file in the message.
@@ -464,38 +499,23 @@ export function validateBenchConfig(value: unknown, source = "config"): BenchCon
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new UserError(`${source} must hold a JSON object of knobs; run the benchmark with --help to list them.`);
   }
-  const origin: Origin = { kind: "file", path: source };
   const obj = value as Record<string, unknown>;
-  for (const k of Object.keys(obj)) {
-    if (!KEYS.includes(k as keyof BenchConfig)) {
-      throw new UserError(
-        `${source} has an unknown key "${k}"${suggestion(k, KEYS)}; rename or remove it (--help lists the knobs).`,
-      );
-    }
-  }
+  checkKeys(obj, source);
   const out: Record<string, unknown> = {};
-  const origins = {} as Record<keyof BenchConfig, Origin | "default">;
+  const origins = {} as Origins;
   for (const key of KEYS) {
     if (!(key in obj)) {
       throw new UserError(`${source} lacks the knob "${key}"; add it (the default is ${shown(DEFAULT_CONFIG[key])}).`);
     }
-    out[key] = (KNOBS[key].codec as Codec<unknown>).fromJson(obj[key], failer(key, origin, obj[key]), origin);
-    origins[key] = origin;
+    setKnob(out, origins, key, obj[key], { kind: "file", path: source });
   }
   const config = out as unknown as BenchConfig;
   checkRelations(config, origins);
   return config;
 }
 
-/**
- * Reads `path` (a JSON object of knobs; missing keys take their defaults), applies the flags of `argv` on top, and
- * validates the result. `--config PATH` in argv replaces `path`; `--help` is ignored here (see `wantsHelp`).
- * Throws UserError, naming the knob and where it was set, for a missing or malformed file, an unknown key or flag,
- * a value of the wrong type or out of range, and knobs that contradict each other.
- */
-export async function loadConfig(path: string, argv: readonly string[] = []): Promise<BenchConfig> {
-  const { flags, configPath } = parseArgv(argv);
-  const file = configPath ?? path;
+/** The JSON object of config file `file`, or a UserError that says what to do. */
+async function readConfigFile(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await Deno.readTextFile(file);
@@ -519,27 +539,26 @@ export async function loadConfig(path: string, argv: readonly string[] = []): Pr
       `The config file ${file} must hold one JSON object of knobs, like the repository's config.json.`,
     );
   }
-  const fileOrigin: Origin = { kind: "file", path: file };
-  const flagOrigin: Origin = { kind: "flag" };
-  const fromFile = json as Record<string, unknown>;
-  for (const k of Object.keys(fromFile)) {
-    if (!KEYS.includes(k as keyof BenchConfig)) {
-      throw new UserError(
-        `${file} has an unknown key "${k}"${suggestion(k, KEYS)}; rename or remove it (--help lists the knobs).`,
-      );
-    }
-  }
+  return json as Record<string, unknown>;
+}
+
+/**
+ * Reads `path` (a JSON object of knobs; missing keys take their defaults), applies the flags of `argv` on top, and
+ * validates the result. `--config PATH` in argv replaces `path`; `--help` is ignored here (see `wantsHelp`).
+ * Throws UserError, naming the knob and where it was set, for a missing or malformed file, an unknown key or flag,
+ * a value of the wrong type or out of range, and knobs that contradict each other.
+ */
+export async function loadConfig(path: string, argv: readonly string[] = []): Promise<BenchConfig> {
+  const { flags, configPath } = commandLine(argv);
+  const file = configPath ?? path;
+  const fromFile = await readConfigFile(file);
+  checkKeys(fromFile, file);
   const out: Record<string, unknown> = structuredClone({ ...DEFAULT_CONFIG });
-  const origins = Object.fromEntries(KEYS.map((k) => [k, "default"])) as Record<keyof BenchConfig, Origin | "default">;
+  const origins = Object.fromEntries(KEYS.map((k) => [k, "default"])) as Origins;
   for (const [k, v] of Object.entries(fromFile)) {
-    const key = k as keyof BenchConfig;
-    out[key] = (KNOBS[key].codec as Codec<unknown>).fromJson(v, failer(key, fileOrigin, v), fileOrigin);
-    origins[key] = fileOrigin;
+    setKnob(out, origins, k as keyof BenchConfig, v, { kind: "file", path: file });
   }
-  for (const { key, text } of flags) {
-    out[key] = (KNOBS[key].codec as Codec<unknown>).fromText(text, failer(key, flagOrigin, text), flagOrigin);
-    origins[key] = flagOrigin;
-  }
+  for (const [k, text] of flags) setKnob(out, origins, k, text, { kind: "flag" });
   const config = out as unknown as BenchConfig;
   config.configs = CONFIGURATION_NAMES.filter((n) => config.configs.includes(n));
   checkRelations(config, origins);

@@ -96,7 +96,9 @@ Deno.test("values of the wrong type or out of range name the knob, where it was 
     [{}, ["--poe-gamma-sweep", "2,2"], ["--poe-gamma-sweep", "without repeats"]],
     [{}, ["--poe-gamma-sweep", "1,x"], ["--poe-gamma-sweep", '"1,x"']],
     [{ poe_temperature: -1 }, [], ['"poe_temperature"', ">= 0"]],
-    [{}, ["--seed", "-1"], ["--seed", "from 0 to 4294967295"]],
+    [{}, ["--seed=-1"], ["--seed must be a whole number from 0 to 4294967295", '"-1"', "change --seed"]],
+    // parse-args reads "--seed -1" as a flag without a value (then a flag "-1"): a negative value needs the = form
+    [{}, ["--seed", "-1"], ["The flag --seed needs a value (e.g. --seed=VALUE)"]],
     [{}, ["--n-heads", "2.5"], ["--n-heads", "a whole number"]],
     [{ configs: [] }, [], ['"configs"', "a non-empty list"]],
     [{ configs: ["baseline", "fast"] }, [], ['"configs"', "baseline, hydra_naive, hydra_poe"]],
