@@ -19,7 +19,7 @@
 import { basename, join } from "@std/path";
 import { UserError } from "../common/errors.ts";
 import { configFromHf, type ModelConfig, validateConfig } from "./config.ts";
-import { DTYPE_BYTES, SafetensorsFile, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
+import { SafetensorsFile } from "./safetensors.ts";
 
 /** The tensors of one block, in load order. */
 export type LayerPart =
@@ -472,88 +472,4 @@ function matchTensors(
     ignored.push(name);
   }
   return { tensors, naming, ignored };
-}
-
-/**
- * The Hugging Face config.json of `c` in the transformers 4 (`rope_theta`, `torch_dtype`) or 5 spelling, with
- * `vocab_size` = `vocabRows` (the embedding rows stored).
- */
-export function hfConfigJson(
-  c: ModelConfig,
-  spelling: "transformers4" | "transformers5" = "transformers4",
-  vocabRows = c.paddedVocab,
-) {
-  const common = {
-    architectures: ["Olmo2ForCausalLM"],
-    model_type: "olmo2",
-    hidden_size: c.dModel,
-    num_hidden_layers: c.nLayers,
-    num_attention_heads: c.nHeads,
-    num_key_value_heads: c.nKvHeads,
-    intermediate_size: c.ffnHidden,
-    vocab_size: vocabRows,
-    max_position_embeddings: c.maxContext,
-    rms_norm_eps: c.rmsNormEps,
-    attention_bias: false,
-    hidden_act: "silu",
-    tie_word_embeddings: c.tieEmbeddings,
-  };
-  return spelling === "transformers4"
-    ? { ...common, rope_theta: c.ropeTheta, rope_scaling: null, torch_dtype: c.declaredDtype ?? "float32" }
-    : { ...common, rope_parameters: { rope_theta: c.ropeTheta, rope_type: "default" }, dtype: "bfloat16" };
-}
-
-/** Options of {@link writeCheckpoint}. */
-export interface WriteCheckpointOptions {
-  naming?: Naming;
-  /** Stored dtype of every tensor (default BF16). */
-  dtype?: TensorToWrite["dtype"];
-  /** Number of shard files; 1 writes model.safetensors, more write model-0000i-of-0000n.safetensors + index. */
-  shards?: number;
-  /** Rows stored for embed / lm_head, also written as config.json's `vocab_size` (default `paddedVocab`). */
-  vocabRows?: number;
-  /** config.json spelling. */
-  spelling?: "transformers4" | "transformers5";
-}
-
-/**
- * Writes checkpoint directory `dir` for model `c` (config.json and weights), getting each tensor's values from
- * `values(spec, shape)` (shape as stored). For fixtures and tools: each shard is held in memory while written.
- */
-export async function writeCheckpoint(
-  dir: string,
-  c: ModelConfig,
-  values: (spec: TensorSpec, shape: readonly number[]) => Float32Array,
-  opts: WriteCheckpointOptions = {},
-): Promise<void> {
-  const naming = opts.naming ?? "hf", dtype = opts.dtype ?? "BF16", shards = opts.shards ?? 1;
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(
-    join(dir, "config.json"),
-    JSON.stringify(hfConfigJson(c, opts.spelling, opts.vocabRows), null, 2),
-  );
-  const specs = expectedTensors(c).filter((s) => !(s.part === "lm_head" && c.tieEmbeddings));
-  const shardName = (i: number) =>
-    shards === 1
-      ? "model.safetensors"
-      : `model-${String(i + 1).padStart(5, "0")}-of-${String(shards).padStart(5, "0")}.safetensors`;
-  const weightMap: Record<string, string> = {};
-  let totalSize = 0;
-  for (let s = 0; s < shards; s++) {
-    const entries: [string, TensorToWrite][] = [];
-    specs.forEach((spec, i) => {
-      if (Math.floor((i * shards) / specs.length) !== s) return;
-      const vocab = spec.part === "embed" || spec.part === "lm_head";
-      const shape = vocab ? [opts.vocabRows ?? spec.shape[0], spec.shape[1]] : spec.shape;
-      const name = sourceName(spec, naming);
-      entries.push([name, { dtype, shape, data: values(spec, shape) }]);
-      totalSize += shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
-      weightMap[name] = shardName(s);
-    });
-    await writeSafetensors(join(dir, shardName(s)), entries);
-  }
-  if (shards > 1) {
-    const index = { metadata: { total_size: totalSize }, weight_map: weightMap };
-    await Deno.writeTextFile(join(dir, "model.safetensors.index.json"), JSON.stringify(index, null, 2));
-  }
 }

@@ -21,7 +21,7 @@
 import { join } from "@std/path";
 import { UserError } from "../common/errors.ts";
 import type { ModelConfig } from "./config.ts";
-import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
+import { SafetensorsFile } from "./safetensors.ts";
 
 /** The projections a LoRA delta can apply to. */
 export type LoraModule = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
@@ -390,39 +390,4 @@ export function loraDeltaDense(d: LoraDelta): Float32Array {
     }
   }
   return out;
-}
-
-/** One projection's factors, for {@link writeLoraAdapter}. */
-export interface LoraFactors {
-  layer: number;
-  module: LoraModule;
-  /** [rank, in]. */
-  A: Float32Array;
-  /** [out, rank]. */
-  B: Float32Array;
-  rank: number;
-}
-
-/**
- * Writes a PEFT adapter directory (adapter_config.json from `config`, adapter_model.safetensors with PEFT's key
- * names) for model `base`. For fixtures and tools.
- */
-export async function writeLoraAdapter(
-  dir: string,
-  base: ModelConfig,
-  config: LoraAdapterConfig,
-  factors: readonly LoraFactors[],
-  dtype: TensorToWrite["dtype"] = "F32",
-): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
-  const full = { peft_type: "LORA", task_type: "CAUSAL_LM", bias: "none", fan_in_fan_out: false, ...config };
-  await Deno.writeTextFile(join(dir, "adapter_config.json"), JSON.stringify(full, null, 2));
-  const entries: [string, TensorToWrite][] = [];
-  for (const f of factors) {
-    const [outF, inF] = projectionShape(base, f.module);
-    const prefix = `base_model.model.${loraModuleName(f.layer, f.module)}`;
-    entries.push([`${prefix}.lora_A.weight`, { dtype, shape: [f.rank, inF], data: f.A }]);
-    entries.push([`${prefix}.lora_B.weight`, { dtype, shape: [outF, f.rank], data: f.B }]);
-  }
-  await writeSafetensors(join(dir, "adapter_model.safetensors"), entries);
 }

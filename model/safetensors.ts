@@ -1,5 +1,5 @@
 /**
- * A safetensors reader and writer written for this suite.
+ * A safetensors reader written for this suite (tests write their files with tests/model/writers.ts).
  *
  * Format: an unsigned 64-bit little-endian header length N, N bytes of UTF-8 JSON mapping each tensor name to
  * `{ dtype, shape, data_offsets: [begin, end] }` (offsets relative to the byte after the header, plus an optional
@@ -393,71 +393,4 @@ export class SafetensorsFile {
       convert(bytes, first, count);
     }
   }
-}
-
-/** A tensor to write: F32 from a Float32Array; F16/BF16 from a Float32Array (rounded to nearest even) or raw bits. */
-export interface TensorToWrite {
-  dtype: LoadableDtype;
-  shape: readonly number[];
-  data: Float32Array | Uint16Array;
-}
-
-/** The little-endian bytes of `t` in its dtype. */
-function tensorBytes(name: string, t: TensorToWrite): Uint8Array {
-  const elements = t.shape.reduce((a, b) => a * b, 1);
-  if (t.data.length !== elements) {
-    throw new Error(`writeSafetensors: "${name}" has ${t.data.length} values for shape [${t.shape.join(", ")}]`);
-  }
-  let out: ArrayBufferView;
-  if (t.data instanceof Uint16Array) {
-    if (t.dtype === "F32") throw new Error(`writeSafetensors: "${name}" is F32 but was given 16-bit patterns`);
-    out = t.data;
-  } else if (t.dtype === "F32") {
-    out = t.data;
-  } else if (t.dtype === "F16") {
-    out = new Float16Array(t.data);
-  } else {
-    const bits = new Uint16Array(elements);
-    for (let i = 0; i < elements; i++) bits[i] = f32ToBf16Bits(t.data[i]);
-    out = bits;
-  }
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-}
-
-/**
- * Writes a safetensors file (tensors in the given order, contiguous; header padded with spaces to a multiple of 8
- * bytes as the reference writer does). For fixtures and tools; each tensor is converted and written in turn.
- */
-export async function writeSafetensors(
-  path: string,
-  tensors: Record<string, TensorToWrite> | Iterable<[string, TensorToWrite]>,
-  metadata: Record<string, string> = { format: "pt" },
-): Promise<void> {
-  const entries = Symbol.iterator in tensors
-    ? [...(tensors as Iterable<[string, TensorToWrite]>)]
-    : Object.entries(tensors as Record<string, TensorToWrite>);
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  for (const [name, t] of entries) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  const padded = Math.ceil(json.length / 8) * 8;
-  if (padded !== json.length) {
-    const p = new Uint8Array(padded).fill(0x20);
-    p.set(json);
-    json = p;
-  }
-  const length = new Uint8Array(8);
-  new DataView(length.buffer).setBigUint64(0, BigInt(json.length), true);
-  using file = await Deno.open(path, { write: true, create: true, truncate: true });
-  await writeAll(file, length);
-  await writeAll(file, json);
-  for (const [name, t] of entries) await writeAll(file, tensorBytes(name, t));
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let done = 0; done < bytes.length;) done += await file.write(bytes.subarray(done));
 }

@@ -6,6 +6,7 @@
 
 import { Template } from "@huggingface/jinja";
 import { join } from "@std/path";
+import { UserError } from "../common/errors.ts";
 import { isJsonObject, pathExists, readJsonFile, sentenceEnd } from "../common/files.ts";
 import { specialTokenText } from "./tokenizer.ts";
 
@@ -104,7 +105,7 @@ function renderJinjaChatTemplate(
   try {
     template = new Template(source);
   } catch (e) {
-    throw new Error(`The chat template is not valid Jinja: ${sentenceEnd(e)}`);
+    throw new UserError(`The chat template is not valid Jinja: ${sentenceEnd(e)}`);
   }
   try {
     return template.render({
@@ -114,7 +115,7 @@ function renderJinjaChatTemplate(
       add_generation_prompt: options.addGenerationPrompt,
     });
   } catch (e) {
-    throw new Error(`The chat template failed to render: ${sentenceEnd(e)}`);
+    throw new UserError(`The chat template failed to render: ${sentenceEnd(e)}`);
   }
 }
 
@@ -127,7 +128,7 @@ export async function loadChatTemplateConfig(dir?: string): Promise<CheckpointCh
   const path = join(dir, "tokenizer_config.json");
   if (!(await pathExists(path))) return { specialTokens: {} };
   const fields = await readJsonFile(path);
-  if (!isJsonObject(fields)) throw new Error(`${path} is not a JSON object.`);
+  if (!isJsonObject(fields)) throw new UserError(`${path} is not a JSON object.`);
   const specialTokens: Record<string, string> = {};
   for (const name of SPECIAL_TOKEN_NAMES) {
     const text = specialTokenText(fields[name]);
@@ -143,7 +144,7 @@ function chatTemplateOf(value: unknown, path: string): string | undefined {
   if (Array.isArray(value)) {
     const named = value.find((t) => t?.name === "default");
     if (typeof named?.template === "string") return named.template;
-    throw new Error(`${path} has several chat templates and none is named "default".`);
+    throw new UserError(`${path} has several chat templates and none is named "default".`);
   }
-  throw new Error(`${path} has a chat_template that is neither a string nor a list of named templates.`);
+  throw new UserError(`${path} has a chat_template that is neither a string nor a list of named templates.`);
 }

@@ -12,6 +12,7 @@
 import { Tokenizer as HfLibraryTokenizer } from "@huggingface/tokenizers";
 import cl100kBase from "js-tiktoken/ranks/cl100k_base";
 import { dirname, join } from "@std/path";
+import { UserError } from "../common/errors.ts";
 import { fsFailure, isJsonObject, pathExists, readJsonFile, sentenceEnd } from "../common/files.ts";
 
 /** A text tokenizer: what the decoder and the tools need. */
@@ -259,13 +260,13 @@ export class HfTokenizer implements Tokenizer {
     if (
       !isJsonObject(tokenizerJson) || !isJsonObject(tokenizerJson.model) || !Array.isArray(tokenizerJson.added_tokens)
     ) {
-      throw new Error(`${source} is not a Hugging Face tokenizer.json (it needs "model" and "added_tokens").`);
+      throw new UserError(`${source} is not a Hugging Face tokenizer.json (it needs "model" and "added_tokens").`);
     }
     const cfg = isJsonObject(config) ? config : {};
     try {
       this.#tokenizer = new HfLibraryTokenizer(tokenizerJson, cfg);
     } catch (e) {
-      throw new Error(`${source} could not be loaded as a tokenizer: ${sentenceEnd(e)}`);
+      throw new UserError(`${source} could not be loaded as a tokenizer: ${sentenceEnd(e)}`);
     }
     this.source = source;
     // transformers' default since 4.45 is false; true would turn " ." into "." and break decode(encode(x)) === x.
@@ -276,7 +277,7 @@ export class HfTokenizer implements Tokenizer {
     const eosText = specialTokenText(cfg.eos_token) ?? "<|endoftext|>";
     const eosId = this.#tokenizer.token_to_id(eosText);
     if (eosId === undefined) {
-      throw new Error(`${source} has no token ${JSON.stringify(eosText)} to use as end of sequence.`);
+      throw new UserError(`${source} has no token ${JSON.stringify(eosText)} to use as end of sequence.`);
     }
     this.eosId = eosId;
   }
@@ -322,9 +323,9 @@ export async function loadTokenizer(dir?: string): Promise<Tokenizer> {
   try {
     info = await Deno.stat(dir);
   } catch (e) {
-    throw new Error(`Cannot read checkpoint directory ${dir}: ${fsFailure(e)}`);
+    throw new UserError(`Cannot read checkpoint directory ${dir}: ${fsFailure(e)}`);
   }
-  if (!info.isDirectory) throw new Error(`${dir} is not a directory (give the checkpoint directory).`);
+  if (!info.isDirectory) throw new UserError(`${dir} is not a directory (give the checkpoint directory).`);
   const path = join(dir, "tokenizer.json");
   return await pathExists(path) ? await loadTokenizerFile(path) : dolma2Tokenizer();
 }

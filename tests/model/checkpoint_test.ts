@@ -2,16 +2,10 @@ import { assertEquals } from "@std/assert";
 import { join } from "@std/path";
 import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
 import type { ModelConfig } from "../../model/config.ts";
-import {
-  Checkpoint,
-  expectedTensors,
-  type LoadedTensor,
-  sourceName,
-  type TensorSpec,
-  writeCheckpoint,
-} from "../../model/checkpoint.ts";
-import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../../model/safetensors.ts";
+import { Checkpoint, expectedTensors, type LoadedTensor, sourceName, type TensorSpec } from "../../model/checkpoint.ts";
+import { SafetensorsFile } from "../../model/safetensors.ts";
 import { assertUserError, MICRO, valuesOf, withTempDir } from "./util.ts";
+import { type TensorToWrite, writeCheckpoint, writeSafetensors } from "./writers.ts";
 
 /** What a read of `spec` must return when the checkpoint stores `valuesOf` in `dtype` with `rows` vocabulary rows. */
 function expected(spec: TensorSpec, dtype: string, rows: number): Uint32Array | Float32Array {

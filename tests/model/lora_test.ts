@@ -5,16 +5,14 @@ import {
   loadLoraAdapter,
   type LoraAdapterConfig,
   loraDeltaDense,
-  type LoraFactors,
   type LoraModule,
   loraModuleName,
   peftPatternKey,
   projectionShape,
-  writeLoraAdapter,
 } from "../../model/lora.ts";
-import { writeSafetensors } from "../../model/safetensors.ts";
 import { Rng } from "../harness.ts";
 import { assertUserError, MICRO, seedOf, withTempDir } from "./util.ts";
+import { type LoraFactors, writeLoraAdapter, writeSafetensors } from "./writers.ts";
 
 /** Random factors of rank `rank` for `module` of `layer` in the MICRO model. */
 function factors(layer: number, module: LoraModule, rank: number): LoraFactors {

@@ -1,4 +1,5 @@
 import { assertEquals, assertRejects, assertThrows } from "@std/assert";
+import { UserError } from "../../common/errors.ts";
 import { applyChatTemplate, type ChatMessage, loadChatTemplateConfig } from "../../poe/chat_template.ts";
 import { dolma2Tokenizer, type Tokenizer } from "../../poe/tokenizer.ts";
 import { HAVE_DOLMA2_JSON, referenceTokenizer } from "./reference.ts";
@@ -92,12 +93,12 @@ Deno.test("chat template errors are one clear sentence", () => {
   );
   assertThrows(
     () => applyChatTemplate([], { template: "{% if %}", addGenerationPrompt: true }),
-    Error,
+    UserError,
     "The chat template is not valid Jinja: ",
   );
   assertThrows(
     () => applyChatTemplate([], { template: "{{ raise_exception('no system role') }}", addGenerationPrompt: true }),
-    Error,
+    UserError,
     "The chat template failed to render: no system role",
   );
 });
@@ -148,13 +149,13 @@ Deno.test("loadChatTemplateConfig reads chat_template and special tokens from to
     await Deno.writeTextFile(path, JSON.stringify({ chat_template: [{ name: "tool_use", template: "x" }] }));
     await assertRejects(
       () => loadChatTemplateConfig(dir),
-      Error,
+      UserError,
       `${path} has several chat templates and none is named "default".`,
     );
     await Deno.writeTextFile(path, "{ chat_template: 1 }");
-    await assertRejects(() => loadChatTemplateConfig(dir), Error, `${path} is not valid JSON: `);
+    await assertRejects(() => loadChatTemplateConfig(dir), UserError, `${path} is not valid JSON: `);
     await Deno.writeTextFile(path, "[]");
-    await assertRejects(() => loadChatTemplateConfig(dir), Error, `${path} is not a JSON object.`);
+    await assertRejects(() => loadChatTemplateConfig(dir), UserError, `${path} is not a JSON object.`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

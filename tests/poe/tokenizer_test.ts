@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
+import { UserError } from "../../common/errors.ts";
 import {
   DOLMA2_ADDED_TOKENS,
   DOLMA2_EOS_ID,
@@ -206,23 +207,23 @@ Deno.test("loadTokenizer: one clear sentence for each unusable tokenizer", async
   try {
     await assertRejects(
       () => loadTokenizer(`${dir}/nope`),
-      Error,
+      UserError,
       `Cannot read checkpoint directory ${dir}/nope: it does not exist.`,
     );
     await Deno.writeTextFile(`${dir}/file`, "");
-    await assertRejects(() => loadTokenizer(`${dir}/file`), Error, `${dir}/file is not a directory`);
+    await assertRejects(() => loadTokenizer(`${dir}/file`), UserError, `${dir}/file is not a directory`);
     await Deno.mkdir(path);
-    await assertRejects(() => loadTokenizer(dir), Error, `Cannot read ${path}: is a directory.`);
+    await assertRejects(() => loadTokenizer(dir), UserError, `Cannot read ${path}: is a directory.`);
     await Deno.remove(path);
     await Deno.writeTextFile(path, '{"model": ');
-    await assertRejects(() => loadTokenizer(dir), Error, `${path} is not valid JSON: `);
+    await assertRejects(() => loadTokenizer(dir), UserError, `${path} is not valid JSON: `);
     await Deno.writeTextFile(path, '{"version": "1.0"}');
-    await assertRejects(() => loadTokenizer(dir), Error, `${path} is not a Hugging Face tokenizer.json`);
+    await assertRejects(() => loadTokenizer(dir), UserError, `${path} is not a Hugging Face tokenizer.json`);
     await Deno.writeTextFile(path, JSON.stringify({ model: { type: "Nonsense" }, added_tokens: [] }));
-    await assertRejects(() => loadTokenizer(dir), Error, `${path} could not be loaded as a tokenizer: `);
+    await assertRejects(() => loadTokenizer(dir), UserError, `${path} could not be loaded as a tokenizer: `);
     await assertRejects(
       () => loadTokenizerFile(`${dir}/missing.json`),
-      Error,
+      UserError,
       `Cannot read ${dir}/missing.json: it does not exist.`,
     );
   } finally {
