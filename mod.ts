@@ -40,6 +40,7 @@ export * from "./poe/poe.ts";
 export * from "./bench/harness.ts";
 export * from "./bench/stats.ts";
 export * from "./bench/config.ts";
+export * from "./bench/results_types.ts";
 export * from "./bench/schema.ts";
 export * from "./bench/metrics.ts";
 export * from "./bench/results.ts";

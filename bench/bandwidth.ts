@@ -2,6 +2,7 @@
  * The device's own memory bandwidth, measured in the same process as the benchmark: a WGSL copy kernel timed with
  * timestamp queries (the ceiling for this suite's kernels) and, for reference, the DMA copy (copyBufferToBuffer) timed
  * by wall clock over many copies. Bytes count what is read plus what is written.
+ * @module
  */
 
 import type { Gpu } from "../kernels/runtime.ts";

@@ -6,10 +6,11 @@
  * GPU time comes from timestamp queries around the timed compute passes; each repetition reads its timestamps back
  * (one ~11 ms sync, outside the measured GPU time). PoE calls are timed by wall clock, their syncs included, because
  * that is what a user of generate_with_cache waits for.
+ * @module
  */
 
 import { PassTimer } from "../kernels/timing.ts";
-import { type Dispatch, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { type Dispatch, encodePass, type Gpu } from "../kernels/runtime.ts";
 import { CTL } from "../kernels/control/ctl.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
@@ -17,9 +18,10 @@ import { HydraTransformer } from "../model/hydra.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { blockBytes, destroyWeights } from "../model/weights.ts";
 import { PoE, type PoeCallResult } from "../poe/poe.ts";
+import { decodePositions } from "./config.ts";
 import { benchmark, type BenchmarkOptions } from "./harness.ts";
 import { decodePosition, pickStats, type PoeCallCounts, poeGammaResult } from "./metrics.ts";
-import type { DecodeResult, PoeGammaResult, TimedStats } from "./schema.ts";
+import type { DecodeResult, PoeGammaResult, TimedStats } from "./results_types.ts";
 
 /** Budgets of one benchmark. */
 export type Budgets = Pick<BenchmarkOptions, "warmupMs" | "repMs">;
@@ -121,12 +123,6 @@ function gpuSample(
   };
 }
 
-function encodePass(encoder: GPUCommandEncoder, descriptor: GPUComputePassDescriptor, d: readonly Dispatch[]) {
-  const pass = encoder.beginComputePass(descriptor);
-  encodeDispatches(pass, d);
-  pass.end();
-}
-
 /** `benchmark_ttft`: prefill of the prompt + the pick of the next token (last position only), GPU time. */
 export async function benchmarkTtft(
   decoder: Decoder,
@@ -141,7 +137,7 @@ export async function benchmarkTtft(
   try {
     const sample = gpuSample(gpu, timer, "ttft", (encoder, pass) => {
       decoder.encodeReset(encoder);
-      encodePass(encoder, pass, prefill);
+      encodePass(encoder, prefill, pass);
     });
     return pickStats(await benchmark(sample, { ...budgets, minReps: TTFT_MIN_SAMPLES }));
   } finally {
@@ -174,7 +170,7 @@ export async function benchmarkDecode(
   const ctl = new Uint32Array(model.ctl.size / 4);
   const positions = [];
   try {
-    for (let p = 0; p < o.genLength; p += o.stepInterval) {
+    for (const p of decodePositions({ gen_length: o.genLength, step_interval: o.stepInterval })) {
       ctl.fill(0);
       ctl[CTL.POS] = ctl[CTL.LEN] = promptIds.length + p;
       ctl[CTL.ACTIVE] = 1;
@@ -182,7 +178,7 @@ export async function benchmarkDecode(
       gpu.write(at, ctl);
       const sample = gpuSample(gpu, timer, `decode ${p}`, (encoder, pass) => {
         encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size);
-        encodePass(encoder, pass, step);
+        encodePass(encoder, step, pass);
       });
       const stats = await benchmark(sample, o);
       positions.push(decodePosition(p, stats));

@@ -7,6 +7,7 @@
  *
  * This module (and graph_main.ts) are the only ones that import the canvas and chart libraries: they are native and
  * ~35 MB, so they stay off the GPU path. Render here from a results.json brought back from the GPU machine.
+ * @module
  */
 
 import { Chart, type ChartConfiguration, type ChartDataset, type ChartItem, registerables } from "chart.js";
@@ -15,14 +16,9 @@ import { type Canvas, createCanvas, GlobalFonts, type SKRSContext2D } from "@nap
 import { join } from "@std/path";
 import { UserError } from "../common/errors.ts";
 import { CONFIGURATION_NAMES, type ConfigurationName } from "./config.ts";
-import {
-  type Clock,
-  type ConfigurationResult,
-  type PoeGammaResult,
-  type ResultsDocument,
-  validateResults,
-} from "./schema.ts";
+import type { Clock, ConfigurationResult, PoeGammaResult, ResultsDocument } from "./results_types.ts";
 import { RESULTS_FILE } from "./results.ts";
+import { validateResults } from "./schema.ts";
 import { kde } from "./stats.ts";
 
 Chart.register(...registerables);

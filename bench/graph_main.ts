@@ -1,6 +1,7 @@
 /**
  * `deno task graph DIR`: renders DIR/graph.png from DIR/results.json (a run folder written by `deno task bench`,
  * e.g. one brought back from the GPU machine). Exits with 2 and one sentence on bad input.
+ * @module
  */
 
 import { UserError } from "../common/errors.ts";

@@ -5,10 +5,11 @@
  * A timed function either returns a number, the time it measured itself in ms (in this suite GPU time from timestamp
  * queries; that number is the sample), or returns nothing, and the harness takes performance.now() around the call
  * (wall time, its GPU waits included). `setup` runs before every call, warm-ups included, outside the timed span.
+ * @module
  */
 
 import { summarize } from "./stats.ts";
-import type { Clock, TimedStats } from "./schema.ts";
+import type { Clock, TimedStats } from "./results_types.ts";
 
 /** A timed call: returns its own measurement in ms, or nothing to be wall-timed. */
 export type TimedFn = () => number | void | Promise<number | void>;

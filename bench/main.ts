@@ -3,31 +3,43 @@
  * hydra_poe back-to-back on one GPU, freeing GPU memory between them, and writes results/<YYYY-MM-DD>_run<NN>/:
  * results.json after each configuration, then graph.png (skipped with a note where the chart packages are not
  * installed, e.g. on the GPU machine: `deno task graph DIR` renders it later).
+ * @module
  */
 
-import { parseArgs } from "@std/cli/parse-args";
 import { getGpu, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { PRESETS } from "../model/config.ts";
-import { Decoder } from "../model/generate.ts";
-import type { HydraTransformer } from "../model/hydra.ts";
-import { applyChatTemplate, loadChatTemplateConfig } from "../poe/chat_template.ts";
+import { Decoder, headsFor } from "../model/generate.ts";
+import { loadChatTemplateConfig } from "../poe/chat_template.ts";
+import { userPrompt } from "../poe/poe.ts";
 import { loadTokenizer } from "../poe/tokenizer.ts";
 import { measureCopyBandwidth } from "./bandwidth.ts";
-import { type BenchConfig, type ConfigurationName, helpText, loadConfig, poeGammas, wantsHelp } from "./config.ts";
+import {
+  type BenchConfig,
+  type ConfigurationName,
+  decodeKvLength,
+  helpText,
+  knobsSetByFlags,
+  loadConfig,
+  poeGammas,
+  poeKvLength,
+  wantsHelp,
+} from "./config.ts";
 import {
   benchmarkDecode,
   benchmarkPoe,
   benchmarkPoeTtft,
   benchmarkTtft,
+  type Budgets,
   buildBaselineModel,
   buildHydraModel,
   buildPoe,
+  type Progress,
   weightBytesPerStep,
 } from "./configurations.ts";
 import { rooflineTps } from "./metrics.ts";
 import { createRunDir, ResultsWriter } from "./results.ts";
-import type { ConfigurationResult, Environment, WeightsLabel } from "./schema.ts";
+import type { ConfigurationResult, Environment, WeightsLabel } from "./results_types.ts";
 import { Rng } from "./rng.ts";
 
 const t0 = performance.now();
@@ -100,7 +112,7 @@ async function run(argv: string[]): Promise<number> {
     }`,
   );
   if (gpu.isSoftware) {
-    const given = new Set(Object.keys(parseArgs(argv)).map((k) => k.replaceAll("-", "_")));
+    const given: Set<string> = knobsSetByFlags(argv);
     const applied = Object.fromEntries(Object.entries(SOFTWARE_DEFAULTS).filter(([k]) => !given.has(k)));
     config = { ...config, ...applied };
     log(`software adapter: these figures are a smoke test, not GPU numbers (using ${JSON.stringify(applied)})`);
@@ -139,94 +151,118 @@ async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** Times one configuration and frees its GPU memory before returning. */
 async function runConfiguration(
   gpu: Gpu,
   name: ConfigurationName,
   c: BenchConfig,
   copyGbps: number,
 ): Promise<ConfigurationResult> {
-  const config = PRESETS[c.size];
-  const budgets = { warmupMs: c.warmup_ms, repMs: c.rep_ms };
   const syncBefore = gpu.syncPoints;
+  const run: ConfigurationRun = { gpu, c, copyGbps, progress: (m) => log(`[${name}] ${m}`) };
+  const result = name === "hydra_poe" ? await runPoeConfiguration(run) : await runDecodeConfiguration(name, run);
+  return { ...result, sync_points: gpu.syncPoints - syncBefore };
+}
+
+/** What the decode and PoE halves of `runConfiguration` are given. */
+interface ConfigurationRun {
+  gpu: Gpu;
+  c: BenchConfig;
+  /** The device's measured copy bandwidth, GB/s (for the roofline). */
+  copyGbps: number;
+  progress: Progress;
+}
+
+/** A configuration's results but its sync points (counted by `runConfiguration`). */
+type Measured = Omit<ConfigurationResult, "sync_points">;
+
+/** The budgets of every benchmark of a run. */
+function budgetsOf(c: BenchConfig): Budgets {
+  return { warmupMs: c.warmup_ms, repMs: c.rep_ms };
+}
+
+/** baseline or hydra_naive on random weights: TTFT, then the decode latency at every step_interval-th position. */
+async function runDecodeConfiguration(
+  name: "baseline" | "hydra_naive",
+  { gpu, c, copyGbps, progress }: ConfigurationRun,
+): Promise<Measured> {
+  const config = PRESETS[c.size];
   const loadStart = performance.now();
-  const progress = (m: string) => log(`[${name}] ${m}`);
-  let model: HydraTransformer | null = null;
-  try {
-    if (name !== "hydra_poe") {
-      const prompt = randomPrompt(c, config.vocabSize);
-      const maxPos = c.prompt_length + c.gen_length;
-      model = name === "baseline"
-        ? await buildBaselineModel(gpu, config, { maxPos, maxRows: c.prompt_length, seed: c.seed })
-        : await buildHydraModel(gpu, config, {
-          nHeads: c.n_heads,
-          headsDepth: c.heads_depth,
-          maxPos,
-          maxRows: c.prompt_length,
-          weights: { kind: "random", seed: c.seed },
-        });
-      const decoder = new Decoder(model);
-      const mode = name === "baseline" ? "single" : "naive";
-      const load_ms = performance.now() - loadStart;
-      progress(
-        `built in ${(load_ms / 1000).toFixed(1)} s: weights ${
-          (model.weightBytes / 1e9).toFixed(2)
-        } GB, KV + activations ${(model.stateBytes / 1e9).toFixed(3)} GB`,
-      );
-      const bytes = weightBytesPerStep(model, mode === "single" ? [0] : model.weights.heads.map((_, h) => h));
-      const ttft = await benchmarkTtft(decoder, prompt, mode, budgets);
-      progress(`ttft ${ttft.median_ms.toFixed(3)} ms (${ttft.n} reps, GPU time)`);
-      const decode = await benchmarkDecode(decoder, prompt, mode, {
-        ...budgets,
-        genLength: c.gen_length,
-        stepInterval: c.step_interval,
-      }, progress);
-      decoder.destroy();
-      const roof = rooflineTps(copyGbps, bytes);
-      const med = decode.positions.map((p) =>
-        p.median_ms
-      ).sort((a, b) => a - b)[Math.floor(decode.positions.length / 2)];
-      progress(
-        `decode median ${med.toFixed(3)} ms/token = ${(1000 / med).toFixed(1)} tok/s; roofline ${
-          roof.toFixed(1)
-        } tok/s (${(100 * (1000 / med) / roof).toFixed(0)}%)`,
-      );
-      return {
-        name,
-        weights: "random",
-        weight_bytes_per_step: bytes,
-        roofline_tps: roof,
-        ttft,
-        decode,
-        poe: null,
-        load_ms,
-        sync_points: gpu.syncPoints - syncBefore,
-      };
-    }
-    // hydra_poe
-    const tokenizerDir = c.weights?.base;
-    const tokenizer = await loadTokenizer(tokenizerDir);
-    const chat = await loadChatTemplateConfig(tokenizerDir);
-    const text = applyChatTemplate([{ role: "user", content: c.poe_prompt }], {
-      template: chat.template,
-      addGenerationPrompt: true,
-      specialTokens: chat.specialTokens,
-    });
-    let promptIds = tokenizer.encode(text);
-    if (!c.weights && config.vocabSize < tokenizer.vocabSize) {
-      // The tiny test size has a 500-id vocabulary: its synthetic weights know no text, so ids are folded into it.
-      promptIds = promptIds.map((t) => t % config.vocabSize);
-      progress(`tiny vocabulary: prompt ids folded modulo ${config.vocabSize}`);
-    }
-    const gammas = poeGammas(c);
-    const maxGamma = Math.max(...gammas);
-    model = await buildHydraModel(gpu, config, {
+  const shape = { maxPos: decodeKvLength(c), maxRows: c.prompt_length };
+  const model = name === "baseline"
+    ? await buildBaselineModel(gpu, config, { ...shape, seed: c.seed })
+    : await buildHydraModel(gpu, config, {
+      ...shape,
       nHeads: c.n_heads,
       headsDepth: c.heads_depth,
-      maxPos: promptIds.length + c.poe_max_new_tokens + maxGamma,
-      maxRows: promptIds.length,
-      maxLogitRows: maxGamma,
-      weights: c.weights ? { kind: "checkpoint", ...c.weights } : { kind: "synthetic", seed: c.seed },
+      weights: { kind: "random", seed: c.seed },
+    });
+  try {
+    const load_ms = performance.now() - loadStart;
+    progress(
+      `built in ${(load_ms / 1000).toFixed(1)} s: weights ${
+        (model.weightBytes / 1e9).toFixed(2)
+      } GB, KV + activations ${(model.stateBytes / 1e9).toFixed(3)} GB`,
+    );
+    const mode = name === "baseline" ? "single" : "naive";
+    const bytes = weightBytesPerStep(model, headsFor(model, mode));
+    const prompt = randomPrompt(c, config.vocabSize);
+    const decoder = new Decoder(model);
+    const ttft = await benchmarkTtft(decoder, prompt, mode, budgetsOf(c));
+    progress(`ttft ${ttft.median_ms.toFixed(3)} ms (${ttft.n} reps, GPU time)`);
+    const decode = await benchmarkDecode(decoder, prompt, mode, {
+      ...budgetsOf(c),
+      genLength: c.gen_length,
+      stepInterval: c.step_interval,
     }, progress);
+    decoder.destroy();
+    const roof = rooflineTps(copyGbps, bytes);
+    const med = decode.positions.map((p) => p.median_ms).sort((a, b) => a - b)[Math.floor(decode.positions.length / 2)];
+    progress(
+      `decode median ${med.toFixed(3)} ms/token = ${(1000 / med).toFixed(1)} tok/s; roofline ${
+        roof.toFixed(1)
+      } tok/s (${(100 * (1000 / med) / roof).toFixed(0)}%)`,
+    );
+    return {
+      name,
+      weights: "random",
+      weight_bytes_per_step: bytes,
+      roofline_tps: roof,
+      ttft,
+      decode,
+      poe: null,
+      load_ms,
+    };
+  } finally {
+    model.destroy();
+  }
+}
+
+/**
+ * hydra_poe on `weights` (else a synthetic LoRA ensemble): the chat-templated poe_prompt, PoE TTFT (GPU time), then
+ * whole calls at every gamma (wall time).
+ */
+async function runPoeConfiguration({ gpu, c, copyGbps, progress }: ConfigurationRun): Promise<Measured> {
+  const config = PRESETS[c.size];
+  const loadStart = performance.now();
+  const tokenizer = await loadTokenizer(c.weights?.base);
+  const chat = await loadChatTemplateConfig(c.weights?.base);
+  let promptIds = tokenizer.encode(userPrompt(c.poe_prompt, chat));
+  if (!c.weights && config.vocabSize < tokenizer.vocabSize) {
+    // The tiny test size has a 500-id vocabulary: its synthetic weights know no text, so ids are folded into it.
+    promptIds = promptIds.map((t) => t % config.vocabSize);
+    progress(`tiny vocabulary: prompt ids folded modulo ${config.vocabSize}`);
+  }
+  const gammas = poeGammas(c);
+  const model = await buildHydraModel(gpu, config, {
+    nHeads: c.n_heads,
+    headsDepth: c.heads_depth,
+    maxPos: poeKvLength(c, promptIds.length),
+    maxRows: promptIds.length,
+    maxLogitRows: Math.max(...gammas),
+    weights: c.weights ? { kind: "checkpoint", ...c.weights } : { kind: "synthetic", seed: c.seed },
+  }, progress);
+  try {
     const load_ms = performance.now() - loadStart;
     progress(
       `built in ${(load_ms / 1000).toFixed(1)} s (${model.weights.source} weights ${
@@ -234,20 +270,27 @@ async function runConfiguration(
       } GB); prompt ${promptIds.length} tokens`,
     );
     const bytes = weightBytesPerStep(model, [0]);
-    const knobs = {
-      beta: c.poe_beta,
-      temperature: c.poe_temperature,
-      maxNewTokens: c.poe_max_new_tokens,
-      seed: c.seed,
-    };
-    const first = buildPoe(model, { ...knobs, gamma: c.poe_gamma }, tokenizer, chat);
-    const ttft = await benchmarkPoeTtft(first, promptIds, budgets);
+    const poeAt = (gamma: number) =>
+      buildPoe(
+        model,
+        {
+          gamma,
+          beta: c.poe_beta,
+          temperature: c.poe_temperature,
+          maxNewTokens: c.poe_max_new_tokens,
+          seed: c.seed,
+        },
+        tokenizer,
+        chat,
+      );
+    const first = poeAt(c.poe_gamma);
+    const ttft = await benchmarkPoeTtft(first, promptIds, budgetsOf(c));
     first.destroy();
     progress(`poe ttft ${ttft.median_ms.toFixed(3)} ms (${ttft.n} reps, GPU time)`);
     const poe = [];
     for (const gamma of gammas) {
-      const p = buildPoe(model, { ...knobs, gamma }, tokenizer, chat);
-      const r = await benchmarkPoe(p, promptIds, budgets);
+      const p = poeAt(gamma);
+      const r = await benchmarkPoe(p, promptIds, budgetsOf(c));
       p.destroy();
       poe.push(r);
       progress(
@@ -260,7 +303,7 @@ async function runConfiguration(
     }
     const label: WeightsLabel = c.weights ? { base: c.weights.base, heads: c.weights.heads } : "synthetic";
     return {
-      name,
+      name: "hydra_poe",
       weights: label,
       weight_bytes_per_step: bytes,
       roofline_tps: rooflineTps(copyGbps, bytes),
@@ -268,10 +311,9 @@ async function runConfiguration(
       decode: null,
       poe,
       load_ms,
-      sync_points: gpu.syncPoints - syncBefore,
     };
   } finally {
-    model?.destroy();
+    model.destroy();
   }
 }
 

@@ -1,9 +1,10 @@
 /**
  * The derived metrics of design.md section 5, computed in one place from the harness's stats and the counters the
  * GPU keeps per call, so that results.json's numbers follow the formulas its readers were promised.
+ * @module
  */
 
-import type { DecodePosition, PoeGammaResult, TimedStats } from "./schema.ts";
+import type { DecodePosition, PoeGammaResult, TimedStats } from "./results_types.ts";
 
 /** One decode position's entry: the stats plus tokens/s = 1000 / median_ms. */
 export function decodePosition(position: number, stats: TimedStats): DecodePosition {

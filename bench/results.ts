@@ -2,12 +2,18 @@
  * Run folders and results.json. A run never reuses or overwrites a folder (`createRunDir` claims a fresh one with an
  * exclusive mkdir), and results.json is rewritten atomically (temp file + rename) after each configuration, so a crash
  * keeps every configuration finished before it, and a reader never sees a half-written file.
+ * @module
  */
 
 import { join } from "@std/path";
 import { UserError } from "../common/errors.ts";
 import type { BenchConfig, ConfigurationName } from "./config.ts";
-import { type ConfigurationResult, type Environment, RESULTS_SCHEMA_VERSION, type ResultsDocument } from "./schema.ts";
+import {
+  type ConfigurationResult,
+  type Environment,
+  RESULTS_SCHEMA_VERSION,
+  type ResultsDocument,
+} from "./results_types.ts";
 
 /** `date` as YYYY-MM-DD in the local time zone (the calendar day of whoever started the run). */
 export function formatRunDate(date: Date): string {

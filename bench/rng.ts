@@ -1,4 +1,7 @@
-/** Seeded CPU randomness (benchmark prompts, tests). */
+/**
+ * Seeded CPU randomness (benchmark prompts, tests).
+ * @module
+ */
 
 /** A seeded pseudo-random generator (mulberry32) with normal and integer draws. */
 export class Rng {

@@ -5,9 +5,10 @@
  * Quantile definition: linear interpolation between order statistics, Hyndman & Fan type 7 (the default of NumPy's
  * `quantile`, R's `quantile` and Excel's PERCENTILE.INC): for sorted x[0..n-1], h = (n - 1) q and
  * Q(q) = x[floor(h)] + (h - floor(h)) (x[floor(h) + 1] - x[floor(h)]). So Q(0) = min, Q(1) = max, Q(0.5) = median.
+ * @module
  */
 
-import type { BenchStats } from "./schema.ts";
+import type { BenchStats } from "./results_types.ts";
 
 function checkSamples(values: readonly number[], what: string): void {
   if (values.length === 0) throw new Error(`${what}: no samples`);

@@ -403,3 +403,14 @@ export function getGpu(): Promise<Gpu> {
   if (!shared) shared = Gpu.create();
   return shared;
 }
+
+/** Records `dispatches` into one compute pass of `encoder` (`descriptor`: e.g. a label or timestamp writes). */
+export function encodePass(
+  encoder: GPUCommandEncoder,
+  dispatches: readonly Dispatch[],
+  descriptor?: GPUComputePassDescriptor,
+): void {
+  const pass = encoder.beginComputePass(descriptor);
+  encodeDispatches(pass, dispatches);
+  pass.end();
+}

@@ -1,6 +1,7 @@
 /**
  * `loadEnsemble`: the weights of a HydraTransformer from a spec: random (generated on the GPU), the synthetic LoRA
  * ensemble, or a checkpoint with per-head PEFT adapter lists (design.md section 7).
+ * @module
  */
 
 import type { Gpu } from "../kernels/runtime.ts";

@@ -7,6 +7,7 @@
  *   single  head 0's logits (a plain OLMo-2, or one Hydra head)
  *   naive   the mean of every head's logits (`forward_and_sample` of the naive Hydra)
  *   jury    log_softmax(sum over the verifier heads 1..N-1 of log_softmax(logits)) (the PoE jury, greedily)
+ * @module
  */
 
 import { CTL } from "../kernels/control/ctl.ts";
@@ -14,7 +15,7 @@ import { ControlOp, controlStep } from "../kernels/control/step.ts";
 import { argmax } from "../kernels/logits/argmax.ts";
 import { combineJury, combineMean } from "../kernels/logits/combine.ts";
 import { logSoftmaxScratchBytes } from "../kernels/logits/log_softmax.ts";
-import { type Dispatch, DispatchCache, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { type Dispatch, DispatchCache, encodePass, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import type { HydraTransformer } from "./hydra.ts";
 
@@ -30,6 +31,18 @@ export function headsFor(model: HydraTransformer, mode: PickMode): number[] {
     throw new UserError("The jury needs at least 2 heads (one draft, one verifier); raise n_heads.");
   }
   return all.slice(1);
+}
+
+/** Options of a pick (`Decoder.combine`, `Decoder.argmax`). */
+export interface PickOptions {
+  /** Build the kernels gated by ctl[ACTIVE] (PoE rounds). */
+  gated?: boolean;
+  /** 0 (default) picks the argmax; above, a sample from softmax(logits / temperature). */
+  temperature?: number;
+  /** Seed of sampling. */
+  seed?: number;
+  /** The logits slots the pick reads (consecutive); default: those of `headsFor(mode)`. */
+  heads?: readonly number[];
 }
 
 /** What a finished generation returns. */
@@ -104,40 +117,52 @@ export class Decoder {
   }
 
   /**
-   * The pick of the next token from the logits of a pass whose last `rows` logit rows sit at positions
-   * POS + rowPosOffset.., written to seq[POS + rowPosOffset + m + 1].
+   * The combination a pick of `mode` reads from `rows` logit rows: nothing for single (it reads its head's logits),
+   * the mean of the heads' logits (naive) or the jury's log-probs (jury) into `combined`.
    */
-  pick(
-    mode: PickMode,
-    rows: number,
-    rowPosOffset: number,
-    o: { gated?: boolean; temperature?: number; seed?: number; heads?: readonly number[] } = {},
-  ): Dispatch[] {
-    const m = this.model, c = m.config, gated = o.gated ?? false;
-    const common = { ctl: m.ctl, rows, vp: c.paddedVocab, vocab: c.vocabSize, gated };
-    const pickArgmax = (logits: GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number }) =>
-      argmax(this.gpu, { ...common, logits, seq: m.seq, rowPosOffset, temperature: o.temperature, seed: o.seed });
-    if (mode === "single") return [pickArgmax(m.logitsSlice((o.heads ?? [0])[0], rows))];
-    const heads = o.heads ?? headsFor(m, mode);
+  combine(mode: PickMode, rows: number, o: Pick<PickOptions, "gated" | "heads"> = {}): Dispatch[] {
+    if (mode === "single") return [];
+    const m = this.model, c = m.config, heads = o.heads ?? headsFor(m, mode);
     const first = heads[0];
-    if (heads.some((h, i) => h !== first + i)) throw new Error("pick: heads must be consecutive");
-    const logits = m.logitsSlices(first, heads.length, rows);
-    if (mode === "naive") {
-      return [
-        combineMean(this.gpu, { ...common, logits, out: this.combined, heads: heads.length }),
-        pickArgmax(this.combined),
-      ];
-    }
-    return [
-      ...combineJury(this.gpu, {
-        ...common,
-        logits,
-        out: this.combined,
-        partials: this.#partials,
-        heads: heads.length,
-      }),
-      pickArgmax(this.combined),
-    ];
+    if (heads.some((h, i) => h !== first + i)) throw new Error("combine: heads must be consecutive");
+    const args = {
+      ctl: m.ctl,
+      logits: m.logitsSlices(first, heads.length, rows),
+      out: this.combined,
+      heads: heads.length,
+      rows,
+      vp: c.paddedVocab,
+      vocab: c.vocabSize,
+      gated: o.gated ?? false,
+    };
+    return mode === "naive"
+      ? [combineMean(this.gpu, args)]
+      : combineJury(this.gpu, { ...args, partials: this.#partials });
+  }
+
+  /**
+   * The argmax (at `temperature` > 0: a sample) of each of `rows` rows, row m at position POS + rowPosOffset + m, into
+   * seq[POS + rowPosOffset + m + 1]: of the logits of slot `heads[0]` for single, else of `combined`.
+   */
+  argmax(mode: PickMode, rows: number, rowPosOffset: number, o: PickOptions = {}): Dispatch {
+    const m = this.model, c = m.config;
+    return argmax(this.gpu, {
+      ctl: m.ctl,
+      logits: mode === "single" ? m.logitsSlice((o.heads ?? [0])[0], rows) : this.combined,
+      seq: m.seq,
+      rows,
+      vp: c.paddedVocab,
+      vocab: c.vocabSize,
+      rowPosOffset,
+      temperature: o.temperature,
+      seed: o.seed,
+      gated: o.gated ?? false,
+    });
+  }
+
+  /** The pick of the next token: `combine`, then `argmax`. */
+  pick(mode: PickMode, rows: number, rowPosOffset: number, o: PickOptions = {}): Dispatch[] {
+    return [...this.combine(mode, rows, o), this.argmax(mode, rows, rowPosOffset, o)];
   }
 
   /** Prefill of the prompt (rows from POS = 0), the pick of the first new token, and AFTER_PREFILL. */
@@ -175,7 +200,7 @@ export class Decoder {
     this.setPrompt(prompt, maxNewTokens);
     const encoder = this.gpu.device.createCommandEncoder({ label: `generate ${mode}` });
     this.encodeReset(encoder);
-    this.#pass(encoder, this.prefill(mode));
+    encodePass(encoder, this.prefill(mode));
     let promptLogits: Float32Array | undefined;
     if (o.withPromptLogits) {
       this.gpu.device.queue.submit([encoder.finish()]);
@@ -200,7 +225,7 @@ export class Decoder {
     const step = this.step(mode);
     // One pass per step, submitted every 8 steps so the GPU starts while the CPU encodes; nothing waits between them.
     for (let i = 1; i < maxNewTokens; i++) {
-      this.#pass(encoder, step);
+      encodePass(encoder, step);
       if (i % 8 === 0) {
         this.gpu.device.queue.submit([encoder.finish()]);
         encoder = this.gpu.device.createCommandEncoder({ label: `generate ${mode}` });
@@ -217,12 +242,6 @@ export class Decoder {
     const ctl = new Uint32Array(ctlBytes);
     const seq = new Uint32Array(seqBytes);
     return { ids: Array.from(seq.subarray(P + 0, P + ctl[CTL.OUT])), ctl };
-  }
-
-  #pass(encoder: GPUCommandEncoder, dispatches: readonly Dispatch[]): void {
-    const pass = encoder.beginComputePass();
-    encodeDispatches(pass, dispatches);
-    pass.end();
   }
 
   /** Frees the decoder's buffers (not the model's). */

@@ -7,11 +7,14 @@
  * from the GPU (`ctl`, `seq`), so generation code only replays them. The forward pass, top to bottom:
  *
  *   x = Embedding[seq[POS + m]]                                     (rows m = 0..M-1 at positions POS + m)
- *   for each trunk block, then each chosen head's blocks:           (block(), one place)
+ *   for each trunk block, then each chosen head's blocks:           (#block, one kernel a line)
  *     qkv = x Wqkv^T;  q, K[pos], V[pos] = RoPE(QKNorm(qkv))
  *     x += RMSNorm_attn(Attention(q, K[0..pos], V[0..pos]) Wo^T)
  *     x += RMSNorm_ff(down(silu(x Wgate^T) * (x Wup^T)))
  *   logits[head] = RMSNorm_final(x) Wlm^T                           (last row only when lastTokenOnly)
+ *
+ * The same pass as plain TypeScript, to read rather than to run fast: `referenceLogits` in model/reference.ts.
+ * @module
  */
 
 import { attentionDecode, createAttentionDecodeScratch, DECODE_MAX_ROWS } from "../kernels/attention/decode.ts";
@@ -154,22 +157,10 @@ export class HydraTransformer {
 
   /** The trunk over `rows` positions from ctl[POS]: embedding then the trunk blocks; its output is in `h`. */
   trunk(rows: number, gated = false): Dispatch[] {
-    return this.#cache.get(`trunk ${rows} ${gated}`, () => {
-      const c = this.config;
-      return [
-        embedding(this.gpu, {
-          ctl: this.ctl,
-          seq: this.seq,
-          table: this.weights.embed,
-          x: this.#act.h,
-          rows,
-          dim: c.dModel,
-          tableRows: c.paddedVocab,
-          gated,
-        }),
-        ...this.weights.trunk.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], this.#act.h, rows, gated)),
-      ];
-    });
+    return this.#cache.get(`trunk ${rows} ${gated}`, () => [
+      this.#bind(rows, gated).embed(this.#act.h),
+      ...this.weights.trunk.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], this.#act.h, rows, gated)),
+    ]);
   }
 
   /**
@@ -184,38 +175,17 @@ export class HydraTransformer {
   ): Dispatch[] {
     const input = o.input ?? "h", gated = o.gated ?? false, slot = o.slot ?? h;
     return this.#cache.get(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slot}`, () => {
-      const c = this.config, d = c.dModel;
-      const head = this.weights.heads[h];
-      const src = input === "h" ? this.#act.h : this.trunkStates;
-      const x = this.#act.hHead;
+      const c = this.config, a = this.#act, head = this.weights.heads[h];
       const outRows = o.lastTokenOnly ? 1 : rows;
       if (outRows > this.maxLogitRows) {
         throw new Error(`head(): ${outRows} logit rows, the model was built for ${this.maxLogitRows}`);
       }
+      const all = this.#bind(rows, gated), out = this.#bind(outRows, gated);
       return [
-        copyVec4(this.gpu, { ctl: this.ctl, src, dst: x, vec4Count: (rows * d) / 4, gated }),
-        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated)),
-        rmsnorm(this.gpu, {
-          ctl: this.ctl,
-          x,
-          weight: head.norm,
-          out: this.#act.normed,
-          rows: outRows,
-          dim: d,
-          eps: c.rmsNormEps,
-          xRowOffset: rows - outRows,
-          gated,
-        }),
-        linear(this.gpu, {
-          ctl: this.ctl,
-          weight: head.lmHead,
-          x: this.#act.normed,
-          y: this.logitsSlice(slot, outRows),
-          rows: outRows,
-          k: d,
-          n: c.paddedVocab,
-          gated,
-        }),
+        all.copy(input === "h" ? a.h : this.trunkStates, a.hHead),
+        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], a.hHead, rows, gated)),
+        out.norm(a.hHead, head.norm, a.normed, { xRowOffset: rows - outRows }),
+        out.linear(head.lmHead, a.normed, this.logitsSlice(slot, outRows), c.dModel, c.paddedVocab),
       ];
     });
   }
@@ -230,93 +200,82 @@ export class HydraTransformer {
 
   /** Copies the trunk output row 0 (`h`) into row `i` of `trunkStates` (a draft step's state, for verification). */
   saveTrunkState(i: number, gated = false): Dispatch {
-    const d = this.config.dModel;
+    const bytes = this.config.dModel * 4;
     return this.#cache.get(`save ${i} ${gated}`, () => [
-      copyVec4(this.gpu, {
-        ctl: this.ctl,
-        src: this.#act.h,
-        dst: { buffer: this.trunkStates, offset: i * d * 4, size: d * 4 },
-        vec4Count: d / 4,
-        gated,
-      }),
+      this.#bind(1, gated).copy(this.#act.h, { buffer: this.trunkStates, offset: i * bytes, size: bytes }),
     ])[0];
   }
 
-  /** One OLMo-2 block on residual `x` (rows at positions ctl[POS]..), appending to `kv`. */
+  /**
+   * One OLMo-2 block on residual `x` (rows at positions ctl[POS]..), appending to `kv`: the forward pass of the
+   * module comment, one kernel a line.
+   */
   #block(b: BlockWeights, kv: KvLayer, x: GPUBuffer, rows: number, gated: boolean): Dispatch[] {
-    const gpu = this.gpu, c = this.config, ctl = this.ctl, a = this.#act;
-    const d = c.dModel, F = c.ffnHidden;
-    const attention = rows <= DECODE_MAX_ROWS
-      ? attentionDecode(gpu, {
-        ctl,
-        q: a.q,
-        kCache: kv.k,
-        vCache: kv.v,
-        out: a.att,
-        scratch: this.#attnScratch,
-        rows,
-        nHeads: c.nHeads,
-        headDim: c.headDim,
-        maxPos: this.maxPos,
-        gated,
-      })
-      : [
-        attentionPrefill(gpu, {
+    const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
+    return [
+      k.linear(b.qkv, x, a.qkv, d, 3 * d),
+      k.qkNormRope(b.qkNorm, kv),
+      ...k.attention(kv),
+      k.linear(b.o, a.att, a.proj, d, d),
+      k.norm(a.proj, b.attnNorm, x, { residual: true }),
+      k.linear(b.gateUp, x, a.ffn, d, F, Epilogue.SWIGLU),
+      k.linear(b.down, a.ffn, a.proj, F, d),
+      k.norm(a.proj, b.ffNorm, x, { residual: true }),
+    ];
+  }
+
+  /**
+   * The kernels of a pass over `rows` rows, bound to this model's GPU, control block, shapes, activations and gating,
+   * so that `#block` and `head` record one kernel a line.
+   */
+  #bind(rows: number, gated: boolean) {
+    const gpu = this.gpu, ctl = this.ctl, c = this.config, a = this.#act, maxPos = this.maxPos;
+    const attention = { ctl, q: a.q, out: a.att, rows, nHeads: c.nHeads, headDim: c.headDim, gated };
+    return {
+      /** x = the embedding rows of seq[POS..]. */
+      embed: (x: GPUBuffer) =>
+        embedding(gpu, {
           ctl,
-          q: a.q,
-          kCache: kv.k,
-          vCache: kv.v,
-          out: a.att,
+          seq: this.seq,
+          table: this.weights.embed,
+          x,
           rows,
-          nHeads: c.nHeads,
-          headDim: c.headDim,
+          dim: c.dModel,
+          tableRows: c.paddedVocab,
           gated,
         }),
-      ];
-    return [
-      linear(gpu, { ctl, weight: b.qkv, x, y: a.qkv, rows, k: d, n: 3 * d, gated }),
-      qkNormRope(gpu, {
-        ctl,
-        qkv: a.qkv,
-        normWeights: b.qkNorm,
-        ropeTable: this.#rope,
-        qOut: a.q,
-        kCache: kv.k,
-        vCache: kv.v,
-        rows,
-        dim: d,
-        headDim: c.headDim,
-        maxPos: this.maxPos,
-        eps: c.rmsNormEps,
-        gated,
-      }),
-      ...attention,
-      linear(gpu, { ctl, weight: b.o, x: a.att, y: a.proj, rows, k: d, n: d, gated }),
-      rmsnorm(gpu, {
-        ctl,
-        x: a.proj,
-        weight: b.attnNorm,
-        out: x,
-        rows,
-        dim: d,
-        eps: c.rmsNormEps,
-        residual: true,
-        gated,
-      }),
-      linear(gpu, { ctl, weight: b.gateUp, x, y: a.ffn, rows, k: d, n: F, epilogue: Epilogue.SWIGLU, gated }),
-      linear(gpu, { ctl, weight: b.down, x: a.ffn, y: a.proj, rows, k: F, n: d, gated }),
-      rmsnorm(gpu, {
-        ctl,
-        x: a.proj,
-        weight: b.ffNorm,
-        out: x,
-        rows,
-        dim: d,
-        eps: c.rmsNormEps,
-        residual: true,
-        gated,
-      }),
-    ];
+      /** dst = src (rows of width d). */
+      copy: (src: GPUBuffer, dst: GPUBuffer | BufferSlice) =>
+        copyVec4(gpu, { ctl, src, dst, vec4Count: (rows * c.dModel) / 4, gated }),
+      /** y = x W^T for W [n, k]; with the SWIGLU epilogue W holds gate and up and y = silu(x Wgate^T) * (x Wup^T). */
+      linear: (weight: GPUBuffer, x: GPUBuffer, y: GPUBuffer | BufferSlice, k: number, n: number, epilogue?: number) =>
+        linear(gpu, { ctl, weight, x, y, rows, k, n, epilogue, gated }),
+      /** From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. */
+      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer) =>
+        qkNormRope(gpu, {
+          ctl,
+          qkv: a.qkv,
+          normWeights,
+          ropeTable: this.#rope,
+          qOut: a.q,
+          kCache: kv.k,
+          vCache: kv.v,
+          rows,
+          dim: c.dModel,
+          headDim: c.headDim,
+          maxPos,
+          eps: c.rmsNormEps,
+          gated,
+        }),
+      /** att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above. */
+      attention: (kv: KvLayer): Dispatch[] =>
+        rows <= DECODE_MAX_ROWS
+          ? attentionDecode(gpu, { ...attention, kCache: kv.k, vCache: kv.v, scratch: this.#attnScratch, maxPos })
+          : [attentionPrefill(gpu, { ...attention, kCache: kv.k, vCache: kv.v })],
+      /** out = RMSNorm(x) (`residual`: out += RMSNorm(x)), from row `xRowOffset` of x. */
+      norm: (x: GPUBuffer, weight: GPUBuffer, out: GPUBuffer, o: { residual?: boolean; xRowOffset?: number } = {}) =>
+        rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated }),
+    };
   }
 
   /** Frees the KV caches, activations and (unless `keepWeights`) the weights. */

@@ -1,6 +1,7 @@
 /**
  * A plain TypeScript OLMo-2 / Hydra forward pass in f64 (llama2.c style, no GPU), the reference the GPU model is
  * tested against on tiny configs. Weights are the bf16 values as f32 arrays, in checkpoint layout ([out, in]).
+ * @module
  */
 
 import { unpackBf16 } from "../kernels/bf16.ts";

@@ -10,13 +10,14 @@
  * [d, d] and down [d, F]; the QK-norm weights [2d] (q then k), the two sublayer norms [d], all f32. A head has its
  * blocks, final norm and lm_head; trunk and heads share nothing, and no tensor is kept twice (the base's last
  * `headsDepth` blocks exist only inside the heads).
+ * @module
  */
 
 import type { Checkpoint, LayerPart } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
 import type { LoraAdapter, LoraDelta, LoraModule } from "./lora.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
-import { type BufferSlice, type Dispatch, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { type BufferSlice, type Dispatch, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { randomFillChunked } from "../kernels/weights/random.ts";
 import { loraMerge } from "../kernels/weights/lora_merge.ts";
@@ -352,13 +353,10 @@ export async function mergeAdapter(gpu: Gpu, w: HydraWeights, h: number, adapter
 
 function mergeDelta(gpu: Gpu, ctl: GPUBuffer, weight: BufferSlice, d: LoraDelta): void {
   const a = gpu.upload("lora A", d.A), b = gpu.upload("lora B", d.B);
-  const encoder = gpu.device.createCommandEncoder({ label: "lora merge" });
-  const pass = encoder.beginComputePass();
-  encodeDispatches(pass, [
-    loraMerge(gpu, { ctl, a, b, weight, n: d.outFeatures, k: d.inFeatures, rank: d.rank, scale: d.scale }),
-  ]);
-  pass.end();
-  gpu.device.queue.submit([encoder.finish()]);
+  gpu.run(
+    [loraMerge(gpu, { ctl, a, b, weight, n: d.outFeatures, k: d.inFeatures, rank: d.rank, scale: d.scale })],
+    "lora merge",
+  );
   a.destroy();
   b.destroy();
 }

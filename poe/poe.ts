@@ -13,18 +13,28 @@
  * blindly: first the fewest rounds that could finish the call (ceil((maxNewTokens - 1) / gamma): none of them can be
  * idle), then, after one readback, as many as could still be needed (one token per round at worst), of which those
  * after the end are no-ops on the GPU. At most 2 sync points per call.
+ * @module
  */
 
 import { CTL } from "../kernels/control/ctl.ts";
 import { poeAccept } from "../kernels/control/poe_accept.ts";
 import { ControlOp, controlStep } from "../kernels/control/step.ts";
-import { argmax } from "../kernels/logits/argmax.ts";
-import { type Dispatch, DispatchCache, encodeDispatches, type Gpu } from "../kernels/runtime.ts";
+import { type Dispatch, DispatchCache, encodePass, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { Decoder } from "../model/generate.ts";
 import type { HydraTransformer } from "../model/hydra.ts";
 import { applyChatTemplate, type CheckpointChatConfig } from "./chat_template.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+
+/** The text a generation starts from: one user message `content`, in the checkpoint's chat format, then the turn of
+ * the assistant. */
+export function userPrompt(content: string, chat: CheckpointChatConfig): string {
+  return applyChatTemplate([{ role: "user", content }], {
+    template: chat.template,
+    addGenerationPrompt: true,
+    specialTokens: chat.specialTokens,
+  });
+}
 
 /** The knobs of a PoE decoder. */
 export interface PoeOptions {
@@ -102,17 +112,7 @@ export class PoE {
         ...m.trunk(1, gated),
         m.saveTrunkState(i, gated),
         ...m.head(this.draftHead, 1, { lastTokenOnly: true, slot: 0, gated }),
-        argmax(this.gpu, {
-          ctl,
-          logits: m.logitsSlice(0, 1),
-          seq: m.seq,
-          rows: 1,
-          vp: c.paddedVocab,
-          vocab: c.vocabSize,
-          temperature,
-          seed: seed ?? 0,
-          gated,
-        }),
+        this.decoder.argmax("single", 1, 0, { heads: [0], temperature, seed, gated }),
         controlStep(this.gpu, { ctl, op: ControlOp.NEXT_POS, gated }),
       );
     }
@@ -120,7 +120,7 @@ export class PoE {
       m.head(h, gamma, { lastTokenOnly: false, input: "trunkStates", slot: s + 1, gated })
     );
     const slots = this.verifiers.map((_, s) => s + 1);
-    const jury = this.decoder.pick("jury", gamma, 0, { gated, heads: slots }).slice(0, -1); // jury log-probs only
+    const jury = this.decoder.combine("jury", gamma, { gated, heads: slots });
     return [
       controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }),
       ...draft,
@@ -155,12 +155,7 @@ export class PoE {
   /** The prompt ids of `promptText` after the chat template (needs the tokenizer). */
   promptIds(promptText: string): number[] {
     if (!this.tokenizer) throw new Error("PoE.promptIds: this decoder was built without a tokenizer");
-    const text = applyChatTemplate([{ role: "user", content: promptText }], {
-      template: this.chat.template,
-      addGenerationPrompt: true,
-      specialTokens: this.chat.specialTokens,
-    });
-    return this.tokenizer.encode(text);
+    return this.tokenizer.encode(userPrompt(promptText, this.chat));
   }
 
   /** `generate_with_cache`: one whole PoE call on `promptText` (chat template + tokenizer applied). */
@@ -178,7 +173,7 @@ export class PoE {
     const firstRounds = Math.ceil((maxNewTokens - 1) / gamma);
     const encoder = this.gpu.device.createCommandEncoder({ label: "poe prefill" });
     dec.encodeReset(encoder);
-    this.#pass(encoder, this.#prefillDispatches(prompt.length));
+    encodePass(encoder, this.#prefillDispatches(prompt.length));
     this.gpu.device.queue.submit([encoder.finish()]);
     this.#submitRounds(firstRounds);
     let result = await dec.readResult();
@@ -208,7 +203,7 @@ export class PoE {
   #submitRounds(n: number): void {
     for (let r = 0; r < n; r++) {
       const encoder = this.gpu.device.createCommandEncoder({ label: "poe round" });
-      this.#pass(encoder, this.#round);
+      encodePass(encoder, this.#round);
       this.gpu.device.queue.submit([encoder.finish()]);
     }
   }
@@ -217,18 +212,12 @@ export class PoE {
   encodePrefill(encoder: GPUCommandEncoder, prompt: readonly number[], pass?: GPUComputePassDescriptor): void {
     this.decoder.setPrompt(prompt, this.options.maxNewTokens, this.options.gamma);
     this.decoder.encodeReset(encoder);
-    this.#pass(encoder, this.#prefillDispatches(prompt.length), pass);
+    encodePass(encoder, this.#prefillDispatches(prompt.length), pass);
   }
 
   /** Encodes one round into its own pass (for timing). */
   encodeRound(encoder: GPUCommandEncoder, pass?: GPUComputePassDescriptor): void {
-    this.#pass(encoder, this.#round, pass);
-  }
-
-  #pass(encoder: GPUCommandEncoder, dispatches: readonly Dispatch[], descriptor?: GPUComputePassDescriptor): void {
-    const pass = encoder.beginComputePass(descriptor);
-    encodeDispatches(pass, dispatches);
-    pass.end();
+    encodePass(encoder, this.#round, pass);
   }
 
   /** Frees the decoder's buffers (not the model). */

@@ -8,6 +8,7 @@
  *                                      [--quick] [--json FILE]
  *
  * Weight pools of >= 256 MiB per shape are cycled so no result is an L2-cache reading.
+ * @module
  */
 
 import { parseArgs } from "@std/cli/parse-args";

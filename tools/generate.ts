@@ -8,6 +8,7 @@
  *   Output: text (or --json: {"ids": [...], "prompt_last_logits": [...] (with --logits), "stats": {...}}).
  *
  * Greedy by default; `--mode greedy` is head 0 (the plain model when --heads is 1). Bad input: one sentence, exit 2.
+ * @module
  */
 
 import { parseArgs } from "@std/cli/parse-args";
@@ -19,8 +20,8 @@ import { Decoder, type PickMode } from "../model/generate.ts";
 import { HydraTransformer } from "../model/hydra.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { destroyWeights } from "../model/weights.ts";
-import { applyChatTemplate, loadChatTemplateConfig } from "../poe/chat_template.ts";
-import { PoE } from "../poe/poe.ts";
+import { loadChatTemplateConfig } from "../poe/chat_template.ts";
+import { PoE, userPrompt } from "../poe/poe.ts";
 import { loadTokenizer, type Tokenizer } from "../poe/tokenizer.ts";
 
 const USAGE = `Usage:
@@ -123,12 +124,7 @@ export async function main(argv: string[]): Promise<number> {
     tokenizer = await loadTokenizer(tokenizerDir);
     let text = String(a.prompt);
     if (a.chat || mode === "poe") {
-      const chat = await loadChatTemplateConfig(tokenizerDir);
-      text = applyChatTemplate([{ role: "user", content: text }], {
-        template: chat.template,
-        addGenerationPrompt: true,
-        specialTokens: chat.specialTokens,
-      });
+      text = userPrompt(text, await loadChatTemplateConfig(tokenizerDir));
     }
     ids = tokenizer.encode(text);
   } else {

@@ -10,7 +10,7 @@ import { createCanvas, loadImage } from "@napi-rs/canvas";
 import { GRAPH_FILE, GRAPH_LAYOUT, type PanelRect, renderGraph, writeGraph } from "../../bench/graph.ts";
 import { main } from "../../bench/graph_main.ts";
 import { RESULTS_FILE } from "../../bench/results.ts";
-import type { ResultsDocument } from "../../bench/schema.ts";
+import type { ResultsDocument } from "../../bench/results_types.ts";
 import { UserError } from "../../common/errors.ts";
 import { syntheticResults } from "./synthetic.ts";
 

@@ -6,7 +6,13 @@
 import { Rng } from "../harness.ts";
 import { type ConfigurationName, DEFAULT_CONFIG } from "../../bench/config.ts";
 import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
-import type { Clock, ConfigurationResult, Environment, ResultsDocument, TimedStats } from "../../bench/schema.ts";
+import type {
+  Clock,
+  ConfigurationResult,
+  Environment,
+  ResultsDocument,
+  TimedStats,
+} from "../../bench/results_types.ts";
 import { summarize } from "../../bench/stats.ts";
 
 const COPY_GBPS = 3001;

@@ -3,7 +3,7 @@ import { Decoder } from "../../model/generate.ts";
 import { HydraTransformer } from "../../model/hydra.ts";
 import { type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../model/reference.ts";
 import { allocateWeights, fillSyntheticEnsemble } from "../../model/weights.ts";
-import { encodeDispatches, type Gpu } from "../../kernels/runtime.ts";
+import { encodePass, type Gpu } from "../../kernels/runtime.ts";
 import { PoE, type PoeCallResult } from "../../poe/poe.ts";
 import { gpuTest, Rng } from "../harness.ts";
 
@@ -127,11 +127,7 @@ gpuTest("after PoE rolls back rejected drafts, continuing greedily equals a run 
     // Continue from the PoE call's caches (LEN after rollback) with plain jury steps, no reset.
     const more = 8;
     const encoder = gpu.device.createCommandEncoder();
-    for (let i = 0; i < more; i++) {
-      const pass = encoder.beginComputePass();
-      encodeDispatches(pass, poe.decoder.step("jury"));
-      pass.end();
-    }
+    for (let i = 0; i < more; i++) encodePass(encoder, poe.decoder.step("jury"));
     gpu.device.queue.submit([encoder.finish()]);
     const continued = (await poe.decoder.readResult()).ids;
     const straight = (await decoder.generate(prompt, NEW + more, "jury")).ids;
