@@ -5,6 +5,7 @@
  *
  * Design rules (see ARCHITECTURE.md): shapes are WGSL override constants fixed when a pipeline is built; everything
  * data-dependent (positions, lengths, token ids) lives in GPU buffers; every GPU object is made at load time.
+ * @module
  */
 
 import { UserError } from "../common/errors.ts";

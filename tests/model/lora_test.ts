@@ -13,7 +13,7 @@ import {
   writeLoraAdapter,
 } from "../../model/lora.ts";
 import { writeSafetensors } from "../../model/safetensors.ts";
-import { Rng } from "../harness.ts";
+import { Rng } from "../../kernels/testing/harness.ts";
 import { assertUserError, MICRO, seedOf, withTempDir } from "./util.ts";
 
 /** Random factors of rank `rank` for `module` of `layer` in the MICRO model. */

@@ -1,10 +1,11 @@
 /**
  * The kernel test harness: a shared GPU, seeded random inputs, the control block, and `assertClose`, which compares a
  * kernel's output with its CPU reference under a stated tolerance and reports the worst error when it fails.
+ * @module
  */
 
-import { getGpu, type Gpu, type Kernel } from "../kernels/runtime.ts";
-import { CTL, CTL_SLOTS } from "../kernels/control/ctl.ts";
+import { getGpu, type Gpu, type Kernel } from "../runtime.ts";
+import { CTL, CTL_SLOTS } from "../control/ctl.ts";
 
 /** WebGPU errors nobody captured (invalid WGSL, a bad bind group, ...), in the order reported. */
 const uncaptured: string[] = [];
@@ -43,7 +44,7 @@ export function gpuTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
   });
 }
 
-export { Rng } from "../bench/rng.ts";
+export { Rng } from "../../bench/rng.ts";
 
 /** Tolerance: an element passes when |actual - expected| <= atol + rtol * |expected|. */
 export interface Tolerance {

@@ -1,4 +1,10 @@
-import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
+/**
+ * Tests of the generated tiled GEMM (`gemm.ts`) against the reference: awkward M, N and K, both epilogues, every
+ * k-loop pipeline and tuning knob, the 2-D grid, gating, rejected shapes and mutants that break it deterministically.
+ * @module
+ */
+
+import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
   gemm,
   GEMM_DEFAULT_TILES,
@@ -7,10 +13,11 @@ import {
   gemmReference,
   type GemmTiles,
   gemmWorkgroupBytes,
-} from "../../kernels/matmul/gemm.ts";
-import { Epilogue } from "../../kernels/matmul/matvec.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+} from "./gemm.ts";
+import { Epilogue } from "./matvec.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import type { ErrorReport } from "../testing/harness.ts";
 
 // As in matvec_test.ts: the weights are exactly bf16 on both sides and the only difference is f32 (one fused
 // multiply-add chain per output, in k order) vs f64 accumulation over K products of O(1) terms, whose error grows like
