@@ -117,7 +117,11 @@ export function poisoned(gpu: Gpu, n: number, label = "out"): GPUBuffer {
   return gpu.upload(label, new Float32Array(n).fill(NaN));
 }
 
-/** A copy of `kernel` with `from` replaced by `to` (which must occur), for tests that prove a check can fail. */
+/**
+ * A copy of `kernel` with `from` replaced by `to` (which must occur), for tests that prove a check can fail. The bug
+ * must break the result in every schedule (a wrong index, offset or bound): a dropped barrier or another data race
+ * may go unseen on one GPU and be caught on another.
+ */
 export function mutate(kernel: Kernel, from: string, to: string): Kernel {
   if (!kernel.source.includes(from)) throw new Error(`mutate: "${from}" does not occur in ${kernel.name}`);
   return { name: `${kernel.name}[mutant ${from} -> ${to}]`, source: kernel.source.replace(from, to) };
