@@ -1,6 +1,7 @@
 /**
  * bf16 on the CPU: round-to-nearest-even conversion from f32 (as PyTorch's `.to(torch.bfloat16)` does), and the
  * packed layout the kernels read: two bf16 per u32, the lower index in the low 16 bits.
+ * @module
  */
 
 const f32 = new Float32Array(1);

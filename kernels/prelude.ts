@@ -5,6 +5,7 @@
  * Every kernel declares `ctl` (the control block, a `array<u32>` of CTL_SLOTS words) at binding 0, read-only except in
  * control kernels, and starts with `if (gated_off()) { return; }`. With the override `GATED` true, a kernel does
  * nothing while `ctl[CTL_ACTIVE] == 0`: that is how PoE rounds after the end of a call become no-ops on the GPU.
+ * @module
  */
 
 import { CTL } from "./control/ctl.ts";

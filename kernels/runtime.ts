@@ -5,8 +5,15 @@
  *
  * Design rules (see ARCHITECTURE.md): shapes are WGSL override constants fixed when a pipeline is built; everything
  * data-dependent (positions, lengths, token ids) lives in GPU buffers; every GPU object is made at load time.
+ *
+ * With `HYDRA_WGSL_DUMP=DIR` in the environment, every pipeline the process builds also writes the WGSL it was built
+ * from (prelude + source, its override constants in a header comment) to `DIR/<kernel>-<variant>.wgsl`, so generated
+ * kernels can be read and diffed.
+ * @module
  */
 
+import { createHash } from "node:crypto";
+import { join } from "@std/path";
 import { UserError } from "../common/errors.ts";
 import { PRELUDE } from "./prelude.ts";
 
@@ -65,6 +72,9 @@ const MAX_LIMITS = [
 
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
+/** The environment variable naming the folder that receives the WGSL of every pipeline built (see `dumpWgsl`). */
+const WGSL_DUMP_ENV = "HYDRA_WGSL_DUMP";
+
 const NO_ADAPTER = "No WebGPU adapter was found: install a GPU driver with Vulkan support, or on a machine without " +
   "a GPU Mesa's software Vulkan driver (Debian/Ubuntu: `sudo apt-get install libvulkan1 mesa-vulkan-drivers`), " +
   "then run again.";
@@ -76,6 +86,8 @@ export class Gpu {
   readonly #modules = new Map<string, GPUShaderModule>();
   readonly #pipelines = new Map<string, GPUComputePipeline>();
   #lost: string | null = null;
+  /** Where the WGSL of each pipeline built is written (`HYDRA_WGSL_DUMP`), or null. */
+  readonly #wgslDump = Deno.env.get(WGSL_DUMP_ENV) || null;
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -151,9 +163,11 @@ export class Gpu {
 
   /** The compute pipeline of `kernel` with `constants`, built once and cached. */
   pipeline(kernel: Kernel, constants: Constants = {}): GPUComputePipeline {
-    const key = kernel.name + JSON.stringify(Object.entries(constants).sort(([a], [b]) => a.localeCompare(b)));
+    const sorted = JSON.stringify(Object.fromEntries(Object.entries(constants).sort(([a], [b]) => a.localeCompare(b))));
+    const key = kernel.name + sorted;
     let pipeline = this.#pipelines.get(key);
     if (pipeline) return pipeline;
+    if (this.#wgslDump) dumpWgsl(this.#wgslDump, kernel, sorted);
     let module = this.#modules.get(kernel.name);
     if (!module) {
       module = this.device.createShaderModule({ label: kernel.name, code: PRELUDE + kernel.source });
@@ -382,6 +396,28 @@ export function encodeDispatches(pass: GPUComputePassEncoder, dispatches: readon
     pass.setPipeline(d.pipeline);
     pass.setBindGroup(0, d.bindGroup);
     pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+  }
+}
+
+/**
+ * Writes the WGSL one pipeline is built from to `dir/<kernel>-<variant>.wgsl`: a header comment with the kernel's name
+ * and its override constants (`constants`: a JSON object, keys sorted, as the pipeline cache keys them), then the
+ * prelude and the kernel's source. `<kernel>` is the name with every character outside [A-Za-z0-9_.-] replaced (the
+ * mutants of the tests have long names with quotes); `<variant>` is the first 8 hex digits of the SHA-256 of the name
+ * and the constants, the same in every run. Throws UserError when the file cannot be written.
+ */
+function dumpWgsl(dir: string, kernel: Kernel, constants: string): void {
+  const variant = createHash("sha256").update(`${kernel.name}\n${constants}`).digest("hex").slice(0, 8);
+  const path = join(dir, `${kernel.name.replace(/[^A-Za-z0-9_.-]+/g, "_").slice(0, 120)}-${variant}.wgsl`);
+  const header = `// kernel: ${kernel.name.replace(/\s+/g, " ")}\n// override constants: ${constants}\n`;
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+    Deno.writeTextFileSync(path, header + PRELUDE + kernel.source);
+  } catch (e) {
+    throw new UserError(
+      `${WGSL_DUMP_ENV}=${dir}: cannot write ${path} (${e instanceof Error ? e.message : e}); set it to a writable ` +
+        "folder or unset it.",
+    );
   }
 }
 

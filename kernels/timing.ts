@@ -1,6 +1,7 @@
 /**
  * GPU timing with timestamp queries: each timed compute pass writes a begin and an end timestamp; `readMs` resolves
  * them all with one readback (one sync point) after the work is submitted.
+ * @module
  */
 
 import { type Dispatch, encodeDispatches, type Gpu } from "./runtime.ts";

@@ -17,6 +17,7 @@
  * Each (row, head, chunk) writes its unnormalised output and (running max, sum of exp) to a scratch buffer; the
  * merge kernel combines the chunks row m can see (c <= p_m / CHUNK) into out. When one chunk covers MAX_POS the
  * builder returns a single dispatch (DIRECT) that normalises and writes out itself.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

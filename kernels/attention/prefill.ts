@@ -12,6 +12,7 @@
  *   3. the V tile replaces the K tile, and each thread accumulates out rows (one vec4 column of ROWS_PER_THREAD rows)
  *      in registers.
  * Workgroup memory: Q tile + one K/V tile + scores, within the portable 16 KiB.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

@@ -13,6 +13,7 @@
  * tree reduction in workgroup memory. A row whose position is >= MAX_POS writes nothing at all (no cache row exists
  * for it and the table has no angle for it), so a caller that runs past the cache sees stale q_out, never memory
  * outside the caches overwritten.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

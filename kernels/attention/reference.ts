@@ -1,6 +1,7 @@
 /**
  * The CPU reference of OLMo-2's causal attention (plain multi-head, n_kv_heads == n_heads), shared by the decode and
  * prefill kernels' tests. Accumulation in f64.
+ * @module
  */
 
 /**

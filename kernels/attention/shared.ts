@@ -11,6 +11,7 @@
  *
  * Masking: score (r, j) is valid when r < rows_valid and key tile_first + j <= min(first_pos + r, last_key), i.e.
  * causal (row r sits at position first_pos + r) and never past last_key. The kernel sets these private variables.
+ * @module
  */
 
 /** WGSL of the online-softmax step; `rows` and `keys` name the kernel's overrides for ROWS and KEYS. */

@@ -5,7 +5,10 @@
  * Conventions: `seq` (a u32 buffer of token ids by position) holds the sequence; positions < LEN have their K/V in
  * every cache; seq[LEN] is the last emitted token, not yet processed. A pass over M rows processes positions
  * POS .. POS+M-1, reading their ids from seq.
+ * @module
  */
+
+/** Slot indices of the control block, in u32 words. */
 export const CTL = {
   /** Position of row 0 of the rows being processed. */
   POS: 0,

@@ -20,6 +20,7 @@
  * Two dispatches: the argmax kernel finds every row's maximum and argmax over its 100k ids in parallel (one workgroup
  * per row) into scratch, then one thread applies the rule above and updates ctl. Both are gated like every kernel;
  * the single-thread kernel has no barrier, so its gate may read the read_write control block.
+ * @module
  */
 
 import { argmax } from "../logits/argmax.ts";

@@ -6,6 +6,7 @@
  *   POS_TO_LEN     POS = LEN (start of a PoE round and of its verification)
  *   AFTER_PREFILL  after a prefill of ROWS positions from POS that wrote seq[POS + ROWS]:
  *                  LEN = POS + ROWS, POS = LEN, OUT += 1, ACTIVE = OUT < MAX_OUT
+ * @module
  */
 
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";

@@ -5,6 +5,7 @@
  * One workgroup per row (a 2-D grid past 65535 rows); its threads stride over the row's D / 2 packed bf16 pairs.
  * An id >= ROWS (outside the table), or a position past the end of `seq`, gives a row of zeros: a bad id must not read
  * another tensor's memory, and zeros make the mistake visible downstream instead of silently plausible.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

@@ -16,6 +16,7 @@
  * measured ~8 us per tiny dispatch), more than the whole single-workgroup pass should take: 1024 threads each keep four
  * independent coalesced loads in flight (16 KB per SM), ~98 loads per thread per row in 25 rounds of four. Several rows
  * (drafted or verified positions) run on as many SMs at once. Not yet timed on an H100.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

@@ -5,6 +5,7 @@
  * The jury is computed as log_softmax(sum_k z_k) by the log_softmax kernel with HEADS = H: each head's log-normaliser
  * is a per-row constant, which the outer log_softmax removes (see log_softmax.ts). `combineJuryReference` evaluates
  * the literal definition, so the tests check that identity too.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

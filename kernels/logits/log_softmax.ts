@@ -13,6 +13,7 @@
  *   phase 1: every workgroup merges its row's CHUNKS partials into the log-normaliser and subtracts it from its chunk.
  * The verifier rows of a PoE round are gamma rows of 4 heads (up to ~8 MB of logits): one workgroup per row would
  * leave all but a handful of SMs idle and read them at single-SM bandwidth, which costs more than the second dispatch.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

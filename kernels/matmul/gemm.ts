@@ -18,6 +18,7 @@
  * The k loop comes in three pipelines (`GemmPipeline`): "serial" reads a k tile, stages it, computes on it; "prefetch"
  * issues the global reads of the next k tile into registers before computing on the current one, so their latency
  * hides behind the arithmetic; "double" adds a second staging buffer so one barrier per k tile suffices.
+ * @module
  */
 
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";

@@ -7,6 +7,7 @@
  * GEMM tiles, measured on an H100 at the 7B prefill shapes (M = 128, docs/PERF.md): the default 64x64 tile, or 64x32
  * (twice the workgroups) for N <= 4096, 7% faster there (o, down). A plain GEMM over the 2N gate/up rows followed by
  * a separate SwiGLU pass was measured too and was 8% slower than the GEMM's SwiGLU epilogue, so there is none.
+ * @module
  */
 
 import type { Dispatch, Gpu } from "../runtime.ts";

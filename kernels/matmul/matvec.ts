@@ -8,6 +8,7 @@
  *
  * Epilogues: PLAIN stores the dot products; SWIGLU reads a [2N, K] weight (gate rows, then up rows) and stores
  * silu(gate) * up, so OLMo-2's gate and up projections and the SiLU-multiply are one pass.
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

@@ -1,6 +1,7 @@
 /**
  * A plain 16-byte-per-thread buffer copy: the bandwidth a WGSL kernel can reach on this device, the roofline that
  * every memory-bound kernel of the suite is compared with (bench/bandwidth.ts).
+ * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";

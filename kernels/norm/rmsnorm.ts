@@ -3,6 +3,7 @@
  *   plain:     out[m, :]  = x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w
  *   residual:  out[m, :] += x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w      (h = h + RMSNorm(sublayer(h)))
  * One workgroup per row; the row's sum of squares is a tree reduction in workgroup memory.
+ * @module
  */
 
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";

@@ -2,6 +2,7 @@
  * WGSL for f32 -> bf16 conversion, shared by the kernels that write bf16 weights (random fill, LoRA merge). It is the
  * GPU twin of `f32ToBf16Bits` in kernels/bf16.ts (round to nearest, ties to even; NaN stays NaN), so a CPU reference
  * that rounds with `f32ToBf16Bits` reproduces the GPU's bits exactly. Kernels paste it into their source.
+ * @module
  */
 
 /** WGSL functions `bf16_bits(x: f32) -> u32` (the bf16 bit pattern in the low 16 bits) and `pack_bf16x2(v) -> u32`. */

@@ -7,6 +7,7 @@
  *
  * Each thread owns one u32 of W (two adjacent weights of a row), reads B[n, :] and two columns of A, and rewrites the
  * word: no two threads touch the same word. A 2-D grid covers matrices of more than 65535 * WG words.
+ * @module
  */
 
 import { roundBf16 } from "../bf16.ts";

@@ -23,6 +23,7 @@
  *
  * The seed, start, count and scale live in a small parameter buffer per dispatch rather than in override constants:
  * a model fills hundreds of tensors with different seeds, and override constants would compile a pipeline for each.
+ * @module
  */
 
 import { f32ToBf16Bits } from "../bf16.ts";

@@ -1,6 +1,6 @@
 import { assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import { kde, quantile, silvermanBandwidth, summarize, tukeyFences, tukeyFilter } from "../../bench/stats.ts";
-import { Rng } from "../harness.ts";
+import { Rng } from "../../kernels/testing/harness.ts";
 
 Deno.test("quantile is type 7 (NumPy's default): linear between order statistics, any input order", () => {
   // Values from numpy.quantile([...], q) with the default method "linear".

@@ -3,7 +3,7 @@
  * runner uses (summarize, decodePosition, poeGammaResult), for the schema, results and graph tests.
  */
 
-import { Rng } from "../harness.ts";
+import { Rng } from "../../kernels/testing/harness.ts";
 import { type ConfigurationName, DEFAULT_CONFIG } from "../../bench/config.ts";
 import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
 import type {

@@ -12,7 +12,7 @@ import { loadLoraAdapter } from "../../model/lora.ts";
 import { allocateWeights, loadCheckpointWeights } from "../../model/weights.ts";
 import type { Gpu } from "../../kernels/runtime.ts";
 import { PoE } from "../../poe/poe.ts";
-import { assertClose, gpuTest } from "../harness.ts";
+import { assertClose, gpuTest } from "../../kernels/testing/harness.ts";
 
 const DIR = fromFileUrl(new URL("../fixtures/olmo2_tiny", import.meta.url));
 

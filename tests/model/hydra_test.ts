@@ -4,7 +4,7 @@ import { HydraTransformer } from "../../model/hydra.ts";
 import { argmaxOf, type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../model/reference.ts";
 import { allocateWeights, fillRandomWeights } from "../../model/weights.ts";
 import type { Gpu } from "../../kernels/runtime.ts";
-import { assertClose, gpuTest, Rng } from "../harness.ts";
+import { assertClose, gpuTest, Rng } from "../../kernels/testing/harness.ts";
 
 const tiny = PRESETS.tiny;
 

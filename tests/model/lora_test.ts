@@ -10,7 +10,7 @@ import {
   peftPatternKey,
   projectionShape,
 } from "../../model/lora.ts";
-import { Rng } from "../harness.ts";
+import { Rng } from "../../kernels/testing/harness.ts";
 import { assertUserError, MICRO, seedOf, withTempDir } from "./util.ts";
 import { type LoraFactors, writeLoraAdapter, writeSafetensors } from "./writers.ts";
 

@@ -2,7 +2,7 @@ import { assertEquals, assertRejects } from "@std/assert";
 import { join } from "@std/path";
 import { f32ToBf16Bits, packBf16 } from "../../kernels/bf16.ts";
 import { type ByteSource, CHUNK_BYTES, SafetensorsFile } from "../../model/safetensors.ts";
-import { Rng } from "../harness.ts";
+import { Rng } from "../../kernels/testing/harness.ts";
 import { assertUserError, withTempDir } from "./util.ts";
 import { writeSafetensors } from "./writers.ts";
 

@@ -7,7 +7,7 @@ import { assert, assertInstanceOf, assertStringIncludes } from "@std/assert";
 import { UserError } from "../../common/errors.ts";
 import type { ModelConfig } from "../../model/config.ts";
 import type { TensorSpec } from "../../model/checkpoint.ts";
-import { Rng } from "../harness.ts";
+import { Rng } from "../../kernels/testing/harness.ts";
 
 /**
  * The smallest config `validateConfig` accepts: one head of the real width 64 needs d >= 64, so 2 heads of 64

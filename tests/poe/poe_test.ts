@@ -5,7 +5,7 @@ import { type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../m
 import { allocateWeights, fillSyntheticEnsemble } from "../../model/weights.ts";
 import { encodePass, type Gpu } from "../../kernels/runtime.ts";
 import { PoE, type PoeCallResult } from "../../poe/poe.ts";
-import { gpuTest, Rng } from "../harness.ts";
+import { gpuTest, Rng } from "../../kernels/testing/harness.ts";
 
 const tiny = PRESETS.tiny;
 const N_HEADS = 4, DEPTH = 2, NEW = 12;

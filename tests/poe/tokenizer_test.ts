@@ -8,7 +8,7 @@ import {
   loadTokenizer,
   loadTokenizerFile,
 } from "../../poe/tokenizer.ts";
-import { Rng } from "../harness.ts";
+import { Rng } from "../../kernels/testing/harness.ts";
 import { DOLMA2_JSON, referenceTest } from "./reference.ts";
 
 const ADDED = Object.keys(DOLMA2_ADDED_TOKENS);

@@ -1,7 +1,7 @@
 import { fromFileUrl } from "@std/path";
 import { main } from "../../tools/generate.ts";
 import { UserError } from "../../common/errors.ts";
-import { gpuTest } from "../harness.ts";
+import { gpuTest } from "../../kernels/testing/harness.ts";
 
 const DIR = fromFileUrl(new URL("../fixtures/olmo2_tiny", import.meta.url));
 const REF = JSON.parse(await Deno.readTextFile(`${DIR}/reference.json`));

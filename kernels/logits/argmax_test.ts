@@ -1,7 +1,13 @@
-import { argmax, argmaxKernel, argmaxReference } from "../../kernels/logits/argmax.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, Rng } from "../harness.ts";
-import { PADDING } from "./logits_check.ts";
+/**
+ * Tests of the argmax / Gumbel-max sampling kernel (`argmax.ts`): greedy ids with ties and padding, sampled ids
+ * against the reference's scores, row positions and mutants.
+ * @module
+ */
+
+import { argmax, argmaxKernel, argmaxReference } from "./argmax.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, Rng } from "../testing/harness.ts";
+import { PADDING } from "../testing/logits_check.ts";
 
 // Sampling: the kernel's Gumbel scores differ from the f64 reference's by < 2e-5 (f32 z / T, WGSL's log with 2^-21
 // absolute error near 1, see the kernel comment). A chosen id passes when its reference score is within 1e-4 of the

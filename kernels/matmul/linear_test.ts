@@ -1,9 +1,15 @@
-import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
-import { GEMM_KERNEL_NAME } from "../../kernels/matmul/gemm.ts";
-import { linear, type LinearArgs } from "../../kernels/matmul/linear.ts";
-import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "../../kernels/matmul/matvec.ts";
-import type { Dispatch, Gpu } from "../../kernels/runtime.ts";
-import { assertClose, ctlBuffer, gpuTest, poisoned, Rng } from "../harness.ts";
+/**
+ * Tests of `linear` (`linear.ts`): it picks the matvec or the GEMM by row count, passes each its knobs, and both
+ * match the reference.
+ * @module
+ */
+
+import { packBf16, roundBf16Array } from "../bf16.ts";
+import { GEMM_KERNEL_NAME } from "./gemm.ts";
+import { linear, type LinearArgs } from "./linear.ts";
+import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "./matvec.ts";
+import type { Dispatch, Gpu } from "../runtime.ts";
+import { assertClose, ctlBuffer, gpuTest, poisoned, Rng } from "../testing/harness.ts";
 
 // Tolerance of matvec_test.ts and gemm_test.ts (bf16 weights exact on both sides, f32 vs f64 accumulation).
 const TOL = { atol: 2e-4, rtol: 1e-4 };

@@ -1,8 +1,14 @@
+/**
+ * Tests of the on-GPU LoRA merge (`lora_merge.ts`): bf16 results within one ulp of the f64 reference and almost
+ * all bit-exact, and mutants.
+ * @module
+ */
+
 import { assertThrows } from "@std/assert";
-import { f32ToBf16Bits, packBf16, roundBf16Array, unpackBf16 } from "../../kernels/bf16.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { loraMerge, loraMergeKernel, loraMergeReference } from "../../kernels/weights/lora_merge.ts";
-import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, Rng } from "../harness.ts";
+import { f32ToBf16Bits, packBf16, roundBf16Array, unpackBf16 } from "../bf16.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { loraMerge, loraMergeKernel, loraMergeReference } from "./lora_merge.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, Rng } from "../testing/harness.ts";
 
 // Tolerance. The outputs are bf16; the GPU accumulates the rank-R sum in f32 (in any order, maybe with fused
 // multiply-adds), the reference in f64, so the f32 value before the final bf16 rounding can differ by a few f32 ulps.

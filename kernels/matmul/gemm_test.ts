@@ -1,4 +1,10 @@
-import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
+/**
+ * Tests of the generated tiled GEMM (`gemm.ts`) against the reference: awkward M, N and K, both epilogues, every
+ * k-loop pipeline and tuning knob, the 2-D grid, gating, rejected shapes and mutants that break it deterministically.
+ * @module
+ */
+
+import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
   gemm,
   GEMM_DEFAULT_TILES,
@@ -7,10 +13,11 @@ import {
   gemmReference,
   type GemmTiles,
   gemmWorkgroupBytes,
-} from "../../kernels/matmul/gemm.ts";
-import { Epilogue } from "../../kernels/matmul/matvec.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+} from "./gemm.ts";
+import { Epilogue } from "./matvec.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import type { ErrorReport } from "../testing/harness.ts";
 
 // As in matvec_test.ts: the weights are exactly bf16 on both sides and the only difference is f32 (one fused
 // multiply-add chain per output, in k order) vs f64 accumulation over K products of O(1) terms, whose error grows like
@@ -166,19 +173,21 @@ gpuTest("gemm rejects shapes and tiles it cannot handle", (gpu) => {
 });
 
 gpuTest("gemm checks catch broken kernels", async (gpu) => {
-  // [tiles, from, to]: each mutation applies to the plain and SwiGLU kernels of the tiles where `from` occurs.
+  // [tiles, from, to]: each mutation applies to the plain and SwiGLU kernels of the tiles where `from` occurs. Every
+  // mutant computes a wrong result in every schedule, with no data race: a dropped barrier is a race that a GPU may
+  // not expose (an H200 ran the serial pipeline without its "tiles consumed" barrier correctly), so it proves nothing.
   const small: GemmTiles = { threadsM: 8, threadsN: 8 }; // 32 x 32: the double buffer fits 16 KiB
   const cases: [GemmTiles, string, string][] = [
     [{}, "k0 < K; k0 += TILE_K", "k0 + TILE_K < K; k0 += TILE_K"], // last (partial) k tile dropped
     [{}, "bf16_lo(a), bf16_hi(a)", "bf16_hi(a), bf16_lo(a)"], // swapped bf16 halves
-    [{}, "workgroupBarrier(); // tiles staged", "// tiles staged"], // computes before the tiles are staged
+    [{}, "return x[s.src + k0 / 4u]", "return x[s.src + k0 / 8u]"], // x tiles read at the weights' k offset
     [{}, "select(n, n + N, r >= TILE_N)", "select(n, n + TILE_N, r >= TILE_N)"], // up rows read from the wrong place
     [{}, "a1_2 = fma4(xv, w2, a1_2)", "a1_2 = fma4(xv, w1, a1_2)"], // one register of the block takes a wrong column
     [{}, "put(m + 16u, n + 32u, a1_2", "put(m + 16u, n + 16u, a1_2"], // one register stored to a wrong column
     [{}, "px0 = load_x(sx0, k0 + TILE_K)", "px0 = load_x(sx0, k0)"], // prefetches the current x tile again
-    [{ pipeline: "serial" }, "workgroupBarrier(); // tiles consumed", "// tiles consumed"], // overwrites tiles in use
-    [{ ...small, pipeline: "double" }, "stage_w(next * WS_LEN + sw0.dst", "stage_w(cur * WS_LEN + sw0.dst"], // wrong buffer
-    [{ ...small, pipeline: "double" }, "let xk = cur * XS_LEN", "let xk = 0u * XS_LEN"], // reads one buffer only
+    [{ pipeline: "serial" }, "pw0 = load_w(sw0, k0);", "pw0 = load_w(sw0, k0 + TILE_K);"], // weights a k tile ahead
+    [{ ...small, pipeline: "double" }, "stage_w(sw0.dst, pw0)", "stage_w(WS_LEN + sw0.dst, pw0)"], // first tile, wrong buffer
+    [{ ...small, pipeline: "double" }, "cur = next;", "cur = 0u;"], // buffers never swapped: the first k tile every step
   ];
   for (const [tiles, from, to] of cases) {
     const kernels = [Epilogue.PLAIN, Epilogue.SWIGLU]

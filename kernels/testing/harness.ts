@@ -1,10 +1,11 @@
 /**
  * The kernel test harness: a shared GPU, seeded random inputs, the control block, and `assertClose`, which compares a
  * kernel's output with its CPU reference under a stated tolerance and reports the worst error when it fails.
+ * @module
  */
 
-import { getGpu, type Gpu, type Kernel } from "../kernels/runtime.ts";
-import { CTL, CTL_SLOTS } from "../kernels/control/ctl.ts";
+import { getGpu, type Gpu, type Kernel } from "../runtime.ts";
+import { CTL, CTL_SLOTS } from "../control/ctl.ts";
 
 /** WebGPU errors nobody captured (invalid WGSL, a bad bind group, ...), in the order reported. */
 const uncaptured: string[] = [];
@@ -43,7 +44,7 @@ export function gpuTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
   });
 }
 
-export { Rng } from "../bench/rng.ts";
+export { Rng } from "../../bench/rng.ts";
 
 /** Tolerance: an element passes when |actual - expected| <= atol + rtol * |expected|. */
 export interface Tolerance {
@@ -116,7 +117,11 @@ export function poisoned(gpu: Gpu, n: number, label = "out"): GPUBuffer {
   return gpu.upload(label, new Float32Array(n).fill(NaN));
 }
 
-/** A copy of `kernel` with `from` replaced by `to` (which must occur), for tests that prove a check can fail. */
+/**
+ * A copy of `kernel` with `from` replaced by `to` (which must occur), for tests that prove a check can fail. The bug
+ * must break the result in every schedule (a wrong index, offset or bound): a dropped barrier or another data race
+ * may go unseen on one GPU and be caught on another.
+ */
 export function mutate(kernel: Kernel, from: string, to: string): Kernel {
   if (!kernel.source.includes(from)) throw new Error(`mutate: "${from}" does not occur in ${kernel.name}`);
   return { name: `${kernel.name}[mutant ${from} -> ${to}]`, source: kernel.source.replace(from, to) };

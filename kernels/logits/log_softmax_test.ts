@@ -1,12 +1,13 @@
-import {
-  logSoftmax,
-  logSoftmaxKernel,
-  logSoftmaxReference,
-  logSoftmaxScratchBytes,
-} from "../../kernels/logits/log_softmax.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
-import { assertMaskedRows, LOGP_TOL, PADDING } from "./logits_check.ts";
+/**
+ * Tests of the row-wise log_softmax kernel (`log_softmax.ts`), plain and over summed heads, against the f64
+ * reference at vocabulary sizes that split into uneven chunks, padding masked, and mutants.
+ * @module
+ */
+
+import { logSoftmax, logSoftmaxKernel, logSoftmaxReference, logSoftmaxScratchBytes } from "./log_softmax.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import { assertMaskedRows, LOGP_TOL, PADDING } from "../testing/logits_check.ts";
 
 /** Runs one log_softmax case (HEADS summed matrices) and compares it with the f64 reference. */
 async function checkLogSoftmax(

@@ -1,6 +1,13 @@
-import { rmsnorm, rmsnormKernel, rmsnormReference } from "../../kernels/norm/rmsnorm.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+/**
+ * Tests of RMSNorm (`rmsnorm.ts`), plain and fused with the residual add, against the f64 reference at awkward
+ * sizes, and mutants.
+ * @module
+ */
+
+import { rmsnorm, rmsnormKernel, rmsnormReference } from "./rmsnorm.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import type { ErrorReport } from "../testing/harness.ts";
 
 // f32 kernel vs f64 reference: the only differences are f32 rounding in a sum of D squares and inverseSqrt's
 // few-ulp error, so 1e-5 relative (plus 1e-6 absolute for values near zero) is far above what a correct kernel shows.

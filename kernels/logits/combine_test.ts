@@ -1,14 +1,14 @@
-import {
-  combineJury,
-  combineJuryReference,
-  combineMean,
-  combineMeanKernel,
-  combineMeanReference,
-} from "../../kernels/logits/combine.ts";
-import { logSoftmaxKernel, logSoftmaxScratchBytes } from "../../kernels/logits/log_softmax.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
-import { assertMaskedRows, LOGP_TOL, PADDING } from "./logits_check.ts";
+/**
+ * Tests of the head-combining kernels (`combine.ts`): the mean over heads and the jury's summed log-probs against
+ * the references, padding masked to -inf, and mutants.
+ * @module
+ */
+
+import { combineJury, combineJuryReference, combineMean, combineMeanKernel, combineMeanReference } from "./combine.ts";
+import { logSoftmaxKernel, logSoftmaxScratchBytes } from "./log_softmax.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import { assertMaskedRows, LOGP_TOL, PADDING } from "../testing/logits_check.ts";
 
 // Mean of <= 8 f32 logits of magnitude <= ~15, summed in order in f32 vs f64: a few ulp of 15 per addition (< 1e-5
 // for 8 heads); 2e-5 leaves a 2x margin, and a missing head or a wrong stride moves the mean by O(0.1).

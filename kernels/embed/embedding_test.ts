@@ -1,8 +1,15 @@
+/**
+ * Tests of the embedding gather (`embedding.ts`): exact bf16 -> f32 rows at the control block's positions,
+ * out-of-range ids, gating and mutants.
+ * @module
+ */
+
 import { assertThrows } from "@std/assert";
-import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
-import { embedding, embeddingKernel, embeddingReference } from "../../kernels/embed/embedding.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+import { packBf16, roundBf16Array } from "../bf16.ts";
+import { embedding, embeddingKernel, embeddingReference } from "./embedding.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import type { ErrorReport } from "../testing/harness.ts";
 
 // A gather of bf16 values widened to f32 is exact (bf16 -> f32 is a shift), so the tolerance is zero.
 const EXACT = { atol: 0 };

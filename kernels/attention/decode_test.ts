@@ -1,3 +1,10 @@
+/**
+ * Tests of the decode attention kernels (`decode.ts`: per-chunk partials and their merge) against the CPU
+ * reference: one row at every cache length, 3 and 16 rows, the 4096 context, tuning knobs, garbage past the valid keys,
+ * gating, shape checks and mutants.
+ * @module
+ */
+
 import {
   attentionDecode,
   type AttentionDecodeArgs,
@@ -5,10 +12,10 @@ import {
   type AttentionDecodeKernels,
   attentionMergeKernel,
   createAttentionDecodeScratch,
-} from "../../kernels/attention/decode.ts";
-import type { Gpu } from "../../kernels/runtime.ts";
-import { assertCaught, ctlBuffer, gpuTest, mutate } from "../harness.ts";
-import { assertRejected, type AttentionCase, checkAttention } from "./attention_cases.ts";
+} from "./decode.ts";
+import type { Gpu } from "../runtime.ts";
+import { assertCaught, ctlBuffer, gpuTest, mutate } from "../testing/harness.ts";
+import { assertRejected, type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 
 interface DecodeKnobs {
   gated?: boolean;

@@ -1,7 +1,14 @@
-import { packBf16, roundBf16Array } from "../../kernels/bf16.ts";
-import { Epilogue, matvec, matvecKernelFor, matvecReference } from "../../kernels/matmul/matvec.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, type ErrorReport, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+/**
+ * Tests of the generated matvec (`matvec.ts`) against the reference: every row count and rows per thread, awkward
+ * K and N, both epilogues, and mutants.
+ * @module
+ */
+
+import { packBf16, roundBf16Array } from "../bf16.ts";
+import { Epilogue, matvec, matvecKernelFor, matvecReference } from "./matvec.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import type { ErrorReport } from "../testing/harness.ts";
 
 // The weights are exactly bf16 on both sides; the only difference is f32 vs f64 accumulation over K products of
 // O(1) terms, whose error grows like sqrt(K) * 2^-24 * |term|: below 1e-4 at K = 4096. atol 2e-4 + rtol 1e-4 leaves

@@ -1,13 +1,14 @@
-import { CTL, CTL_SLOTS, MAX_GAMMA } from "../../kernels/control/ctl.ts";
-import {
-  poeAccept,
-  poeAcceptKernel,
-  poeAcceptReference,
-  type PoeAcceptResult,
-} from "../../kernels/control/poe_accept.ts";
-import { logSoftmaxReference } from "../../kernels/logits/log_softmax.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, gpuTest, mutate, Rng } from "../harness.ts";
+/**
+ * Tests of the PoE acceptance kernel (`poe_accept.ts`): accepted lengths, resampling, counters and KV rollback
+ * against the reference, exactly, for drafts placed on either side of the acceptance threshold, and mutants.
+ * @module
+ */
+
+import { CTL, CTL_SLOTS, MAX_GAMMA } from "./ctl.ts";
+import { poeAccept, poeAcceptKernel, poeAcceptReference, type PoeAcceptResult } from "./poe_accept.ts";
+import { logSoftmaxReference } from "../logits/log_softmax.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, gpuTest, mutate, Rng } from "../testing/harness.ts";
 
 // Every comparison here is exact (atol 0): the kernel and the reference make the same f32 comparisons on the same f32
 // values (the threshold log(beta) + max is one correctly rounded f32 addition on both sides) and move integers.

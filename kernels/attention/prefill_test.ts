@@ -1,7 +1,13 @@
-import { attentionPrefill, attentionPrefillKernel } from "../../kernels/attention/prefill.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, ctlBuffer, gpuTest, mutate } from "../harness.ts";
-import { assertRejected, type AttentionCase, checkAttention } from "./attention_cases.ts";
+/**
+ * Tests of the causal prefill attention kernel (`prefill.ts`) against the CPU reference: awkward row counts and
+ * positions, garbage past the valid keys, gating, shape checks and mutants.
+ * @module
+ */
+
+import { attentionPrefill, attentionPrefillKernel } from "./prefill.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, ctlBuffer, gpuTest, mutate } from "../testing/harness.ts";
+import { assertRejected, type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 
 interface PrefillKnobs {
   gated?: boolean;

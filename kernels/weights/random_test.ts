@@ -1,6 +1,12 @@
+/**
+ * Tests of the random-fill kernel (`random.ts`): bit-exact against its CPU reference at any offset and count,
+ * its distribution, and mutants.
+ * @module
+ */
+
 import { assertEquals, assertThrows } from "@std/assert";
-import { unpackBf16 } from "../../kernels/bf16.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
+import { unpackBf16 } from "../bf16.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
 import {
   randomFill,
   randomFillChunked,
@@ -8,8 +14,8 @@ import {
   randomFillReference,
   randomScale,
   type RandomSpec,
-} from "../../kernels/weights/random.ts";
-import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned } from "../harness.ts";
+} from "./random.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned } from "../testing/harness.ts";
 
 // The fill is exact by construction (integer hash, an exact product, one rounded f32 add, RNE to bf16), so the GPU's
 // words must equal the reference's bit for bit: tolerance zero, compared as u32 words.

@@ -2,11 +2,12 @@
  * Inputs and the check shared by the attention kernel tests: seeded queries and caches whose rows past the valid
  * length hold garbage (NaN or huge values, so a kernel that reads a key it must not fails), an output buffer poisoned
  * with NaN and followed by sentinel rows (which must come back untouched), and the comparison with the reference.
+ * @module
  */
 
-import { attentionReference } from "../../kernels/attention/reference.ts";
-import type { Dispatch, Gpu } from "../../kernels/runtime.ts";
-import { assertClose, ctlBuffer, type ErrorReport, Rng } from "../harness.ts";
+import { attentionReference } from "../attention/reference.ts";
+import type { Dispatch, Gpu } from "../runtime.ts";
+import { assertClose, ctlBuffer, type ErrorReport, Rng } from "./harness.ts";
 
 // The kernels compute in f32 what the reference computes in f64. Scores are dot products of HEAD_DIM terms
 // (rounding ~1e-6 absolute on scores of a few units, i.e. ~1e-6 relative on each exp); exp itself is within a few

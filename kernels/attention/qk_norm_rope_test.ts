@@ -1,3 +1,9 @@
+/**
+ * Tests of the QK-norm + RoPE + cache-store kernel (`qk_norm_rope.ts`) and its RoPE table against the references:
+ * q_out and both caches, untouched sentinel rows, rows past the cache, and mutants.
+ * @module
+ */
+
 import { assertEquals, assertThrows } from "@std/assert";
 import {
   qkNormReference,
@@ -6,9 +12,9 @@ import {
   qkNormRopeReference,
   ropeReference,
   ropeTable,
-} from "../../kernels/attention/qk_norm_rope.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../harness.ts";
+} from "./qk_norm_rope.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 
 // Inputs are N(0, 2^2) (|x| <= ~10), norm weights N(1, 0.5^2). The kernel works in f32 against an f64 reference on the
 // same f32 inputs and table: RoPE alone differs by ~1 ulp of its products (<= 1e-6 absolute); with QK-norm the f32

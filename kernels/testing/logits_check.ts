@@ -1,6 +1,9 @@
-/** Checks shared by the logits kernels' tests. */
+/**
+ * Checks shared by the logits kernels' tests.
+ * @module
+ */
 
-import { assertClose, type ErrorReport, type Tolerance } from "../harness.ts";
+import { assertClose, type ErrorReport, type Tolerance } from "./harness.ts";
 
 /** Value planted at padding ids (>= vocab): far above any real logit, so an unmasked padding id wins every max. */
 export const PADDING = 1e4;

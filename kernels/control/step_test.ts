@@ -1,7 +1,13 @@
-import { CTL, CTL_SLOTS } from "../../kernels/control/ctl.ts";
-import { ControlOp, controlStep, controlStepKernel, controlStepReference } from "../../kernels/control/step.ts";
-import type { Gpu, Kernel } from "../../kernels/runtime.ts";
-import { assertCaught, gpuTest, mutate, Rng } from "../harness.ts";
+/**
+ * Tests of the control-block step kernel (`step.ts`): every slot after each operation against the reference,
+ * exactly, and mutants.
+ * @module
+ */
+
+import { CTL, CTL_SLOTS } from "./ctl.ts";
+import { ControlOp, controlStep, controlStepKernel, controlStepReference } from "./step.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, gpuTest, mutate, Rng } from "../testing/harness.ts";
 
 /** Runs `op` on a random control block and checks every slot against the reference (exact: integer updates). */
 async function checkStep(
