@@ -7,6 +7,7 @@
  */
 
 import { type BenchConfig, CONFIGURATION_NAMES, type ConfigurationName, validateBenchConfig } from "./config.ts";
+import { medianOverPositions } from "./headline.ts";
 
 /** Version of this layout; bumped on any change a reader of an older file would trip over. */
 export const RESULTS_SCHEMA_VERSION = 1;
@@ -56,6 +57,10 @@ export interface DecodePosition extends TimedStats {
 export interface DecodeResult {
   gen_length: number;
   step_interval: number;
+  /** The headline: median over positions of positions[].median_ms (headline.ts). Absent in runs made before it. */
+  median_ms?: number;
+  /** 1000 / median_ms. Absent in runs made before it (readers compute both then: headline.ts decodeHeadline). */
+  tokens_per_s?: number;
   /** One entry per timed position, ascending. */
   positions: DecodePosition[];
 }
@@ -275,6 +280,11 @@ function checkDecode(c: Checker, v: unknown, path: string): void {
     const tps = c.number(e, "tokens_per_s", pp, { min: 0 });
     c.derived(tps, 1000 / (e.median_ms as number), `${pp}.tokens_per_s`, "1000 / median_ms");
   });
+  if (o.median_ms === undefined && o.tokens_per_s === undefined) return; // a run from before the headline fields
+  const med = c.number(o, "median_ms", path, { min: 0 });
+  const ok = o.positions.every((p) => Number.isFinite((p as DecodePosition | null)?.median_ms));
+  if (ok) c.derived(med, medianOverPositions(o.positions), `${path}.median_ms`, "the median of positions[].median_ms");
+  c.derived(c.number(o, "tokens_per_s", path, { min: 0 }), 1000 / med, `${path}.tokens_per_s`, "1000 / median_ms");
 }
 
 function checkPoe(c: Checker, v: unknown, path: string): void {

@@ -5,6 +5,7 @@
 
 import { Rng } from "../harness.ts";
 import { type ConfigurationName, DEFAULT_CONFIG } from "../../bench/config.ts";
+import { decodeResult } from "../../bench/headline.ts";
 import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
 import type { Clock, ConfigurationResult, Environment, ResultsDocument, TimedStats } from "../../bench/schema.ts";
 import { summarize } from "../../bench/stats.ts";
@@ -70,7 +71,7 @@ export function syntheticConfiguration(name: ConfigurationName, seed = 1): Confi
     return {
       ...common,
       weights: "random",
-      decode: { gen_length: DEFAULT_CONFIG.gen_length, step_interval: DEFAULT_CONFIG.step_interval, positions },
+      decode: decodeResult(DEFAULT_CONFIG.gen_length, DEFAULT_CONFIG.step_interval, positions),
       poe: null,
     };
   }
