@@ -21,10 +21,11 @@ import { PoE, type PoeCallResult } from "../poe/poe.ts";
 import { decodePositions } from "./config.ts";
 import { benchmark, type BenchmarkOptions } from "./harness.ts";
 import { decodePosition, pickStats, type PoeCallCounts, poeGammaResult } from "./metrics.ts";
+import { decodeResult } from "./headline.ts";
 import type { DecodeResult, PoeGammaResult, TimedStats } from "./results_types.ts";
 
 /** Budgets of one benchmark. */
-export type Budgets = Pick<BenchmarkOptions, "warmupMs" | "repMs">;
+export type Budgets = Pick<BenchmarkOptions, "warmupMs" | "repMs" | "onMeasured">;
 
 /** Prints progress (the runner passes a terminal logger). */
 export type Progress = (message: string) => void;
@@ -188,7 +189,7 @@ export async function benchmarkDecode(
     timer.destroy();
     at.destroy();
   }
-  return { gen_length: o.genLength, step_interval: o.stepInterval, positions };
+  return decodeResult(o.genLength, o.stepInterval, positions);
 }
 
 /** `benchmark_poe_ttft`: `residual_forward` over all heads, last token only, fresh KV each time (GPU time). */

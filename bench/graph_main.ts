@@ -1,11 +1,12 @@
 /**
- * `deno task graph DIR`: renders DIR/graph.png from DIR/results.json (a run folder written by `deno task bench`,
- * e.g. one brought back from the GPU machine). Exits with 2 and one sentence on bad input.
+ * `deno task graph DIR`: renders DIR/graph.png and writes DIR/report.html from DIR/results.json (a run folder written
+ * by `deno task bench`, e.g. one brought back from the GPU machine). Exits with 2 and one sentence on bad input.
  * @module
  */
 
 import { UserError } from "../common/errors.ts";
 import { writeGraph } from "./graph.ts";
+import { writeReport } from "./report.ts";
 
 const USAGE = "Usage: deno task graph RUN_DIR   (e.g. deno task graph results/2025-01-31_run01)";
 
@@ -22,6 +23,7 @@ export async function main(args: readonly string[]): Promise<number> {
       );
     }
     console.log(`wrote ${await writeGraph(args[0])}`);
+    console.log(`wrote ${await writeReport(args[0])}`);
     return 0;
   } catch (e) {
     if (e instanceof UserError) {

@@ -30,6 +30,8 @@ export interface BenchmarkOptions {
   minReps?: number;
   /** The wall clock in ms (default performance.now; tests pass a fake one). */
   now?: () => number;
+  /** Called with the result when the timed repetitions are done (the runner's progress bar counts these). */
+  onMeasured?: (result: BenchmarkResult) => void;
 }
 
 /** What `benchmark` returns: the summary and how the budgets were spent. */
@@ -128,5 +130,7 @@ export async function benchmark(fn: TimedFn, options: BenchmarkOptions): Promise
   for (let i = 0; i < warmup; i++) await call();
   const samples: number[] = [];
   for (let i = 0; i < reps; i++) samples.push((await call()).sample);
-  return { ...summarize(samples), clock: clock!, estimate_ms: estimate, warmup_n: warmup };
+  const result = { ...summarize(samples), clock: clock!, estimate_ms: estimate, warmup_n: warmup };
+  options.onMeasured?.(result);
+  return result;
 }

@@ -1,8 +1,8 @@
 /**
  * `deno task bench`: reads config.json (every knob also a flag, `--help` lists them), runs baseline, hydra_naive and
  * hydra_poe back-to-back on one GPU, freeing GPU memory between them, and writes results/<YYYY-MM-DD>_run<NN>/:
- * results.json after each configuration, then graph.png (skipped with a note where the chart packages are not
- * installed, e.g. on the GPU machine: `deno task graph DIR` renders it later).
+ * results.json after each configuration, then graph.png and report.html (skipped with a note where the chart packages
+ * are not installed, e.g. on the GPU machine: `deno task graph DIR` renders them later), and prints the summary.
  * @module
  */
 
@@ -41,11 +41,13 @@ import { rooflineTps } from "./metrics.ts";
 import { createRunDir, ResultsWriter } from "./results.ts";
 import type { ConfigurationResult, Environment, WeightsLabel } from "./results_types.ts";
 import { Rng } from "./rng.ts";
+import { decodeHeadline, formatFigure } from "./headline.ts";
+import { measurementsOf, RunProgress } from "./progress.ts";
+import { runSummaryText, writeRunFiles } from "./run_outputs.ts";
 
-const t0 = performance.now();
+const terminal = new RunProgress();
 function log(message: string): void {
-  const s = ((performance.now() - t0) / 1000).toFixed(1).padStart(7);
-  console.log(`[${s}s] ${message}`);
+  terminal.line(message);
 }
 
 /** Settings a software adapter gets unless a flag sets them, so the README command finishes in about two minutes. */
@@ -129,7 +131,9 @@ async function run(argv: string[]): Promise<number> {
     for (const name of config.configs) {
       current = name;
       log(`=== ${name} (${config.size})`);
+      terminal.begin(name, measurementsOf(name, config));
       const result = await runConfiguration(gpu, name, config, bw.kernel_copy_gbps);
+      terminal.end();
       env.roofline[name] = { weight_bytes_per_step: result.weight_bytes_per_step, roofline_tps: result.roofline_tps };
       await writer.setEnvironment(env);
       await writer.record(result);
@@ -138,16 +142,13 @@ async function run(argv: string[]): Promise<number> {
     current = null;
     await writer.complete();
   } catch (e) {
+    terminal.end();
     await writer.fail(current, e);
     throw e;
   }
-  try {
-    const { writeGraph } = await import("./graph.ts");
-    log(`wrote ${await writeGraph(dir)}`);
-  } catch (e) {
-    log(`graph.png not rendered here (${(e as Error).message.split("\n")[0]}); run: deno task graph ${dir}`);
-  }
+  await writeRunFiles(dir, log);
   log(`done: ${dir}`);
+  console.log(await runSummaryText(dir));
   return 0;
 }
 
@@ -178,7 +179,7 @@ type Measured = Omit<ConfigurationResult, "sync_points">;
 
 /** The budgets of every benchmark of a run. */
 function budgetsOf(c: BenchConfig): Budgets {
-  return { warmupMs: c.warmup_ms, repMs: c.rep_ms };
+  return { warmupMs: c.warmup_ms, repMs: c.rep_ms, onMeasured: () => terminal.tick() };
 }
 
 /** baseline or hydra_naive on random weights: TTFT, then the decode latency at every step_interval-th position. */
@@ -217,11 +218,11 @@ async function runDecodeConfiguration(
     }, progress);
     decoder.destroy();
     const roof = rooflineTps(copyGbps, bytes);
-    const med = decode.positions.map((p) => p.median_ms).sort((a, b) => a - b)[Math.floor(decode.positions.length / 2)];
+    const { median_ms: med, tokens_per_s: tps } = decodeHeadline(decode); // the stored headline
     progress(
-      `decode median ${med.toFixed(3)} ms/token = ${(1000 / med).toFixed(1)} tok/s; roofline ${
-        roof.toFixed(1)
-      } tok/s (${(100 * (1000 / med) / roof).toFixed(0)}%)`,
+      `decode median ${formatFigure("decode_ms_per_token", med)} ms/token = ${
+        formatFigure("decode_tokens_per_s", tps)
+      } tok/s; roofline ${roof.toFixed(1)} tok/s (${formatFigure("roofline_share", tps / roof)})`,
     );
     return {
       name,

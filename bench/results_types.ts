@@ -56,6 +56,10 @@ export interface DecodePosition extends TimedStats {
 export interface DecodeResult {
   gen_length: number;
   step_interval: number;
+  /** The headline: median over positions of positions[].median_ms (headline.ts). Absent in runs made before it. */
+  median_ms?: number;
+  /** 1000 / median_ms. Absent in runs made before it (readers compute both then: headline.ts decodeHeadline). */
+  tokens_per_s?: number;
   /** One entry per timed position, ascending. */
   positions: DecodePosition[];
 }

@@ -5,7 +5,8 @@
  */
 
 import { type BenchConfig, CONFIGURATION_NAMES, type ConfigurationName, validateBenchConfig } from "./config.ts";
-import { RESULTS_SCHEMA_VERSION, type ResultsDocument } from "./results_types.ts";
+import { medianOverPositions } from "./headline.ts";
+import { type DecodePosition, RESULTS_SCHEMA_VERSION, type ResultsDocument } from "./results_types.ts";
 
 /** Relative tolerance of the derived-number checks: results.json holds float64s, so only rounding can differ. */
 const DERIVED_RTOL = 1e-9;
@@ -116,6 +117,11 @@ function checkDecode(c: Checker, v: unknown, path: string): void {
     const tps = c.number(e, "tokens_per_s", pp, { min: 0 });
     c.derived(tps, 1000 / (e.median_ms as number), `${pp}.tokens_per_s`, "1000 / median_ms");
   });
+  if (o.median_ms === undefined && o.tokens_per_s === undefined) return; // a run from before the headline fields
+  const med = c.number(o, "median_ms", path, { min: 0 });
+  const ok = o.positions.every((p) => Number.isFinite((p as DecodePosition | null)?.median_ms));
+  if (ok) c.derived(med, medianOverPositions(o.positions), `${path}.median_ms`, "the median of positions[].median_ms");
+  c.derived(c.number(o, "tokens_per_s", path, { min: 0 }), 1000 / med, `${path}.tokens_per_s`, "1000 / median_ms");
 }
 
 function checkPoe(c: Checker, v: unknown, path: string): void {

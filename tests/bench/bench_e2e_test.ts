@@ -1,12 +1,17 @@
 /**
  * `deno task bench` end to end on whatever adapter the machine has (the CPU adapter in CI): a tiny run of all three
  * configurations with short budgets, in a fresh results folder; checks the results.json schema, the figures a reader
- * relies on, and that graph.png is a PNG. Also: bad flags exit with 2 and one sentence, and a second run never
- * overwrites the first.
+ * relies on, that graph.png is a PNG, that the log and summary show the stored figures, and that report.html draws in
+ * Chromium. Also: bad flags exit with 2 and one sentence, a second run never overwrites the first, and compare of
+ * the two runs prints its table.
  */
 
 import { assertValidResults } from "../../bench/schema.ts";
+import type { ResultsDocument } from "../../bench/results_types.ts";
+import { summaryText } from "../../bench/summary.ts";
+import { formatFigure } from "../../bench/headline.ts";
 import { fromFileUrl } from "@std/path";
+import { assertReportShows, browserSkipReason } from "./browser.ts";
 
 const ROOT = fromFileUrl(new URL("../../", import.meta.url));
 const FLAGS = [
@@ -34,12 +39,48 @@ const FLAGS = [
   "5",
 ];
 
-async function bench(
+function bench(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return deno(["run", "-A", "bench/main.ts", ...args], env);
+}
+
+/**
+ * The run's log and end-of-run summary show the numbers results.json stores (issue 9): TTFT and the decode
+ * headline of each model, PoE per gamma, and the summary table exactly as summary.ts renders the stored document.
+ * Off a terminal the log has no progress bar: plain lines, no escape codes.
+ */
+function assertLogShowsStoredFigures(stdout: string, doc: ResultsDocument): void {
+  const expect = (line: string) => {
+    if (!stdout.includes(line)) throw new Error(`the log lacks "${line}":\n${stdout}`);
+  };
+  for (const name of ["baseline", "hydra_naive"] as const) {
+    const c = doc.configurations[name]!;
+    expect(`[${name}] ttft ${c.ttft.median_ms.toFixed(3)} ms`);
+    const d = c.decode!;
+    expect(
+      `[${name}] decode median ${formatFigure("decode_ms_per_token", d.median_ms!)} ms/token = ${
+        formatFigure("decode_tokens_per_s", d.tokens_per_s!)
+      } tok/s; roofline ${c.roofline_tps.toFixed(1)} tok/s (${
+        formatFigure("roofline_share", d.tokens_per_s! / c.roofline_tps)
+      })`,
+    );
+  }
+  for (const g of doc.configurations.hydra_poe!.poe!) {
+    expect(`[hydra_poe] gamma ${g.gamma}: ${g.median_ms.toFixed(1)} ms/call (wall)`);
+    expect(`effective ${g.effective_tps.toFixed(1)} tok/s, user-visible ${g.user_visible_tps.toFixed(1)} tok/s`);
+  }
+  expect(summaryText(doc));
+  if (stdout.includes("\x1b")) throw new Error("escape codes in a log that is not a terminal");
+}
+
+async function deno(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "bench/main.ts", ...args],
+    args,
     cwd: ROOT,
     env,
     stdout: "piped",
@@ -50,7 +91,8 @@ async function bench(
 }
 
 Deno.test({
-  name: "deno task bench writes a complete, valid run folder with results.json and graph.png (tiny, all three configs)",
+  name: "deno task bench writes a complete, valid run folder with results.json, graph.png and report.html (tiny, all " +
+    "three configs); compare of two runs",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -90,6 +132,11 @@ Deno.test({
       if (png.length < 1000 || png[1] !== 0x50 || png[2] !== 0x4e || png[3] !== 0x47) {
         throw new Error("graph.png is not a PNG");
       }
+      assertLogShowsStoredFigures(r.stdout, doc);
+      // report.html, opened in Chromium: no console errors, every chart drawn, the stored figures in its table.
+      const skip = browserSkipReason();
+      if (skip) console.log(`report.html of the tiny run not opened in a browser: ${skip}`);
+      else await assertReportShows(`${dir}/${runs[0]}/report.html`, doc);
       // A second run gets the next folder; the first is untouched.
       const before = await Deno.readTextFile(`${dir}/${runs[0]}/results.json`);
       const again = await bench([...FLAGS, "--configs", "baseline", "--results-dir", dir]);
@@ -99,6 +146,14 @@ Deno.test({
         throw new Error(`run folders after a second run: ${after}`);
       }
       if ((await Deno.readTextFile(`${dir}/${runs[0]}/results.json`)) !== before) throw new Error("run01 was modified");
+      // deno task compare of the two runs: a table with the significance column, and a warning (configs differ).
+      const cmp = await deno(["run", "-A", "bench/compare_main.ts", `${dir}/${after[0]}`, `${dir}/${after[1]}`]);
+      if (
+        cmp.code !== 0 || !cmp.stdout.includes("| baseline · decode (tok/s)") ||
+        !cmp.stdout.includes("significant? (B vs A)") || !cmp.stdout.includes("different configs: configs")
+      ) {
+        throw new Error(`compare exited ${cmp.code}: ${cmp.stdout}${cmp.stderr}`);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

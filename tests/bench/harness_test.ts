@@ -111,3 +111,14 @@ Deno.test("benchmark rejects a function that mixes returned times and wall time,
   );
   await assertRejects(() => benchmark(() => 1, { warmupMs: 0, repMs: 0 }), Error, "repMs");
 });
+
+Deno.test("benchmark calls onMeasured once, after the last timed repetition, with the result it returns", async () => {
+  const clock = new FakeClock();
+  let calls = 0;
+  const seen: { calls: number; n: number }[] = [];
+  const r = await benchmark(() => {
+    calls++;
+    clock.t += 10;
+  }, { warmupMs: 25, repMs: 95, now: clock.now, onMeasured: (m) => seen.push({ calls, n: m.n }) });
+  assertEquals(seen, [{ calls: 3 + 2 + 9, n: r.n }]);
+});

@@ -1,5 +1,13 @@
 import { assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
-import { kde, quantile, silvermanBandwidth, summarize, tukeyFences, tukeyFilter } from "../../bench/stats.ts";
+import {
+  kde,
+  mannWhitneyU,
+  quantile,
+  silvermanBandwidth,
+  summarize,
+  tukeyFences,
+  tukeyFilter,
+} from "../../bench/stats.ts";
 import { Rng } from "../../kernels/testing/harness.ts";
 
 Deno.test("quantile is type 7 (NumPy's default): linear between order statistics, any input order", () => {
@@ -69,4 +77,42 @@ Deno.test("kde of samples without spread is a finite narrow peak", () => {
   for (const y of d.y) assertEquals(Number.isFinite(y), true);
   assertThrows(() => kde([], 10), Error, "no samples");
   assertThrows(() => kde([1], 1), Error, "points");
+});
+
+/** `p` equals SciPy's `expected` to the relative accuracy of the normal tail (erfc: 1.2e-7). */
+function assertP(p: number, expected: number): void {
+  assertAlmostEquals(p, expected, 2e-7 * expected, `p ${p}, SciPy ${expected}`);
+}
+
+Deno.test("mannWhitneyU matches scipy.stats.mannwhitneyu (SciPy 1.17.1), exact and asymptotic, with ties", () => {
+  // SciPy's documented example (males vs females): U = 17, exact p = 0.1111, asymptotic p = 0.11134688653314041.
+  const males = [19, 22, 16, 29, 24], females = [20, 11, 17, 12];
+  const auto = mannWhitneyU(males, females);
+  assertEquals([auto.u, auto.method], [17, "exact"]);
+  assertAlmostEquals(auto.p, 1 / 9, 1e-15); // 2 * 7 of the C(9, 4) = 126 arrangements
+  assertP(mannWhitneyU(males, females, "asymptotic").p, 0.11134688653314041);
+  // R's wilcox.test(x, y) depression example (unpaired): W = 58, ties, p = 0.1329 (SciPy 0.13291945818531892).
+  const x = [1.83, 0.50, 1.62, 2.48, 1.68, 1.88, 1.55, 3.06, 1.30];
+  const y = [0.878, 0.647, 0.598, 2.05, 1.06, 1.29, 1.06, 3.14, 1.29];
+  const r = mannWhitneyU(x, y);
+  assertEquals([r.u, r.method], [58, "asymptotic"]);
+  assertP(r.p, 0.13291945818531892);
+  // Ties across the samples; swapping them gives U2 = n1 n2 - U1 and the same p.
+  const a = [1, 2, 2, 3, 3, 3, 4, 5, 9], b = [2, 3, 4, 4, 5, 6, 6, 7, 8, 8];
+  assertEquals(mannWhitneyU(a, b).u, 23);
+  assertEquals(mannWhitneyU(b, a).u, 67);
+  assertP(mannWhitneyU(a, b).p, 0.07641725184558575);
+  assertP(mannWhitneyU(b, a).p, 0.07641725184558575);
+  // Exact, no ties, 7 vs 8 values: p = 0.0006216006216006216.
+  const e = mannWhitneyU([3.1, 2.9, 3.25, 3.0, 3.2, 2.8, 3.4], [3.6, 3.5, 3.9, 3.7, 3.3, 3.8, 4.0, 3.45]);
+  assertEquals([e.u, e.method], [1, "exact"]);
+  assertAlmostEquals(e.p, 0.0006216006216006216, 1e-15);
+  assertAlmostEquals(mannWhitneyU([5], [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]).p, 0.9090909090909092, 1e-15);
+  // Far tail: 30 vs 30 disjoint values, p = 3.019859359162157e-11.
+  const lo = Array.from({ length: 30 }, (_, i) => i);
+  assertP(mannWhitneyU(lo, lo.map((v) => v + 30)).p, 3.019859359162157e-11);
+  // No spread at all: no evidence of a difference.
+  assertEquals(mannWhitneyU([1, 1, 1], [1, 1, 1]).p, 1);
+  assertThrows(() => mannWhitneyU([], [1]), Error, "no samples");
+  assertThrows(() => mannWhitneyU([1, 1], [1, 2], "exact"), Error, "ties");
 });

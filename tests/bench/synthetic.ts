@@ -5,6 +5,7 @@
 
 import { Rng } from "../../kernels/testing/harness.ts";
 import { type ConfigurationName, DEFAULT_CONFIG } from "../../bench/config.ts";
+import { decodeResult } from "../../bench/headline.ts";
 import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
 import type {
   Clock,
@@ -76,7 +77,7 @@ export function syntheticConfiguration(name: ConfigurationName, seed = 1): Confi
     return {
       ...common,
       weights: "random",
-      decode: { gen_length: DEFAULT_CONFIG.gen_length, step_interval: DEFAULT_CONFIG.step_interval, positions },
+      decode: decodeResult(DEFAULT_CONFIG.gen_length, DEFAULT_CONFIG.step_interval, positions),
       poe: null,
     };
   }

@@ -1,0 +1,439 @@
+/**
+ * The six panels of a run as Chart.js configurations, built from a results document alone, and the run's header
+ * text. graph.ts draws them into graph.png with @napi-rs/canvas; report.html draws the same configurations in the
+ * browser (this module is bundled into the page), so the two show the same series, labels and headline numbers.
+ *
+ *   TTFT distribution (KDE)          | decode step latency per position (median, p10-p90 band)
+ *   decode tokens/s per position     | PoE tokens/s per gamma (effective, user-visible)
+ *   PoE acceptance per draft position | PoE tokens per call per gamma (accepted, resampled)
+ *
+ * Only types come from chart.js here: the values are Chart.js's own (graph.ts imports the npm package, the page
+ * inlines its UMD build).
+ * @module
+ */
+
+import type { ChartConfiguration, ChartDataset } from "chart.js";
+import type { ConfigurationName } from "./config.ts";
+import type { Clock, ConfigurationResult, PoeGammaResult, ResultsDocument } from "./results_types.ts";
+import { configurationsOf, decodeHeadline, formatFigure } from "./headline.ts";
+import { kde } from "./stats.ts";
+
+/** A Chart.js configuration of any of the panels' types. */
+export type AnyChartConfig = ChartConfiguration<"line" | "bar", unknown, unknown>;
+
+/** Names of the panels, in reading order (two per row). */
+export const PANEL_NAMES = [
+  "ttft_kde",
+  "decode_latency",
+  "decode_tps",
+  "poe_tps",
+  "poe_acceptance",
+  "poe_tokens",
+] as const;
+
+/** One panel: its chart, or (no data) why not. */
+export interface Panel {
+  name: typeof PANEL_NAMES[number];
+  title: string;
+  /** The chart, or null when the run has no data for it. */
+  config: AnyChartConfig | null;
+  /** Why there is no chart ("no data: hydra_poe was not in configs"), or null. */
+  why: string | null;
+}
+
+/** How a panel is drawn: "static" = a fixed-size canvas, no animation (graph.png); "page" = resizes with the page. */
+export type ChartMode = "static" | "page";
+
+/** Colour of each configuration's series. */
+export const CONFIG_COLORS: Record<ConfigurationName, string> = {
+  baseline: "#1f77b4",
+  hydra_naive: "#ff7f0e",
+  hydra_poe: "#2ca02c",
+};
+const GAMMA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22", "#1f77b4", "#d62728"];
+
+/** Width / height of a panel (graph.png draws 900 x 540). */
+export const PANEL_ASPECT = 900 / 540;
+
+/** Axis-label wording of a clock. */
+function clockWords(clocks: Set<Clock>): string {
+  if (clocks.size === 0) return "";
+  if (clocks.size > 1) return "GPU and wall time mixed";
+  return clocks.has("gpu") ? "GPU time" : "wall time, GPU waits included";
+}
+
+/** A number for a label: 3 significant digits, thousands grouped. */
+export function fmt(v: number, digits = 3): string {
+  if (!Number.isFinite(v)) return String(v);
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  return a >= 1000 ? Math.round(v).toLocaleString("en-US") : v.toPrecision(digits);
+}
+
+function hexAlpha(hex: string, alpha: number): string {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+}
+
+/** Common options: no animation (the first frame is the final one), title and subtitle, legend filter. */
+function baseOptions(mode: ChartMode, title: string, subtitle: string) {
+  const sizing = mode === "static"
+    ? { responsive: false, devicePixelRatio: 1 }
+    : { responsive: true, maintainAspectRatio: true, aspectRatio: PANEL_ASPECT };
+  return {
+    animation: false as const,
+    ...sizing,
+    layout: { padding: { left: 12, right: 20, top: 8, bottom: 8 } },
+    plugins: {
+      title: {
+        display: true,
+        text: title,
+        font: { size: 18, weight: "bold" as const },
+        padding: { top: 6, bottom: 2 },
+      },
+      subtitle: { display: subtitle !== "", text: subtitle, font: { size: 13 }, padding: { bottom: 8 } },
+      legend: {
+        labels: {
+          // datasets with an empty label (bands, median markers) stay out of the legend
+          filter: (item: { text: string }) => item.text !== "",
+          boxWidth: 18,
+          font: { size: 13 },
+        },
+      },
+    },
+  };
+}
+
+function axis(title: string, extra: Record<string, unknown> = {}) {
+  return { title: { display: true, text: title, font: { size: 14 } }, grid: { color: "#e6e6e6" }, ...extra };
+}
+
+function ttftChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+  if (confs.length === 0) return null;
+  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
+  const clocks = new Set<Clock>();
+  for (const c of confs) {
+    const d = kde(c.ttft.filtered_ms, 240);
+    const peak = Math.max(...d.y);
+    const color = CONFIG_COLORS[c.name];
+    clocks.add(c.ttft.clock);
+    datasets.push({
+      label: `${c.name}: median ${formatFigure("ttft_ms", c.ttft.median_ms)} ms, p10-p90 ${fmt(c.ttft.p10_ms)}-` +
+        `${fmt(c.ttft.p90_ms)} (n=${c.ttft.n})`,
+      data: d.x.map((x, i) => ({ x, y: d.y[i] })),
+      borderColor: color,
+      backgroundColor: hexAlpha(color, 0.12),
+      fill: "origin",
+      borderWidth: 2.5,
+      pointRadius: 0,
+    });
+    datasets.push({
+      label: "",
+      data: [{ x: c.ttft.median_ms, y: 0 }, { x: c.ttft.median_ms, y: peak }],
+      borderColor: color,
+      borderDash: [6, 4],
+      borderWidth: 1.5,
+      pointRadius: 0,
+    });
+  }
+  return {
+    type: "line",
+    data: { datasets },
+    options: {
+      ...baseOptions(mode, "Time to first token", "Gaussian KDE of the filtered samples; dashed: median"),
+      scales: {
+        x: axis(`TTFT (ms, ${clockWords(clocks)})`, { type: "linear" }),
+        y: axis("density (1/ms)", { beginAtZero: true }),
+      },
+    },
+  } as AnyChartConfig;
+}
+
+function decodeConfs(confs: ConfigurationResult[]): ConfigurationResult[] {
+  return confs.filter((c) => c.decode !== null && c.decode.positions.length > 0);
+}
+
+function decodeLatencyChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+  const withDecode = decodeConfs(confs);
+  if (withDecode.length === 0) return null;
+  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
+  const clocks = new Set<Clock>();
+  for (const c of withDecode) {
+    const color = CONFIG_COLORS[c.name];
+    const ps = c.decode!.positions;
+    ps.forEach((p) => clocks.add(p.clock));
+    datasets.push(
+      {
+        label: "",
+        data: ps.map((p) => ({ x: p.position, y: p.p90_ms })),
+        borderWidth: 0,
+        pointRadius: 0,
+        backgroundColor: hexAlpha(color, 0.18),
+        fill: "+1",
+      },
+      { label: "", data: ps.map((p) => ({ x: p.position, y: p.p10_ms })), borderWidth: 0, pointRadius: 0 },
+      {
+        label: `${c.name} median (headline ${
+          formatFigure("decode_ms_per_token", decodeHeadline(c.decode!).median_ms)
+        } ms)`,
+        data: ps.map((p) => ({ x: p.position, y: p.median_ms })),
+        borderColor: color,
+        backgroundColor: color,
+        borderWidth: 2.5,
+        pointRadius: 3,
+      },
+    );
+  }
+  return {
+    type: "line",
+    data: { datasets },
+    options: {
+      ...baseOptions(mode, "Decode step latency per position", "median per position; shaded: p10-p90"),
+      scales: {
+        x: axis("generated position (tokens after the prompt)", { type: "linear" }),
+        y: axis(`step latency (ms, ${clockWords(clocks)})`, { beginAtZero: true }),
+      },
+    },
+  } as AnyChartConfig;
+}
+
+function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+  const withDecode = decodeConfs(confs);
+  if (withDecode.length === 0) return null;
+  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = withDecode.map((c) => {
+    const tps = decodeHeadline(c.decode!).tokens_per_s;
+    const pct = c.roofline_tps > 0 ? ` (${formatFigure("roofline_share", tps / c.roofline_tps)})` : "";
+    return {
+      label: `${c.name}: ${formatFigure("decode_tokens_per_s", tps)} tok/s (median over positions); roofline ` +
+        `${fmt(c.roofline_tps)} tok/s${pct}`,
+      data: c.decode!.positions.map((p) => ({ x: p.position, y: p.tokens_per_s })),
+      borderColor: CONFIG_COLORS[c.name],
+      backgroundColor: CONFIG_COLORS[c.name],
+      borderWidth: 2.5,
+      pointRadius: 3,
+    };
+  });
+  return {
+    type: "line",
+    data: { datasets },
+    options: {
+      ...baseOptions(
+        mode,
+        "Decode throughput per position",
+        "tokens/s = 1000 / median step latency; roofline: copy bandwidth / weight bytes per step",
+      ),
+      scales: {
+        x: axis("generated position (tokens after the prompt)", { type: "linear" }),
+        y: axis("tokens/s", { beginAtZero: true }),
+      },
+    },
+  } as AnyChartConfig;
+}
+
+function poeOf(confs: ConfigurationResult[]): { conf: ConfigurationResult; gammas: PoeGammaResult[] } | null {
+  const c = confs.find((c) => c.name === "hydra_poe" && c.poe !== null && c.poe.length > 0);
+  return c ? { conf: c, gammas: c.poe! } : null;
+}
+
+/** How the PoE weights are described under a panel. */
+export function weightsNote(conf: ConfigurationResult): string {
+  if (conf.weights === "synthetic") return "weights: synthetic LoRA ensemble (acceptance is not that of trained heads)";
+  if (conf.weights === "random") return "weights: random";
+  const base = conf.weights.base.split(/[\\/]/).filter((s) => s).pop() ?? conf.weights.base;
+  return `weights: ${base} + per-head adapters`;
+}
+
+function poeTpsChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+  const poe = poeOf(confs);
+  if (!poe) return null;
+  const labels = poe.gammas.map((g) => `γ = ${g.gamma}`);
+  const datasets: ChartDataset<"bar" | "line", number[]>[] = [
+    {
+      type: "bar",
+      label: "effective (accepted tokens/s)",
+      data: poe.gammas.map((g) => g.effective_tps),
+      backgroundColor: "#2ca02c",
+    },
+    {
+      type: "bar",
+      label: "user-visible (output tokens/s)",
+      data: poe.gammas.map((g) => g.user_visible_tps),
+      backgroundColor: "#98df8a",
+    },
+  ];
+  const baseline = confs.find((c) => c.name === "baseline" && c.decode && c.decode.positions.length > 0);
+  if (baseline) {
+    const tps = decodeHeadline(baseline.decode!).tokens_per_s;
+    datasets.push({
+      type: "line",
+      label: `baseline decode (${formatFigure("decode_tokens_per_s", tps)} tok/s, median over positions)`,
+      data: labels.map(() => tps),
+      borderColor: CONFIG_COLORS.baseline,
+      borderDash: [8, 5],
+      borderWidth: 2,
+      pointRadius: 0,
+    });
+  }
+  return {
+    type: "bar",
+    data: { labels, datasets },
+    options: {
+      ...baseOptions(
+        mode,
+        "PoE throughput per gamma",
+        `whole generate calls, median call time; ${weightsNote(poe.conf)}`,
+      ),
+      scales: { x: axis("draft length gamma"), y: axis("tokens/s", { beginAtZero: true }) },
+    },
+  } as AnyChartConfig;
+}
+
+function poeAcceptanceChart(mode: ChartMode, confs: ConfigurationResult[], beta: number): AnyChartConfig | null {
+  const poe = poeOf(confs);
+  if (!poe) return null;
+  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = poe.gammas.map((g, i) => ({
+    label: `γ = ${g.gamma} (resample rate ${(100 * g.resample_rate).toFixed(1)}%)`,
+    data: g.acceptance_per_position.map((a, j) => ({ x: j + 1, y: a })),
+    borderColor: GAMMA_COLORS[i % GAMMA_COLORS.length],
+    backgroundColor: GAMMA_COLORS[i % GAMMA_COLORS.length],
+    borderWidth: 2.5,
+    pointRadius: 4,
+  }));
+  const maxGamma = Math.max(...poe.gammas.map((g) => g.gamma));
+  return {
+    type: "line",
+    data: { datasets },
+    options: {
+      ...baseOptions(
+        mode,
+        "PoE acceptance per draft position",
+        `fraction of rounds whose i-th draft the jury accepted (beta ${beta}); ${weightsNote(poe.conf)}`,
+      ),
+      scales: {
+        x: axis("draft position i", {
+          type: "linear",
+          min: 0.5,
+          max: maxGamma + 0.5,
+          // one tick per draft position (the padded range would otherwise put the ticks at 0.5, 1.5, ...)
+          afterBuildTicks: (scale: { ticks: { value: number }[] }) => {
+            scale.ticks = Array.from({ length: maxGamma }, (_, i) => ({ value: i + 1 }));
+          },
+        }),
+        y: axis("acceptance (fraction of rounds)", { min: 0, max: 1 }),
+      },
+    },
+  } as AnyChartConfig;
+}
+
+function poeTokensChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+  const poe = poeOf(confs);
+  if (!poe) return null;
+  const labels = poe.gammas.map((g) => `γ = ${g.gamma}`);
+  return {
+    type: "bar",
+    data: {
+      labels,
+      datasets: [
+        {
+          label: "accepted (draft or prefill)",
+          data: poe.gammas.map((g) => g.avg_accepted_tokens_per_call),
+          backgroundColor: "#2ca02c",
+        },
+        {
+          label: "resampled (jury's token at a rejected draft)",
+          data: poe.gammas.map((g) => g.avg_output_tokens_per_call - g.avg_accepted_tokens_per_call),
+          backgroundColor: "#d62728",
+        },
+        {
+          label: "rounds",
+          data: poe.gammas.map((g) => g.avg_rounds_per_call),
+          backgroundColor: "#7f7f7f",
+          stack: "rounds",
+        },
+      ],
+    },
+    options: {
+      ...baseOptions(
+        mode,
+        "PoE tokens per call",
+        `mean per call over ${poe.gammas.map((g) => g.n_calls).join("/")} calls; sync points per call: ` +
+          poe.gammas.map((g) => fmt(g.sync_points_per_call, 2)).join("/"),
+      ),
+      scales: {
+        x: axis("draft length gamma", { stacked: true }),
+        y: axis("tokens (or rounds) per call", { stacked: true, beginAtZero: true }),
+      },
+    },
+  } as AnyChartConfig;
+}
+
+/** Why a panel about configurations `names` has no data: not configured, failed (with the error), or unfinished. */
+function missingWhy(doc: ResultsDocument, names: readonly ConfigurationName[]): string {
+  const label = names.join(" and ");
+  const configured = names.filter((n) => doc.config.configs.includes(n));
+  if (configured.length === 0) return `no data: ${label} ${names.length > 1 ? "were" : "was"} not in configs`;
+  const failed = doc.failure?.configuration;
+  if (doc.status === "failed" && failed && configured.includes(failed)) {
+    const msg = doc.failure!.message;
+    return `no data: ${failed} failed (${msg.length > 70 ? msg.slice(0, 67) + "..." : msg})`;
+  }
+  return doc.status === "running" ? `no data yet: ${label} still running` : `no data: ${label} did not finish`;
+}
+
+/** The six panels of `doc` (a validated results document), in PANEL_NAMES order. */
+export function chartPanels(doc: ResultsDocument, mode: ChartMode): Panel[] {
+  const confs = configurationsOf(doc);
+  const decodeWhy = missingWhy(doc, ["baseline", "hydra_naive"]);
+  const poeWhy = missingWhy(doc, ["hydra_poe"]);
+  const panel = (i: number, title: string, config: AnyChartConfig | null, why: string): Panel => ({
+    name: PANEL_NAMES[i],
+    title,
+    config,
+    why: config ? null : why,
+  });
+  return [
+    panel(0, "Time to first token", ttftChart(mode, confs), missingWhy(doc, doc.config.configs)),
+    panel(1, "Decode step latency per position", decodeLatencyChart(mode, confs), decodeWhy),
+    panel(2, "Decode throughput per position", decodeTpsChart(mode, confs), decodeWhy),
+    panel(3, "PoE throughput per gamma", poeTpsChart(mode, confs), poeWhy),
+    panel(4, "PoE acceptance per draft position", poeAcceptanceChart(mode, confs, doc.config.poe_beta), poeWhy),
+    panel(5, "PoE tokens per call", poeTokensChart(mode, confs), poeWhy),
+  ];
+}
+
+/** "OLMo-2 7B" etc., or the checkpoint folder's name. */
+export function modelWords(doc: ResultsDocument): string {
+  const w = doc.config.weights;
+  if (w) return `checkpoint ${w.base.split(/[\\/]/).filter((s) => s).pop() ?? w.base}`;
+  return doc.config.size === "tiny" ? "tiny test model" : `OLMo-2 ${doc.config.size.toUpperCase()}`;
+}
+
+/** The device a run measured, in words. */
+export function deviceWords(doc: ResultsDocument): string {
+  const a = doc.environment.adapter;
+  return a.description || [a.vendor, a.architecture, a.device].filter((s) => s).join(" ") || "unknown GPU";
+}
+
+/** The header of graph.png and report.html: a title, two lines of details, and a note when the run is incomplete. */
+export function runHeader(doc: ResultsDocument): { title: string; lines: string[]; incomplete: string | null } {
+  const env = doc.environment;
+  const a = env.adapter;
+  const c = doc.config;
+  const clock = env.timestamp_query ? "GPU time from timestamp queries" : "wall time (no timestamp-query)";
+  return {
+    title: `${modelWords(doc)} on ${deviceWords(doc)}, ${env.date.slice(0, 10)}`,
+    lines: [
+      `run ${doc.run} · prompt ${c.prompt_length} tokens · gen ${c.gen_length} (every ${c.step_interval}th timed) · ` +
+      `Hydra ${c.n_heads} heads × ${c.heads_depth} blocks · PoE beta ${c.poe_beta}, temperature ${c.poe_temperature}, ` +
+      `${c.poe_max_new_tokens} tokens per call`,
+      `${clock} · copy bandwidth ${fmt(env.copy_bandwidth_gbps)} GB/s · Deno ${env.deno.deno} · ${env.os.os} ` +
+      `${env.os.arch} · commit ${env.commit ? env.commit.slice(0, 10) : "unknown"} · ${a.vendor} ${a.architecture}`
+        .trim(),
+    ],
+    incomplete: doc.status === "complete"
+      ? null
+      : doc.status === "failed"
+      ? `INCOMPLETE: failed${doc.failure?.configuration ? ` in ${doc.failure.configuration}` : ""}`
+      : "INCOMPLETE: run still in progress",
+  };
+}

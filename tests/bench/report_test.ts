@@ -1,0 +1,136 @@
+/**
+ * report.html: self-contained (Chart.js and the page script inline, the results as embedded JSON, nothing fetched),
+ * written by `deno task graph`, and, opened in headless Chromium, free of console errors, with every chart drawn and
+ * the summary table holding the stored headline figures. The browser tests are skipped, saying so, where Chromium is
+ * not installed.
+ */
+
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { join } from "@std/path";
+import { main as graphMain } from "../../bench/graph_main.ts";
+import { renderReport, REPORT_FILE, writeReport } from "../../bench/report.ts";
+import { RESULTS_FILE } from "../../bench/results.ts";
+import type { ResultsDocument } from "../../bench/results_types.ts";
+import { summaryText } from "../../bench/summary.ts";
+import { assertReportShows, browserSkipReason } from "./browser.ts";
+import { syntheticResults } from "./synthetic.ts";
+
+const SKIP = browserSkipReason();
+if (SKIP) console.log(`report.html browser tests ${SKIP}`);
+
+/** The JSON embedded in a report. */
+function embedded(html: string): unknown {
+  const m = /<script type="application\/json" id="results-json">([^]*?)<\/script>/.exec(html);
+  if (!m) throw new Error("no embedded results");
+  return JSON.parse(m[1]);
+}
+
+/** A synthetic run with a peer and a failure message holding markup, to prove neither breaks the page. */
+function withPeer(): ResultsDocument {
+  const doc = syntheticResults();
+  (doc as unknown as { peers: unknown[] }).peers = [
+    { name: "torch_cuda_graph", decode_ms_per_token: 9.092, ttft_ms: 40.5, note: "static KV cache" },
+  ];
+  return doc;
+}
+
+async function writeRun(doc: ResultsDocument): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "report_test" });
+  await Deno.writeTextFile(join(dir, RESULTS_FILE), JSON.stringify(doc));
+  return dir;
+}
+
+Deno.test("report.html is one self-contained file: the results embedded as JSON, Chart.js inline, no URL loaded", async () => {
+  const doc = withPeer();
+  doc.status = "failed";
+  doc.failure = { configuration: null, message: "</script><script>alert(1)</script>" };
+  const html = await renderReport(doc);
+  assertEquals(embedded(html), JSON.parse(JSON.stringify(doc)));
+  assertStringIncludes(html, "Chart.js 4.6.1");
+  // Nothing is loaded from elsewhere: no src or href attributes, no stylesheet imports.
+  assertEquals(/\s(src|href)\s*=/i.test(html.replace(/<script>[^]*?<\/script>/g, "")), false);
+  assertEquals(/@import|<link\b/i.test(html), false);
+  // The markup in the failure message stays inside the JSON (escaped), so exactly three scripts exist.
+  assertEquals(html.match(/<script\b/g)?.length, 3);
+});
+
+Deno.test("deno task graph DIR writes report.html beside graph.png", async () => {
+  const dir = await writeRun(syntheticResults());
+  const quiet = console.log;
+  console.log = () => {};
+  try {
+    assertEquals(await graphMain([dir]), 0);
+  } finally {
+    console.log = quiet;
+  }
+  const html = await Deno.readTextFile(join(dir, REPORT_FILE));
+  assertEquals(embedded(html), JSON.parse(await Deno.readTextFile(join(dir, RESULTS_FILE))));
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test({
+  name: `report.html in headless Chromium: no console errors, every chart drawn, the summary shows results.json's ` +
+    `headline figures, peers and device${SKIP ? ` (${SKIP})` : ""}`,
+  ignore: SKIP !== null,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const doc = withPeer();
+    const dir = await writeRun(doc);
+    try {
+      const r = await assertReportShows(await writeReport(dir), doc);
+      assertStringIncludes(r.summaryText, "peer torch_cuda_graph");
+      assertStringIncludes(summaryText(doc), "peer torch_cuda_graph: note static KV cache.");
+      assertEquals(r.panels.filter((p) => p.chart).length, 6);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: `report.html of a failed run that reached only the baseline explains the empty panels${
+    SKIP ? ` (${SKIP})` : ""
+  }`,
+  ignore: SKIP !== null,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const doc = syntheticResults(["baseline", "hydra_poe"]);
+    delete doc.configurations.hydra_poe;
+    doc.status = "failed";
+    doc.failure = { configuration: "hydra_poe", message: "out of memory" };
+    const dir = await writeRun(doc);
+    try {
+      const r = await assertReportShows(await writeReport(dir), doc);
+      assertEquals(r.panels.filter((p) => p.chart).map((p) => p.name), ["ttft_kde", "decode_latency", "decode_tps"]);
+      assert(r.panels[3].text.includes("hydra_poe failed (out of memory)"));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: `report.html of the 7B reference run (results/2026-11-28_run02, written before the stored decode headline) ` +
+    `shows the figures computed the same way${SKIP ? ` (${SKIP})` : ""}`,
+  ignore: SKIP !== null,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const ref = new URL("../../results/2026-11-28_run02/results.json", import.meta.url);
+    const doc = JSON.parse(await Deno.readTextFile(ref)) as ResultsDocument;
+    assertEquals(doc.configurations.baseline!.decode!.median_ms, undefined, "the reference run gained the field");
+    const dir = await writeRun(doc);
+    try {
+      const r = await assertReportShows(await writeReport(dir), doc);
+      // 16 positions: the headline is the mean of the 8th and 9th smallest per-position medians (type 7).
+      const medians = doc.configurations.baseline!.decode!.positions.map((p) => p.median_ms).sort((a, b) => a - b);
+      const tps = r.figures.find((f) => f.key === "baseline.decode_tokens_per_s")!;
+      assertEquals(tps.value, 1000 / ((medians[7] + medians[8]) / 2));
+      assertEquals(tps.text, "122.4");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
