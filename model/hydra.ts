@@ -138,6 +138,11 @@ export class HydraTransformer {
     return weightsBytes(this.weights);
   }
 
+  /** Bytes of one cached K or V element. */
+  get kvBytes(): number {
+    return 4;
+  }
+
   /** Bytes of everything else this model allocated (KV caches, activations, logits). */
   get stateBytes(): number {
     return this.#own.reduce((s, b) => s + b.size, 0);
