@@ -186,29 +186,35 @@ async function benchOverhead(): Promise<void> {
   for (const w of weights) w.destroy();
 }
 
-/** Decode attention at 256 keys (chunk variants) and prefill attention of 128 tokens, 7B heads. */
+/** Decode attention at 256 and 4096 keys (split variants) and prefill attention of 128 tokens, 7B heads. */
 async function benchAttention(): Promise<void> {
-  // Decode attention of the 7B (32 heads of 128) at 256 valid keys in a 512-position cache.
-  const nh = 32, hd = 128, d = nh * hd, maxPos = 512;
+  // Decode attention of the 7B (32 heads of 128) in a 4112-position cache.
+  const nh = 32, hd = 128, d = nh * hd, maxPos = 4112;
   const q = gpu.upload("q", Float32Array.from({ length: 16 * d }, (_, i) => Math.sin(i)));
   const kc = gpu.upload("k", Float32Array.from({ length: maxPos * d }, (_, i) => Math.cos(i * 0.7)));
   const vc = gpu.upload("v", Float32Array.from({ length: maxPos * d }, (_, i) => Math.sin(i * 0.3)));
   const out = gpu.buffer("out", 16 * d * 4);
   const pos = gpu.buffer("ctl pos", CTL_SLOTS * 4);
-  gpu.write(pos, Uint32Array.from([256]));
-  for (const rows of [1, 4]) {
-    for (const chunk of [64, 128, 256, 512]) {
-      const shape = { rows, nHeads: nh, headDim: hd, maxPos, chunk };
-      const scratch = createAttentionDecodeScratch(gpu, shape);
-      const ds = attentionDecode(gpu, { ...shape, ctl: pos, q, kCache: kc, vCache: vc, out, scratch });
-      report(
-        "attention_decode",
-        "7b 256 keys",
-        rows,
-        `chunk=${chunk} (${ds.length} dispatches)`,
-        await medianMs(ds, 1, 20),
-        2 * 257 * d * 4,
-      );
+  for (const keys of [256, 4096]) {
+    gpu.write(pos, Uint32Array.from([keys - 1]));
+    for (const rows of [1, 4]) {
+      const variants: { splits?: number; subgroups?: boolean }[] = [{}, { subgroups: false }, { splits: 8 }, {
+        splits: 32,
+      }, { splits: 64 }];
+      for (const v of variants) {
+        const shape = { rows, nHeads: nh, headDim: hd, maxPos, ...v };
+        const scratch = createAttentionDecodeScratch(gpu, shape);
+        const ds = attentionDecode(gpu, { ...shape, ctl: pos, q, kCache: kc, vCache: vc, out, scratch });
+        report(
+          "attention_decode",
+          `7b ${keys} keys`,
+          rows,
+          `${JSON.stringify(v)} (${ds.length} dispatches)`,
+          await medianMs(ds, 1, 20),
+          2 * (keys + rows - 1) * d * 4,
+        );
+        scratch?.destroy();
+      }
     }
   }
   // Prefill attention of 128 tokens (queries and output in their own buffers: a buffer bound both read-only and

@@ -10,7 +10,7 @@
  * every K and V row is read once for the M queries:
  *   1. scores: KEY_LANES threads per key, each holding KEY_VEC vec4 of it (a warp reads whole contiguous key rows);
  *      the lanes' partial dot products are summed by subgroup shuffles where the adapter's subgroups are at least
- *      KEY_LANES wide (SUBGROUPS), else by a tree in workgroup memory. The split's scores stay in workgroup memory
+ *      KEY_LANES wide, else by a tree in workgroup memory. The split's scores stay in workgroup memory
  *      (at most CAP keys a split, which bounds SPLITS from below).
  *   2. softmax over the split: each row's max and sum of exp over ROW_LANES threads (subgroup shuffles again, or the
  *      tree), scores turned into p = exp(s - max) in place.
@@ -26,47 +26,20 @@
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { reductionBytes, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
 
 /** Most query rows one decode dispatch handles (speculative verification of up to 16 drafted tokens). */
 export const DECODE_MAX_ROWS = 16;
 
 /**
- * WGSL reductions over `lanes` consecutive threads (t = group * lanes + lane): by subgroup shuffles when the override
- * SUBGROUPS is set (the adapter's subgroups are at least `lanes` wide and aligned to them), else by a tree in the
- * workgroup array `tree` (every thread of the workgroup must call them: they contain barriers). `lanes` is a power of
- * two; the result reaches every lane of the group.
+ * The WGSL kernel: attention of one split of the keys (or, DIRECT, of all keys, with the final output), its
+ * reductions by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
  */
-function laneReductions(): string {
-  const fn = (name: string, type: string, op: (a: string, b: string) => string) => `
-fn ${name}(v: ${type}, t: u32, lanes: u32) -> ${type} {
-  var x = v;
-  if (SUBGROUPS) {
-    for (var st = 1u; st < lanes; st *= 2u) { x = ${op("x", "subgroupShuffleXor(x, st)")}; }
-    return x;
-  }
-  let lane = t % lanes;
-  tree[t] = vec4<f32>(x);
-  workgroupBarrier();
-  for (var st = lanes / 2u; st > 0u; st /= 2u) {
-    if (lane < st) { tree[t] = ${op("tree[t]", "tree[t + st]")}; }
-    workgroupBarrier();
-  }
-  let total = tree[t - lane];
-  workgroupBarrier();
-  return ${type === "f32" ? "total.x" : "total"};
-}`;
-  return [
-    fn("lanes_sum4", "vec4<f32>", (a, b) => `${a} + ${b}`),
-    fn("lanes_sum", "f32", (a, b) => `${a} + ${b}`),
-    fn("lanes_max", "f32", (a, b) => `max(${a}, ${b})`),
-  ].join("\n");
-}
-
-/** The WGSL kernel: attention of one split of the keys (or, DIRECT, of all keys, with the final output). */
-export const attentionDecodeKernel: Kernel = {
-  name: "attention_decode",
-  source: /* wgsl */ `
+export function attentionDecodeKernelFor(subgroups: boolean): Kernel {
+  return {
+    name: subgroups ? "attention_decode_sg" : "attention_decode",
+    source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
 //   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
 //   1 q   [M, D / 4] vec4<f32>           queries, row-major [M, D] f32, QK-normed and roped; head h in columns
@@ -85,10 +58,10 @@ override SPLITS: u32 = 1u;                    // workgroups per head; SPLITS * C
 override MIN_KEYS: u32 = 32u;                 // fewest keys a split takes
 override CAP: u32;                            // most keys a split takes (its scores live in workgroup memory)
 override WG: u32 = 128u;                      // threads, a power of two
-override SUBGROUPS: bool = false;             // reduce by subgroup shuffles (subgroups >= KEY_LANES, ROW_LANES)
 override SCALE: f32;                          // 1 / sqrt(HEAD_DIM)
 override DIRECT: bool = false;                // SPLITS = 1: normalise and write out directly
-override KEY_VEC: u32 = 1u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16
+override KEY_VEC: u32 = 1u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16;
+                                              // subgroup path: KEY_LANES <= SG_LANES
 override ROW_LANES: u32 = 8u;                 // softmax: threads per row, a power of two, ROW_LANES * M <= WG
 override HV: u32 = HEAD_DIM / 4u;             // vec4 per head row
 override KEY_LANES: u32 = HV / KEY_VEC;       // scores: threads per key (t = key_slot * KEY_LANES + key_lane)
@@ -105,11 +78,10 @@ const NEG_BIG: f32 = -3.0e38;                 // "no key": finite, so exp(NEG_BI
 @group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
 var<workgroup> scores: array<f32, M * CAP>;   // [M, CAP]: the split's scores, then probabilities
-var<workgroup> tree: array<vec4<f32>, select(WG, 1u, SUBGROUPS)>;
 var<workgroup> acc_sum: array<vec4<f32>, RG * WG>;
 var<workgroup> row_max: array<f32, MAX_M>;
 var<workgroup> row_sum: array<f32, MAX_M>;
-${laneReductions()}
+${reductionsWgsl(subgroups)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -214,9 +186,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `,
-};
+  };
+}
 
-/** The WGSL kernel that merges the per-split partial results of attentionDecodeKernel into the output. */
+/** The WGSL kernel that merges the per-split partial results of attention_decode into the output. */
 export const attentionMergeKernel: Kernel = {
   name: "attention_decode_merge",
   source: /* wgsl */ `
@@ -309,8 +282,8 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
 
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
 export interface AttentionDecodeKernels {
-  partial: Kernel;
-  merge: Kernel;
+  partial?: Kernel;
+  merge?: Kernel;
 }
 
 /**
@@ -371,7 +344,7 @@ function planDecode(
   const capWith = (treeBytes: number) =>
     Math.floor((WORKGROUP_BYTES - treeBytes - 16 * rg * wg - 2 * 16 * 4) / (4 * rows));
   // The split count assumes the tree's need (so the scratch size does not depend on the reductions used).
-  const cap = capWith(16 * (tree ? wg : 1)), capTree = capWith(16 * wg);
+  const cap = capWith(reductionBytes(!tree, wg)), capTree = capWith(reductionBytes(false, wg));
   if (capTree < minKeys) fail(`${rows} rows leave room for ${capTree} keys a split, fewer than minKeys ${minKeys}`);
   const fewest = Math.ceil(maxPos / capTree);
   const splits = a.splits ??
@@ -400,22 +373,13 @@ export function createAttentionDecodeScratch(gpu: Gpu, shape: AttentionDecodeSha
 }
 
 /**
- * The narrowest subgroup the device may run (the most lanes a shuffle reduction can span), or 0 without `subgroups`
- * or when the adapter does not say (subgroupMinSize): 32 on NVIDIA, 8 on lavapipe.
- */
-export function subgroupWidth(gpu: Gpu): number {
-  const min = (gpu.adapter.info as unknown as { subgroupMinSize?: number }).subgroupMinSize ?? 0;
-  return gpu.has("subgroups") && min >= 4 ? Math.min(min, 32) : 0;
-}
-
-/**
  * Records the decode attention dispatches (load time): the split pass then the merge, or one dispatch with a single
  * split. Throws on shapes the kernels do not handle.
  */
 export function attentionDecode(
   gpu: Gpu,
   a: AttentionDecodeArgs,
-  kernels: AttentionDecodeKernels = { partial: attentionDecodeKernel, merge: attentionMergeKernel },
+  kernels: AttentionDecodeKernels = {},
 ): Dispatch[] {
   const width = subgroupWidth(gpu);
   // Shuffles span at most `width` lanes: a key's lanes must fit, which leaves each thread HEAD_DIM / 4 / width vec4.
@@ -432,6 +396,8 @@ export function attentionDecode(
     MIN_KEYS: plan.minKeys,
   };
   const direct = plan.splits === 1;
+  const partialKernel = kernels.partial ?? attentionDecodeKernelFor(subgroups);
+  const mergeKernel = kernels.merge ?? attentionMergeKernel;
   const partial = {
     ...common,
     CAP: plan.cap,
@@ -439,21 +405,21 @@ export function attentionDecode(
     KEY_VEC: plan.keyVec,
     RG: plan.rg,
     ROW_LANES: plan.rowLanes,
-    SUBGROUPS: subgroups,
+    SG_LANES: subgroups ? width : 32,
     SCALE: Math.fround(1 / Math.sqrt(a.headDim)),
     DIRECT: direct,
     GATED: a.gated ?? false,
   };
   const grid: [number, number, number] = [a.nHeads, plan.splits, 1];
-  if (direct) return [gpu.dispatch(kernels.partial, partial, [a.ctl, a.q, a.kCache, a.vCache, a.out], grid)];
+  if (direct) return [gpu.dispatch(partialKernel, partial, [a.ctl, a.q, a.kCache, a.vCache, a.out], grid)];
   const need = attentionDecodeScratchBytes(a);
   if (!a.scratch || a.scratch.size < need) {
     throw new Error(`attentionDecode: the scratch buffer must hold ${need} bytes (createAttentionDecodeScratch)`);
   }
   return [
-    gpu.dispatch(kernels.partial, partial, [a.ctl, a.q, a.kCache, a.vCache, a.scratch], grid),
+    gpu.dispatch(partialKernel, partial, [a.ctl, a.q, a.kCache, a.vCache, a.scratch], grid),
     gpu.dispatch(
-      kernels.merge,
+      mergeKernel,
       { ...common, WG: a.mergeWorkgroupSize ?? 32, GATED: a.gated ?? false },
       [a.ctl, a.scratch, a.out],
       [a.nHeads, a.rows, 1],

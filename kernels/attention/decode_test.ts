@@ -8,12 +8,12 @@
 import {
   attentionDecode,
   type AttentionDecodeArgs,
-  attentionDecodeKernel,
+  attentionDecodeKernelFor,
   type AttentionDecodeKernels,
   attentionMergeKernel,
   createAttentionDecodeScratch,
-  subgroupWidth,
 } from "./decode.ts";
+import { subgroupWidth } from "../reduce.ts";
 import type { Gpu } from "../runtime.ts";
 import { assertCaught, ctlBuffer, gpuTest, mutate } from "../../tests/harness.ts";
 import { assertRejected, type AttentionCase, checkAttention } from "../../tests/kernels/attention_cases.ts";
@@ -135,26 +135,26 @@ gpuTest("attention decode rejects shapes it cannot handle", (gpu) => {
 });
 
 gpuTest("attention decode checks catch broken kernels", async (gpu) => {
-  const decode = (from: string, to: string) => ({
-    partial: mutate(attentionDecodeKernel, from, to),
-    merge: attentionMergeKernel,
-  });
-  const merge = (from: string, to: string) => ({
-    partial: attentionDecodeKernel,
-    merge: mutate(attentionMergeKernel, from, to),
-  });
+  const subgroups = subgroupWidth(gpu) > 0;
+  const decode = (from: string, to: string) => ({ partial: mutate(attentionDecodeKernelFor(subgroups), from, to) });
+  const merge = (from: string, to: string) => ({ merge: mutate(attentionMergeKernel, from, to) });
   const cases: [string, AttentionDecodeKernels][] = [
     ["causal limit off by one", decode("k0 + j <= first_pos + m", "k0 + j <= first_pos + m + 1u")],
     ["wrong scale", decode("q[m * row4 + key_col + v * KEY_LANES] * SCALE", "q[m * row4 + key_col + v * KEY_LANES]")],
     ["split cut short", decode("let n = min(per, len - k0);", "let n = min(per, len - k0 - 1u);")],
     ["no max subtracted", decode("exp(scores[i] - mx)", "exp(scores[i] - mx * 0.5)")],
-    ["a lane short in the reductions", decode("st < lanes; st *= 2u", "st < lanes / 2u; st *= 2u")],
+    [
+      "a lane short in the reductions",
+      subgroups
+        ? decode("st < lanes; st *= 2u", "st < lanes / 2u; st *= 2u")
+        : decode("var st = lanes / 2u; st > 0u", "var st = lanes / 4u; st > 0u"),
+    ],
     ["last split dropped", merge("let splits = (len + per - 1u) / per;", "let splits = max(len / per, 1u);")],
   ];
   for (const [what, kernels] of cases) {
     await assertCaught(async () => {
-      await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { splits: 7, kernels });
-      await checkDecode(gpu, decodeCase(2, 300, 1, 64, 512), { splits: 1, kernels });
+      await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { splits: 7, subgroups, kernels });
+      await checkDecode(gpu, decodeCase(2, 300, 1, 64, 512), { splits: 1, subgroups, kernels });
     }, what);
   }
 });
