@@ -64,7 +64,7 @@ fn workgroup_sum(v: f32, t: u32) -> f32 {
   if (t % lanes == 0u) { red_tree[t / lanes / 4u][(t / lanes) % 4u] = part; }
   workgroupBarrier();
   var s = 0.0;
-  for (var i = 0u; i < (WG / lanes + 3u) / 4u; i++) { s += dot(red_tree[i], vec4<f32>(1.0)); }
+  for (var i = 0u; i < WG / lanes; i++) { s += red_tree[i / 4u][i % 4u]; }
   workgroupBarrier();
   return s;
 }`

@@ -15,8 +15,8 @@ import {
 } from "./decode.ts";
 import { subgroupWidth } from "../reduce.ts";
 import type { Gpu } from "../runtime.ts";
-import { assertCaught, ctlBuffer, gpuTest, mutate } from "../../tests/harness.ts";
-import { assertRejected, type AttentionCase, checkAttention } from "../../tests/kernels/attention_cases.ts";
+import { assertCaught, ctlBuffer, gpuTest, mutate } from "../testing/harness.ts";
+import { assertRejected, type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 
 interface DecodeKnobs {
   gated?: boolean;

@@ -9,20 +9,22 @@
  *      sin/cos, whose error grows with the angle (angles reach thousands of radians).
  *   3. Stores: roped q to q_out[m], roped k to k_cache[p], v unchanged to v_cache[p] (caches position-major).
  *
- * One workgroup per (row, part): part 0 normalises and ropes q; part 1 does k and copies v. The sum of squares is a
- * tree reduction in workgroup memory. A row whose position is >= MAX_POS writes nothing at all (no cache row exists
+ * One workgroup per (row, part): part 0 normalises and ropes q; part 1 does k and copies v. The sum of squares is one
+ * workgroup reduction (kernels/reduce.ts). A row whose position is >= MAX_POS writes nothing at all (no cache row exists
  * for it and the table has no angle for it), so a caller that runs past the cache sees stale q_out, never memory
  * outside the caches overwritten.
  * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { rmsnormReference } from "../norm/rmsnorm.ts";
+import { rmsnormReference, rowWorkgroupSize } from "../norm/rmsnorm.ts";
+import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 
-/** The WGSL kernel. */
-export const qkNormRopeKernel: Kernel = {
-  name: "qk_norm_rope",
-  source: /* wgsl */ `
+/** The WGSL kernel, its sums by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts). */
+export function qkNormRopeKernelFor(subgroups: boolean): Kernel {
+  return {
+    name: subgroups ? "qk_norm_rope_sg" : "qk_norm_rope",
+    source: /* wgsl */ `
 // bindings (p = ctl[CTL_POS] + m is the position of row m; h = HEAD_DIM / 2):
 //   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] is the position of row 0
 //   1 qkv     [M, 3 * D] f32, read        fused projection rows, row-major: q (D) | k (D) | v (D)
@@ -46,7 +48,7 @@ override WG: u32 = 256u; // a power of two
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(6) var<storage, read_write> v_cache: array<f32>;
-var<workgroup> partial: array<f32, WG>;
+${reductionsWgsl(subgroups)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -68,13 +70,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let v = qkv[src + i];
       s += v * v;
     }
-    partial[t] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-      if (t < stride) { partial[t] += partial[t + stride]; }
-      workgroupBarrier();
-    }
-    inv = inverseSqrt(partial[0] / f32(D) + EPS);
+    let total = workgroup_sum(s, t);
+    inv = inverseSqrt(total / f32(D) + EPS);
   }
 
   // RoPE on the pairs (e, e + h) of every head; pair j is dim j % h of head j / h.
@@ -108,7 +105,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 }
 `,
-};
+  };
+}
 
 /** Arguments of one QK-norm + RoPE dispatch. */
 export interface QkNormRopeArgs {
@@ -137,16 +135,20 @@ export interface QkNormRopeArgs {
   /** QK-norm before RoPE (OLMo-2: true). */
   applyNorm?: boolean;
   gated?: boolean;
+  /** Threads per workgroup (default `rowWorkgroupSize`) and the reduction path (default: subgroups when present). */
   workgroupSize?: number;
+  subgroups?: boolean;
 }
 
 /** Records a QK-norm + RoPE + cache-store dispatch (load time). Throws on shapes the kernel does not handle. */
-export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel: Kernel = qkNormRopeKernel): Dispatch {
+export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispatch {
   if (a.headDim % 2 !== 0) throw new Error(`qkNormRope: head_dim ${a.headDim} is odd, but RoPE rotates pairs`);
   if (a.dim % a.headDim !== 0) throw new Error(`qkNormRope: width ${a.dim} is not a multiple of head_dim ${a.headDim}`);
   if (a.rows < 1 || a.maxPos < 1) throw new Error(`qkNormRope: ${a.rows} rows with ${a.maxPos} cache rows`);
+  const width = subgroupWidth(gpu);
+  const subgroups = a.subgroups ?? width > 0;
   return gpu.dispatch(
-    kernel,
+    kernel ?? qkNormRopeKernelFor(subgroups),
     {
       D: a.dim,
       HEAD_DIM: a.headDim,
@@ -154,7 +156,8 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel: Kernel = qkNormR
       MAX_POS: a.maxPos,
       EPS: a.eps ?? 1e-6,
       APPLY_NORM: a.applyNorm ?? true,
-      WG: a.workgroupSize ?? 256,
+      WG: a.workgroupSize ?? rowWorkgroupSize(gpu, a.dim),
+      SG_LANES: subgroups ? width : 32,
       GATED: a.gated ?? false,
     },
     [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache],

@@ -8,12 +8,13 @@ import { assertEquals, assertThrows } from "@std/assert";
 import {
   qkNormReference,
   qkNormRope,
-  qkNormRopeKernel,
+  qkNormRopeKernelFor,
   qkNormRopeReference,
   ropeReference,
   ropeTable,
 } from "./qk_norm_rope.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
+import { subgroupWidth } from "../reduce.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 
 // Inputs are N(0, 2^2) (|x| <= ~10), norm weights N(1, 0.5^2). The kernel works in f32 against an f64 reference on the
@@ -185,12 +186,12 @@ gpuTest("qkNormRope rejects a width that is not whole heads and an odd head_dim"
 gpuTest("qk_norm_rope checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
     ["let lo = a * c - b * sn;", "let lo = a * c + b * sn;"], // rotate_half without the minus
-    ["partial[0] / f32(D)", "partial[0] / f32(HEAD_DIM)"], // norm statistics per head instead of the whole width
+    ["total / f32(D)", "total / f32(HEAD_DIM)"], // norm statistics per head instead of the whole width
     ["let rrow = p * HEAD_DIM;", "let rrow = m * HEAD_DIM;"], // angle of the row index, not the position
     ["if (p >= MAX_POS) { return; }", ""], // no guard: writes past the cache
   ];
   for (const [from, to] of cases) {
-    const kernel = mutate(qkNormRopeKernel, from, to);
+    const kernel = mutate(qkNormRopeKernelFor(subgroupWidth(gpu) > 0), from, to);
     await assertCaught(async () => {
       await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 9, maxPos: 16, applyNorm: true, kernel });
       await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 3, pos: 15, maxPos: 16, applyNorm: true, kernel });
