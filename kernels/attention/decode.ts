@@ -156,7 +156,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let lane = t % HV;
   let col = h * HV + lane;
   var acc: array<vec4<f32>, MAX_M>;
-  for (var j = slot; j < n; j += SLOTS) {
+  var j = slot;
+  // Four V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
+  for (; j + 3u * SLOTS < n; j += 4u * SLOTS) {
+    let v0 = vc[(k0 + j) * row4 + col];
+    let v1 = vc[(k0 + j + SLOTS) * row4 + col];
+    let v2 = vc[(k0 + j + 2u * SLOTS) * row4 + col];
+    let v3 = vc[(k0 + j + 3u * SLOTS) * row4 + col];
+    for (var m = 0u; m < M; m++) {
+      let b = m * CAP + j;
+      acc[m] += scores[b] * v0 + scores[b + SLOTS] * v1 + scores[b + 2u * SLOTS] * v2 + scores[b + 3u * SLOTS] * v3;
+    }
+  }
+  for (; j < n; j += SLOTS) {
     let vv = vc[(k0 + j) * row4 + col];
     for (var m = 0u; m < M; m++) { acc[m] += scores[m * CAP + j] * vv; }
   }
@@ -292,7 +304,8 @@ export interface AttentionDecodeKernels {
  */
 export const DECODE_TARGET_WORKGROUPS = 512;
 
-const DEFAULT_WG = 128;
+/** Threads per workgroup: 256 (8 V rows in flight per head-row of lanes) up to 4 rows, 128 above (registers). */
+const defaultWorkgroupSize = (rows: number) => rows <= 4 ? 256 : 128;
 
 interface DecodePlan {
   splits: number;
@@ -313,7 +326,7 @@ function planDecode(
   tree = true,
 ) {
   const { rows, headDim, maxPos } = a;
-  const wg = a.workgroupSize ?? DEFAULT_WG;
+  const wg = a.workgroupSize ?? defaultWorkgroupSize(rows);
   const fail = (why: string) => {
     throw new Error(`attentionDecode: ${why}`);
   };
@@ -350,10 +363,14 @@ function planDecode(
   const splits = a.splits ??
     Math.max(fewest, Math.min(Math.ceil(DECODE_TARGET_WORKGROUPS / a.nHeads), Math.ceil(maxPos / minKeys)));
   if (!Number.isInteger(splits) || splits < fewest) {
-    fail(`${splits} splits of at most ${cap} keys (workgroup memory) cannot cover ${maxPos} cache rows`);
+    fail(`${splits} splits of at most ${capTree} keys (workgroup memory) cannot cover ${maxPos} cache rows`);
   }
+  // A split never takes more than max(minKeys, ceil(maxPos / splits)) keys: reserve only that much (wgpu zero-fills
+  // workgroup memory at every workgroup's start, so an oversized score array costs time too).
+  const need = Math.max(minKeys, Math.ceil(maxPos / splits));
+  const keys = Math.min(cap, Math.ceil(need / 4) * 4);
   const rowLanes = Math.max(1, Math.min(laneLimit, Math.floor(wg / nextPowerOfTwo(rows))));
-  return { splits, cap, wg, keyVec, rowLanes, minKeys, rg } satisfies DecodePlan;
+  return { splits, cap: keys, wg, keyVec, rowLanes, minKeys, rg } satisfies DecodePlan;
 }
 
 /**

@@ -141,6 +141,10 @@ gpuTest("attention decode checks catch broken kernels", async (gpu) => {
   const cases: [string, AttentionDecodeKernels][] = [
     ["causal limit off by one", decode("k0 + j <= first_pos + m", "k0 + j <= first_pos + m + 1u")],
     ["wrong scale", decode("q[m * row4 + key_col + v * KEY_LANES] * SCALE", "q[m * row4 + key_col + v * KEY_LANES]")],
+    [
+      "fourth V row of an unrolled step weighted wrong",
+      decode("scores[b + 3u * SLOTS] * v3", "scores[b + 2u * SLOTS] * v3"),
+    ],
     ["split cut short", decode("let n = min(per, len - k0);", "let n = min(per, len - k0 - 1u);")],
     ["no max subtracted", decode("exp(scores[i] - mx)", "exp(scores[i] - mx * 0.5)")],
     [

@@ -117,9 +117,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (gated_off()) { return; }
   let tpr = WG / ROWS;
   let lane = t % tpr;
-  let n0 = (flat_workgroup(wid, nwg) * ROWS + t / tpr) * ${rowsPerThread}u;
   let k8 = K / 8u;
   let k4 = K / 4u;
+  // Row groups of ROWS * ${rowsPerThread} output rows; a grid smaller than GROUPS strides over them (x stays in L1).
+  let groups = (N + ROWS * ${rowsPerThread}u - 1u) / (ROWS * ${rowsPerThread}u);
+  for (var g = flat_workgroup(wid, nwg); g < groups; g += nwg.x * nwg.y) {
+  let n0 = (g * ROWS + t / tpr) * ${rowsPerThread}u;
   ${names("a").map((v) => `var ${v} = 0.0;`).join(" ")}
   ${names("u").map((v) => `var ${v} = 0.0;`).join(" ")}
   if (n0 < N) {
@@ -145,6 +148,7 @@ ${
         `    if (n0 + ${r}u < N) {\n${M.map((j) => `      y[${j}u * N + n0 + ${r}u] = a${r}_${j};`).join("\n")}\n    }`
       ).join("\n")
     }
+  }
   }
 }
 `,
@@ -175,6 +179,8 @@ export interface MatvecArgs extends ProductArgs {
   workgroupSize?: number;
   /** Output rows per thread (1, 2 or 4). */
   rowsPerThread?: number;
+  /** Most workgroups launched; each then strides over the row groups (default: one per row group). */
+  maxWorkgroups?: number;
 }
 
 /**
@@ -214,7 +220,7 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
       GATED: a.gated ?? false,
     },
     [a.ctl, a.weight, a.x, a.y],
-    Math.ceil(a.n / (rowsPerWg * rowsPerThread)),
+    Math.min(Math.ceil(a.n / (rowsPerWg * rowsPerThread)), a.maxWorkgroups ?? Infinity),
   );
 }
 
