@@ -27,6 +27,7 @@
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { reductionBytes, reductionsWgsl, subgroupWidth } from "../reduce.ts";
+import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
 
 /** Most query rows one decode dispatch handles (speculative verification of up to 16 drafted tokens). */
@@ -36,16 +37,16 @@ export const DECODE_MAX_ROWS = 16;
  * The WGSL kernel: attention of one split of the keys (or, DIRECT, of all keys, with the final output), its
  * reductions by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
  */
-export function attentionDecodeKernelFor(subgroups: boolean): Kernel {
+export function attentionDecodeKernelFor(subgroups: boolean, kv: KvDtype = "f32"): Kernel {
   return {
-    name: subgroups ? "attention_decode_sg" : "attention_decode",
+    name: `attention_decode${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
 //   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
 //   1 q   [M, D / 4] vec4<f32>           queries, row-major [M, D] f32, QK-normed and roped; head h in columns
 //                                        h*HEAD_DIM .. (h+1)*HEAD_DIM-1
-//   2 kc  [MAX_POS, D / 4] vec4<f32>     K cache, position-major [MAX_POS, D] f32: row p = key of position p
-//   3 vc  [MAX_POS, D / 4] vec4<f32>     V cache, same layout
+//   2 kc  [MAX_POS, D] ${kv}               K cache, position-major: row p = key of position p (kv_cache.ts)
+//   3 vc  [MAX_POS, D] ${kv}               V cache, same layout
 //   4 dst vec4<f32>, read_write          DIRECT: out [M, D / 4] (the attention output, row-major [M, D] f32);
 //                                        else the scratch: [M, NH, SPLITS, HEAD_DIM / 4] unnormalised outputs,
 //                                        then [M, NH, SPLITS] vec4 (max, sum of exp, -, -)
@@ -74,8 +75,7 @@ const MAX_KEY_VEC: u32 = 8u;
 const NEG_BIG: f32 = -3.0e38;                 // "no key": finite, so exp(NEG_BIG - NEG_BIG) = 1, never NaN
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+${kvReadWgsl(kv, 2, 3)}
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
 var<workgroup> scores: array<f32, M * CAP>;   // [M, CAP]: the split's scores, then probabilities
 var<workgroup> acc_sum: array<vec4<f32>, RG * WG>;
@@ -107,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let j = j0 + key_slot;
     let key = k0 + min(j, n - 1u);              // lanes past the split reread its last key (never stored)
     var kv: array<vec4<f32>, MAX_KEY_VEC>;
-    for (var v = 0u; v < KEY_VEC; v++) { kv[v] = kc[key * row4 + key_col + v * KEY_LANES]; }
+    for (var v = 0u; v < KEY_VEC; v++) { kv[v] = load_k(key * row4 + key_col + v * KEY_LANES); }
     for (var mq = 0u; mq < MQ; mq++) {
       var part = vec4<f32>();
       for (var i = 0u; i < 4u; i++) {
@@ -159,17 +159,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var j = slot;
   // Four V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
   for (; j + 3u * SLOTS < n; j += 4u * SLOTS) {
-    let v0 = vc[(k0 + j) * row4 + col];
-    let v1 = vc[(k0 + j + SLOTS) * row4 + col];
-    let v2 = vc[(k0 + j + 2u * SLOTS) * row4 + col];
-    let v3 = vc[(k0 + j + 3u * SLOTS) * row4 + col];
+    let v0 = load_v((k0 + j) * row4 + col);
+    let v1 = load_v((k0 + j + SLOTS) * row4 + col);
+    let v2 = load_v((k0 + j + 2u * SLOTS) * row4 + col);
+    let v3 = load_v((k0 + j + 3u * SLOTS) * row4 + col);
     for (var m = 0u; m < M; m++) {
       let b = m * CAP + j;
       acc[m] += scores[b] * v0 + scores[b + SLOTS] * v1 + scores[b + 2u * SLOTS] * v2 + scores[b + 3u * SLOTS] * v3;
     }
   }
   for (; j < n; j += SLOTS) {
-    let vv = vc[(k0 + j) * row4 + col];
+    let vv = load_v((k0 + j) * row4 + col);
     for (var m = 0u; m < M; m++) { acc[m] += scores[m * CAP + j] * vv; }
   }
   // 4. sum the SLOTS partial accumulators, RG rows per round, and store
@@ -270,10 +270,12 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   ctl: GPUBuffer;
   /** f32 queries [rows, nHeads * headDim]. */
   q: GPUBuffer | BufferSlice;
-  /** f32 K cache [maxPos, nHeads * headDim], position-major. */
+  /** K cache [maxPos, nHeads * headDim] of `kvDtype`, position-major. */
   kCache: GPUBuffer | BufferSlice;
-  /** f32 V cache, same layout. */
+  /** V cache, same layout. */
   vCache: GPUBuffer | BufferSlice;
+  /** Element type of the caches (default f32; kv_cache.ts). */
+  kvDtype?: KvDtype;
   /** f32 output [rows, nHeads * headDim]. */
   out: GPUBuffer | BufferSlice;
   /** Partial results (createAttentionDecodeScratch); unused with one split. */
@@ -413,7 +415,7 @@ export function attentionDecode(
     MIN_KEYS: plan.minKeys,
   };
   const direct = plan.splits === 1;
-  const partialKernel = kernels.partial ?? attentionDecodeKernelFor(subgroups);
+  const partialKernel = kernels.partial ?? attentionDecodeKernelFor(subgroups, a.kvDtype);
   const mergeKernel = kernels.merge ?? attentionMergeKernel;
   const partial = {
     ...common,

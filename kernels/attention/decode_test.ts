@@ -37,7 +37,7 @@ function checkDecode(gpu: Gpu, c: AttentionCase, knobs: DecodeKnobs = {}, untouc
   return checkAttention(
     gpu,
     c,
-    (b) => attentionDecode(gpu, { ...b, ...tuning, ...shape, scratch }, kernels),
+    (b) => attentionDecode(gpu, { ...b, ...tuning, ...shape, scratch, kvDtype: c.kvDtype }, kernels),
     `attentionDecode ${JSON.stringify(tuning)}`,
     untouched,
   ).finally(() => scratch?.destroy());
@@ -60,6 +60,13 @@ gpuTest("attention decode of 3 and 16 rows (speculative verification) matches th
     await checkDecode(gpu, decodeCase(rows, length, nHeads, headDim));
   }
   for (const length of [1029, 2048]) await checkDecode(gpu, decodeCase(16, length, 3, 128));
+});
+
+gpuTest("attention decode reads bf16 caches", async (gpu) => {
+  for (const [rows, length, nHeads, headDim] of [[1, 1, 3, 128], [1, 1029, 2, 128], [4, 300, 2, 64], [16, 70, 1, 8]]) {
+    await checkDecode(gpu, { ...decodeCase(rows, length, nHeads, headDim), kvDtype: "bf16" });
+  }
+  await checkDecode(gpu, { ...decodeCase(3, 200, 2, 64, 256), kvDtype: "bf16" }, { splits: 1 });
 });
 
 gpuTest("attention decode handles small head dims", async (gpu) => {
