@@ -32,6 +32,8 @@ export interface Dispatch {
   readonly pipeline: GPUComputePipeline;
   readonly bindGroup: GPUBindGroup;
   readonly workgroups: readonly [number, number, number];
+  /** The override constants the pipeline was built with (the profiler reads shapes from them). */
+  readonly constants: Constants;
 }
 
 /** A buffer region for a bind group entry. */
@@ -301,6 +303,7 @@ export class Gpu {
       pipeline,
       bindGroup: this.bindGroup(kernel.name, pipeline, buffers),
       workgroups: grid,
+      constants,
     };
   }
 

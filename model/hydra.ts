@@ -26,6 +26,7 @@ import { linear } from "../kernels/matmul/linear.ts";
 import { Epilogue } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import { type KvDtype, kvElementBytes } from "../kernels/attention/kv_cache.ts";
 import { type BufferSlice, type Dispatch, DispatchCache, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import type { ModelConfig } from "./config.ts";
@@ -39,9 +40,11 @@ export interface HydraShape {
   maxRows: number;
   /** Most rows that get logits in one pass (1, or gamma for speculative verification); at most 16. */
   maxLogitRows?: number;
+  /** Element type of the K/V caches (default bf16, as the PyTorch peers keep them; kernels/attention/kv_cache.ts). */
+  kvDtype?: KvDtype;
 }
 
-/** One layer's K and V caches, f32 [maxPos, d] each, position-major. */
+/** One layer's K and V caches, [maxPos, d] each of `kvDtype`, position-major. */
 interface KvLayer {
   k: GPUBuffer;
   v: GPUBuffer;
@@ -65,6 +68,7 @@ export class HydraTransformer {
   readonly maxPos: number;
   readonly maxRows: number;
   readonly maxLogitRows: number;
+  readonly kvDtype: KvDtype;
   /** Control block (kernels/control/ctl.ts). */
   readonly ctl: GPUBuffer;
   /** Token ids by position, u32 [maxPos + 1]. */
@@ -89,6 +93,7 @@ export class HydraTransformer {
     this.maxPos = shape.maxPos;
     this.maxRows = shape.maxRows;
     this.maxLogitRows = shape.maxLogitRows ?? 1;
+    this.kvDtype = shape.kvDtype ?? "bf16";
     if (this.maxPos > c.maxContext) {
       throw new UserError(
         `A KV cache of ${this.maxPos} positions exceeds the model's context of ${c.maxContext}; shorten prompt_length, gen_length or poe_max_new_tokens.`,
@@ -105,9 +110,10 @@ export class HydraTransformer {
     this.seq = buf("seq", (this.maxPos + 1) * 4);
     this.logits = buf("logits", this.nHeads * this.maxLogitRows * c.paddedVocab * 4);
     this.trunkStates = buf("trunk states", this.maxLogitRows * d * 4);
+    const kvRowBytes = d * kvElementBytes(this.kvDtype);
     const kv = (label: string): KvLayer => ({
-      k: buf(`${label}.k`, this.maxPos * d * 4),
-      v: buf(`${label}.v`, this.maxPos * d * 4),
+      k: buf(`${label}.k`, this.maxPos * kvRowBytes),
+      v: buf(`${label}.v`, this.maxPos * kvRowBytes),
     });
     this.#kvTrunk = weights.trunk.map((_, i) => kv(`kv trunk.${i}`));
     this.#kvHeads = weights.heads.map((h, hi) => h.blocks.map((_, j) => kv(`kv head${hi}.${j}`)));
@@ -136,6 +142,11 @@ export class HydraTransformer {
   /** Bytes of weights on the GPU. */
   get weightBytes(): number {
     return weightsBytes(this.weights);
+  }
+
+  /** Bytes of one cached K or V element. */
+  get kvBytes(): number {
+    return kvElementBytes(this.kvDtype);
   }
 
   /** Bytes of everything else this model allocated (KV caches, activations, logits). */
@@ -230,7 +241,16 @@ export class HydraTransformer {
    */
   #bind(rows: number, gated: boolean) {
     const gpu = this.gpu, ctl = this.ctl, c = this.config, a = this.#act, maxPos = this.maxPos;
-    const attention = { ctl, q: a.q, out: a.att, rows, nHeads: c.nHeads, headDim: c.headDim, gated };
+    const attention = {
+      ctl,
+      q: a.q,
+      out: a.att,
+      rows,
+      nHeads: c.nHeads,
+      headDim: c.headDim,
+      kvDtype: this.kvDtype,
+      gated,
+    };
     return {
       /** x = the embedding rows of seq[POS..]. */
       embed: (x: GPUBuffer) =>
@@ -265,6 +285,7 @@ export class HydraTransformer {
           headDim: c.headDim,
           maxPos,
           eps: c.rmsNormEps,
+          kvDtype: this.kvDtype,
           gated,
         }),
       /** att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above. */

@@ -4,7 +4,8 @@
  * @module
  */
 
-import { unpackBf16 } from "../kernels/bf16.ts";
+import { roundBf16, unpackBf16 } from "../kernels/bf16.ts";
+import type { KvDtype } from "../kernels/attention/kv_cache.ts";
 import type { Gpu } from "../kernels/runtime.ts";
 import { ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import type { ModelConfig } from "./config.ts";
@@ -83,8 +84,12 @@ function rmsnorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return x.map((v, i) => v * inv * w[i]);
 }
 
-/** Logits (f64, [ids.length, paddedVocab]) of every position of `ids` through `m`. */
-export function referenceLogits(m: CpuModel, ids: readonly number[]): Float64Array[] {
+/**
+ * Logits (f64, [ids.length, paddedVocab]) of every position of `ids` through `m`, with the K/V cache kept as the GPU
+ * keeps it: `kvDtype` bf16 (the default) rounds each cached K and V element to bf16, f32 keeps it (the f64 values).
+ */
+export function referenceLogits(m: CpuModel, ids: readonly number[], kvDtype: KvDtype = "bf16"): Float64Array[] {
+  const cached = (t: Float64Array) => kvDtype === "bf16" ? t.map(roundBf16) : t;
   const c = m.config, d = c.dModel, f = c.ffnHidden, hd = c.headDim, nh = c.nHeads, half = hd / 2;
   const rope = ropeTable(ids.length, hd, c.ropeTheta);
   const keys: Float64Array[][] = m.blocks.map(() => []), values: Float64Array[][] = m.blocks.map(() => []);
@@ -105,8 +110,8 @@ export function referenceLogits(m: CpuModel, ids: readonly number[]): Float64Arr
           }
         }
       }
-      keys[l].push(k);
-      values[l].push(v);
+      keys[l].push(cached(k));
+      values[l].push(cached(v));
       const att = new Float64Array(d);
       for (let h = 0; h < nh; h++) {
         const scores = keys[l].map((kk) => {

@@ -4,7 +4,8 @@
  * `--gemm`, only the prefill GEMM's tile variants at the 7B shapes, in TFLOP/s (each variant's output is also checked
  * against an f64 reference on sampled elements, so a tile shape that breaks on this driver shows as WRONG).
  *
- *   deno run -A tools/bench_kernels.ts [--matvec] [--overhead] [--attention] [--gemm [--rows 128] [--tiles JSON]]
+ *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
+ *                                      [--gemm [--rows 128] [--tiles JSON]]
  *                                      [--quick] [--json FILE]
  *
  * Weight pools of >= 256 MiB per shape are cycled so no result is an L2-cache reading.
@@ -24,7 +25,7 @@ import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["json", "rows", "tiles"],
-  boolean: ["quick", "gemm", "matvec", "overhead", "attention"],
+  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain"],
 });
 const gpu = await getGpu();
 console.log(
@@ -164,6 +165,48 @@ async function benchMatvec(): Promise<void> {
   }
 }
 
+/**
+ * The matvec at the decode shapes as a decode step runs it: each dispatch waits for the previous (all write one
+ * output, so WebGPU orders them), over default and grid-capped variants (maxWorkgroups: a workgroup strides over row
+ * groups, reading x from L1 instead of L2 for each).
+ */
+async function benchMatvecChain(): Promise<void> {
+  const shapes = [
+    { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
+    { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
+    { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
+    { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
+    { name: "1b qkv", n: 6144, k: 2048, epi: Epilogue.PLAIN },
+    { name: "1b gate_up+silu", n: 8192, k: 2048, epi: Epilogue.SWIGLU },
+    { name: "1b down", n: 2048, k: 8192, epi: Epilogue.PLAIN },
+    { name: "1b o", n: 2048, k: 2048, epi: Epilogue.PLAIN },
+  ];
+  const variants: Record<string, number>[] = [
+    {},
+    { maxWorkgroups: 264 },
+    { maxWorkgroups: 528 },
+    { maxWorkgroups: 1056 },
+    { maxWorkgroups: 2112 },
+    { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128, maxWorkgroups: 1056 },
+    { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256 },
+    { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256, maxWorkgroups: 528 },
+  ];
+  for (const s of shapes) {
+    const { nw, bytes, pool, weights } = weightPool(s);
+    const x = gpu.upload("x", Float32Array.from({ length: s.k }, (_, i) => Math.sin(i) * 0.5));
+    const y = gpu.buffer("y", s.n * 4);
+    for (const knobs of variants) {
+      const ds = weights.map((w) =>
+        matvec(gpu, { ctl, weight: w, x, y, rows: 1, k: s.k, n: s.n, epilogue: s.epi, ...knobs })
+      );
+      report("matvec chained", `${s.name} [${nw}x${s.k}]`, 1, JSON.stringify(knobs), await medianMs(ds, pool), bytes);
+    }
+    x.destroy();
+    y.destroy();
+    for (const w of weights) w.destroy();
+  }
+}
+
 /** Per-dispatch costs: shared vs distinct outputs, one dispatch per pass, gated-off and tiny dispatches. */
 async function benchOverhead(): Promise<void> {
   // The 7B o projection (33.5 MB, small enough that per-dispatch costs show): 8 weights per pass with one shared
@@ -186,29 +229,35 @@ async function benchOverhead(): Promise<void> {
   for (const w of weights) w.destroy();
 }
 
-/** Decode attention at 256 keys (chunk variants) and prefill attention of 128 tokens, 7B heads. */
+/** Decode attention at 256 and 4096 keys (split variants) and prefill attention of 128 tokens, 7B heads. */
 async function benchAttention(): Promise<void> {
-  // Decode attention of the 7B (32 heads of 128) at 256 valid keys in a 512-position cache.
-  const nh = 32, hd = 128, d = nh * hd, maxPos = 512;
+  // Decode attention of the 7B (32 heads of 128) in a 4112-position cache.
+  const nh = 32, hd = 128, d = nh * hd, maxPos = 4112;
   const q = gpu.upload("q", Float32Array.from({ length: 16 * d }, (_, i) => Math.sin(i)));
   const kc = gpu.upload("k", Float32Array.from({ length: maxPos * d }, (_, i) => Math.cos(i * 0.7)));
   const vc = gpu.upload("v", Float32Array.from({ length: maxPos * d }, (_, i) => Math.sin(i * 0.3)));
   const out = gpu.buffer("out", 16 * d * 4);
   const pos = gpu.buffer("ctl pos", CTL_SLOTS * 4);
-  gpu.write(pos, Uint32Array.from([256]));
-  for (const rows of [1, 4]) {
-    for (const chunk of [64, 128, 256, 512]) {
-      const shape = { rows, nHeads: nh, headDim: hd, maxPos, chunk };
-      const scratch = createAttentionDecodeScratch(gpu, shape);
-      const ds = attentionDecode(gpu, { ...shape, ctl: pos, q, kCache: kc, vCache: vc, out, scratch });
-      report(
-        "attention_decode",
-        "7b 256 keys",
-        rows,
-        `chunk=${chunk} (${ds.length} dispatches)`,
-        await medianMs(ds, 1, 20),
-        2 * 257 * d * 4,
-      );
+  for (const keys of [256, 4096]) {
+    gpu.write(pos, Uint32Array.from([keys - 1]));
+    for (const rows of [1, 4]) {
+      const variants: { splits?: number; subgroups?: boolean }[] = [{}, { subgroups: false }, { splits: 8 }, {
+        splits: 32,
+      }, { splits: 64 }];
+      for (const v of variants) {
+        const shape = { rows, nHeads: nh, headDim: hd, maxPos, ...v };
+        const scratch = createAttentionDecodeScratch(gpu, shape);
+        const ds = attentionDecode(gpu, { ...shape, ctl: pos, q, kCache: kc, vCache: vc, out, scratch });
+        report(
+          "attention_decode",
+          `7b ${keys} keys`,
+          rows,
+          `${JSON.stringify(v)} (${ds.length} dispatches)`,
+          await medianMs(ds, 1, 20),
+          2 * (keys + rows - 1) * d * 4,
+        );
+        scratch?.destroy();
+      }
     }
   }
   // Prefill attention of 128 tokens (queries and output in their own buffers: a buffer bound both read-only and
@@ -376,6 +425,7 @@ console.log(
   `copy: kernel ${bw.kernel_copy_gbps.toFixed(0)} GB/s, DMA ${bw.dma_copy_gbps.toFixed(0)} GB/s (read+write)`,
 );
 if (args.matvec) await benchMatvec();
+if (args.chain) await benchMatvecChain();
 if (args.overhead) await benchOverhead();
 if (args.attention) await benchAttention();
 if (args.gemm) await benchGemm();

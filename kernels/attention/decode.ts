@@ -1,155 +1,191 @@
 /**
  * Causal attention for decode and speculative verification: M = 1..16 query rows (positions p_m = ctl[POS] + m)
- * against a position-major K/V cache whose valid length (p_{M-1} + 1) is GPU data, up to MAX_POS keys.
+ * against a position-major K/V cache whose valid length L = p_{M-1} + 1 is GPU data, up to MAX_POS keys.
  *
- * Flash-decoding. The keys are cut into chunks of CHUNK; the grid is heads x ceil(MAX_POS / CHUNK) chunks, so the
- * CPU never needs the length: a chunk starting after the last key returns at once, and the merge never reads it.
- * A workgroup owns one (head, chunk) and all M rows, so every K and V row is read once for the M queries:
- *   1. scores: KEY_LANES threads per key, each holding KEY_VEC vec4 of it, strided so that the KEY_LANES threads
- *      read KEY_LANES contiguous vec4 at a time (whole 32-byte sectors, several keys per warp access); the
- *      per-thread partial dot products of all M rows (4 rows per vec4) are summed by a tree in workgroup memory.
- *      KEY_VEC trades registers (M * KEY_VEC vec4 of q) against tree depth and passes (a barrier each): by
- *      default 8 at M <= 2 (4 threads per 128-float key, 32 keys per pass), 1 at M >= 9;
- *   2. online softmax over the tile of TILE keys (see shared.ts);
- *   3. p * V: HEAD_DIM / 4 threads per V row, one vec4 each (a warp reads whole contiguous rows), SLOTS =
- *      WG / (HEAD_DIM / 4) keys at a time, accumulating all M rows in registers; after the chunk the SLOTS partial
- *      sums are added in workgroup memory.
- * Each (row, head, chunk) writes its unnormalised output and (running max, sum of exp) to a scratch buffer; the
- * merge kernel combines the chunks row m can see (c <= p_m / CHUNK) into out. When one chunk covers MAX_POS the
- * builder returns a single dispatch (DIRECT) that normalises and writes out itself.
+ * Flash-decoding with a split sized at run time. The grid is heads x SPLITS workgroups, fixed when the dispatch is
+ * recorded (SPLITS is chosen so that the grid fills the GPU: about `targetWorkgroups` workgroups); each workgroup reads
+ * L from the control block and takes keys [s * per, (s + 1) * per) with per = max(MIN_KEYS, ceil(L / SPLITS)). Short
+ * contexts use a few splits of MIN_KEYS keys (fewer partial results to merge), long ones spread over all SPLITS, so
+ * every context keeps the GPU busy with the same recorded grid. A workgroup owns one (head, split) and all M rows, so
+ * every K and V row is read once for the M queries:
+ *   1. scores: KEY_LANES threads per key, each holding KEY_VEC vec4 of it (a warp reads whole contiguous key rows);
+ *      the lanes' partial dot products are summed by subgroup shuffles where the adapter's subgroups are at least
+ *      KEY_LANES wide, else by a tree in workgroup memory. The split's scores stay in workgroup memory
+ *      (at most CAP keys a split, which bounds SPLITS from below).
+ *   2. softmax over the split: each row's max and sum of exp over ROW_LANES threads (subgroup shuffles again, or the
+ *      tree), scores turned into p = exp(s - max) in place.
+ *   3. p * V: HEAD_DIM / 4 threads per V row, one vec4 each, SLOTS = WG / (HEAD_DIM / 4) keys in flight, all M rows
+ *      accumulated in registers; the SLOTS partial sums are added in workgroup memory.
+ * Each (row, head, split) writes its unnormalised output and (max, sum of exp) to a scratch buffer, and the merge
+ * kernel combines the splits into out. With SPLITS = 1 the builder records a single dispatch (DIRECT) that normalises
+ * and writes out itself.
+ *
+ * Measured on an H200 (docs/PERF.md): the previous design (fixed chunks of 64 keys, tree reductions only, an online
+ * softmax over tiles) took 25.8 us per 7B layer at 256 keys and 44 us inside a decode step.
  * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { checkHeadShape, nextPowerOfTwo, onlineSoftmaxWgsl, rowLanes, WORKGROUP_BYTES } from "./shared.ts";
+import { reductionBytes, reductionsWgsl, subgroupWidth } from "../reduce.ts";
+import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
+import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
 
 /** Most query rows one decode dispatch handles (speculative verification of up to 16 drafted tokens). */
 export const DECODE_MAX_ROWS = 16;
 
-/** The WGSL kernel: partial attention over one chunk of keys (or, DIRECT, all keys and the final output). */
-export const attentionDecodeKernel: Kernel = {
-  name: "attention_decode",
-  source: /* wgsl */ `
-// bindings (D = NH * HEAD_DIM; the grid is [NH, NCHUNK, 1]: workgroup (h, c) = head h, keys c*CHUNK ..):
+/**
+ * The WGSL kernel: attention of one split of the keys (or, DIRECT, of all keys, with the final output), its
+ * reductions by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
+ */
+export function attentionDecodeKernelFor(subgroups: boolean, kv: KvDtype = "f32"): Kernel {
+  return {
+    name: `attention_decode${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
+    source: /* wgsl */ `
+// bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
 //   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
 //   1 q   [M, D / 4] vec4<f32>           queries, row-major [M, D] f32, QK-normed and roped; head h in columns
 //                                        h*HEAD_DIM .. (h+1)*HEAD_DIM-1
-//   2 kc  [MAX_POS, D / 4] vec4<f32>     K cache, position-major [MAX_POS, D] f32: row p = key of position p
-//   3 vc  [MAX_POS, D / 4] vec4<f32>     V cache, same layout
+//   2 kc  [MAX_POS, D] ${kv}               K cache, position-major: row p = key of position p (kv_cache.ts)
+//   3 vc  [MAX_POS, D] ${kv}               V cache, same layout
 //   4 dst vec4<f32>, read_write          DIRECT: out [M, D / 4] (the attention output, row-major [M, D] f32);
-//                                        else the scratch: [M, NH, NCHUNK, HEAD_DIM / 4] unnormalised outputs,
-//                                        then [M, NH, NCHUNK] vec4 (running max, sum of exp, -, -)
-// Keys 0 .. min(ctl[CTL_POS] + M - 1, MAX_POS - 1) must be in the caches; later rows are never read.
+//                                        else the scratch: [M, NH, SPLITS, HEAD_DIM / 4] unnormalised outputs,
+//                                        then [M, NH, SPLITS] vec4 (max, sum of exp, -, -)
+// Keys 0 .. min(ctl[CTL_POS] + M, MAX_POS) - 1 must be in the caches; later rows are never read.
 override NH: u32;
 override HEAD_DIM: u32;                       // a power of two, 8 .. 4 * WG
 override M: u32 = 1u;                         // query rows, 1 .. 16
 override MAX_POS: u32;                        // cache rows
-override CHUNK: u32 = 64u;                    // keys per workgroup, a multiple of TILE
-override TILE: u32 = 64u;                     // keys per online-softmax step, a multiple of KEY_SLOTS
+override SPLITS: u32 = 1u;                    // workgroups per head; SPLITS * CAP >= MAX_POS
+override MIN_KEYS: u32 = 32u;                 // fewest keys a split takes
+override CAP: u32;                            // most keys a split takes (its scores live in workgroup memory)
 override WG: u32 = 128u;                      // threads, a power of two
-override ROW_LANES: u32 = 8u;                 // see shared.ts
 override SCALE: f32;                          // 1 / sqrt(HEAD_DIM)
-override DIRECT: bool = false;                // one chunk: normalise and write out directly
-override KEY_VEC: u32 = 1u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16
+override DIRECT: bool = false;                // SPLITS = 1: normalise and write out directly
+override KEY_VEC: u32 = 1u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16;
+                                              // subgroup path: KEY_LANES <= SG_LANES
+override ROW_LANES: u32 = 8u;                 // softmax: threads per row, a power of two, ROW_LANES * M <= WG
 override HV: u32 = HEAD_DIM / 4u;             // vec4 per head row
 override KEY_LANES: u32 = HV / KEY_VEC;       // scores: threads per key (t = key_slot * KEY_LANES + key_lane)
 override KEY_SLOTS: u32 = WG / KEY_LANES;     // scores: keys per pass
 override SLOTS: u32 = WG / HV;                // p * V: keys in flight (t = slot * HV + lane)
 override MQ: u32 = (M + 3u) / 4u;             // vec4 of 4 rows' partial dot products
-override NCHUNK: u32 = (MAX_POS + CHUNK - 1u) / CHUNK;
+override RG: u32 = 1u;                        // p * V: rows summed over the slots per round
 const MAX_M: u32 = 16u;
 const MAX_KEY_VEC: u32 = 8u;
+const NEG_BIG: f32 = -3.0e38;                 // "no key": finite, so exp(NEG_BIG - NEG_BIG) = 1, never NaN
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+${kvReadWgsl(kv, 2, 3)}
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
-var<workgroup> red: array<vec4<f32>, MQ * WG>;
-${onlineSoftmaxWgsl("M", "TILE")}
+var<workgroup> scores: array<f32, M * CAP>;   // [M, CAP]: the split's scores, then probabilities
+var<workgroup> acc_sum: array<vec4<f32>, RG * WG>;
+var<workgroup> row_max: array<f32, MAX_M>;
+var<workgroup> row_sum: array<f32, MAX_M>;
+${reductionsWgsl(subgroups)}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let h = wid.x;
-  let c = wid.y;
-  first_pos = ctl[CTL_POS];
-  rows_valid = M;
-  last_key = min(first_pos + M - 1u, MAX_POS - 1u);
-  let chunk_first = c * CHUNK;
-  if (chunk_first > last_key) { return; } // past the last key: nothing to do, and the merge ignores this chunk
-  let chunk_end = min(chunk_first + CHUNK, last_key + 1u);
-  let slot = t / HV;
-  let lane = t % HV;
+  let s = wid.y;
+  let first_pos = ctl[CTL_POS];
+  let len = min(first_pos + M, MAX_POS);       // keys 0 .. len - 1 exist
+  let per = max(MIN_KEYS, (len + SPLITS - 1u) / SPLITS);
+  let k0 = s * per;
+  if (k0 >= len) { return; }                    // past the last key: the merge never reads this split
+  let n = min(per, len - k0);                   // keys of this split (uniform across the workgroup)
+  let row4 = NH * HV;                           // vec4 per cache / query row
+  // 1. scores[m, j] = SCALE * (q_m . k_{k0 + j}), NEG_BIG where key k0 + j is after row m's position
   let key_slot = t / KEY_LANES;
   let key_lane = t % KEY_LANES;
-  let row4 = NH * HV;               // vec4 per cache / query row
-  let col = h * HV + lane;          // p * V: this thread's vec4 of the head
-  let key_col = h * HV + key_lane;  // scores: this thread's first vec4 of the head, then every KEY_LANES
-  var qv: array<vec4<f32>, MAX_M>;  // qv[m * KEY_VEC + v] = SCALE * q[m, vec4 key_col + v * KEY_LANES]
-  var acc: array<vec4<f32>, MAX_M>;
+  let key_col = h * HV + key_lane;              // this thread's first vec4 of the head, then every KEY_LANES
+  var qv: array<vec4<f32>, MAX_M>;              // qv[m * KEY_VEC + v]
   for (var m = 0u; m < M; m++) {
     for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = q[m * row4 + key_col + v * KEY_LANES] * SCALE; }
   }
-  softmax_init(t);
-  for (var tile = chunk_first; tile < chunk_end; tile += TILE) {
-    tile_first = tile;
-    // 1. scores[m, j] = (q_m . k_j) * SCALE, KEY_SLOTS keys per pass
-    for (var k0 = 0u; k0 < TILE; k0 += KEY_SLOTS) {
-      let key = tile + k0 + key_slot;
-      var kv: array<vec4<f32>, MAX_KEY_VEC>;
-      if (key <= last_key) {
-        for (var v = 0u; v < KEY_VEC; v++) { kv[v] = kc[key * row4 + key_col + v * KEY_LANES]; }
+  for (var j0 = 0u; j0 < n; j0 += KEY_SLOTS) {
+    let j = j0 + key_slot;
+    let key = k0 + min(j, n - 1u);              // lanes past the split reread its last key (never stored)
+    var kv: array<vec4<f32>, MAX_KEY_VEC>;
+    for (var v = 0u; v < KEY_VEC; v++) { kv[v] = load_k(key * row4 + key_col + v * KEY_LANES); }
+    for (var mq = 0u; mq < MQ; mq++) {
+      var part = vec4<f32>();
+      for (var i = 0u; i < 4u; i++) {
+        let m = 4u * mq + i;
+        if (m < M) {
+          var d = 0.0;
+          for (var v = 0u; v < KEY_VEC; v++) { d += dot(kv[v], qv[m * KEY_VEC + v]); }
+          part[i] = d;
+        }
       }
-      for (var mq = 0u; mq < MQ; mq++) {
-        var part = vec4<f32>();
+      let dots = lanes_sum4(part, t, KEY_LANES);
+      if (key_lane == 0u && j < n) {
         for (var i = 0u; i < 4u; i++) {
           let m = 4u * mq + i;
-          if (m < M) {
-            var s = 0.0;
-            for (var v = 0u; v < KEY_VEC; v++) { s += dot(kv[v], qv[m * KEY_VEC + v]); }
-            part[i] = s;
-          }
+          if (m < M) { scores[m * CAP + j] = select(NEG_BIG, dots[i], k0 + j <= first_pos + m); }
         }
-        red[mq * WG + t] = part;
-      }
-      workgroupBarrier();
-      for (var st = KEY_LANES / 2u; st > 0u; st /= 2u) {
-        if (key_lane < st) {
-          for (var mq = 0u; mq < MQ; mq++) { red[mq * WG + t] += red[mq * WG + t + st]; }
-        }
-        workgroupBarrier();
-      }
-      if (key_lane == 0u) {
-        for (var m = 0u; m < M; m++) { scores[m * TILE + k0 + key_slot] = red[(m / 4u) * WG + t][m % 4u]; }
       }
     }
-    workgroupBarrier();
-    // 2. scores -> probabilities, running max and sum, rescale factor alpha
-    softmax_tile(t);
-    // 3. acc = acc * alpha + p V
-    for (var m = 0u; m < M; m++) { acc[m] *= alpha[m]; }
-    for (var j = slot; j < TILE; j += SLOTS) {
-      let key = tile + j;
-      if (key <= last_key) {
-        let vv = vc[key * row4 + col];
-        for (var m = 0u; m < M; m++) { acc[m] += scores[m * TILE + j] * vv; }
-      }
-    }
-    workgroupBarrier();
   }
-  // 4. sum the SLOTS partial accumulators, MQ rows per round, and store
-  for (var r0 = 0u; r0 < M; r0 += MQ) {
-    for (var mq = 0u; mq < MQ; mq++) { red[mq * WG + t] = acc[min(r0 + mq, MAX_M - 1u)]; }
+  workgroupBarrier();
+  // 2. each row's max and sum of exp over the split; scores -> p = exp(s - max)
+  let r = t / ROW_LANES;
+  let row_lane = t % ROW_LANES;
+  let row = min(r, M - 1u);                     // threads past the rows repeat the last one (never store)
+  var mx = NEG_BIG;
+  for (var j = row_lane; j < n; j += ROW_LANES) { mx = max(mx, scores[row * CAP + j]); }
+  mx = lanes_max(mx, t, ROW_LANES);
+  workgroupBarrier();
+  var sum = 0.0;
+  if (r < M) {
+    for (var j = row_lane; j < n; j += ROW_LANES) {
+      let i = row * CAP + j;
+      let p = select(0.0, exp(scores[i] - mx), scores[i] > NEG_BIG);
+      scores[i] = p;
+      sum += p;
+    }
+  }
+  sum = lanes_sum(sum, t, ROW_LANES);
+  if (r < M && row_lane == 0u) {
+    row_max[r] = mx;
+    row_sum[r] = sum;
+  }
+  workgroupBarrier();
+  // 3. acc_m = sum_j p[m, j] V[k0 + j]
+  let slot = t / HV;
+  let lane = t % HV;
+  let col = h * HV + lane;
+  var acc: array<vec4<f32>, MAX_M>;
+  var j = slot;
+  // Four V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
+  for (; j + 3u * SLOTS < n; j += 4u * SLOTS) {
+    let v0 = load_v((k0 + j) * row4 + col);
+    let v1 = load_v((k0 + j + SLOTS) * row4 + col);
+    let v2 = load_v((k0 + j + 2u * SLOTS) * row4 + col);
+    let v3 = load_v((k0 + j + 3u * SLOTS) * row4 + col);
+    for (var m = 0u; m < M; m++) {
+      let b = m * CAP + j;
+      acc[m] += scores[b] * v0 + scores[b + SLOTS] * v1 + scores[b + 2u * SLOTS] * v2 + scores[b + 3u * SLOTS] * v3;
+    }
+  }
+  for (; j < n; j += SLOTS) {
+    let vv = load_v((k0 + j) * row4 + col);
+    for (var m = 0u; m < M; m++) { acc[m] += scores[m * CAP + j] * vv; }
+  }
+  // 4. sum the SLOTS partial accumulators, RG rows per round, and store
+  for (var r0 = 0u; r0 < M; r0 += RG) {
+    for (var g = 0u; g < RG; g++) { acc_sum[g * WG + t] = acc[min(r0 + g, MAX_M - 1u)]; }
     workgroupBarrier();
-    for (var u = t; u < MQ * HV; u += WG) {
+    for (var u = t; u < RG * HV; u += WG) {
       let m = r0 + u / HV;
       let l = u % HV;
       if (m < M) {
         var o = vec4<f32>();
-        for (var s = 0u; s < SLOTS; s++) { o += red[(u / HV) * WG + s * HV + l]; }
+        for (var sl = 0u; sl < SLOTS; sl++) { o += acc_sum[(u / HV) * WG + sl * HV + l]; }
         if (DIRECT) {
-          dst[m * row4 + h * HV + l] = o / l_run[m];
+          dst[m * row4 + h * HV + l] = o / row_sum[m];
         } else {
-          dst[((m * NH + h) * NCHUNK + c) * HV + l] = o;
+          dst[((m * NH + h) * SPLITS + s) * HV + l] = o;
         }
       }
     }
@@ -157,14 +193,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   if (!DIRECT) {
     for (var m = t; m < M; m += WG) {
-      dst[M * NH * NCHUNK * HV + (m * NH + h) * NCHUNK + c] = vec4<f32>(m_run[m], l_run[m], 0.0, 0.0);
+      dst[M * NH * SPLITS * HV + (m * NH + h) * SPLITS + s] = vec4<f32>(row_max[m], row_sum[m], 0.0, 0.0);
     }
   }
 }
 `,
-};
+  };
+}
 
-/** The WGSL kernel that merges the per-chunk partial results of attentionDecodeKernel into the output. */
+/** The WGSL kernel that merges the per-split partial results of attention_decode into the output. */
 export const attentionMergeKernel: Kernel = {
   name: "attention_decode_merge",
   source: /* wgsl */ `
@@ -176,10 +213,10 @@ override NH: u32;
 override HEAD_DIM: u32;
 override M: u32 = 1u;
 override MAX_POS: u32;
-override CHUNK: u32 = 64u;
+override SPLITS: u32;
+override MIN_KEYS: u32 = 32u;
 override WG: u32 = 32u;
 override HV: u32 = HEAD_DIM / 4u;
-override NCHUNK: u32 = (MAX_POS + CHUNK - 1u) / CHUNK;
 const NEG_BIG: f32 = -3.0e38;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
@@ -190,20 +227,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (gated_off()) { return; }
   let h = wid.x;
   let m = wid.y;
-  let p = min(ctl[CTL_POS] + m, MAX_POS - 1u);
-  let chunks = p / CHUNK + 1u;   // the chunks holding keys 0 .. p
-  let base = (m * NH + h) * NCHUNK;
-  let stats = M * NH * NCHUNK * HV + base;
+  let len = min(ctl[CTL_POS] + M, MAX_POS);
+  let per = max(MIN_KEYS, (len + SPLITS - 1u) / SPLITS);
+  let splits = (len + per - 1u) / per;          // the splits that hold keys (as attention_decode computed them)
+  let base = (m * NH + h) * SPLITS;
+  let stats = M * NH * SPLITS * HV + base;
   var gmax = NEG_BIG;
-  for (var c = 0u; c < chunks; c++) { gmax = max(gmax, part[stats + c].x); }
+  for (var s = 0u; s < splits; s++) { gmax = max(gmax, part[stats + s].x); }
   for (var l = t; l < HV; l += WG) {
     var o = vec4<f32>();
     var sum = 0.0;
-    for (var c = 0u; c < chunks; c++) {
-      let st = part[stats + c];
+    for (var s = 0u; s < splits; s++) {
+      let st = part[stats + s];
       let w = exp(st.x - gmax);
       sum += w * st.y;
-      o += w * part[(base + c) * HV + l];
+      o += w * part[(base + s) * HV + l];
     }
     out[(m * NH + h) * HV + l] = o / sum;
   }
@@ -220,8 +258,11 @@ export interface AttentionDecodeShape {
   headDim: number;
   /** Rows of each cache (the context limit). */
   maxPos: number;
-  /** Keys per workgroup (default 64; >= maxPos gives the single-dispatch path). */
-  chunk?: number;
+  /**
+   * Workgroups per head (default: enough for about `DECODE_TARGET_WORKGROUPS` workgroups in all, and at least
+   * maxPos / CAP); 1 gives the single-dispatch path.
+   */
+  splits?: number;
 }
 
 /** Arguments of the decode attention dispatches. */
@@ -229,49 +270,65 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   ctl: GPUBuffer;
   /** f32 queries [rows, nHeads * headDim]. */
   q: GPUBuffer | BufferSlice;
-  /** f32 K cache [maxPos, nHeads * headDim], position-major. */
+  /** K cache [maxPos, nHeads * headDim] of `kvDtype`, position-major. */
   kCache: GPUBuffer | BufferSlice;
-  /** f32 V cache, same layout. */
+  /** V cache, same layout. */
   vCache: GPUBuffer | BufferSlice;
+  /** Element type of the caches (default f32; kv_cache.ts). */
+  kvDtype?: KvDtype;
   /** f32 output [rows, nHeads * headDim]. */
   out: GPUBuffer | BufferSlice;
-  /** Partial results (createAttentionDecodeScratch); unused when one chunk covers maxPos. */
+  /** Partial results (createAttentionDecodeScratch); unused with one split. */
   scratch?: GPUBuffer;
   gated?: boolean;
   /**
-   * Tuning knobs: keys per online-softmax step (default 64), threads per workgroup (128) and of the merge (32),
-   * threads per key in the score pass (default: the fewest, down to 1 vec4 per thread, that keep M * KEY_VEC <= 16,
-   * KEY_VEC <= 8 and a tile a multiple of the keys per pass).
+   * Tuning knobs: fewest keys per split (default 32), threads per workgroup (128) and of the merge (32), threads per
+   * key in the score pass (default: the fewest, down to 1 vec4 per thread, that keep M * KEY_VEC <= 16 and KEY_VEC
+   * <= 8), and whether to reduce with subgroup shuffles (default: when the device has `subgroups` at least as wide as
+   * the lanes reduced).
    */
-  tile?: number;
+  minKeys?: number;
   workgroupSize?: number;
   mergeWorkgroupSize?: number;
   keyLanes?: number;
+  subgroups?: boolean;
 }
 
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
 export interface AttentionDecodeKernels {
-  partial: Kernel;
-  merge: Kernel;
+  partial?: Kernel;
+  merge?: Kernel;
 }
 
-const DEFAULT_CHUNK = 64;
+/**
+ * Workgroups the default split aims at: a few per SM of the GPUs this suite targets (132 SMs on an H100 / H200), so
+ * that every SM has several workgroups' loads in flight. WebGPU does not tell the SM count.
+ */
+export const DECODE_TARGET_WORKGROUPS = 512;
+
+/** Threads per workgroup: 256 (8 V rows in flight per head-row of lanes) up to 4 rows, 128 above (registers). */
+const defaultWorkgroupSize = (rows: number) => rows <= 4 ? 256 : 128;
 
 interface DecodePlan {
-  chunk: number;
-  chunks: number;
-  tile: number;
+  splits: number;
+  cap: number;
   wg: number;
   keyVec: number;
-  direct: boolean;
+  rowLanes: number;
+  minKeys: number;
+  rg: number;
 }
 
+/** Workgroup bytes the slot sums of the p * V pass may take (RG rows of WG vec4 per round). */
+const SLOT_SUM_BYTES = 4096;
+
 function planDecode(
-  a: AttentionDecodeShape & { tile?: number; workgroupSize?: number; keyLanes?: number },
-): DecodePlan {
+  a: AttentionDecodeShape & Pick<AttentionDecodeArgs, "workgroupSize" | "keyLanes" | "minKeys">,
+  laneLimit = 32,
+  tree = true,
+) {
   const { rows, headDim, maxPos } = a;
-  const wg = a.workgroupSize ?? 128;
-  const tile = a.tile ?? 64;
+  const wg = a.workgroupSize ?? defaultWorkgroupSize(rows);
   const fail = (why: string) => {
     throw new Error(`attentionDecode: ${why}`);
   };
@@ -282,42 +339,50 @@ function planDecode(
   checkHeadShape("attentionDecode", a.nHeads, headDim, wg);
   const hv = headDim / 4;
   let keyVec = Math.min(8, hv, 2 ** Math.floor(Math.log2(16 / rows)));
-  const keysPerPass = (v: number) => wg / (hv / v);
-  while (a.keyLanes === undefined && keyVec > 1 && tile % keysPerPass(keyVec) !== 0) keyVec /= 2;
+  while (hv / keyVec > laneLimit) keyVec *= 2;
+  if (rows * keyVec > 16 || keyVec > 8) fail(`${rows} rows do not fit ${laneLimit}-lane reductions`);
   if (a.keyLanes !== undefined) {
     keyVec = hv / a.keyLanes;
-    if (!Number.isInteger(keyVec) || keyVec !== nextPowerOfTwo(keyVec) || rows * keyVec > 16) {
+    if (
+      !Number.isInteger(keyVec) || keyVec !== nextPowerOfTwo(keyVec) || rows * keyVec > 16 || a.keyLanes > laneLimit
+    ) {
       fail(
         `${a.keyLanes} threads per key must be a power of two dividing ${hv} (the vec4 of a head) and leave at ` +
-          `most ${Math.floor(16 / rows)} vec4 of a key per thread at ${rows} rows`,
+          `most ${Math.floor(16 / rows)} vec4 of a key per thread at ${rows} rows (and at most ${laneLimit} lanes)`,
       );
     }
   }
-  if (tile < 1 || tile % keysPerPass(keyVec) !== 0) {
-    fail(`a tile of ${tile} keys is not a multiple of the ${keysPerPass(keyVec)} keys per score pass`);
+  const minKeys = a.minKeys ?? 32;
+  if (!Number.isInteger(minKeys) || minKeys < 1) fail(`minKeys ${minKeys} is not a positive integer`);
+  // The split's scores get what workgroup memory the reductions leave.
+  const rg = Math.max(1, Math.min(rows, 4, Math.floor(SLOT_SUM_BYTES / (16 * wg))));
+  const capWith = (treeBytes: number) =>
+    Math.floor((WORKGROUP_BYTES - treeBytes - 16 * rg * wg - 2 * 16 * 4) / (4 * rows));
+  // The split count assumes the tree's need (so the scratch size does not depend on the reductions used).
+  const cap = capWith(reductionBytes(!tree, wg)), capTree = capWith(reductionBytes(false, wg));
+  if (capTree < minKeys) fail(`${rows} rows leave room for ${capTree} keys a split, fewer than minKeys ${minKeys}`);
+  const fewest = Math.ceil(maxPos / capTree);
+  const splits = a.splits ??
+    Math.max(fewest, Math.min(Math.ceil(DECODE_TARGET_WORKGROUPS / a.nHeads), Math.ceil(maxPos / minKeys)));
+  if (!Number.isInteger(splits) || splits < fewest) {
+    fail(`${splits} splits of at most ${capTree} keys (workgroup memory) cannot cover ${maxPos} cache rows`);
   }
-  const direct = (a.chunk ?? DEFAULT_CHUNK) >= maxPos;
-  const chunk = direct ? Math.ceil(maxPos / tile) * tile : a.chunk ?? DEFAULT_CHUNK;
-  if (chunk % tile !== 0) fail(`a chunk of ${chunk} keys is not a multiple of the tile (${tile} keys)`);
-  const mq = Math.ceil(rows / 4);
-  const bytes = 4 * (4 * mq * wg + rows * tile + wg + 3 * rows);
-  if (bytes > WORKGROUP_BYTES) {
-    fail(
-      `${rows} rows with tile ${tile} and ${wg} threads need ${bytes} bytes of workgroup memory ` +
-        `(at most ${WORKGROUP_BYTES}); use a smaller tile`,
-    );
-  }
-  return { chunk, chunks: Math.ceil(maxPos / chunk), tile, wg, keyVec, direct };
+  // A split never takes more than max(minKeys, ceil(maxPos / splits)) keys: reserve only that much (wgpu zero-fills
+  // workgroup memory at every workgroup's start, so an oversized score array costs time too).
+  const need = Math.max(minKeys, Math.ceil(maxPos / splits));
+  const keys = Math.min(cap, Math.ceil(need / 4) * 4);
+  const rowLanes = Math.max(1, Math.min(laneLimit, Math.floor(wg / nextPowerOfTwo(rows))));
+  return { splits, cap: keys, wg, keyVec, rowLanes, minKeys, rg } satisfies DecodePlan;
 }
 
 /**
  * Bytes of the scratch buffer of a decode shape: it serves every dispatch with at most `rows` rows and the same
- * heads, head_dim, maxPos and chunk (all layers can share one, the dispatches run one after another).
+ * heads, head_dim, maxPos and splits (all layers can share one, the dispatches run one after another).
  */
 export function attentionDecodeScratchBytes(shape: AttentionDecodeShape): number {
-  const chunk = shape.chunk ?? DEFAULT_CHUNK;
-  if (chunk >= shape.maxPos) return 0;
-  return shape.rows * shape.nHeads * Math.ceil(shape.maxPos / chunk) * (shape.headDim + 4) * 4;
+  const { splits } = planDecode(shape);
+  if (splits === 1) return 0;
+  return shape.rows * shape.nHeads * splits * (shape.headDim + 4) * 4;
 }
 
 /** Allocates the scratch buffer of a decode shape (load time), or returns undefined when it needs none. */
@@ -327,36 +392,53 @@ export function createAttentionDecodeScratch(gpu: Gpu, shape: AttentionDecodeSha
 }
 
 /**
- * Records the decode attention dispatches (load time): the chunked partial pass then the merge, or one dispatch when
- * a single chunk covers maxPos. Throws on shapes the kernels do not handle.
+ * Records the decode attention dispatches (load time): the split pass then the merge, or one dispatch with a single
+ * split. Throws on shapes the kernels do not handle.
  */
 export function attentionDecode(
   gpu: Gpu,
   a: AttentionDecodeArgs,
-  kernels: AttentionDecodeKernels = { partial: attentionDecodeKernel, merge: attentionMergeKernel },
+  kernels: AttentionDecodeKernels = {},
 ): Dispatch[] {
-  const plan = planDecode(a);
-  const common = { NH: a.nHeads, HEAD_DIM: a.headDim, M: a.rows, MAX_POS: a.maxPos, CHUNK: plan.chunk };
+  const width = subgroupWidth(gpu);
+  // Shuffles span at most `width` lanes: a key's lanes must fit, which leaves each thread HEAD_DIM / 4 / width vec4.
+  const fits = width > 0 && a.rows * Math.max(1, a.headDim / 4 / width) <= 16 && a.headDim / 4 / width <= 8;
+  const subgroups = a.subgroups ?? fits;
+  if (subgroups && width === 0) throw new Error("attentionDecode: the device has no subgroups");
+  const plan = planDecode(a, subgroups ? width : 32, !subgroups);
+  const common = {
+    NH: a.nHeads,
+    HEAD_DIM: a.headDim,
+    M: a.rows,
+    MAX_POS: a.maxPos,
+    SPLITS: plan.splits,
+    MIN_KEYS: plan.minKeys,
+  };
+  const direct = plan.splits === 1;
+  const partialKernel = kernels.partial ?? attentionDecodeKernelFor(subgroups, a.kvDtype);
+  const mergeKernel = kernels.merge ?? attentionMergeKernel;
   const partial = {
     ...common,
-    TILE: plan.tile,
+    CAP: plan.cap,
     WG: plan.wg,
     KEY_VEC: plan.keyVec,
-    ROW_LANES: rowLanes(plan.wg, a.rows, plan.tile),
+    RG: plan.rg,
+    ROW_LANES: plan.rowLanes,
+    SG_LANES: subgroups ? width : 32,
     SCALE: Math.fround(1 / Math.sqrt(a.headDim)),
-    DIRECT: plan.direct,
+    DIRECT: direct,
     GATED: a.gated ?? false,
   };
-  const grid: [number, number, number] = [a.nHeads, plan.chunks, 1];
-  if (plan.direct) return [gpu.dispatch(kernels.partial, partial, [a.ctl, a.q, a.kCache, a.vCache, a.out], grid)];
+  const grid: [number, number, number] = [a.nHeads, plan.splits, 1];
+  if (direct) return [gpu.dispatch(partialKernel, partial, [a.ctl, a.q, a.kCache, a.vCache, a.out], grid)];
   const need = attentionDecodeScratchBytes(a);
   if (!a.scratch || a.scratch.size < need) {
     throw new Error(`attentionDecode: the scratch buffer must hold ${need} bytes (createAttentionDecodeScratch)`);
   }
   return [
-    gpu.dispatch(kernels.partial, partial, [a.ctl, a.q, a.kCache, a.vCache, a.scratch], grid),
+    gpu.dispatch(partialKernel, partial, [a.ctl, a.q, a.kCache, a.vCache, a.scratch], grid),
     gpu.dispatch(
-      kernels.merge,
+      mergeKernel,
       { ...common, WG: a.mergeWorkgroupSize ?? 32, GATED: a.gated ?? false },
       [a.ctl, a.scratch, a.out],
       [a.nHeads, a.rows, 1],

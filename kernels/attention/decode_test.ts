@@ -1,41 +1,43 @@
 /**
- * Tests of the decode attention kernels (`decode.ts`: per-chunk partials and their merge) against the CPU
- * reference: one row at every cache length, 3 and 16 rows, the 4096 context, tuning knobs, garbage past the valid keys,
- * gating, shape checks and mutants.
+ * Tests of the decode attention kernels against the f64 reference: every cache length class, 1..16 rows, small head
+ * dims, the context limit, one and many splits, the subgroup and the workgroup-memory reductions, gating, rejected
+ * shapes, and mutants that each check must catch.
  * @module
  */
 
 import {
   attentionDecode,
   type AttentionDecodeArgs,
-  attentionDecodeKernel,
+  attentionDecodeKernelFor,
   type AttentionDecodeKernels,
   attentionMergeKernel,
   createAttentionDecodeScratch,
 } from "./decode.ts";
+import { subgroupWidth } from "../reduce.ts";
 import type { Gpu } from "../runtime.ts";
 import { assertCaught, ctlBuffer, gpuTest, mutate } from "../testing/harness.ts";
 import { assertRejected, type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 
 interface DecodeKnobs {
   gated?: boolean;
-  chunk?: number;
+  splits?: number;
+  minKeys?: number;
   keyLanes?: number;
-  tile?: number;
   workgroupSize?: number;
   mergeWorkgroupSize?: number;
+  subgroups?: boolean;
   kernels?: AttentionDecodeKernels;
 }
 
 /** Decode attention of case `c` (rows at positions len - rows ..) against the reference. */
 function checkDecode(gpu: Gpu, c: AttentionCase, knobs: DecodeKnobs = {}, untouched = false) {
   const { kernels, ...tuning } = knobs;
-  const shape = { rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, maxPos: c.maxPos, chunk: tuning.chunk };
+  const shape = { rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, maxPos: c.maxPos, splits: tuning.splits };
   const scratch = createAttentionDecodeScratch(gpu, shape);
   return checkAttention(
     gpu,
     c,
-    (b) => attentionDecode(gpu, { ...b, ...tuning, ...shape, scratch }, kernels),
+    (b) => attentionDecode(gpu, { ...b, ...tuning, ...shape, scratch, kvDtype: c.kvDtype }, kernels),
     `attentionDecode ${JSON.stringify(tuning)}`,
     untouched,
   ).finally(() => scratch?.destroy());
@@ -60,6 +62,13 @@ gpuTest("attention decode of 3 and 16 rows (speculative verification) matches th
   for (const length of [1029, 2048]) await checkDecode(gpu, decodeCase(16, length, 3, 128));
 });
 
+gpuTest("attention decode reads bf16 caches", async (gpu) => {
+  for (const [rows, length, nHeads, headDim] of [[1, 1, 3, 128], [1, 1029, 2, 128], [4, 300, 2, 64], [16, 70, 1, 8]]) {
+    await checkDecode(gpu, { ...decodeCase(rows, length, nHeads, headDim), kvDtype: "bf16" });
+  }
+  await checkDecode(gpu, { ...decodeCase(3, 200, 2, 64, 256), kvDtype: "bf16" }, { splits: 1 });
+});
+
 gpuTest("attention decode handles small head dims", async (gpu) => {
   for (const [rows, length, headDim] of [[1, 1, 8], [3, 33, 8], [16, 1029, 16], [5, 70, 32]]) {
     await checkDecode(gpu, decodeCase(rows, length, 3, headDim, 1100));
@@ -71,25 +80,25 @@ gpuTest("attention decode at the 4096-position context limit", async (gpu) => {
   await checkDecode(gpu, decodeCase(4, 4096, 1, 128, 4096));
 });
 
-gpuTest("attention decode single-dispatch path (one chunk covers the cache)", async (gpu) => {
-  for (const [rows, length] of [[1, 1], [3, 40], [16, 300]]) {
-    await checkDecode(gpu, decodeCase(rows, length, 3, 64, 300), { chunk: 300, tile: 32 });
+gpuTest("attention decode single-dispatch path (one split covers the cache)", async (gpu) => {
+  for (const [rows, length] of [[1, 1], [3, 40], [16, 90]]) {
+    await checkDecode(gpu, decodeCase(rows, length, 3, 64, 90), { splits: 1 });
   }
 });
 
 gpuTest("attention decode stays finite on sharp and huge scores", async (gpu) => {
-  // scores of std 30 (one key dominates) and of order 1e3 (exp would overflow without the running max)
+  // scores of std 30 (one key dominates) and of order 1e3 (exp would overflow without the row max)
   for (const qStd of [30, 1000]) await checkDecode(gpu, { ...decodeCase(3, 200, 2, 64, 256), qStd });
 });
 
 gpuTest("attention decode tuning knobs keep it correct", async (gpu) => {
   const knobs: DecodeKnobs[] = [
-    { chunk: 32, tile: 32, workgroupSize: 64 },
-    { chunk: 256, tile: 32, workgroupSize: 128, mergeWorkgroupSize: 8 },
-    { chunk: 128, tile: 64, workgroupSize: 256 },
-    { chunk: 96, tile: 16, workgroupSize: 32, mergeWorkgroupSize: 64 },
-    { chunk: 64, tile: 64, keyLanes: 16 },
-    { chunk: 64, tile: 64, keyLanes: 8 },
+    { splits: 3, minKeys: 1, workgroupSize: 64 },
+    { splits: 40, minKeys: 7, workgroupSize: 128, mergeWorkgroupSize: 8 },
+    { splits: 8, workgroupSize: 256 },
+    { splits: 5, minKeys: 100, workgroupSize: 32, mergeWorkgroupSize: 64 },
+    { keyLanes: 16, subgroups: false },
+    { keyLanes: 8 },
   ];
   for (const k of knobs) {
     await checkDecode(gpu, decodeCase(3, 517, 2, 128, 1024), k);
@@ -97,10 +106,19 @@ gpuTest("attention decode tuning knobs keep it correct", async (gpu) => {
   }
 });
 
+gpuTest("attention decode agrees with and without subgroup reductions", async (gpu) => {
+  const modes = subgroupWidth(gpu) > 0 ? [false, true] : [false];
+  for (const subgroups of modes) {
+    for (const [rows, length, headDim] of [[1, 300, 128], [4, 77, 64], [16, 500, 32], [2, 2, 8]]) {
+      await checkDecode(gpu, decodeCase(rows, length, 2, headDim, 600), { subgroups });
+    }
+  }
+});
+
 gpuTest("attention decode built gated runs only while ctl[ACTIVE] is set", async (gpu) => {
-  for (const chunk of [64, 512]) {
-    await checkDecode(gpu, { ...decodeCase(3, 300, 2, 64, 512), active: 1 }, { gated: true, chunk });
-    await checkDecode(gpu, { ...decodeCase(3, 300, 2, 64, 512), active: 0 }, { gated: true, chunk }, true);
+  for (const splits of [1, 9]) {
+    await checkDecode(gpu, { ...decodeCase(3, 300, 2, 64, 512), active: 1 }, { gated: true, splits });
+    await checkDecode(gpu, { ...decodeCase(3, 300, 2, 64, 512), active: 0 }, { gated: true, splits }, true);
   }
 });
 
@@ -110,10 +128,10 @@ gpuTest("attention decode rejects shapes it cannot handle", (gpu) => {
   const bad: [AttentionDecodeArgs, string][] = [
     [{ ...base, rows: 17, headDim: 64 }, "17 query rows"],
     [{ ...base, rows: 1, headDim: 96 }, "head_dim 96"],
-    [{ ...base, rows: 1, headDim: 64, tile: 12 }, "tile of 12 keys"],
-    [{ ...base, rows: 3, headDim: 128, keyLanes: 4 }, "4 threads per key"],
-    [{ ...base, rows: 16, headDim: 64, tile: 256, chunk: 256, maxPos: 1024 }, "workgroup memory"],
-    [{ ...base, rows: 1, headDim: 64 }, "scratch buffer must hold"],
+    [{ ...base, rows: 3, headDim: 128, keyLanes: 4, subgroups: false }, "4 threads per key"],
+    [{ ...base, rows: 16, headDim: 64, splits: 2, maxPos: 1024 }, "cannot cover 1024 cache rows"],
+    [{ ...base, rows: 1, headDim: 64, minKeys: 0 }, "minKeys 0"],
+    [{ ...base, rows: 1, headDim: 64, splits: 4 }, "scratch buffer must hold"],
   ];
   try {
     assertRejected(bad.map(([args, says]) => [() => attentionDecode(gpu, args), says]));
@@ -124,27 +142,30 @@ gpuTest("attention decode rejects shapes it cannot handle", (gpu) => {
 });
 
 gpuTest("attention decode checks catch broken kernels", async (gpu) => {
-  const decode = (from: string, to: string) => ({
-    partial: mutate(attentionDecodeKernel, from, to),
-    merge: attentionMergeKernel,
-  });
-  const merge = (from: string, to: string) => ({
-    partial: attentionDecodeKernel,
-    merge: mutate(attentionMergeKernel, from, to),
-  });
+  const subgroups = subgroupWidth(gpu) > 0;
+  const decode = (from: string, to: string) => ({ partial: mutate(attentionDecodeKernelFor(subgroups), from, to) });
+  const merge = (from: string, to: string) => ({ merge: mutate(attentionMergeKernel, from, to) });
   const cases: [string, AttentionDecodeKernels][] = [
-    [
-      "causal limit off by one",
-      decode("tile_first + j <= min(first_pos + r", "tile_first + j <= min(first_pos + r + 1u"),
-    ],
+    ["causal limit off by one", decode("k0 + j <= first_pos + m", "k0 + j <= first_pos + m + 1u")],
     ["wrong scale", decode("q[m * row4 + key_col + v * KEY_LANES] * SCALE", "q[m * row4 + key_col + v * KEY_LANES]")],
-    ["no running-max rescale", decode("acc[m] *= alpha[m];", "")],
-    ["last chunk dropped", merge("let chunks = p / CHUNK + 1u;", "let chunks = max(p / CHUNK, 1u);")],
+    [
+      "fourth V row of an unrolled step weighted wrong",
+      decode("scores[b + 3u * SLOTS] * v3", "scores[b + 2u * SLOTS] * v3"),
+    ],
+    ["split cut short", decode("let n = min(per, len - k0);", "let n = min(per, len - k0 - 1u);")],
+    ["no max subtracted", decode("exp(scores[i] - mx)", "exp(scores[i] - mx * 0.5)")],
+    [
+      "a lane short in the reductions",
+      subgroups
+        ? decode("st < lanes; st *= 2u", "st < lanes / 2u; st *= 2u")
+        : decode("var st = lanes / 2u; st > 0u", "var st = lanes / 4u; st > 0u"),
+    ],
+    ["last split dropped", merge("let splits = (len + per - 1u) / per;", "let splits = max(len / per, 1u);")],
   ];
   for (const [what, kernels] of cases) {
     await assertCaught(async () => {
-      await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { chunk: 128, tile: 32, kernels });
-      await checkDecode(gpu, decodeCase(2, 300, 1, 64, 512), { chunk: 512, tile: 32, kernels });
+      await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { splits: 7, subgroups, kernels });
+      await checkDecode(gpu, decodeCase(2, 300, 1, 64, 512), { splits: 1, subgroups, kernels });
     }, what);
   }
 });

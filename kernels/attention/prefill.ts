@@ -16,19 +16,21 @@
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { checkHeadShape, nextPowerOfTwo, onlineSoftmaxWgsl, rowLanes, WORKGROUP_BYTES } from "./shared.ts";
 
-/** The WGSL kernel. */
-export const attentionPrefillKernel: Kernel = {
-  name: "attention_prefill",
-  source: /* wgsl */ `
+/** The WGSL kernel for caches of `kv` elements (kv_cache.ts). */
+export function attentionPrefillKernelFor(kv: KvDtype = "f32"): Kernel {
+  return {
+    name: `attention_prefill${kv === "bf16" ? "_kvbf16" : ""}`,
+    source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, ceil(M / BQ), 1]: workgroup (h, y) = head h, query rows
 // BQ * (ceil(M / BQ) - 1 - y) ..):
 //   0 ctl [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] = position of query row 0
 //   1 q   [M, D / 4] vec4<f32>        queries, row-major [M, D] f32, QK-normed and roped; head h in columns
 //                                     h*HEAD_DIM .. (h+1)*HEAD_DIM-1
-//   2 kc  [>= POS + M, D / 4] vec4    K cache, position-major [maxPos, D] f32: row p = key of position p
-//   3 vc  [>= POS + M, D / 4] vec4    V cache, same layout
+//   2 kc  [>= POS + M, D] ${kv}        K cache, position-major [maxPos, D]: row p = key of position p
+//   3 vc  [>= POS + M, D] ${kv}        V cache, same layout
 //   4 out [M, D / 4] vec4<f32>, rw    the attention output, row-major [M, D] f32
 // Keys 0 .. ctl[CTL_POS] + M - 1 must be in the caches; later rows are never read.
 override NH: u32;
@@ -46,8 +48,7 @@ override ROWS_PER_THREAD: u32 = (BQ + ROW_GROUPS - 1u) / ROW_GROUPS;
 const MAX_ROWS_PER_THREAD: u32 = 8u;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+${kvReadWgsl(kv, 2, 3)}
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 var<workgroup> qs: array<vec4<f32>, BQ * HV>;           // [BQ, HEAD_DIM] queries times SCALE
 var<workgroup> kvs: array<vec4<f32>, BK * KV_STRIDE>;   // [BK, HEAD_DIM + 4] the K tile, then the V tile
@@ -60,7 +61,7 @@ fn load_tile(t: u32, col0: u32, row4: u32, values: bool) {
     let key = tile_first + j;
     var v = vec4<f32>();
     if (key <= last_key) {
-      if (values) { v = vc[key * row4 + col0 + i]; } else { v = kc[key * row4 + col0 + i]; }
+      if (values) { v = load_v(key * row4 + col0 + i); } else { v = load_k(key * row4 + col0 + i); }
     }
     kvs[j * KV_STRIDE + i] = v;
   }
@@ -124,17 +125,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 }
 `,
-};
+  };
+}
 
 /** Arguments of one prefill attention dispatch. */
 export interface AttentionPrefillArgs {
   ctl: GPUBuffer;
   /** f32 queries [rows, nHeads * headDim]. */
   q: GPUBuffer | BufferSlice;
-  /** f32 K cache [maxPos, nHeads * headDim], position-major, holding keys 0 .. ctl[POS] + rows - 1. */
+  /** K cache [maxPos, nHeads * headDim] of `kvDtype`, position-major, holding keys 0 .. ctl[POS] + rows - 1. */
   kCache: GPUBuffer | BufferSlice;
-  /** f32 V cache, same layout. */
+  /** V cache, same layout. */
   vCache: GPUBuffer | BufferSlice;
+  /** Element type of the caches (default f32; kv_cache.ts). */
+  kvDtype?: KvDtype;
   /** f32 output [rows, nHeads * headDim]. */
   out: GPUBuffer | BufferSlice;
   /** Query rows (>= 1). */
@@ -153,7 +157,7 @@ export interface AttentionPrefillArgs {
 }
 
 /** Records a prefill attention dispatch (load time). Throws on shapes the kernel does not handle. */
-export function attentionPrefill(gpu: Gpu, a: AttentionPrefillArgs, kernel: Kernel = attentionPrefillKernel): Dispatch {
+export function attentionPrefill(gpu: Gpu, a: AttentionPrefillArgs, kernel?: Kernel): Dispatch {
   const { rows, headDim } = a;
   const wg = a.workgroupSize ?? 128;
   const fail = (why: string) => {
@@ -179,7 +183,7 @@ export function attentionPrefill(gpu: Gpu, a: AttentionPrefillArgs, kernel: Kern
   }
   const queryTiles = Math.ceil(rows / bq);
   return gpu.dispatch(
-    kernel,
+    kernel ?? attentionPrefillKernelFor(a.kvDtype),
     {
       NH: a.nHeads,
       HEAD_DIM: headDim,

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { attentionPrefill, attentionPrefillKernel } from "./prefill.ts";
+import { attentionPrefill, attentionPrefillKernelFor } from "./prefill.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, ctlBuffer, gpuTest, mutate } from "../testing/harness.ts";
 import { assertRejected, type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
@@ -23,7 +23,13 @@ function checkPrefill(gpu: Gpu, c: AttentionCase, knobs: PrefillKnobs = {}, unto
   return checkAttention(
     gpu,
     c,
-    (b) => [attentionPrefill(gpu, { ...b, ...tuning, rows: c.rows, nHeads: c.nHeads, headDim: c.headDim }, kernel)],
+    (b) => [
+      attentionPrefill(
+        gpu,
+        { ...b, ...tuning, rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, kvDtype: c.kvDtype },
+        kernel,
+      ),
+    ],
     `attentionPrefill ${JSON.stringify(tuning)}`,
     untouched,
   );
@@ -33,6 +39,12 @@ function checkPrefill(gpu: Gpu, c: AttentionCase, knobs: PrefillKnobs = {}, unto
 function prefillCase(rows: number, pos: number, nHeads: number, headDim: number): AttentionCase {
   return { rows, pos, nHeads, headDim, maxPos: pos + rows + 5, garbage: rows % 2 ? "nan" : "huge" };
 }
+
+gpuTest("attention prefill reads bf16 caches", async (gpu) => {
+  for (const [rows, pos, headDim] of [[1, 0, 128], [37, 17, 128], [19, 0, 64]]) {
+    await checkPrefill(gpu, { ...prefillCase(rows, pos, 2, headDim), kvDtype: "bf16" });
+  }
+});
 
 gpuTest("attention prefill matches the reference at head_dim 128 and 64", async (gpu) => {
   for (const rows of [1, 5, 33, 130]) {
@@ -98,7 +110,7 @@ gpuTest("attention prefill checks catch broken kernels", async (gpu) => {
     ["K/V rows past the last key read", "if (key <= last_key) {\n      if (values)", "if (true) {\n      if (values)"],
   ];
   for (const [what, from, to] of cases) {
-    const kernel = mutate(attentionPrefillKernel, from, to);
+    const kernel = mutate(attentionPrefillKernelFor(), from, to);
     await assertCaught(async () => {
       await checkPrefill(gpu, prefillCase(33, 17, 2, 64), { kernel });
       await checkPrefill(gpu, prefillCase(5, 0, 1, 128), { kernel });

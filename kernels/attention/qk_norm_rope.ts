@@ -9,28 +9,31 @@
  *      sin/cos, whose error grows with the angle (angles reach thousands of radians).
  *   3. Stores: roped q to q_out[m], roped k to k_cache[p], v unchanged to v_cache[p] (caches position-major).
  *
- * One workgroup per (row, part): part 0 normalises and ropes q; part 1 does k and copies v. The sum of squares is a
- * tree reduction in workgroup memory. A row whose position is >= MAX_POS writes nothing at all (no cache row exists
+ * One workgroup per (row, part): part 0 normalises and ropes q; part 1 does k and copies v. The sum of squares is one
+ * workgroup reduction (kernels/reduce.ts). A row whose position is >= MAX_POS writes nothing at all (no cache row exists
  * for it and the table has no angle for it), so a caller that runs past the cache sees stale q_out, never memory
  * outside the caches overwritten.
  * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { rmsnormReference } from "../norm/rmsnorm.ts";
+import { rmsnormReference, rowWorkgroupSize } from "../norm/rmsnorm.ts";
+import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
+import { type KvDtype, kvWriteWgsl } from "./kv_cache.ts";
 
-/** The WGSL kernel. */
-export const qkNormRopeKernel: Kernel = {
-  name: "qk_norm_rope",
-  source: /* wgsl */ `
+/** The WGSL kernel, its sums by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts). */
+export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32"): Kernel {
+  return {
+    name: `qk_norm_rope${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
+    source: /* wgsl */ `
 // bindings (p = ctl[CTL_POS] + m is the position of row m; h = HEAD_DIM / 2):
 //   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] is the position of row 0
 //   1 qkv     [M, 3 * D] f32, read        fused projection rows, row-major: q (D) | k (D) | v (D)
 //   2 norm_w  [2, D] f32, read            QK-norm weights: q's row, then k's row (read only when APPLY_NORM)
 //   3 rope    [MAX_POS, HEAD_DIM] f32     row p: cos(p * inv_freq[i]) for i < h, then sin(p * inv_freq[i]) for i < h
 //   4 q_out   [M, D] f32, write           roped q, row-major, heads contiguous
-//   5 k_cache [MAX_POS, D] f32, write     row p <- roped k of position p (only rows POS .. POS + M - 1 are written)
-//   6 v_cache [MAX_POS, D] f32, write     row p <- v of position p
+//   5 k_cache [MAX_POS, D] ${kv}, write    row p <- roped k of position p (only rows POS .. POS + M - 1 are written)
+//   6 v_cache [MAX_POS, D] ${kv}, write    row p <- v of position p (kv_cache.ts: bf16 rounds to nearest even)
 // D must be a multiple of HEAD_DIM, HEAD_DIM even. Rows with p >= MAX_POS write nothing.
 override D: u32;
 override HEAD_DIM: u32;
@@ -44,9 +47,8 @@ override WG: u32 = 256u; // a power of two
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<f32>;
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(6) var<storage, read_write> v_cache: array<f32>;
-var<workgroup> partial: array<f32, WG>;
+${kvWriteWgsl(kv, 5, 6)}
+${reductionsWgsl(subgroups)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -68,47 +70,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let v = qkv[src + i];
       s += v * v;
     }
-    partial[t] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-      if (t < stride) { partial[t] += partial[t + stride]; }
-      workgroupBarrier();
-    }
-    inv = inverseSqrt(partial[0] / f32(D) + EPS);
+    let total = workgroup_sum(s, t);
+    inv = inverseSqrt(total / f32(D) + EPS);
   }
 
-  // RoPE on the pairs (e, e + h) of every head; pair j is dim j % h of head j / h.
+  // RoPE on the pairs (e, e + h) of every head, two adjacent pairs (e, e + 1) a thread, so that a bf16 cache gets
+  // whole u32 words; double pair j covers dims i, i + 1 (i = 2 (j % (h / 2))) of head j / (h / 2).
   let h = HEAD_DIM / 2u;
+  let hh = h / 2u;
   let rrow = p * HEAD_DIM;
   let wrow = part * D;
   let dst = select(m * D, p * D, part == 1u);
-  for (var j = t; j < D / 2u; j += WG) {
-    let i = j % h;
-    let e = (j / h) * HEAD_DIM + i;
-    var a = qkv[src + e];
-    var b = qkv[src + e + h];
+  for (var j = t; j < D / 4u; j += WG) {
+    let i = 2u * (j % hh);
+    let e = (j / hh) * HEAD_DIM + i;
+    var a0 = qkv[src + e];
+    var a1 = qkv[src + e + 1u];
+    var b0 = qkv[src + e + h];
+    var b1 = qkv[src + e + h + 1u];
     if (APPLY_NORM) {
-      a = a * inv * norm_w[wrow + e];
-      b = b * inv * norm_w[wrow + e + h];
+      a0 = a0 * inv * norm_w[wrow + e];
+      a1 = a1 * inv * norm_w[wrow + e + 1u];
+      b0 = b0 * inv * norm_w[wrow + e + h];
+      b1 = b1 * inv * norm_w[wrow + e + h + 1u];
     }
-    let c = rope[rrow + i];
-    let sn = rope[rrow + h + i];
-    let lo = a * c - b * sn;
-    let hi = b * c + a * sn;
+    let c0 = rope[rrow + i];
+    let c1 = rope[rrow + i + 1u];
+    let s0 = rope[rrow + h + i];
+    let s1 = rope[rrow + h + i + 1u];
+    let lo0 = a0 * c0 - b0 * s0;
+    let lo1 = a1 * c1 - b1 * s1;
+    let hi0 = b0 * c0 + a0 * s0;
+    let hi1 = b1 * c1 + a1 * s1;
     if (part == 0u) {
-      q_out[dst + e] = lo;
-      q_out[dst + e + h] = hi;
+      q_out[dst + e] = lo0;
+      q_out[dst + e + 1u] = lo1;
+      q_out[dst + e + h] = hi0;
+      q_out[dst + e + h + 1u] = hi1;
     } else {
-      k_cache[dst + e] = lo;
-      k_cache[dst + e + h] = hi;
+      store_k2(dst + e, lo0, lo1);
+      store_k2(dst + e + h, hi0, hi1);
     }
   }
   if (part == 1u) {
-    for (var i = t; i < D; i += WG) { v_cache[dst + i] = qkv[src + D + i]; }
+    for (var i = t; i < D / 2u; i += WG) { store_v2(dst + 2u * i, qkv[src + D + 2u * i], qkv[src + D + 2u * i + 1u]); }
   }
 }
 `,
-};
+  };
+}
 
 /** Arguments of one QK-norm + RoPE dispatch. */
 export interface QkNormRopeArgs {
@@ -121,10 +131,12 @@ export interface QkNormRopeArgs {
   ropeTable: GPUBuffer | BufferSlice;
   /** f32 [rows, dim] output. */
   qOut: GPUBuffer | BufferSlice;
-  /** f32 [maxPos, dim] K cache of this layer; rows POS .. POS + rows - 1 are written. */
+  /** [maxPos, dim] K cache of this layer, of `kvDtype`; rows POS .. POS + rows - 1 are written. */
   kCache: GPUBuffer | BufferSlice;
-  /** f32 [maxPos, dim] V cache of this layer. */
+  /** [maxPos, dim] V cache of this layer. */
   vCache: GPUBuffer | BufferSlice;
+  /** Element type of the caches (default f32; kv_cache.ts). */
+  kvDtype?: KvDtype;
   /** Rows (positions) processed. */
   rows: number;
   /** Width of q, k and v: heads * headDim. */
@@ -137,16 +149,21 @@ export interface QkNormRopeArgs {
   /** QK-norm before RoPE (OLMo-2: true). */
   applyNorm?: boolean;
   gated?: boolean;
+  /** Threads per workgroup (default `rowWorkgroupSize`) and the reduction path (default: subgroups when present). */
   workgroupSize?: number;
+  subgroups?: boolean;
 }
 
 /** Records a QK-norm + RoPE + cache-store dispatch (load time). Throws on shapes the kernel does not handle. */
-export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel: Kernel = qkNormRopeKernel): Dispatch {
+export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispatch {
   if (a.headDim % 2 !== 0) throw new Error(`qkNormRope: head_dim ${a.headDim} is odd, but RoPE rotates pairs`);
+  if (a.headDim % 4 !== 0) throw new Error(`qkNormRope: head_dim ${a.headDim} is not a multiple of 4`);
   if (a.dim % a.headDim !== 0) throw new Error(`qkNormRope: width ${a.dim} is not a multiple of head_dim ${a.headDim}`);
   if (a.rows < 1 || a.maxPos < 1) throw new Error(`qkNormRope: ${a.rows} rows with ${a.maxPos} cache rows`);
+  const width = subgroupWidth(gpu);
+  const subgroups = a.subgroups ?? width > 0;
   return gpu.dispatch(
-    kernel,
+    kernel ?? qkNormRopeKernelFor(subgroups, a.kvDtype),
     {
       D: a.dim,
       HEAD_DIM: a.headDim,
@@ -154,7 +171,8 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel: Kernel = qkNormR
       MAX_POS: a.maxPos,
       EPS: a.eps ?? 1e-6,
       APPLY_NORM: a.applyNorm ?? true,
-      WG: a.workgroupSize ?? 256,
+      WG: a.workgroupSize ?? rowWorkgroupSize(gpu, a.dim),
+      SG_LANES: subgroups ? width : 32,
       GATED: a.gated ?? false,
     },
     [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache],

@@ -8,12 +8,15 @@ import { assertEquals, assertThrows } from "@std/assert";
 import {
   qkNormReference,
   qkNormRope,
-  qkNormRopeKernel,
+  qkNormRopeKernelFor,
   qkNormRopeReference,
   ropeReference,
   ropeTable,
 } from "./qk_norm_rope.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
+import type { KvDtype } from "./kv_cache.ts";
+import { packBf16, roundBf16Array, unpackBf16 } from "../bf16.ts";
+import { subgroupWidth } from "../reduce.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 
 // Inputs are N(0, 2^2) (|x| <= ~10), norm weights N(1, 0.5^2). The kernel works in f32 against an f64 reference on the
@@ -33,6 +36,7 @@ interface Case {
   applyNorm: boolean;
   kernel?: Kernel;
   workgroupSize?: number;
+  kvDtype?: KvDtype;
 }
 
 /**
@@ -47,10 +51,11 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
   const normWeights = rng.normals(2 * dim, 0.5, 1);
   const table = ropeTable(c.maxPos, c.headDim, THETA);
   const stored = c.maxPos + 2;
+  const bf16 = c.kvDtype === "bf16";
   const caches = [0, 1].map(() => {
     const cache = rng.normals(stored * dim, 1, 5);
     cache.fill(NaN, c.pos * dim, Math.min(c.pos + c.rows, c.maxPos) * dim);
-    return cache;
+    return bf16 ? roundBf16Array(cache) : cache;
   });
   const ctl = ctlBuffer(gpu, { POS: c.pos });
   const bufs = {
@@ -58,20 +63,25 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
     normWeights: gpu.upload("norm_w", normWeights),
     ropeTable: gpu.upload("rope", table),
     qOut: poisoned(gpu, c.rows * dim, "q_out"),
-    kCache: gpu.upload("k_cache", caches[0]),
-    vCache: gpu.upload("v_cache", caches[1]),
+    kCache: gpu.upload("k_cache", bf16 ? packBf16(caches[0]) : caches[0]),
+    vCache: gpu.upload("v_cache", bf16 ? packBf16(caches[1]) : caches[1]),
   };
   gpu.run([qkNormRope(gpu, { ctl, ...bufs, ...c, dim }, c.kernel)]);
   const q = await gpu.readF32(bufs.qOut, c.rows * dim);
-  const k = await gpu.readF32(bufs.kCache, stored * dim);
-  const v = await gpu.readF32(bufs.vCache, stored * dim);
+  const readCache = async (b: GPUBuffer) =>
+    bf16 ? unpackBf16(await gpu.readU32(b, (stored * dim) / 2)) : await gpu.readF32(b, stored * dim);
+  const k = await readCache(bufs.kCache);
+  const v = await readCache(bufs.vCache);
   for (const b of [ctl, ...Object.values(bufs)]) b.destroy();
   const want = qkNormRopeReference(qkv, normWeights, table, { ...c, dim, eps: 1e-6 }, caches[0], caches[1]);
   const what = `qk_norm_rope ${JSON.stringify({ ...c, kernel: c.kernel?.name })}`;
   const valid = Math.max(0, Math.min(c.rows, c.maxPos - c.pos)) * dim; // rows past the cache leave q_out unwritten
   assertClose(q.subarray(0, valid), want.q.subarray(0, valid), TOL, `${what} q_out`);
-  assertClose(k, want.kCache, TOL, `${what} k_cache`);
-  assertClose(v, want.vCache, { atol: 0 }, `${what} v_cache`); // a copy: exact
+  // bf16: the kernel rounds its f32 result, the reference its f64 one, so the two may land one bf16 ulp apart (2^-7
+  // relative at most); a copy (v) rounds the same f32 value on both sides: exact.
+  const round = (a: Float32Array) => bf16 ? roundBf16Array(a) : a;
+  assertClose(k, round(want.kCache), bf16 ? { atol: 1e-5, rtol: 2 ** -7 } : TOL, `${what} k_cache`);
+  assertClose(v, round(want.vCache), { atol: 0 }, `${what} v_cache`); // a copy: exact
 }
 
 const SHAPES = [[2, 64], [3, 128], [1, 8]];
@@ -106,6 +116,14 @@ gpuTest("QK-norm + RoPE with a workgroup smaller than the row", async (gpu) => {
     applyNorm: true,
     workgroupSize: 32,
   });
+});
+
+gpuTest("QK-norm + RoPE appends to bf16 caches (rounded to nearest even)", async (gpu) => {
+  for (const [heads, headDim] of SHAPES) {
+    for (const rows of [1, 3]) {
+      await checkQkNormRope(gpu, { heads, headDim, rows, pos: 5, maxPos: 20, applyNorm: true, kvDtype: "bf16" });
+    }
+  }
 });
 
 gpuTest("rows at positions >= MAX_POS write nothing", async (gpu) => {
@@ -184,13 +202,13 @@ gpuTest("qkNormRope rejects a width that is not whole heads and an odd head_dim"
 
 gpuTest("qk_norm_rope checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
-    ["let lo = a * c - b * sn;", "let lo = a * c + b * sn;"], // rotate_half without the minus
-    ["partial[0] / f32(D)", "partial[0] / f32(HEAD_DIM)"], // norm statistics per head instead of the whole width
+    ["let lo0 = a0 * c0 - b0 * s0;", "let lo0 = a0 * c0 + b0 * s0;"], // rotate_half without the minus
+    ["total / f32(D)", "total / f32(HEAD_DIM)"], // norm statistics per head instead of the whole width
     ["let rrow = p * HEAD_DIM;", "let rrow = m * HEAD_DIM;"], // angle of the row index, not the position
     ["if (p >= MAX_POS) { return; }", ""], // no guard: writes past the cache
   ];
   for (const [from, to] of cases) {
-    const kernel = mutate(qkNormRopeKernel, from, to);
+    const kernel = mutate(qkNormRopeKernelFor(subgroupWidth(gpu) > 0), from, to);
     await assertCaught(async () => {
       await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 9, maxPos: 16, applyNorm: true, kernel });
       await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 3, pos: 15, maxPos: 16, applyNorm: true, kernel });

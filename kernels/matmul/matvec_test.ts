@@ -26,6 +26,7 @@ async function checkMatvec(
     rowsPerWorkgroup?: number;
     workgroupSize?: number;
     rowsPerThread?: number;
+    maxWorkgroups?: number;
   } = {},
 ): Promise<ErrorReport> {
   const rng = new Rng(rows * 1_000_003 + k * 1009 + n);
@@ -71,6 +72,13 @@ gpuTest("matvec tuning knobs keep it correct", async (gpu) => {
   }
 });
 
+gpuTest("matvec with fewer workgroups than row groups strides over them", async (gpu) => {
+  for (const maxWorkgroups of [1, 3, 7]) {
+    await checkMatvec(gpu, 1, 264, 301, { maxWorkgroups });
+    await checkMatvec(gpu, 3, 1064, 37, { maxWorkgroups, rowsPerThread: 2, epilogue: Epilogue.SWIGLU });
+  }
+});
+
 gpuTest("matvec rejects K not a multiple of 8 and too many rows", (gpu) => {
   const ctl = ctlBuffer(gpu);
   let thrown = 0;
@@ -94,12 +102,13 @@ gpuTest("matvec checks catch broken kernels", async (gpu) => {
     ["a0_1 += dot8(p0, xa, xb)", "a0_0 += dot8(p0, xa, xb)"], // input rows mixed
     ["y[1u * N + n0 + 1u] = a1_1", "y[1u * N + n0 + 1u] = a0_1"], // output rows of a thread mixed
     ["s > 0u; s /= 2u", "s > 1u; s /= 2u"], // last level of the reduction tree dropped
+    ["g += nwg.x * nwg.y", "g += 2u * nwg.x * nwg.y"], // grid stride skips row groups
   ];
   for (const [from, to] of cases) {
     const kernel = mutate(matvecKernelFor(2, 2), from, to);
     await assertCaught(async () => {
       // K = 1064: 133 chunks per row, so both the unrolled loop and the tail loop run.
-      await checkMatvec(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2 });
+      await checkMatvec(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2, maxWorkgroups: 3 });
       await checkMatvec(gpu, 2, 1064, 19, { kernel, rowsPerThread: 2, epilogue: Epilogue.SWIGLU });
     }, `${from} -> ${to}`);
   }

@@ -2,16 +2,23 @@
  * RMSNorm in f32, plain or fused with the residual add of OLMo-2's reordered-norm block:
  *   plain:     out[m, :]  = x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w
  *   residual:  out[m, :] += x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w      (h = h + RMSNorm(sublayer(h)))
- * One workgroup per row; the row's sum of squares is a tree reduction in workgroup memory.
+ * One workgroup per row; the row's sum of squares is one workgroup reduction (kernels/reduce.ts).
  * @module
  */
 
+import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 
-/** The WGSL kernel. */
-export const rmsnormKernel: Kernel = {
-  name: "rmsnorm",
-  source: /* wgsl */ `
+/**
+ * The WGSL kernel, its row sum by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
+ * A decode step normalises one row of d values: the work is a few loads per thread, so the kernel's time is latency,
+ * and a wide workgroup (up to 1024 threads: 4 loads each at d = 4096) with a barrier-free reduction is what makes it
+ * short. Measured on an H200 inside a 7B decode step: 16.7 us with 256 threads and the tree (docs/PERF.md).
+ */
+export function rmsnormKernelFor(subgroups: boolean): Kernel {
+  return {
+    name: subgroups ? "rmsnorm_sg" : "rmsnorm",
+    source: /* wgsl */ `
 // bindings (M = number of workgroups = rows normalised):
 //   0 ctl  [CTL_SLOTS] u32, read           control block (gate only)
 //   1 x    [X_ROW_OFFSET + M, D] f32       rows to normalise, row-major; rows X_ROW_OFFSET.. are read
@@ -26,7 +33,7 @@ override WG: u32 = 256u; // a power of two
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-var<workgroup> partial: array<f32, WG>;
+${reductionsWgsl(subgroups)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -38,13 +45,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let v = x[xb + i];
     s += v * v;
   }
-  partial[t] = s;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (t < stride) { partial[t] += partial[t + stride]; }
-    workgroupBarrier();
-  }
-  let inv = inverseSqrt(partial[0] / f32(D) + EPS);
+  let total = workgroup_sum(s, t);
+  let inv = inverseSqrt(total / f32(D) + EPS);
   let ob = m * D;
   for (var i = t; i < D; i += WG) {
     let v = x[xb + i] * inv * w[i];
@@ -52,7 +54,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `,
-};
+  };
+}
+
+/**
+ * Threads for reductions over rows of `dim` values: about 4 values a thread, from 32 up to the device's limit (at most
+ * 1024), a power of two.
+ */
+export function rowWorkgroupSize(gpu: Gpu, dim: number): number {
+  const limit = Math.min(1024, gpu.device.limits.maxComputeInvocationsPerWorkgroup);
+  let wg = 32;
+  while (wg * 4 < dim && wg * 2 <= limit) wg *= 2;
+  return wg;
+}
 
 /** Arguments of one RMSNorm dispatch. */
 export interface RmsnormArgs {
@@ -70,13 +84,26 @@ export interface RmsnormArgs {
   /** First row of `x` read (e.g. the last prompt position only). */
   xRowOffset?: number;
   gated?: boolean;
+  /** Threads per row (default `rowWorkgroupSize`) and the reduction path (default: subgroups when the device has them). */
+  workgroupSize?: number;
+  subgroups?: boolean;
 }
 
 /** Records an RMSNorm dispatch (load time). */
-export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel: Kernel = rmsnormKernel): Dispatch {
+export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
+  const width = subgroupWidth(gpu);
+  const subgroups = a.subgroups ?? width > 0;
   return gpu.dispatch(
-    kernel,
-    { D: a.dim, EPS: a.eps, RESIDUAL: a.residual ?? false, X_ROW_OFFSET: a.xRowOffset ?? 0, GATED: a.gated ?? false },
+    kernel ?? rmsnormKernelFor(subgroups),
+    {
+      D: a.dim,
+      EPS: a.eps,
+      RESIDUAL: a.residual ?? false,
+      X_ROW_OFFSET: a.xRowOffset ?? 0,
+      GATED: a.gated ?? false,
+      WG: a.workgroupSize ?? rowWorkgroupSize(gpu, a.dim),
+      SG_LANES: subgroups ? width : 32,
+    },
     [a.ctl, a.x, a.weight, a.out],
     [a.rows, 1, 1],
   );

@@ -4,7 +4,8 @@
  * @module
  */
 
-import { rmsnorm, rmsnormKernel, rmsnormReference } from "./rmsnorm.ts";
+import { rmsnorm, rmsnormKernelFor, rmsnormReference } from "./rmsnorm.ts";
+import { subgroupWidth } from "../reduce.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 import type { ErrorReport } from "../testing/harness.ts";
@@ -18,7 +19,14 @@ async function checkRmsnorm(
   gpu: Gpu,
   rows: number,
   dim: number,
-  opts: { residual?: boolean; xRowOffset?: number; seed?: number; kernel?: Kernel } = {},
+  opts: {
+    residual?: boolean;
+    xRowOffset?: number;
+    seed?: number;
+    kernel?: Kernel;
+    workgroupSize?: number;
+    subgroups?: boolean;
+  } = {},
 ): Promise<ErrorReport> {
   const rng = new Rng(opts.seed ?? rows * 7919 + dim);
   const off = opts.xRowOffset ?? 0;
@@ -39,6 +47,8 @@ async function checkRmsnorm(
       eps: 1e-6,
       residual: opts.residual,
       xRowOffset: off,
+      workgroupSize: opts.workgroupSize,
+      subgroups: opts.subgroups,
     }, opts.kernel),
   ]);
   const got = await gpu.readF32(out, rows * dim);
@@ -61,9 +71,20 @@ gpuTest("rmsnorm reads rows from an offset (last position only)", async (gpu) =>
   await checkRmsnorm(gpu, 1, 130, { xRowOffset: 6 });
 });
 
+gpuTest("rmsnorm agrees across workgroup sizes and both reduction paths", async (gpu) => {
+  const paths = subgroupWidth(gpu) > 0 ? [false, true] : [false];
+  for (const subgroups of paths) {
+    for (const workgroupSize of [32, 64, 256, 1024]) {
+      for (const [rows, dim] of [[1, 1], [2, 33], [1, 4096], [3, 5000]]) {
+        await checkRmsnorm(gpu, rows, dim, { workgroupSize, subgroups, residual: dim % 2 === 0 });
+      }
+    }
+  }
+});
+
 gpuTest("rmsnorm checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
-    ["partial[0] / f32(D)", "partial[0] / f32(D - 1u)"], // wrong mean
+    ["total / f32(D)", "total / f32(D - 1u)"], // wrong mean
     [
       "for (var i = t; i < D; i += WG) {\n    let v = x[xb + i] * inv",
       "for (var i = t; i + 1u < D; i += WG) {\n    let v = x[xb + i] * inv",
@@ -71,7 +92,7 @@ gpuTest("rmsnorm checks catch broken kernels", async (gpu) => {
     ["out[ob + i] += v", "out[ob + i] = v"], // residual dropped
   ];
   for (const [from, to] of cases) {
-    const kernel = mutate(rmsnormKernel, from, to);
+    const kernel = mutate(rmsnormKernelFor(subgroupWidth(gpu) > 0), from, to);
     await assertCaught(async () => {
       await checkRmsnorm(gpu, 3, 257, { kernel });
       await checkRmsnorm(gpu, 2, 300, { kernel, residual: true });

@@ -6,6 +6,8 @@
  */
 
 import { attentionReference } from "../attention/reference.ts";
+import type { KvDtype } from "../attention/kv_cache.ts";
+import { packBf16, roundBf16Array } from "../bf16.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
 import { assertClose, ctlBuffer, type ErrorReport, Rng } from "./harness.ts";
 
@@ -35,6 +37,8 @@ export interface AttentionCase {
   qStd?: number;
   /** ctl[ACTIVE] (only kernels built with `gated` read it). */
   active?: number;
+  /** Element type of the caches (default f32): bf16 caches hold the f32 values rounded, and the reference reads those. */
+  kvDtype?: KvDtype;
 }
 
 /** The buffers a kernel under test reads and writes. */
@@ -64,8 +68,9 @@ export async function checkAttention(
   const q = rng.normals(c.rows * d, c.qStd ?? 2);
   const kCache = new Float32Array(c.maxPos * d);
   const vCache = new Float32Array(c.maxPos * d);
-  kCache.set(rng.normals(valid * d));
-  vCache.set(rng.normals(valid * d));
+  const round = (v: Float32Array) => c.kvDtype === "bf16" ? roundBf16Array(v) : v;
+  kCache.set(round(rng.normals(valid * d)));
+  vCache.set(round(rng.normals(valid * d)));
   for (let i = valid * d; i < c.maxPos * d; i++) {
     const huge = (i % 2 === 0 ? 1 : -1) * 1e30;
     kCache[i] = c.garbage === "huge" ? huge : NaN;
@@ -75,8 +80,8 @@ export async function checkAttention(
   const b: AttentionBuffers = {
     ctl: ctlBuffer(gpu, { POS: c.pos, ACTIVE: c.active ?? 0 }),
     q: gpu.upload("q", q),
-    kCache: gpu.upload("k cache", kCache),
-    vCache: gpu.upload("v cache", vCache),
+    kCache: gpu.upload("k cache", c.kvDtype === "bf16" ? packBf16(kCache) : kCache),
+    vCache: gpu.upload("v cache", c.kvDtype === "bf16" ? packBf16(vCache) : vCache),
     out: gpu.upload("out", outInit),
   };
   const label = `${what} ${JSON.stringify(c)}`;

@@ -1,6 +1,7 @@
 import { PRESETS } from "../../model/config.ts";
 import { Decoder, type PickMode } from "../../model/generate.ts";
 import { HydraTransformer } from "../../model/hydra.ts";
+import type { KvDtype } from "../../kernels/attention/kv_cache.ts";
 import { argmaxOf, type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../model/reference.ts";
 import { allocateWeights, fillRandomWeights } from "../../model/weights.ts";
 import type { Gpu } from "../../kernels/runtime.ts";
@@ -9,8 +10,8 @@ import { assertClose, gpuTest, Rng } from "../../kernels/testing/harness.ts";
 const tiny = PRESETS.tiny;
 
 /** The reference's next-token scores of `mode` for the last position of `ids` (f64). */
-function referenceScores(towers: CpuModel[], ids: number[], mode: PickMode): Float64Array {
-  const last = (m: CpuModel) => referenceLogits(m, ids).at(-1)!;
+function referenceScores(towers: CpuModel[], ids: number[], mode: PickMode, kvDtype: KvDtype): Float64Array {
+  const last = (m: CpuModel) => referenceLogits(m, ids, kvDtype).at(-1)!;
   const v = tiny.vocabSize;
   if (mode === "single") return last(towers[0]).slice(0, v);
   if (mode === "naive") {
@@ -22,11 +23,11 @@ function referenceScores(towers: CpuModel[], ids: number[], mode: PickMode): Flo
   return logSoftmaxOf(sum, v);
 }
 
-async function buildTiny(gpu: Gpu, nHeads: number, headsDepth: number, seed: number) {
+async function buildTiny(gpu: Gpu, nHeads: number, headsDepth: number, seed: number, kvDtype: KvDtype) {
   const w = allocateWeights(gpu, tiny, nHeads, headsDepth);
   // std 1/sqrt(d) gives logits of unit scale, so greedy choices are not decided by rounding noise.
   await fillRandomWeights(gpu, w, seed, 1 / Math.sqrt(tiny.dModel));
-  const model = new HydraTransformer(gpu, w, { maxPos: 64, maxRows: 24, maxLogitRows: 4 });
+  const model = new HydraTransformer(gpu, w, { maxPos: 64, maxRows: 24, maxLogitRows: 4, kvDtype });
   const towers: CpuModel[] = [];
   for (let h = 0; h < nHeads; h++) towers.push(await readTower(gpu, w, h));
   return { model, towers, decoder: new Decoder(model) };
@@ -35,19 +36,27 @@ async function buildTiny(gpu: Gpu, nHeads: number, headsDepth: number, seed: num
 // GPU f32 (bf16 weights) vs CPU f64 on the same weights over 4 blocks: differences are f32 rounding, ~1e-5 relative.
 const LOGIT_TOL = { atol: 2e-3, rtol: 2e-3 };
 
-for (const [mode, nHeads, depth] of [["single", 1, 0], ["single", 3, 2], ["naive", 3, 2], ["jury", 3, 2]] as const) {
-  gpuTest(`tiny ${mode} greedy decode (${nHeads} heads x ${depth} blocks) matches the f64 reference`, async (gpu) => {
-    const { model, towers, decoder } = await buildTiny(gpu, nHeads, depth, 7 + nHeads + depth);
+const CASES = [["single", 1, 0, "bf16"], ["single", 3, 2, "bf16"], ["naive", 3, 2, "bf16"], ["jury", 3, 2, "bf16"], [
+  "single",
+  1,
+  0,
+  "f32",
+], ["jury", 3, 2, "f32"]] as const;
+for (const [mode, nHeads, depth, kvDtype] of CASES) {
+  const name =
+    `tiny ${mode} greedy decode (${nHeads} heads x ${depth} blocks, ${kvDtype} KV) matches the f64 reference`;
+  gpuTest(name, async (gpu) => {
+    const { model, towers, decoder } = await buildTiny(gpu, nHeads, depth, 7 + nHeads + depth, kvDtype);
     try {
       const rng = new Rng(99);
       // 20 prompt tokens: the prefill takes the tiled GEMM and the prefill attention; the steps the decode paths.
       const prompt = Array.from({ length: 20 }, () => rng.int(tiny.vocabSize));
       const n = 6;
       const got = await decoder.generate(prompt, n, mode, { withPromptLogits: true });
-      const want = referenceScores(towers, prompt, mode);
+      const want = referenceScores(towers, prompt, mode, kvDtype);
       assertClose(got.promptLogits!.subarray(0, tiny.vocabSize), want, LOGIT_TOL, `${mode} last prompt position`);
       const ids = [...prompt];
-      for (let i = 0; i < n; i++) ids.push(argmaxOf(referenceScores(towers, ids, mode), tiny.vocabSize));
+      for (let i = 0; i < n; i++) ids.push(argmaxOf(referenceScores(towers, ids, mode, kvDtype), tiny.vocabSize));
       const wantIds = ids.slice(prompt.length);
       if (JSON.stringify(got.ids) !== JSON.stringify(wantIds)) {
         throw new Error(`${mode}: generated ${got.ids}, reference ${wantIds}`);

@@ -1,0 +1,62 @@
+/**
+ * The element type of the K/V caches and the WGSL that reads and writes them, so that every attention kernel and the
+ * QK-norm + RoPE kernel that appends to the caches stay one source for both types.
+ *
+ * - `bf16` (the default, as the PyTorch peers and the original benchmark keep the cache): two values per u32, the
+ *   lower index in the low half, rounded to nearest even (`bf16_bits`, the GPU twin of kernels/bf16.ts). Half the
+ *   bytes a decode step's attention reads.
+ * - `f32`: exact; the cache the HF fixture tests were first written against.
+ *
+ * Caches are position-major [maxPos, D] in elements either way. The read side gives kernels `load_k(i)` and
+ * `load_v(i)`, the vec4 of f32 at vec4 index i (elements 4i .. 4i + 3), over bindings `kc` and `vc`; the write side
+ * gives `store_k2(e, a, b)` and `store_v2(e, a, b)`, elements e (even) and e + 1, over bindings `k_cache`, `v_cache`.
+ * The measured error of each type against the f64 reference is in ARCHITECTURE.md.
+ * @module
+ */
+
+import { BF16_ROUND_WGSL } from "../weights/bf16_round.ts";
+
+/** Element type of the K/V caches. */
+export type KvDtype = "bf16" | "f32";
+
+/** The cache types, the default first. */
+export const KV_DTYPES: readonly KvDtype[] = ["bf16", "f32"];
+
+/** Bytes of one cached element. */
+export function kvElementBytes(dtype: KvDtype): number {
+  return dtype === "bf16" ? 2 : 4;
+}
+
+/** WGSL bindings `kc` and `vc` (at the given binding numbers, read-only) and `load_k` / `load_v`. */
+export function kvReadWgsl(dtype: KvDtype, kBinding: number, vBinding: number): string {
+  if (dtype === "f32") {
+    return `
+@group(0) @binding(${kBinding}) var<storage, read> kc: array<vec4<f32>>;
+@group(0) @binding(${vBinding}) var<storage, read> vc: array<vec4<f32>>;
+fn load_k(i: u32) -> vec4<f32> { return kc[i]; }
+fn load_v(i: u32) -> vec4<f32> { return vc[i]; }`;
+  }
+  return `
+@group(0) @binding(${kBinding}) var<storage, read> kc: array<vec2<u32>>; // 4 bf16 per vec2
+@group(0) @binding(${vBinding}) var<storage, read> vc: array<vec2<u32>>;
+fn bf16x4_kv(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(bf16_lo(w.x), bf16_hi(w.x), bf16_lo(w.y), bf16_hi(w.y)); }
+fn load_k(i: u32) -> vec4<f32> { return bf16x4_kv(kc[i]); }
+fn load_v(i: u32) -> vec4<f32> { return bf16x4_kv(vc[i]); }`;
+}
+
+/** WGSL bindings `k_cache` and `v_cache` (read_write) and `store_k2` / `store_v2` (elements e, e + 1; e even). */
+export function kvWriteWgsl(dtype: KvDtype, kBinding: number, vBinding: number): string {
+  if (dtype === "f32") {
+    return `
+@group(0) @binding(${kBinding}) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(${vBinding}) var<storage, read_write> v_cache: array<f32>;
+fn store_k2(e: u32, a: f32, b: f32) { k_cache[e] = a; k_cache[e + 1u] = b; }
+fn store_v2(e: u32, a: f32, b: f32) { v_cache[e] = a; v_cache[e + 1u] = b; }`;
+  }
+  return `
+@group(0) @binding(${kBinding}) var<storage, read_write> k_cache: array<u32>; // 2 bf16 per u32
+@group(0) @binding(${vBinding}) var<storage, read_write> v_cache: array<u32>;
+${BF16_ROUND_WGSL}
+fn store_k2(e: u32, a: f32, b: f32) { k_cache[e / 2u] = pack_bf16x2(vec2<f32>(a, b)); }
+fn store_v2(e: u32, a: f32, b: f32) { v_cache[e / 2u] = pack_bf16x2(vec2<f32>(a, b)); }`;
+}
