@@ -18,6 +18,7 @@ import { Checkpoint } from "../model/checkpoint.ts";
 import { type ModelConfig, PRESETS } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
 import { HydraTransformer } from "../model/hydra.ts";
+import { KV_DTYPES, type KvDtype } from "../kernels/attention/kv_cache.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { destroyWeights } from "../model/weights.ts";
 import { loadChatTemplateConfig } from "../poe/chat_template.ts";
@@ -39,9 +40,10 @@ Options:
   --tokenizer DIR        tokenizer.json directory (default: --weights, else the built-in dolma2)
   --stop-at-eos          cut the output at the first end-of-text token
   --json                 print JSON; --logits adds the last prompt position's logits (naive: mean; jury: log-probs)
-  --seed S               random weights / sampling seed (default 1234)`;
+  --seed S               random weights / sampling seed (default 1234)
+  --kv-dtype T           K/V cache element type: bf16 (default) | f32 (exact)`;
 
-const STRING = ["weights", "adapter", "head-adapter", "ids", "prompt", "size", "mode", "tokenizer"];
+const STRING = ["weights", "adapter", "head-adapter", "ids", "prompt", "size", "mode", "tokenizer", "kv-dtype"];
 const NUMBER = ["max-new-tokens", "heads", "heads-depth", "gamma", "beta", "temperature", "draft-head", "seed"];
 const BOOLEAN = ["random", "synthetic", "json", "logits", "chat", "stop-at-eos", "help"];
 
@@ -82,6 +84,8 @@ export async function main(argv: string[]): Promise<number> {
   if (!["greedy", "naive", "jury", "poe"].includes(mode)) {
     fail(`--mode must be greedy, naive, jury or poe, not "${mode}".`);
   }
+  const kvDtype = String(a["kv-dtype"] ?? "bf16") as KvDtype;
+  if (!KV_DTYPES.includes(kvDtype)) fail(`--kv-dtype must be ${KV_DTYPES.join(" or ")}, not "${kvDtype}".`);
   const maxNew = int(raw["max-new-tokens"] ?? 16, "max-new-tokens", 1);
   const seed = int(raw.seed ?? 1234, "seed", 0);
   const adapters = list(a.adapter);
@@ -160,6 +164,7 @@ export async function main(argv: string[]): Promise<number> {
       maxPos: ids.length + maxNew + gamma,
       maxRows: ids.length,
       maxLogitRows: mode === "poe" ? gamma : 1,
+      kvDtype,
     });
   } catch (e) {
     destroyWeights(w);
