@@ -3,6 +3,9 @@
  * in a GPU-side pick of the next token and a control-block update. A whole generation is encoded and submitted
  * without waiting; the CPU reads the sequence back once at the end.
  *
+ * Every pick ends in the argmax kernel, which records non-finite logits in ctl[NONFINITE]; the readback that returns
+ * the ids checks it (`assertFiniteLogits`), so a generation from broken weights is an error, never tokens [0, 0, ...].
+ *
  * Pick modes (which distribution the next token is the argmax of):
  *   single  head 0's logits (a plain OLMo-2, or one Hydra head)
  *   naive   the mean of every head's logits (`forward_and_sample` of the naive Hydra)
@@ -10,7 +13,7 @@
  * @module
  */
 
-import { CTL } from "../kernels/control/ctl.ts";
+import { CTL, nonFinitePosition } from "../kernels/control/ctl.ts";
 import { ControlOp, controlStep } from "../kernels/control/step.ts";
 import { argmax } from "../kernels/logits/argmax.ts";
 import { combineJury, combineMean } from "../kernels/logits/combine.ts";
@@ -18,6 +21,7 @@ import { logSoftmaxScratchBytes } from "../kernels/logits/log_softmax.ts";
 import { type Dispatch, DispatchCache, encodePass, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import type { HydraTransformer } from "./hydra.ts";
+import type { WeightsSource } from "./weights.ts";
 
 /** Which distribution a step's token is picked from. */
 export type PickMode = "single" | "naive" | "jury";
@@ -43,6 +47,24 @@ export interface PickOptions {
   seed?: number;
   /** The logits slots the pick reads (consecutive); default: those of `headsFor(mode)`. */
   heads?: readonly number[];
+}
+
+/**
+ * Throws a UserError when the control block `ctl`, read back after a generation, records non-finite logits
+ * (ctl[NONFINITE]): the run's tokens are garbage and none of its figures may count. `source` (where the weights came
+ * from, all checked finite at load) and `promptLength` go into the message.
+ */
+export function assertFiniteLogits(ctl: Uint32Array, source: WeightsSource, promptLength: number): void {
+  const p = nonFinitePosition(ctl);
+  if (p === null) return;
+  const where = `Non-finite logits (NaN or infinity) at position ${p} (the prompt has ${promptLength} tokens)`;
+  throw new UserError(
+    source === "checkpoint"
+      ? `${where}, although every weight loaded finite: weights or adapters this large overflow the forward pass, so ` +
+        "check the weights/adapters."
+      : `${where} from ${source} weights that loaded finite: a kernel or the GPU driver is broken, so report it with ` +
+        "the GPU and driver.",
+  );
 }
 
 /** What a finished generation returns. */
@@ -235,11 +257,15 @@ export class Decoder {
     return await this.readResult();
   }
 
-  /** Reads the control block and the generated ids (one sync point). */
+  /**
+   * Reads the control block and the generated ids (one sync point); throws a UserError when a pick saw non-finite
+   * logits (`assertFiniteLogits`).
+   */
   async readResult(): Promise<GenerationResult> {
     const m = this.model, P = this.#promptLength;
     const [ctlBytes, seqBytes] = await this.gpu.readRegions([{ buffer: m.ctl }, { buffer: m.seq }]);
     const ctl = new Uint32Array(ctlBytes);
+    assertFiniteLogits(ctl, m.weights.source, P);
     const seq = new Uint32Array(seqBytes);
     return { ids: Array.from(seq.subarray(P + 0, P + ctl[CTL.OUT])), ctl };
   }

@@ -64,6 +64,8 @@ export interface LoraDelta {
   outFeatures: number;
   /** alpha / rank, or alpha / sqrt(rank) with rsLoRA. */
   scale: number;
+  /** The names of lora_A and lora_B in the adapter's safetensors file (for messages). */
+  keys?: { A: string; B: string };
 }
 
 /** A loaded adapter. */
@@ -370,6 +372,7 @@ export async function loadLoraAdapter(dir: string, base: ModelConfig): Promise<L
         inFeatures: inF,
         outFeatures: outF,
         scale: cfg.use_rslora ? a / Math.sqrt(rank) : a / rank,
+        keys: { A: e.A, B: e.B },
       });
     }
     deltas.sort((x, y) => x.layer - y.layer || LORA_MODULES.indexOf(x.module) - LORA_MODULES.indexOf(y.module));

@@ -5,6 +5,11 @@
  *     its own random low-rank delta merged in (the synthetic LoRA ensemble of design.md section 7);
  *   - `loadCheckpointWeights`: a safetensors checkpoint streamed one tensor at a time, plus per-head PEFT adapters
  *     merged on the GPU.
+ * Each way ends in finiteness checks on the GPU (model/finite_checks.ts) read back once: a NaN or an infinity in any
+ * tensor is a UserError naming it (its checkpoint or adapter tensor, or the generated buffer), not a model that emits
+ * token 0 forever. Checking a generated model costs one scan of its weights (~6 ms for a 7B Hydra on an H100) and no
+ * extra sync point (the readback replaces the wait for the fill); a checkpoint's checks are bandwidth-trivial next to
+ * reading its files, plus one readback at the end of the load.
  *
  * Layout (ARCHITECTURE.md): per block, Q/K/V fused into one [3d, d] bf16 matrix, gate/up into one [2F, d], then o
  * [d, d] and down [d, F]; the QK-norm weights [2d] (q then k), the two sublayer norms [d], all f32. A head has its
@@ -15,7 +20,9 @@
 
 import type { Checkpoint, LayerPart } from "./checkpoint.ts";
 import type { ModelConfig } from "./config.ts";
-import type { LoraAdapter, LoraDelta, LoraModule } from "./lora.ts";
+import { type LoraAdapter, type LoraDelta, type LoraModule, loraModuleName } from "./lora.ts";
+import { FiniteChecks } from "./finite_checks.ts";
+import { join } from "@std/path";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { type BufferSlice, type Dispatch, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
@@ -136,8 +143,43 @@ export function baseLayerOfHeadBlock(config: ModelConfig, headsDepth: number, j:
 /** Default std of random matrices (OLMo-2's init std); norms are 1. */
 export const RANDOM_WEIGHT_STD = 0.02;
 
-/** Fills every weight with GPU-generated random values (matrices N(0, std^2)-ish, norms exactly 1). */
+/**
+ * What to do about a NaN or an infinity in generated weights: they come from finite parameters, so a kernel or the
+ * driver is at fault (or parameters far beyond any real model's, as a test can set).
+ */
+const GENERATED_ADVICE = "the GPU generated it from finite parameters, so a fill or merge kernel or the GPU driver " +
+  "is broken (or the parameters overflow bf16): update the driver and report it";
+
+/**
+ * Checks every buffer of `w` for NaN and infinite values on the GPU, one readback for all (which also waits for
+ * everything submitted before); throws a UserError naming the first bad buffer with `advice`.
+ */
+export async function assertWeightsFinite(gpu: Gpu, w: HydraWeights, advice = GENERATED_ADVICE): Promise<void> {
+  const checks = new FiniteChecks(gpu);
+  try {
+    for (const { buffer, bf16 } of weightTensors(w)) {
+      checks.check({ buffer }, bf16, { name: `the weight buffer "${buffer.label}"`, advice });
+    }
+    await checks.assertFinite();
+  } finally {
+    checks.destroy();
+  }
+}
+
+/**
+ * Fills every weight with GPU-generated random values (matrices N(0, std^2)-ish, norms exactly 1) and checks them
+ * (`assertWeightsFinite`, whose readback replaces the wait for the fill).
+ */
 export async function fillRandomWeights(gpu: Gpu, w: HydraWeights, seed: number, std = RANDOM_WEIGHT_STD) {
+  await gpu.scoped("generating random weights", async () => {
+    generateRandomWeights(gpu, w, seed, std);
+    await assertWeightsFinite(gpu, w);
+  });
+  w.source = "random";
+}
+
+/** Submits the random fill of every weight of `w` (no wait). */
+function generateRandomWeights(gpu: Gpu, w: HydraWeights, seed: number, std: number): void {
   const ctl = gpu.buffer("fill ctl", CTL_SLOTS * 4);
   let s = seed >>> 0;
   const nextSeed = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0);
@@ -156,12 +198,8 @@ export async function fillRandomWeights(gpu: Gpu, w: HydraWeights, seed: number,
       }),
     );
   }
-  await gpu.scoped("generating random weights", async () => {
-    for (let i = 0; i < dispatches.length; i += 64) gpu.run(dispatches.slice(i, i + 64), "random weights");
-    await gpu.finish();
-  });
-  ctl.destroy();
-  w.source = "random";
+  for (let i = 0; i < dispatches.length; i += 64) gpu.run(dispatches.slice(i, i + 64), "random weights");
+  ctl.destroy(); // after the submits that use it, as WebGPU allows
 }
 
 /** Options of the synthetic LoRA ensemble. */
@@ -178,14 +216,17 @@ export interface SyntheticEnsembleOptions {
 /**
  * The synthetic LoRA ensemble: random base (trunk, embedding) and head 0's blocks random as the base's last blocks;
  * every head's blocks start as copies of those, then get the head's own random delta s * B @ A on all seven
- * projections; each head's final norm and lm_head are copies of the base's.
+ * projections; each head's final norm and lm_head are copies of the base's. Ends with `assertWeightsFinite`.
  */
 export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: SyntheticEnsembleOptions) {
   const rank = o.rank ?? 16, rel = o.relativeStd ?? 0.25, std = o.std ?? RANDOM_WEIGHT_STD;
   const [first, ...rest] = w.heads;
   // Random base: only the trunk, the embedding and head 0 need generating; the other heads copy head 0.
   const tmp: HydraWeights = { ...w, heads: [first] };
-  await fillRandomWeights(gpu, tmp, o.seed, std);
+  await gpu.scoped("generating random weights", async () => {
+    generateRandomWeights(gpu, tmp, o.seed, std);
+    await gpu.finish();
+  });
   const encoder = gpu.device.createCommandEncoder({ label: "copy head 0" });
   const copy = (src: GPUBuffer, dst: GPUBuffer) => encoder.copyBufferToBuffer(src, 0, dst, 0, src.size);
   for (const h of rest) {
@@ -229,6 +270,7 @@ export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: Synthe
     }
   }
   ctl.destroy();
+  await gpu.scoped("checking the synthetic weights", () => assertWeightsFinite(gpu, w));
   w.source = "synthetic";
 }
 
@@ -293,70 +335,134 @@ export async function loadCheckpointWeights(
   const trunkLayers = c.nLayers - depth;
   const total = ckpt.tensors.length;
   let done = 0;
-  await gpu.scoped(`loading ${ckpt.dir}`, async () => {
-    for await (const t of ckpt.load()) {
-      const data = t.data;
-      const targets: BufferSlice[] = [];
-      const spec = t.tensor;
-      if (spec.part === "embed") targets.push({ buffer: w.embed });
-      else if (spec.part === "norm") targets.push(...w.heads.map((h) => ({ buffer: h.norm })));
-      else if (spec.part === "lm_head") targets.push(...w.heads.map((h) => ({ buffer: h.lmHead })));
-      else if (spec.layer !== null && spec.layer < trunkLayers) {
-        targets.push(partRegion(c, w.trunk[spec.layer], spec.part));
-      } else if (spec.layer !== null) {
-        for (const h of w.heads) targets.push(partRegion(c, h.blocks[spec.layer - trunkLayers], spec.part));
-      }
-      for (const r of targets) {
-        if (data.byteLength !== (r.size ?? r.buffer.size)) {
-          throw new Error(`tensor ${spec.name}: ${data.byteLength} bytes for a ${r.size ?? r.buffer.size}-byte region`);
+  const checks = new FiniteChecks(gpu);
+  try {
+    await gpu.scoped(`loading ${ckpt.dir}`, async () => {
+      for await (const t of ckpt.load()) {
+        const data = t.data;
+        const targets: BufferSlice[] = [];
+        const spec = t.tensor;
+        if (spec.part === "embed") targets.push({ buffer: w.embed });
+        else if (spec.part === "norm") targets.push(...w.heads.map((h) => ({ buffer: h.norm })));
+        else if (spec.part === "lm_head") targets.push(...w.heads.map((h) => ({ buffer: h.lmHead })));
+        else if (spec.layer !== null && spec.layer < trunkLayers) {
+          targets.push(partRegion(c, w.trunk[spec.layer], spec.part));
+        } else if (spec.layer !== null) {
+          for (const h of w.heads) targets.push(partRegion(c, h.blocks[spec.layer - trunkLayers], spec.part));
         }
-        gpu.write(r.buffer, data, r.offset ?? 0);
+        for (const r of targets) {
+          if (data.byteLength !== (r.size ?? r.buffer.size)) {
+            throw new Error(
+              `tensor ${spec.name}: ${data.byteLength} bytes for a ${r.size ?? r.buffer.size}-byte region`,
+            );
+          }
+          gpu.write(r.buffer, data, r.offset ?? 0);
+        }
+        // One check per tensor read: its copies in the other heads hold the same bytes.
+        if (targets.length > 0) {
+          checks.check({ ...targets[0], size: data.byteLength }, t.format === "bf16", {
+            name: `tensor "${spec.sourceName}" in ${spec.file}`,
+            shape: spec.shape,
+            advice: "the file is corrupt or was saved from a diverged run, so re-download or re-export the checkpoint",
+          });
+        }
+        onProgress?.(++done, total);
       }
-      onProgress?.(++done, total);
+    });
+    for (const [h, list] of adapters.entries()) {
+      if (h >= w.heads.length) {
+        throw new UserError(
+          `${
+            list[0]?.dir ?? "adapter"
+          }: adapters were given for head ${h}, but the model has ${w.heads.length} heads; remove them or raise n_heads.`,
+        );
+      }
+      for (const adapter of list) await mergeAdapter(gpu, w, h, adapter, checks);
     }
-  });
-  for (const [h, list] of adapters.entries()) {
-    if (h >= w.heads.length) {
-      throw new UserError(
-        `${
-          list[0]?.dir ?? "adapter"
-        }: adapters were given for head ${h}, but the model has ${w.heads.length} heads; remove them or raise n_heads.`,
-      );
-    }
-    for (const adapter of list) await mergeAdapter(gpu, w, h, adapter);
+    await checks.assertFinite();
+  } finally {
+    checks.destroy();
   }
   w.source = "checkpoint";
 }
 
-/** Merges one PEFT adapter into head `h`'s blocks (W += s * B @ A, rounded to bf16 on the GPU). */
-export async function mergeAdapter(gpu: Gpu, w: HydraWeights, h: number, adapter: LoraAdapter): Promise<void> {
+/**
+ * Merges one PEFT adapter into head `h`'s blocks (W += s * B @ A, rounded to bf16 on the GPU), checking lora_A, lora_B
+ * and each merged weight for NaN and infinities: into `checks` (read back by the caller), or, without it, its own,
+ * read back before returning.
+ */
+export async function mergeAdapter(
+  gpu: Gpu,
+  w: HydraWeights,
+  h: number,
+  adapter: LoraAdapter,
+  checks?: FiniteChecks,
+): Promise<void> {
   const c = w.config;
   const depth = w.heads[h].blocks.length;
   const trunkLayers = c.nLayers - depth;
   const ctl = gpu.buffer("lora ctl", CTL_SLOTS * 4);
-  await gpu.scoped(`merging adapter ${adapter.dir} into head ${h}`, async () => {
-    for (const delta of adapter.deltas) {
-      const j = delta.layer - trunkLayers;
-      if (j < 0) {
-        throw new UserError(
-          `${adapter.dir}: the adapter changes layer ${delta.layer}, which is in the shared trunk (layers 0..${
-            trunkLayers - 1
-          }); a head's adapter may only target its own ${depth} blocks (layers ${trunkLayers}..${c.nLayers - 1}).`,
-        );
+  const own = checks ? null : new FiniteChecks(gpu);
+  try {
+    await gpu.scoped(`merging adapter ${adapter.dir} into head ${h}`, async () => {
+      for (const delta of adapter.deltas) {
+        const j = delta.layer - trunkLayers;
+        if (j < 0) {
+          throw new UserError(
+            `${adapter.dir}: the adapter changes layer ${delta.layer}, which is in the shared trunk (layers 0..${
+              trunkLayers - 1
+            }); a head's adapter may only target its own ${depth} blocks (layers ${trunkLayers}..${c.nLayers - 1}).`,
+          );
+        }
+        const region = moduleRegion(c, w.heads[h].blocks[j], delta.module);
+        mergeDelta(gpu, ctl, region, delta, (checks ?? own)!, `of head ${h} after merging ${adapter.dir}`, adapter.dir);
       }
-      mergeDelta(gpu, ctl, moduleRegion(c, w.heads[h].blocks[j], delta.module), delta);
-    }
-    await gpu.finish();
-  });
-  ctl.destroy();
+      await gpu.finish();
+    });
+    await own?.assertFinite();
+  } finally {
+    ctl.destroy();
+    own?.destroy();
+  }
 }
 
-function mergeDelta(gpu: Gpu, ctl: GPUBuffer, weight: BufferSlice, d: LoraDelta): void {
+/**
+ * Merges one delta into `weight`, checking lora_A and lora_B as uploaded and the merged weight (`merged` says whose,
+ * after what): a finite adapter can still overflow bf16 when its scale or values are far too large.
+ */
+function mergeDelta(
+  gpu: Gpu,
+  ctl: GPUBuffer,
+  weight: BufferSlice,
+  d: LoraDelta,
+  checks: FiniteChecks,
+  merged: string,
+  dir: string,
+): void {
   const a = gpu.upload("lora A", d.A), b = gpu.upload("lora B", d.B);
+  const file = join(dir, "adapter_model.safetensors"), module = loraModuleName(d.layer, d.module);
+  for (
+    const [factor, buffer, data, shape] of [["A", a, d.A, [d.rank, d.inFeatures]], ["B", b, d.B, [
+      d.outFeatures,
+      d.rank,
+    ]]] as const
+  ) {
+    checks.check({ buffer, size: data.byteLength }, false, {
+      name: d.keys ? `tensor "${d.keys[factor]}" in ${file}` : `lora_${factor} of ${module} in ${file}`,
+      shape,
+      advice: "the adapter is corrupt or was saved from a diverged run, so re-export it or leave it out",
+    });
+  }
   gpu.run(
     [loraMerge(gpu, { ctl, a, b, weight, n: d.outFeatures, k: d.inFeatures, rank: d.rank, scale: d.scale })],
     "lora merge",
   );
+  checks.check(weight, true, {
+    name: `${module}.weight ${merged}`,
+    shape: [d.outFeatures, d.inFeatures],
+    advice: "the merge overflows bf16, so the adapter's scale (lora_alpha / r) or values are far too large; fix the " +
+      "adapter",
+  });
   a.destroy();
   b.destroy();
 }

@@ -12,7 +12,8 @@
  * Every kernel of a round is gated by ctl[ACTIVE] (cleared when the call has its tokens), so the CPU encodes rounds
  * blindly: first the fewest rounds that could finish the call (ceil((maxNewTokens - 1) / gamma): none of them can be
  * idle), then, after one readback, as many as could still be needed (one token per round at worst), of which those
- * after the end are no-ops on the GPU. At most 2 sync points per call.
+ * after the end are no-ops on the GPU. At most 2 sync points per call. Non-finite logits in any pick (draft, jury or
+ * acceptance) end the call with a UserError at the first readback (`Decoder.readResult`), before any statistics.
  * @module
  */
 

@@ -26,8 +26,14 @@ export const CTL = {
   RESAMPLED: 6,
   /** Prompt length of the current call. */
   PROMPT: 7,
+  /**
+   * 0 while every pick saw finite logits; else 1 + the position of a logits row whose real ids (< vocab) held a NaN or
+   * an infinity, or whose pick had no finite score to choose (set by the argmax kernel, which every pick ends in; the
+   * first such row in dispatch order, any of them when one dispatch has several).
+   */
+  NONFINITE: 8,
   /** First of MAX_GAMMA counters: ACCEPTED_AT + i counts drafts accepted at draft position i. */
-  ACCEPTED_AT: 8,
+  ACCEPTED_AT: 9,
 } as const;
 
 /** Largest gamma the control block has counters for. */
@@ -35,3 +41,8 @@ export const MAX_GAMMA = 24;
 
 /** Words in the control block. */
 export const CTL_SLOTS = CTL.ACCEPTED_AT + MAX_GAMMA;
+
+/** The position of the logits row that `ctl[NONFINITE]` records (see there), or null when every pick was finite. */
+export function nonFinitePosition(ctl: Uint32Array): number | null {
+  return ctl[CTL.NONFINITE] === 0 ? null : ctl[CTL.NONFINITE] - 1;
+}

@@ -10,6 +10,12 @@
  * Output: the ids go to an `ids` buffer [M], or into the sequence at seq[pos_m + 1] (the token predicted after
  * position pos_m); optionally the chosen id's logit goes to `values` [M] (the row maximum when greedy).
  *
+ * Non-finite logits: when a row holds a NaN or an infinity at an id < VOCAB, or its best score is not finite (nothing
+ * finite to choose), the kernel sets ctl[NONFINITE] = pos_m + 1 unless it is already set. Every pick of a generation
+ * ends here (greedy, naive, jury, PoE drafts and acceptance), so the readback a generation already makes tells the
+ * CPU whether its tokens are garbage (broken weights give all-NaN logits and ids [0, 0, ...] otherwise). The test
+ * costs one bit test per logit the kernel reads anyway.
+ *
  * Why one workgroup per row: a decode step runs this on one 100352-wide row (401 KB, just written by the lm_head and so
  * mostly in L2). A two-stage reduction (many workgroups per row, then a combining pass) moves the same bytes but adds a
  * second dependent dispatch, and a dispatch boundary costs several microseconds of GPU time on Deno's WebGPU (the brief
@@ -27,7 +33,7 @@ export const argmaxKernel: Kernel = {
   name: "argmax",
   source: /* wgsl */ `
 // bindings (one workgroup per row; M rows, flat workgroup index = m):
-//   0 ctl    [CTL_SLOTS] u32, read        control block (gate; CTL_POS for positions)
+//   0 ctl    [CTL_SLOTS] u32, read_write  control block (gate; CTL_POS for positions); sets CTL_NONFINITE (below)
 //   1 logits [M, VP] f32, read            row-major; ids >= VOCAB are padding and never chosen
 //   2 out    u32, read_write              SEQ_OUT false: ids [M]; true: the sequence, seq[pos_m + 1] = id of row m
 //   3 values [M] f32, read_write          WRITE_VALUES: logits[m, id[m]] (the row maximum when greedy)
@@ -43,12 +49,14 @@ override WRITE_VALUES: bool = false;
 override WG: u32 = 1024u; // a power of two
 const UNROLL: u32 = 4u;   // independent loads per thread per iteration
 const NONE: u32 = 0xffffffffu;
-@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(0) var<storage, read_write> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 @group(0) @binding(3) var<storage, read_write> values: array<f32>;
 var<workgroup> red_v: array<f32, WG>;
 var<workgroup> red_i: array<u32, WG>;
+var<workgroup> gate_off: u32;
+var<workgroup> row_bad: atomic<u32>; // nonzero once a thread saw a NaN or an infinity among the row's real ids
 
 // Gumbel(0, 1) noise of token id under a row key: u uniform on the 2^23 bin centres of (0, 1) (exact in f32),
 // E = -log(u) ~ Exp(1), g = -log(E). Near u = 1, E = -log1p(-r) with r = 1 - u is a short series, since log(u) there
@@ -62,6 +70,9 @@ fn gumbel(key: u32, id: u32) -> f32 {
   return -log(e);
 }
 
+// NaN or +-Inf: the exponent bits all set (exact on the bits; a compiler may fold x != x away).
+fn non_finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
+
 // (v, i) beats (bv, bi): larger value, ties to the lower id; NONE marks "nothing yet".
 fn better(v: f32, i: u32, bv: f32, bi: u32) -> bool {
   return i != NONE && (bi == NONE || v > bv || (v == bv && i < bi));
@@ -70,7 +81,10 @@ fn better(v: f32, i: u32, bv: f32, bi: u32) -> bool {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-  if (gated_off()) { return; }
+  // ctl is writable here (CTL_NONFINITE), and reads of a writable buffer are not uniform in WGSL: thread 0 reads the
+  // gate and workgroupUniformLoad hands it to every thread, so the barriers below stay in uniform control flow.
+  if (t == 0u) { gate_off = select(0u, 1u, gated_off()); }
+  if (workgroupUniformLoad(&gate_off) != 0u) { return; }
   let m = flat_workgroup(wid, nwg); // uniform: every thread of the workgroup agrees
   if (m >= M) { return; }
   let rb = m * VP;
@@ -79,6 +93,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let sample = INV_TEMPERATURE > 0.0;
   var bv = 0.0;
   var bi = NONE;
+  var bad = false;
   // Each thread visits its ids in increasing order, so a strict > keeps its lowest id among equal values.
   for (var i0 = t; i0 < VOCAB; i0 += UNROLL * WG) {
     var z: array<f32, UNROLL>;
@@ -86,6 +101,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var u = 0u; u < UNROLL; u++) {
       let i = i0 + u * WG;
       if (i < VOCAB) {
+        bad = bad || non_finite(z[u]);
         var s = z[u];
         if (sample) { s = s * INV_TEMPERATURE + gumbel(key, i); }
         if (bi == NONE || s > bv) {
@@ -95,6 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
   }
+  if (bad) { atomicOr(&row_bad, 1u); }
   red_v[t] = bv;
   red_i[t] = bi;
   workgroupBarrier();
@@ -109,6 +126,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let id = red_i[0];
     if (SEQ_OUT) { out[pos + 1u] = id; } else { out[m] = id; }
     if (WRITE_VALUES) { values[m] = logits[rb + id]; }
+    // Non-finite logits, or no finite score to pick: the CPU finds 1 + this row's position at its next readback.
+    if ((atomicLoad(&row_bad) != 0u || non_finite(red_v[0])) && ctl[CTL_NONFINITE] == 0u) {
+      ctl[CTL_NONFINITE] = pos + 1u;
+    }
   }
 }
 `,
@@ -201,6 +222,8 @@ export interface ArgmaxResult {
   values: Float32Array;
   /** Per row, the score of every id < vocab (z, or z / T + gumbel when sampling): for near-tie-tolerant checks. */
   scores: Float64Array[];
+  /** Per row, whether the kernel flags it in ctl[NONFINITE]: a non-finite logit at an id < vocab (or best score). */
+  nonFinite: boolean[];
 }
 
 /**
@@ -218,6 +241,7 @@ export function argmaxReference(
 ): ArgmaxResult {
   const t = opts.temperature ?? 0;
   const ids = new Uint32Array(rows), values = new Float32Array(rows), scores: Float64Array[] = [];
+  const nonFinite: boolean[] = [];
   for (let m = 0; m < rows; m++) {
     const key = samplingKey(opts.seed ?? 0, (opts.firstPos ?? 0) + m);
     const s = new Float64Array(vocab);
@@ -229,6 +253,9 @@ export function argmaxReference(
     ids[m] = best;
     values[m] = logits[m * vp + best];
     scores.push(s);
+    const row = logits.subarray(m * vp, m * vp + vocab);
+    // The kernel scores in f32: a finite f64 score beyond f32's range is infinite there.
+    nonFinite.push(!row.every(Number.isFinite) || !Number.isFinite(Math.fround(s[best])));
   }
-  return { ids, values, scores };
+  return { ids, values, scores, nonFinite };
 }

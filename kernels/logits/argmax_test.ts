@@ -5,6 +5,7 @@
  */
 
 import { argmax, argmaxKernel, argmaxReference } from "./argmax.ts";
+import { CTL, CTL_SLOTS } from "../control/ctl.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, Rng } from "../testing/harness.ts";
 import { PADDING } from "../testing/logits_check.ts";
@@ -71,8 +72,10 @@ async function checkArgmax(gpu: Gpu, c: Case): Promise<Uint32Array> {
   ]);
   const outData = await gpu.readU32(out);
   const gotValues = await gpu.readF32(values, rows);
+  const gotCtl = await gpu.readU32(ctl, CTL_SLOTS);
   for (const b of [ctl, logits, out, values]) b.destroy();
   const what = `argmax ${JSON.stringify({ ...c, kernel: c.kernel?.name })}`;
+  if (gotCtl[CTL.NONFINITE] !== 0) throw new Error(`${what}: finite logits flagged at ${gotCtl[CTL.NONFINITE]}`);
   let ids = outData.slice(0, rows);
   if (c.toSeq) {
     ids = outData.slice(pos + off + 1, pos + off + 1 + rows);
@@ -164,6 +167,73 @@ gpuTest("argmax gated by ACTIVE = 0 writes nothing", async (gpu) => {
   if (got[0] !== 7) throw new Error(`gated argmax wrote ${got[0]}`);
 });
 
+/** A non-finite value planted in the logits: row, id, value. */
+type Plant = [number, number, number];
+
+interface NonFiniteCase {
+  rows: number;
+  vp: number;
+  vocab: number;
+  plants: Plant[];
+  pos?: number;
+  temperature?: number;
+  /** Value of ctl[NONFINITE] before the dispatch (an earlier pick's flag, kept). */
+  preset?: number;
+  workgroupSize?: number;
+  gated?: boolean;
+  /** Every logit is this value (default: random normals). */
+  fill?: number;
+  kernel?: Kernel;
+}
+
+/**
+ * Runs argmax on logits with `plants` and checks ctl[NONFINITE]: the preset when there is one, else 0 when no row is
+ * flagged by the reference, else 1 + the position of a flagged row (which one is unspecified with several rows).
+ */
+async function checkNonFinite(gpu: Gpu, c: NonFiniteCase): Promise<void> {
+  const { rows, vp, vocab } = c, pos = c.pos ?? 0;
+  const rng = new Rng(rows * 131 + vp + c.plants.length);
+  const z = c.fill === undefined ? makeLogits(rng, rows, vp, vocab, false) : new Float32Array(rows * vp).fill(c.fill);
+  for (const [m, v, x] of c.plants) z[m * vp + v] = x;
+  const ctl = ctlBuffer(gpu, { POS: pos, NONFINITE: c.preset ?? 0, ACTIVE: c.gated ? 0 : 1 });
+  const logits = gpu.upload("logits", z), ids = gpu.buffer("ids", rows * 4);
+  const o = { ctl, logits, ids, rows, vp, vocab, temperature: c.temperature, seed: 3, gated: c.gated };
+  gpu.run([argmax(gpu, { ...o, workgroupSize: c.workgroupSize }, c.kernel)]);
+  const got = (await gpu.readU32(ctl, CTL_SLOTS))[CTL.NONFINITE];
+  for (const b of [ctl, logits, ids]) b.destroy();
+  const ref = argmaxReference(z, rows, vp, vocab, { temperature: c.temperature, seed: 3, firstPos: pos });
+  const flagged = ref.nonFinite.flatMap((bad, m) => (bad ? [pos + m + 1] : []));
+  const what = `argmax non-finite ${JSON.stringify({ ...c, kernel: c.kernel?.name })}`;
+  const ok = c.preset || c.gated ? got === (c.preset ?? 0) : flagged.length === 0 ? got === 0 : flagged.includes(got);
+  if (!ok) throw new Error(`${what}: ctl[NONFINITE] = ${got}, want ${c.preset || c.gated ? c.preset ?? 0 : flagged}`);
+}
+
+gpuTest("argmax flags NaN and infinite logits at real ids in ctl[NONFINITE] (1 + the row's position)", async (gpu) => {
+  const [vp, vocab] = [1000, 997];
+  for (const workgroupSize of [1, 64, undefined]) {
+    for (const x of [NaN, Infinity, -Infinity]) {
+      await checkNonFinite(gpu, { rows: 1, vp, vocab, plants: [[0, 500, x]], pos: 5, workgroupSize });
+      await checkNonFinite(gpu, { rows: 3, vp, vocab, plants: [[1, 0, x]], pos: 5, workgroupSize });
+      await checkNonFinite(gpu, { rows: 3, vp, vocab, plants: [[2, vocab - 1, x]], pos: 9, workgroupSize });
+    }
+  }
+  // Several rows flagged, sampling, a whole row of NaN, the OLMo-2 vocabulary.
+  await checkNonFinite(gpu, { rows: 4, vp, vocab, plants: [[1, 7, NaN], [3, 900, Infinity]], pos: 2 });
+  await checkNonFinite(gpu, { rows: 2, vp: 37, vocab: 30, plants: [[1, 3, NaN]], temperature: 0.7, pos: 4 });
+  await checkNonFinite(gpu, { rows: 1, vp: 37, vocab: 30, plants: [], fill: NaN });
+  await checkNonFinite(gpu, { rows: 1, vp: 100352, vocab: 100278, plants: [[0, 100277, -Infinity]], pos: 40 });
+});
+
+gpuTest("argmax flags a pick with no finite score, and nothing else", async (gpu) => {
+  // Finite logits whose scores overflow f32 when divided by the temperature: nothing finite to choose.
+  await checkNonFinite(gpu, { rows: 1, vp: 37, vocab: 30, plants: [[0, 4, 3e38]], temperature: 0.01, pos: 1 });
+  // Not flagged: non-finite values at padding ids only, finite extremes, an earlier flag (kept), a gated-off pick.
+  await checkNonFinite(gpu, { rows: 2, vp: 37, vocab: 30, plants: [[0, 30, NaN], [1, 36, Infinity]] });
+  await checkNonFinite(gpu, { rows: 1, vp: 37, vocab: 30, plants: [[0, 2, 3.4e38], [0, 5, -3.4e38]] });
+  await checkNonFinite(gpu, { rows: 2, vp: 37, vocab: 30, plants: [[0, 2, NaN]], preset: 42 });
+  await checkNonFinite(gpu, { rows: 2, vp: 37, vocab: 30, plants: [[0, 2, NaN]], gated: true });
+});
+
 gpuTest("argmax rejects bad arguments with a clear error", (gpu) => {
   const ctl = ctlBuffer(gpu);
   const bad = [
@@ -185,6 +255,32 @@ gpuTest("argmax rejects bad arguments with a clear error", (gpu) => {
   }
   ctl.destroy();
   return Promise.resolve();
+});
+
+gpuTest("argmax non-finite checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][] = [
+    ["bad = bad || non_finite(z[u]);", "bad = non_finite(z[u]);"], // only each thread's last logit counts
+    ["& 0x7f800000u) == 0x7f800000u;", "& 0x7fc00000u) == 0x7fc00000u;"], // NaN only: infinities missed
+    ["if (bad) { atomicOr(&row_bad, 1u); }", "if (bad && t == 0u) { atomicOr(&row_bad, 1u); }"], // thread 0 only
+    ["ctl[CTL_NONFINITE] = pos + 1u;", "ctl[CTL_NONFINITE] = pos;"], // position off by one (0 reads as finite)
+    ["&& ctl[CTL_NONFINITE] == 0u", ""], // an earlier flag overwritten
+    ["atomicLoad(&row_bad) != 0u || ", ""], // only the best score tested
+  ];
+  for (const [from, to] of cases) {
+    const kernel = mutate(argmaxKernel, from, to);
+    await assertCaught(async () => {
+      await checkNonFinite(gpu, {
+        rows: 3,
+        vp: 1000,
+        vocab: 997,
+        plants: [[1, 500, -Infinity]],
+        workgroupSize: 64,
+        kernel,
+      });
+      await checkNonFinite(gpu, { rows: 1, vp: 37, vocab: 30, plants: [[0, 2, NaN]], pos: 0, kernel });
+      await checkNonFinite(gpu, { rows: 2, vp: 37, vocab: 30, plants: [[0, 2, NaN]], preset: 42, kernel });
+    }, `${from} -> ${to}`);
+  }
 });
 
 gpuTest("argmax checks catch broken kernels", async (gpu) => {

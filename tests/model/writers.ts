@@ -1,6 +1,7 @@
 /**
  * Writers of the files the model loaders read, for tests only (no tool writes these files): safetensors files,
- * checkpoint directories (config.json + weights, sharded or not, HF or OLMo-core names) and PEFT adapter directories.
+ * checkpoint directories (config.json + weights, sharded or not, HF or OLMo-core names), PEFT adapter directories, and
+ * edited copies of existing ones (`copyWeightsDir`, e.g. to plant a NaN in one tensor).
  * @module
  */
 
@@ -9,7 +10,7 @@ import { f32ToBf16Bits } from "../../kernels/bf16.ts";
 import { expectedTensors, type Naming, sourceName, type TensorSpec } from "../../model/checkpoint.ts";
 import type { ModelConfig } from "../../model/config.ts";
 import { type LoraAdapterConfig, type LoraModule, loraModuleName, projectionShape } from "../../model/lora.ts";
-import { DTYPE_BYTES, type LoadableDtype } from "../../model/safetensors.ts";
+import { DTYPE_BYTES, type LoadableDtype, SafetensorsFile } from "../../model/safetensors.ts";
 
 /** A tensor to write: F32 from a Float32Array; F16/BF16 from a Float32Array (rounded to nearest even) or raw bits. */
 export interface TensorToWrite {
@@ -195,4 +196,49 @@ export async function writeLoraAdapter(
     entries.push([`${prefix}.lora_B.weight`, { dtype, shape: [outF, f.rank], data: f.B }]);
   }
   await writeSafetensors(join(dir, "adapter_model.safetensors"), entries);
+}
+
+/** Values of a tensor as `copySafetensors` hands them to its editor: F32 as numbers, F16 / BF16 as raw bit patterns. */
+export type TensorValues = Float32Array | Uint16Array;
+
+/**
+ * Copies safetensors file `src` to `dst`, every tensor in the same order, dtype and shape, after `edit` (if given)
+ * changed its values in place.
+ */
+export async function copySafetensors(
+  src: string,
+  dst: string,
+  edit?: (name: string, values: TensorValues, shape: readonly number[]) => void,
+): Promise<void> {
+  const file = await SafetensorsFile.open(src);
+  try {
+    const entries: [string, TensorToWrite][] = [];
+    for (const name of file.names()) {
+      const { dtype, shape } = file.info(name);
+      const bytes = await file.readBytes(name);
+      const values = dtype === "F32" ? new Float32Array(bytes.buffer) : new Uint16Array(bytes.buffer);
+      edit?.(name, values, shape);
+      entries.push([name, { dtype: dtype as LoadableDtype, shape, data: values }]);
+    }
+    await writeSafetensors(dst, entries);
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Copies the files of a checkpoint or adapter directory `src` (not its subdirectories) into `dst`, the safetensors
+ * files through `copySafetensors` with `edit`.
+ */
+export async function copyWeightsDir(
+  src: string,
+  dst: string,
+  edit?: (name: string, values: TensorValues, shape: readonly number[]) => void,
+): Promise<void> {
+  await Deno.mkdir(dst, { recursive: true });
+  for await (const e of Deno.readDir(src)) {
+    if (!e.isFile) continue;
+    if (e.name.endsWith(".safetensors")) await copySafetensors(join(src, e.name), join(dst, e.name), edit);
+    else await Deno.copyFile(join(src, e.name), join(dst, e.name));
+  }
 }
