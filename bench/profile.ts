@@ -3,7 +3,7 @@
  * bytes each family must move at least and the bandwidth that implies.
  *
  * Method: what a family costs inside the step is what the step saves without it. The step is timed whole (its
- * dispatches in one compute pass, as the benchmark times a step, `PASSES` passes back to back per sample), then once
+ * dispatches in one compute pass, as the benchmark times a step, `passesFor` passes back to back per sample), then once
  * for every family with that family's dispatches left out; a family's in-step time is the difference of the two
  * medians. It carries the family's share of the boundaries between dependent dispatches (the drain and refill of the
  * GPU at each one), which is where a decode step loses most of its time, so the in-step times add up to the step
@@ -122,10 +122,16 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
   }
 }
 
-/** Timed replays per sample (back to back: an idle GPU lowers its clocks). */
-const PASSES = 4;
+/**
+ * Timed replays per sample (`passesFor` a step's µs), back to back: enough for ~40 ms of GPU work between two readbacks (~11 ms each), since an
+ * idle GPU lowers its clocks (measured: 4 passes of a 1.8 ms 1B step left the GPU idle 60% of the time and the
+ * leave-one-out differences came out 30-60% off; a 6 ms 7B step with 4 passes reconciled within 1.3%).
+ */
+function passesFor(stepUs: number): number {
+  return Math.max(4, Math.min(64, Math.ceil(40_000 / stepUs)));
+}
 
-/** Median µs of `samples` samples of `step` replayed whole, PASSES passes a sample. */
+/** Median µs of `samples` samples of `step` replayed whole, `timer.capacity` passes a sample. */
 async function timeWhole(
   gpu: Gpu,
   timer: PassTimer,
@@ -137,7 +143,7 @@ async function timeWhole(
   for (let sample = 0; sample < samples; sample++) {
     timer.reset();
     const encoder = gpu.device.createCommandEncoder({ label: "profile whole" });
-    for (let r = 0; r < PASSES; r++) {
+    for (let r = 0; r < timer.capacity; r++) {
       restore(encoder);
       const pass = encoder.beginComputePass(timer.pass("step"));
       encodeDispatches(pass, step);
@@ -156,9 +162,10 @@ async function timeAlone(
   step: readonly Dispatch[],
   restore: (encoder: GPUCommandEncoder) => void,
   samples: number,
+  passes: number,
 ): Promise<number[]> {
   const n = step.length;
-  const perSubmit = Math.max(1, Math.min(PASSES, Math.floor(2048 / n))); // <= 4096 timestamps a query set
+  const perSubmit = Math.max(1, Math.min(passes, Math.floor(2048 / n))); // <= 4096 timestamps a query set
   const timer = new PassTimer(gpu, perSubmit * n);
   const per: number[][] = step.map(() => []);
   try {
@@ -197,11 +204,13 @@ export async function profileStep(
 ): Promise<StepProfile> {
   const classes = step.map((d) => classify(d, shape));
   const names = [...new Set(classes.map((c) => c.family))];
-  const timer = new PassTimer(gpu, PASSES);
+  let timer = new PassTimer(gpu, 4);
   let stepUs: number;
   const without = new Map<string, number>();
   try {
-    await timeWhole(gpu, timer, step, restore, 3); // warm-up: clocks up, pipelines resident
+    const warm = await timeWhole(gpu, timer, step, restore, 3); // warm-up: clocks up, pipelines resident
+    timer.destroy();
+    timer = new PassTimer(gpu, passesFor(warm));
     stepUs = await timeWhole(gpu, timer, step, restore, samples);
     for (const family of names) {
       without.set(
@@ -212,7 +221,7 @@ export async function profileStep(
   } finally {
     timer.destroy();
   }
-  const alone = await timeAlone(gpu, step, restore, samples);
+  const alone = await timeAlone(gpu, step, restore, samples, passesFor(stepUs));
   const families = names.map((family) => {
     const idx = classes.flatMap((c, i) => c.family === family ? [i] : []);
     const us = stepUs - without.get(family)!;
