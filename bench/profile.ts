@@ -2,17 +2,17 @@
  * Where a decode step goes: the GPU time of every dispatch of a recorded step, grouped by kernel family, with the
  * bytes each family must move at least and the bandwidth that implies.
  *
- * Method. The step is replayed twice over:
- *   - whole: the dispatches in one compute pass (as the benchmark times a step), `PASSES` such passes back to back per
- *     sample, each with its own begin/end timestamps;
- *   - split: every dispatch in a compute pass of its own with begin/end timestamps, the step's dispatches in order,
- *     `PASSES` steps back to back per sample (so the data flow and the clocks are those of real decoding).
+ * Method: what a family costs inside the step is what the step saves without it. The step is timed whole (its
+ * dispatches in one compute pass, as the benchmark times a step, `passesFor` passes back to back per sample), then once
+ * for every family with that family's dispatches left out; a family's in-step time is the difference of the two
+ * medians. It carries the family's share of the boundaries between dependent dispatches (the drain and refill of the
+ * GPU at each one), which is where a decode step loses most of its time, so the in-step times add up to the step
+ * (the check: within 5%; `--check` fails otherwise). Leaving a kernel out changes what later kernels read (stale
+ * activations), not how much they read or compute, so their times do not move. The "alone" column times each dispatch
+ * in a compute pass of its own (its own begin and end timestamps); that includes a pass boundary per dispatch, so
+ * those add up to more than the step (measured on an H200: 12% for a 7B step of 294 dispatches).
  * Before every replay the control block is restored (the step's control kernel advances it), so every replay runs at
- * the same context length. A pass of its own costs a dispatch more than its place in one pass does (measured on an
- * H200: ~3 us, 12% of a 7B step's 294 dispatches), so that overhead is measured alongside (a gated-off dispatch timed
- * in n passes of its own and n times in one pass) and subtracted from each dispatch's median pass time. A family's
- * time is the sum over its dispatches. The report states the sum and the step timed whole and their difference, and
- * `--check` fails when they differ by more than 5%.
+ * the same context length.
  *
  * Bytes are the minimum each kernel must move (weights, KV rows read, activations in and out), from the dispatch's
  * override constants and the context length; GB/s is bytes / time, and "% of copy" compares that with the copy
@@ -41,7 +41,10 @@ export interface ProfileShape {
 export interface FamilyProfile {
   family: string;
   dispatches: number;
+  /** In-step time: the step's time less the step's time without this family, µs. */
   us: number;
+  /** The family's dispatches each timed in a pass of its own, summed, µs. */
+  alone_us: number;
   bytes: number;
   gbps: number;
   /** gbps / the copy kernel's GB/s. */
@@ -53,16 +56,11 @@ export interface FamilyProfile {
 /** A decode step's profile. */
 export interface StepProfile {
   families: FamilyProfile[];
-  /** Sum of the per-dispatch times (split replay), µs. */
+  /** Sum of the families' in-step times, µs. */
   sum_us: number;
   /** The step timed whole (one compute pass), µs. */
   step_us: number;
-  /**
-   * What a compute pass of its own adds to a dispatch, µs: (n one-dispatch passes - one pass of n dispatches) / n for
-   * a gated-off dispatch, measured alongside. Subtracted from every dispatch of the split replay.
-   */
-  pass_overhead_us: number;
-  /** (sum_us - step_us) / step_us, sum_us after the pass overhead is subtracted. */
+  /** (sum_us - step_us) / step_us. */
   reconcile: number;
   dispatches: number;
   copy_gbps: number;
@@ -75,7 +73,7 @@ const c = (d: Dispatch, name: string): number => {
 
 /** The family name and minimum bytes of one dispatch of a step. */
 export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes: number } {
-  const name = d.label.replace(/_sg$/, ""); // the subgroup variant of a kernel is the same family
+  const name = d.label.replace(/(_sg)?(_kvbf16)?$/, ""); // a kernel's subgroup and bf16-cache variants: one family
   const f32 = 4;
   if (name.startsWith("matvec")) {
     const K = c(d, "K"), N = c(d, "N"), swiglu = c(d, "EPILOGUE") === 1;
@@ -124,8 +122,73 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
   }
 }
 
-/** Timed replays per sample (back to back: an idle GPU lowers its clocks). */
-const PASSES = 4;
+/**
+ * Timed replays per sample (`passesFor` a step's µs), back to back: enough for ~40 ms of GPU work between two readbacks (~11 ms each), since an
+ * idle GPU lowers its clocks (measured: 4 passes of a 1.8 ms 1B step left the GPU idle 60% of the time and the
+ * leave-one-out differences came out 30-60% off; a 6 ms 7B step with 4 passes reconciled within 1.3%).
+ */
+function passesFor(stepUs: number): number {
+  return Math.max(4, Math.min(64, Math.ceil(40_000 / stepUs)));
+}
+
+/** Median µs of `samples` samples of `step` replayed whole, `timer.capacity` passes a sample. */
+async function timeWhole(
+  gpu: Gpu,
+  timer: PassTimer,
+  step: readonly Dispatch[],
+  restore: (encoder: GPUCommandEncoder) => void,
+  samples: number,
+): Promise<number> {
+  const ms: number[] = [];
+  for (let sample = 0; sample < samples; sample++) {
+    timer.reset();
+    const encoder = gpu.device.createCommandEncoder({ label: "profile whole" });
+    for (let r = 0; r < timer.capacity; r++) {
+      restore(encoder);
+      const pass = encoder.beginComputePass(timer.pass("step"));
+      encodeDispatches(pass, step);
+      pass.end();
+    }
+    timer.resolve(encoder);
+    gpu.device.queue.submit([encoder.finish()]);
+    ms.push(...await timer.readMs());
+  }
+  return median(ms) * 1000;
+}
+
+/** Median µs of each dispatch of `step` timed in a pass of its own (the step's dispatches in order). */
+async function timeAlone(
+  gpu: Gpu,
+  step: readonly Dispatch[],
+  restore: (encoder: GPUCommandEncoder) => void,
+  samples: number,
+  passes: number,
+): Promise<number[]> {
+  const n = step.length;
+  const perSubmit = Math.max(1, Math.min(passes, Math.floor(2048 / n))); // <= 4096 timestamps a query set
+  const timer = new PassTimer(gpu, perSubmit * n);
+  const per: number[][] = step.map(() => []);
+  try {
+    for (let sample = 0; sample < samples; sample++) {
+      timer.reset();
+      const encoder = gpu.device.createCommandEncoder({ label: "profile alone" });
+      for (let r = 0; r < perSubmit; r++) {
+        restore(encoder);
+        for (const d of step) {
+          const pass = encoder.beginComputePass(timer.pass(d.label));
+          encodeDispatches(pass, [d]);
+          pass.end();
+        }
+      }
+      timer.resolve(encoder);
+      gpu.device.queue.submit([encoder.finish()]);
+      (await timer.readMs()).forEach((v, i) => per[i % n].push(v));
+    }
+  } finally {
+    timer.destroy();
+  }
+  return per.map((v) => median(v) * 1000);
+}
 
 /**
  * Profiles `step` (dispatches recorded for one decode step). `restore(encoder)` records what puts the model back in
@@ -138,133 +201,68 @@ export async function profileStep(
   shape: ProfileShape,
   copyGbps: number,
   samples = 20,
-  gatedOff?: Dispatch,
 ): Promise<StepProfile> {
-  const overheadUs = gatedOff ? await passOverheadUs(gpu, gatedOff, step.length, samples) : 0;
-  const n = step.length;
-  // Split replay: one timed pass per dispatch; at most 2048 passes (4096 timestamps) per submission.
-  const perSubmit = Math.max(1, Math.min(PASSES, Math.floor(2048 / n)));
-  const split = new PassTimer(gpu, perSubmit * n);
-  const whole = new PassTimer(gpu, PASSES);
-  const perDispatch: number[][] = step.map(() => []);
-  const wholeMs: number[] = [];
+  const classes = step.map((d) => classify(d, shape));
+  const names = [...new Set(classes.map((c) => c.family))];
+  let timer = new PassTimer(gpu, 4);
+  let stepUs: number;
+  const without = new Map<string, number>();
   try {
-    for (let sample = 0; sample < samples; sample++) {
-      split.reset();
-      let encoder = gpu.device.createCommandEncoder({ label: "profile split" });
-      for (let r = 0; r < perSubmit; r++) {
-        restore(encoder);
-        for (const d of step) {
-          const pass = encoder.beginComputePass(split.pass(d.label));
-          encodeDispatches(pass, [d]);
-          pass.end();
-        }
-      }
-      split.resolve(encoder);
-      gpu.device.queue.submit([encoder.finish()]);
-      const ms = await split.readMs();
-      ms.forEach((v, i) => perDispatch[i % n].push(v));
-
-      whole.reset();
-      encoder = gpu.device.createCommandEncoder({ label: "profile whole" });
-      for (let r = 0; r < PASSES; r++) {
-        restore(encoder);
-        const pass = encoder.beginComputePass(whole.pass("step"));
-        encodeDispatches(pass, step);
-        pass.end();
-      }
-      whole.resolve(encoder);
-      gpu.device.queue.submit([encoder.finish()]);
-      wholeMs.push(...await whole.readMs());
+    const warm = await timeWhole(gpu, timer, step, restore, 3); // warm-up: clocks up, pipelines resident
+    timer.destroy();
+    timer = new PassTimer(gpu, passesFor(warm));
+    stepUs = await timeWhole(gpu, timer, step, restore, samples);
+    for (const family of names) {
+      without.set(
+        family,
+        await timeWhole(gpu, timer, step.filter((_, i) => classes[i].family !== family), restore, samples),
+      );
     }
   } finally {
-    split.destroy();
-    whole.destroy();
+    timer.destroy();
   }
-  const byFamily = new Map<string, { dispatches: number; us: number; bytes: number }>();
-  step.forEach((d, i) => {
-    const { family, bytes } = classify(d, shape);
-    const f = byFamily.get(family) ?? { dispatches: 0, us: 0, bytes: 0 };
-    f.dispatches++;
-    f.us += Math.max(0, median(perDispatch[i]) * 1000 - overheadUs);
-    f.bytes += bytes;
-    byFamily.set(family, f);
-  });
-  const sumUs = [...byFamily.values()].reduce((a, f) => a + f.us, 0);
-  const stepUs = median(wholeMs) * 1000;
-  const families = [...byFamily.entries()]
-    .map(([family, f]) => {
-      const gbps = f.us > 0 ? f.bytes / f.us / 1e3 : 0;
-      return {
-        family,
-        dispatches: f.dispatches,
-        us: f.us,
-        bytes: f.bytes,
-        gbps,
-        frac_of_copy: gbps / copyGbps,
-        frac_of_step: f.us / sumUs,
-      };
-    })
-    .sort((a, b) => b.us - a.us);
+  const alone = await timeAlone(gpu, step, restore, samples, passesFor(stepUs));
+  const families = names.map((family) => {
+    const idx = classes.flatMap((c, i) => c.family === family ? [i] : []);
+    const us = stepUs - without.get(family)!;
+    const bytes = idx.reduce((a, i) => a + classes[i].bytes, 0);
+    const gbps = us > 0 ? bytes / us / 1e3 : 0;
+    return {
+      family,
+      dispatches: idx.length,
+      us,
+      alone_us: idx.reduce((a, i) => a + alone[i], 0),
+      bytes,
+      gbps,
+      frac_of_copy: gbps / copyGbps,
+      frac_of_step: us / stepUs,
+    };
+  }).sort((a, b) => b.us - a.us);
+  const sumUs = families.reduce((a, f) => a + f.us, 0);
   return {
     families,
     sum_us: sumUs,
     step_us: stepUs,
-    pass_overhead_us: overheadUs,
     reconcile: (sumUs - stepUs) / stepUs,
-    dispatches: n,
+    dispatches: step.length,
     copy_gbps: copyGbps,
   };
-}
-
-/** µs a compute pass of its own adds to a dispatch (see StepProfile.pass_overhead_us). */
-async function passOverheadUs(gpu: Gpu, noop: Dispatch, n: number, samples: number): Promise<number> {
-  const count = Math.min(n, 1000);
-  const split = new PassTimer(gpu, count), whole = new PassTimer(gpu, 1);
-  const diffs: number[] = [];
-  try {
-    for (let s = 0; s < Math.max(5, Math.ceil(samples / 2)); s++) {
-      split.reset();
-      whole.reset();
-      const encoder = gpu.device.createCommandEncoder({ label: "pass overhead" });
-      for (let i = 0; i < count; i++) {
-        const pass = encoder.beginComputePass(split.pass("noop"));
-        encodeDispatches(pass, [noop]);
-        pass.end();
-      }
-      const pass = encoder.beginComputePass(whole.pass("noops"));
-      encodeDispatches(pass, Array(count).fill(noop));
-      pass.end();
-      split.resolve(encoder);
-      whole.resolve(encoder);
-      gpu.device.queue.submit([encoder.finish()]);
-      const a = (await split.readMs()).reduce((x, y) => x + y, 0), b = (await whole.readMs())[0];
-      diffs.push(((a - b) / count) * 1000);
-    }
-  } finally {
-    split.destroy();
-    whole.destroy();
-  }
-  return Math.max(0, median(diffs));
 }
 
 /** The profile as a Markdown table (the form PERF.md keeps). */
 export function profileTable(p: StepProfile): string {
   const rows = [
-    "| family | dispatches | GPU us | MB moved | GB/s | % of copy | % of step |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| family | dispatches | in-step us | alone us | MB moved | GB/s in step | % of copy | % of step |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...p.families.map((f) =>
-      `| ${f.family} | ${f.dispatches} | ${f.us.toFixed(1)} | ${(f.bytes / 1e6).toFixed(1)} | ${f.gbps.toFixed(0)} | ${
-        (100 * f.frac_of_copy).toFixed(0)
-      }% | ${(100 * f.frac_of_step).toFixed(1)}% |`
+      `| ${f.family} | ${f.dispatches} | ${f.us.toFixed(1)} | ${f.alone_us.toFixed(1)} | ${
+        (f.bytes / 1e6).toFixed(1)
+      } | ${f.gbps.toFixed(0)} | ${(100 * f.frac_of_copy).toFixed(0)}% | ${(100 * f.frac_of_step).toFixed(1)}% |`
     ),
-    `| **sum of dispatches** | ${p.dispatches} | ${p.sum_us.toFixed(1)} | ${
-      (p.families.reduce((a, f) => a + f.bytes, 0) / 1e6).toFixed(1)
-    } | | | |`,
-    `| **step, one pass** | | ${p.step_us.toFixed(1)} | | | | sum ${(100 * p.reconcile).toFixed(1)}% off |`,
-    "",
-    `Each dispatch's time is its own timed pass less ${p.pass_overhead_us.toFixed(2)} us, what a pass of its own ` +
-    "adds (a gated-off dispatch, timed alone in n passes and n times in one pass).",
+    `| **sum of families** | ${p.dispatches} | ${p.sum_us.toFixed(1)} | ${
+      p.families.reduce((a, f) => a + f.alone_us, 0).toFixed(1)
+    } | ${(p.families.reduce((a, f) => a + f.bytes, 0) / 1e6).toFixed(1)} | | | |`,
+    `| **step, one pass** | | ${p.step_us.toFixed(1)} | | | | | sum ${(100 * p.reconcile).toFixed(1)}% off |`,
   ];
   return rows.join("\n");
 }

@@ -19,6 +19,7 @@ import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, gemmWorkgroupBytes } from "..
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
+import type { KvDtype } from "../kernels/attention/kv_cache.ts";
 import { attentionPrefill } from "../kernels/attention/prefill.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
@@ -238,15 +239,28 @@ async function benchAttention(): Promise<void> {
   const vc = gpu.upload("v", Float32Array.from({ length: maxPos * d }, (_, i) => Math.sin(i * 0.3)));
   const out = gpu.buffer("out", 16 * d * 4);
   const pos = gpu.buffer("ctl pos", CTL_SLOTS * 4);
-  for (const keys of [256, 4096]) {
+  // Each context in a cache of its size (the benchmark's default run has ~264 positions; 4096 is the limit).
+  for (const [keys, cachePos] of [[256, 272], [4096, maxPos]]) {
     gpu.write(pos, Uint32Array.from([keys - 1]));
     for (const rows of [1, 4]) {
-      const variants: { splits?: number; subgroups?: boolean }[] = [{}, { subgroups: false }, { splits: 8 }, {
-        splits: 32,
-      }, { splits: 64 }];
+      const variants: { splits?: number; subgroups?: boolean; kvDtype?: KvDtype; workgroupSize?: number }[] = [
+        {},
+        { kvDtype: "bf16" },
+        { kvDtype: "bf16", workgroupSize: 128 },
+        { kvDtype: "bf16", splits: 1 },
+        { kvDtype: "bf16", splits: 4 },
+        { kvDtype: "bf16", splits: 8 },
+        { kvDtype: "bf16", splits: 32 },
+      ];
       for (const v of variants) {
-        const shape = { rows, nHeads: nh, headDim: hd, maxPos, ...v };
-        const scratch = createAttentionDecodeScratch(gpu, shape);
+        const shape = { rows, nHeads: nh, headDim: hd, maxPos: cachePos, ...v };
+        let scratch: GPUBuffer | undefined;
+        try {
+          scratch = createAttentionDecodeScratch(gpu, shape);
+        } catch (e) {
+          console.log(`attention_decode 7b ${keys} keys M=${rows} ${JSON.stringify(v)}: ${(e as Error).message}`);
+          continue;
+        }
         const ds = attentionDecode(gpu, { ...shape, ctl: pos, q, kCache: kc, vCache: vc, out, scratch });
         report(
           "attention_decode",
@@ -254,7 +268,7 @@ async function benchAttention(): Promise<void> {
           rows,
           `${JSON.stringify(v)} (${ds.length} dispatches)`,
           await medianMs(ds, 1, 20),
-          2 * (keys + rows - 1) * d * 4,
+          2 * (keys + rows - 1) * d * (v.kvDtype === "bf16" ? 2 : 4),
         );
         scratch?.destroy();
       }

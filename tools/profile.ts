@@ -14,7 +14,6 @@ import { parseArgs } from "@std/cli/parse-args";
 import { UserError } from "../common/errors.ts";
 import { CTL } from "../kernels/control/ctl.ts";
 import { getGpu } from "../kernels/runtime.ts";
-import { copyVec4 } from "../kernels/memory/copy.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { buildHydraModel } from "../bench/configurations.ts";
 import { profileStep, profileTable, type StepProfile } from "../bench/profile.ts";
@@ -71,8 +70,6 @@ try {
   const decoder = new Decoder(model);
   const step = decoder.step(args.config === "baseline" ? "single" : "naive");
   const at = gpu.buffer("profile ctl", model.ctl.size);
-  const off = gpu.buffer("profile ctl, gated off", model.ctl.size); // zero: ACTIVE = 0
-  const noop = copyVec4(gpu, { ctl: off, src: at, dst: off, vec4Count: 1, gated: true });
   const out: Record<string, StepProfile> = {};
   let failed = false;
   for (const context of contexts) {
@@ -94,7 +91,6 @@ try {
       },
       copy.kernel_copy_gbps,
       samples,
-      noop,
     );
     out[String(context)] = p;
     console.log(`\ncontext ${context}: step ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`);

@@ -282,7 +282,8 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   scratch?: GPUBuffer;
   gated?: boolean;
   /**
-   * Tuning knobs: fewest keys per split (default 32), threads per workgroup (128) and of the merge (32), threads per
+   * Tuning knobs: fewest keys per split (default 64), threads per workgroup (256 up to 4 rows, else 128) and of the
+   * merge (32), threads per
    * key in the score pass (default: the fewest, down to 1 vec4 per thread, that keep M * KEY_VEC <= 16 and KEY_VEC
    * <= 8), and whether to reduce with subgroup shuffles (default: when the device has `subgroups` at least as wide as
    * the lanes reduced).
@@ -352,7 +353,9 @@ function planDecode(
       );
     }
   }
-  const minKeys = a.minKeys ?? 32;
+  // 64: at 256 keys four splits of 64 keys per head (7B: 128 workgroups) took 17.5 us on an H200, sixteen of 16 keys
+  // 23.9 us (tools/bench_kernels.ts --attention, bf16 cache); long contexts still spread over every split.
+  const minKeys = a.minKeys ?? 64;
   if (!Number.isInteger(minKeys) || minKeys < 1) fail(`minKeys ${minKeys} is not a positive integer`);
   // The split's scores get what workgroup memory the reductions leave.
   const rg = Math.max(1, Math.min(rows, 4, Math.floor(SLOT_SUM_BYTES / (16 * wg))));

@@ -10,45 +10,49 @@ import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 
 /**
- * The WGSL kernel, its row sum by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
- * A decode step normalises one row of d values: the work is a few loads per thread, so the kernel's time is latency,
- * and a wide workgroup (up to 1024 threads: 4 loads each at d = 4096) with a barrier-free reduction is what makes it
- * short. Measured on an H200 inside a 7B decode step: 16.7 us with 256 threads and the tree (docs/PERF.md).
+ * The WGSL kernel, its row sum by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts), reading
+ * `vec4` (4 values a load; D a multiple of 4) or scalars. A decode step normalises one row of d values: the work is a
+ * few loads per thread, so the kernel's time is latency, and a wide workgroup (up to 1024 threads: one vec4 each at
+ * d = 4096) with a barrier-free reduction is what makes it short. Measured on an H200 inside a 7B decode step: 16.7 us
+ * alone with 256 threads, scalars and the tree; 11.3 us with 1024 threads, scalars and shuffles (docs/PERF.md).
  */
-export function rmsnormKernelFor(subgroups: boolean): Kernel {
+export function rmsnormKernelFor(subgroups: boolean, vec4 = false): Kernel {
+  const T = vec4 ? "vec4<f32>" : "f32";
   return {
-    name: subgroups ? "rmsnorm_sg" : "rmsnorm",
+    name: `rmsnorm${subgroups ? "_sg" : ""}${vec4 ? "_v4" : ""}`,
     source: /* wgsl */ `
-// bindings (M = number of workgroups = rows normalised):
-//   0 ctl  [CTL_SLOTS] u32, read           control block (gate only)
-//   1 x    [X_ROW_OFFSET + M, D] f32       rows to normalise, row-major; rows X_ROW_OFFSET.. are read
-//   2 w    [D] f32                         norm weight (not offset by 1)
-//   3 out  [M, D] f32, read_write          written (plain) or accumulated into (RESIDUAL)
+// bindings (M = number of workgroups = rows normalised; V = ${vec4 ? 4 : 1} values an element):
+//   0 ctl  [CTL_SLOTS] u32, read            control block (gate only)
+//   1 x    [X_ROW_OFFSET + M, D / V] ${T}   rows to normalise, row-major; rows X_ROW_OFFSET.. are read
+//   2 w    [D / V] ${T}                     norm weight (not offset by 1)
+//   3 out  [M, D / V] ${T}, read_write      written (plain) or accumulated into (RESIDUAL)
 override D: u32;
 override EPS: f32 = 1e-6;
 override RESIDUAL: bool = false;
 override X_ROW_OFFSET: u32 = 0u;
 override WG: u32 = 256u; // a power of two
+const V: u32 = ${vec4 ? 4 : 1}u;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<${T}>;
+@group(0) @binding(2) var<storage, read> w: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> out: array<${T}>;
 ${reductionsWgsl(subgroups)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let m = wid.x;
-  let xb = (m + X_ROW_OFFSET) * D;
+  let n = D / V;
+  let xb = (m + X_ROW_OFFSET) * n;
   var s = 0.0;
-  for (var i = t; i < D; i += WG) {
+  for (var i = t; i < n; i += WG) {
     let v = x[xb + i];
-    s += v * v;
+    s += ${vec4 ? "dot(v, v)" : "v * v"};
   }
   let total = workgroup_sum(s, t);
   let inv = inverseSqrt(total / f32(D) + EPS);
-  let ob = m * D;
-  for (var i = t; i < D; i += WG) {
+  let ob = m * n;
+  for (var i = t; i < n; i += WG) {
     let v = x[xb + i] * inv * w[i];
     if (RESIDUAL) { out[ob + i] += v; } else { out[ob + i] = v; }
   }
@@ -58,13 +62,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 /**
- * Threads for reductions over rows of `dim` values: about 4 values a thread, from 32 up to the device's limit (at most
- * 1024), a power of two.
+ * Threads for reductions over rows of `dim` elements: about `perThread` elements a thread, from 32 up to the device's
+ * limit (at most 1024), a power of two.
  */
-export function rowWorkgroupSize(gpu: Gpu, dim: number): number {
+export function rowWorkgroupSize(gpu: Gpu, dim: number, perThread = 4): number {
   const limit = Math.min(1024, gpu.device.limits.maxComputeInvocationsPerWorkgroup);
   let wg = 32;
-  while (wg * 4 < dim && wg * 2 <= limit) wg *= 2;
+  while (wg * perThread < dim && wg * 2 <= limit) wg *= 2;
   return wg;
 }
 
@@ -93,15 +97,16 @@ export interface RmsnormArgs {
 export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
   const width = subgroupWidth(gpu);
   const subgroups = a.subgroups ?? width > 0;
+  const vec4 = a.dim % 4 === 0;
   return gpu.dispatch(
-    kernel ?? rmsnormKernelFor(subgroups),
+    kernel ?? rmsnormKernelFor(subgroups, vec4),
     {
       D: a.dim,
       EPS: a.eps,
       RESIDUAL: a.residual ?? false,
       X_ROW_OFFSET: a.xRowOffset ?? 0,
       GATED: a.gated ?? false,
-      WG: a.workgroupSize ?? rowWorkgroupSize(gpu, a.dim),
+      WG: a.workgroupSize ?? rowWorkgroupSize(gpu, vec4 ? a.dim / 4 : a.dim, vec4 ? 1 : 4),
       SG_LANES: subgroups ? width : 32,
     },
     [a.ctl, a.x, a.weight, a.out],
