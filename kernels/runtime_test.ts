@@ -20,8 +20,14 @@ const ROOT = fromFileUrl(new URL("../", import.meta.url));
 function generate(dumpDir: string): Promise<Deno.CommandOutput> {
   const ids = Array.from({ length: MATVEC_MAX_ROWS + 4 }, (_, i) => i + 1).join(",");
   const args = ["--size", "tiny", "--synthetic", "--mode", "poe", "--ids", ids, "--max-new-tokens", "4", "--json"];
+  // Packages already installed (by this test run, or staged for an offline GPU machine): use them as they are, so the
+  // subprocess never tries to download what the GPU path does not import.
+  let installed: string[] = [];
+  try {
+    if (Deno.statSync(join(ROOT, "node_modules", ".deno")).isDirectory) installed = ["--node-modules-dir=manual"];
+  } catch { /* none yet: let Deno install what the tool imports */ }
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "tools/generate.ts", ...args],
+    args: ["run", "-A", ...installed, "tools/generate.ts", ...args],
     cwd: ROOT,
     env: { HYDRA_WGSL_DUMP: dumpDir, NO_COLOR: "1" },
     stdout: "piped",
