@@ -6,7 +6,7 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { UserError } from "../common/errors.ts";
+import { runEntryPoint, UserError } from "../common/errors.ts";
 import { COMPARE_FORMATS, type CompareFormat, compareRuns, formatComparison } from "./compare.ts";
 import { readRun } from "./run_folder.ts";
 
@@ -19,7 +19,7 @@ e.g. deno task compare results/2026-11-28_run01 results/2026-11-29_run01`;
 
 /** Runs the comparison for command-line `args`; returns the exit code. */
 export async function main(args: readonly string[]): Promise<number> {
-  try {
+  return await runEntryPoint(async () => {
     const flags = parseArgs([...args], {
       string: ["format"],
       boolean: ["help"],
@@ -52,13 +52,7 @@ export async function main(args: readonly string[]): Promise<number> {
     if (format === "csv") { for (const w of comparison.warnings) console.error(`warning: ${w}`); }
     console.log(formatComparison(comparison, format));
     return 0;
-  } catch (e) {
-    if (e instanceof UserError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

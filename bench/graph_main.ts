@@ -4,7 +4,7 @@
  * @module
  */
 
-import { UserError } from "../common/errors.ts";
+import { runEntryPoint, UserError } from "../common/errors.ts";
 import { writeGraph } from "./graph.ts";
 import { writeReport } from "./report.ts";
 
@@ -16,7 +16,7 @@ export async function main(args: readonly string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  try {
+  return await runEntryPoint(async () => {
     if (args.length !== 1) {
       throw new UserError(
         `Pass exactly one run folder (got ${args.length} arguments), e.g. deno task graph results/2025-01-31_run01.`,
@@ -25,13 +25,7 @@ export async function main(args: readonly string[]): Promise<number> {
     console.log(`wrote ${await writeGraph(args[0])}`);
     console.log(`wrote ${await writeReport(args[0])}`);
     return 0;
-  } catch (e) {
-    if (e instanceof UserError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -11,3 +11,19 @@ export class UserError extends Error {
     this.name = "UserError";
   }
 }
+
+/**
+ * Runs a command-line entry point: a UserError prints `error: <message>` on stderr and gives exit code 2; any other
+ * error is a bug and propagates (with its stack trace).
+ */
+export async function runEntryPoint(fn: () => Promise<number>): Promise<number> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof UserError) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+}

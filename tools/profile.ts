@@ -11,7 +11,7 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { UserError } from "../common/errors.ts";
+import { runEntryPoint, UserError } from "../common/errors.ts";
 import { CTL } from "../kernels/control/ctl.ts";
 import { getGpu } from "../kernels/runtime.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
@@ -41,76 +41,73 @@ function positiveInts(flag: string, text: string): number[] {
   return v;
 }
 
-try {
-  if (!["baseline", "hydra_naive"].includes(args.config)) {
-    throw new UserError(`--config is baseline or hydra_naive, got "${args.config}".`);
-  }
-  const config = presetConfig(args.size, "--size");
-  const contexts = positiveInts("contexts", args.contexts);
-  const [nHeads] = args.config === "baseline" ? [1] : positiveInts("n-heads", args["n-heads"]);
-  const [headsDepth] = args.config === "baseline" ? [0] : positiveInts("heads-depth", args["heads-depth"]);
-  const [samples] = positiveInts("samples", args.samples);
-  const gpu = await getGpu();
-  const maxPos = Math.min(config.maxContext, Math.max(...contexts) + 2);
-  if (Math.max(...contexts) >= config.maxContext) {
-    throw new UserError(`--contexts: each must be below the model's context of ${config.maxContext}.`);
-  }
-  const copy = await measureCopyBandwidth(gpu);
-  console.log(
-    `${gpu.description.description}: copy ${copy.kernel_copy_gbps.toFixed(0)} GB/s; ${args.size} ${args.config}` +
-      (nHeads > 1 ? ` (${nHeads} heads x ${headsDepth} blocks)` : ""),
-  );
-  const model = await buildHydraModel(gpu, config, {
-    nHeads,
-    headsDepth,
-    maxPos,
-    maxRows: 1,
-    weights: { kind: "random", seed: 1234 },
-  });
-  const decoder = new Decoder(model);
-  const step = decoder.step(args.config === "baseline" ? "single" : "naive");
-  const at = gpu.buffer("profile ctl", model.ctl.size);
-  const out: Record<string, StepProfile> = {};
-  let failed = false;
-  for (const context of contexts) {
-    const ctl = new Uint32Array(model.ctl.size / 4);
-    ctl[CTL.POS] = ctl[CTL.LEN] = context;
-    ctl[CTL.ACTIVE] = 1;
-    ctl[CTL.MAX_OUT] = 1 << 30;
-    gpu.write(at, ctl);
-    const p = await profileStep(
-      gpu,
-      step,
-      (encoder) => encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size),
-      {
-        dModel: config.dModel,
-        ffnHidden: config.ffnHidden,
-        paddedVocab: config.paddedVocab,
-        keys: context + 1,
-        kvBytes: model.kvBytes,
-      },
-      copy.kernel_copy_gbps,
-      samples,
+Deno.exit(
+  await runEntryPoint(async () => {
+    if (!["baseline", "hydra_naive"].includes(args.config)) {
+      throw new UserError(`--config is baseline or hydra_naive, got "${args.config}".`);
+    }
+    const config = presetConfig(args.size, "--size");
+    const contexts = positiveInts("contexts", args.contexts);
+    const [nHeads] = args.config === "baseline" ? [1] : positiveInts("n-heads", args["n-heads"]);
+    const [headsDepth] = args.config === "baseline" ? [0] : positiveInts("heads-depth", args["heads-depth"]);
+    const [samples] = positiveInts("samples", args.samples);
+    const gpu = await getGpu();
+    const maxPos = Math.min(config.maxContext, Math.max(...contexts) + 2);
+    if (Math.max(...contexts) >= config.maxContext) {
+      throw new UserError(`--contexts: each must be below the model's context of ${config.maxContext}.`);
+    }
+    const copy = await measureCopyBandwidth(gpu);
+    console.log(
+      `${gpu.description.description}: copy ${copy.kernel_copy_gbps.toFixed(0)} GB/s; ${args.size} ${args.config}` +
+        (nHeads > 1 ? ` (${nHeads} heads x ${headsDepth} blocks)` : ""),
     );
-    out[String(context)] = p;
-    console.log(`\ncontext ${context}: step ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`);
-    console.log(profileTable(p));
-    if (Math.abs(p.reconcile) > 0.05) failed = true;
-  }
-  if (args.json) {
-    await Deno.writeTextFile(
-      args.json,
-      JSON.stringify({ device: gpu.description, size: args.size, config: args.config, copy, profiles: out }, null, 1),
-    );
-  }
-  if (args.check && failed) {
-    console.error("The sum of the per-dispatch times is more than 5% off the step timed whole.");
-    Deno.exit(1);
-  }
-} catch (e) {
-  if (e instanceof UserError) {
-    console.error(e.message);
-    Deno.exit(2);
-  }
-  throw e;
-}
+    const model = await buildHydraModel(gpu, config, {
+      nHeads,
+      headsDepth,
+      maxPos,
+      maxRows: 1,
+      weights: { kind: "random", seed: 1234 },
+    });
+    const decoder = new Decoder(model);
+    const step = decoder.step(args.config === "baseline" ? "single" : "naive");
+    const at = gpu.buffer("profile ctl", model.ctl.size);
+    const out: Record<string, StepProfile> = {};
+    let failed = false;
+    for (const context of contexts) {
+      const ctl = new Uint32Array(model.ctl.size / 4);
+      ctl[CTL.POS] = ctl[CTL.LEN] = context;
+      ctl[CTL.ACTIVE] = 1;
+      ctl[CTL.MAX_OUT] = 1 << 30;
+      gpu.write(at, ctl);
+      const p = await profileStep(
+        gpu,
+        step,
+        (encoder) => encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size),
+        {
+          dModel: config.dModel,
+          ffnHidden: config.ffnHidden,
+          paddedVocab: config.paddedVocab,
+          keys: context + 1,
+          kvBytes: model.kvBytes,
+        },
+        copy.kernel_copy_gbps,
+        samples,
+      );
+      out[String(context)] = p;
+      console.log(`\ncontext ${context}: step ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`);
+      console.log(profileTable(p));
+      if (Math.abs(p.reconcile) > 0.05) failed = true;
+    }
+    if (args.json) {
+      await Deno.writeTextFile(
+        args.json,
+        JSON.stringify({ device: gpu.description, size: args.size, config: args.config, copy, profiles: out }, null, 1),
+      );
+    }
+    if (args.check && failed) {
+      console.error("The families' in-step times add up to more than 5% off the step timed whole.");
+      return 1;
+    }
+    return 0;
+  }),
+);
