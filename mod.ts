@@ -54,3 +54,5 @@ export * from "./bench/table.ts";
 export * from "./bench/compare.ts";
 export * from "./bench/progress.ts";
 export * from "./bench/run_folder.ts";
+export * from "./bench/contexts.ts";
+export * from "./bench/peers.ts";

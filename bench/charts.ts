@@ -7,6 +7,9 @@
  *   decode tokens/s per position     | PoE tokens/s per gamma (effective, user-visible)
  *   PoE acceptance per draft position | PoE tokens per call per gamma (accepted, resampled)
  *
+ * and, when the run's config sets their knob, TTFT by prompt length (`prompt_lengths`) and decode by KV length
+ * (`decode_contexts`). PyTorch peers (results.json's `peers`) are dashed reference lines on the TTFT and decode panels.
+ *
  * Only types come from chart.js here: the values are Chart.js's own (graph.ts imports the npm package, the page
  * inlines its UMD build).
  * @module
@@ -15,7 +18,15 @@
 import type { ChartConfiguration, ChartDataset } from "chart.js";
 import type { ConfigurationName } from "./config.ts";
 import type { Clock, ConfigurationResult, PoeGammaResult, ResultsDocument } from "./results_types.ts";
-import { configurationsOf, decodeHeadline, formatFigure } from "./headline.ts";
+import {
+  configurationsOf,
+  decodeHeadline,
+  formatFigure,
+  type Metric,
+  METRICS,
+  type Peer,
+  peersOf,
+} from "./headline.ts";
 import { kde } from "./stats.ts";
 
 /** A Chart.js configuration of any of the panels' types. */
@@ -31,9 +42,15 @@ export const PANEL_NAMES = [
   "poe_tokens",
 ] as const;
 
+/** Names of the panels drawn only when the run's config sets their knob (after PANEL_NAMES). */
+export const OPTIONAL_PANEL_NAMES = ["ttft_by_length", "decode_contexts"] as const;
+
+/** One of PANEL_NAMES or OPTIONAL_PANEL_NAMES. */
+export type PanelName = typeof PANEL_NAMES[number] | typeof OPTIONAL_PANEL_NAMES[number];
+
 /** One panel: its chart, or (no data) why not. */
 export interface Panel {
-  name: typeof PANEL_NAMES[number];
+  name: PanelName;
   title: string;
   /** The chart, or null when the run has no data for it. */
   config: AnyChartConfig | null;
@@ -108,13 +125,15 @@ function axis(title: string, extra: Record<string, unknown> = {}) {
   return { title: { display: true, text: title, font: { size: 14 } }, grid: { color: "#e6e6e6" }, ...extra };
 }
 
-function ttftChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+function ttftChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonly Peer[]): AnyChartConfig | null {
   if (confs.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
   const clocks = new Set<Clock>();
+  let top = 0;
   for (const c of confs) {
     const d = kde(c.ttft.filtered_ms, 240);
     const peak = Math.max(...d.y);
+    top = Math.max(top, peak);
     const color = CONFIG_COLORS[c.name];
     clocks.add(c.ttft.clock);
     datasets.push({
@@ -136,6 +155,7 @@ function ttftChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfi
       pointRadius: 0,
     });
   }
+  datasets.push(...peerLines(peers, "ttft_ms", (v) => [{ x: v, y: 0 }, { x: v, y: top }]));
   return {
     type: "line",
     data: { datasets },
@@ -153,7 +173,11 @@ function decodeConfs(confs: ConfigurationResult[]): ConfigurationResult[] {
   return confs.filter((c) => c.decode !== null && c.decode.positions.length > 0);
 }
 
-function decodeLatencyChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+function decodeLatencyChart(
+  mode: ChartMode,
+  confs: ConfigurationResult[],
+  peers: readonly Peer[],
+): AnyChartConfig | null {
   const withDecode = decodeConfs(confs);
   if (withDecode.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
@@ -184,6 +208,7 @@ function decodeLatencyChart(mode: ChartMode, confs: ConfigurationResult[]): AnyC
       },
     );
   }
+  datasets.push(...peerLines(peers, "decode_ms_per_token", acrossPositions(withDecode)));
   return {
     type: "line",
     data: { datasets },
@@ -197,7 +222,7 @@ function decodeLatencyChart(mode: ChartMode, confs: ConfigurationResult[]): AnyC
   } as AnyChartConfig;
 }
 
-function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
+function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonly Peer[]): AnyChartConfig | null {
   const withDecode = decodeConfs(confs);
   if (withDecode.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = withDecode.map((c) => {
@@ -213,6 +238,7 @@ function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChart
       pointRadius: 3,
     };
   });
+  datasets.push(...peerLines(peers, "decode_tokens_per_s", acrossPositions(withDecode)));
   return {
     type: "line",
     data: { datasets },
@@ -383,6 +409,7 @@ function missingWhy(doc: ResultsDocument, names: readonly ConfigurationName[]): 
 /** The six panels of `doc` (a validated results document), in PANEL_NAMES order. */
 export function chartPanels(doc: ResultsDocument, mode: ChartMode): Panel[] {
   const confs = configurationsOf(doc);
+  const peers = peersOf(doc);
   const decodeWhy = missingWhy(doc, ["baseline", "hydra_naive"]);
   const poeWhy = missingWhy(doc, ["hydra_poe"]);
   const panel = (i: number, title: string, config: AnyChartConfig | null, why: string): Panel => ({
@@ -392,12 +419,13 @@ export function chartPanels(doc: ResultsDocument, mode: ChartMode): Panel[] {
     why: config ? null : why,
   });
   return [
-    panel(0, "Time to first token", ttftChart(mode, confs), missingWhy(doc, doc.config.configs)),
-    panel(1, "Decode step latency per position", decodeLatencyChart(mode, confs), decodeWhy),
-    panel(2, "Decode throughput per position", decodeTpsChart(mode, confs), decodeWhy),
+    panel(0, "Time to first token", ttftChart(mode, confs, peers), missingWhy(doc, doc.config.configs)),
+    panel(1, "Decode step latency per position", decodeLatencyChart(mode, confs, peers), decodeWhy),
+    panel(2, "Decode throughput per position", decodeTpsChart(mode, confs, peers), decodeWhy),
     panel(3, "PoE throughput per gamma", poeTpsChart(mode, confs), poeWhy),
     panel(4, "PoE acceptance per draft position", poeAcceptanceChart(mode, confs, doc.config.poe_beta), poeWhy),
     panel(5, "PoE tokens per call", poeTokensChart(mode, confs), poeWhy),
+    ...sweepPanels(doc, mode, confs, decodeWhy),
   ];
 }
 
@@ -424,6 +452,7 @@ export function runHeader(doc: ResultsDocument): { title: string; lines: string[
     title: `${modelWords(doc)} on ${deviceWords(doc)}, ${env.date.slice(0, 10)}`,
     lines: [
       `run ${doc.run} · prompt ${c.prompt_length} tokens · gen ${c.gen_length} (every ${c.step_interval}th timed) · ` +
+      (c.kv_dtype ? `KV cache ${c.kv_dtype} · ` : "") +
       `Hydra ${c.n_heads} heads × ${c.heads_depth} blocks · PoE beta ${c.poe_beta}, temperature ${c.poe_temperature}, ` +
       `${c.poe_max_new_tokens} tokens per call`,
       `${clock} · copy bandwidth ${fmt(env.copy_bandwidth_gbps)} GB/s · Deno ${env.deno.deno} · ${env.os.os} ` +
@@ -436,4 +465,127 @@ export function runHeader(doc: ResultsDocument): { title: string; lines: string[
       ? `INCOMPLETE: failed${doc.failure?.configuration ? ` in ${doc.failure.configuration}` : ""}`
       : "INCOMPLETE: run still in progress",
   };
+}
+
+// ---- PyTorch peers: reference lines (results.json's `peers`) ----
+
+/** Colours of the peers' dashed reference lines, by the peer's index. */
+const PEER_COLORS = ["#333333", "#d62728", "#9467bd", "#8c564b"];
+
+/** A peer's figure of `metric` (ttft_ms, decode ms/token or tokens/s), or undefined when it has none. */
+function peerFigure(p: Peer, metric: Metric): number | undefined {
+  const ms = metric === "ttft_ms" ? p.ttft_ms : p.decode_ms_per_token;
+  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) return undefined;
+  if (metric !== "decode_tokens_per_s") return ms;
+  return ms > 0 ? 1000 / ms : undefined;
+}
+
+/** One dashed line per peer with a `metric` figure, drawn through the points `at(value)`. */
+function peerLines(
+  peers: readonly Peer[],
+  metric: Metric,
+  at: (value: number) => { x: number; y: number }[],
+): ChartDataset<"line", { x: number; y: number }[]>[] {
+  return peers.flatMap((p, i) => {
+    const v = peerFigure(p, metric);
+    if (v === undefined) return [];
+    const color = PEER_COLORS[i % PEER_COLORS.length];
+    return [{
+      label: `peer ${p.name}: ${formatFigure(metric, v)} ${METRICS[metric].unit}`,
+      data: at(v),
+      borderColor: color,
+      backgroundColor: color,
+      borderDash: [3, 3],
+      borderWidth: 2,
+      pointRadius: 0,
+    }];
+  });
+}
+
+/** A horizontal line at y = value across the timed positions of the decode panels. */
+function acrossPositions(confs: ConfigurationResult[]): (value: number) => { x: number; y: number }[] {
+  const xs = confs.flatMap((c) => c.decode!.positions.map((p) => p.position));
+  return (y) => [{ x: Math.min(...xs), y }, { x: Math.max(...xs), y }];
+}
+
+// ---- The length sweeps (prompt_lengths, decode_contexts): optional panels ----
+
+/** What a sweep panel plots. */
+interface SweepSpec {
+  name: typeof OPTIONAL_PANEL_NAMES[number];
+  title: string;
+  subtitle: string;
+  /** Its entries in a configuration's results: x, and the stats with tokens_per_s. */
+  entries: (c: ConfigurationResult) => { x: number; median_ms: number; tokens_per_s: number; clock: Clock }[];
+  x: string;
+  latency: string;
+  tps: string;
+}
+
+const SWEEPS: Readonly<Record<SweepSpec["name"], SweepSpec>> = {
+  ttft_by_length: {
+    name: "ttft_by_length",
+    title: "TTFT by prompt length",
+    subtitle: "median TTFT (solid, left axis) and prefill tokens/s = prompt length / TTFT (dashed, right axis)",
+    entries: (c) => (c.ttft_by_length ?? []).map((e) => ({ ...e, x: e.prompt_length })),
+    x: "prompt length (tokens)",
+    latency: "TTFT",
+    tps: "prefill tokens/s",
+  },
+  decode_contexts: {
+    name: "decode_contexts",
+    title: "Decode by KV length",
+    subtitle: "median step latency (solid, left axis) and tokens/s = 1000 / it (dashed, right axis)",
+    entries: (c) => (c.decode_contexts ?? []).map((e) => ({ ...e, x: e.context })),
+    x: "KV length (tokens in the cache before the step)",
+    latency: "step latency",
+    tps: "tokens/s",
+  },
+};
+
+/** A sweep panel: per configuration its median latency (left axis) and tokens/s (right axis) against length. */
+function sweepChart(mode: ChartMode, confs: ConfigurationResult[], spec: SweepSpec): AnyChartConfig | null {
+  const withSweep = confs.filter((c) => spec.entries(c).length > 0);
+  if (withSweep.length === 0) return null;
+  const clocks = new Set<Clock>();
+  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = withSweep.flatMap((c) => {
+    const es = spec.entries(c), color = CONFIG_COLORS[c.name];
+    es.forEach((e) => clocks.add(e.clock));
+    const line = { borderColor: color, backgroundColor: color, borderWidth: 2.5, pointRadius: 3 };
+    return [
+      { ...line, label: `${c.name} ${spec.latency}`, yAxisID: "y", data: es.map((e) => ({ x: e.x, y: e.median_ms })) },
+      {
+        ...line,
+        label: `${c.name} ${spec.tps}`,
+        yAxisID: "y1",
+        borderDash: [8, 5],
+        data: es.map((e) => ({ x: e.x, y: e.tokens_per_s })),
+      },
+    ];
+  });
+  return {
+    type: "line",
+    data: { datasets },
+    options: {
+      ...baseOptions(mode, spec.title, spec.subtitle),
+      scales: {
+        x: axis(spec.x, { type: "linear" }),
+        y: axis(`${spec.latency} (ms, ${clockWords(clocks)})`, { beginAtZero: true, position: "left" }),
+        y1: axis(spec.tps, { beginAtZero: true, position: "right", grid: { drawOnChartArea: false } }),
+      },
+    },
+  } as AnyChartConfig;
+}
+
+/** The sweep panels whose knob the run's config sets, each with its chart or why it has none. */
+function sweepPanels(doc: ResultsDocument, mode: ChartMode, confs: ConfigurationResult[], why: string): Panel[] {
+  // `?? []`: a results.json from before these knobs, read without readRun (which fills them in)
+  const set = {
+    ttft_by_length: (doc.config.prompt_lengths ?? []).length > 0,
+    decode_contexts: (doc.config.decode_contexts ?? []).length > 0,
+  };
+  return OPTIONAL_PANEL_NAMES.filter((n) => set[n]).map((n) => {
+    const config = sweepChart(mode, confs, SWEEPS[n]);
+    return { name: n, title: SWEEPS[n].title, config, why: config ? null : why };
+  });
 }

@@ -12,6 +12,7 @@
 import { PassTimer } from "../kernels/timing.ts";
 import { type Dispatch, encodePass, type Gpu } from "../kernels/runtime.ts";
 import { CTL } from "../kernels/control/ctl.ts";
+import type { KvDtype } from "../kernels/attention/kv_cache.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
 import { HydraTransformer } from "../model/hydra.ts";
@@ -19,7 +20,7 @@ import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { blockBytes, destroyWeights } from "../model/weights.ts";
 import { PoE, type PoeCallResult } from "../poe/poe.ts";
 import { decodePositions } from "./config.ts";
-import { benchmark, type BenchmarkOptions } from "./harness.ts";
+import { benchmark, type BenchmarkOptions, type BenchmarkResult, planSamples } from "./harness.ts";
 import { decodePosition, pickStats, type PoeCallCounts, poeGammaResult } from "./metrics.ts";
 import { decodeResult } from "./headline.ts";
 import type { DecodeResult, PoeGammaResult, TimedStats } from "./results_types.ts";
@@ -34,7 +35,7 @@ export type Progress = (message: string) => void;
 export function buildBaselineModel(
   gpu: Gpu,
   config: ModelConfig,
-  o: { maxPos: number; maxRows: number; seed: number },
+  o: { maxPos: number; maxRows: number; seed: number; kvDtype?: KvDtype },
 ): Promise<HydraTransformer> {
   return buildHydraModel(gpu, config, { ...o, nHeads: 1, headsDepth: 0, weights: { kind: "random", seed: o.seed } });
 }
@@ -49,6 +50,8 @@ export async function buildHydraModel(
     maxPos: number;
     maxRows: number;
     maxLogitRows?: number;
+    /** K/V cache element type (HydraShape's default, bf16, when absent). */
+    kvDtype?: KvDtype;
     weights: EnsembleWeights;
   },
   progress?: Progress,
@@ -61,7 +64,13 @@ export async function buildHydraModel(
   try {
     return await gpu.scoped(
       `allocating KV caches of ${o.maxPos} positions`,
-      () => new HydraTransformer(gpu, w, { maxPos: o.maxPos, maxRows: o.maxRows, maxLogitRows: o.maxLogitRows }),
+      () =>
+        new HydraTransformer(gpu, w, {
+          maxPos: o.maxPos,
+          maxRows: o.maxRows,
+          maxLogitRows: o.maxLogitRows,
+          kvDtype: o.kvDtype,
+        }),
     );
   } catch (e) {
     destroyWeights(w);
@@ -93,35 +102,47 @@ export function weightBytesPerStep(model: HydraTransformer, heads: readonly numb
  * Timed passes per sample. A sample is the mean GPU time of this many identical passes submitted back to back: one
  * pass per readback would leave the GPU idle ~80% of the time waiting on Deno's ~11 ms sync, and an idle-looking GPU
  * lowers its clocks (measured on the H100: the 1B decode step drifted from 2.2 to 6.7 ms over 20 s of single-pass
- * samples, while back-to-back passes stay at full clock).
+ * samples, while back-to-back passes stay at full clock). A pass of LONG_PASS_MS or more (harness.ts) keeps the GPU
+ * busy alone and is a sample by itself.
  */
 export const PASSES_PER_SAMPLE = 8;
 
 /**
- * Fewest TTFT samples: a 7B prefill sample (8 passes of ~80 ms) outlasts the default repetition budget, and a TTFT
- * distribution (the graph's KDE) needs more than one point.
+ * Fewest TTFT samples: a TTFT distribution (the graph's KDE) needs more than one point, and a prefill can outlast the
+ * default repetition budget. For long passes (a 7B prefill of 2,048 tokens takes ~1.3 s) `planSamples` lets the
+ * budget lower it, to LONG_PASS_MIN_SAMPLES at the least.
  */
 export const TTFT_MIN_SAMPLES = 10;
 
 /**
- * A benchmark function returning the mean GPU ms of PASSES_PER_SAMPLE timed passes; `encode(encoder, descriptor)`
- * records one pass (and any copies it needs before it, e.g. a state reset) with the given timestamp descriptor.
+ * Times GPU work: `encode(encoder, descriptor)` records one pass (and any copies it needs before it, e.g. a state
+ * reset) with the given timestamp descriptor. One probe pass is timed first (it also warms up), and `planSamples`
+ * decides from its GPU time how many back-to-back passes a sample averages (PASSES_PER_SAMPLE, or one for a long
+ * pass) and how few samples are enough (`minSamples`, or fewer for long passes when the budget affords no more).
  */
-function gpuSample(
+async function gpuBenchmark(
   gpu: Gpu,
-  timer: PassTimer,
   label: string,
   encode: (encoder: GPUCommandEncoder, pass: GPUComputePassDescriptor) => void,
-): () => Promise<number> {
-  return async () => {
+  budgets: Budgets,
+  minSamples = 1,
+): Promise<BenchmarkResult> {
+  const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
+  const sample = async (passes: number) => {
     timer.reset();
     const encoder = gpu.device.createCommandEncoder({ label });
-    for (let i = 0; i < PASSES_PER_SAMPLE; i++) encode(encoder, timer.pass(label));
+    for (let i = 0; i < passes; i++) encode(encoder, timer.pass(label));
     timer.resolve(encoder);
     gpu.device.queue.submit([encoder.finish()]);
     const ms = await timer.readMs();
     return ms.reduce((a, b) => a + b, 0) / ms.length;
   };
+  try {
+    const plan = planSamples(await sample(1), { repMs: budgets.repMs, passesPerSample: PASSES_PER_SAMPLE, minSamples });
+    return await benchmark(() => sample(plan.passes), { ...budgets, minReps: plan.minReps });
+  } finally {
+    timer.destroy();
+  }
 }
 
 /** `benchmark_ttft`: prefill of the prompt + the pick of the next token (last position only), GPU time. */
@@ -131,19 +152,19 @@ export async function benchmarkTtft(
   mode: PickMode,
   budgets: Budgets,
 ): Promise<TimedStats> {
-  const gpu = decoder.gpu;
-  const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
   decoder.setPrompt(promptIds, 1);
   const prefill = decoder.prefill(mode);
-  try {
-    const sample = gpuSample(gpu, timer, "ttft", (encoder, pass) => {
+  const stats = await gpuBenchmark(
+    decoder.gpu,
+    "ttft",
+    (encoder, pass) => {
       decoder.encodeReset(encoder);
       encodePass(encoder, prefill, pass);
-    });
-    return pickStats(await benchmark(sample, { ...budgets, minReps: TTFT_MIN_SAMPLES }));
-  } finally {
-    timer.destroy();
-  }
+    },
+    budgets,
+    TTFT_MIN_SAMPLES,
+  );
+  return pickStats(stats);
 }
 
 /** `forward_and_sample`: one naive Hydra step (trunk + every head, mean of logits, argmax), as dispatches. */
@@ -163,45 +184,54 @@ export async function benchmarkDecode(
   o: Budgets & { genLength: number; stepInterval: number },
   progress?: Progress,
 ): Promise<DecodeResult> {
-  const gpu = decoder.gpu, model = decoder.model;
   await decoder.generate(promptIds, o.genLength, mode);
   const step = decoder.step(mode);
-  const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
-  const at = gpu.buffer("ctl at position", model.ctl.size);
-  const ctl = new Uint32Array(model.ctl.size / 4);
   const positions = [];
-  try {
-    for (const p of decodePositions({ gen_length: o.genLength, step_interval: o.stepInterval })) {
-      ctl.fill(0);
-      ctl[CTL.POS] = ctl[CTL.LEN] = promptIds.length + p;
-      ctl[CTL.ACTIVE] = 1;
-      ctl[CTL.MAX_OUT] = o.genLength + 1;
-      gpu.write(at, ctl);
-      const sample = gpuSample(gpu, timer, `decode ${p}`, (encoder, pass) => {
-        encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size);
-        encodePass(encoder, step, pass);
-      });
-      const stats = await benchmark(sample, o);
-      positions.push(decodePosition(p, stats));
-      progress?.(`decode position ${p}/${o.genLength}: ${stats.median_ms.toFixed(3)} ms (${stats.n} samples)`);
-    }
-  } finally {
-    timer.destroy();
-    at.destroy();
+  for (const p of decodePositions({ gen_length: o.genLength, step_interval: o.stepInterval })) {
+    const stats = await benchmarkStepAt(decoder, step, promptIds.length + p, `decode ${p}`, o);
+    positions.push(decodePosition(p, stats));
+    progress?.(`decode position ${p}/${o.genLength}: ${stats.median_ms.toFixed(3)} ms (${stats.n} samples)`);
   }
   return decodeResult(o.genLength, o.stepInterval, positions);
 }
 
+/**
+ * Times decode step `step` (`Decoder.step`) at KV length `length`: the control block is copied to LEN = POS =
+ * `length` before every timed pass, so each pass processes position `length` over the `length` cached positions
+ * below it (and writes row `length`: the model's maxPos must exceed it).
+ */
+export async function benchmarkStepAt(
+  decoder: Decoder,
+  step: readonly Dispatch[],
+  length: number,
+  label: string,
+  budgets: Budgets,
+): Promise<BenchmarkResult> {
+  const gpu = decoder.gpu, model = decoder.model;
+  if (!(Number.isInteger(length) && length >= 0 && length < model.maxPos)) {
+    throw new Error(`benchmarkStepAt: KV length ${length} outside 0..${model.maxPos - 1} (maxPos ${model.maxPos})`);
+  }
+  const at = gpu.buffer("ctl at position", model.ctl.size);
+  try {
+    const ctl = new Uint32Array(model.ctl.size / 4);
+    ctl[CTL.POS] = ctl[CTL.LEN] = length;
+    ctl[CTL.ACTIVE] = 1;
+    ctl[CTL.MAX_OUT] = 0xffffffff; // never gates: each pass starts from this copy
+    gpu.write(at, ctl);
+    return await gpuBenchmark(gpu, label, (encoder, pass) => {
+      encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size);
+      encodePass(encoder, step, pass);
+    }, budgets);
+  } finally {
+    at.destroy();
+  }
+}
+
 /** `benchmark_poe_ttft`: `residual_forward` over all heads, last token only, fresh KV each time (GPU time). */
 export async function benchmarkPoeTtft(poe: PoE, promptIds: readonly number[], budgets: Budgets): Promise<TimedStats> {
-  const gpu = poe.gpu;
-  const timer = new PassTimer(gpu, PASSES_PER_SAMPLE);
-  try {
-    const sample = gpuSample(gpu, timer, "poe ttft", (encoder, pass) => poe.encodePrefill(encoder, promptIds, pass));
-    return pickStats(await benchmark(sample, { ...budgets, minReps: TTFT_MIN_SAMPLES }));
-  } finally {
-    timer.destroy();
-  }
+  const encode = (encoder: GPUCommandEncoder, pass: GPUComputePassDescriptor) =>
+    poe.encodePrefill(encoder, promptIds, pass);
+  return pickStats(await gpuBenchmark(poe.gpu, "poe ttft", encode, budgets, TTFT_MIN_SAMPLES));
 }
 
 /** Fewest timed PoE calls per gamma: a call can outlast the repetition budget, and a median of one is no median. */

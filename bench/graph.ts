@@ -1,6 +1,6 @@
 /**
- * graph.png from a results.json: the six Chart.js panels of charts.ts (a 2 x 3 grid under a header) drawn with
- * @napi-rs/canvas.
+ * graph.png from a results.json: the Chart.js panels of charts.ts (two per row under a header: six, plus the length
+ * sweeps' when the run has them) drawn with @napi-rs/canvas.
  *
  * This module (and graph_main.ts, report.ts) are the only ones that import the canvas and chart libraries: they are
  * native and ~35 MB, so they stay off the GPU path. Render here from a results.json brought back from the GPU machine.
@@ -30,19 +30,35 @@ const PANEL_W = 900;
 const PANEL_H = 540;
 const HEADER_H = 112;
 
-/** The image's size and where each panel and the header are, for tests and for anyone cropping the image. */
-export const GRAPH_LAYOUT: { width: number; height: number; header: PanelRect; panels: PanelRect[] } = {
-  width: 2 * PANEL_W,
-  height: HEADER_H + 3 * PANEL_H,
-  header: { name: "header", x: 0, y: 0, width: 2 * PANEL_W, height: HEADER_H },
-  panels: PANEL_NAMES.map((name, i) => ({
-    name,
-    x: (i % 2) * PANEL_W,
-    y: HEADER_H + Math.floor(i / 2) * PANEL_H,
-    width: PANEL_W,
-    height: PANEL_H,
-  })),
-};
+/** The image's layout: its size and where the header and each panel are. */
+export interface GraphLayout {
+  width: number;
+  height: number;
+  header: PanelRect;
+  panels: PanelRect[];
+}
+
+/** The layout of panels `names` in reading order, two per row under the header. */
+export function graphLayout(names: readonly string[]): GraphLayout {
+  return {
+    width: 2 * PANEL_W,
+    height: HEADER_H + Math.ceil(names.length / 2) * PANEL_H,
+    header: { name: "header", x: 0, y: 0, width: 2 * PANEL_W, height: HEADER_H },
+    panels: names.map((name, i) => ({
+      name,
+      x: (i % 2) * PANEL_W,
+      y: HEADER_H + Math.floor(i / 2) * PANEL_H,
+      width: PANEL_W,
+      height: PANEL_H,
+    })),
+  };
+}
+
+/**
+ * The layout of a run without optional panels (PANEL_NAMES), for tests and for anyone cropping the image; a run whose
+ * config sets prompt_lengths or decode_contexts has their panels in further rows (`graphLayout`).
+ */
+export const GRAPH_LAYOUT: GraphLayout = graphLayout(PANEL_NAMES);
 
 /** File name of the graph inside a run folder. */
 export const GRAPH_FILE = "graph.png";
@@ -130,7 +146,7 @@ function renderPanel(title: string, config: AnyChartConfig | string): Canvas {
   return copy;
 }
 
-function drawHeader(ctx: SKRSContext2D, doc: ResultsDocument): void {
+function drawHeader(ctx: SKRSContext2D, doc: ResultsDocument, width: number): void {
   const h = runHeader(doc);
   ctx.textAlign = "left";
   ctx.fillStyle = TEXT_COLOR;
@@ -142,7 +158,7 @@ function drawHeader(ctx: SKRSContext2D, doc: ResultsDocument): void {
     ctx.textAlign = "right";
     ctx.fillStyle = "#c62828";
     ctx.font = `bold 18px ${FONT_FAMILY}`;
-    ctx.fillText(h.incomplete, GRAPH_LAYOUT.width - 24, 38);
+    ctx.fillText(h.incomplete, width - 24, 38);
   }
 }
 
@@ -150,18 +166,19 @@ function drawHeader(ctx: SKRSContext2D, doc: ResultsDocument): void {
 export async function renderGraph(doc: ResultsDocument): Promise<Uint8Array> {
   ensureFont();
   const panels = chartPanels(doc, "static");
-  const canvas = createCanvas(GRAPH_LAYOUT.width, GRAPH_LAYOUT.height);
+  const layout = graphLayout(panels.map((p) => p.name));
+  const canvas = createCanvas(layout.width, layout.height);
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#ffffff";
-  ctx.fillRect(0, 0, GRAPH_LAYOUT.width, GRAPH_LAYOUT.height);
-  drawHeader(ctx, doc);
+  ctx.fillRect(0, 0, layout.width, layout.height);
+  drawHeader(ctx, doc, layout.width);
   panels.forEach((p, i) => {
-    const rect = GRAPH_LAYOUT.panels[i];
+    const rect = layout.panels[i];
     ctx.drawImage(renderPanel(p.title, p.config ?? p.why!), rect.x, rect.y);
   });
   ctx.strokeStyle = "#cccccc";
   ctx.lineWidth = 1;
-  for (const r of GRAPH_LAYOUT.panels) ctx.strokeRect(r.x + 0.5, r.y + 0.5, r.width - 1, r.height - 1);
+  for (const r of layout.panels) ctx.strokeRect(r.x + 0.5, r.y + 0.5, r.width - 1, r.height - 1);
   return new Uint8Array(await canvas.encode("png"));
 }
 

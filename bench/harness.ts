@@ -134,3 +134,44 @@ export async function benchmark(fn: TimedFn, options: BenchmarkOptions): Promise
   options.onMeasured?.(result);
   return result;
 }
+
+/**
+ * A timed GPU pass at least this long (GPU ms) keeps the GPU busy by itself, so a sample is that one pass. Between
+ * samples the CPU waits on Deno's ~11 ms readback with the GPU idle: behind a 20 ms pass that is at most a third of
+ * the wall time, against ~80% behind the 2.2 ms 1B decode step whose clocks were measured to drop (see
+ * PASSES_PER_SAMPLE in configurations.ts). The threshold itself is a judgement, not measured on the H100.
+ */
+export const LONG_PASS_MS = 20;
+
+/** Fewest samples of a measurement with long passes: the repetition budget may cap the count down to this, no lower. */
+export const LONG_PASS_MIN_SAMPLES = 3;
+
+/** How a GPU measurement is sampled. */
+export interface SamplePlan {
+  /** Identical passes submitted back to back per sample (their mean GPU time is the sample). */
+  passes: number;
+  /** Fewest timed samples (the harness's `minReps`). */
+  minReps: number;
+}
+
+/**
+ * The sampling of a GPU measurement whose single pass took `passMs` (GPU time, from a probe pass): short passes get
+ * `passesPerSample` back-to-back passes per sample and at least `minSamples` samples, as always. A long pass (at least
+ * LONG_PASS_MS) keeps the GPU busy alone, so it is one pass per sample, and the repetition budget caps the samples:
+ * the floor is what `repMs` affords, floor(repMs / passMs), but at least LONG_PASS_MIN_SAMPLES and at most
+ * `minSamples` (e.g. a 1.3 s 7B prefill of 2,048 tokens with rep_ms 1000: 3 samples of one pass, ~4 s instead of
+ * 10 samples of 8 passes, ~100 s).
+ */
+export function planSamples(
+  passMs: number,
+  o: { repMs: number; passesPerSample: number; minSamples: number },
+): SamplePlan {
+  if (!(passMs >= 0) || !Number.isFinite(passMs)) throw new Error(`passMs must be a time >= 0, got ${passMs}`);
+  if (!(o.repMs > 0)) throw new Error(`repMs must be > 0, got ${o.repMs}`);
+  for (const k of ["passesPerSample", "minSamples"] as const) {
+    if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new Error(`${k} must be an integer >= 1, got ${o[k]}`);
+  }
+  if (passMs < LONG_PASS_MS) return { passes: o.passesPerSample, minReps: o.minSamples };
+  const affordable = Math.floor(o.repMs / passMs);
+  return { passes: 1, minReps: Math.min(o.minSamples, Math.max(LONG_PASS_MIN_SAMPLES, affordable)) };
+}

@@ -62,7 +62,7 @@ export interface Peer {
   [key: string]: unknown;
 }
 
-/** The `peers` array of results.json (added by the peer tools), keeping only entries with a name; [] when absent. */
+/** The `peers` array of results.json (`--peers`, bench/peers.ts), keeping only entries with a name; [] when absent. */
 export function peersOf(doc: ResultsDocument): Peer[] {
   const peers = (doc as { peers?: unknown }).peers;
   if (!Array.isArray(peers)) return [];

@@ -17,7 +17,6 @@ import { measureCopyBandwidth } from "./bandwidth.ts";
 import {
   type BenchConfig,
   type ConfigurationName,
-  decodeKvLength,
   helpText,
   knobsSetByFlags,
   loadConfig,
@@ -40,7 +39,8 @@ import {
 import { rooflineTps } from "./metrics.ts";
 import { createRunDir, ResultsWriter } from "./results.ts";
 import type { ConfigurationResult, Environment, WeightsLabel } from "./results_types.ts";
-import { Rng } from "./rng.ts";
+import { benchmarkSweeps, decodeModelShape, randomIds } from "./contexts.ts";
+import { runPeers } from "./peers.ts";
 import { decodeHeadline, formatFigure } from "./headline.ts";
 import { measurementsOf, RunProgress } from "./progress.ts";
 import { runSummaryText, writeRunFiles } from "./run_outputs.ts";
@@ -97,8 +97,7 @@ async function environment(gpu: Gpu, copyGbps: number): Promise<Environment> {
 
 /** The prompt of the baseline / naive benchmarks: prompt_length seeded random ids (random weights care for no text). */
 function randomPrompt(c: BenchConfig, vocab: number): number[] {
-  const rng = new Rng(c.seed);
-  return Array.from({ length: c.prompt_length }, () => rng.int(vocab));
+  return randomIds(c.seed, c.prompt_length, vocab);
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -140,6 +139,8 @@ async function run(argv: string[]): Promise<number> {
       log(`${name} done; results.json updated`);
     }
     current = null;
+    const peers = await runPeers(config.peers, { size: config.size, dir, log, device: gpu.description.description });
+    if (peers.length > 0) await writer.setPeers(peers);
     await writer.complete();
   } catch (e) {
     terminal.end();
@@ -189,7 +190,7 @@ async function runDecodeConfiguration(
 ): Promise<Measured> {
   const config = PRESETS[c.size];
   const loadStart = performance.now();
-  const shape = { maxPos: decodeKvLength(c), maxRows: c.prompt_length };
+  const shape = { ...decodeModelShape(c), kvDtype: c.kv_dtype };
   const model = name === "baseline"
     ? await buildBaselineModel(gpu, config, { ...shape, seed: c.seed })
     : await buildHydraModel(gpu, config, {
@@ -216,6 +217,7 @@ async function runDecodeConfiguration(
       genLength: c.gen_length,
       stepInterval: c.step_interval,
     }, progress);
+    const sweeps = await benchmarkSweeps(decoder, mode, c, ttft, budgetsOf(c), progress);
     decoder.destroy();
     const roof = rooflineTps(copyGbps, bytes);
     const { median_ms: med, tokens_per_s: tps } = decodeHeadline(decode); // the stored headline
@@ -232,6 +234,7 @@ async function runDecodeConfiguration(
       ttft,
       decode,
       poe: null,
+      ...sweeps,
       load_ms,
     };
   } finally {
@@ -261,6 +264,7 @@ async function runPoeConfiguration({ gpu, c, copyGbps, progress }: Configuration
     maxPos: poeKvLength(c, promptIds.length),
     maxRows: promptIds.length,
     maxLogitRows: Math.max(...gammas),
+    kvDtype: c.kv_dtype,
     weights: c.weights ? { kind: "checkpoint", ...c.weights } : { kind: "synthetic", seed: c.seed },
   }, progress);
   try {

@@ -12,6 +12,7 @@
  */
 
 import { type BenchConfig, type ConfigurationName, decodePositions, poeGammas } from "./config.ts";
+import { sweepMeasurements } from "./contexts.ts";
 
 /** Where the progress goes and how time is read (tests pass fakes). */
 export interface ProgressOptions {
@@ -27,9 +28,12 @@ export interface ProgressOptions {
   refreshMs?: number;
 }
 
-/** Measurements (harness benchmark calls) configuration `name` makes: TTFT, then decode positions or PoE gammas. */
+/**
+ * Measurements (harness benchmark calls) configuration `name` makes: TTFT, then decode positions (and the length
+ * sweeps) or PoE gammas.
+ */
 export function measurementsOf(name: ConfigurationName, c: BenchConfig): number {
-  return 1 + (name === "hydra_poe" ? poeGammas(c).length : decodePositions(c).length);
+  return 1 + (name === "hydra_poe" ? poeGammas(c).length : decodePositions(c).length + sweepMeasurements(c));
 }
 
 /** Seconds as m:ss (or h:mm:ss). */

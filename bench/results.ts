@@ -11,6 +11,7 @@ import type { BenchConfig, ConfigurationName } from "./config.ts";
 import {
   type ConfigurationResult,
   type Environment,
+  type PeerResult,
   RESULTS_SCHEMA_VERSION,
   type ResultsDocument,
 } from "./results_types.ts";
@@ -130,6 +131,12 @@ export class ResultsWriter {
   /** Replaces the environment block (e.g. with a roofline added) and rewrites results.json. */
   setEnvironment(environment: Environment): Promise<void> {
     this.#doc.environment = structuredClone(environment);
+    return this.#write();
+  }
+
+  /** Sets the peers measured after the configurations (results.json's `peers`) and rewrites results.json. */
+  setPeers(peers: PeerResult[]): Promise<void> {
+    this.#doc.peers = structuredClone(peers);
     return this.#write();
   }
 

@@ -31,8 +31,8 @@ export interface BenchStats {
 /**
  * What a sample measures: "gpu" = GPU time from timestamp queries written at the begin and end of a timed compute
  * pass, averaged over the identical passes one repetition submits back to back (bench/configurations.ts,
- * PASSES_PER_SAMPLE: keeps the GPU at full clock); "wall" = performance.now() around the whole call, its waits on
- * the GPU (~11 ms each in Deno) included.
+ * PASSES_PER_SAMPLE: keeps the GPU at full clock; a single pass when one lasts LONG_PASS_MS or more, harness.ts);
+ * "wall" = performance.now() around the whole call, its waits on the GPU (~11 ms each in Deno) included.
  */
 export type Clock = "gpu" | "wall";
 
@@ -62,6 +62,39 @@ export interface DecodeResult {
   tokens_per_s?: number;
   /** One entry per timed position, ascending. */
   positions: DecodePosition[];
+}
+
+/** Decode step latency at one KV length (the `decode_contexts` knob). */
+export interface DecodeContext extends TimedStats {
+  /** KV length: tokens in the cache before the step (LEN = POS); the step attends over context + 1 positions. */
+  context: number;
+  /** 1000 / median_ms. */
+  tokens_per_s: number;
+}
+
+/** TTFT at one prompt length (the `prompt_lengths` knob). */
+export interface TtftAtLength extends TimedStats {
+  prompt_length: number;
+  /** Prefill tokens per second: 1000 * prompt_length / median_ms. */
+  tokens_per_s: number;
+}
+
+/**
+ * A PyTorch peer measured after the configurations (the `peers` knob): the final JSON line of its script, keys other
+ * than these kept as the script wrote them (size, device, prompt_tokens, ...).
+ */
+export interface PeerResult {
+  /** The peer's name in the `peers` knob ("torch", "hf"). */
+  name: string;
+  /** Decode time per generated token, ms (absent when the peer does not measure it). */
+  decode_ms_per_token?: number;
+  /** Time to first token, ms (absent when the peer does not measure it). */
+  ttft_ms?: number;
+  /** The command line the bench ran. */
+  command: string;
+  /** Its output (stdout and stderr) in the run folder. */
+  log: string;
+  [key: string]: unknown;
 }
 
 /**
@@ -110,6 +143,13 @@ export interface ConfigurationResult {
   decode: DecodeResult | null;
   /** One entry per gamma, ascending (hydra_poe; null otherwise). */
   poe: PoeGammaResult[] | null;
+  /**
+   * TTFT at every length of prompt_lengths and at prompt_length (that entry's stats are `ttft`), ascending; present
+   * when prompt_lengths is not empty (baseline and hydra_naive).
+   */
+  ttft_by_length?: TtftAtLength[];
+  /** A decode step at every KV length of decode_contexts, ascending; present when it is not empty (baseline, naive). */
+  decode_contexts?: DecodeContext[];
   /** Time to build the model (weights, pipelines, bind groups), wall ms; not a benchmark number. */
   load_ms: number;
   /** CPU waits on the GPU during the whole configuration (load, warm-up and timed repetitions). */
@@ -165,4 +205,6 @@ export interface ResultsDocument {
   configurations: Partial<Record<ConfigurationName, ConfigurationResult>>;
   /** Why the run stopped, when status is "failed". */
   failure: { configuration: ConfigurationName | null; message: string } | null;
+  /** The peers that ran (the `peers` knob), in its order; absent when none did. */
+  peers?: PeerResult[];
 }

@@ -8,6 +8,7 @@
 import { join } from "@std/path";
 import { isDirectory, pathExists } from "../common/files.ts";
 import { UserError } from "../common/errors.ts";
+import { validateBenchConfig } from "./config.ts";
 import { RESULTS_FILE } from "./results.ts";
 import type { ResultsDocument } from "./results_types.ts";
 import { validateResults } from "./schema.ts";
@@ -45,5 +46,7 @@ export async function readRun(dir: string): Promise<ResultsDocument> {
         `first: ${problems[0]}); regenerate it with this version of the suite.`,
     );
   }
-  return json as ResultsDocument;
+  // The config as validated: knobs added after the run was written get the values such runs used (config.ts).
+  const doc = json as ResultsDocument;
+  return { ...doc, config: validateBenchConfig(doc.config, path) };
 }

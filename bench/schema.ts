@@ -164,11 +164,123 @@ function checkPoe(c: Checker, v: unknown, path: string): void {
   });
 }
 
+/**
+ * Checks a length sweep (`ttft_by_length` keyed by prompt_length, `decode_contexts` by context): stats per entry, keys
+ * ascending and exactly `expected` when the config is known, tokens_per_s = 1000 * tokens(key) / median_ms.
+ */
+function checkSweep(
+  c: Checker,
+  v: unknown,
+  path: string,
+  key: string,
+  expected: readonly number[] | null,
+  tokens: { of: (k: number) => number; formula: string },
+): void {
+  if (!Array.isArray(v) || v.length === 0) {
+    c.fail(path, "expected a non-empty array");
+    return;
+  }
+  let last = 0;
+  const keys = v.map((x, i) => {
+    const pp = `${path}[${i}]`;
+    const e = c.object(x, pp);
+    if (!e) return NaN;
+    checkStats(c, e, pp, "n");
+    const k = c.number(e, key, pp, { min: 1, int: true });
+    if (k <= last) c.fail(`${pp}.${key}`, `expected ${key} ascending, each once`);
+    last = k;
+    const tps = c.number(e, "tokens_per_s", pp, { min: 0 });
+    c.derived(tps, 1000 * tokens.of(k) / (e.median_ms as number), `${pp}.tokens_per_s`, tokens.formula);
+    return k;
+  });
+  const want = expected && [...new Set(expected)].sort((a, b) => a - b);
+  if (want && keys.join() !== want.join()) c.fail(path, `expected the ${key}s ${want.join(", ")} (the config's)`);
+}
+
+/**
+ * Checks the optional sweeps of configuration `name`: present exactly when their knob is set (baseline and
+ * hydra_naive only); the prompt_length entry of ttft_by_length is `ttft`.
+ */
+function checkSweeps(
+  c: Checker,
+  o: Record<string, unknown>,
+  name: ConfigurationName,
+  path: string,
+  config: BenchConfig | null,
+): void {
+  const sweeps = [
+    {
+      field: "ttft_by_length",
+      knob: "prompt_lengths",
+      key: "prompt_length",
+      expected: config && (config.prompt_lengths.length > 0 ? [config.prompt_length, ...config.prompt_lengths] : []),
+      tokens: { of: (k: number) => k, formula: "1000 * prompt_length / median_ms" },
+    },
+    {
+      field: "decode_contexts",
+      knob: "decode_contexts",
+      key: "context",
+      expected: config && config.decode_contexts,
+      tokens: { of: () => 1, formula: "1000 / median_ms" },
+    },
+  ];
+  for (const s of sweeps) {
+    const p = `${path}.${s.field}`;
+    const present = o[s.field] !== undefined;
+    if (s.expected === null && present && name !== "hydra_poe") {
+      checkSweep(c, o[s.field], p, s.key, null, s.tokens); // the config is invalid (reported): the entries alone
+    } else if (s.expected !== null && s.expected.length > 0 && name !== "hydra_poe") {
+      if (present) checkSweep(c, o[s.field], p, s.key, s.expected, s.tokens);
+      else c.fail(p, `missing although the config sets ${s.knob}`);
+    } else if (present) {
+      c.fail(
+        p,
+        name === "hydra_poe" ? "expected no sweep for hydra_poe" : `present although the config sets no ${s.knob}`,
+      );
+    }
+  }
+  const atPrompt = Array.isArray(o.ttft_by_length)
+    ? (o.ttft_by_length as Record<string, unknown>[]).find((e) => e?.prompt_length === config?.prompt_length)
+    : undefined;
+  const ttft = o.ttft as Record<string, unknown> | null;
+  if (atPrompt && ttft && atPrompt.median_ms !== ttft.median_ms) {
+    c.fail(`${path}.ttft_by_length`, "its prompt_length entry differs from ttft (they are one measurement)");
+  }
+}
+
+/** Checks results.json's optional `peers`: each named once, with a command, its log and at least one figure. */
+function checkPeers(c: Checker, v: unknown): void {
+  if (v === undefined) return;
+  if (!Array.isArray(v)) {
+    c.fail("peers", "expected an array");
+    return;
+  }
+  const seen = new Set<string>();
+  v.forEach((p, i) => {
+    const path = `peers[${i}]`;
+    const o = c.object(p, path);
+    if (!o) return;
+    const name = c.string(o, "name", path);
+    if (name !== null && seen.has(name)) c.fail(`${path}.name`, `"${name}" appears twice`);
+    if (name !== null) seen.add(name);
+    c.string(o, "command", path);
+    c.string(o, "log", path);
+    if (o.decode_ms_per_token !== undefined && c.number(o, "decode_ms_per_token", path, { min: 0 }) === 0) {
+      c.fail(`${path}.decode_ms_per_token`, "expected > 0");
+    }
+    if (o.ttft_ms !== undefined) c.number(o, "ttft_ms", path, { min: 0 });
+    if (o.decode_ms_per_token === undefined && o.ttft_ms === undefined) {
+      c.fail(path, "expected decode_ms_per_token or ttft_ms");
+    }
+  });
+}
+
 function checkConfiguration(
   c: Checker,
   v: unknown,
   name: ConfigurationName,
   env: Record<string, unknown> | null,
+  config: BenchConfig | null,
 ): void {
   const path = `configurations.${name}`;
   const o = c.object(v, path);
@@ -195,6 +307,7 @@ function checkConfiguration(
     checkDecode(c, o.decode, `${path}.decode`);
     if (o.poe !== null) c.fail(`${path}.poe`, `expected null for ${name}`);
   }
+  checkSweeps(c, o, name, path, config);
   c.number(o, "load_ms", path, { min: 0 });
   c.number(o, "sync_points", path, { min: 0, int: true });
 }
@@ -275,12 +388,13 @@ export function validateResults(json: unknown): string[] {
       if (config && !config.configs.includes(k as ConfigurationName)) {
         c.fail(`configurations.${k}`, "not among config.configs");
       }
-      checkConfiguration(c, v, k as ConfigurationName, env);
+      checkConfiguration(c, v, k as ConfigurationName, env, config);
     }
     if (o.status === "complete" && config) {
       for (const k of config.configs) if (!(k in confs)) c.fail(`configurations.${k}`, "missing in a complete run");
     }
   }
+  checkPeers(c, o.peers);
   if (o.status === "failed") {
     const f = c.object(o.failure, "failure");
     if (f) {

@@ -2,8 +2,9 @@
  * `deno task bench` end to end on whatever adapter the machine has (the CPU adapter in CI): a tiny run of all three
  * configurations with short budgets, in a fresh results folder; checks the results.json schema, the figures a reader
  * relies on, that graph.png is a PNG, that the log and summary show the stored figures, and that report.html draws in
- * Chromium. Also: bad flags exit with 2 and one sentence, a second run never overwrites the first, and compare of
- * the two runs prints its table.
+ * Chromium; the first run also times both length sweeps with an f32 K/V cache and runs the peers with a fake Python.
+ * Also: bad flags exit with 2 and one sentence, a second run never overwrites the first (and, without torch, skips
+ * its peer in one line), and compare of the two runs prints its table.
  */
 
 import { assertValidResults } from "../../bench/schema.ts";
@@ -12,6 +13,7 @@ import { summaryText } from "../../bench/summary.ts";
 import { formatFigure } from "../../bench/headline.ts";
 import { fromFileUrl } from "@std/path";
 import { assertReportShows, browserSkipReason } from "./browser.ts";
+import { fakePython, NO_TORCH, TORCH_OK_HF_FAILS } from "./fake_python.ts";
 
 const ROOT = fromFileUrl(new URL("../../", import.meta.url));
 const FLAGS = [
@@ -38,6 +40,48 @@ const FLAGS = [
   "--warmup-ms",
   "5",
 ];
+
+/** The first run's further knobs: both length sweeps, an f32 K/V cache, and both peers (Python faked). */
+const SWEEP_FLAGS = [
+  "--prompt-lengths",
+  "4,16",
+  "--decode-contexts",
+  "12,100",
+  "--kv-dtype",
+  "f32",
+  "--peers",
+  "torch,hf",
+];
+
+/**
+ * The first run's sweeps, kv_dtype and peers (issues 10 and 14): TTFT at 4, 9 (prompt_length, the `ttft` itself)
+ * and 16 tokens and a decode step at KV lengths 12 and 100 for baseline and hydra_naive, none for PoE; the torch peer
+ * stored with its log, the failing hf peer skipped in one line with its log kept.
+ */
+async function assertSweepsAndPeers(doc: ResultsDocument, runDir: string, stdout: string): Promise<void> {
+  if (doc.config.kv_dtype !== "f32") throw new Error(`kv_dtype ${doc.config.kv_dtype}`);
+  for (const name of ["baseline", "hydra_naive"] as const) {
+    const c = doc.configurations[name]!;
+    const lengths = c.ttft_by_length?.map((e) => e.prompt_length).join();
+    const contexts = c.decode_contexts?.map((e) => e.context).join();
+    if (lengths !== "4,9,16" || contexts !== "12,100") throw new Error(`${name}: ${lengths} / ${contexts}`);
+    if (c.ttft_by_length![1].median_ms !== c.ttft.median_ms) throw new Error(`${name}: prompt_length's TTFT differs`);
+  }
+  const poe = doc.configurations.hydra_poe!;
+  if (poe.ttft_by_length || poe.decode_contexts) throw new Error("hydra_poe has sweeps");
+  const peers = doc.peers ?? [];
+  if (peers.length !== 1 || peers[0].name !== "torch" || peers[0].decode_ms_per_token !== 9.5) {
+    throw new Error(`peers ${JSON.stringify(peers)}`);
+  }
+  if (!(await Deno.readTextFile(`${runDir}/peer_torch.log`)).includes("d2d copy 3000 GB/s")) {
+    throw new Error("peer_torch.log lacks the peer's output");
+  }
+  if (!(await Deno.readTextFile(`${runDir}/peer_hf.log`)).includes("CUDA error")) throw new Error("no peer_hf.log");
+  if (!stdout.includes("peer hf skipped: exit 3 (RuntimeError: CUDA error: no kernel image); see peer_hf.log")) {
+    throw new Error(`the log does not say why hf was skipped:\n${stdout}`);
+  }
+  if (!stdout.includes("peer torch: decode 9.500 ms/token")) throw new Error("the log lacks the torch peer's figure");
+}
 
 function bench(
   args: string[],
@@ -98,7 +142,9 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "bench_e2e" });
     try {
-      const r = await bench([...FLAGS, "--results-dir", dir]);
+      const r = await bench([...FLAGS, ...SWEEP_FLAGS, "--results-dir", dir], {
+        HYDRA_PYTHON: await fakePython(TORCH_OK_HF_FAILS),
+      });
       if (r.code !== 0) throw new Error(`bench exited ${r.code}: ${r.stderr.slice(-2000)}`);
       const runs = [...Deno.readDirSync(dir)].map((e) => e.name);
       if (runs.length !== 1 || !/^\d{4}-\d{2}-\d{2}_run01$/.test(runs[0])) throw new Error(`run folders: ${runs}`);
@@ -133,24 +179,36 @@ Deno.test({
         throw new Error("graph.png is not a PNG");
       }
       assertLogShowsStoredFigures(r.stdout, doc);
+      await assertSweepsAndPeers(doc, `${dir}/${runs[0]}`, r.stdout);
       // report.html, opened in Chromium: no console errors, every chart drawn, the stored figures in its table.
       const skip = browserSkipReason();
       if (skip) console.log(`report.html of the tiny run not opened in a browser: ${skip}`);
       else await assertReportShows(`${dir}/${runs[0]}/report.html`, doc);
       // A second run gets the next folder; the first is untouched.
       const before = await Deno.readTextFile(`${dir}/${runs[0]}/results.json`);
-      const again = await bench([...FLAGS, "--configs", "baseline", "--results-dir", dir]);
+      // Without torch the peers are skipped in one line, and the run completes; the default knobs add nothing.
+      const again = await bench([...FLAGS, "--configs", "baseline", "--peers", "hf", "--results-dir", dir], {
+        HYDRA_PYTHON: await fakePython(NO_TORCH),
+      });
       if (again.code !== 0) throw new Error(`second run exited ${again.code}`);
+      const skipped = again.stdout.split("\n").filter((l) => l.includes("peers hf not run:"));
+      if (skipped.length !== 1 || !skipped[0].includes("cannot import torch")) throw new Error(again.stdout);
       const after = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
       if (after.length !== 2 || !after[1].endsWith("_run02")) {
         throw new Error(`run folders after a second run: ${after}`);
       }
       if ((await Deno.readTextFile(`${dir}/${runs[0]}/results.json`)) !== before) throw new Error("run01 was modified");
+      const second = JSON.parse(await Deno.readTextFile(`${dir}/${after[1]}/results.json`)) as ResultsDocument;
+      assertValidResults(second);
+      const b = second.configurations.baseline!;
+      if (second.peers || b.ttft_by_length || b.decode_contexts || second.config.kv_dtype !== "bf16") {
+        throw new Error("a run without the sweep and peer knobs has sweeps or peers, or no bf16 cache");
+      }
       // deno task compare of the two runs: a table with the significance column, and a warning (configs differ).
       const cmp = await deno(["run", "-A", "bench/compare_main.ts", `${dir}/${after[0]}`, `${dir}/${after[1]}`]);
       if (
         cmp.code !== 0 || !cmp.stdout.includes("| baseline · decode (tok/s)") ||
-        !cmp.stdout.includes("significant? (B vs A)") || !cmp.stdout.includes("different configs: configs")
+        !cmp.stdout.includes("significant? (B vs A)") || !/different configs: .*[ ;]configs \(A/.test(cmp.stdout)
       ) {
         throw new Error(`compare exited ${cmp.code}: ${cmp.stdout}${cmp.stderr}`);
       }

@@ -167,3 +167,42 @@ Deno.test("derived lengths: decode positions, KV rows, PoE gammas", () => {
   assertEquals(poeGammas(c), [2, 6, 8]);
   assertEquals(poeKvLength(c, 40), 40 + DEFAULT_CONFIG.poe_max_new_tokens + 8);
 });
+
+Deno.test("the sweep, kv_dtype and peers knobs: off by default, read from flags, checked against the size's context", async () => {
+  assertEquals(
+    [DEFAULT_CONFIG.prompt_lengths, DEFAULT_CONFIG.decode_contexts, DEFAULT_CONFIG.kv_dtype, DEFAULT_CONFIG.peers],
+    [[], [], "bf16", []],
+  );
+  const ok = await configFile({});
+  const c = await loadConfig(ok, [
+    "--prompt-lengths",
+    "512,2048",
+    "--decode-contexts=128,1024,4095",
+    "--kv-dtype",
+    "f32",
+    "--peers",
+    "torch,hf",
+  ]);
+  assertEquals([c.prompt_lengths, c.decode_contexts, c.kv_dtype, c.peers], [
+    [512, 2048],
+    [128, 1024, 4095],
+    "f32",
+    ["torch", "hf"],
+  ]);
+  await rejects(ok, ["--kv-dtype", "f16"], "--kv-dtype", '"bf16", "f32"');
+  await rejects(ok, ["--peers", "torch,jax"], "--peers", "torch, hf");
+  await rejects(ok, ["--decode-contexts", "4096"], "--decode-contexts", "from 1 to 4095");
+  await rejects(ok, ["--prompt-lengths", "64,64"], "--prompt-lengths", "without repeats");
+  // the tiny model's context is 512 tokens: a step after 512 cached tokens would write position 512
+  await rejects(ok, ["--size", "tiny", "--decode-contexts", "8,512"], "--decode-contexts holds 512", "at most 511");
+  await rejects(ok, ["--size", "tiny", "--prompt-lengths", "600"], "--prompt-lengths holds 600", "512-token context");
+  assertEquals((await loadConfig(ok, ["--size", "tiny", "--decode-contexts", "511"])).decode_contexts, [511]);
+});
+
+Deno.test("a results.json config written before the sweep, kv_dtype and peers knobs gets the values those runs used", () => {
+  const { prompt_lengths: _p, decode_contexts: _d, kv_dtype: _k, peers: _q, ...old } = structuredClone(DEFAULT_CONFIG);
+  const c = validateBenchConfig(old, "results.json config");
+  // no sweeps, no peers, and the f32 K/V cache of the runs before bf16 became the default
+  assertEquals([c.prompt_lengths, c.decode_contexts, c.kv_dtype, c.peers], [[], [], "f32", []]);
+  assertThrows(() => validateBenchConfig({ ...old, kv_dtype: "f16" }, "results.json config"), UserError, "kv_dtype");
+});

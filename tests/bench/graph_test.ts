@@ -7,12 +7,13 @@
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import { join } from "@std/path";
 import { createCanvas, loadImage } from "@napi-rs/canvas";
-import { GRAPH_FILE, GRAPH_LAYOUT, type PanelRect, renderGraph, writeGraph } from "../../bench/graph.ts";
+import { GRAPH_FILE, GRAPH_LAYOUT, graphLayout, type PanelRect, renderGraph, writeGraph } from "../../bench/graph.ts";
+import { chartPanels, PANEL_NAMES } from "../../bench/charts.ts";
 import { main } from "../../bench/graph_main.ts";
 import { RESULTS_FILE } from "../../bench/results.ts";
 import type { ResultsDocument } from "../../bench/results_types.ts";
 import { UserError } from "../../common/errors.ts";
-import { syntheticResults } from "./synthetic.ts";
+import { syntheticResults, withSweepsAndPeers } from "./synthetic.ts";
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
@@ -101,5 +102,60 @@ Deno.test("writeGraph and `deno task graph` write graph.png and fail clearly on 
     assertEquals(await main([]), 2);
   } finally {
     console.error = quiet;
+  }
+});
+
+Deno.test("graph.png of a run with the length sweeps and peers: two more panels in a fourth row, peers drawn", async () => {
+  const doc = withSweepsAndPeers(syntheticResults());
+  const names = chartPanels(doc, "static").map((p) => p.name);
+  assertEquals(names, [...PANEL_NAMES, "ttft_by_length", "decode_contexts"]);
+  const layout = graphLayout(names);
+  const png = await renderGraph(doc);
+  assertEquals(pngSize(png), { width: layout.width, height: layout.height });
+  assertEquals(layout.height, GRAPH_LAYOUT.height + 540);
+  const pixels = await decode(png);
+  for (const rect of layout.panels) {
+    const { ink, colour } = inkIn(pixels, layout.width, rect);
+    assert(ink > 5000, `panel ${rect.name} has only ${ink} ink pixels`);
+    assert(colour > 1000, `panel ${rect.name} has only ${colour} coloured pixels: no data drawn`);
+  }
+  // The peers are dashed reference lines on the TTFT and decode panels (torch measures no TTFT: no line there).
+  const lines = (name: string) =>
+    chartPanels(doc, "static").find((p) => p.name === name)!.config!.data.datasets
+      .filter((d) => d.label?.startsWith("peer "))
+      .map((d) => [d.label, (d.data as { x: number; y: number }[]).map((p) => [p.x, p.y])]);
+  const xs = [0, 120]; // the timed positions span 0..120
+  assertEquals(lines("decode_latency"), [
+    ["peer torch: 9.092 ms/token", xs.map((x) => [x, 9.092])],
+    ["peer hf: 24.100 ms/token", xs.map((x) => [x, 24.1])],
+  ]);
+  assertEquals(lines("decode_tps"), [
+    ["peer torch: 110.0 tok/s", xs.map((x) => [x, 1000 / 9.092])],
+    ["peer hf: 41.5 tok/s", xs.map((x) => [x, 1000 / 24.1])],
+  ]);
+  const ttft = lines("ttft_kde");
+  assertEquals(ttft.length, 1);
+  assertEquals(ttft[0][0], "peer hf: 41.500 ms");
+  assertEquals((ttft[0][1] as number[][]).map(([x]) => x), [41.5, 41.5]); // vertical: TTFT is the x axis
+});
+
+Deno.test("graph.png of a run whose sweeps did not finish explains their panels", async () => {
+  const doc = withSweepsAndPeers(syntheticResults(["baseline", "hydra_naive"]));
+  delete doc.configurations.hydra_naive;
+  delete doc.configurations.baseline;
+  doc.status = "failed";
+  doc.failure = { configuration: "baseline", message: "device lost" };
+  const panels = chartPanels(doc, "static");
+  const sweeps = panels.filter((p) => p.name === "ttft_by_length" || p.name === "decode_contexts");
+  assertEquals(sweeps.map((p) => [p.config, p.why]), [
+    [null, "no data: baseline failed (device lost)"],
+    [null, "no data: baseline failed (device lost)"],
+  ]);
+  const layout = graphLayout(panels.map((p) => p.name));
+  const pixels = await decode(await renderGraph(doc));
+  for (const rect of layout.panels.slice(-2)) {
+    const { ink, colour } = inkIn(pixels, layout.width, rect);
+    assert(ink > 800, `empty panel ${rect.name} shows no explanation`);
+    assertEquals(colour, 0, `empty panel ${rect.name} should hold no data series`);
   }
 });

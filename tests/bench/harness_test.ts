@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
-import { benchmark, repetitionCounts } from "../../bench/harness.ts";
+import { benchmark, LONG_PASS_MIN_SAMPLES, LONG_PASS_MS, planSamples, repetitionCounts } from "../../bench/harness.ts";
 
 /** A fake wall clock: the timed functions advance it explicitly, so the tests do not depend on machine load. */
 class FakeClock {
@@ -121,4 +121,40 @@ Deno.test("benchmark calls onMeasured once, after the last timed repetition, wit
     clock.t += 10;
   }, { warmupMs: 25, repMs: 95, now: clock.now, onMeasured: (m) => seen.push({ calls, n: m.n }) });
   assertEquals(seen, [{ calls: 3 + 2 + 9, n: r.n }]);
+});
+
+Deno.test("planSamples: short passes keep 8 passes a sample and the minimum; a long pass is a sample alone", () => {
+  const ttft = { repMs: 1000, passesPerSample: 8, minSamples: 10 };
+  // short passes (a decode step, a short prefill): unchanged
+  assertEquals(planSamples(2.2, ttft), { passes: 8, minReps: 10 });
+  assertEquals(planSamples(LONG_PASS_MS - 0.01, ttft), { passes: 8, minReps: 10 });
+  // a 7B prefill of 128 tokens (~80 ms): one pass a sample; the budget affords 12, so the minimum of 10 stands
+  assertEquals(planSamples(80, ttft), { passes: 1, minReps: 10 });
+  // a 7B prefill of 2,048 tokens (~1.3 s) with rep_ms 1000: the budget affords none, the floor of 3 holds
+  assertEquals(planSamples(1300, ttft), { passes: 1, minReps: LONG_PASS_MIN_SAMPLES });
+  assertEquals(LONG_PASS_MIN_SAMPLES, 3);
+  // in between, the budget caps the minimum: 1000 / 200 = 5 samples
+  assertEquals(planSamples(200, ttft), { passes: 1, minReps: 5 });
+  assertEquals(planSamples(200, { ...ttft, repMs: 5000 }), { passes: 1, minReps: 10 }); // never above minSamples
+  // a decode step asks for no minimum: a long one still gets 1, not the floor
+  assertEquals(planSamples(50, { repMs: 1000, passesPerSample: 8, minSamples: 1 }), { passes: 1, minReps: 1 });
+  assertThrows(() => planSamples(NaN, ttft), Error, "passMs");
+  assertThrows(() => planSamples(1, { ...ttft, minSamples: 0 }), Error, "minSamples");
+});
+
+Deno.test("a 1.3 s pass with rep_ms 1000 costs seconds: the harness runs the planned 3 samples of one pass", async () => {
+  // The plan feeds the harness (as configurations.ts does): with fake timings, count the passes the GPU would run.
+  const clock = new FakeClock();
+  const passMs = 1300;
+  const plan = planSamples(passMs, { repMs: 1000, passesPerSample: 8, minSamples: 10 });
+  let passes = 1; // the probe pass that measured passMs
+  const r = await benchmark(() => {
+    passes += plan.passes;
+    clock.t += plan.passes * passMs + 11;
+    return passMs;
+  }, { warmupMs: 200, repMs: 1000, minReps: plan.minReps, now: clock.now });
+  assertEquals(r.n, 3);
+  assertEquals(passes, 1 + 1 + 3); // probe, one estimate call, three samples
+  assert(clock.t < 10_000, `took ${clock.t} ms`);
+  // Before: 8 passes a sample and at least 10 samples, 88 passes, ~2 minutes.
 });

@@ -54,5 +54,9 @@ Deno.test("measurementsOf counts TTFT plus decode positions or PoE gammas; clock
   c.poe_gamma_sweep = [1, 3, 8];
   assertEquals(measurementsOf("baseline", c), 1 + 4);
   assertEquals(measurementsOf("hydra_poe", c), 1 + 3);
+  // the sweeps: prompt_length's TTFT is timed anyway, each other length and each decode context once more
+  const sweeps = { ...c, prompt_lengths: [64, c.prompt_length, 512], decode_contexts: [1024, 128] };
+  assertEquals(measurementsOf("hydra_naive", sweeps), 1 + 4 + 2 + 2);
+  assertEquals(measurementsOf("hydra_poe", sweeps), 1 + 3);
   assertEquals([clock(0), clock(59.6), clock(61), clock(3725)], ["0:00", "1:00", "1:01", "1:02:05"]);
 });

@@ -12,8 +12,8 @@ import { renderReport, REPORT_FILE, writeReport } from "../../bench/report.ts";
 import { RESULTS_FILE } from "../../bench/results.ts";
 import type { ResultsDocument } from "../../bench/results_types.ts";
 import { summaryText } from "../../bench/summary.ts";
-import { assertReportShows, browserSkipReason } from "./browser.ts";
-import { syntheticResults } from "./synthetic.ts";
+import { assertReportShows, browserSkipReason, type PageReading } from "./browser.ts";
+import { syntheticResults, withSweepsAndPeers } from "./synthetic.ts";
 
 const SKIP = browserSkipReason();
 if (SKIP) console.log(`report.html browser tests ${SKIP}`);
@@ -29,7 +29,14 @@ function embedded(html: string): unknown {
 function withPeer(): ResultsDocument {
   const doc = syntheticResults();
   (doc as unknown as { peers: unknown[] }).peers = [
-    { name: "torch_cuda_graph", decode_ms_per_token: 9.092, ttft_ms: 40.5, note: "static KV cache" },
+    {
+      name: "torch_cuda_graph",
+      decode_ms_per_token: 9.092,
+      ttft_ms: 40.5,
+      command: "python3 tools/peers/torch_decode_peer.py 7b",
+      log: "peer_torch_cuda_graph.log",
+      note: "static KV cache",
+    },
   ];
   return doc;
 }
@@ -68,69 +75,82 @@ Deno.test("deno task graph DIR writes report.html beside graph.png", async () =>
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test({
-  name: `report.html in headless Chromium: no console errors, every chart drawn, the summary shows results.json's ` +
-    `headline figures, peers and device${SKIP ? ` (${SKIP})` : ""}`,
-  ignore: SKIP !== null,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const doc = withPeer();
-    const dir = await writeRun(doc);
-    try {
-      const r = await assertReportShows(await writeReport(dir), doc);
-      assertStringIncludes(r.summaryText, "peer torch_cuda_graph");
-      assertStringIncludes(summaryText(doc), "peer torch_cuda_graph: note static KV cache.");
-      assertEquals(r.panels.filter((p) => p.chart).length, 6);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+/**
+ * A browser test (skipped, saying so, without Chromium): writes the run of `makeDoc()`, asserts what every report must
+ * show (`assertReportShows`), then `check`s the page it read.
+ */
+function reportTest(
+  name: string,
+  makeDoc: () => ResultsDocument,
+  check: (r: PageReading, doc: ResultsDocument) => void,
+): void {
+  Deno.test({
+    name: `${name}${SKIP ? ` (${SKIP})` : ""}`,
+    ignore: SKIP !== null,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const doc = makeDoc();
+      const dir = await writeRun(doc);
+      try {
+        check(await assertReportShows(await writeReport(dir), doc), doc);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
+
+reportTest(
+  "report.html in headless Chromium: no console errors, every chart drawn, the summary shows results.json's " +
+    "headline figures, peers and device",
+  withPeer,
+  (r, doc) => {
+    assertStringIncludes(r.summaryText, "peer torch_cuda_graph");
+    assertStringIncludes(
+      summaryText(doc),
+      "peer torch_cuda_graph: command python3 tools/peers/torch_decode_peer.py 7b; log peer_torch_cuda_graph.log; " +
+        "note static KV cache.",
+    );
+    assertEquals(r.panels.filter((p) => p.chart).length, 6);
   },
+);
+
+reportTest("report.html of a failed run that reached only the baseline explains the empty panels", () => {
+  const doc = syntheticResults(["baseline", "hydra_poe"]);
+  delete doc.configurations.hydra_poe;
+  doc.status = "failed";
+  doc.failure = { configuration: "hydra_poe", message: "out of memory" };
+  return doc;
+}, (r) => {
+  assertEquals(r.panels.filter((p) => p.chart).map((p) => p.name), ["ttft_kde", "decode_latency", "decode_tps"]);
+  assert(r.panels[3].text.includes("hydra_poe failed (out of memory)"));
 });
 
-Deno.test({
-  name: `report.html of a failed run that reached only the baseline explains the empty panels${
-    SKIP ? ` (${SKIP})` : ""
-  }`,
-  ignore: SKIP !== null,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const doc = syntheticResults(["baseline", "hydra_poe"]);
-    delete doc.configurations.hydra_poe;
-    doc.status = "failed";
-    doc.failure = { configuration: "hydra_poe", message: "out of memory" };
-    const dir = await writeRun(doc);
-    try {
-      const r = await assertReportShows(await writeReport(dir), doc);
-      assertEquals(r.panels.filter((p) => p.chart).map((p) => p.name), ["ttft_kde", "decode_latency", "decode_tps"]);
-      assert(r.panels[3].text.includes("hydra_poe failed (out of memory)"));
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-});
+const REFERENCE_RUN = new URL("../../results/2026-11-28_run02/results.json", import.meta.url);
 
-Deno.test({
-  name: `report.html of the 7B reference run (results/2026-11-28_run02, written before the stored decode headline) ` +
-    `shows the figures computed the same way${SKIP ? ` (${SKIP})` : ""}`,
-  ignore: SKIP !== null,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const ref = new URL("../../results/2026-11-28_run02/results.json", import.meta.url);
-    const doc = JSON.parse(await Deno.readTextFile(ref)) as ResultsDocument;
+reportTest(
+  "report.html of the 7B reference run (results/2026-11-28_run02, written before the stored decode headline) " +
+    "shows the figures computed the same way",
+  () => JSON.parse(Deno.readTextFileSync(REFERENCE_RUN)) as ResultsDocument,
+  (r, doc) => {
     assertEquals(doc.configurations.baseline!.decode!.median_ms, undefined, "the reference run gained the field");
-    const dir = await writeRun(doc);
-    try {
-      const r = await assertReportShows(await writeReport(dir), doc);
-      // 16 positions: the headline is the mean of the 8th and 9th smallest per-position medians (type 7).
-      const medians = doc.configurations.baseline!.decode!.positions.map((p) => p.median_ms).sort((a, b) => a - b);
-      const tps = r.figures.find((f) => f.key === "baseline.decode_tokens_per_s")!;
-      assertEquals(tps.value, 1000 / ((medians[7] + medians[8]) / 2));
-      assertEquals(tps.text, "122.4");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    // 16 positions: the headline is the mean of the 8th and 9th smallest per-position medians (type 7).
+    const medians = doc.configurations.baseline!.decode!.positions.map((p) => p.median_ms).sort((a, b) => a - b);
+    const tps = r.figures.find((f) => f.key === "baseline.decode_tokens_per_s")!;
+    assertEquals(tps.value, 1000 / ((medians[7] + medians[8]) / 2));
+    assertEquals(tps.text, "122.4");
   },
-});
+);
+
+reportTest(
+  "report.html of a run with the length sweeps and two peers draws the sweep panels and lists the peers",
+  () => withSweepsAndPeers(syntheticResults()),
+  (r) => {
+    assertEquals(r.panels.filter((p) => p.chart).length, 8);
+    assertEquals(r.panels.slice(-2).map((p) => p.name), ["ttft_by_length", "decode_contexts"]);
+    for (const peer of ["peer torch", "peer hf"]) assertStringIncludes(r.summaryText, peer);
+    assert(r.figures.some((f) => f.key === "peer.hf.ttft_ms" && f.value === 41.5), "the hf peer's TTFT");
+    assertStringIncludes(r.summaryText, "110.0"); // the torch peer's 1000 / 9.092 tok/s
+  },
+);

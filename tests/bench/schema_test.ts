@@ -2,7 +2,7 @@ import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/ass
 import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
 import { assertValidResults, validateResults } from "../../bench/schema.ts";
 import { summarize } from "../../bench/stats.ts";
-import { syntheticResults } from "./synthetic.ts";
+import { syntheticResults, withSweepsAndPeers } from "./synthetic.ts";
 
 /** A parsed results.json as a test edits it: any field may be deleted or replaced by anything. */
 // deno-lint-ignore no-explicit-any
@@ -101,4 +101,39 @@ Deno.test("decode and PoE metrics follow design.md's formulas", () => {
     Error,
     "acceptance counters",
   );
+});
+
+Deno.test("the length sweeps and peers validate, and their arithmetic, lengths and fields are checked", () => {
+  const doc = withSweepsAndPeers(syntheticResults());
+  assertEquals(validateResults(doc), []);
+  assertEquals(validateResults(JSON.parse(JSON.stringify(doc))), []);
+  const after = (edit: (d: Json) => void) => {
+    const d = structuredClone(doc) as Json;
+    edit(d);
+    return validateResults(d);
+  };
+  const base = (d: Json) => d.configurations.baseline;
+  assertProblem(
+    after((d) => base(d).ttft_by_length[2].tokens_per_s *= 1.01),
+    "baseline.ttft_by_length[2].tokens_per_s",
+    "1000 * prompt_length / median_ms",
+  );
+  assertProblem(after((d) => base(d).decode_contexts[1].tokens_per_s = 1), "decode_contexts[1].tokens_per_s");
+  assertProblem(after((d) => base(d).decode_contexts.pop()), "decode_contexts", "128, 1024, 4095");
+  assertProblem(after((d) => base(d).decode_contexts.reverse()), "decode_contexts[1].context", "ascending");
+  assertProblem(after((d) => delete base(d).ttft_by_length), "ttft_by_length", "missing although", "prompt_lengths");
+  assertProblem(after((d) => base(d).ttft.median_ms *= 1.0001), "ttft_by_length", "differs from ttft");
+  assertProblem(
+    after((d) => d.configurations.hydra_poe.decode_contexts = base(d).decode_contexts),
+    "hydra_poe.decode_contexts",
+  );
+  // a run without the knobs has no sweeps
+  assertEquals(validateResults(syntheticResults()), []);
+  assertProblem(after((d) => d.config.decode_contexts = []), "decode_contexts", "present although the config sets no");
+  // peers
+  assertProblem(after((d) => delete d.peers[0].command), "peers[0].command", "expected a string");
+  assertProblem(after((d) => d.peers[1].name = "torch"), "peers[1].name", "appears twice");
+  assertProblem(after((d) => d.peers[0].decode_ms_per_token = 0), "peers[0].decode_ms_per_token", "> 0");
+  assertProblem(after((d) => delete d.peers[0].decode_ms_per_token), "peers[0]", "decode_ms_per_token or ttft_ms");
+  assertProblem(after((d) => d.peers = {}), "peers", "expected an array");
 });

@@ -6,6 +6,7 @@
 import { Rng } from "../../kernels/testing/harness.ts";
 import { type ConfigurationName, DEFAULT_CONFIG } from "../../bench/config.ts";
 import { decodeResult } from "../../bench/headline.ts";
+import { ttftLengths } from "../../bench/contexts.ts";
 import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
 import type {
   Clock,
@@ -103,4 +104,48 @@ export function syntheticResults(configs: readonly ConfigurationName[] = DEFAULT
     configurations: Object.fromEntries(configs.map((n, i) => [n, syntheticConfiguration(n, i + 1)])),
     failure: null,
   };
+}
+
+/**
+ * `doc` (modified and returned) with the length sweeps of an H100-like 7B run, prompt_lengths 512, 2048 and
+ * decode_contexts 128, 1024, 4095 (TTFT roughly linear in the prompt, a step ~1% slower per 100 cached tokens),
+ * and the two PyTorch peers as `deno task bench --peers torch,hf` stores them.
+ */
+export function withSweepsAndPeers(doc: ResultsDocument): ResultsDocument {
+  const rng = new Rng(4242);
+  const c = doc.config;
+  c.prompt_lengths = [512, 2048];
+  c.decode_contexts = [128, 1024, 4095];
+  for (const conf of Object.values(doc.configurations)) {
+    if (!conf || conf.name === "hydra_poe") continue;
+    const step = conf.decode!.median_ms!;
+    conf.ttft_by_length = ttftLengths(c).map((n) => {
+      const t = n === c.prompt_length ? conf.ttft : timings(rng, conf.ttft.median_ms * n / c.prompt_length, 12);
+      return { prompt_length: n, ...t, tokens_per_s: 1000 * n / t.median_ms };
+    });
+    conf.decode_contexts = c.decode_contexts.map((n) => {
+      const t = timings(rng, step * (1 + n / 10_000), 20);
+      return { context: n, ...t, tokens_per_s: 1000 / t.median_ms };
+    });
+  }
+  doc.peers = [
+    {
+      name: "torch",
+      decode_ms_per_token: 9.092,
+      command: "python3 tools/peers/torch_decode_peer.py 7b",
+      log: "peer_torch.log",
+      size: "7b",
+      device: "NVIDIA H100 80GB HBM3",
+    },
+    {
+      name: "hf",
+      decode_ms_per_token: 24.1,
+      ttft_ms: 41.5,
+      command: "python3 tools/peers/hf_eager_peer.py 7b",
+      log: "peer_hf.log",
+      size: "7b",
+      device: "NVIDIA H100 80GB HBM3",
+    },
+  ];
+  return doc;
 }
