@@ -2,7 +2,9 @@
  * Kernel microbenchmarks for the GPU machine (llm.c dev/cuda style: each kernel validated by its test, then timed
  * here): the copy roofline, then matvec tuning variants at the OLMo-2 7B and 1B shapes, in GB/s of weight bytes; with
  * `--gemm`, only the prefill GEMM's tile variants at the 7B shapes, in TFLOP/s (each variant's output is also checked
- * against an f64 reference on sampled elements, so a tile shape that breaks on this driver shows as WRONG).
+ * against an f64 reference on sampled elements, so a tile shape that breaks on this driver shows as WRONG); with
+ * `--attention`, decode attention's split variants and prefill attention's tile variants at 128, 512 and 2,048 tokens
+ * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
  *                                      [--gemm [--rows 128] [--tiles JSON]]
@@ -19,8 +21,10 @@ import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, gemmWorkgroupBytes } from "..
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
+import { attentionPrefill, planAttentionPrefill, type PrefillTiles } from "../kernels/attention/prefill.ts";
+import { attentionReference } from "../kernels/attention/reference.ts";
 import type { KvDtype } from "../kernels/attention/kv_cache.ts";
-import { attentionPrefill } from "../kernels/attention/prefill.ts";
+import { packBf16, roundBf16Array } from "../kernels/bf16.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
@@ -69,7 +73,10 @@ interface Row {
   /** matvec: weight bytes per second, and as a fraction of the copy kernel's. */
   gbps?: number;
   frac_of_copy?: number;
-  /** gemm: 2 * rows * NW * K flops per second, and the worst sampled error over its tolerance (> 1: wrong). */
+  /**
+   * gemm: 2 * rows * NW * K flops per second; attention_prefill: 4 * HEAD_DIM flops per (row, head, visible key).
+   * Both: the worst sampled error over its tolerance (> 1: wrong).
+   */
   tflops?: number;
   err_over_tol?: number;
   workgroups?: number;
@@ -230,7 +237,7 @@ async function benchOverhead(): Promise<void> {
   for (const w of weights) w.destroy();
 }
 
-/** Decode attention at 256 and 4096 keys (split variants) and prefill attention of 128 tokens, 7B heads. */
+/** Decode attention at 256 and 4096 keys (split variants), 7B heads. */
 async function benchAttention(): Promise<void> {
   // Decode attention of the 7B (32 heads of 128) in a 4112-position cache.
   const nh = 32, hd = 128, d = nh * hd, maxPos = 4112;
@@ -274,21 +281,115 @@ async function benchAttention(): Promise<void> {
       }
     }
   }
-  // Prefill attention of 128 tokens (queries and output in their own buffers: a buffer bound both read-only and
-  // writable in one dispatch is a validation error, and the dispatch would silently not run).
-  const qp = gpu.upload("q prefill", Float32Array.from({ length: 128 * d }, (_, i) => Math.sin(i * 1.3)));
-  const outp = gpu.buffer("out prefill", 128 * d * 4);
-  const pre = attentionPrefill(gpu, {
-    ctl,
-    q: qp,
-    kCache: kc,
-    vCache: vc,
-    out: outp,
-    rows: 128,
-    nHeads: nh,
-    headDim: hd,
-  });
-  report("attention_prefill", "7b 128 tokens", 128, "default tiles", await medianMs([pre], 1, 20), 2 * 128 * d * 4);
+}
+
+/**
+ * Prefill attention tile variants (prefill.ts; labels "q<query tile> k<key tile> t<threads> l<key lanes>", "sg" for
+ * subgroup reductions). The default picks its tiles by length: the rows to read are whether a fixed choice beats it.
+ */
+const PREFILL_VARIANTS: PrefillTiles[] = [
+  {},
+  { queryTile: 8, keyTile: 16, workgroupSize: 64, keyLanes: 8 }, // 1 row x 2 keys, 4 output vec4 a thread
+  { queryTile: 16, keyTile: 8, workgroupSize: 64, keyLanes: 8 }, // 2 rows x 1 key, 8 vec4
+  { queryTile: 16, keyTile: 8, workgroupSize: 32, keyLanes: 4 }, // one warp, 2 x 2 scores, 16 vec4: fewest reads
+  { queryTile: 16, keyTile: 8, workgroupSize: 128, keyLanes: 8 }, // 1 x 1, 4 vec4: shortest tile, 4 warps
+  { queryTile: 8, keyTile: 16, workgroupSize: 128, keyLanes: 16 }, // 1 x 1, 2 vec4
+  { queryTile: 8, keyTile: 16, workgroupSize: 32, keyLanes: 4 }, // one warp, 1 x 4, 8 vec4
+  { queryTile: 8, keyTile: 8, workgroupSize: 64, keyLanes: 8 },
+  { queryTile: 4, keyTile: 16, workgroupSize: 32, keyLanes: 8 }, // 4x the workgroups of query tile 16
+  { subgroups: false }, // the default tiles with the tree reductions
+];
+
+/**
+ * The worst error over the tests' tolerance (2e-5 + 1e-4 |want|, kernels/testing/attention_cases.ts) of `got`
+ * ([rows, D]) on 16 sampled (row, head) pairs against the f64 reference, each computed alone over its head's columns.
+ */
+function prefillError(
+  got: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  rows: number,
+  nh: number,
+  hd: number,
+): number {
+  const d = nh * hd;
+  const head = (src: Float32Array, from: number, count: number, h: number) => {
+    const out = new Float32Array(count * hd);
+    for (let r = 0; r < count; r++) {
+      out.set(src.subarray((from + r) * d + h * hd, (from + r) * d + (h + 1) * hd), r * hd);
+    }
+    return out;
+  };
+  let worst = 0;
+  for (let j = 0; j < 16; j++) {
+    const m = j < 2 ? j * (rows - 1) : (j * 7919) % rows;
+    const h = (j * 104729) % nh;
+    const want = attentionReference(head(q, m, 1, h), head(k, 0, m + 1, h), head(v, 0, m + 1, h), 1, m, 1, hd);
+    for (let i = 0; i < hd; i++) {
+      const e = Math.abs(got[m * d + h * hd + i] - want[i]) / (2e-5 + 1e-4 * Math.abs(want[i]));
+      worst = Math.max(worst, Number.isNaN(e) ? Infinity : e);
+    }
+  }
+  return worst;
+}
+
+/** Prefill attention of 7B heads (32 x 128) at 128, 512 and 2,048 tokens from position 0, tile variants. */
+async function benchPrefillAttention(): Promise<void> {
+  const nh = 32, hd = 128, d = nh * hd;
+  const lengths = args.quick ? [128] : [128, 512, 2048];
+  const variants = args.quick ? PREFILL_VARIANTS.slice(0, 3) : PREFILL_VARIANTS;
+  const maxRows = lengths.at(-1)!;
+  const q = Float32Array.from({ length: maxRows * d }, (_, i) => Math.sin(i * 1.3));
+  // Keys and values as the bf16 cache holds them (and the f32 cache, for the one f32 row per length).
+  const k = roundBf16Array(Float32Array.from({ length: maxRows * d }, (_, i) => Math.cos(i * 0.7)));
+  const v = roundBf16Array(Float32Array.from({ length: maxRows * d }, (_, i) => Math.sin(i * 0.3)));
+  const caches: Record<KvDtype, [GPUBuffer, GPUBuffer]> = {
+    bf16: [gpu.upload("k bf16", packBf16(k)), gpu.upload("v bf16", packBf16(v))],
+    f32: [gpu.upload("k f32", k), gpu.upload("v f32", v)],
+  };
+  // Queries and output in their own buffers: a buffer bound both read-only and writable in one dispatch is a
+  // validation error, and the dispatch would silently not run.
+  const qBuf = gpu.upload("q prefill", q);
+  const out = gpu.buffer("out prefill", maxRows * d * 4);
+  const runs: [PrefillTiles, KvDtype][] = [...variants.map((t): [PrefillTiles, KvDtype] => [t, "bf16"]), [{}, "f32"]];
+  for (const rows of lengths) {
+    let keys = 0; // sum over rows of the keys each sees
+    for (let m = 0; m < rows; m++) keys += m + 1;
+    for (const [tiles, kvDtype] of runs) {
+      const a = { rows, nHeads: nh, headDim: hd, ...tiles };
+      let label = JSON.stringify(tiles);
+      let dispatch: Dispatch;
+      try {
+        const p = planAttentionPrefill(gpu, a);
+        label = `q${p.queryTile} k${p.keyTile} t${p.workgroupSize} l${p.keyLanes}${p.subgroups ? " sg" : ""}` +
+          `${Object.keys(tiles).length === 0 ? " (default)" : ""}, ${kvDtype} cache`;
+        const [kCache, vCache] = caches[kvDtype];
+        dispatch = attentionPrefill(gpu, { ...a, ctl, q: qBuf, kCache, vCache, kvDtype, out });
+      } catch (e) {
+        console.log(`attention_prefill 7b ${rows} tokens ${label}: skipped (${(e as Error).message})`);
+        continue;
+      }
+      const ms = await medianMs([dispatch], 1, 20);
+      const err = prefillError(await gpu.readF32(out, rows * d), q, k, v, rows, nh, hd);
+      const r: Row = {
+        kernel: "attention_prefill",
+        shape: `7b ${rows} tokens`,
+        rows,
+        variant: label,
+        us: ms * 1000,
+        tflops: (4 * hd * nh * keys) / ms / 1e9,
+        err_over_tol: err,
+        workgroups: dispatch.workgroups[0] * dispatch.workgroups[1],
+      };
+      results.push(r);
+      console.log(
+        `attention_prefill ${r.shape} ${label}: ${r.us.toFixed(1)} us, ${r.tflops!.toFixed(2)} TFLOP/s, ` +
+          `${r.workgroups} workgroups${err > 1 ? `, WRONG (err ${err.toFixed(1)} x tol)` : ""}`,
+      );
+    }
+  }
+  for (const b of [qBuf, out, ...caches.bf16, ...caches.f32]) b.destroy();
 }
 
 /**
@@ -441,7 +542,10 @@ console.log(
 if (args.matvec) await benchMatvec();
 if (args.chain) await benchMatvecChain();
 if (args.overhead) await benchOverhead();
-if (args.attention) await benchAttention();
+if (args.attention) {
+  await benchAttention();
+  await benchPrefillAttention();
+}
 if (args.gemm) await benchGemm();
 const bandwidth = bw;
 if (args.json) {
