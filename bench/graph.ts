@@ -1,5 +1,5 @@
 /**
- * graph.png from a results.json: the six Chart.js panels of charts.ts (a 2 x 3 grid under a header) drawn with
+ * graph.png from a results.json: the Chart.js panels of charts.ts (two per row under a header) drawn with
  * @napi-rs/canvas.
  *
  * This module (and graph_main.ts, report.ts) are the only ones that import the canvas and chart libraries: they are
@@ -33,7 +33,7 @@ const HEADER_H = 112;
 /** The image's size and where each panel and the header are, for tests and for anyone cropping the image. */
 export const GRAPH_LAYOUT: { width: number; height: number; header: PanelRect; panels: PanelRect[] } = {
   width: 2 * PANEL_W,
-  height: HEADER_H + 3 * PANEL_H,
+  height: HEADER_H + Math.ceil(PANEL_NAMES.length / 2) * PANEL_H,
   header: { name: "header", x: 0, y: 0, width: 2 * PANEL_W, height: HEADER_H },
   panels: PANEL_NAMES.map((name, i) => ({
     name,

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { type BenchConfig, type ConfigurationName, decodePositions, poeGammas } from "./config.ts";
+import { type BenchConfig, type ConfigurationName, decodePositions, poeGammas, poeSpreads } from "./config.ts";
 
 /** Where the progress goes and how time is read (tests pass fakes). */
 export interface ProgressOptions {
@@ -27,9 +27,9 @@ export interface ProgressOptions {
   refreshMs?: number;
 }
 
-/** Measurements (harness benchmark calls) configuration `name` makes: TTFT, then decode positions or PoE gammas. */
+/** Measurements (harness benchmark calls) configuration `name` makes: TTFT, then decode positions or PoE gammas x spreads. */
 export function measurementsOf(name: ConfigurationName, c: BenchConfig): number {
-  return 1 + (name === "hydra_poe" ? poeGammas(c).length : decodePositions(c).length);
+  return 1 + (name === "hydra_poe" ? poeGammas(c).length * poeSpreads(c).length : decodePositions(c).length);
 }
 
 /** Seconds as m:ss (or h:mm:ss). */

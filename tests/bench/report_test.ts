@@ -81,7 +81,8 @@ Deno.test({
       const r = await assertReportShows(await writeReport(dir), doc);
       assertStringIncludes(r.summaryText, "peer torch_cuda_graph");
       assertStringIncludes(summaryText(doc), "peer torch_cuda_graph: note static KV cache.");
-      assertEquals(r.panels.filter((p) => p.chart).length, 6);
+      assertEquals(r.panels.filter((p) => p.chart).length, 7);
+      assertEquals(r.panels[6].name, "poe_ceiling"); // PoE tok/s against acceptance, the cost model's curves
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
