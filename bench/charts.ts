@@ -1,11 +1,12 @@
 /**
- * The six panels of a run as Chart.js configurations, built from a results document alone, and the run's header
+ * The seven panels of a run as Chart.js configurations, built from a results document alone, and the run's header
  * text. graph.ts draws them into graph.png with @napi-rs/canvas; report.html draws the same configurations in the
  * browser (this module is bundled into the page), so the two show the same series, labels and headline numbers.
  *
  *   TTFT distribution (KDE)          | decode step latency per position (median, p10-p90 band)
  *   decode tokens/s per position     | PoE tokens/s per gamma (effective, user-visible)
  *   PoE acceptance per draft position | PoE tokens per call per gamma (accepted, resampled)
+ *   PoE tokens/s against acceptance (every spread, the cost model's curve, decode lines)
  *
  * and, when the run's config sets their knob, TTFT by prompt length (`prompt_lengths`) and decode by KV length
  * (`decode_contexts`). PyTorch peers (results.json's `peers`) are dashed reference lines on the TTFT and decode panels.
@@ -28,6 +29,7 @@ import {
   peersOf,
 } from "./headline.ts";
 import { kde } from "./stats.ts";
+import { acceptanceRateOf, modelTpsAt } from "./poe_model.ts";
 
 /** A Chart.js configuration of any of the panels' types. */
 export type AnyChartConfig = ChartConfiguration<"line" | "bar", unknown, unknown>;
@@ -40,6 +42,7 @@ export const PANEL_NAMES = [
   "poe_tps",
   "poe_acceptance",
   "poe_tokens",
+  "poe_ceiling",
 ] as const;
 
 /** Names of the panels drawn only when the run's config sets their knob (after PANEL_NAMES). */
@@ -125,6 +128,32 @@ function axis(title: string, extra: Record<string, unknown> = {}) {
   return { title: { display: true, text: title, font: { size: 14 } }, grid: { color: "#e6e6e6" }, ...extra };
 }
 
+/** A dashed line without point markers (a median, a model's curve, a reference level). */
+function dashedLine(
+  label: string,
+  data: { x: number; y: number }[],
+  color: string,
+  width: number,
+  dash = [6, 4],
+): ChartDataset<"line", { x: number; y: number }[]> {
+  return { label, data, borderColor: color, borderDash: dash, borderWidth: width, pointRadius: 0 };
+}
+
+/** A line chart of `datasets` under the panel's title and subtitle, with the given axes. */
+function lineChart(
+  mode: ChartMode,
+  title: string,
+  subtitle: string,
+  datasets: ChartDataset<"line", { x: number; y: number }[]>[],
+  scales: Record<string, unknown>,
+): AnyChartConfig {
+  return {
+    type: "line",
+    data: { datasets },
+    options: { ...baseOptions(mode, title, subtitle), scales },
+  } as AnyChartConfig;
+}
+
 function ttftChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonly Peer[]): AnyChartConfig | null {
   if (confs.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
@@ -146,27 +175,13 @@ function ttftChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonl
       borderWidth: 2.5,
       pointRadius: 0,
     });
-    datasets.push({
-      label: "",
-      data: [{ x: c.ttft.median_ms, y: 0 }, { x: c.ttft.median_ms, y: peak }],
-      borderColor: color,
-      borderDash: [6, 4],
-      borderWidth: 1.5,
-      pointRadius: 0,
-    });
+    datasets.push(dashedLine("", [{ x: c.ttft.median_ms, y: 0 }, { x: c.ttft.median_ms, y: peak }], color, 1.5));
   }
   datasets.push(...peerLines(peers, "ttft_ms", (v) => [{ x: v, y: 0 }, { x: v, y: top }]));
-  return {
-    type: "line",
-    data: { datasets },
-    options: {
-      ...baseOptions(mode, "Time to first token", "Gaussian KDE of the filtered samples; dashed: median"),
-      scales: {
-        x: axis(`TTFT (ms, ${clockWords(clocks)})`, { type: "linear" }),
-        y: axis("density (1/ms)", { beginAtZero: true }),
-      },
-    },
-  } as AnyChartConfig;
+  return lineChart(mode, "Time to first token", "Gaussian KDE of the filtered samples; dashed: median", datasets, {
+    x: axis(`TTFT (ms, ${clockWords(clocks)})`, { type: "linear" }),
+    y: axis("density (1/ms)", { beginAtZero: true }),
+  });
 }
 
 function decodeConfs(confs: ConfigurationResult[]): ConfigurationResult[] {
@@ -209,17 +224,10 @@ function decodeLatencyChart(
     );
   }
   datasets.push(...peerLines(peers, "decode_ms_per_token", acrossPositions(withDecode)));
-  return {
-    type: "line",
-    data: { datasets },
-    options: {
-      ...baseOptions(mode, "Decode step latency per position", "median per position; shaded: p10-p90"),
-      scales: {
-        x: axis("generated position (tokens after the prompt)", { type: "linear" }),
-        y: axis(`step latency (ms, ${clockWords(clocks)})`, { beginAtZero: true }),
-      },
-    },
-  } as AnyChartConfig;
+  return lineChart(mode, "Decode step latency per position", "median per position; shaded: p10-p90", datasets, {
+    x: axis("generated position (tokens after the prompt)", { type: "linear" }),
+    y: axis(`step latency (ms, ${clockWords(clocks)})`, { beginAtZero: true }),
+  });
 }
 
 function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonly Peer[]): AnyChartConfig | null {
@@ -239,21 +247,16 @@ function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[], peers: re
     };
   });
   datasets.push(...peerLines(peers, "decode_tokens_per_s", acrossPositions(withDecode)));
-  return {
-    type: "line",
-    data: { datasets },
-    options: {
-      ...baseOptions(
-        mode,
-        "Decode throughput per position",
-        "tokens/s = 1000 / median step latency; roofline: copy bandwidth / weight bytes per step",
-      ),
-      scales: {
-        x: axis("generated position (tokens after the prompt)", { type: "linear" }),
-        y: axis("tokens/s", { beginAtZero: true }),
-      },
+  return lineChart(
+    mode,
+    "Decode throughput per position",
+    "tokens/s = 1000 / median step latency; roofline: copy bandwidth / weight bytes per step",
+    datasets,
+    {
+      x: axis("generated position (tokens after the prompt)", { type: "linear" }),
+      y: axis("tokens/s", { beginAtZero: true }),
     },
-  } as AnyChartConfig;
+  );
 }
 
 function poeOf(confs: ConfigurationResult[]): { conf: ConfigurationResult; gammas: PoeGammaResult[] } | null {
@@ -326,29 +329,24 @@ function poeAcceptanceChart(mode: ChartMode, confs: ConfigurationResult[], beta:
     pointRadius: 4,
   }));
   const maxGamma = Math.max(...poe.gammas.map((g) => g.gamma));
-  return {
-    type: "line",
-    data: { datasets },
-    options: {
-      ...baseOptions(
-        mode,
-        "PoE acceptance per draft position",
-        `fraction of rounds whose i-th draft the jury accepted (beta ${beta}); ${weightsNote(poe.conf)}`,
-      ),
-      scales: {
-        x: axis("draft position i", {
-          type: "linear",
-          min: 0.5,
-          max: maxGamma + 0.5,
-          // one tick per draft position (the padded range would otherwise put the ticks at 0.5, 1.5, ...)
-          afterBuildTicks: (scale: { ticks: { value: number }[] }) => {
-            scale.ticks = Array.from({ length: maxGamma }, (_, i) => ({ value: i + 1 }));
-          },
-        }),
-        y: axis("acceptance (fraction of rounds)", { min: 0, max: 1 }),
-      },
+  return lineChart(
+    mode,
+    "PoE acceptance per draft position",
+    `fraction of rounds whose i-th draft the jury accepted (beta ${beta}); ${weightsNote(poe.conf)}`,
+    datasets,
+    {
+      x: axis("draft position i", {
+        type: "linear",
+        min: 0.5,
+        max: maxGamma + 0.5,
+        // one tick per draft position (the padded range would otherwise put the ticks at 0.5, 1.5, ...)
+        afterBuildTicks: (scale: { ticks: { value: number }[] }) => {
+          scale.ticks = Array.from({ length: maxGamma }, (_, i) => ({ value: i + 1 }));
+        },
+      }),
+      y: axis("acceptance (fraction of rounds)", { min: 0, max: 1 }),
     },
-  } as AnyChartConfig;
+  );
 }
 
 function poeTokensChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
@@ -393,6 +391,54 @@ function poeTokensChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChart
   } as AnyChartConfig;
 }
 
+/** Acceptance rates at which the cost model's curve is drawn: 0, 0.02, ..., 1. */
+const CURVE_ALPHAS = Array.from({ length: 51 }, (_, i) => i / 50);
+
+/**
+ * PoE user-visible tokens/s against the draft acceptance rate: per gamma the measured points (one per spread of the
+ * synthetic ensemble) and the cost model's curve (the configured spread's step costs; geometric acceptance, one sync,
+ * no no-op round: bench/poe_model.ts), with the decode tokens/s of baseline and hydra_naive as horizontal lines.
+ */
+function poeCeilingChart(mode: ChartMode, confs: ConfigurationResult[], spread: number): AnyChartConfig | null {
+  const poe = poeOf(confs);
+  if (!poe) return null;
+  const spreads = [{ spread, gammas: poe.gammas }, ...(poe.conf.poe_spreads ?? [])];
+  const spreadList = spreads.map((s) => s.spread).sort((a, b) => a - b).join(", ");
+  const spreadWords = spreads.length > 1 ? ` (spreads ${spreadList})` : "";
+  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
+  poe.gammas.forEach((g, i) => {
+    const color = GAMMA_COLORS[i % GAMMA_COLORS.length];
+    const points = spreads.map((s) => s.gammas.find((x) => x.gamma === g.gamma)).filter((x) => x !== undefined);
+    datasets.push({
+      label: `γ = ${g.gamma} measured${spreadWords}`,
+      data: points.map((x) => ({ x: acceptanceRateOf(x), y: x.user_visible_tps })),
+      borderColor: color,
+      backgroundColor: color,
+      showLine: false,
+      pointRadius: 5,
+    });
+    const m = g.cost_model;
+    if (!m) return;
+    const curve = CURVE_ALPHAS.map((a) => ({ x: a, y: modelTpsAt(m, g.gamma, g.avg_output_tokens_per_call, a) }));
+    datasets.push(dashedLine(`γ = ${g.gamma} cost model (${fmt(m.ceiling_tps)} tok/s at 1)`, curve, color, 2));
+  });
+  for (const c of decodeConfs(confs)) {
+    const tps = decodeHeadline(c.decode!).tokens_per_s;
+    const label = `${c.name} decode (${formatFigure("decode_tokens_per_s", tps)} tok/s)`;
+    datasets.push(dashedLine(label, [{ x: 0, y: tps }, { x: 1, y: tps }], CONFIG_COLORS[c.name], 2, [10, 5]));
+  }
+  return lineChart(
+    mode,
+    "PoE throughput against acceptance",
+    `points: whole calls (wall time); dashed: cost model (geometric acceptance, 1 sync); ${weightsNote(poe.conf)}`,
+    datasets,
+    {
+      x: axis("draft acceptance rate (accepted / judged drafts)", { type: "linear", min: 0, max: 1 }),
+      y: axis("user-visible tokens/s", { beginAtZero: true }),
+    },
+  );
+}
+
 /** Why a panel about configurations `names` has no data: not configured, failed (with the error), or unfinished. */
 function missingWhy(doc: ResultsDocument, names: readonly ConfigurationName[]): string {
   const label = names.join(" and ");
@@ -406,7 +452,7 @@ function missingWhy(doc: ResultsDocument, names: readonly ConfigurationName[]): 
   return doc.status === "running" ? `no data yet: ${label} still running` : `no data: ${label} did not finish`;
 }
 
-/** The six panels of `doc` (a validated results document), in PANEL_NAMES order. */
+/** The panels of `doc` (a validated results document), in PANEL_NAMES order. */
 export function chartPanels(doc: ResultsDocument, mode: ChartMode): Panel[] {
   const confs = configurationsOf(doc);
   const peers = peersOf(doc);
@@ -425,6 +471,13 @@ export function chartPanels(doc: ResultsDocument, mode: ChartMode): Panel[] {
     panel(3, "PoE throughput per gamma", poeTpsChart(mode, confs), poeWhy),
     panel(4, "PoE acceptance per draft position", poeAcceptanceChart(mode, confs, doc.config.poe_beta), poeWhy),
     panel(5, "PoE tokens per call", poeTokensChart(mode, confs), poeWhy),
+    // synthetic_spread: absent from the config of runs made before it, which ran at 1
+    panel(
+      6,
+      "PoE throughput against acceptance",
+      poeCeilingChart(mode, confs, doc.config.synthetic_spread ?? 1),
+      poeWhy,
+    ),
     ...sweepPanels(doc, mode, confs, decodeWhy),
   ];
 }

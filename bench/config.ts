@@ -71,6 +71,8 @@ export interface BenchConfig {
   poe_temperature: number;
   poe_max_new_tokens: number;
   poe_prompt: string;
+  synthetic_spread: number;
+  poe_spread_sweep: number[];
   weights: WeightPaths | null;
   configs: ConfigurationName[];
   /** PyTorch peers run after the configurations, on the same device ([] = none). */
@@ -273,6 +275,18 @@ const KNOBS: { readonly [K in keyof BenchConfig]: Knob<K> } = {
     nonEmptyText,
     "Explain in a few sentences why the sky is blue.",
     "user message of the PoE benchmark (chat template applied)",
+  ),
+  synthetic_spread: knob(
+    NON_NEGATIVE,
+    1,
+    "scale of the synthetic ensemble's per-head random LoRA deltas (PoE on synthetic weights): 1 = the standard " +
+      "ensemble, 0 = identical heads (every draft accepted at temperature 0 and beta 1)",
+  ),
+  poe_spread_sweep: knob(
+    listOf(NON_NEGATIVE, "numbers >= 0", true),
+    [],
+    "further synthetic_spread values at which PoE is measured too, each on a rebuilt ensemble (empty: " +
+      "synthetic_spread only)",
   ),
   weights: knob(
     weightsCodec,
@@ -493,6 +507,13 @@ function checkRelations(c: BenchConfig, origins: Origins): void {
       );
     }
   }
+  if (c.weights && (c.synthetic_spread !== 1 || c.poe_spread_sweep.length > 0)) {
+    const knob = c.synthetic_spread !== 1 ? "synthetic_spread" : "poe_spread_sweep";
+    throw new UserError(
+      `${where(knob)} scales the synthetic ensemble, but ${where("weights")} names a checkpoint: ${fix(knob)} ` +
+        `(to ${c.synthetic_spread !== 1 ? "1" : "[]"}) or set weights to null.`,
+    );
+  }
   if (c.weights && c.weights.heads.length !== c.n_heads) {
     throw new UserError(
       `${where("weights")} lists adapters for ${c.weights.heads.length} heads but n_heads is ${c.n_heads}: give ` +
@@ -531,11 +552,18 @@ function setKnob(
 }
 
 /**
- * What a run recorded before a knob existed used, for results.json files that lack it: no sweeps, no peers, and an
- * f32 K/V cache (bf16 became the default one commit before kv_dtype was added, and no run was stored in between; the
+ * What a run recorded before a knob existed used, for results.json files that lack it: no sweeps, no peers, the
+ * synthetic ensemble at spread 1, and an f32 K/V cache (bf16 became the default one commit before kv_dtype was added, and no run was stored in between; the
  * reference runs under results/ are f32).
  */
-const BEFORE_KNOB: Partial<BenchConfig> = { prompt_lengths: [], decode_contexts: [], kv_dtype: "f32", peers: [] };
+const BEFORE_KNOB: Partial<BenchConfig> = {
+  prompt_lengths: [],
+  decode_contexts: [],
+  kv_dtype: "f32",
+  peers: [],
+  synthetic_spread: 1,
+  poe_spread_sweep: [],
+};
 
 /**
  * Checks a complete config object (e.g. the `config` block of a results.json) and returns it typed; throws
@@ -626,6 +654,13 @@ async function checkWeightPaths(c: BenchConfig, where: string): Promise<void> {
 /** The gammas PoE is timed at: poe_gamma and every gamma of poe_gamma_sweep, ascending, each once. */
 export function poeGammas(c: Pick<BenchConfig, "poe_gamma" | "poe_gamma_sweep">): number[] {
   return [...new Set([c.poe_gamma, ...c.poe_gamma_sweep])].sort((a, b) => a - b);
+}
+
+/** The spreads of the synthetic ensemble PoE is measured at: synthetic_spread first, then the other spreads of
+ * poe_spread_sweep ascending. */
+export function poeSpreads(c: Pick<BenchConfig, "synthetic_spread" | "poe_spread_sweep">): number[] {
+  const others = c.poe_spread_sweep.filter((s) => s !== c.synthetic_spread).sort((a, b) => a - b);
+  return [c.synthetic_spread, ...others];
 }
 
 /** Generated positions whose decode step is timed: 0, step_interval, 2 * step_interval, ... below gen_length. */

@@ -21,7 +21,14 @@ import { blockBytes, destroyWeights } from "../model/weights.ts";
 import { PoE, type PoeCallResult } from "../poe/poe.ts";
 import { decodePositions } from "./config.ts";
 import { benchmark, type BenchmarkOptions, type BenchmarkResult, planSamples } from "./harness.ts";
-import { decodePosition, pickStats, type PoeCallCounts, poeGammaResult } from "./metrics.ts";
+import {
+  decodePosition,
+  pickStats,
+  type PoeCallCounts,
+  poeGammaResult,
+  type PoeNoopCounts,
+  poeNoopCounts,
+} from "./metrics.ts";
 import { decodeResult } from "./headline.ts";
 import type { DecodeResult, PoeGammaResult, TimedStats } from "./results_types.ts";
 
@@ -237,12 +244,19 @@ export async function benchmarkPoeTtft(poe: PoE, promptIds: readonly number[], b
 /** Fewest timed PoE calls per gamma: a call can outlast the repetition budget, and a median of one is no median. */
 export const POE_MIN_CALLS = 5;
 
-/** `benchmark_poe`: whole `generate_with_cache` calls on `promptIds` (already templated and tokenized), wall time. */
-export async function benchmarkPoe(poe: PoE, promptIds: readonly number[], budgets: Budgets): Promise<PoeGammaResult> {
+/**
+ * `benchmark_poe`: whole `generate_with_cache` calls on `promptIds` (already templated and tokenized), wall time, and
+ * the no-op rounds they encoded (the first call, the harness's estimate, is the decoder's cold call).
+ */
+export async function benchmarkPoe(
+  poe: PoE,
+  promptIds: readonly number[],
+  budgets: Budgets,
+): Promise<PoeGammaResult & PoeNoopCounts> {
   const calls: PoeCallResult[] = [];
   const stats = await benchmark(async () => {
     calls.push(await poe.generateIds(promptIds));
   }, { ...budgets, minReps: POE_MIN_CALLS });
   const timed: PoeCallCounts[] = calls.slice(-stats.n);
-  return poeGammaResult(poe.options.gamma, stats, timed);
+  return { ...poeGammaResult(poe.options.gamma, stats, timed), ...poeNoopCounts(timed, calls[0], poe.round.length) };
 }

@@ -26,7 +26,6 @@ import {
 } from "./config.ts";
 import {
   benchmarkDecode,
-  benchmarkPoe,
   benchmarkPoeTtft,
   benchmarkTtft,
   type Budgets,
@@ -37,6 +36,8 @@ import {
   weightBytesPerStep,
 } from "./configurations.ts";
 import { rooflineTps } from "./metrics.ts";
+import { measureSyncMs } from "./poe_costs.ts";
+import { measurePoeGammas, measurePoeSpreads, poeOptionsOf, type PoeSweep } from "./poe_sweep.ts";
 import { createRunDir, ResultsWriter } from "./results.ts";
 import type { ConfigurationResult, Environment, WeightsLabel } from "./results_types.ts";
 import { benchmarkSweeps, decodeModelShape, randomIds } from "./contexts.ts";
@@ -243,8 +244,9 @@ async function runDecodeConfiguration(
 }
 
 /**
- * hydra_poe on `weights` (else a synthetic LoRA ensemble): the chat-templated poe_prompt, PoE TTFT (GPU time), then
- * whole calls at every gamma (wall time).
+ * hydra_poe on `weights` (else a synthetic LoRA ensemble at synthetic_spread): the chat-templated poe_prompt, PoE TTFT
+ * (GPU time), the sync cost, then at every gamma whole calls (wall time) and the cost model; then the other spreads
+ * of poe_spread_sweep, each on a rebuilt ensemble (poe_sweep.ts).
  */
 async function runPoeConfiguration({ gpu, c, copyGbps, progress }: ConfigurationRun): Promise<Measured> {
   const config = PRESETS[c.size];
@@ -258,15 +260,18 @@ async function runPoeConfiguration({ gpu, c, copyGbps, progress }: Configuration
     progress(`tiny vocabulary: prompt ids folded modulo ${config.vocabSize}`);
   }
   const gammas = poeGammas(c);
-  const model = await buildHydraModel(gpu, config, {
-    nHeads: c.n_heads,
-    headsDepth: c.heads_depth,
-    maxPos: poeKvLength(c, promptIds.length),
-    maxRows: promptIds.length,
-    maxLogitRows: Math.max(...gammas),
-    kvDtype: c.kv_dtype,
-    weights: c.weights ? { kind: "checkpoint", ...c.weights } : { kind: "synthetic", seed: c.seed },
-  }, progress);
+  const build = (spread: number) =>
+    buildHydraModel(gpu, config, {
+      nHeads: c.n_heads,
+      headsDepth: c.heads_depth,
+      maxPos: poeKvLength(c, promptIds.length),
+      maxRows: promptIds.length,
+      maxLogitRows: Math.max(...gammas),
+      kvDtype: c.kv_dtype,
+      weights: c.weights ? { kind: "checkpoint", ...c.weights } : { kind: "synthetic", seed: c.seed, spread },
+    }, progress);
+  const model = await build(c.synthetic_spread);
+  let sweep: PoeSweep, result: Measured;
   try {
     const load_ms = performance.now() - loadStart;
     progress(
@@ -275,39 +280,16 @@ async function runPoeConfiguration({ gpu, c, copyGbps, progress }: Configuration
       } GB); prompt ${promptIds.length} tokens`,
     );
     const bytes = weightBytesPerStep(model, [0]);
-    const poeAt = (gamma: number) =>
-      buildPoe(
-        model,
-        {
-          gamma,
-          beta: c.poe_beta,
-          temperature: c.poe_temperature,
-          maxNewTokens: c.poe_max_new_tokens,
-          seed: c.seed,
-        },
-        tokenizer,
-        chat,
-      );
-    const first = poeAt(c.poe_gamma);
+    const first = buildPoe(model, poeOptionsOf(c, c.poe_gamma), tokenizer, chat);
     const ttft = await benchmarkPoeTtft(first, promptIds, budgetsOf(c));
     first.destroy();
     progress(`poe ttft ${ttft.median_ms.toFixed(3)} ms (${ttft.n} reps, GPU time)`);
-    const poe = [];
-    for (const gamma of gammas) {
-      const p = poeAt(gamma);
-      const r = await benchmarkPoe(p, promptIds, budgetsOf(c));
-      p.destroy();
-      poe.push(r);
-      progress(
-        `gamma ${gamma}: ${r.median_ms.toFixed(1)} ms/call (wall), ${
-          r.avg_rounds_per_call.toFixed(1)
-        } rounds, resample rate ${r.resample_rate.toFixed(2)}, effective ${
-          r.effective_tps.toFixed(1)
-        } tok/s, user-visible ${r.user_visible_tps.toFixed(1)} tok/s, ${r.sync_points_per_call} syncs/call`,
-      );
-    }
+    const syncMs = await measureSyncMs(gpu);
+    progress(`sync: ${syncMs.toFixed(1)} ms per readback (wall, nothing queued)`);
+    sweep = { c, promptIds, budgets: budgetsOf(c), prefillMs: ttft.median_ms, syncMs, tokenizer, chat, progress };
+    const poe = await measurePoeGammas(model, sweep);
     const label: WeightsLabel = c.weights ? { base: c.weights.base, heads: c.weights.heads } : "synthetic";
-    return {
+    result = {
       name: "hydra_poe",
       weights: label,
       weight_bytes_per_step: bytes,
@@ -320,6 +302,7 @@ async function runPoeConfiguration({ gpu, c, copyGbps, progress }: Configuration
   } finally {
     model.destroy();
   }
+  return { ...result, poe_spreads: await measurePoeSpreads(build, sweep) };
 }
 
 if (import.meta.main) {

@@ -5,6 +5,7 @@
  */
 
 import type { DecodePosition, PoeGammaResult, TimedStats } from "./results_types.ts";
+import { acceptanceRate } from "./poe_model.ts";
 
 /** One decode position's entry: the stats plus tokens/s = 1000 / median_ms. */
 export function decodePosition(position: number, stats: TimedStats): DecodePosition {
@@ -24,6 +25,8 @@ export interface PoeCallCounts {
   accepted_at: number[];
   /** CPU waits on the GPU during the call. */
   sync_points: number;
+  /** Rounds encoded, the gated-off ones after the call's end included (poe/poe.ts). */
+  rounds_encoded?: number;
 }
 
 /**
@@ -62,6 +65,40 @@ export function poeGammaResult(gamma: number, stats: TimedStats, calls: readonly
     user_visible_tps: 1000 * avgOutput / stats.median_ms,
     acceptance_per_position: acceptedAt.map((a) => rounds > 0 ? a / rounds : 0),
     sync_points_per_call: syncs / n,
+    acceptance_rate: acceptanceRate(output, resampled, n),
+  };
+}
+
+/** The no-op round fields of a gamma result. */
+export type PoeNoopCounts = Required<
+  Pick<
+    PoeGammaResult,
+    "dispatches_per_round" | "noop_rounds_per_call" | "noop_dispatches_per_call" | "noop_rounds_cold_call"
+  >
+>;
+
+/**
+ * The no-op round counts of a gamma: the mean over the timed `calls` of rounds encoded but gated off, those in
+ * dispatches, and the no-op rounds of `coldCall` (the decoder's first call, whose first batch had no estimate).
+ */
+export function poeNoopCounts(
+  calls: readonly PoeCallCounts[],
+  coldCall: PoeCallCounts,
+  dispatchesPerRound: number,
+): PoeNoopCounts {
+  const noop = (c: PoeCallCounts) => {
+    if (c.rounds_encoded === undefined || c.rounds_encoded < c.rounds) {
+      throw new Error(`poeNoopCounts: a call encoded ${c.rounds_encoded} rounds for ${c.rounds} run`);
+    }
+    return c.rounds_encoded - c.rounds;
+  };
+  if (calls.length === 0) throw new Error("poeNoopCounts: no call counters");
+  const perCall = calls.reduce((s, c) => s + noop(c), 0) / calls.length;
+  return {
+    dispatches_per_round: dispatchesPerRound,
+    noop_rounds_per_call: perCall,
+    noop_dispatches_per_call: perCall * dispatchesPerRound,
+    noop_rounds_cold_call: noop(coldCall),
   };
 }
 

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { type BenchConfig, type ConfigurationName, decodePositions, poeGammas } from "./config.ts";
+import { type BenchConfig, type ConfigurationName, decodePositions, poeGammas, poeSpreads } from "./config.ts";
 import { sweepMeasurements } from "./contexts.ts";
 
 /** Where the progress goes and how time is read (tests pass fakes). */
@@ -30,10 +30,13 @@ export interface ProgressOptions {
 
 /**
  * Measurements (harness benchmark calls) configuration `name` makes: TTFT, then decode positions (and the length
- * sweeps) or PoE gammas.
+ * sweeps) or PoE gammas x spreads.
  */
 export function measurementsOf(name: ConfigurationName, c: BenchConfig): number {
-  return 1 + (name === "hydra_poe" ? poeGammas(c).length : decodePositions(c).length + sweepMeasurements(c));
+  return 1 +
+    (name === "hydra_poe"
+      ? poeGammas(c).length * poeSpreads(c).length
+      : decodePositions(c).length + sweepMeasurements(c));
 }
 
 /** Seconds as m:ss (or h:mm:ss). */

@@ -2,7 +2,7 @@
  * report.html: one self-contained page per run folder, written by every run and by `deno task graph DIR`. It holds
  * the run's results.json (as JSON, in a `<script type="application/json">`), the Chart.js UMD build of the npm
  * package in the import map, and report_page.ts bundled for the browser; it loads nothing else, so it opens from
- * disk, offline, anywhere. The page draws everything from the embedded JSON: the header, the summary table and the six
+ * disk, offline, anywhere. The page draws everything from the embedded JSON: the header, the summary table and the
  * panels of graph.png as interactive charts (hover for values, click the legend to toggle a series).
  *
  * The page script is bundled when the report is written, with `deno bundle` (esbuild; Deno fetches it from npm on

@@ -2,7 +2,7 @@
 /**
  * The script of report.html, bundled for the browser by report.ts: reads the results.json embedded in the page
  * (`<script type="application/json" id="results-json">`) and draws, from it alone, the header, the summary table
- * (summary.ts) and the six panels of graph.png as interactive Chart.js charts (charts.ts), using the Chart.js UMD
+ * (summary.ts) and the panels of graph.png as interactive Chart.js charts (charts.ts), using the Chart.js UMD
  * build inlined in the page. Sets `document.body.dataset.report` to "ready" when everything is drawn, or "error".
  * @module
  */

@@ -121,6 +121,73 @@ export interface PoeGammaResult extends Omit<TimedStats, "n"> {
   acceptance_per_position: number[];
   /** CPU waits on the GPU per call (the design goal is one: the final readback). */
   sync_points_per_call: number;
+  /**
+   * Draft acceptance rate: accepted drafts / drafts the jury judged (each round judges up to its first rejection),
+   * over all calls = 1 - resampled / (output tokens - 1 per call): the per-draft probability of the geometric model
+   * (bench/poe_model.ts). Absent in runs made before it (readers compute it: poe_model.ts acceptanceRateOf).
+   */
+  acceptance_rate?: number;
+  /** Dispatches one round records (each costs GPU time even when gated off). Absent in older runs. */
+  dispatches_per_round?: number;
+  /** Mean over the timed calls of rounds encoded but gated off (after the call's end). Absent in older runs. */
+  noop_rounds_per_call?: number;
+  /** noop_rounds_per_call * dispatches_per_round. */
+  noop_dispatches_per_call?: number;
+  /** No-op rounds of the decoder's first call, whose first batch had no acceptance to be sized by (poe/poe.ts). */
+  noop_rounds_cold_call?: number;
+  /** The cost model of this gamma (bench/poe_model.ts, ARCHITECTURE.md "PoE cost model"). Absent in older runs. */
+  cost_model?: PoeCostModel;
+}
+
+/**
+ * What the PoE cost model is made of: GPU times of the parts of a round (timestamp queries, median of replays from
+ * the control block after the prefill) and of the prefill (the configuration's ttft median), and the wall time of
+ * one sync (a trivial readback).
+ */
+export interface PoeStepCosts {
+  /** Prefill of every head, last token only (ttft.median_ms of the configuration). */
+  prefill_ms: number;
+  /** One draft step: trunk + draft head, one token. */
+  draft_step_ms: number;
+  /** The verifier heads over gamma saved trunk states, and the jury. */
+  verify_ms: number;
+  /** The jury's row argmax and the acceptance kernel (with the round's opening control step). */
+  accept_ms: number;
+  /** One whole round gated off (ctl ACTIVE = 0): what a no-op round costs. */
+  noop_round_ms: number;
+  /** Wall ms of one readback with nothing queued (Deno's sync floor). */
+  sync_ms: number;
+}
+
+/** The cost model of one gamma: its inputs and what it predicts (formulas in bench/poe_model.ts). */
+export interface PoeCostModel extends PoeStepCosts {
+  /** gamma * draft_step_ms + verify_ms + accept_ms. */
+  round_ms: number;
+  /** 1000 * noop_round_ms / dispatches_per_round: GPU microseconds of one gated-off dispatch. */
+  gated_dispatch_us: number;
+  /**
+   * prefill_ms + avg_rounds_per_call * round_ms + noop_rounds_per_call * noop_round_ms + sync_points_per_call *
+   * sync_ms.
+   */
+  predicted_ms: number;
+  /** median_ms / predicted_ms. */
+  measured_over_predicted: number;
+  /** noop_rounds_per_call * noop_round_ms / median_ms: the share of a call spent in no-op rounds. */
+  noop_fraction: number;
+  /** Rounds at acceptance 1: ceil((avg_output_tokens_per_call - 1) / gamma) (the prefill emits one token). */
+  ceiling_rounds: number;
+  /** prefill_ms + ceiling_rounds * round_ms + sync_ms (one sync, no no-op round). */
+  ceiling_ms: number;
+  /** 1000 * avg_output_tokens_per_call / ceiling_ms: user-visible tokens/s at acceptance 1. */
+  ceiling_tps: number;
+}
+
+/** PoE at one spread of the synthetic ensemble (config.poe_spread_sweep). */
+export interface PoeSpreadResult {
+  /** The spread (synthetic_spread value) the ensemble was built with. */
+  spread: number;
+  /** One entry per gamma, ascending (the gammas of `poe`). */
+  gammas: PoeGammaResult[];
 }
 
 /** Which weights a configuration ran on. "random": generated on the GPU; "synthetic": a random LoRA ensemble. */
@@ -141,7 +208,7 @@ export interface ConfigurationResult {
   ttft: TimedStats;
   /** Per-position decode latency (baseline and hydra_naive; null for hydra_poe). */
   decode: DecodeResult | null;
-  /** One entry per gamma, ascending (hydra_poe; null otherwise). */
+  /** One entry per gamma, ascending (hydra_poe; null otherwise), at config.synthetic_spread for synthetic weights. */
   poe: PoeGammaResult[] | null;
   /**
    * TTFT at every length of prompt_lengths and at prompt_length (that entry's stats are `ttft`), ascending; present
@@ -150,6 +217,11 @@ export interface ConfigurationResult {
   ttft_by_length?: TtftAtLength[];
   /** A decode step at every KV length of decode_contexts, ascending; present when it is not empty (baseline, naive). */
   decode_contexts?: DecodeContext[];
+  /**
+   * hydra_poe on synthetic weights: PoE at the other spreads of config.poe_spread_sweep, ascending (empty when there
+   * are none). Absent for the other configurations and in older runs.
+   */
+  poe_spreads?: PoeSpreadResult[];
   /** Time to build the model (weights, pipelines, bind groups), wall ms; not a benchmark number. */
   load_ms: number;
   /** CPU waits on the GPU during the whole configuration (load, warm-up and timed repetitions). */

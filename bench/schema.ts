@@ -4,8 +4,15 @@
  * @module
  */
 
-import { type BenchConfig, CONFIGURATION_NAMES, type ConfigurationName, validateBenchConfig } from "./config.ts";
+import {
+  type BenchConfig,
+  CONFIGURATION_NAMES,
+  type ConfigurationName,
+  poeSpreads,
+  validateBenchConfig,
+} from "./config.ts";
 import { medianOverPositions } from "./headline.ts";
+import { acceptanceRate, poeCostModel } from "./poe_model.ts";
 import { type DecodePosition, RESULTS_SCHEMA_VERSION, type ResultsDocument } from "./results_types.ts";
 
 /** Relative tolerance of the derived-number checks: results.json holds float64s, so only rounding can differ. */
@@ -161,6 +168,7 @@ function checkPoe(c: Checker, v: unknown, path: string): void {
     if (acc && acc.length !== gamma) c.fail(`${pp}.acceptance_per_position`, `expected ${gamma} entries (gamma)`);
     if (acc && acc.some((a) => a > 1)) c.fail(`${pp}.acceptance_per_position`, "expected fractions in [0, 1]");
     c.number(e, "sync_points_per_call", pp, { min: 0 });
+    checkPoeModel(c, e, pp, gamma);
   });
 }
 
@@ -275,6 +283,90 @@ function checkPeers(c: Checker, v: unknown): void {
   });
 }
 
+/** The no-op round counters of a gamma result: all four or none (runs before them). */
+const NOOP_KEYS = ["dispatches_per_round", "noop_rounds_per_call", "noop_dispatches_per_call", "noop_rounds_cold_call"];
+
+/** The step costs of a cost model: measured, the rest of it is derived from them and the gamma's counters. */
+const STEP_COST_KEYS = ["prefill_ms", "draft_step_ms", "verify_ms", "accept_ms", "noop_round_ms", "sync_ms"] as const;
+
+/** A gamma result's acceptance rate, no-op counters and cost model (each optional: older runs lack them). */
+function checkPoeModel(c: Checker, e: Record<string, unknown>, pp: string, gamma: number): void {
+  const output = e.avg_output_tokens_per_call as number;
+  if (e.acceptance_rate !== undefined) {
+    const a = c.number(e, "acceptance_rate", pp, { min: 0 });
+    if (a > 1) c.fail(`${pp}.acceptance_rate`, "expected at most 1");
+    const resampled = (e.resample_rate as number) * output;
+    c.derived(a, acceptanceRate(output, resampled, 1), `${pp}.acceptance_rate`, "1 - resampled / (output - 1)");
+  }
+  const present = NOOP_KEYS.filter((k) => e[k] !== undefined);
+  if (present.length > 0 && present.length < NOOP_KEYS.length) {
+    c.fail(pp, `has ${present.join(", ")} but not ${NOOP_KEYS.filter((k) => !present.includes(k)).join(", ")}`);
+    return;
+  }
+  if (present.length > 0) {
+    const perRound = c.number(e, "dispatches_per_round", pp, { min: 1, int: true });
+    const noop = c.number(e, "noop_rounds_per_call", pp, { min: 0 });
+    c.number(e, "noop_rounds_cold_call", pp, { min: 0, int: true });
+    c.derived(
+      c.number(e, "noop_dispatches_per_call", pp, { min: 0 }),
+      noop * perRound,
+      `${pp}.noop_dispatches_per_call`,
+      "noop_rounds_per_call * dispatches_per_round",
+    );
+  }
+  if (e.cost_model === undefined) return;
+  const path = `${pp}.cost_model`;
+  const m = c.object(e.cost_model, path);
+  if (!m) return;
+  if (present.length === 0) {
+    c.fail(path, "needs the gamma's noop_rounds_per_call and dispatches_per_round");
+    return;
+  }
+  const costs = Object.fromEntries(STEP_COST_KEYS.map((k) => [k, c.number(m, k, path, { min: 0 })]));
+  const want = poeCostModel(costs as Record<typeof STEP_COST_KEYS[number], number>, {
+    gamma,
+    median_ms: e.median_ms as number,
+    avg_rounds_per_call: e.avg_rounds_per_call as number,
+    avg_output_tokens_per_call: output,
+    sync_points_per_call: e.sync_points_per_call as number,
+    noop_rounds_per_call: e.noop_rounds_per_call as number,
+    dispatches_per_round: e.dispatches_per_round as number,
+  });
+  for (const [k, v] of Object.entries(want)) {
+    if ((STEP_COST_KEYS as readonly string[]).includes(k)) continue;
+    c.derived(c.number(m, k, path, { min: 0 }), v, `${path}.${k}`, "the cost model of poe_model.ts");
+  }
+}
+
+/** hydra_poe's poe_spreads: the other spreads of the config, ascending, each with the gammas of `poe`. */
+function checkPoeSpreads(c: Checker, o: Record<string, unknown>, path: string, config: BenchConfig | null): void {
+  const v = o.poe_spreads;
+  if (v === undefined) return;
+  if (!Array.isArray(v)) {
+    c.fail(path, "expected an array of {spread, gammas}");
+    return;
+  }
+  const gammas = Array.isArray(o.poe) ? o.poe.map((g) => g?.gamma).join() : "";
+  v.forEach((x, i) => {
+    const pp = `${path}[${i}]`;
+    const e = c.object(x, pp);
+    if (!e) return;
+    c.number(e, "spread", pp, { min: 0 });
+    checkPoe(c, e.gammas, `${pp}.gammas`);
+    if (Array.isArray(e.gammas) && e.gammas.map((g) => g?.gamma).join() !== gammas) {
+      c.fail(`${pp}.gammas`, "expected the gammas of poe");
+    }
+  });
+  const spreads = v.map((x) => x?.spread).join();
+  const want = config ? (config.weights ? [] : poeSpreads(config).slice(1)).join() : spreads;
+  if (spreads !== want) {
+    c.fail(
+      path,
+      `holds spreads [${spreads}]; expected the spreads of poe_spread_sweep but synthetic_spread: [${want}]`,
+    );
+  }
+}
+
 function checkConfiguration(
   c: Checker,
   v: unknown,
@@ -302,10 +394,12 @@ function checkConfiguration(
   if (name === "hydra_poe") {
     if (o.decode !== null) c.fail(`${path}.decode`, "expected null for hydra_poe");
     checkPoe(c, o.poe, `${path}.poe`);
+    checkPoeSpreads(c, o, `${path}.poe_spreads`, config);
     if (o.weights === "random") c.fail(`${path}.weights`, 'expected "synthetic" or checkpoint paths for hydra_poe');
   } else {
     checkDecode(c, o.decode, `${path}.decode`);
     if (o.poe !== null) c.fail(`${path}.poe`, `expected null for ${name}`);
+    if (o.poe_spreads !== undefined) c.fail(`${path}.poe_spreads`, `expected none for ${name}`);
   }
   checkSweeps(c, o, name, path, config);
   c.number(o, "load_ms", path, { min: 0 });

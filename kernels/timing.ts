@@ -71,12 +71,24 @@ export class PassTimer {
 
 /**
  * GPU time in ms of `reps` replays of `dispatches`, each replay in its own timed compute pass, all submitted at once
- * and read back together (one sync point). Falls back to wall time per replay when timestamps are unavailable.
+ * and read back together (one sync point). `before` records untimed commands ahead of every replay (e.g. a copy that
+ * restores the control block the dispatches change). Falls back to wall time per replay when timestamps are
+ * unavailable.
  */
-export async function timeDispatches(gpu: Gpu, dispatches: readonly Dispatch[], reps: number): Promise<number[]> {
+export async function timeDispatches(
+  gpu: Gpu,
+  dispatches: readonly Dispatch[],
+  reps: number,
+  before?: (encoder: GPUCommandEncoder) => void,
+): Promise<number[]> {
   if (!PassTimer.supported(gpu)) {
     const out: number[] = [];
     for (let i = 0; i < reps; i++) {
+      if (before) {
+        const encoder = gpu.device.createCommandEncoder({ label: "timeDispatches setup" });
+        before(encoder);
+        gpu.device.queue.submit([encoder.finish()]);
+      }
       const t0 = performance.now();
       gpu.run(dispatches);
       await gpu.finish();
@@ -87,6 +99,7 @@ export async function timeDispatches(gpu: Gpu, dispatches: readonly Dispatch[], 
   const timer = new PassTimer(gpu, reps);
   const encoder = gpu.device.createCommandEncoder({ label: "timeDispatches" });
   for (let i = 0; i < reps; i++) {
+    before?.(encoder);
     const pass = encoder.beginComputePass(timer.pass(`rep ${i}`));
     encodeDispatches(pass, dispatches);
     pass.end();

@@ -20,7 +20,8 @@ import {
 /** Where a Hydra's weights come from. */
 export type EnsembleWeights =
   | { kind: "random"; seed: number }
-  | { kind: "synthetic"; seed: number }
+  /** `spread` multiplies the heads' random deltas (default 1; 0 = identical heads). */
+  | { kind: "synthetic"; seed: number; spread?: number }
   /** `heads[h]`: the adapter directories merged, in order, into head h's blocks (fewer lists than heads: none). */
   | { kind: "checkpoint"; base: string; heads: readonly (readonly string[])[] };
 
@@ -50,8 +51,9 @@ export async function loadEnsemble(
   );
   try {
     if (spec.weights.kind === "random") await fillRandomWeights(gpu, w, spec.weights.seed);
-    else if (spec.weights.kind === "synthetic") await fillSyntheticEnsemble(gpu, w, { seed: spec.weights.seed });
-    else {
+    else if (spec.weights.kind === "synthetic") {
+      await fillSyntheticEnsemble(gpu, w, { seed: spec.weights.seed, spread: spec.weights.spread });
+    } else {
       const adapters = [];
       for (const list of spec.weights.heads) {
         const loaded = [];

@@ -209,6 +209,11 @@ export interface SyntheticEnsembleOptions {
   rank?: number;
   /** Std of each delta element relative to the base weights' std (how far the heads drift apart). */
   relativeStd?: number;
+  /**
+   * Multiplies every head's delta (the `synthetic_spread` knob): 1 = the ensemble above, 0 = identical heads (no
+   * delta is generated or merged: each head is an exact copy of head 0's base blocks).
+   */
+  spread?: number;
   /** Std of the random base's matrices. */
   std?: number;
 }
@@ -219,7 +224,9 @@ export interface SyntheticEnsembleOptions {
  * projections; each head's final norm and lm_head are copies of the base's. Ends with `assertWeightsFinite`.
  */
 export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: SyntheticEnsembleOptions) {
-  const rank = o.rank ?? 16, rel = o.relativeStd ?? 0.25, std = o.std ?? RANDOM_WEIGHT_STD;
+  const rank = o.rank ?? 16, std = o.std ?? RANDOM_WEIGHT_STD, spread = o.spread ?? 1;
+  if (!(spread >= 0 && Number.isFinite(spread))) throw new Error(`fillSyntheticEnsemble: bad spread ${spread}`);
+  const rel = (o.relativeStd ?? 0.25) * spread;
   const [first, ...rest] = w.heads;
   // Random base: only the trunk, the embedding and head 0 need generating; the other heads copy head 0.
   const tmp: HydraWeights = { ...w, heads: [first] };
@@ -237,6 +244,10 @@ export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: Synthe
     copy(first.lmHead, h.lmHead);
   }
   gpu.device.queue.submit([encoder.finish()]);
+  w.source = "synthetic";
+  if (rel === 0) { // a zero delta would leave every weight as it is
+    return await gpu.scoped("checking the synthetic weights", () => assertWeightsFinite(gpu, w));
+  }
   // Deltas: A ~ N(0, 1/in), B ~ N(0, 1), scale chosen so each delta element has std rel * std.
   const c = w.config;
   const ctl = gpu.buffer("lora ctl", CTL_SLOTS * 4);
@@ -271,7 +282,6 @@ export async function fillSyntheticEnsemble(gpu: Gpu, w: HydraWeights, o: Synthe
   }
   ctl.destroy();
   await gpu.scoped("checking the synthetic weights", () => assertWeightsFinite(gpu, w));
-  w.source = "synthetic";
 }
 
 /** [out, in] of a projection. */

@@ -10,10 +10,17 @@
  *      first rejected draft is replaced by the jury's argmax (a resampled token) and the rest dropped;
  *   4. rollback: LEN (the committed length of every cache) moves to the accepted prefix.
  * Every kernel of a round is gated by ctl[ACTIVE] (cleared when the call has its tokens), so the CPU encodes rounds
- * blindly: first the fewest rounds that could finish the call (ceil((maxNewTokens - 1) / gamma): none of them can be
- * idle), then, after one readback, as many as could still be needed (one token per round at worst), of which those
- * after the end are no-ops on the GPU. At most 2 sync points per call. Non-finite logits in any pick (draft, jury or
- * acceptance) end the call with a UserError at the first readback (`Decoder.readResult`), before any statistics.
+ * blindly: a first batch, then, after one readback, as many rounds as could still be needed (one token per round at
+ * worst), of which those after the end are no-ops on the GPU. At most 2 sync points per call. Non-finite logits in
+ * any pick (draft, jury or acceptance) end the call with a UserError at the first readback (`Decoder.readResult`),
+ * before any statistics.
+ *
+ * The first batch is sized by the acceptance seen so far: the rounds the previous call of this decoder needed per
+ * token, scaled to this call (at least the fewest rounds that could finish, ceil((maxNewTokens - 1) / gamma), none of
+ * which can be idle, and at most maxNewTokens - 1). With 2 syncs the second batch must cover the worst case, so its
+ * no-op rounds are (tokens left) x (1 - 1 / tokens per round); only a first batch that nearly finishes the call keeps
+ * them few. The first call of a decoder has no estimate and uses the fewest rounds. A call whose acceptance matches
+ * the previous one finishes in the first batch: one sync, no no-op round. Either way the output is the same.
  * @module
  */
 
@@ -67,7 +74,21 @@ export interface PoeCallResult {
   sync_points: number;
   /** Rounds encoded (including rounds that were no-ops on the GPU). */
   rounds_encoded: number;
+  /** Rounds of the first batch (encoded before the first readback). */
+  first_batch_rounds: number;
   wall_ms: number;
+}
+
+/** The dispatch lists one round is made of, in order (all gated), for timing them one by one. */
+export interface PoeRoundParts {
+  /** POS = LEN: the round's opening control step. */
+  start: Dispatch[];
+  /** Draft step i < gamma: trunk, save of its output as trunk state i, draft head, pick, POS += 1. */
+  draft: Dispatch[][];
+  /** POS = LEN, every verifier head over the gamma saved trunk states, the jury's log-probs. */
+  verify: Dispatch[];
+  /** The jury's row argmax and the acceptance kernel (accept, resample, roll back, counters). */
+  accept: Dispatch[];
 }
 
 /** The PoE decoder. */
@@ -77,8 +98,12 @@ export class PoE {
   readonly draftHead: number;
   /** Verifier heads, in the order of their logits slots 1..N-1. */
   readonly verifiers: number[];
+  /** The parts of one round (see PoeRoundParts). */
+  readonly roundParts: PoeRoundParts;
   readonly #round: Dispatch[];
   readonly #prefill = new DispatchCache();
+  /** Rounds and tokens after the prefill of the previous call (the acceptance seen so far), or null before it. */
+  #last: { rounds: number; tokens: number } | null = null;
 
   constructor(
     readonly model: HydraTransformer,
@@ -100,35 +125,40 @@ export class PoE {
     }
     this.verifiers = Array.from({ length: model.nHeads }, (_, h) => h).filter((h) => h !== this.draftHead);
     this.decoder = new Decoder(model);
-    this.#round = this.#recordRound();
+    this.roundParts = this.#recordRound();
+    const p = this.roundParts;
+    this.#round = [...p.start, ...p.draft.flat(), ...p.verify, ...p.accept];
   }
 
-  /** The dispatches of one round (all gated). */
-  #recordRound(): Dispatch[] {
+  /** The dispatches of one round, in order (each costs a little GPU time even when gated off). */
+  get round(): readonly Dispatch[] {
+    return this.#round;
+  }
+
+  /** The dispatches of one round (all gated), by part. */
+  #recordRound(): PoeRoundParts {
     const m = this.model, { gamma, beta, temperature, seed } = this.options, ctl = m.ctl, gated = true;
     const c = m.config;
-    const draft: Dispatch[] = [];
+    const draft: Dispatch[][] = [];
     for (let i = 0; i < gamma; i++) {
-      draft.push(
+      draft.push([
         ...m.trunk(1, gated),
         m.saveTrunkState(i, gated),
         ...m.head(this.draftHead, 1, { lastTokenOnly: true, slot: 0, gated }),
         this.decoder.argmax("single", 1, 0, { heads: [0], temperature, seed, gated }),
         controlStep(this.gpu, { ctl, op: ControlOp.NEXT_POS, gated }),
-      );
+      ]);
     }
     const verify = this.verifiers.flatMap((h, s) =>
       m.head(h, gamma, { lastTokenOnly: false, input: "trunkStates", slot: s + 1, gated })
     );
     const slots = this.verifiers.map((_, s) => s + 1);
     const jury = this.decoder.combine("jury", gamma, { gated, heads: slots });
-    return [
-      controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }),
-      ...draft,
-      controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }),
-      ...verify,
-      ...jury,
-      ...poeAccept(this.gpu, {
+    return {
+      start: [controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated })],
+      draft,
+      verify: [controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }), ...verify, ...jury],
+      accept: poeAccept(this.gpu, {
         ctl,
         logp: this.decoder.combined,
         seq: m.seq,
@@ -138,7 +168,7 @@ export class PoE {
         beta,
         gated,
       }),
-    ];
+    };
   }
 
   /** Prefill of P prompt tokens: trunk + every head (last token only), the jury's pick, AFTER_PREFILL. */
@@ -171,7 +201,7 @@ export class PoE {
     const { gamma, maxNewTokens } = this.options;
     const dec = this.decoder;
     dec.setPrompt(prompt, maxNewTokens, gamma);
-    const firstRounds = Math.ceil((maxNewTokens - 1) / gamma);
+    const firstRounds = this.firstBatchRounds();
     const encoder = this.gpu.device.createCommandEncoder({ label: "poe prefill" });
     dec.encodeReset(encoder);
     encodePass(encoder, this.#prefillDispatches(prompt.length));
@@ -187,6 +217,7 @@ export class PoE {
     }
     const ctl = result.ctl;
     const output = ctl[CTL.OUT], resampled = ctl[CTL.RESAMPLED];
+    if (ctl[CTL.ROUNDS] > 0) this.#last = { rounds: ctl[CTL.ROUNDS], tokens: output - 1 };
     return {
       ids: result.ids,
       output_tokens: output,
@@ -196,8 +227,21 @@ export class PoE {
       accepted_at: Array.from(ctl.subarray(CTL.ACCEPTED_AT, CTL.ACCEPTED_AT + gamma)),
       sync_points: this.gpu.syncPoints - syncBefore,
       rounds_encoded: encoded,
+      first_batch_rounds: firstRounds,
       wall_ms: performance.now() - t0,
     };
+  }
+
+  /**
+   * Rounds of the next call's first batch: the previous call's rounds per token times the tokens this call needs
+   * after its prefill (integer arithmetic: the same acceptance gives exactly the same rounds), clamped to the fewest
+   * that could finish (ceil((maxNewTokens - 1) / gamma)) and the most that could be needed (maxNewTokens - 1).
+   */
+  firstBatchRounds(): number {
+    const { gamma, maxNewTokens } = this.options;
+    const need = maxNewTokens - 1, fewest = Math.ceil(need / gamma);
+    if (!this.#last || this.#last.tokens === 0) return fewest;
+    return Math.min(need, Math.max(fewest, Math.ceil(need * this.#last.rounds / this.#last.tokens)));
   }
 
   /** Encodes and submits `n` rounds, each in its own command buffer so the GPU starts while the CPU encodes. */

@@ -8,7 +8,7 @@
  */
 
 import { assertValidResults } from "../../bench/schema.ts";
-import type { ResultsDocument } from "../../bench/results_types.ts";
+import type { ConfigurationResult, ResultsDocument } from "../../bench/results_types.ts";
 import { summaryText } from "../../bench/summary.ts";
 import { formatFigure } from "../../bench/headline.ts";
 import { fromFileUrl } from "@std/path";
@@ -39,6 +39,8 @@ const FLAGS = [
   "20",
   "--warmup-ms",
   "5",
+  "--poe-spread-sweep",
+  "0",
 ];
 
 /** The first run's further knobs: both length sweeps, an f32 K/V cache, and both peers (Python faked). */
@@ -114,9 +116,39 @@ function assertLogShowsStoredFigures(stdout: string, doc: ResultsDocument): void
   for (const g of doc.configurations.hydra_poe!.poe!) {
     expect(`[hydra_poe] gamma ${g.gamma}: ${g.median_ms.toFixed(1)} ms/call (wall)`);
     expect(`effective ${g.effective_tps.toFixed(1)} tok/s, user-visible ${g.user_visible_tps.toFixed(1)} tok/s`);
+    expect(`[hydra_poe] gamma ${g.gamma} model: round ${g.cost_model!.round_ms.toFixed(2)} ms`);
+    expect(`ceiling ${g.cost_model!.ceiling_tps.toFixed(1)} tok/s at acceptance 1`);
+  }
+  for (const g of doc.configurations.hydra_poe!.poe_spreads![0].gammas) {
+    expect(`[hydra_poe] spread 0, gamma ${g.gamma}:`);
   }
   expect(summaryText(doc));
   if (stdout.includes("\x1b")) throw new Error("escape codes in a log that is not a terminal");
+}
+
+/**
+ * hydra_poe's spread sweep and cost model (issue 11): spread 0 (identical heads) accepts every draft at temperature 0
+ * and beta 1; every gamma of every spread has its no-op round counts and a cost model whose measured / predicted
+ * ratio is finite and roughly 1 (the CPU adapter's CPU encodes and runs the kernels at once: no tight bound here).
+ */
+function assertPoeModel(poe: ConfigurationResult): void {
+  const spreads = poe.poe_spreads ?? [];
+  if (spreads.map((s) => s.spread).join() !== "0") throw new Error(`poe_spreads: ${spreads.map((s) => s.spread)}`);
+  for (const g of spreads[0].gammas) {
+    // (acceptance_per_position may be below 1 at the last draft positions: the call's last round stops early)
+    if (g.resample_rate !== 0 || g.acceptance_rate !== 1 || g.acceptance_per_position[0] !== 1) {
+      throw new Error(
+        `spread 0, gamma ${g.gamma}: acceptance ${g.acceptance_per_position}, resampled ${g.resample_rate}`,
+      );
+    }
+  }
+  for (const g of [...poe.poe!, ...spreads[0].gammas]) {
+    const m = g.cost_model, ratio = m?.measured_over_predicted ?? NaN;
+    if (!(ratio > 0.2 && ratio < 5)) throw new Error(`gamma ${g.gamma}: measured / predicted ${ratio}`);
+    if (!(g.noop_rounds_per_call! >= 0 && g.noop_rounds_cold_call! >= 0 && g.dispatches_per_round! > 10)) {
+      throw new Error(`gamma ${g.gamma}: no-op counts ${JSON.stringify(g)}`);
+    }
+  }
 }
 
 async function deno(
@@ -174,6 +206,7 @@ Deno.test({
         }
         if (g.sync_points_per_call > 2) throw new Error(`gamma ${g.gamma}: ${g.sync_points_per_call} syncs per call`);
       }
+      assertPoeModel(poe);
       const png = await Deno.readFile(`${dir}/${runs[0]}/graph.png`);
       if (png.length < 1000 || png[1] !== 0x50 || png[2] !== 0x4e || png[3] !== 0x47) {
         throw new Error("graph.png is not a PNG");

@@ -10,6 +10,7 @@ import {
   loadConfig,
   poeGammas,
   poeKvLength,
+  poeSpreads,
   validateBenchConfig,
   wantsHelp,
 } from "../../bench/config.ts";
@@ -106,6 +107,9 @@ Deno.test("values of the wrong type or out of range name the knob, where it was 
     [{ weights: "yes" }, [], ['"weights"', "null (synthetic weights)"]],
     [{ weights: { base: "/tmp", adapters: [] } }, [], ['"weights"', 'unknown key "adapters"']],
     [{}, ["--weights", "{not json"], ["--weights", "as JSON"]],
+    [{ synthetic_spread: -0.5 }, [], ['"synthetic_spread"', "a number >= 0"]],
+    [{}, ["--poe-spread-sweep=0,-1"], ["--poe-spread-sweep", "numbers >= 0"]],
+    [{ poe_spread_sweep: [0, 0] }, [], ['"poe_spread_sweep"', "without repeats"]],
   ];
   for (const [knobs, argv, parts] of cases) await rejects(await configFile(knobs), argv, ...parts);
 });
@@ -130,6 +134,9 @@ Deno.test("weights: paths resolve against the config file's folder, must exist, 
   const c = await loadConfig(path, []);
   assertEquals(c.weights, { base: join(dir, "base"), heads: [[join(dir, "a0")], [join(dir, "a1")]] });
   assertEquals((await loadConfig(path, ["--weights", "synthetic"])).weights, null);
+  // the spread knobs scale the synthetic ensemble: with a checkpoint they are a mistake, not silently ignored
+  await rejects(path, ["--synthetic-spread", "0"], "--synthetic-spread scales the synthetic ensemble", "set weights");
+  await rejects(path, ["--poe-spread-sweep", "0,2"], "--poe-spread-sweep", "change --poe-spread-sweep (to [])");
   await Deno.writeTextFile(path, JSON.stringify({ n_heads: 2, weights: { base: "base", heads: [["a0"], ["nope"]] } }));
   await rejects(path, [], '"weights" in', join(dir, "nope"), "does not exist");
   await Deno.writeTextFile(path, JSON.stringify({ weights: { base: "base", heads: [["a0"], []] } }));
@@ -158,6 +165,9 @@ Deno.test("validateBenchConfig accepts a complete config and rejects a missing o
   const { seed: _, ...noSeed } = DEFAULT_CONFIG;
   assertThrows(() => validateBenchConfig(noSeed, "results.json config"), UserError, 'lacks the knob "seed"');
   assertThrows(() => validateBenchConfig({ ...DEFAULT_CONFIG, poe_beta: 2 }), UserError, "poe_beta");
+  // a run recorded before the spread knobs ran at their defaults
+  const { synthetic_spread: _s, poe_spread_sweep: _p, ...before } = DEFAULT_CONFIG;
+  assertEquals(validateBenchConfig(structuredClone(before)), DEFAULT_CONFIG as BenchConfig);
 });
 
 Deno.test("derived lengths: decode positions, KV rows, PoE gammas", () => {
@@ -165,6 +175,8 @@ Deno.test("derived lengths: decode positions, KV rows, PoE gammas", () => {
   assertEquals(decodePositions(c), [0, 8, 16]);
   assertEquals(decodeKvLength(c), DEFAULT_CONFIG.prompt_length + 20);
   assertEquals(poeGammas(c), [2, 6, 8]);
+  assertEquals(poeSpreads({ synthetic_spread: 0.5, poe_spread_sweep: [1, 0, 0.5] }), [0.5, 0, 1]);
+  assertEquals(poeSpreads(DEFAULT_CONFIG), [1]);
   assertEquals(poeKvLength(c, 40), 40 + DEFAULT_CONFIG.poe_max_new_tokens + 8);
 });
 

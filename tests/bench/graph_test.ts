@@ -1,5 +1,5 @@
 /**
- * graph.png: a valid PNG of the documented size whose header and six panels all hold drawn content (charts with
+ * graph.png: a valid PNG of the documented size whose header and seven panels all hold drawn content (charts with
  * coloured data where there is data, an explanation where there is none). Needs the npm canvas and chart packages,
  * so it runs where `deno task graph` runs, not on the GPU machine.
  */
@@ -72,7 +72,7 @@ Deno.test("graph.png of a failed run that reached only the baseline explains the
   const pixels = await decode(png);
   const byName = Object.fromEntries(GRAPH_LAYOUT.panels.map((r) => [r.name, inkIn(pixels, GRAPH_LAYOUT.width, r)]));
   for (const name of ["ttft_kde", "decode_latency", "decode_tps"]) assert(byName[name].colour > 1000, name);
-  for (const name of ["poe_tps", "poe_acceptance", "poe_tokens"]) {
+  for (const name of ["poe_tps", "poe_acceptance", "poe_tokens", "poe_ceiling"]) {
     // the title and one line of explanation are ~1500 ink pixels; an empty panel without them has none
     assert(byName[name].ink > 800, `empty panel ${name} shows no explanation`);
     assertEquals(byName[name].colour, 0, `empty panel ${name} should hold no data series`);

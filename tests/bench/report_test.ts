@@ -112,7 +112,8 @@ reportTest(
       "peer torch_cuda_graph: command python3 tools/peers/torch_decode_peer.py 7b; log peer_torch_cuda_graph.log; " +
         "note static KV cache.",
     );
-    assertEquals(r.panels.filter((p) => p.chart).length, 6);
+    assertEquals(r.panels.filter((p) => p.chart).length, 7);
+    assertEquals(r.panels[6].name, "poe_ceiling"); // PoE tok/s against acceptance, the cost model's curves
   },
 );
 

@@ -137,3 +137,49 @@ Deno.test("the length sweeps and peers validate, and their arithmetic, lengths a
   assertProblem(after((d) => delete d.peers[0].decode_ms_per_token), "peers[0]", "decode_ms_per_token or ttft_ms");
   assertProblem(after((d) => d.peers = {}), "peers", "expected an array");
 });
+
+Deno.test("validateResults accepts the cost model, no-op counts and spreads, and rejects inconsistent ones", () => {
+  const poe = (d: Json) => d.configurations.hydra_poe;
+  const g = (d: Json) => poe(d).poe[2];
+  assertEquals(problemsAfter(() => {}), []);
+  // runs before these fields validate without them
+  assertEquals(
+    problemsAfter((d) => {
+      for (const x of [...poe(d).poe, ...poe(d).poe_spreads.flatMap((s: Json) => s.gammas)]) {
+        for (const k of ["acceptance_rate", "cost_model", ...Object.keys(x).filter((k) => k.includes("noop"))]) {
+          delete x[k];
+        }
+        delete x.dispatches_per_round;
+      }
+      delete poe(d).poe_spreads;
+      delete d.config.poe_spread_sweep;
+      delete d.config.synthetic_spread;
+    }),
+    [],
+  );
+  assertProblem(problemsAfter((d) => g(d).cost_model.predicted_ms *= 1.1), "cost_model.predicted_ms");
+  assertProblem(problemsAfter((d) => g(d).cost_model.verify_ms += 1), "cost_model.round_ms");
+  assertProblem(problemsAfter((d) => g(d).cost_model.ceiling_rounds = 1), "cost_model.ceiling_rounds");
+  assertProblem(problemsAfter((d) => g(d).cost_model.ceiling_tps = 1), "cost_model.ceiling_tps");
+  assertProblem(problemsAfter((d) => g(d).cost_model.measured_over_predicted = 1), "measured_over_predicted");
+  assertProblem(problemsAfter((d) => g(d).noop_rounds_per_call += 1), "cost_model.noop_fraction");
+  assertProblem(problemsAfter((d) => delete g(d).cost_model.sync_ms), "cost_model.sync_ms", "finite number");
+  assertProblem(problemsAfter((d) => g(d).noop_dispatches_per_call = 3), "noop_dispatches_per_call");
+  assertProblem(problemsAfter((d) => delete g(d).noop_rounds_cold_call), "but not noop_rounds_cold_call");
+  assertProblem(
+    problemsAfter((d) => NOOP.forEach((k) => delete g(d)[k])),
+    "cost_model",
+    "needs the gamma's noop_rounds_per_call",
+  );
+  assertProblem(problemsAfter((d) => g(d).acceptance_rate = 0.99), "acceptance_rate", "1 - resampled");
+  assertProblem(problemsAfter((d) => poe(d).poe_spreads.reverse()), "poe_spreads", "expected the spreads");
+  assertProblem(problemsAfter((d) => d.config.poe_spread_sweep = [0]), "poe_spreads", "[0]");
+  assertProblem(problemsAfter((d) => poe(d).poe_spreads[0].gammas.pop()), "poe_spreads[0].gammas", "gammas of poe");
+  assertProblem(
+    problemsAfter((d) => poe(d).poe_spreads[1].gammas[0].cost_model.draft_step_ms = 1),
+    "poe_spreads[1].gammas[0].cost_model.round_ms",
+  );
+  assertProblem(problemsAfter((d) => d.configurations.baseline.poe_spreads = []), "baseline.poe_spreads");
+});
+
+const NOOP = ["dispatches_per_round", "noop_rounds_per_call", "noop_dispatches_per_call", "noop_rounds_cold_call"];

@@ -7,11 +7,13 @@ import { Rng } from "../../kernels/testing/harness.ts";
 import { type ConfigurationName, DEFAULT_CONFIG } from "../../bench/config.ts";
 import { decodeResult } from "../../bench/headline.ts";
 import { ttftLengths } from "../../bench/contexts.ts";
-import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
+import { decodePosition, type PoeCallCounts, poeGammaResult, poeNoopCounts, rooflineTps } from "../../bench/metrics.ts";
+import { poeCostModel } from "../../bench/poe_model.ts";
 import type {
   Clock,
   ConfigurationResult,
   Environment,
+  PoeGammaResult,
   ResultsDocument,
   TimedStats,
 } from "../../bench/results_types.ts";
@@ -87,14 +89,58 @@ export function syntheticConfiguration(name: ConfigurationName, seed = 1): Confi
       const accepted_at = Array.from({ length: gamma }, (_, i) => Math.round(40 * (0.9 - 0.02 * gamma) ** (i + 1)));
       return { output_tokens: 128, resampled_tokens: 20 + gamma, rounds: 40, accepted_at, sync_points: 1 };
     });
-    return poeGammaResult(gamma, timings(rng, 128 * 10 / (1 + gamma * 0.4), 6), calls);
+    return withCostModel(gamma, timings(rng, 128 * 10 / (1 + gamma * 0.4), 6), calls);
   });
-  return { ...common, weights: "synthetic", decode: null, poe };
+  const poe_spreads = SYNTHETIC_SPREADS.map((spread) => ({
+    spread,
+    gammas: [1, 2, 4, 8].map((gamma) => {
+      // geometric acceptance: 1 at spread 0, lower as the heads drift apart
+      const alpha = 1 - 0.3 * spread, perRound = (1 - alpha ** gamma) / (1 - alpha) || gamma;
+      const rounds = Math.ceil(127 / perRound), resampled = Math.round(rounds * (1 - alpha ** gamma));
+      const accepted_at = Array.from({ length: gamma }, (_, i) => Math.round(rounds * alpha ** (i + 1)));
+      const call = {
+        output_tokens: 128,
+        resampled_tokens: resampled,
+        rounds,
+        accepted_at,
+        sync_points: 1,
+      };
+      const ms = 57 + rounds * (gamma * 8.2 + 2 + 1.5 * gamma) + 11;
+      return withCostModel(gamma, timings(rng, ms, 6, "wall"), Array.from({ length: 6 }, () => call));
+    }),
+  }));
+  return { ...common, weights: "synthetic", decode: null, poe, poe_spreads };
+}
+
+/** The spreads of poe_spread_sweep in the synthetic run (besides synthetic_spread 1). */
+export const SYNTHETIC_SPREADS = [0, 0.5];
+
+/**
+ * A gamma result from the call counters, with no-op counters (2 gated-off rounds per call after the first) and a cost
+ * model of 7B-like step costs (a gated-off dispatch 2 us).
+ */
+function withCostModel(gamma: number, stats: TimedStats, calls: PoeCallCounts[]): PoeGammaResult {
+  const encoded = calls.map((c) => ({ ...c, rounds_encoded: c.rounds + 2 }));
+  const perRound = 330 * gamma + 40 * 4;
+  const r = { ...poeGammaResult(gamma, stats, encoded), ...poeNoopCounts(encoded, encoded[0], perRound) };
+  const costs = {
+    prefill_ms: 57,
+    draft_step_ms: 8.2,
+    verify_ms: 2 + 1.5 * gamma,
+    accept_ms: 0.3,
+    noop_round_ms: perRound * 0.002,
+    sync_ms: 11,
+  };
+  return { ...r, cost_model: poeCostModel(costs, r) };
 }
 
 /** A complete run of `configs` (all three by default). */
 export function syntheticResults(configs: readonly ConfigurationName[] = DEFAULT_CONFIG.configs): ResultsDocument {
-  const config = { ...structuredClone(DEFAULT_CONFIG), configs: [...configs] };
+  const config = {
+    ...structuredClone(DEFAULT_CONFIG),
+    configs: [...configs],
+    poe_spread_sweep: [...SYNTHETIC_SPREADS],
+  };
   return {
     schema_version: 1,
     run: "2026-11-28_run01",

@@ -10,9 +10,9 @@ import { gpuTest, Rng } from "../../kernels/testing/harness.ts";
 const tiny = PRESETS.tiny;
 const N_HEADS = 4, DEPTH = 2, NEW = 12;
 
-async function buildEnsemble(gpu: Gpu, relativeStd: number) {
+async function buildEnsemble(gpu: Gpu, relativeStd: number, spread = 1) {
   const w = allocateWeights(gpu, tiny, N_HEADS, DEPTH);
-  await fillSyntheticEnsemble(gpu, w, { seed: 5, rank: 8, relativeStd, std: 1 / Math.sqrt(tiny.dModel) });
+  await fillSyntheticEnsemble(gpu, w, { seed: 5, rank: 8, relativeStd, std: 1 / Math.sqrt(tiny.dModel), spread });
   const model = new HydraTransformer(gpu, w, { maxPos: 96, maxRows: 24, maxLogitRows: 5 });
   const towers: CpuModel[] = [];
   for (let h = 0; h < N_HEADS; h++) towers.push(await readTower(gpu, w, h));
@@ -142,3 +142,72 @@ gpuTest("after PoE rolls back rejected drafts, continuing greedily equals a run 
     model.destroy();
   }
 });
+
+gpuTest("identical heads (synthetic spread 0): at temperature 0 and beta 1 every draft is accepted", async (gpu) => {
+  const { model } = await buildEnsemble(gpu, 0.6, 0);
+  try {
+    const w = model.weights;
+    for (const h of [1, N_HEADS - 1]) {
+      const [a, b] = [w.heads[0].blocks[DEPTH - 1].gateUp, w.heads[h].blocks[DEPTH - 1].gateUp];
+      if (!assertBytesEqual(new Uint8Array(await gpu.read(a)), new Uint8Array(await gpu.read(b)))) {
+        throw new Error(`head ${h}'s blocks differ from head 0's at spread 0`);
+      }
+    }
+    const prompt = [3, 141, 59, 265, 358, 97];
+    for (const gamma of [1, 3, 5]) {
+      const poe = new PoE(model, { gamma, beta: 1, temperature: 0, maxNewTokens: NEW });
+      const r = await poe.generateIds(prompt);
+      poe.destroy();
+      checkStats(r, gamma, `gamma ${gamma}`);
+      const accepted = r.accepted_at.reduce((a, b) => a + b, 0);
+      if (r.resampled_tokens !== 0 || accepted !== NEW - 1 || r.rounds !== Math.ceil((NEW - 1) / gamma)) {
+        throw new Error(`gamma ${gamma}: ${JSON.stringify(r)}: expected every draft accepted, none resampled`);
+      }
+    }
+  } finally {
+    model.destroy();
+  }
+});
+
+function assertBytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+gpuTest(
+  "a call's first batch is sized by the previous call: a repeated call has no no-op round and 1 sync",
+  async (gpu) => {
+    // heads close enough that some drafts are accepted and some not (at spread 1 nearly every draft is rejected)
+    const { model } = await buildEnsemble(gpu, 0.6, 0.3);
+    const gamma = 4, fewest = Math.ceil((NEW - 1) / gamma);
+    const poe = new PoE(model, { gamma, beta: 1, temperature: 0, maxNewTokens: NEW });
+    try {
+      const prompt = [3, 141, 59, 265, 358, 97];
+      const cold = await poe.generateIds(prompt);
+      // the first call has no estimate: the fewest rounds that could finish, then the worst case after a readback
+      if (cold.first_batch_rounds !== fewest || cold.sync_points !== 2 || cold.rounds_encoded <= cold.rounds) {
+        throw new Error(`cold call: ${JSON.stringify(cold)}; want ${fewest} rounds first, 2 syncs, no-op rounds`);
+      }
+      const warm = await poe.generateIds(prompt);
+      checkStats(warm, gamma, "repeated call");
+      if (warm.ids.join() !== cold.ids.join()) {
+        throw new Error(
+          `the repeated call emitted ${warm.ids}, not ${cold.ids}`,
+        );
+      }
+      if (warm.first_batch_rounds !== cold.rounds || warm.rounds_encoded !== warm.rounds || warm.sync_points !== 1) {
+        throw new Error(`repeated call: ${JSON.stringify(warm)}; want ${cold.rounds} rounds, all run, 1 sync`);
+      }
+      // another prompt: sized by the same estimate, and still at most 2 syncs and every token out
+      const other = await poe.generateIds([7, 7, 300, 12]);
+      checkStats(other, gamma, "another prompt");
+      if (other.first_batch_rounds !== warm.rounds) throw new Error(`another prompt: ${JSON.stringify(other)}`);
+      console.log(
+        `no-op rounds: cold call ${cold.rounds_encoded - cold.rounds} of ${cold.rounds_encoded}, repeated call ` +
+          `${warm.rounds_encoded - warm.rounds}, another prompt ${other.rounds_encoded - other.rounds}`,
+      );
+    } finally {
+      poe.destroy();
+      model.destroy();
+    }
+  },
+);
