@@ -148,7 +148,7 @@ reportTest(
   "report.html of a run with the length sweeps and two peers draws the sweep panels and lists the peers",
   () => withSweepsAndPeers(syntheticResults()),
   (r) => {
-    assertEquals(r.panels.filter((p) => p.chart).length, 8);
+    assertEquals(r.panels.filter((p) => p.chart).length, 9);
     assertEquals(r.panels.slice(-2).map((p) => p.name), ["ttft_by_length", "decode_contexts"]);
     for (const peer of ["peer torch", "peer hf"]) assertStringIncludes(r.summaryText, peer);
     assert(r.figures.some((f) => f.key === "peer.hf.ttft_ms" && f.value === 41.5), "the hf peer's TTFT");
