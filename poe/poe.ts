@@ -35,13 +35,9 @@ import { applyChatTemplate, type CheckpointChatConfig } from "./chat_template.ts
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** The text a generation starts from: one user message `content`, in the checkpoint's chat format, then the turn of
- * the assistant. */
+ * the assistant. Template errors name `chat.source`. */
 export function userPrompt(content: string, chat: CheckpointChatConfig): string {
-  return applyChatTemplate([{ role: "user", content }], {
-    template: chat.template,
-    addGenerationPrompt: true,
-    specialTokens: chat.specialTokens,
-  });
+  return applyChatTemplate([{ role: "user", content }], { ...chat, addGenerationPrompt: true });
 }
 
 /** The knobs of a PoE decoder. */
