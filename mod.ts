@@ -38,6 +38,7 @@ export * from "./model/hydra.ts";
 export * from "./model/generate.ts";
 export * from "./poe/tokenizer.ts";
 export * from "./poe/chat_template.ts";
+export * from "./poe/prompt.ts";
 export * from "./poe/poe.ts";
 export * from "./bench/harness.ts";
 export * from "./bench/stats.ts";
