@@ -138,8 +138,11 @@ Deno.test("a hostile chat template is stopped at each bound with one sentence", 
     hostile("{% for i in range(100000000) %}x{% endfor %}").message,
     "asked range() for 100000000 items, above the limit of 1000000",
   );
-  // An endless loop ends at the step bound (1e8 iterations of two nested loops; about 2.5 s here).
-  const loop = hostile("{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}{% endfor %}{% endfor %}");
+  // An endless loop ends at the step bound (1e8 iterations of two nested loops; about 2.5 s here). The wall-clock
+  // bound is lifted so that only the (deterministic) step count can end it, however loaded the machine.
+  const loop = hostile("{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}{% endfor %}{% endfor %}", {
+    seconds: 600,
+  });
   assertStringIncludes(loop.message, `did not finish within ${TEMPLATE_LIMITS.steps} steps`);
   assert(loop.ms < 30_000, `the step bound took ${loop.ms} ms`); // a hang guard, not a speed claim
   // A string or a list doubled 64 times would need 2^64 units of memory; the bounds stop them within ~30 steps.
