@@ -22,14 +22,10 @@ import { HydraTransformer } from "../model/hydra.ts";
 import { KV_DTYPES, type KvDtype } from "../kernels/attention/kv_cache.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { destroyWeights } from "../model/weights.ts";
-import { DECODE_MAX_ROWS } from "../kernels/attention/decode.ts";
-import { MATVEC_MAX_ROWS } from "../kernels/matmul/matvec.ts";
-import { PoE } from "../poe/poe.ts";
+import { LOGITS_MAX_HEADS } from "../kernels/logits/log_softmax.ts";
+import { PoE, POE_MAX_GAMMA as MAX_GAMMA } from "../poe/poe.ts";
 import { preparePrompt } from "../poe/prompt.ts";
 import { loadTokenizer, type Tokenizer } from "../poe/tokenizer.ts";
-
-/** Most drafted tokens per PoE round: a round's rows go through the decode attention and the matvec in one pass. */
-const MAX_GAMMA = Math.min(DECODE_MAX_ROWS, MATVEC_MAX_ROWS);
 
 const USAGE = `Usage:
   deno task generate --weights DIR [--adapter DIR ...] (--ids 1,2,3 | --prompt TEXT [--chat]) [options]
@@ -37,7 +33,7 @@ const USAGE = `Usage:
 Options:
   --max-new-tokens N     tokens to generate (default 16)
   --mode M               greedy (head 0) | naive (mean of heads) | jury (heads but the draft) | poe (default greedy)
-  --heads N              Hydra heads (default 1; 5 with --synthetic)
+  --heads N              Hydra heads, 1..${LOGITS_MAX_HEADS} (default 1; 5 with --synthetic)
   --heads-depth D        blocks per head (default 0, or 3 with --heads > 1; all layers when --adapter is given alone)
   --adapter DIR          PEFT adapter merged into every head's blocks, in order (repeatable)
   --head-adapter H=DIR   PEFT adapter merged into head H only (repeatable)
@@ -176,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!(size in PRESETS)) fail(`--size must be tiny, 1b or 7b, not "${size}".`);
     config = PRESETS[size as keyof typeof PRESETS];
   }
-  const nHeads = int(raw.heads ?? (a.synthetic ? 5 : 1), "heads", 1);
+  const nHeads = int(raw.heads ?? (a.synthetic ? 5 : 1), "heads", 1, LOGITS_MAX_HEADS);
   const defaultDepth = nHeads > 1 ? 3 : (adapters.length ? config.nLayers : 0);
   const depth = int(raw["heads-depth"] ?? defaultDepth, "heads-depth", 0);
   if (depth > config.nLayers) fail(`--heads-depth ${depth} exceeds the model's ${config.nLayers} layers.`);
