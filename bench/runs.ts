@@ -8,7 +8,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { join } from "@std/path";
-import { UserError } from "../common/errors.ts";
+import { runEntryPoint, UserError } from "../common/errors.ts";
 import { fsFailure } from "../common/files.ts";
 import { readConfig } from "./config.ts";
 import { type ProcessState, processState } from "./process.ts";
@@ -151,7 +151,7 @@ as interrupted.
   --yes     with --prune: do not ask`;
 
 /** `deno task runs`; returns the exit code. */
-export async function main(argv: readonly string[]): Promise<number> {
+async function main(argv: readonly string[]): Promise<number> {
   const unknown: string[] = [];
   const a = parseArgs([...argv], {
     string: ["results-dir", "config"],
@@ -193,14 +193,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    if (e instanceof UserError) {
-      console.error(`error: ${e.message}`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
-}
+if (import.meta.main) Deno.exit(await runEntryPoint(() => main(Deno.args)));
