@@ -41,6 +41,10 @@ const DRAWS: Record<string, Draw> = {
   prompt_length: (r, cheap) => between(r, 1, cheap ? 24 : 600),
   gen_length: (r, cheap) => between(r, 1, cheap ? 10 : 200),
   step_interval: (r, cheap) => between(r, 1, cheap ? 10 : 100),
+  // The length sweeps cost minutes on the CPU adapter: drawn only where the bench is not run.
+  prompt_lengths: (r, cheap) => cheap ? [] : subset(r, [16, 300, 600, 2000], 0.3, 4),
+  decode_contexts: (r, cheap) => cheap ? [] : subset(r, [12, 511, 1000, 4095], 0.3, 4),
+  kv_dtype: (r) => ["bf16", "f32"][r.int(2)],
   warmup_ms: (r, cheap) => cheap ? r.int(3) : r.int(300),
   rep_ms: (r, cheap) => cheap ? between(r, 1, 10) : between(r, 1, 2000),
   n_heads: (r, cheap) => between(r, 1, cheap ? 3 : LOGITS_MAX_HEADS),
@@ -81,6 +85,8 @@ function assertRunnable(plan: RunPlan, what: string): void {
   if (c.configs.includes("baseline") || c.configs.includes("hydra_naive")) {
     assert(decodePositions(c).length > 0, `${what}: no decode position`);
     assert(decodeKvLength(c) <= model.maxContext, `${what}: decode KV ${decodeKvLength(c)}`);
+    const longest = Math.max(0, ...c.prompt_lengths, ...c.decode_contexts);
+    assert(longest < model.maxContext, `${what}: a sweep reaches position ${longest}`);
   }
   if (c.configs.includes("hydra_poe")) {
     const poe = plan.poe;
