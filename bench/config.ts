@@ -343,7 +343,7 @@ export function flagName(key: string): string {
 /** Where a knob's value came from, in words: `"rep_ms" in config.json` or `--rep-ms`. */
 function describe(key: string, origin: Origin | "default"): string {
   if (origin === "default") return `the default of "${key}"`;
-  if (origin.kind === "software") return `${key} (the software adapter's smoke-test default, as no flag sets it)`;
+  if (origin.kind === "software") return `${key} (the software adapter's smoke-test default, as it was left unset)`;
   return origin.kind === "file" ? `"${key}" in ${origin.path}` : flagName(key);
 }
 
@@ -506,11 +506,10 @@ function checkRelations(c: BenchConfig, origins: Origins): void {
     `${k} ${shown(c[k])}${origins[k] !== "default" && origins[k].kind === "software" ? SOFTWARE_NOTE : ""}`;
   const layers = SIZE_LAYERS[c.size];
   if (c.heads_depth >= layers) {
+    const size = valued("size");
     throw new UserError(
-      `${where("heads_depth")} is ${c.heads_depth}, but ${
-        valued("size")
-      } has ${layers} layers and the trunk needs at ` +
-        `least one: ${fix("heads_depth")} to at most ${layers - 1}${alsoSet("size", origins)}.`,
+      `${where("heads_depth")} is ${c.heads_depth}, but ${size} has ${layers} layers and the trunk needs at least ` +
+        `one: ${fix("heads_depth")} to at most ${layers - 1}${alsoSet("size", origins)}.`,
     );
   }
   if (c.configs.includes("hydra_poe") && c.n_heads < 2) {
