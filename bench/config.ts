@@ -5,7 +5,8 @@
  * Precedence: defaults < config.json < flags. Every key of config.json is also a flag, its name the key with dashes
  * (`rep_ms` -> `--rep-ms VALUE` or `--rep-ms=VALUE`; a negative number needs the `=` form); list knobs take
  * comma-separated values (`--poe-gamma-sweep 1,2,4`, `--configs baseline,hydra_poe`). The last occurrence of a flag
- * wins.
+ * wins. On a software adapter the knobs the user left unset take smoke-test values ({@link SOFTWARE_DEFAULTS}), and
+ * the relations between knobs are checked on the values a run will actually use ({@link checkConfig}).
  *
  * The default size is "7b": the headline number of the suite is OLMo-2 7B on a data-centre GPU, and `deno task bench`
  * with no flags should produce it. On a laptop or the CPU adapter pass `--size tiny` (or `--size 1b`).
@@ -18,10 +19,11 @@ import { closestString } from "@std/text/closest-string";
 import { levenshteinDistance } from "@std/text/levenshtein-distance";
 import { isDirectory } from "../common/files.ts";
 import { UserError } from "../common/errors.ts";
-import { MAX_GAMMA } from "../kernels/control/ctl.ts";
 import { KV_DTYPES, type KvDtype } from "../kernels/attention/kv_cache.ts";
+import { LOGITS_MAX_HEADS } from "../kernels/logits/log_softmax.ts";
 import { PEER_NAMES, type PeerName } from "./peers.ts";
 import { type PresetName, PRESETS } from "../model/config.ts";
+import { POE_MAX_GAMMA } from "../poe/poe.ts";
 
 /** Model sizes the suite can build from random weights (the model presets, in --help's order). */
 export const MODEL_SIZES = ["1b", "7b", "tiny"] as const satisfies readonly PresetName[];
@@ -33,8 +35,13 @@ export const SIZE_LAYERS: Readonly<Record<ModelSize, number>> = Object.freeze(
   Object.fromEntries(MODEL_SIZES.map((s) => [s, PRESETS[s].nLayers])) as Record<ModelSize, number>,
 );
 
-/** OLMo-2's context length (the 1B and 7B presets'): no sequence (prompt + generated + drafted tokens) may be longer. */
+/** OLMo-2's context length (the 1B and 7B presets'): the longest any knob's length may be. */
 export const CONTEXT_LENGTH = PRESETS["7b"].maxContext;
+
+/** Context length per size (tiny: 512): no sequence (prompt + generated + drafted tokens) of a run may be longer. */
+export const SIZE_CONTEXT: Readonly<Record<ModelSize, number>> = Object.freeze(
+  Object.fromEntries(MODEL_SIZES.map((s) => [s, PRESETS[s].maxContext])) as Record<ModelSize, number>,
+);
 
 /** The timed configurations, in the order a run executes them. */
 export const CONFIGURATION_NAMES = ["baseline", "hydra_naive", "hydra_poe"] as const;
@@ -81,8 +88,11 @@ export interface BenchConfig {
   results_dir: string;
 }
 
-/** Where a value came from, for error messages: a config file (its path) or the command line. */
-type Origin = { kind: "file"; path: string } | { kind: "flag" };
+/**
+ * Where a value came from, for error messages and results.json: a config file (its path), the command line, or the
+ * smoke-test defaults of a software adapter.
+ */
+type Origin = { kind: "file"; path: string } | { kind: "flag" } | { kind: "software" };
 
 /** How one knob's values are read from JSON and from flag text, and described in --help. */
 interface Codec<T> {
@@ -211,7 +221,7 @@ function knob<T>(codec: Codec<T>, dflt: T, help: string): { codec: Codec<T>; def
 }
 
 const CONTEXT_INT = integer(1, CONTEXT_LENGTH - 1);
-const GAMMA_INT = integer(1, MAX_GAMMA);
+const GAMMA_INT = integer(1, POE_MAX_GAMMA);
 const NON_NEGATIVE = real("a number >= 0", (v) => v >= 0);
 
 /** The knob table: type and range (the codec), default, and meaning, in the order --help lists the knobs. */
@@ -248,9 +258,10 @@ const KNOBS: { readonly [K in keyof BenchConfig]: Knob<K> } = {
     "timed repetitions budget per measurement, in ms (at least one repetition always runs)",
   ),
   n_heads: knob(
-    integer(1, Infinity),
+    integer(1, LOGITS_MAX_HEADS),
     5,
-    "Hydra heads (PoE: one draft head + n_heads - 1 verifiers, so at least 2 for hydra_poe)",
+    `Hydra heads (PoE: one draft head + n_heads - 1 verifiers, so at least 2 for hydra_poe; at most ` +
+      `${LOGITS_MAX_HEADS}, the most logit matrices the mean and jury kernels combine)`,
   ),
   heads_depth: knob(
     integer(1, Infinity),
@@ -258,9 +269,14 @@ const KNOBS: { readonly [K in keyof BenchConfig]: Knob<K> } = {
     "blocks per Hydra head, taken from the end of the model (below the model's layer count)",
   ),
   kv_dtype: knob(oneOf(KV_DTYPES), "bf16", "K/V cache element type of every model the bench builds (f32: exact)"),
-  poe_gamma: knob(GAMMA_INT, 4, `tokens drafted per PoE round (1..${MAX_GAMMA})`),
+  poe_gamma: knob(
+    GAMMA_INT,
+    4,
+    `tokens drafted per PoE round (1..${POE_MAX_GAMMA}: a round's drafts go through the decode attention and matvec ` +
+      `kernels in one pass, and both take at most ${POE_MAX_GAMMA} rows)`,
+  ),
   poe_gamma_sweep: knob(
-    listOf(GAMMA_INT, `whole numbers from 1 to ${MAX_GAMMA}`, true),
+    listOf(GAMMA_INT, `whole numbers from 1 to ${POE_MAX_GAMMA}`, true),
     [1, 2, 4, 8],
     "further gammas to time; PoE is timed at poe_gamma and every gamma listed here (empty: poe_gamma only)",
   ),
@@ -327,12 +343,14 @@ export function flagName(key: string): string {
 /** Where a knob's value came from, in words: `"rep_ms" in config.json` or `--rep-ms`. */
 function describe(key: string, origin: Origin | "default"): string {
   if (origin === "default") return `the default of "${key}"`;
+  if (origin.kind === "software") return `${key} (the software adapter's smoke-test default, as it was left unset)`;
   return origin.kind === "file" ? `"${key}" in ${origin.path}` : flagName(key);
 }
 
 /** What to do about a bad value, by origin. */
 function remedy(key: string, origin: Origin | "default"): string {
   if (origin === "default") return "report this bug";
+  if (origin.kind === "software") return `set ${flagName(key)}`;
   return origin.kind === "file" ? `edit ${origin.path}` : `change ${flagName(key)}`;
 }
 
@@ -357,19 +375,24 @@ function suggestion(name: string, candidates: readonly string[]): string {
   return levenshteinDistance(name, best) <= Math.max(2, Math.floor(name.length / 3)) ? ` (did you mean ${best}?)` : "";
 }
 
-/** The flag that names the config file; it and --help are the flags that are not knobs. */
+/** The flag that names the config file; it, --help and the SWITCHES are the flags that are not knobs. */
 const CONFIG_FLAG = "--config";
+/** The switches of a run that are no knob (no config.json key), with their --help text. */
+const SWITCHES = {
+  "no-wait": "when another benchmark holds this GPU, stop (exit 2) instead of waiting for it",
+  "allow-concurrent": "run even while another benchmark holds this GPU (results.json records it; timings interfere)",
+} as const;
 /** Every flag, for "did you mean" hints. */
-const ALL_FLAGS = [...KEYS.map(flagName), CONFIG_FLAG, "--help"];
+const ALL_FLAGS = [...KEYS.map(flagName), CONFIG_FLAG, "--help", ...Object.keys(SWITCHES).map((f) => `--${f}`)];
 /** The value-taking flags as parse-args names them (without the dashes): the knobs' and "config". */
-const VALUE_FLAGS = ALL_FLAGS.filter((f) => f !== "--help").map((f) => f.slice(2));
+const VALUE_FLAGS = [...KEYS.map(flagName), CONFIG_FLAG].map((f) => f.slice(2));
 
 /** argv through parse-args: every value as typed (a string), and the arguments that are no flag of ours. */
 function parseArgv(argv: readonly string[]): { args: Record<string, unknown>; unexpected: string[] } {
   const unexpected: string[] = [];
   const args = parseArgs([...argv], {
     string: VALUE_FLAGS,
-    boolean: ["help"],
+    boolean: ["help", ...Object.keys(SWITCHES)],
     alias: { h: "help" },
     unknown: (arg: string) => {
       unexpected.push(arg);
@@ -414,9 +437,10 @@ export function wantsHelp(argv: readonly string[]): boolean {
   return parseArgv(argv).args.help === true;
 }
 
-/** The knobs argv sets by flag (e.g. to leave them alone when the runner changes defaults for a software adapter). */
-export function knobsSetByFlags(argv: readonly string[]): Set<keyof BenchConfig> {
-  return new Set(commandLine(argv).flags.map(([k]) => k));
+/** The switches of argv that are no knob: `--no-wait` and `--allow-concurrent`. */
+export function runSwitches(argv: readonly string[]): { noWait: boolean; allowConcurrent: boolean } {
+  const { args } = parseArgv(argv);
+  return { noWait: args["no-wait"] === true, allowConcurrent: args["allow-concurrent"] === true };
 }
 
 /** The --help text: every flag with its value, default and meaning. */
@@ -427,11 +451,20 @@ export function helpText(): string {
     "Times the configured models on this GPU and writes results/<YYYY-MM-DD>_runNN/results.json.",
     "Every knob is read from config.json (default path: ./config.json) and can be overridden by its flag;",
     "list values are comma-separated (--poe-gamma-sweep 1,2,4). Defaults < config.json < flags.",
+    ...wrap(
+      "On a software adapter (llvmpipe, lavapipe, SwiftShader) the knobs set neither by a flag nor in the config " +
+        "file (a value equal to the default counts as unset: the repository's config.json lists every default) take " +
+        `smoke-test values: ${Object.entries(SOFTWARE_DEFAULTS).map(([k, v]) => `${k} ${v}`).join(", ")}.`,
+      HELP_WIDTH,
+    ),
     "",
     `  ${CONFIG_FLAG} <path>`,
     "        config file to read [default: config.json]",
     "  --help, -h",
     "        print this text and exit",
+    ...Object.entries(SWITCHES).flatMap((
+      [flag, help],
+    ) => [`  --${flag}`, ...wrap(help, HELP_WIDTH - 8).map((l) => " ".repeat(8) + l)]),
   ];
   for (const key of KEYS) {
     const knob = KNOBS[key] as Knob<typeof key>;
@@ -461,15 +494,22 @@ function wrap(text: string, width: number): string[] {
   return out;
 }
 
-/** Checks the relations between knobs that no single value can break. Throws UserError naming the knobs. */
+/**
+ * Checks the relations between knobs that no single value can break, on the values a run uses (software-adapter
+ * defaults included, each named as such). Throws UserError naming the knobs and the limits that hold.
+ */
 function checkRelations(c: BenchConfig, origins: Origins): void {
   const where = (k: keyof BenchConfig) => describe(k, origins[k]);
   const fix = (k: keyof BenchConfig) => remedy(k, origins[k]);
+  /** `gen_length 32`, and ` (the software adapter's smoke-test default)` when that is where it came from. */
+  const valued = (k: keyof BenchConfig) =>
+    `${k} ${shown(c[k])}${origins[k] !== "default" && origins[k].kind === "software" ? SOFTWARE_NOTE : ""}`;
   const layers = SIZE_LAYERS[c.size];
   if (c.heads_depth >= layers) {
+    const size = valued("size");
     throw new UserError(
-      `${where("heads_depth")} is ${c.heads_depth}, but size "${c.size}" has ${layers} layers and the trunk needs at ` +
-        `least one: ${fix("heads_depth")} to at most ${layers - 1}.`,
+      `${where("heads_depth")} is ${c.heads_depth}, but ${size} has ${layers} layers and the trunk needs at least ` +
+        `one: ${fix("heads_depth")} to at most ${layers - 1}${alsoSet("size", origins)}.`,
     );
   }
   if (c.configs.includes("hydra_poe") && c.n_heads < 2) {
@@ -480,29 +520,30 @@ function checkRelations(c: BenchConfig, origins: Origins): void {
   }
   if (c.step_interval > c.gen_length) {
     throw new UserError(
-      `${where("step_interval")} is ${c.step_interval}, above gen_length ${c.gen_length}, so no position would be ` +
-        `measured: ${fix("step_interval")} to at most ${c.gen_length}.`,
+      `${where("step_interval")} is ${c.step_interval}, above ${valued("gen_length")}, so no position would be ` +
+        `measured: ${fix("step_interval")} to at most ${c.gen_length}${alsoSet("gen_length", origins)}.`,
     );
   }
-  if (c.prompt_length + c.gen_length > CONTEXT_LENGTH) {
+  const context = SIZE_CONTEXT[c.size];
+  const decodes = c.configs.includes("baseline") || c.configs.includes("hydra_naive");
+  if (decodes && c.prompt_length + c.gen_length > context) {
     throw new UserError(
-      `prompt_length ${c.prompt_length} + gen_length ${c.gen_length} exceeds the ${CONTEXT_LENGTH}-token context: ` +
-        `${fix("gen_length")} or ${fix("prompt_length")} so that they sum to at most ${CONTEXT_LENGTH}.`,
+      `prompt_length ${c.prompt_length} + ${valued("gen_length")} exceeds the ${context}-token context of ` +
+        `${valued("size")}: ${fix("gen_length")} or ${fix("prompt_length")} so that they sum to at most ${context}.`,
     );
   }
   const gammaMax = Math.max(...poeGammas(c));
-  if (c.poe_max_new_tokens + gammaMax >= CONTEXT_LENGTH) {
+  if (c.configs.includes("hydra_poe") && c.poe_max_new_tokens + gammaMax >= context) {
     throw new UserError(
-      `poe_max_new_tokens ${c.poe_max_new_tokens} plus the largest gamma ${gammaMax} leaves no room for the prompt ` +
-        `in the ${CONTEXT_LENGTH}-token context: ${fix("poe_max_new_tokens")}.`,
+      `${valued("poe_max_new_tokens")} plus the largest gamma ${gammaMax} leaves no room for the prompt in the ` +
+        `${context}-token context of ${valued("size")}: ${fix("poe_max_new_tokens")} to below ${context - gammaMax}.`,
     );
   }
-  const context = PRESETS[c.size].maxContext;
   for (const key of ["prompt_lengths", "decode_contexts"] as const) {
     const longest = Math.max(0, ...c[key]);
     if (longest >= context) {
       throw new UserError(
-        `${where(key)} holds ${longest}, but size "${c.size}" has a ${context}-token context and the step after ` +
+        `${where(key)} holds ${longest}, but ${valued("size")} has a ${context}-token context and the step after ` +
           `${longest} tokens writes position ${longest}: ${fix(key)} to values of at most ${context - 1}.`,
       );
     }
@@ -524,6 +565,65 @@ function checkRelations(c: BenchConfig, origins: Origins): void {
 
 /** Where each knob of a config came from. */
 type Origins = Record<keyof BenchConfig, Origin | "default">;
+
+/** How an error names a value that came from the software adapter's smoke-test defaults. */
+const SOFTWARE_NOTE = " (the software adapter's smoke-test default)";
+
+/** `, or set --size` when `key`'s value is a software-adapter default (the user may want the real one back). */
+function alsoSet(key: keyof BenchConfig, origins: Origins): string {
+  const o = origins[key];
+  return o !== "default" && o.kind === "software" ? `, or set ${flagName(key)}` : "";
+}
+
+/** Where a knob of a run came from, as results.json records it. */
+export type KnobSource = "default" | "config file" | "flag" | "software-adapter default";
+
+/** A run's knobs, where each came from, and the config file that was read. */
+export interface ResolvedConfig {
+  readonly config: BenchConfig;
+  readonly origins: Readonly<Origins>;
+  /** The config file read (config.json, or the path of --config). */
+  readonly file: string;
+}
+
+/** The source of every knob of `r`, for results.json. */
+export function knobSources(r: ResolvedConfig): Record<keyof BenchConfig, KnobSource> {
+  const source = (o: Origin | "default"): KnobSource =>
+    o === "default"
+      ? "default"
+      : { file: "config file", flag: "flag", software: "software-adapter default" }[o.kind] as KnobSource;
+  return Object.fromEntries(KEYS.map((k) => [k, source(r.origins[k])])) as Record<keyof BenchConfig, KnobSource>;
+}
+
+/**
+ * The smoke-test values a software adapter (llvmpipe, lavapipe, SwiftShader) gives the knobs the user left unset, so
+ * that `deno task bench` finishes in about two minutes there. Unset = set neither by a flag nor in the config file to
+ * a value other than the built-in default (the repository's config.json lists every knob at its default).
+ */
+export const SOFTWARE_DEFAULTS: Readonly<Partial<BenchConfig>> = Object.freeze({
+  size: "tiny",
+  gen_length: 32,
+  poe_max_new_tokens: 32,
+  poe_gamma_sweep: [1, 2, 4],
+  warmup_ms: 50,
+  rep_ms: 200,
+});
+
+/** `r` with SOFTWARE_DEFAULTS applied to the knobs the user left unset (see there); their origin says so. */
+export function withSoftwareDefaults(r: ResolvedConfig): ResolvedConfig {
+  const config = structuredClone(r.config) as unknown as Record<string, unknown>;
+  const origins: Origins = { ...r.origins };
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  for (const [k, value] of Object.entries(SOFTWARE_DEFAULTS) as [keyof BenchConfig, unknown][]) {
+    const o = origins[k];
+    const unset = o === "default" || (o.kind === "file" && same(config[k], DEFAULT_CONFIG[k]));
+    if (unset && !same(config[k], value)) {
+      config[k] = structuredClone(value);
+      origins[k] = { kind: "software" };
+    }
+  }
+  return { ...r, config: config as unknown as BenchConfig, origins };
+}
 
 /** Throws UserError when `obj` (the knobs read from `source`) has a key that is no knob. */
 function checkKeys(obj: Record<string, unknown>, source: string): void {
@@ -617,12 +717,13 @@ async function readConfigFile(file: string): Promise<Record<string, unknown>> {
 }
 
 /**
- * Reads `path` (a JSON object of knobs; missing keys take their defaults), applies the flags of `argv` on top, and
- * validates the result. `--config PATH` in argv replaces `path`; `--help` is ignored here (see `wantsHelp`).
- * Throws UserError, naming the knob and where it was set, for a missing or malformed file, an unknown key or flag,
- * a value of the wrong type or out of range, and knobs that contradict each other.
+ * Reads `path` (a JSON object of knobs; missing keys take their defaults) and applies the flags of `argv` on top,
+ * checking each value on its own; the relations between knobs are {@link checkConfig}'s. `--config PATH` in argv
+ * replaces `path`; `--help` and the run switches are ignored here (see `wantsHelp`, `runSwitches`). Throws UserError,
+ * naming the knob and where it was set, for a missing or malformed file, an unknown key or flag, and a value of the
+ * wrong type or out of range.
  */
-export async function loadConfig(path: string, argv: readonly string[] = []): Promise<BenchConfig> {
+export async function readConfig(path: string, argv: readonly string[] = []): Promise<ResolvedConfig> {
   const { flags, configPath } = commandLine(argv);
   const file = configPath ?? path;
   const fromFile = await readConfigFile(file);
@@ -635,13 +736,35 @@ export async function loadConfig(path: string, argv: readonly string[] = []): Pr
   for (const [k, text] of flags) setKnob(out, origins, k, text, { kind: "flag" });
   const config = out as unknown as BenchConfig;
   config.configs = CONFIGURATION_NAMES.filter((n) => config.configs.includes(n));
-  checkRelations(config, origins);
-  await checkWeightPaths(config, describe("weights", origins.weights));
-  return config;
+  return { config, origins, file };
+}
+
+/**
+ * The config a run uses: `r`'s, once the knobs that contradict each other are ruled out and the directories of
+ * `weights` are found. Throws UserError naming the knobs, where each was set, and the limits that hold.
+ */
+export async function checkConfig(r: ResolvedConfig): Promise<BenchConfig> {
+  checkRelations(r.config, r.origins);
+  await checkWeightPaths(r);
+  return r.config;
+}
+
+/**
+ * {@link readConfig}, then (on a `software` adapter) {@link withSoftwareDefaults}, then {@link checkConfig}: the
+ * config of a run with these arguments.
+ */
+export async function loadConfig(
+  path: string,
+  argv: readonly string[] = [],
+  { software = false }: { software?: boolean } = {},
+): Promise<BenchConfig> {
+  const read = await readConfig(path, argv);
+  return await checkConfig(software ? withSoftwareDefaults(read) : read);
 }
 
 /** Checks that every directory named by `weights` exists (a typo is caught before minutes of GPU setup). */
-async function checkWeightPaths(c: BenchConfig, where: string): Promise<void> {
+export async function checkWeightPaths({ config: c, origins }: ResolvedConfig): Promise<void> {
+  const where = describe("weights", origins.weights);
   if (!c.weights) return;
   const dirs = [c.weights.base, ...c.weights.heads.flat()];
   for (const dir of dirs) {

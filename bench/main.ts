@@ -1,25 +1,28 @@
 /**
  * `deno task bench`: reads config.json (every knob also a flag, `--help` lists them), runs baseline, hydra_naive and
  * hydra_poe back-to-back on one GPU, freeing GPU memory between them, and writes results/<YYYY-MM-DD>_run<NN>/:
- * results.json after each configuration, then graph.png and report.html (skipped with a note where the chart packages
- * are not installed, e.g. on the GPU machine: `deno task graph DIR` renders them later), and prints the summary.
+ * results.json after each configuration, bench.log (everything the run prints), then graph.png and report.html
+ * (skipped with a note where the chart packages are not installed, e.g. on the GPU machine: `deno task graph DIR`
+ * renders them later), and prints the summary.
+ *
+ * Order: every input is checked before any configuration runs (config, weights, the PoE prompt before the GPU is
+ * touched; the knobs as a whole once the adapter is known: bench/plan.ts), then the device lock is taken (one
+ * benchmark per GPU: bench/lock.ts), then the run folder is made. SIGINT and SIGTERM end the run with status
+ * "interrupted", keeping the configurations that finished.
  * @module
  */
 
+import { resolve } from "@std/path";
 import { getGpu, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { PRESETS } from "../model/config.ts";
 import { Decoder, headsFor } from "../model/generate.ts";
-import { loadChatTemplateConfig } from "../poe/chat_template.ts";
-import { userPrompt } from "../poe/poe.ts";
-import { loadTokenizer } from "../poe/tokenizer.ts";
 import { measureCopyBandwidth } from "./bandwidth.ts";
 import {
   type BenchConfig,
   type ConfigurationName,
   helpText,
-  knobsSetByFlags,
-  loadConfig,
+  knobSources,
   poeGammas,
   poeKvLength,
   wantsHelp,
@@ -35,46 +38,33 @@ import {
   type Progress,
   weightBytesPerStep,
 } from "./configurations.ts";
+import { acquireDeviceLock, describeHolder, type DeviceLock, deviceName, lockHolder } from "./lock.ts";
 import { rooflineTps } from "./metrics.ts";
 import { measureSyncMs } from "./poe_costs.ts";
 import { measurePoeGammas, measurePoeSpreads, poeOptionsOf, type PoeSweep } from "./poe_sweep.ts";
+import { planRun, type PoePrompt, readRunInput, type RunPlan } from "./plan.ts";
+import { thisProcess } from "./process.ts";
+import { adapterDriver, cpuModel, dirtyTree, ownCommit, vulkanDevices, wgpuBackend } from "./provenance.ts";
 import { createRunDir, ResultsWriter } from "./results.ts";
-import type { ConfigurationResult, Environment, WeightsLabel } from "./results_types.ts";
+import type { ConfigurationResult, Environment, Provenance, WeightsLabel } from "./results_types.ts";
 import { benchmarkSweeps, decodeModelShape, randomIds } from "./contexts.ts";
 import { runPeers } from "./peers.ts";
 import { decodeHeadline, formatFigure } from "./headline.ts";
 import { measurementsOf, RunProgress } from "./progress.ts";
 import { runSummaryText, writeRunFiles } from "./run_outputs.ts";
+import { RunLog } from "./run_log.ts";
 
-const terminal = new RunProgress();
+/** What the run prints, for bench.log. */
+const runLog = new RunLog();
+const stdout = new TextEncoder();
+const terminal = new RunProgress({ write: runLog.tee((text) => Deno.stdout.writeSync(stdout.encode(text))) });
 function log(message: string): void {
   terminal.line(message);
 }
 
-/** Settings a software adapter gets unless a flag sets them, so the README command finishes in about two minutes. */
-const SOFTWARE_DEFAULTS: Partial<BenchConfig> = {
-  size: "tiny",
-  gen_length: 32,
-  poe_max_new_tokens: 32,
-  poe_gamma_sweep: [1, 2, 4],
-  warmup_ms: 50,
-  rep_ms: 200,
-};
-
-async function gitCommit(): Promise<string | null> {
-  const fromEnv = Deno.env.get("HYDRA_BENCH_COMMIT");
-  if (fromEnv) return fromEnv;
-  try {
-    const out = await new Deno.Command("git", { args: ["rev-parse", "HEAD"], stdout: "piped", stderr: "null" })
-      .output();
-    return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
-  } catch {
-    return null;
-  }
-}
-
 async function environment(gpu: Gpu, copyGbps: number): Promise<Environment> {
   const d = gpu.description;
+  const vulkan = await vulkanDevices();
   return {
     adapter: {
       vendor: d.vendor,
@@ -82,13 +72,15 @@ async function environment(gpu: Gpu, copyGbps: number): Promise<Environment> {
       device: d.device,
       description: d.description,
       is_fallback_adapter: d.isFallbackAdapter,
-      backend: d.backend,
+      backend: wgpuBackend(d, Deno.env.get("DENO_WEBGPU_BACKEND"), Deno.build.os, vulkan),
+      driver: await adapterDriver(d, vulkan),
     },
+    cpu: { model: await cpuModel(), logical_cores: navigator.hardwareConcurrency },
     features: d.featuresGranted,
     limits: d.limitsGranted,
     deno: { ...Deno.version },
     os: { os: Deno.build.os, arch: Deno.build.arch, release: Deno.osRelease() },
-    commit: await gitCommit(),
+    commit: await ownCommit(),
     date: new Date().toISOString(),
     timestamp_query: gpu.has("timestamp-query"),
     copy_bandwidth_gbps: copyGbps,
@@ -101,68 +93,154 @@ function randomPrompt(c: BenchConfig, vocab: number): number[] {
   return randomIds(c.seed, c.prompt_length, vocab);
 }
 
+/** The signals that end a run as "interrupted", with the exit code a shell gives a process they killed. */
+const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
+
+/**
+ * Runs `onStop(signal)` on SIGINT or SIGTERM until the returned function removes the listeners (Windows has no
+ * SIGTERM listener; SIGINT alone there).
+ */
+function onStopSignals(onStop: (signal: keyof typeof STOP_SIGNALS) => void): () => void {
+  const removers: (() => void)[] = [];
+  for (const signal of Object.keys(STOP_SIGNALS) as (keyof typeof STOP_SIGNALS)[]) {
+    const listener = () => onStop(signal);
+    try {
+      Deno.addSignalListener(signal, listener);
+      removers.push(() => Deno.removeSignalListener(signal, listener));
+    } catch { /* this OS cannot listen for it */ }
+  }
+  return () => removers.forEach((r) => r());
+}
+
+/** Takes the device lock (see bench/lock.ts), or with --allow-concurrent only says who else holds the device. */
+async function lockDevice(gpu: Gpu, noWait: boolean, allowConcurrent: boolean): Promise<DeviceLock | null> {
+  const d = gpu.description;
+  if (allowConcurrent) {
+    const holder = await lockHolder(d);
+    if (holder) log(`--allow-concurrent: running alongside another benchmark on this GPU (${describeHolder(holder)})`);
+    return null;
+  }
+  return await acquireDeviceLock(d, {
+    wait: !noWait,
+    onWait: (h) => log(`waiting for ${deviceName(d)}: another benchmark holds it (${describeHolder(h)})`),
+  });
+}
+
 async function run(argv: string[]): Promise<number> {
   if (wantsHelp(argv)) {
     console.log(helpText());
     return 0;
   }
-  let config = await loadConfig("config.json", argv);
+  const input = await readRunInput(argv);
   const gpu = await getGpu();
   log(
     `adapter: ${gpu.description.description} (vendor ${gpu.description.vendor}); features ${
       gpu.description.featuresGranted.join(", ")
     }`,
   );
+  const plan = await planRun(input, { software: gpu.isSoftware });
+  const config = plan.config;
   if (gpu.isSoftware) {
-    const given: Set<string> = knobsSetByFlags(argv);
-    const applied = Object.fromEntries(Object.entries(SOFTWARE_DEFAULTS).filter(([k]) => !given.has(k)));
-    config = { ...config, ...applied };
-    log(`software adapter: these figures are a smoke test, not GPU numbers (using ${JSON.stringify(applied)})`);
+    const applied = plan.softwareKnobs.map((k) => `${k} ${JSON.stringify(config[k])}`).join(", ");
+    log(
+      `software adapter: these figures are a smoke test, not GPU numbers (${
+        applied ? `smoke-test values for the knobs left unset: ${applied}` : "every smoke-test knob is set"
+      })`,
+    );
   }
-  const dir = await createRunDir(config.results_dir);
-  log(`run folder ${dir}`);
-  const bw = await measureCopyBandwidth(gpu, gpu.isSoftware ? 64 << 20 : 1 << 30);
-  log(`copy bandwidth: ${bw.kernel_copy_gbps.toFixed(0)} GB/s (WGSL copy kernel, read + write)`);
-  const env = await environment(gpu, bw.kernel_copy_gbps);
-  const writer = new ResultsWriter(dir, config, env);
-  await writer.start();
-  let current: ConfigurationName | null = null;
+  const { noWait, allowConcurrent } = input.switches;
+  /** What a stop signal must finish: the lock, and once the run has a results.json, its status. */
+  const state = {
+    lock: null as DeviceLock | null,
+    writer: null as ResultsWriter | null,
+    current: null as ConfigurationName | null,
+    finished: false,
+  };
+  const removeListeners = onStopSignals(async (signal) => {
+    const { writer, current } = state;
+    if (writer && !state.finished) {
+      await writer.interrupt(current, signal).catch(() => {});
+      log(`${signal}: run interrupted${current ? ` in ${current}` : ""}; results.json keeps what finished`);
+    } else if (!writer) log(`${signal}: stopped before the run began`);
+    state.lock?.release();
+    Deno.exit(STOP_SIGNALS[signal]);
+  });
   try {
-    for (const name of config.configs) {
-      current = name;
-      log(`=== ${name} (${config.size})`);
-      terminal.begin(name, measurementsOf(name, config));
-      const result = await runConfiguration(gpu, name, config, bw.kernel_copy_gbps);
+    state.lock = await lockDevice(gpu, noWait, allowConcurrent);
+    const bw = await measureCopyBandwidth(gpu, gpu.isSoftware ? 64 << 20 : 1 << 30);
+    log(`copy bandwidth: ${bw.kernel_copy_gbps.toFixed(0)} GB/s (WGSL copy kernel, read + write)`);
+    const env = await environment(gpu, bw.kernel_copy_gbps);
+    const provenance = await provenanceOf(argv, plan, allowConcurrent);
+    const dir = await createRunDir(config.results_dir);
+    const writer = state.writer = new ResultsWriter(dir, config, env, provenance);
+    runLog.attach(dir);
+    state.lock?.setRun(dir);
+    await writer.start();
+    log(`run folder ${dir}`);
+    try {
+      for (const name of config.configs) {
+        state.current = name;
+        log(`=== ${name} (${config.size})`);
+        terminal.begin(name, measurementsOf(name, config));
+        const result = await runConfiguration(gpu, name, plan, bw.kernel_copy_gbps);
+        terminal.end();
+        env.roofline[name] = {
+          weight_bytes_per_step: result.weight_bytes_per_step,
+          roofline_tps: result.roofline_tps,
+        };
+        await writer.setEnvironment(env);
+        await writer.record(result);
+        log(`${name} done; results.json updated`);
+      }
+      state.current = null;
+      const peers = await runPeers(config.peers, { size: config.size, dir, log, device: gpu.description.description });
+      if (peers.length > 0) await writer.setPeers(peers);
+      state.finished = true;
+      await writer.complete();
+    } catch (e) {
       terminal.end();
-      env.roofline[name] = { weight_bytes_per_step: result.weight_bytes_per_step, roofline_tps: result.roofline_tps };
-      await writer.setEnvironment(env);
-      await writer.record(result);
-      log(`${name} done; results.json updated`);
+      state.finished = true;
+      await writer.fail(state.current, e);
+      throw e;
     }
-    current = null;
-    const peers = await runPeers(config.peers, { size: config.size, dir, log, device: gpu.description.description });
-    if (peers.length > 0) await writer.setPeers(peers);
-    await writer.complete();
-  } catch (e) {
-    terminal.end();
-    await writer.fail(current, e);
-    throw e;
+    state.lock?.release();
+    await writeRunFiles(dir, log);
+    log(`done: ${dir}`);
+    console.log(await runSummaryText(dir));
+  } finally {
+    removeListeners();
+    state.lock?.release();
   }
-  await writeRunFiles(dir, log);
-  log(`done: ${dir}`);
-  console.log(await runSummaryText(dir));
   return 0;
+}
+
+/** How the run was started, for results.json. */
+async function provenanceOf(argv: string[], plan: RunPlan, allowConcurrent: boolean): Promise<Provenance> {
+  return {
+    command_line: [Deno.execPath(), Deno.mainModule, ...argv],
+    config_file: resolve(plan.resolved.file),
+    knob_sources: knobSources(plan.resolved),
+    dirty: await dirtyTree(),
+    allow_concurrent: allowConcurrent,
+    process: thisProcess(),
+  };
 }
 
 /** Times one configuration and frees its GPU memory before returning. */
 async function runConfiguration(
   gpu: Gpu,
   name: ConfigurationName,
-  c: BenchConfig,
+  plan: RunPlan,
   copyGbps: number,
 ): Promise<ConfigurationResult> {
   const syncBefore = gpu.syncPoints;
-  const run: ConfigurationRun = { gpu, c, copyGbps, progress: (m) => log(`[${name}] ${m}`) };
+  const run: ConfigurationRun = {
+    gpu,
+    c: plan.config,
+    poePrompt: plan.poe,
+    copyGbps,
+    progress: (m) => log(`[${name}] ${m}`),
+  };
   const result = name === "hydra_poe" ? await runPoeConfiguration(run) : await runDecodeConfiguration(name, run);
   return { ...result, sync_points: gpu.syncPoints - syncBefore };
 }
@@ -171,6 +249,8 @@ async function runConfiguration(
 interface ConfigurationRun {
   gpu: Gpu;
   c: BenchConfig;
+  /** hydra_poe's prompt, prepared and checked before the run (null when hydra_poe is not configured). */
+  poePrompt: PoePrompt | null;
   /** The device's measured copy bandwidth, GB/s (for the roofline). */
   copyGbps: number;
   progress: Progress;
@@ -248,17 +328,12 @@ async function runDecodeConfiguration(
  * (GPU time), the sync cost, then at every gamma whole calls (wall time) and the cost model; then the other spreads
  * of poe_spread_sweep, each on a rebuilt ensemble (poe_sweep.ts).
  */
-async function runPoeConfiguration({ gpu, c, copyGbps, progress }: ConfigurationRun): Promise<Measured> {
+async function runPoeConfiguration({ gpu, c, poePrompt, copyGbps, progress }: ConfigurationRun): Promise<Measured> {
   const config = PRESETS[c.size];
   const loadStart = performance.now();
-  const tokenizer = await loadTokenizer(c.weights?.base);
-  const chat = await loadChatTemplateConfig(c.weights?.base);
-  let promptIds = tokenizer.encode(userPrompt(c.poe_prompt, chat));
-  if (!c.weights && config.vocabSize < tokenizer.vocabSize) {
-    // The tiny test size has a 500-id vocabulary: its synthetic weights know no text, so ids are folded into it.
-    promptIds = promptIds.map((t) => t % config.vocabSize);
-    progress(`tiny vocabulary: prompt ids folded modulo ${config.vocabSize}`);
-  }
+  const { ids: promptIds, tokenizer, chat, folded } = poePrompt!;
+  // The tiny test size has a 500-id vocabulary: its synthetic weights know no text, so ids are folded into it.
+  if (folded) progress(`tiny vocabulary: prompt ids folded modulo ${config.vocabSize}`);
   const gammas = poeGammas(c);
   const build = (spread: number) =>
     buildHydraModel(gpu, config, {
@@ -306,6 +381,7 @@ async function runPoeConfiguration({ gpu, c, copyGbps, progress }: Configuration
 }
 
 if (import.meta.main) {
+  runLog.captureConsole();
   try {
     Deno.exit(await run(Deno.args));
   } catch (e) {
@@ -313,6 +389,7 @@ if (import.meta.main) {
       console.error(`error: ${e.message}`);
       Deno.exit(2);
     }
-    throw e;
+    console.error(e instanceof Error && e.stack ? e.stack : e); // bench.log keeps the trace of a bug too
+    Deno.exit(1);
   }
 }

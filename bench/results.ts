@@ -12,6 +12,7 @@ import {
   type ConfigurationResult,
   type Environment,
   type PeerResult,
+  type Provenance,
   RESULTS_SCHEMA_VERSION,
   type ResultsDocument,
 } from "./results_types.ts";
@@ -99,7 +100,7 @@ export class ResultsWriter {
   #queue: Promise<void> = Promise.resolve();
 
   /** A writer for run folder `dir`; nothing is written until `start` (or another method) is called. */
-  constructor(readonly dir: string, config: BenchConfig, environment: Environment) {
+  constructor(readonly dir: string, config: BenchConfig, environment: Environment, provenance?: Provenance) {
     this.path = join(dir, RESULTS_FILE);
     this.#doc = {
       schema_version: RESULTS_SCHEMA_VERSION,
@@ -109,6 +110,7 @@ export class ResultsWriter {
       environment: structuredClone(environment),
       configurations: {},
       failure: null,
+      ...(provenance ? { provenance: structuredClone(provenance) } : {}),
     };
   }
 
@@ -153,6 +155,16 @@ export class ResultsWriter {
   fail(configuration: ConfigurationName | null, error: unknown): Promise<void> {
     this.#doc.status = "failed";
     this.#doc.failure = { configuration, message: error instanceof Error ? error.message : String(error) };
+    return this.#write();
+  }
+
+  /**
+   * Marks the run interrupted by `signal` in `configuration` (null: between configurations), keeping what was
+   * recorded, and rewrites results.json.
+   */
+  interrupt(configuration: ConfigurationName | null, signal: string): Promise<void> {
+    this.#doc.status = "interrupted";
+    this.#doc.failure = { configuration, message: `interrupted by ${signal}` };
     return this.#write();
   }
 

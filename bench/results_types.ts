@@ -6,7 +6,8 @@
  * @module
  */
 
-import type { BenchConfig, ConfigurationName } from "./config.ts";
+import type { BenchConfig, ConfigurationName, KnobSource } from "./config.ts";
+import type { ProcessIdentity } from "./process.ts";
 
 /** Version of this layout; bumped on any change a reader of an older file would trip over. */
 export const RESULTS_SCHEMA_VERSION = 1;
@@ -236,8 +237,16 @@ export interface Environment {
     device: string;
     description: string;
     is_fallback_adapter: boolean;
+    /**
+     * The wgpu backend: DENO_WEBGPU_BACKEND when set, else as told from the adapter ("vulkan", "metal", or "unknown");
+     * runs before provenance was recorded wrote "default" when the variable was unset.
+     */
     backend: string;
+    /** The driver: vulkaninfo's driver name and info, the NVIDIA kernel module version, or the adapter description. */
+    driver?: string;
   };
+  /** The CPU (absent in runs before provenance was recorded). */
+  cpu?: { model: string | null; logical_cores: number };
   /** Features the device was granted. */
   features: string[];
   /** Limits the device was granted (the suite asks for the adapter's maxima). */
@@ -246,7 +255,10 @@ export interface Environment {
   deno: { deno: string; v8: string; typescript: string };
   /** Deno.build.os / arch and Deno.osRelease(). */
   os: { os: string; arch: string; release: string };
-  /** git HEAD of the suite, or null when it ran outside a git checkout. */
+  /**
+   * git HEAD of the suite's own checkout (or HYDRA_BENCH_COMMIT), null when the project folder has no .git of its
+   * own (never an enclosing repository's commit).
+   */
   commit: string | null;
   /** ISO 8601 start time of the run. */
   date: string;
@@ -261,9 +273,31 @@ export interface Environment {
   roofline: Partial<Record<ConfigurationName, { weight_bytes_per_step: number; roofline_tps: number }>>;
 }
 
-/** State of a run: written as "running" before the first configuration and rewritten after each one. */
-export type RunStatus = "running" | "complete" | "failed";
+/**
+ * State of a run: written as "running" before the first configuration and rewritten after each one; "interrupted"
+ * when SIGINT or SIGTERM ended it (what finished is kept). A "running" run whose process is gone was killed outright
+ * (`deno task runs` shows it as interrupted).
+ */
+export type RunStatus = "running" | "complete" | "failed" | "interrupted";
 
+/** The run statuses, for the validator. */
+export const RUN_STATUSES: readonly RunStatus[] = ["running", "complete", "failed", "interrupted"];
+
+/** How a run was started (absent in runs before provenance was recorded). */
+export interface Provenance {
+  /** The command line: Deno's executable, the entry module, then the arguments as given. */
+  command_line: string[];
+  /** The config file read. */
+  config_file: string;
+  /** Where each knob's value came from. */
+  knob_sources: Record<keyof BenchConfig, KnobSource>;
+  /** Whether tracked files of the suite's checkout differed from `environment.commit`; null without its own .git. */
+  dirty: boolean | null;
+  /** Whether `--allow-concurrent` let this run share its GPU with another benchmark (no device lock taken). */
+  allow_concurrent: boolean;
+  /** The process that ran it (to tell a killed "running" run from a live one). */
+  process: ProcessIdentity;
+}
 /** The whole results.json. */
 export interface ResultsDocument {
   schema_version: typeof RESULTS_SCHEMA_VERSION;
@@ -275,8 +309,10 @@ export interface ResultsDocument {
   environment: Environment;
   /** Results of the configurations finished so far, keyed by name. */
   configurations: Partial<Record<ConfigurationName, ConfigurationResult>>;
-  /** Why the run stopped, when status is "failed". */
+  /** Why the run stopped, when status is "failed" or "interrupted" (the configuration it was in, if any). */
   failure: { configuration: ConfigurationName | null; message: string } | null;
   /** The peers that ran (the `peers` knob), in its order; absent when none did. */
   peers?: PeerResult[];
+  /** How the run was started (absent in runs before provenance was recorded). */
+  provenance?: Provenance;
 }

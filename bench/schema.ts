@@ -8,12 +8,14 @@ import {
   type BenchConfig,
   CONFIGURATION_NAMES,
   type ConfigurationName,
+  DEFAULT_CONFIG,
   poeSpreads,
   validateBenchConfig,
 } from "./config.ts";
 import { medianOverPositions } from "./headline.ts";
 import { acceptanceRate, poeCostModel } from "./poe_model.ts";
-import { type DecodePosition, RESULTS_SCHEMA_VERSION, type ResultsDocument } from "./results_types.ts";
+import { isProcessIdentity } from "./process.ts";
+import { type DecodePosition, RESULTS_SCHEMA_VERSION, type ResultsDocument, RUN_STATUSES } from "./results_types.ts";
 
 /** Relative tolerance of the derived-number checks: results.json holds float64s, so only rounding can differ. */
 const DERIVED_RTOL = 1e-9;
@@ -415,6 +417,14 @@ function checkEnvironment(c: Checker, v: unknown): Record<string, unknown> | nul
       c.string(adapter, k, "environment.adapter");
     }
     c.boolean(adapter, "is_fallback_adapter", "environment.adapter");
+    if ("driver" in adapter) c.string(adapter, "driver", "environment.adapter");
+  }
+  if ("cpu" in o) {
+    const cpu = c.object(o.cpu, "environment.cpu");
+    if (cpu && cpu.model !== null && typeof cpu.model !== "string") {
+      c.fail("environment.cpu.model", "expected a string or null");
+    }
+    if (cpu) c.number(cpu, "logical_cores", "environment.cpu", { min: 1, int: true });
   }
   if (!Array.isArray(o.features) || !o.features.every((f) => typeof f === "string")) {
     c.fail("environment.features", "expected an array of strings");
@@ -449,6 +459,35 @@ function checkEnvironment(c: Checker, v: unknown): Record<string, unknown> | nul
   return o;
 }
 
+/** Sources a knob of `provenance.knob_sources` may have. */
+const KNOB_SOURCES = ["default", "config file", "flag", "software-adapter default"];
+
+/** Checks the provenance block (optional: runs before it was recorded lack it). */
+function checkProvenance(c: Checker, v: unknown): void {
+  const o = c.object(v, "provenance");
+  if (!o) return;
+  if (!Array.isArray(o.command_line) || !o.command_line.every((a) => typeof a === "string")) {
+    c.fail("provenance.command_line", "expected an array of strings");
+  }
+  c.string(o, "config_file", "provenance");
+  const sources = c.object(o.knob_sources, "provenance.knob_sources");
+  if (sources) {
+    for (const k of Object.keys(DEFAULT_CONFIG)) {
+      if (!KNOB_SOURCES.includes(sources[k] as string)) {
+        c.fail(`provenance.knob_sources.${k}`, `expected one of ${KNOB_SOURCES.map((s) => `"${s}"`).join(", ")}`);
+      }
+    }
+    for (const k of Object.keys(sources)) {
+      if (!(k in DEFAULT_CONFIG)) c.fail(`provenance.knob_sources.${k}`, "unknown knob");
+    }
+  }
+  if (o.dirty !== null && typeof o.dirty !== "boolean") c.fail("provenance.dirty", "expected a boolean or null");
+  c.boolean(o, "allow_concurrent", "provenance");
+  if (!isProcessIdentity(o.process)) {
+    c.fail("provenance.process", "expected {pid, hostname, started, start_ticks}");
+  }
+}
+
 /**
  * Checks a parsed results.json against ResultsDocument. Returns the problems found, each as "json.path: what is
  * wrong"; an empty array means the document is valid.
@@ -462,8 +501,8 @@ export function validateResults(json: unknown): string[] {
   }
   const run = c.string(o, "run", "results");
   if (run !== null && !/^\d{4}-\d{2}-\d{2}_run\d{2,}$/.test(run)) c.fail("run", "expected <YYYY-MM-DD>_runNN");
-  if (!["running", "complete", "failed"].includes(o.status as string)) {
-    c.fail("status", 'expected "running", "complete" or "failed"');
+  if (!(RUN_STATUSES as readonly unknown[]).includes(o.status)) {
+    c.fail("status", `expected one of ${RUN_STATUSES.map((s) => `"${s}"`).join(", ")}`);
   }
   let config: BenchConfig | null = null;
   try {
@@ -489,7 +528,7 @@ export function validateResults(json: unknown): string[] {
     }
   }
   checkPeers(c, o.peers);
-  if (o.status === "failed") {
+  if (o.status === "failed" || o.status === "interrupted") {
     const f = c.object(o.failure, "failure");
     if (f) {
       c.string(f, "message", "failure");
@@ -500,6 +539,7 @@ export function validateResults(json: unknown): string[] {
   } else if (o.failure !== null) {
     c.fail("failure", `expected null when status is ${JSON.stringify(o.status)}`);
   }
+  if ("provenance" in o) checkProvenance(c, o.provenance);
   return c.problems;
 }
 

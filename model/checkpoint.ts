@@ -323,7 +323,7 @@ export class Checkpoint {
 }
 
 /** The checkpoint's safetensors files, opened, and which file holds each stored tensor name. */
-interface OpenFiles {
+export interface OpenFiles {
   byPath: Map<string, SafetensorsFile>;
   location: Map<string, SafetensorsFile>;
   /** How the weights file(s) are named in messages. */
@@ -388,8 +388,11 @@ async function openFiles(dir: string): Promise<OpenFiles> {
 
 const LOADABLE = new Set(["F32", "F16", "BF16"]);
 
-/** Maps the stored names to the canonical ones and checks presence, shapes, dtypes and extras. */
-function matchTensors(
+/**
+ * Maps the stored names to the canonical ones and checks presence, shapes, dtypes and extras: the checks
+ * {@link Checkpoint.open} makes of the headers (exported so that headers held in memory can be checked the same way).
+ */
+export function matchTensors(
   config: ModelConfig,
   configName: string,
   files: OpenFiles,

@@ -132,6 +132,45 @@ function isIntegerArray(v: unknown): v is number[] {
   return Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && x >= 0);
 }
 
+/**
+ * The first key that appears twice in one object of `json` (text that `JSON.parse` accepted), or undefined.
+ * `JSON.parse` silently keeps the last of repeated keys; JSON leaves the choice to each reader, so such a header is
+ * ambiguous (another tool could load other tensors, dtypes or offsets from the same file) and is rejected. One pass
+ * with an explicit stack (no recursion, so any nesting depth is fine): one set of keys per open object, null per
+ * open array.
+ */
+function repeatedKey(json: string): string | undefined {
+  const open: (Set<string> | null)[] = [];
+  let expectKey = false; // after "{" or after "," inside an object
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22) { // a string: skip to its closing quote
+      let end = i + 1;
+      while (json.charCodeAt(end) !== 0x22) end += json.charCodeAt(end) === 0x5c ? 2 : 1;
+      const keys = open[open.length - 1];
+      if (expectKey && keys) {
+        const raw = json.slice(i + 1, end);
+        const key = raw.includes("\\") ? JSON.parse(json.slice(i, end + 1)) as string : raw;
+        if (keys.has(key)) return key;
+        keys.add(key);
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === 0x7b) { // {
+      open.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b) { // [
+      open.push(null);
+      expectKey = false;
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      open.pop();
+    } else if (c === 0x2c) { // ,
+      expectKey = open[open.length - 1] !== null;
+    }
+  }
+  return undefined;
+}
+
 /** Parses and validates a header; `dataBytes` is the size of the data area after it. */
 function parseHeader(
   path: string,
@@ -273,11 +312,19 @@ export class SafetensorsFile {
     }
     const header = new Uint8Array(headerBytes);
     await source.readAt(8, header);
-    let json: unknown;
+    let json: unknown, text: string;
     try {
-      json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(header));
+      text = new TextDecoder("utf-8", { fatal: true }).decode(header);
+      json = JSON.parse(text);
     } catch {
       fail(`${path}: the ${headerBytes}-byte header is not valid UTF-8 JSON; ${hint}.`);
+    }
+    const repeated = repeatedKey(text);
+    if (repeated !== undefined) {
+      fail(
+        `${path}: the header names ${JSON.stringify(repeated)} twice in one object, which readers resolve ` +
+          "differently; the header is corrupt, so re-download or re-export the file.",
+      );
     }
     const dataStart = 8 + headerBytes;
     return new SafetensorsFile(path, source, parseHeader(path, json, dataStart, source.size - dataStart));

@@ -24,9 +24,11 @@
  * @module
  */
 
+import { DECODE_MAX_ROWS } from "../kernels/attention/decode.ts";
 import { CTL } from "../kernels/control/ctl.ts";
 import { poeAccept } from "../kernels/control/poe_accept.ts";
 import { ControlOp, controlStep } from "../kernels/control/step.ts";
+import { MATVEC_MAX_ROWS } from "../kernels/matmul/matvec.ts";
 import { type Dispatch, DispatchCache, encodePass, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { Decoder } from "../model/generate.ts";
@@ -34,19 +36,22 @@ import type { HydraTransformer } from "../model/hydra.ts";
 import { applyChatTemplate, type CheckpointChatConfig } from "./chat_template.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
+/**
+ * Most tokens a PoE round can draft: the round's rows go through the decode attention and the matvec in one pass, and
+ * both kernels stop at 16 rows (`DECODE_MAX_ROWS`, `MATVEC_MAX_ROWS`). The control block counts acceptance for up to
+ * `MAX_GAMMA` (24) positions, which is not the limit.
+ */
+export const POE_MAX_GAMMA = Math.min(DECODE_MAX_ROWS, MATVEC_MAX_ROWS);
+
 /** The text a generation starts from: one user message `content`, in the checkpoint's chat format, then the turn of
- * the assistant. */
+ * the assistant. Template errors name `chat.source`. */
 export function userPrompt(content: string, chat: CheckpointChatConfig): string {
-  return applyChatTemplate([{ role: "user", content }], {
-    template: chat.template,
-    addGenerationPrompt: true,
-    specialTokens: chat.specialTokens,
-  });
+  return applyChatTemplate([{ role: "user", content }], { ...chat, addGenerationPrompt: true });
 }
 
 /** The knobs of a PoE decoder. */
 export interface PoeOptions {
-  /** Drafted tokens per round (1..16, and at most the model's maxLogitRows). */
+  /** Drafted tokens per round (1..POE_MAX_GAMMA, and at most the model's maxLogitRows). */
   gamma: number;
   /** Leniency: draft d is accepted when p_jury(d) >= beta * max p_jury (0 < beta <= 1). */
   beta: number;

@@ -7,7 +7,8 @@
  *                [--gamma G --beta B --temperature T --draft-head H]
  *   Output: text (or --json: {"ids": [...], "prompt_last_logits": [...] (with --logits), "stats": {...}}).
  *
- * Greedy by default; `--mode greedy` is head 0 (the plain model when --heads is 1). Bad input: one sentence, exit 2.
+ * Greedy by default; `--mode greedy` is head 0 (the plain model when --heads is 1). Bad input: one sentence, exit 2,
+ * and every flag, the tokenizer, the chat template and the prompt are checked before any GPU work.
  * @module
  */
 
@@ -21,8 +22,9 @@ import { HydraTransformer } from "../model/hydra.ts";
 import { KV_DTYPES, type KvDtype } from "../kernels/attention/kv_cache.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { destroyWeights } from "../model/weights.ts";
-import { loadChatTemplateConfig } from "../poe/chat_template.ts";
-import { PoE, userPrompt } from "../poe/poe.ts";
+import { LOGITS_MAX_HEADS } from "../kernels/logits/log_softmax.ts";
+import { PoE, POE_MAX_GAMMA as MAX_GAMMA } from "../poe/poe.ts";
+import { preparePrompt } from "../poe/prompt.ts";
 import { loadTokenizer, type Tokenizer } from "../poe/tokenizer.ts";
 
 const USAGE = `Usage:
@@ -31,11 +33,12 @@ const USAGE = `Usage:
 Options:
   --max-new-tokens N     tokens to generate (default 16)
   --mode M               greedy (head 0) | naive (mean of heads) | jury (heads but the draft) | poe (default greedy)
-  --heads N              Hydra heads (default 1; 5 with --synthetic)
+  --heads N              Hydra heads, 1..${LOGITS_MAX_HEADS} (default 1; 5 with --synthetic)
   --heads-depth D        blocks per head (default 0, or 3 with --heads > 1; all layers when --adapter is given alone)
   --adapter DIR          PEFT adapter merged into every head's blocks, in order (repeatable)
   --head-adapter H=DIR   PEFT adapter merged into head H only (repeatable)
-  --gamma G --beta B --temperature T --draft-head H   PoE knobs (defaults 4, 1, 0, 0)
+  --gamma G --beta B --temperature T --draft-head H   PoE knobs (defaults 4, 1, 0, 0; G in 1..${MAX_GAMMA},
+                         B in (0, 1], T >= 0, H a head)
   --chat                 apply the chat template to --prompt (default with --mode poe)
   --tokenizer DIR        tokenizer.json directory (default: --weights, else the built-in dolma2)
   --stop-at-eos          cut the output at the first end-of-text token
@@ -51,10 +54,52 @@ function fail(message: string): never {
   throw new UserError(message);
 }
 
-function int(v: unknown, flag: string, min: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) fail(`--${flag} must be an integer >= ${min}, got "${v}".`);
+/** The number a flag's text spells (NaN for empty text: `Number("")` would be 0). */
+function numberOf(v: unknown): number {
+  const text = String(v).trim();
+  return text === "" ? NaN : Number(text);
+}
+
+function int(v: unknown, flag: string, min: number, max = Infinity): number {
+  const n = numberOf(v);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    fail(`--${flag} must be an integer ${max === Infinity ? `>= ${min}` : `in ${min}..${max}`}, got "${v}".`);
+  }
   return n;
+}
+
+/** The token ids of `--ids`: comma-separated non-negative integers, at least one. */
+function parseIds(text: string): number[] {
+  if (text.trim() === "") fail('--ids is empty; give comma-separated token ids such as "1,2,3".');
+  return text.split(",").map((s, i) => {
+    if (!/^\s*\d+\s*$/.test(s)) {
+      fail(
+        `--ids must be comma-separated token ids such as "1,2,3", and ${
+          s.trim() === "" ? `item ${i + 1} is empty` : `"${s.trim()}" is not a token id`
+        }.`,
+      );
+    }
+    return Number(s);
+  });
+}
+
+/**
+ * `argv` with `--flag -1` written `--flag=-1` for the flags that take a value: the parser would read "-1" as a flag
+ * of its own (a negative number is then checked against the flag's range, not reported as "Unknown flag -1").
+ */
+function joinNegativeValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const flag = /^--([^=]+)$/.exec(argv[i])?.[1];
+    const next = argv[i + 1];
+    if (flag && [...STRING, ...NUMBER].includes(flag) && next !== undefined && /^-\.?\d/.test(next)) {
+      out.push(`--${flag}=${next}`);
+      i++;
+    } else {
+      out.push(argv[i]);
+    }
+  }
+  return out;
 }
 
 function list(v: unknown): string[] {
@@ -64,7 +109,7 @@ function list(v: unknown): string[] {
 /** Runs the tool on `argv`; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const unknown: string[] = [];
-  const a = parseArgs(argv, {
+  const a = parseArgs(joinNegativeValues(argv), {
     string: [...STRING, ...NUMBER],
     boolean: BOOLEAN,
     collect: ["adapter", "head-adapter"],
@@ -79,7 +124,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (unknown.length) fail(`Unknown flag ${unknown[0]}; run with --help for the flags.`);
   const raw = a as unknown as Record<string, unknown>;
-  for (const f of NUMBER) if (raw[f] !== undefined && Number.isNaN(Number(raw[f]))) fail(`--${f} must be a number.`);
+  for (const f of NUMBER) {
+    if (raw[f] !== undefined && Number.isNaN(numberOf(raw[f]))) fail(`--${f} must be a number, not "${raw[f]}".`);
+  }
   const mode = String(a.mode ?? "greedy");
   if (!["greedy", "naive", "jury", "poe"].includes(mode)) {
     fail(`--mode must be greedy, naive, jury or poe, not "${mode}".`);
@@ -103,6 +150,17 @@ export async function main(argv: string[]): Promise<number> {
   if (a.size && !a.random && !a.synthetic) fail("--size needs --random or --synthetic (which random weights).");
   if (!a.weights && (adapters.length || headAdapters.length)) fail("--adapter and --head-adapter need --weights.");
   if ((a.ids === undefined) === (a.prompt === undefined)) fail("Give exactly one of --ids 1,2,3 or --prompt TEXT.");
+  // PoE knobs, checked before any file is read or GPU work starts.
+  const gamma = int(raw.gamma ?? 4, "gamma", 1, MAX_GAMMA);
+  const beta = numberOf(raw.beta ?? 1);
+  if (!(beta > 0 && beta <= 1)) {
+    fail(`--beta must be in (0, 1] (a draft is kept when its jury probability is >= beta * the top one), got ${beta}.`);
+  }
+  const temperature = numberOf(raw.temperature ?? 0);
+  if (!(temperature >= 0 && Number.isFinite(temperature))) {
+    fail(`--temperature must be a finite number >= 0 (0 drafts greedily), got ${temperature}.`);
+  }
+  const draftHead = int(raw["draft-head"] ?? 0, "draft-head", 0);
 
   let config: ModelConfig;
   if (a.weights) {
@@ -114,39 +172,34 @@ export async function main(argv: string[]): Promise<number> {
     if (!(size in PRESETS)) fail(`--size must be tiny, 1b or 7b, not "${size}".`);
     config = PRESETS[size as keyof typeof PRESETS];
   }
-  const nHeads = int(raw.heads ?? (a.synthetic ? 5 : 1), "heads", 1);
+  const nHeads = int(raw.heads ?? (a.synthetic ? 5 : 1), "heads", 1, LOGITS_MAX_HEADS);
   const defaultDepth = nHeads > 1 ? 3 : (adapters.length ? config.nLayers : 0);
   const depth = int(raw["heads-depth"] ?? defaultDepth, "heads-depth", 0);
   if (depth > config.nLayers) fail(`--heads-depth ${depth} exceeds the model's ${config.nLayers} layers.`);
   if ((mode === "jury" || mode === "poe") && nHeads < 2) fail(`--mode ${mode} needs --heads 2 or more.`);
+  if (draftHead >= nHeads) fail(`--draft-head ${draftHead} is not a head: there are ${nHeads} (0..${nHeads - 1}).`);
+  for (const { head, dir } of headAdapters) {
+    if (head >= nHeads) fail(`--head-adapter ${head}=${dir}: there are only ${nHeads} heads (0..${nHeads - 1}).`);
+  }
 
-  // Tokenizer and prompt.
+  // Tokenizer, chat template and prompt: loaded, rendered and tokenized before any GPU work.
   let tokenizer: Tokenizer | undefined;
   const tokenizerDir = a.tokenizer ? String(a.tokenizer) : (a.weights ? String(a.weights) : undefined);
   let ids: number[];
   if (a.prompt !== undefined) {
-    tokenizer = await loadTokenizer(tokenizerDir);
-    let text = String(a.prompt);
-    if (a.chat || mode === "poe") {
-      text = userPrompt(text, await loadChatTemplateConfig(tokenizerDir));
-    }
-    ids = tokenizer.encode(text);
+    const prompt = await preparePrompt(tokenizerDir, String(a.prompt), { chat: Boolean(a.chat) || mode === "poe" });
+    tokenizer = prompt.tokenizer;
+    ids = prompt.ids;
   } else {
-    ids = String(a.ids).split(",").map((s) => {
-      const n = Number(s.trim());
-      if (!Number.isInteger(n) || n < 0) fail(`--ids must be comma-separated token ids, and "${s}" is not one.`);
-      return n;
-    });
+    ids = parseIds(String(a.ids));
+    // A checkpoint's (or --tokenizer's) tokenizer prints the output as text and gives --stop-at-eos its eos.
+    if (tokenizerDir !== undefined) tokenizer = await loadTokenizer(tokenizerDir);
   }
   const tooBig = ids.find((t) => t >= config.vocabSize);
   if (tooBig !== undefined) fail(`Token id ${tooBig} is outside the model's vocabulary of ${config.vocabSize}.`);
 
   // Weights: --adapter into every head, then each --head-adapter into its head.
   const gpu = await getGpu();
-  const gamma = int(raw.gamma ?? 4, "gamma", 1);
-  for (const { head, dir } of headAdapters) {
-    if (head >= nHeads) fail(`--head-adapter ${head}=${dir}: there are only ${nHeads} heads (0..${nHeads - 1}).`);
-  }
   const weights: EnsembleWeights = a.weights
     ? {
       kind: "checkpoint",
@@ -183,10 +236,10 @@ export async function main(argv: string[]): Promise<number> {
   if (mode === "poe") {
     const poe = new PoE(model, {
       gamma,
-      beta: Number(raw.beta ?? 1),
-      temperature: Number(raw.temperature ?? 0),
+      beta,
+      temperature,
       maxNewTokens: maxNew,
-      draftHead: int(raw["draft-head"] ?? 0, "draft-head", 0),
+      draftHead,
       seed,
     });
     const r = await poe.generateIds(ids);

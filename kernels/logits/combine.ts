@@ -9,7 +9,13 @@
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { logSoftmax, type LogSoftmaxArgs, logSoftmaxKernel, logSoftmaxReference } from "./log_softmax.ts";
+import {
+  LOGITS_MAX_HEADS,
+  logSoftmax,
+  type LogSoftmaxArgs,
+  logSoftmaxKernel,
+  logSoftmaxReference,
+} from "./log_softmax.ts";
 
 /** The WGSL kernel of the mean over heads (one thread per output element). */
 export const combineMeanKernel: Kernel = {
@@ -63,8 +69,8 @@ export interface CombineMeanArgs {
 }
 
 function checkShape(what: string, heads: number, rows: number, vp: number, vocab: number): void {
-  if (!(Number.isInteger(heads) && heads >= 1 && heads <= 8)) {
-    throw new Error(`${what}: heads must be an integer in 1..8, got ${heads}`);
+  if (!(Number.isInteger(heads) && heads >= 1 && heads <= LOGITS_MAX_HEADS)) {
+    throw new Error(`${what}: heads must be an integer in 1..${LOGITS_MAX_HEADS}, got ${heads}`);
   }
   if (!(rows >= 1)) throw new Error(`${what}: rows must be at least 1, got ${rows}`);
   if (!(vocab >= 1 && vocab <= vp)) throw new Error(`${what}: vocab ${vocab} must be in 1..vp (${vp})`);

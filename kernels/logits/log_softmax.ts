@@ -19,6 +19,12 @@
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 
 /** The WGSL kernel (both phases; PHASE selects). */
+/**
+ * Most logit matrices one dispatch sums (the PoE jury) or averages (the naive Hydra's mean, combine.ts): the head
+ * counts the kernels' tests cover, and so the most Hydra heads a run may have.
+ */
+export const LOGITS_MAX_HEADS = 8;
+
 export const logSoftmaxKernel: Kernel = {
   name: "log_softmax",
   source: /* wgsl */ `
@@ -130,7 +136,7 @@ export interface LogSoftmaxArgs {
   vp: number;
   /** Real vocabulary: ids >= vocab are masked. */
   vocab: number;
-  /** Logit matrices summed before normalising (1..8); default 1. */
+  /** Logit matrices summed before normalising (1..LOGITS_MAX_HEADS); default 1. */
   heads?: number;
   gated?: boolean;
   /** Threads per workgroup (a power of two); default 256. */
@@ -142,8 +148,8 @@ export function logSoftmax(gpu: Gpu, a: LogSoftmaxArgs, kernel: Kernel = logSoft
   const heads = a.heads ?? 1, wg = a.workgroupSize ?? 256;
   if (!(a.vocab >= 1 && a.vocab <= a.vp)) throw new Error(`log_softmax: vocab ${a.vocab} must be in 1..vp (${a.vp})`);
   if (!(a.rows >= 1)) throw new Error(`log_softmax: rows must be at least 1, got ${a.rows}`);
-  if (!(Number.isInteger(heads) && heads >= 1 && heads <= 8)) {
-    throw new Error(`log_softmax: heads must be an integer in 1..8, got ${heads}`);
+  if (!(Number.isInteger(heads) && heads >= 1 && heads <= LOGITS_MAX_HEADS)) {
+    throw new Error(`log_softmax: heads must be an integer in 1..${LOGITS_MAX_HEADS}, got ${heads}`);
   }
   if (wg < 1 || (wg & (wg - 1)) !== 0) throw new Error(`log_softmax: workgroupSize ${wg} is not a power of two`);
   const chunks = Math.ceil(a.vp / chunkSize(wg));

@@ -7,41 +7,47 @@
  * its peer in one line), and compare of the two runs prints its table.
  */
 
+import { assertEquals, assertStringIncludes } from "@std/assert";
 import { assertValidResults } from "../../bench/schema.ts";
 import type { ConfigurationResult, ResultsDocument } from "../../bench/results_types.ts";
 import { summaryText } from "../../bench/summary.ts";
 import { formatFigure } from "../../bench/headline.ts";
-import { fromFileUrl } from "@std/path";
 import { assertReportShows, browserSkipReason } from "./browser.ts";
 import { fakePython, NO_TORCH, TORCH_OK_HF_FAILS } from "./fake_python.ts";
+import { bench, ROOT, runFolders, TINY_FLAGS } from "./run_bench.ts";
 
-const ROOT = fromFileUrl(new URL("../../", import.meta.url));
-const FLAGS = [
-  "--size",
-  "tiny",
-  "--prompt-length",
-  "9",
-  "--gen-length",
-  "8",
-  "--step-interval",
-  "4",
-  "--n-heads",
-  "3",
-  "--heads-depth",
-  "2",
-  "--poe-gamma",
-  "2",
-  "--poe-gamma-sweep",
-  "1",
-  "--poe-max-new-tokens",
-  "8",
-  "--rep-ms",
-  "20",
-  "--warmup-ms",
-  "5",
-  "--poe-spread-sweep",
-  "0",
-];
+/** A tiny run (run_bench.ts), PoE also at spread 0 (identical heads). */
+const FLAGS = [...TINY_FLAGS, "--poe-spread-sweep", "0"];
+
+/** git HEAD of the project's checkout, or null when it has no .git of its own. */
+async function projectHead(): Promise<string | null> {
+  if (!(await Deno.stat(`${ROOT}/.git`).catch(() => null))) return null;
+  const out = await new Deno.Command("git", { args: ["rev-parse", "HEAD"], cwd: ROOT, stdout: "piped" }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/**
+ * Provenance (issue 9): the command line, where each knob came from, the suite's own commit, the CPU, the backend
+ * and driver; and bench.log, everything the run printed.
+ */
+async function assertProvenance(doc: ResultsDocument, runDir: string, args: string[]): Promise<void> {
+  const p = doc.provenance!;
+  assertEquals(p.command_line.slice(-args.length), args);
+  assertEquals([p.knob_sources.size, p.knob_sources.seed], ["flag", "config file"]);
+  assertEquals([p.allow_concurrent, p.process.hostname], [false, Deno.hostname()]);
+  assertEquals(doc.environment.commit, Deno.env.get("HYDRA_BENCH_COMMIT") ?? await projectHead());
+  if (doc.environment.commit !== null && !Deno.env.get("HYDRA_BENCH_COMMIT")) assertEquals(typeof p.dirty, "boolean");
+  if (doc.environment.adapter.description.startsWith("llvmpipe")) {
+    assertEquals(doc.environment.adapter.backend, "vulkan"); // lavapipe; it read "default"
+  }
+  if (Deno.build.os === "linux") assertEquals(typeof doc.environment.cpu?.model, "string");
+  assertEquals(typeof doc.environment.adapter.driver, "string");
+  const log = await Deno.readTextFile(`${runDir}/bench.log`);
+  for (const line of ["adapter: ", "run folder", "=== hydra_poe", "hydra_poe done", "wrote ", "done: "]) {
+    assertStringIncludes(log, line);
+  }
+  assertStringIncludes(log, summaryText(doc)); // the summary printed through console
+}
 
 /** The first run's further knobs: both length sweeps, an f32 K/V cache, and both peers (Python faked). */
 const SWEEP_FLAGS = [
@@ -83,13 +89,6 @@ async function assertSweepsAndPeers(doc: ResultsDocument, runDir: string, stdout
     throw new Error(`the log does not say why hf was skipped:\n${stdout}`);
   }
   if (!stdout.includes("peer torch: decode 9.500 ms/token")) throw new Error("the log lacks the torch peer's figure");
-}
-
-function bench(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return deno(["run", "-A", "bench/main.ts", ...args], env);
 }
 
 /**
@@ -174,7 +173,8 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "bench_e2e" });
     try {
-      const r = await bench([...FLAGS, ...SWEEP_FLAGS, "--results-dir", dir], {
+      const firstArgs = [...FLAGS, ...SWEEP_FLAGS, "--results-dir", dir];
+      const r = await bench(firstArgs, {
         HYDRA_PYTHON: await fakePython(TORCH_OK_HF_FAILS),
       });
       if (r.code !== 0) throw new Error(`bench exited ${r.code}: ${r.stderr.slice(-2000)}`);
@@ -213,6 +213,7 @@ Deno.test({
       }
       assertLogShowsStoredFigures(r.stdout, doc);
       await assertSweepsAndPeers(doc, `${dir}/${runs[0]}`, r.stdout);
+      await assertProvenance(doc, `${dir}/${runs[0]}`, firstArgs);
       // report.html, opened in Chromium: no console errors, every chart drawn, the stored figures in its table.
       const skip = browserSkipReason();
       if (skip) console.log(`report.html of the tiny run not opened in a browser: ${skip}`);
@@ -251,14 +252,43 @@ Deno.test({
   },
 });
 
-Deno.test("deno task bench: an unknown flag or a bad value exits with 2 and one sentence", async () => {
-  for (const args of [["--bogus", "1"], ["--poe-beta", "1.5"], ["--size", "13b"], ["--rep-ms", "-3"]]) {
-    const r = await bench(args);
-    const msg = r.stderr.trim();
-    if (r.code !== 2 || !msg.startsWith("error: ") || msg.split("\n").length !== 1 || msg.includes("    at ")) {
-      throw new Error(`${args.join(" ")}: exit ${r.code}, stderr ${JSON.stringify(r.stderr.slice(0, 400))}`);
+Deno.test({
+  name: "deno task bench: a bad input exits with 2 and one sentence before any configuration runs",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "bench_bad" });
+    try {
+      const cases: [string[], string][] = [
+        [["--bogus", "1"], "Unknown flag --bogus"],
+        [["--poe-beta", "1.5"], "--poe-beta must be"],
+        [["--size", "13b"], "--size must be"],
+        [["--rep-ms", "-3"], "needs a value"],
+        // These ran baseline and hydra_naive first, then crashed in the kernels (which stop at 16 rows).
+        [["--poe-gamma", "20"], "--poe-gamma must be a whole number from 1 to 16"],
+        [["--poe-gamma-sweep", "1,2,4,8,16,24"], "from 1 to 16"],
+      ];
+      const info = (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))?.info;
+      if (info && (info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(info.description))) {
+        // On a CPU adapter (smoke-test defaults) these passed validation against the defaults they then lost; on a
+        // GPU they are valid (and would start a real run).
+        cases.push(
+          [["--step-interval", "64"], "--step-interval is 64, above gen_length 32 (the software adapter's"],
+          [["--heads-depth", "10"], 'size "tiny" (the software adapter\'s smoke-test default) has 4 layers'],
+        );
+      }
+      for (const [args, message] of cases) {
+        const r = await bench([...args, "--results-dir", dir]);
+        const msg = r.stderr.trim();
+        if (r.code !== 2 || !msg.startsWith("error: ") || msg.split("\n").length !== 1 || msg.includes("    at ")) {
+          throw new Error(`${args.join(" ")}: exit ${r.code}, stderr ${JSON.stringify(r.stderr.slice(0, 400))}`);
+        }
+        assertStringIncludes(msg, message);
+        assertEquals(runFolders(dir), [], `${args.join(" ")} made a run folder`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-  }
+  },
 });
 
 Deno.test("deno task bench without any WebGPU adapter says what to install and exits with 2", async () => {

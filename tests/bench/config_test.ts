@@ -7,12 +7,17 @@ import {
   DEFAULT_CONFIG,
   flagName,
   helpText,
+  knobSources,
   loadConfig,
   poeGammas,
   poeKvLength,
   poeSpreads,
+  readConfig,
+  runSwitches,
+  SOFTWARE_DEFAULTS,
   validateBenchConfig,
   wantsHelp,
+  withSoftwareDefaults,
 } from "../../bench/config.ts";
 import { UserError } from "../../common/errors.ts";
 
@@ -91,9 +96,14 @@ Deno.test("values of the wrong type or out of range name the knob, where it was 
     [{ size: "13b" }, [], ['"size"', 'one of "1b", "7b", "tiny"']],
     [{ poe_beta: 0 }, [], ['"poe_beta"', "above 0 and at most 1"]],
     [{}, ["--poe-beta", "1.5"], ["--poe-beta must be a number above 0 and at most 1", "1.5", "change --poe-beta"]],
-    [{}, ["--poe-gamma", "0"], ["--poe-gamma", "from 1 to 24"]],
-    [{ poe_gamma: 25 }, [], ['"poe_gamma"', "from 1 to 24"]],
-    [{ poe_gamma_sweep: [1, 30] }, [], ['"poe_gamma_sweep"', "whole numbers from 1 to 24"]],
+    [{}, ["--poe-gamma", "0"], ["--poe-gamma", "from 1 to 16"]],
+    // the decode attention and matvec kernels take at most 16 rows: 17..24 (the control block's counters) crashed
+    [{ poe_gamma: 17 }, [], ['"poe_gamma"', "from 1 to 16"]],
+    [{}, ["--poe-gamma", "20"], ['--poe-gamma must be a whole number from 1 to 16, but it is "20"']],
+    [{ poe_gamma_sweep: [1, 30] }, [], ['"poe_gamma_sweep"', "whole numbers from 1 to 16"]],
+    [{}, ["--poe-gamma-sweep", "1,2,4,8,16,24"], ["--poe-gamma-sweep", "whole numbers from 1 to 16"]],
+    // the mean and jury kernels combine at most 8 heads
+    [{}, ["--n-heads", "9"], ["--n-heads must be a whole number from 1 to 8"]],
     [{}, ["--poe-gamma-sweep", "2,2"], ["--poe-gamma-sweep", "without repeats"]],
     [{}, ["--poe-gamma-sweep", "1,x"], ["--poe-gamma-sweep", '"1,x"']],
     [{ poe_temperature: -1 }, [], ['"poe_temperature"', ">= 0"]],
@@ -122,6 +132,9 @@ Deno.test("knobs that contradict each other are caught", async () => {
   assertEquals((await loadConfig(ok, ["--n-heads", "1", "--configs", "baseline,hydra_naive"])).n_heads, 1);
   await rejects(ok, ["--step-interval", "200"], "--step-interval is 200", "at most 128");
   await rejects(ok, ["--prompt-length", "4000", "--gen-length", "200"], "exceeds the 4096-token context");
+  // tiny's context is 512 (the KV cache refused it after baseline had run)
+  await rejects(ok, ["--size", "tiny", "--prompt-length", "500"], 'the 512-token context of size "tiny"', "512");
+  await rejects(ok, ["--size", "tiny", "--poe-max-new-tokens", "505"], "poe_max_new_tokens", "below 504");
   await rejects(ok, ["--poe-max-new-tokens", "4090"], "poe_max_new_tokens 4090", "largest gamma 8");
 });
 
@@ -217,4 +230,68 @@ Deno.test("a results.json config written before the sweep, kv_dtype and peers kn
   // no sweeps, no peers, and the f32 K/V cache of the runs before bf16 became the default
   assertEquals([c.prompt_lengths, c.decode_contexts, c.kv_dtype, c.peers], [[], [], "f32", []]);
   assertThrows(() => validateBenchConfig({ ...old, kv_dtype: "f16" }, "results.json config"), UserError, "kv_dtype");
+});
+
+Deno.test("a software adapter's smoke-test values apply only to the knobs the user left unset", async () => {
+  const repo = new URL("../../config.json", import.meta.url).pathname;
+  // The repository's config.json lists every default: on a CPU adapter it still means the smoke test.
+  const smoke = await loadConfig(repo, [], { software: true });
+  assertEquals({ ...smoke, ...SOFTWARE_DEFAULTS }, smoke);
+  assertEquals(await loadConfig(repo, [], { software: false }), DEFAULT_CONFIG as BenchConfig);
+  // A value the user set in the config file or by flag is kept (it was overridden before).
+  const path = await configFile({ size: "1b", gen_length: 64, step_interval: 16 });
+  const c = await loadConfig(path, ["--rep-ms", "300", "--poe-gamma-sweep", "2,8"], { software: true });
+  assertEquals([c.size, c.gen_length, c.rep_ms, c.poe_gamma_sweep], ["1b", 64, 300, [2, 8]]);
+  assertEquals([c.warmup_ms, c.poe_max_new_tokens], [
+    SOFTWARE_DEFAULTS.warmup_ms,
+    SOFTWARE_DEFAULTS.poe_max_new_tokens,
+  ]);
+  // Each knob's source, as results.json records it.
+  const r = withSoftwareDefaults(await readConfig(path, ["--rep-ms", "300", "--seed=5"]));
+  const sources = knobSources(r);
+  assertEquals(sources.size, "config file");
+  assertEquals(sources.rep_ms, "flag");
+  assertEquals(sources.seed, "flag");
+  assertEquals(sources.warmup_ms, "software-adapter default");
+  assertEquals(sources.poe_beta, "default");
+  assertEquals(knobSources(await readConfig(repo, [])).poe_beta, "config file");
+  assertEquals(r.file, path);
+});
+
+Deno.test("the relations are checked on the values a software-adapter run uses, naming the switch", async () => {
+  const repo = new URL("../../config.json", import.meta.url).pathname;
+  const soft = (argv: string[]) => assertRejects(() => loadConfig(repo, argv, { software: true }), UserError);
+  // --step-interval 64 passed (gen_length 128), then the switch to 32 left one position and a results.json the
+  // schema rejects; --heads-depth 10 passed for 7b, then failed after baseline with a wrong limit "0..4".
+  let e = await soft(["--step-interval", "64"]);
+  for (
+    const part of ["--step-interval is 64", "gen_length 32 (the software adapter's smoke-test default)", "at most 32"]
+  ) {
+    assertStringIncludes(e.message, part);
+  }
+  assertStringIncludes(e.message, "or set --gen-length");
+  e = await soft(["--heads-depth", "10"]);
+  assertStringIncludes(e.message, 'size "tiny" (the software adapter\'s smoke-test default) has 4 layers');
+  assertStringIncludes(e.message, "to at most 3, or set --size");
+  assert(!e.message.includes("\n"));
+  e = await soft(["--prompt-length", "500"]);
+  assertStringIncludes(e.message, 'the 512-token context of size "tiny" (the software adapter\'s smoke-test default)');
+  // The same flags on a GPU: valid, and a user's own --size keeps its limits.
+  assertEquals((await loadConfig(repo, ["--step-interval", "64"])).step_interval, 64);
+  assertEquals((await loadConfig(repo, ["--heads-depth", "10", "--size", "1b"], { software: true })).heads_depth, 10);
+});
+
+Deno.test("--no-wait and --allow-concurrent are switches, not knobs, and --help lists them", async () => {
+  assertEquals(runSwitches([]), { noWait: false, allowConcurrent: false });
+  assertEquals(runSwitches(["--size", "tiny", "--no-wait", "--allow-concurrent"]), {
+    noWait: true,
+    allowConcurrent: true,
+  });
+  const ok = await configFile({});
+  assertEquals((await loadConfig(ok, ["--no-wait", "--seed", "3"])).seed, 3);
+  await rejects(ok, ["--no-wiat"], "Unknown flag --no-wiat", "did you mean --no-wait?");
+  const help = helpText();
+  for (const part of ["--no-wait", "--allow-concurrent", "software adapter", "size tiny", "1..16"]) {
+    assertStringIncludes(help, part);
+  }
 });

@@ -190,6 +190,29 @@ Deno.test("malformed files are refused with one sentence naming the file (and te
       ["truncated", rawFile({ a: f32(0, 8), b: f32(8, 16) }, new Uint8Array(12)), ["truncated"]],
       ["trailing", rawFile({ a: f32(0, 8) }, new Uint8Array(12)), ["4 bytes after the last tensor"]],
       ["bad_metadata", rawFile({ __metadata__: { n: 1 }, a: f32(0, 8) }, eight), ["__metadata__", '"n"']],
+      // JSON.parse keeps the last of repeated keys; another reader may keep the first: the header is ambiguous.
+      [
+        "repeated_tensor",
+        rawFile(
+          '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32",' +
+            '"shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
+          eight,
+        ),
+        ['"a" twice'],
+      ],
+      ["repeated_field", rawFile('{"a":{"dtype":"I32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}', eight), [
+        '"dtype" twice',
+      ]],
+      ["repeated_escaped", rawFile('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"\\u0061":1}', eight), [
+        '"a" twice',
+      ]],
+      [
+        "repeated_metadata",
+        rawFile('{"__metadata__":{"k":"1","k":"2"},"a":' + JSON.stringify(f32(0, 8)) + "}", eight),
+        [
+          '"k" twice',
+        ],
+      ],
     ];
     for (const [name, bytes, mustName] of cases) {
       const path = join(dir, `${name}.safetensors`);
@@ -201,6 +224,19 @@ Deno.test("malformed files are refused with one sentence naming the file (and te
       "does not exist",
     ]);
     await assertUserError(() => SafetensorsFile.open(dir), [dir, "not a regular file"]);
+  });
+});
+
+Deno.test("the same key in different objects, in strings, or nested is no repetition", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "ok.safetensors");
+    const header = '{"__metadata__":{"a":"{\\"a\\":1,\\"a\\":2}","shape":"x"},' +
+      '"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}';
+    await Deno.writeFile(path, rawFile(header, new Uint8Array(8)));
+    const f = await SafetensorsFile.open(path);
+    assertEquals(f.names(), ["a", "b"]);
+    assertEquals(f.metadata.a, '{"a":1,"a":2}');
+    f.close();
   });
 });
 

@@ -1,6 +1,12 @@
-import { assertEquals, assertRejects, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertRejects, assertStringIncludes, assertThrows } from "@std/assert";
 import { UserError } from "../../common/errors.ts";
-import { applyChatTemplate, type ChatMessage, loadChatTemplateConfig } from "../../poe/chat_template.ts";
+import {
+  applyChatTemplate,
+  type ChatMessage,
+  loadChatTemplateConfig,
+  TEMPLATE_LIMITS,
+} from "../../poe/chat_template.ts";
+import { userPrompt } from "../../poe/poe.ts";
 import { dolma2Tokenizer, type Tokenizer } from "../../poe/tokenizer.ts";
 import { HAVE_DOLMA2_JSON, referenceTokenizer } from "./reference.ts";
 
@@ -94,13 +100,100 @@ Deno.test("chat template errors are one clear sentence", () => {
   assertThrows(
     () => applyChatTemplate([], { template: "{% if %}", addGenerationPrompt: true }),
     UserError,
-    "The chat template is not valid Jinja: ",
+    "The chat template is not valid Jinja (Unexpected token: CloseStatement); fix the template.",
   );
   assertThrows(
-    () => applyChatTemplate([], { template: "{{ raise_exception('no system role') }}", addGenerationPrompt: true }),
+    () =>
+      applyChatTemplate([], {
+        template: "{{ raise_exception('no system role') }}",
+        addGenerationPrompt: true,
+        source: "ckpt/tokenizer_config.json",
+      }),
     UserError,
-    "The chat template failed to render: no system role",
+    "The chat_template of ckpt/tokenizer_config.json failed to render (no system role); fix it, or delete it to use " +
+      "OLMo-2's format.",
   );
+});
+
+/** Renders `template` for one user message with `limits`; returns the UserError it must end with, and its time. */
+function hostile(template: string, limits = {}): { message: string; ms: number } {
+  const t0 = performance.now();
+  const e = assertThrows(
+    () =>
+      applyChatTemplate([{ role: "user", content: "Hi" }], {
+        template,
+        addGenerationPrompt: true,
+        source: "T",
+        limits,
+      }),
+    UserError,
+  );
+  assert(!e.message.includes("\n") && e.message.startsWith("The chat_template of T "), e.message);
+  return { message: e.message, ms: performance.now() - t0 };
+}
+
+Deno.test("a hostile chat template is stopped at each bound with one sentence", () => {
+  // Unbounded, the first exhausted the V8 heap after 32 s: range() builds its 1e8-item list before the loop starts.
+  assertStringIncludes(
+    hostile("{% for i in range(100000000) %}x{% endfor %}").message,
+    "asked range() for 100000000 items, above the limit of 1000000",
+  );
+  // An endless loop ends at the step bound (1e8 iterations of two nested loops; about 2.5 s here). The wall-clock
+  // bound is lifted so that only the (deterministic) step count can end it, however loaded the machine.
+  const loop = hostile("{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}{% endfor %}{% endfor %}", {
+    seconds: 600,
+  });
+  assertStringIncludes(loop.message, `did not finish within ${TEMPLATE_LIMITS.steps} steps`);
+  assert(loop.ms < 30_000, `the step bound took ${loop.ms} ms`); // a hang guard, not a speed claim
+  // A string or a list doubled 64 times would need 2^64 units of memory; the bounds stop them within ~30 steps.
+  assertStringIncludes(
+    hostile("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}").message,
+    `produced more than ${TEMPLATE_LIMITS.characters} characters`,
+  );
+  assertStringIncludes(
+    hostile("{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}{% endfor %}").message,
+    `produced more than ${TEMPLATE_LIMITS.listItems} list items`,
+  );
+  // The wall-clock bound, for steps slow each: shown with a 0.2 s bound on a loop the step bound would stop later.
+  const slow = hostile("{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}", {
+    seconds: 0.2,
+  });
+  assertStringIncludes(slow.message, "did not finish within 0.2 s");
+  assert(slow.ms < 2_000, `the 0.2 s bound took ${slow.ms} ms`);
+});
+
+Deno.test("the bounded interpreter keeps the library's globals and its Jinja", () => {
+  const out = applyChatTemplate([{ role: "user", content: "Hi" }], {
+    template: "{{ range(3)|list }} {{ range(1, 7, 2)|list }} {{ true }} {{ none is none }} {{ strftime_now('%Y') }} " +
+      "{% for m in messages %}{{ loop.index }}:{{ m.content|upper }}{% endfor %}",
+    addGenerationPrompt: false,
+  });
+  assertEquals(out, `[0, 1, 2] [1, 3, 5] true true ${new Date().getFullYear()} 1:HI`);
+  assertThrows(
+    () => applyChatTemplate([], { template: "{{ range(3, 4, 0) }}", addGenerationPrompt: false }),
+    UserError,
+    "range() step must not be zero",
+  );
+});
+
+Deno.test("a checkpoint's hostile or broken chat_template is one sentence naming its tokenizer_config.json", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/tokenizer_config.json`;
+  try {
+    const cases: [string, string][] = [
+      ["{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}", "did not finish within"],
+      ["{% for m in messages %}", "is not valid Jinja"],
+      ["{{ messages[0].content.nope() }}", "failed to render"],
+    ];
+    for (const [template, message] of cases) {
+      await Deno.writeTextFile(path, JSON.stringify({ chat_template: template }));
+      const chat = await loadChatTemplateConfig(dir);
+      const e = assertThrows(() => userPrompt("Hi", chat), UserError, `The chat_template of ${path} ${message}`);
+      assertStringIncludes(e.message, "fix it, or delete it to use OLMo-2's format.");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("the templated prompt tokenizes with <|endoftext|> as the single id 100257", async () => {
@@ -136,7 +229,7 @@ Deno.test("loadChatTemplateConfig reads chat_template and special tokens from to
       }),
     );
     const config = await loadChatTemplateConfig(dir);
-    assertEquals(config, { template: OLMO2_JINJA, specialTokens: OLMO2_TOKENS });
+    assertEquals(config, { template: OLMO2_JINJA, specialTokens: OLMO2_TOKENS, source: path });
     assertEquals(
       applyChatTemplate(CONVERSATIONS.multiTurn, { ...config, addGenerationPrompt: true }),
       applyChatTemplate(CONVERSATIONS.multiTurn, { addGenerationPrompt: true }),
@@ -152,6 +245,8 @@ Deno.test("loadChatTemplateConfig reads chat_template and special tokens from to
       UserError,
       `${path} has several chat templates and none is named "default".`,
     );
+    await Deno.writeTextFile(path, JSON.stringify({ chat_template: 7 }));
+    await assertRejects(() => loadChatTemplateConfig(dir), UserError, `${path} has a chat_template that is neither`);
     await Deno.writeTextFile(path, "{ chat_template: 1 }");
     await assertRejects(() => loadChatTemplateConfig(dir), UserError, `${path} is not valid JSON: `);
     await Deno.writeTextFile(path, "[]");

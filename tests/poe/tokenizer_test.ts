@@ -106,7 +106,11 @@ Deno.test("dolma2: decode(encode(x)) === x on the corpus", () => {
 Deno.test("dolma2: decode rejects ids outside the vocabulary and splits multi-byte characters into U+FFFD", () => {
   const tok = dolma2Tokenizer();
   for (const id of [-1, 100278, 100351, 1.5, NaN]) {
-    assertThrows(() => tok.decode([id]), Error, `Token id ${id} is not in the vocabulary of built-in dolma2.`);
+    assertThrows(
+      () => tok.decode([id]),
+      UserError,
+      `Token id ${id} is not in the vocabulary of built-in dolma2; use the tokenizer that belongs to the model.`,
+    );
   }
   const ids = tok.encode("🦜"); // 4 UTF-8 bytes in 3 tokens
   assertEquals(ids.length, 3);
@@ -129,6 +133,51 @@ referenceTest("dolma2 matches tokenizer.json: 2000 seeded random strings", (hf) 
     assertEquals(tok.encode(text), hf.encode(text), JSON.stringify(text));
     assertEquals(tok.decode(tok.encode(text)), text);
   }
+});
+
+referenceTest("dolma2 matches tokenizer.json on long pre-tokens (thousands of merges, many ties)", (hf) => {
+  // One letter, whitespace or symbol run is one pre-token however long: the merge order (lowest rank, leftmost on
+  // ties) decides every id. Small alphabets make long runs of equal pairs, where a wrong tie-break shows.
+  const tok = dolma2Tokenizer();
+  const rng = new Rng(7);
+  const alphabets = ["x", "ab", "abc", "aab", "th", "é", "eé", "日本", "  ", " \t", "!?", "=-", "\n\n ", "ü "];
+  for (let i = 0; i < 60; i++) {
+    const alphabet = [...alphabets[i % alphabets.length]];
+    const length = 200 + rng.int(6000);
+    let text = "";
+    for (let j = 0; j < length; j++) text += alphabet[rng.int(alphabet.length)];
+    if (i % 3 === 0) text = alphabet[0].repeat(length); // one repeated character: every pair ties
+    assertEquals(tok.encode(text), hf.encode(text), `${JSON.stringify(text.slice(0, 40))}... (${length} chars)`);
+  }
+});
+
+Deno.test("dolma2: encoding time grows as n log n, not n^2 (1 MiB of one letter is one pre-token)", () => {
+  // Not a speed claim but a complexity guarantee: a quadratic merge (rescan every pair per merge) took 5 s for 64 KiB
+  // of "x" and 385 s for 1 MiB. 8x the text costs about 9x the time here (n log n); a quadratic merge costs 64x. The
+  // ratio (best of 5, to damp a loaded machine) is asserted below 24, and 1 MiB below 20 s (0.6-1.2 s measured here).
+  const tok = dolma2Tokenizer();
+  const best = (text: string) => {
+    let fastest = Infinity;
+    for (let r = 0; r < 5; r++) {
+      const t0 = performance.now();
+      tok.encode(text);
+      fastest = Math.min(fastest, performance.now() - t0);
+    }
+    return fastest;
+  };
+  for (const ch of ["x", " ", "!"]) {
+    const small = best(ch.repeat(16 << 10)), large = best(ch.repeat(128 << 10));
+    assert(
+      large < 24 * small,
+      `${JSON.stringify(ch)}: 128 KiB took ${large.toFixed(1)} ms, 16 KiB ${small.toFixed(1)} ms`,
+    );
+  }
+  const t0 = performance.now();
+  const ids = tok.encode("x".repeat(1 << 20));
+  const ms = performance.now() - t0;
+  assert(ms < 20_000, `1 MiB of "x" took ${ms.toFixed(0)} ms`);
+  assertEquals(ids.length, 131072, "1 MiB of x is 131072 tokens of 8 x");
+  assertEquals(new Set(ids).size, 1);
 });
 
 referenceTest("dolma2 matches tokenizer.json: every 11th vocabulary token, alone and in context", (hf) => {
@@ -205,27 +254,30 @@ Deno.test("loadTokenizer: one clear sentence for each unusable tokenizer", async
   const dir = await Deno.makeTempDir();
   const path = `${dir}/tokenizer.json`;
   try {
-    await assertRejects(
-      () => loadTokenizer(`${dir}/nope`),
-      UserError,
-      `Cannot read checkpoint directory ${dir}/nope: it does not exist.`,
-    );
+    const cases: [() => Promise<unknown>, string][] = [
+      [() => loadTokenizer(`${dir}/nope`), `Cannot read checkpoint directory ${dir}/nope: it does not exist.`],
+      [() => loadTokenizer(`${dir}/file`), `${dir}/file is not a directory; give the checkpoint directory`],
+      [() => loadTokenizerFile(`${dir}/missing.json`), `Cannot read ${dir}/missing.json: it does not exist.`],
+    ];
     await Deno.writeTextFile(`${dir}/file`, "");
-    await assertRejects(() => loadTokenizer(`${dir}/file`), UserError, `${dir}/file is not a directory`);
-    await Deno.mkdir(path);
-    await assertRejects(() => loadTokenizer(dir), UserError, `Cannot read ${path}: is a directory.`);
-    await Deno.remove(path);
-    await Deno.writeTextFile(path, '{"model": ');
-    await assertRejects(() => loadTokenizer(dir), UserError, `${path} is not valid JSON: `);
-    await Deno.writeTextFile(path, '{"version": "1.0"}');
-    await assertRejects(() => loadTokenizer(dir), UserError, `${path} is not a Hugging Face tokenizer.json`);
-    await Deno.writeTextFile(path, JSON.stringify({ model: { type: "Nonsense" }, added_tokens: [] }));
-    await assertRejects(() => loadTokenizer(dir), UserError, `${path} could not be loaded as a tokenizer: `);
-    await assertRejects(
-      () => loadTokenizerFile(`${dir}/missing.json`),
-      UserError,
-      `Cannot read ${dir}/missing.json: it does not exist.`,
-    );
+    for (const [load, message] of cases) await assertRejects(load, UserError, message);
+    const files: [string | null, string][] = [
+      [null, `Cannot read ${path}: is a directory.`],
+      ['{"model": ', `${path} is not valid JSON: `],
+      ['{"version": "1.0"}', `${path} is not a Hugging Face tokenizer.json`],
+      [
+        JSON.stringify({ model: { type: "Nonsense" }, added_tokens: [] }),
+        `${path} could not be loaded as a tokenizer: `,
+      ],
+      [JSON.stringify({ model: { type: "BPE", vocab: { a: 0 }, merges: [] }, added_tokens: [], decoder: null }), path],
+    ];
+    for (const [text, message] of files) {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+      if (text === null) await Deno.mkdir(path);
+      else await Deno.writeTextFile(path, text);
+      const e = await assertRejects(() => loadTokenizer(dir), UserError, message);
+      assert(!e.message.includes("\n"), e.message);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

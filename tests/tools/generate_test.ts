@@ -84,3 +84,91 @@ gpuTest("deno task generate rejects bad input with one sentence", async () => {
     throw new Error(`${args.join(" ")} was accepted`);
   }
 });
+
+/** A checkpoint directory: the fixture's config and weights (linked), plus the given tokenizer files. */
+async function fixtureCopy(files: Record<string, string>): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "hydra_generate_test_" });
+  for (const name of ["config.json", "model.safetensors"]) await Deno.symlink(`${DIR}/${name}`, `${dir}/${name}`);
+  for (const [name, text] of Object.entries(files)) await Deno.writeTextFile(`${dir}/${name}`, text);
+  return dir;
+}
+
+/**
+ * `deno task generate` with no WebGPU adapter (Linux has no DirectX 12, so forcing that backend leaves none): a case
+ * that is refused with its own sentence, not "No WebGPU adapter was found", is refused before any GPU work.
+ */
+async function generateWithoutGpu(args: string[]): Promise<{ code: number; stderr: string }> {
+  const root = fromFileUrl(new URL("../../", import.meta.url));
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "generate", ...args],
+    cwd: root,
+    env: { DENO_WEBGPU_BACKEND: "dx12" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test({
+  name: "deno task generate: bad knobs, ids, tokenizers and templates are one sentence, exit 2, before any GPU work",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const tiny = ["--size", "tiny", "--random"];
+    const jsonFile = await Deno.makeTempFile({ suffix: ".json" });
+    const huge = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}";
+    const dirs = {
+      badJson: await fixtureCopy({ "tokenizer.json": "{" }),
+      // A vocabulary of the fixture's 512 ids (so the checkpoint's headers pass) but no decoder: not loadable.
+      badTokenizer: await fixtureCopy({
+        "tokenizer.json": JSON.stringify({
+          model: { type: "BPE", vocab: Object.fromEntries(Array.from({ length: 512 }, (_, i) => [`t${i}`, i])) },
+          added_tokens: [],
+        }),
+      }),
+      badTemplate: await fixtureCopy({ "tokenizer_config.json": JSON.stringify({ chat_template: "{% if %}" }) }),
+      hugeTemplate: await fixtureCopy({ "tokenizer_config.json": JSON.stringify({ chat_template: huge }) }),
+    };
+    const cases: [string[], string][] = [
+      [[...tiny, "--ids", "1", "--beta", "-1"], "error: --beta must be in (0, 1] "],
+      [[...tiny, "--ids", "1", "--beta", "1.5"], "error: --beta must be in (0, 1] "],
+      [[...tiny, "--ids", "1", "--temperature", "-1"], "error: --temperature must be a finite number >= 0 "],
+      [[...tiny, "--ids", "1", "--gamma", "17"], 'error: --gamma must be an integer in 1..16, got "17".'],
+      [[...tiny, "--ids", "1", "--gamma", "-3"], 'error: --gamma must be an integer in 1..16, got "-3".'],
+      [[...tiny, "--ids", "1", "--seed", ""], 'error: --seed must be a number, not "".'],
+      [[...tiny, "--ids", "1", "--heads", "2", "--draft-head", "2"], "error: --draft-head 2 is not a head"],
+      [[...tiny, "--ids", ""], "error: --ids is empty;"],
+      [[...tiny, "--ids", "1,,2"], 'error: --ids must be comma-separated token ids such as "1,2,3", and item 2 is'],
+      [[...tiny, "--ids", "1,2,"], "and item 3 is empty."],
+      [[...tiny, "--ids", "-1"], '"-1" is not a token id.'],
+      [[...tiny, "--prompt", ""], "error: The prompt is empty"],
+      [[...tiny, "--prompt", "Hi", "--tokenizer", "/nonexistent"], "Cannot read checkpoint directory /nonexistent: "],
+      [[...tiny, "--prompt", "Hi", "--tokenizer", jsonFile], `error: ${jsonFile} is not a directory;`],
+      [[...tiny, "--ids", "1", "--tokenizer", dirs.badTokenizer], `${dirs.badTokenizer}/tokenizer.json could not be`],
+      [["--weights", dirs.badJson, "--prompt", "Hi"], `error: ${dirs.badJson}/tokenizer.json is not valid JSON`],
+      [["--weights", dirs.badTokenizer, "--prompt", "Hi"], `error: ${dirs.badTokenizer}/tokenizer.json could not be`],
+      [["--weights", dirs.badTokenizer, "--ids", "1"], `error: ${dirs.badTokenizer}/tokenizer.json could not be`],
+      [["--weights", dirs.badTemplate, "--prompt", "Hi", "--chat"], `${dirs.badTemplate}/tokenizer_config.json is not`],
+      [
+        ["--weights", dirs.hugeTemplate, "--prompt", "Hi", "--heads", "2", "--mode", "poe"],
+        // The step bound (1e6 steps, ~2.5 s) or, on a loaded machine, the 5 s bound: either ends it.
+        `error: The chat_template of ${dirs.hugeTemplate}/tokenizer_config.json did not finish within `,
+      ],
+    ];
+    try {
+      for (let i = 0; i < cases.length; i += 4) {
+        const batch = cases.slice(i, i + 4);
+        const results = await Promise.all(batch.map(([args]) => generateWithoutGpu(args)));
+        results.forEach(({ code, stderr }, j) => {
+          const [args, message] = batch[j];
+          const lines = stderr.trim().split("\n");
+          if (code !== 2 || lines.length !== 1 || !lines[0].includes(message)) {
+            throw new Error(`generate ${JSON.stringify(args)}: exit ${code}, stderr ${JSON.stringify(stderr)}`);
+          }
+        });
+      }
+    } finally {
+      for (const dir of [...Object.values(dirs), jsonFile]) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
