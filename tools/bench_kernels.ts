@@ -3,7 +3,7 @@
  * here): the copy roofline, then matvec tuning variants at the OLMo-2 7B and 1B shapes, in GB/s of weight bytes; with
  * `--gemm`, only the prefill GEMM's tile variants at the 7B shapes, in TFLOP/s (each variant's output is also checked
  * against an f64 reference on sampled elements, so a tile shape that breaks on this driver shows as WRONG); with
- * `--attention`, decode attention's split variants and prefill attention's tile variants at 128, 512 and 2,048 tokens
+ * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
  * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
@@ -30,7 +30,7 @@ import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["json", "rows", "tiles"],
-  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain"],
+  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill"],
 });
 const gpu = await getGpu();
 console.log(
@@ -542,10 +542,8 @@ console.log(
 if (args.matvec) await benchMatvec();
 if (args.chain) await benchMatvecChain();
 if (args.overhead) await benchOverhead();
-if (args.attention) {
-  await benchAttention();
-  await benchPrefillAttention();
-}
+if (args.attention) await benchAttention();
+if (args.attention || args.prefill) await benchPrefillAttention();
 if (args.gemm) await benchGemm();
 const bandwidth = bw;
 if (args.json) {
