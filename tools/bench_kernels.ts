@@ -124,15 +124,26 @@ function report(kernel: string, shape: string, rows: number, variant: string, ms
   );
 }
 
+/** A block's products at decode (N outputs over K inputs; gate_up: N rows each of gate and up). */
+const DECODE_SHAPES_7B = [
+  { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
+  { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
+  { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
+  { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
+];
+const DECODE_SHAPES_1B = [
+  { name: "1b qkv", n: 6144, k: 2048, epi: Epilogue.PLAIN },
+  { name: "1b gate_up+silu", n: 8192, k: 2048, epi: Epilogue.SWIGLU },
+  { name: "1b down", n: 2048, k: 8192, epi: Epilogue.PLAIN },
+  { name: "1b o", n: 2048, k: 2048, epi: Epilogue.PLAIN },
+];
+
 /** The matvec variants at decode shapes (1 and 4 rows), in GB/s of weight bytes. */
 async function benchMatvec(): Promise<void> {
   const shapes = [
-    { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
-    { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
-    { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
-    { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
+    ...DECODE_SHAPES_7B,
     { name: "lm_head 4096", n: 100352, k: 4096, epi: Epilogue.PLAIN },
-    { name: "1b o", n: 2048, k: 2048, epi: Epilogue.PLAIN },
+    DECODE_SHAPES_1B[3],
   ];
   // [rowsPerThread, rowsPerWorkgroup (row groups), workgroupSize]
   const variants = [
@@ -179,16 +190,7 @@ async function benchMatvec(): Promise<void> {
  * groups, reading x from L1 instead of L2 for each).
  */
 async function benchMatvecChain(): Promise<void> {
-  const shapes = [
-    { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
-    { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
-    { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
-    { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
-    { name: "1b qkv", n: 6144, k: 2048, epi: Epilogue.PLAIN },
-    { name: "1b gate_up+silu", n: 8192, k: 2048, epi: Epilogue.SWIGLU },
-    { name: "1b down", n: 2048, k: 8192, epi: Epilogue.PLAIN },
-    { name: "1b o", n: 2048, k: 2048, epi: Epilogue.PLAIN },
-  ];
+  const shapes = [...DECODE_SHAPES_7B, ...DECODE_SHAPES_1B];
   const variants: Record<string, number>[] = [
     {},
     { maxWorkgroups: 264 },
