@@ -82,34 +82,33 @@ gpuTest("rmsnorm agrees across workgroup sizes and both reduction paths", async 
   }
 });
 
-gpuTest("rmsnorm's vec4 path (width a multiple of 4) checks catch broken kernels", async (gpu) => {
-  const cases: [string, string][] = [
-    ["dot(v, v)", "dot(v.xyz, v.xyz)"], // a lane of each vec4 left out of the sum
-    ["let xb = (m + X_ROW_OFFSET) * n;", "let xb = (m + X_ROW_OFFSET) * D;"], // row stride in values, not vec4
-  ];
+/** Asserts that each mutant of the vec4 or scalar kernel fails the check at a width that takes that path. */
+async function assertMutantsCaught(gpu: Gpu, vec4: boolean, cases: [string, string][]): Promise<void> {
+  const dim = vec4 ? 256 : 257;
   for (const [from, to] of cases) {
-    const kernel = mutate(rmsnormKernelFor(subgroupWidth(gpu) > 0, true), from, to);
+    const kernel = mutate(rmsnormKernelFor(subgroupWidth(gpu) > 0, vec4), from, to);
     await assertCaught(async () => {
-      await checkRmsnorm(gpu, 3, 256, { kernel });
+      await checkRmsnorm(gpu, 3, dim, { kernel });
       await checkRmsnorm(gpu, 2, 300, { kernel, residual: true });
     }, `${from} -> ${to}`);
   }
-});
+}
 
-gpuTest("rmsnorm checks catch broken kernels", async (gpu) => {
-  const cases: [string, string][] = [
+gpuTest(
+  "rmsnorm's vec4 path (width a multiple of 4) checks catch broken kernels",
+  (gpu) =>
+    assertMutantsCaught(gpu, true, [
+      ["dot(v, v)", "dot(v.xyz, v.xyz)"], // a lane of each vec4 left out of the sum
+      ["let xb = (m + X_ROW_OFFSET) * n;", "let xb = (m + X_ROW_OFFSET) * D;"], // row stride in values, not vec4
+    ]),
+);
+
+gpuTest("rmsnorm checks catch broken kernels", (gpu) =>
+  assertMutantsCaught(gpu, false, [
     ["total / f32(D)", "total / f32(D - 1u)"], // wrong mean
     [
       "for (var i = t; i < n; i += WG) {\n    let v = x[xb + i] * inv",
       "for (var i = t; i + 1u < n; i += WG) {\n    let v = x[xb + i] * inv",
     ], // last element skipped
     ["out[ob + i] += v", "out[ob + i] = v"], // residual dropped
-  ];
-  for (const [from, to] of cases) {
-    const kernel = mutate(rmsnormKernelFor(subgroupWidth(gpu) > 0, false), from, to);
-    await assertCaught(async () => {
-      await checkRmsnorm(gpu, 3, 257, { kernel });
-      await checkRmsnorm(gpu, 2, 300, { kernel, residual: true });
-    }, `${from} -> ${to}`);
-  }
-});
+  ]));
