@@ -12,6 +12,29 @@ import { CTL } from "./control/ctl.ts";
 
 const slots = Object.entries(CTL).map(([name, index]) => `const CTL_${name}: u32 = ${index}u;`).join("\n");
 
+/**
+ * The enable directives a runtime's WGSL compiler needs before the prelude. Deno's naga accepts f16 and subgroup
+ * builtins without them; Dawn's Tint requires one per extension used, and enforces WGSL's uniformity analysis, which
+ * rejects barriers after the gate's early return (a storage read is never uniform to Tint). With `allow_unsafe_apis`
+ * Tint offers `chromium_disable_uniformity_analysis`: every kernel here returns from the gate for the whole dispatch at
+ * once (ctl is the same word for every invocation), so the analysis has nothing to find.
+ */
+export function enableDirectives(runtime: "deno" | "dawn", features: readonly string[]): string {
+  if (runtime === "deno") return "";
+  const has = (f: string) => features.includes(f);
+  return [
+    has("shader-f16") ? "enable f16;" : "",
+    has("subgroups") ? "enable subgroups;" : "",
+    has("chromium-experimental-subgroup-matrix") ? "enable chromium_experimental_subgroup_matrix;" : "",
+    "enable chromium_disable_uniformity_analysis;",
+  ].filter(Boolean).join("\n") + "\n";
+}
+
+/** The prelude for `runtime` on a device granted `features`: its enable directives, then PRELUDE. */
+export function preludeFor(runtime: "deno" | "dawn", features: readonly string[]): string {
+  return enableDirectives(runtime, features) + PRELUDE;
+}
+
 /** The WGSL prelude (see the module comment). */
 export const PRELUDE = `// ---- prelude (kernels/prelude.ts) ----
 ${slots}

@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import { join } from "@std/path";
 import { UserError } from "../common/errors.ts";
-import { PRELUDE } from "./prelude.ts";
+import { preludeFor } from "./prelude.ts";
 
 /** A kernel: a name (for errors and the pipeline cache) and its WGSL source, without the shared prelude. */
 export interface Kernel {
@@ -45,6 +45,12 @@ export interface BufferSlice {
 
 /** What was asked of the adapter and what it granted, for the results' environment block. */
 export interface GpuDescription {
+  /** The WebGPU implementation: `deno` (built-in wgpu) or `dawn` (npm `webgpu`). */
+  runtime: WebgpuRuntime;
+  /** Its version: Deno's for `deno`, the npm package for `dawn`. */
+  runtimeVersion: string;
+  /** Instance toggles the runtime was created with (empty for `deno`). */
+  toggles: string[];
   vendor: string;
   architecture: string;
   device: string;
@@ -56,7 +62,37 @@ export interface GpuDescription {
 }
 
 /** Optional features this suite uses when the adapter has them. */
-export const OPTIONAL_FEATURES = ["shader-f16", "timestamp-query", "subgroups"] as const;
+export const OPTIONAL_FEATURES = [
+  "shader-f16",
+  "timestamp-query",
+  "subgroups",
+  // Dawn only: tensor cores from WGSL (kernels/matmul/subgroup_matrix.ts).
+  "chromium-experimental-subgroup-matrix",
+] as const;
+
+/**
+ * The WebGPU implementations a Gpu can be made on: Deno's built-in (wgpu, the default and what the suite is specified
+ * on) and Dawn through the npm package `webgpu` (opt-in; see ARCHITECTURE.md "Two WebGPU runtimes").
+ */
+export const WEBGPU_RUNTIMES = ["deno", "dawn"] as const;
+/** One of WEBGPU_RUNTIMES. */
+export type WebgpuRuntime = typeof WEBGPU_RUNTIMES[number];
+
+/** The npm package that carries Dawn's Node-API addon, as the import map pins it. */
+export const DAWN_PACKAGE = "webgpu@0.6.2";
+
+/**
+ * Dawn's instance toggles. Vulkan is the backend measured on the H200; `vulkan_enable_f16_on_nvidia` is what makes the
+ * NVIDIA adapter list `shader-f16` (and the f16 subgroup-matrix configurations); `allow_unsafe_apis` exposes the
+ * experimental subgroup matrices and `chromium_disable_uniformity_analysis` (kernels/prelude.ts).
+ */
+export const DAWN_TOGGLES = [
+  "backend=vulkan",
+  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",
+] as const;
+
+/** The environment variable that picks the runtime of `getGpu()` (tests and tools): `deno` (default) or `dawn`. */
+export const WEBGPU_ENV = "HYDRA_WEBGPU";
 
 /** Limits requested at the adapter's maximum (the WebGPU defaults are far below what an H100 allows). */
 const MAX_LIMITS = [
@@ -101,23 +137,27 @@ export class Gpu {
     });
   }
 
-  /** Requests a high-performance adapter and a device at the adapter's limits. Throws UserError when there is none. */
-  static async create(): Promise<Gpu> {
-    if (!("gpu" in navigator) || !navigator.gpu) throw new UserError(NO_ADAPTER);
+  /**
+   * Requests a high-performance adapter of `runtime` (default `deno`) and a device at the adapter's limits. Throws
+   * UserError when there is none.
+   */
+  static async create(runtime: WebgpuRuntime = "deno"): Promise<Gpu> {
+    const entry = runtime === "dawn" ? await dawnEntry() : navigator.gpu;
+    if (!entry) throw new UserError(NO_ADAPTER);
     let adapter: GPUAdapter | null = null;
     try {
-      adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+      adapter = await entry.requestAdapter({ powerPreference: "high-performance" });
     } catch {
       adapter = null;
     }
-    if (!adapter) throw new UserError(NO_ADAPTER);
+    if (!adapter) throw new UserError(runtime === "dawn" ? NO_DAWN_ADAPTER : NO_ADAPTER);
     const requiredLimits: Record<string, number> = {};
     for (const name of MAX_LIMITS) {
       const v = (adapter.limits as unknown as Record<string, number>)[name];
       if (typeof v === "number") requiredLimits[name] = v;
     }
     // `subgroups` works on some adapters that do not list it, so it is requested and dropped if refused.
-    const listed = OPTIONAL_FEATURES.filter((f) => f === "subgroups" || adapter.features.has(f));
+    const listed = OPTIONAL_FEATURES.filter((f) => f === "subgroups" || adapter.features.has(f as GPUFeatureName));
     let device: GPUDevice | null = null;
     for (const features of [listed, listed.filter((f) => f !== "subgroups")]) {
       try {
@@ -140,16 +180,24 @@ export class Gpu {
     for (const name of MAX_LIMITS) limitsGranted[name] = (device.limits as unknown as Record<string, number>)[name];
     const info = adapter.info;
     const description: GpuDescription = {
+      runtime,
+      runtimeVersion: runtime === "dawn" ? DAWN_PACKAGE : `deno ${Deno.version.deno}`,
+      toggles: runtime === "dawn" ? [...DAWN_TOGGLES] : [],
       vendor: info.vendor,
       architecture: info.architecture,
       device: info.device,
       description: info.description,
       isFallbackAdapter: (info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
-      backend: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default",
+      backend: runtime === "dawn" ? "vulkan" : Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default",
       featuresGranted: [...device.features].sort(),
       limitsGranted,
     };
     return new Gpu(adapter, device, description);
+  }
+
+  /** The prelude of every kernel on this device (kernels/prelude.ts): enable directives differ by runtime. */
+  get prelude(): string {
+    return preludeFor(this.description.runtime, [...this.device.features]);
   }
 
   /** True when the device was granted the feature. */
@@ -169,10 +217,10 @@ export class Gpu {
     const key = kernel.name + sorted;
     let pipeline = this.#pipelines.get(key);
     if (pipeline) return pipeline;
-    if (this.#wgslDump) dumpWgsl(this.#wgslDump, kernel, sorted);
+    if (this.#wgslDump) dumpWgsl(this.#wgslDump, this.prelude, kernel, sorted);
     let module = this.#modules.get(kernel.name);
     if (!module) {
-      module = this.device.createShaderModule({ label: kernel.name, code: PRELUDE + kernel.source });
+      module = this.device.createShaderModule({ label: kernel.name, code: this.prelude + kernel.source });
       this.#modules.set(kernel.name, module);
     }
     const numeric: Record<string, number> = {};
@@ -284,7 +332,8 @@ export class Gpu {
       layout: pipeline.getBindGroupLayout(0),
       entries: entries.map((e, binding) => ({
         binding,
-        resource: e instanceof GPUBuffer ? { buffer: e } : { buffer: e.buffer, offset: e.offset ?? 0, size: e.size },
+        // Not `instanceof GPUBuffer`: Dawn's buffers are not instances of Deno's class.
+        resource: "buffer" in e ? { buffer: e.buffer, offset: e.offset ?? 0, size: e.size } : { buffer: e },
       })),
     });
   }
@@ -409,13 +458,13 @@ export function encodeDispatches(pass: GPUComputePassEncoder, dispatches: readon
  * mutants of the tests have long names with quotes); `<variant>` is the first 8 hex digits of the SHA-256 of the name
  * and the constants, the same in every run. Throws UserError when the file cannot be written.
  */
-function dumpWgsl(dir: string, kernel: Kernel, constants: string): void {
+function dumpWgsl(dir: string, prelude: string, kernel: Kernel, constants: string): void {
   const variant = createHash("sha256").update(`${kernel.name}\n${constants}`).digest("hex").slice(0, 8);
   const path = join(dir, `${kernel.name.replace(/[^A-Za-z0-9_.-]+/g, "_").slice(0, 120)}-${variant}.wgsl`);
   const header = `// kernel: ${kernel.name.replace(/\s+/g, " ")}\n// override constants: ${constants}\n`;
   try {
     Deno.mkdirSync(dir, { recursive: true });
-    Deno.writeTextFileSync(path, header + PRELUDE + kernel.source);
+    Deno.writeTextFileSync(path, header + prelude + kernel.source);
   } catch (e) {
     throw new UserError(
       `${WGSL_DUMP_ENV}=${dir}: cannot write ${path} (${e instanceof Error ? e.message : e}); set it to a writable ` +
@@ -437,10 +486,36 @@ export function formatBytes(n: number): string {
 
 let shared: Promise<Gpu> | null = null;
 
-/** The process-wide Gpu, created on first use. */
+/** The process-wide Gpu, created on first use, on the runtime `HYDRA_WEBGPU` names (default `deno`). */
 export function getGpu(): Promise<Gpu> {
-  if (!shared) shared = Gpu.create();
+  if (!shared) shared = Gpu.create(runtimeFromEnv());
   return shared;
+}
+
+/** The runtime `HYDRA_WEBGPU` names; UserError for anything but `deno` or `dawn`. */
+export function runtimeFromEnv(): WebgpuRuntime {
+  const v = Deno.env.get(WEBGPU_ENV) || "deno";
+  if (!(WEBGPU_RUNTIMES as readonly string[]).includes(v)) {
+    throw new UserError(`${WEBGPU_ENV}=${v} is not a WebGPU runtime: set it to ${WEBGPU_RUNTIMES.join(" or ")}.`);
+  }
+  return v as WebgpuRuntime;
+}
+
+const NO_DAWN_ADAPTER = "Dawn (npm " + DAWN_PACKAGE + ") found no WebGPU adapter on its Vulkan backend: it needs a " +
+  "GPU driver (Mesa's software lavapipe lacks features Dawn requires); use the built-in runtime (--webgpu deno).";
+
+/** Dawn's `GPU` entry point, made with DAWN_TOGGLES; UserError when its addon cannot be loaded. */
+async function dawnEntry(): Promise<GPU> {
+  try {
+    const dawn = await import("webgpu");
+    return dawn.create([...DAWN_TOGGLES]) as unknown as GPU;
+  } catch (e) {
+    throw new UserError(
+      `The Dawn runtime (npm ${DAWN_PACKAGE}) could not be loaded (${e instanceof Error ? e.message : e}); run ` +
+        "`deno install` with network access (or stage it for the GPU machine with tools/stage_device_modules.sh), " +
+        "or use the built-in runtime (--webgpu deno).",
+    );
+  }
 }
 
 /** Records `dispatches` into one compute pass of `encoder` (`descriptor`: e.g. a label or timestamp writes). */
