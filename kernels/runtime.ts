@@ -128,6 +128,11 @@ export class Gpu {
   readonly #wgslDump = Deno.env.get(WGSL_DUMP_ENV) || null;
 
   private constructor(
+    /**
+     * The runtime's entry point, held for the device's life: Dawn's instance lives in this object, and once the
+     * garbage collector finalizes it every pending map or work-done promise hangs (measured on the H200).
+     */
+    readonly entry: GPU,
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
     readonly description: GpuDescription,
@@ -192,7 +197,7 @@ export class Gpu {
       featuresGranted: [...device.features].sort(),
       limitsGranted,
     };
-    return new Gpu(adapter, device, description);
+    return new Gpu(entry, adapter, device, description);
   }
 
   /** The prelude of every kernel on this device (kernels/prelude.ts): enable directives differ by runtime. */
