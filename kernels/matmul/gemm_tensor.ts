@@ -79,7 +79,9 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   }
   if (![16, 32, 64].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32 or 64)`);
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
-    if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
+    if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
+      throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
+    }
   }
   return t;
 }
@@ -194,7 +196,9 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const compute = range(t.stepK / FRAG).map((q) =>
     indent("    ", [
       "{",
-      ...FI.map((i) => `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, (sm + ${i * FRAG}u) * XS + ${q * FRAG}u, XS);`),
+      ...FI.map((i) =>
+        `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, (sm + ${i * FRAG}u) * XS + ${q * FRAG}u, XS);`
+      ),
       ...FJ.map((j) =>
         `  let b${j} = subgroupMatrixLoad<Right, col_major>(&ws, (sn + ${j * FRAG}u) * XS + ${q * FRAG}u, XS);`
       ),
@@ -345,13 +349,10 @@ fn stage_w(i: u32, p: vec4<u32>) {
   ws[i + 7u] = f16(bf16_hi(p.w));
 }
 
-// Element q (row q / 16, column q % 16) of the result matrix at tile rows r0.., columns c0..: scaled back, stored.
-fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, v: f32) {
-  let m = m0 + r0 + q / ${FRAG}u;
-  let n = n0 + c0 + q % ${FRAG}u;
-  if (m < M && n < N) { y[m * N + n] = ldexp(v, e[m]); }
-}
-
+${
+      swiglu
+        ? `// Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
+// silu(gate) * up stored.
 fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
   let m = m0 + r0 + q / ${FRAG}u;
   let n = n0 + c0 + q % ${FRAG}u;
@@ -359,7 +360,14 @@ fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
     let g = ldexp(gate, e[m]);
     y[m * N + n] = g / (1.0 + exp(-g)) * ldexp(up, e[m]);
   }
-}
+}`
+        : `// Element q (row q / 16, column q % 16) of the result matrix at tile rows r0.., columns c0..: scaled back, stored.
+fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, v: f32) {
+  let m = m0 + r0 + q / ${FRAG}u;
+  let n = n0 + c0 + q % ${FRAG}u;
+  if (m < M && n < N) { y[m * N + n] = ldexp(v, e[m]); }
+}`
+    }
 
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -384,7 +392,9 @@ ${xSlots.map((s) => `  var px${s}: vec4<f32>;`).join("\n")}
 ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}
   // acc<i>_<j>: rows sm + 16i.., columns sn + 16j.. of the tile${swiglu ? " (gate); up<i>_<j>: the up product" : ""}.
 ${
-      FI.map((i) => `  ${FJ.map((j) => `var acc${i}_${j} = Result();${swiglu ? ` var up${i}_${j} = Result();` : ""}`).join(" ")}`)
+      FI.map((i) =>
+        `  ${FJ.map((j) => `var acc${i}_${j} = Result();${swiglu ? ` var up${i}_${j} = Result();` : ""}`).join(" ")}`
+      )
         .join("\n")
     }
 ${load("  ", "0u")}

@@ -26,7 +26,12 @@ function inputs(rows: number, k: number): Float32Array {
   return x;
 }
 
-async function runRowScale(gpu: Gpu, rows: number, k: number, o: { kernel?: Kernel; gated?: boolean; active?: number }) {
+async function runRowScale(
+  gpu: Gpu,
+  rows: number,
+  k: number,
+  o: { kernel?: Kernel; gated?: boolean; active?: number },
+) {
   const x = inputs(rows, k);
   const ctl = ctlBuffer(gpu, { ACTIVE: o.active ?? 1 });
   const xb = gpu.upload("x", x);
