@@ -196,7 +196,7 @@ export class HydraTransformer {
         all.copy(input === "h" ? a.h : this.trunkStates, a.hHead),
         ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], a.hHead, rows, gated)),
         out.norm(a.hHead, head.norm, a.normed, { xRowOffset: rows - outRows }),
-        out.linear(head.lmHead, a.normed, this.logitsSlice(slot, outRows), c.dModel, c.paddedVocab),
+        ...out.linear(head.lmHead, a.normed, this.logitsSlice(slot, outRows), c.dModel, c.paddedVocab),
       ];
     });
   }
@@ -224,13 +224,13 @@ export class HydraTransformer {
   #block(b: BlockWeights, kv: KvLayer, x: GPUBuffer, rows: number, gated: boolean): Dispatch[] {
     const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
     return [
-      k.linear(b.qkv, x, a.qkv, d, 3 * d),
+      ...k.linear(b.qkv, x, a.qkv, d, 3 * d),
       k.qkNormRope(b.qkNorm, kv),
       ...k.attention(kv),
-      k.linear(b.o, a.att, a.proj, d, d),
+      ...k.linear(b.o, a.att, a.proj, d, d),
       k.norm(a.proj, b.attnNorm, x, { residual: true }),
-      k.linear(b.gateUp, x, a.ffn, d, F, Epilogue.SWIGLU),
-      k.linear(b.down, a.ffn, a.proj, F, d),
+      ...k.linear(b.gateUp, x, a.ffn, d, F, Epilogue.SWIGLU),
+      ...k.linear(b.down, a.ffn, a.proj, F, d),
       k.norm(a.proj, b.ffNorm, x, { residual: true }),
     ];
   }
@@ -267,7 +267,10 @@ export class HydraTransformer {
       /** dst = src (rows of width d). */
       copy: (src: GPUBuffer, dst: GPUBuffer | BufferSlice) =>
         copyVec4(gpu, { ctl, src, dst, vec4Count: (rows * c.dModel) / 4, gated }),
-      /** y = x W^T for W [n, k]; with the SWIGLU epilogue W holds gate and up and y = silu(x Wgate^T) * (x Wup^T). */
+      /**
+       * y = x W^T for W [n, k]; with the SWIGLU epilogue W holds gate and up and y = silu(x Wgate^T) * (x Wup^T). One
+       * dispatch, or two for the tensor-core GEMM (its row-scale pre-pass first).
+       */
       linear: (weight: GPUBuffer, x: GPUBuffer, y: GPUBuffer | BufferSlice, k: number, n: number, epilogue?: number) =>
         linear(gpu, { ctl, weight, x, y, rows, k, n, epilogue, gated }),
       /** From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. */

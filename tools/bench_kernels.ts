@@ -1,8 +1,10 @@
 /**
  * Kernel microbenchmarks for the GPU machine (llm.c dev/cuda style: each kernel validated by its test, then timed
  * here): the copy roofline, then matvec tuning variants at the OLMo-2 7B and 1B shapes, in GB/s of weight bytes; with
- * `--gemm`, only the prefill GEMM's tile variants at the 7B shapes, in TFLOP/s (each variant's output is also checked
- * against an f64 reference on sampled elements, so a tile shape that breaks on this driver shows as WRONG); with
+ * `--gemm`, only the prefill GEMMs' tile variants at the 7B shapes, in TFLOP/s: the f32 GEMM's, and on Dawn with
+ * subgroup matrices (HYDRA_WEBGPU=dawn) the tensor-core GEMM's with its row-scale pre-pass (each variant's output is
+ * also checked against an f64 reference on sampled elements, some rows holding a 1e5 element, and its max error
+ * relative to sum |x w| printed, so a tile shape that breaks on this driver shows as WRONG); with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
  * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
  *
@@ -18,6 +20,15 @@ import { parseArgs } from "@std/cli/parse-args";
 import { type Dispatch, getGpu, type Gpu } from "../kernels/runtime.ts";
 import { Epilogue, matvec } from "../kernels/matmul/matvec.ts";
 import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, gemmWorkgroupBytes } from "../kernels/matmul/gemm.ts";
+import {
+  gemmTensor,
+  gemmTensorWorkgroupBytes,
+  tensorGemmTolerance,
+  tensorGemmUnsupported,
+  type TensorTiles,
+  tensorTileShape,
+} from "../kernels/matmul/gemm_tensor.ts";
+import { rowScale } from "../kernels/matmul/row_scale.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
@@ -64,6 +75,16 @@ function inputRows(rows: number, k: number): Float32Array {
   return Float32Array.from({ length: rows * k }, (_, i) => Math.sin(i) * 0.5);
 }
 
+/**
+ * The GEMM benchmark's rows: `inputRows`, and in every fourth row one element of magnitude 1e5 (past f16's 65504, as
+ * OLMo-2's raw residual stream can be), so the sampled error covers the tensor-core GEMM's row scaling.
+ */
+function gemmInputRows(rows: number, k: number): Float32Array {
+  const x = inputRows(rows, k);
+  for (let m = 3; m < rows; m += 4) x[m * k + ((m * 7919) % k)] = m % 8 === 3 ? 1e5 : -1e5;
+  return x;
+}
+
 interface Row {
   kernel: string;
   shape: string;
@@ -79,15 +100,12 @@ interface Row {
    */
   tflops?: number;
   err_over_tol?: number;
+  /** gemm, gemm_tensor: the worst sampled error relative to its dot product's sum |x w|. */
+  max_rel_err?: number;
   workgroups?: number;
 }
 const results: Row[] = [];
 const ctl = gpu.buffer("ctl", CTL_SLOTS * 4);
-
-/** The median GPU time (ms) of one dispatch of `ds`, each replay of which runs them all. */
-async function medianMsPerDispatch(ds: Dispatch[]): Promise<number> {
-  return await medianMs(ds, ds.length);
-}
 
 /**
  * Median of `reps` timed passes of `ds`, divided by `per` (dispatches of interest per pass), in ms. First keeps the GPU
@@ -425,10 +443,20 @@ function tilesLabel(tiles: GemmTiles): string {
     `k${t.tileK} ${t.pipeline}`;
 }
 
+/** The worst sampled error of a GEMM's output, over its tolerance and relative to its dot products' sum |x w|. */
+interface SampledError {
+  /** max |got - want| / tolerance (> 1: wrong). */
+  overTol: number;
+  /** max |got - want| / sum_k |x_k w_k| (SWIGLU: of the gate and up products, propagated). */
+  rel: number;
+}
+
 /**
- * The worst error of `got` ([rows, n]) over its tolerance, on 64 sampled elements against an f64 reference from the
- * weight words. Tolerance: 1e-4 of the sum of |terms| of each dot product (f32 accumulation over K <= 11008 terms
- * errs by ~sqrt(K) * 2^-24 of it, ~1e-5), propagated through silu(g) * u for SWIGLU.
+ * The worst error of `got` ([rows, n]) on 64 sampled elements against an f64 reference from the weight words. Sampled
+ * rows include the first and last, and rows 3, 7, .. holding a 1e5 element (`gemmInputRows`). Tolerance: `tensor`,
+ * the tensor-core GEMM's (`tensorGemmTolerance`: f16 rounding of x); else 1e-4 of the sum of |terms| of each dot
+ * product (f32 accumulation over K <= 11008 terms errs by ~sqrt(K) * 2^-24 of it, ~1e-5), propagated through
+ * silu(g) * u for SWIGLU.
  */
 function sampledError(
   got: Float32Array,
@@ -438,47 +466,87 @@ function sampledError(
   k: number,
   n: number,
   epilogue: number,
-): number {
+  tensor: boolean,
+): SampledError {
   const bits = new Uint32Array(1), value = new Float32Array(bits.buffer);
   const bf16 = (word: number, hi: boolean) => {
     bits[0] = hi ? word & 0xffff0000 : word << 16;
     return value[0];
   };
   const dot = (m: number, row: number) => {
-    let s = 0, abs = 0;
+    let s = 0, abs = 0, absX = 0;
     for (let i = 0; i < k; i++) {
       const t = x[m * k + i] * bf16(weightWord(seed, (row * k + i) >> 1), (i & 1) === 1);
       s += t;
       abs += Math.abs(t);
+      absX += Math.abs(x[m * k + i]);
     }
-    return { s, tol: 1e-4 * abs + 1e-30 };
+    return { s, abs, tol: tensor ? tensorGemmTolerance(abs, absX) : 1e-4 * abs + 1e-30 };
   };
-  let worst = 0;
+  let overTol = 0, rel = 0;
   for (let j = 0; j < 64; j++) {
-    const m = j < 2 ? j * (rows - 1) : (j * 7919) % rows;
+    const m = j < 2 ? j * (rows - 1) : j < 8 ? (4 * j + 3) % rows : (j * 7919) % rows;
     const col = j < 2 ? j * (n - 1) : (j * 104729) % n;
     const g = dot(m, col);
-    let want = g.s, tol = g.tol;
+    let want = g.s, tol = g.tol, scale = g.abs;
     if (epilogue === Epilogue.SWIGLU) {
       const u = dot(m, col + n);
       const sig = 1 / (1 + Math.exp(-g.s));
       want = g.s * sig * u.s;
       tol = 1.1 * Math.abs(u.s) * g.tol + Math.abs(g.s * sig) * u.tol;
+      scale = 1.1 * Math.abs(u.s) * g.abs + Math.abs(g.s * sig) * u.abs;
     }
-    const e = Math.abs(got[m * n + col] - want) / tol;
-    worst = Math.max(worst, Number.isNaN(e) ? Infinity : e);
+    const err = Math.abs(got[m * n + col] - want);
+    overTol = Math.max(overTol, Number.isNaN(err) ? Infinity : err / tol);
+    rel = Math.max(rel, Number.isNaN(err) ? Infinity : err / (scale + 1e-30));
   }
-  return worst;
+  return { overTol, rel };
 }
 
-/** The GEMM tile variants at the 7B prefill shapes, in TFLOP/s. */
+/**
+ * Tensor-core GEMM tile variants to time (Dawn with subgroup matrices only): a workgroup computes
+ * (16 subgroupsM fragsM) x (16 subgroupsN fragsN) outputs. At M = 128 a 64x64 tile gives 128 workgroups for N = 4096
+ * (o, down) on the H200's 132 SMs; the larger tiles read each staged operand for more products.
+ */
+const TENSOR_VARIANTS: TensorTiles[] = [
+  {}, // the default: 64 x 64, 2 x 2 subgroups of 2 x 2 matrices, k steps of 32
+  { stepK: 16 },
+  { stepK: 64 },
+  { subgroupsM: 2, subgroupsN: 2, fragsM: 1, fragsN: 2 }, // 32 x 64: twice the workgroups
+  { subgroupsM: 2, subgroupsN: 2, fragsM: 1, fragsN: 1, stepK: 64 }, // 32 x 32
+  { subgroupsM: 2, subgroupsN: 4, fragsM: 2, fragsN: 2 }, // 64 x 128, 8 subgroups
+  { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2 }, // 128 x 64: one M tile at M = 128
+  { subgroupsM: 2, subgroupsN: 2, fragsM: 4, fragsN: 4, stepK: 16 }, // 128 x 128, 16 matrices per subgroup
+  { subgroupsM: 1, subgroupsN: 4, fragsM: 4, fragsN: 1 }, // 64 x 64, each subgroup a 64 x 16 column
+];
+
+/** A short name of tensor tiles: "tensor <tileM>x<tileN> s<subgroupsM>x<subgroupsN> f<fragsM>x<fragsN> k<stepK>". */
+function tensorLabel(tiles: TensorTiles): string {
+  const t = { subgroupsM: 2, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, ...tiles };
+  const { tileM, tileN } = tensorTileShape(t);
+  return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} k${t.stepK}`;
+}
+
+/**
+ * The GEMM tile variants at the 7B prefill shapes, in TFLOP/s, each with its sampled error: the f32 GEMM's, and on a
+ * device that runs it the tensor-core GEMM's (timed with its row-scale pre-pass, one dispatch pair per weight).
+ */
 async function benchGemm(): Promise<void> {
   const rows = Number(args.rows ?? 128);
-  const variants: GemmTiles[] = args.tiles
-    ? JSON.parse(args.tiles)
+  const fma: GemmTiles[] = args.tiles ? JSON.parse(args.tiles) : args.quick ? GEMM_VARIANTS.slice(0, 3) : GEMM_VARIANTS;
+  const unsupported = tensorGemmUnsupported(gpu);
+  const tensor: TensorTiles[] = unsupported || args.tiles
+    ? []
     : args.quick
-    ? GEMM_VARIANTS.slice(0, 3)
-    : GEMM_VARIANTS;
+    ? TENSOR_VARIANTS.slice(0, 4)
+    : TENSOR_VARIANTS;
+  console.log(
+    unsupported ? `tensor-core GEMM: not run (${unsupported})` : `tensor-core GEMM: ${tensor.length} variants`,
+  );
+  const variants = [
+    ...fma.map((tiles) => ({ kind: "fma" as const, tiles, label: tilesLabel(tiles) })),
+    ...tensor.map((tiles) => ({ kind: "tensor" as const, tiles, label: tensorLabel(tiles) })),
+  ];
   const shapes = [
     { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
     { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
@@ -488,43 +556,55 @@ async function benchGemm(): Promise<void> {
     { name: "7b gate_up plain", n: 22016, k: 4096, epi: Epilogue.PLAIN },
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
+  const exponents = gpu.buffer("exponents", rows * 4);
   for (const s of shapes) {
     const { nw, pool, weights } = weightPool(s);
-    const xs = inputRows(rows, s.k);
+    const xs = gemmInputRows(rows, s.k);
     const x = gpu.upload("x", xs);
     const y = gpu.buffer("y", rows * s.n * 4);
-    for (const tiles of variants) {
-      const variant = tilesLabel(tiles);
-      let ds;
+    for (const { kind, tiles, label: variant } of variants) {
+      let ds: Dispatch[];
+      const product = { ctl, x, y, rows, k: s.k, n: s.n, epilogue: s.epi };
       try {
-        ds = weights.map((w) => gemm(gpu, { ctl, weight: w, x, y, rows, k: s.k, n: s.n, epilogue: s.epi, ...tiles }));
+        ds = kind === "fma"
+          ? weights.map((w) => gemm(gpu, { ...product, weight: w, ...(tiles as GemmTiles) }))
+          : weights.flatMap((w) => [
+            rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
+            gemmTensor(gpu, { ...product, weight: w, exponents, ...(tiles as TensorTiles) }),
+          ]);
       } catch (e) {
         console.log(`gemm ${s.name} M=${rows} ${variant}: skipped (${(e as Error).message})`);
         continue;
       }
-      const per = await medianMsPerDispatch(ds);
+      const per = await medianMs(ds, weights.length);
       // The last dispatch replayed wrote y, with the pool's last weight (seed 17 + pool - 1).
-      const err = sampledError(await gpu.readF32(y, rows * s.n), xs, 17 + pool - 1, rows, s.k, s.n, s.epi);
+      const got = await gpu.readF32(y, rows * s.n);
+      const err = sampledError(got, xs, 17 + pool - 1, rows, s.k, s.n, s.epi, kind === "tensor");
       const tflops = (2 * rows * nw * s.k) / per / 1e9;
+      const last = ds[ds.length - 1];
       const r: Row = {
-        kernel: "gemm",
+        kernel: kind === "fma" ? "gemm" : "gemm_tensor",
         shape: `${s.name} [${nw}x${s.k}]`,
         rows,
         variant,
         us: per * 1000,
         tflops,
-        err_over_tol: err,
-        workgroups: ds[0].workgroups[0] * ds[0].workgroups[1],
+        err_over_tol: err.overTol,
+        max_rel_err: err.rel,
+        workgroups: last.workgroups[0] * last.workgroups[1],
       };
       results.push(r);
       if (s.name !== "7b gate_up plain") { // the alternative to the gate_up row, not part of the layer's sum
         const total = totals.get(variant) ?? { us: 0, shapes: 0 };
         totals.set(variant, { us: total.us + r.us, shapes: total.shapes + 1 });
       }
+      const bytes = kind === "fma"
+        ? gemmWorkgroupBytes(tiles as GemmTiles, s.epi)
+        : gemmTensorWorkgroupBytes(tiles as TensorTiles, s.epi);
       console.log(
         `gemm ${r.shape} M=${rows} ${variant}: ${r.us.toFixed(1)} us, ${tflops.toFixed(2)} TFLOP/s, ` +
-          `${r.workgroups} workgroups, ${gemmWorkgroupBytes(tiles, s.epi)} B${
-            err > 1 ? `, WRONG (err ${err.toFixed(1)} x tol)` : ""
+          `max rel err ${err.rel.toExponential(2)} (of sum |x w|), ${r.workgroups} workgroups, ${bytes} B${
+            err.overTol > 1 ? `, WRONG (err ${err.overTol.toFixed(1)} x tol)` : ""
           }`,
       );
     }
@@ -532,6 +612,7 @@ async function benchGemm(): Promise<void> {
     y.destroy();
     for (const w of weights) w.destroy();
   }
+  exponents.destroy();
   console.log(`one 7B layer's GEMMs at M=${rows} (qkv + gate_up + down + o), fastest first:`);
   const complete = [...totals].filter(([, t]) => t.shapes === shapes.length - 1).sort((a, b) => a[1].us - b[1].us);
   for (const [variant, t] of complete) console.log(`  ${variant}: ${(t.us / 1000).toFixed(3)} ms`);

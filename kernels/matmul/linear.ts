@@ -1,8 +1,13 @@
 /**
  * One entry point for a bf16 linear layer y = x W^T (optionally with the SwiGLU epilogue): the matvec for up to
- * MATVEC_MAX_ROWS input rows (decode, speculative verification), the tiled GEMM above (prefill). Model code calls
- * `linear` and never chooses; both kernels read the same weight layout and compute the same function
- * (`matvecReference`).
+ * MATVEC_MAX_ROWS input rows (decode, speculative verification); above, the prefill GEMM: the tensor-core one
+ * (`gemm_tensor.ts`, after its row-scale pre-pass) on a device that can run it (Dawn with subgroup matrices), the
+ * tiled f32 GEMM (`gemm.ts`) elsewhere. Model code calls `linear` and never chooses; every kernel reads the same
+ * weight layout and computes the same function (`matvecReference`), the tensor-core one with f16 inputs
+ * (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)").
+ *
+ * The choice is automatic; `HYDRA_PREFILL_GEMM=fma|tensor` (or the `prefillGemm` argument) forces one for A/B
+ * measurements, and forcing `tensor` where it cannot run is a UserError that says why.
  *
  * GEMM tiles, measured on an H100 at the 7B prefill shapes (M = 128, docs/PERF.md): the default 64x64 tile, or 64x32
  * (twice the workgroups) for N <= 4096, 7% faster there (o, down). A plain GEMM over the 2N gate/up rows followed by
@@ -10,12 +15,32 @@
  * @module
  */
 
+import { UserError } from "../../common/errors.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
 import { gemm, type GemmTiles } from "./gemm.ts";
-import { matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
+import {
+  checkTensorShape,
+  gemmTensor,
+  gemmTensorWorkgroupBytes,
+  tensorGemmUnsupported,
+  type TensorTiles,
+} from "./gemm_tensor.ts";
+import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
+import { rowScale } from "./row_scale.ts";
 
-/** Arguments of `linear`: the matvec's, plus the GEMM's tile knobs (each kernel reads only its own knobs). */
-export type LinearArgs = MatvecArgs & GemmTiles;
+/** The prefill GEMMs: `fma` (gemm.ts, f32 arithmetic) and `tensor` (gemm_tensor.ts, f16 subgroup matrices). */
+export const PREFILL_GEMMS = ["fma", "tensor"] as const;
+/** One of PREFILL_GEMMS. */
+export type PrefillGemm = typeof PREFILL_GEMMS[number];
+
+/** The environment variable that forces the prefill GEMM (A/B measurements); unset: automatic. */
+export const PREFILL_GEMM_ENV = "HYDRA_PREFILL_GEMM";
+
+/** Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs). */
+export type LinearArgs = MatvecArgs & GemmTiles & TensorTiles & {
+  /** Forces the prefill GEMM (default: HYDRA_PREFILL_GEMM, else automatic). */
+  prefillGemm?: PrefillGemm;
+};
 
 /** GEMM tiles for an N-column product when the caller gave none. */
 function gemmTiles(a: LinearArgs): GemmTiles {
@@ -23,7 +48,76 @@ function gemmTiles(a: LinearArgs): GemmTiles {
   return given === undefined && a.n <= 4096 ? { threadsN: 8 } : {};
 }
 
-/** Records the dispatch of a linear layer (load time): matvec for rows <= MATVEC_MAX_ROWS, GEMM above. */
-export function linear(gpu: Gpu, a: LinearArgs): Dispatch {
-  return a.rows <= MATVEC_MAX_ROWS ? matvec(gpu, a) : gemm(gpu, { ...gemmTiles(a), ...a });
+/**
+ * Tensor-core tiles when the caller gave none: the default, or k steps of 16 where the default's workgroup memory
+ * exceeds the device's (SWIGLU needs 19,456 bytes at the default; WebGPU guarantees 16,384) or K is not a multiple of
+ * 32. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
+ */
+function tensorTiles(gpu: Gpu, a: LinearArgs): TensorTiles | null {
+  const given: TensorTiles = {
+    subgroupsM: a.subgroupsM,
+    subgroupsN: a.subgroupsN,
+    fragsM: a.fragsM,
+    fragsN: a.fragsN,
+    stepK: a.stepK,
+  };
+  const candidates: TensorTiles[] = a.stepK === undefined ? [given, { ...given, stepK: 16 }] : [given];
+  const epilogue = a.epilogue ?? Epilogue.PLAIN;
+  return candidates.find((t) => {
+    try {
+      checkTensorShape({ ...a, stepK: t.stepK });
+      return gemmTensorWorkgroupBytes(t, epilogue) <= gpu.device.limits.maxComputeWorkgroupStorageSize;
+    } catch {
+      return false;
+    }
+  }) ?? null;
+}
+
+/** The prefill GEMM `linear` uses on `gpu` for `a`: forced by the argument or HYDRA_PREFILL_GEMM, else automatic. */
+export function prefillGemmFor(gpu: Gpu, a: LinearArgs): PrefillGemm {
+  const forced = a.prefillGemm ?? (Deno.env.get(PREFILL_GEMM_ENV) || undefined);
+  if (forced !== undefined && !(PREFILL_GEMMS as readonly string[]).includes(forced)) {
+    throw new UserError(`${PREFILL_GEMM_ENV}=${forced} is not a prefill GEMM: set it to fma or tensor, or unset it.`);
+  }
+  if (forced === "fma") return "fma";
+  const unsupported = tensorGemmUnsupported(gpu);
+  if (forced === "tensor" && unsupported) {
+    throw new UserError(
+      `${PREFILL_GEMM_ENV}=tensor needs the tensor-core GEMM, which cannot run here (${unsupported}); run on Dawn ` +
+        `(HYDRA_WEBGPU=dawn) on a GPU with subgroup matrices, or unset ${PREFILL_GEMM_ENV}.`,
+    );
+  }
+  if (forced === "tensor") return "tensor";
+  return unsupported === null && tensorTiles(gpu, a) !== null ? "tensor" : "fma";
+}
+
+/** The i32 row-exponent scratch of the tensor GEMM's pre-pass, shared by every linear layer of `gpu` (see below). */
+const exponentScratch = new WeakMap<Gpu, { buffer: GPUBuffer; rows: number }>();
+
+/**
+ * A buffer of at least `rows` i32. One buffer serves every layer: its pre-pass and GEMM are consecutive dispatches
+ * of one queue, and WebGPU orders dispatches, so the next layer's pre-pass cannot overwrite exponents still in use. A
+ * larger request replaces the shared buffer; dispatches recorded earlier keep the one they were bound to.
+ */
+function exponentsFor(gpu: Gpu, rows: number): GPUBuffer {
+  const have = exponentScratch.get(gpu);
+  if (have && have.rows >= rows) return have.buffer;
+  const buffer = gpu.buffer("gemm_tensor row exponents", rows * 4);
+  exponentScratch.set(gpu, { buffer, rows });
+  return buffer;
+}
+
+/**
+ * Records the dispatches of a linear layer (load time): the matvec for rows <= MATVEC_MAX_ROWS; above, the
+ * tensor-core GEMM after its row-scale pre-pass, or the f32 GEMM (`prefillGemmFor`).
+ */
+export function linear(gpu: Gpu, a: LinearArgs): Dispatch[] {
+  if (a.rows <= MATVEC_MAX_ROWS) return [matvec(gpu, a)];
+  if (prefillGemmFor(gpu, a) === "fma") return [gemm(gpu, { ...gemmTiles(a), ...a })];
+  const tiles = tensorTiles(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
+  const exponents = exponentsFor(gpu, a.rows);
+  return [
+    rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated }),
+    gemmTensor(gpu, { ...a, ...tiles, exponents }),
+  ];
 }

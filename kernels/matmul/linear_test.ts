@@ -1,12 +1,15 @@
 /**
- * Tests of `linear` (`linear.ts`): it picks the matvec or the GEMM by row count, passes each its knobs, and both
- * match the reference.
+ * Tests of `linear` (`linear.ts`): it picks the matvec or a GEMM by row count and device, passes each its knobs, and
+ * all match the reference; HYDRA_PREFILL_GEMM forces the prefill GEMM, and forcing one that cannot run is a UserError.
  * @module
  */
 
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import { GEMM_KERNEL_NAME } from "./gemm.ts";
-import { linear, type LinearArgs } from "./linear.ts";
+import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported } from "./gemm_tensor.ts";
+import { linear, type LinearArgs, PREFILL_GEMM_ENV, prefillGemmFor } from "./linear.ts";
+import { ROW_SCALE_KERNEL } from "./row_scale.ts";
+import { UserError } from "../../common/errors.ts";
 import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "./matvec.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
 import { assertClose, ctlBuffer, gpuTest, poisoned, Rng } from "../testing/harness.ts";
@@ -16,35 +19,85 @@ const TOL = { atol: 2e-4, rtol: 1e-4 };
 
 type Knobs = Omit<LinearArgs, "ctl" | "weight" | "x" | "y" | "rows" | "k" | "n">;
 
-/** Runs `linear` on seeded inputs, checks it against the reference and returns the dispatch it recorded. */
-async function checkLinear(gpu: Gpu, rows: number, k: number, n: number, knobs: Knobs = {}): Promise<Dispatch> {
+/** Runs `linear` on seeded inputs, checks it against the reference and returns the dispatches it recorded. */
+async function checkLinear(gpu: Gpu, rows: number, k: number, n: number, knobs: Knobs = {}): Promise<Dispatch[]> {
   const rng = new Rng(rows * 7919 + k * 31 + n);
   const nw = knobs.epilogue === Epilogue.SWIGLU ? 2 * n : n;
   const w = roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)));
   const x = rng.normals(rows * k);
   const ctl = ctlBuffer(gpu);
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
-  const dispatch = linear(gpu, { ctl, weight: wb, x: xb, y, rows, k, n, ...knobs });
-  gpu.run([dispatch]);
+  const dispatches = linear(gpu, { ctl, weight: wb, x: xb, y, rows, k, n, ...knobs });
+  gpu.run(dispatches);
   const got = await gpu.readF32(y, rows * n);
   for (const b of [ctl, wb, xb, y]) b.destroy();
   assertClose(got, matvecReference(w, x, rows, k, n, knobs.epilogue), TOL, `linear rows=${rows} K=${k} N=${n}`);
-  return dispatch;
+  return dispatches;
 }
 
-function assertKernel(d: Dispatch, name: string, rows: number): void {
-  if (!d.label.startsWith(name)) throw new Error(`linear ran ${d.label} for ${rows} rows, expected ${name}`);
+function assertKernel(ds: Dispatch[], name: string, rows: number): void {
+  const labels = ds.map((d) => d.label);
+  if (ds.length !== 1 || !labels[0].startsWith(name)) {
+    throw new Error(`linear ran ${labels.join(", ")} for ${rows} rows, expected ${name}`);
+  }
 }
 
-gpuTest("linear runs the matvec up to MATVEC_MAX_ROWS rows and the GEMM above, both correct", async (gpu) => {
+gpuTest("linear runs the matvec up to MATVEC_MAX_ROWS rows and the f32 GEMM above, both correct", async (gpu) => {
+  // The f32 GEMM's tolerance: forced, so that the test means the same on a device with the tensor-core GEMM.
   for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
     for (const rows of [1, MATVEC_MAX_ROWS]) {
       assertKernel(await checkLinear(gpu, rows, 24, 7, { epilogue }), MATVEC_KERNEL_NAME, rows);
     }
     for (const rows of [MATVEC_MAX_ROWS + 1, 130]) {
-      assertKernel(await checkLinear(gpu, rows, 24, 7, { epilogue }), GEMM_KERNEL_NAME, rows);
+      assertKernel(await checkLinear(gpu, rows, 24, 7, { epilogue, prefillGemm: "fma" }), GEMM_KERNEL_NAME, rows);
     }
   }
+});
+
+gpuTest("linear picks the tensor-core GEMM exactly where it can run, and HYDRA_PREFILL_GEMM overrides", (gpu) => {
+  const args = { ctl: gpu.buffer("ctl", 16), rows: 33, k: 64, n: 32 } as LinearArgs;
+  const unsupported = tensorGemmUnsupported(gpu);
+  const auto = prefillGemmFor(gpu, args);
+  if (auto !== (unsupported === null ? "tensor" : "fma")) throw new Error(`automatic choice ${auto} (${unsupported})`);
+  // Shapes it does not take (N not a multiple of 16, K not of 16) go to the f32 GEMM.
+  if (prefillGemmFor(gpu, { ...args, n: 7 }) !== "fma") throw new Error("N = 7 went to the tensor-core GEMM");
+  if (prefillGemmFor(gpu, { ...args, k: 24 }) !== "fma") throw new Error("K = 24 went to the tensor-core GEMM");
+  const before = Deno.env.get(PREFILL_GEMM_ENV);
+  try {
+    Deno.env.set(PREFILL_GEMM_ENV, "fma");
+    if (prefillGemmFor(gpu, args) !== "fma") throw new Error(`${PREFILL_GEMM_ENV}=fma was not obeyed`);
+    Deno.env.set(PREFILL_GEMM_ENV, "tensor");
+    if (unsupported === null) {
+      if (prefillGemmFor(gpu, args) !== "tensor") throw new Error(`${PREFILL_GEMM_ENV}=tensor was not obeyed`);
+      const labels = linear(gpu, { ...args, weight: args.ctl, x: args.ctl, y: args.ctl }).map((d) => d.label);
+      if (labels[0] !== ROW_SCALE_KERNEL.name || !labels[1]?.startsWith(GEMM_TENSOR_KERNEL_NAME)) {
+        throw new Error(`forced tensor GEMM recorded ${labels.join(", ")}`);
+      }
+    } else {
+      let error: unknown = null;
+      try {
+        prefillGemmFor(gpu, args);
+      } catch (e) {
+        error = e;
+      }
+      if (!(error instanceof UserError) || !error.message.includes(PREFILL_GEMM_ENV)) {
+        throw new Error(`forcing the tensor GEMM here gave ${error}, not a UserError naming ${PREFILL_GEMM_ENV}`);
+      }
+    }
+    Deno.env.set(PREFILL_GEMM_ENV, "bogus");
+    let error: unknown = null;
+    try {
+      prefillGemmFor(gpu, args);
+    } catch (e) {
+      error = e;
+    }
+    if (!(error instanceof UserError)) throw new Error(`${PREFILL_GEMM_ENV}=bogus gave ${error}, not a UserError`);
+  } finally {
+    if (before === undefined) Deno.env.delete(PREFILL_GEMM_ENV);
+    else Deno.env.set(PREFILL_GEMM_ENV, before);
+  }
+  args.ctl.destroy();
+  return Promise.resolve();
 });
 
 gpuTest("linear passes each kernel its own tuning knobs", async (gpu) => {
@@ -58,8 +111,8 @@ gpuTest("linear passes each kernel its own tuning knobs", async (gpu) => {
     blockN: 1,
   };
   // matvec: ceil(37 / 4) = 10 workgroups; gemm: tiles of 8 x 8 -> ceil(33 / 8) * ceil(37 / 8) = 25 workgroups.
-  const small = await checkLinear(gpu, 3, 264, 37, knobs);
-  const large = await checkLinear(gpu, 33, 264, 37, knobs);
+  const [small] = await checkLinear(gpu, 3, 264, 37, knobs);
+  const [large] = await checkLinear(gpu, 33, 264, 37, { ...knobs, prefillGemm: "fma" });
   if (small.workgroups[0] !== 10) throw new Error(`matvec ignored its knobs: ${small.workgroups} workgroups`);
   if (large.workgroups[0] !== 25) throw new Error(`gemm ignored its knobs: ${large.workgroups} workgroups`);
 });

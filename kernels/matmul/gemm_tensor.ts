@@ -1,0 +1,468 @@
+/**
+ * Tensor-core GEMM for prefill on Dawn, through WGSL subgroup matrices (`chromium_experimental_subgroup_matrix`):
+ * y[m, n] = sum_k x[m, k] * W[n, k], the function of the tiled f32 GEMM (`gemm.ts`) and the matvec, with the same
+ * bindings plus the per-row exponents of the `row_scale.ts` pre-pass, f16 x f16 products accumulated in f32.
+ *
+ * A workgroup owns a TILE_M x TILE_N tile of y and is SUBGROUPS_M x SUBGROUPS_N subgroups; each subgroup owns
+ * FRAGS_M x FRAGS_N 16x16 result matrices (`subgroup_matrix_result<f32, 16, 16>`). Per step of TILE_K the workgroup
+ * stages x rows (times 2^-e[m], converted to f16) and weight rows (bf16 to f16, exact in f16's normal range) in
+ * workgroup memory, k-contiguous; each subgroup then loads its 16x16 left matrices (row-major x) and right matrices
+ * (the weight rows read column-major: right[k][n] = W[n, k]) and multiply-accumulates. The global reads of the next k
+ * tile are issued before the products of the current one (the "prefetch" pipeline of gemm.ts). Epilogue: each
+ * subgroup stores one result matrix at a time to its slice of workgroup memory, and its invocations scale the rows
+ * back by 2^e[m] (exact), apply the SwiGLU for that epilogue, and store the elements inside M x N.
+ *
+ * Shapes: any M; N a multiple of 16; K a multiple of TILE_K (16, 32 or 64): the OLMo-2 shapes are (K = 2048, 4096,
+ * 8192, 11008 = 172 * 64). Subgroups are taken to be consecutive invocations (local_invocation_index / SUBGROUP_SIZE),
+ * true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size (min = max) and the f16 16x16x16 config.
+ *
+ * Error analysis and measurements: ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)".
+ * @module
+ */
+
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { Epilogue, type ProductArgs } from "./matvec.ts";
+
+/** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
+export const GEMM_TENSOR_KERNEL_NAME = "gemm_tensor";
+
+/** Side of the square f16 x f16 -> f32 subgroup matrices used (the config every NVIDIA adapter lists). */
+const FRAG = 16;
+
+/** f16 elements a staged row is padded by: rows stay 16-byte aligned (cooperative matrix loads need it). */
+const PAD = 8;
+
+/** Tile shape of the tensor-core GEMM: a workgroup computes (16 * subgroupsM * fragsM) x (16 * subgroupsN * fragsN). */
+export interface TensorTiles {
+  /** Subgroups of a workgroup along M (default 2). */
+  subgroupsM?: number;
+  /** Subgroups of a workgroup along N (default 2). */
+  subgroupsN?: number;
+  /** 16x16 result matrices per subgroup along M (default 2). */
+  fragsM?: number;
+  /** 16x16 result matrices per subgroup along N (default 2). */
+  fragsN?: number;
+  /** k staged per step: 16, 32 or 64 (default 32); K must be a multiple of it. (The f32 GEMM's knob is `tileK`.) */
+  stepK?: number;
+}
+
+/** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
+export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
+  subgroupsM: 2,
+  subgroupsN: 2,
+  fragsM: 2,
+  fragsN: 2,
+  stepK: 32,
+};
+
+/** What `gemmTensorKernelFor` generates a kernel for. */
+export interface GemmTensorKernelSpec extends TensorTiles {
+  /** `Epilogue.PLAIN` (default) or `Epilogue.SWIGLU`. */
+  epilogue?: number;
+  /** Invocations per subgroup (default 32, NVIDIA's). */
+  subgroupSize?: number;
+}
+
+/** Arguments of one tensor-core GEMM dispatch: the product, the row exponents and tile knobs. */
+export interface GemmTensorArgs extends ProductArgs, TensorTiles {
+  /** i32 [rows]: the exponents `rowScale` computed for x. */
+  exponents: GPUBuffer | BufferSlice;
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
+export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
+  const t = { ...GEMM_TENSOR_DEFAULT_TILES };
+  for (const key of Object.keys(GEMM_TENSOR_DEFAULT_TILES) as (keyof TensorTiles)[]) {
+    if (a[key] !== undefined) t[key] = a[key];
+  }
+  if (![16, 32, 64].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32 or 64)`);
+  for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
+    if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
+      throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
+    }
+  }
+  return t;
+}
+
+function checkEpilogue(epilogue: number): void {
+  if (epilogue !== Epilogue.PLAIN && epilogue !== Epilogue.SWIGLU) {
+    throw new Error(`gemm_tensor: unknown epilogue ${epilogue}`);
+  }
+}
+
+/** The name of the kernel generated for `t`, `epilogue` and `subgroupSize` (it keys the pipeline cache). */
+function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
+  const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
+  return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
+    `_w${subgroupSize}`;
+}
+
+/** Output rows and columns of a workgroup's tile. */
+export function tensorTileShape(tiles: TensorTiles = {}): { tileM: number; tileN: number } {
+  const t = resolveTensorTiles(tiles);
+  return { tileM: FRAG * t.subgroupsM * t.fragsM, tileN: FRAG * t.subgroupsN * t.fragsN };
+}
+
+/** Workgroup memory (bytes) of the kernel: staged x and weight rows (f16) and one f32 16x16 matrix per subgroup. */
+export function gemmTensorWorkgroupBytes(tiles: TensorTiles = {}, epilogue: number = Epilogue.PLAIN): number {
+  const t = resolveTensorTiles(tiles);
+  const { tileM, tileN } = tensorTileShape(t);
+  const stride = t.stepK + PAD;
+  const weightRows = tileN * (epilogue === Epilogue.SWIGLU ? 2 : 1);
+  return 2 * stride * (tileM + weightRows) + 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
+}
+
+/**
+ * Why the tensor-core GEMM cannot run on `gpu`, or null when it can: it needs the `chromium-experimental-subgroup-
+ * matrix`, `shader-f16` and `subgroups` features, an f16 x f16 -> f32 16x16x16 subgroup-matrix config, and one fixed
+ * subgroup size.
+ */
+export function tensorGemmUnsupported(gpu: Gpu): string | null {
+  for (const f of ["chromium-experimental-subgroup-matrix", "shader-f16", "subgroups"]) {
+    if (!gpu.has(f)) return `the device lacks ${f}`;
+  }
+  const info = gpu.adapter.info as unknown as {
+    subgroupMinSize?: number;
+    subgroupMaxSize?: number;
+    subgroupMatrixConfigs?: readonly {
+      componentType: string;
+      resultComponentType: string;
+      M: number;
+      N: number;
+      K: number;
+    }[];
+  };
+  const configs = info.subgroupMatrixConfigs ?? [];
+  if (
+    !configs.some((c) =>
+      c.componentType === "f16" && c.resultComponentType === "f32" && c.M === FRAG && c.N === FRAG && c.K === FRAG
+    )
+  ) {
+    return `the adapter lists no f16 x f16 -> f32 ${FRAG}x${FRAG}x${FRAG} subgroup matrix config`;
+  }
+  const max = info.subgroupMaxSize;
+  if (!max) return "the adapter does not report its subgroup size";
+  if ((info.subgroupMinSize ?? max) !== max) {
+    return `the adapter's subgroup size varies (${info.subgroupMinSize}..${max})`;
+  }
+  return null;
+}
+
+/** The subgroup size the kernels are generated for on `gpu` (its fixed subgroup size). */
+export function tensorSubgroupSize(gpu: Gpu): number {
+  return (gpu.adapter.info as unknown as { subgroupMaxSize?: number }).subgroupMaxSize ?? 32;
+}
+
+/** The WGSL kernel for `spec` (defaults: GEMM_TENSOR_DEFAULT_TILES, PLAIN, subgroups of 32). */
+export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
+  const t = resolveTensorTiles(spec);
+  const epilogue = spec.epilogue ?? Epilogue.PLAIN;
+  checkEpilogue(epilogue);
+  const sgSize = spec.subgroupSize ?? 32;
+  if (!(Number.isInteger(sgSize) && sgSize >= 1 && (FRAG * FRAG) % sgSize === 0)) {
+    throw new Error(`gemm_tensor: subgroup size ${sgSize} does not divide ${FRAG * FRAG}`);
+  }
+  const swiglu = epilogue === Epilogue.SWIGLU;
+  const subgroups = t.subgroupsM * t.subgroupsN;
+  const threads = sgSize * subgroups;
+  const { tileM, tileN } = tensorTileShape(t);
+  const xItems = tileM * (t.stepK / 4); // vec4<f32> of x staged per k tile
+  const wItems = tileN * (swiglu ? 2 : 1) * (t.stepK / 8); // vec4<u32> (8 bf16) of weight staged per k tile
+  const xSlots = range(Math.ceil(xItems / threads));
+  const wSlots = range(Math.ceil(wItems / threads));
+  const FI = range(t.fragsM), FJ = range(t.fragsN);
+  const perLane = range((FRAG * FRAG) / sgSize); // elements of a 16x16 matrix each invocation of a subgroup stores
+
+  const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
+  const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
+  // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
+  const load = (pad: string, k0: string) =>
+    indent(pad, [
+      ...xSlots.map((s) => `px${s} = load_x(sx${s}, ${k0});`),
+      ...wSlots.map((s) => `pw${s} = load_w(sw${s}, ${k0});`),
+    ]);
+  // The registers into workgroup memory (the last slot may be past the tile).
+  const guard = (s: number, items: number, body: string) =>
+    (s + 1) * threads > items ? `if (${item(s)} < ${items}u) { ${body} }` : body;
+  const store = (pad: string) =>
+    indent(pad, [
+      ...xSlots.map((s) => guard(s, xItems, `stage_x(sx${s}.dst, px${s}, fx${s});`)),
+      ...wSlots.map((s) => guard(s, wItems, `stage_w(sw${s}.dst, pw${s});`)),
+    ]);
+  // The products of the staged k tile, 16 k at a time: the subgroup's left matrices (x rows), right matrices (weight
+  // rows, and the up rows for SWIGLU), then every result matrix.
+  const compute = range(t.stepK / FRAG).map((q) =>
+    indent("    ", [
+      "{",
+      ...FI.map((i) =>
+        `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, (sm + ${i * FRAG}u) * XS + ${q * FRAG}u, XS);`
+      ),
+      ...FJ.map((j) =>
+        `  let b${j} = subgroupMatrixLoad<Right, col_major>(&ws, (sn + ${j * FRAG}u) * XS + ${q * FRAG}u, XS);`
+      ),
+      ...(swiglu
+        ? FJ.map((j) =>
+          `  let v${j} = subgroupMatrixLoad<Right, col_major>(&ws, (TILE_N + sn + ${j * FRAG}u) * XS + ${
+            q * FRAG
+          }u, XS);`
+        )
+        : []),
+      ...FI.flatMap((i) =>
+        FJ.flatMap((j) => [
+          `  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`,
+          ...(swiglu ? [`  up${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, v${j}, up${i}_${j});`] : []),
+        ])
+      ),
+      "}",
+    ])
+  ).join("\n");
+  // Result matrix (i, j) of the subgroup: through workgroup memory to y, rows scaled back by 2^e[m]. SWIGLU first
+  // takes the gate matrix into registers (g<v>), then the up matrix.
+  const epilogueOf = (i: number, j: number) => {
+    const at = (v: number) => `sg * ${FRAG * FRAG}u + lane + ${v * sgSize}u`;
+    const rc = `sm + ${i * FRAG}u, sn + ${j * FRAG}u`;
+    return indent("  ", [
+      "{",
+      `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, acc${i}_${j}, ${FRAG}u);`,
+      "  workgroupBarrier();",
+      ...(swiglu
+        ? [
+          ...perLane.map((v) => `  let g${v} = es[${at(v)}];`),
+          "  workgroupBarrier();",
+          `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, up${i}_${j}, ${FRAG}u);`,
+          "  workgroupBarrier();",
+          ...perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
+        ]
+        : perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, es[${at(v)}]);`)),
+      "  workgroupBarrier();",
+      "}",
+    ]);
+  };
+
+  const name = kernelName(t, epilogue, sgSize);
+  return {
+    name,
+    source: /* wgsl */ `
+// ${name}: y[m, n] = ${swiglu ? "silu(gate[m, n]) * up[m, n]" : "sum_k x[m, k] * W[n, k]"} on subgroup matrices.
+// bindings:
+//   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
+//   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
+//                                    NW = ${swiglu ? "2N (rows 0..N-1 gate, N..2N-1 up)" : "N"}
+//   2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32
+//   3 y   [M, N] f32, read_write     output rows, row-major
+//   4 e   [M] i32                    row exponents (row_scale.ts): x is staged as f16(x * 2^-e[m])
+// N must be a multiple of 16 and K of TILE_K; M is free.
+// Grid: ceil(M / TILE_M) * ceil(N / TILE_N) workgroups, flat (Gpu.grid); workgroup f owns rows
+// m0 = (f % tiles_m) * TILE_M and columns n0 = (f / tiles_m) * TILE_N, so consecutive workgroups share a weight tile.
+override K: u32;
+override N: u32;
+override M: u32;
+const TILE_K: u32 = ${t.stepK}u;
+const SUBGROUP_SIZE: u32 = ${sgSize}u;
+const SUBGROUPS_M: u32 = ${t.subgroupsM}u; // a workgroup is SUBGROUPS_M x ${t.subgroupsN} subgroups
+const FRAGS_M: u32 = ${t.fragsM}u; // a subgroup owns FRAGS_M x FRAGS_N 16x16 result matrices
+const FRAGS_N: u32 = ${t.fragsN}u;
+const TILE_M: u32 = ${tileM}u;
+const TILE_N: u32 = ${tileN}u;
+const W_ROWS: u32 = ${swiglu ? "2u * TILE_N" : "TILE_N"}; // staged weight rows: the tile's ${
+      swiglu ? "gate rows, then its up rows" : "rows"
+    }
+// f16 per staged row: TILE_K + 8, a multiple of 8 (16-byte aligned rows, as cooperative matrix loads require) whose
+// 8 consecutive rows start in 8 distinct groups of 4 banks (40 halves = 20 banks, 24 = 12, 72 = 36): the 16-byte
+// row segments a 16x16 load reads are conflict-free.
+const XS: u32 = TILE_K + ${PAD}u;
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> e: array<i32>;
+// xs[r * XS + c] = f16(x[m0 + r, k0 + c] * 2^-e[m0 + r]); ws[r * XS + c] = f16(W[row, k0 + c]) of weight row n0 + r
+// (r < TILE_N) or up row N + n0 + r - TILE_N; zero past M or N. es: one 16x16 f32 matrix per subgroup (epilogue).
+var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD)}>;
+var<workgroup> ws: array<f16, ${tileN * (swiglu ? 2 : 1) * (t.stepK + PAD)}>;
+var<workgroup> es: array<f32, ${FRAG * FRAG * subgroups}>;
+alias Left = subgroup_matrix_left<f16, ${FRAG}, ${FRAG}>;
+alias Right = subgroup_matrix_right<f16, ${FRAG}, ${FRAG}>;
+alias Result = subgroup_matrix_result<f32, ${FRAG}, ${FRAG}>;
+
+// One vec4 an invocation carries from global to workgroup memory every k tile (fixed for the whole k loop).
+struct Slot {
+  src: u32, // global vec4 index at k0 = 0
+  dst: u32, // first staged f16 index
+  ok: bool, // inside the matrix (else zeros are staged)
+}
+
+// Staged x item i: row r = i / (TILE_K / 4) of the tile, k0 + 4c .. k0 + 4c + 3 with c = i % (TILE_K / 4).
+fn x_slot(i: u32, m0: u32) -> Slot {
+  let r = i / (TILE_K / 4u);
+  let c = i % (TILE_K / 4u);
+  return Slot((m0 + r) * (K / 4u) + c, r * XS + 4u * c, m0 + r < M);
+}
+
+// The factor 2^-e[m] of staged x item i's row (0 past M).
+fn x_factor(i: u32, m0: u32) -> f32 {
+  let m = m0 + i / (TILE_K / 4u);
+  if (m < M) { return ldexp(1.0, -e[m]); }
+  return 0.0;
+}
+
+// Staged weight item i: k0 + 8c .. k0 + 8c + 7 of staged row r, the weight row n0 + r, or for r >= TILE_N the up row.
+fn w_slot(i: u32, n0: u32) -> Slot {
+  let r = i / (TILE_K / 8u);
+  let c = i % (TILE_K / 8u);
+  let n = n0 + r % TILE_N;
+  let row = select(n, n + N, r >= TILE_N);
+  return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N);
+}
+
+// K is a multiple of TILE_K: a k tile is inside K or entirely past it (the prefetch after the last one).
+fn load_x(s: Slot, k0: u32) -> vec4<f32> {
+  if (s.ok && k0 < K) { return x[s.src + k0 / 4u]; }
+  return vec4<f32>();
+}
+
+fn load_w(s: Slot, k0: u32) -> vec4<u32> {
+  if (s.ok && k0 < K) { return w[s.src + k0 / 8u]; }
+  return vec4<u32>();
+}
+
+// 4 x values of a row, scaled by the row's factor (a power of two: exact), rounded to f16.
+fn stage_x(i: u32, v: vec4<f32>, f: f32) {
+  let h = vec4<f16>(v * f);
+  xs[i] = h.x;
+  xs[i + 1u] = h.y;
+  xs[i + 2u] = h.z;
+  xs[i + 3u] = h.w;
+}
+
+// 8 bf16 of a weight row as f16 (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals: error <= 2^-25).
+fn stage_w(i: u32, p: vec4<u32>) {
+  ws[i] = f16(bf16_lo(p.x));
+  ws[i + 1u] = f16(bf16_hi(p.x));
+  ws[i + 2u] = f16(bf16_lo(p.y));
+  ws[i + 3u] = f16(bf16_hi(p.y));
+  ws[i + 4u] = f16(bf16_lo(p.z));
+  ws[i + 5u] = f16(bf16_hi(p.z));
+  ws[i + 6u] = f16(bf16_lo(p.w));
+  ws[i + 7u] = f16(bf16_hi(p.w));
+}
+
+${
+      swiglu
+        ? `// Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
+// silu(gate) * up stored.
+fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
+  let m = m0 + r0 + q / ${FRAG}u;
+  let n = n0 + c0 + q % ${FRAG}u;
+  if (m < M && n < N) {
+    let g = ldexp(gate, e[m]);
+    y[m * N + n] = g / (1.0 + exp(-g)) * ldexp(up, e[m]);
+  }
+}`
+        : `// Element q (row q / 16, column q % 16) of the result matrix at tile rows r0.., columns c0..: scaled back, stored.
+fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, v: f32) {
+  let m = m0 + r0 + q / ${FRAG}u;
+  let n = n0 + c0 + q % ${FRAG}u;
+  if (m < M && n < N) { y[m * N + n] = ldexp(v, e[m]); }
+}`
+    }
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  if (gated_off()) { return; }
+  let tiles_m = (M + TILE_M - 1u) / TILE_M;
+  let tile = flat_workgroup(wid, nwg);
+  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }
+  let m0 = (tile % tiles_m) * TILE_M;
+  let n0 = (tile / tiles_m) * TILE_N;
+  // Subgroup sg = invocations sg * SUBGROUP_SIZE.. (consecutive invocations, as NVIDIA forms them) owns tile rows
+  // sm.. and columns sn.. (FRAGS_M x FRAGS_N matrices of 16x16).
+  let sg = t / SUBGROUP_SIZE;
+  let lane = t % SUBGROUP_SIZE;
+  let sm = (sg % SUBGROUPS_M) * (FRAGS_M * ${FRAG}u);
+  let sn = (sg / SUBGROUPS_M) * (FRAGS_N * ${FRAG}u);
+  // This invocation's share of each staged tile (item t + s * ${threads}), and the registers that carry it.
+${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
+${xSlots.map((s) => `  let fx${s} = x_factor(${item(s)}, m0);`).join("\n")}
+${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
+${xSlots.map((s) => `  var px${s}: vec4<f32>;`).join("\n")}
+${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}
+  // acc<i>_<j>: rows sm + 16i.., columns sn + 16j.. of the tile${swiglu ? " (gate); up<i>_<j>: the up product" : ""}.
+${
+      FI.map((i) =>
+        `  ${FJ.map((j) => `var acc${i}_${j} = Result();${swiglu ? ` var up${i}_${j} = Result();` : ""}`).join(" ")}`
+      )
+        .join("\n")
+    }
+${load("  ", "0u")}
+  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+${store("    ")}
+    workgroupBarrier(); // tiles staged
+    // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
+${load("    ", "k0 + TILE_K")}
+${compute}
+    workgroupBarrier(); // tiles consumed
+  }
+${FI.flatMap((i) => FJ.map((j) => epilogueOf(i, j))).join("\n")}
+}
+`,
+  };
+}
+
+/** Throws unless the kernel handles the shape: N a multiple of 16, K a multiple of the k step (stepK), rows >= 1. */
+export function checkTensorShape(a: { rows: number; k: number; n: number; stepK?: number }): void {
+  const stepK = a.stepK ?? GEMM_TENSOR_DEFAULT_TILES.stepK;
+  if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`gemm_tensor: ${a.rows} rows (at least 1)`);
+  if (!(a.n > 0 && a.n % FRAG === 0)) throw new Error(`gemm_tensor: N = ${a.n} is not a positive multiple of ${FRAG}`);
+  if (!(a.k > 0 && a.k % stepK === 0)) {
+    throw new Error(`gemm_tensor: K = ${a.k} is not a positive multiple of the k step ${stepK}`);
+  }
+}
+
+/** Records a tensor-core GEMM dispatch (load time). Throws on shapes or tiles the kernel or the device cannot run. */
+export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispatch {
+  const t = resolveTensorTiles(a);
+  const epilogue = a.epilogue ?? Epilogue.PLAIN;
+  checkEpilogue(epilogue);
+  checkTensorShape({ ...a, stepK: t.stepK });
+  const unsupported = tensorGemmUnsupported(gpu);
+  if (unsupported) throw new Error(`gemm_tensor: cannot run here: ${unsupported}`);
+  const sgSize = tensorSubgroupSize(gpu);
+  const limits = gpu.device.limits;
+  const threads = sgSize * t.subgroupsM * t.subgroupsN;
+  if (threads > limits.maxComputeInvocationsPerWorkgroup || threads > limits.maxComputeWorkgroupSizeX) {
+    throw new Error(`gemm_tensor: a workgroup of ${threads} invocations exceeds this device's limits`);
+  }
+  const bytes = gemmTensorWorkgroupBytes(t, epilogue);
+  if (bytes > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `gemm_tensor: tiles ${JSON.stringify(t)} need ${bytes} bytes of workgroup memory, more than this device's ` +
+        `${limits.maxComputeWorkgroupStorageSize}; use a smaller stepK or fewer subgroups or result matrices`,
+    );
+  }
+  const name = kernelName(t, epilogue, sgSize);
+  if (kernel && !kernel.name.startsWith(name)) {
+    throw new Error(`gemm_tensor: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
+  }
+  const { tileM, tileN } = tensorTileShape(t);
+  return gpu.dispatch(
+    kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize }),
+    { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
+    [a.ctl, a.weight, a.x, a.y, a.exponents],
+    Math.ceil(a.rows / tileM) * Math.ceil(a.n / tileN),
+  );
+}
+
+/**
+ * Elementwise tolerance of the tensor-core GEMM against an f64 reference, from its rounding (ARCHITECTURE.md):
+ * |y - y_ref| <= 2^-10 * sum_k |x_k w_k| + 2^-24 * sum_k |x_k|, given the two sums of an output's dot product. The
+ * first term is twice the worst case of rounding x to f16 (unit roundoff 2^-11; the rows are scaled into f16's normal
+ * range), leaving as much again for the f32 accumulation; the second is twice the worst case of weights in f16's
+ * subnormal range (|w| < 2^-14, error <= 2^-25).
+ */
+export function tensorGemmTolerance(sumAbsProducts: number, sumAbsX: number): number {
+  return 2 ** -10 * sumAbsProducts + 2 ** -24 * sumAbsX + 1e-30;
+}

@@ -1,0 +1,251 @@
+/**
+ * Tests of the tensor-core GEMM (`gemm_tensor.ts`) with its row-scale pre-pass, against the f64 reference under the
+ * tolerance its f16 rounding allows (`tensorGemmTolerance`): awkward M and N, K from 32 to 4096, both epilogues, tile
+ * variants, x magnitudes up to 1e5 and down to 1e-6, the gate, mutants. They need Dawn with subgroup matrices
+ * (HYDRA_WEBGPU=dawn on an NVIDIA GPU); elsewhere they are registered as ignored, the reason in their names. The
+ * generator and shape checks run everywhere.
+ * @module
+ */
+
+import { packBf16, roundBf16Array } from "../bf16.ts";
+import {
+  checkTensorShape,
+  gemmTensor,
+  gemmTensorKernelFor,
+  gemmTensorWorkgroupBytes,
+  resolveTensorTiles,
+  tensorGemmTolerance,
+  tensorGemmUnsupported,
+  tensorSubgroupSize,
+  type TensorTiles,
+} from "./gemm_tensor.ts";
+import { Epilogue, matvecReference } from "./matvec.ts";
+import { rowScale } from "./row_scale.ts";
+import { getGpu, type Gpu, type Kernel, WEBGPU_ENV } from "../runtime.ts";
+import { assertCaught, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+
+/** Why the GPU tests cannot run in this process, or null. */
+const skip: string | null = Deno.env.get(WEBGPU_ENV) === "dawn"
+  ? tensorGemmUnsupported(await getGpu())
+  : `needs ${WEBGPU_ENV}=dawn and a GPU with subgroup matrices`;
+
+/** A GPU test of the tensor-core GEMM, or where it cannot run, an ignored test that says why. */
+function tensorTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
+  if (skip) Deno.test({ name: `${name} [ignored: ${skip}]`, ignore: true, fn: () => {} });
+  else gpuTest(name, fn);
+}
+
+interface CheckOptions extends TensorTiles {
+  epilogue?: number;
+  kernel?: Kernel;
+  gated?: boolean;
+  active?: number;
+  /** Largest |x|: every third row is scaled to reach it, one element per row is +-it (default: plain normals). */
+  bigX?: number;
+}
+
+/** Seeded x: normals; with `bigX`, rows of three kinds: plain, scaled by 1e-6, and with one element at +-bigX. */
+function inputRows(rng: Rng, rows: number, k: number, bigX?: number): Float32Array {
+  const x = rng.normals(rows * k);
+  if (bigX === undefined) return x;
+  for (let m = 0; m < rows; m++) {
+    if (m % 3 === 1) { for (let i = 0; i < k; i++) x[m * k + i] *= 1e-6; // scaled up into f16's normal range
+     }
+    if (m % 3 === 2) x[m * k + ((m * 7919) % k)] = m % 2 ? -bigX : bigX; // past f16's 65504 unless scaled down
+  }
+  return x;
+}
+
+/**
+ * The tolerance of every output: tensorGemmTolerance of its dot product, and for SWIGLU silu(g) * u propagated
+ * (|silu'| <= 1.1): 1.1 |u| tol(g) + |silu(g)| tol(u).
+ */
+function tolerances(w: Float32Array, x: Float32Array, rows: number, k: number, n: number, epilogue: number) {
+  const tol = new Float64Array(rows * n);
+  const dot = (m: number, row: number) => {
+    let s = 0, abs = 0, absX = 0;
+    for (let i = 0; i < k; i++) {
+      const p = x[m * k + i] * w[row * k + i];
+      s += p;
+      abs += Math.abs(p);
+      absX += Math.abs(x[m * k + i]);
+    }
+    return { s, tol: tensorGemmTolerance(abs, absX) };
+  };
+  for (let m = 0; m < rows; m++) {
+    for (let j = 0; j < n; j++) {
+      const g = dot(m, j);
+      if (epilogue === Epilogue.SWIGLU) {
+        const u = dot(m, j + n);
+        const silu = g.s / (1 + Math.exp(-g.s));
+        tol[m * n + j] = 1.1 * Math.abs(u.s) * g.tol + Math.abs(silu) * u.tol;
+      } else {
+        tol[m * n + j] = g.tol;
+      }
+    }
+  }
+  return tol;
+}
+
+/** Runs pre-pass + GEMM on seeded inputs into a NaN-poisoned output; returns it, the reference and tolerances. */
+async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckOptions = {}) {
+  const epilogue = o.epilogue ?? Epilogue.PLAIN;
+  const rng = new Rng(rows * 1_000_003 + k * 1009 + n + epilogue * 7);
+  const nw = epilogue === Epilogue.SWIGLU ? 2 * n : n;
+  const w = roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)));
+  const x = inputRows(rng, rows, k, o.bigX);
+  const ctl = ctlBuffer(gpu, { ACTIVE: o.active ?? 1 });
+  const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
+  const exponents = gpu.buffer("exponents", rows * 4);
+  const { kernel, active: _, bigX: __, ...args } = o;
+  gpu.run([
+    rowScale(gpu, { ctl, x: xb, exponents, rows, k, gated: o.gated }),
+    gemmTensor(gpu, { ctl, weight: wb, x: xb, y, exponents, rows, k, n, ...args }, kernel),
+  ]);
+  const got = await gpu.readF32(y, rows * n);
+  for (const b of [ctl, wb, xb, y, exponents]) b.destroy();
+  return { got, want: matvecReference(w, x, rows, k, n, epilogue), tol: tolerances(w, x, rows, k, n, epilogue) };
+}
+
+/** Fails unless every output is within its tolerance; returns the worst error over tolerance. */
+async function checkTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckOptions = {}): Promise<number> {
+  const { got, want, tol } = await runTensor(gpu, rows, k, n, o);
+  let failures = 0, worst = 0, at = 0;
+  for (let i = 0; i < got.length; i++) {
+    const r = Math.abs(got[i] - want[i]) / tol[i];
+    if (!(r <= 1)) failures++;
+    if (!(r <= worst)) [worst, at] = [Number.isNaN(r) ? Infinity : r, i];
+  }
+  if (failures > 0) {
+    const { kernel: _, ...shown } = o;
+    throw new Error(
+      `gemm_tensor rows=${rows} K=${k} N=${n} ${JSON.stringify(shown)}: ${failures}/${got.length} outside tolerance ` +
+        `(worst ${worst.toFixed(2)} x tol at [${at}]: got ${got[at]}, want ${want[at]}, tol ${tol[at]})`,
+    );
+  }
+  return worst;
+}
+
+tensorTest("gemm_tensor matches the reference at awkward M, N and K", async (gpu) => {
+  // M = 1, 17, 37 (odd), 64 (one tile), 130 (a partial third); N = 16 (a quarter tile) .. 256; K = 32 (one k step)
+  // .. 128 (four).
+  for (const [rows, k, n] of [[1, 32, 16], [17, 32, 16], [37, 96, 256], [64, 64, 48], [130, 128, 80], [3, 64, 112]]) {
+    await checkTensor(gpu, rows, k, n);
+  }
+});
+
+tensorTest("gemm_tensor SwiGLU epilogue computes silu(gate) * up", async (gpu) => {
+  for (const [rows, k, n] of [[1, 32, 16], [17, 96, 48], [37, 64, 256], [130, 32, 80]]) {
+    await checkTensor(gpu, rows, k, n, { epilogue: Epilogue.SWIGLU, stepK: 16 });
+  }
+});
+
+tensorTest("gemm_tensor holds x up to 1e5 and down to 1e-6 over the 7B's d_model (K = 4096)", async (gpu) => {
+  const worst = await checkTensor(gpu, 37, 4096, 256, { bigX: 1e5 });
+  await checkTensor(gpu, 37, 4096, 128, { bigX: 1e5, epilogue: Epilogue.SWIGLU, stepK: 16 });
+  console.log(`  worst error at K = 4096 with |x| <= 1e5: ${worst.toFixed(3)} of the tolerance`);
+});
+
+tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => {
+  const variants: TensorTiles[] = [
+    { stepK: 16 },
+    { stepK: 64, fragsM: 1, fragsN: 1 },
+    { subgroupsM: 1, subgroupsN: 1, fragsM: 1, fragsN: 1 },
+    { subgroupsM: 4, subgroupsN: 1, fragsM: 1, fragsN: 4, stepK: 16 },
+    { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 16 },
+    { subgroupsM: 1, subgroupsN: 2, fragsM: 2, fragsN: 4, stepK: 16 },
+  ];
+  const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
+  for (const tiles of variants) {
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      if (gemmTensorWorkgroupBytes(tiles, epilogue) > limit) {
+        console.log(
+          `  skipped ${JSON.stringify(tiles)} epilogue ${epilogue}: more than ${limit} B of workgroup memory`,
+        );
+        continue;
+      }
+      await checkTensor(gpu, 37, 128, 144, { ...tiles, epilogue, bigX: 1e5 });
+    }
+  }
+});
+
+tensorTest("gemm_tensor built GATED writes nothing while ACTIVE is 0 and computes while it is 1", async (gpu) => {
+  const { got } = await runTensor(gpu, 17, 64, 32, { gated: true, active: 0 });
+  if (!got.every(Number.isNaN)) throw new Error("a gated-off gemm_tensor wrote its output");
+  await checkTensor(gpu, 17, 64, 32, { gated: true, active: 1 });
+});
+
+tensorTest("gemm_tensor checks catch broken kernels", async (gpu) => {
+  // Each mutant applies to the plain and SwiGLU kernels where `from` occurs; every one computes a wrong result in every
+  // schedule.
+  const cases: [string, string][] = [
+    ["y[m * N + n] = ldexp(v, e[m])", "y[m * N + n] = ldexp(v, e[m] + 1i)"], // wrong scale back (plain)
+    ["* ldexp(up, e[m])", "* ldexp(up, e[m] + 1i)"], // wrong scale back of the up product (SwiGLU)
+    ["vec4<f16>(v * f)", "vec4<f16>(v)"], // x staged unscaled: 1e5 overflows f16, 1e-6 rows lose precision
+    ["subgroupMatrixLoad<Right, col_major>(&ws, (sn + 0u)", "subgroupMatrixLoad<Right, row_major>(&ws, (sn + 0u)"],
+    ["k0 < K; k0 += TILE_K", "k0 + TILE_K < K; k0 += TILE_K"], // last k step dropped
+    ["(sm + 0u) * XS + 16u, XS)", "(sm + 0u) * XS + 0u, XS)"], // second 16 of a k step reads the first 16's x
+    ["select(n, n + N, r >= TILE_N)", "select(n, n + TILE_N, r >= TILE_N)"], // up rows read from the wrong place
+    ["let m = m0 + i / (TILE_K / 4u);", "let m = m0 + i / (TILE_K / 8u);"], // a staged row scaled by another's factor
+    ["put(m0, n0, sm + 0u, sn + 16u,", "put(m0, n0, sm + 0u, sn + 0u,"], // a result matrix stored over another (plain)
+  ];
+  // k steps of 32 where the device's workgroup memory allows (SWIGLU needs 19,456 bytes), else 16; each unmutated
+  // kernel passes first, so that no mutant counts as caught for a reason of the setup.
+  const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
+  const subjects = [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => {
+    const stepK = gemmTensorWorkgroupBytes({ stepK: 32 }, epilogue) <= limit ? 32 : 16;
+    return { epilogue, stepK, kernel: gemmTensorKernelFor({ epilogue, stepK, subgroupSize: tensorSubgroupSize(gpu) }) };
+  });
+  // 37 rows (a partial tile), K = 96 (three k steps of 32: a dropped one is a third of each sum), N = 48.
+  const check = (s: (typeof subjects)[number], kernel: Kernel) =>
+    checkTensor(gpu, 37, 96, 48, { epilogue: s.epilogue, stepK: s.stepK, kernel, bigX: 1e5 });
+  for (const s of subjects) await check(s, s.kernel);
+  for (const [from, to] of cases) {
+    const kernels = subjects.filter(({ kernel }) => kernel.source.includes(from));
+    if (kernels.length === 0) throw new Error(`"${from}" occurs in no kernel`);
+    await assertCaught(async () => {
+      for (const s of kernels) await check(s, mutate(s.kernel, from, to));
+    }, `${from} -> ${to}`);
+  }
+});
+
+Deno.test("gemm_tensor takes N a multiple of 16 and K a multiple of its k step, and rejects the rest", () => {
+  for (const ok of [{ rows: 1, k: 32, n: 16 }, { rows: 37, k: 11008, n: 4096 }, { rows: 5, k: 48, n: 16, stepK: 16 }]) {
+    checkTensorShape(ok);
+  }
+  const bad = [{ rows: 0, k: 32, n: 16 }, { rows: 3, k: 48, n: 16 }, { rows: 3, k: 32, n: 24 }, {
+    rows: 3,
+    k: 64,
+    n: 16,
+    stepK: 128,
+  }];
+  for (const shape of bad) {
+    let threw = false;
+    try {
+      checkTensorShape(shape);
+      resolveTensorTiles(shape);
+    } catch {
+      threw = true;
+    }
+    if (!threw) throw new Error(`accepted ${JSON.stringify(shape)}`);
+  }
+  for (const tiles of [{ fragsM: 0 }, { subgroupsN: 9 }, { stepK: 8 }]) {
+    let threw = false;
+    try {
+      gemmTensorKernelFor(tiles);
+    } catch {
+      threw = true;
+    }
+    if (!threw) throw new Error(`generated tiles ${JSON.stringify(tiles)}`);
+  }
+});
+
+Deno.test("gemm_tensor kernels keep accumulators and staged operands out of function-scope arrays", () => {
+  // As for gemm.ts: the only arrays are the bindings and the workgroup buffers; result matrices are named variables.
+  for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+    const { name, source } = gemmTensorKernelFor({ epilogue, fragsM: 4, fragsN: 4 });
+    const arrays = source.split("\n").filter((l) => l.includes("array<"));
+    const stray = arrays.filter((l) => !/^(@group\(0\) @binding\(\d\) var<storage|var<workgroup>)/.test(l));
+    if (arrays.length !== 8 || stray.length > 0) throw new Error(`${name} declares arrays: ${stray.join(" | ")}`);
+  }
+});

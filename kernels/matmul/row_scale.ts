@@ -1,0 +1,107 @@
+/**
+ * The tensor-core GEMM's pre-pass (`gemm_tensor.ts`): for each input row m of x [M, K] (f32), the power-of-two
+ * exponent e[m] that brings the row's largest |x| into [2^14, 2^15), so that x[m, k] * 2^-e[m] fits f16 (largest
+ * finite 65504 < 2^16) with the full 11-bit significand for every element within 2^-28 of the row's maximum. The GEMM
+ * multiplies by 2^-e[m] while staging x as f16 and by 2^e[m] in its epilogue; both are exact (powers of two, ldexp).
+ *
+ * e[m] = floor(log2(max_k |x[m, k]|)) - 14, clamped to [-100, 113] (2^100 stays finite for the GEMM's scale factor):
+ * 0 for an all-zero row; for a row holding an infinity or a NaN, 0 too, so the non-finite value reaches the output
+ * unchanged (and the logits' finiteness check reports it) instead of being scaled to zero.
+ *
+ * OLMo-2 is post-norm: the inputs of its attention and MLP products are the raw residual stream, whose magnitude has no
+ * bound that f16 could be relied on to hold (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)").
+ * @module
+ */
+
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+
+/** Threads per workgroup (one workgroup per row). */
+const WG = 256;
+
+/** The exponent the kernel computes for one row (CPU reference, same rule). */
+export function rowScaleExponent(row: ArrayLike<number>): number {
+  let max = 0;
+  for (let i = 0; i < row.length; i++) {
+    const a = Math.abs(row[i]);
+    if (!Number.isFinite(a)) return 0;
+    if (a > max) max = a;
+  }
+  if (max === 0) return 0;
+  // The f32 value's unbiased exponent, as the kernel reads it from the bits (subnormals count as -127).
+  const f = new Float32Array([max]);
+  const biased = (new Uint32Array(f.buffer)[0] >>> 23) & 0xff;
+  return Math.min(113, Math.max(-100, biased - 127 - 14));
+}
+
+/** CPU reference: e[m] for every row of x [rows, k]. */
+export function rowScaleReference(x: Float32Array, rows: number, k: number): Int32Array {
+  const e = new Int32Array(rows);
+  for (let m = 0; m < rows; m++) e[m] = rowScaleExponent(x.subarray(m * k, (m + 1) * k));
+  return e;
+}
+
+/** The kernel (no generated parameters). */
+export const ROW_SCALE_KERNEL: Kernel = {
+  name: "row_scale",
+  source: /* wgsl */ `
+// e[m] = clamp(floor(log2(max_k |x[m, k]|)) - 14, -100, 113); 0 for a zero row or one holding inf or NaN.
+// bindings:
+//   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
+//   1 x   [M, K / 4] vec4<f32>       input rows
+//   2 e   [M] i32, read_write        exponents
+// K must be a multiple of 4. One workgroup per row (flat grid, Gpu.grid).
+override K: u32;
+override M: u32;
+const WG: u32 = ${WG}u;
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> e: array<i32>;
+var<workgroup> red: array<u32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  if (gated_off()) { return; }
+  let m = flat_workgroup(wid, nwg);
+  if (m >= M) { return; }
+  // The maximum of the magnitudes' bit patterns: for non-negative f32 the order of the bits is the order of the
+  // values, and every NaN and infinity (exponent bits 255) is above every finite value.
+  var best = 0u;
+  for (var c = t; c < K / 4u; c += WG) {
+    let b = bitcast<vec4<u32>>(x[m * (K / 4u) + c]) & vec4<u32>(0x7fffffffu);
+    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));
+  }
+  red[t] = best;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s /= 2u) {
+    if (t < s) { red[t] = max(red[t], red[t + s]); }
+    workgroupBarrier();
+  }
+  if (t == 0u) {
+    let biased = red[0] >> 23u;
+    var exponent = 0i;
+    if (red[0] != 0u && biased != 255u) { exponent = clamp(i32(biased) - 127i - 14i, -100i, 113i); }
+    e[m] = exponent;
+  }
+}
+`,
+};
+
+/** Arguments of one row-scale dispatch. */
+export interface RowScaleArgs {
+  ctl: GPUBuffer;
+  /** f32 input [rows, K]. */
+  x: GPUBuffer | BufferSlice;
+  /** i32 output [rows]. */
+  exponents: GPUBuffer | BufferSlice;
+  rows: number;
+  k: number;
+  gated?: boolean;
+}
+
+/** Records a row-scale dispatch (load time). */
+export function rowScale(gpu: Gpu, a: RowScaleArgs, kernel: Kernel = ROW_SCALE_KERNEL): Dispatch {
+  if (!(a.k > 0 && a.k % 4 === 0)) throw new Error(`row_scale: K = ${a.k} is not a positive multiple of 4`);
+  if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`row_scale: ${a.rows} rows (at least 1)`);
+  return gpu.dispatch(kernel, { K: a.k, M: a.rows, GATED: a.gated ?? false }, [a.ctl, a.x, a.exponents], a.rows);
+}

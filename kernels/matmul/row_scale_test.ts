@@ -1,0 +1,88 @@
+/**
+ * Tests of the tensor-core GEMM's row-scale pre-pass (`row_scale.ts`): exact exponents against the CPU rule for rows
+ * of every magnitude (zero, subnormal, huge, holding inf or NaN), K not a multiple of the workgroup's stride, the gate,
+ * and mutants. Plain WGSL: runs on every adapter, the CPU one included.
+ * @module
+ */
+
+import { ROW_SCALE_KERNEL, rowScale, rowScaleExponent, rowScaleReference } from "./row_scale.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, ctlBuffer, gpuTest, mutate, Rng } from "../testing/harness.ts";
+
+/** Rows of different magnitudes: normals times a scale (0 to 1e30), or holding one inf or NaN. */
+function inputs(rows: number, k: number): Float32Array {
+  const rng = new Rng(rows * 31 + k);
+  const x = rng.normals(rows * k);
+  const kinds = [0, 1e-40, 1e-30, 1, 3e4, 1e5, 1e30, Infinity, NaN, -2.5e-3];
+  for (let m = 0; m < rows; m++) {
+    const kind = kinds[m % kinds.length];
+    for (let i = 0; i < k; i++) {
+      const v = x[m * k + i];
+      x[m * k + i] = kind === 0 ? 0 : Number.isFinite(kind) ? v * kind : v;
+    }
+    if (!Number.isFinite(kind)) x[m * k + ((m * 7919) % k)] = kind; // one inf or NaN in the row
+    else if (m % 2 === 0) x[m * k + k - 1] = 50 * kind; // the maximum in the last vec4, the last a thread reads
+  }
+  return x;
+}
+
+async function runRowScale(
+  gpu: Gpu,
+  rows: number,
+  k: number,
+  o: { kernel?: Kernel; gated?: boolean; active?: number },
+) {
+  const x = inputs(rows, k);
+  const ctl = ctlBuffer(gpu, { ACTIVE: o.active ?? 1 });
+  const xb = gpu.upload("x", x);
+  const poison = new Int32Array(rows).fill(-12345);
+  const eb = gpu.upload("e", poison);
+  gpu.run([rowScale(gpu, { ctl, x: xb, exponents: eb, rows, k, gated: o.gated }, o.kernel)]);
+  const got = new Int32Array(await gpu.read(eb, 0, rows * 4));
+  for (const b of [ctl, xb, eb]) b.destroy();
+  return { got, want: rowScaleReference(x, rows, k) };
+}
+
+async function checkRowScale(gpu: Gpu, rows: number, k: number, o: { kernel?: Kernel } = {}): Promise<void> {
+  const { got, want } = await runRowScale(gpu, rows, k, o);
+  for (let m = 0; m < rows; m++) {
+    if (got[m] !== want[m]) throw new Error(`row_scale rows=${rows} K=${k}: row ${m} got ${got[m]}, want ${want[m]}`);
+  }
+}
+
+Deno.test("rowScaleExponent brings a row's maximum into [2^14, 2^15) and keeps non-finite rows unscaled", () => {
+  for (const max of [1, 1.5, 1e-3, 3e4, 65504, 1e5, 1e30, 6e-39]) {
+    const e = rowScaleExponent([max / 3, -max]);
+    const scaled = max * 2 ** -e;
+    if (max >= 2 ** -86 && !(scaled >= 2 ** 14 && scaled < 2 ** 15)) throw new Error(`max ${max}: e = ${e}`);
+    if (!(scaled < 65504)) throw new Error(`max ${max} scaled to ${scaled}, past f16`);
+  }
+  if (rowScaleExponent([0, 0]) !== 0 || rowScaleExponent([1, Infinity]) !== 0 || rowScaleExponent([NaN]) !== 0) {
+    throw new Error("zero or non-finite rows are scaled");
+  }
+});
+
+gpuTest("row_scale matches the CPU rule for rows of every magnitude", async (gpu) => {
+  await checkRowScale(gpu, 10, 4); // one vec4 per row: most threads see nothing
+  await checkRowScale(gpu, 23, 4100); // K / 4 = 1025: past 4 strides of 256 threads
+  await checkRowScale(gpu, 10, 4096);
+});
+
+gpuTest("row_scale built GATED writes nothing while ACTIVE is 0", async (gpu) => {
+  const { got } = await runRowScale(gpu, 10, 64, { gated: true, active: 0 });
+  if (!got.every((v) => v === -12345)) throw new Error("a gated-off row_scale wrote its output");
+  const on = await runRowScale(gpu, 10, 64, { gated: true, active: 1 });
+  if (on.got.some((v, i) => v !== on.want[i])) throw new Error("a gated row_scale with ACTIVE 1 is wrong");
+});
+
+gpuTest("row_scale checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][] = [
+    ["- 127i - 14i", "- 127i - 15i"], // scales into [2^15, 2^16): f16 would round near-max values to 65536 = inf
+    ["red[t] = max(red[t], red[t + s])", "red[t] = red[t + s]"], // drops half the candidates at each level
+    ["biased != 255u", "true"], // a row holding inf or NaN scaled by 2^-(127 + 14)
+    ["c < K / 4u", "c < K / 4u - 1u"], // the last vec4 of each row ignored
+  ];
+  for (const [from, to] of cases) {
+    await assertCaught(() => checkRowScale(gpu, 23, 4100, { kernel: mutate(ROW_SCALE_KERNEL, from, to) }), from);
+  }
+});
