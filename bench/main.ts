@@ -16,7 +16,7 @@
  */
 
 import { resolve } from "@std/path";
-import { Gpu, type WebgpuRuntime } from "../kernels/runtime.ts";
+import { Gpu, runtimeFromEnv, WEBGPU_ENV, type WebgpuRuntime } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { PRESETS } from "../model/config.ts";
 import { Decoder, headsFor } from "../model/generate.ts";
@@ -187,6 +187,7 @@ async function run(argv: string[]): Promise<number> {
   }
   const input = await readRunInput(argv);
   const runtimes = input.resolved.config.webgpu;
+  checkWebgpuEnv(runtimes);
   const gpus = await makeGpus(runtimes);
   const several = runtimes.length > 1;
   for (const gpu of gpus) {
@@ -295,6 +296,22 @@ async function run(argv: string[]): Promise<number> {
     live.forEach((g) => g.destroy());
   }
   return 0;
+}
+
+/**
+ * The bench's runtimes are the `webgpu` knob; `HYDRA_WEBGPU` picks the runtime of tests and tools. A run that would
+ * ignore it (set to a runtime the knob leaves out, or to no runtime) stops with a UserError instead of timing another
+ * runtime than the one the environment asks for.
+ */
+function checkWebgpuEnv(runtimes: readonly WebgpuRuntime[]): void {
+  if (!Deno.env.get(WEBGPU_ENV)) return;
+  const wanted = runtimeFromEnv();
+  if (!runtimes.includes(wanted)) {
+    throw new UserError(
+      `${WEBGPU_ENV}=${wanted} is set, but the run's webgpu knob is ${runtimes.join(",")}: pass --webgpu ${wanted} ` +
+        `(or set "webgpu" in the config file), or unset ${WEBGPU_ENV}.`,
+    );
+  }
 }
 
 /** How the run was started, for results.json. */

@@ -161,7 +161,7 @@ export class ResultsWriter {
   fail(configuration: ConfigurationName | null, error: unknown, runtime: WebgpuRuntime | null = null): Promise<void> {
     this.#doc.status = "failed";
     const message = error instanceof Error ? error.message : String(error);
-    this.#doc.failure = { configuration, ...(configuration ? { runtime } : {}), message };
+    this.#doc.failure = { configuration, ...(configuration && runtime ? { runtime } : {}), message };
     return this.#write();
   }
 
@@ -175,7 +175,11 @@ export class ResultsWriter {
     runtime: WebgpuRuntime | null = null,
   ): Promise<void> {
     this.#doc.status = "interrupted";
-    this.#doc.failure = { configuration, ...(configuration ? { runtime } : {}), message: `interrupted by ${signal}` };
+    this.#doc.failure = {
+      configuration,
+      ...(configuration && runtime ? { runtime } : {}),
+      message: `interrupted by ${signal}`,
+    };
     return this.#write();
   }
 
