@@ -34,7 +34,7 @@ const args = parseArgs(Deno.args, {
   string: ["json", "rows", "tiles", "webgpu"],
   boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill"],
 });
-const gpu = await (async () => Gpu.create(runtimeFromFlag(args.webgpu)))().catch((e) => {
+const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
   if (!(e instanceof UserError)) throw e;
   console.error(`error: ${e.message}`);
   Deno.exit(2);
