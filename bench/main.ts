@@ -10,8 +10,8 @@
  * touched; the knobs as a whole once the adapter is known: bench/plan.ts), then the device lock is taken (one
  * benchmark per GPU: bench/lock.ts), then the run folder is made. The device of every runtime is made up front, so a
  * runtime without an adapter (Dawn on a software adapter) stops the run before anything is timed; each is destroyed
- * once its configurations are done, so the next runtime's configurations have the GPU's memory to themselves. SIGINT and SIGTERM end the run with status
- * "interrupted", keeping the configurations that finished.
+ * once its configurations are done, so the next runtime's configurations have the GPU's memory to themselves. SIGINT
+ * and SIGTERM end the run with status "interrupted", keeping the configurations that finished.
  * @module
  */
 

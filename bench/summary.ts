@@ -86,6 +86,12 @@ export function runSummary(doc: ResultsDocument): Summary {
     "PoE: median whole-call time (wall, its GPU waits included); effective = accepted tokens, user-visible = output " +
     "tokens, per second of that median. Roofline: copy bandwidth / weight bytes one step reads.",
   ];
+  const runtimes = doc.environment.runtimes ?? [];
+  if (runtimes.length > 1) {
+    const one = (r: typeof runtimes[number]) =>
+      `${r.runtime} (${r.version}${r.toggles.length ? `, toggles ${r.toggles.join(" ")}` : ""})`;
+    notes.push(`WebGPU runtimes, each row naming its own: ${runtimes.map(one).join(", ")}.`);
+  }
   for (const p of peersOf(doc)) {
     const { name, decode_ms_per_token: _d, ttft_ms: _t, ...rest } = p;
     const more = Object.entries(rest).map(([k, v]) => `${k} ${typeof v === "string" ? v : JSON.stringify(v)}`);

@@ -8,6 +8,7 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { DEFAULT_CONFIG, helpText, loadConfig, validateBenchConfig } from "../../bench/config.ts";
 import { chartPanels, runHeader } from "../../bench/charts.ts";
+import { renderGraph } from "../../bench/graph.ts";
 import { compareRuns } from "../../bench/compare.ts";
 import { configurationsOf, headlines, resultKey } from "../../bench/headline.ts";
 import { ResultsWriter } from "../../bench/results.ts";
@@ -150,6 +151,8 @@ Deno.test("headlines, summary and compare key a two-runtime run by (configuratio
   assertEquals(new Set(all.map((h) => h.key)).size, all.length, "every headline key is unique");
   const text = summaryText(doc);
   for (const r of ["baseline · deno", "baseline · dawn", "hydra_poe · dawn γ=8"]) assertStringIncludes(text, `| ${r} `);
+  assertStringIncludes(text, "WebGPU runtimes, each row naming its own: deno (deno 2.9.6), dawn (webgpu@0.6.2");
+  assert(!summaryText(syntheticResults()).includes("WebGPU"), "a one-runtime summary is as before");
   assertEquals(runSummary(doc).rows.length, 2 * runSummary(syntheticResults()).rows.length);
   const c = compareRuns([{ dir: "a", doc }, { dir: "b", doc }]);
   assertEquals(c.metrics.length, all.length);
@@ -181,6 +184,12 @@ Deno.test("the panels show each runtime's series side by side; a one-runtime run
     for (const d of p.config?.data.datasets ?? []) assert(!String(d.label).includes(" · "), `${p.name}: ${d.label}`);
   }
   assertEquals(runHeader(single).lines.length, 2);
+});
+
+Deno.test("graph.png of a two-runtime run renders every panel", async () => {
+  const png = await renderGraph(syntheticTwoRuntimes());
+  assertEquals([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+  assert(png.length > 100_000, `${png.length} bytes`);
 });
 
 /** Why Dawn cannot be tested here (its UserError), or null when it finds an adapter. */
