@@ -10,6 +10,8 @@
  *
  * and, when the run's config sets their knob, TTFT by prompt length (`prompt_lengths`) and decode by KV length
  * (`decode_contexts`). PyTorch peers (results.json's `peers`) are dashed reference lines on the TTFT and decode panels.
+ * A run on several WebGPU runtimes (`--webgpu deno,dawn`) shows them side by side: every series of a configuration
+ * once per runtime, labelled "baseline · dawn", the second runtime in a darker shade of the configuration's colour.
  *
  * Only types come from chart.js here: the values are Chart.js's own (graph.ts imports the npm package, the page
  * inlines its UMD build).
@@ -27,6 +29,9 @@ import {
   METRICS,
   type Peer,
   peersOf,
+  resultLabel,
+  runtimeOf,
+  runtimesOf,
 } from "./headline.ts";
 import { kde } from "./stats.ts";
 import { acceptanceRateOf, modelTpsAt } from "./poe_model.ts";
@@ -71,6 +76,38 @@ export const CONFIG_COLORS: Record<ConfigurationName, string> = {
   hydra_poe: "#2ca02c",
 };
 const GAMMA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22", "#1f77b4", "#d62728"];
+
+/** How the panels name and colour the results of a run (one look per document). */
+interface Look {
+  /** "baseline", or with several runtimes "baseline · dawn" (headline.ts resultLabel). */
+  label(c: ConfigurationResult): string;
+  /** "" with one runtime, else " · dawn": what tells a runtime's series of a shared series name apart. */
+  suffix(c: ConfigurationResult): string;
+  /** The configuration's colour, darker for every runtime after the first. */
+  color(c: ConfigurationResult): string;
+  /** The position of the result's runtime in the run's (0 for the first). */
+  runtimeIndex(c: ConfigurationResult): number;
+}
+
+/** The look of `doc`'s results. */
+function lookOf(doc: ResultsDocument): Look {
+  const runtimes = runtimesOf(doc);
+  const index = (c: ConfigurationResult) => Math.max(0, runtimes.indexOf(runtimeOf(c)));
+  return {
+    label: (c) => resultLabel(doc, c),
+    suffix: (c) => runtimes.length > 1 ? ` · ${runtimeOf(c)}` : "",
+    color: (c) => shade(CONFIG_COLORS[c.name], index(c)),
+    runtimeIndex: index,
+  };
+}
+
+/** `hex` darkened for the runtime at `index` (index 0: `hex` itself). */
+function shade(hex: string, index: number): string {
+  if (index === 0) return hex;
+  const n = parseInt(hex.slice(1), 16), f = 0.55 ** index;
+  const part = (shift: number) => Math.round(((n >> shift) & 255) * f).toString(16).padStart(2, "0");
+  return `#${part(16)}${part(8)}${part(0)}`;
+}
 
 /** Width / height of a panel (graph.png draws 900 x 540). */
 export const PANEL_ASPECT = 900 / 540;
@@ -154,7 +191,12 @@ function lineChart(
   } as AnyChartConfig;
 }
 
-function ttftChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonly Peer[]): AnyChartConfig | null {
+function ttftChart(
+  mode: ChartMode,
+  confs: ConfigurationResult[],
+  peers: readonly Peer[],
+  look: Look,
+): AnyChartConfig | null {
   if (confs.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
   const clocks = new Set<Clock>();
@@ -163,10 +205,11 @@ function ttftChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonl
     const d = kde(c.ttft.filtered_ms, 240);
     const peak = Math.max(...d.y);
     top = Math.max(top, peak);
-    const color = CONFIG_COLORS[c.name];
+    const color = look.color(c);
     clocks.add(c.ttft.clock);
     datasets.push({
-      label: `${c.name}: median ${formatFigure("ttft_ms", c.ttft.median_ms)} ms, p10-p90 ${fmt(c.ttft.p10_ms)}-` +
+      label:
+        `${look.label(c)}: median ${formatFigure("ttft_ms", c.ttft.median_ms)} ms, p10-p90 ${fmt(c.ttft.p10_ms)}-` +
         `${fmt(c.ttft.p90_ms)} (n=${c.ttft.n})`,
       data: d.x.map((x, i) => ({ x, y: d.y[i] })),
       borderColor: color,
@@ -192,13 +235,14 @@ function decodeLatencyChart(
   mode: ChartMode,
   confs: ConfigurationResult[],
   peers: readonly Peer[],
+  look: Look,
 ): AnyChartConfig | null {
   const withDecode = decodeConfs(confs);
   if (withDecode.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
   const clocks = new Set<Clock>();
   for (const c of withDecode) {
-    const color = CONFIG_COLORS[c.name];
+    const color = look.color(c);
     const ps = c.decode!.positions;
     ps.forEach((p) => clocks.add(p.clock));
     datasets.push(
@@ -212,7 +256,7 @@ function decodeLatencyChart(
       },
       { label: "", data: ps.map((p) => ({ x: p.position, y: p.p10_ms })), borderWidth: 0, pointRadius: 0 },
       {
-        label: `${c.name} median (headline ${
+        label: `${look.label(c)} median (headline ${
           formatFigure("decode_ms_per_token", decodeHeadline(c.decode!).median_ms)
         } ms)`,
         data: ps.map((p) => ({ x: p.position, y: p.median_ms })),
@@ -230,18 +274,23 @@ function decodeLatencyChart(
   });
 }
 
-function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[], peers: readonly Peer[]): AnyChartConfig | null {
+function decodeTpsChart(
+  mode: ChartMode,
+  confs: ConfigurationResult[],
+  peers: readonly Peer[],
+  look: Look,
+): AnyChartConfig | null {
   const withDecode = decodeConfs(confs);
   if (withDecode.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = withDecode.map((c) => {
     const tps = decodeHeadline(c.decode!).tokens_per_s;
     const pct = c.roofline_tps > 0 ? ` (${formatFigure("roofline_share", tps / c.roofline_tps)})` : "";
     return {
-      label: `${c.name}: ${formatFigure("decode_tokens_per_s", tps)} tok/s (median over positions); roofline ` +
+      label: `${look.label(c)}: ${formatFigure("decode_tokens_per_s", tps)} tok/s (median over positions); roofline ` +
         `${fmt(c.roofline_tps)} tok/s${pct}`,
       data: c.decode!.positions.map((p) => ({ x: p.position, y: p.tokens_per_s })),
-      borderColor: CONFIG_COLORS[c.name],
-      backgroundColor: CONFIG_COLORS[c.name],
+      borderColor: look.color(c),
+      backgroundColor: look.color(c),
       borderWidth: 2.5,
       pointRadius: 3,
     };
@@ -259,9 +308,10 @@ function decodeTpsChart(mode: ChartMode, confs: ConfigurationResult[], peers: re
   );
 }
 
-function poeOf(confs: ConfigurationResult[]): { conf: ConfigurationResult; gammas: PoeGammaResult[] } | null {
-  const c = confs.find((c) => c.name === "hydra_poe" && c.poe !== null && c.poe.length > 0);
-  return c ? { conf: c, gammas: c.poe! } : null;
+/** The hydra_poe results with PoE figures, one per runtime (in run order). */
+function poesOf(confs: ConfigurationResult[]): { conf: ConfigurationResult; gammas: PoeGammaResult[] }[] {
+  return confs.filter((c) => c.name === "hydra_poe" && c.poe !== null && c.poe.length > 0)
+    .map((c) => ({ conf: c, gammas: c.poe! }));
 }
 
 /** How the PoE weights are described under a panel. */
@@ -272,32 +322,43 @@ export function weightsNote(conf: ConfigurationResult): string {
   return `weights: ${base} + per-head adapters`;
 }
 
-function poeTpsChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
-  const poe = poeOf(confs);
-  if (!poe) return null;
-  const labels = poe.gammas.map((g) => `γ = ${g.gamma}`);
-  const datasets: ChartDataset<"bar" | "line", number[]>[] = [
-    {
-      type: "bar",
-      label: "effective (accepted tokens/s)",
-      data: poe.gammas.map((g) => g.effective_tps),
-      backgroundColor: "#2ca02c",
-    },
-    {
-      type: "bar",
-      label: "user-visible (output tokens/s)",
-      data: poe.gammas.map((g) => g.user_visible_tps),
-      backgroundColor: "#98df8a",
-    },
-  ];
-  const baseline = confs.find((c) => c.name === "baseline" && c.decode && c.decode.positions.length > 0);
-  if (baseline) {
+function poeTpsChart(mode: ChartMode, confs: ConfigurationResult[], look: Look): AnyChartConfig | null {
+  const poes = poesOf(confs);
+  if (poes.length === 0) return null;
+  const gammas = [...new Set(poes.flatMap((p) => p.gammas.map((g) => g.gamma)))].sort((a, b) => a - b);
+  const labels = gammas.map((g) => `γ = ${g}`);
+  const at = (p: (typeof poes)[number], f: (g: PoeGammaResult) => number) =>
+    gammas.map((gamma) => {
+      const g = p.gammas.find((x) => x.gamma === gamma);
+      return g ? f(g) : NaN;
+    });
+  const datasets: ChartDataset<"bar" | "line", number[]>[] = poes.flatMap((p) => {
+    const i = look.runtimeIndex(p.conf), suffix = look.suffix(p.conf);
+    return [
+      {
+        type: "bar" as const,
+        label: `effective (accepted tokens/s)${suffix}`,
+        data: at(p, (g) => g.effective_tps),
+        backgroundColor: shade("#2ca02c", i),
+      },
+      {
+        type: "bar" as const,
+        label: `user-visible (output tokens/s)${suffix}`,
+        data: at(p, (g) => g.user_visible_tps),
+        backgroundColor: shade("#98df8a", i),
+      },
+    ];
+  });
+  const baselines = confs.filter((c) => c.name === "baseline" && c.decode && c.decode.positions.length > 0);
+  for (const baseline of baselines) {
     const tps = decodeHeadline(baseline.decode!).tokens_per_s;
     datasets.push({
       type: "line",
-      label: `baseline decode (${formatFigure("decode_tokens_per_s", tps)} tok/s, median over positions)`,
+      label: `${look.label(baseline)} decode (${
+        formatFigure("decode_tokens_per_s", tps)
+      } tok/s, median over positions)`,
       data: labels.map(() => tps),
-      borderColor: CONFIG_COLORS.baseline,
+      borderColor: look.color(baseline),
       borderDash: [8, 5],
       borderWidth: 2,
       pointRadius: 0,
@@ -310,29 +371,36 @@ function poeTpsChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartCon
       ...baseOptions(
         mode,
         "PoE throughput per gamma",
-        `whole generate calls, median call time; ${weightsNote(poe.conf)}`,
+        `whole generate calls, median call time; ${weightsNote(poes[0].conf)}`,
       ),
       scales: { x: axis("draft length gamma"), y: axis("tokens/s", { beginAtZero: true }) },
     },
   } as AnyChartConfig;
 }
 
-function poeAcceptanceChart(mode: ChartMode, confs: ConfigurationResult[], beta: number): AnyChartConfig | null {
-  const poe = poeOf(confs);
-  if (!poe) return null;
-  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = poe.gammas.map((g, i) => ({
-    label: `γ = ${g.gamma} (resample rate ${(100 * g.resample_rate).toFixed(1)}%)`,
-    data: g.acceptance_per_position.map((a, j) => ({ x: j + 1, y: a })),
-    borderColor: GAMMA_COLORS[i % GAMMA_COLORS.length],
-    backgroundColor: GAMMA_COLORS[i % GAMMA_COLORS.length],
-    borderWidth: 2.5,
-    pointRadius: 4,
-  }));
-  const maxGamma = Math.max(...poe.gammas.map((g) => g.gamma));
+function poeAcceptanceChart(
+  mode: ChartMode,
+  confs: ConfigurationResult[],
+  beta: number,
+  look: Look,
+): AnyChartConfig | null {
+  const poes = poesOf(confs);
+  if (poes.length === 0) return null;
+  const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = poes.flatMap((p) =>
+    p.gammas.map((g, i) => ({
+      label: `γ = ${g.gamma}${look.suffix(p.conf)} (resample rate ${(100 * g.resample_rate).toFixed(1)}%)`,
+      data: g.acceptance_per_position.map((a, j) => ({ x: j + 1, y: a })),
+      borderColor: shade(GAMMA_COLORS[i % GAMMA_COLORS.length], look.runtimeIndex(p.conf)),
+      backgroundColor: shade(GAMMA_COLORS[i % GAMMA_COLORS.length], look.runtimeIndex(p.conf)),
+      borderWidth: 2.5,
+      pointRadius: 4,
+    }))
+  );
+  const maxGamma = Math.max(...poes.flatMap((p) => p.gammas.map((g) => g.gamma)));
   return lineChart(
     mode,
     "PoE acceptance per draft position",
-    `fraction of rounds whose i-th draft the jury accepted (beta ${beta}); ${weightsNote(poe.conf)}`,
+    `fraction of rounds whose i-th draft the jury accepted (beta ${beta}); ${weightsNote(poes[0].conf)}`,
     datasets,
     {
       x: axis("draft position i", {
@@ -349,39 +417,52 @@ function poeAcceptanceChart(mode: ChartMode, confs: ConfigurationResult[], beta:
   );
 }
 
-function poeTokensChart(mode: ChartMode, confs: ConfigurationResult[]): AnyChartConfig | null {
-  const poe = poeOf(confs);
-  if (!poe) return null;
-  const labels = poe.gammas.map((g) => `γ = ${g.gamma}`);
+function poeTokensChart(mode: ChartMode, confs: ConfigurationResult[], look: Look): AnyChartConfig | null {
+  const poes = poesOf(confs);
+  if (poes.length === 0) return null;
+  const gammas = [...new Set(poes.flatMap((p) => p.gammas.map((g) => g.gamma)))].sort((a, b) => a - b);
+  const at = (p: (typeof poes)[number], f: (g: PoeGammaResult) => number) =>
+    gammas.map((gamma) => {
+      const g = p.gammas.find((x) => x.gamma === gamma);
+      return g ? f(g) : NaN;
+    });
+  const several = poes.length > 1;
+  const datasets = poes.flatMap((p) => {
+    const i = look.runtimeIndex(p.conf), suffix = look.suffix(p.conf);
+    // One stack per runtime (with one runtime, the default stack as before).
+    const stack = several ? { stack: `tokens${suffix}` } : {};
+    return [
+      {
+        label: `accepted (draft or prefill)${suffix}`,
+        data: at(p, (g) => g.avg_accepted_tokens_per_call),
+        backgroundColor: shade("#2ca02c", i),
+        ...stack,
+      },
+      {
+        label: `resampled (jury's token at a rejected draft)${suffix}`,
+        data: at(p, (g) => g.avg_output_tokens_per_call - g.avg_accepted_tokens_per_call),
+        backgroundColor: shade("#d62728", i),
+        ...stack,
+      },
+      {
+        label: `rounds${suffix}`,
+        data: at(p, (g) => g.avg_rounds_per_call),
+        backgroundColor: shade("#7f7f7f", i),
+        stack: `rounds${suffix}`,
+      },
+    ];
+  });
+  const perRuntime = (f: (g: PoeGammaResult) => string) =>
+    poes.map((p) => p.gammas.map(f).join("/") + (several ? ` (${look.suffix(p.conf).slice(3)})` : "")).join(", ");
   return {
     type: "bar",
-    data: {
-      labels,
-      datasets: [
-        {
-          label: "accepted (draft or prefill)",
-          data: poe.gammas.map((g) => g.avg_accepted_tokens_per_call),
-          backgroundColor: "#2ca02c",
-        },
-        {
-          label: "resampled (jury's token at a rejected draft)",
-          data: poe.gammas.map((g) => g.avg_output_tokens_per_call - g.avg_accepted_tokens_per_call),
-          backgroundColor: "#d62728",
-        },
-        {
-          label: "rounds",
-          data: poe.gammas.map((g) => g.avg_rounds_per_call),
-          backgroundColor: "#7f7f7f",
-          stack: "rounds",
-        },
-      ],
-    },
+    data: { labels: gammas.map((g) => `γ = ${g}`), datasets },
     options: {
       ...baseOptions(
         mode,
         "PoE tokens per call",
-        `mean per call over ${poe.gammas.map((g) => g.n_calls).join("/")} calls; sync points per call: ` +
-          poe.gammas.map((g) => fmt(g.sync_points_per_call, 2)).join("/"),
+        `mean per call over ${perRuntime((g) => String(g.n_calls))} calls; sync points per call: ` +
+          perRuntime((g) => fmt(g.sync_points_per_call, 2)),
       ),
       scales: {
         x: axis("draft length gamma", { stacked: true }),
@@ -399,38 +480,49 @@ const CURVE_ALPHAS = Array.from({ length: 51 }, (_, i) => i / 50);
  * synthetic ensemble) and the cost model's curve (the configured spread's step costs; geometric acceptance, one sync,
  * no no-op round: bench/poe_model.ts), with the decode tokens/s of baseline and hydra_naive as horizontal lines.
  */
-function poeCeilingChart(mode: ChartMode, confs: ConfigurationResult[], spread: number): AnyChartConfig | null {
-  const poe = poeOf(confs);
-  if (!poe) return null;
-  const spreads = [{ spread, gammas: poe.gammas }, ...(poe.conf.poe_spreads ?? [])];
-  const spreadList = spreads.map((s) => s.spread).sort((a, b) => a - b).join(", ");
-  const spreadWords = spreads.length > 1 ? ` (spreads ${spreadList})` : "";
+function poeCeilingChart(
+  mode: ChartMode,
+  confs: ConfigurationResult[],
+  spread: number,
+  look: Look,
+): AnyChartConfig | null {
+  const poes = poesOf(confs);
+  if (poes.length === 0) return null;
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = [];
-  poe.gammas.forEach((g, i) => {
-    const color = GAMMA_COLORS[i % GAMMA_COLORS.length];
-    const points = spreads.map((s) => s.gammas.find((x) => x.gamma === g.gamma)).filter((x) => x !== undefined);
-    datasets.push({
-      label: `γ = ${g.gamma} measured${spreadWords}`,
-      data: points.map((x) => ({ x: acceptanceRateOf(x), y: x.user_visible_tps })),
-      borderColor: color,
-      backgroundColor: color,
-      showLine: false,
-      pointRadius: 5,
+  let spreadWords = "";
+  for (const poe of poes) {
+    const spreads = [{ spread, gammas: poe.gammas }, ...(poe.conf.poe_spreads ?? [])];
+    const spreadList = spreads.map((s) => s.spread).sort((a, b) => a - b).join(", ");
+    spreadWords = spreads.length > 1 ? ` (spreads ${spreadList})` : "";
+    const suffix = look.suffix(poe.conf);
+    poe.gammas.forEach((g, i) => {
+      const color = shade(GAMMA_COLORS[i % GAMMA_COLORS.length], look.runtimeIndex(poe.conf));
+      const points = spreads.map((s) => s.gammas.find((x) => x.gamma === g.gamma)).filter((x) => x !== undefined);
+      datasets.push({
+        label: `γ = ${g.gamma}${suffix} measured${spreadWords}`,
+        data: points.map((x) => ({ x: acceptanceRateOf(x), y: x.user_visible_tps })),
+        borderColor: color,
+        backgroundColor: color,
+        showLine: false,
+        pointRadius: 5,
+      });
+      const m = g.cost_model;
+      if (!m) return;
+      const curve = CURVE_ALPHAS.map((a) => ({ x: a, y: modelTpsAt(m, g.gamma, g.avg_output_tokens_per_call, a) }));
+      datasets.push(
+        dashedLine(`γ = ${g.gamma}${suffix} cost model (${fmt(m.ceiling_tps)} tok/s at 1)`, curve, color, 2),
+      );
     });
-    const m = g.cost_model;
-    if (!m) return;
-    const curve = CURVE_ALPHAS.map((a) => ({ x: a, y: modelTpsAt(m, g.gamma, g.avg_output_tokens_per_call, a) }));
-    datasets.push(dashedLine(`γ = ${g.gamma} cost model (${fmt(m.ceiling_tps)} tok/s at 1)`, curve, color, 2));
-  });
+  }
   for (const c of decodeConfs(confs)) {
     const tps = decodeHeadline(c.decode!).tokens_per_s;
-    const label = `${c.name} decode (${formatFigure("decode_tokens_per_s", tps)} tok/s)`;
-    datasets.push(dashedLine(label, [{ x: 0, y: tps }, { x: 1, y: tps }], CONFIG_COLORS[c.name], 2, [10, 5]));
+    const label = `${look.label(c)} decode (${formatFigure("decode_tokens_per_s", tps)} tok/s)`;
+    datasets.push(dashedLine(label, [{ x: 0, y: tps }, { x: 1, y: tps }], look.color(c), 2, [10, 5]));
   }
   return lineChart(
     mode,
     "PoE throughput against acceptance",
-    `points: whole calls (wall time); dashed: cost model (geometric acceptance, 1 sync); ${weightsNote(poe.conf)}`,
+    `points: whole calls (wall time); dashed: cost model (geometric acceptance, 1 sync); ${weightsNote(poes[0].conf)}`,
     datasets,
     {
       x: axis("draft acceptance rate (accepted / judged drafts)", { type: "linear", min: 0, max: 1 }),
@@ -447,7 +539,8 @@ function missingWhy(doc: ResultsDocument, names: readonly ConfigurationName[]): 
   const failed = doc.failure?.configuration;
   if (doc.status === "failed" && failed && configured.includes(failed)) {
     const msg = doc.failure!.message;
-    return `no data: ${failed} failed (${msg.length > 70 ? msg.slice(0, 67) + "..." : msg})`;
+    const on = runtimesOf(doc).length > 1 && doc.failure?.runtime ? ` on ${doc.failure.runtime}` : "";
+    return `no data: ${failed}${on} failed (${msg.length > 70 ? msg.slice(0, 67) + "..." : msg})`;
   }
   return doc.status === "running" ? `no data yet: ${label} still running` : `no data: ${label} did not finish`;
 }
@@ -456,6 +549,7 @@ function missingWhy(doc: ResultsDocument, names: readonly ConfigurationName[]): 
 export function chartPanels(doc: ResultsDocument, mode: ChartMode): Panel[] {
   const confs = configurationsOf(doc);
   const peers = peersOf(doc);
+  const look = lookOf(doc);
   const decodeWhy = missingWhy(doc, ["baseline", "hydra_naive"]);
   const poeWhy = missingWhy(doc, ["hydra_poe"]);
   const panel = (i: number, title: string, config: AnyChartConfig | null, why: string): Panel => ({
@@ -465,20 +559,20 @@ export function chartPanels(doc: ResultsDocument, mode: ChartMode): Panel[] {
     why: config ? null : why,
   });
   return [
-    panel(0, "Time to first token", ttftChart(mode, confs, peers), missingWhy(doc, doc.config.configs)),
-    panel(1, "Decode step latency per position", decodeLatencyChart(mode, confs, peers), decodeWhy),
-    panel(2, "Decode throughput per position", decodeTpsChart(mode, confs, peers), decodeWhy),
-    panel(3, "PoE throughput per gamma", poeTpsChart(mode, confs), poeWhy),
-    panel(4, "PoE acceptance per draft position", poeAcceptanceChart(mode, confs, doc.config.poe_beta), poeWhy),
-    panel(5, "PoE tokens per call", poeTokensChart(mode, confs), poeWhy),
+    panel(0, "Time to first token", ttftChart(mode, confs, peers, look), missingWhy(doc, doc.config.configs)),
+    panel(1, "Decode step latency per position", decodeLatencyChart(mode, confs, peers, look), decodeWhy),
+    panel(2, "Decode throughput per position", decodeTpsChart(mode, confs, peers, look), decodeWhy),
+    panel(3, "PoE throughput per gamma", poeTpsChart(mode, confs, look), poeWhy),
+    panel(4, "PoE acceptance per draft position", poeAcceptanceChart(mode, confs, doc.config.poe_beta, look), poeWhy),
+    panel(5, "PoE tokens per call", poeTokensChart(mode, confs, look), poeWhy),
     // synthetic_spread: absent from the config of runs made before it, which ran at 1
     panel(
       6,
       "PoE throughput against acceptance",
-      poeCeilingChart(mode, confs, doc.config.synthetic_spread ?? 1),
+      poeCeilingChart(mode, confs, doc.config.synthetic_spread ?? 1, look),
       poeWhy,
     ),
-    ...sweepPanels(doc, mode, confs, decodeWhy),
+    ...sweepPanels(doc, mode, confs, decodeWhy, look),
   ];
 }
 
@@ -511,13 +605,32 @@ export function runHeader(doc: ResultsDocument): { title: string; lines: string[
       `${clock} · copy bandwidth ${fmt(env.copy_bandwidth_gbps)} GB/s · Deno ${env.deno.deno} · ${env.os.os} ` +
       `${env.os.arch} · commit ${env.commit ? env.commit.slice(0, 10) : "unknown"} · ${a.vendor} ${a.architecture}`
         .trim(),
+      ...runtimeLines(doc),
     ],
     incomplete: doc.status === "complete"
       ? null
       : doc.status === "failed"
-      ? `INCOMPLETE: failed${doc.failure?.configuration ? ` in ${doc.failure.configuration}` : ""}`
+      ? `INCOMPLETE: failed${doc.failure?.configuration ? ` in ${doc.failure.configuration}` : ""}${
+        doc.failure?.configuration && doc.failure.runtime && runtimesOf(doc).length > 1
+          ? ` on ${doc.failure.runtime}`
+          : ""
+      }`
       : "INCOMPLETE: run still in progress",
   };
+}
+
+/**
+ * The header's line on the WebGPU runtimes, when the run used any but Deno's alone (runs before the `webgpu` knob and
+ * deno-only runs keep the header they had): each runtime, its version, toggles and adapter.
+ */
+function runtimeLines(doc: ResultsDocument): string[] {
+  const runtimes = doc.environment.runtimes;
+  if (!runtimes || runtimesOf(doc).join() === "deno") return [];
+  const one = (r: NonNullable<typeof runtimes>[number]) =>
+    `${r.runtime} (${r.version}${r.toggles.length ? `; toggles ${r.toggles.join(" ")}` : ""}) on ${
+      r.adapter.description || r.adapter.vendor
+    }, copy ${fmt(r.copy_bandwidth_gbps)} GB/s`;
+  return [`WebGPU: ${runtimes.map(one).join(" · ")}`];
 }
 
 // ---- PyTorch peers: reference lines (results.json's `peers`) ----
@@ -597,19 +710,29 @@ const SWEEPS: Readonly<Record<SweepSpec["name"], SweepSpec>> = {
 };
 
 /** A sweep panel: per configuration its median latency (left axis) and tokens/s (right axis) against length. */
-function sweepChart(mode: ChartMode, confs: ConfigurationResult[], spec: SweepSpec): AnyChartConfig | null {
+function sweepChart(
+  mode: ChartMode,
+  confs: ConfigurationResult[],
+  spec: SweepSpec,
+  look: Look,
+): AnyChartConfig | null {
   const withSweep = confs.filter((c) => spec.entries(c).length > 0);
   if (withSweep.length === 0) return null;
   const clocks = new Set<Clock>();
   const datasets: ChartDataset<"line", { x: number; y: number }[]>[] = withSweep.flatMap((c) => {
-    const es = spec.entries(c), color = CONFIG_COLORS[c.name];
+    const es = spec.entries(c), color = look.color(c);
     es.forEach((e) => clocks.add(e.clock));
     const line = { borderColor: color, backgroundColor: color, borderWidth: 2.5, pointRadius: 3 };
     return [
-      { ...line, label: `${c.name} ${spec.latency}`, yAxisID: "y", data: es.map((e) => ({ x: e.x, y: e.median_ms })) },
       {
         ...line,
-        label: `${c.name} ${spec.tps}`,
+        label: `${look.label(c)} ${spec.latency}`,
+        yAxisID: "y",
+        data: es.map((e) => ({ x: e.x, y: e.median_ms })),
+      },
+      {
+        ...line,
+        label: `${look.label(c)} ${spec.tps}`,
         yAxisID: "y1",
         borderDash: [8, 5],
         data: es.map((e) => ({ x: e.x, y: e.tokens_per_s })),
@@ -631,14 +754,20 @@ function sweepChart(mode: ChartMode, confs: ConfigurationResult[], spec: SweepSp
 }
 
 /** The sweep panels whose knob the run's config sets, each with its chart or why it has none. */
-function sweepPanels(doc: ResultsDocument, mode: ChartMode, confs: ConfigurationResult[], why: string): Panel[] {
+function sweepPanels(
+  doc: ResultsDocument,
+  mode: ChartMode,
+  confs: ConfigurationResult[],
+  why: string,
+  look: Look,
+): Panel[] {
   // `?? []`: a results.json from before these knobs, read without readRun (which fills them in)
   const set = {
     ttft_by_length: (doc.config.prompt_lengths ?? []).length > 0,
     decode_contexts: (doc.config.decode_contexts ?? []).length > 0,
   };
   return OPTIONAL_PANEL_NAMES.filter((n) => set[n]).map((n) => {
-    const config = sweepChart(mode, confs, SWEEPS[n]);
+    const config = sweepChart(mode, confs, SWEEPS[n], look);
     return { name: n, title: SWEEPS[n].title, config, why: config ? null : why };
   });
 }

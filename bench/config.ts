@@ -21,6 +21,7 @@ import { isDirectory } from "../common/files.ts";
 import { UserError } from "../common/errors.ts";
 import { KV_DTYPES, type KvDtype } from "../kernels/attention/kv_cache.ts";
 import { LOGITS_MAX_HEADS } from "../kernels/logits/log_softmax.ts";
+import { WEBGPU_RUNTIMES, type WebgpuRuntime } from "../kernels/runtime.ts";
 import { PEER_NAMES, type PeerName } from "./peers.ts";
 import { type PresetName, PRESETS } from "../model/config.ts";
 import { POE_MAX_GAMMA } from "../poe/poe.ts";
@@ -82,6 +83,8 @@ export interface BenchConfig {
   poe_spread_sweep: number[];
   weights: WeightPaths | null;
   configs: ConfigurationName[];
+  /** WebGPU runtimes every configuration runs on, back to back in this order (kernels/runtime.ts). */
+  webgpu: WebgpuRuntime[];
   /** PyTorch peers run after the configurations, on the same device ([] = none). */
   peers: PeerName[];
   seed: number;
@@ -314,6 +317,13 @@ const KNOBS: { readonly [K in keyof BenchConfig]: Knob<K> } = {
     listOf(oneOf(CONFIGURATION_NAMES), CONFIGURATION_NAMES.join(", "), false),
     [...CONFIGURATION_NAMES],
     "configurations to time, from baseline, hydra_naive, hydra_poe (they always run in that order)",
+  ),
+  webgpu: knob(
+    listOf(oneOf(WEBGPU_RUNTIMES), WEBGPU_RUNTIMES.join(", "), false),
+    ["deno"],
+    "WebGPU runtimes to time every configuration on, back to back in the order given: deno (Deno's built-in wgpu) " +
+      "and dawn (Dawn through the npm package webgpu; needs a GPU driver, not a software adapter); results.json " +
+      "records the runtime of every result",
   ),
   peers: knob(
     listOf(oneOf(PEER_NAMES), PEER_NAMES.join(", "), true),
@@ -653,7 +663,7 @@ function setKnob(
 
 /**
  * What a run recorded before a knob existed used, for results.json files that lack it: no sweeps, no peers, the
- * synthetic ensemble at spread 1, and an f32 K/V cache (bf16 became the default one commit before kv_dtype was added, and no run was stored in between; the
+ * synthetic ensemble at spread 1, Deno's built-in WebGPU, and an f32 K/V cache (bf16 became the default one commit before kv_dtype was added, and no run was stored in between; the
  * reference runs under results/ are f32).
  */
 const BEFORE_KNOB: Partial<BenchConfig> = {
@@ -663,7 +673,13 @@ const BEFORE_KNOB: Partial<BenchConfig> = {
   peers: [],
   synthetic_spread: 1,
   poe_spread_sweep: [],
+  webgpu: ["deno"],
 };
+
+/** True for a knob that runs written before it existed lack (their results.json holds no value or source for it). */
+export function addedLater(key: keyof BenchConfig): boolean {
+  return key in BEFORE_KNOB;
+}
 
 /**
  * Checks a complete config object (e.g. the `config` block of a results.json) and returns it typed; throws

@@ -153,7 +153,9 @@ function drawHeader(ctx: SKRSContext2D, doc: ResultsDocument, width: number): vo
   ctx.font = `bold 26px ${FONT_FAMILY}`;
   ctx.fillText(h.title, 24, 38);
   ctx.font = `15px ${FONT_FAMILY}`;
-  h.lines.forEach((line, i) => ctx.fillText(line, 24, 66 + 24 * i));
+  // A third line (the WebGPU runtimes of a run on several) fits the header at tighter spacing.
+  const [top, step] = h.lines.length > 2 ? [62, 19] : [66, 24];
+  h.lines.forEach((line, i) => ctx.fillText(line, 24, top + step * i));
   if (h.incomplete) {
     ctx.textAlign = "right";
     ctx.fillStyle = "#c62828";

@@ -71,11 +71,43 @@ export function peersOf(doc: ResultsDocument): Peer[] {
   );
 }
 
-/** The configurations present in the document, in the order the run ran them. */
+/** The WebGPU runtimes of a run, in the order it ran them (config.webgpu; `deno` for runs made before the knob). */
+export function runtimesOf(doc: ResultsDocument): string[] {
+  return doc.config.webgpu ?? ["deno"];
+}
+
+/** The runtime a result ran on (`deno` for runs made before the `webgpu` knob). */
+export function runtimeOf(c: ConfigurationResult): string {
+  return c.runtime ?? "deno";
+}
+
+/**
+ * Where results.json keeps configuration `name` on `runtime` when the run used `runtimes`: under its name with one
+ * runtime (every run before the `webgpu` knob too), else `<name>@<runtime>`.
+ */
+export function resultKey(name: string, runtime: string, runtimes: readonly string[]): string {
+  return runtimes.length > 1 ? `${name}@${runtime}` : name;
+}
+
+/** The key of result `c` of `doc` (see resultKey): also the scope of its headline keys. */
+export function keyOf(doc: ResultsDocument, c: ConfigurationResult): string {
+  return resultKey(c.name, runtimeOf(c), runtimesOf(doc));
+}
+
+/** How graphs, tables and the log name result `c` of `doc`: its name, with ` · <runtime>` when the run had several. */
+export function resultLabel(doc: ResultsDocument, c: ConfigurationResult): string {
+  return runtimesOf(doc).length > 1 ? `${c.name} · ${runtimeOf(c)}` : c.name;
+}
+
+/** The configurations present in the document, in the order the run ran them (runtime by runtime). */
 export function configurationsOf(doc: ResultsDocument): ConfigurationResult[] {
-  const order = [...doc.config.configs, ...Object.keys(doc.configurations)];
-  return [...new Set(order)].flatMap((n) => {
-    const c = doc.configurations[n as keyof ResultsDocument["configurations"]];
+  const runtimes = runtimesOf(doc);
+  const order = [
+    ...runtimes.flatMap((r) => doc.config.configs.map((n) => resultKey(n, r, runtimes))),
+    ...Object.keys(doc.configurations),
+  ];
+  return [...new Set(order)].flatMap((k) => {
+    const c = doc.configurations[k];
     return c ? [c] : [];
   });
 }
@@ -103,12 +135,17 @@ export const METRICS: Readonly<Record<Metric, { label: string; unit: string; bet
 
 /** One headline figure. */
 export interface Headline {
-  /** Stable id, e.g. "baseline.decode_tokens_per_s", "hydra_poe.gamma2.poe_effective_tps", "peer.torch.ttft_ms". */
+  /**
+   * Stable id, e.g. "baseline.decode_tokens_per_s", "hydra_poe.gamma2.poe_effective_tps", "peer.torch.ttft_ms"; a
+   * run on several runtimes scopes it by resultKey: "baseline@dawn.decode_tokens_per_s".
+   */
   key: string;
-  /** What was measured: "baseline", "hydra_poe γ=2", "peer torch". */
+  /** What was measured: "baseline", "hydra_poe γ=2", "baseline · dawn" (several runtimes), "peer torch". */
   subject: string;
   /** The configuration, or null for a peer. */
   configuration: string | null;
+  /** The WebGPU runtime of the configuration (null for a peer). */
+  runtime: string | null;
   gamma: number | null;
   metric: Metric;
   value: number;
@@ -134,30 +171,32 @@ export function headlines(doc: ResultsDocument): Headline[] {
   const out: Headline[] = [];
   const add = (
     subject: string,
-    configuration: string | null,
+    c: ConfigurationResult | null,
     gamma: number | null,
     metric: Metric,
     value: number,
     samples: readonly number[] | null,
   ) => {
-    const scope = configuration === null ? `peer.${subject.replace(/^peer /, "")}` : configuration;
+    const scope = c === null ? `peer.${subject.replace(/^peer /, "")}` : keyOf(doc, c);
     const key = `${scope}${gamma === null ? "" : `.gamma${gamma}`}.${metric}`;
-    out.push({ key, subject, configuration, gamma, metric, value, samples });
+    const configuration = c?.name ?? null, runtime = c ? runtimeOf(c) : null;
+    out.push({ key, subject, configuration, runtime, gamma, metric, value, samples });
   };
   for (const c of configurationsOf(doc)) {
-    add(c.name, c.name, null, "ttft_ms", c.ttft.median_ms, c.ttft.raw_ms);
+    const label = resultLabel(doc, c);
+    add(label, c, null, "ttft_ms", c.ttft.median_ms, c.ttft.raw_ms);
     if (c.decode) {
       const h = decodeHeadline(c.decode);
       const steps = c.decode.positions.flatMap((p) => p.raw_ms);
-      add(c.name, c.name, null, "decode_ms_per_token", h.median_ms, steps);
-      add(c.name, c.name, null, "decode_tokens_per_s", h.tokens_per_s, steps);
-      if (c.roofline_tps > 0) add(c.name, c.name, null, "roofline_share", h.tokens_per_s / c.roofline_tps, null);
+      add(label, c, null, "decode_ms_per_token", h.median_ms, steps);
+      add(label, c, null, "decode_tokens_per_s", h.tokens_per_s, steps);
+      if (c.roofline_tps > 0) add(label, c, null, "roofline_share", h.tokens_per_s / c.roofline_tps, null);
     }
     for (const g of c.poe ?? []) {
-      const subject = `${c.name} γ=${g.gamma}`;
-      add(subject, c.name, g.gamma, "poe_ms_per_call", g.median_ms, g.raw_ms);
-      add(subject, c.name, g.gamma, "poe_effective_tps", g.effective_tps, g.raw_ms);
-      add(subject, c.name, g.gamma, "poe_user_visible_tps", g.user_visible_tps, g.raw_ms);
+      const subject = `${label} γ=${g.gamma}`;
+      add(subject, c, g.gamma, "poe_ms_per_call", g.median_ms, g.raw_ms);
+      add(subject, c, g.gamma, "poe_effective_tps", g.effective_tps, g.raw_ms);
+      add(subject, c, g.gamma, "poe_user_visible_tps", g.user_visible_tps, g.raw_ms);
     }
   }
   for (const p of peersOf(doc)) {

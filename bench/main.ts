@@ -1,19 +1,22 @@
 /**
  * `deno task bench`: reads config.json (every knob also a flag, `--help` lists them), runs baseline, hydra_naive and
- * hydra_poe back-to-back on one GPU, freeing GPU memory between them, and writes results/<YYYY-MM-DD>_run<NN>/:
+ * hydra_poe back-to-back on one GPU, freeing GPU memory between them, on each WebGPU runtime of the `webgpu` knob in
+ * turn (deno, then dawn with `--webgpu deno,dawn`), and writes results/<YYYY-MM-DD>_run<NN>/:
  * results.json after each configuration, bench.log (everything the run prints), then graph.png and report.html
  * (skipped with a note where the chart packages are not installed, e.g. on the GPU machine: `deno task graph DIR`
  * renders them later), and prints the summary.
  *
  * Order: every input is checked before any configuration runs (config, weights, the PoE prompt before the GPU is
  * touched; the knobs as a whole once the adapter is known: bench/plan.ts), then the device lock is taken (one
- * benchmark per GPU: bench/lock.ts), then the run folder is made. SIGINT and SIGTERM end the run with status
- * "interrupted", keeping the configurations that finished.
+ * benchmark per GPU: bench/lock.ts), then the run folder is made. The device of every runtime is made up front, so a
+ * runtime without an adapter (Dawn on a software adapter) stops the run before anything is timed; each is destroyed
+ * once its configurations are done, so the next runtime's configurations have the GPU's memory to themselves. SIGINT
+ * and SIGTERM end the run with status "interrupted", keeping the configurations that finished.
  * @module
  */
 
 import { resolve } from "@std/path";
-import { getGpu, type Gpu } from "../kernels/runtime.ts";
+import { Gpu, runtimeFromEnv, WEBGPU_ENV, type WebgpuRuntime } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { PRESETS } from "../model/config.ts";
 import { Decoder, headsFor } from "../model/generate.ts";
@@ -46,10 +49,16 @@ import { planRun, type PoePrompt, readRunInput, type RunPlan } from "./plan.ts";
 import { thisProcess } from "./process.ts";
 import { adapterDriver, cpuModel, dirtyTree, ownCommit, vulkanDevices, wgpuBackend } from "./provenance.ts";
 import { createRunDir, ResultsWriter } from "./results.ts";
-import type { ConfigurationResult, Environment, Provenance, WeightsLabel } from "./results_types.ts";
+import type {
+  ConfigurationResult,
+  Environment,
+  Provenance,
+  RuntimeEnvironment,
+  WeightsLabel,
+} from "./results_types.ts";
 import { benchmarkSweeps, decodeModelShape, randomIds } from "./contexts.ts";
 import { runPeers } from "./peers.ts";
-import { decodeHeadline, formatFigure } from "./headline.ts";
+import { decodeHeadline, formatFigure, resultKey } from "./headline.ts";
 import { measurementsOf, RunProgress } from "./progress.ts";
 import { runSummaryText, writeRunFiles } from "./run_outputs.ts";
 import { RunLog } from "./run_log.ts";
@@ -62,30 +71,75 @@ function log(message: string): void {
   terminal.line(message);
 }
 
-async function environment(gpu: Gpu, copyGbps: number): Promise<Environment> {
+/** The adapter block of `gpu` for results.json. */
+async function adapterOf(gpu: Gpu, vulkan: Awaited<ReturnType<typeof vulkanDevices>>): Promise<Environment["adapter"]> {
   const d = gpu.description;
-  const vulkan = await vulkanDevices();
   return {
-    adapter: {
-      vendor: d.vendor,
-      architecture: d.architecture,
-      device: d.device,
-      description: d.description,
-      is_fallback_adapter: d.isFallbackAdapter,
-      backend: wgpuBackend(d, Deno.env.get("DENO_WEBGPU_BACKEND"), Deno.build.os, vulkan),
-      driver: await adapterDriver(d, vulkan),
-    },
+    vendor: d.vendor,
+    architecture: d.architecture,
+    device: d.device,
+    description: d.description,
+    is_fallback_adapter: d.isFallbackAdapter,
+    backend: d.runtime === "dawn"
+      ? d.backend
+      : wgpuBackend(d, Deno.env.get("DENO_WEBGPU_BACKEND"), Deno.build.os, vulkan),
+    driver: await adapterDriver(d, vulkan),
+  };
+}
+
+/** The environment block: the first runtime's adapter, features and bandwidth at the top, every runtime listed. */
+async function environment(runtimes: readonly RuntimeGpu[]): Promise<Environment> {
+  const vulkan = await vulkanDevices();
+  const listed: RuntimeEnvironment[] = [];
+  for (const { gpu, copyGbps } of runtimes) {
+    const d = gpu.description;
+    listed.push({
+      runtime: d.runtime,
+      version: d.runtimeVersion,
+      toggles: d.toggles,
+      adapter: await adapterOf(gpu, vulkan),
+      features: d.featuresGranted,
+      limits: d.limitsGranted,
+      timestamp_query: gpu.has("timestamp-query"),
+      copy_bandwidth_gbps: copyGbps,
+    });
+  }
+  const first = listed[0];
+  return {
+    adapter: first.adapter,
     cpu: { model: await cpuModel(), logical_cores: navigator.hardwareConcurrency },
-    features: d.featuresGranted,
-    limits: d.limitsGranted,
+    features: first.features,
+    limits: first.limits,
     deno: { ...Deno.version },
     os: { os: Deno.build.os, arch: Deno.build.arch, release: Deno.osRelease() },
     commit: await ownCommit(),
     date: new Date().toISOString(),
-    timestamp_query: gpu.has("timestamp-query"),
-    copy_bandwidth_gbps: copyGbps,
+    timestamp_query: first.timestamp_query,
+    copy_bandwidth_gbps: first.copy_bandwidth_gbps,
     roofline: {},
+    runtimes: listed,
   };
+}
+
+/** One WebGPU runtime of a run: its Gpu and the copy bandwidth measured on it. */
+interface RuntimeGpu {
+  gpu: Gpu;
+  copyGbps: number;
+}
+
+/**
+ * A Gpu per runtime of `runtimes`, in order; when one cannot be made (UserError: no adapter, Dawn's addon missing),
+ * those made before it are destroyed and the error goes on to the user.
+ */
+async function makeGpus(runtimes: readonly WebgpuRuntime[]): Promise<Gpu[]> {
+  const gpus: Gpu[] = [];
+  try {
+    for (const r of runtimes) gpus.push(await Gpu.create(r));
+  } catch (e) {
+    gpus.forEach((g) => g.destroy());
+    throw e;
+  }
+  return gpus;
 }
 
 /** The prompt of the baseline / naive benchmarks: prompt_length seeded random ids (random weights care for no text). */
@@ -132,15 +186,23 @@ async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const input = await readRunInput(argv);
-  const gpu = await getGpu();
-  log(
-    `adapter: ${gpu.description.description} (vendor ${gpu.description.vendor}); features ${
-      gpu.description.featuresGranted.join(", ")
-    }`,
-  );
-  const plan = await planRun(input, { software: gpu.isSoftware });
+  const runtimes = input.resolved.config.webgpu;
+  checkWebgpuEnv(runtimes);
+  const gpus = await makeGpus(runtimes);
+  const several = runtimes.length > 1;
+  for (const gpu of gpus) {
+    const d = gpu.description;
+    log(
+      `${several ? `${d.runtime}: ` : ""}adapter: ${d.description} (vendor ${d.vendor}); features ${
+        d.featuresGranted.join(", ")
+      }${d.runtime === "dawn" ? `; Dawn ${d.runtimeVersion}, toggles ${d.toggles.join(" ")}` : ""}`,
+    );
+  }
+  const gpu = gpus[0];
+  const software = gpus.some((g) => g.isSoftware);
+  const plan = await planRun(input, { software });
   const config = plan.config;
-  if (gpu.isSoftware) {
+  if (software) {
     const applied = plan.softwareKnobs.map((k) => `${k} ${JSON.stringify(config[k])}`).join(", ");
     log(
       `software adapter: these figures are a smoke test, not GPU numbers (${
@@ -154,22 +216,35 @@ async function run(argv: string[]): Promise<number> {
     lock: null as DeviceLock | null,
     writer: null as ResultsWriter | null,
     current: null as ConfigurationName | null,
+    runtime: null as WebgpuRuntime | null,
     finished: false,
   };
   const removeListeners = onStopSignals(async (signal) => {
-    const { writer, current } = state;
+    const { writer, current, runtime } = state;
     if (writer && !state.finished) {
-      await writer.interrupt(current, signal).catch(() => {});
-      log(`${signal}: run interrupted${current ? ` in ${current}` : ""}; results.json keeps what finished`);
+      await writer.interrupt(current, signal, runtime).catch(() => {});
+      const where = current ? ` in ${current}${several ? ` on ${runtime}` : ""}` : "";
+      log(`${signal}: run interrupted${where}; results.json keeps what finished`);
     } else if (!writer) log(`${signal}: stopped before the run began`);
     state.lock?.release();
     Deno.exit(STOP_SIGNALS[signal]);
   });
+  const live = new Set(gpus);
   try {
     state.lock = await lockDevice(gpu, noWait, allowConcurrent);
-    const bw = await measureCopyBandwidth(gpu, gpu.isSoftware ? 64 << 20 : 1 << 30);
-    log(`copy bandwidth: ${bw.kernel_copy_gbps.toFixed(0)} GB/s (WGSL copy kernel, read + write)`);
-    const env = await environment(gpu, bw.kernel_copy_gbps);
+    const measured: RuntimeGpu[] = [];
+    for (const g of gpus) {
+      const bw = await measureCopyBandwidth(g, g.isSoftware ? 64 << 20 : 1 << 30);
+      measured.push({ gpu: g, copyGbps: bw.kernel_copy_gbps });
+      log(
+        `${several ? `${g.description.runtime}: ` : ""}copy bandwidth: ${
+          bw.kernel_copy_gbps.toFixed(0)
+        } GB/s (WGSL copy kernel, read + write)`,
+      );
+    }
+    // The roofline is the hardware's: every runtime's is computed from the first runtime's bandwidth.
+    const copyGbps = measured[0].copyGbps;
+    const env = await environment(measured);
     const provenance = await provenanceOf(argv, plan, allowConcurrent);
     const dir = await createRunDir(config.results_dir);
     const writer = state.writer = new ResultsWriter(dir, config, env, provenance);
@@ -178,21 +253,29 @@ async function run(argv: string[]): Promise<number> {
     await writer.start();
     log(`run folder ${dir}`);
     try {
-      for (const name of config.configs) {
-        state.current = name;
-        log(`=== ${name} (${config.size})`);
-        terminal.begin(name, measurementsOf(name, config));
-        const result = await runConfiguration(gpu, name, plan, bw.kernel_copy_gbps);
-        terminal.end();
-        env.roofline[name] = {
-          weight_bytes_per_step: result.weight_bytes_per_step,
-          roofline_tps: result.roofline_tps,
-        };
-        await writer.setEnvironment(env);
-        await writer.record(result);
-        log(`${name} done; results.json updated`);
+      for (const [i, runtime] of runtimes.entries()) {
+        state.runtime = runtime;
+        for (const name of config.configs) {
+          state.current = name;
+          const label = several ? `${name} · ${runtime}` : name;
+          log(`=== ${label} (${config.size})`);
+          terminal.begin(label, measurementsOf(name, config));
+          const result = await runConfiguration(gpus[i], name, label, plan, copyGbps);
+          terminal.end();
+          env.roofline[resultKey(name, runtime, runtimes)] = {
+            weight_bytes_per_step: result.weight_bytes_per_step,
+            roofline_tps: result.roofline_tps,
+          };
+          await writer.setEnvironment(env);
+          await writer.record(result);
+          log(`${label} done; results.json updated`);
+        }
+        // The next runtime's configurations get the GPU's memory to themselves.
+        gpus[i].destroy();
+        live.delete(gpus[i]);
       }
       state.current = null;
+      state.runtime = null;
       const peers = await runPeers(config.peers, { size: config.size, dir, log, device: gpu.description.description });
       if (peers.length > 0) await writer.setPeers(peers);
       state.finished = true;
@@ -200,7 +283,7 @@ async function run(argv: string[]): Promise<number> {
     } catch (e) {
       terminal.end();
       state.finished = true;
-      await writer.fail(state.current, e);
+      await writer.fail(state.current, e, state.current ? state.runtime : null);
       throw e;
     }
     state.lock?.release();
@@ -210,8 +293,25 @@ async function run(argv: string[]): Promise<number> {
   } finally {
     removeListeners();
     state.lock?.release();
+    live.forEach((g) => g.destroy());
   }
   return 0;
+}
+
+/**
+ * The bench's runtimes are the `webgpu` knob; `HYDRA_WEBGPU` picks the runtime of tests and tools. A run that would
+ * ignore it (set to a runtime the knob leaves out, or to no runtime) stops with a UserError instead of timing another
+ * runtime than the one the environment asks for.
+ */
+function checkWebgpuEnv(runtimes: readonly WebgpuRuntime[]): void {
+  if (!Deno.env.get(WEBGPU_ENV)) return;
+  const wanted = runtimeFromEnv();
+  if (!runtimes.includes(wanted)) {
+    throw new UserError(
+      `${WEBGPU_ENV}=${wanted} is set, but the run's webgpu knob is ${runtimes.join(",")}: pass --webgpu ${wanted} ` +
+        `(or set "webgpu" in the config file), or unset ${WEBGPU_ENV}.`,
+    );
+  }
 }
 
 /** How the run was started, for results.json. */
@@ -226,10 +326,14 @@ async function provenanceOf(argv: string[], plan: RunPlan, allowConcurrent: bool
   };
 }
 
-/** Times one configuration and frees its GPU memory before returning. */
+/**
+ * Times one configuration on `gpu` (its runtime recorded in the result; `label` names it in the log) and frees its GPU
+ * memory before returning.
+ */
 async function runConfiguration(
   gpu: Gpu,
   name: ConfigurationName,
+  label: string,
   plan: RunPlan,
   copyGbps: number,
 ): Promise<ConfigurationResult> {
@@ -239,10 +343,19 @@ async function runConfiguration(
     c: plan.config,
     poePrompt: plan.poe,
     copyGbps,
-    progress: (m) => log(`[${name}] ${m}`),
+    progress: (m) => log(`[${label}] ${m}`),
   };
   const result = name === "hydra_poe" ? await runPoeConfiguration(run) : await runDecodeConfiguration(name, run);
-  return { ...result, sync_points: gpu.syncPoints - syncBefore };
+  const d = gpu.description;
+  const { name: _, ...rest } = result;
+  return {
+    name,
+    runtime: d.runtime,
+    runtime_version: d.runtimeVersion,
+    runtime_toggles: d.toggles,
+    ...rest,
+    sync_points: gpu.syncPoints - syncBefore,
+  };
 }
 
 /** What the decode and PoE halves of `runConfiguration` are given. */

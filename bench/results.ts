@@ -8,6 +8,8 @@
 import { join } from "@std/path";
 import { UserError } from "../common/errors.ts";
 import type { BenchConfig, ConfigurationName } from "./config.ts";
+import { resultKey } from "./headline.ts";
+import type { WebgpuRuntime } from "../kernels/runtime.ts";
 import {
   type ConfigurationResult,
   type Environment,
@@ -124,9 +126,13 @@ export class ResultsWriter {
     return this.#write();
   }
 
-  /** Adds (or replaces) one configuration's results and rewrites results.json. */
+  /**
+   * Adds (or replaces) one configuration's results on its runtime (under headline.ts resultKey) and rewrites
+   * results.json.
+   */
   record(result: ConfigurationResult): Promise<void> {
-    this.#doc.configurations[result.name] = structuredClone(result);
+    const key = resultKey(result.name, result.runtime ?? "deno", this.#doc.config.webgpu);
+    this.#doc.configurations[key] = structuredClone(result);
     return this.#write();
   }
 
@@ -149,12 +155,13 @@ export class ResultsWriter {
   }
 
   /**
-   * Marks the run failed in `configuration` (null: outside any configuration) with the error's message, keeping what
-   * was recorded, and rewrites results.json.
+   * Marks the run failed in `configuration` on `runtime` (null: outside any configuration) with the error's message,
+   * keeping what was recorded, and rewrites results.json.
    */
-  fail(configuration: ConfigurationName | null, error: unknown): Promise<void> {
+  fail(configuration: ConfigurationName | null, error: unknown, runtime: WebgpuRuntime | null = null): Promise<void> {
     this.#doc.status = "failed";
-    this.#doc.failure = { configuration, message: error instanceof Error ? error.message : String(error) };
+    const message = error instanceof Error ? error.message : String(error);
+    this.#doc.failure = { configuration, ...(configuration && runtime ? { runtime } : {}), message };
     return this.#write();
   }
 
@@ -162,9 +169,17 @@ export class ResultsWriter {
    * Marks the run interrupted by `signal` in `configuration` (null: between configurations), keeping what was
    * recorded, and rewrites results.json.
    */
-  interrupt(configuration: ConfigurationName | null, signal: string): Promise<void> {
+  interrupt(
+    configuration: ConfigurationName | null,
+    signal: string,
+    runtime: WebgpuRuntime | null = null,
+  ): Promise<void> {
     this.#doc.status = "interrupted";
-    this.#doc.failure = { configuration, message: `interrupted by ${signal}` };
+    this.#doc.failure = {
+      configuration,
+      ...(configuration && runtime ? { runtime } : {}),
+      message: `interrupted by ${signal}`,
+    };
     return this.#write();
   }
 

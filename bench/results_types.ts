@@ -8,6 +8,7 @@
 
 import type { BenchConfig, ConfigurationName, KnobSource } from "./config.ts";
 import type { ProcessIdentity } from "./process.ts";
+import type { WebgpuRuntime } from "../kernels/runtime.ts";
 
 /** Version of this layout; bumped on any change a reader of an older file would trip over. */
 export const RESULTS_SCHEMA_VERSION = 1;
@@ -194,9 +195,19 @@ export interface PoeSpreadResult {
 /** Which weights a configuration ran on. "random": generated on the GPU; "synthetic": a random LoRA ensemble. */
 export type WeightsLabel = "random" | "synthetic" | { base: string; heads: string[][] };
 
-/** Everything measured for one configuration. */
+/** Everything measured for one configuration on one WebGPU runtime. */
 export interface ConfigurationResult {
   name: ConfigurationName;
+  /**
+   * The WebGPU runtime it ran on (the `webgpu` knob). Absent in runs made before the knob, which ran on `deno`. With
+   * one runtime in config.webgpu the result is stored under its name (`configurations.baseline`); with several,
+   * under `<name>@<runtime>` (`configurations["baseline@dawn"]`): headline.ts resultKey.
+   */
+  runtime?: WebgpuRuntime;
+  /** The runtime's version: `deno <version>` or the npm package (`webgpu@0.6.2`). Absent with `runtime`. */
+  runtime_version?: string;
+  /** The instance toggles the runtime was made with (Dawn's; empty for deno). Absent with `runtime`. */
+  runtime_toggles?: string[];
   weights: WeightsLabel;
   /**
    * Weight bytes one single-token step reads: the whole model for baseline, trunk + every head for hydra_naive,
@@ -229,7 +240,28 @@ export interface ConfigurationResult {
   sync_points: number;
 }
 
-/** The machine and software a run measured. */
+/** One WebGPU runtime of a run (`environment.runtimes`): what it is and the adapter and device it gave. */
+export interface RuntimeEnvironment {
+  runtime: WebgpuRuntime;
+  /** `deno <version>` or the npm package (`webgpu@0.6.2`). */
+  version: string;
+  /** Instance toggles (Dawn's; empty for deno). */
+  toggles: string[];
+  adapter: Environment["adapter"];
+  /** Features the device was granted. */
+  features: string[];
+  /** Limits the device was granted. */
+  limits: Record<string, number>;
+  /** Whether this runtime's device has timestamp queries (its GPU-time samples). */
+  timestamp_query: boolean;
+  /** Copy bandwidth measured on this runtime's device, GB/s (as copy_bandwidth_gbps; the roofline uses the first). */
+  copy_bandwidth_gbps: number;
+}
+
+/**
+ * The machine and software a run measured. `adapter`, `features`, `limits`, `timestamp_query` and
+ * `copy_bandwidth_gbps` are those of the run's first WebGPU runtime (config.webgpu[0]); `runtimes` lists every one.
+ */
 export interface Environment {
   adapter: {
     vendor: string;
@@ -269,8 +301,13 @@ export interface Environment {
    * so this is the rate a weight-streaming GEMV can at best read at).
    */
   copy_bandwidth_gbps: number;
-  /** Roofline of every configuration of the run (also those a crash did not reach). */
-  roofline: Partial<Record<ConfigurationName, { weight_bytes_per_step: number; roofline_tps: number }>>;
+  /**
+   * Roofline of every configuration of the run (also those a crash did not reach), keyed as `configurations` is
+   * (headline.ts resultKey; the roofline is the same on every runtime: the first runtime's copy bandwidth).
+   */
+  roofline: Partial<Record<string, { weight_bytes_per_step: number; roofline_tps: number }>>;
+  /** Every WebGPU runtime of the run, in config.webgpu's order. Absent in runs made before the `webgpu` knob. */
+  runtimes?: RuntimeEnvironment[];
 }
 
 /**
@@ -307,10 +344,16 @@ export interface ResultsDocument {
   /** The knobs the run used (weight paths absolute). */
   config: BenchConfig;
   environment: Environment;
-  /** Results of the configurations finished so far, keyed by name. */
-  configurations: Partial<Record<ConfigurationName, ConfigurationResult>>;
-  /** Why the run stopped, when status is "failed" or "interrupted" (the configuration it was in, if any). */
-  failure: { configuration: ConfigurationName | null; message: string } | null;
+  /**
+   * Results of the configurations finished so far, keyed by name, or with several runtimes in config.webgpu by
+   * `<name>@<runtime>` (headline.ts resultKey).
+   */
+  configurations: Partial<Record<string, ConfigurationResult>>;
+  /**
+   * Why the run stopped, when status is "failed" or "interrupted" (the configuration it was in, if any, and its
+   * runtime; `runtime` is absent in runs made before the `webgpu` knob).
+   */
+  failure: { configuration: ConfigurationName | null; runtime?: WebgpuRuntime | null; message: string } | null;
   /** The peers that ran (the `peers` knob), in its order; absent when none did. */
   peers?: PeerResult[];
   /** How the run was started (absent in runs before provenance was recorded). */

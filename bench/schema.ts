@@ -5,6 +5,7 @@
  */
 
 import {
+  addedLater,
   type BenchConfig,
   CONFIGURATION_NAMES,
   type ConfigurationName,
@@ -12,7 +13,8 @@ import {
   poeSpreads,
   validateBenchConfig,
 } from "./config.ts";
-import { medianOverPositions } from "./headline.ts";
+import { medianOverPositions, resultKey } from "./headline.ts";
+import { WEBGPU_RUNTIMES } from "../kernels/runtime.ts";
 import { acceptanceRate, poeCostModel } from "./poe_model.ts";
 import { isProcessIdentity } from "./process.ts";
 import { type DecodePosition, RESULTS_SCHEMA_VERSION, type ResultsDocument, RUN_STATUSES } from "./results_types.ts";
@@ -369,17 +371,36 @@ function checkPoeSpreads(c: Checker, o: Record<string, unknown>, path: string, c
   }
 }
 
+/** Checks a result's runtime fields (all three or none: runs before the `webgpu` knob) against its key's runtime. */
+function checkRuntime(c: Checker, o: Record<string, unknown>, path: string, runtime: string): void {
+  const present = ["runtime", "runtime_version", "runtime_toggles"].filter((k) => o[k] !== undefined);
+  if (present.length === 0) {
+    if (runtime !== "deno") c.fail(`${path}.runtime`, `missing; expected "${runtime}"`);
+    return;
+  }
+  if (present.length < 3) c.fail(path, "expected runtime, runtime_version and runtime_toggles together");
+  if (o.runtime !== runtime) c.fail(`${path}.runtime`, `expected "${runtime}"`);
+  if (o.runtime_version !== undefined) c.string(o, "runtime_version", path);
+  const t = o.runtime_toggles;
+  if (t !== undefined && !(Array.isArray(t) && t.every((x) => typeof x === "string"))) {
+    c.fail(`${path}.runtime_toggles`, "expected an array of strings");
+  }
+}
+
 function checkConfiguration(
   c: Checker,
   v: unknown,
+  key: string,
   name: ConfigurationName,
+  runtime: string,
   env: Record<string, unknown> | null,
   config: BenchConfig | null,
 ): void {
-  const path = `configurations.${name}`;
+  const path = `configurations.${key}`;
   const o = c.object(v, path);
   if (!o) return;
   if (o.name !== name) c.fail(`${path}.name`, `expected "${name}"`);
+  checkRuntime(c, o, path, runtime);
   checkWeights(c, o.weights, `${path}.weights`);
   const bytes = c.number(o, "weight_bytes_per_step", path, { min: 1 });
   const roof = c.number(o, "roofline_tps", path, { min: 0 });
@@ -408,17 +429,65 @@ function checkConfiguration(
   c.number(o, "sync_points", path, { min: 0, int: true });
 }
 
-function checkEnvironment(c: Checker, v: unknown): Record<string, unknown> | null {
+/** Checks an adapter block (environment.adapter, environment.runtimes[i].adapter). */
+function checkAdapter(c: Checker, v: unknown, path: string): void {
+  const adapter = c.object(v, path);
+  if (!adapter) return;
+  for (const k of ["vendor", "architecture", "device", "description", "backend"]) c.string(adapter, k, path);
+  c.boolean(adapter, "is_fallback_adapter", path);
+  if ("driver" in adapter) c.string(adapter, "driver", path);
+}
+
+/** Checks environment.runtimes (absent in runs before the `webgpu` knob): one entry per runtime of config.webgpu. */
+function checkRuntimes(c: Checker, v: unknown, config: BenchConfig | null): void {
+  if (v === undefined) return;
+  if (!Array.isArray(v)) {
+    c.fail("environment.runtimes", "expected an array");
+    return;
+  }
+  v.forEach((r, i) => {
+    const path = `environment.runtimes[${i}]`;
+    const o = c.object(r, path);
+    if (!o) return;
+    if (!(WEBGPU_RUNTIMES as readonly unknown[]).includes(o.runtime)) {
+      c.fail(`${path}.runtime`, `expected one of ${WEBGPU_RUNTIMES.join(", ")}`);
+    }
+    c.string(o, "version", path);
+    if (!Array.isArray(o.toggles) || !o.toggles.every((t) => typeof t === "string")) {
+      c.fail(`${path}.toggles`, "expected an array of strings");
+    }
+    checkAdapter(c, o.adapter, `${path}.adapter`);
+    if (!Array.isArray(o.features) || !o.features.every((f) => typeof f === "string")) {
+      c.fail(`${path}.features`, "expected an array of strings");
+    }
+    const limits = c.object(o.limits, `${path}.limits`);
+    if (limits) { for (const k of Object.keys(limits)) c.number(limits, k, `${path}.limits`); }
+    c.boolean(o, "timestamp_query", path);
+    c.number(o, "copy_bandwidth_gbps", path, { min: 0 });
+  });
+  const got = v.map((r) => r?.runtime).join();
+  if (config && got !== config.webgpu.join()) {
+    c.fail("environment.runtimes", `lists [${got}]; expected the runtimes of config.webgpu: [${config.webgpu}]`);
+  }
+}
+
+/** The configuration name and runtime a key of `configurations` (or environment.roofline) stands for, or null. */
+function parseKey(key: string, runtimes: readonly string[]): { name: ConfigurationName; runtime: string } | null {
+  for (const runtime of runtimes) {
+    for (const name of CONFIGURATION_NAMES) if (resultKey(name, runtime, runtimes) === key) return { name, runtime };
+  }
+  return null;
+}
+
+/** How a key of `configurations` must look, for messages. */
+function keyWords(runtimes: readonly string[]): string {
+  return runtimes.length > 1 ? "expected <configuration>@<runtime> of config.configs and config.webgpu" : "";
+}
+
+function checkEnvironment(c: Checker, v: unknown, runtimes: readonly string[]): Record<string, unknown> | null {
   const o = c.object(v, "environment");
   if (!o) return null;
-  const adapter = c.object(o.adapter, "environment.adapter");
-  if (adapter) {
-    for (const k of ["vendor", "architecture", "device", "description", "backend"]) {
-      c.string(adapter, k, "environment.adapter");
-    }
-    c.boolean(adapter, "is_fallback_adapter", "environment.adapter");
-    if ("driver" in adapter) c.string(adapter, "driver", "environment.adapter");
-  }
+  checkAdapter(c, o.adapter, "environment.adapter");
   if ("cpu" in o) {
     const cpu = c.object(o.cpu, "environment.cpu");
     if (cpu && cpu.model !== null && typeof cpu.model !== "string") {
@@ -444,7 +513,7 @@ function checkEnvironment(c: Checker, v: unknown): Record<string, unknown> | nul
   if (roof) {
     for (const [k, r] of Object.entries(roof)) {
       const path = `environment.roofline.${k}`;
-      if (!(CONFIGURATION_NAMES as readonly string[]).includes(k)) c.fail(path, "unknown configuration name");
+      if (!parseKey(k, runtimes)) c.fail(path, `unknown configuration name ${keyWords(runtimes)}`.trim());
       const e = c.object(r, path);
       if (!e) continue;
       const bytes = c.number(e, "weight_bytes_per_step", path, { min: 1 });
@@ -472,7 +541,8 @@ function checkProvenance(c: Checker, v: unknown): void {
   c.string(o, "config_file", "provenance");
   const sources = c.object(o.knob_sources, "provenance.knob_sources");
   if (sources) {
-    for (const k of Object.keys(DEFAULT_CONFIG)) {
+    for (const k of Object.keys(DEFAULT_CONFIG) as (keyof BenchConfig)[]) {
+      if (!(k in sources) && addedLater(k)) continue; // a run written before the knob existed
       if (!KNOB_SOURCES.includes(sources[k] as string)) {
         c.fail(`provenance.knob_sources.${k}`, `expected one of ${KNOB_SOURCES.map((s) => `"${s}"`).join(", ")}`);
       }
@@ -510,21 +580,29 @@ export function validateResults(json: unknown): string[] {
   } catch (e) {
     c.fail("config", (e as Error).message);
   }
-  const env = checkEnvironment(c, o.environment);
+  const runtimes: readonly string[] = config?.webgpu ?? WEBGPU_RUNTIMES;
+  const env = checkEnvironment(c, o.environment, config?.webgpu ?? ["deno"]);
+  if (env) checkRuntimes(c, env.runtimes, config);
   const confs = c.object(o.configurations, "configurations");
   if (confs) {
     for (const [k, v] of Object.entries(confs)) {
-      if (!(CONFIGURATION_NAMES as readonly string[]).includes(k)) {
-        c.fail(`configurations.${k}`, "unknown configuration name");
+      const parsed = parseKey(k, config ? runtimes : ["deno"]) ?? (config ? null : parseKey(k, runtimes));
+      if (!parsed) {
+        c.fail(`configurations.${k}`, `unknown configuration name ${keyWords(runtimes)}`.trim());
         continue;
       }
-      if (config && !config.configs.includes(k as ConfigurationName)) {
+      if (config && !config.configs.includes(parsed.name)) {
         c.fail(`configurations.${k}`, "not among config.configs");
       }
-      checkConfiguration(c, v, k as ConfigurationName, env, config);
+      checkConfiguration(c, v, k, parsed.name, parsed.runtime, env, config);
     }
     if (o.status === "complete" && config) {
-      for (const k of config.configs) if (!(k in confs)) c.fail(`configurations.${k}`, "missing in a complete run");
+      for (const r of config.webgpu) {
+        for (const n of config.configs) {
+          const k = resultKey(n, r, config.webgpu);
+          if (!(k in confs)) c.fail(`configurations.${k}`, "missing in a complete run");
+        }
+      }
     }
   }
   checkPeers(c, o.peers);
@@ -534,6 +612,9 @@ export function validateResults(json: unknown): string[] {
       c.string(f, "message", "failure");
       if (f.configuration !== null && !(CONFIGURATION_NAMES as readonly unknown[]).includes(f.configuration)) {
         c.fail("failure.configuration", "expected a configuration name or null");
+      }
+      if (f.runtime !== undefined && f.runtime !== null && !runtimes.includes(f.runtime as string)) {
+        c.fail("failure.runtime", `expected one of ${runtimes.join(", ")} or null`);
       }
     }
   } else if (o.failure !== null) {

@@ -6,7 +6,7 @@
  */
 
 import type { ConfigurationResult, ResultsDocument } from "./results_types.ts";
-import { configurationsOf, formatFigure, type Headline, headlines, peersOf } from "./headline.ts";
+import { configurationsOf, formatFigure, type Headline, headlines, keyOf, peersOf, resultLabel } from "./headline.ts";
 import { markdownTable } from "./table.ts";
 
 /** A piece of a cell: text, or a headline figure (shown formatted; report.html tags it with its key and value). */
@@ -45,21 +45,22 @@ export function runSummary(doc: ResultsDocument): Summary {
   };
   const rows: Part[][][] = [];
   for (const c of configurationsOf(doc)) {
-    const ttft = fig(`${c.name}.ttft_ms`);
+    const key = keyOf(doc, c), label = resultLabel(doc, c);
+    const ttft = fig(`${key}.ttft_ms`);
     if (c.decode) {
-      const share = fig(`${c.name}.roofline_share`);
+      const share = fig(`${key}.roofline_share`);
       rows.push([
-        [c.name],
+        [label],
         ttft,
-        [...fig(`${c.name}.decode_ms_per_token`), " ms/token"],
-        fig(`${c.name}.decode_tokens_per_s`),
+        [...fig(`${key}.decode_ms_per_token`), " ms/token"],
+        fig(`${key}.decode_tokens_per_s`),
         share.length ? [rooflineText(c), " (", ...share, ")"] : [rooflineText(c)],
       ]);
     }
     (c.poe ?? []).forEach((g, i) => {
-      const k = `${c.name}.gamma${g.gamma}`;
+      const k = `${key}.gamma${g.gamma}`;
       rows.push([
-        [`${c.name} γ=${g.gamma}`],
+        [`${label} γ=${g.gamma}`],
         i === 0 ? ttft : [],
         [...fig(`${k}.poe_ms_per_call`), " ms/call"],
         [...fig(`${k}.poe_effective_tps`), " effective, ", ...fig(`${k}.poe_user_visible_tps`), " user-visible"],
@@ -85,6 +86,12 @@ export function runSummary(doc: ResultsDocument): Summary {
     "PoE: median whole-call time (wall, its GPU waits included); effective = accepted tokens, user-visible = output " +
     "tokens, per second of that median. Roofline: copy bandwidth / weight bytes one step reads.",
   ];
+  const runtimes = doc.environment.runtimes ?? [];
+  if (runtimes.length > 1) {
+    const one = (r: typeof runtimes[number]) =>
+      `${r.runtime} (${r.version}${r.toggles.length ? `, toggles ${r.toggles.join(" ")}` : ""})`;
+    notes.push(`WebGPU runtimes, each row naming its own: ${runtimes.map(one).join(", ")}.`);
+  }
   for (const p of peersOf(doc)) {
     const { name, decode_ms_per_token: _d, ttft_ms: _t, ...rest } = p;
     const more = Object.entries(rest).map(([k, v]) => `${k} ${typeof v === "string" ? v : JSON.stringify(v)}`);

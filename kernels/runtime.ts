@@ -506,6 +506,18 @@ export function runtimeFromEnv(): WebgpuRuntime {
   return v as WebgpuRuntime;
 }
 
+/**
+ * The runtime a tool's `--webgpu` flag names (`flag`: its value, undefined when not given), else `HYDRA_WEBGPU`'s;
+ * UserError for anything but `deno` or `dawn`.
+ */
+export function runtimeFromFlag(flag: string | undefined): WebgpuRuntime {
+  if (flag === undefined) return runtimeFromEnv();
+  if (!(WEBGPU_RUNTIMES as readonly string[]).includes(flag)) {
+    throw new UserError(`--webgpu ${flag} is not a WebGPU runtime: pass ${WEBGPU_RUNTIMES.join(" or ")}.`);
+  }
+  return flag as WebgpuRuntime;
+}
+
 const NO_DAWN_ADAPTER = "Dawn (npm " + DAWN_PACKAGE + ") found no WebGPU adapter on its Vulkan backend: it needs a " +
   "GPU driver (Mesa's software lavapipe lacks features Dawn requires); use the built-in runtime (--webgpu deno).";
 

@@ -10,14 +10,16 @@
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
  *                                      [--gemm [--rows 128] [--tiles JSON]]
- *                                      [--quick] [--json FILE]
+ *                                      [--quick] [--json FILE] [--webgpu deno|dawn]
  *
+ * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  * Weight pools of >= 256 MiB per shape are cycled so no result is an L2-cache reading.
  * @module
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { type Dispatch, getGpu, type Gpu } from "../kernels/runtime.ts";
+import { type Dispatch, Gpu, runtimeFromFlag } from "../kernels/runtime.ts";
+import { UserError } from "../common/errors.ts";
 import { Epilogue, matvec } from "../kernels/matmul/matvec.ts";
 import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, gemmWorkgroupBytes } from "../kernels/matmul/gemm.ts";
 import {
@@ -40,12 +42,16 @@ import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["json", "rows", "tiles"],
+  string: ["json", "rows", "tiles", "webgpu"],
   boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill"],
 });
-const gpu = await getGpu();
+const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
+  if (!(e instanceof UserError)) throw e;
+  console.error(`error: ${e.message}`);
+  Deno.exit(2);
+});
 console.log(
-  `adapter: ${gpu.description.description} (${gpu.description.vendor}), features ${
+  `adapter: ${gpu.description.description} (${gpu.description.vendor}, WebGPU ${gpu.description.runtimeVersion}), features ${
     gpu.description.featuresGranted.join(",")
   }, ${gpu.device.limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory`,
 );

@@ -2,7 +2,9 @@
  * `deno task profile`: where a decode step goes, per kernel family (bench/profile.ts has the method).
  *
  *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096]
- *                     [--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check]
+ *                     [--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn]
+ *
+ * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  *
  * For each context length: the model's decode step with the KV cache at that length (random weights and cache
  * contents: the time of a step does not depend on the values), one table per context. `--check` exits 1 when the sum
@@ -13,7 +15,7 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { runEntryPoint, UserError } from "../common/errors.ts";
 import { CTL } from "../kernels/control/ctl.ts";
-import { getGpu } from "../kernels/runtime.ts";
+import { Gpu, runtimeFromFlag } from "../kernels/runtime.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { buildHydraModel } from "../bench/configurations.ts";
 import { profileStep, profileTable, type StepProfile } from "../bench/profile.ts";
@@ -21,14 +23,14 @@ import { presetConfig } from "../model/config.ts";
 import { Decoder } from "../model/generate.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["size", "config", "contexts", "n-heads", "heads-depth", "samples", "json"],
+  string: ["size", "config", "contexts", "n-heads", "heads-depth", "samples", "json", "webgpu"],
   boolean: ["check", "help"],
   default: { size: "7b", config: "baseline", contexts: "256", "n-heads": "5", "heads-depth": "3", samples: "20" },
 });
 if (args.help) {
   console.log(
     "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096] " +
-      "[--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check]",
+      "[--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn]",
   );
   Deno.exit(0);
 }
@@ -51,7 +53,7 @@ Deno.exit(
     const [nHeads] = args.config === "baseline" ? [1] : positiveInts("n-heads", args["n-heads"]);
     const [headsDepth] = args.config === "baseline" ? [0] : positiveInts("heads-depth", args["heads-depth"]);
     const [samples] = positiveInts("samples", args.samples);
-    const gpu = await getGpu();
+    const gpu = await Gpu.create(runtimeFromFlag(args.webgpu));
     const maxPos = Math.min(config.maxContext, Math.max(...contexts) + 2);
     if (Math.max(...contexts) >= config.maxContext) {
       throw new UserError(`--contexts: each must be below the model's context of ${config.maxContext}.`);

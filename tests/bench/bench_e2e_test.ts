@@ -12,6 +12,7 @@ import { assertValidResults } from "../../bench/schema.ts";
 import type { ConfigurationResult, ResultsDocument } from "../../bench/results_types.ts";
 import { summaryText } from "../../bench/summary.ts";
 import { formatFigure } from "../../bench/headline.ts";
+import { DAWN_PACKAGE } from "../../kernels/runtime.ts";
 import { assertReportShows, browserSkipReason } from "./browser.ts";
 import { fakePython, NO_TORCH, TORCH_OK_HF_FAILS } from "./fake_python.ts";
 import { bench, ROOT, runFolders, TINY_FLAGS } from "./run_bench.ts";
@@ -42,6 +43,11 @@ async function assertProvenance(doc: ResultsDocument, runDir: string, args: stri
   }
   if (Deno.build.os === "linux") assertEquals(typeof doc.environment.cpu?.model, "string");
   assertEquals(typeof doc.environment.adapter.driver, "string");
+  // The runtime (the webgpu knob: deno, or HYDRA_WEBGPU's as run_bench.ts passes it on), per result and environment.
+  const rt = Deno.env.get("HYDRA_WEBGPU") || "deno";
+  const version = rt === "deno" ? `deno ${Deno.version.deno}` : DAWN_PACKAGE;
+  assertEquals(doc.environment.runtimes?.map((r) => [r.runtime, r.version]), [[rt, version]]);
+  for (const c of Object.values(doc.configurations)) assertEquals([c!.runtime, c!.runtime_version], [rt, version]);
   const log = await Deno.readTextFile(`${runDir}/bench.log`);
   for (const line of ["adapter: ", "run folder", "=== hydra_poe", "hydra_poe done", "wrote ", "done: "]) {
     assertStringIncludes(log, line);

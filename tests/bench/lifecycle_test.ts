@@ -23,7 +23,8 @@ Deno.test({
       const doc = JSON.parse(await Deno.readTextFile(join(dir, RESULTS_FILE)));
       assertValidResults(doc);
       assertEquals(doc.status, "interrupted");
-      assertEquals(doc.failure, { configuration: "hydra_naive", message: "interrupted by SIGINT" });
+      const runtime = Deno.env.get("HYDRA_WEBGPU") || "deno"; // run_bench.ts passes it on as --webgpu
+      assertEquals(doc.failure, { configuration: "hydra_naive", runtime, message: "interrupted by SIGINT" });
       assert(doc.configurations.baseline?.decode?.positions.length, "baseline was not kept");
       assertEquals(doc.configurations.hydra_naive, undefined);
       const log = await Deno.readTextFile(join(dir, "bench.log"));

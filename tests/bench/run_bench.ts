@@ -43,8 +43,11 @@ export function benchCommand(
   env: Record<string, string> = {},
   io: "piped" | "null" = "piped",
 ): Deno.Command {
+  // HYDRA_WEBGPU (the runtime the tests run on) is passed on as the knob, which the bench requires to include it.
+  const runtime = Deno.env.get("HYDRA_WEBGPU");
+  const webgpu = runtime && !args.some((a) => a.startsWith("--webgpu")) ? ["--webgpu", runtime] : [];
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "bench/main.ts", ...args],
+    args: ["run", "-A", "bench/main.ts", ...webgpu, ...args],
     cwd: ROOT,
     env: { HYDRA_BENCH_LOCK_DIR: LOCKS, ...env },
     stdin: "null",

@@ -195,3 +195,44 @@ export function withSweepsAndPeers(doc: ResultsDocument): ResultsDocument {
   ];
   return doc;
 }
+
+/** The runtime fields of a result on `runtime`, as the runner records them. */
+function runtimeFields(runtime: "deno" | "dawn") {
+  return runtime === "dawn"
+    ? { runtime, runtime_version: "webgpu@0.6.2", runtime_toggles: ["backend=vulkan"] }
+    : { runtime, runtime_version: "deno 2.9.6", runtime_toggles: [] };
+}
+
+/**
+ * A complete run of `configs` on `--webgpu deno,dawn`: every configuration once per runtime, keyed
+ * `<name>@<runtime>`, Dawn's timings from other seeds, and both runtimes in environment.runtimes.
+ */
+export function syntheticTwoRuntimes(configs: readonly ConfigurationName[] = DEFAULT_CONFIG.configs): ResultsDocument {
+  const doc = syntheticResults(configs);
+  const runtimes = ["deno", "dawn"] as const;
+  doc.config.webgpu = [...runtimes];
+  const env = doc.environment;
+  env.runtimes = runtimes.map((runtime) => ({
+    runtime,
+    version: runtimeFields(runtime).runtime_version,
+    toggles: runtimeFields(runtime).runtime_toggles,
+    adapter: structuredClone(env.adapter),
+    features: [...env.features, ...(runtime === "dawn" ? ["chromium-experimental-subgroup-matrix"] : [])],
+    limits: structuredClone(env.limits),
+    timestamp_query: true,
+    copy_bandwidth_gbps: runtime === "deno" ? COPY_GBPS : 3050,
+  }));
+  const roofline = env.roofline;
+  env.roofline = {};
+  doc.configurations = {};
+  for (const [r, runtime] of runtimes.entries()) {
+    configs.forEach((n, i) => {
+      doc.configurations[`${n}@${runtime}`] = {
+        ...runtimeFields(runtime),
+        ...syntheticConfiguration(n, 1 + i + 10 * r),
+      };
+      env.roofline[`${n}@${runtime}`] = roofline[n];
+    });
+  }
+  return doc;
+}
