@@ -25,5 +25,6 @@ function gemmTiles(a: LinearArgs): GemmTiles {
 
 /** Records the dispatch of a linear layer (load time): matvec for rows <= MATVEC_MAX_ROWS, GEMM above. */
 export function linear(gpu: Gpu, a: LinearArgs): Dispatch {
+  if (a.rows > MATVEC_MAX_ROWS && a.postNorm) throw new Error("linear: the GEMM has no post-norm prologue");
   return a.rows <= MATVEC_MAX_ROWS ? matvec(gpu, a) : gemm(gpu, { ...gemmTiles(a), ...a });
 }
