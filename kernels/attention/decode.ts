@@ -20,6 +20,10 @@
  * kernel combines the splits into out. With SPLITS = 1 the builder records a single dispatch (DIRECT) that normalises
  * and writes out itself.
  *
+ * Fused (`qkNormRope`): the queries, keys and values of the M rows come from the QKV projection, QK-normed and
+ * roped in the split pass, and each new K/V row is appended by the one workgroup whose split holds it (the work of
+ * qk_norm_rope.ts without its dispatch; the race-freedom argument is in the kernel's comment).
+ *
  * Measured on an H200 (docs/PERF.md): the previous design (fixed chunks of 64 keys, tree reductions only, an online
  * softmax over tiles) took 25.8 us per 7B layer at 256 keys and 44 us inside a decode step.
  * @module

@@ -8,6 +8,10 @@
  *
  * Epilogues: PLAIN stores the dot products; SWIGLU reads a [2N, K] weight (gate rows, then up rows) and stores
  * silu(gate) * up, so OLMo-2's gate and up projections and the SiLU-multiply are one pass.
+ *
+ * Prologue (`postNorm`): the input is x + RMSNorm(proj) * w, OLMo-2's post-norm of the previous sublayer, computed by
+ * every workgroup (staged in workgroup memory, or recomputed at each use) and stored by workgroup 0 as the next
+ * residual, in place of an RMSNorm dispatch (ARCHITECTURE.md, "Fewer, fuller dispatches").
  * @module
  */
 
