@@ -328,14 +328,14 @@ export class HydraTransformer {
   #block(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
     const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
     return [
-      k.linear(b.qkv, x.read(), a.qkv, d, 3 * d), //           fused: + the previous block's ff post-norm first
-      ...k.qkNormRope(b.qkNorm, kv), //                         fused: nothing (inside attention)
-      ...k.attention(kv, b.qkNorm), //                          fused: QK-norm + RoPE + K/V append first
+      k.linear(b.qkv, x.read(), a.qkv, d, 3 * d), // fused: adds the pending post-norm of the previous block first
+      ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
+      ...k.attention(kv, b.qkNorm), // fused: QK-norm + RoPE + K/V append in the split pass
       k.linear(b.o, a.att, a.proj, d, d),
-      ...x.add(a.proj, b.attnNorm), //                          fused: nothing (in gate_up's prologue)
-      k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU), // fused: + the attention post-norm first
+      ...x.add(a.proj, b.attnNorm), // fused: nothing, pending for gate_up's prologue
+      k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
       k.linear(b.down, a.ffn, a.proj, F, d),
-      ...x.add(a.proj, b.ffNorm), //                            fused: nothing (in the next qkv's prologue, or end)
+      ...x.add(a.proj, b.ffNorm), // fused: nothing, pending for the next qkv (or the run's end)
     ];
   }
 
