@@ -151,7 +151,10 @@ gpuTest("attention decode checks catch broken kernels", async (gpu) => {
   const merge = (from: string, to: string) => ({ merge: mutate(attentionMergeKernel, from, to) });
   const cases: [string, AttentionDecodeKernels][] = [
     ["causal limit off by one", decode("k0 + j <= first_pos + m", "k0 + j <= first_pos + m + 1u")],
-    ["wrong scale", decode("q[m * row4 + key_col + v * KEY_LANES] * SCALE", "q[m * row4 + key_col + v * KEY_LANES]")],
+    [
+      "wrong scale",
+      decode("query4(m, key_col + v * KEY_LANES, first_pos) * SCALE", "query4(m, key_col + v * KEY_LANES, first_pos)"),
+    ],
     [
       "fourth V row of an unrolled step weighted wrong",
       decode("scores[b + 3u * SLOTS] * v3", "scores[b + 2u * SLOTS] * v3"),
