@@ -15,7 +15,7 @@ import { CTL } from "../kernels/control/ctl.ts";
 import type { KvDtype } from "../kernels/attention/kv_cache.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
-import { HydraTransformer } from "../model/hydra.ts";
+import { type HydraShape, HydraTransformer } from "../model/hydra.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { blockBytes, destroyWeights } from "../model/weights.ts";
 import { PoE, type PoeCallResult } from "../poe/poe.ts";
@@ -60,6 +60,8 @@ export async function buildHydraModel(
     /** K/V cache element type (HydraShape's default, bf16, when absent). */
     kvDtype?: KvDtype;
     weights: EnsembleWeights;
+    /** Kernel fusion (HydraShape's default when absent; tools/profile.ts A/B-tests it). */
+    fuse?: HydraShape["fuse"];
   },
   progress?: Progress,
 ): Promise<HydraTransformer> {
@@ -77,6 +79,7 @@ export async function buildHydraModel(
           maxRows: o.maxRows,
           maxLogitRows: o.maxLogitRows,
           kvDtype: o.kvDtype,
+          fuse: o.fuse,
         }),
     );
   } catch (e) {

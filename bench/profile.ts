@@ -78,20 +78,29 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
   if (name.startsWith("matvec")) {
     const K = c(d, "K"), N = c(d, "N"), swiglu = c(d, "EPILOGUE") === 1;
     const rows = Number(/_m(\d+)/.exec(name)?.[1] ?? 1);
-    const bytes = N * K * 2 * (swiglu ? 2 : 1) + rows * (K + N) * f32;
+    // the post-norm prologue (matvec.ts): proj and the norm weight read, the new residual written
+    const postNorm = /_norm(st)?$/.test(name);
+    const bytes = N * K * 2 * (swiglu ? 2 : 1) + rows * (K + N) * f32 + (postNorm ? (2 * rows + 1) * K * f32 : 0);
     let family = `matvec ${N}x${K}`;
     if (swiglu) family = "gate_up+swiglu";
     else if (N === 3 * s.dModel) family = "qkv";
     else if (N === s.paddedVocab) family = "lm_head";
     else if (K === s.ffnHidden) family = "down";
     else if (N === s.dModel && K === s.dModel) family = "o";
-    return { family, bytes };
+    return { family: postNorm ? `${family}+post-norm` : family, bytes };
   }
   const m = c(d, "M") || 1;
   switch (name) {
     case "attention_decode": {
       const nh = c(d, "NH"), hd = c(d, "HEAD_DIM");
       return { family: "attention", bytes: 2 * s.keys * nh * hd * s.kvBytes + 2 * m * nh * hd * f32 };
+    }
+    case "attention_decode_qk": { // fused: qkv read instead of q, the new K/V rows written
+      const D = c(d, "NH") * c(d, "HEAD_DIM");
+      return {
+        family: "attention+qk_norm_rope",
+        bytes: 2 * (s.keys - m) * D * s.kvBytes + 4 * m * D * f32 + 2 * m * D * s.kvBytes,
+      };
     }
     case "attention_decode_merge":
       return { family: "attention merge", bytes: 2 * m * s.dModel * f32 };

@@ -14,6 +14,10 @@
  *   logits[head] = RMSNorm_final(x) Wlm^T                           (last row only when lastTokenOnly)
  *
  * The same pass as plain TypeScript, to read rather than to run fast: `referenceLogits` in model/reference.ts.
+ *
+ * Fused decode (`HydraShape.fuse`, on by default for passes of up to `maxRows` rows): QK-norm + RoPE + the K/V append
+ * run inside the attention split pass, and each post-norm + residual add inside the next matvec's prologue (`Residual`
+ * below), so a block is 6 dispatches instead of 9 (ARCHITECTURE.md, "Fewer, fuller dispatches").
  * @module
  */
 
@@ -23,7 +27,7 @@ import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
 import { linear } from "../kernels/matmul/linear.ts";
-import { Epilogue } from "../kernels/matmul/matvec.ts";
+import { Epilogue, type PostNorm } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
 import { type KvDtype, kvElementBytes } from "../kernels/attention/kv_cache.ts";
@@ -42,6 +46,87 @@ export interface HydraShape {
   maxLogitRows?: number;
   /** Element type of the K/V caches (default bf16, as the PyTorch peers keep them; kernels/attention/kv_cache.ts). */
   kvDtype?: KvDtype;
+  /** Kernel fusion at decode (default `FUSE_DEFAULTS`); `false`: none, every block its 9 dispatches. */
+  fuse?: Partial<FuseOptions> | false;
+}
+
+/** Which fusions a decode pass uses (each one its own switch, so the GPU can A/B them). */
+export interface FuseOptions {
+  /** QK-norm + RoPE + K/V append inside the decode attention's split pass (kernels/attention/decode.ts). */
+  attention: boolean;
+  /** Each post-norm + residual add inside the prologue of the next matvec (kernels/matmul/matvec.ts). */
+  postNorm: boolean;
+  /**
+   * Most rows a fused pass takes (1..16); passes over more rows (PoE verification of larger gammas, prefill) run the
+   * unfused kernels. 1 until the multi-row cost is measured: every attention workgroup recomputes the QK-norm
+   * statistics of all M rows, and every matvec workgroup the post-norm's of all M rows.
+   */
+  maxRows: number;
+}
+
+/** The fusion a model gets by default. */
+export const FUSE_DEFAULTS: FuseOptions = { attention: true, postNorm: true, maxRows: 1 };
+
+/** A matvec's input: a buffer, or a residual whose pending post-norm the matvec adds first (`PostNorm`). */
+interface LinearInput {
+  x: GPUBuffer;
+  postNorm?: PostNorm;
+}
+
+/**
+ * The residual stream `x` of a run of blocks. Unfused, it stays in one buffer and `add` records the RMSNorm dispatch
+ * that adds a sublayer's post-norm in place. Fused, `add` records nothing: the post-norm stays pending until the next
+ * `read`, whose matvec adds it in its prologue and stores the new residual to the buffer of `pool` that it does not
+ * read (a dispatch never writes a buffer it reads); `end` adds a last pending post-norm in place with the RMSNorm
+ * kernel, where the run of blocks ends. A run that starts in a pool buffer ends in the other one (each block moves it
+ * twice when it starts pending, once otherwise: see `trunk`).
+ */
+class Residual {
+  #at: GPUBuffer;
+  #pending?: { proj: GPUBuffer; weight: GPUBuffer };
+
+  constructor(
+    start: GPUBuffer,
+    readonly pool: readonly [GPUBuffer, GPUBuffer],
+    readonly fused: boolean,
+    readonly eps: number,
+    readonly addNorm: (proj: GPUBuffer, weight: GPUBuffer, out: GPUBuffer) => Dispatch,
+  ) {
+    this.#at = start;
+  }
+
+  /** Where the residual is now (with `end` recorded: the run's output). */
+  get buffer(): GPUBuffer {
+    return this.#at;
+  }
+
+  /** The input of the next matvec: the residual, with the pending post-norm (if any) as its prologue. */
+  read(): LinearInput {
+    const p = this.#pending;
+    if (!p) return { x: this.#at };
+    const out = this.#at === this.pool[0] ? this.pool[1] : this.pool[0];
+    const input = { x: this.#at, postNorm: { proj: p.proj, weight: p.weight, out, eps: this.eps } };
+    this.#at = out;
+    this.#pending = undefined;
+    return input;
+  }
+
+  /** x += RMSNorm(proj) * weight: the dispatch (unfused) or nothing (fused: the next `read` adds it). */
+  add(proj: GPUBuffer, weight: GPUBuffer): Dispatch[] {
+    if (!this.fused) return [this.addNorm(proj, weight, this.#at)];
+    if (this.#pending) throw new Error("Residual: two post-norms pending");
+    this.#pending = { proj, weight };
+    return [];
+  }
+
+  /** The end of the run: a pending post-norm added in place (its buffer is one of `pool`, never the run's input). */
+  end(): Dispatch[] {
+    const p = this.#pending;
+    if (!p) return [];
+    if (!this.pool.includes(this.#at)) throw new Error("Residual: a pending post-norm on a buffer the run only reads");
+    this.#pending = undefined;
+    return [this.addNorm(p.proj, p.weight, this.#at)];
+  }
 }
 
 /** One layer's K and V caches, [maxPos, d] each of `kvDtype`, position-major. */
@@ -69,6 +154,7 @@ export class HydraTransformer {
   readonly maxRows: number;
   readonly maxLogitRows: number;
   readonly kvDtype: KvDtype;
+  readonly fuse: FuseOptions | false;
   /** Control block (kernels/control/ctl.ts). */
   readonly ctl: GPUBuffer;
   /** Token ids by position, u32 [maxPos + 1]. */
@@ -79,7 +165,7 @@ export class HydraTransformer {
   readonly trunkStates: GPUBuffer;
   readonly #kvTrunk: KvLayer[];
   readonly #kvHeads: KvLayer[][];
-  readonly #act: Record<"h" | "hHead" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed", GPUBuffer>;
+  readonly #act: Record<"h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed", GPUBuffer>;
   readonly #rope: GPUBuffer;
   readonly #attnScratch: GPUBuffer | undefined;
   readonly #own: GPUBuffer[] = [];
@@ -94,6 +180,10 @@ export class HydraTransformer {
     this.maxRows = shape.maxRows;
     this.maxLogitRows = shape.maxLogitRows ?? 1;
     this.kvDtype = shape.kvDtype ?? "bf16";
+    this.fuse = shape.fuse === false ? false : { ...FUSE_DEFAULTS, ...shape.fuse };
+    if (this.fuse && !(this.fuse.maxRows >= 1 && this.fuse.maxRows <= DECODE_MAX_ROWS)) {
+      throw new Error(`fuse.maxRows ${this.fuse.maxRows} is outside 1..${DECODE_MAX_ROWS}`);
+    }
     if (this.maxPos > c.maxContext) {
       throw new UserError(
         `A KV cache of ${this.maxPos} positions exceeds the model's context of ${c.maxContext}; shorten prompt_length, gen_length or poe_max_new_tokens.`,
@@ -120,6 +210,7 @@ export class HydraTransformer {
     this.#act = {
       h: buf("h", R * d * 4),
       hHead: buf("h head", R * d * 4),
+      alt: buf("h alt", Math.min(R, DECODE_MAX_ROWS) * d * 4), // fused passes' second residual buffer
       qkv: buf("qkv", R * 3 * d * 4),
       q: buf("q", R * d * 4),
       att: buf("att", R * d * 4),
@@ -168,10 +259,18 @@ export class HydraTransformer {
 
   /** The trunk over `rows` positions from ctl[POS]: embedding then the trunk blocks; its output is in `h`. */
   trunk(rows: number, gated = false): Dispatch[] {
-    return this.#cache.get(`trunk ${rows} ${gated}`, () => [
-      this.#bind(rows, gated).embed(this.#act.h),
-      ...this.weights.trunk.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], this.#act.h, rows, gated)),
-    ]);
+    return this.#cache.get(`trunk ${rows} ${gated}`, () => {
+      const k = this.#bind(rows, gated), a = this.#act, blocks = this.weights.trunk;
+      // Fused, the residual ends pending on the pool buffer it did not start in: start in alt to end in h.
+      const x = k.residual(k.fused.postNorm && blocks.length > 0 ? a.alt : a.h, [a.h, a.alt]);
+      const pass = [
+        k.embed(x.buffer),
+        ...blocks.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], x, rows, gated)),
+        ...x.end(),
+      ];
+      if (x.buffer !== a.h) throw new Error("trunk: the residual did not end in h");
+      return pass;
+    });
   }
 
   /**
@@ -192,10 +291,15 @@ export class HydraTransformer {
         throw new Error(`head(): ${outRows} logit rows, the model was built for ${this.maxLogitRows}`);
       }
       const all = this.#bind(rows, gated), out = this.#bind(outRows, gated);
+      const src = input === "h" ? a.h : this.trunkStates;
+      // Unfused, the blocks add in place to a copy of the input; fused, the first matvec reads the input itself and
+      // the residual moves to hHead and alt (the input stays for the next head).
+      const x = all.residual(all.fused.postNorm ? src : a.hHead, [a.hHead, a.alt]);
       return [
-        all.copy(input === "h" ? a.h : this.trunkStates, a.hHead),
-        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], a.hHead, rows, gated)),
-        out.norm(a.hHead, head.norm, a.normed, { xRowOffset: rows - outRows }),
+        ...(all.fused.postNorm ? [] : [all.copy(src, a.hHead)]),
+        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated)),
+        ...x.end(),
+        out.norm(x.buffer, head.norm, a.normed, { xRowOffset: rows - outRows }),
         ...out.linear(head.lmHead, a.normed, this.logitsSlice(slot, outRows), c.dModel, c.paddedVocab),
       ];
     });
@@ -219,19 +323,19 @@ export class HydraTransformer {
 
   /**
    * One OLMo-2 block on residual `x` (rows at positions ctl[POS]..), appending to `kv`: the forward pass of the
-   * module comment, one kernel a line.
+   * module comment, one kernel a line. Fused, the lines marked so record nothing: their work runs in a neighbour.
    */
-  #block(b: BlockWeights, kv: KvLayer, x: GPUBuffer, rows: number, gated: boolean): Dispatch[] {
+  #block(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
     const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
     return [
-      ...k.linear(b.qkv, x, a.qkv, d, 3 * d),
-      k.qkNormRope(b.qkNorm, kv),
-      ...k.attention(kv),
+      ...k.linear(b.qkv, x.read(), a.qkv, d, 3 * d), // fused: adds the pending post-norm of the previous block first
+      ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
+      ...k.attention(kv, b.qkNorm), // fused: QK-norm + RoPE + K/V append in the split pass
       ...k.linear(b.o, a.att, a.proj, d, d),
-      k.norm(a.proj, b.attnNorm, x, { residual: true }),
-      ...k.linear(b.gateUp, x, a.ffn, d, F, Epilogue.SWIGLU),
+      ...x.add(a.proj, b.attnNorm), // fused: nothing, pending for gate_up's prologue
+      ...k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
       ...k.linear(b.down, a.ffn, a.proj, F, d),
-      k.norm(a.proj, b.ffNorm, x, { residual: true }),
+      ...x.add(a.proj, b.ffNorm), // fused: nothing, pending for the next qkv (or the run's end)
     ];
   }
 
@@ -241,6 +345,14 @@ export class HydraTransformer {
    */
   #bind(rows: number, gated: boolean) {
     const gpu = this.gpu, ctl = this.ctl, c = this.config, a = this.#act, maxPos = this.maxPos;
+    const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
+    const fused = { attention: f?.attention ?? false, postNorm: f?.postNorm ?? false };
+    const norm = (
+      x: GPUBuffer,
+      weight: GPUBuffer,
+      out: GPUBuffer,
+      o: { residual?: boolean; xRowOffset?: number } = {},
+    ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
     const attention = {
       ctl,
       q: a.q,
@@ -252,6 +364,11 @@ export class HydraTransformer {
       gated,
     };
     return {
+      /** What this pass fuses. */
+      fused,
+      /** The residual stream of a run of blocks, from `start`, moving between the `pool` buffers when fused. */
+      residual: (start: GPUBuffer, pool: [GPUBuffer, GPUBuffer]) =>
+        new Residual(start, pool, fused.postNorm, c.rmsNormEps, (p, w, out) => norm(p, w, out, { residual: true })),
       /** x = the embedding rows of seq[POS..]. */
       embed: (x: GPUBuffer) =>
         embedding(gpu, {
@@ -269,13 +386,23 @@ export class HydraTransformer {
         copyVec4(gpu, { ctl, src, dst, vec4Count: (rows * c.dModel) / 4, gated }),
       /**
        * y = x W^T for W [n, k]; with the SWIGLU epilogue W holds gate and up and y = silu(x Wgate^T) * (x Wup^T). One
-       * dispatch, or two for the tensor-core GEMM (its row-scale pre-pass first).
+       * dispatch, or two for the tensor-core GEMM (its row-scale pre-pass first). `x` with a pending post-norm: the
+       * matvec adds it in its prologue.
        */
-      linear: (weight: GPUBuffer, x: GPUBuffer, y: GPUBuffer | BufferSlice, k: number, n: number, epilogue?: number) =>
-        linear(gpu, { ctl, weight, x, y, rows, k, n, epilogue, gated }),
-      /** From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. */
-      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer) =>
-        qkNormRope(gpu, {
+      linear: (
+        weight: GPUBuffer,
+        x: GPUBuffer | LinearInput,
+        y: GPUBuffer | BufferSlice,
+        k: number,
+        n: number,
+        epilogue?: number,
+      ) => linear(gpu, { ctl, weight, ...("x" in x ? x : { x }), y, rows, k, n, epilogue, gated }),
+      /**
+       * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. Fused:
+       * nothing (the attention does it).
+       */
+      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer): Dispatch[] =>
+        fused.attention ? [] : [qkNormRope(gpu, {
           ctl,
           qkv: a.qkv,
           normWeights,
@@ -290,15 +417,27 @@ export class HydraTransformer {
           eps: c.rmsNormEps,
           kvDtype: this.kvDtype,
           gated,
-        }),
-      /** att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above. */
-      attention: (kv: KvLayer): Dispatch[] =>
-        rows <= DECODE_MAX_ROWS
-          ? attentionDecode(gpu, { ...attention, kCache: kv.k, vCache: kv.v, scratch: this.#attnScratch, maxPos })
-          : [attentionPrefill(gpu, { ...attention, kCache: kv.k, vCache: kv.v })],
+        })],
+      /**
+       * att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above.
+       * Fused: from qkv, with QK-norm (`normWeights`), RoPE and the K/V append inside.
+       */
+      attention: (kv: KvLayer, normWeights: GPUBuffer): Dispatch[] => {
+        const caches = { kCache: kv.k, vCache: kv.v };
+        if (rows > DECODE_MAX_ROWS) return [attentionPrefill(gpu, { ...attention, ...caches })];
+        const qkNorm = fused.attention
+          ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps }
+          : undefined;
+        return attentionDecode(gpu, {
+          ...attention,
+          ...caches,
+          qkNormRope: qkNorm,
+          scratch: this.#attnScratch,
+          maxPos,
+        });
+      },
       /** out = RMSNorm(x) (`residual`: out += RMSNorm(x)), from row `xRowOffset` of x. */
-      norm: (x: GPUBuffer, weight: GPUBuffer, out: GPUBuffer, o: { residual?: boolean; xRowOffset?: number } = {}) =>
-        rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated }),
+      norm,
     };
   }
 

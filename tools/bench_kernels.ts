@@ -8,6 +8,9 @@
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
  * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
  *
+ * `--chain`: the decode matvecs as a step runs them (each waiting for the previous), plain and with the post-norm
+ * prologue (recomputed or staged, over grid caps) for qkv and gate_up.
+ *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
  *                                      [--gemm [--rows 128] [--tiles JSON]]
  *                                      [--quick] [--json FILE] [--webgpu deno|dawn]
@@ -234,6 +237,53 @@ async function benchMatvecChain(): Promise<void> {
         matvec(gpu, { ctl, weight: w, x, y, rows: 1, k: s.k, n: s.n, epilogue: s.epi, ...knobs })
       );
       report("matvec chained", `${s.name} [${nw}x${s.k}]`, 1, JSON.stringify(knobs), await medianMs(ds, pool), bytes);
+    }
+    // The consumers of a post-norm (qkv after the previous block's down, gate_up after o): the fused prologue
+    // (model/hydra.ts FuseOptions.postNorm) recomputed or staged, over grid caps, against the plain product above
+    // (which the unfused block pays on top of an RMSNorm dispatch, ~6.8 us on the H200).
+    if (s.name.endsWith("qkv") || s.name.endsWith("gate_up+silu")) {
+      const proj = gpu.upload("proj", Float32Array.from({ length: s.k }, (_, i) => Math.cos(i) * 2));
+      const normW = gpu.upload("norm w", Float32Array.from({ length: s.k }, (_, i) => 1 + 0.1 * Math.sin(i)));
+      const out = gpu.buffer("x out", s.k * 4);
+      const postNorm = { proj, weight: normW, out, eps: 1e-6 };
+      for (const staged of [false, true]) {
+        for (const maxWorkgroups of [132, 264, 528, 1056, 2112, Infinity]) {
+          const knobs = {
+            postNorm: staged ? "staged" : "recompute",
+            maxWorkgroups: maxWorkgroups === Infinity ? "none" : maxWorkgroups,
+          };
+          let ds: Dispatch[];
+          try {
+            ds = weights.map((w) =>
+              matvec(gpu, {
+                ctl,
+                weight: w,
+                x,
+                y,
+                rows: 1,
+                k: s.k,
+                n: s.n,
+                epilogue: s.epi,
+                postNorm,
+                staged,
+                maxWorkgroups,
+              })
+            );
+          } catch (e) {
+            console.log(`matvec chained ${s.name} ${JSON.stringify(knobs)}: skipped (${(e as Error).message})`);
+            continue;
+          }
+          report(
+            "matvec chained",
+            `${s.name} [${nw}x${s.k}]`,
+            1,
+            JSON.stringify(knobs),
+            await medianMs(ds, pool),
+            bytes,
+          );
+        }
+      }
+      for (const b of [proj, normW, out]) b.destroy();
     }
     x.destroy();
     y.destroy();

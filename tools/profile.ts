@@ -3,11 +3,13 @@
  *
  *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096]
  *                     [--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn]
+ *                     [--fuse all|none|attention|post-norm]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  *
  * For each context length: the model's decode step with the KV cache at that length (random weights and cache
- * contents: the time of a step does not depend on the values), one table per context. `--check` exits 1 when the sum
+ * contents: the time of a step does not depend on the values), one table per context. `--fuse` picks the kernel
+ * fusions of the decode blocks (model/hydra.ts FuseOptions; default all), to A/B them. `--check` exits 1 when the sum
  * of the per-dispatch times is more than 5% off the step timed whole.
  * @module
  */
@@ -21,16 +23,26 @@ import { buildHydraModel } from "../bench/configurations.ts";
 import { profileStep, profileTable, type StepProfile } from "../bench/profile.ts";
 import { presetConfig } from "../model/config.ts";
 import { Decoder } from "../model/generate.ts";
+import type { HydraShape } from "../model/hydra.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["size", "config", "contexts", "n-heads", "heads-depth", "samples", "json", "webgpu"],
+  string: ["size", "config", "contexts", "n-heads", "heads-depth", "samples", "json", "webgpu", "fuse"],
   boolean: ["check", "help"],
-  default: { size: "7b", config: "baseline", contexts: "256", "n-heads": "5", "heads-depth": "3", samples: "20" },
+  default: {
+    size: "7b",
+    config: "baseline",
+    contexts: "256",
+    "n-heads": "5",
+    "heads-depth": "3",
+    samples: "20",
+    fuse: "all",
+  },
 });
 if (args.help) {
   console.log(
     "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096] " +
-      "[--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn]",
+      "[--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn] " +
+      "[--fuse all|none|attention|post-norm]",
   );
   Deno.exit(0);
 }
@@ -48,6 +60,15 @@ Deno.exit(
     if (!["baseline", "hydra_naive"].includes(args.config)) {
       throw new UserError(`--config is baseline or hydra_naive, got "${args.config}".`);
     }
+    const fusions: Record<string, HydraShape["fuse"]> = {
+      all: {},
+      none: false,
+      attention: { attention: true, postNorm: false },
+      "post-norm": { attention: false, postNorm: true },
+    };
+    if (!(args.fuse in fusions)) {
+      throw new UserError(`--fuse is one of ${Object.keys(fusions).join(", ")}, got "${args.fuse}".`);
+    }
     const config = presetConfig(args.size, "--size");
     const contexts = positiveInts("contexts", args.contexts);
     const [nHeads] = args.config === "baseline" ? [1] : positiveInts("n-heads", args["n-heads"]);
@@ -60,7 +81,8 @@ Deno.exit(
     }
     const copy = await measureCopyBandwidth(gpu);
     console.log(
-      `${gpu.description.description}: copy ${copy.kernel_copy_gbps.toFixed(0)} GB/s; ${args.size} ${args.config}` +
+      `${gpu.description.description}: copy ${copy.kernel_copy_gbps.toFixed(0)} GB/s; ${args.size} ${args.config}, ` +
+        `fuse ${args.fuse}` +
         (nHeads > 1 ? ` (${nHeads} heads x ${headsDepth} blocks)` : ""),
     );
     const model = await buildHydraModel(gpu, config, {
@@ -69,6 +91,7 @@ Deno.exit(
       maxPos,
       maxRows: 1,
       weights: { kind: "random", seed: 1234 },
+      fuse: fusions[args.fuse],
     });
     const decoder = new Decoder(model);
     const step = decoder.step(args.config === "baseline" ? "single" : "naive");
@@ -103,7 +126,11 @@ Deno.exit(
     if (args.json) {
       await Deno.writeTextFile(
         args.json,
-        JSON.stringify({ device: gpu.description, size: args.size, config: args.config, copy, profiles: out }, null, 1),
+        JSON.stringify(
+          { device: gpu.description, size: args.size, config: args.config, fuse: args.fuse, copy, profiles: out },
+          null,
+          1,
+        ),
       );
     }
     if (args.check && failed) {

@@ -20,6 +20,10 @@
  * kernel combines the splits into out. With SPLITS = 1 the builder records a single dispatch (DIRECT) that normalises
  * and writes out itself.
  *
+ * Fused (`qkNormRope`): the queries, keys and values of the M rows come from the QKV projection, QK-normed and
+ * roped in the split pass, and each new K/V row is appended by the one workgroup whose split holds it (the work of
+ * qk_norm_rope.ts without its dispatch; the race-freedom argument is in the kernel's comment).
+ *
  * Measured on an H200 (docs/PERF.md): the previous design (fixed chunks of 64 keys, tree reductions only, an online
  * softmax over tiles) took 25.8 us per 7B layer at 256 keys and 44 us inside a decode step.
  * @module
@@ -29,28 +33,138 @@ import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { reductionBytes, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
+import { qkNormRopeReference, type QkNormRopeShape } from "./qk_norm_rope.ts";
+import { attentionReference } from "./reference.ts";
+import { roundBf16Array } from "../bf16.ts";
 
 /** Most query rows one decode dispatch handles (speculative verification of up to 16 drafted tokens). */
 export const DECODE_MAX_ROWS = 16;
 
 /**
+ * Where the plain kernel gets its inputs: query4(m, col, first_pos), key4(key, col, first_pos) and value4(key, col,
+ * first_pos) are the vec4 at column col (a vec4 index into a row of width D) of query row m, and of the key and value of
+ * position `key`, all from the buffers.
+ */
+const PLAIN_INPUTS_WGSL = /* wgsl */ `
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+fn query4(m: u32, col: u32, first_pos: u32) -> vec4<f32> { return q[m * NH * HV + col]; }
+fn key4(key: u32, col: u32, first_pos: u32) -> vec4<f32> { return load_k(key * NH * HV + col); }
+fn value4(key: u32, col: u32, first_pos: u32) -> vec4<f32> { return load_v(key * NH * HV + col); }
+`;
+
+/**
+ * The same functions for the fused kernel: queries, and the keys and values of this dispatch's rows (positions from
+ * first_pos), come from qkv, QK-normed and roped here (as the cache will hold them: as_kv4); older keys and values from
+ * the caches. row_max[m] / row_sum[m] hold row m's inverse RMS of q / k (FUSED_PROLOGUE_WGSL).
+ */
+const FUSED_INPUTS_WGSL = /* wgsl */ `
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> norm_w: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> rope: array<vec4<f32>>;
+// Row m's q (part 0) or k (part 1) at column col: times inv and the QK-norm weight, then roped at position p (NeoX
+// half-split: column c of a head pairs with c + HV / 2), as qk_norm_rope.ts computes it.
+fn qk_rope4(m: u32, part: u32, col: u32, p: u32, inv: f32) -> vec4<f32> {
+  let row4 = NH * HV;
+  let hq = HV / 2u;
+  let c = col % HV;
+  let mate = select(col + hq, col - hq, c >= hq);
+  let src = (3u * m + part) * row4;
+  var x = qkv[src + col];
+  var y = qkv[src + mate];
+  if (APPLY_NORM) {
+    x = x * inv * norm_w[part * row4 + col];
+    y = y * inv * norm_w[part * row4 + mate];
+  }
+  let r = min(p, MAX_POS - 1u) * HV + c % hq; // rows past the cache: any angle (their output is unspecified)
+  let cs = rope[r];
+  let sn = rope[r + hq];
+  return select(x * cs + y * sn, x * cs - y * sn, c < hq);
+}
+fn query4(m: u32, col: u32, first_pos: u32) -> vec4<f32> { return qk_rope4(m, 0u, col, first_pos + m, row_max[m]); }
+fn key4(key: u32, col: u32, first_pos: u32) -> vec4<f32> {
+  if (key >= first_pos) { return as_kv4(qk_rope4(key - first_pos, 1u, col, key, row_sum[key - first_pos])); }
+  return load_k(key * NH * HV + col);
+}
+fn value4(key: u32, col: u32, first_pos: u32) -> vec4<f32> {
+  if (key >= first_pos) { return as_kv4(qkv[(3u * (key - first_pos) + 2u) * NH * HV + col]); }
+  return load_v(key * NH * HV + col);
+}
+// This thread's share of row m's sum of squares of q (part 0) or k (part 1) over the whole width.
+fn row_sumsq(m: u32, part: u32, t: u32) -> f32 {
+  let row4 = NH * HV;
+  var s = 0.0;
+  for (var i = t; i < row4; i += WG) {
+    let a = qkv[(3u * m + part) * row4 + i];
+    s += dot(a, a);
+  }
+  return s;
+}
+`;
+
+/**
+ * The fused kernel's step 0, once its split (keys k0 .. k0 + n - 1) is known: the QK-norm statistics (q's of every
+ * row; k's of the rows whose key is in this split), then this split's new keys and values of head h appended to the
+ * caches.
+ */
+const FUSED_PROLOGUE_WGSL = /* wgsl */ `
+  // 0. new rows fresh0 .. fresh1 - 1 (positions first_pos + r) have their key in this split
+  let fresh0 = max(k0, first_pos) - first_pos;
+  let fresh1 = max(k0 + n, first_pos) - first_pos;
+  let width = f32(NH * HEAD_DIM);
+  for (var m = 0u; m < M; m++) {
+    var inv_q = 1.0;
+    var inv_k = 1.0;
+    if (APPLY_NORM) {
+      inv_q = inverseSqrt(workgroup_sum(row_sumsq(m, 0u, t), t) / width + EPS);
+      if (m >= fresh0 && m < fresh1) { inv_k = inverseSqrt(workgroup_sum(row_sumsq(m, 1u, t), t) / width + EPS); }
+    }
+    if (t == 0u) {
+      row_max[m] = inv_q;
+      row_sum[m] = inv_k;
+    }
+  }
+  workgroupBarrier();
+  for (var i = t; i < (fresh1 - fresh0) * HV; i += WG) {
+    let key = first_pos + fresh0 + i / HV;
+    let col = h * HV + i % HV;
+    store_k4(key * row4 + col, key4(key, col, first_pos));
+    store_v4(key * row4 + col, value4(key, col, first_pos));
+  }
+`;
+
+/**
  * The WGSL kernel: attention of one split of the keys (or, DIRECT, of all keys, with the final output), its
  * reductions by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
  */
-export function attentionDecodeKernelFor(subgroups: boolean, kv: KvDtype = "f32"): Kernel {
+export function attentionDecodeKernelFor(subgroups: boolean, kv: KvDtype = "f32", fused = false): Kernel {
   return {
-    name: `attention_decode${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
+    name: `attention_decode${fused ? "_qk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
 //   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
-//   1 q   [M, D / 4] vec4<f32>           queries, row-major [M, D] f32, QK-normed and roped; head h in columns
+${
+      fused
+        ? `//   1 qkv [M, 3 * D / 4] vec4<f32>       the fused projection rows q | k | v (kernels/attention/qk_norm_rope.ts does
+//                                        the same QK-norm + RoPE as a dispatch of its own)
+//   2 kc  [MAX_POS, D] ${kv}, read_write   K cache, position-major: row p = key of position p (kv_cache.ts)
+//   3 vc  [MAX_POS, D] ${kv}, read_write   V cache, same layout
+//   4 dst (below)
+//   5 norm_w [2, D / 4] vec4<f32>        QK-norm weights, q's row then k's (read when APPLY_NORM)
+//   6 rope [MAX_POS, HEAD_DIM / 4] vec4   the RoPE table (qk_norm_rope.ts ropeTable)
+// Keys 0 .. ctl[CTL_POS] - 1 must be in the caches; keys ctl[CTL_POS] + m (m < M, below MAX_POS) are this dispatch's
+// rows: q, k, v of row m are QK-normed (over the whole width D) and roped at position ctl[CTL_POS] + m here, and
+// workgroup (h, s) appends head h of every new key in its split to the caches. No other workgroup reads those cache
+// rows (a key belongs to one split), and the owner itself takes new keys from qkv, never from the cache it writes, so
+// there is no ordering to rely on between workgroups. Rows at positions >= MAX_POS write nothing.`
+        : `//   1 q   [M, D / 4] vec4<f32>           queries, row-major [M, D] f32, QK-normed and roped; head h in columns
 //                                        h*HEAD_DIM .. (h+1)*HEAD_DIM-1
 //   2 kc  [MAX_POS, D] ${kv}               K cache, position-major: row p = key of position p (kv_cache.ts)
 //   3 vc  [MAX_POS, D] ${kv}               V cache, same layout
+// Keys 0 .. min(ctl[CTL_POS] + M, MAX_POS) - 1 must be in the caches; later rows are never read.`
+    }
 //   4 dst vec4<f32>, read_write          DIRECT: out [M, D / 4] (the attention output, row-major [M, D] f32);
 //                                        else the scratch: [M, NH, SPLITS, HEAD_DIM / 4] unnormalised outputs,
 //                                        then [M, NH, SPLITS] vec4 (max, sum of exp, -, -)
-// Keys 0 .. min(ctl[CTL_POS] + M, MAX_POS) - 1 must be in the caches; later rows are never read.
 override NH: u32;
 override HEAD_DIM: u32;                       // a power of two, 8 .. 4 * WG
 override M: u32 = 1u;                         // query rows, 1 .. 16
@@ -70,18 +184,20 @@ override KEY_SLOTS: u32 = WG / KEY_LANES;     // scores: keys per pass
 override SLOTS: u32 = WG / HV;                // p * V: keys in flight (t = slot * HV + lane)
 override MQ: u32 = (M + 3u) / 4u;             // vec4 of 4 rows' partial dot products
 override RG: u32 = 1u;                        // p * V: rows summed over the slots per round
+${fused ? "override EPS: f32 = 1e-6;                     // QK-norm\noverride APPLY_NORM: bool = true;" : ""}
 const MAX_M: u32 = 16u;
 const MAX_KEY_VEC: u32 = 8u;
 const NEG_BIG: f32 = -3.0e38;                 // "no key": finite, so exp(NEG_BIG - NEG_BIG) = 1, never NaN
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-${kvReadWgsl(kv, 2, 3)}
+${kvReadWgsl(kv, 2, 3, fused)}
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
+${reductionsWgsl(subgroups)}
+// (the reductions first: naga 29 panics on an override declared after an override-sized array and used in live code)
 var<workgroup> scores: array<f32, M * CAP>;   // [M, CAP]: the split's scores, then probabilities
 var<workgroup> acc_sum: array<vec4<f32>, RG * WG>;
-var<workgroup> row_max: array<f32, MAX_M>;
-var<workgroup> row_sum: array<f32, MAX_M>;
-${reductionsWgsl(subgroups)}
+var<workgroup> row_max: array<f32, MAX_M>;    ${fused ? "// before step 2: the rows' inverse RMS of q" : ""}
+var<workgroup> row_sum: array<f32, MAX_M>;    ${fused ? "// before step 2: the new rows' inverse RMS of k" : ""}
+${fused ? FUSED_INPUTS_WGSL : PLAIN_INPUTS_WGSL}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -95,19 +211,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (k0 >= len) { return; }                    // past the last key: the merge never reads this split
   let n = min(per, len - k0);                   // keys of this split (uniform across the workgroup)
   let row4 = NH * HV;                           // vec4 per cache / query row
-  // 1. scores[m, j] = SCALE * (q_m . k_{k0 + j}), NEG_BIG where key k0 + j is after row m's position
+${
+      fused
+        ? FUSED_PROLOGUE_WGSL
+        : ""
+    }  // 1. scores[m, j] = SCALE * (q_m . k_{k0 + j}), NEG_BIG where key k0 + j is after row m's position
   let key_slot = t / KEY_LANES;
   let key_lane = t % KEY_LANES;
   let key_col = h * HV + key_lane;              // this thread's first vec4 of the head, then every KEY_LANES
   var qv: array<vec4<f32>, MAX_M>;              // qv[m * KEY_VEC + v]
   for (var m = 0u; m < M; m++) {
-    for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = q[m * row4 + key_col + v * KEY_LANES] * SCALE; }
+    for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = query4(m, key_col + v * KEY_LANES, first_pos) * SCALE; }
   }
   for (var j0 = 0u; j0 < n; j0 += KEY_SLOTS) {
     let j = j0 + key_slot;
     let key = k0 + min(j, n - 1u);              // lanes past the split reread its last key (never stored)
     var kv: array<vec4<f32>, MAX_KEY_VEC>;
-    for (var v = 0u; v < KEY_VEC; v++) { kv[v] = load_k(key * row4 + key_col + v * KEY_LANES); }
+    for (var v = 0u; v < KEY_VEC; v++) { kv[v] = key4(key, key_col + v * KEY_LANES, first_pos); }
     for (var mq = 0u; mq < MQ; mq++) {
       var part = vec4<f32>();
       for (var i = 0u; i < 4u; i++) {
@@ -159,17 +279,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var j = slot;
   // Four V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
   for (; j + 3u * SLOTS < n; j += 4u * SLOTS) {
-    let v0 = load_v((k0 + j) * row4 + col);
-    let v1 = load_v((k0 + j + SLOTS) * row4 + col);
-    let v2 = load_v((k0 + j + 2u * SLOTS) * row4 + col);
-    let v3 = load_v((k0 + j + 3u * SLOTS) * row4 + col);
+    let v0 = value4(k0 + j, col, first_pos);
+    let v1 = value4(k0 + j + SLOTS, col, first_pos);
+    let v2 = value4(k0 + j + 2u * SLOTS, col, first_pos);
+    let v3 = value4(k0 + j + 3u * SLOTS, col, first_pos);
     for (var m = 0u; m < M; m++) {
       let b = m * CAP + j;
       acc[m] += scores[b] * v0 + scores[b + SLOTS] * v1 + scores[b + 2u * SLOTS] * v2 + scores[b + 3u * SLOTS] * v3;
     }
   }
   for (; j < n; j += SLOTS) {
-    let vv = load_v((k0 + j) * row4 + col);
+    let vv = value4(k0 + j, col, first_pos);
     for (var m = 0u; m < M; m++) { acc[m] += scores[m * CAP + j] * vv; }
   }
   // 4. sum the SLOTS partial accumulators, RG rows per round, and store
@@ -268,8 +388,14 @@ export interface AttentionDecodeShape {
 /** Arguments of the decode attention dispatches. */
 export interface AttentionDecodeArgs extends AttentionDecodeShape {
   ctl: GPUBuffer;
-  /** f32 queries [rows, nHeads * headDim]. */
-  q: GPUBuffer | BufferSlice;
+  /** f32 queries [rows, nHeads * headDim], QK-normed and roped (unless `qkNormRope` is given). */
+  q?: GPUBuffer | BufferSlice;
+  /**
+   * Fuses QK-norm + RoPE + the K/V append (what `qkNormRope` records as a dispatch of its own) into the split pass:
+   * queries, keys and values of the rows come from `qkv`, and the caches get rows ctl[POS] .. + rows - 1 (those below
+   * maxPos). The caches are then bound read_write.
+   */
+  qkNormRope?: FusedQkNormRope;
   /** K cache [maxPos, nHeads * headDim] of `kvDtype`, position-major. */
   kCache: GPUBuffer | BufferSlice;
   /** V cache, same layout. */
@@ -293,6 +419,20 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   mergeWorkgroupSize?: number;
   keyLanes?: number;
   subgroups?: boolean;
+}
+
+/** The inputs of the fused QK-norm + RoPE (qk_norm_rope.ts's arguments of the same names). */
+export interface FusedQkNormRope {
+  /** f32 [rows, 3 * nHeads * headDim]: q | k | v per row. */
+  qkv: GPUBuffer | BufferSlice;
+  /** f32 [2, nHeads * headDim]: q's norm weight, then k's (bound but unread without `applyNorm`). */
+  normWeights: GPUBuffer | BufferSlice;
+  /** f32 [maxPos, headDim] from `ropeTable`. */
+  ropeTable: GPUBuffer | BufferSlice;
+  /** RMSNorm epsilon (default 1e-6). */
+  eps?: number;
+  /** QK-norm before RoPE (default true). */
+  applyNorm?: boolean;
 }
 
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
@@ -418,7 +558,9 @@ export function attentionDecode(
     MIN_KEYS: plan.minKeys,
   };
   const direct = plan.splits === 1;
-  const partialKernel = kernels.partial ?? attentionDecodeKernelFor(subgroups, a.kvDtype);
+  const fused = a.qkNormRope;
+  if (!fused && !a.q) throw new Error("attentionDecode: give q, or qkNormRope for the fused QK-norm + RoPE");
+  const partialKernel = kernels.partial ?? attentionDecodeKernelFor(subgroups, a.kvDtype, fused !== undefined);
   const mergeKernel = kernels.merge ?? attentionMergeKernel;
   const partial = {
     ...common,
@@ -431,15 +573,20 @@ export function attentionDecode(
     SCALE: Math.fround(1 / Math.sqrt(a.headDim)),
     DIRECT: direct,
     GATED: a.gated ?? false,
+    ...(fused ? { EPS: fused.eps ?? 1e-6, APPLY_NORM: fused.applyNorm ?? true } : {}),
   };
   const grid: [number, number, number] = [a.nHeads, plan.splits, 1];
-  if (direct) return [gpu.dispatch(partialKernel, partial, [a.ctl, a.q, a.kCache, a.vCache, a.out], grid)];
+  const bind = (dst: GPUBuffer | BufferSlice) =>
+    fused
+      ? [a.ctl, fused.qkv, a.kCache, a.vCache, dst, fused.normWeights, fused.ropeTable]
+      : [a.ctl, a.q!, a.kCache, a.vCache, dst];
+  if (direct) return [gpu.dispatch(partialKernel, partial, bind(a.out), grid)];
   const need = attentionDecodeScratchBytes(a);
   if (!a.scratch || a.scratch.size < need) {
     throw new Error(`attentionDecode: the scratch buffer must hold ${need} bytes (createAttentionDecodeScratch)`);
   }
   return [
-    gpu.dispatch(partialKernel, partial, [a.ctl, a.q, a.kCache, a.vCache, a.scratch], grid),
+    gpu.dispatch(partialKernel, partial, bind(a.scratch), grid),
     gpu.dispatch(
       mergeKernel,
       { ...common, WG: a.mergeWorkgroupSize ?? 32, GATED: a.gated ?? false },
@@ -447,4 +594,34 @@ export function attentionDecode(
       [a.nHeads, a.rows, 1],
     ),
   ];
+}
+
+/**
+ * CPU reference of the fused dispatch, composed of the two it replaces: `qkNormRopeReference` (q, and the caches with
+ * rows POS .. POS + rows - 1 appended; bf16 caches hold them rounded), then `attentionReference` over those caches.
+ * Returns the attention output (rows at positions >= maxPos: unspecified, NaN here) and the caches. `attendTo`
+ * replaces the caches attention reads (a kernel's own bf16 caches, whose rounding of a new key may differ from the
+ * reference's by an ulp: the appended rows are checked against `kCache` / `vCache`, attention against what was stored).
+ */
+export function attentionDecodeFusedReference(
+  qkv: Float32Array,
+  normWeights: Float32Array,
+  table: Float32Array,
+  s: QkNormRopeShape & { nHeads: number; kvDtype?: KvDtype },
+  kCache: Float32Array,
+  vCache: Float32Array,
+  attendTo?: { kCache: Float32Array; vCache: Float32Array },
+): { out: Float32Array; kCache: Float32Array; vCache: Float32Array } {
+  const r = qkNormRopeReference(qkv, normWeights, table, s, kCache, vCache);
+  if (s.kvDtype === "bf16") {
+    const rows = [s.pos * s.dim, Math.min(s.pos + s.rows, s.maxPos) * s.dim];
+    for (const c of [r.kCache, r.vCache]) c.set(roundBf16Array(c.subarray(rows[0], Math.max(...rows))), rows[0]);
+  }
+  const valid = Math.max(0, Math.min(s.rows, s.maxPos - s.pos));
+  const out = new Float32Array(s.rows * s.dim).fill(NaN);
+  const caches = attendTo ?? r;
+  if (valid > 0) {
+    out.set(attentionReference(r.q, caches.kCache, caches.vCache, valid, s.pos, s.nHeads, s.headDim));
+  }
+  return { out, kCache: r.kCache, vCache: r.vCache };
 }

@@ -1,13 +1,14 @@
 /**
  * Tests of the decode attention kernels against the f64 reference: every cache length class, 1..16 rows, small head
  * dims, the context limit, one and many splits, the subgroup and the workgroup-memory reductions, gating, rejected
- * shapes, and mutants that each check must catch.
+ * shapes, and mutants that each check must catch; then the fused QK-norm + RoPE + K/V append variant.
  * @module
  */
 
 import {
   attentionDecode,
   type AttentionDecodeArgs,
+  attentionDecodeFusedReference,
   attentionDecodeKernelFor,
   type AttentionDecodeKernels,
   attentionMergeKernel,
@@ -15,8 +16,11 @@ import {
 } from "./decode.ts";
 import { subgroupWidth } from "../reduce.ts";
 import type { Gpu } from "../runtime.ts";
-import { assertCaught, ctlBuffer, gpuTest, mutate } from "../testing/harness.ts";
-import { assertRejected, type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
+import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import { assertRejected, ATTENTION_TOL, type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
+import type { KvDtype } from "./kv_cache.ts";
+import { ropeTable } from "./qk_norm_rope.ts";
+import { packBf16, roundBf16Array, unpackBf16 } from "../bf16.ts";
 
 interface DecodeKnobs {
   gated?: boolean;
@@ -147,7 +151,10 @@ gpuTest("attention decode checks catch broken kernels", async (gpu) => {
   const merge = (from: string, to: string) => ({ merge: mutate(attentionMergeKernel, from, to) });
   const cases: [string, AttentionDecodeKernels][] = [
     ["causal limit off by one", decode("k0 + j <= first_pos + m", "k0 + j <= first_pos + m + 1u")],
-    ["wrong scale", decode("q[m * row4 + key_col + v * KEY_LANES] * SCALE", "q[m * row4 + key_col + v * KEY_LANES]")],
+    [
+      "wrong scale",
+      decode("query4(m, key_col + v * KEY_LANES, first_pos) * SCALE", "query4(m, key_col + v * KEY_LANES, first_pos)"),
+    ],
     [
       "fourth V row of an unrolled step weighted wrong",
       decode("scores[b + 3u * SLOTS] * v3", "scores[b + 2u * SLOTS] * v3"),
@@ -166,6 +173,154 @@ gpuTest("attention decode checks catch broken kernels", async (gpu) => {
     await assertCaught(async () => {
       await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { splits: 7, subgroups, kernels });
       await checkDecode(gpu, decodeCase(2, 300, 1, 64, 512), { splits: 1, subgroups, kernels });
+    }, what);
+  }
+});
+
+/** A fused decode case: `rows` new rows at positions pos .. over caches of maxPos rows holding keys 0 .. pos - 1. */
+interface FusedCase {
+  rows: number;
+  pos: number;
+  nHeads: number;
+  headDim: number;
+  maxPos: number;
+  kvDtype?: KvDtype;
+  applyNorm?: boolean;
+}
+
+/**
+ * The fused dispatch(es) of case `c` against the composed reference: the output rows below maxPos, the appended cache
+ * rows, and every other cache row bit for bit (rows past the valid keys hold NaN, read by no correct kernel; two
+ * sentinel rows past maxPos catch a write beyond the cache).
+ */
+async function checkFused(gpu: Gpu, c: FusedCase, knobs: DecodeKnobs = {}): Promise<void> {
+  const { kernels, ...tuning } = knobs;
+  const d = c.nHeads * c.headDim, bf16 = c.kvDtype === "bf16", stored = c.maxPos + 2;
+  const rng = new Rng(((c.rows * 131 + c.pos) * 7 + d) * 3 + c.maxPos + (bf16 ? 1 : 0));
+  const qkv = rng.normals(c.rows * 3 * d, 2);
+  const normWeights = rng.normals(2 * d, 0.5, 1);
+  const table = ropeTable(c.maxPos, c.headDim, 500000);
+  const caches = [0, 1].map(() => {
+    const cache = new Float32Array(stored * d).fill(NaN);
+    cache.set(rng.normals(Math.min(c.pos, c.maxPos) * d));
+    cache.set(rng.normals(2 * d, 1, 7), c.maxPos * d);
+    return bf16 ? roundBf16Array(cache) : cache;
+  });
+  const shape = { rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, maxPos: c.maxPos, splits: tuning.splits };
+  const scratch = createAttentionDecodeScratch(gpu, shape);
+  const b = {
+    ctl: ctlBuffer(gpu, { POS: c.pos, ACTIVE: 1 }),
+    qkv: gpu.upload("qkv", qkv),
+    normWeights: gpu.upload("norm_w", normWeights),
+    ropeTable: gpu.upload("rope", table),
+    kCache: gpu.upload("k", bf16 ? packBf16(caches[0]) : caches[0]),
+    vCache: gpu.upload("v", bf16 ? packBf16(caches[1]) : caches[1]),
+    out: poisoned(gpu, c.rows * d),
+  };
+  const what = `fused attention ${JSON.stringify({ ...c, ...tuning })}`;
+  try {
+    gpu.run(attentionDecode(gpu, {
+      ...tuning,
+      ...shape,
+      ctl: b.ctl,
+      kCache: b.kCache,
+      vCache: b.vCache,
+      out: b.out,
+      scratch,
+      kvDtype: c.kvDtype,
+      qkNormRope: { qkv: b.qkv, normWeights: b.normWeights, ropeTable: b.ropeTable, applyNorm: c.applyNorm },
+    }, kernels));
+    const read = async (buf: GPUBuffer) =>
+      bf16 ? unpackBf16(await gpu.readU32(buf, (stored * d) / 2)) : await gpu.readF32(buf, stored * d);
+    const got = {
+      out: await gpu.readF32(b.out, c.rows * d),
+      kCache: await read(b.kCache),
+      vCache: await read(b.vCache),
+    };
+    const s = { ...c, dim: d, eps: 1e-6, applyNorm: c.applyNorm ?? true };
+    const want = attentionDecodeFusedReference(qkv, normWeights, table, s, caches[0], caches[1], got);
+    const first = Math.min(c.pos, c.maxPos) * d, end = Math.min(c.pos + c.rows, c.maxPos) * d;
+    for (const [name, i] of [["k", 0], ["v", 1]] as const) {
+      const g = got[`${name}Cache`];
+      const untouched = [...g.keys()].find((j) => (j < first || j >= end) && !Object.is(g[j], caches[i][j]));
+      if (untouched !== undefined) throw new Error(`${what}: ${name} cache element ${untouched} was written`);
+      // bf16: kernel and reference round their own f32 / f64 results, possibly an ulp apart (2^-7 relative at most)
+      const tol = bf16 && name === "k" ? { atol: 1e-5, rtol: 2 ** -7 } : { atol: 1e-5, rtol: 1e-5 };
+      assertClose(g.subarray(first, end), want[`${name}Cache`].subarray(first, end), tol, `${what} ${name} cache`);
+    }
+    const valid = Math.max(0, Math.min(c.rows, c.maxPos - c.pos)) * d;
+    assertClose(got.out.subarray(0, valid), want.out.subarray(0, valid), ATTENTION_TOL, `${what} out`);
+  } finally {
+    for (const buf of Object.values(b)) buf.destroy();
+    scratch?.destroy();
+  }
+}
+
+gpuTest("fused QK-norm + RoPE + append: one row at awkward cache lengths, both cache types", async (gpu) => {
+  for (const kvDtype of ["f32", "bf16"] as const) {
+    for (const pos of [0, 6, 64, 300]) {
+      await checkFused(gpu, { rows: 1, pos, nHeads: 3, headDim: 64, maxPos: 320, kvDtype });
+    }
+    await checkFused(gpu, { rows: 1, pos: 33, nHeads: 2, headDim: 8, maxPos: 40, kvDtype });
+  }
+});
+
+gpuTest(
+  "fused QK-norm + RoPE + append: several rows see each other's new keys, across split boundaries",
+  async (gpu) => {
+    for (
+      const [rows, pos, splits, minKeys] of [[3, 5, 4, 2], [3, 63, 6, 4], [16, 100, 9, 7], [5, 0, 3, 1], [2, 7, 1, 64]]
+    ) {
+      for (const kvDtype of ["f32", "bf16"] as const) {
+        await checkFused(gpu, { rows, pos, nHeads: 2, headDim: 32, maxPos: 140, kvDtype }, { splits, minKeys });
+      }
+    }
+    await checkFused(gpu, { rows: 4, pos: 9, nHeads: 3, headDim: 128, maxPos: 64, applyNorm: false });
+  },
+);
+
+gpuTest("fused QK-norm + RoPE + append: rows at positions >= maxPos write nothing", async (gpu) => {
+  await checkFused(gpu, { rows: 3, pos: 38, nHeads: 2, headDim: 16, maxPos: 40 }, { splits: 3, minKeys: 4 });
+  await checkFused(gpu, { rows: 1, pos: 40, nHeads: 1, headDim: 8, maxPos: 40 });
+});
+
+gpuTest("fused attention checks catch broken kernels", async (gpu) => {
+  const subgroups = subgroupWidth(gpu) > 0;
+  const kernel = (from: string, to: string) => ({
+    partial: mutate(attentionDecodeKernelFor(subgroups, "f32", true), from, to),
+  });
+  const cases: [string, AttentionDecodeKernels][] = [
+    ["k norm per head", kernel("row_sumsq(m, 1u, t), t) / width", "row_sumsq(m, 1u, t), t) / f32(HEAD_DIM)")],
+    ["every q roped at row 0's position", kernel("col, first_pos + m, row_max[m]", "col, first_pos, row_max[m]")],
+    ["rotate_half without the minus", kernel("x * cs - y * sn, c < hq", "x * cs + y * sn, c < hq")],
+    [
+      "V appended from k",
+      kernel(
+        "store_v4(key * row4 + col, value4(key, col, first_pos))",
+        "store_v4(key * row4 + col, key4(key, col, first_pos))",
+      ),
+    ],
+    [
+      "last new row of a split skipped",
+      kernel(
+        "let fresh1 = max(k0 + n, first_pos) - first_pos;",
+        "let fresh1 = max(k0 + n, first_pos + 1u) - first_pos - 1u;",
+      ),
+    ],
+    ["no cache bound", kernel("let len = min(first_pos + M, MAX_POS);", "let len = first_pos + M;")],
+  ];
+  for (const [what, kernels] of cases) {
+    await assertCaught(async () => {
+      await checkFused(gpu, { rows: 3, pos: 30, nHeads: 2, headDim: 16, maxPos: 40 }, {
+        splits: 5,
+        minKeys: 4,
+        kernels,
+      });
+      await checkFused(gpu, { rows: 3, pos: 38, nHeads: 1, headDim: 16, maxPos: 40 }, {
+        splits: 3,
+        minKeys: 4,
+        kernels,
+      });
     }, what);
   }
 });

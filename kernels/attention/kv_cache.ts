@@ -27,21 +27,43 @@ export function kvElementBytes(dtype: KvDtype): number {
   return dtype === "bf16" ? 2 : 4;
 }
 
-/** WGSL bindings `kc` and `vc` (at the given binding numbers, read-only) and `load_k` / `load_v`. */
-export function kvReadWgsl(dtype: KvDtype, kBinding: number, vBinding: number): string {
+/**
+ * WGSL bindings `kc` and `vc` (at the given binding numbers) and `load_k` / `load_v`. With `writable` (a kernel that
+ * both reads the caches and appends to them, the fused decode attention) the bindings are read_write and also give
+ * `store_k4(i, v)` / `store_v4(i, v)` (the vec4 at vec4 index i) and `as_kv4(v)`: v as the cache will hold it (bf16:
+ * rounded to nearest even, so fresh keys are used exactly as a later read of the cache would see them).
+ */
+export function kvReadWgsl(dtype: KvDtype, kBinding: number, vBinding: number, writable = false): string {
+  const access = writable ? "read_write" : "read";
   if (dtype === "f32") {
     return `
-@group(0) @binding(${kBinding}) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(${vBinding}) var<storage, read> vc: array<vec4<f32>>;
+@group(0) @binding(${kBinding}) var<storage, ${access}> kc: array<vec4<f32>>;
+@group(0) @binding(${vBinding}) var<storage, ${access}> vc: array<vec4<f32>>;
 fn load_k(i: u32) -> vec4<f32> { return kc[i]; }
-fn load_v(i: u32) -> vec4<f32> { return vc[i]; }`;
+fn load_v(i: u32) -> vec4<f32> { return vc[i]; }${
+      writable
+        ? `
+fn as_kv4(v: vec4<f32>) -> vec4<f32> { return v; }
+fn store_k4(i: u32, v: vec4<f32>) { kc[i] = v; }
+fn store_v4(i: u32, v: vec4<f32>) { vc[i] = v; }`
+        : ""
+    }`;
   }
   return `
-@group(0) @binding(${kBinding}) var<storage, read> kc: array<vec2<u32>>; // 4 bf16 per vec2
-@group(0) @binding(${vBinding}) var<storage, read> vc: array<vec2<u32>>;
+@group(0) @binding(${kBinding}) var<storage, ${access}> kc: array<vec2<u32>>; // 4 bf16 per vec2
+@group(0) @binding(${vBinding}) var<storage, ${access}> vc: array<vec2<u32>>;
 fn bf16x4_kv(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(bf16_lo(w.x), bf16_hi(w.x), bf16_lo(w.y), bf16_hi(w.y)); }
 fn load_k(i: u32) -> vec4<f32> { return bf16x4_kv(kc[i]); }
-fn load_v(i: u32) -> vec4<f32> { return bf16x4_kv(vc[i]); }`;
+fn load_v(i: u32) -> vec4<f32> { return bf16x4_kv(vc[i]); }${
+    writable
+      ? `
+${BF16_ROUND_WGSL}
+fn pack_kv4(v: vec4<f32>) -> vec2<u32> { return vec2<u32>(pack_bf16x2(v.xy), pack_bf16x2(v.zw)); }
+fn as_kv4(v: vec4<f32>) -> vec4<f32> { return bf16x4_kv(pack_kv4(v)); }
+fn store_k4(i: u32, v: vec4<f32>) { kc[i] = pack_kv4(v); }
+fn store_v4(i: u32, v: vec4<f32>) { vc[i] = pack_kv4(v); }`
+      : ""
+  }`;
 }
 
 /** WGSL bindings `k_cache` and `v_cache` (read_write) and `store_k2` / `store_v2` (elements e, e + 1; e even). */

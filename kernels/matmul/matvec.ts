@@ -8,16 +8,28 @@
  *
  * Epilogues: PLAIN stores the dot products; SWIGLU reads a [2N, K] weight (gate rows, then up rows) and stores
  * silu(gate) * up, so OLMo-2's gate and up projections and the SiLU-multiply are one pass.
+ *
+ * Prologue (`postNorm`): the input is x + RMSNorm(proj) * w, OLMo-2's post-norm of the previous sublayer, computed by
+ * every workgroup (staged in workgroup memory, or recomputed at each use) and stored by workgroup 0 as the next
+ * residual, in place of an RMSNorm dispatch (ARCHITECTURE.md, "Fewer, fuller dispatches").
  * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { rmsnormReference } from "../norm/rmsnorm.ts";
 
 /** Most input rows one matvec dispatch handles; more rows go to the tiled GEMM. */
 export const MATVEC_MAX_ROWS = 16;
 
 /** What the kernel stores. */
 export const Epilogue = { PLAIN: 0, SWIGLU: 1 } as const;
+
+/**
+ * What the kernel does to its input first: nothing; or OLMo-2's post-norm of the previous sublayer, x_eff = x +
+ * RMSNorm(proj) * w (`MatvecArgs.postNorm`), recomputed by every workgroup and used from registers and caches
+ * ("recompute") or staged once in workgroup memory ("staged").
+ */
+export type MatvecPrologue = "none" | "recompute" | "staged";
 
 /** Name prefix of the generated kernels (`matvec_bf16_m<rows>`). */
 export const MATVEC_KERNEL_NAME = "matvec_bf16";
@@ -30,12 +42,19 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
  * local memory, which measured 5x slower at M = 4 on an H100). A thread reads each 32-byte chunk of x once for all
  * its output rows, so x traffic per weight byte falls as rowsPerThread grows (2M / rowsPerThread vec4 per weight vec4).
  */
-export function matvecKernelFor(rows: number, rowsPerThread = 1): Kernel {
+export function matvecKernelFor(rows: number, rowsPerThread = 1, prologue: MatvecPrologue = "none"): Kernel {
   if (!Number.isInteger(rows) || rows < 1 || rows > MATVEC_MAX_ROWS) {
     throw new Error(`matvec: ${rows} rows (1..${MATVEC_MAX_ROWS})`);
   }
   if (![1, 2, 4].includes(rowsPerThread)) throw new Error(`matvec: rowsPerThread ${rowsPerThread} (1, 2 or 4)`);
   const M = range(rows), RT = range(rowsPerThread);
+  // The input vec4 at column expression `col` of row j: x itself, its copy in workgroup memory, or x + the post-norm.
+  const input = (j: number, col: string) =>
+    prologue === "none"
+      ? `x[${j}u * k4 + ${col}]`
+      : prologue === "staged"
+      ? `xs[${j}u * k4 + ${col}]`
+      : `(x[${j}u * k4 + ${col}] + proj[${j}u * k4 + ${col}] * inv${j} * nw[${col}])`;
   const unroll = range(4 / rowsPerThread); // chunks in flight per output row: 4 16-byte weight loads per thread
   // For chunk expression c (unrolled copy i): load the weights of every owned row, then x once for every input row.
   const step = (i: number, c: string) =>
@@ -48,7 +67,7 @@ ${RT.map((r) => `        q${r} = w[wrow_up${r} + c${i}];`).join("\n")}
       }
 ${
       M.map((j) =>
-        `      { let xa = x[${j}u * k4 + 2u * c${i}]; let xb = x[${j}u * k4 + 2u * c${i} + 1u];
+        `      { let xa = ${input(j, `2u * c${i}`)}; let xb = ${input(j, `2u * c${i} + 1u`)};
 ${
           RT.map((r) =>
             `        a${r}_${j} += dot8(p${r}, xa, xb); if (EPILOGUE == 1u) { u${r}_${j} += dot8(q${r}, xa, xb); }`
@@ -70,8 +89,39 @@ ${group.map((v, i) => v === "0.0" ? "" : `    ${v} = s[${i}];`).filter(Boolean).
     }
     return out.join("\n");
   };
+  // Post-norm prologue: every workgroup computes each input row's 1 / rms of proj (a sum over the workgroup, 4 rows
+  // at a time), then x + proj * inv * nw (staged: into workgroup memory, once); workgroup 0 also stores it to x_out.
+  const rowGroups = range(Math.ceil(rows / 4)).map((g) => M.slice(4 * g, 4 * g + 4));
+  const prologueWgsl = prologue === "none" ? "" : `
+  // Prologue: x_eff[j] = x[j] + RMSNorm(proj[j]) * nw (the previous sublayer's post-norm and residual add)
+  ${M.map((j) => `var inv${j} = 0.0;`).join(" ")}
+${
+    rowGroups.map((g) =>
+      `  {
+    var part = vec4<f32>();
+    for (var c = t; c < k4; c += WG) {
+${g.map((j, i) => `      { let p = proj[${j}u * k4 + c]; part[${i}] += dot(p, p); }`).join("\n")}
+    }
+    let total = workgroup_sum4(part, t);
+${g.map((j, i) => `    inv${j} = inverseSqrt(total[${i}] / f32(K) + EPS);`).join("\n")}
+  }`
+    ).join("\n")
+  }
+  let writer = flat_workgroup(wid, nwg) == 0u;
+  for (var c = t; c < k4; c += WG) {
+${
+    M.map((j) =>
+      `    { let v = x[${j}u * k4 + c] + proj[${j}u * k4 + c] * inv${j} * nw[c];${
+        prologue === "staged" ? ` xs[${j}u * k4 + c] = v;` : ""
+      } if (writer) { x_out[${j}u * k4 + c] = v; } }`
+    ).join("\n")
+  }
+  }
+  workgroupBarrier();
+`;
+  const suffix = prologue === "none" ? "" : prologue === "staged" ? "_normst" : "_norm";
   return {
-    name: `${MATVEC_KERNEL_NAME}_m${rows}_r${rowsPerThread}`,
+    name: `${MATVEC_KERNEL_NAME}_m${rows}_r${rowsPerThread}${suffix}`,
     source: /* wgsl */ `
 // y[m, n] = sum_k x[m, k] * W[n, k] for m < ${rows}, n < N; each thread owns ${rowsPerThread} consecutive n.
 // bindings:
@@ -79,19 +129,34 @@ ${group.map((v, i) => v === "0.0" ? "" : `    ${v} = s[${i}];`).filter(Boolean).
 //   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
 //                                    NW = N (PLAIN) or 2N (SWIGLU: rows 0..N-1 gate, N..2N-1 up)
 //   2 x   [${rows}, K / 4] vec4<f32>       input rows, row-major [${rows}, K] f32
-//   3 y   [${rows}, N] f32, read_write     output rows
+//   3 y   [${rows}, N] f32, read_write     output rows${
+      prologue === "none" ? "" : `
+//   4 proj  [${rows}, K / 4] vec4<f32>     the previous sublayer's output: the product's input is
+//                                        x_eff = x + proj * rsqrt(mean(proj^2) + EPS) * nw, row by row
+//   5 nw    [K / 4] vec4<f32>            the post-norm's weight
+//   6 x_out [${rows}, K / 4] vec4<f32>, rw  x_eff, stored by workgroup 0 (the next residual; never read here)`
+    }
 // K must be a multiple of 8. A workgroup owns ROWS * ${rowsPerThread} output rows; the WG / ROWS threads of a row group
 // stride over the K / 8 16-byte chunks of its rows.
 override K: u32;
 override N: u32;
 override EPILOGUE: u32 = 0u;
 override ROWS: u32 = 8u;   // row groups per workgroup (a power of two dividing WG)
-override WG: u32 = 256u;   // threads per workgroup (a power of two)
+override WG: u32 = 256u;   // threads per workgroup (a power of two)${
+      prologue === "none" ? "" : "\noverride EPS: f32 = 1e-6;"
+    }
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-var<workgroup> red: array<vec4<f32>, WG>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;${
+      prologue === "none" ? "" : `
+@group(0) @binding(4) var<storage, read> proj: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> nw: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> x_out: array<vec4<f32>>;`
+    }
+var<workgroup> red: array<vec4<f32>, WG>;${
+      prologue === "staged" ? `\nvar<workgroup> xs: array<vec4<f32>, ${rows}u * (K / 4u)>; // x_eff, row-major` : ""
+    }
 
 fn dot8(p: vec4<u32>, a: vec4<f32>, b: vec4<f32>) -> f32 {
   return dot(vec4<f32>(bf16_lo(p.x), bf16_hi(p.x), bf16_lo(p.y), bf16_hi(p.y)), a)
@@ -110,6 +175,21 @@ fn row_sum4(v: vec4<f32>, t: u32, lane: u32) -> vec4<f32> {
   workgroupBarrier();
   return total;
 }
+${
+      prologue === "none" ? "" : `
+// Sums v over all WG threads (a tree in workgroup memory); every thread gets the total.
+fn workgroup_sum4(v: vec4<f32>, t: u32) -> vec4<f32> {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s /= 2u) {
+    if (t < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}`
+    }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -119,7 +199,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let lane = t % tpr;
   let k8 = K / 8u;
   let k4 = K / 4u;
-  // Row groups of ROWS * ${rowsPerThread} output rows; a grid smaller than GROUPS strides over them (x stays in L1).
+${prologueWgsl}  // Row groups of ROWS * ${rowsPerThread} output rows; a grid smaller than GROUPS strides over them (x stays in L1).
   let groups = (N + ROWS * ${rowsPerThread}u - 1u) / (ROWS * ${rowsPerThread}u);
   for (var g = flat_workgroup(wid, nwg); g < groups; g += nwg.x * nwg.y) {
   let n0 = (g * ROWS + t / tpr) * ${rowsPerThread}u;
@@ -171,8 +251,30 @@ export interface ProductArgs {
   gated?: boolean;
 }
 
+/**
+ * A post-norm prologue: the product's input is x_eff = x + RMSNorm(proj) * weight (rows of K), which workgroup 0 stores
+ * to `out` (the next residual, in place of a separate RMSNorm dispatch). `out` must be none of the buffers read.
+ */
+export interface PostNorm {
+  /** f32 [rows, K]: the sublayer output to normalise. */
+  proj: GPUBuffer | BufferSlice;
+  /** f32 [K]: the norm weight. */
+  weight: GPUBuffer | BufferSlice;
+  /** f32 [rows, K]: x_eff. */
+  out: GPUBuffer | BufferSlice;
+  /** RMSNorm epsilon. */
+  eps: number;
+}
+
 /** Arguments of one matvec dispatch. */
 export interface MatvecArgs extends ProductArgs {
+  /** Adds the previous sublayer's post-norm to x first (see `PostNorm`). */
+  postNorm?: PostNorm;
+  /**
+   * With `postNorm`: stage x_eff in workgroup memory (rows * K * 4 bytes) instead of recomputing it from x, proj and
+   * the weight at every use. Default: staged when it fits the device's workgroup memory.
+   */
+  staged?: boolean;
   /** Tuning knobs (defaults are the measured best on the reference GPU; see docs/PERF.md). Row groups per workgroup. */
   rowsPerWorkgroup?: number;
   /** Threads per workgroup. */
@@ -217,20 +319,43 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN, a.n, a.k);
   const rowsPerWg = a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup;
   const rowsPerThread = a.rowsPerThread ?? defaults.rowsPerThread;
+  const wg = a.workgroupSize ?? defaults.workgroupSize;
+  const p = a.postNorm;
+  let prologue: MatvecPrologue = "none";
+  if (p) {
+    const stagedBytes = 16 * wg + 4 * a.rows * a.k, limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
+    if (a.staged && stagedBytes > limit) {
+      throw new Error(
+        `matvec: staging ${a.rows} rows of ${a.k} takes ${stagedBytes} bytes of workgroup memory (${limit})`,
+      );
+    }
+    prologue = a.staged ?? stagedBytes <= limit ? "staged" : "recompute";
+  }
+  // With the prologue, every workgroup pays a pass over proj (and the staging): cap the grid by default so few do
+  // (MATVEC_POSTNORM_WORKGROUPS; tools/bench_kernels.ts --chain times the alternatives).
+  const maxWorkgroups = a.maxWorkgroups ?? (p ? MATVEC_POSTNORM_WORKGROUPS : Infinity);
   return gpu.dispatch(
-    kernel ?? matvecKernelFor(a.rows, rowsPerThread),
+    kernel ?? matvecKernelFor(a.rows, rowsPerThread, prologue),
     {
       K: a.k,
       N: a.n,
       EPILOGUE: a.epilogue ?? Epilogue.PLAIN,
       ROWS: rowsPerWg,
-      WG: a.workgroupSize ?? defaults.workgroupSize,
+      WG: wg,
       GATED: a.gated ?? false,
+      ...(p ? { EPS: p.eps } : {}),
     },
-    [a.ctl, a.weight, a.x, a.y],
-    Math.min(Math.ceil(a.n / (rowsPerWg * rowsPerThread)), a.maxWorkgroups ?? Infinity),
+    p ? [a.ctl, a.weight, a.x, a.y, p.proj, p.weight, p.out] : [a.ctl, a.weight, a.x, a.y],
+    Math.min(Math.ceil(a.n / (rowsPerWg * rowsPerThread)), maxWorkgroups),
   );
 }
+
+/**
+ * Default grid cap of a matvec with the post-norm prologue: 4 workgroups per SM of an H100 / H200 (132 SMs), each
+ * striding over row groups, so the prologue's pass over the D inputs is paid 528 times instead of once per row group
+ * (1,536 for the 7B qkv). Not yet measured on the H200: `tools/bench_kernels.ts --chain` times 264 .. uncapped.
+ */
+export const MATVEC_POSTNORM_WORKGROUPS = 528;
 
 /**
  * CPU reference (f64 accumulation). `weight` holds the bf16 values as f32, [N, K] or [2N, K] for SWIGLU.
@@ -260,4 +385,23 @@ export function matvecReference(
     }
   }
   return y;
+}
+
+/**
+ * CPU reference of the matvec with the post-norm prologue, composed of the two it fuses: x_eff = `rmsnormReference`
+ * of proj with `x` as the residual, then `matvecReference` of x_eff. Returns both (x_eff is what `out` receives).
+ */
+export function matvecPostNormReference(
+  weight: Float32Array,
+  x: Float32Array,
+  proj: Float32Array,
+  normWeight: Float32Array,
+  eps: number,
+  rows: number,
+  k: number,
+  n: number,
+  epilogue: number = Epilogue.PLAIN,
+): { y: Float32Array; xOut: Float32Array } {
+  const xOut = rmsnormReference(proj, normWeight, rows, k, eps, x);
+  return { y: matvecReference(weight, xOut, rows, k, n, epilogue), xOut };
 }

@@ -1,11 +1,18 @@
 /**
  * Tests of the generated matvec (`matvec.ts`) against the reference: every row count and rows per thread, awkward
- * K and N, both epilogues, and mutants.
+ * K and N, both epilogues, the post-norm prologue (recomputed and staged), and mutants.
  * @module
  */
 
 import { packBf16, roundBf16Array } from "../bf16.ts";
-import { Epilogue, matvec, matvecKernelFor, matvecReference } from "./matvec.ts";
+import {
+  Epilogue,
+  matvec,
+  matvecKernelFor,
+  matvecPostNormReference,
+  type MatvecPrologue,
+  matvecReference,
+} from "./matvec.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 import type { ErrorReport } from "../testing/harness.ts";
@@ -111,5 +118,82 @@ gpuTest("matvec checks catch broken kernels", async (gpu) => {
       await checkMatvec(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2, maxWorkgroups: 3 });
       await checkMatvec(gpu, 2, 1064, 19, { kernel, rowsPerThread: 2, epilogue: Epilogue.SWIGLU });
     }, `${from} -> ${to}`);
+  }
+});
+
+/** The matvec with the post-norm prologue against the composed reference: y, and x_eff stored to `out`. */
+async function checkPostNorm(
+  gpu: Gpu,
+  rows: number,
+  k: number,
+  n: number,
+  opts: {
+    staged?: boolean;
+    epilogue?: number;
+    kernel?: Kernel;
+    maxWorkgroups?: number;
+    rowsPerThread?: number;
+    workgroupSize?: number;
+  } = {},
+): Promise<void> {
+  const rng = new Rng(rows * 7_000_003 + k * 3 + n);
+  const nw = opts.epilogue === Epilogue.SWIGLU ? 2 * n : n;
+  const w = roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)));
+  const x = rng.normals(rows * k), proj = rng.normals(rows * k, 3), normW = rng.normals(k, 0.5, 1);
+  const ctl = ctlBuffer(gpu);
+  const b = {
+    w: gpu.upload("w", packBf16(w, k)),
+    x: gpu.upload("x", x),
+    proj: gpu.upload("proj", proj),
+    normW: gpu.upload("norm w", normW),
+    out: poisoned(gpu, rows * k, "x out"),
+    y: poisoned(gpu, rows * n),
+  };
+  const postNorm = { proj: b.proj, weight: b.normW, out: b.out, eps: 1e-6 };
+  try {
+    gpu.run([matvec(gpu, { ctl, weight: b.w, x: b.x, y: b.y, rows, k, n, postNorm, ...opts }, opts.kernel)]);
+    const want = matvecPostNormReference(w, x, proj, normW, 1e-6, rows, k, n, opts.epilogue);
+    const what = `matvec+postnorm rows=${rows} K=${k} N=${n} ${JSON.stringify({ ...opts, kernel: opts.kernel?.name })}`;
+    // x_eff: an RMSNorm (rmsnorm_test.ts's tolerance) added to the residual
+    assertClose(await gpu.readF32(b.out, rows * k), want.xOut, { atol: 1e-6, rtol: 1e-5 }, `${what} x_out`);
+    assertClose(await gpu.readF32(b.y, rows * n), want.y, TOL, `${what} y`);
+  } finally {
+    for (const buf of [ctl, ...Object.values(b)]) buf.destroy();
+  }
+}
+
+gpuTest("matvec with the post-norm prologue matches RMSNorm + residual then the product", async (gpu) => {
+  for (const staged of [false, true]) {
+    for (const [rows, k, n] of [[1, 8, 1], [1, 296, 301], [1, 2056, 13], [3, 264, 37], [5, 520, 19], [16, 64, 9]]) {
+      await checkPostNorm(gpu, rows, k, n, { staged });
+      if (rows < 5) await checkPostNorm(gpu, rows, k, n, { staged, epilogue: Epilogue.SWIGLU });
+    }
+  }
+});
+
+gpuTest("matvec post-norm prologue with grid caps and knobs (x_out written once, by workgroup 0)", async (gpu) => {
+  for (const maxWorkgroups of [1, 3, 1000]) {
+    await checkPostNorm(gpu, 2, 1064, 37, { maxWorkgroups, rowsPerThread: 2 });
+    await checkPostNorm(gpu, 1, 264, 301, { maxWorkgroups, staged: true, workgroupSize: 64 });
+  }
+});
+
+gpuTest("matvec post-norm checks catch broken kernels", async (gpu) => {
+  const cases: [MatvecPrologue, string, string][] = [
+    ["recompute", "inv1 = inverseSqrt(total[1] / f32(K) + EPS)", "inv1 = inverseSqrt(total[0] / f32(K) + EPS)"],
+    ["staged", "for (var s = WG / 2u; s > 0u; s /= 2u)", "for (var s = WG / 4u; s > 0u; s /= 2u)"],
+    ["staged", "xs[1u * k4 + c] = v;", "xs[1u * k4 + c] = v * 0.5;"],
+    [
+      "recompute",
+      "proj[0u * k4 + 2u * c0 + 1u] * inv0 * nw[2u * c0 + 1u]",
+      "proj[0u * k4 + 2u * c0] * inv0 * nw[2u * c0]",
+    ],
+    ["staged", "if (writer) { x_out[1u * k4 + c] = v; }", ""],
+  ];
+  for (const [prologue, from, to] of cases) {
+    const kernel = mutate(matvecKernelFor(2, 2, prologue), from, to);
+    await assertCaught(async () => {
+      await checkPostNorm(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2, maxWorkgroups: 3 });
+    }, `${prologue}: ${from} -> ${to}`);
   }
 });

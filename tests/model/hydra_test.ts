@@ -1,3 +1,4 @@
+import { CTL } from "../../kernels/control/ctl.ts";
 import { PRESETS } from "../../model/config.ts";
 import { Decoder, type PickMode } from "../../model/generate.ts";
 import { HydraTransformer } from "../../model/hydra.ts";
@@ -67,3 +68,55 @@ for (const [mode, nHeads, depth, kvDtype] of CASES) {
     }
   });
 }
+
+gpuTest(
+  "fused and unfused passes of 1..6 rows match the f64 reference (trunk, heads, PoE-style verification)",
+  async (gpu) => {
+    const [nHeads, depth] = [2, 2];
+    const w = allocateWeights(gpu, tiny, nHeads, depth);
+    await fillRandomWeights(gpu, w, 31, 1 / Math.sqrt(tiny.dModel));
+    const towers = [await readTower(gpu, w, 0), await readTower(gpu, w, 1)];
+    const rng = new Rng(5);
+    const ids = Array.from({ length: 12 }, () => rng.int(tiny.vocabSize));
+    const want = towers.map((t) => referenceLogits(t, ids, "bf16"));
+    const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 6 };
+    const fused = new HydraTransformer(gpu, w, { ...shape, fuse: { maxRows: 16 } });
+    const plain = new HydraTransformer(gpu, w, { ...shape, fuse: false });
+    try {
+      // A fused block records 3 dispatches fewer: QK-norm + RoPE and both post-norms run inside their neighbours.
+      const saved = plain.trunk(1).length - fused.trunk(1).length;
+      const blocks = tiny.nLayers - depth;
+      if (saved !== 3 * blocks - 1) throw new Error(`the fused trunk saves ${saved} dispatches, not ${3 * blocks - 1}`);
+      for (const model of [fused, plain]) {
+        const what = model === fused ? "fused" : "unfused";
+        gpu.write(model.seq, Uint32Array.from(ids));
+        // Passes of 6, 1, 3 and 2 rows from position 0: new keys in every pass, seen by the later rows of the pass.
+        let pos = 0;
+        for (const rows of [6, 1, 3, 2]) {
+          const ctl = new Uint32Array(model.ctl.size / 4);
+          ctl[CTL.POS] = pos;
+          ctl[CTL.ACTIVE] = 1;
+          gpu.write(model.ctl, ctl);
+          gpu.run(model.residualForward(rows, { heads: [0, 1], lastTokenOnly: false }));
+          for (let h = 0; h < nHeads; h++) {
+            const s = model.logitsSlice(h, rows), vp = tiny.paddedVocab;
+            const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size));
+            for (let m = 0; m < rows; m++) {
+              const row = got.subarray(m * vp, m * vp + tiny.vocabSize);
+              assertClose(
+                row,
+                want[h][pos + m].subarray(0, tiny.vocabSize),
+                LOGIT_TOL,
+                `${what} head ${h} pos ${pos + m}`,
+              );
+            }
+          }
+          pos += rows;
+        }
+      }
+    } finally {
+      fused.destroy(true);
+      plain.destroy();
+    }
+  },
+);
