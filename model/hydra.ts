@@ -64,8 +64,14 @@ export interface FuseOptions {
   maxRows: number;
 }
 
-/** The fusion a model gets by default. */
-export const FUSE_DEFAULTS: FuseOptions = { attention: true, postNorm: true, maxRows: 1 };
+/**
+ * The fusion a model gets by default: the attention's, not the post-norm's. Measured on the H200 (2026-11-30,
+ * `deno task profile --size 7b --contexts 256`, docs/PERF.md): the fused attention pass took 617 us of the step against
+ * 542 + 266 us for attention + QK-norm/RoPE apart (-190 us), but the post-norm prologue made qkv and gate_up slower by
+ * 1,542 us in all (staged x in workgroup memory and a grid of 528 workgroups cut the occupancy these bandwidth-bound
+ * products need) against the 416 us of RMSNorm dispatches it removes: step 6.75 ms fused, 5.74 ms unfused.
+ */
+export const FUSE_DEFAULTS: FuseOptions = { attention: true, postNorm: false, maxRows: 1 };
 
 /** A matvec's input: a buffer, or a residual whose pending post-norm the matvec adds first (`PostNorm`). */
 interface LinearInput {

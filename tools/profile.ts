@@ -3,13 +3,13 @@
  *
  *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096]
  *                     [--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn]
- *                     [--fuse all|none|attention|post-norm]
+ *                     [--fuse default|all|none|attention|post-norm]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  *
  * For each context length: the model's decode step with the KV cache at that length (random weights and cache
  * contents: the time of a step does not depend on the values), one table per context. `--fuse` picks the kernel
- * fusions of the decode blocks (model/hydra.ts FuseOptions; default all), to A/B them. `--check` exits 1 when the sum
+ * fusions of the decode blocks (model/hydra.ts FuseOptions; default FUSE_DEFAULTS), to A/B them. `--check` exits 1 when the sum
  * of the per-dispatch times is more than 5% off the step timed whole.
  * @module
  */
@@ -35,14 +35,14 @@ const args = parseArgs(Deno.args, {
     "n-heads": "5",
     "heads-depth": "3",
     samples: "20",
-    fuse: "all",
+    fuse: "default",
   },
 });
 if (args.help) {
   console.log(
     "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096] " +
       "[--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn] " +
-      "[--fuse all|none|attention|post-norm]",
+      "[--fuse default|all|none|attention|post-norm]",
   );
   Deno.exit(0);
 }
@@ -61,7 +61,8 @@ Deno.exit(
       throw new UserError(`--config is baseline or hydra_naive, got "${args.config}".`);
     }
     const fusions: Record<string, HydraShape["fuse"]> = {
-      all: {},
+      default: {},
+      all: { attention: true, postNorm: true },
       none: false,
       attention: { attention: true, postNorm: false },
       "post-norm": { attention: false, postNorm: true },

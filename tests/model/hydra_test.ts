@@ -6,6 +6,8 @@ import type { KvDtype } from "../../kernels/attention/kv_cache.ts";
 import { argmaxOf, type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../model/reference.ts";
 import { allocateWeights, fillRandomWeights } from "../../model/weights.ts";
 import type { Gpu } from "../../kernels/runtime.ts";
+import { tensorGemmUnsupported } from "../../kernels/matmul/gemm_tensor.ts";
+import { PREFILL_GEMM_ENV } from "../../kernels/matmul/linear.ts";
 import { assertClose, gpuTest, Rng } from "../../kernels/testing/harness.ts";
 
 const tiny = PRESETS.tiny;
@@ -36,6 +38,16 @@ async function buildTiny(gpu: Gpu, nHeads: number, headsDepth: number, seed: num
 
 // GPU f32 (bf16 weights) vs CPU f64 on the same weights over 4 blocks: differences are f32 rounding, ~1e-5 relative.
 const LOGIT_TOL = { atol: 2e-3, rtol: 2e-3 };
+// Where the prefill takes the tensor-core GEMM (Dawn), every product rounds its inputs to f16 (2^-11 relative,
+// ARCHITECTURE.md "Tensor-core prefill GEMM"): on the H200 the last prompt position's logits were off by up to
+// 3.4e-3 after 4 blocks and lm_head. 1e-2 is three times that; the greedy tokens must still match exactly.
+const TENSOR_PREFILL_LOGIT_TOL = { atol: 1e-2, rtol: 1e-2 };
+
+/** The tolerance of the prompt logits: the f32 one, or the f16-input one where the prefill takes the tensor GEMM. */
+function promptLogitTol(gpu: Gpu) {
+  const tensor = tensorGemmUnsupported(gpu) === null && Deno.env.get(PREFILL_GEMM_ENV) !== "fma";
+  return tensor ? TENSOR_PREFILL_LOGIT_TOL : LOGIT_TOL;
+}
 
 const CASES = [["single", 1, 0, "bf16"], ["single", 3, 2, "bf16"], ["naive", 3, 2, "bf16"], ["jury", 3, 2, "bf16"], [
   "single",
@@ -55,7 +67,7 @@ for (const [mode, nHeads, depth, kvDtype] of CASES) {
       const n = 6;
       const got = await decoder.generate(prompt, n, mode, { withPromptLogits: true });
       const want = referenceScores(towers, prompt, mode, kvDtype);
-      assertClose(got.promptLogits!.subarray(0, tiny.vocabSize), want, LOGIT_TOL, `${mode} last prompt position`);
+      assertClose(got.promptLogits!.subarray(0, tiny.vocabSize), want, promptLogitTol(gpu), `${mode} last prompt position`);
       const ids = [...prompt];
       for (let i = 0; i < n; i++) ids.push(argmaxOf(referenceScores(towers, ids, mode, kvDtype), tiny.vocabSize));
       const wantIds = ids.slice(prompt.length);
@@ -80,7 +92,7 @@ gpuTest(
     const ids = Array.from({ length: 12 }, () => rng.int(tiny.vocabSize));
     const want = towers.map((t) => referenceLogits(t, ids, "bf16"));
     const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 6 };
-    const fused = new HydraTransformer(gpu, w, { ...shape, fuse: { maxRows: 16 } });
+    const fused = new HydraTransformer(gpu, w, { ...shape, fuse: { attention: true, postNorm: true, maxRows: 16 } });
     const plain = new HydraTransformer(gpu, w, { ...shape, fuse: false });
     try {
       // A fused block records 3 dispatches fewer: QK-norm + RoPE and both post-norms run inside their neighbours.
