@@ -67,7 +67,12 @@ for (const [mode, nHeads, depth, kvDtype] of CASES) {
       const n = 6;
       const got = await decoder.generate(prompt, n, mode, { withPromptLogits: true });
       const want = referenceScores(towers, prompt, mode, kvDtype);
-      assertClose(got.promptLogits!.subarray(0, tiny.vocabSize), want, promptLogitTol(gpu), `${mode} last prompt position`);
+      assertClose(
+        got.promptLogits!.subarray(0, tiny.vocabSize),
+        want,
+        promptLogitTol(gpu),
+        `${mode} last prompt position`,
+      );
       const ids = [...prompt];
       for (let i = 0; i < n; i++) ids.push(argmaxOf(referenceScores(towers, ids, mode, kvDtype), tiny.vocabSize));
       const wantIds = ids.slice(prompt.length);
