@@ -84,11 +84,14 @@ export const DAWN_PACKAGE = "webgpu@0.6.2";
 /**
  * Dawn's instance toggles. Vulkan is the backend measured on the H200; `vulkan_enable_f16_on_nvidia` is what makes the
  * NVIDIA adapter list `shader-f16` (and the f16 subgroup-matrix configurations); `allow_unsafe_apis` exposes the
- * experimental subgroup matrices and `chromium_disable_uniformity_analysis` (kernels/prelude.ts).
+ * experimental subgroup matrices and `chromium_disable_uniformity_analysis` (kernels/prelude.ts). Dawn quantizes
+ * timestamp queries by default (a browser's defence against timing attacks): on the H200 every Dawn kernel time of
+ * 2026-11-30 came in steps of 16.4 us, so `timestamp_quantization` is turned off.
  */
 export const DAWN_TOGGLES = [
   "backend=vulkan",
   "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",
+  "disable-dawn-features=timestamp_quantization",
 ] as const;
 
 /** The environment variable that picks the runtime of `getGpu()` (tests and tools): `deno` (default) or `dawn`. */

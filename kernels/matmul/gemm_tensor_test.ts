@@ -149,6 +149,7 @@ tensorTest("gemm_tensor holds x up to 1e5 and down to 1e-6 over the 7B's d_model
 tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => {
   const variants: TensorTiles[] = [
     { stepK: 16 },
+    { stepK: 64 }, // linear's choice for plain products (kernels/matmul/linear.ts)
     { stepK: 64, fragsM: 1, fragsN: 1 },
     { subgroupsM: 1, subgroupsN: 1, fragsM: 1, fragsN: 1 },
     { subgroupsM: 4, subgroupsN: 1, fragsM: 1, fragsN: 4, stepK: 16 },

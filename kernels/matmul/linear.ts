@@ -49,9 +49,12 @@ function gemmTiles(a: LinearArgs): GemmTiles {
 }
 
 /**
- * Tensor-core tiles when the caller gave none: the default, or k steps of 16 where the default's workgroup memory
- * exceeds the device's (SWIGLU needs 19,456 bytes at the default; WebGPU guarantees 16,384) or K is not a multiple of
- * 32. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
+ * Tensor-core tiles when the caller gave none: the default tile with the k step measured fastest for the epilogue, or
+ * a smaller step where that one's workgroup memory exceeds the device's or K is not a multiple of it. Measured on the
+ * H200 with Dawn (2026-11-30, `tools/bench_kernels.ts --gemm`, docs/PERF.md): plain products are fastest at k steps of
+ * 64 (7B down 437 -> 240 us and o 115 -> 82 us at M = 128; at M = 2048 down 2.67 -> 2.29 ms, o 926 -> 844 us; qkv
+ * equal), SwiGLU at 32 (its k-64 tile needs 31.7 KB of workgroup memory: gate_up at M = 2048 3.67 -> 6.78 ms). Null
+ * when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
 function tensorTiles(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const given: TensorTiles = {
@@ -61,8 +64,9 @@ function tensorTiles(gpu: Gpu, a: LinearArgs): TensorTiles | null {
     fragsN: a.fragsN,
     stepK: a.stepK,
   };
-  const candidates: TensorTiles[] = a.stepK === undefined ? [given, { ...given, stepK: 16 }] : [given];
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
+  const steps = epilogue === Epilogue.SWIGLU ? [32, 16] : [64, 32, 16];
+  const candidates: TensorTiles[] = a.stepK === undefined ? steps.map((stepK) => ({ ...given, stepK })) : [given];
   return candidates.find((t) => {
     try {
       checkTensorShape({ ...a, stepK: t.stepK });
