@@ -118,6 +118,21 @@ function checkEpilogue(epilogue: number): void {
   }
 }
 
+/** The WGSL comment on bindings 0-3 that every tiled product (this GEMM, gemm_tensor.ts) shares. */
+export function productBindingsDoc(swiglu: boolean): string {
+  return `// bindings:
+//   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
+//   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
+//                                    NW = ${swiglu ? "2N (rows 0..N-1 gate, N..2N-1 up)" : "N"}
+//   2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32
+//   3 y   [M, N] f32, read_write     output rows, row-major`;
+}
+
+/** The WGSL comment on the grid of every tiled product: which tile a workgroup owns. */
+export const TILE_GRID_DOC =
+  `// Grid: ceil(M / TILE_M) * ceil(N / TILE_N) workgroups, flat (Gpu.grid); workgroup f owns rows
+// m0 = (f % tiles_m) * TILE_M and columns n0 = (f / tiles_m) * TILE_N, so consecutive workgroups share a weight tile.`;
+
 /** The name of the kernel generated for `t` and `epilogue` (every generated parameter is in it: it keys the cache). */
 function kernelName(t: Required<GemmTiles>, epilogue: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
@@ -227,15 +242,9 @@ ${store("    ", "next * XS_LEN + ", "next * WS_LEN + ")}
     name,
     source: /* wgsl */ `
 // ${name}: y[m, n] = ${swiglu ? "silu(gate[m, n]) * up[m, n]" : "sum_k x[m, k] * W[n, k]"}, tiles generated in.
-// bindings:
-//   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
-//   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
-//                                    NW = ${swiglu ? "2N (rows 0..N-1 gate, N..2N-1 up)" : "N"}
-//   2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32
-//   3 y   [M, N] f32, read_write     output rows, row-major
+${productBindingsDoc(swiglu)}
 // K must be a multiple of 8; M, N and K need not be multiples of the tile.
-// Grid: ceil(M / TILE_M) * ceil(N / TILE_N) workgroups, flat (Gpu.grid); workgroup f owns rows
-// m0 = (f % tiles_m) * TILE_M and columns n0 = (f / tiles_m) * TILE_N, so consecutive workgroups share a weight tile.
+${TILE_GRID_DOC}
 // k loop (${t.pipeline}): ${PIPELINE_COMMENT[t.pipeline]}
 override K: u32;
 override N: u32;

@@ -22,6 +22,7 @@
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, type ProductArgs } from "./matvec.ts";
+import { productBindingsDoc, TILE_GRID_DOC } from "./gemm.ts";
 
 /** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
 export const GEMM_TENSOR_KERNEL_NAME = "gemm_tensor";
@@ -246,16 +247,10 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
     name,
     source: /* wgsl */ `
 // ${name}: y[m, n] = ${swiglu ? "silu(gate[m, n]) * up[m, n]" : "sum_k x[m, k] * W[n, k]"} on subgroup matrices.
-// bindings:
-//   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
-//   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
-//                                    NW = ${swiglu ? "2N (rows 0..N-1 gate, N..2N-1 up)" : "N"}
-//   2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32
-//   3 y   [M, N] f32, read_write     output rows, row-major
+${productBindingsDoc(swiglu)}
 //   4 e   [M] i32                    row exponents (row_scale.ts): x is staged as f16(x * 2^-e[m])
 // N must be a multiple of 16 and K of TILE_K; M is free.
-// Grid: ceil(M / TILE_M) * ceil(N / TILE_N) workgroups, flat (Gpu.grid); workgroup f owns rows
-// m0 = (f % tiles_m) * TILE_M and columns n0 = (f / tiles_m) * TILE_N, so consecutive workgroups share a weight tile.
+${TILE_GRID_DOC}
 override K: u32;
 override N: u32;
 override M: u32;

@@ -18,23 +18,11 @@ import { runSummary, summaryText } from "../../bench/summary.ts";
 import { UserError } from "../../common/errors.ts";
 import { Gpu, runtimeFromEnv, runtimeFromFlag } from "../../kernels/runtime.ts";
 import { bench } from "./run_bench.ts";
+import { assertProblem, type Json, problemsAfter } from "./problems.ts";
+
+/** problemsAfter on the two-runtime document. */
+const problems2 = (edit: (doc: Json) => void, make: () => unknown = syntheticTwoRuntimes) => problemsAfter(edit, make);
 import { syntheticResults, syntheticTwoRuntimes } from "./synthetic.ts";
-
-// deno-lint-ignore no-explicit-any
-type Json = Record<string, any>;
-
-function problemsAfter(edit: (doc: Json) => void, make = syntheticTwoRuntimes): string[] {
-  const doc = structuredClone(make()) as Json;
-  edit(doc);
-  return validateResults(doc);
-}
-
-function assertProblem(problems: string[], ...parts: string[]): void {
-  assert(
-    problems.some((p) => parts.every((part) => p.includes(part))),
-    `expected a problem mentioning ${parts.join(" + ")}, got:\n${problems.join("\n")}`,
-  );
-}
 
 Deno.test("webgpu knob: deno by default, a comma list from the flag or config file, checked, in --help", async () => {
   assertEquals(DEFAULT_CONFIG.webgpu, ["deno"]);
@@ -81,20 +69,20 @@ Deno.test("a two-runtime run validates; its keys, runtime fields and environment
   assertEquals(Object.keys(doc.configurations).length, 6);
   assertEquals(validateResults(syntheticTwoRuntimes(["hydra_poe"])), []);
   // A plain name is ambiguous with two runtimes; a key must name one of config.webgpu.
-  assertProblem(problemsAfter((d) => d.configurations.baseline = d.configurations["baseline@deno"]), "baseline", "@");
+  assertProblem(problems2((d) => d.configurations.baseline = d.configurations["baseline@deno"]), "baseline", "@");
   assertProblem(
-    problemsAfter((d) => delete d.configurations["hydra_naive@dawn"]),
+    problems2((d) => delete d.configurations["hydra_naive@dawn"]),
     "hydra_naive@dawn",
     "missing in a complete run",
   );
-  assertProblem(problemsAfter((d) => d.configurations["baseline@dawn"].runtime = "deno"), "baseline@dawn.runtime");
-  assertProblem(problemsAfter((d) => delete d.configurations["baseline@dawn"].runtime_version), "baseline@dawn");
-  assertProblem(problemsAfter((d) => d.environment.runtimes.pop()), "environment.runtimes", "config.webgpu");
-  assertProblem(problemsAfter((d) => d.environment.runtimes[1].adapter.vendor = 1), "runtimes[1].adapter.vendor");
-  assertProblem(problemsAfter((d) => d.environment.roofline.baseline = {}), "environment.roofline.baseline");
-  assertProblem(problemsAfter((d) => d.config.webgpu = ["deno"]), "configurations.baseline@deno", "unknown");
+  assertProblem(problems2((d) => d.configurations["baseline@dawn"].runtime = "deno"), "baseline@dawn.runtime");
+  assertProblem(problems2((d) => delete d.configurations["baseline@dawn"].runtime_version), "baseline@dawn");
+  assertProblem(problems2((d) => d.environment.runtimes.pop()), "environment.runtimes", "config.webgpu");
+  assertProblem(problems2((d) => d.environment.runtimes[1].adapter.vendor = 1), "runtimes[1].adapter.vendor");
+  assertProblem(problems2((d) => d.environment.roofline.baseline = {}), "environment.roofline.baseline");
+  assertProblem(problems2((d) => d.config.webgpu = ["deno"]), "configurations.baseline@deno", "unknown");
   assertEquals(
-    problemsAfter((d) => {
+    problems2((d) => {
       delete d.configurations["hydra_poe@dawn"];
       d.status = "failed";
       d.failure = { configuration: "hydra_poe", runtime: "dawn", message: "out of memory" };
@@ -102,7 +90,7 @@ Deno.test("a two-runtime run validates; its keys, runtime fields and environment
     [],
   );
   assertProblem(
-    problemsAfter((d) => {
+    problems2((d) => {
       d.status = "failed";
       d.failure = { configuration: "hydra_poe", runtime: "metal", message: "x" };
     }),
@@ -118,8 +106,8 @@ Deno.test("a two-runtime run validates; its keys, runtime fields and environment
     return d;
   };
   assertEquals(validateResults(dawnOnly()), []);
-  assertProblem(problemsAfter((d) => delete d.configurations.baseline.runtime, dawnOnly), "baseline.runtime");
-  assertProblem(problemsAfter((d) => d.config.webgpu = ["dawn"], syntheticResults), "baseline.runtime", "dawn");
+  assertProblem(problems2((d) => delete d.configurations.baseline.runtime, dawnOnly), "baseline.runtime");
+  assertProblem(problems2((d) => d.config.webgpu = ["dawn"], syntheticResults), "baseline.runtime", "dawn");
 });
 
 Deno.test("ResultsWriter keys a result by its runtime when the run has several, by its name when one", async () => {

@@ -1,26 +1,9 @@
-import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
+import { assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import { decodePosition, poeGammaResult, rooflineTps } from "../../bench/metrics.ts";
 import { assertValidResults, validateResults } from "../../bench/schema.ts";
 import { summarize } from "../../bench/stats.ts";
 import { syntheticResults, withSweepsAndPeers } from "./synthetic.ts";
-
-/** A parsed results.json as a test edits it: any field may be deleted or replaced by anything. */
-// deno-lint-ignore no-explicit-any
-type Json = Record<string, any>;
-
-/** Applies `edit` to a copy of a valid document and returns the problems validateResults finds. */
-function problemsAfter(edit: (doc: Json) => void): string[] {
-  const doc = structuredClone(syntheticResults()) as Json;
-  edit(doc);
-  return validateResults(doc);
-}
-
-function assertProblem(problems: string[], ...parts: string[]): void {
-  assert(
-    problems.some((p) => parts.every((part) => p.includes(part))),
-    `expected a problem mentioning ${parts.join(" + ")}, got:\n${problems.join("\n")}`,
-  );
-}
+import { assertProblem, type Json, problemsAfter } from "./problems.ts";
 
 Deno.test("a complete synthetic run is valid, also after a JSON round trip", () => {
   const doc = syntheticResults();
