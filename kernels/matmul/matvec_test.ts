@@ -8,8 +8,8 @@ import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
   Epilogue,
   matvec,
-  matvecKernelFor,
   matvecGroupRows,
+  matvecKernelFor,
   matvecPostNormReference,
   type MatvecPrologue,
   matvecReference,
