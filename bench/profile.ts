@@ -73,7 +73,9 @@ const c = (d: Dispatch, name: string): number => {
 
 /** The family name and minimum bytes of one dispatch of a step. */
 export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes: number } {
-  const name = d.label.replace(/(_sg|_v4|_kvbf16)+$/, ""); // a kernel's path variants (subgroups, vec4, bf16 cache): one family
+  // a kernel's path variants (subgroups, vec4, bf16 cache; QK statistics from the QKV matvec): one family
+  const name = d.label.replace(/(_sg|_v4|_kvbf16)+$/, "").replace(/^attention_decode_qks$/, "attention_decode_qk")
+    .replace(/^(matvec.*)_qks$/, "$1");
   const f32 = 4;
   if (name.startsWith("matvec")) {
     const K = c(d, "K"), N = c(d, "N"), swiglu = c(d, "EPILOGUE") === 1;

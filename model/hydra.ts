@@ -27,7 +27,7 @@ import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
 import { linear } from "../kernels/matmul/linear.ts";
-import { Epilogue, type PostNorm } from "../kernels/matmul/matvec.ts";
+import { Epilogue, matvecGroupRows, type PostNorm, type QkStats, qkStatsLayout } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
 import { type KvDtype, kvElementBytes } from "../kernels/attention/kv_cache.ts";
@@ -57,6 +57,12 @@ export interface FuseOptions {
   /** Each post-norm + residual add inside the prologue of the next matvec (kernels/matmul/matvec.ts). */
   postNorm: boolean;
   /**
+   * With `attention`: the QKV matvec writes partial sums of squares of q and k per row group (`MatvecArgs.qkStats`)
+   * and the fused attention adds those (a few hundred floats a row at 7B) instead of every workgroup re-reading the
+   * whole width D of q and k for the QK-norm statistics (2 x 16 KB a workgroup at 7B, ~512 workgroups at 4,095 keys).
+   */
+  qkStats: boolean;
+  /**
    * Most rows a fused pass takes (1..16); passes over more rows (PoE verification of larger gammas, prefill) run the
    * unfused kernels. 1 until the multi-row cost is measured: every attention workgroup recomputes the QK-norm
    * statistics of all M rows, and every matvec workgroup the post-norm's of all M rows.
@@ -70,13 +76,16 @@ export interface FuseOptions {
  * 542 + 266 us for attention + QK-norm/RoPE apart (-190 us), but the post-norm prologue made qkv and gate_up slower by
  * 1,542 us in all (staged x in workgroup memory and a grid of 528 workgroups cut the occupancy these bandwidth-bound
  * products need) against the 416 us of RMSNorm dispatches it removes: step 6.75 ms fused, 5.74 ms unfused.
+ * `qkStats` is off until the H200 measures it (`deno task profile --fuse attention-stats` against `--fuse attention`
+ * at 256 and 4,095 keys): at 4,095 keys the fused attention without it made the step ~190 us slower than unfused.
  */
-export const FUSE_DEFAULTS: FuseOptions = { attention: true, postNorm: false, maxRows: 1 };
+export const FUSE_DEFAULTS: FuseOptions = { attention: true, postNorm: false, qkStats: false, maxRows: 1 };
 
 /** A matvec's input: a buffer, or a residual whose pending post-norm the matvec adds first (`PostNorm`). */
 interface LinearInput {
   x: GPUBuffer;
   postNorm?: PostNorm;
+  qkStats?: QkStats;
 }
 
 /**
@@ -174,6 +183,8 @@ export class HydraTransformer {
   readonly #act: Record<"h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed", GPUBuffer>;
   readonly #rope: GPUBuffer;
   readonly #attnScratch: GPUBuffer | undefined;
+  /** The QKV matvec's partial sums of squares of q and k (`FuseOptions.qkStats`), sized for fused passes' rows. */
+  readonly #qkPartials: GPUBuffer | undefined;
   readonly #own: GPUBuffer[] = [];
   readonly #cache = new DispatchCache();
 
@@ -234,6 +245,18 @@ export class HydraTransformer {
     });
     if (scratch) this.#own.push(scratch);
     this.#attnScratch = scratch;
+    if (this.fuse && this.fuse.attention && this.fuse.qkStats) {
+      let bytes = 0;
+      for (let rows = 1; rows <= this.fuse.maxRows; rows++) {
+        bytes = Math.max(bytes, rows * qkStatsLayout(d, this.#qkvGroupRows(rows)).bytesPerRow);
+      }
+      this.#qkPartials = buf("qk partials", bytes);
+    }
+  }
+
+  /** Outputs per row group of the QKV matvec over `rows` rows (the layout of its QK statistics). */
+  #qkvGroupRows(rows: number): number {
+    return matvecGroupRows({ rows, k: this.config.dModel, n: 3 * this.config.dModel });
   }
 
   /** Bytes of weights on the GPU. */
@@ -334,7 +357,9 @@ export class HydraTransformer {
   #block(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
     const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
     return [
-      ...k.linear(b.qkv, x.read(), a.qkv, d, 3 * d), // fused: adds the pending post-norm of the previous block first
+      // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
+      // sums of squares for the attention's QK-norm
+      ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d),
       ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
       ...k.attention(kv, b.qkNorm), // fused: QK-norm + RoPE + K/V append in the split pass
       ...k.linear(b.o, a.att, a.proj, d, d),
@@ -352,7 +377,19 @@ export class HydraTransformer {
   #bind(rows: number, gated: boolean) {
     const gpu = this.gpu, ctl = this.ctl, c = this.config, a = this.#act, maxPos = this.maxPos;
     const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
-    const fused = { attention: f?.attention ?? false, postNorm: f?.postNorm ?? false };
+    const fused = {
+      attention: f?.attention ?? false,
+      postNorm: f?.postNorm ?? false,
+      qkStats: (f?.attention && f.qkStats) ?? false,
+    };
+    const partials = this.#qkPartials;
+    if (fused.qkStats && !partials) throw new Error("qkStats: the model has no partials buffer");
+    const qkStats = fused.qkStats && partials
+      ? {
+        matvec: { partials, d: c.dModel },
+        attention: { partials, groupRows: this.#qkvGroupRows(rows) },
+      }
+      : undefined;
     const norm = (
       x: GPUBuffer,
       weight: GPUBuffer,
@@ -372,6 +409,8 @@ export class HydraTransformer {
     return {
       /** What this pass fuses. */
       fused,
+      /** The QK statistics' buffer as the QKV matvec writes it and the fused attention reads it (`fused.qkStats`). */
+      qkStats,
       /** The residual stream of a run of blocks, from `start`, moving between the `pool` buffers when fused. */
       residual: (start: GPUBuffer, pool: [GPUBuffer, GPUBuffer]) =>
         new Residual(start, pool, fused.postNorm, c.rmsNormEps, (p, w, out) => norm(p, w, out, { residual: true })),
@@ -432,7 +471,7 @@ export class HydraTransformer {
         const caches = { kCache: kv.k, vCache: kv.v };
         if (rows > DECODE_MAX_ROWS) return [attentionPrefill(gpu, { ...attention, ...caches })];
         const qkNorm = fused.attention
-          ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps }
+          ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps, stats: qkStats?.attention }
           : undefined;
         return attentionDecode(gpu, {
           ...attention,

@@ -3,13 +3,14 @@
  *
  *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096]
  *                     [--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn]
- *                     [--fuse default|all|none|attention|post-norm]
+ *                     [--fuse default|all|none|attention|attention-stats|post-norm]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  *
  * For each context length: the model's decode step with the KV cache at that length (random weights and cache
  * contents: the time of a step does not depend on the values), one table per context. `--fuse` picks the kernel
- * fusions of the decode blocks (model/hydra.ts FuseOptions; default FUSE_DEFAULTS), to A/B them. `--check` exits 1 when the sum
+ * fusions of the decode blocks (model/hydra.ts FuseOptions; default FUSE_DEFAULTS), to A/B them: `attention-stats`
+ * is `attention` with the QK-norm statistics from the QKV matvec's partial sums (`qkStats`). `--check` exits 1 when the sum
  * of the per-dispatch times is more than 5% off the step timed whole.
  * @module
  */
@@ -42,7 +43,7 @@ if (args.help) {
   console.log(
     "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096] " +
       "[--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn] " +
-      "[--fuse default|all|none|attention|post-norm]",
+      "[--fuse default|all|none|attention|attention-stats|post-norm]",
   );
   Deno.exit(0);
 }
@@ -64,7 +65,9 @@ Deno.exit(
       default: {},
       all: { attention: true, postNorm: true },
       none: false,
-      attention: { attention: true, postNorm: false },
+      attention: { attention: true, postNorm: false, qkStats: false },
+      // the fused attention with its QK-norm statistics from the QKV matvec's partial sums (FuseOptions.qkStats)
+      "attention-stats": { attention: true, postNorm: false, qkStats: true },
       "post-norm": { attention: false, postNorm: true },
     };
     if (!(args.fuse in fusions)) {

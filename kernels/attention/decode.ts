@@ -22,7 +22,10 @@
  *
  * Fused (`qkNormRope`): the queries, keys and values of the M rows come from the QKV projection, QK-normed and
  * roped in the split pass, and each new K/V row is appended by the one workgroup whose split holds it (the work of
- * qk_norm_rope.ts without its dispatch; the race-freedom argument is in the kernel's comment).
+ * qk_norm_rope.ts without its dispatch; the race-freedom argument is in the kernel's comment). OLMo-2's QK-norm spans
+ * the whole width D, so by default every workgroup re-reads D floats of q (and of k) for the statistics; with
+ * `qkNormRope.stats` it adds the partial sums of squares the QKV matvec wrote instead (`qkStats` in matvec.ts, a few
+ * hundred floats a row at 7B).
  *
  * Measured on an H200 (docs/PERF.md): the previous design (fixed chunks of 64 keys, tree reductions only, an online
  * softmax over tiles) took 25.8 us per 7B layer at 256 keys and 44 us inside a decode step.
@@ -89,7 +92,10 @@ fn value4(key: u32, col: u32, first_pos: u32) -> vec4<f32> {
   if (key >= first_pos) { return as_kv4(qkv[(3u * (key - first_pos) + 2u) * NH * HV + col]); }
   return load_v(key * NH * HV + col);
 }
-// This thread's share of row m's sum of squares of q (part 0) or k (part 1) over the whole width.
+`;
+
+/** row_sumsq(m, part, t): this thread's share of row m's sum of squares of q (part 0) or k (part 1), from qkv. */
+const SUMSQ_DIRECT_WGSL = /* wgsl */ `
 fn row_sumsq(m: u32, part: u32, t: u32) -> f32 {
   let row4 = NH * HV;
   var s = 0.0;
@@ -97,6 +103,23 @@ fn row_sumsq(m: u32, part: u32, t: u32) -> f32 {
     let a = qkv[(3u * m + part) * row4 + i];
     s += dot(a, a);
   }
+  return s;
+}
+`;
+
+/**
+ * The same from the QKV matvec's partial sums (matvec.ts `qkStatsLayout`, row groups of QK_GROUP_ROWS outputs): q's
+ * are the groups holding any of outputs 0 .. D - 1, k's those holding any of D .. 2D - 1.
+ */
+const SUMSQ_PARTIALS_WGSL = /* wgsl */ `
+@group(0) @binding(7) var<storage, read> qk_part: array<f32>;
+fn row_sumsq(m: u32, part: u32, t: u32) -> f32 {
+  let d = NH * HEAD_DIM;
+  let groups = (2u * d + QK_GROUP_ROWS - 1u) / QK_GROUP_ROWS;
+  let g0 = select(d / QK_GROUP_ROWS, 0u, part == 0u);
+  let g1 = select(groups, (d + QK_GROUP_ROWS - 1u) / QK_GROUP_ROWS, part == 0u);
+  var s = 0.0;
+  for (var g = g0 + t; g < g1; g += WG) { s += qk_part[(2u * m + part) * groups + g]; }
   return s;
 }
 `;
@@ -136,9 +159,17 @@ const FUSED_PROLOGUE_WGSL = /* wgsl */ `
  * The WGSL kernel: attention of one split of the keys (or, DIRECT, of all keys, with the final output), its
  * reductions by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
  */
-export function attentionDecodeKernelFor(subgroups: boolean, kv: KvDtype = "f32", fused = false): Kernel {
+export function attentionDecodeKernelFor(
+  subgroups: boolean,
+  kv: KvDtype = "f32",
+  fused = false,
+  qkStats = false,
+): Kernel {
+  if (qkStats && !fused) throw new Error("attentionDecodeKernelFor: qkStats is an input of the fused kernel");
   return {
-    name: `attention_decode${fused ? "_qk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
+    name: `attention_decode${fused ? "_qk" : ""}${qkStats ? "s" : ""}${subgroups ? "_sg" : ""}${
+      kv === "bf16" ? "_kvbf16" : ""
+    }`,
     source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
 //   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
@@ -150,7 +181,13 @@ ${
 //   3 vc  [MAX_POS, D] ${kv}, read_write   V cache, same layout
 //   4 dst (below)
 //   5 norm_w [2, D / 4] vec4<f32>        QK-norm weights, q's row then k's (read when APPLY_NORM)
-//   6 rope [MAX_POS, HEAD_DIM / 4] vec4   the RoPE table (qk_norm_rope.ts ropeTable)
+//   6 rope [MAX_POS, HEAD_DIM / 4] vec4   the RoPE table (qk_norm_rope.ts ropeTable)${
+          qkStats
+            ? `
+//   7 qk_part [M, 2, groups] f32         the QKV matvec's partial sums of squares of q and k by row groups of
+//                                        QK_GROUP_ROWS outputs (matvec.ts qkStatsLayout; read when APPLY_NORM)`
+            : ""
+        }
 // Keys 0 .. ctl[CTL_POS] - 1 must be in the caches; keys ctl[CTL_POS] + m (m < M, below MAX_POS) are this dispatch's
 // rows: q, k, v of row m are QK-normed (over the whole width D) and roped at position ctl[CTL_POS] + m here, and
 // workgroup (h, s) appends head h of every new key in its split to the caches. No other workgroup reads those cache
@@ -184,7 +221,9 @@ override KEY_SLOTS: u32 = WG / KEY_LANES;     // scores: keys per pass
 override SLOTS: u32 = WG / HV;                // p * V: keys in flight (t = slot * HV + lane)
 override MQ: u32 = (M + 3u) / 4u;             // vec4 of 4 rows' partial dot products
 override RG: u32 = 1u;                        // p * V: rows summed over the slots per round
-${fused ? "override EPS: f32 = 1e-6;                     // QK-norm\noverride APPLY_NORM: bool = true;" : ""}
+${fused ? "override EPS: f32 = 1e-6;                     // QK-norm\noverride APPLY_NORM: bool = true;" : ""}${
+      qkStats ? "\noverride QK_GROUP_ROWS: u32;                 // outputs per row group of the QKV matvec" : ""
+    }
 const MAX_M: u32 = 16u;
 const MAX_KEY_VEC: u32 = 8u;
 const NEG_BIG: f32 = -3.0e38;                 // "no key": finite, so exp(NEG_BIG - NEG_BIG) = 1, never NaN
@@ -197,7 +236,7 @@ var<workgroup> scores: array<f32, M * CAP>;   // [M, CAP]: the split's scores, t
 var<workgroup> acc_sum: array<vec4<f32>, RG * WG>;
 var<workgroup> row_max: array<f32, MAX_M>;    ${fused ? "// before step 2: the rows' inverse RMS of q" : ""}
 var<workgroup> row_sum: array<f32, MAX_M>;    ${fused ? "// before step 2: the new rows' inverse RMS of k" : ""}
-${fused ? FUSED_INPUTS_WGSL : PLAIN_INPUTS_WGSL}
+${fused ? FUSED_INPUTS_WGSL + (qkStats ? SUMSQ_PARTIALS_WGSL : SUMSQ_DIRECT_WGSL) : PLAIN_INPUTS_WGSL}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -433,6 +472,19 @@ export interface FusedQkNormRope {
   eps?: number;
   /** QK-norm before RoPE (default true). */
   applyNorm?: boolean;
+  /**
+   * The QK-norm statistics as partial sums written by the QKV matvec (`MatvecArgs.qkStats` over this qkv, with the
+   * same rows): the kernel adds those instead of re-reading the whole width of q and k in every workgroup.
+   */
+  stats?: FusedQkStats;
+}
+
+/** The QKV matvec's partial sums of squares (matvec.ts `QkStats`, `qkStatsLayout`). */
+export interface FusedQkStats {
+  /** f32 [rows, 2, groups]. */
+  partials: GPUBuffer | BufferSlice;
+  /** Outputs per row group of the matvec that wrote them (matvec.ts `matvecGroupRows`). */
+  groupRows: number;
 }
 
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
@@ -560,7 +612,12 @@ export function attentionDecode(
   const direct = plan.splits === 1;
   const fused = a.qkNormRope;
   if (!fused && !a.q) throw new Error("attentionDecode: give q, or qkNormRope for the fused QK-norm + RoPE");
-  const partialKernel = kernels.partial ?? attentionDecodeKernelFor(subgroups, a.kvDtype, fused !== undefined);
+  const stats = fused?.stats;
+  if (stats && !(Number.isInteger(stats.groupRows) && stats.groupRows >= 1)) {
+    throw new Error(`attentionDecode: stats.groupRows ${stats.groupRows} is not a positive integer`);
+  }
+  const partialKernel = kernels.partial ??
+    attentionDecodeKernelFor(subgroups, a.kvDtype, fused !== undefined, stats !== undefined);
   const mergeKernel = kernels.merge ?? attentionMergeKernel;
   const partial = {
     ...common,
@@ -574,11 +631,21 @@ export function attentionDecode(
     DIRECT: direct,
     GATED: a.gated ?? false,
     ...(fused ? { EPS: fused.eps ?? 1e-6, APPLY_NORM: fused.applyNorm ?? true } : {}),
+    ...(stats ? { QK_GROUP_ROWS: stats.groupRows } : {}),
   };
   const grid: [number, number, number] = [a.nHeads, plan.splits, 1];
   const bind = (dst: GPUBuffer | BufferSlice) =>
     fused
-      ? [a.ctl, fused.qkv, a.kCache, a.vCache, dst, fused.normWeights, fused.ropeTable]
+      ? [
+        a.ctl,
+        fused.qkv,
+        a.kCache,
+        a.vCache,
+        dst,
+        fused.normWeights,
+        fused.ropeTable,
+        ...(stats ? [stats.partials] : []),
+      ]
       : [a.ctl, a.q!, a.kCache, a.vCache, dst];
   if (direct) return [gpu.dispatch(partialKernel, partial, bind(a.out), grid)];
   const need = attentionDecodeScratchBytes(a);

@@ -1,7 +1,8 @@
 /**
  * Tests of the decode attention kernels against the f64 reference: every cache length class, 1..16 rows, small head
  * dims, the context limit, one and many splits, the subgroup and the workgroup-memory reductions, gating, rejected
- * shapes, and mutants that each check must catch; then the fused QK-norm + RoPE + K/V append variant.
+ * shapes, and mutants that each check must catch; then the fused QK-norm + RoPE + K/V append variant, with its
+ * statistics from qkv or from the QKV matvec's partial sums.
  * @module
  */
 
@@ -21,6 +22,7 @@ import { assertRejected, ATTENTION_TOL, type AttentionCase, checkAttention } fro
 import type { KvDtype } from "./kv_cache.ts";
 import { ropeTable } from "./qk_norm_rope.ts";
 import { packBf16, roundBf16Array, unpackBf16 } from "../bf16.ts";
+import { qkStatsReference } from "../matmul/matvec.ts";
 
 interface DecodeKnobs {
   gated?: boolean;
@@ -186,6 +188,8 @@ interface FusedCase {
   maxPos: number;
   kvDtype?: KvDtype;
   applyNorm?: boolean;
+  /** The QK-norm statistics from partial sums by row groups of this many outputs (`qkNormRope.stats`). */
+  statsGroupRows?: number;
 }
 
 /**
@@ -208,9 +212,15 @@ async function checkFused(gpu: Gpu, c: FusedCase, knobs: DecodeKnobs = {}): Prom
   });
   const shape = { rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, maxPos: c.maxPos, splits: tuning.splits };
   const scratch = createAttentionDecodeScratch(gpu, shape);
+  // The partials as the QKV matvec writes them (f64 sums rounded to f32: matvec_test.ts checks the matvec's against
+  // these), NaN in the slots it leaves alone, so that a kernel reading one of those fails.
+  const partials = c.statsGroupRows === undefined
+    ? undefined
+    : gpu.upload("qk partials", qkStatsReference(qkv, c.rows, 3 * d, d, c.statsGroupRows));
   const b = {
     ctl: ctlBuffer(gpu, { POS: c.pos, ACTIVE: 1 }),
     qkv: gpu.upload("qkv", qkv),
+    ...(partials ? { partials } : {}),
     normWeights: gpu.upload("norm_w", normWeights),
     ropeTable: gpu.upload("rope", table),
     kCache: gpu.upload("k", bf16 ? packBf16(caches[0]) : caches[0]),
@@ -228,7 +238,13 @@ async function checkFused(gpu: Gpu, c: FusedCase, knobs: DecodeKnobs = {}): Prom
       out: b.out,
       scratch,
       kvDtype: c.kvDtype,
-      qkNormRope: { qkv: b.qkv, normWeights: b.normWeights, ropeTable: b.ropeTable, applyNorm: c.applyNorm },
+      qkNormRope: {
+        qkv: b.qkv,
+        normWeights: b.normWeights,
+        ropeTable: b.ropeTable,
+        applyNorm: c.applyNorm,
+        stats: partials ? { partials, groupRows: c.statsGroupRows! } : undefined,
+      },
     }, kernels));
     const read = async (buf: GPUBuffer) =>
       bf16 ? unpackBf16(await gpu.readU32(buf, (stored * d) / 2)) : await gpu.readF32(buf, stored * d);
@@ -249,6 +265,10 @@ async function checkFused(gpu: Gpu, c: FusedCase, knobs: DecodeKnobs = {}): Prom
       assertClose(g.subarray(first, end), want[`${name}Cache`].subarray(first, end), tol, `${what} ${name} cache`);
     }
     const valid = Math.max(0, Math.min(c.rows, c.maxPos - c.pos)) * d;
+    // With partial sums the statistics are added in another order (f32 partials of f64 sums, then a strided f32 sum
+    // and the workgroup reduction): their relative error is a few 2^-24, ~1e-6 after the inverse square root, a
+    // relative error of the normed q and k that moves scores of a few units by ~1e-5 relative and outputs well
+    // inside ATTENTION_TOL (rtol 1e-4); the cache rows' 1e-5 (bf16 k: one ulp) also hold.
     assertClose(got.out.subarray(0, valid), want.out.subarray(0, valid), ATTENTION_TOL, `${what} out`);
   } finally {
     for (const buf of Object.values(b)) buf.destroy();
@@ -318,6 +338,57 @@ gpuTest("fused attention checks catch broken kernels", async (gpu) => {
       });
       await checkFused(gpu, { rows: 3, pos: 38, nHeads: 1, headDim: 16, maxPos: 40 }, {
         splits: 3,
+        minKeys: 4,
+        kernels,
+      });
+    }, what);
+  }
+});
+
+gpuTest(
+  "fused attention with the QKV matvec's partial sums: rows 1..16, both cache types, across splits",
+  async (gpu) => {
+    // d = 64: 8-output groups (the 1-row matvec's) divide it; 12- and 20-output groups straddle q|k and k|v.
+    for (const kvDtype of ["f32", "bf16"] as const) {
+      for (const [pos, statsGroupRows] of [[0, 8], [64, 12], [130, 20]]) {
+        await checkFused(gpu, { rows: 1, pos, nHeads: 2, headDim: 32, maxPos: 140, kvDtype, statsGroupRows });
+      }
+      for (const [rows, pos, splits, minKeys] of [[3, 63, 6, 4], [16, 100, 9, 7], [2, 7, 1, 64]]) {
+        await checkFused(gpu, { rows, pos, nHeads: 2, headDim: 32, maxPos: 140, kvDtype, statsGroupRows: 12 }, {
+          splits,
+          minKeys,
+        });
+      }
+    }
+    await checkFused(gpu, { rows: 4, pos: 9, nHeads: 3, headDim: 128, maxPos: 64, statsGroupRows: 16 });
+    await checkFused(gpu, { rows: 3, pos: 38, nHeads: 2, headDim: 16, maxPos: 40, statsGroupRows: 5 }, {
+      splits: 3,
+      minKeys: 4,
+    });
+  },
+);
+
+gpuTest("fused attention partial-sum checks catch broken kernels", async (gpu) => {
+  const subgroups = subgroupWidth(gpu) > 0;
+  const kernel = (from: string, to: string) => ({
+    partial: mutate(attentionDecodeKernelFor(subgroups, "f32", true, true), from, to),
+  });
+  const cases: [string, AttentionDecodeKernels][] = [
+    ["wrong partial index", kernel("qk_part[(2u * m + part) * groups + g]", "qk_part[(2u * m + part) * groups + g0]")],
+    ["the last row group missing", kernel("g < g1; g += WG", "g + 1u < g1; g += WG")],
+    [
+      "k partials summed into q",
+      kernel("qk_part[(2u * m + part) * groups + g]", "qk_part[(2u * m + 1u) * groups + g]"),
+    ],
+    [
+      "k's first group (straddling q|k) missing",
+      kernel("select(d / QK_GROUP_ROWS, 0u", "select(d / QK_GROUP_ROWS + 1u, 0u"),
+    ],
+  ];
+  for (const [what, kernels] of cases) {
+    await assertCaught(async () => {
+      await checkFused(gpu, { rows: 3, pos: 30, nHeads: 2, headDim: 16, maxPos: 40, statsGroupRows: 12 }, {
+        splits: 5,
         minKeys: 4,
         kernels,
       });

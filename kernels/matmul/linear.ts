@@ -118,6 +118,7 @@ function exponentsFor(gpu: Gpu, rows: number): GPUBuffer {
 export function linear(gpu: Gpu, a: LinearArgs): Dispatch[] {
   if (a.rows <= MATVEC_MAX_ROWS) return [matvec(gpu, a)];
   if (a.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
+  if (a.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
   if (prefillGemmFor(gpu, a) === "fma") return [gemm(gpu, { ...gemmTiles(a), ...a })];
   const tiles = tensorTiles(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
   const exponents = exponentsFor(gpu, a.rows);

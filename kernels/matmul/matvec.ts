@@ -12,6 +12,11 @@
  * Prologue (`postNorm`): the input is x + RMSNorm(proj) * w, OLMo-2's post-norm of the previous sublayer, computed by
  * every workgroup (staged in workgroup memory, or recomputed at each use) and stored by workgroup 0 as the next
  * residual, in place of an RMSNorm dispatch (ARCHITECTURE.md, "Fewer, fuller dispatches").
+ *
+ * QK statistics (`qkStats`, the QKV product of OLMo-2): each row group also writes, per input row, the sum of squares
+ * of the q outputs (rows 0 .. D - 1) and of the k outputs (D .. 2D - 1) it produced, so that the fused decode attention
+ * gets the whole-width QK-norm statistics from a few hundred partial sums instead of re-reading D floats of q and of k
+ * in every workgroup (`qkStatsLayout`).
  * @module
  */
 
@@ -42,7 +47,12 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
  * local memory, which measured 5x slower at M = 4 on an H100). A thread reads each 32-byte chunk of x once for all
  * its output rows, so x traffic per weight byte falls as rowsPerThread grows (2M / rowsPerThread vec4 per weight vec4).
  */
-export function matvecKernelFor(rows: number, rowsPerThread = 1, prologue: MatvecPrologue = "none"): Kernel {
+export function matvecKernelFor(
+  rows: number,
+  rowsPerThread = 1,
+  prologue: MatvecPrologue = "none",
+  qkStats = false,
+): Kernel {
   if (!Number.isInteger(rows) || rows < 1 || rows > MATVEC_MAX_ROWS) {
     throw new Error(`matvec: ${rows} rows (1..${MATVEC_MAX_ROWS})`);
   }
@@ -119,7 +129,42 @@ ${
   }
   workgroupBarrier();
 `;
-  const suffix = prologue === "none" ? "" : prologue === "staged" ? "_normst" : "_norm";
+  const suffix = (prologue === "none" ? "" : prologue === "staged" ? "_normst" : "_norm") + (qkStats ? "_qks" : "");
+  // QK statistics: each lane-0 thread splits the squares of its outputs into q's and k's (v's and rows past N add
+  // nothing), the workgroup adds its ROWS threads' sums in a fixed order, and the row group's sums go to its slot.
+  const statsBinding = prologue === "none" ? 4 : 7;
+  const statsWgsl = !qkStats ? "" : `
+  // QK statistics of row group g (qkStatsLayout): sums of squares of its q and k outputs, row by row
+  if (lane == 0u) {
+${
+    M.map((j) =>
+      `    { var sq = 0.0; var sk = 0.0;
+${
+        RT.map((r) =>
+          `      { let n = n0 + ${r}u; let v = a${r}_${j} * a${r}_${j}; ` +
+          `if (n < QK_D) { sq += v; } else if (n < 2u * QK_D && n < N) { sk += v; } }`
+        ).join("\n")
+      }
+      qk_red[${j}u * ROWS + t / tpr] = vec2<f32>(sq, sk); }`
+    ).join("\n")
+  }
+  }
+  workgroupBarrier();
+  {
+    let first = g * ROWS * ${rowsPerThread}u; // the group's output rows: first .. first + ROWS * ${rowsPerThread} - 1
+    let last = first + ROWS * ${rowsPerThread}u;
+    for (var i = t; i < ${2 * rows}u; i += WG) {
+      let j = i / 2u;
+      let part = i % 2u;
+      if (select(first < 2u * QK_D && last > QK_D, first < QK_D, part == 0u)) {
+        var s = 0.0;
+        for (var r = 0u; r < ROWS; r++) { s += qk_red[j * ROWS + r][part]; }
+        qk_part[(j * 2u + part) * qk_groups + g] = s;
+      }
+    }
+  }
+  workgroupBarrier();
+`;
   return {
     name: `${MATVEC_KERNEL_NAME}_m${rows}_r${rowsPerThread}${suffix}`,
     source: /* wgsl */ `
@@ -135,6 +180,13 @@ ${
 //                                        x_eff = x + proj * rsqrt(mean(proj^2) + EPS) * nw, row by row
 //   5 nw    [K / 4] vec4<f32>            the post-norm's weight
 //   6 x_out [${rows}, K / 4] vec4<f32>, rw  x_eff, stored by workgroup 0 (the next residual; never read here)`
+    }${
+      qkStats
+        ? `
+//   ${statsBinding} qk_part [${rows}, 2, QK_GROUPS] f32, rw   row m's sums of squares of q (part 0: outputs 0 .. QK_D - 1) and k
+//                                        (part 1: QK_D .. 2 QK_D - 1) by row group; a group writes a part only if it
+//                                        holds rows of it (QK_GROUPS = ceil(2 QK_D / (ROWS * ${rowsPerThread})), N >= 2 QK_D)`
+        : ""
     }
 // K must be a multiple of 8. A workgroup owns ROWS * ${rowsPerThread} output rows; the WG / ROWS threads of a row group
 // stride over the K / 8 16-byte chunks of its rows.
@@ -144,7 +196,7 @@ override EPILOGUE: u32 = 0u;
 override ROWS: u32 = 8u;   // row groups per workgroup (a power of two dividing WG)
 override WG: u32 = 256u;   // threads per workgroup (a power of two)${
       prologue === "none" ? "" : "\noverride EPS: f32 = 1e-6;"
-    }
+    }${qkStats ? "\noverride QK_D: u32;            // the q and k widths (OLMo-2: d_model)" : ""}
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
@@ -153,6 +205,12 @@ override WG: u32 = 256u;   // threads per workgroup (a power of two)${
 @group(0) @binding(4) var<storage, read> proj: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> nw: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> x_out: array<vec4<f32>>;`
+    }${
+      qkStats
+        ? `
+@group(0) @binding(${statsBinding}) var<storage, read_write> qk_part: array<f32>;
+var<workgroup> qk_red: array<vec2<f32>, ${rows}u * ROWS>; // [row, row group of the workgroup]: (q, k) sums of squares`
+        : ""
     }
 var<workgroup> red: array<vec4<f32>, WG>;${
       prologue === "staged" ? `\nvar<workgroup> xs: array<vec4<f32>, ${rows}u * (K / 4u)>; // x_eff, row-major` : ""
@@ -200,7 +258,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let k8 = K / 8u;
   let k4 = K / 4u;
 ${prologueWgsl}  // Row groups of ROWS * ${rowsPerThread} output rows; a grid smaller than GROUPS strides over them (x stays in L1).
-  let groups = (N + ROWS * ${rowsPerThread}u - 1u) / (ROWS * ${rowsPerThread}u);
+  let groups = (N + ROWS * ${rowsPerThread}u - 1u) / (ROWS * ${rowsPerThread}u);${
+      qkStats ? `\n  let qk_groups = (2u * QK_D + ROWS * ${rowsPerThread}u - 1u) / (ROWS * ${rowsPerThread}u);` : ""
+    }
   for (var g = flat_workgroup(wid, nwg); g < groups; g += nwg.x * nwg.y) {
   let n0 = (g * ROWS + t / tpr) * ${rowsPerThread}u;
   ${names("a").map((v) => `var ${v} = 0.0;`).join(" ")}
@@ -228,7 +288,7 @@ ${
         `    if (n0 + ${r}u < N) {\n${M.map((j) => `      y[${j}u * N + n0 + ${r}u] = a${r}_${j};`).join("\n")}\n    }`
       ).join("\n")
     }
-  }
+  }${statsWgsl}
   }
 }
 `,
@@ -266,8 +326,40 @@ export interface PostNorm {
   eps: number;
 }
 
+/**
+ * The QK statistics a QKV product writes (`MatvecArgs.qkStats`): outputs 0 .. d - 1 of each row are q, d .. 2d - 1 k
+ * (the rest, v, contribute nothing). Layout and size: `qkStatsLayout`.
+ */
+export interface QkStats {
+  /** f32 [rows, 2, groups]: the partial sums of squares (written, never read, by the matvec). */
+  partials: GPUBuffer | BufferSlice;
+  /** Width of q and of k (OLMo-2: d_model); the product's N must be at least 2d. */
+  d: number;
+}
+
+/**
+ * Where a QKV matvec whose row groups hold `groupRows` outputs each (`matvecGroupRows`) puts its QK statistics: row m's
+ * partial sums of squares of q are f32 [(2m) * groups + g] for the row groups g in `q` (the groups holding any of
+ * outputs 0 .. d - 1), of k [(2m + 1) * groups + g] for g in `k` (those holding any of d .. 2d - 1); a row group that
+ * straddles the q / k boundary writes both. The sums of a row's q partials is sum(q^2) up to rounding order.
+ */
+export function qkStatsLayout(
+  d: number,
+  groupRows: number,
+): { groups: number; q: [number, number]; k: [number, number]; bytesPerRow: number } {
+  const groups = Math.ceil((2 * d) / groupRows);
+  return {
+    groups,
+    q: [0, Math.ceil(d / groupRows)],
+    k: [Math.floor(d / groupRows), groups],
+    bytesPerRow: 2 * groups * 4,
+  };
+}
+
 /** Arguments of one matvec dispatch. */
 export interface MatvecArgs extends ProductArgs {
+  /** Also writes the QK statistics of a QKV product (PLAIN epilogue; see `QkStats`). */
+  qkStats?: QkStats;
   /** Adds the previous sublayer's post-norm to x first (see `PostNorm`). */
   postNorm?: PostNorm;
   /**
@@ -312,14 +404,39 @@ export function matvecDefaults(
     : { rowsPerThread: 4, rowsPerWorkgroup: 4, workgroupSize: 128 };
 }
 
+/** The knobs a matvec dispatch of `a` runs with: the given ones, else `matvecDefaults`. */
+function matvecKnobs(a: MatvecArgs): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number } {
+  const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN, a.n, a.k);
+  return {
+    rowsPerThread: a.rowsPerThread ?? defaults.rowsPerThread,
+    rowsPerWorkgroup: a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup,
+    workgroupSize: a.workgroupSize ?? defaults.workgroupSize,
+  };
+}
+
+/** Outputs per row group of a matvec dispatch of `a` (what `qkStatsLayout` needs). */
+export function matvecGroupRows(
+  a: Pick<MatvecArgs, "rows" | "k" | "n" | "epilogue" | "rowsPerThread" | "rowsPerWorkgroup" | "workgroupSize">,
+): number {
+  const knobs = matvecKnobs(a as MatvecArgs);
+  return knobs.rowsPerThread * knobs.rowsPerWorkgroup;
+}
+
 /** Records a matvec dispatch (load time). Throws on shapes the kernel does not handle. */
 export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   if (a.k % 8 !== 0) throw new Error(`matvec: K = ${a.k} is not a multiple of 8`);
   if (a.rows < 1 || a.rows > MATVEC_MAX_ROWS) throw new Error(`matvec: ${a.rows} rows (1..${MATVEC_MAX_ROWS})`);
-  const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN, a.n, a.k);
-  const rowsPerWg = a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup;
-  const rowsPerThread = a.rowsPerThread ?? defaults.rowsPerThread;
-  const wg = a.workgroupSize ?? defaults.workgroupSize;
+  const { rowsPerWorkgroup: rowsPerWg, rowsPerThread, workgroupSize: wg } = matvecKnobs(a);
+  const stats = a.qkStats;
+  if (stats) {
+    if ((a.epilogue ?? Epilogue.PLAIN) !== Epilogue.PLAIN) throw new Error("matvec: qkStats needs the PLAIN epilogue");
+    if (!(Number.isInteger(stats.d) && stats.d >= 1 && 2 * stats.d <= a.n)) {
+      throw new Error(`matvec: qkStats over q and k of ${stats.d} outputs each needs N >= ${2 * stats.d}, got ${a.n}`);
+    }
+    const need = a.rows * qkStatsLayout(stats.d, rowsPerWg * rowsPerThread).bytesPerRow;
+    const q = stats.partials, have = "buffer" in q ? q.size ?? q.buffer.size - (q.offset ?? 0) : q.size;
+    if (have < need) throw new Error(`matvec: the qkStats partials must hold ${need} bytes, got ${have}`);
+  }
   const p = a.postNorm;
   let prologue: MatvecPrologue = "none";
   if (p) {
@@ -335,7 +452,7 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   // (MATVEC_POSTNORM_WORKGROUPS; tools/bench_kernels.ts --chain times the alternatives).
   const maxWorkgroups = a.maxWorkgroups ?? (p ? MATVEC_POSTNORM_WORKGROUPS : Infinity);
   return gpu.dispatch(
-    kernel ?? matvecKernelFor(a.rows, rowsPerThread, prologue),
+    kernel ?? matvecKernelFor(a.rows, rowsPerThread, prologue, stats !== undefined),
     {
       K: a.k,
       N: a.n,
@@ -344,8 +461,12 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
       WG: wg,
       GATED: a.gated ?? false,
       ...(p ? { EPS: p.eps } : {}),
+      ...(stats ? { QK_D: stats.d } : {}),
     },
-    p ? [a.ctl, a.weight, a.x, a.y, p.proj, p.weight, p.out] : [a.ctl, a.weight, a.x, a.y],
+    [
+      ...(p ? [a.ctl, a.weight, a.x, a.y, p.proj, p.weight, p.out] : [a.ctl, a.weight, a.x, a.y]),
+      ...(stats ? [stats.partials] : []),
+    ],
     Math.min(Math.ceil(a.n / (rowsPerWg * rowsPerThread)), maxWorkgroups),
   );
 }
@@ -404,4 +525,24 @@ export function matvecPostNormReference(
 ): { y: Float32Array; xOut: Float32Array } {
   const xOut = rmsnormReference(proj, normWeight, rows, k, eps, x);
   return { y: matvecReference(weight, xOut, rows, k, n, epilogue), xOut };
+}
+
+/**
+ * CPU reference of the QK statistics of product rows `y` ([rows, n], n >= 2d), laid out as `qkStatsLayout` says (f64
+ * sums rounded to f32); the slots no row group writes hold NaN.
+ */
+export function qkStatsReference(y: Float32Array, rows: number, n: number, d: number, groupRows: number): Float32Array {
+  const layout = qkStatsLayout(d, groupRows);
+  const out = new Float32Array(rows * layout.bytesPerRow / 4).fill(NaN);
+  for (let m = 0; m < rows; m++) {
+    for (const [part, [g0, g1]] of [layout.q, layout.k].entries()) {
+      for (let g = g0; g < g1; g++) {
+        let s = 0;
+        const lo = Math.max(g * groupRows, part * d), hi = Math.min((g + 1) * groupRows, (part + 1) * d);
+        for (let i = lo; i < hi; i++) s += y[m * n + i] ** 2;
+        out[(2 * m + part) * layout.groups + g] = s;
+      }
+    }
+  }
+  return out;
 }

@@ -1,6 +1,6 @@
 /**
  * Tests of the generated matvec (`matvec.ts`) against the reference: every row count and rows per thread, awkward
- * K and N, both epilogues, the post-norm prologue (recomputed and staged), and mutants.
+ * K and N, both epilogues, the post-norm prologue (recomputed and staged), the QK statistics, and mutants.
  * @module
  */
 
@@ -8,10 +8,13 @@ import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
   Epilogue,
   matvec,
+  matvecGroupRows,
   matvecKernelFor,
   matvecPostNormReference,
   type MatvecPrologue,
   matvecReference,
+  qkStatsLayout,
+  qkStatsReference,
 } from "./matvec.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
@@ -195,5 +198,150 @@ gpuTest("matvec post-norm checks catch broken kernels", async (gpu) => {
     await assertCaught(async () => {
       await checkPostNorm(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2, maxWorkgroups: 3 });
     }, `${prologue}: ${from} -> ${to}`);
+  }
+});
+
+// QK statistics: each partial is a sum of squares of up to groupRows f32 outputs y (each within TOL of the f64
+// product), added in f32 in another order than the reference's f64 sum: |y^2 error| <= 2 |y| (2e-4 + 1e-4 |y|) per
+// term, so atol 2e-3 (about 8 outputs of unit size, the test's scale) + rtol 2e-4 on the partial. A wrong slot, a
+// missing group or a k partial added to q moves a partial by O(1) (or leaves the NaN poison).
+const STATS_TOL = { atol: 2e-3, rtol: 2e-4 };
+
+/**
+ * The matvec with `qkStats` over q and k of width d (n = 3d plus `extra` outputs): y as without it, every slot of the
+ * layout against the reference, and every other slot of the partials untouched (NaN poison).
+ */
+async function checkQkStats(
+  gpu: Gpu,
+  rows: number,
+  k: number,
+  d: number,
+  opts: {
+    extra?: number;
+    kernel?: Kernel;
+    rowsPerWorkgroup?: number;
+    workgroupSize?: number;
+    rowsPerThread?: number;
+    maxWorkgroups?: number;
+    postNorm?: boolean;
+  } = {},
+): Promise<void> {
+  const { extra, postNorm, ...knobs } = opts;
+  const n = 3 * d + (extra ?? 0);
+  const rng = new Rng(rows * 3_000_017 + k * 31 + d);
+  const w = roundBf16Array(rng.normals(n * k, 1 / Math.sqrt(k)));
+  const x = rng.normals(rows * k);
+  const groupRows = matvecGroupRows({ rows, k, n, ...knobs });
+  const layout = qkStatsLayout(d, groupRows);
+  const slots = rows * layout.bytesPerRow / 4;
+  const ctl = ctlBuffer(gpu);
+  const b = {
+    w: gpu.upload("w", packBf16(w, k)),
+    x: gpu.upload("x", x),
+    y: poisoned(gpu, rows * n),
+    partials: poisoned(gpu, slots + 3, "partials"), // 3 slots past the layout: a write beyond it shows
+    proj: gpu.upload("proj", new Float32Array(rows * k)),
+    normW: gpu.upload("norm w", new Float32Array(k)),
+    xOut: poisoned(gpu, rows * k, "x out"),
+  };
+  const what = `matvec qkStats rows=${rows} K=${k} d=${d} N=${n} groupRows=${groupRows} ${
+    JSON.stringify({ ...opts, kernel: opts.kernel?.name })
+  }`;
+  try {
+    // The post-norm of a zero proj adds nothing: y is the plain product either way.
+    const pn = postNorm ? { postNorm: { proj: b.proj, weight: b.normW, out: b.xOut, eps: 1e-6 } } : {};
+    gpu.run([matvec(gpu, {
+      ctl,
+      weight: b.w,
+      x: b.x,
+      y: b.y,
+      rows,
+      k,
+      n,
+      ...knobs,
+      ...pn,
+      qkStats: { partials: b.partials, d },
+    }, opts.kernel)]);
+    const want = matvecReference(w, x, rows, k, n);
+    assertClose(await gpu.readF32(b.y, rows * n), want, TOL, `${what} y`);
+    const got = await gpu.readF32(b.partials, slots + 3);
+    const ref = qkStatsReference(want, rows, n, d, groupRows);
+    const unwritten = [...got.keys()].find((i) => Number.isNaN(ref[i] ?? NaN) !== Number.isNaN(got[i]));
+    if (unwritten !== undefined) {
+      throw new Error(`${what}: partial slot ${unwritten} is ${got[unwritten]}, reference ${ref[unwritten]}`);
+    }
+    const written = [...ref.keys()].filter((i) => !Number.isNaN(ref[i]));
+    assertClose(written.map((i) => got[i]), written.map((i) => ref[i]), STATS_TOL, `${what} partials`);
+    // What the attention relies on: a row's partials add up to its sum(q^2) and sum(k^2).
+    for (let m = 0; m < rows; m++) {
+      for (const [part, [g0, g1]] of [layout.q, layout.k].entries()) {
+        let sum = 0, direct = 0;
+        for (let g = g0; g < g1; g++) sum += got[(2 * m + part) * layout.groups + g];
+        for (let i = part * d; i < (part + 1) * d; i++) direct += want[m * n + i] ** 2;
+        assertClose([sum], [direct], { atol: 1e-3, rtol: 1e-4 }, `${what} row ${m} part ${part} total`);
+      }
+    }
+  } finally {
+    for (const buf of [ctl, ...Object.values(b)]) buf.destroy();
+  }
+}
+
+gpuTest("matvec QK statistics match the reference (rows 1..16, groups straddling q / k / v)", async (gpu) => {
+  // d = 37 with 8-output groups (one row): groups 4 and 9 straddle q|k and k|v; d = 20 with 16-output groups.
+  for (const [rows, k, d] of [[1, 264, 37], [1, 8, 4], [2, 1064, 20], [3, 104, 33], [5, 264, 21], [16, 64, 13]]) {
+    await checkQkStats(gpu, rows, k, d);
+  }
+  await checkQkStats(gpu, 1, 264, 37, { extra: 5 }); // N > 3d: outputs past v add nothing
+  await checkQkStats(gpu, 4, 264, 19, { rowsPerThread: 1, rowsPerWorkgroup: 16, workgroupSize: 64 });
+  await checkQkStats(gpu, 2, 264, 19, { rowsPerThread: 2, rowsPerWorkgroup: 1, workgroupSize: 32 });
+  await checkQkStats(gpu, 2, 264, 30, { postNorm: true });
+});
+
+gpuTest("matvec QK statistics with fewer workgroups than row groups (grid stride)", async (gpu) => {
+  for (const maxWorkgroups of [1, 3, 7]) {
+    await checkQkStats(gpu, 1, 264, 37, { maxWorkgroups });
+    await checkQkStats(gpu, 3, 520, 21, { maxWorkgroups, rowsPerThread: 2 });
+  }
+});
+
+gpuTest("matvec QK statistics reject other epilogues, N < 2d and short buffers", (gpu) => {
+  const ctl = ctlBuffer(gpu);
+  const base = { ctl, weight: ctl, x: ctl, y: ctl, rows: 1, k: 8, n: 12 };
+  const bad: [() => unknown, string][] = [
+    [() => matvec(gpu, { ...base, epilogue: Epilogue.SWIGLU, qkStats: { partials: ctl, d: 4 } }), "PLAIN"],
+    [() => matvec(gpu, { ...base, qkStats: { partials: ctl, d: 7 } }), "N >= 14"],
+    [() => matvec(gpu, { ...base, qkStats: { partials: { buffer: ctl, size: 4 }, d: 4 } }), "must hold"],
+  ];
+  try {
+    for (const [call, says] of bad) {
+      let message = "no error";
+      try {
+        call();
+      } catch (e) {
+        message = String(e);
+      }
+      if (!message.includes(says)) throw new Error(`expected "${says}", got "${message}"`);
+    }
+  } finally {
+    ctl.destroy();
+  }
+  return Promise.resolve();
+});
+
+gpuTest("matvec QK statistics checks catch broken kernels", async (gpu) => {
+  const cases: [string, string, string][] = [
+    ["wrong partial index", "(j * 2u + part) * qk_groups + g]", "(j * 2u + part) * qk_groups + g / 2u]"],
+    ["the last row group's partials missing", "first < 2u * QK_D && last > QK_D", "last < 2u * QK_D && last > QK_D"],
+    ["k partials summed into q", "if (n < QK_D) { sq += v; } else if", "if (n < 2u * QK_D) { sq += v; } else if"],
+    ["v rows counted as k", "else if (n < 2u * QK_D && n < N)", "else if (n < N)"],
+    ["one row group of the workgroup left out", "for (var r = 0u; r < ROWS; r++)", "for (var r = 1u; r < ROWS; r++)"],
+    ["rows mixed", "qk_red[1u * ROWS + t / tpr]", "qk_red[0u * ROWS + t / tpr]"],
+  ];
+  for (const [what, from, to] of cases) {
+    const kernel = mutate(matvecKernelFor(2, 2, "none", true), from, to);
+    await assertCaught(async () => {
+      await checkQkStats(gpu, 2, 264, 37, { kernel, rowsPerThread: 2, rowsPerWorkgroup: 4 });
+      await checkQkStats(gpu, 2, 264, 37, { kernel, rowsPerThread: 2, rowsPerWorkgroup: 4, maxWorkgroups: 3 });
+    }, what);
   }
 });

@@ -98,14 +98,31 @@ gpuTest(
     const want = towers.map((t) => referenceLogits(t, ids, "bf16"));
     const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 6 };
     const fused = new HydraTransformer(gpu, w, { ...shape, fuse: { attention: true, postNorm: true, maxRows: 16 } });
+    // The attention's QK-norm statistics from the QKV matvec's partial sums (with and without the post-norm prologue)
+    const stats = new HydraTransformer(gpu, w, {
+      ...shape,
+      fuse: { attention: true, postNorm: true, qkStats: true, maxRows: 16 },
+    });
+    const statsOnly = new HydraTransformer(gpu, w, {
+      ...shape,
+      fuse: { attention: true, postNorm: false, qkStats: true, maxRows: 16 },
+    });
     const plain = new HydraTransformer(gpu, w, { ...shape, fuse: false });
+    const models = [[fused, "fused"], [stats, "fused with QK stats"], [statsOnly, "QK stats, no post-norm"], [
+      plain,
+      "unfused",
+    ]] as const;
     try {
       // A fused block records 3 dispatches fewer: QK-norm + RoPE and both post-norms run inside their neighbours.
       const saved = plain.trunk(1).length - fused.trunk(1).length;
       const blocks = tiny.nLayers - depth;
       if (saved !== 3 * blocks - 1) throw new Error(`the fused trunk saves ${saved} dispatches, not ${3 * blocks - 1}`);
-      for (const model of [fused, plain]) {
-        const what = model === fused ? "fused" : "unfused";
+      if (stats.trunk(1).length !== fused.trunk(1).length) throw new Error("the QK statistics added dispatches");
+      const names = stats.trunk(1).map((d) => d.label).join(" ");
+      if (!/matvec_bf16_\S*_qks/.test(names) || !names.includes("attention_decode_qks")) {
+        throw new Error(`the QK-stats trunk runs ${names}`);
+      }
+      for (const [model, what] of models) {
         gpu.write(model.seq, Uint32Array.from(ids));
         // Passes of 6, 1, 3 and 2 rows from position 0: new keys in every pass, seen by the later rows of the pass.
         let pos = 0;
@@ -132,7 +149,7 @@ gpuTest(
         }
       }
     } finally {
-      fused.destroy(true);
+      for (const model of [fused, stats, statsOnly]) model.destroy(true);
       plain.destroy();
     }
   },
