@@ -193,6 +193,12 @@ export class HydraTransformer {
     this.maxLogitRows = shape.maxLogitRows ?? 1;
     this.kvDtype = shape.kvDtype ?? "bf16";
     this.prefillMath = shape.prefillMath ?? "f32";
+    if (this.prefillMath === "f16" && !gpu.has("shader-f16")) {
+      throw new UserError(
+        "prefill_math f16 needs the shader-f16 feature, which this WebGPU device lacks; use prefill_math f32 " +
+          "(--prefill-math f32).",
+      );
+    }
     this.fuse = shape.fuse === false ? false : { ...FUSE_DEFAULTS, ...shape.fuse };
     if (this.fuse && !(this.fuse.maxRows >= 1 && this.fuse.maxRows <= DECODE_MAX_ROWS)) {
       throw new Error(`fuse.maxRows ${this.fuse.maxRows} is outside 1..${DECODE_MAX_ROWS}`);
