@@ -600,6 +600,7 @@ export function runHeader(doc: ResultsDocument): { title: string; lines: string[
     lines: [
       `run ${doc.run} · prompt ${c.prompt_length} tokens · gen ${c.gen_length} (every ${c.step_interval}th timed) · ` +
       (c.kv_dtype ? `KV cache ${c.kv_dtype} · ` : "") +
+      (c.prefill_math === "f16" ? "prefill GEMM f16 · " : "") +
       `Hydra ${c.n_heads} heads × ${c.heads_depth} blocks · PoE beta ${c.poe_beta}, temperature ${c.poe_temperature}, ` +
       `${c.poe_max_new_tokens} tokens per call`,
       `${clock} · copy bandwidth ${fmt(env.copy_bandwidth_gbps)} GB/s · Deno ${env.deno.deno} · ${env.os.os} ` +

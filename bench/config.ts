@@ -20,6 +20,7 @@ import { levenshteinDistance } from "@std/text/levenshtein-distance";
 import { isDirectory } from "../common/files.ts";
 import { UserError } from "../common/errors.ts";
 import { KV_DTYPES, type KvDtype } from "../kernels/attention/kv_cache.ts";
+import { PREFILL_MATHS, type PrefillMath } from "../kernels/matmul/linear.ts";
 import { LOGITS_MAX_HEADS } from "../kernels/logits/log_softmax.ts";
 import { WEBGPU_RUNTIMES, type WebgpuRuntime } from "../kernels/runtime.ts";
 import { PEER_NAMES, type PeerName } from "./peers.ts";
@@ -73,6 +74,8 @@ export interface BenchConfig {
   heads_depth: number;
   /** Element type of every K/V cache the bench builds. */
   kv_dtype: KvDtype;
+  /** The prefill GEMM's arithmetic where no tensor-core GEMM runs (kernels/matmul/linear.ts). */
+  prefill_math: PrefillMath;
   poe_gamma: number;
   poe_gamma_sweep: number[];
   poe_beta: number;
@@ -272,6 +275,13 @@ const KNOBS: { readonly [K in keyof BenchConfig]: Knob<K> } = {
     "blocks per Hydra head, taken from the end of the model (below the model's layer count)",
   ),
   kv_dtype: knob(oneOf(KV_DTYPES), "bf16", "K/V cache element type of every model the bench builds (f32: exact)"),
+  prefill_math: knob(
+    oneOf(PREFILL_MATHS),
+    "f32",
+    "arithmetic of the prefill GEMM (prompts over 16 tokens) where no tensor-core GEMM runs: f32 FMA, or f16 " +
+      "products summed into f32 every 8 k (needs shader-f16; error in ARCHITECTURE.md); Dawn's tensor-core GEMM, " +
+      "where it runs, is used either way",
+  ),
   poe_gamma: knob(
     GAMMA_INT,
     4,
@@ -664,12 +674,13 @@ function setKnob(
 /**
  * What a run recorded before a knob existed used, for results.json files that lack it: no sweeps, no peers, the
  * synthetic ensemble at spread 1, Deno's built-in WebGPU, and an f32 K/V cache (bf16 became the default one commit before kv_dtype was added, and no run was stored in between; the
- * reference runs under results/ are f32).
+ * reference runs under results/ are f32), and an f32 prefill GEMM (prefill_math; the tensor-core GEMM where it ran).
  */
 const BEFORE_KNOB: Partial<BenchConfig> = {
   prompt_lengths: [],
   decode_contexts: [],
   kv_dtype: "f32",
+  prefill_math: "f32",
   peers: [],
   synthetic_spread: 1,
   poe_spread_sweep: [],

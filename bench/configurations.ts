@@ -16,6 +16,7 @@ import type { KvDtype } from "../kernels/attention/kv_cache.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
 import { type HydraShape, HydraTransformer } from "../model/hydra.ts";
+import type { PrefillMath } from "../kernels/matmul/linear.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { blockBytes, destroyWeights } from "../model/weights.ts";
 import { PoE, type PoeCallResult } from "../poe/poe.ts";
@@ -42,7 +43,7 @@ export type Progress = (message: string) => void;
 export function buildBaselineModel(
   gpu: Gpu,
   config: ModelConfig,
-  o: { maxPos: number; maxRows: number; seed: number; kvDtype?: KvDtype },
+  o: { maxPos: number; maxRows: number; seed: number; kvDtype?: KvDtype; prefillMath?: PrefillMath },
 ): Promise<HydraTransformer> {
   return buildHydraModel(gpu, config, { ...o, nHeads: 1, headsDepth: 0, weights: { kind: "random", seed: o.seed } });
 }
@@ -62,6 +63,8 @@ export async function buildHydraModel(
     weights: EnsembleWeights;
     /** Kernel fusion (HydraShape's default when absent; tools/profile.ts A/B-tests it). */
     fuse?: HydraShape["fuse"];
+    /** The prefill GEMM's arithmetic where no tensor cores run (HydraShape's default, f32, when absent). */
+    prefillMath?: PrefillMath;
   },
   progress?: Progress,
 ): Promise<HydraTransformer> {
@@ -80,6 +83,7 @@ export async function buildHydraModel(
           maxLogitRows: o.maxLogitRows,
           kvDtype: o.kvDtype,
           fuse: o.fuse,
+          prefillMath: o.prefillMath,
         }),
     );
   } catch (e) {

@@ -142,6 +142,21 @@ async function makeGpus(runtimes: readonly WebgpuRuntime[]): Promise<Gpu[]> {
   return gpus;
 }
 
+/**
+ * prefill_math f16 needs `shader-f16` on every runtime of the run (the f16-multiply GEMM; where the tensor-core GEMM
+ * runs it takes precedence, and it needs the feature too): a UserError before anything is timed.
+ */
+function checkPrefillMath(c: BenchConfig, gpus: readonly Gpu[]): void {
+  if (c.prefill_math !== "f16") return;
+  const lacking = gpus.find((g) => !g.has("shader-f16"));
+  if (lacking) {
+    throw new UserError(
+      `prefill_math f16 needs the shader-f16 feature, which the ${lacking.description.runtime} adapter ` +
+        `"${lacking.description.description}" lacks; set prefill_math to f32 (--prefill-math f32).`,
+    );
+  }
+}
+
 /** The prompt of the baseline / naive benchmarks: prompt_length seeded random ids (random weights care for no text). */
 function randomPrompt(c: BenchConfig, vocab: number): number[] {
   return randomIds(c.seed, c.prompt_length, vocab);
@@ -202,6 +217,7 @@ async function run(argv: string[]): Promise<number> {
   const software = gpus.some((g) => g.isSoftware);
   const plan = await planRun(input, { software });
   const config = plan.config;
+  checkPrefillMath(config, gpus);
   if (software) {
     const applied = plan.softwareKnobs.map((k) => `${k} ${JSON.stringify(config[k])}`).join(", ");
     log(
@@ -384,7 +400,7 @@ async function runDecodeConfiguration(
 ): Promise<Measured> {
   const config = PRESETS[c.size];
   const loadStart = performance.now();
-  const shape = { ...decodeModelShape(c), kvDtype: c.kv_dtype };
+  const shape = { ...decodeModelShape(c), kvDtype: c.kv_dtype, prefillMath: c.prefill_math };
   const model = name === "baseline"
     ? await buildBaselineModel(gpu, config, { ...shape, seed: c.seed })
     : await buildHydraModel(gpu, config, {
@@ -456,6 +472,7 @@ async function runPoeConfiguration({ gpu, c, poePrompt, copyGbps, progress }: Co
       maxRows: promptIds.length,
       maxLogitRows: Math.max(...gammas),
       kvDtype: c.kv_dtype,
+      prefillMath: c.prefill_math,
       weights: c.weights ? { kind: "checkpoint", ...c.weights } : { kind: "synthetic", seed: c.seed, spread },
     }, progress);
   const model = await build(c.synthetic_spread);

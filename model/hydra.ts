@@ -26,7 +26,7 @@ import { attentionPrefill } from "../kernels/attention/prefill.ts";
 import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
-import { linear } from "../kernels/matmul/linear.ts";
+import { linear, type PrefillMath } from "../kernels/matmul/linear.ts";
 import { Epilogue, matvecGroupRows, type PostNorm, type QkStats, qkStatsLayout } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
@@ -48,6 +48,11 @@ export interface HydraShape {
   kvDtype?: KvDtype;
   /** Kernel fusion at decode (default `FUSE_DEFAULTS`); `false`: none, every block its 9 dispatches. */
   fuse?: Partial<FuseOptions> | false;
+  /**
+   * The prefill GEMM's arithmetic where no tensor-core GEMM runs (default f32; f16: the f16-multiply GEMM, needs
+   * `shader-f16`; kernels/matmul/linear.ts has the precedence).
+   */
+  prefillMath?: PrefillMath;
 }
 
 /** Which fusions a decode pass uses (each one its own switch, so the GPU can A/B them). */
@@ -170,6 +175,7 @@ export class HydraTransformer {
   readonly maxLogitRows: number;
   readonly kvDtype: KvDtype;
   readonly fuse: FuseOptions | false;
+  readonly prefillMath: PrefillMath;
   /** Control block (kernels/control/ctl.ts). */
   readonly ctl: GPUBuffer;
   /** Token ids by position, u32 [maxPos + 1]. */
@@ -197,6 +203,13 @@ export class HydraTransformer {
     this.maxRows = shape.maxRows;
     this.maxLogitRows = shape.maxLogitRows ?? 1;
     this.kvDtype = shape.kvDtype ?? "bf16";
+    this.prefillMath = shape.prefillMath ?? "f32";
+    if (this.prefillMath === "f16" && !gpu.has("shader-f16")) {
+      throw new UserError(
+        "prefill_math f16 needs the shader-f16 feature, which this WebGPU device lacks; use prefill_math f32 " +
+          "(--prefill-math f32).",
+      );
+    }
     this.fuse = shape.fuse === false ? false : { ...FUSE_DEFAULTS, ...shape.fuse };
     if (this.fuse && !(this.fuse.maxRows >= 1 && this.fuse.maxRows <= DECODE_MAX_ROWS)) {
       throw new Error(`fuse.maxRows ${this.fuse.maxRows} is outside 1..${DECODE_MAX_ROWS}`);
@@ -441,7 +454,19 @@ export class HydraTransformer {
         k: number,
         n: number,
         epilogue?: number,
-      ) => linear(gpu, { ctl, weight, ...("x" in x ? x : { x }), y, rows, k, n, epilogue, gated }),
+      ) =>
+        linear(gpu, {
+          ctl,
+          weight,
+          ...("x" in x ? x : { x }),
+          y,
+          rows,
+          k,
+          n,
+          epilogue,
+          gated,
+          prefillMath: this.prefillMath,
+        }),
       /**
        * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. Fused:
        * nothing (the attention does it).

@@ -1,10 +1,13 @@
 /**
  * Kernel microbenchmarks for the GPU machine (llm.c dev/cuda style: each kernel validated by its test, then timed
  * here): the copy roofline, then matvec tuning variants at the OLMo-2 7B and 1B shapes, in GB/s of weight bytes; with
- * `--gemm`, only the prefill GEMMs' tile variants at the 7B shapes, in TFLOP/s: the f32 GEMM's, and on Dawn with
+ * `--gemm`, only the prefill GEMMs' tile variants at the 7B shapes, in TFLOP/s: the f32 GEMM's, its f16-multiply
+ * variant's (`prefill_math f16`, with the row-scale pre-pass, where the device has shader-f16), and on Dawn with
  * subgroup matrices (HYDRA_WEBGPU=dawn) the tensor-core GEMM's with its row-scale pre-pass (each variant's output is
  * also checked against an f64 reference on sampled elements, some rows holding a 1e5 element, and its max error
- * relative to sum |x w| printed, so a tile shape that breaks on this driver shows as WRONG); with
+ * relative to sum |x w| printed, so a tile shape that breaks on this driver shows as WRONG; `--quick`: the f32 default
+ * and linear's tiles for N <= 4096, four f16 variants, four tensor ones, without the plain gate_up shape: under a
+ * minute on an H200); with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
  * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
  *
@@ -24,7 +27,14 @@ import { parseArgs } from "@std/cli/parse-args";
 import { type Dispatch, Gpu, runtimeFromFlag } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { Epilogue, matvec } from "../kernels/matmul/matvec.ts";
-import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, gemmWorkgroupBytes } from "../kernels/matmul/gemm.ts";
+import {
+  f16GemmTolerance,
+  gemm,
+  GEMM_DEFAULT_TILES,
+  type GemmTiles,
+  gemmWorkgroupBytes,
+  gemmXShift,
+} from "../kernels/matmul/gemm.ts";
 import {
   gemmTensor,
   gemmTensorWorkgroupBytes,
@@ -33,7 +43,7 @@ import {
   type TensorTiles,
   tensorTileShape,
 } from "../kernels/matmul/gemm_tensor.ts";
-import { rowScale } from "../kernels/matmul/row_scale.ts";
+import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
@@ -492,11 +502,33 @@ const GEMM_VARIANTS: GemmTiles[] = [
   { threadsM: 8, threadsN: 16, blockM: 4, blockN: 2 }, // 32 x 32, 128 threads: 8x the default's workgroups
 ];
 
-/** A short name of tiles: "<tileM>x<tileN> t<threadsM>x<threadsN> b<blockM>x<blockN> k<tileK> <pipeline>". */
+/** The f32 variants of `--quick`: the default, and linear's tiles for N <= 4096 (o, down). */
+const GEMM_QUICK_VARIANTS: GemmTiles[] = [{}, { threadsN: 8 }];
+
+/**
+ * The f16-multiply GEMM's variants (math "f16"): staging takes half the bytes of f32, so the 128-row and 128-column
+ * tiles fit with room; the first four are `--quick`'s.
+ */
+const GEMM_F16_VARIANTS: GemmTiles[] = [
+  { math: "f16" }, // 64 x 64, partials flushed every 8 k
+  { math: "f16", flushK: 4 },
+  { math: "f16", blockM: 8 }, // 128 x 64: one M tile at M = 128
+  { math: "f16", blockN: 8 }, // 64 x 128
+  { math: "f16", threadsN: 8 }, // 64 x 32: linear's tiles for N <= 4096
+  { math: "f16", tileK: 32, flushK: 16 },
+  { math: "f16", blockM: 8, tileK: 32 }, // 128 x 64, k tiles of 32
+  { math: "f16", blockM: 8, blockN: 8 }, // 128 x 128
+  { math: "f16", pipeline: "double" },
+];
+
+/**
+ * A short name of tiles: "<tileM>x<tileN> t<threadsM>x<threadsN> b<blockM>x<blockN> k<tileK> <pipeline>", prefixed
+ * "f16 flush<flushK>" for the f16-multiply GEMM.
+ */
 function tilesLabel(tiles: GemmTiles): string {
   const t = { ...GEMM_DEFAULT_TILES, ...tiles };
-  return `${t.threadsM * t.blockM}x${t.threadsN * t.blockN} t${t.threadsM}x${t.threadsN} b${t.blockM}x${t.blockN} ` +
-    `k${t.tileK} ${t.pipeline}`;
+  return `${t.math === "f16" ? `f16 flush${t.flushK} ` : ""}${t.threadsM * t.blockM}x${t.threadsN * t.blockN} ` +
+    `t${t.threadsM}x${t.threadsN} b${t.blockM}x${t.blockN} k${t.tileK} ${t.pipeline}`;
 }
 
 /** The worst sampled error of a GEMM's output, over its tolerance and relative to its dot products' sum |x w|. */
@@ -510,9 +542,9 @@ interface SampledError {
 /**
  * The worst error of `got` ([rows, n]) on 64 sampled elements against an f64 reference from the weight words. Sampled
  * rows include the first and last, and rows 3, 7, .. holding a 1e5 element (`gemmInputRows`). Tolerance: `tensor`,
- * the tensor-core GEMM's (`tensorGemmTolerance`: f16 rounding of x); else 1e-4 of the sum of |terms| of each dot
- * product (f32 accumulation over K <= 11008 terms errs by ~sqrt(K) * 2^-24 of it, ~1e-5), propagated through
- * silu(g) * u for SWIGLU.
+ * the tensor-core GEMM's (`tensorGemmTolerance`: f16 rounding of x); `fma16`, the f16-multiply GEMM's
+ * (`f16GemmTolerance` with its flushK); else 1e-4 of the sum of |terms| of each dot product (f32 accumulation over
+ * K <= 11008 terms errs by ~sqrt(K) * 2^-24 of it, ~1e-5), propagated through silu(g) * u for SWIGLU.
  */
 function sampledError(
   got: Float32Array,
@@ -522,7 +554,8 @@ function sampledError(
   k: number,
   n: number,
   epilogue: number,
-  tensor: boolean,
+  kind: "fma" | "fma16" | "tensor",
+  flushK: number,
 ): SampledError {
   const bits = new Uint32Array(1), value = new Float32Array(bits.buffer);
   const bf16 = (word: number, hi: boolean) => {
@@ -530,14 +563,22 @@ function sampledError(
     return value[0];
   };
   const dot = (m: number, row: number) => {
-    let s = 0, abs = 0, absX = 0;
+    let s = 0, abs = 0, absX = 0, absW = 0;
     for (let i = 0; i < k; i++) {
-      const t = x[m * k + i] * bf16(weightWord(seed, (row * k + i) >> 1), (i & 1) === 1);
+      const w = bf16(weightWord(seed, (row * k + i) >> 1), (i & 1) === 1);
+      const t = x[m * k + i] * w;
       s += t;
       abs += Math.abs(t);
       absX += Math.abs(x[m * k + i]);
+      absW += Math.abs(w);
     }
-    return { s, abs, tol: tensor ? tensorGemmTolerance(abs, absX) : 1e-4 * abs + 1e-30 };
+    const scale = 2 ** (rowScaleExponent(x.subarray(m * k, (m + 1) * k)) + gemmXShift(flushK));
+    const tol = kind === "tensor"
+      ? tensorGemmTolerance(abs, absX)
+      : kind === "fma16"
+      ? f16GemmTolerance({ sumAbsProducts: abs, sumAbsX: absX, sumAbsW: absW, scale, k }, flushK)
+      : 1e-4 * abs + 1e-30;
+    return { s, abs, tol };
   };
   let overTol = 0, rel = 0;
   for (let j = 0; j < 64; j++) {
@@ -549,7 +590,7 @@ function sampledError(
       const u = dot(m, col + n);
       const sig = 1 / (1 + Math.exp(-g.s));
       want = g.s * sig * u.s;
-      tol = 1.1 * Math.abs(u.s) * g.tol + Math.abs(g.s * sig) * u.tol;
+      tol = 1.1 * Math.abs(u.s) * g.tol + Math.abs(g.s * sig) * u.tol + 1e-30;
       scale = 1.1 * Math.abs(u.s) * g.abs + Math.abs(g.s * sig) * u.abs;
     }
     const err = Math.abs(got[m * n + col] - want);
@@ -589,7 +630,13 @@ function tensorLabel(tiles: TensorTiles): string {
  */
 async function benchGemm(): Promise<void> {
   const rows = Number(args.rows ?? 128);
-  const fma: GemmTiles[] = args.tiles ? JSON.parse(args.tiles) : args.quick ? GEMM_VARIANTS.slice(0, 3) : GEMM_VARIANTS;
+  const f16 = gpu.has("shader-f16");
+  const fma: GemmTiles[] = args.tiles
+    ? JSON.parse(args.tiles)
+    : args.quick
+    ? [...GEMM_QUICK_VARIANTS, ...(f16 ? GEMM_F16_VARIANTS.slice(0, 4) : [])]
+    : [...GEMM_VARIANTS, ...(f16 ? GEMM_F16_VARIANTS : [])];
+  if (!f16) console.log("f16-multiply GEMM: not run (the device lacks shader-f16)");
   const unsupported = tensorGemmUnsupported(gpu);
   const tensor: TensorTiles[] = unsupported || args.tiles
     ? []
@@ -600,7 +647,11 @@ async function benchGemm(): Promise<void> {
     unsupported ? `tensor-core GEMM: not run (${unsupported})` : `tensor-core GEMM: ${tensor.length} variants`,
   );
   const variants = [
-    ...fma.map((tiles) => ({ kind: "fma" as const, tiles, label: tilesLabel(tiles) })),
+    ...fma.map((tiles) => ({
+      kind: tiles.math === "f16" ? "fma16" as const : "fma" as const,
+      tiles,
+      label: tilesLabel(tiles),
+    })),
     ...tensor.map((tiles) => ({ kind: "tensor" as const, tiles, label: tensorLabel(tiles) })),
   ];
   const shapes = [
@@ -608,8 +659,9 @@ async function benchGemm(): Promise<void> {
     { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
     { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
     { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
-    // The alternative to the SwiGLU epilogue: a plain GEMM over the 2F gate/up rows (+ an elementwise pass, ~8 us).
-    { name: "7b gate_up plain", n: 22016, k: 4096, epi: Epilogue.PLAIN },
+    // The alternative to the SwiGLU epilogue: a plain GEMM over the 2F gate/up rows (+ an elementwise pass, ~8 us);
+    // measured 8% slower (linear.ts), so --quick leaves it out.
+    ...(args.quick ? [] : [{ name: "7b gate_up plain", n: 22016, k: 4096, epi: Epilogue.PLAIN }]),
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
   const exponents = gpu.buffer("exponents", rows * 4);
@@ -624,6 +676,11 @@ async function benchGemm(): Promise<void> {
       try {
         ds = kind === "fma"
           ? weights.map((w) => gemm(gpu, { ...product, weight: w, ...(tiles as GemmTiles) }))
+          : kind === "fma16"
+          ? weights.flatMap((w) => [
+            rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
+            gemm(gpu, { ...product, weight: w, exponents, ...(tiles as GemmTiles) }),
+          ])
           : weights.flatMap((w) => [
             rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
             gemmTensor(gpu, { ...product, weight: w, exponents, ...(tiles as TensorTiles) }),
@@ -635,11 +692,12 @@ async function benchGemm(): Promise<void> {
       const per = await medianMs(ds, weights.length);
       // The last dispatch replayed wrote y, with the pool's last weight (seed 17 + pool - 1).
       const got = await gpu.readF32(y, rows * s.n);
-      const err = sampledError(got, xs, 17 + pool - 1, rows, s.k, s.n, s.epi, kind === "tensor");
+      const flushK = (tiles as GemmTiles).flushK ?? GEMM_DEFAULT_TILES.flushK;
+      const err = sampledError(got, xs, 17 + pool - 1, rows, s.k, s.n, s.epi, kind, flushK);
       const tflops = (2 * rows * nw * s.k) / per / 1e9;
       const last = ds[ds.length - 1];
       const r: Row = {
-        kernel: kind === "fma" ? "gemm" : "gemm_tensor",
+        kernel: kind === "fma" ? "gemm" : kind === "fma16" ? "gemm_f16" : "gemm_tensor",
         shape: `${s.name} [${nw}x${s.k}]`,
         rows,
         variant,
@@ -654,7 +712,7 @@ async function benchGemm(): Promise<void> {
         const total = totals.get(variant) ?? { us: 0, shapes: 0 };
         totals.set(variant, { us: total.us + r.us, shapes: total.shapes + 1 });
       }
-      const bytes = kind === "fma"
+      const bytes = kind !== "tensor"
         ? gemmWorkgroupBytes(tiles as GemmTiles, s.epi)
         : gemmTensorWorkgroupBytes(tiles as TensorTiles, s.epi);
       console.log(
@@ -670,7 +728,8 @@ async function benchGemm(): Promise<void> {
   }
   exponents.destroy();
   console.log(`one 7B layer's GEMMs at M=${rows} (qkv + gate_up + down + o), fastest first:`);
-  const complete = [...totals].filter(([, t]) => t.shapes === shapes.length - 1).sort((a, b) => a[1].us - b[1].us);
+  const layerShapes = shapes.filter((s) => s.name !== "7b gate_up plain").length;
+  const complete = [...totals].filter(([, t]) => t.shapes === layerShapes).sort((a, b) => a[1].us - b[1].us);
   for (const [variant, t] of complete) console.log(`  ${variant}: ${(t.us / 1000).toFixed(3)} ms`);
 }
 

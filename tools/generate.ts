@@ -20,6 +20,7 @@ import { type ModelConfig, PRESETS } from "../model/config.ts";
 import { Decoder, type PickMode } from "../model/generate.ts";
 import { HydraTransformer } from "../model/hydra.ts";
 import { KV_DTYPES, type KvDtype } from "../kernels/attention/kv_cache.ts";
+import { PREFILL_MATHS, type PrefillMath } from "../kernels/matmul/linear.ts";
 import { type EnsembleWeights, loadEnsemble } from "../model/ensemble.ts";
 import { destroyWeights } from "../model/weights.ts";
 import { LOGITS_MAX_HEADS } from "../kernels/logits/log_softmax.ts";
@@ -44,9 +45,21 @@ Options:
   --stop-at-eos          cut the output at the first end-of-text token
   --json                 print JSON; --logits adds the last prompt position's logits (naive: mean; jury: log-probs)
   --seed S               random weights / sampling seed (default 1234)
-  --kv-dtype T           K/V cache element type: bf16 (default) | f32 (exact)`;
+  --kv-dtype T           K/V cache element type: bf16 (default) | f32 (exact)
+  --prefill-math T       prefill GEMM arithmetic where no tensor cores run: f32 (default) | f16 (needs shader-f16)`;
 
-const STRING = ["weights", "adapter", "head-adapter", "ids", "prompt", "size", "mode", "tokenizer", "kv-dtype"];
+const STRING = [
+  "weights",
+  "adapter",
+  "head-adapter",
+  "ids",
+  "prompt",
+  "size",
+  "mode",
+  "tokenizer",
+  "kv-dtype",
+  "prefill-math",
+];
 const NUMBER = ["max-new-tokens", "heads", "heads-depth", "gamma", "beta", "temperature", "draft-head", "seed"];
 const BOOLEAN = ["random", "synthetic", "json", "logits", "chat", "stop-at-eos", "help"];
 
@@ -133,6 +146,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const kvDtype = String(a["kv-dtype"] ?? "bf16") as KvDtype;
   if (!KV_DTYPES.includes(kvDtype)) fail(`--kv-dtype must be ${KV_DTYPES.join(" or ")}, not "${kvDtype}".`);
+  const prefillMath = String(a["prefill-math"] ?? "f32") as PrefillMath;
+  if (!PREFILL_MATHS.includes(prefillMath)) {
+    fail(`--prefill-math must be ${PREFILL_MATHS.join(" or ")}, not "${prefillMath}".`);
+  }
   const maxNew = int(raw["max-new-tokens"] ?? 16, "max-new-tokens", 1);
   const seed = int(raw.seed ?? 1234, "seed", 0);
   const adapters = list(a.adapter);
@@ -218,6 +235,7 @@ export async function main(argv: string[]): Promise<number> {
       maxRows: ids.length,
       maxLogitRows: mode === "poe" ? gamma : 1,
       kvDtype,
+      prefillMath,
     });
   } catch (e) {
     destroyWeights(w);

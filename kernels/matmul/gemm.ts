@@ -18,10 +18,17 @@
  * The k loop comes in three pipelines (`GemmPipeline`): "serial" reads a k tile, stages it, computes on it; "prefetch"
  * issues the global reads of the next k tile into registers before computing on the current one, so their latency
  * hides behind the arithmetic; "double" adds a second staging buffer so one barrier per k tile suffices.
+ *
+ * `math: "f16"` generates the f16-multiply variant (`prefill_math: f16`, for devices with `shader-f16` and no tensor
+ * cores from WGSL, i.e. Deno's wgpu): the same tiles and pipelines, with x staged as f16(x * 2^-(e[m] + X_SHIFT)) (e[m]
+ * from the `row_scale.ts` pre-pass, as the tensor-core GEMM) and the weights as f16, both as vec4<f16> (half the
+ * workgroup bytes of f32); each output's products are accumulated in a vec4<f16> partial (packed f16 FMA) over
+ * `flushK` k, then added into its f32 accumulator, and the epilogue scales the rows back by 2^(e[m] + X_SHIFT) (exact)
+ * before the SwiGLU. Error analysis: ARCHITECTURE.md, "f16-multiply prefill GEMM (Deno)"; tolerance `f16GemmTolerance`.
  * @module
  */
 
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, matvecReference, type ProductArgs } from "./matvec.ts";
 
 /** Largest register block (outputs per thread along M, and along N) the generator accepts. */
@@ -43,6 +50,24 @@ export type GemmPipeline = "serial" | "prefetch" | "double";
 /** Every pipeline, in the order of the list above. */
 export const GEMM_PIPELINES: readonly GemmPipeline[] = ["serial", "prefetch", "double"];
 
+/** The GEMM's arithmetic: "f32" FMA (the default), or "f16" products accumulated into f32 every `flushK` k. */
+export const GEMM_MATHS = ["f32", "f16"] as const;
+/** One of GEMM_MATHS. */
+export type GemmMath = typeof GEMM_MATHS[number];
+
+/** The f16 variant's partial flush lengths (k per f16 partial): powers of two, so X_SHIFT below is an integer. */
+export const GEMM_FLUSH_KS: readonly number[] = [4, 8, 16, 32];
+
+/**
+ * The f16 variant's extra scale-down, on top of the row exponent (which puts a row's max |x| in [2^14, 2^15)): the
+ * staged x of a row stay below 2^(15 - X_SHIFT), so that the f16 partial of flushK / 4 products in one vec4 lane, and
+ * the pairwise f16 sum of two lanes at the flush, stay below 2^10 * max |w|: finite for every weight |w| < 64 (f16's
+ * largest finite is 65504 < 2^16). X_SHIFT = 6 + log2(flushK / 4).
+ */
+export function gemmXShift(flushK: number): number {
+  return 6 + Math.log2(flushK / 4);
+}
+
 /** Tile shape of the GEMM (tuning knobs). A workgroup computes a (threadsM * blockM) x (threadsN * blockN) tile. */
 export interface GemmTiles {
   /** k staged in workgroup memory per step, a multiple of 8 (default 16). */
@@ -57,6 +82,10 @@ export interface GemmTiles {
   blockN?: number;
   /** How the k loop overlaps global reads with arithmetic (default "prefetch"). */
   pipeline?: GemmPipeline;
+  /** Arithmetic: "f32" (default) or "f16" (needs `shader-f16` and the row exponents; see the module comment). */
+  math?: GemmMath;
+  /** f16 only: k per f16 partial before it is added into f32, one of GEMM_FLUSH_KS dividing tileK (default 8). */
+  flushK?: number;
 }
 
 /**
@@ -70,6 +99,8 @@ export const GEMM_DEFAULT_TILES: Readonly<Required<GemmTiles>> = {
   blockM: 4,
   blockN: 4,
   pipeline: "prefetch",
+  math: "f32",
+  flushK: 8,
 };
 
 /** What `gemmKernelFor` generates a kernel for: the tiles and the epilogue. */
@@ -79,7 +110,10 @@ export interface GemmKernelSpec extends GemmTiles {
 }
 
 /** Arguments of one GEMM dispatch: the product, with tile knobs in place of the matvec's. */
-export interface GemmArgs extends ProductArgs, GemmTiles {}
+export interface GemmArgs extends ProductArgs, GemmTiles {
+  /** math "f16" only: i32 [rows], the exponents `rowScale` computed for x. */
+  exponents?: GPUBuffer | BufferSlice;
+}
 
 const PIPELINE_COMMENT: Record<GemmPipeline, string> = {
   serial: "read a k tile into registers, stage it, compute on it.",
@@ -109,6 +143,12 @@ function resolveTiles(a: GemmTiles): Required<GemmTiles> {
   if (!GEMM_PIPELINES.includes(t.pipeline)) {
     throw new Error(`gemm: pipeline "${t.pipeline}" (one of ${GEMM_PIPELINES.join(", ")})`);
   }
+  if (!(GEMM_MATHS as readonly string[]).includes(t.math)) {
+    throw new Error(`gemm: math "${t.math}" (one of ${GEMM_MATHS.join(", ")})`);
+  }
+  if (t.math === "f16" && !(GEMM_FLUSH_KS.includes(t.flushK) && t.tileK % t.flushK === 0)) {
+    throw new Error(`gemm: flushK = ${t.flushK} (one of ${GEMM_FLUSH_KS.join(", ")} that divides tileK = ${t.tileK})`);
+  }
   return t;
 }
 
@@ -136,7 +176,9 @@ export const TILE_GRID_DOC =
 /** The name of the kernel generated for `t` and `epilogue` (every generated parameter is in it: it keys the cache). */
 function kernelName(t: Required<GemmTiles>, epilogue: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
-  return `${GEMM_KERNEL_NAME}_${epi}_k${t.tileK}_t${t.threadsM}x${t.threadsN}_b${t.blockM}x${t.blockN}_${t.pipeline}`;
+  const math = t.math === "f16" ? `_f16_flush${t.flushK}` : "";
+  return `${GEMM_KERNEL_NAME}_${epi}_k${t.tileK}_t${t.threadsM}x${t.threadsN}_b${t.blockM}x${t.blockN}_${t.pipeline}` +
+    math;
 }
 
 /** Workgroup memory (bytes) the kernel uses with `tiles` and `epilogue`: the staged x and weight rows. */
@@ -145,7 +187,8 @@ export function gemmWorkgroupBytes(tiles: GemmTiles = {}, epilogue: number = Epi
   const stride = t.tileK / 4 + 1; // vec4 per staged row
   const weightRows = t.threadsN * t.blockN * (epilogue === Epilogue.SWIGLU ? 2 : 1);
   const buffers = t.pipeline === "double" ? 2 : 1;
-  return 16 * stride * (t.threadsM * t.blockM + weightRows) * buffers;
+  const vec4Bytes = t.math === "f16" ? 8 : 16;
+  return vec4Bytes * stride * (t.threadsM * t.blockM + weightRows) * buffers;
 }
 
 /**
@@ -167,13 +210,17 @@ export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
   const wSlots = range(Math.ceil(wItems / threads));
   const I = range(t.blockM), J = range(t.blockN);
   const double = t.pipeline === "double";
+  const f16 = t.math === "f16";
+  const vec4 = f16 ? "vec4<f16>" : "vec4<f32>"; // the staged type
 
   const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
   const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
   // The global reads of k tile `k0` into this thread's registers (zeros outside the matrices).
   const load = (pad: string, k0: string) =>
     indent(pad, [
-      ...xSlots.map((s) => `px${s} = load_x(sx${s}, ${k0});`),
+      ...xSlots.map((s) =>
+        f16 ? `px${s} = vec4<f16>(load_x(sx${s}, ${k0}) * fx${s});` : `px${s} = load_x(sx${s}, ${k0});`
+      ),
       ...wSlots.map((s) => `pw${s} = load_w(sw${s}, ${k0});`),
     ]);
   // The registers into the staging buffers (`xb`, `wb`: index prefixes selecting a buffer); the last slot may be past
@@ -187,7 +234,8 @@ export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
     ]);
   // The products of the staged k tile (`xb`, `wb`: index prefixes selecting a buffer), 4 k per iteration: every
   // staged weight vec4 of the thread's columns (w<j>, up rows v<j>), then one x vec4 per row of the block against them.
-  const compute = (xb: string, wb: string) =>
+  const compute = (xb: string, wb: string) => f16 ? computeF16(xb, wb) : computeF32(xb, wb);
+  const computeF32 = (xb: string, wb: string) =>
     indent("    ", [
       "for (var kk = 0u; kk < TILE_K / 4u; kk++) {",
       `  let xk = ${xb}ty * STRIDE + kk;`,
@@ -200,6 +248,35 @@ export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
         ...J.map((j) => `    a${i}_${j} = fma4(xv, w${j}, a${i}_${j});`),
         ...(swiglu ? J.map((j) => `    u${i}_${j} = fma4(xv, v${j}, u${i}_${j});`) : []),
         "  }",
+      ]),
+      "}",
+    ]);
+  // f16: the same reads, flushK k per iteration (flushK / 4 staged vec4 per row); each output's f16 partial takes the
+  // product of the first vec4 (pa<i>_<j> = xv * w<j>: the previous partial was flushed) and the fma of the others,
+  // then is added into the f32 accumulator.
+  const computeF16 = (xb: string, wb: string) =>
+    indent("    ", [
+      "for (var kk = 0u; kk < TILE_K / 4u; kk += FLUSH_K / 4u) {",
+      `  let xk = ${xb}ty * STRIDE + kk;`,
+      `  let wk = ${wb}tx * STRIDE + kk;`,
+      ...range(t.flushK / 4).flatMap((q) => [
+        "  {",
+        ...J.map((j) => `    let w${j} = ws[wk + ${q + j * t.threadsN * stride}u];`),
+        ...(swiglu ? J.map((j) => `    let v${j} = ws[wk + ${q + (tileN + j * t.threadsN) * stride}u];`) : []),
+        ...I.flatMap((i) => [
+          "    {",
+          `      let xv = xs[xk + ${q + i * t.threadsM * stride}u];`,
+          ...J.map((j) => `      pa${i}_${j} = ${q === 0 ? `xv * w${j}` : `fma(xv, w${j}, pa${i}_${j})`};`),
+          ...(swiglu
+            ? J.map((j) => `      pu${i}_${j} = ${q === 0 ? `xv * v${j}` : `fma(xv, v${j}, pu${i}_${j})`};`)
+            : []),
+          "    }",
+        ]),
+        "  }",
+      ]),
+      ...I.flatMap((i) => [
+        ...J.map((j) => `  a${i}_${j} += flush(pa${i}_${j});`),
+        ...(swiglu ? J.map((j) => `  u${i}_${j} += flush(pu${i}_${j});`) : []),
       ]),
       "}",
     ]);
@@ -242,7 +319,11 @@ ${store("    ", "next * XS_LEN + ", "next * WS_LEN + ")}
     name,
     source: /* wgsl */ `
 // ${name}: y[m, n] = ${swiglu ? "silu(gate[m, n]) * up[m, n]" : "sum_k x[m, k] * W[n, k]"}, tiles generated in.
-${productBindingsDoc(swiglu)}
+${productBindingsDoc(swiglu)}${
+      f16
+        ? "\n//   4 e   [M] i32                    row exponents (row_scale.ts): x is staged as f16(x * 2^-(e[m] + X_SHIFT))"
+        : ""
+    }
 // K must be a multiple of 8; M, N and K need not be multiples of the tile.
 ${TILE_GRID_DOC}
 // k loop (${t.pipeline}): ${PIPELINE_COMMENT[t.pipeline]}
@@ -259,20 +340,36 @@ const TILE_N: u32 = THREADS_N * BLOCK_N;
 const W_ROWS: u32 = TILE_N * ${swiglu ? 2 : 1}u;   // staged weight rows: the tile's ${
       swiglu ? "gate rows, then its up rows" : "rows"
     }
-const STRIDE: u32 = TILE_K / 4u + 1u; // vec4 per staged row (one of padding, see below)
+const STRIDE: u32 = TILE_K / 4u + 1u; // vec4 per staged row (one of padding, see below)${
+      f16
+        ? `
+const FLUSH_K: u32 = ${t.flushK}u; // k per f16 partial, then added into f32
+const X_SHIFT: i32 = ${gemmXShift(t.flushK)}i; // staged x = x * 2^-(e[m] + X_SHIFT): max below 2^${
+          15 - gemmXShift(t.flushK)
+        }`
+        : ""
+    }
 const XS_LEN: u32 = TILE_M * STRIDE;
 const WS_LEN: u32 = W_ROWS * STRIDE;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;${
+      f16 ? "\n@group(0) @binding(4) var<storage, read> e: array<i32>;" : ""
+    }
 // Staged tiles${double ? " (two buffers, XS_LEN and WS_LEN apart)" : ""}, k-contiguous like the global rows:
 // xs[r * STRIDE + c] = x[m0 + r, k0 + 4c .. k0 + 4c + 3]; ws[r * STRIDE + c] = the same k of weight row n0 + r
 // (r < TILE_N) or up row N + n0 + r - TILE_N (r >= TILE_N); zero past M, N or K. STRIDE is odd, so 8 consecutive rows
 // start in 8 distinct groups of 4 banks: a warp's 16-byte reads of consecutive rows are conflict-free, and so are the
-// 16-byte stores of the x tile.
-var<workgroup> xs: array<vec4<f32>, ${double ? "2u * " : ""}XS_LEN>;
-var<workgroup> ws: array<vec4<f32>, ${double ? "2u * " : ""}WS_LEN>;
+// 16-byte stores of the x tile.${
+      f16
+        ? `
+// f16: xs holds f16(x * 2^-(e[m] + X_SHIFT)), ws f16(W) (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals), as
+// vec4<f16> (8 bytes, 2 banks: an odd STRIDE keeps 16 consecutive rows in distinct bank pairs).`
+        : ""
+    }
+var<workgroup> xs: array<${vec4}, ${double ? "2u * " : ""}XS_LEN>;
+var<workgroup> ws: array<${vec4}, ${double ? "2u * " : ""}WS_LEN>;
 
 fn bf16x4(a: u32, b: u32) -> vec4<f32> {
   return vec4<f32>(bf16_lo(a), bf16_hi(a), bf16_lo(b), bf16_hi(b));
@@ -318,11 +415,40 @@ fn load_w(s: Slot, k0: u32) -> vec4<u32> {
 }
 
 // 8 bf16 of a weight row, unpacked into staged vec4 i and i + 1.
-fn stage_w(i: u32, p: vec4<u32>) {
+fn stage_w(i: u32, p: vec4<u32>) {${
+      f16
+        ? `
+  ws[i] = vec4<f16>(bf16x4(p.x, p.y));
+  ws[i + 1u] = vec4<f16>(bf16x4(p.z, p.w));`
+        : `
   ws[i] = bf16x4(p.x, p.y);
-  ws[i + 1u] = bf16x4(p.z, p.w);
+  ws[i + 1u] = bf16x4(p.z, p.w);`
+    }
+}
+${
+      f16
+        ? `
+// The factor 2^-(e[m] + X_SHIFT) of staged x item i's row (a power of two: exact; 0 past M).
+fn x_factor(i: u32, m0: u32) -> f32 {
+  let m = m0 + i / (TILE_K / 4u);
+  if (m < M) { return ldexp(1.0, -(e[m] + X_SHIFT)); }
+  return 0.0;
 }
 
+// The exponent that scales row m's outputs back: e[m] + X_SHIFT (0 past M).
+fn row_shift(m: u32) -> i32 {
+  if (m < M) { return e[m] + X_SHIFT; }
+  return 0i;
+}
+
+// An f16 partial into f32: its lanes summed pairwise in f16 (below 2^10 max |w| each, see X_SHIFT), then in f32.
+fn flush(p: vec4<f16>) -> f32 {
+  let h = p.xy + p.zw;
+  return f32(h.x) + f32(h.y);
+}
+`
+        : ""
+    }
 fn put(m: u32, n: u32, v: f32) {
   if (m < M && n < N) { y[m * N + n] = v; }
 }
@@ -343,7 +469,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // This thread's share of each staged tile (item t + s * ${threads}), and the registers that carry it.
 ${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
 ${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
-${xSlots.map((s) => `  var px${s}: vec4<f32>;`).join("\n")}
+${f16 ? xSlots.map((s) => `  let fx${s} = x_factor(${item(s)}, m0);`).join("\n") + "\n" : ""}${
+      xSlots.map((s) => `  var px${s}: ${vec4};`).join("\n")
+    }
 ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}
   // a<i>_<j>: the dot product of row m0 + i * THREADS_M + ty and column n0 + j * THREADS_N + tx${
       swiglu ? "\n  // (the gate's), u<i>_<j>: the up product" : ""
@@ -351,10 +479,35 @@ ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}
 ${
       I.map((i) => `  ${J.map((j) => `var a${i}_${j} = 0.0;${swiglu ? ` var u${i}_${j} = 0.0;` : ""}`).join(" ")}`)
         .join("\n")
+    }${
+      f16
+        ? `
+  // pa<i>_<j>${swiglu ? ", pu<i>_<j>" : ""}: the f16 partials of the current flushK k.
+${
+          I.map((i) =>
+            `  ${J.map((j) => `var pa${i}_${j}: vec4<f16>;${swiglu ? ` var pu${i}_${j}: vec4<f16>;` : ""}`).join(" ")}`
+          ).join("\n")
+        }`
+        : ""
     }
 ${loops[t.pipeline]}
   let m = m0 + ty;
-  let n = n0 + tx;
+  let n = n0 + tx;${
+      f16
+        ? `
+  // Rows scaled back by 2^(e[m] + X_SHIFT) (exact)${swiglu ? ", gate and up before the SwiGLU" : ""}.
+${
+          I.map((i) =>
+            [
+              `  let s${i} = row_shift(m + ${i * t.threadsM}u);`,
+              ...J.map((j) =>
+                `  a${i}_${j} = ldexp(a${i}_${j}, s${i});${swiglu ? ` u${i}_${j} = ldexp(u${i}_${j}, s${i});` : ""}`
+              ),
+            ].join("\n")
+          ).join("\n")
+        }`
+        : ""
+    }
 ${
       I.map((i) =>
         J.map((j) => {
@@ -377,6 +530,13 @@ export function gemm(gpu: Gpu, a: GemmArgs, kernel?: Kernel): Dispatch {
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`gemm: ${a.rows} rows (at least 1)`);
   if (!(Number.isInteger(a.n) && a.n >= 1)) throw new Error(`gemm: N = ${a.n} (at least 1)`);
   checkEpilogue(epilogue);
+  const f16 = t.math === "f16";
+  if (f16 && !gpu.has("shader-f16")) {
+    throw new Error("gemm: math f16 needs the shader-f16 feature, which this device lacks");
+  }
+  if (f16 !== (a.exponents !== undefined)) {
+    throw new Error(`gemm: math ${t.math} ${f16 ? "needs" : "takes no"} row exponents (rowScale)`);
+  }
   if (t.threadsM > limits.maxComputeWorkgroupSizeY || t.threadsN > limits.maxComputeWorkgroupSizeX) {
     throw new Error(
       `gemm: a workgroup of ${t.threadsN} x ${t.threadsM} threads exceeds this device's ` +
@@ -404,10 +564,39 @@ export function gemm(gpu: Gpu, a: GemmArgs, kernel?: Kernel): Dispatch {
   return gpu.dispatch(
     kernel ?? gemmKernelFor({ ...t, epilogue }),
     { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
-    [a.ctl, a.weight, a.x, a.y],
+    f16 ? [a.ctl, a.weight, a.x, a.y, a.exponents!] : [a.ctl, a.weight, a.x, a.y],
     tiles,
   );
 }
 
 /** CPU reference (f64 accumulation): the GEMM computes the same function as the matvec. */
 export const gemmReference: typeof matvecReference = matvecReference;
+
+/** What the f16 variant's error bound depends on, per output y = sum_k x_k w_k (see `f16GemmTolerance`). */
+export interface F16DotSums {
+  /** sum_k |x_k w_k|. */
+  sumAbsProducts: number;
+  /** sum_k |x_k|. */
+  sumAbsX: number;
+  /** sum_k |w_k|. */
+  sumAbsW: number;
+  /** The row's scale 2^(e[m] + X_SHIFT) (`rowScaleExponent` + `gemmXShift`). */
+  scale: number;
+  /** K. */
+  k: number;
+}
+
+/**
+ * Elementwise tolerance of the f16-multiply GEMM (math "f16") against an f64 reference: twice its worst-case rounding
+ * error (ARCHITECTURE.md, "f16-multiply prefill GEMM (Deno)"), with u = 2^-11 (f16's unit roundoff) and F = flushK:
+ * (F / 4 + 2 + 2K / (F 2^13)) u sum |x w| (x rounded to f16: u; the F / 4 fma roundings of a vec4 lane's partial and
+ * the pairwise lane sum at the flush: (F / 4 + 1) u; the f32 additions of the 2K / F flushed halves: 2^-24 each)
+ * + 2^-25 (scale (sum |w| + 2K) + sum |x|) (f16 subnormals, absolute 2^-25 in staged units: staged x of small
+ * elements, the K fma and 2K / F pairwise roundings of partials below 2^-14, and weights below 2^-14).
+ */
+export function f16GemmTolerance(s: F16DotSums, flushK: number): number {
+  const u = 2 ** -11;
+  const relative = (flushK / 4 + 2 + (2 * s.k) / (flushK * 2 ** 13)) * u * s.sumAbsProducts;
+  const subnormal = 2 ** -25 * (s.scale * (s.sumAbsW + 2 * s.k) + s.sumAbsX);
+  return 2 * (relative + subnormal) + 1e-30;
+}

@@ -1,19 +1,25 @@
 /**
  * Tests of the generated tiled GEMM (`gemm.ts`) against the reference: awkward M, N and K, both epilogues, every
- * k-loop pipeline and tuning knob, the 2-D grid, gating, rejected shapes and mutants that break it deterministically.
+ * k-loop pipeline and tuning knob, the 2-D grid, gating, rejected shapes and mutants that break it deterministically;
+ * then its f16-multiply variant (math "f16", with the row-scale pre-pass) under the tolerance its f16 rounding allows
+ * (`f16GemmTolerance`), on rows up to 1e5 and down to 1e-6, all-zero rows, weights at the overflow limit, and mutants.
  * @module
  */
 
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
+  f16GemmTolerance,
   gemm,
   GEMM_DEFAULT_TILES,
+  GEMM_FLUSH_KS,
   GEMM_PIPELINES,
   gemmKernelFor,
   gemmReference,
   type GemmTiles,
   gemmWorkgroupBytes,
+  gemmXShift,
 } from "./gemm.ts";
+import { rowScale, rowScaleExponent } from "./row_scale.ts";
 import { Epilogue } from "./matvec.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
@@ -200,5 +206,246 @@ gpuTest("gemm checks catch broken kernels", async (gpu) => {
         await checkGemm(gpu, 33, 264, 65, { ...tiles, epilogue, kernel: mutant });
       }
     }, `${JSON.stringify(tiles)}: ${from} -> ${to}`);
+  }
+});
+
+// ---- math "f16": f16 products, partials flushed into f32 every flushK k, rows scaled by the row-scale pre-pass ----
+
+interface F16Options extends CheckOptions {
+  /** Rows of four kinds (m % 4): plain normals; scaled by 1e-6; one element +-bigX; all zero. Default: plain. */
+  bigX?: number;
+  /** Every weight +-this (sign random), and every x 1.99 (the overflow limit of X_SHIFT). */
+  flatW?: number;
+}
+
+/** Seeded x for the f16 tests (see F16Options). */
+function f16Rows(rng: Rng, rows: number, k: number, o: F16Options): Float32Array {
+  const x = rng.normals(rows * k);
+  if (o.flatW !== undefined) return x.fill(1.99);
+  if (o.bigX === undefined) return x;
+  for (let m = 0; m < rows; m++) {
+    const row = x.subarray(m * k, (m + 1) * k);
+    if (m % 4 === 1) row.forEach((v, i) => (row[i] = v * 1e-6));
+    if (m % 4 === 2) row[(m * 7919) % k] = m % 8 === 2 ? o.bigX : -o.bigX;
+    if (m % 4 === 3) row.fill(0);
+  }
+  return x;
+}
+
+/**
+ * Runs row-scale + f16 GEMM on seeded inputs into a NaN-poisoned output; returns it, the f64 reference, each output's
+ * tolerance (`f16GemmTolerance`; SWIGLU: silu(g) * u propagated, |silu'| <= 1.1) and sum |x w| (for relative errors).
+ */
+async function runF16(gpu: Gpu, rows: number, k: number, n: number, o: F16Options = {}) {
+  const epilogue = o.epilogue ?? Epilogue.PLAIN;
+  const rng = new Rng(rows * 1_000_003 + k * 1009 + n + epilogue * 7 + 5);
+  const nw = epilogue === Epilogue.SWIGLU ? 2 * n : n;
+  const w = o.flatW === undefined
+    ? roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)))
+    : Float32Array.from({ length: nw * k }, () => (rng.int(2) ? o.flatW! : -o.flatW!));
+  const x = f16Rows(rng, rows, k, o);
+  const { kernel, active, bigX: _b, flatW: _f, ...args } = o;
+  const tiles = { ...args, math: "f16" as const };
+  const flushK = tiles.flushK ?? GEMM_DEFAULT_TILES.flushK;
+  const ctl = ctlBuffer(gpu, { ACTIVE: active ?? 1 });
+  const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
+  const exponents = gpu.buffer("exponents", rows * 4);
+  gpu.run([
+    rowScale(gpu, { ctl, x: xb, exponents, rows, k, gated: o.gated }),
+    gemm(gpu, { ctl, weight: wb, x: xb, y, exponents, rows, k, n, ...tiles }, kernel),
+  ]);
+  const got = await gpu.readF32(y, rows * n);
+  for (const b of [ctl, wb, xb, y, exponents]) b.destroy();
+  const tol = new Float64Array(rows * n), scale = new Float64Array(rows * n);
+  for (let m = 0; m < rows; m++) {
+    const xr = x.subarray(m * k, (m + 1) * k);
+    const rowScaleOf = 2 ** (rowScaleExponent(xr) + gemmXShift(flushK));
+    const dot = (row: number) => {
+      let s = 0, sumAbsProducts = 0, sumAbsX = 0, sumAbsW = 0;
+      for (let i = 0; i < k; i++) {
+        const p = xr[i] * w[row * k + i];
+        s += p;
+        sumAbsProducts += Math.abs(p);
+        sumAbsX += Math.abs(xr[i]);
+        sumAbsW += Math.abs(w[row * k + i]);
+      }
+      return {
+        s,
+        abs: sumAbsProducts,
+        tol: f16GemmTolerance({ sumAbsProducts, sumAbsX, sumAbsW, scale: rowScaleOf, k }, flushK),
+      };
+    };
+    for (let j = 0; j < n; j++) {
+      const g = dot(j);
+      if (epilogue === Epilogue.SWIGLU) {
+        const u = dot(j + n), silu = g.s / (1 + Math.exp(-g.s));
+        tol[m * n + j] = 1.1 * Math.abs(u.s) * g.tol + Math.abs(silu) * u.tol + 1e-30;
+        scale[m * n + j] = 1.1 * Math.abs(u.s) * g.abs + Math.abs(silu) * u.abs;
+      } else {
+        [tol[m * n + j], scale[m * n + j]] = [g.tol, g.abs];
+      }
+    }
+  }
+  return { got, want: gemmReference(w, x, rows, k, n, epilogue), tol, scale };
+}
+
+/** Worst error of the f16 GEMM over its tolerance and relative to sum |x w| (the figure ARCHITECTURE.md quotes). */
+interface F16Error {
+  overTol: number;
+  rel: number;
+}
+
+/** Fails unless every output is within its tolerance (NaN and inf included); returns the worst errors. */
+async function checkF16(gpu: Gpu, rows: number, k: number, n: number, o: F16Options = {}): Promise<F16Error> {
+  const { got, want, tol, scale } = await runF16(gpu, rows, k, n, o);
+  let failures = 0, overTol = 0, rel = 0, at = 0;
+  for (let i = 0; i < got.length; i++) {
+    const err = Math.abs(got[i] - want[i]);
+    const r = err / tol[i];
+    if (!(r <= 1)) failures++;
+    if (!(r <= overTol)) [overTol, at] = [Number.isNaN(r) ? Infinity : r, i];
+    if (scale[i] > 0) rel = Math.max(rel, err / scale[i]);
+  }
+  if (failures > 0) {
+    const { kernel: _, ...shown } = o;
+    throw new Error(
+      `gemm f16 rows=${rows} K=${k} N=${n} ${JSON.stringify(shown)}: ${failures}/${got.length} outside tolerance; ` +
+        `worst at [${at}]: got ${got[at]}, want ${want[at]}, tol ${tol[at].toExponential(3)}`,
+    );
+  }
+  return { overTol, rel };
+}
+
+/** The worst of several checks' errors. */
+const worstOf = (es: F16Error[]): F16Error => ({
+  overTol: Math.max(...es.map((e) => e.overTol)),
+  rel: Math.max(...es.map((e) => e.rel)),
+});
+
+gpuTest("gemm f16 matches the f64 reference within its f16 tolerance at awkward sizes", async (gpu) => {
+  const errs: F16Error[] = [];
+  // M = 17, 37, 130 (partial M tiles), N not a multiple of the tile, K = 32 (2 k tiles), 264 (16.5) and 1000.
+  for (const [rows, k, n] of [[17, 32, 7], [37, 264, 65], [130, 1000, 300], [17, 264, 1], [130, 32, 65]]) {
+    errs.push(await checkF16(gpu, rows, k, n));
+  }
+  const e = worstOf(errs);
+  console.log(
+    `  gemm f16 (flushK 8) worst error: ${e.overTol.toFixed(3)} of the tolerance, ${
+      e.rel.toExponential(2)
+    } of sum |x w|`,
+  );
+});
+
+gpuTest("gemm f16 holds rows up to 1e5, down to 1e-6 and all-zero over the 7B's d_model (K = 4096)", async (gpu) => {
+  const e = worstOf([
+    await checkF16(gpu, 37, 4096, 65, { bigX: 1e5 }),
+    await checkF16(gpu, 17, 4096, 33, { bigX: 1e5, epilogue: Epilogue.SWIGLU }),
+  ]);
+  console.log(
+    `  gemm f16 at K = 4096, |x| <= 1e5: ${e.overTol.toFixed(3)} of the tolerance, ${
+      e.rel.toExponential(2)
+    } of sum |x w|`,
+  );
+});
+
+gpuTest("gemm f16 SwiGLU epilogue scales gate and up back before silu(gate) * up", async (gpu) => {
+  for (const [rows, k, n] of [[17, 32, 7], [37, 264, 65], [130, 32, 300]]) {
+    await checkF16(gpu, rows, k, n, { epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+  }
+});
+
+gpuTest("gemm f16 every flush length, pipeline and the 128x64 / 64x128 tiles agree with the reference", async (gpu) => {
+  const variants: GemmTiles[] = [
+    ...GEMM_FLUSH_KS.map((flushK) => ({ flushK, tileK: Math.max(16, flushK) })),
+    { pipeline: "serial" },
+    { pipeline: "double", threadsM: 8, threadsN: 8, tileK: 8 },
+    { blockM: 8, tileK: 32, flushK: 16 }, // 128 x 64
+    { blockN: 8 }, // 64 x 128
+    { threadsM: 16, threadsN: 8 }, // linear's tiles for N <= 4096
+  ];
+  for (const tiles of variants) {
+    await checkF16(gpu, 37, 264, 65, { ...tiles, bigX: 1e5 });
+    await checkF16(gpu, 130, 32, 7, { ...tiles, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+  }
+});
+
+gpuTest("gemm f16 keeps weights up to 63 finite (the overflow limit of X_SHIFT)", async (gpu) => {
+  // Every x at its row's largest staged value and every |w| = 63: each vec4 lane's partial reaches 2^9 * 63 and the
+  // pairwise sum at the flush 2^10 * 63 = 64512, just below f16's 65504, at every flush length.
+  for (const flushK of GEMM_FLUSH_KS) await checkF16(gpu, 17, 64, 7, { flushK, tileK: 32, flatW: 63 });
+  // One less of X_SHIFT doubles them: the flush overflows to inf.
+  const kernel = gemmKernelFor({ math: "f16", tileK: 32 });
+  const shift = `const X_SHIFT: i32 = ${gemmXShift(8)}i;`;
+  await assertCaught(
+    () =>
+      checkF16(gpu, 17, 64, 7, {
+        tileK: 32,
+        flatW: 63,
+        kernel: mutate(kernel, shift, `const X_SHIFT: i32 = ${gemmXShift(8) - 1}i;`),
+      }),
+    "X_SHIFT one less",
+  );
+});
+
+gpuTest("gemm f16 built GATED writes nothing while ACTIVE is 0 and computes while it is 1", async (gpu) => {
+  const { got } = await runF16(gpu, 17, 32, 7, { gated: true, active: 0 });
+  if (!got.every(Number.isNaN)) throw new Error("a gated-off f16 gemm wrote its output");
+  await checkF16(gpu, 17, 32, 7, { gated: true, active: 1 });
+});
+
+gpuTest("gemm f16 rejects flush lengths and bindings it cannot handle", (gpu) => {
+  const ctl = ctlBuffer(gpu);
+  const base = { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 16, n: 4 };
+  const bad: [string, Partial<Parameters<typeof gemm>[1]>][] = [
+    ["a flush length that does not divide tileK", { math: "f16", flushK: 32, tileK: 16, exponents: ctl }],
+    ["a flush length not a power of two", { math: "f16", flushK: 12, tileK: 24, exponents: ctl }],
+    ["no row exponents", { math: "f16" }],
+    ["row exponents for the f32 GEMM", { exponents: ctl }],
+    ["an unknown math", { math: "bf16" as GemmTiles["math"], exponents: ctl }],
+  ];
+  for (const [what, change] of bad) {
+    let threw = false;
+    try {
+      gemm(gpu, { ...base, ...change });
+    } catch {
+      threw = true;
+    }
+    if (!threw) throw new Error(`gemm accepted ${what}`);
+  }
+  ctl.destroy();
+  return Promise.resolve();
+});
+
+gpuTest("gemm f16 checks catch broken kernels", async (gpu) => {
+  // Each mutant is deterministic (no race): it breaks the plain and SwiGLU kernels of the tiles where `from` occurs.
+  const cases: [GemmTiles, string, string][] = [
+    [{}, "return e[m] + X_SHIFT;", "return e[m];"], // outputs scaled back without X_SHIFT
+    [{}, "return ldexp(1.0, -(e[m] + X_SHIFT));", "return ldexp(1.0, -(e[m] + X_SHIFT - 1i));"], // x staged 2x
+    [{}, "pa1_2 = xv * w2;", "pa1_2 = fma(xv, w2, pa1_2);"], // one partial never reset: flushed k counted again
+    [{}, "a1_2 += flush(pa1_2);", ""], // one partial never flushed
+    [{}, "let h = p.xy + p.zw;", "let h = p.xy + p.xy;"], // two lanes dropped at the flush
+    [{}, "let xv = xs[xk + 1u];", "let xv = xs[xk + 0u];"], // the second vec4 of a flush reads the first one's k
+    [{}, "kk += FLUSH_K / 4u", "kk += FLUSH_K / 2u"], // every other flush block skipped
+    [{}, "ws[i + 1u] = vec4<f16>(bf16x4(p.z, p.w));", "ws[i + 1u] = vec4<f16>(bf16x4(p.x, p.y));"], // w k 4..7 lost
+  ];
+  for (const [tiles, from, to] of cases) {
+    const kernels = [Epilogue.PLAIN, Epilogue.SWIGLU]
+      .map((epilogue) => ({ epilogue, kernel: gemmKernelFor({ ...tiles, math: "f16", epilogue }) }))
+      .filter(({ kernel }) => kernel.source.includes(from));
+    if (kernels.length === 0) throw new Error(`"${from}" occurs in no f16 kernel of ${JSON.stringify(tiles)}`);
+    await assertCaught(async () => {
+      for (const { epilogue, kernel } of kernels) {
+        await checkF16(gpu, 33, 264, 65, { ...tiles, epilogue, kernel: mutate(kernel, from, to), bigX: 1e5 });
+      }
+    }, `f16 ${JSON.stringify(tiles)}: ${from} -> ${to}`);
+  }
+});
+
+Deno.test("gemm f16 staging takes half the workgroup memory of f32", () => {
+  for (const tiles of [{}, { blockM: 8 }, { blockN: 8, pipeline: "double" as const }]) {
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      const f32 = gemmWorkgroupBytes(tiles, epilogue), f16 = gemmWorkgroupBytes({ ...tiles, math: "f16" }, epilogue);
+      if (f16 * 2 !== f32) throw new Error(`${JSON.stringify(tiles)}: f16 ${f16} B, f32 ${f32} B`);
+    }
   }
 });

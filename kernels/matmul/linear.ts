@@ -1,13 +1,16 @@
 /**
  * One entry point for a bf16 linear layer y = x W^T (optionally with the SwiGLU epilogue): the matvec for up to
  * MATVEC_MAX_ROWS input rows (decode, speculative verification); above, the prefill GEMM: the tensor-core one
- * (`gemm_tensor.ts`, after its row-scale pre-pass) on a device that can run it (Dawn with subgroup matrices), the
- * tiled f32 GEMM (`gemm.ts`) elsewhere. Model code calls `linear` and never chooses; every kernel reads the same
- * weight layout and computes the same function (`matvecReference`), the tensor-core one with f16 inputs
- * (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)").
+ * (`gemm_tensor.ts`, after its row-scale pre-pass) on a device that can run it (Dawn with subgroup matrices), else the
+ * tiled GEMM (`gemm.ts`) in f32, or with `prefillMath: "f16"` (the bench's `prefill_math` knob) its f16-multiply
+ * variant after the same pre-pass. Model code calls `linear` and never chooses; every kernel reads the same weight
+ * layout and computes the same function (`matvecReference`), the tensor-core and f16 ones with f16 inputs
+ * (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)" and "f16-multiply prefill GEMM (Deno)").
  *
- * The choice is automatic; `HYDRA_PREFILL_GEMM=fma|tensor` (or the `prefillGemm` argument) forces one for A/B
- * measurements, and forcing `tensor` where it cannot run is a UserError that says why.
+ * Precedence: `HYDRA_PREFILL_GEMM=fma|fma16|tensor` (or the `prefillGemm` argument) forces one for A/B measurements;
+ * else the tensor-core GEMM wherever it can run, whatever `prefillMath` says (it multiplies f16 already, at tensor-core
+ * speed); else `prefillMath` picks fma (f32, the default) or fma16. Forcing `tensor`, or asking for f16 on a device
+ * without `shader-f16`, is a UserError that says why.
  *
  * GEMM tiles, measured on an H100 at the 7B prefill shapes (M = 128, docs/PERF.md): the default 64x64 tile, or 64x32
  * (twice the workgroups) for N <= 4096, 7% faster there (o, down). A plain GEMM over the 2N gate/up rows followed by
@@ -28,23 +31,33 @@ import {
 import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 
-/** The prefill GEMMs: `fma` (gemm.ts, f32 arithmetic) and `tensor` (gemm_tensor.ts, f16 subgroup matrices). */
-export const PREFILL_GEMMS = ["fma", "tensor"] as const;
+/**
+ * The prefill GEMMs: `fma` (gemm.ts, f32 arithmetic), `fma16` (gemm.ts with math "f16": f16 products, f32 partial
+ * sums) and `tensor` (gemm_tensor.ts, f16 subgroup matrices).
+ */
+export const PREFILL_GEMMS = ["fma", "fma16", "tensor"] as const;
 /** One of PREFILL_GEMMS. */
 export type PrefillGemm = typeof PREFILL_GEMMS[number];
 
 /** The environment variable that forces the prefill GEMM (A/B measurements); unset: automatic. */
 export const PREFILL_GEMM_ENV = "HYDRA_PREFILL_GEMM";
 
+/** The prefill GEMM's arithmetic where no tensor cores run it (`prefill_math`): f32 FMA, or f16 products. */
+export const PREFILL_MATHS = ["f32", "f16"] as const;
+/** One of PREFILL_MATHS. */
+export type PrefillMath = typeof PREFILL_MATHS[number];
+
 /** Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs). */
-export type LinearArgs = MatvecArgs & GemmTiles & TensorTiles & {
+export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
   /** Forces the prefill GEMM (default: HYDRA_PREFILL_GEMM, else automatic). */
   prefillGemm?: PrefillGemm;
+  /** The automatic choice where the tensor-core GEMM cannot run: fma (f32, default) or fma16 (f16). */
+  prefillMath?: PrefillMath;
 };
 
 /** GEMM tiles for an N-column product when the caller gave none. */
 function gemmTiles(a: LinearArgs): GemmTiles {
-  const given = a.tileK ?? a.threadsM ?? a.threadsN ?? a.blockM ?? a.blockN ?? a.pipeline;
+  const given = a.tileK ?? a.threadsM ?? a.threadsN ?? a.blockM ?? a.blockN ?? a.pipeline ?? a.flushK;
   return given === undefined && a.n <= 4096 ? { threadsN: 8 } : {};
 }
 
@@ -77,13 +90,27 @@ function tensorTiles(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   }) ?? null;
 }
 
-/** The prefill GEMM `linear` uses on `gpu` for `a`: forced by the argument or HYDRA_PREFILL_GEMM, else automatic. */
+/**
+ * The prefill GEMM `linear` uses on `gpu` for `a`: forced by the argument or HYDRA_PREFILL_GEMM, else the tensor-core
+ * one where it runs, else the one `a.prefillMath` asks for (module comment: precedence).
+ */
 export function prefillGemmFor(gpu: Gpu, a: LinearArgs): PrefillGemm {
   const forced = a.prefillGemm ?? (Deno.env.get(PREFILL_GEMM_ENV) || undefined);
   if (forced !== undefined && !(PREFILL_GEMMS as readonly string[]).includes(forced)) {
-    throw new UserError(`${PREFILL_GEMM_ENV}=${forced} is not a prefill GEMM: set it to fma or tensor, or unset it.`);
+    throw new UserError(
+      `${PREFILL_GEMM_ENV}=${forced} is not a prefill GEMM: set it to ${PREFILL_GEMMS.join(", ")}, or unset it.`,
+    );
   }
+  const f16Missing = (what: string) =>
+    new UserError(
+      `${what} needs the f16-multiply GEMM, which cannot run here (the device lacks shader-f16); ` +
+        `use prefill_math f32 (--prefill-math f32) and unset ${PREFILL_GEMM_ENV}.`,
+    );
   if (forced === "fma") return "fma";
+  if (forced === "fma16") {
+    if (!gpu.has("shader-f16")) throw f16Missing(`${PREFILL_GEMM_ENV}=fma16`);
+    return "fma16";
+  }
   const unsupported = tensorGemmUnsupported(gpu);
   if (forced === "tensor" && unsupported) {
     throw new UserError(
@@ -92,10 +119,13 @@ export function prefillGemmFor(gpu: Gpu, a: LinearArgs): PrefillGemm {
     );
   }
   if (forced === "tensor") return "tensor";
-  return unsupported === null && tensorTiles(gpu, a) !== null ? "tensor" : "fma";
+  if (unsupported === null && tensorTiles(gpu, a) !== null) return "tensor";
+  if ((a.prefillMath ?? "f32") === "f32") return "fma";
+  if (!gpu.has("shader-f16")) throw f16Missing("prefill_math f16");
+  return "fma16";
 }
 
-/** The i32 row-exponent scratch of the tensor GEMM's pre-pass, shared by every linear layer of `gpu` (see below). */
+/** The i32 row-exponent scratch of the f16 GEMMs' pre-pass, shared by every linear layer of `gpu` (see below). */
 const exponentScratch = new WeakMap<Gpu, { buffer: GPUBuffer; rows: number }>();
 
 /**
@@ -113,17 +143,17 @@ function exponentsFor(gpu: Gpu, rows: number): GPUBuffer {
 
 /**
  * Records the dispatches of a linear layer (load time): the matvec for rows <= MATVEC_MAX_ROWS; above, the
- * tensor-core GEMM after its row-scale pre-pass, or the f32 GEMM (`prefillGemmFor`).
+ * tensor-core GEMM or the f16-multiply GEMM after their row-scale pre-pass, or the f32 GEMM (`prefillGemmFor`).
  */
 export function linear(gpu: Gpu, a: LinearArgs): Dispatch[] {
   if (a.rows <= MATVEC_MAX_ROWS) return [matvec(gpu, a)];
   if (a.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
   if (a.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
-  if (prefillGemmFor(gpu, a) === "fma") return [gemm(gpu, { ...gemmTiles(a), ...a })];
-  const tiles = tensorTiles(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
+  const which = prefillGemmFor(gpu, a);
+  if (which === "fma") return [gemm(gpu, { ...gemmTiles(a), ...a, math: "f32" })];
   const exponents = exponentsFor(gpu, a.rows);
-  return [
-    rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated }),
-    gemmTensor(gpu, { ...a, ...tiles, exponents }),
-  ];
+  const scale = rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated });
+  if (which === "fma16") return [scale, gemm(gpu, { ...gemmTiles(a), ...a, math: "f16", exponents })];
+  const tiles = tensorTiles(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
+  return [scale, gemmTensor(gpu, { ...a, ...tiles, exponents })];
 }

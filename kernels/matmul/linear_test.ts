@@ -1,6 +1,7 @@
 /**
  * Tests of `linear` (`linear.ts`): it picks the matvec or a GEMM by row count and device, passes each its knobs, and
- * all match the reference; HYDRA_PREFILL_GEMM forces the prefill GEMM, and forcing one that cannot run is a UserError.
+ * all match the reference; `prefillMath` f16 takes the f16-multiply GEMM where no tensor cores run; HYDRA_PREFILL_GEMM
+ * forces the prefill GEMM, and forcing one that cannot run (or f16 without shader-f16) is a UserError.
  * @module
  */
 
@@ -12,15 +13,25 @@ import { ROW_SCALE_KERNEL } from "./row_scale.ts";
 import { UserError } from "../../common/errors.ts";
 import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "./matvec.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
-import { assertClose, ctlBuffer, gpuTest, poisoned, Rng } from "../testing/harness.ts";
+import { assertClose, ctlBuffer, gpuTest, poisoned, Rng, type Tolerance } from "../testing/harness.ts";
 
 // Tolerance of matvec_test.ts and gemm_test.ts (bf16 weights exact on both sides, f32 vs f64 accumulation).
 const TOL = { atol: 2e-4, rtol: 1e-4 };
+// The f16-multiply GEMM's (`f16GemmTolerance`, flushK 8: 2 * 4 * 2^-11 of sum |x w|) at these inputs' largest
+// sum |x w| (~10 at K = 264: normals times weights of std 1/sqrt(K)).
+const F16_TOL: Tolerance = { atol: 4e-2 };
 
 type Knobs = Omit<LinearArgs, "ctl" | "weight" | "x" | "y" | "rows" | "k" | "n">;
 
 /** Runs `linear` on seeded inputs, checks it against the reference and returns the dispatches it recorded. */
-async function checkLinear(gpu: Gpu, rows: number, k: number, n: number, knobs: Knobs = {}): Promise<Dispatch[]> {
+async function checkLinear(
+  gpu: Gpu,
+  rows: number,
+  k: number,
+  n: number,
+  knobs: Knobs = {},
+  tol: Tolerance = TOL,
+): Promise<Dispatch[]> {
   const rng = new Rng(rows * 7919 + k * 31 + n);
   const nw = knobs.epilogue === Epilogue.SWIGLU ? 2 * n : n;
   const w = roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)));
@@ -31,7 +42,7 @@ async function checkLinear(gpu: Gpu, rows: number, k: number, n: number, knobs: 
   gpu.run(dispatches);
   const got = await gpu.readF32(y, rows * n);
   for (const b of [ctl, wb, xb, y]) b.destroy();
-  assertClose(got, matvecReference(w, x, rows, k, n, knobs.epilogue), TOL, `linear rows=${rows} K=${k} N=${n}`);
+  assertClose(got, matvecReference(w, x, rows, k, n, knobs.epilogue), tol, `linear rows=${rows} K=${k} N=${n}`);
   return dispatches;
 }
 
@@ -66,6 +77,11 @@ gpuTest("linear picks the tensor-core GEMM exactly where it can run, and HYDRA_P
   try {
     Deno.env.set(PREFILL_GEMM_ENV, "fma");
     if (prefillGemmFor(gpu, args) !== "fma") throw new Error(`${PREFILL_GEMM_ENV}=fma was not obeyed`);
+    if (prefillGemmFor(gpu, { ...args, prefillMath: "f16" }) !== "fma") {
+      throw new Error(`${PREFILL_GEMM_ENV}=fma did not take precedence over prefillMath f16`);
+    }
+    Deno.env.set(PREFILL_GEMM_ENV, "fma16");
+    if (prefillGemmFor(gpu, args) !== "fma16") throw new Error(`${PREFILL_GEMM_ENV}=fma16 was not obeyed`);
     Deno.env.set(PREFILL_GEMM_ENV, "tensor");
     if (unsupported === null) {
       if (prefillGemmFor(gpu, args) !== "tensor") throw new Error(`${PREFILL_GEMM_ENV}=tensor was not obeyed`);
@@ -99,6 +115,57 @@ gpuTest("linear picks the tensor-core GEMM exactly where it can run, and HYDRA_P
   args.ctl.destroy();
   return Promise.resolve();
 });
+
+gpuTest(
+  "linear takes the f16-multiply GEMM for prefillMath f16 where no tensor cores run, and for fma16",
+  async (gpu) => {
+    const args = { ctl: gpu.buffer("ctl", 16), rows: 33, k: 64, n: 32 } as LinearArgs;
+    const tensor = tensorGemmUnsupported(gpu) === null;
+    // The tensor-core GEMM keeps precedence where it runs; prefillMath decides between the FMA GEMMs elsewhere.
+    const want = tensor ? "tensor" : "fma16";
+    if (prefillGemmFor(gpu, { ...args, prefillMath: "f16" }) !== want) {
+      throw new Error(
+        `prefillMath f16 did not pick ${want}`,
+      );
+    }
+    if (prefillGemmFor(gpu, { ...args, prefillMath: "f32" }) !== (tensor ? "tensor" : "fma")) {
+      throw new Error("prefillMath f32 did not pick the f32 GEMM");
+    }
+    for (const knobs of [{ prefillMath: "f16" as const }, { prefillGemm: "fma16" as const }]) {
+      if (tensor && !knobs.prefillGemm) continue;
+      for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+        const ds = await checkLinear(gpu, 33, 264, 37, { ...knobs, epilogue }, F16_TOL);
+        const labels = ds.map((d) => d.label);
+        if (
+          labels[0] !== ROW_SCALE_KERNEL.name || !labels[1]?.startsWith(GEMM_KERNEL_NAME) || !labels[1].includes("f16")
+        ) {
+          throw new Error(`${JSON.stringify(knobs)} recorded ${labels.join(", ")}`);
+        }
+      }
+    }
+    // Up to MATVEC_MAX_ROWS rows it is still the matvec.
+    assertKernel(await checkLinear(gpu, MATVEC_MAX_ROWS, 24, 7, { prefillMath: "f16" }), MATVEC_KERNEL_NAME, 16);
+    // A device without shader-f16 (this one, as it would look without the feature): f16 is a UserError naming the knob.
+    const noF16 = Object.create(gpu, { has: { value: (f: string) => f !== "shader-f16" && gpu.has(f) } }) as Gpu;
+    for (
+      const [knobs, names] of [[{ prefillMath: "f16" }, "prefill_math"], [
+        { prefillGemm: "fma16" },
+        PREFILL_GEMM_ENV,
+      ]] as const
+    ) {
+      let error: unknown = null;
+      try {
+        prefillGemmFor(noF16, { ...args, ...knobs });
+      } catch (e) {
+        error = e;
+      }
+      if (!(error instanceof UserError) || !error.message.includes(names)) {
+        throw new Error(`${JSON.stringify(knobs)} without shader-f16 gave ${error}, not a UserError naming ${names}`);
+      }
+    }
+    args.ctl.destroy();
+  },
+);
 
 gpuTest("linear passes each kernel its own tuning knobs", async (gpu) => {
   const knobs: Knobs = {

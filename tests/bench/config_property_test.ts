@@ -45,6 +45,7 @@ const DRAWS: Record<string, Draw> = {
   prompt_lengths: (r, cheap) => cheap ? [] : subset(r, [16, 300, 600, 2000], 0.3, 4),
   decode_contexts: (r, cheap) => cheap ? [] : subset(r, [12, 511, 1000, 4095], 0.3, 4),
   kv_dtype: (r) => ["bf16", "f32"][r.int(2)],
+  prefill_math: (r) => ["f32", "f16"][r.int(2)],
   synthetic_spread: (r) => [0, 0.5, 1, 2][r.int(4)],
   poe_spread_sweep: (r, cheap) => cheap ? [] : subset(r, [0, 0.5, 2], 0.3, 3),
   warmup_ms: (r, cheap) => cheap ? r.int(3) : r.int(300),

@@ -232,6 +232,21 @@ Deno.test("a results.json config written before the sweep, kv_dtype and peers kn
   assertThrows(() => validateBenchConfig({ ...old, kv_dtype: "f16" }, "results.json config"), UserError, "kv_dtype");
 });
 
+Deno.test("the prefill_math knob: f32 by default, f16 from the flag or config.json, f32 for runs before it", async () => {
+  assertEquals(DEFAULT_CONFIG.prefill_math, "f32");
+  const ok = await configFile({});
+  assertEquals((await loadConfig(ok, ["--prefill-math", "f16"])).prefill_math, "f16");
+  assertEquals((await loadConfig(await configFile({ prefill_math: "f16" }), [])).prefill_math, "f16");
+  await rejects(ok, ["--prefill-math", "bf16"], "--prefill-math", '"f32", "f16"');
+  const { prefill_math: _m, ...old } = structuredClone(DEFAULT_CONFIG);
+  assertEquals(validateBenchConfig(old, "results.json config").prefill_math, "f32");
+  assertThrows(
+    () => validateBenchConfig({ ...old, prefill_math: "f8" }, "results.json config"),
+    UserError,
+    "prefill_math",
+  );
+});
+
 Deno.test("a software adapter's smoke-test values apply only to the knobs the user left unset", async () => {
   const repo = new URL("../../config.json", import.meta.url).pathname;
   // The repository's config.json lists every default: on a CPU adapter it still means the smoke test.

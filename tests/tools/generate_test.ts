@@ -136,6 +136,7 @@ Deno.test({
       [[...tiny, "--ids", "1", "--gamma", "17"], 'error: --gamma must be an integer in 1..16, got "17".'],
       [[...tiny, "--ids", "1", "--gamma", "-3"], 'error: --gamma must be an integer in 1..16, got "-3".'],
       [[...tiny, "--ids", "1", "--seed", ""], 'error: --seed must be a number, not "".'],
+      [[...tiny, "--ids", "1", "--prefill-math", "f8"], 'error: --prefill-math must be f32 or f16, not "f8".'],
       [[...tiny, "--ids", "1", "--heads", "2", "--draft-head", "2"], "error: --draft-head 2 is not a head"],
       [[...tiny, "--ids", ""], "error: --ids is empty;"],
       [[...tiny, "--ids", "1,,2"], 'error: --ids must be comma-separated token ids such as "1,2,3", and item 2 is'],
