@@ -15,15 +15,15 @@ const slots = Object.entries(CTL).map(([name, index]) => `const CTL_${name}: u32
 /**
  * The enable directives a runtime's WGSL compiler needs before the prelude. Deno's naga (Deno 2.9.6) accepts the
  * subgroup builtins without a directive but requires `enable f16;` for any f16 type, so Deno gets that one where the
- * device was granted `shader-f16` (the f16-multiply prefill GEMM, `gemm.ts` with `math: "f16"`; kernels that use no
- * f16 build the same with it). Dawn's Tint requires one per extension used, and enforces WGSL's uniformity analysis,
+ * device was granted `shader-f16` and the kernel names f16 (the f16-multiply prefill GEMM, `gemm.ts` with
+ * `math: "f16"`): every other kernel's WGSL stays byte for byte what the H200 ran and verified. Dawn's Tint requires one per extension used, and enforces WGSL's uniformity analysis,
  * which rejects barriers after the gate's early return (a storage read is never uniform to Tint). With
  * `allow_unsafe_apis` Tint offers `chromium_disable_uniformity_analysis`: every kernel here returns from the gate for
  * the whole dispatch at once (ctl is the same word for every invocation), so the analysis has nothing to find.
  */
-export function enableDirectives(runtime: "deno" | "dawn", features: readonly string[]): string {
+export function enableDirectives(runtime: "deno" | "dawn", features: readonly string[], source = ""): string {
   const has = (f: string) => features.includes(f);
-  if (runtime === "deno") return has("shader-f16") ? "enable f16;\n" : "";
+  if (runtime === "deno") return has("shader-f16") && /\bf16\b/.test(source) ? "enable f16;\n" : "";
   return [
     has("shader-f16") ? "enable f16;" : "",
     has("subgroups") ? "enable subgroups;" : "",
@@ -32,9 +32,9 @@ export function enableDirectives(runtime: "deno" | "dawn", features: readonly st
   ].filter(Boolean).join("\n") + "\n";
 }
 
-/** The prelude for `runtime` on a device granted `features`: its enable directives, then PRELUDE. */
-export function preludeFor(runtime: "deno" | "dawn", features: readonly string[]): string {
-  return enableDirectives(runtime, features) + PRELUDE;
+/** The prelude of kernel `source` for `runtime` on a device granted `features`: its enable directives, then PRELUDE. */
+export function preludeFor(runtime: "deno" | "dawn", features: readonly string[], source = ""): string {
+  return enableDirectives(runtime, features, source) + PRELUDE;
 }
 
 /** The WGSL prelude (see the module comment). */

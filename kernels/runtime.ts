@@ -203,9 +203,9 @@ export class Gpu {
     return new Gpu(entry, adapter, device, description);
   }
 
-  /** The prelude of every kernel on this device (kernels/prelude.ts): enable directives differ by runtime. */
-  get prelude(): string {
-    return preludeFor(this.description.runtime, [...this.device.features]);
+  /** The prelude of `kernel` on this device (kernels/prelude.ts): enable directives differ by runtime and kernel. */
+  preludeOf(kernel: Kernel): string {
+    return preludeFor(this.description.runtime, [...this.device.features], kernel.source);
   }
 
   /** True when the device was granted the feature. */
@@ -225,10 +225,10 @@ export class Gpu {
     const key = kernel.name + sorted;
     let pipeline = this.#pipelines.get(key);
     if (pipeline) return pipeline;
-    if (this.#wgslDump) dumpWgsl(this.#wgslDump, this.prelude, kernel, sorted);
+    if (this.#wgslDump) dumpWgsl(this.#wgslDump, this.preludeOf(kernel), kernel, sorted);
     let module = this.#modules.get(kernel.name);
     if (!module) {
-      module = this.device.createShaderModule({ label: kernel.name, code: this.prelude + kernel.source });
+      module = this.device.createShaderModule({ label: kernel.name, code: this.preludeOf(kernel) + kernel.source });
       this.#modules.set(kernel.name, module);
     }
     const numeric: Record<string, number> = {};

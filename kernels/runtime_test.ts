@@ -5,6 +5,8 @@
  * @module
  */
 
+import { assert, assertEquals } from "@std/assert";
+import { enableDirectives } from "./prelude.ts";
 import { fromFileUrl, join } from "@std/path";
 import { GEMM_KERNEL_NAME } from "./matmul/gemm.ts";
 import { MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS } from "./matmul/matvec.ts";
@@ -98,4 +100,17 @@ gpuTest("HYDRA_WGSL_DUMP naming a folder that cannot be made is one sentence and
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+});
+
+Deno.test("enable directives: Deno gets `enable f16;` only for kernels naming f16 on a shader-f16 device; Dawn gets its extensions", () => {
+  const f16Kernel = "var<workgroup> xs: array<vec4<f16>, 8>;";
+  assertEquals(enableDirectives("deno", ["shader-f16", "subgroups"], f16Kernel), "enable f16;\n");
+  // Every other kernel's WGSL stays what it was before f16 kernels existed.
+  assertEquals(enableDirectives("deno", ["shader-f16", "subgroups"], "var<workgroup> xs: array<f32, 8>;"), "");
+  assertEquals(enableDirectives("deno", ["subgroups"], f16Kernel), "");
+  const dawn = enableDirectives("dawn", ["shader-f16", "subgroups"], "");
+  for (const d of ["enable f16;", "enable subgroups;", "enable chromium_disable_uniformity_analysis;"]) {
+    assert(dawn.includes(d), `${d} missing from Dawn's directives: ${dawn}`);
+  }
+  assert(!dawn.includes("subgroup_matrix"), "subgroup matrices enabled without the feature");
 });
