@@ -193,10 +193,15 @@ gpuTest("non-finite logits end greedy, naive, jury and PoE generation with a Use
   }
 });
 
-/** Runs tools/generate.ts as a process: its exit code and what it printed. */
+/**
+ * Runs tools/generate.ts as a process: its exit code and what it printed. `DENO_FLAGS` (as for tools/reference_run.sh,
+ * e.g. `--node-modules-dir=manual` on the offline GPU machine, whose node_modules is staged by hand) go to its
+ * `deno run`, so the child does not try to download packages the machine cannot reach.
+ */
 async function generateProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const flags = (Deno.env.get("DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean);
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(ROOT, "tools/generate.ts"), ...args],
+    args: ["run", ...flags, "-A", join(ROOT, "tools/generate.ts"), ...args],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
