@@ -27,6 +27,8 @@ export interface PoeCallCounts {
   sync_points: number;
   /** Rounds encoded, the gated-off ones after the call's end included (poe/poe.ts). */
   rounds_encoded?: number;
+  /** CPU milliseconds spent encoding and submitting the call's command buffers (poe/poe.ts). */
+  encode_ms?: number;
 }
 
 /**
@@ -36,7 +38,7 @@ export interface PoeCallCounts {
  */
 export function poeGammaResult(gamma: number, stats: TimedStats, calls: readonly PoeCallCounts[]): PoeGammaResult {
   if (calls.length === 0) throw new Error("poeGammaResult: no call counters");
-  let output = 0, resampled = 0, rounds = 0, syncs = 0;
+  let output = 0, resampled = 0, rounds = 0, syncs = 0, encode = 0;
   const acceptedAt = new Array<number>(gamma).fill(0);
   for (const c of calls) {
     if (c.accepted_at.length !== gamma) {
@@ -47,6 +49,7 @@ export function poeGammaResult(gamma: number, stats: TimedStats, calls: readonly
     resampled += c.resampled_tokens;
     rounds += c.rounds;
     syncs += c.sync_points;
+    encode += c.encode_ms ?? NaN;
     c.accepted_at.forEach((a, i) => acceptedAt[i] += a);
   }
   const n = calls.length;
@@ -66,6 +69,7 @@ export function poeGammaResult(gamma: number, stats: TimedStats, calls: readonly
     acceptance_per_position: acceptedAt.map((a) => rounds > 0 ? a / rounds : 0),
     sync_points_per_call: syncs / n,
     acceptance_rate: acceptanceRate(output, resampled, n),
+    ...(Number.isFinite(encode) ? { encode_ms_per_call: encode / n } : {}),
   };
 }
 

@@ -50,7 +50,9 @@ export async function measurePoeGammas(model: HydraTransformer, s: PoeSweep, lab
           r.avg_rounds_per_call.toFixed(1)
         } rounds, resample rate ${r.resample_rate.toFixed(2)}, effective ${
           r.effective_tps.toFixed(1)
-        } tok/s, user-visible ${r.user_visible_tps.toFixed(1)} tok/s, ${r.sync_points_per_call} syncs/call`,
+        } tok/s, user-visible ${r.user_visible_tps.toFixed(1)} tok/s, ${r.sync_points_per_call} syncs/call${
+          r.encode_ms_per_call === undefined ? "" : `, CPU encode ${r.encode_ms_per_call.toFixed(1)} ms/call`
+        }`,
       );
       s.progress(
         `${label}gamma ${gamma} model: round ${m.round_ms.toFixed(2)} ms (${gamma} x draft ${

@@ -124,6 +124,11 @@ export interface PoeGammaResult extends Omit<TimedStats, "n"> {
   /** CPU waits on the GPU per call (the design goal is one: the final readback). */
   sync_points_per_call: number;
   /**
+   * Mean over the timed calls of the CPU milliseconds spent encoding and submitting command buffers: near median_ms,
+   * the call is bound by the CPU, not the GPU. Absent in runs made before it.
+   */
+  encode_ms_per_call?: number;
+  /**
    * Draft acceptance rate: accepted drafts / drafts the jury judged (each round judges up to its first rejection),
    * over all calls = 1 - resampled / (output tokens - 1 per call): the per-draft probability of the geometric model
    * (bench/poe_model.ts). Absent in runs made before it (readers compute it: poe_model.ts acceptanceRateOf).

@@ -172,6 +172,7 @@ function checkPoe(c: Checker, v: unknown, path: string): void {
     if (acc && acc.length !== gamma) c.fail(`${pp}.acceptance_per_position`, `expected ${gamma} entries (gamma)`);
     if (acc && acc.some((a) => a > 1)) c.fail(`${pp}.acceptance_per_position`, "expected fractions in [0, 1]");
     c.number(e, "sync_points_per_call", pp, { min: 0 });
+    if (e.encode_ms_per_call !== undefined) c.number(e, "encode_ms_per_call", pp, { min: 0 });
     checkPoeModel(c, e, pp, gamma);
   });
 }

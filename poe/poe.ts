@@ -81,6 +81,11 @@ export interface PoeCallResult {
   rounds_encoded: number;
   /** Rounds of the first batch (encoded before the first readback). */
   first_batch_rounds: number;
+  /**
+   * CPU milliseconds the call spent encoding and submitting its command buffers (prefill and rounds): when it nears
+   * `wall_ms`, the GPU waits on the CPU and the call is CPU-bound.
+   */
+  encode_ms: number;
   wall_ms: number;
 }
 
@@ -207,16 +212,17 @@ export class PoE {
     const dec = this.decoder;
     dec.setPrompt(prompt, maxNewTokens, gamma);
     const firstRounds = this.firstBatchRounds();
+    let encodeMs = performance.now();
     const encoder = this.gpu.device.createCommandEncoder({ label: "poe prefill" });
     dec.encodeReset(encoder);
     encodePass(encoder, this.#prefillDispatches(prompt.length));
     this.gpu.device.queue.submit([encoder.finish()]);
-    this.#submitRounds(firstRounds);
+    encodeMs = performance.now() - encodeMs + this.#submitRounds(firstRounds);
     let result = await dec.readResult();
     let encoded = firstRounds;
     const left = result.ctl[CTL.MAX_OUT] - result.ctl[CTL.OUT];
     if (left > 0) {
-      this.#submitRounds(left);
+      encodeMs += this.#submitRounds(left);
       encoded += left;
       result = await dec.readResult();
     }
@@ -233,6 +239,7 @@ export class PoE {
       sync_points: this.gpu.syncPoints - syncBefore,
       rounds_encoded: encoded,
       first_batch_rounds: firstRounds,
+      encode_ms: encodeMs,
       wall_ms: performance.now() - t0,
     };
   }
@@ -249,13 +256,18 @@ export class PoE {
     return Math.min(need, Math.max(fewest, Math.ceil(need * this.#last.rounds / this.#last.tokens)));
   }
 
-  /** Encodes and submits `n` rounds, each in its own command buffer so the GPU starts while the CPU encodes. */
-  #submitRounds(n: number): void {
+  /**
+   * Encodes and submits `n` rounds, each in its own command buffer so the GPU starts while the CPU encodes. Returns
+   * the CPU milliseconds it took.
+   */
+  #submitRounds(n: number): number {
+    const t0 = performance.now();
     for (let r = 0; r < n; r++) {
       const encoder = this.gpu.device.createCommandEncoder({ label: "poe round" });
       encodePass(encoder, this.#round);
       this.gpu.device.queue.submit([encoder.finish()]);
     }
+    return performance.now() - t0;
   }
 
   /** `residual_forward` over the prompt with fresh KV (the PoE TTFT work): prefill of every head, jury pick. */

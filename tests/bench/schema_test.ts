@@ -28,6 +28,7 @@ Deno.test("validateResults finds missing metrics, wrong arithmetic and inconsist
   assertProblem(problemsAfter((d) => base(d).ttft.raw_ms[0] = null), "ttft.raw_ms");
   assertProblem(problemsAfter((d) => base(d).roofline_tps = 5), "roofline_tps", "copy_bandwidth_gbps");
   assertProblem(problemsAfter((d) => d.configurations.hydra_poe.weights = "random"), "hydra_poe.weights");
+  assertProblem(problemsAfter((d) => poe(d).encode_ms_per_call = -1), "encode_ms_per_call");
   assertProblem(problemsAfter((d) => d.environment.roofline.baseline.roofline_tps = 1), "environment.roofline");
   assertProblem(problemsAfter((d) => delete d.environment.adapter.vendor), "environment.adapter.vendor");
   assertProblem(problemsAfter((d) => d.environment.date = "yesterday"), "environment.date");
@@ -69,6 +70,12 @@ Deno.test("decode and PoE metrics follow design.md's formulas", () => {
   assertEquals(r.acceptance_per_position, [0.9, 0.5, 0.1]); // per position, over 10 rounds
   assertEquals(r.n_calls, 4); // the timed calls
   assertEquals(r.sync_points_per_call, 1);
+  assertEquals(r.encode_ms_per_call, undefined); // calls that did not measure it give no figure, not zero
+  const timedEncode = poeGammaResult(1, stats, [
+    { output_tokens: 4, resampled_tokens: 0, rounds: 3, accepted_at: [3], sync_points: 1, encode_ms: 2 },
+    { output_tokens: 4, resampled_tokens: 0, rounds: 3, accepted_at: [3], sync_points: 1, encode_ms: 4 },
+  ]);
+  assertEquals(timedEncode.encode_ms_per_call, 3); // the mean over calls
   assertEquals(r.raw_ms, stats.raw_ms);
   assertEquals(rooflineTps(3000, 15e9), 200);
   assertThrows(() => poeGammaResult(2, stats, []), Error, "no call counters");

@@ -52,6 +52,7 @@ function checkStats(r: PoeCallResult, gamma: number, what: string): void {
   if (r.accepted !== r.output_tokens - r.resampled_tokens) problems.push("accepted != output - resampled");
   if (r.sync_points > 2) problems.push(`${r.sync_points} sync points`);
   if (r.rounds > r.rounds_encoded) problems.push("more rounds than encoded");
+  if (!(r.encode_ms > 0 && r.encode_ms <= r.wall_ms)) problems.push(`CPU encode ${r.encode_ms} ms of ${r.wall_ms} ms`);
   if (r.rounds < Math.ceil((NEW - 1) / gamma)) problems.push(`${r.rounds} rounds is fewer than possible`);
   const drafted = r.accepted_at.reduce((a, b) => a + b, 0);
   // Every round emits its accepted drafts plus (unless all were accepted or the call ended) one resampled token.
