@@ -16,6 +16,7 @@ export * from "./kernels/matmul/matvec.ts";
 export * from "./kernels/matmul/gemm.ts";
 export * from "./kernels/matmul/row_scale.ts";
 export * from "./kernels/matmul/gemm_tensor.ts";
+export * from "./kernels/matmul/split_k_reduce.ts";
 export * from "./kernels/matmul/linear.ts";
 export * from "./kernels/embed/embedding.ts";
 export * from "./kernels/attention/qk_norm_rope.ts";

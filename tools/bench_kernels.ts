@@ -7,7 +7,8 @@
  * also checked against an f64 reference on sampled elements, some rows holding a 1e5 element, and its max error
  * relative to sum |x w| printed, so a tile shape that breaks on this driver shows as WRONG; `--quick`: the f32 default
  * and linear's tiles for N <= 4096, four f16 variants, four tensor ones, without the plain gate_up shape: under a
- * minute on an H200); with
+ * minute on an H200). Split-K (`splitK` S = 2, 4, 8) of the default f32 tile and of linear's tensor tiles, each
+ * timed with its reduction (and row-scale pre-pass): `--quick` keeps f32 S = 4 and tensor S = 2, 4; with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
  * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
  *
@@ -44,6 +45,7 @@ import {
   tensorTileShape,
 } from "../kernels/matmul/gemm_tensor.ts";
 import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
+import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
@@ -502,6 +504,13 @@ const GEMM_VARIANTS: GemmTiles[] = [
   { threadsM: 8, threadsN: 16, blockM: 4, blockN: 2 }, // 32 x 32, 128 threads: 8x the default's workgroups
 ];
 
+/**
+ * Split-K factors timed on the default f32 tile and on linear's tensor tiles (k steps of 64, 32 for SwiGLU).
+ * Motivation (ARCHITECTURE.md, "Split-K"): at M = 128 the GEMMs run one wave of few workgroups whose time is k steps
+ * x ~1.4 us; S times the workgroups of K / S each should trade that latency for occupancy.
+ */
+const SPLIT_K_FACTORS = [2, 4, 8];
+
 /** The f32 variants of `--quick`: the default, and linear's tiles for N <= 4096 (o, down). */
 const GEMM_QUICK_VARIANTS: GemmTiles[] = [{}, { threadsN: 8 }];
 
@@ -528,7 +537,12 @@ const GEMM_F16_VARIANTS: GemmTiles[] = [
 function tilesLabel(tiles: GemmTiles): string {
   const t = { ...GEMM_DEFAULT_TILES, ...tiles };
   return `${t.math === "f16" ? `f16 flush${t.flushK} ` : ""}${t.threadsM * t.blockM}x${t.threadsN * t.blockN} ` +
-    `t${t.threadsM}x${t.threadsN} b${t.blockM}x${t.blockN} k${t.tileK} ${t.pipeline}`;
+    `t${t.threadsM}x${t.threadsN} b${t.blockM}x${t.blockN} k${t.tileK} ${t.pipeline}${splitLabel(t.splitK)}`;
+}
+
+/** " split<S>" for a split-K variant, else "". */
+function splitLabel(splitK: number | undefined): string {
+  return (splitK ?? 1) > 1 ? ` split${splitK}` : "";
 }
 
 /** The worst sampled error of a GEMM's output, over its tolerance and relative to its dot products' sum |x w|. */
@@ -621,7 +635,16 @@ const TENSOR_VARIANTS: TensorTiles[] = [
 function tensorLabel(tiles: TensorTiles): string {
   const t = { subgroupsM: 2, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, ...tiles };
   const { tileM, tileN } = tensorTileShape(t);
-  return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} k${t.stepK}`;
+  return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} ` +
+    (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + splitLabel(tiles.splitK);
+}
+
+/**
+ * linear's tensor k step for a split-K variant at shape `s`: 64 for plain products, 32 for SwiGLU (linear.ts), or 32
+ * where K / S is not a multiple of 64 (7B down at S = 8: 1,376 k).
+ */
+function splitTensorStep(s: { k: number; epi: number }, splitK: number): number {
+  return s.epi === Epilogue.SWIGLU || (s.k / splitK) % 64 !== 0 ? 32 : 64;
 }
 
 /**
@@ -642,7 +665,12 @@ async function benchGemm(): Promise<void> {
     ? []
     : args.quick
     ? TENSOR_VARIANTS.slice(0, 4)
-    : TENSOR_VARIANTS;
+    : [...TENSOR_VARIANTS];
+  // Split-K: at most 3 lines per shape in --quick (f32 S = 4, tensor S = 2 and 4). Tensor stepK is per shape.
+  if (!args.tiles) {
+    fma.push(...(args.quick ? [4] : SPLIT_K_FACTORS).map((splitK) => ({ splitK })));
+    if (!unsupported) tensor.push(...(args.quick ? [2, 4] : SPLIT_K_FACTORS).map((splitK) => ({ splitK })));
+  }
   console.log(
     unsupported ? `tensor-core GEMM: not run (${unsupported})` : `tensor-core GEMM: ${tensor.length} variants`,
   );
@@ -665,25 +693,40 @@ async function benchGemm(): Promise<void> {
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
   const exponents = gpu.buffer("exponents", rows * 4);
+  const splits = variants.map((v) => v.tiles.splitK ?? 1);
+  const { maxStorageBufferBindingSize, maxBufferSize } = gpu.device.limits;
   for (const s of shapes) {
     const { nw, pool, weights } = weightPool(s);
     const xs = gemmInputRows(rows, s.k);
     const x = gpu.upload("x", xs);
     const y = gpu.buffer("y", rows * s.n * 4);
-    for (const { kind, tiles, label: variant } of variants) {
+    // Split-K's partial sums [S, rows, NW], reduced into y after each GEMM: sized for the largest S that fits a binding.
+    const fits = (splitK: number) => splitK * rows * nw * 4 <= Math.min(maxStorageBufferBindingSize, maxBufferSize);
+    const maxSplit = Math.max(1, ...splits.filter(fits));
+    const partials = maxSplit > 1 ? gpu.buffer("partials", maxSplit * rows * nw * 4) : undefined;
+    for (const { kind, tiles: given, label: variant } of variants) {
       let ds: Dispatch[];
-      const product = { ctl, x, y, rows, k: s.k, n: s.n, epilogue: s.epi };
+      const splitK = given.splitK ?? 1;
+      const tiles = kind === "tensor" && splitK > 1 && (given as TensorTiles).stepK === undefined
+        ? { ...given, stepK: splitTensorStep(s, splitK) }
+        : given;
+      const product = { ctl, x, y: splitK > 1 ? partials! : y, rows, k: s.k, n: s.n, epilogue: s.epi };
+      const reduce = () =>
+        splitK > 1 ? [splitKReduce(gpu, { ctl, partials: partials!, y, rows, n: s.n, splitK, epilogue: s.epi })] : [];
       try {
+        if (splitK > maxSplit) throw new Error(`${splitK} partial sums of ${rows} x ${nw} exceed a storage binding`);
         ds = kind === "fma"
-          ? weights.map((w) => gemm(gpu, { ...product, weight: w, ...(tiles as GemmTiles) }))
+          ? weights.flatMap((w) => [gemm(gpu, { ...product, weight: w, ...(tiles as GemmTiles) }), ...reduce()])
           : kind === "fma16"
           ? weights.flatMap((w) => [
             rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
             gemm(gpu, { ...product, weight: w, exponents, ...(tiles as GemmTiles) }),
+            ...reduce(),
           ])
           : weights.flatMap((w) => [
             rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
             gemmTensor(gpu, { ...product, weight: w, exponents, ...(tiles as TensorTiles) }),
+            ...reduce(),
           ]);
       } catch (e) {
         console.log(`gemm ${s.name} M=${rows} ${variant}: skipped (${(e as Error).message})`);
@@ -695,7 +738,7 @@ async function benchGemm(): Promise<void> {
       const flushK = (tiles as GemmTiles).flushK ?? GEMM_DEFAULT_TILES.flushK;
       const err = sampledError(got, xs, 17 + pool - 1, rows, s.k, s.n, s.epi, kind, flushK);
       const tflops = (2 * rows * nw * s.k) / per / 1e9;
-      const last = ds[ds.length - 1];
+      const last = ds.filter((d) => d.label.startsWith("gemm")).at(-1)!; // the GEMM, not its reduction
       const r: Row = {
         kernel: kind === "fma" ? "gemm" : kind === "fma16" ? "gemm_f16" : "gemm_tensor",
         shape: `${s.name} [${nw}x${s.k}]`,
@@ -724,6 +767,7 @@ async function benchGemm(): Promise<void> {
     }
     x.destroy();
     y.destroy();
+    partials?.destroy();
     for (const w of weights) w.destroy();
   }
   exponents.destroy();

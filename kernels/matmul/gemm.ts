@@ -25,6 +25,12 @@
  * workgroup bytes of f32); each output's products are accumulated in a vec4<f16> partial (packed f16 FMA) over
  * `flushK` k, then added into its f32 accumulator, and the epilogue scales the rows back by 2^(e[m] + X_SHIFT) (exact)
  * before the SwiGLU. Error analysis: ARCHITECTURE.md, "f16-multiply prefill GEMM (Deno)"; tolerance `f16GemmTolerance`.
+ *
+ * `splitK: S > 1` (`SPLIT_KS`) generates the split-K variant: S times the workgroups, workgroup (tile, split s) reducing
+ * k in [s K / S, (s + 1) K / S) and storing its raw partial tile (scaled back, before any SwiGLU) to binding 3, then
+ * a `partials [S, M, NW]` f32 scratch (NW = N, or 2N for SWIGLU: gate columns, then up columns), which
+ * `split_k_reduce.ts` sums (and SwiGLUs). At M = 128 the GEMM is latency-bound per k step (ARCHITECTURE.md, "Split-K");
+ * S = 1 is the kernel above, byte for byte.
  * @module
  */
 
@@ -54,6 +60,17 @@ export const GEMM_PIPELINES: readonly GemmPipeline[] = ["serial", "prefetch", "d
 export const GEMM_MATHS = ["f32", "f16"] as const;
 /** One of GEMM_MATHS. */
 export type GemmMath = typeof GEMM_MATHS[number];
+
+/** The split-K factors the generators accept (1: no split). */
+export const SPLIT_KS: readonly number[] = [1, 2, 4, 8];
+
+/** Throws unless `splitK` is one of SPLIT_KS and K / splitK a multiple of the k step (`who`: the kernel's name). */
+export function checkSplitK(who: string, splitK: number, k: number, stepK: number): void {
+  if (!SPLIT_KS.includes(splitK)) throw new Error(`${who}: splitK = ${splitK} (one of ${SPLIT_KS.join(", ")})`);
+  if (splitK > 1 && k % (splitK * stepK) !== 0) {
+    throw new Error(`${who}: K = ${k} split ${splitK} ways is not a multiple of the k step ${stepK}`);
+  }
+}
 
 /** The f16 variant's partial flush lengths (k per f16 partial): powers of two, so X_SHIFT below is an integer. */
 export const GEMM_FLUSH_KS: readonly number[] = [4, 8, 16, 32];
@@ -86,6 +103,11 @@ export interface GemmTiles {
   math?: GemmMath;
   /** f16 only: k per f16 partial before it is added into f32, one of GEMM_FLUSH_KS dividing tileK (default 8). */
   flushK?: number;
+  /**
+   * Split-K factor S, one of SPLIT_KS (default 1): with S > 1, K / S must be a multiple of tileK and `y` is the
+   * `partials [S, M, NW]` f32 scratch that `splitKReduce` sums (see the module comment).
+   */
+  splitK?: number;
 }
 
 /**
@@ -101,6 +123,7 @@ export const GEMM_DEFAULT_TILES: Readonly<Required<GemmTiles>> = {
   pipeline: "prefetch",
   math: "f32",
   flushK: 8,
+  splitK: 1,
 };
 
 /** What `gemmKernelFor` generates a kernel for: the tiles and the epilogue. */
@@ -146,6 +169,7 @@ function resolveTiles(a: GemmTiles): Required<GemmTiles> {
   if (!(GEMM_MATHS as readonly string[]).includes(t.math)) {
     throw new Error(`gemm: math "${t.math}" (one of ${GEMM_MATHS.join(", ")})`);
   }
+  if (!SPLIT_KS.includes(t.splitK)) throw new Error(`gemm: splitK = ${t.splitK} (one of ${SPLIT_KS.join(", ")})`);
   if (t.math === "f16" && !(GEMM_FLUSH_KS.includes(t.flushK) && t.tileK % t.flushK === 0)) {
     throw new Error(`gemm: flushK = ${t.flushK} (one of ${GEMM_FLUSH_KS.join(", ")} that divides tileK = ${t.tileK})`);
   }
@@ -173,12 +197,35 @@ export const TILE_GRID_DOC =
   `// Grid: ceil(M / TILE_M) * ceil(N / TILE_N) workgroups, flat (Gpu.grid); workgroup f owns rows
 // m0 = (f % tiles_m) * TILE_M and columns n0 = (f / tiles_m) * TILE_N, so consecutive workgroups share a weight tile.`;
 
+/** The WGSL comment on the split-K grid and scratch (gemm.ts and gemm_tensor.ts with splitK > 1). */
+export function splitKGridDoc(swiglu: boolean): string {
+  return `// Split-K: SPLIT_K times the workgroups; flat workgroup f is tile f % tiles of split s = f / tiles, reducing k in
+// [s K / SPLIT_K, (s + 1) K / SPLIT_K) (a multiple of the k step). Binding 3 is then partials [SPLIT_K, M, NW] f32,
+// NW = ${
+    swiglu ? "2N (gate columns, then up columns; no SwiGLU here)" : "N"
+  }: split s's sums, which split_k_reduce.ts adds.`;
+}
+
+/** The module-scope privates of a split-K kernel, set once per workgroup before the k loop. */
+export const SPLIT_K_PRIVATES = `var<private> split: u32; // this workgroup's split (split-K)
+var<private> k_end: u32; // the end of its k range`;
+
+/** The split-K kernels' choice of tile and k range (after tiles_m is known), in WGSL. */
+export const SPLIT_K_TILE = `  let tiles = tiles_m * ((N + TILE_N - 1u) / TILE_N);
+  let flat = flat_workgroup(wid, nwg);
+  if (flat >= tiles * SPLIT_K) { return; }
+  let tile = flat % tiles;
+  split = flat / tiles;
+  let k_begin = split * (K / SPLIT_K);
+  k_end = k_begin + K / SPLIT_K;`;
+
 /** The name of the kernel generated for `t` and `epilogue` (every generated parameter is in it: it keys the cache). */
 function kernelName(t: Required<GemmTiles>, epilogue: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   const math = t.math === "f16" ? `_f16_flush${t.flushK}` : "";
+  const split = t.splitK > 1 ? `_split${t.splitK}` : "";
   return `${GEMM_KERNEL_NAME}_${epi}_k${t.tileK}_t${t.threadsM}x${t.threadsN}_b${t.blockM}x${t.blockN}_${t.pipeline}` +
-    math;
+    math + split;
 }
 
 /** Workgroup memory (bytes) the kernel uses with `tiles` and `epilogue`: the staged x and weight rows. */
@@ -212,6 +259,8 @@ export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
   const double = t.pipeline === "double";
   const f16 = t.math === "f16";
   const vec4 = f16 ? "vec4<f16>" : "vec4<f32>"; // the staged type
+  const split = t.splitK > 1;
+  const kBegin = split ? "k_begin" : "0u", kEnd = split ? "k_end" : "K"; // this workgroup's k range
 
   const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
   const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
@@ -282,15 +331,15 @@ export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
     ]);
 
   const loops: Record<GemmPipeline, string> = {
-    serial: `  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+    serial: `  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
 ${load("    ", "k0")}
 ${store("    ", "", "")}
     workgroupBarrier(); // tiles staged
 ${compute("", "")}
     workgroupBarrier(); // tiles consumed
   }`,
-    prefetch: `${load("  ", "0u")}
-  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+    prefetch: `${load("  ", kBegin)}
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
 ${store("    ", "", "")}
     workgroupBarrier(); // tiles staged
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
@@ -298,11 +347,11 @@ ${load("    ", "k0 + TILE_K")}
 ${compute("", "")}
     workgroupBarrier(); // tiles consumed
   }`,
-    double: `${load("  ", "0u")}
+    double: `${load("  ", kBegin)}
 ${store("  ", "", "")}
   workgroupBarrier(); // first tiles staged
   var cur = 0u; // the staging buffer holding k tile k0
-  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
     let next = 1u - cur;
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
 ${load("    ", "k0 + TILE_K")}
@@ -325,7 +374,7 @@ ${productBindingsDoc(swiglu)}${
         : ""
     }
 // K must be a multiple of 8; M, N and K need not be multiples of the tile.
-${TILE_GRID_DOC}
+${TILE_GRID_DOC}${split ? `\n${splitKGridDoc(swiglu)}` : ""}
 // k loop (${t.pipeline}): ${PIPELINE_COMMENT[t.pipeline]}
 override K: u32;
 override N: u32;
@@ -349,14 +398,14 @@ const X_SHIFT: i32 = ${gemmXShift(t.flushK)}i; // staged x = x * 2^-(e[m] + X_SH
         }`
         : ""
     }
-const XS_LEN: u32 = TILE_M * STRIDE;
+const XS_LEN: u32 = TILE_M * STRIDE;${split ? `\nconst SPLIT_K: u32 = ${t.splitK}u;` : ""}
 const WS_LEN: u32 = W_ROWS * STRIDE;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;${
       f16 ? "\n@group(0) @binding(4) var<storage, read> e: array<i32>;" : ""
-    }
+    }${split ? `\n${SPLIT_K_PRIVATES}` : ""}
 // Staged tiles${double ? " (two buffers, XS_LEN and WS_LEN apart)" : ""}, k-contiguous like the global rows:
 // xs[r * STRIDE + c] = x[m0 + r, k0 + 4c .. k0 + 4c + 3]; ws[r * STRIDE + c] = the same k of weight row n0 + r
 // (r < TILE_N) or up row N + n0 + r - TILE_N (r >= TILE_N); zero past M, N or K. STRIDE is odd, so 8 consecutive rows
@@ -405,12 +454,12 @@ fn w_slot(i: u32, n0: u32) -> Slot {
 }
 
 fn load_x(s: Slot, k0: u32) -> vec4<f32> {
-  if (s.ok && k0 + s.k < K) { return x[s.src + k0 / 4u]; }
+  if (s.ok && k0 + s.k < ${kEnd}) { return x[s.src + k0 / 4u]; }
   return vec4<f32>();
 }
 
 fn load_w(s: Slot, k0: u32) -> vec4<u32> {
-  if (s.ok && k0 + s.k < K) { return w[s.src + k0 / 8u]; }
+  if (s.ok && k0 + s.k < ${kEnd}) { return w[s.src + k0 / 8u]; }
   return vec4<u32>();
 }
 
@@ -449,9 +498,16 @@ fn flush(p: vec4<f16>) -> f32 {
 `
         : ""
     }
-fn put(m: u32, n: u32, v: f32) {
+${
+      split
+        ? `// Output (m, n) of split \`split\`'s partial (c = 0) or of its up partial (c = N), into the scratch.
+fn put(m: u32, n: u32, c: u32, v: f32) {
+  if (m < M && n < N) { y[(split * M + m) * ${swiglu ? "2u * N" : "N"} + c + n] = v; }
+}`
+        : `fn put(m: u32, n: u32, v: f32) {
   if (m < M && n < N) { y[m * N + n] = v; }
-}
+}`
+    }
 
 // Thread (tx, ty) owns rows m0 + i * THREADS_M + ty and columns n0 + j * THREADS_N + tx (i < BLOCK_M, j < BLOCK_N):
 // strided, so a warp reads consecutive staged weight rows and stores consecutive columns of y.
@@ -460,8 +516,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let tiles_m = (M + TILE_M - 1u) / TILE_M;
-  let tile = flat_workgroup(wid, nwg);
-  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }
+${
+      split ? SPLIT_K_TILE : `  let tile = flat_workgroup(wid, nwg);
+  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }`
+    }
   let m0 = (tile % tiles_m) * TILE_M;
   let n0 = (tile / tiles_m) * TILE_N;
   let tx = lid.x;
@@ -511,8 +569,10 @@ ${
 ${
       I.map((i) =>
         J.map((j) => {
+          const at = `m + ${i * t.threadsM}u, n + ${j * t.threadsN}u`;
+          if (split) return `  put(${at}, 0u, a${i}_${j});${swiglu ? ` put(${at}, N, u${i}_${j});` : ""}`;
           const v = swiglu ? `a${i}_${j} / (1.0 + exp(-a${i}_${j})) * u${i}_${j}` : `a${i}_${j}`;
-          return `  put(m + ${i * t.threadsM}u, n + ${j * t.threadsN}u, ${v});`;
+          return `  put(${at}, ${v});`;
         }).join("\n")
       ).join("\n")
     }
@@ -527,6 +587,7 @@ export function gemm(gpu: Gpu, a: GemmArgs, kernel?: Kernel): Dispatch {
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const limits = gpu.device.limits;
   if (!(a.k > 0 && a.k % 8 === 0)) throw new Error(`gemm: K = ${a.k} is not a positive multiple of 8`);
+  checkSplitK("gemm", t.splitK, a.k, t.tileK);
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`gemm: ${a.rows} rows (at least 1)`);
   if (!(Number.isInteger(a.n) && a.n >= 1)) throw new Error(`gemm: N = ${a.n} (at least 1)`);
   checkEpilogue(epilogue);
@@ -565,7 +626,7 @@ export function gemm(gpu: Gpu, a: GemmArgs, kernel?: Kernel): Dispatch {
     kernel ?? gemmKernelFor({ ...t, epilogue }),
     { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
     f16 ? [a.ctl, a.weight, a.x, a.y, a.exponents!] : [a.ctl, a.weight, a.x, a.y],
-    tiles,
+    tiles * t.splitK,
   );
 }
 

@@ -16,13 +16,25 @@
  * 8192, 11008 = 172 * 64). Subgroups are taken to be consecutive invocations (local_invocation_index / SUBGROUP_SIZE),
  * true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size (min = max) and the f16 16x16x16 config.
  *
+ * `splitK: S > 1` generates the split-K variant, as the f32 GEMM's (`gemm.ts`): S times the workgroups, each reducing
+ * K / S (a multiple of stepK) and storing its partial tile, scaled back by 2^e[m] and before any SwiGLU, to the
+ * `partials [S, M, NW]` scratch that `split_k_reduce.ts` sums. S = 1 is the kernel above, byte for byte.
+ *
  * Error analysis and measurements: ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)".
  * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, type ProductArgs } from "./matvec.ts";
-import { productBindingsDoc, TILE_GRID_DOC } from "./gemm.ts";
+import {
+  checkSplitK,
+  productBindingsDoc,
+  SPLIT_K_PRIVATES,
+  SPLIT_K_TILE,
+  SPLIT_KS,
+  splitKGridDoc,
+  TILE_GRID_DOC,
+} from "./gemm.ts";
 
 /** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
 export const GEMM_TENSOR_KERNEL_NAME = "gemm_tensor";
@@ -45,6 +57,8 @@ export interface TensorTiles {
   fragsN?: number;
   /** k staged per step: 16, 32 or 64 (default 32); K must be a multiple of it. (The f32 GEMM's knob is `tileK`.) */
   stepK?: number;
+  /** Split-K factor, one of SPLIT_KS (default 1); with S > 1, K / S must be a multiple of stepK and `y` the scratch. */
+  splitK?: number;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -54,6 +68,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   fragsM: 2,
   fragsN: 2,
   stepK: 32,
+  splitK: 1,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -79,6 +94,9 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
     if (a[key] !== undefined) t[key] = a[key];
   }
   if (![16, 32, 64].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32 or 64)`);
+  if (!SPLIT_KS.includes(t.splitK)) {
+    throw new Error(`gemm_tensor: splitK = ${t.splitK} (one of ${SPLIT_KS.join(", ")})`);
+  }
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
@@ -97,7 +115,7 @@ function checkEpilogue(epilogue: number): void {
 function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
-    `_w${subgroupSize}`;
+    `_w${subgroupSize}${t.splitK > 1 ? `_split${t.splitK}` : ""}`;
 }
 
 /** Output rows and columns of a workgroup's tile. */
@@ -175,6 +193,8 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const wSlots = range(Math.ceil(wItems / threads));
   const FI = range(t.fragsM), FJ = range(t.fragsN);
   const perLane = range((FRAG * FRAG) / sgSize); // elements of a 16x16 matrix each invocation of a subgroup stores
+  const split = t.splitK > 1;
+  const kBegin = split ? "k_begin" : "0u", kEnd = split ? "k_end" : "K"; // this workgroup's k range
 
   const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
   const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
@@ -221,9 +241,20 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   ).join("\n");
   // Result matrix (i, j) of the subgroup: through workgroup memory to y, rows scaled back by 2^e[m]. SWIGLU first
   // takes the gate matrix into registers (g<v>), then the up matrix.
+  // Split-K stores the gate (or plain) matrix at column offset 0 of the scratch and the up matrix at N, unscaled by
+  // any SwiGLU.
   const epilogueOf = (i: number, j: number) => {
     const at = (v: number) => `sg * ${FRAG * FRAG}u + lane + ${v * sgSize}u`;
     const rc = `sm + ${i * FRAG}u, sn + ${j * FRAG}u`;
+    const part = (acc: string, c: string) => [
+      `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, ${acc}, ${FRAG}u);`,
+      "  workgroupBarrier();",
+      ...perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, ${c}, es[${at(v)}]);`),
+      "  workgroupBarrier();",
+    ];
+    if (split) {
+      return indent("  ", ["{", ...part(`acc${i}_${j}`, "0u"), ...(swiglu ? part(`up${i}_${j}`, "N") : []), "}"]);
+    }
     return indent("  ", [
       "{",
       `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, acc${i}_${j}, ${FRAG}u);`,
@@ -250,11 +281,11 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
 ${productBindingsDoc(swiglu)}
 //   4 e   [M] i32                    row exponents (row_scale.ts): x is staged as f16(x * 2^-e[m])
 // N must be a multiple of 16 and K of TILE_K; M is free.
-${TILE_GRID_DOC}
+${TILE_GRID_DOC}${split ? `\n${splitKGridDoc(swiglu)}` : ""}
 override K: u32;
 override N: u32;
 override M: u32;
-const TILE_K: u32 = ${t.stepK}u;
+const TILE_K: u32 = ${t.stepK}u;${split ? `\nconst SPLIT_K: u32 = ${t.splitK}u;` : ""}
 const SUBGROUP_SIZE: u32 = ${sgSize}u;
 const SUBGROUPS_M: u32 = ${t.subgroupsM}u; // a workgroup is SUBGROUPS_M x ${t.subgroupsN} subgroups
 const FRAGS_M: u32 = ${t.fragsM}u; // a subgroup owns FRAGS_M x FRAGS_N 16x16 result matrices
@@ -272,7 +303,7 @@ const XS: u32 = TILE_K + ${PAD}u;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> e: array<i32>;
+@group(0) @binding(4) var<storage, read> e: array<i32>;${split ? `\n${SPLIT_K_PRIVATES}` : ""}
 // xs[r * XS + c] = f16(x[m0 + r, k0 + c] * 2^-e[m0 + r]); ws[r * XS + c] = f16(W[row, k0 + c]) of weight row n0 + r
 // (r < TILE_N) or up row N + n0 + r - TILE_N; zero past M or N. es: one 16x16 f32 matrix per subgroup (epilogue).
 var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD)}>;
@@ -314,12 +345,12 @@ fn w_slot(i: u32, n0: u32) -> Slot {
 
 // K is a multiple of TILE_K: a k tile is inside K or entirely past it (the prefetch after the last one).
 fn load_x(s: Slot, k0: u32) -> vec4<f32> {
-  if (s.ok && k0 < K) { return x[s.src + k0 / 4u]; }
+  if (s.ok && k0 < ${kEnd}) { return x[s.src + k0 / 4u]; }
   return vec4<f32>();
 }
 
 fn load_w(s: Slot, k0: u32) -> vec4<u32> {
-  if (s.ok && k0 < K) { return w[s.src + k0 / 8u]; }
+  if (s.ok && k0 < ${kEnd}) { return w[s.src + k0 / 8u]; }
   return vec4<u32>();
 }
 
@@ -345,7 +376,15 @@ fn stage_w(i: u32, p: vec4<u32>) {
 }
 
 ${
-      swiglu
+      split
+        ? `// Element q (row q / 16, column q % 16) of a result matrix at tile rows r0.., columns c0..: scaled back, stored to
+// split \`split\`'s partial at column offset c (0, or N for the up matrix).
+fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, c: u32, v: f32) {
+  let m = m0 + r0 + q / ${FRAG}u;
+  let n = n0 + c0 + q % ${FRAG}u;
+  if (m < M && n < N) { y[(split * M + m) * ${swiglu ? "2u * N" : "N"} + c + n] = ldexp(v, e[m]); }
+}`
+        : swiglu
         ? `// Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
 // silu(gate) * up stored.
 fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
@@ -369,8 +408,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let tiles_m = (M + TILE_M - 1u) / TILE_M;
-  let tile = flat_workgroup(wid, nwg);
-  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }
+${
+      split ? SPLIT_K_TILE : `  let tile = flat_workgroup(wid, nwg);
+  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }`
+    }
   let m0 = (tile % tiles_m) * TILE_M;
   let n0 = (tile / tiles_m) * TILE_N;
   // Subgroup sg = invocations sg * SUBGROUP_SIZE.. (consecutive invocations, as NVIDIA forms them) owns tile rows
@@ -392,8 +433,8 @@ ${
       )
         .join("\n")
     }
-${load("  ", "0u")}
-  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
+${load("  ", kBegin)}
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
 ${store("    ")}
     workgroupBarrier(); // tiles staged
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
@@ -407,14 +448,18 @@ ${FI.flatMap((i) => FJ.map((j) => epilogueOf(i, j))).join("\n")}
   };
 }
 
-/** Throws unless the kernel handles the shape: N a multiple of 16, K a multiple of the k step (stepK), rows >= 1. */
-export function checkTensorShape(a: { rows: number; k: number; n: number; stepK?: number }): void {
+/**
+ * Throws unless the kernel handles the shape: N a multiple of 16, K a multiple of the k step (stepK) and, split
+ * splitK ways, K / splitK too, rows >= 1.
+ */
+export function checkTensorShape(a: { rows: number; k: number; n: number; stepK?: number; splitK?: number }): void {
   const stepK = a.stepK ?? GEMM_TENSOR_DEFAULT_TILES.stepK;
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`gemm_tensor: ${a.rows} rows (at least 1)`);
   if (!(a.n > 0 && a.n % FRAG === 0)) throw new Error(`gemm_tensor: N = ${a.n} is not a positive multiple of ${FRAG}`);
   if (!(a.k > 0 && a.k % stepK === 0)) {
     throw new Error(`gemm_tensor: K = ${a.k} is not a positive multiple of the k step ${stepK}`);
   }
+  checkSplitK("gemm_tensor", a.splitK ?? 1, a.k, stepK);
 }
 
 /** Records a tensor-core GEMM dispatch (load time). Throws on shapes or tiles the kernel or the device cannot run. */
@@ -422,7 +467,7 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
   const t = resolveTensorTiles(a);
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   checkEpilogue(epilogue);
-  checkTensorShape({ ...a, stepK: t.stepK });
+  checkTensorShape({ ...a, stepK: t.stepK, splitK: t.splitK });
   const unsupported = tensorGemmUnsupported(gpu);
   if (unsupported) throw new Error(`gemm_tensor: cannot run here: ${unsupported}`);
   const sgSize = tensorSubgroupSize(gpu);
@@ -447,7 +492,7 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
     kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize }),
     { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
     [a.ctl, a.weight, a.x, a.y, a.exponents],
-    Math.ceil(a.rows / tileM) * Math.ceil(a.n / tileN),
+    Math.ceil(a.rows / tileM) * Math.ceil(a.n / tileN) * t.splitK,
   );
 }
 

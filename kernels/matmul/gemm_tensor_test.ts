@@ -1,7 +1,7 @@
 /**
  * Tests of the tensor-core GEMM (`gemm_tensor.ts`) with its row-scale pre-pass, against the f64 reference under the
  * tolerance its f16 rounding allows (`tensorGemmTolerance`): awkward M and N, K from 32 to 4096, both epilogues, tile
- * variants, x magnitudes up to 1e5 and down to 1e-6, the gate, mutants. They need Dawn with subgroup matrices
+ * variants, x magnitudes up to 1e5 and down to 1e-6, the gate, split-K (with `split_k_reduce.ts`), mutants. They need Dawn with subgroup matrices
  * (HYDRA_WEBGPU=dawn on an NVIDIA GPU); elsewhere they are registered as ignored, the reason in their names. The
  * generator and shape checks run everywhere.
  * @module
@@ -21,6 +21,7 @@ import {
 } from "./gemm_tensor.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
+import { splitKReduce } from "./split_k_reduce.ts";
 import { getGpu, type Gpu, type Kernel, WEBGPU_ENV } from "../runtime.ts";
 import { assertCaught, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 
@@ -98,12 +99,16 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
   const exponents = gpu.buffer("exponents", rows * 4);
   const { kernel, active: _, bigX: __, ...args } = o;
+  // Split-K: the GEMM into a NaN-poisoned partial scratch, then the reduction into y.
+  const splitK = o.splitK ?? 1;
+  const partials = splitK > 1 ? poisoned(gpu, splitK * rows * nw, "partials") : undefined;
   gpu.run([
     rowScale(gpu, { ctl, x: xb, exponents, rows, k, gated: o.gated }),
-    gemmTensor(gpu, { ctl, weight: wb, x: xb, y, exponents, rows, k, n, ...args }, kernel),
+    gemmTensor(gpu, { ctl, weight: wb, x: xb, y: partials ?? y, exponents, rows, k, n, ...args }, kernel),
+    ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated })] : []),
   ]);
   const got = await gpu.readF32(y, rows * n);
-  for (const b of [ctl, wb, xb, y, exponents]) b.destroy();
+  for (const b of [ctl, wb, xb, y, exponents, ...(partials ? [partials] : [])]) b.destroy();
   return { got, want: matvecReference(w, x, rows, k, n, epilogue), tol: tolerances(w, x, rows, k, n, epilogue) };
 }
 
@@ -207,6 +212,50 @@ tensorTest("gemm_tensor checks catch broken kernels", async (gpu) => {
     await assertCaught(async () => {
       for (const s of kernels) await check(s, mutate(s.kernel, from, to));
     }, `${from} -> ${to}`);
+  }
+});
+
+tensorTest("gemm_tensor split-K (S = 2, 4, 8) with the reduction matches the reference", async (gpu) => {
+  // K = 256: 8 k steps of 32, split 2, 4 and 8 ways; 37 rows (a partial tile), N = 48.
+  for (const splitK of [2, 4, 8]) {
+    await checkTensor(gpu, 37, 256, 48, { splitK, bigX: 1e5 });
+    await checkTensor(gpu, 37, 256, 48, { splitK, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+  }
+  await checkTensor(gpu, 130, 4096, 80, { splitK: 4, stepK: 64, bigX: 1e5 });
+});
+
+tensorTest("gemm_tensor split-K checks catch broken kernels", async (gpu) => {
+  // S = 4; as in gemm_test.ts: splits 1 and 3 reduce the k ranges of 0 and 2, or store into their slots.
+  const cases: [string, string][] = [
+    ["let k_begin = split * (K / SPLIT_K);", "let k_begin = (split / 2u) * 2u * (K / SPLIT_K);"],
+    ["y[(split * M + m)", "y[((split / 2u) * 2u * M + m)"],
+  ];
+  const subgroupSize = tensorSubgroupSize(gpu);
+  for (const [from, to] of cases) {
+    await assertCaught(async () => {
+      for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+        const kernel = mutate(gemmTensorKernelFor({ epilogue, stepK: 16, splitK: 4, subgroupSize }), from, to);
+        await checkTensor(gpu, 37, 256, 48, { epilogue, stepK: 16, splitK: 4, kernel, bigX: 1e5 });
+      }
+    }, `split-K: ${from} -> ${to}`);
+  }
+});
+
+Deno.test("gemm_tensor split-K: K / S must be a multiple of the k step; S = 1 is the kernel without split-K", () => {
+  checkTensorShape({ rows: 3, k: 11008, n: 16, stepK: 64, splitK: 4 }); // 172 k steps: 43 per split
+  for (const bad of [{ splitK: 8, stepK: 64 }, { splitK: 3, stepK: 16 }, { splitK: 16, stepK: 16 }]) {
+    let threw = false;
+    try {
+      checkTensorShape({ rows: 3, k: 11008, n: 16, ...bad });
+    } catch {
+      threw = true;
+    }
+    if (!threw) throw new Error(`accepted K = 11008 with ${JSON.stringify(bad)}`);
+  }
+  for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+    const plain = gemmTensorKernelFor({ epilogue }), one = gemmTensorKernelFor({ epilogue, splitK: 1 });
+    if (plain.source !== one.source || /split|k_end/.test(plain.source)) throw new Error("S = 1 differs");
+    if (!gemmTensorKernelFor({ epilogue, splitK: 2 }).name.endsWith("_split2")) throw new Error("name lacks S");
   }
 });
 

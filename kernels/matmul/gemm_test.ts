@@ -2,7 +2,9 @@
  * Tests of the generated tiled GEMM (`gemm.ts`) against the reference: awkward M, N and K, both epilogues, every
  * k-loop pipeline and tuning knob, the 2-D grid, gating, rejected shapes and mutants that break it deterministically;
  * then its f16-multiply variant (math "f16", with the row-scale pre-pass) under the tolerance its f16 rounding allows
- * (`f16GemmTolerance`), on rows up to 1e5 and down to 1e-6, all-zero rows, weights at the overflow limit, and mutants.
+ * (`f16GemmTolerance`), on rows up to 1e5 and down to 1e-6, all-zero rows, weights at the overflow limit, and mutants;
+ * then split-K (`splitK`, f32 and f16 math) through `linear` (GEMM into the partial scratch + `split_k_reduce.ts`), its
+ * errors and mutants.
  * @module
  */
 
@@ -13,6 +15,7 @@ import {
   GEMM_DEFAULT_TILES,
   GEMM_FLUSH_KS,
   GEMM_PIPELINES,
+  type GemmArgs,
   gemmKernelFor,
   gemmReference,
   type GemmTiles,
@@ -21,7 +24,10 @@ import {
 } from "./gemm.ts";
 import { rowScale, rowScaleExponent } from "./row_scale.ts";
 import { Epilogue } from "./matvec.ts";
-import type { Gpu, Kernel } from "../runtime.ts";
+import { linear, SPLIT_K_ENV } from "./linear.ts";
+import { SPLIT_K_REDUCE_KERNEL_NAME, splitKReduce } from "./split_k_reduce.ts";
+import { UserError } from "../../common/errors.ts";
+import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 import type { ErrorReport } from "../testing/harness.ts";
 
@@ -52,10 +58,38 @@ async function runGemm(gpu: Gpu, rows: number, k: number, n: number, opts: Check
   if (gemmWorkgroupBytes(args, args.epilogue) > PORTABLE_BYTES) throw new Error(`${JSON.stringify(args)} not portable`);
   const ctl = ctlBuffer(gpu, { ACTIVE: active ?? 1 });
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
-  gpu.run([gemm(gpu, { ctl, weight: wb, x: xb, y, rows, k, n, ...args }, kernel)]);
+  const scratch: GPUBuffer[] = [];
+  gpu.run(record(gpu, { ctl, weight: wb, x: xb, y, rows, k, n, ...args }, kernel, scratch));
   const got = await gpu.readF32(y, rows * n);
-  for (const b of [ctl, wb, xb, y]) b.destroy();
+  for (const b of [ctl, wb, xb, y, ...scratch]) b.destroy();
   return { got, want: gemmReference(w, x, rows, k, n, opts.epilogue) };
+}
+
+/**
+ * The dispatches of one product: the GEMM; with splitK > 1, `linear` forced to this GEMM (the GEMM into its shared
+ * partial scratch, then the reduction), or for a mutant `kernel` those two by hand, through a NaN-poisoned scratch
+ * (pushed to `scratch` for the caller to destroy).
+ */
+function record(gpu: Gpu, a: GemmArgs, kernel: Kernel | undefined, scratch: GPUBuffer[]): Dispatch[] {
+  const splitK = a.splitK ?? 1;
+  if (splitK === 1) return [gemm(gpu, a, kernel)];
+  if (!kernel) {
+    const { exponents: _, math, ...rest } = a;
+    const ds = linear(gpu, { ...rest, prefillGemm: math === "f16" ? "fma16" : "fma" });
+    const labels = ds.map((d) => d.label).join(", ");
+    if (!(ds.length === (math === "f16" ? 3 : 2) && labels.includes(`_split${splitK}`))) {
+      throw new Error(`linear with splitK ${splitK} recorded ${labels}`);
+    }
+    if (!ds[ds.length - 1].label.startsWith(SPLIT_K_REDUCE_KERNEL_NAME)) throw new Error(`no reduction: ${labels}`);
+    return ds;
+  }
+  const partials = poisoned(gpu, splitK * a.rows * (a.epilogue === Epilogue.SWIGLU ? 2 : 1) * a.n, "partials");
+  scratch.push(partials);
+  const { ctl, y, rows, n, epilogue, gated } = a;
+  return [
+    gemm(gpu, { ...a, y: partials }, kernel),
+    splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated }),
+  ];
 }
 
 async function checkGemm(gpu: Gpu, rows: number, k: number, n: number, opts: CheckOptions = {}): Promise<ErrorReport> {
@@ -250,12 +284,13 @@ async function runF16(gpu: Gpu, rows: number, k: number, n: number, o: F16Option
   const ctl = ctlBuffer(gpu, { ACTIVE: active ?? 1 });
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
   const exponents = gpu.buffer("exponents", rows * 4);
+  const scratch: GPUBuffer[] = [];
   gpu.run([
     rowScale(gpu, { ctl, x: xb, exponents, rows, k, gated: o.gated }),
-    gemm(gpu, { ctl, weight: wb, x: xb, y, exponents, rows, k, n, ...tiles }, kernel),
+    ...record(gpu, { ctl, weight: wb, x: xb, y, exponents, rows, k, n, ...tiles }, kernel, scratch),
   ]);
   const got = await gpu.readF32(y, rows * n);
-  for (const b of [ctl, wb, xb, y, exponents]) b.destroy();
+  for (const b of [ctl, wb, xb, y, exponents, ...scratch]) b.destroy();
   const tol = new Float64Array(rows * n), scale = new Float64Array(rows * n);
   for (let m = 0; m < rows; m++) {
     const xr = x.subarray(m * k, (m + 1) * k);
@@ -446,6 +481,121 @@ Deno.test("gemm f16 staging takes half the workgroup memory of f32", () => {
     for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
       const f32 = gemmWorkgroupBytes(tiles, epilogue), f16 = gemmWorkgroupBytes({ ...tiles, math: "f16" }, epilogue);
       if (f16 * 2 !== f32) throw new Error(`${JSON.stringify(tiles)}: f16 ${f16} B, f32 ${f32} B`);
+    }
+  }
+});
+
+// ---- split-K: S workgroups per tile, each reducing K / S into the partial scratch, then split_k_reduce.ts ----
+
+// M = 17, 37 and 130 (partial M tiles), N = 7 and 65 (partial N tiles); K = 192 is 12 k tiles of 16: 6 per split at
+// S = 2, 3 at S = 4.
+const SPLIT_SHAPES: [number, number, number][] = [[17, 192, 7], [37, 192, 65], [130, 192, 65]];
+
+gpuTest("gemm split-K (S = 2, 4) through linear matches the reference, PLAIN and SWIGLU", async (gpu) => {
+  for (const splitK of [2, 4]) {
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      for (const [rows, k, n] of SPLIT_SHAPES) await checkGemm(gpu, rows, k, n, { splitK, epilogue });
+    }
+  }
+  // The other pipelines, and k tiles of 32 (K = 256: 2 k tiles per split at S = 4).
+  await checkGemm(gpu, 37, 256, 65, { splitK: 4, pipeline: "double", threadsM: 8, threadsN: 8 });
+  await checkGemm(gpu, 37, 256, 65, { splitK: 4, tileK: 32, threadsN: 8 });
+  await checkGemm(gpu, 37, 256, 65, { splitK: 2, pipeline: "serial", epilogue: Epilogue.SWIGLU });
+});
+
+gpuTest("gemm f16 split-K (S = 2, 4) through linear holds its f16 tolerance, PLAIN and SWIGLU", async (gpu) => {
+  for (const splitK of [2, 4]) {
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      for (const [rows, k, n] of SPLIT_SHAPES) await checkF16(gpu, rows, k, n, { splitK, epilogue, bigX: 1e5 });
+    }
+  }
+});
+
+gpuTest("gemm split-K refuses K that does not split into whole k tiles, and linear says why", (gpu) => {
+  const ctl = ctlBuffer(gpu);
+  const base = { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 48, n: 4 };
+  const bad: [string, Partial<GemmArgs>][] = [
+    ["K / S not a multiple of tileK", { splitK: 2 }], // 24 of 16
+    ["S = 3", { splitK: 3, k: 96 }],
+    ["S = 16", { splitK: 16, k: 256 }],
+  ];
+  for (const [what, change] of bad) {
+    let threw = false;
+    try {
+      gemm(gpu, { ...base, ...change });
+    } catch {
+      threw = true;
+    }
+    if (!threw) throw new Error(`gemm accepted ${what}`);
+  }
+  gemm(gpu, { ...base, splitK: 2, k: 64 }); // 4 k tiles, 2 per split: accepted
+  const userErrors: [string, () => unknown][] = [
+    ["K = 24 split 4 ways", () => linear(gpu, { ...base, k: 24, splitK: 4, prefillGemm: "fma" })],
+    // S * rows * N * 4 bytes of scratch past the largest storage binding.
+    ["a scratch past the largest binding", () => linear(gpu, { ...base, rows: 2 ** 24, n: 4096, splitK: 8, k: 64 })],
+  ];
+  for (const [what, f] of userErrors) {
+    try {
+      f();
+      throw new Error(`linear accepted ${what}`);
+    } catch (e) {
+      if (!(e instanceof UserError)) throw new Error(`linear, ${what}: ${(e as Error).message}, not a UserError`);
+    }
+  }
+  Deno.env.set(SPLIT_K_ENV, "3");
+  try {
+    linear(gpu, { ...base, k: 64, prefillGemm: "fma" });
+    throw new Error(`linear accepted ${SPLIT_K_ENV}=3`);
+  } catch (e) {
+    if (!(e instanceof UserError && e.message.includes(SPLIT_K_ENV))) throw e;
+  } finally {
+    Deno.env.delete(SPLIT_K_ENV);
+  }
+  ctl.destroy();
+  return Promise.resolve();
+});
+
+gpuTest("gemm split-K takes HYDRA_SPLIT_K for A/B runs", async (gpu) => {
+  Deno.env.set(SPLIT_K_ENV, "2");
+  try {
+    const rows = 37, k = 64, n = 8;
+    const ctl = ctlBuffer(gpu), y = poisoned(gpu, rows * n);
+    const ds = linear(gpu, { ctl, weight: ctl, x: ctl, y, rows, k, n, prefillGemm: "fma" });
+    if (!ds[0].label.endsWith("_split2")) throw new Error(`${SPLIT_K_ENV}=2 recorded ${ds.map((d) => d.label)}`);
+    for (const b of [ctl, y]) b.destroy();
+  } finally {
+    Deno.env.delete(SPLIT_K_ENV);
+  }
+  await Promise.resolve();
+});
+
+gpuTest("gemm split-K checks catch broken kernels", async (gpu) => {
+  // S = 4: each mutant breaks every schedule. Splits 1 and 3 reduce the k range of splits 0 and 2 (k tiles counted
+  // twice, two ranges never), or store into the slots of 0 and 2 (a race between equal-shape partials; slots 1 and 3
+  // keep the scratch's NaN).
+  const cases: [string, string][] = [
+    ["let k_begin = split * (K / SPLIT_K);", "let k_begin = (split / 2u) * 2u * (K / SPLIT_K);"],
+    ["y[(split * M + m)", "y[((split / 2u) * 2u * M + m)"],
+  ];
+  for (const [from, to] of cases) {
+    for (const math of ["f32", "f16"] as const) {
+      await assertCaught(async () => {
+        for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+          const kernel = mutate(gemmKernelFor({ math, epilogue, splitK: 4 }), from, to);
+          if (math === "f32") await checkGemm(gpu, 37, 192, 65, { splitK: 4, epilogue, kernel });
+          else await checkF16(gpu, 37, 192, 65, { splitK: 4, epilogue, kernel, bigX: 1e5 });
+        }
+      }, `${math} split-K: ${from} -> ${to}`);
+    }
+  }
+});
+
+Deno.test("gemm splitK = 1 generates the kernel without split-K, byte for byte", () => {
+  for (const math of ["f32", "f16"] as const) {
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      const plain = gemmKernelFor({ math, epilogue }), one = gemmKernelFor({ math, epilogue, splitK: 1 });
+      if (plain.source !== one.source || plain.name !== one.name) throw new Error(`${math} ${epilogue}: differ`);
+      if (/split|k_end/.test(plain.source)) throw new Error(`${plain.name} mentions split-K`);
     }
   }
 });

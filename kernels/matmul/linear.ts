@@ -15,12 +15,16 @@
  * GEMM tiles, measured on an H100 at the 7B prefill shapes (M = 128, docs/PERF.md): the default 64x64 tile, or 64x32
  * (twice the workgroups) for N <= 4096, 7% faster there (o, down). A plain GEMM over the 2N gate/up rows followed by
  * a separate SwiGLU pass was measured too and was 8% slower than the GEMM's SwiGLU epilogue, so there is none.
+ *
+ * Split-K (opt-in, `splitK` or `HYDRA_SPLIT_K=<S>` for A/B): the GEMM split S ways along K into a scratch of partial
+ * sums shared by every layer, then `split_k_reduce.ts`. Default S = 1 everywhere: split-K is unmeasured so far (the
+ * k-step latency model that motivates it: ARCHITECTURE.md, "Split-K").
  * @module
  */
 
 import { UserError } from "../../common/errors.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
-import { gemm, type GemmTiles } from "./gemm.ts";
+import { gemm, type GemmTiles, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
   gemmTensor,
@@ -30,6 +34,7 @@ import {
 } from "./gemm_tensor.ts";
 import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
+import { splitKReduce } from "./split_k_reduce.ts";
 
 /**
  * The prefill GEMMs: `fma` (gemm.ts, f32 arithmetic), `fma16` (gemm.ts with math "f16": f16 products, f32 partial
@@ -42,6 +47,9 @@ export type PrefillGemm = typeof PREFILL_GEMMS[number];
 /** The environment variable that forces the prefill GEMM (A/B measurements); unset: automatic. */
 export const PREFILL_GEMM_ENV = "HYDRA_PREFILL_GEMM";
 
+/** The environment variable that splits the prefill GEMMs' K S ways (A/B measurements); unset: `splitK`, else 1. */
+export const SPLIT_K_ENV = "HYDRA_SPLIT_K";
+
 /** The prefill GEMM's arithmetic where no tensor cores run it (`prefill_math`): f32 FMA, or f16 products. */
 export const PREFILL_MATHS = ["f32", "f16"] as const;
 /** One of PREFILL_MATHS. */
@@ -53,7 +61,27 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
   prefillGemm?: PrefillGemm;
   /** The automatic choice where the tensor-core GEMM cannot run: fma (f32, default) or fma16 (f16). */
   prefillMath?: PrefillMath;
+  /**
+   * Split-K factor of the prefill GEMM, one of SPLIT_KS (default: HYDRA_SPLIT_K, else 1). Unmeasured, hence off by
+   * default: the latency model says it should help at small M (ARCHITECTURE.md, "Split-K"), the H200 has not said.
+   */
+  splitK?: number;
 };
+
+/** The split-K factor of `a`: HYDRA_SPLIT_K, else `a.splitK`, else 1 (the env var wins, for A/B runs). */
+export function splitKFor(a: LinearArgs): number {
+  const env = Deno.env.get(SPLIT_K_ENV);
+  if (env) {
+    const s = Number(env);
+    if (!SPLIT_KS.includes(s)) {
+      throw new UserError(
+        `${SPLIT_K_ENV}=${env} is not a split-K factor: set it to ${SPLIT_KS.join(", ")}, or unset it.`,
+      );
+    }
+    return s;
+  }
+  return a.splitK ?? 1;
+}
 
 /** GEMM tiles for an N-column product when the caller gave none. */
 function gemmTiles(a: LinearArgs): GemmTiles {
@@ -76,6 +104,7 @@ function tensorTiles(gpu: Gpu, a: LinearArgs): TensorTiles | null {
     fragsM: a.fragsM,
     fragsN: a.fragsN,
     stepK: a.stepK,
+    splitK: a.splitK,
   };
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const steps = epilogue === Epilogue.SWIGLU ? [32, 16] : [64, 32, 16];
@@ -141,19 +170,60 @@ function exponentsFor(gpu: Gpu, rows: number): GPUBuffer {
   return buffer;
 }
 
+/** The f32 partial-sum scratch of split-K GEMMs, shared by every linear layer of `gpu` (as the exponents above). */
+const partialScratch = new WeakMap<Gpu, { buffer: GPUBuffer; bytes: number }>();
+
+/**
+ * A scratch of at least `bytes` for split-K partials [S, rows, NW]. One buffer serves every layer, for the reason
+ * `exponentsFor` gives: a layer's GEMM and reduction are consecutive dispatches, and the queue runs them in order.
+ * Refused past the device's largest storage binding (a UserError: HYDRA_SPLIT_K is the knob that sized it).
+ */
+function partialsFor(gpu: Gpu, bytes: number, what: string): GPUBuffer {
+  const max = gpu.device.limits.maxStorageBufferBindingSize;
+  if (bytes > max) {
+    throw new UserError(
+      `split-K ${what} needs a ${bytes}-byte partial-sum scratch, more than this device's largest storage binding ` +
+        `(${max} bytes): lower ${SPLIT_K_ENV} (or splitK) or prefill fewer tokens at once.`,
+    );
+  }
+  const have = partialScratch.get(gpu);
+  if (have && have.bytes >= bytes) return have.buffer;
+  const buffer = gpu.buffer("split-K partials", bytes);
+  partialScratch.set(gpu, { buffer, bytes });
+  return buffer;
+}
+
 /**
  * Records the dispatches of a linear layer (load time): the matvec for rows <= MATVEC_MAX_ROWS; above, the
- * tensor-core GEMM or the f16-multiply GEMM after their row-scale pre-pass, or the f32 GEMM (`prefillGemmFor`).
+ * tensor-core GEMM or the f16-multiply GEMM after their row-scale pre-pass, or the f32 GEMM (`prefillGemmFor`); with
+ * split-K (`splitKFor` > 1) the GEMM writes the shared partial scratch and `splitKReduce` then writes y.
  */
-export function linear(gpu: Gpu, a: LinearArgs): Dispatch[] {
-  if (a.rows <= MATVEC_MAX_ROWS) return [matvec(gpu, a)];
-  if (a.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
-  if (a.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
+export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
+  if (given.rows <= MATVEC_MAX_ROWS) return [matvec(gpu, given)];
+  if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
+  if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
+  const splitK = splitKFor(given);
+  const a = { ...given, splitK };
+  if (splitK > 1 && a.k % (8 * splitK) !== 0) { // every GEMM's k step is a multiple of 8
+    throw new UserError(
+      `split-K ${splitK} ways cannot split K = ${a.k} into whole k steps: lower ${SPLIT_K_ENV} (or splitK), or unset it.`,
+    );
+  }
   const which = prefillGemmFor(gpu, a);
-  if (which === "fma") return [gemm(gpu, { ...gemmTiles(a), ...a, math: "f32" })];
+  const epilogue = a.epilogue ?? Epilogue.PLAIN;
+  const nw = epilogue === Epilogue.SWIGLU ? 2 * a.n : a.n;
+  const partials = splitK > 1
+    ? partialsFor(gpu, splitK * a.rows * nw * 4, `${splitK} ways at ${a.rows} rows x ${nw} columns`)
+    : undefined;
+  // The GEMM's output (the scratch with split-K), and the reduction after it.
+  const g = { ...a, y: partials ?? a.y };
+  const reduce = partials
+    ? [splitKReduce(gpu, { ctl: a.ctl, partials, y: a.y, rows: a.rows, n: a.n, splitK, epilogue, gated: a.gated })]
+    : [];
+  if (which === "fma") return [gemm(gpu, { ...gemmTiles(a), ...g, math: "f32" }), ...reduce];
   const exponents = exponentsFor(gpu, a.rows);
   const scale = rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated });
-  if (which === "fma16") return [scale, gemm(gpu, { ...gemmTiles(a), ...a, math: "f16", exponents })];
+  if (which === "fma16") return [scale, gemm(gpu, { ...gemmTiles(a), ...g, math: "f16", exponents }), ...reduce];
   const tiles = tensorTiles(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
-  return [scale, gemmTensor(gpu, { ...a, ...tiles, exponents })];
+  return [scale, gemmTensor(gpu, { ...g, ...tiles, exponents }), ...reduce];
 }
