@@ -182,6 +182,19 @@ function checkEpilogue(epilogue: number): void {
   }
 }
 
+/**
+ * The generators' shared pieces for staging tiles with `threads` invocations (this GEMM and gemm_tensor.ts): `item(s)`
+ * is the WGSL index of an invocation's s-th staged item, `indent` joins non-empty lines under a pad, and `guard` wraps
+ * a slot's statement in a bound check where the last slot may run past the `items` of the tile.
+ */
+export function stagingHelpers(threads: number) {
+  const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
+  const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
+  const guard = (s: number, items: number, body: string) =>
+    (s + 1) * threads > items ? `if (${item(s)} < ${items}u) { ${body} }` : body;
+  return { item, indent, guard };
+}
+
 /** The WGSL comment on bindings 0-3 that every tiled product (this GEMM, gemm_tensor.ts) shares. */
 export function productBindingsDoc(swiglu: boolean): string {
   return `// bindings:
@@ -262,8 +275,7 @@ export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
   const split = t.splitK > 1;
   const kBegin = split ? "k_begin" : "0u", kEnd = split ? "k_end" : "K"; // this workgroup's k range
 
-  const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
-  const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
+  const { item, indent, guard } = stagingHelpers(threads);
   // The global reads of k tile `k0` into this thread's registers (zeros outside the matrices).
   const load = (pad: string, k0: string) =>
     indent(pad, [
@@ -272,10 +284,7 @@ export function gemmKernelFor(spec: GemmKernelSpec = {}): Kernel {
       ),
       ...wSlots.map((s) => `pw${s} = load_w(sw${s}, ${k0});`),
     ]);
-  // The registers into the staging buffers (`xb`, `wb`: index prefixes selecting a buffer); the last slot may be past
-  // the tile.
-  const guard = (s: number, items: number, body: string) =>
-    (s + 1) * threads > items ? `if (${item(s)} < ${items}u) { ${body} }` : body;
+  // The registers into the staging buffers (`xb`, `wb`: index prefixes selecting a buffer).
   const store = (pad: string, xb: string, wb: string) =>
     indent(pad, [
       ...xSlots.map((s) => guard(s, xItems, `xs[${xb}sx${s}.dst] = px${s};`)),

@@ -33,6 +33,7 @@ import {
   SPLIT_K_TILE,
   SPLIT_KS,
   splitKGridDoc,
+  stagingHelpers,
   TILE_GRID_DOC,
 } from "./gemm.ts";
 
@@ -196,17 +197,14 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const split = t.splitK > 1;
   const kBegin = split ? "k_begin" : "0u", kEnd = split ? "k_end" : "K"; // this workgroup's k range
 
-  const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
-  const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
+  const { item, indent, guard } = stagingHelpers(threads);
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
   const load = (pad: string, k0: string) =>
     indent(pad, [
       ...xSlots.map((s) => `px${s} = load_x(sx${s}, ${k0});`),
       ...wSlots.map((s) => `pw${s} = load_w(sw${s}, ${k0});`),
     ]);
-  // The registers into workgroup memory (the last slot may be past the tile).
-  const guard = (s: number, items: number, body: string) =>
-    (s + 1) * threads > items ? `if (${item(s)} < ${items}u) { ${body} }` : body;
+  // The registers into workgroup memory.
   const store = (pad: string) =>
     indent(pad, [
       ...xSlots.map((s) => guard(s, xItems, `stage_x(sx${s}.dst, px${s}, fx${s});`)),

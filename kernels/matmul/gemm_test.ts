@@ -8,6 +8,7 @@
  * @module
  */
 
+import { assertThrows } from "@std/assert";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
   f16GemmTolerance,
@@ -200,13 +201,12 @@ gpuTest("gemm rejects shapes and tiles it cannot handle", (gpu) => {
     ["a kernel generated for the other epilogue", { epilogue: Epilogue.SWIGLU }, gemmKernelFor()],
   ];
   for (const [what, change, kernel] of bad) {
-    let threw = false;
-    try {
-      gemm(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 16, n: 4, ...change }, kernel);
-    } catch {
-      threw = true;
-    }
-    if (!threw) throw new Error(`gemm accepted ${what}`);
+    assertThrows(
+      () => gemm(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 16, n: 4, ...change }, kernel),
+      Error,
+      undefined,
+      `gemm accepted ${what}`,
+    );
   }
   ctl.destroy();
   return Promise.resolve();
@@ -439,13 +439,7 @@ gpuTest("gemm f16 rejects flush lengths and bindings it cannot handle", (gpu) =>
     ["an unknown math", { math: "bf16" as GemmTiles["math"], exponents: ctl }],
   ];
   for (const [what, change] of bad) {
-    let threw = false;
-    try {
-      gemm(gpu, { ...base, ...change });
-    } catch {
-      threw = true;
-    }
-    if (!threw) throw new Error(`gemm accepted ${what}`);
+    assertThrows(() => gemm(gpu, { ...base, ...change }), Error, undefined, `gemm accepted ${what}`);
   }
   ctl.destroy();
   return Promise.resolve();
@@ -520,13 +514,7 @@ gpuTest("gemm split-K refuses K that does not split into whole k tiles, and line
     ["S = 16", { splitK: 16, k: 256 }],
   ];
   for (const [what, change] of bad) {
-    let threw = false;
-    try {
-      gemm(gpu, { ...base, ...change });
-    } catch {
-      threw = true;
-    }
-    if (!threw) throw new Error(`gemm accepted ${what}`);
+    assertThrows(() => gemm(gpu, { ...base, ...change }), Error, undefined, `gemm accepted ${what}`);
   }
   gemm(gpu, { ...base, splitK: 2, k: 64 }); // 4 k tiles, 2 per split: accepted
   const userErrors: [string, () => unknown][] = [

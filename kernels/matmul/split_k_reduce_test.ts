@@ -5,6 +5,7 @@
  * @module
  */
 
+import { assertThrows } from "@std/assert";
 import { SPLIT_KS } from "./gemm.ts";
 import { Epilogue } from "./matvec.ts";
 import { splitKReduce, splitKReduceKernelFor, splitKReduceReference } from "./split_k_reduce.ts";
@@ -79,13 +80,12 @@ gpuTest("split_k_reduce rejects arguments it cannot handle", (gpu) => {
     ["a scalar kernel where N allows vec4", {}, splitKReduceKernelFor({ width: 1 })],
   ];
   for (const [what, change, kernel] of bad) {
-    let threw = false;
-    try {
-      splitKReduce(gpu, { ...base, ...change }, kernel);
-    } catch {
-      threw = true;
-    }
-    if (!threw) throw new Error(`split_k_reduce accepted ${what}`);
+    assertThrows(
+      () => splitKReduce(gpu, { ...base, ...change }, kernel),
+      Error,
+      undefined,
+      `split_k_reduce accepted ${what}`,
+    );
   }
   ctl.destroy();
   return Promise.resolve();
