@@ -232,6 +232,20 @@ export const SPLIT_K_TILE = `  let tiles = tiles_m * ((N + TILE_N - 1u) / TILE_N
   let k_begin = split * (K / SPLIT_K);
   k_end = k_begin + K / SPLIT_K;`;
 
+/**
+ * The WGSL that places a workgroup of a tiled product (this GEMM, gemm_tensor.ts): its tile's first row m0 and column
+ * n0, and with split-K (SPLIT_K_TILE) its share of K; a workgroup past the grid returns.
+ */
+export function tileOrigin(split: boolean): string {
+  return `  let tiles_m = (M + TILE_M - 1u) / TILE_M;
+${
+    split ? SPLIT_K_TILE : `  let tile = flat_workgroup(wid, nwg);
+  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }`
+  }
+  let m0 = (tile % tiles_m) * TILE_M;
+  let n0 = (tile / tiles_m) * TILE_N;`;
+}
+
 /** The name of the kernel generated for `t` and `epilogue` (every generated parameter is in it: it keys the cache). */
 function kernelName(t: Required<GemmTiles>, epilogue: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
@@ -524,13 +538,7 @@ fn put(m: u32, n: u32, c: u32, v: f32) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
-  let tiles_m = (M + TILE_M - 1u) / TILE_M;
-${
-      split ? SPLIT_K_TILE : `  let tile = flat_workgroup(wid, nwg);
-  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }`
-    }
-  let m0 = (tile % tiles_m) * TILE_M;
-  let n0 = (tile / tiles_m) * TILE_N;
+${tileOrigin(split)}
   let tx = lid.x;
   let ty = lid.y;
   // This thread's share of each staged tile (item t + s * ${threads}), and the registers that carry it.

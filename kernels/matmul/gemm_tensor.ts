@@ -30,11 +30,11 @@ import {
   checkSplitK,
   productBindingsDoc,
   SPLIT_K_PRIVATES,
-  SPLIT_K_TILE,
   SPLIT_KS,
   splitKGridDoc,
   stagingHelpers,
   TILE_GRID_DOC,
+  tileOrigin,
 } from "./gemm.ts";
 
 /** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
@@ -405,13 +405,7 @@ fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, v: f32) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
-  let tiles_m = (M + TILE_M - 1u) / TILE_M;
-${
-      split ? SPLIT_K_TILE : `  let tile = flat_workgroup(wid, nwg);
-  if (tile >= tiles_m * ((N + TILE_N - 1u) / TILE_N)) { return; }`
-    }
-  let m0 = (tile % tiles_m) * TILE_M;
-  let n0 = (tile / tiles_m) * TILE_N;
+${tileOrigin(split)}
   // Subgroup sg = invocations sg * SUBGROUP_SIZE.. (consecutive invocations, as NVIDIA forms them) owns tile rows
   // sm.. and columns sn.. (FRAGS_M x FRAGS_N matrices of 16x16).
   let sg = t / SUBGROUP_SIZE;
