@@ -212,12 +212,12 @@ export class PoE {
     const dec = this.decoder;
     dec.setPrompt(prompt, maxNewTokens, gamma);
     const firstRounds = this.firstBatchRounds();
-    let encodeMs = performance.now();
+    const encodeStart = performance.now();
     const encoder = this.gpu.device.createCommandEncoder({ label: "poe prefill" });
     dec.encodeReset(encoder);
     encodePass(encoder, this.#prefillDispatches(prompt.length));
     this.gpu.device.queue.submit([encoder.finish()]);
-    encodeMs = performance.now() - encodeMs + this.#submitRounds(firstRounds);
+    let encodeMs = performance.now() - encodeStart + this.#submitRounds(firstRounds);
     let result = await dec.readResult();
     let encoded = firstRounds;
     const left = result.ctl[CTL.MAX_OUT] - result.ctl[CTL.OUT];

@@ -44,6 +44,7 @@ import {
   type TensorTiles,
   tensorTileShape,
 } from "../kernels/matmul/gemm_tensor.ts";
+import { tensorTilesFor } from "../kernels/matmul/linear.ts";
 import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
 import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
 import { timeDispatches } from "../kernels/timing.ts";
@@ -640,14 +641,6 @@ function tensorLabel(tiles: TensorTiles): string {
 }
 
 /**
- * linear's tensor k step for a split-K variant at shape `s`: 64 for plain products, 32 for SwiGLU (linear.ts), or 32
- * where K / S is not a multiple of 64 (7B down at S = 8: 1,376 k).
- */
-function splitTensorStep(s: { k: number; epi: number }, splitK: number): number {
-  return s.epi === Epilogue.SWIGLU || (s.k / splitK) % 64 !== 0 ? 32 : 64;
-}
-
-/**
  * The GEMM tile variants at the 7B prefill shapes, in TFLOP/s, each with its sampled error: the f32 GEMM's, and on a
  * device that runs it the tensor-core GEMM's (timed with its row-scale pre-pass, one dispatch pair per weight).
  */
@@ -707,10 +700,12 @@ async function benchGemm(): Promise<void> {
     for (const { kind, tiles: given, label: variant } of variants) {
       let ds: Dispatch[];
       const splitK = given.splitK ?? 1;
-      const tiles = kind === "tensor" && splitK > 1 && (given as TensorTiles).stepK === undefined
-        ? { ...given, stepK: splitTensorStep(s, splitK) }
-        : given;
       const product = { ctl, x, y: splitK > 1 ? partials! : y, rows, k: s.k, n: s.n, epilogue: s.epi };
+      // A split-K tensor variant without a k step takes linear's (64 for plain products, 32 for SwiGLU, smaller where
+      // K / S is not a multiple); with no fitting tiles gemmTensor says why, and the variant is skipped.
+      const tiles = kind === "tensor" && splitK > 1 && (given as TensorTiles).stepK === undefined
+        ? tensorTilesFor(gpu, { ...product, weight: x, ...given }) ?? given
+        : given;
       const reduce = () =>
         splitK > 1 ? [splitKReduce(gpu, { ctl, partials: partials!, y, rows, n: s.n, splitK, epilogue: s.epi })] : [];
       try {

@@ -97,7 +97,7 @@ function gemmTiles(a: LinearArgs): GemmTiles {
  * equal), SwiGLU at 32 (its k-64 tile needs 31.7 KB of workgroup memory: gate_up at M = 2048 3.67 -> 6.78 ms). Null
  * when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
-function tensorTiles(gpu: Gpu, a: LinearArgs): TensorTiles | null {
+export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const given: TensorTiles = {
     subgroupsM: a.subgroupsM,
     subgroupsN: a.subgroupsN,
@@ -148,35 +148,35 @@ export function prefillGemmFor(gpu: Gpu, a: LinearArgs): PrefillGemm {
     );
   }
   if (forced === "tensor") return "tensor";
-  if (unsupported === null && tensorTiles(gpu, a) !== null) return "tensor";
+  if (unsupported === null && tensorTilesFor(gpu, a) !== null) return "tensor";
   if ((a.prefillMath ?? "f32") === "f32") return "fma";
   if (!gpu.has("shader-f16")) throw f16Missing("prefill_math f16");
   return "fma16";
 }
 
-/** The i32 row-exponent scratch of the f16 GEMMs' pre-pass, shared by every linear layer of `gpu` (see below). */
-const exponentScratch = new WeakMap<Gpu, { buffer: GPUBuffer; rows: number }>();
+/** The scratch buffers `linear` shares between every layer of a Gpu, by label. */
+const scratches = new WeakMap<Gpu, Map<string, GPUBuffer>>();
 
 /**
- * A buffer of at least `rows` i32. One buffer serves every layer: its pre-pass and GEMM are consecutive dispatches
- * of one queue, and WebGPU orders dispatches, so the next layer's pre-pass cannot overwrite exponents still in use. A
- * larger request replaces the shared buffer; dispatches recorded earlier keep the one they were bound to.
+ * A buffer of at least `bytes`, shared by every linear layer of `gpu` under `label`: the row exponents of the f16
+ * GEMMs' pre-pass, the split-K partial sums. One buffer serves every layer because a layer's dispatches (pre-pass,
+ * GEMM, reduction) are consecutive in one queue and WebGPU runs them in order, so the next layer cannot overwrite what
+ * this one still reads. A larger request replaces the shared buffer; dispatches recorded earlier keep the one they
+ * were bound to.
  */
-function exponentsFor(gpu: Gpu, rows: number): GPUBuffer {
-  const have = exponentScratch.get(gpu);
-  if (have && have.rows >= rows) return have.buffer;
-  const buffer = gpu.buffer("gemm_tensor row exponents", rows * 4);
-  exponentScratch.set(gpu, { buffer, rows });
+function sharedScratch(gpu: Gpu, label: string, bytes: number): GPUBuffer {
+  let byLabel = scratches.get(gpu);
+  if (!byLabel) scratches.set(gpu, byLabel = new Map());
+  const have = byLabel.get(label);
+  if (have && have.size >= bytes) return have;
+  const buffer = gpu.buffer(label, bytes);
+  byLabel.set(label, buffer);
   return buffer;
 }
 
-/** The f32 partial-sum scratch of split-K GEMMs, shared by every linear layer of `gpu` (as the exponents above). */
-const partialScratch = new WeakMap<Gpu, { buffer: GPUBuffer; bytes: number }>();
-
 /**
- * A scratch of at least `bytes` for split-K partials [S, rows, NW]. One buffer serves every layer, for the reason
- * `exponentsFor` gives: a layer's GEMM and reduction are consecutive dispatches, and the queue runs them in order.
- * Refused past the device's largest storage binding (a UserError: HYDRA_SPLIT_K is the knob that sized it).
+ * The split-K partial-sum scratch [S, rows, NW] of `bytes`, refused past the device's largest storage binding (a
+ * UserError: HYDRA_SPLIT_K is the knob that sized it).
  */
 function partialsFor(gpu: Gpu, bytes: number, what: string): GPUBuffer {
   const max = gpu.device.limits.maxStorageBufferBindingSize;
@@ -186,11 +186,7 @@ function partialsFor(gpu: Gpu, bytes: number, what: string): GPUBuffer {
         `(${max} bytes): lower ${SPLIT_K_ENV} (or splitK) or prefill fewer tokens at once.`,
     );
   }
-  const have = partialScratch.get(gpu);
-  if (have && have.bytes >= bytes) return have.buffer;
-  const buffer = gpu.buffer("split-K partials", bytes);
-  partialScratch.set(gpu, { buffer, bytes });
-  return buffer;
+  return sharedScratch(gpu, "split-K partials", bytes);
 }
 
 /**
@@ -221,9 +217,9 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
     ? [splitKReduce(gpu, { ctl: a.ctl, partials, y: a.y, rows: a.rows, n: a.n, splitK, epilogue, gated: a.gated })]
     : [];
   if (which === "fma") return [gemm(gpu, { ...gemmTiles(a), ...g, math: "f32" }), ...reduce];
-  const exponents = exponentsFor(gpu, a.rows);
+  const exponents = sharedScratch(gpu, "row exponents", a.rows * 4);
   const scale = rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated });
   if (which === "fma16") return [scale, gemm(gpu, { ...gemmTiles(a), ...g, math: "f16", exponents }), ...reduce];
-  const tiles = tensorTiles(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
+  const tiles = tensorTilesFor(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
   return [scale, gemmTensor(gpu, { ...g, ...tiles, exponents }), ...reduce];
 }
