@@ -74,8 +74,9 @@ const c = (d: Dispatch, name: string): number => {
 /** The family name and minimum bytes of one dispatch of a step. */
 export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes: number } {
   // a kernel's path variants (subgroups, vec4, bf16 cache; QK statistics from the QKV matvec): one family
-  const name = d.label.replace(/(_sg|_v4|_kvbf16)+$/, "").replace(/^attention_decode_qks$/, "attention_decode_qk")
-    .replace(/^(matvec.*)_qks$/, "$1");
+  // (the decode attention's split pass names its generated rows and vec4 per key: _m<rows>v<keyVec>)
+  const name = d.label.replace(/(_sg|_v4|_kvbf16)+$/, "").replace(/_m\d+v\d+$/, "")
+    .replace(/^attention_decode_qks$/, "attention_decode_qk").replace(/^(matvec.*)_qks$/, "$1");
   const f32 = 4;
   if (name.startsWith("matvec")) {
     const K = c(d, "K"), N = c(d, "N"), swiglu = c(d, "EPILOGUE") === 1;
@@ -91,7 +92,7 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
     else if (N === s.dModel && K === s.dModel) family = "o";
     return { family: postNorm ? `${family}+post-norm` : family, bytes };
   }
-  const m = c(d, "M") || 1;
+  const m = c(d, "M") || Number(/^attention_decode\w*_m(\d+)v\d+/.exec(d.label)?.[1] ?? 1);
   switch (name) {
     case "attention_decode": {
       const nh = c(d, "NH"), hd = c(d, "HEAD_DIM");

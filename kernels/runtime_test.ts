@@ -9,6 +9,7 @@ import { assert, assertEquals } from "@std/assert";
 import { enableDirectives } from "./prelude.ts";
 import { fromFileUrl, join } from "@std/path";
 import { GEMM_KERNEL_NAME } from "./matmul/gemm.ts";
+import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported } from "./matmul/gemm_tensor.ts";
 import { MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS } from "./matmul/matvec.ts";
 import { gpuTest } from "./testing/harness.ts";
 
@@ -74,7 +75,9 @@ gpuTest("HYDRA_WGSL_DUMP=DIR writes every WGSL variant a model build makes, each
         throw new Error(`${file} does not build: ${errors.map((m) => m.message).join(" | ") || invalid?.message}`);
       }
     }
-    for (const generated of [GEMM_KERNEL_NAME, MATVEC_KERNEL_NAME]) {
+    // The prefill GEMM is the tensor-core one where it runs (Dawn), else the FMA one (linear.ts).
+    const prefillGemm = tensorGemmUnsupported(gpu) === null ? GEMM_TENSOR_KERNEL_NAME : GEMM_KERNEL_NAME;
+    for (const generated of [prefillGemm, MATVEC_KERNEL_NAME]) {
       if (!files.some((f) => f.startsWith(generated))) throw new Error(`no ${generated} kernel among ${files}`);
     }
     // One file per set of override constants, not per kernel: rmsnorm runs over the prompt's rows and over one row.

@@ -339,14 +339,22 @@ async function benchAttention(): Promise<void> {
   for (const [keys, cachePos] of [[256, 272], [4096, maxPos]]) {
     gpu.write(pos, Uint32Array.from([keys - 1]));
     for (const rows of [1, 4]) {
-      const variants: { splits?: number; subgroups?: boolean; kvDtype?: KvDtype; workgroupSize?: number }[] = [
+      const variants: {
+        splits?: number;
+        subgroups?: boolean;
+        kvDtype?: KvDtype;
+        workgroupSize?: number;
+        minKeys?: number;
+      }[] = [
         {},
         { kvDtype: "bf16" },
         { kvDtype: "bf16", workgroupSize: 128 },
+        { kvDtype: "bf16", minKeys: 32 },
         { kvDtype: "bf16", splits: 1 },
         { kvDtype: "bf16", splits: 4 },
         { kvDtype: "bf16", splits: 8 },
         { kvDtype: "bf16", splits: 32 },
+        { kvDtype: "bf16", splits: 64 },
       ];
       for (const v of variants) {
         const shape = { rows, nHeads: nh, headDim: hd, maxPos: cachePos, ...v };

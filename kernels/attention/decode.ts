@@ -159,15 +159,18 @@ const FUSED_PROLOGUE_WGSL = /* wgsl */ `
  * The WGSL kernel: attention of one split of the keys (or, DIRECT, of all keys, with the final output), its
  * reductions by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
  */
-export function attentionDecodeKernelFor(
-  subgroups: boolean,
-  kv: KvDtype = "f32",
-  fused = false,
-  qkStats = false,
-): Kernel {
+export function attentionDecodeKernelFor(spec: AttentionDecodeKernelSpec): Kernel {
+  const { subgroups, rows, keyVec, fused = false, qkStats = false } = spec;
+  const kv = spec.kvDtype ?? "f32";
   if (qkStats && !fused) throw new Error("attentionDecodeKernelFor: qkStats is an input of the fused kernel");
+  if (!(Number.isInteger(rows) && rows >= 1 && rows <= DECODE_MAX_ROWS)) {
+    throw new Error(`attentionDecodeKernelFor: ${rows} rows is outside 1..${DECODE_MAX_ROWS}`);
+  }
+  if (![1, 2, 4, 8].includes(keyVec) || rows * keyVec > 16) {
+    throw new Error(`attentionDecodeKernelFor: keyVec ${keyVec} (1, 2, 4 or 8, and rows * keyVec <= 16)`);
+  }
   return {
-    name: `attention_decode${fused ? "_qk" : ""}${qkStats ? "s" : ""}${subgroups ? "_sg" : ""}${
+    name: `attention_decode${fused ? "_qk" : ""}${qkStats ? "s" : ""}_m${rows}v${keyVec}${subgroups ? "_sg" : ""}${
       kv === "bf16" ? "_kvbf16" : ""
     }`,
     source: /* wgsl */ `
@@ -204,7 +207,7 @@ ${
 //                                        then [M, NH, SPLITS] vec4 (max, sum of exp, -, -)
 override NH: u32;
 override HEAD_DIM: u32;                       // a power of two, 8 .. 4 * WG
-override M: u32 = 1u;                         // query rows, 1 .. 16
+const M: u32 = ${rows}u;                         // query rows, 1 .. 16 (generated: the arrays below are sized by it)
 override MAX_POS: u32;                        // cache rows
 override SPLITS: u32 = 1u;                    // workgroups per head; SPLITS * CAP >= MAX_POS
 override MIN_KEYS: u32 = 32u;                 // fewest keys a split takes
@@ -212,7 +215,7 @@ override CAP: u32;                            // most keys a split takes (its sc
 override WG: u32 = 128u;                      // threads, a power of two
 override SCALE: f32;                          // 1 / sqrt(HEAD_DIM)
 override DIRECT: bool = false;                // SPLITS = 1: normalise and write out directly
-override KEY_VEC: u32 = 1u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16;
+const KEY_VEC: u32 = ${keyVec}u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16 (generated);
                                               // subgroup path: KEY_LANES <= SG_LANES
 override ROW_LANES: u32 = 8u;                 // softmax: threads per row, a power of two, ROW_LANES * M <= WG
 override HV: u32 = HEAD_DIM / 4u;             // vec4 per head row
@@ -224,8 +227,6 @@ override RG: u32 = 1u;                        // p * V: rows summed over the slo
 ${fused ? "override EPS: f32 = 1e-6;                     // QK-norm\noverride APPLY_NORM: bool = true;" : ""}${
       qkStats ? "\noverride QK_GROUP_ROWS: u32;                 // outputs per row group of the QKV matvec" : ""
     }
-const MAX_M: u32 = 16u;
-const MAX_KEY_VEC: u32 = 8u;
 const NEG_BIG: f32 = -3.0e38;                 // "no key": finite, so exp(NEG_BIG - NEG_BIG) = 1, never NaN
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 ${kvReadWgsl(kv, 2, 3, fused)}
@@ -234,8 +235,8 @@ ${reductionsWgsl(subgroups)}
 // (the reductions first: naga 29 panics on an override declared after an override-sized array and used in live code)
 var<workgroup> scores: array<f32, M * CAP>;   // [M, CAP]: the split's scores, then probabilities
 var<workgroup> acc_sum: array<vec4<f32>, RG * WG>;
-var<workgroup> row_max: array<f32, MAX_M>;    ${fused ? "// before step 2: the rows' inverse RMS of q" : ""}
-var<workgroup> row_sum: array<f32, MAX_M>;    ${fused ? "// before step 2: the new rows' inverse RMS of k" : ""}
+var<workgroup> row_max: array<f32, M>;    ${fused ? "// before step 2: the rows' inverse RMS of q" : ""}
+var<workgroup> row_sum: array<f32, M>;    ${fused ? "// before step 2: the new rows' inverse RMS of k" : ""}
 ${fused ? FUSED_INPUTS_WGSL + (qkStats ? SUMSQ_PARTIALS_WGSL : SUMSQ_DIRECT_WGSL) : PLAIN_INPUTS_WGSL}
 
 @compute @workgroup_size(WG)
@@ -258,14 +259,16 @@ ${
   let key_slot = t / KEY_LANES;
   let key_lane = t % KEY_LANES;
   let key_col = h * HV + key_lane;              // this thread's first vec4 of the head, then every KEY_LANES
-  var qv: array<vec4<f32>, MAX_M>;              // qv[m * KEY_VEC + v]
+  // Per-thread arrays sized exactly (M and KEY_VEC are generated constants); sized for the largest case (16 vec4
+  // each) they could take ~160 registers a thread whatever the rows, and few workgroups would share an SM.
+  var qv: array<vec4<f32>, M * KEY_VEC>;        // qv[m * KEY_VEC + v]
   for (var m = 0u; m < M; m++) {
     for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = query4(m, key_col + v * KEY_LANES, first_pos) * SCALE; }
   }
   for (var j0 = 0u; j0 < n; j0 += KEY_SLOTS) {
     let j = j0 + key_slot;
     let key = k0 + min(j, n - 1u);              // lanes past the split reread its last key (never stored)
-    var kv: array<vec4<f32>, MAX_KEY_VEC>;
+    var kv: array<vec4<f32>, KEY_VEC>;
     for (var v = 0u; v < KEY_VEC; v++) { kv[v] = key4(key, key_col + v * KEY_LANES, first_pos); }
     for (var mq = 0u; mq < MQ; mq++) {
       var part = vec4<f32>();
@@ -314,7 +317,7 @@ ${
   let slot = t / HV;
   let lane = t % HV;
   let col = h * HV + lane;
-  var acc: array<vec4<f32>, MAX_M>;
+  var acc: array<vec4<f32>, M>;
   var j = slot;
   // Four V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
   for (; j + 3u * SLOTS < n; j += 4u * SLOTS) {
@@ -333,7 +336,7 @@ ${
   }
   // 4. sum the SLOTS partial accumulators, RG rows per round, and store
   for (var r0 = 0u; r0 < M; r0 += RG) {
-    for (var g = 0u; g < RG; g++) { acc_sum[g * WG + t] = acc[min(r0 + g, MAX_M - 1u)]; }
+    for (var g = 0u; g < RG; g++) { acc_sum[g * WG + t] = acc[min(r0 + g, M - 1u)]; }
     workgroupBarrier();
     for (var u = t; u < RG * HV; u += WG) {
       let m = r0 + u / HV;
@@ -487,9 +490,25 @@ export interface FusedQkStats {
   groupRows: number;
 }
 
+/** What `attentionDecodeKernelFor` generates a split-pass kernel for. */
+export interface AttentionDecodeKernelSpec {
+  /** Reductions by subgroup shuffles (else a tree in workgroup memory). */
+  subgroups: boolean;
+  /** Query rows, 1..DECODE_MAX_ROWS: a generated constant, as it sizes the per-thread arrays. */
+  rows: number;
+  /** vec4 of a key per thread in the score pass (1, 2, 4 or 8; rows * keyVec <= 16). */
+  keyVec: number;
+  kvDtype?: KvDtype;
+  /** The fused QK-norm + RoPE + K/V append (`qkNormRope`). */
+  fused?: boolean;
+  /** The fused kernel's QK-norm statistics from the QKV matvec's partial sums (`qkNormRope.stats`). */
+  qkStats?: boolean;
+}
+
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
 export interface AttentionDecodeKernels {
-  partial?: Kernel;
+  /** The split pass, generated for the spec the builder asks for. */
+  partial?: (spec: AttentionDecodeKernelSpec) => Kernel;
   merge?: Kernel;
 }
 
@@ -616,14 +635,21 @@ export function attentionDecode(
   if (stats && !(Number.isInteger(stats.groupRows) && stats.groupRows >= 1)) {
     throw new Error(`attentionDecode: stats.groupRows ${stats.groupRows} is not a positive integer`);
   }
-  const partialKernel = kernels.partial ??
-    attentionDecodeKernelFor(subgroups, a.kvDtype, fused !== undefined, stats !== undefined);
+  const spec: AttentionDecodeKernelSpec = {
+    subgroups,
+    rows: a.rows,
+    keyVec: plan.keyVec,
+    kvDtype: a.kvDtype,
+    fused: fused !== undefined,
+    qkStats: stats !== undefined,
+  };
+  const partialKernel = (kernels.partial ?? attentionDecodeKernelFor)(spec);
   const mergeKernel = kernels.merge ?? attentionMergeKernel;
+  const { M: _rows, ...generic } = common; // the split pass has M as a generated constant
   const partial = {
-    ...common,
+    ...generic,
     CAP: plan.cap,
     WG: plan.wg,
-    KEY_VEC: plan.keyVec,
     RG: plan.rg,
     ROW_LANES: plan.rowLanes,
     SG_LANES: subgroups ? width : 32,

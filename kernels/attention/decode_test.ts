@@ -12,6 +12,7 @@ import {
   attentionDecodeFusedReference,
   attentionDecodeKernelFor,
   type AttentionDecodeKernels,
+  type AttentionDecodeKernelSpec,
   attentionMergeKernel,
   createAttentionDecodeScratch,
 } from "./decode.ts";
@@ -149,7 +150,9 @@ gpuTest("attention decode rejects shapes it cannot handle", (gpu) => {
 
 gpuTest("attention decode checks catch broken kernels", async (gpu) => {
   const subgroups = subgroupWidth(gpu) > 0;
-  const decode = (from: string, to: string) => ({ partial: mutate(attentionDecodeKernelFor(subgroups), from, to) });
+  const decode = (from: string, to: string) => ({
+    partial: (spec: AttentionDecodeKernelSpec) => mutate(attentionDecodeKernelFor(spec), from, to),
+  });
   const merge = (from: string, to: string) => ({ merge: mutate(attentionMergeKernel, from, to) });
   const cases: [string, AttentionDecodeKernels][] = [
     ["causal limit off by one", decode("k0 + j <= first_pos + m", "k0 + j <= first_pos + m + 1u")],
@@ -305,9 +308,8 @@ gpuTest("fused QK-norm + RoPE + append: rows at positions >= maxPos write nothin
 });
 
 gpuTest("fused attention checks catch broken kernels", async (gpu) => {
-  const subgroups = subgroupWidth(gpu) > 0;
   const kernel = (from: string, to: string) => ({
-    partial: mutate(attentionDecodeKernelFor(subgroups, "f32", true), from, to),
+    partial: (spec: AttentionDecodeKernelSpec) => mutate(attentionDecodeKernelFor(spec), from, to),
   });
   const cases: [string, AttentionDecodeKernels][] = [
     ["k norm per head", kernel("row_sumsq(m, 1u, t), t) / width", "row_sumsq(m, 1u, t), t) / f32(HEAD_DIM)")],
@@ -369,9 +371,8 @@ gpuTest(
 );
 
 gpuTest("fused attention partial-sum checks catch broken kernels", async (gpu) => {
-  const subgroups = subgroupWidth(gpu) > 0;
   const kernel = (from: string, to: string) => ({
-    partial: mutate(attentionDecodeKernelFor(subgroups, "f32", true, true), from, to),
+    partial: (spec: AttentionDecodeKernelSpec) => mutate(attentionDecodeKernelFor(spec), from, to),
   });
   const cases: [string, AttentionDecodeKernels][] = [
     ["wrong partial index", kernel("qk_part[(2u * m + part) * groups + g]", "qk_part[(2u * m + part) * groups + g0]")],

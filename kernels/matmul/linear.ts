@@ -16,21 +16,28 @@
  * (twice the workgroups) for N <= 4096, 7% faster there (o, down). A plain GEMM over the 2N gate/up rows followed by
  * a separate SwiGLU pass was measured too and was 8% slower than the GEMM's SwiGLU epilogue, so there is none.
  *
- * Split-K (opt-in, `splitK` or `HYDRA_SPLIT_K=<S>` for A/B): the GEMM split S ways along K into a scratch of partial
- * sums shared by every layer, then `split_k_reduce.ts`. Default S = 1 everywhere: split-K is unmeasured so far (the
- * k-step latency model that motivates it: ARCHITECTURE.md, "Split-K").
+ * Split-K (`splitKFor`): the GEMM split S ways along K into a scratch of partial sums shared by every layer, then
+ * `split_k_reduce.ts`. Automatic where a product has too few output tiles to fill the GPU: S = 4 or 2, the largest
+ * that keeps the grid within SPLIT_K_WORKGROUPS of its GEMM (f32 / f16 FMA tiles of 64 x 64: 1,536; tensor tiles: 768)
+ * and K / S in whole k steps. Measured on the H200 at the 7B shapes, M = 128 (docs/PERF.md, 2026-11-30 evening): the
+ * f32 GEMM on Deno, 64 x 64 tiles split 4 ways against the unsplit default tiles: down 607 -> 452 us, o 226 -> 175,
+ * gate_up 909 -> 810, qkv 519 -> 506 (a layer 2.26 -> 1.94 ms); the tensor GEMM on Dawn split 2 ways: gate_up 369 ->
+ * 307 us, qkv 189 -> 187, and 4 ways slower than 2 for both (1,536 and 1,376 workgroups). At M = 2,048 every product
+ * has enough tiles and stays unsplit. `splitK` or `HYDRA_SPLIT_K=<S>` forces a factor (1: never) for A/B runs.
  * @module
  */
 
 import { UserError } from "../../common/errors.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
-import { gemm, type GemmTiles, SPLIT_KS } from "./gemm.ts";
+import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
   gemmTensor,
   gemmTensorWorkgroupBytes,
+  resolveTensorTiles,
   tensorGemmUnsupported,
   type TensorTiles,
+  tensorTileShape,
 } from "./gemm_tensor.ts";
 import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
@@ -61,15 +68,34 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
   prefillGemm?: PrefillGemm;
   /** The automatic choice where the tensor-core GEMM cannot run: fma (f32, default) or fma16 (f16). */
   prefillMath?: PrefillMath;
-  /**
-   * Split-K factor of the prefill GEMM, one of SPLIT_KS (default: HYDRA_SPLIT_K, else 1). Unmeasured, hence off by
-   * default: the latency model says it should help at small M (ARCHITECTURE.md, "Split-K"), the H200 has not said.
-   */
+  /** Split-K factor of the prefill GEMM, one of SPLIT_KS (default: HYDRA_SPLIT_K, else automatic: `splitKFor`). */
   splitK?: number;
 };
 
-/** The split-K factor of `a`: HYDRA_SPLIT_K, else `a.splitK`, else 1 (the env var wins, for A/B runs). */
-export function splitKFor(a: LinearArgs): number {
+/**
+ * Most workgroups the automatic split-K grows a prefill GEMM's grid to (module comment: measured on the H200 at the 7B
+ * shapes, M = 128; more splits than this measured slower).
+ */
+export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 768 };
+
+/** The factors the automatic split-K picks from, largest first (8 was never measured faster). */
+const AUTO_SPLIT_KS = [4, 2];
+
+/** Least K a split keeps with the automatic split-K (the measured ones kept 1,024 and more; the 1B's 2,048 / 4). */
+const SPLIT_K_MIN_SHARE = 512;
+
+/**
+ * The split-K factor of `a` on the prefill GEMM `which`: HYDRA_SPLIT_K, else `a.splitK`, else automatic (the env var
+ * wins, for A/B runs). Automatic: the largest of AUTO_SPLIT_KS whose grid (`tiles` output tiles times S) stays within
+ * SPLIT_K_WORKGROUPS[which], whose K / S is whole k steps of `stepK` and at least SPLIT_K_MIN_SHARE, and whose
+ * partial scratch fits one storage binding; else 1.
+ */
+export function splitKFor(
+  gpu: Gpu,
+  a: LinearArgs,
+  which: PrefillGemm,
+  tiles: { tileM: number; tileN: number; stepK: number },
+): number {
   const env = Deno.env.get(SPLIT_K_ENV);
   if (env) {
     const s = Number(env);
@@ -80,7 +106,13 @@ export function splitKFor(a: LinearArgs): number {
     }
     return s;
   }
-  return a.splitK ?? 1;
+  if (a.splitK !== undefined) return a.splitK;
+  const grid = Math.ceil(a.rows / tiles.tileM) * Math.ceil(a.n / tiles.tileN);
+  const nw = (a.epilogue ?? Epilogue.PLAIN) === Epilogue.SWIGLU ? 2 * a.n : a.n;
+  return AUTO_SPLIT_KS.find((s) =>
+    grid * s <= SPLIT_K_WORKGROUPS[which] && a.k % (tiles.stepK * s) === 0 && a.k / s >= SPLIT_K_MIN_SHARE &&
+    s * a.rows * nw * 4 <= gpu.device.limits.maxStorageBufferBindingSize
+  ) ?? 1;
 }
 
 /** GEMM tiles for an N-column product when the caller gave none. */
@@ -198,15 +230,21 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (given.rows <= MATVEC_MAX_ROWS) return [matvec(gpu, given)];
   if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
   if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
-  const splitK = splitKFor(given);
+  const which = prefillGemmFor(gpu, given);
+  const epilogue = given.epilogue ?? Epilogue.PLAIN;
+  // The tiles, and the split-K factor they leave room for. The FMA GEMMs' automatic split was measured with the
+  // default 64 x 64 tiles, so a split product takes those; an unsplit one linear's per-N choice (`gemmTiles`).
+  const tensorTiles = which === "tensor" ? tensorTilesFor(gpu, given) ?? {} : {}; // none fit: gemmTensor says why
+  const tileShape = which === "tensor"
+    ? { ...tensorTileShape(tensorTiles), stepK: resolveTensorTiles(tensorTiles).stepK }
+    : { ...fmaTileShape({ ...GEMM_DEFAULT_TILES, ...definedTiles(given) }) };
+  const splitK = splitKFor(gpu, given, which, tileShape);
   const a = { ...given, splitK };
   if (splitK > 1 && a.k % (8 * splitK) !== 0) { // every GEMM's k step is a multiple of 8
     throw new UserError(
       `split-K ${splitK} ways cannot split K = ${a.k} into whole k steps: lower ${SPLIT_K_ENV} (or splitK), or unset it.`,
     );
   }
-  const which = prefillGemmFor(gpu, a);
-  const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const nw = epilogue === Epilogue.SWIGLU ? 2 * a.n : a.n;
   const partials = splitK > 1
     ? partialsFor(gpu, splitK * a.rows * nw * 4, `${splitK} ways at ${a.rows} rows x ${nw} columns`)
@@ -216,10 +254,21 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   const reduce = partials
     ? [splitKReduce(gpu, { ctl: a.ctl, partials, y: a.y, rows: a.rows, n: a.n, splitK, epilogue, gated: a.gated })]
     : [];
-  if (which === "fma") return [gemm(gpu, { ...gemmTiles(a), ...g, math: "f32" }), ...reduce];
+  const fmaTiles = splitK > 1 ? {} : gemmTiles(a);
+  if (which === "fma") return [gemm(gpu, { ...fmaTiles, ...g, math: "f32" }), ...reduce];
   const exponents = sharedScratch(gpu, "row exponents", a.rows * 4);
   const scale = rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated });
-  if (which === "fma16") return [scale, gemm(gpu, { ...gemmTiles(a), ...g, math: "f16", exponents }), ...reduce];
-  const tiles = tensorTilesFor(gpu, a) ?? {}; // forced with no fitting tiles: gemmTensor says what is wrong
-  return [scale, gemmTensor(gpu, { ...g, ...tiles, exponents }), ...reduce];
+  if (which === "fma16") return [scale, gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents }), ...reduce];
+  return [scale, gemmTensor(gpu, { ...g, ...tensorTiles, splitK, exponents }), ...reduce];
+}
+
+/** The FMA GEMM tile knobs `a` gives (undefined ones left out). */
+function definedTiles(a: GemmTiles): GemmTiles {
+  const keys = ["tileK", "threadsM", "threadsN", "blockM", "blockN"] as const;
+  return Object.fromEntries(keys.filter((k) => a[k] !== undefined).map((k) => [k, a[k]]));
+}
+
+/** Output rows and columns, and the k step, of an FMA GEMM tile. */
+function fmaTileShape(t: Required<Pick<GemmTiles, "tileK" | "threadsM" | "threadsN" | "blockM" | "blockN">>) {
+  return { tileM: t.threadsM * t.blockM, tileN: t.threadsN * t.blockN, stepK: t.tileK };
 }

@@ -1,14 +1,23 @@
 /**
  * Tests of `linear` (`linear.ts`): it picks the matvec or a GEMM by row count and device, passes each its knobs, and
  * all match the reference; `prefillMath` f16 takes the f16-multiply GEMM where no tensor cores run; HYDRA_PREFILL_GEMM
- * forces the prefill GEMM, and forcing one that cannot run (or f16 without shader-f16) is a UserError.
+ * forces the prefill GEMM, and forcing one that cannot run (or f16 without shader-f16) is a UserError; split-K is
+ * automatic where a GEMM has too few tiles (the measured rule), and splitK or HYDRA_SPLIT_K override it.
  * @module
  */
 
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import { GEMM_KERNEL_NAME } from "./gemm.ts";
 import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported } from "./gemm_tensor.ts";
-import { linear, type LinearArgs, PREFILL_GEMM_ENV, prefillGemmFor } from "./linear.ts";
+import {
+  linear,
+  type LinearArgs,
+  PREFILL_GEMM_ENV,
+  type PrefillGemm,
+  prefillGemmFor,
+  SPLIT_K_ENV,
+  splitKFor,
+} from "./linear.ts";
 import { ROW_SCALE_KERNEL } from "./row_scale.ts";
 import { UserError } from "../../common/errors.ts";
 import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "./matvec.ts";
@@ -182,4 +191,47 @@ gpuTest("linear passes each kernel its own tuning knobs", async (gpu) => {
   const [large] = await checkLinear(gpu, 33, 264, 37, { ...knobs, prefillGemm: "fma" });
   if (small.workgroups[0] !== 10) throw new Error(`matvec ignored its knobs: ${small.workgroups} workgroups`);
   if (large.workgroups[0] !== 25) throw new Error(`gemm ignored its knobs: ${large.workgroups} workgroups`);
+});
+
+gpuTest("linear splits K where a prefill GEMM has too few tiles, as measured, and the knobs override it", (gpu) => {
+  const fma = { tileM: 64, tileN: 64, stepK: 16 }, tensor = { tileM: 64, tileN: 64, stepK: 64 };
+  const ctl = ctlBuffer(gpu);
+  const at = (rows: number, k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearArgs => ({
+    ctl,
+    weight: ctl,
+    x: ctl,
+    y: ctl,
+    rows,
+    k,
+    n,
+    epilogue,
+  });
+  // 7B shapes at M = 128: qkv 384 tiles, gate_up 344, down and o 128 (module comment: the H200 measurements).
+  const cases: [LinearArgs, typeof fma, PrefillGemm, number][] = [
+    [at(128, 4096, 12288), fma, "fma", 4],
+    [at(128, 4096, 11008, Epilogue.SWIGLU), fma, "fma", 4],
+    [at(128, 11008, 4096), fma, "fma", 4],
+    [at(512, 11008, 4096), fma, "fma", 2], // 512 tiles: 4 ways would be 2,048 workgroups
+    [at(2048, 4096, 12288), fma, "fma", 1], // 6,144 tiles fill the GPU
+    [at(128, 4096, 12288), tensor, "tensor", 2],
+    [at(128, 4096, 11008, Epilogue.SWIGLU), { ...tensor, stepK: 32 }, "tensor", 2],
+    [at(128, 11008, 4096), tensor, "tensor", 4],
+    [at(128, 256, 4096), fma, "fma", 1], // K too short to share
+    [at(128, 4096 + 16, 64), fma, "fma", 1], // 4,112 / 2 is no whole number of k steps of 16
+  ];
+  for (const [a, tiles, which, want] of cases) {
+    const got = splitKFor(gpu, a, which, tiles);
+    if (got !== want) throw new Error(`${which} ${a.rows}x${a.k}x${a.n}: split ${got}, expected ${want}`);
+  }
+  if (splitKFor(gpu, { ...at(128, 4096, 12288), splitK: 1 }, "fma", fma) !== 1) throw new Error("splitK: 1 ignored");
+  Deno.env.set(SPLIT_K_ENV, "8");
+  try {
+    if (splitKFor(gpu, { ...at(128, 4096, 12288), splitK: 1 }, "fma", fma) !== 8) {
+      throw new Error(`${SPLIT_K_ENV}=8 did not win over splitK`);
+    }
+  } finally {
+    Deno.env.delete(SPLIT_K_ENV);
+  }
+  ctl.destroy();
+  return Promise.resolve();
 });

@@ -14,6 +14,7 @@ import { allocateWeights, loadCheckpointWeights } from "../../model/weights.ts";
 import type { Gpu } from "../../kernels/runtime.ts";
 import { PoE } from "../../poe/poe.ts";
 import { assertClose, gpuTest } from "../../kernels/testing/harness.ts";
+import { tensorGemmUnsupported } from "../../kernels/matmul/gemm_tensor.ts";
 
 const DIR = fromFileUrl(new URL("../fixtures/olmo2_tiny", import.meta.url));
 
@@ -45,6 +46,11 @@ const TOL = { atol: 1e-4 };
 // design.md section 3 asks for about 1e-2 on logits of unit scale and greedy agreement, which the tests below hold.
 const TOL_BF16_KV = { atol: 2e-2, rtol: 4e-3 };
 const BF16_KV_GREEDY_STEPS = 16;
+// Where the prefill multiplies in f16 (the tensor-core GEMM on Dawn; ARCHITECTURE.md "Tensor-core prefill GEMM"), the
+// prompt's K/V and last logits carry the f16 rounding of x (2^-11 relative per element): measured on the H200 with
+// Dawn and the f32 cache, the last logits within 1.5e-3 of HF's (the 1e-4 above failed there). design.md's bar holds:
+// 1e-2 on logits of unit scale and the same 16 greedy steps as the bf16 cache (past them, HF's near-ties).
+const TOL_F16_PREFILL = { atol: 1e-2 };
 
 /**
  * A Hydra on the fixture: `adapters[h]` merged into head h's `REF.heads_depth` blocks (none: the plain model), with
@@ -73,13 +79,14 @@ async function check(model: HydraTransformer, mode: PickMode, expect: (c: Case) 
       const e = expect(c);
       const got = await decoder.generate(c.prompt, REF.n_new, mode, { withPromptLogits: true });
       const want = e.last_logits ?? e.last_logprobs!;
-      const tol = model.kvDtype === "bf16" ? TOL_BF16_KV : TOL;
+      const f16Prefill = tensorGemmUnsupported(model.gpu) === null; // linear's automatic choice there
+      const tol = model.kvDtype === "bf16" ? TOL_BF16_KV : f16Prefill ? TOL_F16_PREFILL : TOL;
       const r = assertClose(got.promptLogits!.subarray(0, want.length), want, tol, `${what} case ${i} last logits`);
       worst = Math.max(worst, r.maxAbs);
       // bf16 K/V: design.md's bar, 16 identical greedy steps; past them a near-tie of HF's (the fixture's smallest
       // top-2 gap is 1.4e-3, below the bf16 cache's 8e-3 on logits) may go the other way (measured: the jury's case 0
       // at step 21). f32 K/V: all of them.
-      const steps = model.kvDtype === "bf16" ? BF16_KV_GREEDY_STEPS : e.greedy.length;
+      const steps = model.kvDtype === "bf16" || f16Prefill ? BF16_KV_GREEDY_STEPS : e.greedy.length;
       if (JSON.stringify(got.ids.slice(0, steps)) !== JSON.stringify(e.greedy.slice(0, steps))) {
         throw new Error(
           `${what} case ${i}: greedy ${got.ids} differs from HF's ${e.greedy} (min top-2 gap ${e.min_top2_gap})`,
