@@ -5,6 +5,7 @@
  *
  * Every replay starts from the control block a prefill of the benchmark's prompt leaves (copied back before each
  * replay, since the parts move POS, LEN and the counters), so each part runs at the position of a call's first round.
+ * `roundStates` makes those control blocks; `deno task profile --config poe_verify` replays the verify part from them.
  * @module
  */
 
@@ -40,6 +41,46 @@ export async function measureSyncMs(gpu: Gpu, reps = 5): Promise<number> {
 }
 
 /**
+ * The control blocks a round's parts are replayed from: `active`, the one a prefill of `promptIds` leaves (POS = LEN =
+ * the prompt length, ACTIVE set while the call has tokens to emit, so the gated kernels run), and `off`, the same
+ * gated off (the state after a call's end). `restore(state)` records the copy of one into the model's control block,
+ * to put before every replay: the parts move POS, LEN and the counters. The prefill is queued, not awaited.
+ */
+export interface RoundStates {
+  active: GPUBuffer;
+  off: GPUBuffer;
+  restore(state: GPUBuffer): (encoder: GPUCommandEncoder) => void;
+  destroy(): void;
+}
+
+/** Prefills `promptIds` on `poe` (fresh caches) and keeps the control blocks of RoundStates. */
+export function roundStates(poe: PoE, promptIds: readonly number[]): RoundStates {
+  const gpu = poe.gpu, ctl = poe.model.ctl;
+  const active = gpu.buffer("ctl after prefill", ctl.size), off = gpu.buffer("ctl gated off", ctl.size);
+  try {
+    const encoder = gpu.device.createCommandEncoder({ label: "poe round states: prefill" });
+    poe.encodePrefill(encoder, promptIds);
+    encoder.copyBufferToBuffer(ctl, 0, active, 0, ctl.size);
+    encoder.copyBufferToBuffer(ctl, 0, off, 0, ctl.size);
+    gpu.device.queue.submit([encoder.finish()]);
+    gpu.write(off, Uint32Array.of(0), CTL.ACTIVE * 4); // the same state after the call's end
+  } catch (e) {
+    active.destroy();
+    off.destroy();
+    throw e;
+  }
+  return {
+    active,
+    off,
+    restore: (state) => (e) => e.copyBufferToBuffer(state, 0, ctl, 0, ctl.size),
+    destroy() {
+      active.destroy();
+      off.destroy();
+    },
+  };
+}
+
+/**
  * The step costs of `poe` on `promptIds` (prefill_ms and sync_ms are given: the configuration's PoE TTFT and
  * `measureSyncMs`). Runs a prefill, then times each part of a round COST_REPS times from the control block it left.
  */
@@ -48,30 +89,22 @@ export async function measurePoeStepCosts(
   promptIds: readonly number[],
   given: Pick<PoeStepCosts, "prefill_ms" | "sync_ms">,
 ): Promise<PoeStepCosts> {
-  const gpu = poe.gpu, ctl = poe.model.ctl;
-  const active = gpu.buffer("ctl after prefill", ctl.size), off = gpu.buffer("ctl gated off", ctl.size);
+  const gpu = poe.gpu;
+  const states = roundStates(poe, promptIds);
   try {
-    const encoder = gpu.device.createCommandEncoder({ label: "poe costs: prefill" });
-    poe.encodePrefill(encoder, promptIds);
-    encoder.copyBufferToBuffer(ctl, 0, active, 0, ctl.size);
-    encoder.copyBufferToBuffer(ctl, 0, off, 0, ctl.size);
-    gpu.device.queue.submit([encoder.finish()]);
-    gpu.write(off, Uint32Array.of(0), CTL.ACTIVE * 4); // the same state after the call's end
-    const from = (state: GPUBuffer) => (e: GPUCommandEncoder) => e.copyBufferToBuffer(state, 0, ctl, 0, ctl.size);
-    const time = async (dispatches: readonly Dispatch[], state = active) =>
-      median(await timeDispatches(gpu, dispatches, COST_REPS, from(state)));
+    const time = async (dispatches: readonly Dispatch[], state = states.active) =>
+      median(await timeDispatches(gpu, dispatches, COST_REPS, states.restore(state)));
     const parts = poe.roundParts;
-    await timeDispatches(gpu, poe.round, 2, from(active)); // warm-up: the GPU at its clocks
+    await timeDispatches(gpu, poe.round, 2, states.restore(states.active)); // warm-up: the GPU at its clocks
     return {
       prefill_ms: given.prefill_ms,
       draft_step_ms: await time(parts.draft[0]),
       verify_ms: await time(parts.verify),
       accept_ms: await time([...parts.start, ...parts.accept]),
-      noop_round_ms: await time(poe.round, off),
+      noop_round_ms: await time(poe.round, states.off),
       sync_ms: given.sync_ms,
     };
   } finally {
-    active.destroy();
-    off.destroy();
+    states.destroy();
   }
 }

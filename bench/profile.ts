@@ -1,6 +1,8 @@
 /**
  * Where a decode step goes: the GPU time of every dispatch of a recorded step, grouped by kernel family, with the
- * bytes each family must move at least and the bandwidth that implies.
+ * bytes each family must move at least and the bandwidth that implies. A "step" is any recorded dispatch list replayed
+ * from a restored control block: a decode step, or a PoE round's verify pass (every verifier head over gamma rows, the
+ * jury's log-softmax), whose M-row matvecs read their weights once for all M rows.
  *
  * Method: what a family costs inside the step is what the step saves without it. The step is timed whole (its
  * dispatches in one compute pass, as the benchmark times a step, `passesFor` passes back to back per sample), then once
@@ -31,7 +33,7 @@ export interface ProfileShape {
   dModel: number;
   ffnHidden: number;
   paddedVocab: number;
-  /** Keys each attention dispatch reads (the context length + the rows of the step). */
+  /** Keys each attention dispatch reads (the context length + the rows of the step: 1, or gamma for a verify pass). */
   keys: number;
   /** Bytes per K/V element in the cache (4 for f32, 2 for bf16/f16). */
   kvBytes: number;
@@ -125,8 +127,11 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
       return { family: "copy", bytes: 2 * c(d, "COUNT") * 16 };
     case "combine_mean":
       return { family: "logits combine", bytes: (c(d, "HEADS") + 1) * m * c(d, "VP") * f32 };
-    case "log_softmax":
-      return { family: "logits combine", bytes: c(d, "HEADS") * m * c(d, "VP") * f32 };
+    case "log_softmax": // the PoE jury: phase 0 sums HEADS logit rows into out, phase 1 normalises out in place
+      return {
+        family: "jury log_softmax",
+        bytes: (c(d, "PHASE") === 0 ? c(d, "HEADS") + 1 : 2) * m * c(d, "VP") * f32,
+      };
     case "argmax":
       return { family: "argmax", bytes: m * c(d, "VP") * f32 };
     default:
@@ -203,8 +208,10 @@ async function timeAlone(
 }
 
 /**
- * Profiles `step` (dispatches recorded for one decode step). `restore(encoder)` records what puts the model back in
- * the state before the step (the control block copy). Takes `samples` samples of each replay.
+ * Profiles `step` (dispatches recorded for one decode step, or a PoE verify pass). `restore(encoder)` records what
+ * puts the model back in the state before the step (the control block copy). Takes `samples` samples of each replay.
+ * `groups[i]`, where given, groups dispatch i under that name instead of its kernel's family (a PoE round's accept
+ * part as one row), with its bytes as classified.
  */
 export async function profileStep(
   gpu: Gpu,
@@ -213,8 +220,12 @@ export async function profileStep(
   shape: ProfileShape,
   copyGbps: number,
   samples = 20,
+  groups: readonly (string | undefined)[] = [],
 ): Promise<StepProfile> {
-  const classes = step.map((d) => classify(d, shape));
+  const classes = step.map((d, i) => {
+    const k = classify(d, shape);
+    return { family: groups[i] ?? k.family, bytes: k.bytes };
+  });
   const names = [...new Set(classes.map((c) => c.family))];
   let timer = new PassTimer(gpu, 4);
   let stepUs: number;

@@ -1,9 +1,10 @@
 /**
- * `deno task profile`: where a decode step goes, per kernel family (bench/profile.ts has the method).
+ * `deno task profile`: where a decode step, or a PoE round's verify pass, goes per kernel family (bench/profile.ts has
+ * the method).
  *
- *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096]
- *                     [--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn]
- *                     [--fuse default|all|none|attention|attention-stats|post-norm]
+ *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify] [--contexts 256,4096]
+ *                     [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] [--check]
+ *                     [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  *
@@ -12,41 +13,38 @@
  * fusions of the decode blocks (model/hydra.ts FuseOptions; default FUSE_DEFAULTS), to A/B them: `attention-stats`
  * is `attention` with the QK-norm statistics from the QKV matvec's partial sums (`qkStats`). `--check` exits 1 when the sum
  * of the per-dispatch times is more than 5% off the step timed whole.
+ *
+ * `--config poe_verify` profiles the verify part of a PoE round (poe/poe.ts `PoeRoundParts.verify`) instead, on the
+ * Hydra hydra_naive uses (`--n-heads`, `--heads-depth`, random weights; head 0 drafts, the others are the jury): POS =
+ * LEN, every verifier head over `--gamma` saved trunk states (its matvecs at M = gamma, its attention over context +
+ * gamma keys) and the jury's log-softmax. Each context starts from a prefill of that many random ids, whose control
+ * block (ACTIVE set, so the gated kernels run) is restored before every replay, as bench/poe_costs.ts times the parts.
+ * `--accept` adds the round's accept part (the jury's argmax and the acceptance kernel) as one more family, `accept`.
  * @module
  */
 
 import { parseArgs } from "@std/cli/parse-args";
 import { runEntryPoint, UserError } from "../common/errors.ts";
 import { CTL } from "../kernels/control/ctl.ts";
-import { Gpu, runtimeFromFlag } from "../kernels/runtime.ts";
+import { type Dispatch, Gpu, runtimeFromFlag } from "../kernels/runtime.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { buildHydraModel } from "../bench/configurations.ts";
+import { randomIds } from "../bench/contexts.ts";
+import { roundStates } from "../bench/poe_costs.ts";
 import { profileStep, profileTable, type StepProfile } from "../bench/profile.ts";
 import { presetConfig } from "../model/config.ts";
 import { Decoder } from "../model/generate.ts";
 import type { HydraShape } from "../model/hydra.ts";
+import { PoE, POE_MAX_GAMMA } from "../poe/poe.ts";
 
-const args = parseArgs(Deno.args, {
-  string: ["size", "config", "contexts", "n-heads", "heads-depth", "samples", "json", "webgpu", "fuse"],
-  boolean: ["check", "help"],
-  default: {
-    size: "7b",
-    config: "baseline",
-    contexts: "256",
-    "n-heads": "5",
-    "heads-depth": "3",
-    samples: "20",
-    fuse: "default",
-  },
-});
-if (args.help) {
-  console.log(
-    "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive] [--contexts 256,4096] " +
-      "[--n-heads 5] [--heads-depth 3] [--samples 20] [--json FILE] [--check] [--webgpu deno|dawn] " +
-      "[--fuse default|all|none|attention|attention-stats|post-norm]",
-  );
-  Deno.exit(0);
-}
+const USAGE = "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify] " +
+  "[--contexts 256,4096] [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] " +
+  "[--check] [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm]";
+
+const CONFIGS = ["baseline", "hydra_naive", "poe_verify"];
+
+/** Seed of the random weights and (plus the context length) of the prompt a verify pass starts from. */
+const SEED = 1234;
 
 function positiveInts(flag: string, text: string): number[] {
   const v = text.split(",").map((s) => Number(s.trim()));
@@ -56,10 +54,41 @@ function positiveInts(flag: string, text: string): number[] {
   return v;
 }
 
-Deno.exit(
-  await runEntryPoint(async () => {
-    if (!["baseline", "hydra_naive"].includes(args.config)) {
-      throw new UserError(`--config is baseline or hydra_naive, got "${args.config}".`);
+/** A replay of the profile: its dispatches, what restores the state before it, and its attention's keys. */
+interface Profiled {
+  dispatches: readonly Dispatch[];
+  groups?: readonly (string | undefined)[];
+  restore: (encoder: GPUCommandEncoder) => void;
+  keys: number;
+  done(): void;
+}
+
+/** Runs the tool on `argv`; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, {
+    string: ["size", "config", "contexts", "n-heads", "heads-depth", "gamma", "samples", "json", "webgpu", "fuse"],
+    boolean: ["check", "help", "accept"],
+    default: {
+      size: "7b",
+      config: "baseline",
+      contexts: "256",
+      "n-heads": "5",
+      "heads-depth": "3",
+      samples: "20",
+      fuse: "default",
+    },
+  });
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  return await runEntryPoint(async () => {
+    if (!CONFIGS.includes(args.config)) {
+      throw new UserError(`--config is one of ${CONFIGS.join(", ")}, got "${args.config}".`);
+    }
+    const verify = args.config === "poe_verify";
+    if (!verify && (args.gamma !== undefined || args.accept)) {
+      throw new UserError("--gamma and --accept profile a PoE round: give them with --config poe_verify.");
     }
     const fusions: Record<string, HydraShape["fuse"]> = {
       default: {},
@@ -78,69 +107,145 @@ Deno.exit(
     const [nHeads] = args.config === "baseline" ? [1] : positiveInts("n-heads", args["n-heads"]);
     const [headsDepth] = args.config === "baseline" ? [0] : positiveInts("heads-depth", args["heads-depth"]);
     const [samples] = positiveInts("samples", args.samples);
-    const gpu = await Gpu.create(runtimeFromFlag(args.webgpu));
-    const maxPos = Math.min(config.maxContext, Math.max(...contexts) + 2);
-    if (Math.max(...contexts) >= config.maxContext) {
+    const [gamma] = positiveInts("gamma", args.gamma ?? "4");
+    if (gamma > POE_MAX_GAMMA) throw new UserError(`--gamma is at most ${POE_MAX_GAMMA}, got ${gamma}.`);
+    if (verify && nHeads < 2) {
+      throw new UserError("--config poe_verify needs a draft head and a verifier: give --n-heads 2 or more.");
+    }
+    const longest = Math.max(...contexts);
+    if (longest >= config.maxContext) {
       throw new UserError(`--contexts: each must be below the model's context of ${config.maxContext}.`);
     }
-    const copy = await measureCopyBandwidth(gpu);
-    console.log(
-      `${gpu.description.description}: copy ${copy.kernel_copy_gbps.toFixed(0)} GB/s; ${args.size} ${args.config}, ` +
-        `fuse ${args.fuse}` +
-        (nHeads > 1 ? ` (${nHeads} heads x ${headsDepth} blocks)` : ""),
-    );
-    const model = await buildHydraModel(gpu, config, {
-      nHeads,
-      headsDepth,
-      maxPos,
-      maxRows: 1,
-      weights: { kind: "random", seed: 1234 },
-      fuse: fusions[args.fuse],
-    });
-    const decoder = new Decoder(model);
-    const step = decoder.step(args.config === "baseline" ? "single" : "naive");
-    const at = gpu.buffer("profile ctl", model.ctl.size);
-    const out: Record<string, StepProfile> = {};
-    let failed = false;
-    for (const context of contexts) {
-      const ctl = new Uint32Array(model.ctl.size / 4);
-      ctl[CTL.POS] = ctl[CTL.LEN] = context;
-      ctl[CTL.ACTIVE] = 1;
-      ctl[CTL.MAX_OUT] = 1 << 30;
-      gpu.write(at, ctl);
-      const p = await profileStep(
-        gpu,
-        step,
-        (encoder) => encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size),
-        {
-          dModel: config.dModel,
-          ffnHidden: config.ffnHidden,
-          paddedVocab: config.paddedVocab,
-          keys: context + 1,
-          kvBytes: model.kvBytes,
-        },
-        copy.kernel_copy_gbps,
-        samples,
-      );
-      out[String(context)] = p;
-      console.log(`\ncontext ${context}: step ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`);
-      console.log(profileTable(p));
-      if (Math.abs(p.reconcile) > 0.05) failed = true;
-    }
-    if (args.json) {
-      await Deno.writeTextFile(
-        args.json,
-        JSON.stringify(
-          { device: gpu.description, size: args.size, config: args.config, fuse: args.fuse, copy, profiles: out },
-          null,
-          1,
-        ),
+    // a verify pass: the prompt, then the new tokens and a round's gamma rows the decoder's checks make room for
+    const maxNewTokens = gamma + 1;
+    const maxPos = verify ? longest + maxNewTokens + gamma : Math.min(config.maxContext, longest + 2);
+    if (maxPos > config.maxContext) {
+      throw new UserError(
+        `--contexts: with --gamma ${gamma} each must be at most ${config.maxContext - maxNewTokens - gamma}, so ` +
+          `that a round and its new tokens fit the model's context of ${config.maxContext}.`,
       );
     }
-    if (args.check && failed) {
-      console.error("The families' in-step times add up to more than 5% off the step timed whole.");
-      return 1;
+    const gpu = await Gpu.create(runtimeFromFlag(args.webgpu));
+    try {
+      const copy = await measureCopyBandwidth(gpu);
+      const what = verify
+        ? `poe_verify, gamma ${gamma}, ${nHeads - 1} verifier head${nHeads > 2 ? "s" : ""}${
+          args.accept ? " + accept" : ""
+        }`
+        : args.config;
+      console.log(
+        `${gpu.description.description}: copy ${copy.kernel_copy_gbps.toFixed(0)} GB/s; ${args.size} ${what}, ` +
+          `fuse ${args.fuse}` + (nHeads > 1 ? ` (${nHeads} heads x ${headsDepth} blocks)` : ""),
+      );
+      const model = await buildHydraModel(gpu, config, {
+        nHeads,
+        headsDepth,
+        maxPos,
+        maxRows: verify ? longest : 1, // a verify pass starts from a prefill of the context
+        maxLogitRows: verify ? gamma : 1,
+        weights: { kind: "random", seed: SEED },
+        fuse: fusions[args.fuse],
+      });
+      const poe = verify ? new PoE(model, { gamma, beta: 1, temperature: 0, maxNewTokens }) : undefined;
+      const decoder = verify ? undefined : new Decoder(model);
+      const at = gpu.buffer("profile ctl", model.ctl.size);
+      try {
+        // the decode step from a control block at the context, or the verify pass from a prefill of the context
+        const decodeStep = (decoder: Decoder, context: number): Profiled => {
+          const ctl = new Uint32Array(model.ctl.size / 4);
+          ctl[CTL.POS] = ctl[CTL.LEN] = context;
+          ctl[CTL.ACTIVE] = 1;
+          ctl[CTL.MAX_OUT] = 1 << 30;
+          gpu.write(at, ctl);
+          return {
+            dispatches: decoder.step(args.config === "baseline" ? "single" : "naive"),
+            restore: (encoder) => encoder.copyBufferToBuffer(at, 0, model.ctl, 0, at.size),
+            keys: context + 1,
+            done() {},
+          };
+        };
+        const verifyPass = async (poe: PoE, context: number): Promise<Profiled> => {
+          const parts = poe.roundParts;
+          const states = roundStates(poe, randomIds(SEED + context, context, config.vocabSize));
+          const start = new Uint32Array(await gpu.read(states.active));
+          if (start[CTL.ACTIVE] !== 1 || start[CTL.POS] !== context || start[CTL.LEN] !== context) {
+            states.destroy();
+            throw new Error(`poe_verify: the prefill left the control block at ${start.slice(0, 5)}`);
+          }
+          return {
+            dispatches: args.accept ? [...parts.verify, ...parts.accept] : parts.verify,
+            groups: args.accept ? [...parts.verify.map(() => undefined), ...parts.accept.map(() => "accept")] : [],
+            restore: states.restore(states.active),
+            keys: context + gamma,
+            done: () => states.destroy(),
+          };
+        };
+        const out: Record<string, StepProfile> = {};
+        let failed = false;
+        for (const context of contexts) {
+          const s = poe ? await verifyPass(poe, context) : decodeStep(decoder!, context);
+          let p: StepProfile;
+          try {
+            p = await profileStep(
+              gpu,
+              s.dispatches,
+              s.restore,
+              {
+                dModel: config.dModel,
+                ffnHidden: config.ffnHidden,
+                paddedVocab: config.paddedVocab,
+                keys: s.keys,
+                kvBytes: model.kvBytes,
+              },
+              copy.kernel_copy_gbps,
+              samples,
+              s.groups,
+            );
+          } finally {
+            s.done();
+          }
+          out[String(context)] = p;
+          const pass = verify ? (args.accept ? "verify pass + accept" : "verify pass") : "step";
+          console.log(
+            `\ncontext ${context}: ${pass} ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`,
+          );
+          console.log(profileTable(p));
+          if (Math.abs(p.reconcile) > 0.05) failed = true;
+        }
+        if (args.json) {
+          const poeKeys = verify ? { gamma, verifier_heads: nHeads - 1, accept: args.accept } : {};
+          await Deno.writeTextFile(
+            args.json,
+            JSON.stringify(
+              {
+                device: gpu.description,
+                size: args.size,
+                config: args.config,
+                ...poeKeys,
+                fuse: args.fuse,
+                copy,
+                profiles: out,
+              },
+              null,
+              1,
+            ),
+          );
+        }
+        if (args.check && failed) {
+          console.error("The families' in-step times add up to more than 5% off the step timed whole.");
+          return 1;
+        }
+        return 0;
+      } finally {
+        at.destroy();
+        poe?.destroy();
+        decoder?.destroy();
+        model.destroy();
+      }
+    } finally {
+      gpu.destroy();
     }
-    return 0;
-  }),
-);
+  });
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

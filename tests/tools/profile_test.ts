@@ -1,0 +1,139 @@
+/**
+ * `deno task profile --config poe_verify` on the tiny model: it replays exactly the verify (and accept) part of a PoE
+ * round, from a control block whose gated kernels run, and counts the bytes of its M = gamma rows.
+ */
+
+import { gpuTest } from "../../kernels/testing/harness.ts";
+import { buildHydraModel } from "../../bench/configurations.ts";
+import { randomIds } from "../../bench/contexts.ts";
+import { roundStates } from "../../bench/poe_costs.ts";
+import type { FamilyProfile, StepProfile } from "../../bench/profile.ts";
+import { PRESETS } from "../../model/config.ts";
+import { PoE } from "../../poe/poe.ts";
+import { main } from "../../tools/profile.ts";
+
+/** Runs the tool in-process; returns its exit code and what it printed to stdout and stderr. */
+async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out: string[] = [], err: string[] = [];
+  const log = console.log, error = console.error;
+  console.log = (...x: unknown[]) => out.push(x.join(" "));
+  console.error = (...x: unknown[]) => err.push(x.join(" "));
+  try {
+    return { code: await main(args), stdout: out.join("\n"), stderr: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+const GAMMA = 3, HEADS = 3, DEPTH = 2, CONTEXT = 16;
+
+gpuTest(
+  "profile --config poe_verify: the verify and accept parts' dispatches, its families and their bytes",
+  async (gpu) => {
+    const json = await Deno.makeTempFile({ suffix: ".json" });
+    const shape = ["--n-heads", `${HEADS}`, "--heads-depth", `${DEPTH}`, "--gamma", `${GAMMA}`];
+    const r = await run([
+      ...["--size", "tiny", "--config", "poe_verify", ...shape, "--accept"],
+      ...["--contexts", `${CONTEXT}`, "--samples", "2", "--json", json],
+    ]);
+    if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
+    if (!r.stdout.includes(`poe_verify, gamma ${GAMMA}, ${HEADS - 1} verifier heads + accept`)) {
+      throw new Error(`no poe_verify header in:\n${r.stdout}`);
+    }
+    const report = JSON.parse(await Deno.readTextFile(json));
+    await Deno.remove(json);
+    const p: StepProfile = report.profiles[`${CONTEXT}`];
+    if (report.gamma !== GAMMA || report.verifier_heads !== HEADS - 1) throw new Error(JSON.stringify(report));
+
+    // the same Hydra's round, recorded by the PoE decoder itself
+    const c = PRESETS.tiny;
+    const model = await buildHydraModel(gpu, c, {
+      nHeads: HEADS,
+      headsDepth: DEPTH,
+      maxPos: CONTEXT + 2 * GAMMA + 1,
+      maxRows: CONTEXT,
+      maxLogitRows: GAMMA,
+      weights: { kind: "random", seed: 1 },
+    });
+    const poe = new PoE(model, { gamma: GAMMA, beta: 1, temperature: 0, maxNewTokens: GAMMA + 1 });
+    try {
+      const { verify, accept } = poe.roundParts;
+      const family = (name: string): FamilyProfile => {
+        const f = p.families.find((f) => f.family === name);
+        if (!f) throw new Error(`no family ${name}: ${p.families.map((f) => f.family)}`);
+        return f;
+      };
+      if (p.dispatches !== verify.length + accept.length) {
+        throw new Error(
+          `${p.dispatches} dispatches, the round's verify + accept parts have ${verify.length} + ${accept.length}`,
+        );
+      }
+      if (p.families.reduce((a, f) => a + f.dispatches, 0) !== p.dispatches) {
+        throw new Error(
+          "families lose dispatches",
+        );
+      }
+      if (family("accept").dispatches !== accept.length) throw new Error(`accept: ${JSON.stringify(family("accept"))}`);
+      for (const f of p.families) {
+        if (!(f.alone_us > 0 && Number.isFinite(f.us))) throw new Error(`untimed: ${JSON.stringify(f)}`);
+      }
+      if (!(p.step_us > 0 && Number.isFinite(p.sum_us))) throw new Error(`step ${p.step_us}, sum ${p.sum_us}`);
+
+      // bytes at M = gamma rows: each weight read once for all rows, activations per row, the cache at context + gamma
+      const d = c.dModel, vp = c.paddedVocab, verifiers = HEADS - 1, blocks = verifiers * DEPTH;
+      const expected: Record<string, [number, number]> = {
+        lm_head: [verifiers, verifiers * (vp * d * 2 + GAMMA * (d + vp) * 4)],
+        qkv: [blocks, blocks * (3 * d * d * 2 + GAMMA * (d + 3 * d) * 4)],
+        attention: [blocks, blocks * (2 * (CONTEXT + GAMMA) * d * model.kvBytes + 2 * GAMMA * d * 4)],
+        // phase 0 sums the verifiers' logits into the output, phase 1 normalises it in place
+        "jury log_softmax": [2, (verifiers + 1 + 2) * GAMMA * vp * 4],
+        control_step: [1, 0],
+      };
+      for (const [name, [dispatches, bytes]] of Object.entries(expected)) {
+        const f = family(name);
+        if (f.dispatches !== dispatches || f.bytes !== bytes) {
+          throw new Error(`${name}: ${f.dispatches} dispatches, ${f.bytes} bytes; expected ${dispatches}, ${bytes}`);
+        }
+      }
+
+      // the state the tool replays from runs the gated rows: the jury's last row comes out as log-probs
+      const states = roundStates(poe, randomIds(7, CONTEXT, c.vocabSize));
+      try {
+        const encoder = gpu.device.createCommandEncoder();
+        states.restore(states.active)(encoder);
+        gpu.device.queue.submit([encoder.finish()]);
+        gpu.run(verify);
+        const row = await gpu.readF32(poe.decoder.combined, vp, (GAMMA - 1) * vp);
+        const mass = row.slice(0, c.vocabSize).reduce((a, v) => a + Math.exp(v), 0);
+        if (!(Math.abs(mass - 1) < 1e-3)) {
+          throw new Error(
+            `the verify pass did not run: row ${GAMMA - 1} sums to ${mass}`,
+          );
+        }
+      } finally {
+        states.destroy();
+      }
+    } finally {
+      poe.destroy();
+      model.destroy();
+    }
+  },
+);
+
+Deno.test("profile: a PoE knob without --config poe_verify, or a round that cannot be, is one sentence, exit 2", async () => {
+  const cases: [string[], string][] = [
+    [["--config", "baseline", "--gamma", "2"], "--gamma and --accept profile a PoE round"],
+    [["--config", "hydra_naive", "--accept"], "--gamma and --accept profile a PoE round"],
+    [["--config", "poe_verify", "--gamma", "17"], "--gamma is at most 16"],
+    [["--config", "poe_verify", "--n-heads", "1"], "--config poe_verify needs a draft head and a verifier"],
+    [["--config", "poe_verify", "--contexts", "510"], "--contexts: with --gamma 4 each must be at most 503"],
+    [["--config", "poe_verify_x"], "--config is one of baseline, hydra_naive, poe_verify"],
+  ];
+  for (const [args, message] of cases) {
+    const r = await run(["--size", "tiny", ...args]);
+    if (r.code !== 2 || !r.stderr.startsWith(`error: ${message}`) || r.stderr.includes("\n")) {
+      throw new Error(`${args.join(" ")}: exit ${r.code}, ${r.stderr}`);
+    }
+  }
+});
