@@ -17,13 +17,14 @@
  * a separate SwiGLU pass was measured too and was 8% slower than the GEMM's SwiGLU epilogue, so there is none.
  *
  * Split-K (`splitKFor`): the GEMM split S ways along K into a scratch of partial sums shared by every layer, then
- * `split_k_reduce.ts`. Automatic where a product has too few output tiles to fill the GPU: S = 4 or 2, the largest
- * that keeps the grid within SPLIT_K_WORKGROUPS of its GEMM (f32 / f16 FMA tiles of 64 x 64: 1,536; tensor tiles: 768)
- * and K / S in whole k steps. Measured on the H200 at the 7B shapes, M = 128 (docs/PERF.md, 2026-11-30 evening): the
- * f32 GEMM on Deno, 64 x 64 tiles split 4 ways against the unsplit default tiles: down 607 -> 452 us, o 226 -> 175,
- * gate_up 909 -> 810, qkv 519 -> 506 (a layer 2.26 -> 1.94 ms); the tensor GEMM on Dawn split 2 ways: gate_up 369 ->
- * 307 us, qkv 189 -> 187, and 4 ways slower than 2 for both (1,536 and 1,376 workgroups). At M = 2,048 every product
- * has enough tiles and stays unsplit. `splitK` or `HYDRA_SPLIT_K=<S>` forces a factor (1: never) for A/B runs.
+ * `split_k_reduce.ts`. Automatic for the FMA GEMMs where a product has too few output tiles to fill the GPU: S = 4 or
+ * 2, the largest that keeps the grid within SPLIT_K_WORKGROUPS (1,536 workgroups of 64 x 64 tiles) and K / S in whole
+ * k steps. Measured on the H200 (docs/PERF.md, 2026-11-30 evening), Deno, 7B shapes at M = 128: 64 x 64 tiles split
+ * 4 ways against the unsplit default tiles, down 607 -> 452 us, o 226 -> 175, gate_up 909 -> 810, qkv 519 -> 506 (a
+ * layer 2.26 -> 1.94 ms); end to end, 7B TTFT at 128 tokens 74.7 -> 64.8 ms (2,048 tokens: every product has enough
+ * tiles, unsplit, 1,108 ms either way). Never for the tensor-core GEMM: split 2 ways it was faster alone (gate_up 369
+ * -> 307 us) but the 7B TTFT on Dawn went 32.6 -> 42.8 ms with the automatic split. `splitK` or `HYDRA_SPLIT_K=<S>`
+ * forces a factor (1: never) for A/B runs.
  * @module
  */
 
@@ -74,9 +75,9 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
 
 /**
  * Most workgroups the automatic split-K grows a prefill GEMM's grid to (module comment: measured on the H200 at the 7B
- * shapes, M = 128; more splits than this measured slower).
+ * shapes, M = 128); 0: never split (the tensor-core GEMM, slower split end to end).
  */
-export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 768 };
+export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 0 };
 
 /** The factors the automatic split-K picks from, largest first (8 was never measured faster). */
 const AUTO_SPLIT_KS = [4, 2];
