@@ -19,11 +19,9 @@
  * Why one workgroup per row: a decode step runs this on one 100352-wide row (401 KB, just written by the lm_head and so
  * mostly in L2). A two-stage reduction (many workgroups per row, then a combining pass) moves the same bytes but adds a
  * second dependent dispatch, and a dispatch boundary costs several microseconds of GPU time on Deno's WebGPU (the brief
- * measured ~8 us per tiny dispatch), more than the whole single-workgroup pass should take. 1024 threads each keep
- * UNROLL independent coalesced loads in flight: ~98 loads per thread per row. With four (25 rounds of loads, each a
- * full L2 round trip) the pass took ~60 us inside a decode step on the H200 (7B and 1B, docs/PERF.md): 3.4% of a 1B
- * step. With sixteen it is 7 rounds (64 KB in flight on the row's SM). Several rows (drafted or verified positions)
- * run on as many SMs at once.
+ * measured ~8 us per tiny dispatch), more than the whole single-workgroup pass should take: 1024 threads each keep four
+ * independent coalesced loads in flight (16 KB per SM), ~98 loads per thread per row in 25 rounds of four. Several rows
+ * (drafted or verified positions) run on as many SMs at once. Not yet timed on an H100.
  * @module
  */
 
@@ -49,7 +47,7 @@ override ROW_POS_OFFSET: u32 = 0u;
 override SEQ_OUT: bool = false;
 override WRITE_VALUES: bool = false;
 override WG: u32 = 1024u; // a power of two
-const UNROLL: u32 = 16u;  // independent loads per thread per iteration (module comment)
+const UNROLL: u32 = 4u;   // independent loads per thread per iteration
 const NONE: u32 = 0xffffffffu;
 @group(0) @binding(0) var<storage, read_write> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
