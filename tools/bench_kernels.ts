@@ -16,7 +16,7 @@
  * prologue (recomputed or staged, over grid caps) for qkv and gate_up.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
- *                                      [--gemm [--rows 128] [--tiles JSON]]
+ *                                      [--gemm [--rows 128] [--tiles JSON]] [--matvec [--rows 1,4]]
  *                                      [--quick] [--json FILE] [--webgpu deno|dawn]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
@@ -197,10 +197,13 @@ async function benchMatvec(): Promise<void> {
     [4, 2, 128],
     [4, 4, 128],
     [4, 8, 256],
+    [2, 4, 256], // the M = 1 default for o and down
   ];
+  // --rows 2,4: the input rows to time (PoE's verify pass runs gamma rows); default 1 and 4
+  const rowCounts = args.rows ? args.rows.split(",").map(Number) : [1, 4];
   for (const s of shapes) {
     const { nw, bytes, pool, weights } = weightPool(s);
-    for (const rows of [1, 4]) {
+    for (const rows of rowCounts) {
       const x = gpu.upload("x", Float32Array.from({ length: rows * s.k }, (_, i) => Math.sin(i) * 0.5));
       const ys = weights.map(() => gpu.buffer("y", rows * s.n * 4));
       for (const [rowsPerThread, rowsPerWorkgroup, workgroupSize] of variants) {
