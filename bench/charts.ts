@@ -616,6 +616,8 @@ export function runHeader(doc: ResultsDocument): { title: string; lines: string[
           ? ` on ${doc.failure.runtime}`
           : ""
       }`
+      : doc.status === "interrupted"
+      ? `INCOMPLETE: interrupted${doc.failure?.message ? ` (${doc.failure.message})` : ""}`
       : "INCOMPLETE: run still in progress",
   };
 }

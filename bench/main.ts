@@ -292,8 +292,14 @@ async function run(argv: string[]): Promise<number> {
       }
       state.current = null;
       state.runtime = null;
-      const peers = await runPeers(config.peers, { size: config.size, dir, log, device: gpu.description.description });
-      if (peers.length > 0) await writer.setPeers(peers);
+      // each peer's result is in results.json as soon as it has one (a run stopped in the next peer keeps it)
+      await runPeers(config.peers, {
+        size: config.size,
+        dir,
+        log,
+        device: gpu.description.description,
+        onResult: (done) => writer.setPeers(done),
+      });
       state.finished = true;
       await writer.complete();
     } catch (e) {

@@ -52,6 +52,11 @@ export interface PeerOptions {
   device?: string;
   /** Per-peer time limit, ms (default PEER_TIMEOUT_MS). */
   timeoutMs?: number;
+  /**
+   * Called with the results so far after each peer that produced one, before the next starts (the bench writes them
+   * to results.json, so a run stopped during a later peer keeps the earlier ones).
+   */
+  onResult?: (done: PeerResult[]) => Promise<void>;
 }
 
 /** The last non-empty line of `text`. */
@@ -208,6 +213,7 @@ export async function runPeers(names: readonly PeerName[], o: PeerOptions): Prom
       continue;
     }
     out.push(r);
+    await o.onResult?.([...out]);
     const elsewhere = o.device && typeof r.device === "string" && r.device !== o.device
       ? ` (the bench ran on ${o.device})`
       : "";

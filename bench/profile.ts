@@ -132,8 +132,13 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
         family: "jury log_softmax",
         bytes: (c(d, "PHASE") === 0 ? c(d, "HEADS") + 1 : 2) * m * c(d, "VP") * f32,
       };
-    case "argmax":
-      return { family: "argmax", bytes: m * c(d, "VP") * f32 };
+    case "argmax": // one pass over whole rows, or the first pass over chunks (each chunk's result: 16 bytes)
+      return {
+        family: "argmax",
+        bytes: m * c(d, "VOCAB") * f32 + (c(d, "CHUNK") ? m * Math.ceil(c(d, "VOCAB") / c(d, "CHUNK")) * 16 : 0),
+      };
+    case "argmax_combine": // the second pass: the chunk results
+      return { family: "argmax", bytes: m * Math.ceil(c(d, "VOCAB") / c(d, "CHUNK")) * 16 };
     default:
       return { family: name, bytes: 0 };
   }

@@ -166,7 +166,7 @@ export class Decoder {
    * The argmax (at `temperature` > 0: a sample) of each of `rows` rows, row m at position POS + rowPosOffset + m, into
    * seq[POS + rowPosOffset + m + 1]: of the logits of slot `heads[0]` for single, else of `combined`.
    */
-  argmax(mode: PickMode, rows: number, rowPosOffset: number, o: PickOptions = {}): Dispatch {
+  argmax(mode: PickMode, rows: number, rowPosOffset: number, o: PickOptions = {}): Dispatch[] {
     const m = this.model, c = m.config;
     return argmax(this.gpu, {
       ctl: m.ctl,
@@ -184,7 +184,7 @@ export class Decoder {
 
   /** The pick of the next token: `combine`, then `argmax`. */
   pick(mode: PickMode, rows: number, rowPosOffset: number, o: PickOptions = {}): Dispatch[] {
-    return [...this.combine(mode, rows, o), this.argmax(mode, rows, rowPosOffset, o)];
+    return [...this.combine(mode, rows, o), ...this.argmax(mode, rows, rowPosOffset, o)];
   }
 
   /** Prefill of the prompt (rows from POS = 0), the pick of the first new token, and AFTER_PREFILL. */

@@ -155,7 +155,7 @@ export class PoE {
         ...m.trunk(1, gated),
         m.saveTrunkState(i, gated),
         ...m.head(this.draftHead, 1, { lastTokenOnly: true, slot: 0, gated }),
-        this.decoder.argmax("single", 1, 0, { heads: [0], temperature, seed, gated }),
+        ...this.decoder.argmax("single", 1, 0, { heads: [0], temperature, seed, gated }),
         controlStep(this.gpu, { ctl, op: ControlOp.NEXT_POS, gated }),
       ]);
     }

@@ -12,8 +12,9 @@
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
  * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
  *
- * `--chain`: the decode matvecs as a step runs them (each waiting for the previous), plain and with the post-norm
- * prologue (recomputed or staged, over grid caps) for qkv and gate_up.
+ * `--chain [--rows 1,4]`: the decode matvecs as a step runs them (each waiting for the previous), plain (over tiles,
+ * grid caps, tree or subgroup row sums; at each `--rows` count, default 1) and with the post-norm prologue (recomputed
+ * or staged, over grid caps) for qkv and gate_up at one row.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
  *                                      [--gemm [--rows 128] [--tiles JSON]] [--matvec [--rows 1,4]]
@@ -234,7 +235,7 @@ async function benchMatvec(): Promise<void> {
  */
 async function benchMatvecChain(): Promise<void> {
   const shapes = [...DECODE_SHAPES_7B, ...DECODE_SHAPES_1B];
-  const variants: Record<string, number>[] = [
+  const variants: Record<string, number | boolean>[] = [
     {},
     { maxWorkgroups: 264 },
     { maxWorkgroups: 528 },
@@ -243,16 +244,24 @@ async function benchMatvecChain(): Promise<void> {
     { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128, maxWorkgroups: 1056 },
     { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256 },
     { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256, maxWorkgroups: 528 },
+    { subgroups: false }, // the row sums as a tree in workgroup memory (the default before 2026-11-30 evening)
+    { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128 },
+    { rowsPerThread: 2, rowsPerWorkgroup: 2, workgroupSize: 128 },
   ];
+  // --rows 1,4: the input rows (PoE's verify pass runs gamma rows); default 1
+  const rowCounts = args.rows ? args.rows.split(",").map(Number) : [1];
   for (const s of shapes) {
     const { nw, bytes, pool, weights } = weightPool(s);
-    const x = gpu.upload("x", Float32Array.from({ length: s.k }, (_, i) => Math.sin(i) * 0.5));
-    const y = gpu.buffer("y", s.n * 4);
-    for (const knobs of variants) {
-      const ds = weights.map((w) =>
-        matvec(gpu, { ctl, weight: w, x, y, rows: 1, k: s.k, n: s.n, epilogue: s.epi, ...knobs })
-      );
-      report("matvec chained", `${s.name} [${nw}x${s.k}]`, 1, JSON.stringify(knobs), await medianMs(ds, pool), bytes);
+    const x = gpu.upload("x", Float32Array.from({ length: 16 * s.k }, (_, i) => Math.sin(i) * 0.5));
+    const y = gpu.buffer("y", 16 * s.n * 4);
+    for (const rows of rowCounts) {
+      for (const knobs of variants) {
+        const ds = weights.map((w) =>
+          matvec(gpu, { ctl, weight: w, x, y, rows, k: s.k, n: s.n, epilogue: s.epi, ...knobs })
+        );
+        const label = JSON.stringify(knobs);
+        report("matvec chained", `${s.name} [${nw}x${s.k}]`, rows, label, await medianMs(ds, pool), bytes);
+      }
     }
     // The consumers of a post-norm (qkv after the previous block's down, gate_up after o): the fused prologue
     // (model/hydra.ts FuseOptions.postNorm) recomputed or staged, over grid caps, against the plain product above

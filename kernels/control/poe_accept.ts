@@ -109,7 +109,7 @@ export function poeAccept(gpu: Gpu, a: PoeAcceptArgs, kernel: Kernel = poeAccept
   const bestLogp = a.bestLogp ?? gpu.buffer("poe best logp", a.gamma * 4);
   const gated = a.gated ?? false;
   return [
-    argmax(gpu, {
+    ...argmax(gpu, {
       ctl: a.ctl,
       logits: a.logp,
       ids: bestIds,

@@ -16,28 +16,27 @@
  * CPU whether its tokens are garbage (broken weights give all-NaN logits and ids [0, 0, ...] otherwise). The test
  * costs one bit test per logit the kernel reads anyway.
  *
- * Why one workgroup per row: a decode step runs this on one 100352-wide row (401 KB, just written by the lm_head and so
- * mostly in L2). A two-stage reduction (many workgroups per row, then a combining pass) moves the same bytes but adds a
- * second dependent dispatch, and a dispatch boundary costs several microseconds of GPU time on Deno's WebGPU (the brief
- * measured ~8 us per tiny dispatch), more than the whole single-workgroup pass should take: 1024 threads each keep four
- * independent coalesced loads in flight (16 KB per SM), ~98 loads per thread per row in 25 rounds of four. Several rows
- * (drafted or verified positions) run on as many SMs at once. Not yet timed on an H100.
+ * Two passes over long rows: a decode step runs this on one 100352-wide row (401 KB, just written by the lm_head and
+ * mostly in L2). One workgroup per row (the first design, still used for short rows and with `chunk: 0`) leaves that
+ * row to one SM: 1024 threads, four loads each in flight, 25 rounds of L2 round trips; it measured ~60 us inside a
+ * decode step on the H200 (7B and 1B; 3.4% of a 1B step; docs/PERF.md), sixteen loads in flight measured 89 us. So by
+ * default a row is cut into chunks of ARGMAX_CHUNK ids, one workgroup each (98 at OLMo-2's vocabulary, one round of
+ * loads for each of 256 threads), each writing its best (score, id) and whether it saw a non-finite logit; then
+ * `argmax_combine` (one workgroup per row) picks among the chunks, ties still to the lowest id, and writes the id, the
+ * value and the flag as the single pass does. The second dispatch costs a dependent dispatch boundary (a few us) in
+ * place of ~50 us of one SM's serial loads; not yet measured on a GPU. The Gumbel noise is added in the first pass, so
+ * sampling is the same draw either way.
  * @module
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { lowbias32 } from "../prelude.ts";
 
-/** The WGSL kernel. */
-export const argmaxKernel: Kernel = {
-  name: "argmax",
-  source: /* wgsl */ `
-// bindings (one workgroup per row; M rows, flat workgroup index = m):
-//   0 ctl    [CTL_SLOTS] u32, read_write  control block (gate; CTL_POS for positions); sets CTL_NONFINITE (below)
-//   1 logits [M, VP] f32, read            row-major; ids >= VOCAB are padding and never chosen
-//   2 out    u32, read_write              SEQ_OUT false: ids [M]; true: the sequence, seq[pos_m + 1] = id of row m
-//   3 values [M] f32, read_write          WRITE_VALUES: logits[m, id[m]] (the row maximum when greedy)
-// pos_m = ctl[CTL_POS] + ROW_POS_OFFSET + m is the absolute position of row m (sampling key and seq index).
+/**
+ * What both passes share: bindings 0-3, the overrides, the reduction of (score, id) pairs over a workgroup, and the
+ * final write of a row's pick (`finish`).
+ */
+const ARGMAX_COMMON_WGSL = /* wgsl */ `
 override VP: u32;
 override VOCAB: u32;
 override M: u32;
@@ -46,8 +45,8 @@ override SEED: u32 = 0u;
 override ROW_POS_OFFSET: u32 = 0u;
 override SEQ_OUT: bool = false;
 override WRITE_VALUES: bool = false;
+override CHUNK: u32 = 0u;  // ids per workgroup of the first pass (0: one pass, one workgroup per row)
 override WG: u32 = 1024u; // a power of two
-const UNROLL: u32 = 4u;   // independent loads per thread per iteration
 const NONE: u32 = 0xffffffffu;
 @group(0) @binding(0) var<storage, read_write> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -57,6 +56,62 @@ var<workgroup> red_v: array<f32, WG>;
 var<workgroup> red_i: array<u32, WG>;
 var<workgroup> gate_off: u32;
 var<workgroup> row_bad: atomic<u32>; // nonzero once a thread saw a NaN or an infinity among the row's real ids
+
+// NaN or +-Inf: the exponent bits all set (exact on the bits; a compiler may fold x != x away).
+fn non_finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
+
+// (v, i) beats (bv, bi): larger value, ties to the lower id; NONE marks "nothing yet".
+fn better(v: f32, i: u32, bv: f32, bi: u32) -> bool {
+  return i != NONE && (bi == NONE || v > bv || (v == bv && i < bi));
+}
+
+// Every thread's best (bv, bi) reduced over the workgroup into red_v[0], red_i[0] (a tree in workgroup memory).
+fn reduce_best(t: u32, bv: f32, bi: u32) {
+  red_v[t] = bv;
+  red_i[t] = bi;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (t < stride && better(red_v[t + stride], red_i[t + stride], red_v[t], red_i[t])) {
+      red_v[t] = red_v[t + stride];
+      red_i[t] = red_i[t + stride];
+    }
+    workgroupBarrier();
+  }
+}
+
+// Row m's pick: id (score best; bad: a non-finite logit among its real ids) to out and values, and the flag.
+fn finish(m: u32, pos: u32, id: u32, best: f32, bad: bool) {
+  if (SEQ_OUT) { out[pos + 1u] = id; } else { out[m] = id; }
+  if (WRITE_VALUES) { values[m] = logits[m * VP + id]; }
+  // Non-finite logits, or no finite score to pick: the CPU finds 1 + this row's position at its next readback.
+  if ((bad || non_finite(best)) && ctl[CTL_NONFINITE] == 0u) {
+    ctl[CTL_NONFINITE] = pos + 1u;
+  }
+}
+
+// ctl is writable here (CTL_NONFINITE), and reads of a writable buffer are not uniform in WGSL: thread 0 reads the
+// gate and workgroupUniformLoad hands it to every thread, so the barriers after it stay in uniform control flow.
+fn gate(t: u32) -> bool {
+  if (t == 0u) { gate_off = select(0u, 1u, gated_off()); }
+  return workgroupUniformLoad(&gate_off) != 0u;
+}
+`;
+
+/** The WGSL kernel: one pass over whole rows (CHUNK = 0), or the first pass over chunks of CHUNK ids. */
+export const argmaxKernel: Kernel = {
+  name: "argmax",
+  source: /* wgsl */ `
+// bindings (flat workgroup index = m * CHUNKS + chunk; CHUNKS = 1 when CHUNK = 0, else ceil(VOCAB / CHUNK)):
+//   0 ctl    [CTL_SLOTS] u32, read_write  control block (gate; CTL_POS for positions); sets CTL_NONFINITE (below)
+//   1 logits [M, VP] f32, read            row-major; ids >= VOCAB are padding and never chosen
+//   2 out    u32, read_write              SEQ_OUT false: ids [M]; true: the sequence, seq[pos_m + 1] = id of row m
+//   3 values [M] f32, read_write          WRITE_VALUES: logits[m, id[m]] (the row maximum when greedy)
+//   4 best   [M, CHUNKS] vec4<u32>, rw    CHUNK > 0: each chunk's (best score's bits, its id, 1 if a real id of the
+//                                         chunk holds a NaN or an infinity, 0) for argmax_combine (unread otherwise)
+// pos_m = ctl[CTL_POS] + ROW_POS_OFFSET + m is the absolute position of row m (sampling key and seq index).
+${ARGMAX_COMMON_WGSL}
+const UNROLL: u32 = 4u;   // independent loads per thread per iteration
+@group(0) @binding(4) var<storage, read_write> best: array<vec4<u32>>;
 
 // Gumbel(0, 1) noise of token id under a row key: u uniform on the 2^23 bin centres of (0, 1) (exact in f32),
 // E = -log(u) ~ Exp(1), g = -log(E). Near u = 1, E = -log1p(-r) with r = 1 - u is a short series, since log(u) there
@@ -70,23 +125,17 @@ fn gumbel(key: u32, id: u32) -> f32 {
   return -log(e);
 }
 
-// NaN or +-Inf: the exponent bits all set (exact on the bits; a compiler may fold x != x away).
-fn non_finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
-
-// (v, i) beats (bv, bi): larger value, ties to the lower id; NONE marks "nothing yet".
-fn better(v: f32, i: u32, bv: f32, bi: u32) -> bool {
-  return i != NONE && (bi == NONE || v > bv || (v == bv && i < bi));
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-  // ctl is writable here (CTL_NONFINITE), and reads of a writable buffer are not uniform in WGSL: thread 0 reads the
-  // gate and workgroupUniformLoad hands it to every thread, so the barriers below stay in uniform control flow.
-  if (t == 0u) { gate_off = select(0u, 1u, gated_off()); }
-  if (workgroupUniformLoad(&gate_off) != 0u) { return; }
-  let m = flat_workgroup(wid, nwg); // uniform: every thread of the workgroup agrees
+  if (gate(t)) { return; }
+  // (max: both arms of a select are evaluated, and CHUNK = 0 divides at pipeline creation)
+  let chunks = select(1u, (VOCAB + CHUNK - 1u) / max(CHUNK, 1u), CHUNK > 0u);
+  let flat = flat_workgroup(wid, nwg); // uniform: every thread of the workgroup agrees
+  let m = flat / chunks;
   if (m >= M) { return; }
+  let lo = (flat % chunks) * CHUNK; // this workgroup's ids lo .. hi - 1
+  let hi = select(VOCAB, min(VOCAB, lo + CHUNK), CHUNK > 0u);
   let rb = m * VP;
   let pos = ctl[CTL_POS] + ROW_POS_OFFSET + m;
   let key = lowbias32(lowbias32(SEED) + pos);
@@ -95,12 +144,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var bi = NONE;
   var bad = false;
   // Each thread visits its ids in increasing order, so a strict > keeps its lowest id among equal values.
-  for (var i0 = t; i0 < VOCAB; i0 += UNROLL * WG) {
+  for (var i0 = lo + t; i0 < hi; i0 += UNROLL * WG) {
     var z: array<f32, UNROLL>;
-    for (var u = 0u; u < UNROLL; u++) { z[u] = logits[rb + min(i0 + u * WG, VOCAB - 1u)]; }
+    for (var u = 0u; u < UNROLL; u++) { z[u] = logits[rb + min(i0 + u * WG, hi - 1u)]; }
     for (var u = 0u; u < UNROLL; u++) {
       let i = i0 + u * WG;
-      if (i < VOCAB) {
+      if (i < hi) {
         bad = bad || non_finite(z[u]);
         var s = z[u];
         if (sample) { s = s * INV_TEMPERATURE + gumbel(key, i); }
@@ -112,24 +161,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
   if (bad) { atomicOr(&row_bad, 1u); }
-  red_v[t] = bv;
-  red_i[t] = bi;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (t < stride && better(red_v[t + stride], red_i[t + stride], red_v[t], red_i[t])) {
-      red_v[t] = red_v[t + stride];
-      red_i[t] = red_i[t + stride];
-    }
-    workgroupBarrier();
-  }
+  reduce_best(t, bv, bi);
   if (t == 0u) {
-    let id = red_i[0];
-    if (SEQ_OUT) { out[pos + 1u] = id; } else { out[m] = id; }
-    if (WRITE_VALUES) { values[m] = logits[rb + id]; }
-    // Non-finite logits, or no finite score to pick: the CPU finds 1 + this row's position at its next readback.
-    if ((atomicLoad(&row_bad) != 0u || non_finite(red_v[0])) && ctl[CTL_NONFINITE] == 0u) {
-      ctl[CTL_NONFINITE] = pos + 1u;
+    let row_is_bad = atomicLoad(&row_bad) != 0u;
+    if (CHUNK > 0u) {
+      best[flat] = vec4<u32>(bitcast<u32>(red_v[0]), red_i[0], select(0u, 1u, row_is_bad), 0u);
+    } else {
+      finish(m, pos, red_i[0], red_v[0], row_is_bad);
     }
+  }
+}
+`,
+};
+
+/** The WGSL kernel of the second pass: each row's chunk results (argmaxKernel with CHUNK > 0) to its pick. */
+export const argmaxCombineKernel: Kernel = {
+  name: "argmax_combine",
+  source: /* wgsl */ `
+// bindings (one workgroup per row; flat workgroup index = m): 0-3 as argmax's; 4 best [M, CHUNKS] vec4<u32>, read:
+// argmax's chunk results, CHUNKS = ceil(VOCAB / CHUNK).
+${ARGMAX_COMMON_WGSL}
+@group(0) @binding(4) var<storage, read> best: array<vec4<u32>>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  if (gate(t)) { return; }
+  let m = flat_workgroup(wid, nwg);
+  if (m >= M) { return; }
+  let chunks = (VOCAB + CHUNK - 1u) / CHUNK;
+  var bv = 0.0;
+  var bi = NONE;
+  var bad = false;
+  // Chunks in increasing order per thread (increasing ids), so ties still go to the lowest id.
+  for (var c = t; c < chunks; c += WG) {
+    let r = best[m * chunks + c];
+    let v = bitcast<f32>(r.x);
+    if (better(v, r.y, bv, bi)) {
+      bv = v;
+      bi = r.y;
+    }
+    bad = bad || r.z != 0u;
+  }
+  if (bad) { atomicOr(&row_bad, 1u); }
+  reduce_best(t, bv, bi);
+  if (t == 0u) {
+    finish(m, ctl[CTL_POS] + ROW_POS_OFFSET + m, red_i[0], red_v[0], atomicLoad(&row_bad) != 0u);
   }
 }
 `,
@@ -158,14 +235,44 @@ export interface ArgmaxArgs {
   /** Row m is at absolute position ctl[POS] + rowPosOffset + m. */
   rowPosOffset?: number;
   gated?: boolean;
-  /** Threads per row (a power of two); default min(1024, the device's limit). */
+  /**
+   * Threads per workgroup (a power of two); default min(1024, the device's limit) in one pass, ARGMAX_CHUNK_THREADS
+   * over chunks.
+   */
   workgroupSize?: number;
+  /**
+   * Ids per workgroup of a first pass over chunks of each row, then `argmax_combine` (0: one pass, one workgroup per
+   * row). Default: ARGMAX_CHUNK where the vocabulary holds at least ARGMAX_MIN_CHUNKS of them, else 0.
+   */
+  chunk?: number;
 }
 
-const unusedValues = new WeakMap<Gpu, GPUBuffer>();
+/**
+ * Ids per workgroup of the first pass over chunks (module comment): one round of four loads for each of
+ * ARGMAX_CHUNK_THREADS threads.
+ */
+export const ARGMAX_CHUNK = 1024;
+/** Threads per workgroup of both passes over chunks. */
+export const ARGMAX_CHUNK_THREADS = 256;
+/** Fewest chunks a row must split into for the default to take two passes (a short row is one workgroup's work). */
+export const ARGMAX_MIN_CHUNKS = 8;
 
-/** Records an argmax / sampling dispatch (load time). Throws on arguments the kernel cannot honour. */
-export function argmax(gpu: Gpu, a: ArgmaxArgs, kernel: Kernel = argmaxKernel): Dispatch {
+/** Buffers bound where a pass does not use them (`values` unwritten, `best` of a single pass), per device. */
+const unused = new WeakMap<Gpu, GPUBuffer>();
+
+/** Scratch for the chunk results of the first pass, shared by every argmax of a device (grow-only). */
+const chunkResults = new WeakMap<Gpu, GPUBuffer>();
+
+/**
+ * Records an argmax / sampling (load time): one dispatch over whole rows, or a first pass over chunks and
+ * `argmax_combine`. Throws on arguments the kernels cannot honour.
+ */
+export function argmax(
+  gpu: Gpu,
+  a: ArgmaxArgs,
+  kernel: Kernel = argmaxKernel,
+  combine: Kernel = argmaxCombineKernel,
+): Dispatch[] {
   const t = a.temperature ?? 0;
   if (!(a.vocab >= 1 && a.vocab <= a.vp)) throw new Error(`argmax: vocab ${a.vocab} must be in 1..vp (${a.vp})`);
   if (!(a.rows >= 1)) throw new Error(`argmax: rows must be at least 1, got ${a.rows}`);
@@ -173,32 +280,42 @@ export function argmax(gpu: Gpu, a: ArgmaxArgs, kernel: Kernel = argmaxKernel): 
   if ((a.ids === undefined) === (a.seq === undefined)) throw new Error("argmax: give exactly one of `ids` and `seq`");
   const seed = a.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error(`argmax: seed ${seed} is not a u32`);
+  const chunk = a.chunk ?? (a.vocab >= ARGMAX_MIN_CHUNKS * ARGMAX_CHUNK ? ARGMAX_CHUNK : 0);
+  if (!(Number.isInteger(chunk) && chunk >= 0)) throw new Error(`argmax: chunk ${chunk} is not an integer >= 0`);
   const limits = gpu.device.limits;
   const wg = a.workgroupSize ??
-    Math.min(1024, limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
+    Math.min(
+      chunk > 0 ? ARGMAX_CHUNK_THREADS : 1024,
+      limits.maxComputeInvocationsPerWorkgroup,
+      limits.maxComputeWorkgroupSizeX,
+    );
   if (wg < 1 || (wg & (wg - 1)) !== 0) throw new Error(`argmax: workgroupSize ${wg} is not a power of two`);
-  let values = a.values;
-  if (!values) {
-    values = unusedValues.get(gpu);
-    if (!values) unusedValues.set(gpu, values = gpu.buffer("argmax unused values", 16));
-  }
-  return gpu.dispatch(
-    kernel,
-    {
-      VP: a.vp,
-      VOCAB: a.vocab,
-      M: a.rows,
-      INV_TEMPERATURE: t > 0 ? 1 / t : 0,
-      SEED: seed,
-      ROW_POS_OFFSET: a.rowPosOffset ?? 0,
-      SEQ_OUT: a.seq !== undefined,
-      WRITE_VALUES: a.values !== undefined,
-      WG: wg,
-      GATED: a.gated ?? false,
-    },
-    [a.ctl, a.logits, (a.ids ?? a.seq)!, values],
-    a.rows,
-  );
+  let spare = unused.get(gpu);
+  if (!spare) unused.set(gpu, spare = gpu.buffer("argmax unused", 16));
+  const common = {
+    VP: a.vp,
+    VOCAB: a.vocab,
+    M: a.rows,
+    ROW_POS_OFFSET: a.rowPosOffset ?? 0,
+    SEQ_OUT: a.seq !== undefined,
+    WRITE_VALUES: a.values !== undefined,
+    CHUNK: chunk,
+    WG: wg,
+    GATED: a.gated ?? false,
+  };
+  const outputs = [a.ctl, a.logits, (a.ids ?? a.seq)!, a.values ?? spare];
+  const sampling = { INV_TEMPERATURE: t > 0 ? 1 / t : 0, SEED: seed };
+  if (chunk === 0) return [gpu.dispatch(kernel, { ...common, ...sampling }, [...outputs, spare], a.rows)];
+  // Two passes: rows x chunks workgroups, then one per row. The chunk results of every argmax of this device share one
+  // scratch: the passes of one pick are consecutive in one queue, which WebGPU runs in order.
+  const chunks = Math.ceil(a.vocab / chunk);
+  const bytes = 16 * a.rows * chunks;
+  let results = chunkResults.get(gpu);
+  if (!results || results.size < bytes) chunkResults.set(gpu, results = gpu.buffer("argmax chunk results", bytes));
+  return [
+    gpu.dispatch(kernel, { ...common, ...sampling }, [...outputs, results], a.rows * chunks),
+    gpu.dispatch(combine, common, [...outputs, results], a.rows),
+  ];
 }
 
 /** The kernel's per-row sampling key for `seed` and the row's absolute position. */

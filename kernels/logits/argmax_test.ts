@@ -1,10 +1,11 @@
 /**
  * Tests of the argmax / Gumbel-max sampling kernel (`argmax.ts`): greedy ids with ties and padding, sampled ids
- * against the reference's scores, row positions and mutants.
+ * against the reference's scores, row positions, the two passes over chunks (ties across chunks, non-finite logits
+ * in any chunk) and mutants.
  * @module
  */
 
-import { argmax, argmaxKernel, argmaxReference } from "./argmax.ts";
+import { argmax, ARGMAX_CHUNK, argmaxCombineKernel, argmaxKernel, argmaxReference } from "./argmax.ts";
 import { CTL, CTL_SLOTS } from "../control/ctl.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, Rng } from "../testing/harness.ts";
@@ -40,7 +41,10 @@ interface Case {
   pos?: number;
   rowPosOffset?: number;
   workgroupSize?: number;
+  /** Ids per workgroup of a first pass over chunks (0: one pass; default: the builder's choice). */
+  chunk?: number;
   kernel?: Kernel;
+  combine?: Kernel;
 }
 
 /** Runs one argmax case and checks ids (and values) against the reference. */
@@ -55,8 +59,9 @@ async function checkArgmax(gpu: Gpu, c: Case): Promise<Uint32Array> {
   const seqInit = new Uint32Array(seqLen).fill(0xdeadbeef);
   const out = c.toSeq ? gpu.upload("seq", seqInit) : gpu.upload("ids", new Uint32Array(rows).fill(0xdeadbeef));
   const values = gpu.upload("values", new Float32Array(rows).fill(NaN));
-  gpu.run([
-    argmax(gpu, {
+  gpu.run(argmax(
+    gpu,
+    {
       ctl,
       logits,
       ...(c.toSeq ? { seq: out } : { ids: out }),
@@ -68,13 +73,16 @@ async function checkArgmax(gpu: Gpu, c: Case): Promise<Uint32Array> {
       seed: c.seed,
       rowPosOffset: off,
       workgroupSize: c.workgroupSize,
-    }, c.kernel),
-  ]);
+      chunk: c.chunk,
+    },
+    c.kernel,
+    c.combine,
+  ));
   const outData = await gpu.readU32(out);
   const gotValues = await gpu.readF32(values, rows);
   const gotCtl = await gpu.readU32(ctl, CTL_SLOTS);
   for (const b of [ctl, logits, out, values]) b.destroy();
-  const what = `argmax ${JSON.stringify({ ...c, kernel: c.kernel?.name })}`;
+  const what = `argmax ${JSON.stringify({ ...c, kernel: c.kernel?.name, combine: c.combine?.name })}`;
   if (gotCtl[CTL.NONFINITE] !== 0) throw new Error(`${what}: finite logits flagged at ${gotCtl[CTL.NONFINITE]}`);
   let ids = outData.slice(0, rows);
   if (c.toSeq) {
@@ -142,7 +150,7 @@ gpuTest("argmax samples follow softmax(z / T) over the real vocabulary", async (
   const z = new Float32Array(rows * vp);
   for (let m = 0; m < rows; m++) z.set(row, m * vp);
   const ctl = ctlBuffer(gpu, { POS: 100 }), logits = gpu.upload("logits", z), ids = gpu.buffer("ids", rows * 4);
-  gpu.run([argmax(gpu, { ctl, logits, ids, rows, vp, vocab, temperature, seed: 12345, workgroupSize: 8 })]);
+  gpu.run(argmax(gpu, { ctl, logits, ids, rows, vp, vocab, temperature, seed: 12345, workgroupSize: 8 }));
   const got = await gpu.readU32(ids, rows);
   for (const b of [ctl, logits, ids]) b.destroy();
   const w = row.slice(0, vocab).map((x) => Math.exp(x / temperature)), total = w.reduce((a, b) => a + b);
@@ -161,7 +169,8 @@ gpuTest("argmax samples follow softmax(z / T) over the real vocabulary", async (
 gpuTest("argmax gated by ACTIVE = 0 writes nothing", async (gpu) => {
   const ctl = ctlBuffer(gpu, { ACTIVE: 0 }), logits = gpu.upload("logits", new Float32Array(37).fill(1));
   const ids = gpu.upload("ids", new Uint32Array([7]));
-  gpu.run([argmax(gpu, { ctl, logits, ids, rows: 1, vp: 37, vocab: 30, gated: true })]);
+  gpu.run(argmax(gpu, { ctl, logits, ids, rows: 1, vp: 37, vocab: 30, gated: true }));
+  gpu.run(argmax(gpu, { ctl, logits, ids, rows: 1, vp: 37, vocab: 30, gated: true, chunk: 8 }));
   const got = await gpu.readU32(ids, 1);
   for (const b of [ctl, logits, ids]) b.destroy();
   if (got[0] !== 7) throw new Error(`gated argmax wrote ${got[0]}`);
@@ -183,7 +192,9 @@ interface NonFiniteCase {
   gated?: boolean;
   /** Every logit is this value (default: random normals). */
   fill?: number;
+  chunk?: number;
   kernel?: Kernel;
+  combine?: Kernel;
 }
 
 /**
@@ -198,12 +209,12 @@ async function checkNonFinite(gpu: Gpu, c: NonFiniteCase): Promise<void> {
   const ctl = ctlBuffer(gpu, { POS: pos, NONFINITE: c.preset ?? 0, ACTIVE: c.gated ? 0 : 1 });
   const logits = gpu.upload("logits", z), ids = gpu.buffer("ids", rows * 4);
   const o = { ctl, logits, ids, rows, vp, vocab, temperature: c.temperature, seed: 3, gated: c.gated };
-  gpu.run([argmax(gpu, { ...o, workgroupSize: c.workgroupSize }, c.kernel)]);
+  gpu.run(argmax(gpu, { ...o, workgroupSize: c.workgroupSize, chunk: c.chunk }, c.kernel, c.combine));
   const got = (await gpu.readU32(ctl, CTL_SLOTS))[CTL.NONFINITE];
   for (const b of [ctl, logits, ids]) b.destroy();
   const ref = argmaxReference(z, rows, vp, vocab, { temperature: c.temperature, seed: 3, firstPos: pos });
   const flagged = ref.nonFinite.flatMap((bad, m) => (bad ? [pos + m + 1] : []));
-  const what = `argmax non-finite ${JSON.stringify({ ...c, kernel: c.kernel?.name })}`;
+  const what = `argmax non-finite ${JSON.stringify({ ...c, kernel: c.kernel?.name, combine: c.combine?.name })}`;
   const ok = c.preset || c.gated ? got === (c.preset ?? 0) : flagged.length === 0 ? got === 0 : flagged.includes(got);
   if (!ok) throw new Error(`${what}: ctl[NONFINITE] = ${got}, want ${c.preset || c.gated ? c.preset ?? 0 : flagged}`);
 }
@@ -264,7 +275,7 @@ gpuTest("argmax non-finite checks catch broken kernels", async (gpu) => {
     ["if (bad) { atomicOr(&row_bad, 1u); }", "if (bad && t == 0u) { atomicOr(&row_bad, 1u); }"], // thread 0 only
     ["ctl[CTL_NONFINITE] = pos + 1u;", "ctl[CTL_NONFINITE] = pos;"], // position off by one (0 reads as finite)
     ["&& ctl[CTL_NONFINITE] == 0u", ""], // an earlier flag overwritten
-    ["atomicLoad(&row_bad) != 0u || ", ""], // only the best score tested
+    ["(bad || non_finite(best))", "(non_finite(best))"], // only the best score tested
   ];
   for (const [from, to] of cases) {
     const kernel = mutate(argmaxKernel, from, to);
@@ -289,7 +300,7 @@ gpuTest("argmax checks catch broken kernels", async (gpu) => {
     [["stride = WG / 2u", "stride = WG / 4u"]], // half the threads dropped from the reduction
     [["s * INV_TEMPERATURE + gumbel", "s + gumbel"]], // temperature ignored
     [["ROW_POS_OFFSET + m;", "ROW_POS_OFFSET;"]], // every row sampled and written at row 0's position
-    [["i0 < VOCAB;", "i0 < VP;"], ["VOCAB - 1u)", "VP - 1u)"], ["if (i < VOCAB)", "if (i < VP)"]], // padding not masked
+    [["let hi = select(VOCAB, min(VOCAB,", "let hi = select(VP, min(VP,"]], // padding not masked
   ];
   for (const edits of cases) {
     const kernel = edits.reduce((k, [from, to]) => mutate(k, from, to), argmaxKernel);
@@ -300,3 +311,79 @@ gpuTest("argmax checks catch broken kernels", async (gpu) => {
     }, edits.map(([f, t]) => `${f} -> ${t}`).join("; "));
   }
 });
+
+gpuTest(
+  "argmax in two passes over chunks picks what one pass picks (ties across chunks, sampling, seq, values)",
+  async (gpu) => {
+    // Chunks of 1 id, odd sizes not dividing the vocabulary, one chunk larger than the row; threads fewer than a chunk.
+    for (const chunk of [1, 7, 64, 333, 2000]) {
+      await checkArgmax(gpu, { rows: 3, vp: 1000, vocab: 997, chunk, workgroupSize: 64 });
+      await checkArgmax(gpu, { rows: 2, vp: 37, vocab: 30, chunk, temperature: 1.3, seed: 8, toSeq: true, pos: 4 });
+    }
+    await checkArgmax(gpu, { rows: 5, vp: 4099, vocab: 4097, chunk: 256, workgroupSize: 32, rowPosOffset: 1, pos: 2 });
+    // The OLMo-2 vocabulary takes two passes by default (98 chunks), greedy and sampling.
+    await checkArgmax(gpu, { rows: 2, vp: 100352, vocab: 100278 });
+    await checkArgmax(gpu, { rows: 1, vp: 100352, vocab: 100278, temperature: 0.8, seed: 5 });
+    const ctl = ctlBuffer(gpu);
+    const labels = (vocab: number, chunk?: number) =>
+      argmax(gpu, { ctl, logits: ctl, ids: ctl, rows: 1, vp: vocab, vocab, chunk }).map((d) => d.label).join(",");
+    if (labels(100278) !== "argmax,argmax_combine") throw new Error(`the OLMo-2 vocabulary ran ${labels(100278)}`);
+    if (labels(4 * ARGMAX_CHUNK) !== "argmax") throw new Error(`a short row ran ${labels(4 * ARGMAX_CHUNK)}`);
+    if (labels(100278, 0) !== "argmax") throw new Error("chunk: 0 did not give one pass");
+    ctl.destroy();
+  },
+);
+
+gpuTest("argmax in two passes flags a non-finite logit in any chunk, and nothing else", async (gpu) => {
+  const [vp, vocab] = [1000, 997];
+  for (const x of [NaN, Infinity, -Infinity]) {
+    // in the first chunk, a middle one and the last (short) one; in a row that is not the first
+    for (const id of [0, 500, vocab - 1]) {
+      await checkNonFinite(gpu, { rows: 3, vp, vocab, plants: [[1, id, x]], pos: 5, chunk: 64, workgroupSize: 32 });
+    }
+  }
+  await checkNonFinite(gpu, { rows: 2, vp: 37, vocab: 30, plants: [[0, 30, NaN], [1, 36, Infinity]], chunk: 8 });
+  await checkNonFinite(gpu, { rows: 2, vp: 37, vocab: 30, plants: [[0, 2, NaN]], preset: 42, chunk: 8 });
+  await checkNonFinite(gpu, { rows: 1, vp: 37, vocab: 30, plants: [[0, 4, 3e38]], temperature: 0.01, chunk: 8 });
+});
+
+gpuTest("argmax two-pass checks catch broken kernels", async (gpu) => {
+  const combine = (from: string, to: string) => ({ combine: mutate(argmaxCombineKernel, from, to) });
+  const first = (from: string, to: string) => ({ kernel: mutate(argmaxKernel, from, to) });
+  const cases: [string, { kernel?: Kernel; combine?: Kernel }][] = [
+    ["ties across chunks to the highest id", combine("(v == bv && i < bi)", "(v == bv && i > bi)")],
+    ["chunks skipped", combine("c < chunks; c += WG", "c < chunks; c += 2u * WG")],
+    ["row 0's chunks for every row", combine("best[m * chunks + c]", "best[c]")],
+    [
+      "a chunk's first id skipped",
+      first("let lo = (flat % chunks) * CHUNK;", "let lo = (flat % chunks) * CHUNK + 1u;"),
+    ],
+    ["a chunk's non-finite flag lost", first("select(0u, 1u, row_is_bad)", "0u")],
+    ["only the last chunk's flag kept", combine("bad = bad || r.z != 0u;", "bad = r.z != 0u;")],
+  ];
+  for (const [what, kernels] of cases) {
+    await assertCaught(async () => {
+      // 16 chunks of 64 over 2 rows with 4 threads: each thread combines several chunks
+      await checkArgmax(gpu, { rows: 2, vp: 1000, vocab: 997, chunk: 64, workgroupSize: 4, ...kernels });
+      await checkArgmax(gpu, { rows: 3, vp: 1000, vocab: 997, chunk: 64, temperature: 2, seed: 9, ...kernels });
+      // ties: the same maximum at ids 5 (chunk 0) and 900 (chunk 14)
+      await checkTie(gpu, kernels);
+      for (const id of [0, 640, 996]) {
+        // 4 threads: each combines 4 chunks, so a flag must survive the chunks after it
+        const c = { rows: 2, vp: 1000, vocab: 997, chunk: 64, workgroupSize: 4 };
+        await checkNonFinite(gpu, { ...c, plants: [[1, id, NaN]], ...kernels });
+      }
+    }, what);
+  }
+});
+
+/** Two passes over a row whose maximum is tied at ids 5 and 900 (different chunks): the pick must be 5. */
+async function checkTie(gpu: Gpu, kernels: { kernel?: Kernel; combine?: Kernel }): Promise<void> {
+  const z = new Float32Array(1000).fill(-1);
+  z[5] = z[900] = 3;
+  const ctl = ctlBuffer(gpu), logits = gpu.upload("logits", z), ids = gpu.buffer("ids", 4);
+  gpu.run(argmax(gpu, { ctl, logits, ids, rows: 1, vp: 1000, vocab: 997, chunk: 64 }, kernels.kernel, kernels.combine));
+  const [got] = await gpu.readU32(ids, 1);
+  for (const b of [ctl, logits, ids]) b.destroy();
+  if (got !== 5) throw new Error(`a tie across chunks went to ${got}, not the lowest id 5`);
+}

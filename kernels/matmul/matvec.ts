@@ -22,6 +22,7 @@
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { rmsnormReference } from "../norm/rmsnorm.ts";
+import { subgroupWidth } from "../reduce.ts";
 
 /** Most input rows one matvec dispatch handles; more rows go to the tiled GEMM. */
 export const MATVEC_MAX_ROWS = 16;
@@ -52,7 +53,11 @@ export function matvecKernelFor(
   rowsPerThread = 1,
   prologue: MatvecPrologue = "none",
   qkStats = false,
+  sgLanes = 0,
 ): Kernel {
+  if (sgLanes !== 0 && !(sgLanes >= 4 && sgLanes <= 128 && (sgLanes & (sgLanes - 1)) === 0)) {
+    throw new Error(`matvec: sgLanes ${sgLanes} (0, or a power of two from 4 to 128)`);
+  }
   if (!Number.isInteger(rows) || rows < 1 || rows > MATVEC_MAX_ROWS) {
     throw new Error(`matvec: ${rows} rows (1..${MATVEC_MAX_ROWS})`);
   }
@@ -67,20 +72,29 @@ export function matvecKernelFor(
       : `(x[${j}u * k4 + ${col}] + proj[${j}u * k4 + ${col}] * inv${j} * nw[${col}])`;
   const unroll = range(4 / rowsPerThread); // chunks in flight per output row: 4 16-byte weight loads per thread
   // For chunk expression c (unrolled copy i): load the weights of every owned row, then x once for every input row.
+  // The weights are unpacked to f32 once per chunk, then used for every input row (not once per row and weight).
   const step = (i: number, c: string) =>
     `    {
       let c${i} = ${c};
-${RT.map((r) => `      let p${r} = w[wrow${r} + c${i}];`).join("\n")}
-${RT.map((r) => `      var q${r} = vec4<u32>();`).join("\n")}
+${
+      RT.map((r) =>
+        `      let p${r} = w[wrow${r} + c${i}]; let wl${r} = bf16x8_lo(p${r}); let wh${r} = bf16x8_hi(p${r});`
+      ).join("\n")
+    }
+${RT.map((r) => `      var ul${r} = vec4<f32>(); var uh${r} = vec4<f32>();`).join("\n")}
       if (EPILOGUE == 1u) {
-${RT.map((r) => `        q${r} = w[wrow_up${r} + c${i}];`).join("\n")}
+${
+      RT.map((r) => `        let q${r} = w[wrow_up${r} + c${i}]; ul${r} = bf16x8_lo(q${r}); uh${r} = bf16x8_hi(q${r});`)
+        .join("\n")
+    }
       }
 ${
       M.map((j) =>
         `      { let xa = ${input(j, `2u * c${i}`)}; let xb = ${input(j, `2u * c${i} + 1u`)};
 ${
           RT.map((r) =>
-            `        a${r}_${j} += dot8(p${r}, xa, xb); if (EPILOGUE == 1u) { u${r}_${j} += dot8(q${r}, xa, xb); }`
+            `        a${r}_${j} += dot(wl${r}, xa) + dot(wh${r}, xb); ` +
+            `if (EPILOGUE == 1u) { u${r}_${j} += dot(ul${r}, xa) + dot(uh${r}, xb); }`
           ).join("\n")
         } }`
       ).join("\n")
@@ -129,7 +143,8 @@ ${
   }
   workgroupBarrier();
 `;
-  const suffix = (prologue === "none" ? "" : prologue === "staged" ? "_normst" : "_norm") + (qkStats ? "_qks" : "");
+  const suffix = (prologue === "none" ? "" : prologue === "staged" ? "_normst" : "_norm") + (qkStats ? "_qks" : "") +
+    (sgLanes > 0 ? "_sg" : "");
   // QK statistics: each lane-0 thread splits the squares of its outputs into q's and k's (v's and rows past N add
   // nothing), the workgroup adds its ROWS threads' sums in a fixed order, and the row group's sums go to its slot.
   const statsBinding = prologue === "none" ? 4 : 7;
@@ -216,11 +231,31 @@ var<workgroup> red: array<vec4<f32>, WG>;${
       prologue === "staged" ? `\nvar<workgroup> xs: array<vec4<f32>, ${rows}u * (K / 4u)>; // x_eff, row-major` : ""
     }
 
-fn dot8(p: vec4<u32>, a: vec4<f32>, b: vec4<f32>) -> f32 {
-  return dot(vec4<f32>(bf16_lo(p.x), bf16_hi(p.x), bf16_lo(p.y), bf16_hi(p.y)), a)
-       + dot(vec4<f32>(bf16_lo(p.z), bf16_hi(p.z), bf16_lo(p.w), bf16_hi(p.w)), b);
-}
-
+// The 8 bf16 of a 16-byte weight chunk as f32: elements 0..3 and 4..7.
+fn bf16x8_lo(p: vec4<u32>) -> vec4<f32> { return vec4<f32>(bf16_lo(p.x), bf16_hi(p.x), bf16_lo(p.y), bf16_hi(p.y)); }
+fn bf16x8_hi(p: vec4<u32>) -> vec4<f32> { return vec4<f32>(bf16_lo(p.z), bf16_hi(p.z), bf16_lo(p.w), bf16_hi(p.w)); }
+${
+      sgLanes > 0
+        ? `
+// Sums v over the WG / ROWS threads of each row group; lane 0 gets the total. Subgroup shuffles within groups of
+// SG_LANES consecutive threads (no barrier), then, for row groups wider than that, their partials through workgroup
+// memory (one barrier).
+const SG_LANES: u32 = ${sgLanes}u; // the narrowest subgroup the device runs (reduce.ts subgroupWidth)
+fn row_sum4(v: vec4<f32>, t: u32, lane: u32) -> vec4<f32> {
+  let tpr = WG / ROWS;
+  var x = v;
+  for (var st = 1u; st < min(tpr, SG_LANES); st *= 2u) { x += subgroupShuffleXor(x, st); }
+  if (tpr <= SG_LANES) { return x; }
+  if (t % SG_LANES == 0u) { red[t / SG_LANES] = x; }
+  workgroupBarrier();
+  var total = vec4<f32>();
+  if (lane == 0u) {
+    for (var i = 0u; i < tpr / SG_LANES; i++) { total += red[t / SG_LANES + i]; }
+  }
+  workgroupBarrier();
+  return total;
+}`
+        : `
 // Sums v over the WG / ROWS threads of each row group (a tree in workgroup memory); lane 0 gets the total.
 fn row_sum4(v: vec4<f32>, t: u32, lane: u32) -> vec4<f32> {
   red[t] = v;
@@ -232,7 +267,8 @@ fn row_sum4(v: vec4<f32>, t: u32, lane: u32) -> vec4<f32> {
   let total = red[t]; // the row group's total for lane 0, which alone stores
   workgroupBarrier();
   return total;
-}
+}`
+    }
 ${
       prologue === "none" ? "" : `
 // Sums v over all WG threads (a tree in workgroup memory); every thread gets the total.
@@ -367,6 +403,11 @@ export interface MatvecArgs extends ProductArgs {
    * the weight at every use. Default: staged when it fits the device's workgroup memory.
    */
   staged?: boolean;
+  /**
+   * Row sums by subgroup shuffles (default: where the device has `subgroups`, `subgroupWidth`) instead of a tree in
+   * workgroup memory.
+   */
+  subgroups?: boolean;
   /** Tuning knobs (defaults are the measured best on the reference GPU; see docs/PERF.md). Row groups per workgroup. */
   rowsPerWorkgroup?: number;
   /** Threads per workgroup. */
@@ -452,7 +493,7 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   // (MATVEC_POSTNORM_WORKGROUPS; tools/bench_kernels.ts --chain times the alternatives).
   const maxWorkgroups = a.maxWorkgroups ?? (p ? MATVEC_POSTNORM_WORKGROUPS : Infinity);
   return gpu.dispatch(
-    kernel ?? matvecKernelFor(a.rows, rowsPerThread, prologue, stats !== undefined),
+    kernel ?? matvecKernelFor(a.rows, rowsPerThread, prologue, stats !== undefined, matvecSubgroupLanes(gpu, a)),
     {
       K: a.k,
       N: a.n,
@@ -469,6 +510,13 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
     ],
     Math.min(Math.ceil(a.n / (rowsPerWg * rowsPerThread)), maxWorkgroups),
   );
+}
+
+/** The shuffle width of `a`'s row sums on `gpu` (0: the tree): `subgroupWidth` unless `a.subgroups` is false. */
+export function matvecSubgroupLanes(gpu: Gpu, a: Pick<MatvecArgs, "subgroups">): number {
+  const width = subgroupWidth(gpu);
+  if (a.subgroups && width === 0) throw new Error("matvec: the device has no subgroups");
+  return a.subgroups === false ? 0 : width;
 }
 
 /**

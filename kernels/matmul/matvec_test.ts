@@ -1,6 +1,7 @@
 /**
  * Tests of the generated matvec (`matvec.ts`) against the reference: every row count and rows per thread, awkward
- * K and N, both epilogues, the post-norm prologue (recomputed and staged), the QK statistics, and mutants.
+ * K and N, both epilogues, the post-norm prologue (recomputed and staged), the QK statistics, the row sums by subgroup
+ * shuffles against the tree, and mutants.
  * @module
  */
 
@@ -17,6 +18,7 @@ import {
   qkStatsReference,
 } from "./matvec.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
+import { subgroupWidth } from "../reduce.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 import type { ErrorReport } from "../testing/harness.ts";
 
@@ -37,6 +39,7 @@ async function checkMatvec(
     workgroupSize?: number;
     rowsPerThread?: number;
     maxWorkgroups?: number;
+    subgroups?: boolean;
   } = {},
 ): Promise<ErrorReport> {
   const rng = new Rng(rows * 1_000_003 + k * 1009 + n);
@@ -109,7 +112,8 @@ gpuTest("matvec checks catch broken kernels", async (gpu) => {
     ["bf16_lo(p.w), bf16_hi(p.w)", "bf16_hi(p.w), bf16_lo(p.w)"], // swapped halves
     ["for (; c < k8; c += tpr)", "for (; c + 1u < k8; c += tpr)"], // a row's last chunk dropped when K/8 % 4 != 0
     ["a0_0 = a0_0 / (1.0 + exp(-a0_0)) * u0_0", "a0_0 = a0_0 * u0_0"], // no SiLU
-    ["a0_1 += dot8(p0, xa, xb)", "a0_0 += dot8(p0, xa, xb)"], // input rows mixed
+    ["a0_1 += dot(wl0, xa)", "a0_0 += dot(wl0, xa)"], // input rows mixed
+    ["u1_0 += dot(ul1, xa) + dot(uh1, xb)", "u1_0 += dot(ul0, xa) + dot(uh1, xb)"], // up rows of a thread mixed
     ["y[1u * N + n0 + 1u] = a1_1", "y[1u * N + n0 + 1u] = a0_1"], // output rows of a thread mixed
     ["s > 0u; s /= 2u", "s > 1u; s /= 2u"], // last level of the reduction tree dropped
     ["g += nwg.x * nwg.y", "g += 2u * nwg.x * nwg.y"], // grid stride skips row groups
@@ -123,6 +127,39 @@ gpuTest("matvec checks catch broken kernels", async (gpu) => {
     }, `${from} -> ${to}`);
   }
 });
+
+gpuTest(
+  "matvec row sums by subgroup shuffles match the tree's, narrower and wider row groups than a subgroup",
+  async (gpu) => {
+    const width = subgroupWidth(gpu);
+    if (width === 0) return; // no subgroups: the tree is the only path (tested above)
+    // Threads per row group (WG / ROWS) below, at and above the shuffle width: one shuffle tree, or several and the
+    // partials through workgroup memory.
+    for (const [rowsPerWorkgroup, workgroupSize] of [[8, 8 * Math.max(1, width / 2)], [4, 4 * width], [1, 4 * width]]) {
+      for (const [rows, epilogue] of [[1, Epilogue.PLAIN], [4, Epilogue.SWIGLU], [3, Epilogue.PLAIN]]) {
+        const knobs = { rowsPerWorkgroup, workgroupSize, rowsPerThread: 2, epilogue };
+        await checkMatvec(gpu, rows, 1064, 37, { ...knobs, subgroups: true });
+        await checkMatvec(gpu, rows, 1064, 37, { ...knobs, subgroups: false });
+      }
+    }
+    const cases: [string, string][] = [
+      ["st < min(tpr, SG_LANES); st *= 2u", "st < min(tpr, SG_LANES) / 2u; st *= 2u"], // a shuffle level dropped
+      ["i < tpr / SG_LANES; i++", "i + 1u < tpr / SG_LANES; i++"], // a subgroup's partial dropped
+    ];
+    for (const [from, to] of cases) {
+      const kernel = mutate(matvecKernelFor(2, 2, "none", false, width), from, to);
+      await assertCaught(async () => {
+        // 4 * width threads per row group: every shuffle level and several partials.
+        await checkMatvec(gpu, 2, 1064, 37, {
+          kernel,
+          rowsPerThread: 2,
+          rowsPerWorkgroup: 1,
+          workgroupSize: 4 * width,
+        });
+      }, `${from} -> ${to}`);
+    }
+  },
+);
 
 /** The matvec with the post-norm prologue against the composed reference: y, and x_eff stored to `out`. */
 async function checkPostNorm(

@@ -8,7 +8,7 @@ import { assert, assertEquals, assertRejects } from "@std/assert";
 import { join } from "@std/path";
 import { createCanvas, loadImage } from "@napi-rs/canvas";
 import { GRAPH_FILE, GRAPH_LAYOUT, graphLayout, type PanelRect, renderGraph, writeGraph } from "../../bench/graph.ts";
-import { chartPanels, PANEL_NAMES } from "../../bench/charts.ts";
+import { chartPanels, PANEL_NAMES, runHeader } from "../../bench/charts.ts";
 import { main } from "../../bench/graph_main.ts";
 import { RESULTS_FILE } from "../../bench/results.ts";
 import type { ResultsDocument } from "../../bench/results_types.ts";
@@ -158,4 +158,18 @@ Deno.test("graph.png of a run whose sweeps did not finish explains their panels"
     assert(ink > 800, `empty panel ${rect.name} shows no explanation`);
     assertEquals(colour, 0, `empty panel ${rect.name} should hold no data series`);
   }
+});
+
+Deno.test("the header says why a run is incomplete: failed where, interrupted how, or still running", () => {
+  const doc: ResultsDocument = syntheticResults(["baseline"]);
+  assertEquals(runHeader(doc).incomplete, null);
+  doc.status = "failed";
+  doc.failure = { configuration: "hydra_poe", message: "out of memory" };
+  assertEquals(runHeader(doc).incomplete, "INCOMPLETE: failed in hydra_poe");
+  doc.status = "interrupted";
+  doc.failure = { configuration: null, message: "interrupted by SIGTERM" };
+  assertEquals(runHeader(doc).incomplete, "INCOMPLETE: interrupted (interrupted by SIGTERM)");
+  doc.status = "running";
+  doc.failure = null;
+  assertEquals(runHeader(doc).incomplete, "INCOMPLETE: run still in progress");
 });

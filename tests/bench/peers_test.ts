@@ -7,6 +7,7 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { fromFileUrl, join } from "@std/path";
 import { parsePeerLine, PEER_SCRIPTS, runPeers } from "../../bench/peers.ts";
+import type { PeerResult } from "../../bench/results_types.ts";
 import { fakePython, NO_TORCH, TORCH_OK_HF_FAILS } from "./fake_python.ts";
 
 const ROOT = fromFileUrl(new URL("../../", import.meta.url));
@@ -14,14 +15,23 @@ const ROOT = fromFileUrl(new URL("../../", import.meta.url));
 async function run(python: string, names: ("torch" | "hf")[], device = "Fake GPU", timeoutMs?: number) {
   const dir = await Deno.makeTempDir({ prefix: "peers_run" });
   const lines: string[] = [];
-  const peers = await runPeers(names, { size: "7b", dir, log: (m) => lines.push(m), python, device, timeoutMs });
+  // what onResult saw, as the log line count when it was called: each result is handed over before the next peer runs
+  const recorded: { names: string[]; linesBefore: number }[] = [];
+  const onResult = (done: PeerResult[]) => {
+    recorded.push({ names: done.map((p) => p.name), linesBefore: lines.length });
+    return Promise.resolve();
+  };
+  const log = (m: string) => lines.push(m);
+  const peers = await runPeers(names, { size: "7b", dir, log, python, device, timeoutMs, onResult });
   const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-  return { dir, lines, peers, files };
+  return { dir, lines, peers, files, recorded };
 }
 
 Deno.test("runPeers stores a peer's final JSON line, keeps its output in peer_<name>.log, and skips a failing one", async () => {
   const python = await fakePython(TORCH_OK_HF_FAILS);
-  const { dir, lines, peers, files } = await run(python, ["torch", "hf"]);
+  const { dir, lines, peers, files, recorded } = await run(python, ["torch", "hf"]);
+  // torch's result was handed over (to results.json, in the bench) before hf started; hf's failure adds nothing
+  assertEquals(recorded, [{ names: ["torch"], linesBefore: 1 }]);
   assertEquals(peers, [{
     name: "torch",
     decode_ms_per_token: 9.5, // ttft_ms null: not measured, so absent
