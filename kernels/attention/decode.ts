@@ -363,7 +363,13 @@ ${
   };
 }
 
-/** The WGSL kernel that merges the per-split partial results of attention_decode into the output. */
+/**
+ * The WGSL kernel that merges the per-split partial results of attention_decode into the output. A workgroup (head,
+ * row) stages the splits' (max, sum of exp) in workgroup memory, and its WG / HV groups of HV threads (one vec4 column
+ * each) add every (WG / HV)-th split's output, so a thread's loads are independent and few. The first design (one
+ * thread per column looping over every split) took ~9 us a layer in a 7B step at 4,095 keys (16 splits) on the H200,
+ * 5 us at 256 keys (docs/PERF.md).
+ */
 export const attentionMergeKernel: Kernel = {
   name: "attention_decode_merge",
   source: /* wgsl */ `
@@ -377,15 +383,19 @@ override M: u32 = 1u;
 override MAX_POS: u32;
 override SPLITS: u32;
 override MIN_KEYS: u32 = 32u;
-override WG: u32 = 32u;
+override WG: u32 = 128u;                      // a multiple of HV: WG / HV groups of splits
 override HV: u32 = HEAD_DIM / 4u;
 const NEG_BIG: f32 = -3.0e38;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+var<workgroup> split_stats: array<vec2<f32>, SPLITS>; // (max, sum of exp) of each split
+var<workgroup> group_out: array<vec4<f32>, WG>;      // each thread's share of its column
+var<workgroup> group_sum: array<f32, WG>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let h = wid.x;
   let m = wid.y;
@@ -394,18 +404,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let splits = (len + per - 1u) / per;          // the splits that hold keys (as attention_decode computed them)
   let base = (m * NH + h) * SPLITS;
   let stats = M * NH * SPLITS * HV + base;
+  for (var s = t; s < splits; s += WG) { split_stats[s] = part[stats + s].xy; }
+  workgroupBarrier();
   var gmax = NEG_BIG;
-  for (var s = 0u; s < splits; s++) { gmax = max(gmax, part[stats + s].x); }
-  for (var l = t; l < HV; l += WG) {
-    var o = vec4<f32>();
-    var sum = 0.0;
-    for (var s = 0u; s < splits; s++) {
-      let st = part[stats + s];
-      let w = exp(st.x - gmax);
-      sum += w * st.y;
-      o += w * part[(base + s) * HV + l];
+  for (var s = 0u; s < splits; s++) { gmax = max(gmax, split_stats[s].x); }
+  let groups = WG / HV;
+  let l = t % HV;                               // this thread's vec4 column
+  var o = vec4<f32>();
+  var sum = 0.0;
+  for (var s = t / HV; s < splits; s += groups) {
+    let w = exp(split_stats[s].x - gmax);
+    sum += w * split_stats[s].y;
+    o += w * part[(base + s) * HV + l];
+  }
+  group_out[t] = o;
+  group_sum[t] = sum;
+  workgroupBarrier();
+  if (t < HV) {
+    var total = vec4<f32>();
+    var total_sum = 0.0;
+    for (var g = 0u; g < groups; g++) {
+      total += group_out[g * HV + l];
+      total_sum += group_sum[g * HV + l];
     }
-    out[(m * NH + h) * HV + l] = o / sum;
+    out[(m * NH + h) * HV + l] = total / total_sum;
   }
 }
 `,
@@ -451,7 +473,7 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   gated?: boolean;
   /**
    * Tuning knobs: fewest keys per split (default 64), threads per workgroup (256 up to 4 rows, else 128) and of the
-   * merge (32), threads per
+   * merge (128, at least HEAD_DIM / 4), threads per
    * key in the score pass (default: the fewest, down to 1 vec4 per thread, that keep M * KEY_VEC <= 16 and KEY_VEC
    * <= 8), and whether to reduce with subgroup shuffles (default: when the device has `subgroups` at least as wide as
    * the lanes reduced).
@@ -480,6 +502,18 @@ export interface FusedQkNormRope {
    * same rows): the kernel adds those instead of re-reading the whole width of q and k in every workgroup.
    */
   stats?: FusedQkStats;
+}
+
+/**
+ * Threads of the merge: `mergeWorkgroupSize` (default 128: four groups of splits at HEAD_DIM 128), at least the vec4
+ * of a head row (a multiple of them: both are powers of two).
+ */
+function mergeWorkgroupSize(a: AttentionDecodeArgs): number {
+  const wg = a.mergeWorkgroupSize ?? 128;
+  if (!(Number.isInteger(wg) && wg >= 1 && (wg & (wg - 1)) === 0)) {
+    throw new Error(`attentionDecode: mergeWorkgroupSize ${wg} is not a power of two`);
+  }
+  return Math.max(wg, a.headDim / 4);
 }
 
 /** The QKV matvec's partial sums of squares (matvec.ts `QkStats`, `qkStatsLayout`). */
@@ -682,7 +716,7 @@ export function attentionDecode(
     gpu.dispatch(partialKernel, partial, bind(a.scratch), grid),
     gpu.dispatch(
       mergeKernel,
-      { ...common, WG: a.mergeWorkgroupSize ?? 32, GATED: a.gated ?? false },
+      { ...common, WG: mergeWorkgroupSize(a), GATED: a.gated ?? false },
       [a.ctl, a.scratch, a.out],
       [a.nHeads, a.rows, 1],
     ),

@@ -173,11 +173,28 @@ gpuTest("attention decode checks catch broken kernels", async (gpu) => {
         : decode("var st = lanes / 2u; st > 0u", "var st = lanes / 4u; st > 0u"),
     ],
     ["last split dropped", merge("let splits = (len + per - 1u) / per;", "let splits = max(len / per, 1u);")],
+    [
+      "a group of splits left out of the total",
+      merge("for (var g = 0u; g < groups; g++)", "for (var g = 1u; g < groups; g++)"),
+    ],
+    ["every other split of a group skipped", merge("s < splits; s += groups)", "s < splits; s += 2u * groups)")],
+    [
+      "the sums of exp of one group only",
+      merge("total_sum += group_sum[g * HV + l];", "total_sum = group_sum[g * HV + l];"),
+    ],
   ];
   for (const [what, kernels] of cases) {
     await assertCaught(async () => {
       await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { splits: 7, subgroups, kernels });
       await checkDecode(gpu, decodeCase(2, 300, 1, 64, 512), { splits: 1, subgroups, kernels });
+      // more splits than the merge's groups (64 threads / 16 vec4 columns = 4): each group adds several splits
+      await checkDecode(gpu, decodeCase(1, 300, 2, 64, 512), {
+        splits: 30,
+        minKeys: 8,
+        mergeWorkgroupSize: 64,
+        subgroups,
+        kernels,
+      });
     }, what);
   }
 });
