@@ -234,8 +234,11 @@ async function run(argv: string[]): Promise<number> {
     current: null as ConfigurationName | null,
     runtime: null as WebgpuRuntime | null,
     finished: false,
+    /** Aborted by a stop signal: kills a running peer (bench/peers.ts), which would otherwise outlive the bench. */
+    peers: new AbortController(),
   };
   const removeListeners = onStopSignals(async (signal) => {
+    state.peers.abort();
     const { writer, current, runtime } = state;
     if (writer && !state.finished) {
       await writer.interrupt(current, signal, runtime).catch(() => {});
@@ -299,6 +302,7 @@ async function run(argv: string[]): Promise<number> {
         log,
         device: gpu.description.description,
         onResult: (done) => writer.setPeers(done),
+        stop: state.peers.signal,
       });
       state.finished = true;
       await writer.complete();

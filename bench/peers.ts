@@ -57,6 +57,11 @@ export interface PeerOptions {
    * to results.json, so a run stopped during a later peer keeps the earlier ones).
    */
   onResult?: (done: PeerResult[]) => Promise<void>;
+  /**
+   * Aborted when the run is stopped (SIGINT / SIGTERM): the running peer is killed (SIGTERM) rather than left holding
+   * the GPU after the bench has exited, and no later peer starts.
+   */
+  stop?: AbortSignal;
 }
 
 /** The last non-empty line of `text`. */
@@ -142,6 +147,7 @@ async function runPeer(name: PeerName, python: string, o: PeerOptions): Promise<
   const sink = file.writable.getWriter();
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), o.timeoutMs ?? PEER_TIMEOUT_MS);
+  const kill = o.stop ? AbortSignal.any([abort.signal, o.stop]) : abort.signal;
   let stdout = "", stderr = "";
   try {
     const child = new Deno.Command(python, {
@@ -150,7 +156,7 @@ async function runPeer(name: PeerName, python: string, o: PeerOptions): Promise<
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      signal: abort.signal,
+      signal: kill,
     }).spawn();
     // Both streams go to the log as they come (writes on one writer are queued in order); their tails are kept.
     const pump = async (stream: ReadableStream<Uint8Array>, keep: (text: string) => void) => {
@@ -165,6 +171,7 @@ async function runPeer(name: PeerName, python: string, o: PeerOptions): Promise<
       pump(child.stdout, (t) => stdout = (stdout + t).slice(-65536)),
       pump(child.stderr, (t) => stderr = (stderr + t).slice(-4096)),
     ]);
+    if (o.stop?.aborted) return `stopped (the run was interrupted); see ${log}`;
     if (abort.signal.aborted) {
       return `timed out after ${((o.timeoutMs ?? PEER_TIMEOUT_MS) / 60_000).toFixed(1)} min; see ${log}`;
     }
@@ -207,6 +214,7 @@ export async function runPeers(names: readonly PeerName[], o: PeerOptions): Prom
   }
   const out: PeerResult[] = [];
   for (const name of names) {
+    if (o.stop?.aborted) break;
     const r = await runPeer(name, python, o);
     if (typeof r === "string") {
       o.log(`peer ${name} skipped: ${r}`);

@@ -92,6 +92,28 @@ Deno.test("a peer that prints no result line, or hangs past its time limit, is s
   assertStringIncludes(b.lines[1], "peer torch skipped: timed out");
 });
 
+Deno.test("a stopped run kills the running peer and starts no other", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "peers_stop" });
+  const pidFile = join(dir, "peer.pid");
+  // the fake peer records its pid, then runs for a minute unless killed
+  const python = await fakePython(`[ "$1" = "-c" ] && exit 0; echo $$ > ${pidFile}; echo started; exec sleep 60`);
+  const stop = new AbortController();
+  const lines: string[] = [];
+  const t0 = performance.now();
+  const running = runPeers(["torch", "hf"], { size: "7b", dir, log: (m) => lines.push(m), python, stop: stop.signal });
+  while (!(await Deno.stat(pidFile).then(() => true, () => false))) await new Promise((r) => setTimeout(r, 20));
+  stop.abort();
+  const peers = await running;
+  assert(performance.now() - t0 < 10_000, "the stopped peer was not killed");
+  assertEquals(peers, []);
+  assertStringIncludes(lines.join("\n"), "peer torch skipped: stopped (the run was interrupted)");
+  assert(!lines.some((l) => l.includes("peer hf")), `hf started after the stop: ${lines.join(" | ")}`);
+  // the process is gone (kill -0 fails)
+  const pid = (await Deno.readTextFile(pidFile)).trim();
+  const alive = await new Deno.Command("kill", { args: ["-0", pid], stderr: "null" }).output();
+  assert(!alive.success, `the peer process ${pid} outlived the stop`);
+});
+
 Deno.test("parsePeerLine takes the last line as the peer's JSON and checks its figures", () => {
   const ok = parsePeerLine("hf", 'text\n{"peer": "hf", "decode_ms_per_token": 24.1, "ttft_ms": 41.5, "x": null}\n\n');
   assertEquals(ok, { figures: { decode_ms_per_token: 24.1, ttft_ms: 41.5 }, rest: {} });
