@@ -257,11 +257,21 @@ export const ARGMAX_CHUNK_THREADS = 256;
 /** Fewest chunks a row must split into for the default to take two passes (a short row is one workgroup's work). */
 export const ARGMAX_MIN_CHUNKS = 8;
 
-/** Buffers bound where a pass does not use them (`values` unwritten, `best` of a single pass), per device. */
-const unused = new WeakMap<Gpu, GPUBuffer>();
+/** The `values` binding of a pick that wants none, per device. */
+const unusedValues = new WeakMap<Gpu, GPUBuffer>();
 
 /** Scratch for the chunk results of the first pass, shared by every argmax of a device (grow-only). */
 const chunkResults = new WeakMap<Gpu, GPUBuffer>();
+
+/**
+ * The shared chunk-result scratch, at least `bytes` (a single pass binds it unread: a separate buffer from the unused
+ * `values`, as Dawn rejects two writable bindings of one buffer in a dispatch).
+ */
+function chunkResultsFor(gpu: Gpu, bytes: number): GPUBuffer {
+  let results = chunkResults.get(gpu);
+  if (!results || results.size < bytes) chunkResults.set(gpu, results = gpu.buffer("argmax chunk results", bytes));
+  return results;
+}
 
 /**
  * Records an argmax / sampling (load time): one dispatch over whole rows, or a first pass over chunks and
@@ -290,8 +300,8 @@ export function argmax(
       limits.maxComputeWorkgroupSizeX,
     );
   if (wg < 1 || (wg & (wg - 1)) !== 0) throw new Error(`argmax: workgroupSize ${wg} is not a power of two`);
-  let spare = unused.get(gpu);
-  if (!spare) unused.set(gpu, spare = gpu.buffer("argmax unused", 16));
+  let values = a.values ?? unusedValues.get(gpu);
+  if (!values) unusedValues.set(gpu, values = gpu.buffer("argmax unused values", 16));
   const common = {
     VP: a.vp,
     VOCAB: a.vocab,
@@ -303,18 +313,16 @@ export function argmax(
     WG: wg,
     GATED: a.gated ?? false,
   };
-  const outputs = [a.ctl, a.logits, (a.ids ?? a.seq)!, a.values ?? spare];
   const sampling = { INV_TEMPERATURE: t > 0 ? 1 / t : 0, SEED: seed };
-  if (chunk === 0) return [gpu.dispatch(kernel, { ...common, ...sampling }, [...outputs, spare], a.rows)];
   // Two passes: rows x chunks workgroups, then one per row. The chunk results of every argmax of this device share one
   // scratch: the passes of one pick are consecutive in one queue, which WebGPU runs in order.
-  const chunks = Math.ceil(a.vocab / chunk);
-  const bytes = 16 * a.rows * chunks;
-  let results = chunkResults.get(gpu);
-  if (!results || results.size < bytes) chunkResults.set(gpu, results = gpu.buffer("argmax chunk results", bytes));
+  const chunks = chunk > 0 ? Math.ceil(a.vocab / chunk) : 1;
+  const results = chunkResultsFor(gpu, 16 * a.rows * chunks);
+  const outputs = [a.ctl, a.logits, (a.ids ?? a.seq)!, values, results];
+  if (chunk === 0) return [gpu.dispatch(kernel, { ...common, ...sampling }, outputs, a.rows)];
   return [
-    gpu.dispatch(kernel, { ...common, ...sampling }, [...outputs, results], a.rows * chunks),
-    gpu.dispatch(combine, common, [...outputs, results], a.rows),
+    gpu.dispatch(kernel, { ...common, ...sampling }, outputs, a.rows * chunks),
+    gpu.dispatch(combine, common, outputs, a.rows),
   ];
 }
 
