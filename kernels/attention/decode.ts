@@ -654,10 +654,10 @@ export function attentionDecode(
   const subgroups = a.subgroups ?? fits;
   if (subgroups && width === 0) throw new Error("attentionDecode: the device has no subgroups");
   const plan = planDecode(a, subgroups ? width : 32, !subgroups);
+  // (the split pass has the rows as a generated constant; the merge takes them as the override M)
   const common = {
     NH: a.nHeads,
     HEAD_DIM: a.headDim,
-    M: a.rows,
     MAX_POS: a.maxPos,
     SPLITS: plan.splits,
     MIN_KEYS: plan.minKeys,
@@ -679,9 +679,8 @@ export function attentionDecode(
   };
   const partialKernel = (kernels.partial ?? attentionDecodeKernelFor)(spec);
   const mergeKernel = kernels.merge ?? attentionMergeKernel;
-  const { M: _rows, ...generic } = common; // the split pass has M as a generated constant
   const partial = {
-    ...generic,
+    ...common,
     CAP: plan.cap,
     WG: plan.wg,
     RG: plan.rg,
@@ -716,7 +715,7 @@ export function attentionDecode(
     gpu.dispatch(partialKernel, partial, bind(a.scratch), grid),
     gpu.dispatch(
       mergeKernel,
-      { ...common, WG: mergeWorkgroupSize(a), GATED: a.gated ?? false },
+      { ...common, M: a.rows, WG: mergeWorkgroupSize(a), GATED: a.gated ?? false },
       [a.ctl, a.scratch, a.out],
       [a.nHeads, a.rows, 1],
     ),

@@ -176,6 +176,12 @@ function resolveTiles(a: GemmTiles): Required<GemmTiles> {
   return t;
 }
 
+/** Output rows and columns of a workgroup's tile, and its k step (defaults: GEMM_DEFAULT_TILES). */
+export function gemmTileShape(tiles: GemmTiles = {}): { tileM: number; tileN: number; stepK: number } {
+  const t = resolveTiles(tiles);
+  return { tileM: t.threadsM * t.blockM, tileN: t.threadsN * t.blockN, stepK: t.tileK };
+}
+
 function checkEpilogue(epilogue: number): void {
   if (epilogue !== Epilogue.PLAIN && epilogue !== Epilogue.SWIGLU) {
     throw new Error(`gemm: unknown epilogue ${epilogue}`);

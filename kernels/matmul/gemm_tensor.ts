@@ -119,10 +119,10 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
     `_w${subgroupSize}${t.splitK > 1 ? `_split${t.splitK}` : ""}`;
 }
 
-/** Output rows and columns of a workgroup's tile. */
-export function tensorTileShape(tiles: TensorTiles = {}): { tileM: number; tileN: number } {
+/** Output rows and columns of a workgroup's tile, and its k step. */
+export function tensorTileShape(tiles: TensorTiles = {}): { tileM: number; tileN: number; stepK: number } {
   const t = resolveTensorTiles(tiles);
-  return { tileM: FRAG * t.subgroupsM * t.fragsM, tileN: FRAG * t.subgroupsN * t.fragsN };
+  return { tileM: FRAG * t.subgroupsM * t.fragsM, tileN: FRAG * t.subgroupsN * t.fragsN, stepK: t.stepK };
 }
 
 /** Workgroup memory (bytes) of the kernel: staged x and weight rows (f16) and one f32 16x16 matrix per subgroup. */

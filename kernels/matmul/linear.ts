@@ -30,12 +30,11 @@
 
 import { UserError } from "../../common/errors.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
-import { gemm, GEMM_DEFAULT_TILES, type GemmTiles, SPLIT_KS } from "./gemm.ts";
+import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
   gemmTensor,
   gemmTensorWorkgroupBytes,
-  resolveTensorTiles,
   tensorGemmUnsupported,
   type TensorTiles,
   tensorTileShape,
@@ -236,9 +235,7 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   // The tiles, and the split-K factor they leave room for. The FMA GEMMs' automatic split was measured with the
   // default 64 x 64 tiles, so a split product takes those; an unsplit one linear's per-N choice (`gemmTiles`).
   const tensorTiles = which === "tensor" ? tensorTilesFor(gpu, given) ?? {} : {}; // none fit: gemmTensor says why
-  const tileShape = which === "tensor"
-    ? { ...tensorTileShape(tensorTiles), stepK: resolveTensorTiles(tensorTiles).stepK }
-    : { ...fmaTileShape({ ...GEMM_DEFAULT_TILES, ...definedTiles(given) }) };
+  const tileShape = which === "tensor" ? tensorTileShape(tensorTiles) : gemmTileShape(given);
   const splitK = splitKFor(gpu, given, which, tileShape);
   const a = { ...given, splitK };
   if (splitK > 1 && a.k % (8 * splitK) !== 0) { // every GEMM's k step is a multiple of 8
@@ -261,15 +258,4 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   const scale = rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated });
   if (which === "fma16") return [scale, gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents }), ...reduce];
   return [scale, gemmTensor(gpu, { ...g, ...tensorTiles, splitK, exponents }), ...reduce];
-}
-
-/** The FMA GEMM tile knobs `a` gives (undefined ones left out). */
-function definedTiles(a: GemmTiles): GemmTiles {
-  const keys = ["tileK", "threadsM", "threadsN", "blockM", "blockN"] as const;
-  return Object.fromEntries(keys.filter((k) => a[k] !== undefined).map((k) => [k, a[k]]));
-}
-
-/** Output rows and columns, and the k step, of an FMA GEMM tile. */
-function fmaTileShape(t: Required<Pick<GemmTiles, "tileK" | "threadsM" | "threadsN" | "blockM" | "blockN">>) {
-  return { tileM: t.threadsM * t.blockM, tileN: t.threadsN * t.blockN, stepK: t.tileK };
 }

@@ -513,7 +513,7 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
 }
 
 /** The shuffle width of `a`'s row sums on `gpu` (0: the tree): `subgroupWidth` unless `a.subgroups` is false. */
-export function matvecSubgroupLanes(gpu: Gpu, a: Pick<MatvecArgs, "subgroups">): number {
+function matvecSubgroupLanes(gpu: Gpu, a: Pick<MatvecArgs, "subgroups">): number {
   const width = subgroupWidth(gpu);
   if (a.subgroups && width === 0) throw new Error("matvec: the device has no subgroups");
   return a.subgroups === false ? 0 : width;
