@@ -18,7 +18,7 @@
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
  *                                      [--gemm [--rows 128] [--tiles JSON]] [--matvec [--rows 1,4]]
- *                                      [--quick] [--json FILE] [--webgpu deno|dawn]
+ *                                      [--attention [--variants JSON]] [--quick] [--json FILE] [--webgpu deno|dawn]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  * Weight pools of >= 256 MiB per shape are cycled so no result is an L2-cache reading.
@@ -59,7 +59,7 @@ import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["json", "rows", "tiles", "webgpu"],
+  string: ["json", "rows", "tiles", "webgpu", "variants"],
   boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill"],
 });
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
@@ -351,13 +351,17 @@ async function benchAttention(): Promise<void> {
   for (const [keys, cachePos] of [[256, 272], [4096, maxPos]]) {
     gpu.write(pos, Uint32Array.from([keys - 1]));
     for (const rows of [1, 4]) {
-      const variants: {
+      type Variant = {
         splits?: number;
         subgroups?: boolean;
         kvDtype?: KvDtype;
         workgroupSize?: number;
         minKeys?: number;
-      }[] = [
+        keyLanes?: number;
+        pvKeys?: number;
+      };
+      // --variants JSON: the attentionDecode knobs to time instead of the list below
+      const variants: Variant[] = args.variants ? JSON.parse(args.variants) : [
         {},
         { kvDtype: "bf16" },
         { kvDtype: "bf16", workgroupSize: 128 },
@@ -800,7 +804,7 @@ if (args.matvec) await benchMatvec();
 if (args.chain) await benchMatvecChain();
 if (args.overhead) await benchOverhead();
 if (args.attention) await benchAttention();
-if (args.attention || args.prefill) await benchPrefillAttention();
+if ((args.attention && !args.variants) || args.prefill) await benchPrefillAttention();
 if (args.gemm) await benchGemm();
 const bandwidth = bw;
 if (args.json) {

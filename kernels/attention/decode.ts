@@ -474,9 +474,9 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   /**
    * Tuning knobs: fewest keys per split (default 64), threads per workgroup (256 up to 4 rows, else 128) and of the
    * merge (128, at least HEAD_DIM / 4), threads per
-   * key in the score pass (default: the fewest, down to 1 vec4 per thread, that keep M * KEY_VEC <= 16 and KEY_VEC
-   * <= 8), and whether to reduce with subgroup shuffles (default: when the device has `subgroups` at least as wide as
-   * the lanes reduced).
+   * key in the score pass (default: the fewest, down to 1 vec4 per thread, that keep M * KEY_VEC <= 8 and KEY_VEC
+   * <= 4; planDecode has the measurements), and whether to reduce with subgroup shuffles (default: when the device has
+   * `subgroups` at least as wide as the lanes reduced).
    */
   minKeys?: number;
   workgroupSize?: number;
@@ -584,7 +584,12 @@ function planDecode(
   if (!Number.isInteger(maxPos) || maxPos < 1) fail(`maxPos ${maxPos} is not a positive integer`);
   checkHeadShape("attentionDecode", a.nHeads, headDim, wg);
   const hv = headDim / 4;
-  let keyVec = Math.min(8, hv, 2 ** Math.floor(Math.log2(16 / rows)));
+  // By default at most 4 vec4 of a key a thread, and rows * KEY_VEC <= 8: the registers of the queries and of the key a
+  // thread holds decide how many workgroups share an SM. Measured on the H200 (tools/bench_kernels.ts --attention, 7B
+  // heads, bf16 cache, docs/PERF.md): one row at 8 vec4 (4 threads per key, the former default) took 64.5 us at 4,096
+  // keys alone, at 4 52.9-54.1 us, and in a 7B step attention fell from 753 to 519 us at 256 keys; four rows at 4 vec4
+  // took 157.6 us at 4,096 keys and 54.9 at 256, at 2 vec4 116.1 and 46.3.
+  let keyVec = Math.min(4, hv, Math.max(1, 2 ** Math.floor(Math.log2(8 / rows))));
   while (hv / keyVec > laneLimit) keyVec *= 2;
   if (rows * keyVec > 16 || keyVec > 8) fail(`${rows} rows do not fit ${laneLimit}-lane reductions`);
   if (a.keyLanes !== undefined) {
