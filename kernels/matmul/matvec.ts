@@ -434,10 +434,13 @@ export function matvecDefaults(
       ? { rowsPerThread: 1, rowsPerWorkgroup: 2, workgroupSize: 128 }
       : { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128 };
   }
-  if (rows === 1 && n <= k) {
+  if (n <= k) {
     // Few outputs over a long K (o, down): 256 threads of 2 rows in 4 groups. Measured on an H200 with each dispatch
     // waiting for the previous, as in a decode step (tools/bench_kernels.ts --chain): 7B down 31.1 -> 26.5 us, o 14.1
-    // -> 12.7 us; 1B down 19.6 -> 14.5 us, o 7.6 -> 6.2 us. qkv and gate_up (n > k) are faster as below.
+    // -> 12.7 us; 1B down 19.6 -> 14.5 us, o 7.6 -> 6.2 us. The same at 4 rows, in the 7B PoE verify pass (`deno task
+    // profile --config poe_verify --gamma 4`, against 4 rows a thread, 128 threads): down 807 -> 530 us for 12
+    // dispatches, o 260 -> 202 us, the pass 3.786 -> 3.447 ms. qkv, gate_up and lm_head (n > k) are faster as below
+    // (at 4 rows, 2 rows a thread in 256 threads made lm_head 973 -> 1,235 us and qkv 474 -> 537 us).
     return { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256 };
   }
   return rows === 1
