@@ -50,7 +50,11 @@ import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
 import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
-import { attentionDecode, createAttentionDecodeScratch } from "../kernels/attention/decode.ts";
+import {
+  attentionDecode,
+  type AttentionDecodeArgs,
+  createAttentionDecodeScratch,
+} from "../kernels/attention/decode.ts";
 import { attentionPrefill, planAttentionPrefill, type PrefillTiles } from "../kernels/attention/prefill.ts";
 import { attentionReference } from "../kernels/attention/reference.ts";
 import type { KvDtype } from "../kernels/attention/kv_cache.ts";
@@ -351,15 +355,10 @@ async function benchAttention(): Promise<void> {
   for (const [keys, cachePos] of [[256, 272], [4096, maxPos]]) {
     gpu.write(pos, Uint32Array.from([keys - 1]));
     for (const rows of [1, 4]) {
-      type Variant = {
-        splits?: number;
-        subgroups?: boolean;
-        kvDtype?: KvDtype;
-        workgroupSize?: number;
-        minKeys?: number;
-        keyLanes?: number;
-        pvKeys?: number;
-      };
+      type Variant = Pick<
+        AttentionDecodeArgs,
+        "splits" | "subgroups" | "kvDtype" | "workgroupSize" | "minKeys" | "keyLanes"
+      >;
       // --variants JSON: the attentionDecode knobs to time instead of the list below
       const variants: Variant[] = args.variants ? JSON.parse(args.variants) : [
         {},

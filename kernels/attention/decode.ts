@@ -394,8 +394,7 @@ var<workgroup> group_out: array<vec4<f32>, WG>;      // each thread's share of i
 var<workgroup> group_sum: array<f32, WG>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let h = wid.x;
   let m = wid.y;

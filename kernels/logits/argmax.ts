@@ -24,8 +24,8 @@
  * loads for each of 256 threads), each writing its best (score, id) and whether it saw a non-finite logit; then
  * `argmax_combine` (one workgroup per row) picks among the chunks, ties still to the lowest id, and writes the id, the
  * value and the flag as the single pass does. The second dispatch costs a dependent dispatch boundary (a few us) in
- * place of ~50 us of one SM's serial loads: both passes measured 10.5 us in a 7B step on the H200 (60 us in one). The Gumbel noise is added in the first pass, so
- * sampling is the same draw either way.
+ * place of ~50 us of one SM's serial loads: both passes measured 10.5 us in a 7B step on the H200 (60 us in one).
+ * The Gumbel noise is added in the first pass, so sampling is the same draw either way.
  * @module
  */
 

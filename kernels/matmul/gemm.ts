@@ -64,9 +64,14 @@ export type GemmMath = typeof GEMM_MATHS[number];
 /** The split-K factors the generators accept (1: no split). */
 export const SPLIT_KS: readonly number[] = [1, 2, 4, 8];
 
+/** Throws unless `splitK` is one of SPLIT_KS (`who`: the kernel's name). */
+export function checkSplitKFactor(who: string, splitK: number): void {
+  if (!SPLIT_KS.includes(splitK)) throw new Error(`${who}: splitK = ${splitK} (one of ${SPLIT_KS.join(", ")})`);
+}
+
 /** Throws unless `splitK` is one of SPLIT_KS and K / splitK a multiple of the k step (`who`: the kernel's name). */
 export function checkSplitK(who: string, splitK: number, k: number, stepK: number): void {
-  if (!SPLIT_KS.includes(splitK)) throw new Error(`${who}: splitK = ${splitK} (one of ${SPLIT_KS.join(", ")})`);
+  checkSplitKFactor(who, splitK);
   if (splitK > 1 && k % (splitK * stepK) !== 0) {
     throw new Error(`${who}: K = ${k} split ${splitK} ways is not a multiple of the k step ${stepK}`);
   }
@@ -169,7 +174,7 @@ function resolveTiles(a: GemmTiles): Required<GemmTiles> {
   if (!(GEMM_MATHS as readonly string[]).includes(t.math)) {
     throw new Error(`gemm: math "${t.math}" (one of ${GEMM_MATHS.join(", ")})`);
   }
-  if (!SPLIT_KS.includes(t.splitK)) throw new Error(`gemm: splitK = ${t.splitK} (one of ${SPLIT_KS.join(", ")})`);
+  checkSplitKFactor("gemm", t.splitK);
   if (t.math === "f16" && !(GEMM_FLUSH_KS.includes(t.flushK) && t.tileK % t.flushK === 0)) {
     throw new Error(`gemm: flushK = ${t.flushK} (one of ${GEMM_FLUSH_KS.join(", ")} that divides tileK = ${t.tileK})`);
   }

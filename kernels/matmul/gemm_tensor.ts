@@ -28,9 +28,9 @@ import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, type ProductArgs } from "./matvec.ts";
 import {
   checkSplitK,
+  checkSplitKFactor,
   productBindingsDoc,
   SPLIT_K_PRIVATES,
-  SPLIT_KS,
   splitKGridDoc,
   stagingHelpers,
   TILE_GRID_DOC,
@@ -95,9 +95,7 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
     if (a[key] !== undefined) t[key] = a[key];
   }
   if (![16, 32, 64].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32 or 64)`);
-  if (!SPLIT_KS.includes(t.splitK)) {
-    throw new Error(`gemm_tensor: splitK = ${t.splitK} (one of ${SPLIT_KS.join(", ")})`);
-  }
+  checkSplitKFactor("gemm_tensor", t.splitK);
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);

@@ -108,11 +108,16 @@ export function splitKFor(
   }
   if (a.splitK !== undefined) return a.splitK;
   const grid = Math.ceil(a.rows / tiles.tileM) * Math.ceil(a.n / tiles.tileN);
-  const nw = (a.epilogue ?? Epilogue.PLAIN) === Epilogue.SWIGLU ? 2 * a.n : a.n;
   return AUTO_SPLIT_KS.find((s) =>
     grid * s <= SPLIT_K_WORKGROUPS[which] && a.k % (tiles.stepK * s) === 0 && a.k / s >= SPLIT_K_MIN_SHARE &&
-    s * a.rows * nw * 4 <= gpu.device.limits.maxStorageBufferBindingSize
+    splitKPartials(a, s).bytes <= gpu.device.limits.maxStorageBufferBindingSize
   ) ?? 1;
+}
+
+/** The split-K partial-sum scratch of `a` split `splitK` ways: f32 [S, rows, NW], NW = 2N for SwiGLU (gate, up). */
+function splitKPartials(a: LinearArgs, splitK: number): { nw: number; bytes: number } {
+  const nw = (a.epilogue ?? Epilogue.PLAIN) === Epilogue.SWIGLU ? 2 * a.n : a.n;
+  return { nw, bytes: splitK * a.rows * nw * 4 };
 }
 
 /** GEMM tiles for an N-column product when the caller gave none. */
@@ -243,10 +248,8 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
       `split-K ${splitK} ways cannot split K = ${a.k} into whole k steps: lower ${SPLIT_K_ENV} (or splitK), or unset it.`,
     );
   }
-  const nw = epilogue === Epilogue.SWIGLU ? 2 * a.n : a.n;
-  const partials = splitK > 1
-    ? partialsFor(gpu, splitK * a.rows * nw * 4, `${splitK} ways at ${a.rows} rows x ${nw} columns`)
-    : undefined;
+  const { nw, bytes } = splitKPartials(a, splitK);
+  const partials = splitK > 1 ? partialsFor(gpu, bytes, `${splitK} ways at ${a.rows} rows x ${nw} columns`) : undefined;
   // The GEMM's output (the scratch with split-K), and the reduction after it.
   const g = { ...a, y: partials ?? a.y };
   const reduce = partials
