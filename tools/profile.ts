@@ -5,6 +5,7 @@
  *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify] [--contexts 256,4096]
  *                     [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] [--check]
  *                     [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm]
+ *                     [--fuse-rows N]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  *
@@ -39,7 +40,7 @@ import { PoE, POE_MAX_GAMMA } from "../poe/poe.ts";
 
 const USAGE = "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify] " +
   "[--contexts 256,4096] [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] " +
-  "[--check] [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm]";
+  "[--check] [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm] [--fuse-rows N]";
 
 const CONFIGS = ["baseline", "hydra_naive", "poe_verify"];
 
@@ -66,7 +67,19 @@ interface Profiled {
 /** Runs the tool on `argv`; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
-    string: ["size", "config", "contexts", "n-heads", "heads-depth", "gamma", "samples", "json", "webgpu", "fuse"],
+    string: [
+      "size",
+      "config",
+      "contexts",
+      "n-heads",
+      "heads-depth",
+      "gamma",
+      "samples",
+      "json",
+      "webgpu",
+      "fuse",
+      "fuse-rows",
+    ],
     boolean: ["check", "help", "accept"],
     default: {
       size: "7b",
@@ -102,6 +115,10 @@ export async function main(argv: string[]): Promise<number> {
     if (!(args.fuse in fusions)) {
       throw new UserError(`--fuse is one of ${Object.keys(fusions).join(", ")}, got "${args.fuse}".`);
     }
+    // --fuse-rows N: the most rows a fused pass takes (FuseOptions.maxRows), e.g. a verify pass's gamma rows
+    const fuseRows = args["fuse-rows"] === undefined ? undefined : positiveInts("fuse-rows", args["fuse-rows"])[0];
+    const fuse = fusions[args.fuse];
+    const fuseWith = fuse === false || fuseRows === undefined ? fuse : { ...fuse, maxRows: fuseRows };
     const config = presetConfig(args.size, "--size");
     const contexts = positiveInts("contexts", args.contexts);
     const [nHeads] = args.config === "baseline" ? [1] : positiveInts("n-heads", args["n-heads"]);
@@ -135,7 +152,8 @@ export async function main(argv: string[]): Promise<number> {
         : args.config;
       console.log(
         `${gpu.description.description}: copy ${copy.kernel_copy_gbps.toFixed(0)} GB/s; ${args.size} ${what}, ` +
-          `fuse ${args.fuse}` + (nHeads > 1 ? ` (${nHeads} heads x ${headsDepth} blocks)` : ""),
+          `fuse ${args.fuse}${fuseRows === undefined ? "" : ` up to ${fuseRows} rows`}` +
+          (nHeads > 1 ? ` (${nHeads} heads x ${headsDepth} blocks)` : ""),
       );
       const model = await buildHydraModel(gpu, config, {
         nHeads,
@@ -144,7 +162,7 @@ export async function main(argv: string[]): Promise<number> {
         maxRows: verify ? longest : 1, // a verify pass starts from a prefill of the context
         maxLogitRows: verify ? gamma : 1,
         weights: { kind: "random", seed: SEED },
-        fuse: fusions[args.fuse],
+        fuse: fuseWith,
       });
       const poe = verify ? new PoE(model, { gamma, beta: 1, temperature: 0, maxNewTokens }) : undefined;
       const decoder = verify ? undefined : new Decoder(model);
@@ -223,6 +241,7 @@ export async function main(argv: string[]): Promise<number> {
                 config: args.config,
                 ...poeKeys,
                 fuse: args.fuse,
+                fuse_rows: fuseRows ?? null,
                 copy,
                 profiles: out,
               },

@@ -13,7 +13,8 @@
  * without `shader-f16`, is a UserError that says why.
  *
  * GEMM tiles, measured on an H100 at the 7B prefill shapes (M = 128, docs/PERF.md): the default 64x64 tile, or 64x32
- * (twice the workgroups) for N <= 4096, 7% faster there (o, down). A plain GEMM over the 2N gate/up rows followed by
+ * (twice the workgroups) for N <= 4096, 7% faster there (o, down). Up to SMALL_M_ROWS rows (a chat prompt just past
+ * the matvec), tiles of 24 or 32 rows instead of 64 (`fmaTilesFor`, measured on the H200). A plain GEMM over the 2N gate/up rows followed by
  * a separate SwiGLU pass was measured too and was 8% slower than the GEMM's SwiGLU epilogue, so there is none.
  *
  * Split-K (`splitKFor`): the GEMM split S ways along K into a scratch of partial sums shared by every layer, then
@@ -78,8 +79,18 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
  */
 export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 0 };
 
-/** The factors the automatic split-K picks from, largest first (8 was never measured faster). */
+/**
+ * The factors the automatic split-K picks from, largest first: 8 was never measured faster at M = 128, but with the
+ * small-M tiles it was (`SMALL_M_ROWS`).
+ */
 const AUTO_SPLIT_KS = [4, 2];
+const AUTO_SPLIT_KS_SMALL_M = [8, 4, 2];
+
+/**
+ * Most rows the FMA GEMMs' small-M tiles serve (`fmaTilesFor`): a chat-length prompt just past the matvec's
+ * MATVEC_MAX_ROWS, such as PoE's default prompt (23 tokens), which every PoE call prefills through trunk and heads.
+ */
+export const SMALL_M_ROWS = 32;
 
 /** Least K a split keeps with the automatic split-K (the measured ones kept 1,024 and more; the 1B's 2,048 / 4). */
 const SPLIT_K_MIN_SHARE = 512;
@@ -108,7 +119,8 @@ export function splitKFor(
   }
   if (a.splitK !== undefined) return a.splitK;
   const grid = Math.ceil(a.rows / tiles.tileM) * Math.ceil(a.n / tiles.tileN);
-  return AUTO_SPLIT_KS.find((s) =>
+  const factors = which !== "tensor" && a.rows <= SMALL_M_ROWS ? AUTO_SPLIT_KS_SMALL_M : AUTO_SPLIT_KS;
+  return factors.find((s) =>
     grid * s <= SPLIT_K_WORKGROUPS[which] && a.k % (tiles.stepK * s) === 0 && a.k / s >= SPLIT_K_MIN_SHARE &&
     splitKPartials(a, s).bytes <= gpu.device.limits.maxStorageBufferBindingSize
   ) ?? 1;
@@ -120,10 +132,21 @@ function splitKPartials(a: LinearArgs, splitK: number): { nw: number; bytes: num
   return { nw, bytes: splitK * a.rows * nw * 4 };
 }
 
-/** GEMM tiles for an N-column product when the caller gave none. */
-function gemmTiles(a: LinearArgs): GemmTiles {
+/**
+ * The FMA GEMMs' tiles for `a`, `split` or not, when the caller gave none (given ones win):
+ * - up to SMALL_M_ROWS rows, 8 x ceil(rows / 8) rows by 64 columns in 128 threads (24 rows for 17..24, 32 for 25..32),
+ *   split or not. Measured on the H200 (docs/PERF.md, 2026-11-30 night, `tools/bench_kernels.ts --gemm --rows 23`),
+ *   Deno, one 7B layer at M = 23: 793 us with the 64 x 64 tiles split 4 ways (the former choice: 64 rows, 41 of them
+ *   padding, all computed) -> 523 us with 24 x 64 split 8 ways (qkv 192 -> 131 us, gate_up 348 -> 224, down 181 ->
+ *   120, o 72 -> 49); the matvec in two chunks of 12 rows would take about 586 us (34% of copy at 12 rows);
+ * - else split: the default 64 x 64 tiles (the automatic split was measured with them);
+ * - else 64 x 32 for N <= 4096, the default otherwise (module comment).
+ */
+function fmaTilesFor(a: LinearArgs, split: boolean): GemmTiles {
   const given = a.tileK ?? a.threadsM ?? a.threadsN ?? a.blockM ?? a.blockN ?? a.pipeline ?? a.flushK;
-  return given === undefined && a.n <= 4096 ? { threadsN: 8 } : {};
+  if (given !== undefined) return {};
+  if (a.rows <= SMALL_M_ROWS) return { threadsM: 8, blockM: Math.ceil(a.rows / 8) };
+  return !split && a.n <= 4096 ? { threadsN: 8 } : {};
 }
 
 /**
@@ -237,10 +260,11 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
   const which = prefillGemmFor(gpu, given);
   const epilogue = given.epilogue ?? Epilogue.PLAIN;
-  // The tiles, and the split-K factor they leave room for. The FMA GEMMs' automatic split was measured with the
-  // default 64 x 64 tiles, so a split product takes those; an unsplit one linear's per-N choice (`gemmTiles`).
+  // The tiles, and the split-K factor they leave room for (`fmaTilesFor`: a split product may take other tiles).
   const tensorTiles = which === "tensor" ? tensorTilesFor(gpu, given) ?? {} : {}; // none fit: gemmTensor says why
-  const tileShape = which === "tensor" ? tensorTileShape(tensorTiles) : gemmTileShape(given);
+  const tileShape = which === "tensor"
+    ? tensorTileShape(tensorTiles)
+    : gemmTileShape({ ...fmaTilesFor(given, true), ...given });
   const splitK = splitKFor(gpu, given, which, tileShape);
   const a = { ...given, splitK };
   if (splitK > 1 && a.k % (8 * splitK) !== 0) { // every GEMM's k step is a multiple of 8
@@ -255,7 +279,7 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   const reduce = partials
     ? [splitKReduce(gpu, { ctl: a.ctl, partials, y: a.y, rows: a.rows, n: a.n, splitK, epilogue, gated: a.gated })]
     : [];
-  const fmaTiles = splitK > 1 ? {} : gemmTiles(a);
+  const fmaTiles = fmaTilesFor(a, splitK > 1);
   if (which === "fma") return [gemm(gpu, { ...fmaTiles, ...g, math: "f32" }), ...reduce];
   const exponents = sharedScratch(gpu, "row exponents", a.rows * 4);
   const scale = rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated });

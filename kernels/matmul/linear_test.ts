@@ -2,7 +2,8 @@
  * Tests of `linear` (`linear.ts`): it picks the matvec or a GEMM by row count and device, passes each its knobs, and
  * all match the reference; `prefillMath` f16 takes the f16-multiply GEMM where no tensor cores run; HYDRA_PREFILL_GEMM
  * forces the prefill GEMM, and forcing one that cannot run (or f16 without shader-f16) is a UserError; split-K is
- * automatic where a GEMM has too few tiles (the measured rule), and splitK or HYDRA_SPLIT_K override it.
+ * automatic where a GEMM has too few tiles (the measured rule), and splitK or HYDRA_SPLIT_K override it; a few rows past
+ * the matvec's take the FMA GEMMs' small-M tiles.
  * @module
  */
 
@@ -15,6 +16,7 @@ import {
   PREFILL_GEMM_ENV,
   type PrefillGemm,
   prefillGemmFor,
+  SMALL_M_ROWS,
   SPLIT_K_ENV,
   splitKFor,
 } from "./linear.ts";
@@ -234,3 +236,49 @@ gpuTest("linear splits K where a prefill GEMM has too few tiles, as measured, an
   ctl.destroy();
   return Promise.resolve();
 });
+
+gpuTest(
+  "linear gives a few rows past the matvec's small-M tiles (24 or 32 rows), split up to 8 ways, correct",
+  async (gpu) => {
+    // The tile a row count gets: 8 threads of ceil(rows / 8) rows; above SMALL_M_ROWS linear's former tiles.
+    const tileOf = (rows: number) =>
+      rows <= 24 ? "_t8x16_b3x4_" : rows <= SMALL_M_ROWS ? "_t8x16_b4x4_" : rows <= 64 ? "_t16x8_b4x4_" : "";
+    for (const rows of [MATVEC_MAX_ROWS + 1, 23, 25, SMALL_M_ROWS, SMALL_M_ROWS + 1]) {
+      for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+        const [d] = await checkLinear(gpu, rows, 24, 7, { epilogue, prefillGemm: "fma" });
+        if (!d.label.startsWith(GEMM_KERNEL_NAME) || !d.label.includes(tileOf(rows))) {
+          throw new Error(`${rows} rows ran ${d.label}, expected the tile ${tileOf(rows)}`);
+        }
+      }
+    }
+    // Split 8 ways (K = 4,096 leaves 512 a split, one output tile): the GEMM into the partials, then the reduction;
+    // the f16-multiply GEMM takes the same tiles after its row-scale pre-pass.
+    const split = await checkLinear(gpu, 23, 4096, 37, { prefillGemm: "fma" });
+    if (
+      split.length !== 2 || !split[0].label.includes("_t8x16_b3x4_") ||
+      split[0].workgroups.reduce((a, b) => a * b) !== 8
+    ) {
+      throw new Error(`23 rows at K = 4,096 recorded ${split.map((d) => `${d.label} ${d.workgroups}`).join(", ")}`);
+    }
+    if (gpu.has("shader-f16")) {
+      const ds = await checkLinear(gpu, 23, 264, 37, { prefillGemm: "fma16", epilogue: Epilogue.SWIGLU }, F16_TOL);
+      if (!ds[1]?.label.includes("f16") || !ds[1].label.includes("_t8x16_b3x4_")) {
+        throw new Error(`fma16 at 23 rows recorded ${ds.map((d) => d.label).join(", ")}`);
+      }
+    }
+    // The automatic factor at 7B and 1B shapes with the small tiles (24 x 64): 8 ways where K / 8 >= 512, else 4.
+    const ctl = ctlBuffer(gpu);
+    const at = (rows: number, k: number, n: number): LinearArgs => ({ ctl, weight: ctl, x: ctl, y: ctl, rows, k, n });
+    const small = { tileM: 24, tileN: 64, stepK: 16 };
+    for (
+      const [a, want] of [[at(23, 4096, 12288), 8], [at(23, 11008, 4096), 8], [at(23, 2048, 6144), 4]] as const
+    ) {
+      const got = splitKFor(gpu, a, "fma", small);
+      if (got !== want) throw new Error(`${a.rows}x${a.k}x${a.n}: split ${got}, expected ${want}`);
+    }
+    if (splitKFor(gpu, at(33, 4096, 12288), "fma", { tileM: 64, tileN: 64, stepK: 16 }) !== 4) {
+      throw new Error("33 rows took the small-M split factors");
+    }
+    ctl.destroy();
+  },
+);
