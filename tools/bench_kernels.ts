@@ -17,7 +17,7 @@
  * or staged, over grid caps) for qkv and gate_up at one row.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
- *                                      [--gemm [--rows 128] [--tiles JSON]] [--matvec [--rows 1,4]]
+ *                                      [--gemm [--rows 128] [--tiles JSON] [--size 7b|1b]] [--matvec [--rows 1,4]]
  *                                      [--attention [--variants JSON]] [--quick] [--json FILE] [--webgpu deno|dawn]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
@@ -63,7 +63,7 @@ import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["json", "rows", "tiles", "webgpu", "variants"],
+  string: ["json", "rows", "tiles", "webgpu", "variants", "size"],
   boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill"],
 });
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
@@ -698,11 +698,11 @@ async function benchGemm(): Promise<void> {
     })),
     ...tensor.map((tiles) => ({ kind: "tensor" as const, tiles, label: tensorLabel(tiles) })),
   ];
-  const shapes = [
-    { name: "7b qkv", n: 12288, k: 4096, epi: Epilogue.PLAIN },
-    { name: "7b gate_up+silu", n: 11008, k: 4096, epi: Epilogue.SWIGLU },
-    { name: "7b down", n: 4096, k: 11008, epi: Epilogue.PLAIN },
-    { name: "7b o", n: 4096, k: 4096, epi: Epilogue.PLAIN },
+  // --size 1b: the 1B's products instead of the 7B's
+  const size = args.size ?? "7b";
+  if (size !== "7b" && size !== "1b") throw new UserError(`--size is 7b or 1b, got "${size}".`);
+  const shapes = size === "1b" ? DECODE_SHAPES_1B : [
+    ...DECODE_SHAPES_7B,
     // The alternative to the SwiGLU epilogue: a plain GEMM over the 2F gate/up rows (+ an elementwise pass, ~8 us);
     // measured 8% slower (linear.ts), so --quick leaves it out.
     ...(args.quick ? [] : [{ name: "7b gate_up plain", n: 22016, k: 4096, epi: Epilogue.PLAIN }]),
@@ -789,7 +789,7 @@ async function benchGemm(): Promise<void> {
     for (const w of weights) w.destroy();
   }
   exponents.destroy();
-  console.log(`one 7B layer's GEMMs at M=${rows} (qkv + gate_up + down + o), fastest first:`);
+  console.log(`one ${size.toUpperCase()} layer's GEMMs at M=${rows} (qkv + gate_up + down + o), fastest first:`);
   const layerShapes = shapes.filter((s) => s.name !== "7b gate_up plain").length;
   const complete = [...totals].filter(([, t]) => t.shapes === layerShapes).sort((a, b) => a[1].us - b[1].us);
   for (const [variant, t] of complete) console.log(`  ${variant}: ${(t.us / 1000).toFixed(3)} ms`);

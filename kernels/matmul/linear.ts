@@ -92,14 +92,19 @@ const AUTO_SPLIT_KS_SMALL_M = [8, 4, 2];
  */
 export const SMALL_M_ROWS = 32;
 
-/** Least K a split keeps with the automatic split-K (the measured ones kept 1,024 and more; the 1B's 2,048 / 4). */
+/**
+ * Least K a split keeps with the automatic split-K (the measured ones kept 1,024 and more; the 1B's 2,048 / 4); with
+ * the small-M tiles 256 (the 1B's 2,048 / 8: its layer at M = 32 271 -> 242 us against 4 ways, at M = 23 202 -> 198).
+ */
 const SPLIT_K_MIN_SHARE = 512;
+const SPLIT_K_MIN_SHARE_SMALL_M = 256;
 
 /**
  * The split-K factor of `a` on the prefill GEMM `which`: HYDRA_SPLIT_K, else `a.splitK`, else automatic (the env var
- * wins, for A/B runs). Automatic: the largest of AUTO_SPLIT_KS whose grid (`tiles` output tiles times S) stays within
- * SPLIT_K_WORKGROUPS[which], whose K / S is whole k steps of `stepK` and at least SPLIT_K_MIN_SHARE, and whose
- * partial scratch fits one storage binding; else 1.
+ * wins, for A/B runs). Automatic: the largest of AUTO_SPLIT_KS (AUTO_SPLIT_KS_SMALL_M for the FMA GEMMs up to
+ * SMALL_M_ROWS rows) whose grid (`tiles` output tiles times S) stays within SPLIT_K_WORKGROUPS[which], whose K / S is
+ * whole k steps of `stepK` and at least SPLIT_K_MIN_SHARE (SPLIT_K_MIN_SHARE_SMALL_M), and whose partial scratch fits
+ * one storage binding; else 1.
  */
 export function splitKFor(
   gpu: Gpu,
@@ -119,9 +124,12 @@ export function splitKFor(
   }
   if (a.splitK !== undefined) return a.splitK;
   const grid = Math.ceil(a.rows / tiles.tileM) * Math.ceil(a.n / tiles.tileN);
-  const factors = which !== "tensor" && a.rows <= SMALL_M_ROWS ? AUTO_SPLIT_KS_SMALL_M : AUTO_SPLIT_KS;
+  const smallM = which !== "tensor" && a.rows <= SMALL_M_ROWS;
+  const [factors, minShare] = smallM
+    ? [AUTO_SPLIT_KS_SMALL_M, SPLIT_K_MIN_SHARE_SMALL_M]
+    : [AUTO_SPLIT_KS, SPLIT_K_MIN_SHARE];
   return factors.find((s) =>
-    grid * s <= SPLIT_K_WORKGROUPS[which] && a.k % (tiles.stepK * s) === 0 && a.k / s >= SPLIT_K_MIN_SHARE &&
+    grid * s <= SPLIT_K_WORKGROUPS[which] && a.k % (tiles.stepK * s) === 0 && a.k / s >= minShare &&
     splitKPartials(a, s).bytes <= gpu.device.limits.maxStorageBufferBindingSize
   ) ?? 1;
 }
@@ -138,7 +146,8 @@ function splitKPartials(a: LinearArgs, splitK: number): { nw: number; bytes: num
  *   split or not. Measured on the H200 (docs/PERF.md, 2026-11-30 night, `tools/bench_kernels.ts --gemm --rows 23`),
  *   Deno, one 7B layer at M = 23: 793 us with the 64 x 64 tiles split 4 ways (the former choice: 64 rows, 41 of them
  *   padding, all computed) -> 523 us with 24 x 64 split 8 ways (qkv 192 -> 131 us, gate_up 348 -> 224, down 181 ->
- *   120, o 72 -> 49); the matvec in two chunks of 12 rows would take about 586 us (34% of copy at 12 rows);
+ *   120, o 72 -> 49); the matvec in two chunks of 12 rows would take about 584 us (34% of copy at 12 rows). At M = 32
+ *   the 7B layer 798 -> 627 us (32 x 64 split 8); the 1B layer at M = 23 300 -> 198 us, at M = 32 303 -> 242 us;
  * - else split: the default 64 x 64 tiles (the automatic split was measured with them);
  * - else 64 x 32 for N <= 4096, the default otherwise (module comment).
  */

@@ -266,12 +266,15 @@ gpuTest(
         throw new Error(`fma16 at 23 rows recorded ${ds.map((d) => d.label).join(", ")}`);
       }
     }
-    // The automatic factor at 7B and 1B shapes with the small tiles (24 x 64): 8 ways where K / 8 >= 512, else 4.
+    // The automatic factor at 7B and 1B shapes with the small tiles (24 x 64): 8 ways where K / 8 >= 256, else 4.
     const ctl = ctlBuffer(gpu);
     const at = (rows: number, k: number, n: number): LinearArgs => ({ ctl, weight: ctl, x: ctl, y: ctl, rows, k, n });
     const small = { tileM: 24, tileN: 64, stepK: 16 };
     for (
-      const [a, want] of [[at(23, 4096, 12288), 8], [at(23, 11008, 4096), 8], [at(23, 2048, 6144), 4]] as const
+      const [a, want] of [[at(23, 4096, 12288), 8], [at(23, 11008, 4096), 8], [at(23, 2048, 6144), 8], [
+        at(23, 1024, 2048),
+        4,
+      ]] as const
     ) {
       const got = splitKFor(gpu, a, "fma", small);
       if (got !== want) throw new Error(`${a.rows}x${a.k}x${a.n}: split ${got}, expected ${want}`);
