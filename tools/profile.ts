@@ -26,6 +26,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { runEntryPoint, UserError } from "../common/errors.ts";
+import { DECODE_MAX_ROWS } from "../kernels/attention/decode.ts";
 import { CTL } from "../kernels/control/ctl.ts";
 import { type Dispatch, Gpu, runtimeFromFlag } from "../kernels/runtime.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
@@ -116,7 +117,12 @@ export async function main(argv: string[]): Promise<number> {
       throw new UserError(`--fuse is one of ${Object.keys(fusions).join(", ")}, got "${args.fuse}".`);
     }
     // --fuse-rows N: the most rows a fused pass takes (FuseOptions.maxRows), e.g. a verify pass's gamma rows
-    const fuseRows = args["fuse-rows"] === undefined ? undefined : positiveInts("fuse-rows", args["fuse-rows"])[0];
+    const fuseRows = args["fuse-rows"] === undefined ? undefined : Number(args["fuse-rows"]);
+    if (fuseRows !== undefined && !(Number.isInteger(fuseRows) && fuseRows >= 1 && fuseRows <= DECODE_MAX_ROWS)) {
+      throw new UserError(
+        `--fuse-rows takes one whole number from 1 to ${DECODE_MAX_ROWS}, got "${args["fuse-rows"]}".`,
+      );
+    }
     const fuse = fusions[args.fuse];
     const fuseWith = fuse === false || fuseRows === undefined ? fuse : { ...fuse, maxRows: fuseRows };
     const config = presetConfig(args.size, "--size");

@@ -14,8 +14,9 @@
  *
  * GEMM tiles, measured on an H100 at the 7B prefill shapes (M = 128, docs/PERF.md): the default 64x64 tile, or 64x32
  * (twice the workgroups) for N <= 4096, 7% faster there (o, down). Up to SMALL_M_ROWS rows (a chat prompt just past
- * the matvec), tiles of 24 or 32 rows instead of 64 (`fmaTilesFor`, measured on the H200). A plain GEMM over the 2N gate/up rows followed by
- * a separate SwiGLU pass was measured too and was 8% slower than the GEMM's SwiGLU epilogue, so there is none.
+ * the matvec), tiles of 24 or 32 rows instead of 64 (`fmaTilesFor`, measured on the H200). A plain GEMM over the 2N
+ * gate/up rows followed by a separate SwiGLU pass was measured too and was 8% slower than the GEMM's SwiGLU epilogue,
+ * so there is none.
  *
  * Split-K (`splitKFor`): the GEMM split S ways along K into a scratch of partial sums shared by every layer, then
  * `split_k_reduce.ts`. Automatic for the FMA GEMMs where a product has too few output tiles to fill the GPU: S = 4 or

@@ -129,6 +129,7 @@ Deno.test("profile: a PoE knob without --config poe_verify, or a round that cann
     [["--config", "poe_verify", "--n-heads", "1"], "--config poe_verify needs a draft head and a verifier"],
     [["--config", "poe_verify", "--contexts", "510"], "--contexts: with --gamma 4 each must be at most 503"],
     [["--config", "poe_verify_x"], "--config is one of baseline, hydra_naive, poe_verify"],
+    [["--config", "poe_verify", "--fuse-rows", "17"], "--fuse-rows takes one whole number from 1 to 16"],
   ];
   for (const [args, message] of cases) {
     const r = await run(["--size", "tiny", ...args]);
