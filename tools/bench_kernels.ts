@@ -357,7 +357,7 @@ async function benchAttention(): Promise<void> {
     for (const rows of [1, 4]) {
       type Variant = Pick<
         AttentionDecodeArgs,
-        "splits" | "subgroups" | "kvDtype" | "workgroupSize" | "minKeys" | "keyLanes"
+        "splits" | "subgroups" | "kvDtype" | "workgroupSize" | "minKeys" | "keyLanes" | "scoreUnroll" | "pvUnroll"
       >;
       // --variants JSON: the attentionDecode knobs to time instead of the list below
       const variants: Variant[] = args.variants ? JSON.parse(args.variants) : [

@@ -39,6 +39,9 @@ import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
 import { qkNormRopeReference, type QkNormRopeShape } from "./qk_norm_rope.ts";
 import { attentionReference } from "./reference.ts";
 import { roundBf16Array } from "../bf16.ts";
+import { UserError } from "../../common/errors.ts";
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** Most query rows one decode dispatch handles (speculative verification of up to 16 drafted tokens). */
 export const DECODE_MAX_ROWS = 16;
@@ -160,8 +163,13 @@ const FUSED_PROLOGUE_WGSL = /* wgsl */ `
  * reductions by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts).
  */
 export function attentionDecodeKernelFor(spec: AttentionDecodeKernelSpec): Kernel {
-  const { subgroups, rows, keyVec, fused = false, qkStats = false } = spec;
+  const { subgroups, rows, keyVec, fused = false, qkStats = false, scoreUnroll = 1, pvUnroll = 4 } = spec;
   const kv = spec.kvDtype ?? "f32";
+  if (![1, 2, 4].includes(scoreUnroll) || ![1, 2, 4, 8].includes(pvUnroll)) {
+    throw new Error(
+      `attentionDecodeKernelFor: scoreUnroll ${scoreUnroll} (1, 2 or 4), pvUnroll ${pvUnroll} (1, 2, 4, 8)`,
+    );
+  }
   if (qkStats && !fused) throw new Error("attentionDecodeKernelFor: qkStats is an input of the fused kernel");
   if (!(Number.isInteger(rows) && rows >= 1 && rows <= DECODE_MAX_ROWS)) {
     throw new Error(`attentionDecodeKernelFor: ${rows} rows is outside 1..${DECODE_MAX_ROWS}`);
@@ -170,9 +178,9 @@ export function attentionDecodeKernelFor(spec: AttentionDecodeKernelSpec): Kerne
     throw new Error(`attentionDecodeKernelFor: keyVec ${keyVec} (1, 2, 4 or 8, and rows * keyVec <= 16)`);
   }
   return {
-    name: `attention_decode${fused ? "_qk" : ""}${qkStats ? "s" : ""}_m${rows}v${keyVec}${subgroups ? "_sg" : ""}${
-      kv === "bf16" ? "_kvbf16" : ""
-    }`,
+    name: `attention_decode${fused ? "_qk" : ""}${qkStats ? "s" : ""}_m${rows}v${keyVec}u${scoreUnroll}p${pvUnroll}${
+      subgroups ? "_sg" : ""
+    }${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
 //   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
@@ -265,26 +273,33 @@ ${
   for (var m = 0u; m < M; m++) {
     for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = query4(m, key_col + v * KEY_LANES, first_pos) * SCALE; }
   }
-  for (var j0 = 0u; j0 < n; j0 += KEY_SLOTS) {
-    let j = j0 + key_slot;
-    let key = k0 + min(j, n - 1u);              // lanes past the split reread its last key (never stored)
-    var kv: array<vec4<f32>, KEY_VEC>;
-    for (var v = 0u; v < KEY_VEC; v++) { kv[v] = key4(key, key_col + v * KEY_LANES, first_pos); }
-    for (var mq = 0u; mq < MQ; mq++) {
-      var part = vec4<f32>();
-      for (var i = 0u; i < 4u; i++) {
-        let m = 4u * mq + i;
-        if (m < M) {
-          var d = 0.0;
-          for (var v = 0u; v < KEY_VEC; v++) { d += dot(kv[v], qv[m * KEY_VEC + v]); }
-          part[i] = d;
-        }
-      }
-      let dots = lanes_sum4(part, t, KEY_LANES);
-      if (key_lane == 0u && j < n) {
+  for (var j0 = 0u; j0 < n; j0 += ${scoreUnroll}u * KEY_SLOTS) {
+    // SCORE_UNROLL passes' keys loaded before any is reduced: more loads in flight per thread
+    var kv: array<vec4<f32>, ${scoreUnroll}u * KEY_VEC>;
+${
+      range(scoreUnroll).map((u) =>
+        `    { let key = k0 + min(j0 + ${u}u * KEY_SLOTS + key_slot, n - 1u); // lanes past the split reread its last key
+      for (var v = 0u; v < KEY_VEC; v++) { kv[${u}u * KEY_VEC + v] = key4(key, key_col + v * KEY_LANES, first_pos); } }`
+      ).join("\n")
+    }
+    for (var u = 0u; u < ${scoreUnroll}u; u++) {
+      let j = j0 + u * KEY_SLOTS + key_slot;
+      for (var mq = 0u; mq < MQ; mq++) {
+        var part = vec4<f32>();
         for (var i = 0u; i < 4u; i++) {
           let m = 4u * mq + i;
-          if (m < M) { scores[m * CAP + j] = select(NEG_BIG, dots[i], k0 + j <= first_pos + m); }
+          if (m < M) {
+            var d = 0.0;
+            for (var v = 0u; v < KEY_VEC; v++) { d += dot(kv[u * KEY_VEC + v], qv[m * KEY_VEC + v]); }
+            part[i] = d;
+          }
+        }
+        let dots = lanes_sum4(part, t, KEY_LANES);
+        if (key_lane == 0u && j < n) {
+          for (var i = 0u; i < 4u; i++) {
+            let m = 4u * mq + i;
+            if (m < M) { scores[m * CAP + j] = select(NEG_BIG, dots[i], k0 + j <= first_pos + m); }
+          }
         }
       }
     }
@@ -319,15 +334,12 @@ ${
   let col = h * HV + lane;
   var acc: array<vec4<f32>, M>;
   var j = slot;
-  // Four V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
-  for (; j + 3u * SLOTS < n; j += 4u * SLOTS) {
-    let v0 = value4(k0 + j, col, first_pos);
-    let v1 = value4(k0 + j + SLOTS, col, first_pos);
-    let v2 = value4(k0 + j + 2u * SLOTS, col, first_pos);
-    let v3 = value4(k0 + j + 3u * SLOTS, col, first_pos);
+  // PV_UNROLL V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
+  for (; j + ${pvUnroll - 1}u * SLOTS < n; j += ${pvUnroll}u * SLOTS) {
+${range(pvUnroll).map((u) => `    let v${u} = value4(k0 + j + ${u}u * SLOTS, col, first_pos);`).join("\n")}
     for (var m = 0u; m < M; m++) {
       let b = m * CAP + j;
-      acc[m] += scores[b] * v0 + scores[b + SLOTS] * v1 + scores[b + 2u * SLOTS] * v2 + scores[b + 3u * SLOTS] * v3;
+      acc[m] += ${range(pvUnroll).map((u) => `scores[b + ${u}u * SLOTS] * v${u}`).join(" + ")};
     }
   }
   for (; j < n; j += SLOTS) {
@@ -482,6 +494,9 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   mergeWorkgroupSize?: number;
   keyLanes?: number;
   subgroups?: boolean;
+  /** `AttentionDecodeKernelSpec.scoreUnroll` and `pvUnroll`. */
+  scoreUnroll?: number;
+  pvUnroll?: number;
 }
 
 /** The inputs of the fused QK-norm + RoPE (qk_norm_rope.ts's arguments of the same names). */
@@ -536,6 +551,10 @@ export interface AttentionDecodeKernelSpec {
   fused?: boolean;
   /** The fused kernel's QK-norm statistics from the QKV matvec's partial sums (`qkNormRope.stats`). */
   qkStats?: boolean;
+  /** Score passes whose keys a thread loads before reducing any (1, 2 or 4; default 1). */
+  scoreUnroll?: number;
+  /** V rows a thread has in flight in the p * V pass (1, 2, 4 or 8; default 4). */
+  pvUnroll?: number;
 }
 
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
@@ -644,6 +663,32 @@ export function createAttentionDecodeScratch(gpu: Gpu, shape: AttentionDecodeSha
 }
 
 /**
+ * `HYDRA_ATTENTION_UNROLL=<score>,<pv>` overrides the split pass's unrolling (`scoreUnroll`, `pvUnroll`) for every
+ * decode attention a model records, so that the GPU can A/B them inside a step (`deno task profile`).
+ */
+export const ATTENTION_UNROLL_ENV = "HYDRA_ATTENTION_UNROLL";
+
+/** The split pass's unrolling by default: what the H200 measured fastest (docs/PERF.md). */
+export const ATTENTION_UNROLL_DEFAULT = { scoreUnroll: 1, pvUnroll: 4 } as const;
+
+function attentionUnroll(a: Pick<AttentionDecodeArgs, "scoreUnroll" | "pvUnroll">) {
+  const env = Deno.env.get(ATTENTION_UNROLL_ENV);
+  if (env) {
+    const [score, pv, ...rest] = env.split(",").map(Number);
+    if (rest.length > 0 || ![1, 2, 4].includes(score) || ![1, 2, 4, 8].includes(pv)) {
+      throw new UserError(
+        `${ATTENTION_UNROLL_ENV}=${env} is not "<score>,<pv>" with score 1, 2 or 4 and pv 1, 2, 4 or 8: fix it or unset it.`,
+      );
+    }
+    return { scoreUnroll: score, pvUnroll: pv };
+  }
+  return {
+    scoreUnroll: a.scoreUnroll ?? ATTENTION_UNROLL_DEFAULT.scoreUnroll,
+    pvUnroll: a.pvUnroll ?? ATTENTION_UNROLL_DEFAULT.pvUnroll,
+  };
+}
+
+/**
  * Records the decode attention dispatches (load time): the split pass then the merge, or one dispatch with a single
  * split. Throws on shapes the kernels do not handle.
  */
@@ -680,6 +725,7 @@ export function attentionDecode(
     kvDtype: a.kvDtype,
     fused: fused !== undefined,
     qkStats: stats !== undefined,
+    ...attentionUnroll(a),
   };
   const partialKernel = (kernels.partial ?? attentionDecodeKernelFor)(spec);
   const mergeKernel = kernels.merge ?? attentionMergeKernel;

@@ -7,6 +7,7 @@
  */
 
 import {
+  ATTENTION_UNROLL_ENV,
   attentionDecode,
   type AttentionDecodeArgs,
   attentionDecodeFusedReference,
@@ -16,6 +17,7 @@ import {
   attentionMergeKernel,
   createAttentionDecodeScratch,
 } from "./decode.ts";
+import { UserError } from "../../common/errors.ts";
 import { subgroupWidth } from "../reduce.ts";
 import type { Gpu } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
@@ -33,6 +35,8 @@ interface DecodeKnobs {
   workgroupSize?: number;
   mergeWorkgroupSize?: number;
   subgroups?: boolean;
+  scoreUnroll?: number;
+  pvUnroll?: number;
   kernels?: AttentionDecodeKernels;
 }
 
@@ -106,12 +110,64 @@ gpuTest("attention decode tuning knobs keep it correct", async (gpu) => {
     { splits: 5, minKeys: 100, workgroupSize: 32, mergeWorkgroupSize: 64 },
     { keyLanes: 16, subgroups: false },
     { keyLanes: 8 },
+    { scoreUnroll: 2, pvUnroll: 8 },
+    { scoreUnroll: 4, pvUnroll: 1, splits: 3, minKeys: 1, workgroupSize: 64 },
+    { scoreUnroll: 4, pvUnroll: 2, keyLanes: 16, subgroups: false },
   ];
   for (const k of knobs) {
     await checkDecode(gpu, decodeCase(3, 517, 2, 128, 1024), k);
     await checkDecode(gpu, decodeCase(1, 97, 1, 64, 1024), k);
   }
 });
+
+gpuTest(
+  "attention decode's unrolled passes: every unrolled key counts, and the unrolling knob is checked",
+  async (gpu) => {
+    const unrolled = { scoreUnroll: 4, pvUnroll: 8 };
+    const mutants: [string, AttentionDecodeKernels][] = [
+      ["third score pass of an unrolled step reads the first's keys", {
+        partial: (spec) => mutate(attentionDecodeKernelFor(spec), "j0 + 2u * KEY_SLOTS + key_slot", "j0 + key_slot"),
+      }],
+      ["eighth V row of an unrolled step weighted wrong", {
+        partial: (spec) => mutate(attentionDecodeKernelFor(spec), "scores[b + 7u * SLOTS] * v7", "scores[b] * v7"),
+      }],
+    ];
+    // 300 keys in 2 splits: each split's keys span several unrolled steps and end partway through one
+    await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { ...unrolled, splits: 2 });
+    for (const [what, kernels] of mutants) {
+      await assertCaught(
+        () => checkDecode(gpu, decodeCase(3, 300, 2, 64, 512), { ...unrolled, splits: 2, kernels }),
+        what,
+      );
+    }
+    Deno.env.set(ATTENTION_UNROLL_ENV, "3,4");
+    try {
+      const ctl = ctlBuffer(gpu);
+      const a = {
+        ctl,
+        q: ctl,
+        kCache: ctl,
+        vCache: ctl,
+        out: ctl,
+        rows: 1,
+        nHeads: 1,
+        headDim: 64,
+        maxPos: 64,
+        splits: 1,
+      };
+      try {
+        attentionDecode(gpu, a);
+        throw new Error(`attentionDecode accepted ${ATTENTION_UNROLL_ENV}=3,4`);
+      } catch (e) {
+        if (!(e instanceof UserError && e.message.includes(`${ATTENTION_UNROLL_ENV}=3,4 is not`))) throw e;
+      } finally {
+        ctl.destroy();
+      }
+    } finally {
+      Deno.env.delete(ATTENTION_UNROLL_ENV);
+    }
+  },
+);
 
 gpuTest("attention decode agrees with and without subgroup reductions", async (gpu) => {
   const modes = subgroupWidth(gpu) > 0 ? [false, true] : [false];
