@@ -18,7 +18,7 @@
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--size 7b|1b]] [--matvec [--rows 1,4]]
- *                                      [--attention [--variants JSON]] [--quick] [--json FILE] [--webgpu deno|dawn]
+ *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE] [--webgpu deno|dawn]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  * Weight pools of >= 256 MiB per shape are cycled so no result is an L2-cache reading.
@@ -190,8 +190,8 @@ async function benchMatvec(): Promise<void> {
     { name: "lm_head 4096", n: 100352, k: 4096, epi: Epilogue.PLAIN },
     DECODE_SHAPES_1B[3],
   ];
-  // [rowsPerThread, rowsPerWorkgroup (row groups), workgroupSize]
-  const variants = [
+  // [rowsPerThread, rowsPerWorkgroup (row groups), workgroupSize(, interleave)]; --variants JSON: a list of such
+  const variants: number[][] = args.variants ? JSON.parse(args.variants) : [
     [1, 2, 128],
     [1, 4, 128],
     [1, 8, 256],
@@ -211,8 +211,8 @@ async function benchMatvec(): Promise<void> {
     for (const rows of rowCounts) {
       const x = gpu.upload("x", Float32Array.from({ length: rows * s.k }, (_, i) => Math.sin(i) * 0.5));
       const ys = weights.map(() => gpu.buffer("y", rows * s.n * 4));
-      for (const [rowsPerThread, rowsPerWorkgroup, workgroupSize] of variants) {
-        const knobs = { rowsPerThread, rowsPerWorkgroup, workgroupSize };
+      for (const [rowsPerThread, rowsPerWorkgroup, workgroupSize, interleave = 1] of variants) {
+        const knobs = { rowsPerThread, rowsPerWorkgroup, workgroupSize, interleave };
         const ds = weights.map((w, i) =>
           matvec(gpu, { ctl, weight: w, x, y: ys[i], rows, k: s.k, n: s.n, epilogue: s.epi, ...knobs })
         );
@@ -220,7 +220,9 @@ async function benchMatvec(): Promise<void> {
           "matvec",
           `${s.name} [${nw}x${s.k}]`,
           rows,
-          `RT=${rowsPerThread} ROWS=${rowsPerWorkgroup} WG=${workgroupSize}`,
+          `RT=${rowsPerThread} ROWS=${rowsPerWorkgroup} WG=${workgroupSize}${
+            interleave > 1 ? ` IL=${interleave}` : ""
+          }`,
           await medianMs(ds, pool),
           bytes,
         );

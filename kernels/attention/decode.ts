@@ -274,23 +274,26 @@ ${
     for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = query4(m, key_col + v * KEY_LANES, first_pos) * SCALE; }
   }
   for (var j0 = 0u; j0 < n; j0 += ${scoreUnroll}u * KEY_SLOTS) {
-    // SCORE_UNROLL passes' keys loaded before any is reduced: more loads in flight per thread
-    var kv: array<vec4<f32>, ${scoreUnroll}u * KEY_VEC>;
+    // The keys of SCORE_UNROLL passes loaded before any is reduced (more loads in flight per thread), each pass's in
+    // registers of its own (kv0, kv1, ..: an array indexed in a loop over the passes would land in local memory).
 ${
       range(scoreUnroll).map((u) =>
-        `    { let key = k0 + min(j0 + ${u}u * KEY_SLOTS + key_slot, n - 1u); // lanes past the split reread its last key
-      for (var v = 0u; v < KEY_VEC; v++) { kv[${u}u * KEY_VEC + v] = key4(key, key_col + v * KEY_LANES, first_pos); } }`
+        `    var kv${u}: array<vec4<f32>, KEY_VEC>;
+    { let key = k0 + min(j0 + ${u}u * KEY_SLOTS + key_slot, n - 1u); // lanes past the split reread its last key
+      for (var v = 0u; v < KEY_VEC; v++) { kv${u}[v] = key4(key, key_col + v * KEY_LANES, first_pos); } }`
       ).join("\n")
     }
-    for (var u = 0u; u < ${scoreUnroll}u; u++) {
-      let j = j0 + u * KEY_SLOTS + key_slot;
+${
+      range(scoreUnroll).map((u) =>
+        `    {
+      let j = j0 + ${u}u * KEY_SLOTS + key_slot;
       for (var mq = 0u; mq < MQ; mq++) {
         var part = vec4<f32>();
         for (var i = 0u; i < 4u; i++) {
           let m = 4u * mq + i;
           if (m < M) {
             var d = 0.0;
-            for (var v = 0u; v < KEY_VEC; v++) { d += dot(kv[u * KEY_VEC + v], qv[m * KEY_VEC + v]); }
+            for (var v = 0u; v < KEY_VEC; v++) { d += dot(kv${u}[v], qv[m * KEY_VEC + v]); }
             part[i] = d;
           }
         }
@@ -302,6 +305,8 @@ ${
           }
         }
       }
+    }`
+      ).join("\n")
     }
   }
   workgroupBarrier();

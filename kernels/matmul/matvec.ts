@@ -23,6 +23,7 @@
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { rmsnormReference } from "../norm/rmsnorm.ts";
 import { subgroupWidth } from "../reduce.ts";
+import { UserError } from "../../common/errors.ts";
 
 /** Most input rows one matvec dispatch handles; more rows go to the tiled GEMM. */
 export const MATVEC_MAX_ROWS = 16;
@@ -54,6 +55,7 @@ export function matvecKernelFor(
   prologue: MatvecPrologue = "none",
   qkStats = false,
   sgLanes = 0,
+  interleave = 1,
 ): Kernel {
   if (sgLanes !== 0 && !(sgLanes >= 4 && sgLanes <= 128 && (sgLanes & (sgLanes - 1)) === 0)) {
     throw new Error(`matvec: sgLanes ${sgLanes} (0, or a power of two from 4 to 128)`);
@@ -62,6 +64,9 @@ export function matvecKernelFor(
     throw new Error(`matvec: ${rows} rows (1..${MATVEC_MAX_ROWS})`);
   }
   if (![1, 2, 4].includes(rowsPerThread)) throw new Error(`matvec: rowsPerThread ${rowsPerThread} (1, 2 or 4)`);
+  if (![1, 2, 4, 8].includes(interleave) || (sgLanes > 0 && interleave > sgLanes)) {
+    throw new Error(`matvec: interleave ${interleave} (1, 2, 4 or 8, at most the subgroup width)`);
+  }
   const M = range(rows), RT = range(rowsPerThread);
   // The input vec4 at column expression `col` of row j: x itself, its copy in workgroup memory, or x + the post-norm.
   const input = (j: number, col: string) =>
@@ -144,7 +149,7 @@ ${
   workgroupBarrier();
 `;
   const suffix = (prologue === "none" ? "" : prologue === "staged" ? "_normst" : "_norm") + (qkStats ? "_qks" : "") +
-    (sgLanes > 0 ? "_sg" : "");
+    (interleave > 1 ? `_i${interleave}` : "") + (sgLanes > 0 ? "_sg" : "");
   // QK statistics: each lane-0 thread splits the squares of its outputs into q's and k's (v's and rows past N add
   // nothing), the workgroup adds its ROWS threads' sums in a fixed order, and the row group's sums go to its slot.
   const statsBinding = prologue === "none" ? 4 : 7;
@@ -160,7 +165,7 @@ ${
           `if (n < QK_D) { sq += v; } else if (n < 2u * QK_D && n < N) { sk += v; } }`
         ).join("\n")
       }
-      qk_red[${j}u * ROWS + t / tpr] = vec2<f32>(sq, sk); }`
+      qk_red[${j}u * ROWS + rg] = vec2<f32>(sq, sk); }`
     ).join("\n")
   }
   }
@@ -204,12 +209,15 @@ ${
         : ""
     }
 // K must be a multiple of 8. A workgroup owns ROWS * ${rowsPerThread} output rows; the WG / ROWS threads of a row group
-// stride over the K / 8 16-byte chunks of its rows.
+// stride over the K / 8 16-byte chunks of its rows. Threads are dealt to row groups IL at a time (interleave): thread t
+// is lane (t / IL) % (WG / ROWS) of row group (t / (IL * WG / ROWS)) * IL + t % IL, so a subgroup holds IL row groups'
+// lanes at the same K chunks and each of its x loads spans IL times fewer bytes (x is read once per row group).
 override K: u32;
 override N: u32;
 override EPILOGUE: u32 = 0u;
 override ROWS: u32 = 8u;   // row groups per workgroup (a power of two dividing WG)
-override WG: u32 = 256u;   // threads per workgroup (a power of two)${
+override WG: u32 = 256u;   // threads per workgroup (a power of two)
+const IL: u32 = ${interleave}u;      // row groups dealt together (generated; 1 = consecutive threads per row group)${
       prologue === "none" ? "" : "\noverride EPS: f32 = 1e-6;"
     }${qkStats ? "\noverride QK_D: u32;            // the q and k widths (OLMo-2: d_model)" : ""}
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
@@ -237,20 +245,20 @@ fn bf16x8_hi(p: vec4<u32>) -> vec4<f32> { return vec4<f32>(bf16_lo(p.z), bf16_hi
 ${
       sgLanes > 0
         ? `
-// Sums v over the WG / ROWS threads of each row group; lane 0 gets the total. Subgroup shuffles within groups of
-// SG_LANES consecutive threads (no barrier), then, for row groups wider than that, their partials through workgroup
-// memory (one barrier).
+// Sums v over the WG / ROWS threads of each row group; lane 0 gets the total. Subgroup shuffles within each subgroup
+// of SG_LANES consecutive threads (no barrier; a row group's lanes there are IL apart), then, for row groups wider than
+// a subgroup, the subgroups' partials through workgroup memory (one barrier).
 const SG_LANES: u32 = ${sgLanes}u; // the narrowest subgroup the device runs (reduce.ts subgroupWidth)
 fn row_sum4(v: vec4<f32>, t: u32, lane: u32) -> vec4<f32> {
-  let tpr = WG / ROWS;
+  let span = IL * (WG / ROWS); // consecutive threads holding IL whole row groups
   var x = v;
-  for (var st = 1u; st < min(tpr, SG_LANES); st *= 2u) { x += subgroupShuffleXor(x, st); }
-  if (tpr <= SG_LANES) { return x; }
-  if (t % SG_LANES == 0u) { red[t / SG_LANES] = x; }
+  for (var st = IL; st < min(span, SG_LANES); st *= 2u) { x += subgroupShuffleXor(x, st); }
+  if (span <= SG_LANES) { return x; }
+  if (t % SG_LANES < IL) { red[(t / SG_LANES) * IL + t % IL] = x; }
   workgroupBarrier();
   var total = vec4<f32>();
   if (lane == 0u) {
-    for (var i = 0u; i < tpr / SG_LANES; i++) { total += red[t / SG_LANES + i]; }
+    for (var i = 0u; i < span / SG_LANES; i++) { total += red[(t / SG_LANES + i) * IL + t % IL]; }
   }
   workgroupBarrier();
   return total;
@@ -261,7 +269,7 @@ fn row_sum4(v: vec4<f32>, t: u32, lane: u32) -> vec4<f32> {
   red[t] = v;
   workgroupBarrier();
   for (var s = (WG / ROWS) / 2u; s > 0u; s /= 2u) {
-    if (lane < s) { red[t] += red[t + s]; }
+    if (lane < s) { red[t] += red[t + s * IL]; }
     workgroupBarrier();
   }
   let total = red[t]; // the row group's total for lane 0, which alone stores
@@ -290,7 +298,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let tpr = WG / ROWS;
-  let lane = t % tpr;
+  let lane = (t / IL) % tpr;
+  let rg = (t / (IL * tpr)) * IL + t % IL;   // this thread's row group in the workgroup
   let k8 = K / 8u;
   let k4 = K / 4u;
 ${prologueWgsl}  // Row groups of ROWS * ${rowsPerThread} output rows; a grid smaller than GROUPS strides over them (x stays in L1).
@@ -298,7 +307,7 @@ ${prologueWgsl}  // Row groups of ROWS * ${rowsPerThread} output rows; a grid sm
       qkStats ? `\n  let qk_groups = (2u * QK_D + ROWS * ${rowsPerThread}u - 1u) / (ROWS * ${rowsPerThread}u);` : ""
     }
   for (var g = flat_workgroup(wid, nwg); g < groups; g += nwg.x * nwg.y) {
-  let n0 = (g * ROWS + t / tpr) * ${rowsPerThread}u;
+  let n0 = (g * ROWS + rg) * ${rowsPerThread}u;
   ${names("a").map((v) => `var ${v} = 0.0;`).join(" ")}
   ${names("u").map((v) => `var ${v} = 0.0;`).join(" ")}
   if (n0 < N) {
@@ -414,6 +423,8 @@ export interface MatvecArgs extends ProductArgs {
   workgroupSize?: number;
   /** Output rows per thread (1, 2 or 4). */
   rowsPerThread?: number;
+  /** Row groups whose threads are dealt together (1, 2, 4 or 8, at most rowsPerWorkgroup; the kernel's IL). */
+  interleave?: number;
   /** Most workgroups launched; each then strides over the row groups (default: one per row group). */
   maxWorkgroups?: number;
 }
@@ -448,13 +459,35 @@ export function matvecDefaults(
     : { rowsPerThread: 4, rowsPerWorkgroup: 4, workgroupSize: 128 };
 }
 
+/**
+ * `HYDRA_MATVEC_INTERLEAVE=<IL>` deals every matvec's threads to row groups IL at a time (`MatvecArgs.interleave`,
+ * capped at its row groups per workgroup), so that the GPU can A/B it inside a step (`deno task profile`).
+ */
+export const MATVEC_INTERLEAVE_ENV = "HYDRA_MATVEC_INTERLEAVE";
+
 /** The knobs a matvec dispatch of `a` runs with: the given ones, else `matvecDefaults`. */
-function matvecKnobs(a: MatvecArgs): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number } {
+function matvecKnobs(
+  a: MatvecArgs,
+): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number; interleave: number } {
   const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN, a.n, a.k);
+  const rowsPerWorkgroup = a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup;
+  const env = Deno.env.get(MATVEC_INTERLEAVE_ENV);
+  let interleave = a.interleave ?? 1;
+  if (env) {
+    interleave = Number(env);
+    if (![1, 2, 4, 8].includes(interleave)) {
+      throw new UserError(`${MATVEC_INTERLEAVE_ENV}=${env} is not 1, 2, 4 or 8: fix it or unset it.`);
+    }
+    interleave = Math.min(interleave, rowsPerWorkgroup);
+  }
+  if (!(rowsPerWorkgroup % interleave === 0)) {
+    throw new Error(`matvec: interleave ${interleave} does not divide ${rowsPerWorkgroup} row groups`);
+  }
   return {
     rowsPerThread: a.rowsPerThread ?? defaults.rowsPerThread,
-    rowsPerWorkgroup: a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup,
+    rowsPerWorkgroup,
     workgroupSize: a.workgroupSize ?? defaults.workgroupSize,
+    interleave,
   };
 }
 
@@ -470,7 +503,7 @@ export function matvecGroupRows(
 export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   if (a.k % 8 !== 0) throw new Error(`matvec: K = ${a.k} is not a multiple of 8`);
   if (a.rows < 1 || a.rows > MATVEC_MAX_ROWS) throw new Error(`matvec: ${a.rows} rows (1..${MATVEC_MAX_ROWS})`);
-  const { rowsPerWorkgroup: rowsPerWg, rowsPerThread, workgroupSize: wg } = matvecKnobs(a);
+  const { rowsPerWorkgroup: rowsPerWg, rowsPerThread, workgroupSize: wg, interleave } = matvecKnobs(a);
   const stats = a.qkStats;
   if (stats) {
     if ((a.epilogue ?? Epilogue.PLAIN) !== Epilogue.PLAIN) throw new Error("matvec: qkStats needs the PLAIN epilogue");
@@ -496,7 +529,8 @@ export function matvec(gpu: Gpu, a: MatvecArgs, kernel?: Kernel): Dispatch {
   // (MATVEC_POSTNORM_WORKGROUPS; tools/bench_kernels.ts --chain times the alternatives).
   const maxWorkgroups = a.maxWorkgroups ?? (p ? MATVEC_POSTNORM_WORKGROUPS : Infinity);
   return gpu.dispatch(
-    kernel ?? matvecKernelFor(a.rows, rowsPerThread, prologue, stats !== undefined, matvecSubgroupLanes(gpu, a)),
+    kernel ??
+      matvecKernelFor(a.rows, rowsPerThread, prologue, stats !== undefined, matvecSubgroupLanes(gpu, a), interleave),
     {
       K: a.k,
       N: a.n,

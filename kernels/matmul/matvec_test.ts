@@ -9,6 +9,7 @@ import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
   Epilogue,
   matvec,
+  MATVEC_INTERLEAVE_ENV,
   matvecGroupRows,
   matvecKernelFor,
   matvecPostNormReference,
@@ -19,6 +20,7 @@ import {
 } from "./matvec.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { subgroupWidth } from "../reduce.ts";
+import { UserError } from "../../common/errors.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 import type { ErrorReport } from "../testing/harness.ts";
 
@@ -40,6 +42,7 @@ async function checkMatvec(
     rowsPerThread?: number;
     maxWorkgroups?: number;
     subgroups?: boolean;
+    interleave?: number;
   } = {},
 ): Promise<ErrorReport> {
   const rng = new Rng(rows * 1_000_003 + k * 1009 + n);
@@ -143,8 +146,8 @@ gpuTest(
       }
     }
     const cases: [string, string][] = [
-      ["st < min(tpr, SG_LANES); st *= 2u", "st < min(tpr, SG_LANES) / 2u; st *= 2u"], // a shuffle level dropped
-      ["i < tpr / SG_LANES; i++", "i + 1u < tpr / SG_LANES; i++"], // a subgroup's partial dropped
+      ["st < min(span, SG_LANES); st *= 2u", "st < min(span, SG_LANES) / 2u; st *= 2u"], // a shuffle level dropped
+      ["i < span / SG_LANES; i++", "i + 1u < span / SG_LANES; i++"], // a subgroup's partial dropped
     ];
     for (const [from, to] of cases) {
       const kernel = mutate(matvecKernelFor(2, 2, "none", false, width), from, to);
@@ -157,6 +160,62 @@ gpuTest(
           workgroupSize: 4 * width,
         });
       }, `${from} -> ${to}`);
+    }
+  },
+);
+
+gpuTest(
+  "matvec with interleaved row groups matches the reference, both reductions, and its checks catch mutants",
+  async (gpu) => {
+    const width = subgroupWidth(gpu);
+    const modes = width > 0 ? [true, false] : [false];
+    // (row groups, threads): a row group's lanes within one subgroup, and spread over several subgroups
+    for (const subgroups of modes) {
+      for (const [interleave, rowsPerWorkgroup, workgroupSize] of [[2, 4, 32], [4, 4, 128], [8, 8, 256], [4, 8, 64]]) {
+        for (const [rows, epilogue, rowsPerThread] of [[1, Epilogue.PLAIN, 4], [4, Epilogue.SWIGLU, 2], [3, 0, 1]]) {
+          const knobs = { interleave, rowsPerWorkgroup, workgroupSize, rowsPerThread, epilogue, subgroups };
+          await checkMatvec(gpu, rows, 1064, 37, knobs);
+          await checkMatvec(gpu, rows, 1064, 37, { ...knobs, maxWorkgroups: 2 });
+        }
+      }
+    }
+    const cases: [string, string][] = [
+      ["let rg = (t / (IL * tpr)) * IL + t % IL;", "let rg = t / tpr;"], // threads dealt as if not interleaved
+      ["let lane = (t / IL) % tpr;", "let lane = t % tpr;"],
+      ["red[t] += red[t + s * IL]", "red[t] += red[t + s]"], // the tree sums another row group's lanes
+    ];
+    for (const [from, to] of cases) {
+      const kernel = mutate(matvecKernelFor(2, 2, "none", false, 0, 4), from, to);
+      await assertCaught(
+        () => checkMatvec(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128 }),
+        `${from} -> ${to}`,
+      );
+    }
+    if (width >= 8) {
+      const kernel = mutate(matvecKernelFor(2, 2, "none", false, width, 4), "var st = IL; st <", "var st = 1u; st <");
+      await assertCaught(
+        () => checkMatvec(gpu, 2, 1064, 37, { kernel, rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128 }),
+        "shuffles across row groups",
+      );
+    }
+    let said = "";
+    Deno.env.set(MATVEC_INTERLEAVE_ENV, "3");
+    try {
+      const ctl = ctlBuffer(gpu);
+      try {
+        matvec(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows: 1, k: 8, n: 4 });
+      } catch (e) {
+        if (e instanceof UserError) said = e.message;
+      } finally {
+        ctl.destroy();
+      }
+    } finally {
+      Deno.env.delete(MATVEC_INTERLEAVE_ENV);
+    }
+    if (!said.includes(`${MATVEC_INTERLEAVE_ENV}=3 is not`)) {
+      throw new Error(
+        `a bad ${MATVEC_INTERLEAVE_ENV}: "${said}"`,
+      );
     }
   },
 );
@@ -372,7 +431,7 @@ gpuTest("matvec QK statistics checks catch broken kernels", async (gpu) => {
     ["k partials summed into q", "if (n < QK_D) { sq += v; } else if", "if (n < 2u * QK_D) { sq += v; } else if"],
     ["v rows counted as k", "else if (n < 2u * QK_D && n < N)", "else if (n < N)"],
     ["one row group of the workgroup left out", "for (var r = 0u; r < ROWS; r++)", "for (var r = 1u; r < ROWS; r++)"],
-    ["rows mixed", "qk_red[1u * ROWS + t / tpr]", "qk_red[0u * ROWS + t / tpr]"],
+    ["rows mixed", "qk_red[1u * ROWS + rg]", "qk_red[0u * ROWS + rg]"],
   ];
   for (const [what, from, to] of cases) {
     const kernel = mutate(matvecKernelFor(2, 2, "none", true), from, to);
