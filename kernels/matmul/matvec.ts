@@ -432,18 +432,19 @@ export interface MatvecArgs extends ProductArgs {
 /**
  * Default knobs by input rows and epilogue, the fastest measured on an H100 (docs/PERF.md, tools/bench_kernels.ts
  * --matvec): 4 output rows per thread for plain products (x is read once per 4 weight rows), 1-2 for SwiGLU (which
- * already keeps two weight rows, gate and up, per thread), 128 threads in row groups of 64 or 32.
+ * already keeps two weight rows, gate and up, per thread), 128 threads in row groups of 64 or 32; the H200's changes
+ * below.
  */
 export function matvecDefaults(
   rows: number,
   epilogue: number,
   n = 0,
   k = 0,
-): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number } {
+): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number; interleave: number } {
   if (epilogue === Epilogue.SWIGLU) {
     return rows === 1
-      ? { rowsPerThread: 1, rowsPerWorkgroup: 2, workgroupSize: 128 }
-      : { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128 };
+      ? { rowsPerThread: 1, rowsPerWorkgroup: 2, workgroupSize: 128, interleave: 1 }
+      : { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128, interleave: 1 };
   }
   if (n <= k) {
     // Few outputs over a long K (o, down): 256 threads of 2 rows in 4 groups. Measured on an H200 with each dispatch
@@ -452,11 +453,14 @@ export function matvecDefaults(
     // profile --config poe_verify --gamma 4`, against 4 rows a thread, 128 threads): down 807 -> 530 us for 12
     // dispatches, o 260 -> 202 us, the pass 3.786 -> 3.447 ms. qkv, gate_up and lm_head (n > k) are faster as below
     // (at 4 rows, 2 rows a thread in 256 threads made lm_head 973 -> 1,235 us and qkv 474 -> 537 us).
-    return { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256 };
+    // From 2 rows, the 4 row groups' threads interleaved (a subgroup's x loads span a quarter of the bytes): in the
+    // verify pass, in one device call, down 612 -> 455 us, o 221 -> 197 us; alone, down 47.7 -> 34.3 us. At one row,
+    // and for the shapes below, interleaving measured slower (docs/PERF.md, 2026-11-30 "S").
+    return { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256, interleave: rows === 1 ? 1 : 4 };
   }
   return rows === 1
-    ? { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128 }
-    : { rowsPerThread: 4, rowsPerWorkgroup: 4, workgroupSize: 128 };
+    ? { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128, interleave: 1 }
+    : { rowsPerThread: 4, rowsPerWorkgroup: 4, workgroupSize: 128, interleave: 1 };
 }
 
 /**
@@ -472,7 +476,8 @@ function matvecKnobs(
   const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN, a.n, a.k);
   const rowsPerWorkgroup = a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup;
   const env = Deno.env.get(MATVEC_INTERLEAVE_ENV);
-  let interleave = a.interleave ?? 1;
+  // the default interleave goes with the default row groups
+  let interleave = a.interleave ?? (a.rowsPerWorkgroup === undefined ? defaults.interleave : 1);
   if (env) {
     interleave = Number(env);
     if (![1, 2, 4, 8].includes(interleave)) {

@@ -198,6 +198,15 @@ gpuTest(
         "shuffles across row groups",
       );
     }
+    // the defaults: interleaved from 2 rows where N <= K (o, down: measured faster in a verify pass), else not
+    const ctl = ctlBuffer(gpu);
+    const label = (rows: number, n: number, k: number) =>
+      matvec(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows, k, n }).label;
+    const labels = [label(4, 4096, 11008), label(1, 4096, 11008), label(4, 12288, 4096)];
+    ctl.destroy();
+    if (!labels[0].includes("_i4") || labels.slice(1).some((l) => l.includes("_i"))) {
+      throw new Error(`default interleave: ${labels}`);
+    }
     let said = "";
     Deno.env.set(MATVEC_INTERLEAVE_ENV, "3");
     try {
