@@ -164,6 +164,10 @@ const FUSED_PROLOGUE_WGSL = /* wgsl */ `
  */
 export function attentionDecodeKernelFor(spec: AttentionDecodeKernelSpec): Kernel {
   const { subgroups, rows, keyVec, fused = false, qkStats = false, scoreUnroll = 1, pvUnroll = 4 } = spec;
+  const rg = spec.rowsPerRound ?? 1;
+  if (!(Number.isInteger(rg) && rg >= 1 && rg <= rows)) {
+    throw new Error(`attentionDecodeKernelFor: rowsPerRound ${rg} is outside 1..${rows}`);
+  }
   const kv = spec.kvDtype ?? "f32";
   if (![1, 2, 4].includes(scoreUnroll) || ![1, 2, 4, 8].includes(pvUnroll)) {
     throw new Error(
@@ -179,8 +183,8 @@ export function attentionDecodeKernelFor(spec: AttentionDecodeKernelSpec): Kerne
   }
   return {
     name: `attention_decode${fused ? "_qk" : ""}${qkStats ? "s" : ""}_m${rows}v${keyVec}u${scoreUnroll}p${pvUnroll}${
-      subgroups ? "_sg" : ""
-    }${kv === "bf16" ? "_kvbf16" : ""}`,
+      rg > 1 ? `r${rg}` : ""
+    }${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
 //   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
@@ -230,8 +234,7 @@ override HV: u32 = HEAD_DIM / 4u;             // vec4 per head row
 override KEY_LANES: u32 = HV / KEY_VEC;       // scores: threads per key (t = key_slot * KEY_LANES + key_lane)
 override KEY_SLOTS: u32 = WG / KEY_LANES;     // scores: keys per pass
 override SLOTS: u32 = WG / HV;                // p * V: keys in flight (t = slot * HV + lane)
-override MQ: u32 = (M + 3u) / 4u;             // vec4 of 4 rows' partial dot products
-override RG: u32 = 1u;                        // p * V: rows summed over the slots per round
+const RG: u32 = ${rg}u;                           // p * V: rows summed over the slots per round (generated)
 ${fused ? "override EPS: f32 = 1e-6;                     // QK-norm\noverride APPLY_NORM: bool = true;" : ""}${
       qkStats ? "\noverride QK_GROUP_ROWS: u32;                 // outputs per row group of the QKV matvec" : ""
     }
@@ -267,42 +270,44 @@ ${
   let key_slot = t / KEY_LANES;
   let key_lane = t % KEY_LANES;
   let key_col = h * HV + key_lane;              // this thread's first vec4 of the head, then every KEY_LANES
-  // Per-thread arrays sized exactly (M and KEY_VEC are generated constants); sized for the largest case (16 vec4
-  // each) they could take ~160 registers a thread whatever the rows, and few workgroups would share an SM.
-  var qv: array<vec4<f32>, M * KEY_VEC>;        // qv[m * KEY_VEC + v]
-  for (var m = 0u; m < M; m++) {
-    for (var v = 0u; v < KEY_VEC; v++) { qv[m * KEY_VEC + v] = query4(m, key_col + v * KEY_LANES, first_pos) * SCALE; }
-  }
+  // Every per-thread value is a named register, generated per row (q<m>_<v>), vec4 of a key (k<u>_<v>) and unrolled
+  // pass (u): an array indexed in a loop lands in local memory on the H200, which the probe of 2026-11-30 measured as
+  // most of this kernel's time (docs/PERF.md).
+${
+      range(rows).map((m) =>
+        range(keyVec).map((v) => `  let q${m}_${v} = query4(${m}u, key_col + ${v}u * KEY_LANES, first_pos) * SCALE;`)
+          .join("\n")
+      ).join("\n")
+    }
   for (var j0 = 0u; j0 < n; j0 += ${scoreUnroll}u * KEY_SLOTS) {
-    // The keys of SCORE_UNROLL passes loaded before any is reduced (more loads in flight per thread), each pass's in
-    // registers of its own (kv0, kv1, ..: an array indexed in a loop over the passes would land in local memory).
+    // the keys of ${scoreUnroll} pass(es) loaded before any is reduced; lanes past the split reread its last key
 ${
       range(scoreUnroll).map((u) =>
-        `    var kv${u}: array<vec4<f32>, KEY_VEC>;
-    { let key = k0 + min(j0 + ${u}u * KEY_SLOTS + key_slot, n - 1u); // lanes past the split reread its last key
-      for (var v = 0u; v < KEY_VEC; v++) { kv${u}[v] = key4(key, key_col + v * KEY_LANES, first_pos); } }`
+        `    let key${u} = k0 + min(j0 + ${u}u * KEY_SLOTS + key_slot, n - 1u);\n` +
+        range(keyVec).map((v) => `    let k${u}_${v} = key4(key${u}, key_col + ${v}u * KEY_LANES, first_pos);`).join(
+          "\n",
+        )
       ).join("\n")
     }
 ${
       range(scoreUnroll).map((u) =>
         `    {
       let j = j0 + ${u}u * KEY_SLOTS + key_slot;
-      for (var mq = 0u; mq < MQ; mq++) {
-        var part = vec4<f32>();
-        for (var i = 0u; i < 4u; i++) {
-          let m = 4u * mq + i;
-          if (m < M) {
-            var d = 0.0;
-            for (var v = 0u; v < KEY_VEC; v++) { d += dot(kv${u}[v], qv[m * KEY_VEC + v]); }
-            part[i] = d;
-          }
+${
+          range(Math.ceil(rows / 4)).map((mq) =>
+            `      let dots${mq} = lanes_sum4(vec4<f32>(${
+              range(4).map((i) => {
+                const m = 4 * mq + i;
+                return m < rows ? range(keyVec).map((v) => `dot(k${u}_${v}, q${m}_${v})`).join(" + ") : "0.0";
+              }).join(", ")
+            }), t, KEY_LANES);`
+          ).join("\n")
         }
-        let dots = lanes_sum4(part, t, KEY_LANES);
-        if (key_lane == 0u && j < n) {
-          for (var i = 0u; i < 4u; i++) {
-            let m = 4u * mq + i;
-            if (m < M) { scores[m * CAP + j] = select(NEG_BIG, dots[i], k0 + j <= first_pos + m); }
-          }
+      if (key_lane == 0u && j < n) {
+${
+          range(rows).map((m) =>
+            `        scores[${m}u * CAP + j] = select(NEG_BIG, dots${m >> 2}[${m & 3}], k0 + j <= first_pos + ${m}u);`
+          ).join("\n")
         }
       }
     }`
@@ -337,26 +342,30 @@ ${
   let slot = t / HV;
   let lane = t % HV;
   let col = h * HV + lane;
-  var acc: array<vec4<f32>, M>;
+${range(rows).map((m) => `  var acc${m} = vec4<f32>();`).join("\n")}
   var j = slot;
-  // PV_UNROLL V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
+  // ${pvUnroll} V rows in flight per thread: each iteration's loads do not wait on the previous one's FMAs.
   for (; j + ${pvUnroll - 1}u * SLOTS < n; j += ${pvUnroll}u * SLOTS) {
 ${range(pvUnroll).map((u) => `    let v${u} = value4(k0 + j + ${u}u * SLOTS, col, first_pos);`).join("\n")}
-    for (var m = 0u; m < M; m++) {
-      let b = m * CAP + j;
-      acc[m] += ${range(pvUnroll).map((u) => `scores[b + ${u}u * SLOTS] * v${u}`).join(" + ")};
+${
+      range(rows).map((m) =>
+        `    acc${m} += ${range(pvUnroll).map((u) => `scores[${m}u * CAP + j + ${u}u * SLOTS] * v${u}`).join(" + ")};`
+      ).join("\n")
     }
   }
   for (; j < n; j += SLOTS) {
     let vv = value4(k0 + j, col, first_pos);
-    for (var m = 0u; m < M; m++) { acc[m] += scores[m * CAP + j] * vv; }
+${range(rows).map((m) => `    acc${m} += scores[${m}u * CAP + j] * vv;`).join("\n")}
   }
   // 4. sum the SLOTS partial accumulators, RG rows per round, and store
-  for (var r0 = 0u; r0 < M; r0 += RG) {
-    for (var g = 0u; g < RG; g++) { acc_sum[g * WG + t] = acc[min(r0 + g, M - 1u)]; }
+${
+      range(Math.ceil(rows / rg)).map((round) => {
+        const r0 = round * rg;
+        return `  {
+${range(rg).map((g) => `    acc_sum[${g}u * WG + t] = acc${Math.min(r0 + g, rows - 1)};`).join("\n")}
     workgroupBarrier();
     for (var u = t; u < RG * HV; u += WG) {
-      let m = r0 + u / HV;
+      let m = ${r0}u + u / HV;
       let l = u % HV;
       if (m < M) {
         var o = vec4<f32>();
@@ -369,7 +378,9 @@ ${range(pvUnroll).map((u) => `    let v${u} = value4(k0 + j + ${u}u * SLOTS, col
       }
     }
     workgroupBarrier();
-  }
+  }`;
+      }).join("\n")
+    }
   if (!DIRECT) {
     for (var m = t; m < M; m += WG) {
       dst[M * NH * SPLITS * HV + (m * NH + h) * SPLITS + s] = vec4<f32>(row_max[m], row_sum[m], 0.0, 0.0);
@@ -560,6 +571,8 @@ export interface AttentionDecodeKernelSpec {
   scoreUnroll?: number;
   /** V rows a thread has in flight in the p * V pass (1, 2, 4 or 8; default 4). */
   pvUnroll?: number;
+  /** Rows whose slot sums share a round of workgroup memory at the end (1..rows; default 1). */
+  rowsPerRound?: number;
 }
 
 /** The kernels the decode builder records (replaceable, for tests of broken kernels). */
@@ -739,6 +752,7 @@ export function attentionDecode(
     fused: fused !== undefined,
     qkStats: stats !== undefined,
     ...attentionUnroll(a),
+    rowsPerRound: plan.rg,
   };
   const partialKernel = (kernels.partial ?? attentionDecodeKernelFor)(spec);
   const mergeKernel = kernels.merge ?? attentionMergeKernel;
@@ -746,7 +760,6 @@ export function attentionDecode(
     ...common,
     CAP: plan.cap,
     WG: plan.wg,
-    RG: plan.rg,
     ROW_LANES: plan.rowLanes,
     SG_LANES: subgroups ? width : 32,
     SCALE: Math.fround(1 / Math.sqrt(a.headDim)),

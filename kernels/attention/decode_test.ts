@@ -129,7 +129,8 @@ gpuTest(
         partial: (spec) => mutate(attentionDecodeKernelFor(spec), "j0 + 2u * KEY_SLOTS + key_slot", "j0 + key_slot"),
       }],
       ["eighth V row of an unrolled step weighted wrong", {
-        partial: (spec) => mutate(attentionDecodeKernelFor(spec), "scores[b + 7u * SLOTS] * v7", "scores[b] * v7"),
+        partial: (spec) =>
+          mutate(attentionDecodeKernelFor(spec), "scores[0u * CAP + j + 7u * SLOTS] * v7", "scores[0u * CAP + j] * v7"),
       }],
     ];
     // 300 keys in 2 splits: each split's keys span several unrolled steps and end partway through one
@@ -211,14 +212,17 @@ gpuTest("attention decode checks catch broken kernels", async (gpu) => {
   });
   const merge = (from: string, to: string) => ({ merge: mutate(attentionMergeKernel, from, to) });
   const cases: [string, AttentionDecodeKernels][] = [
-    ["causal limit off by one", decode("k0 + j <= first_pos + m", "k0 + j <= first_pos + m + 1u")],
+    ["causal limit off by one", decode("k0 + j <= first_pos + 0u", "k0 + j <= first_pos + 1u")],
     [
       "wrong scale",
-      decode("query4(m, key_col + v * KEY_LANES, first_pos) * SCALE", "query4(m, key_col + v * KEY_LANES, first_pos)"),
+      decode(
+        "query4(0u, key_col + 0u * KEY_LANES, first_pos) * SCALE",
+        "query4(0u, key_col + 0u * KEY_LANES, first_pos)",
+      ),
     ],
     [
       "fourth V row of an unrolled step weighted wrong",
-      decode("scores[b + 3u * SLOTS] * v3", "scores[b + 2u * SLOTS] * v3"),
+      decode("scores[0u * CAP + j + 3u * SLOTS] * v3", "scores[0u * CAP + j + 2u * SLOTS] * v3"),
     ],
     ["split cut short", decode("let n = min(per, len - k0);", "let n = min(per, len - k0 - 1u);")],
     ["no max subtracted", decode("exp(scores[i] - mx)", "exp(scores[i] - mx * 0.5)")],
