@@ -294,14 +294,15 @@ ${
         `    {
       let j = j0 + ${u}u * KEY_SLOTS + key_slot;
 ${
-          range(Math.ceil(rows / 4)).map((mq) =>
-            `      let dots${mq} = lanes_sum4(vec4<f32>(${
-              range(4).map((i) => {
-                const m = 4 * mq + i;
-                return m < rows ? range(keyVec).map((v) => `dot(k${u}_${v}, q${m}_${v})`).join(" + ") : "0.0";
-              }).join(", ")
-            }), t, KEY_LANES);`
-          ).join("\n")
+          range(Math.ceil(rows / 4)).map((mq) => {
+            const dot = (m: number) => range(keyVec).map((v) => `dot(k${u}_${v}, q${m}_${v})`).join(" + ");
+            // a group of one row (one row in all, or the last of 5, 9, 13) reduces a scalar: a quarter of the shuffles
+            return rows - 4 * mq === 1
+              ? `      let dots${mq} = vec4<f32>(lanes_sum(${dot(4 * mq)}, t, KEY_LANES), 0.0, 0.0, 0.0);`
+              : `      let dots${mq} = lanes_sum4(vec4<f32>(${
+                range(4).map((i) => 4 * mq + i < rows ? dot(4 * mq + i) : "0.0").join(", ")
+              }), t, KEY_LANES);`;
+          }).join("\n")
         }
       if (key_lane == 0u && j < n) {
 ${
@@ -681,16 +682,43 @@ export function createAttentionDecodeScratch(gpu: Gpu, shape: AttentionDecodeSha
 }
 
 /**
- * `HYDRA_ATTENTION_UNROLL=<score>,<pv>` overrides the split pass's unrolling (`scoreUnroll`, `pvUnroll`) for every
- * decode attention a model records, so that the GPU can A/B them inside a step (`deno task profile`).
+ * `HYDRA_ATTENTION_TUNING=<JSON>` (e.g. `{"pvUnroll":4,"keyLanes":16}`) overrides the given tuning knobs of every
+ * decode attention a model records (`scoreUnroll`, `pvUnroll`, `keyLanes`, `workgroupSize`, `minKeys`), so that the GPU
+ * can A/B them inside a step (`deno task profile`).
  */
-export const ATTENTION_UNROLL_ENV = "HYDRA_ATTENTION_UNROLL";
+export const ATTENTION_TUNING_ENV = "HYDRA_ATTENTION_TUNING";
+
+const TUNING_KNOBS = ["scoreUnroll", "pvUnroll", "keyLanes", "workgroupSize", "minKeys"] as const;
+type Tuning = Partial<Pick<AttentionDecodeArgs, typeof TUNING_KNOBS[number]>>;
+
+/** The knobs `ATTENTION_TUNING_ENV` sets (none when it is unset). */
+function tuningFromEnv(): Tuning {
+  const env = Deno.env.get(ATTENTION_TUNING_ENV);
+  if (!env) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(env);
+  } catch {
+    v = undefined;
+  }
+  const knobs = TUNING_KNOBS as readonly string[];
+  if (
+    v === null || typeof v !== "object" || Array.isArray(v) ||
+    Object.entries(v).some(([k, x]) => !knobs.includes(k) || !Number.isInteger(x))
+  ) {
+    throw new UserError(
+      `${ATTENTION_TUNING_ENV}=${env} is not a JSON object of whole numbers keyed by ${knobs.join(", ")}: ` +
+        "fix it or unset it.",
+    );
+  }
+  return v as Tuning;
+}
 
 /**
  * The split pass's unrolling by default: 8 V rows in flight up to 4 rows (more keep 4: their accumulators already take
  * M vec4 a thread), the score pass not unrolled. Measured on the H200 (docs/PERF.md, 2026-11-30 "S"): alone, at 7B
  * heads, pvUnroll 8 took 4,096 keys from 63.4 to 51.5 us at one row and 117.6 to 108.8 at four; in a 7B step
- * (`deno task profile`, `HYDRA_ATTENTION_UNROLL`) 1,709 us at 4,000 keys against 1,740. Unrolling the score pass was
+ * (`deno task profile`, with `HYDRA_ATTENTION_TUNING`'s predecessor) 1,709 us at 4,000 keys against 1,740. Unrolling the score pass was
  * slower everywhere, by registers or not: a step's attention at 4,000 keys 1,955 us (2 passes) and 2,630 (4).
  */
 export function attentionUnrollDefault(rows: number): { scoreUnroll: number; pvUnroll: number } {
@@ -698,16 +726,6 @@ export function attentionUnrollDefault(rows: number): { scoreUnroll: number; pvU
 }
 
 function attentionUnroll(a: Pick<AttentionDecodeArgs, "scoreUnroll" | "pvUnroll" | "rows">) {
-  const env = Deno.env.get(ATTENTION_UNROLL_ENV);
-  if (env) {
-    const [score, pv, ...rest] = env.split(",").map(Number);
-    if (rest.length > 0 || ![1, 2, 4].includes(score) || ![1, 2, 4, 8].includes(pv)) {
-      throw new UserError(
-        `${ATTENTION_UNROLL_ENV}=${env} is not "<score>,<pv>" with score 1, 2 or 4 and pv 1, 2, 4 or 8: fix it or unset it.`,
-      );
-    }
-    return { scoreUnroll: score, pvUnroll: pv };
-  }
   return {
     scoreUnroll: a.scoreUnroll ?? attentionUnrollDefault(a.rows).scoreUnroll,
     pvUnroll: a.pvUnroll ?? attentionUnrollDefault(a.rows).pvUnroll,
@@ -720,9 +738,20 @@ function attentionUnroll(a: Pick<AttentionDecodeArgs, "scoreUnroll" | "pvUnroll"
  */
 export function attentionDecode(
   gpu: Gpu,
-  a: AttentionDecodeArgs,
+  args: AttentionDecodeArgs,
   kernels: AttentionDecodeKernels = {},
 ): Dispatch[] {
+  const tuning = tuningFromEnv();
+  if (Object.keys(tuning).length === 0) return recordAttentionDecode(gpu, args, kernels);
+  try {
+    return recordAttentionDecode(gpu, { ...args, ...tuning }, kernels);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    throw new UserError(`${ATTENTION_TUNING_ENV}: ${(e as Error).message}; fix it or unset it.`);
+  }
+}
+
+function recordAttentionDecode(gpu: Gpu, a: AttentionDecodeArgs, kernels: AttentionDecodeKernels): Dispatch[] {
   const width = subgroupWidth(gpu);
   // Shuffles span at most `width` lanes: a key's lanes must fit, which leaves each thread HEAD_DIM / 4 / width vec4.
   const fits = width > 0 && a.rows * Math.max(1, a.headDim / 4 / width) <= 16 && a.headDim / 4 / width <= 8;

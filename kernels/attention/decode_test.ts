@@ -7,7 +7,7 @@
  */
 
 import {
-  ATTENTION_UNROLL_ENV,
+  ATTENTION_TUNING_ENV,
   attentionDecode,
   type AttentionDecodeArgs,
   attentionDecodeFusedReference,
@@ -141,31 +141,45 @@ gpuTest(
         what,
       );
     }
-    Deno.env.set(ATTENTION_UNROLL_ENV, "3,4");
+    // the A/B variable: applied to every decode attention, and one sentence naming it when unusable
+    const ctl = ctlBuffer(gpu);
+    const a = {
+      ctl,
+      q: ctl,
+      kCache: ctl,
+      vCache: ctl,
+      out: ctl,
+      rows: 1,
+      nHeads: 1,
+      headDim: 64,
+      maxPos: 64,
+      splits: 1,
+    };
     try {
-      const ctl = ctlBuffer(gpu);
-      const a = {
-        ctl,
-        q: ctl,
-        kCache: ctl,
-        vCache: ctl,
-        out: ctl,
-        rows: 1,
-        nHeads: 1,
-        headDim: 64,
-        maxPos: 64,
-        splits: 1,
-      };
-      try {
-        attentionDecode(gpu, a);
-        throw new Error(`attentionDecode accepted ${ATTENTION_UNROLL_ENV}=3,4`);
-      } catch (e) {
-        if (!(e instanceof UserError && e.message.includes(`${ATTENTION_UNROLL_ENV}=3,4 is not`))) throw e;
-      } finally {
-        ctl.destroy();
+      Deno.env.set(ATTENTION_TUNING_ENV, '{"pvUnroll":2,"keyLanes":4}');
+      const label = attentionDecode(gpu, a)[0].label;
+      if (!/_m1v4u1p2/.test(label)) throw new Error(`${ATTENTION_TUNING_ENV} not applied: ${label}`);
+      await checkDecode(gpu, decodeCase(3, 300, 2, 64, 512));
+      for (
+        const [env, says] of [["3,4", "is not a JSON object"], ['{"bogus":1}', "is not a JSON object"], [
+          '{"scoreUnroll":3}',
+          "scoreUnroll 3",
+        ]]
+      ) {
+        Deno.env.set(ATTENTION_TUNING_ENV, env);
+        let said = "";
+        try {
+          attentionDecode(gpu, a);
+        } catch (e) {
+          if (e instanceof UserError) said = e.message;
+        }
+        if (!(said.includes(ATTENTION_TUNING_ENV) && said.includes(says))) {
+          throw new Error(`${ATTENTION_TUNING_ENV}=${env}: "${said}"`);
+        }
       }
     } finally {
-      Deno.env.delete(ATTENTION_UNROLL_ENV);
+      Deno.env.delete(ATTENTION_TUNING_ENV);
+      ctl.destroy();
     }
   },
 );
