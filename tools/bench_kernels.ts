@@ -11,12 +11,15 @@
  * timed with its reduction (and row-scale pre-pass): `--quick` keeps f32 S = 4 and tensor S = 2, 4; with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
  * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
+ * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
+ * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
+ * kept), so what remains is the kernel's own work.
  *
  * `--chain [--rows 1,4]`: the decode matvecs as a step runs them (each waiting for the previous), plain (over tiles,
  * grid caps, tree or subgroup row sums; at each `--rows` count, default 1) and with the post-norm prologue (recomputed
  * or staged, over grid caps) for qkv and gate_up at one row.
  *
- *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention]
+ *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--size 7b|1b]] [--matvec [--rows 1,4]]
  *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE] [--webgpu deno|dawn]
  *
@@ -53,6 +56,8 @@ import { copyVec4 } from "../kernels/memory/copy.ts";
 import {
   attentionDecode,
   type AttentionDecodeArgs,
+  attentionDecodeKernelFor,
+  type AttentionDecodeKernelSpec,
   createAttentionDecodeScratch,
 } from "../kernels/attention/decode.ts";
 import { attentionPrefill, planAttentionPrefill, type PrefillTiles } from "../kernels/attention/prefill.ts";
@@ -64,7 +69,7 @@ import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["json", "rows", "tiles", "webgpu", "variants", "size"],
-  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill"],
+  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill", "attention-probe"],
 });
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
   if (!(e instanceof UserError)) throw e;
@@ -395,6 +400,71 @@ async function benchAttention(): Promise<void> {
       }
     }
   }
+}
+
+/**
+ * Where the decode attention's time goes (`--attention-probe`): 7B heads, a bf16 cache of 4,112 positions, 3 caches
+ * cycled (200 MB: nothing stays in L2); the split pass as built, then with its K loads, V loads or both replaced by
+ * constants (each binding still read once, so the pipeline layout stays), at 1 and 4 rows, the default splits and 64.
+ * Prints us per call (split pass + merge) and the split pass alone.
+ */
+async function benchAttentionProbe(): Promise<void> {
+  const nh = 32, hd = 128, d = nh * hd, maxPos = 4112;
+  const q = gpu.upload("q", Float32Array.from({ length: 16 * d }, (_, i) => Math.sin(i)));
+  const pool = [0, 1, 2].map((i) => [
+    randomWeights(gpu, `k ${i}`, maxPos * d / 2, 101 + 2 * i),
+    randomWeights(gpu, `v ${i}`, maxPos * d / 2, 102 + 2 * i),
+  ]);
+  const out = gpu.buffer("out", 16 * d * 4);
+  const pos = gpu.buffer("ctl pos", CTL_SLOTS * 4);
+  const keep: [string, string] = ["let row4 = NH * HV;", "let row4 = NH * HV; _ = kc[0]; _ = vc[0];"];
+  const noK = Array.from({ length: 8 }, (_, v): [string, string] => [
+    `key4(key0, key_col + ${v}u * KEY_LANES, first_pos)`,
+    "vec4<f32>(f32(key0 & 7u))",
+  ]);
+  const noV = [
+    ...Array.from({ length: 8 }, (_, u): [string, string] => [
+      `value4(k0 + j + ${u}u * SLOTS, col, first_pos)`,
+      "vec4<f32>(f32(j & 7u))",
+    ]),
+    ["value4(k0 + j, col, first_pos)", "vec4<f32>(f32(j & 7u))"] as [string, string],
+  ];
+  const swaps: Record<string, [string, string][]> = {
+    "as built": [],
+    "no K reads": [...noK, keep],
+    "no V reads": [...noV, keep],
+    "no K, no V": [...noK, ...noV, keep],
+  };
+  for (const keys of [4096, 1024, 256]) {
+    gpu.write(pos, Uint32Array.from([keys - 1]));
+    for (const rows of [1, 4]) {
+      for (const splits of [undefined, 64]) {
+        for (const [name, sw] of Object.entries(swaps)) {
+          const shape = { rows, nHeads: nh, headDim: hd, maxPos, splits, minKeys: splits ? 16 : undefined };
+          const scratch = createAttentionDecodeScratch(gpu, shape);
+          const partial = (spec: AttentionDecodeKernelSpec) => {
+            const k = attentionDecodeKernelFor(spec);
+            // every occurrence: the unrolled loads are several
+            const source = sw.reduce((src, [from, to]) => src.split(from).join(to), k.source);
+            return { name: `${k.name} (${name})`, source };
+          };
+          const all = pool.flatMap(([kc, vc]) =>
+            attentionDecode(gpu, { ...shape, ctl: pos, q, kCache: kc, vCache: vc, kvDtype: "bf16", out, scratch }, {
+              partial,
+            })
+          );
+          const us = await medianMs(all, pool.length, 20) * 1000;
+          const usSplit = await medianMs(all.filter((_, i) => i % 2 === 0), pool.length, 20) * 1000;
+          console.log(
+            `attention_probe 7b ${keys} keys M=${rows} splits ${splits ?? "default"} ${name}: ${us.toFixed(1)} us ` +
+              `(split pass ${usSplit.toFixed(1)}), ${(4 * keys * d / us / 1e6).toFixed(2)} TB/s of cache read`,
+          );
+          scratch?.destroy();
+        }
+      }
+    }
+  }
+  for (const b of [q, out, pos, ...pool.flat()]) b.destroy();
 }
 
 /**
@@ -805,6 +875,7 @@ if (args.matvec) await benchMatvec();
 if (args.chain) await benchMatvecChain();
 if (args.overhead) await benchOverhead();
 if (args.attention) await benchAttention();
+if (args["attention-probe"]) await benchAttentionProbe();
 if ((args.attention && !args.variants) || args.prefill) await benchPrefillAttention();
 if (args.gemm) await benchGemm();
 const bandwidth = bw;
