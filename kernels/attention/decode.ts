@@ -42,8 +42,7 @@ import { qkNormRopeReference, type QkNormRopeShape } from "./qk_norm_rope.ts";
 import { attentionReference } from "./reference.ts";
 import { roundBf16Array } from "../bf16.ts";
 import { UserError } from "../../common/errors.ts";
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+import { range } from "../codegen.ts";
 
 /** Most query rows one decode dispatch handles (speculative verification of up to 16 drafted tokens). */
 export const DECODE_MAX_ROWS = 16;

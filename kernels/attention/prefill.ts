@@ -45,6 +45,7 @@ import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { reductionBytes, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
+import { range } from "../codegen.ts";
 
 /** Tile shape of the prefill kernel (tuning knobs); each must be a power of two. */
 export interface PrefillTiles {
@@ -79,7 +80,6 @@ export const PREFILL_TARGET_WORKGROUPS = 512;
 /** Most accumulator vec4 (R * VC) and scores (R * C) a thread keeps in registers. */
 const MAX_BLOCK = 16;
 
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const isPowerOfTwo = (n: number) => Number.isInteger(n) && n >= 1 && nextPowerOfTwo(n) === n;
 
 /** vec4 per row of the P buffer: BK / 4, made odd (the rows a warp reads at once fall in distinct bank groups). */

@@ -36,6 +36,7 @@
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, matvecReference, type ProductArgs } from "./matvec.ts";
+import { range } from "../codegen.ts";
 
 /** Largest register block (outputs per thread along M, and along N) the generator accepts. */
 export const GEMM_MAX_BLOCK = 8;
@@ -148,8 +149,6 @@ const PIPELINE_COMMENT: Record<GemmPipeline, string> = {
   prefetch: "stage the k tile read in the previous step, then read the next one while computing.",
   double: "two staging buffers; read the next k tile while computing, stage it in the other buffer.",
 };
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
 function resolveTiles(a: GemmTiles): Required<GemmTiles> {

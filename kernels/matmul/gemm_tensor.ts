@@ -36,6 +36,7 @@ import {
   TILE_GRID_DOC,
   tileOrigin,
 } from "./gemm.ts";
+import { range } from "../codegen.ts";
 
 /** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
 export const GEMM_TENSOR_KERNEL_NAME = "gemm_tensor";
@@ -85,8 +86,6 @@ export interface GemmTensorArgs extends ProductArgs, TensorTiles {
   /** i32 [rows]: the exponents `rowScale` computed for x. */
   exponents: GPUBuffer | BufferSlice;
 }
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
 export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {

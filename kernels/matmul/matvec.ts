@@ -24,6 +24,7 @@ import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { rmsnormReference } from "../norm/rmsnorm.ts";
 import { subgroupWidth } from "../reduce.ts";
 import { UserError } from "../../common/errors.ts";
+import { range } from "../codegen.ts";
 
 /** Most input rows one matvec dispatch handles; more rows go to the tiled GEMM. */
 export const MATVEC_MAX_ROWS = 16;
@@ -40,8 +41,6 @@ export type MatvecPrologue = "none" | "recompute" | "staged";
 
 /** Name prefix of the generated kernels (`matvec_bf16_m<rows>`). */
 export const MATVEC_KERNEL_NAME = "matvec_bf16";
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
  * The WGSL kernel for `rows` input rows, each thread owning `rowsPerThread` (1, 2 or 4) consecutive output rows.
