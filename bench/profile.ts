@@ -76,7 +76,8 @@ const c = (d: Dispatch, name: string): number => {
 /** The family name and minimum bytes of one dispatch of a step. */
 export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes: number } {
   // a kernel's path variants (subgroups, vec4, bf16 cache; QK statistics from the QKV matvec): one family
-  // (the decode attention's split pass names its generated rows, vec4 per key and unrolling: _m<rows>v<keyVec>u<n>p<n>[r<n>])
+  // (the decode attention's split pass names its generated rows, vec4 per key, unrolling and rows per round:
+  // _m<rows>v<keyVec>u<n>p<n>[r<n>])
   const name = d.label.replace(/(_sg|_v4|_kvbf16)+$/, "").replace(/_m\d+v\d+(u\d+p\d+(r\d+)?)?$/, "")
     .replace(/^attention_decode_qks$/, "attention_decode_qk").replace(/^(matvec.*)_qks$/, "$1");
   const f32 = 4;

@@ -21,7 +21,8 @@
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--size 7b|1b]] [--matvec [--rows 1,4]]
- *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE] [--webgpu deno|dawn]
+ *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE]
+ *                                      [--webgpu deno|dawn]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  * Weight pools of >= 256 MiB per shape are cycled so no result is an L2-cache reading.

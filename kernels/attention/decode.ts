@@ -719,18 +719,17 @@ function tuningFromEnv(): Tuning {
  * The split pass's unrolling by default: 8 V rows in flight up to 4 rows (more keep 4: their accumulators already take
  * M vec4 a thread), the score pass not unrolled. Measured on the H200 (docs/PERF.md, 2026-11-30 "S"): alone, at 7B
  * heads, pvUnroll 8 took 4,096 keys from 63.4 to 51.5 us at one row and 117.6 to 108.8 at four; in a 7B step
- * (`deno task profile`, with `HYDRA_ATTENTION_TUNING`'s predecessor) 1,709 us at 4,000 keys against 1,740. Unrolling the score pass was
- * slower everywhere, by registers or not: a step's attention at 4,000 keys 1,955 us (2 passes) and 2,630 (4).
+ * (`deno task profile`, with `HYDRA_ATTENTION_TUNING`'s predecessor) 1,709 us at 4,000 keys against 1,740.
+ * Unrolling the score pass was slower everywhere, by registers or not: a step's attention at 4,000 keys 1,955 us (2
+ * passes) and 2,630 (4).
  */
 export function attentionUnrollDefault(rows: number): { scoreUnroll: number; pvUnroll: number } {
   return { scoreUnroll: 1, pvUnroll: rows <= 4 ? 8 : 4 };
 }
 
 function attentionUnroll(a: Pick<AttentionDecodeArgs, "scoreUnroll" | "pvUnroll" | "rows">) {
-  return {
-    scoreUnroll: a.scoreUnroll ?? attentionUnrollDefault(a.rows).scoreUnroll,
-    pvUnroll: a.pvUnroll ?? attentionUnrollDefault(a.rows).pvUnroll,
-  };
+  const d = attentionUnrollDefault(a.rows);
+  return { scoreUnroll: a.scoreUnroll ?? d.scoreUnroll, pvUnroll: a.pvUnroll ?? d.pvUnroll };
 }
 
 /**

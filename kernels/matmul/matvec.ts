@@ -439,11 +439,11 @@ export function matvecDefaults(
   epilogue: number,
   n = 0,
   k = 0,
-): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number; interleave: number } {
+): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number; interleave?: number } {
   if (epilogue === Epilogue.SWIGLU) {
     return rows === 1
-      ? { rowsPerThread: 1, rowsPerWorkgroup: 2, workgroupSize: 128, interleave: 1 }
-      : { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128, interleave: 1 };
+      ? { rowsPerThread: 1, rowsPerWorkgroup: 2, workgroupSize: 128 }
+      : { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 128 };
   }
   if (n <= k) {
     // Few outputs over a long K (o, down): 256 threads of 2 rows in 4 groups. Measured on an H200 with each dispatch
@@ -458,8 +458,8 @@ export function matvecDefaults(
     return { rowsPerThread: 2, rowsPerWorkgroup: 4, workgroupSize: 256, interleave: rows === 1 ? 1 : 4 };
   }
   return rows === 1
-    ? { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128, interleave: 1 }
-    : { rowsPerThread: 4, rowsPerWorkgroup: 4, workgroupSize: 128, interleave: 1 };
+    ? { rowsPerThread: 4, rowsPerWorkgroup: 2, workgroupSize: 128 }
+    : { rowsPerThread: 4, rowsPerWorkgroup: 4, workgroupSize: 128 };
 }
 
 /**
@@ -475,8 +475,8 @@ function matvecKnobs(
   const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN, a.n, a.k);
   const rowsPerWorkgroup = a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup;
   const env = Deno.env.get(MATVEC_INTERLEAVE_ENV);
-  // the default interleave goes with the default row groups
-  let interleave = a.interleave ?? (a.rowsPerWorkgroup === undefined ? defaults.interleave : 1);
+  // the default interleave (none unless given) goes with the default row groups
+  let interleave = a.interleave ?? (a.rowsPerWorkgroup === undefined ? defaults.interleave ?? 1 : 1);
   if (env) {
     interleave = Number(env);
     if (![1, 2, 4, 8].includes(interleave)) {
