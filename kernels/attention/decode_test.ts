@@ -17,7 +17,7 @@ import {
   attentionMergeKernel,
   createAttentionDecodeScratch,
 } from "./decode.ts";
-import { UserError } from "../../common/errors.ts";
+import { assertUserError } from "../../tests/model/util.ts";
 import { subgroupWidth } from "../reduce.ts";
 import type { Gpu } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
@@ -167,15 +167,7 @@ gpuTest(
         ]]
       ) {
         Deno.env.set(ATTENTION_TUNING_ENV, env);
-        let said = "";
-        try {
-          attentionDecode(gpu, a);
-        } catch (e) {
-          if (e instanceof UserError) said = e.message;
-        }
-        if (!(said.includes(ATTENTION_TUNING_ENV) && said.includes(says))) {
-          throw new Error(`${ATTENTION_TUNING_ENV}=${env}: "${said}"`);
-        }
+        await assertUserError(() => attentionDecode(gpu, a), [ATTENTION_TUNING_ENV, says]);
       }
     } finally {
       Deno.env.delete(ATTENTION_TUNING_ENV);

@@ -20,7 +20,7 @@ import {
 } from "./matvec.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { subgroupWidth } from "../reduce.ts";
-import { UserError } from "../../common/errors.ts";
+import { assertUserError } from "../../tests/model/util.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 import type { ErrorReport } from "../testing/harness.ts";
 
@@ -207,24 +207,15 @@ gpuTest(
     if (!labels[0].includes("_i4") || labels.slice(1).some((l) => l.includes("_i"))) {
       throw new Error(`default interleave: ${labels}`);
     }
-    let said = "";
     Deno.env.set(MATVEC_INTERLEAVE_ENV, "3");
+    const bad = ctlBuffer(gpu);
     try {
-      const ctl = ctlBuffer(gpu);
-      try {
-        matvec(gpu, { ctl, weight: ctl, x: ctl, y: ctl, rows: 1, k: 8, n: 4 });
-      } catch (e) {
-        if (e instanceof UserError) said = e.message;
-      } finally {
-        ctl.destroy();
-      }
+      await assertUserError(() => matvec(gpu, { ctl: bad, weight: bad, x: bad, y: bad, rows: 1, k: 8, n: 4 }), [
+        `${MATVEC_INTERLEAVE_ENV}=3 is not`,
+      ]);
     } finally {
       Deno.env.delete(MATVEC_INTERLEAVE_ENV);
-    }
-    if (!said.includes(`${MATVEC_INTERLEAVE_ENV}=3 is not`)) {
-      throw new Error(
-        `a bad ${MATVEC_INTERLEAVE_ENV}: "${said}"`,
-      );
+      bad.destroy();
     }
   },
 );
