@@ -31,6 +31,7 @@
  */
 
 import { UserError } from "../../common/errors.ts";
+import { numberChoiceFromEnv } from "../../common/env.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
 import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
@@ -113,16 +114,8 @@ export function splitKFor(
   which: PrefillGemm,
   tiles: { tileM: number; tileN: number; stepK: number },
 ): number {
-  const env = Deno.env.get(SPLIT_K_ENV);
-  if (env) {
-    const s = Number(env);
-    if (!SPLIT_KS.includes(s)) {
-      throw new UserError(
-        `${SPLIT_K_ENV}=${env} is not a split-K factor: set it to ${SPLIT_KS.join(", ")}, or unset it.`,
-      );
-    }
-    return s;
-  }
+  const forced = numberChoiceFromEnv(SPLIT_K_ENV, SPLIT_KS, "a split-K factor");
+  if (forced !== undefined) return forced;
   if (a.splitK !== undefined) return a.splitK;
   const grid = Math.ceil(a.rows / tiles.tileM) * Math.ceil(a.n / tiles.tileN);
   const smallM = which !== "tensor" && a.rows <= SMALL_M_ROWS;

@@ -23,7 +23,7 @@
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { rmsnormReference } from "../norm/rmsnorm.ts";
 import { subgroupWidth } from "../reduce.ts";
-import { UserError } from "../../common/errors.ts";
+import { numberChoiceFromEnv } from "../../common/env.ts";
 import { range } from "../codegen.ts";
 
 /** Most input rows one matvec dispatch handles; more rows go to the tiled GEMM. */
@@ -474,16 +474,11 @@ function matvecKnobs(
 ): { rowsPerThread: number; rowsPerWorkgroup: number; workgroupSize: number; interleave: number } {
   const defaults = matvecDefaults(a.rows, a.epilogue ?? Epilogue.PLAIN, a.n, a.k);
   const rowsPerWorkgroup = a.rowsPerWorkgroup ?? defaults.rowsPerWorkgroup;
-  const env = Deno.env.get(MATVEC_INTERLEAVE_ENV);
+  const forced = numberChoiceFromEnv(MATVEC_INTERLEAVE_ENV, [1, 2, 4, 8], "an interleave");
   // the default interleave (none unless given) goes with the default row groups
-  let interleave = a.interleave ?? (a.rowsPerWorkgroup === undefined ? defaults.interleave ?? 1 : 1);
-  if (env) {
-    interleave = Number(env);
-    if (![1, 2, 4, 8].includes(interleave)) {
-      throw new UserError(`${MATVEC_INTERLEAVE_ENV}=${env} is not 1, 2, 4 or 8: fix it or unset it.`);
-    }
-    interleave = Math.min(interleave, rowsPerWorkgroup);
-  }
+  const interleave = forced !== undefined
+    ? Math.min(forced, rowsPerWorkgroup)
+    : a.interleave ?? (a.rowsPerWorkgroup === undefined ? defaults.interleave ?? 1 : 1);
   if (!(rowsPerWorkgroup % interleave === 0)) {
     throw new Error(`matvec: interleave ${interleave} does not divide ${rowsPerWorkgroup} row groups`);
   }
