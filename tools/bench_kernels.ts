@@ -350,15 +350,29 @@ async function benchOverhead(): Promise<void> {
   for (const w of weights) w.destroy();
 }
 
+/**
+ * The 7B's decode attention shape (32 heads of 128, a 4,112-position cache) and the buffers every timing of it shares:
+ * 16 query rows, the output and the control block.
+ */
+function attention7b() {
+  const nh = 32, hd = 128, d = nh * hd, maxPos = 4112;
+  return {
+    nh,
+    hd,
+    d,
+    maxPos,
+    q: gpu.upload("q", Float32Array.from({ length: 16 * d }, (_, i) => Math.sin(i))),
+    out: gpu.buffer("out", 16 * d * 4),
+    pos: gpu.buffer("ctl pos", CTL_SLOTS * 4),
+  };
+}
+
 /** Decode attention at 256 and 4096 keys (split variants), 7B heads. */
 async function benchAttention(): Promise<void> {
   // Decode attention of the 7B (32 heads of 128) in a 4112-position cache.
-  const nh = 32, hd = 128, d = nh * hd, maxPos = 4112;
-  const q = gpu.upload("q", Float32Array.from({ length: 16 * d }, (_, i) => Math.sin(i)));
+  const { nh, hd, d, maxPos, q, out, pos } = attention7b();
   const kc = gpu.upload("k", Float32Array.from({ length: maxPos * d }, (_, i) => Math.cos(i * 0.7)));
   const vc = gpu.upload("v", Float32Array.from({ length: maxPos * d }, (_, i) => Math.sin(i * 0.3)));
-  const out = gpu.buffer("out", 16 * d * 4);
-  const pos = gpu.buffer("ctl pos", CTL_SLOTS * 4);
   // Each context in a cache of its size (the benchmark's default run has ~264 positions; 4096 is the limit).
   for (const [keys, cachePos] of [[256, 272], [4096, maxPos]]) {
     gpu.write(pos, Uint32Array.from([keys - 1]));
@@ -410,14 +424,11 @@ async function benchAttention(): Promise<void> {
  * Prints us per call (split pass + merge) and the split pass alone.
  */
 async function benchAttentionProbe(): Promise<void> {
-  const nh = 32, hd = 128, d = nh * hd, maxPos = 4112;
-  const q = gpu.upload("q", Float32Array.from({ length: 16 * d }, (_, i) => Math.sin(i)));
+  const { nh, hd, d, maxPos, q, out, pos } = attention7b();
   const pool = [0, 1, 2].map((i) => [
     randomWeights(gpu, `k ${i}`, maxPos * d / 2, 101 + 2 * i),
     randomWeights(gpu, `v ${i}`, maxPos * d / 2, 102 + 2 * i),
   ]);
-  const out = gpu.buffer("out", 16 * d * 4);
-  const pos = gpu.buffer("ctl pos", CTL_SLOTS * 4);
   const keep: [string, string] = ["let row4 = NH * HV;", "let row4 = NH * HV; _ = kc[0]; _ = vc[0];"];
   const noK = Array.from({ length: 8 }, (_, v): [string, string] => [
     `key4(key0, key_col + ${v}u * KEY_LANES, first_pos)`,
