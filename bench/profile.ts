@@ -75,11 +75,13 @@ const c = (d: Dispatch, name: string): number => {
 
 /** The family name and minimum bytes of one dispatch of a step. */
 export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes: number } {
-  // a kernel's path variants (subgroups, vec4, bf16 cache; QK statistics from the QKV matvec): one family
+  // a kernel's path variants (subgroups, vec4, bf16 cache; QK statistics from the QKV matvec; the residual added
+  // out of place; the read barrier's width): one family
   // (the decode attention's split pass names its generated rows, vec4 per key, unrolling and rows per round:
   // _m<rows>v<keyVec>u<n>p<n>[r<n>])
   const name = d.label.replace(/(_sg|_v4|_kvbf16)+$/, "").replace(/_m\d+v\d+(u\d+p\d+(r\d+)?)?$/, "")
-    .replace(/^attention_decode_qks$/, "attention_decode_qk").replace(/^(matvec.*)_qks$/, "$1");
+    .replace(/^attention_decode_qks$/, "attention_decode_qk").replace(/^(matvec.*)_qks$/, "$1")
+    .replace(/^rmsnorm_from$/, "rmsnorm").replace(/^read_barrier_\d+$/, "read_barrier");
   const f32 = 4;
   if (name.startsWith("matvec")) {
     const K = c(d, "K"), N = c(d, "N"), swiglu = c(d, "EPILOGUE") === 1;
@@ -122,6 +124,8 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
         bytes: rows * D * f32 * (c(d, "RESIDUAL") ? 3 : 2),
       };
     }
+    case "read_barrier": // binds the outputs of the heads' last op, reads nothing (kernels/control/read_barrier.ts)
+      return { family: "read barrier", bytes: 0 };
     case "embedding_bf16":
       return { family: "embedding", bytes: m * c(d, "D") * (2 + f32) };
     case "copy_vec4":

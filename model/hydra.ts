@@ -18,6 +18,12 @@
  * Fused decode (`HydraShape.fuse`, on by default for passes of up to `maxRows` rows): QK-norm + RoPE + the K/V append
  * run inside the attention split pass, and each post-norm + residual add inside the next matvec's prologue (`Residual`
  * below), so a block is 6 dispatches instead of 9 (ARCHITECTURE.md, "Fewer, fuller dispatches").
+ *
+ * Heads in lock-step (`HydraShape.overlapHeads`, on by default): the heads of a decode pass (hydra_naive's step, a PoE
+ * verification) are independent chains of dispatches. `heads` records them op by op across the heads, each head's
+ * block writing its own buffers (`Lane`, each written once a pass), with one read barrier after each op
+ * (kernels/control/read_barrier.ts), so that the heads' dispatches of one op run together on the GPU instead of one
+ * at a time.
  * @module
  */
 
@@ -30,6 +36,8 @@ import { linear, type PrefillMath } from "../kernels/matmul/linear.ts";
 import { Epilogue, matvecGroupRows, type PostNorm, type QkStats, qkStatsLayout } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import { readBarrier } from "../kernels/control/read_barrier.ts";
+import { numberChoiceFromEnv } from "../common/env.ts";
 import { type KvDtype, kvElementBytes } from "../kernels/attention/kv_cache.ts";
 import { type BufferSlice, type Dispatch, DispatchCache, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
@@ -53,6 +61,44 @@ export interface HydraShape {
    * `shader-f16`; kernels/matmul/linear.ts has the precedence).
    */
   prefillMath?: PrefillMath;
+  /**
+   * Record the heads of a decode pass in lock-step (`HydraTransformer.heads`; default true, or `HYDRA_OVERLAP_HEADS`
+   * 0 / 1 for an A/B on the GPU). False: one head after the other, as the prefill always does.
+   */
+  overlapHeads?: boolean;
+}
+
+/** `HYDRA_OVERLAP_HEADS=0|1` overrides `HydraShape.overlapHeads`, so that the GPU can A/B it inside a step. */
+export const OVERLAP_HEADS_ENV = "HYDRA_OVERLAP_HEADS";
+
+/**
+ * The activations of one head's block in lock-step passes, [rows, width] f32 each, every one written once a pass (a
+ * buffer written twice gets a barrier of its own; kernels/control/read_barrier.ts): the QKV product, q (unfused
+ * attention), the attention scratch and output, the o product, the residual after attention (`mid`), the SwiGLU
+ * product, the down product and the block's output residual (`out`).
+ */
+interface LaneBlock {
+  qkv: GPUBuffer;
+  q: GPUBuffer;
+  scratch: GPUBuffer | undefined;
+  att: GPUBuffer;
+  proj: GPUBuffer;
+  mid: GPUBuffer;
+  ffn: GPUBuffer;
+  down: GPUBuffer;
+  out: GPUBuffer;
+}
+
+/** One head's buffers in lock-step passes: its blocks', and its final norm's output. */
+interface Lane {
+  blocks: LaneBlock[];
+  normed: GPUBuffer;
+}
+
+/** One op of a head in a lock-step pass: its dispatches, and the buffers they write that later ops read. */
+interface LaneOp {
+  dispatches: Dispatch[];
+  writes: GPUBuffer[];
 }
 
 /** Which fusions a decode pass uses (each one its own switch, so the GPU can A/B them). */
@@ -191,6 +237,8 @@ export class HydraTransformer {
   readonly #attnScratch: GPUBuffer | undefined;
   /** The QKV matvec's partial sums of squares of q and k (`FuseOptions.qkStats`), sized for fused passes' rows. */
   readonly #qkPartials: GPUBuffer | undefined;
+  /** Each head's buffers for lock-step passes of up to maxLogitRows rows (`heads`); none for one head. */
+  readonly #lanes: Lane[] | undefined;
   readonly #own: GPUBuffer[] = [];
   readonly #cache = new DispatchCache();
 
@@ -264,6 +312,35 @@ export class HydraTransformer {
         bytes = Math.max(bytes, rows * qkStatsLayout(d, this.#qkvGroupRows(rows)).bytesPerRow);
       }
       this.#qkPartials = buf("qk partials", bytes);
+    }
+    const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
+    const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
+    if (lanes && this.nHeads > 1) {
+      const L = this.maxLogitRows, F = c.ffnHidden;
+      this.#lanes = weights.heads.map((head, h) => ({
+        blocks: head.blocks.map((_, j) => {
+          const at = (name: string, width: number) => buf(`head${h}.${j} ${name}`, L * width * 4);
+          const scratch = createAttentionDecodeScratch(gpu, {
+            rows: L,
+            nHeads: c.nHeads,
+            headDim: c.headDim,
+            maxPos: this.maxPos,
+          });
+          if (scratch) this.#own.push(scratch);
+          return {
+            qkv: at("qkv", 3 * d),
+            q: at("q", d),
+            scratch,
+            att: at("att", d),
+            proj: at("proj", d),
+            mid: at("mid", d),
+            ffn: at("ffn", F),
+            down: at("down", d),
+            out: at("out", d),
+          };
+        }),
+        normed: buf(`head${h} normed`, L * d * 4),
+      }));
     }
   }
 
@@ -351,7 +428,80 @@ export class HydraTransformer {
   residualForward(rows: number, o: ForwardOptions): Dispatch[] {
     return [
       ...this.trunk(rows, o.gated),
-      ...o.heads.flatMap((h) => this.head(h, rows, { lastTokenOnly: o.lastTokenOnly, gated: o.gated })),
+      ...this.heads(o.heads, rows, { lastTokenOnly: o.lastTokenOnly, gated: o.gated }),
+    ];
+  }
+
+  /**
+   * Heads `hs` over `rows` rows, each as `head` records it (into `logitsSlice(slots[i])`, slots = hs unless given),
+   * in lock-step where it can be: two heads or more, at most maxLogitRows rows (a decode step or a verification, not a
+   * prefill), without the post-norm and QK-statistics fusions (which share buffers between heads). Op by op across
+   * the heads, each op's dispatches followed by one read barrier over what they wrote: the heads run together.
+   */
+  heads(
+    hs: readonly number[],
+    rows: number,
+    o: { lastTokenOnly: boolean; input?: "h" | "trunkStates"; gated?: boolean; slots?: readonly number[] },
+  ): Dispatch[] {
+    const slots = o.slots ?? hs;
+    if (slots.length !== hs.length) throw new Error(`heads(): ${hs.length} heads, ${slots.length} slots`);
+    const fused = this.#bind(rows, o.gated ?? false).fused;
+    if (!this.#lanes || hs.length < 2 || rows > this.maxLogitRows || fused.postNorm || fused.qkStats) {
+      return hs.flatMap((h, i) => this.head(h, rows, { ...o, slot: slots[i] }));
+    }
+    const input = o.input ?? "h", gated = o.gated ?? false;
+    return this.#cache.get(`heads ${hs} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slots}`, () => {
+      const ops = hs.map((h, i) => this.#laneOps(h, rows, { ...o, input, gated, slot: slots[i] }));
+      if (new Set(ops.map((p) => p.length)).size !== 1) throw new Error("heads(): the heads' ops differ");
+      return ops[0].flatMap((_, s) => {
+        const writes = ops.flatMap((p) => p[s].writes);
+        return [
+          ...ops.flatMap((p) => p[s].dispatches),
+          ...(writes.length > 0 ? readBarrier(this.gpu, { ctl: this.ctl, buffers: writes, gated }) : []),
+        ];
+      });
+    });
+  }
+
+  /**
+   * Head `h`'s ops in a lock-step pass, on its lane's buffers: `#block`'s kernels one op a line, the residual added
+   * out of place (each block reads x_in and writes mid and out), then the final norm and the lm_head.
+   */
+  #laneOps(
+    h: number,
+    rows: number,
+    o: { lastTokenOnly: boolean; input: "h" | "trunkStates"; gated: boolean; slot: number },
+  ): LaneOp[] {
+    const c = this.config, d = c.dModel, F = c.ffnHidden, head = this.weights.heads[h], lane = this.#lanes![h];
+    const outRows = o.lastTokenOnly ? 1 : rows;
+    const out = this.#bind(outRows, o.gated);
+    const op = (dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp[] =>
+      dispatches.length > 0 ? [{ dispatches, writes }] : [];
+    let x = o.input === "h" ? this.#act.h : this.trunkStates;
+    const ops = head.blocks.flatMap((b, j) => {
+      const L = lane.blocks[j], kv = this.#kvHeads[h][j], xIn = x;
+      const k = this.#bind(rows, o.gated, L);
+      const attention = k.attention(kv, b.qkNorm);
+      const split = attention.length === 2; // the split pass (scratch), then the merge (att)
+      const appends = k.fused.attention ? [kv.k, kv.v] : [];
+      x = L.out;
+      return [
+        ...op(k.linear(b.qkv, xIn, L.qkv, d, 3 * d), L.qkv),
+        ...op(k.qkNormRope(b.qkNorm, kv), L.q, kv.k, kv.v), // fused: nothing, the attention does it
+        ...(split
+          ? [...op([attention[0]], L.scratch!, ...appends), ...op([attention[1]], L.att)]
+          : op(attention, L.att, ...appends)),
+        ...op(k.linear(b.o, L.att, L.proj, d, d), L.proj),
+        ...op([k.norm(L.proj, b.attnNorm, L.mid, { residualFrom: xIn })], L.mid),
+        ...op(k.linear(b.gateUp, L.mid, L.ffn, d, F, Epilogue.SWIGLU), L.ffn),
+        ...op(k.linear(b.down, L.ffn, L.down, F, d), L.down),
+        ...op([k.norm(L.down, b.ffNorm, L.out, { residualFrom: L.mid })], L.out),
+      ];
+    });
+    return [
+      ...ops,
+      ...op([out.norm(x, head.norm, lane.normed, { xRowOffset: rows - outRows })], lane.normed),
+      ...op(out.linear(head.lmHead, lane.normed, this.logitsSlice(o.slot, outRows), d, c.paddedVocab)),
     ];
   }
 
@@ -387,8 +537,10 @@ export class HydraTransformer {
    * The kernels of a pass over `rows` rows, bound to this model's GPU, control block, shapes, activations and gating,
    * so that `#block` and `head` record one kernel a line.
    */
-  #bind(rows: number, gated: boolean) {
-    const gpu = this.gpu, ctl = this.ctl, c = this.config, a = this.#act, maxPos = this.maxPos;
+  #bind(rows: number, gated: boolean, lane?: LaneBlock) {
+    const gpu = this.gpu, ctl = this.ctl, c = this.config, maxPos = this.maxPos;
+    // the attention's buffers: the shared activations, or a lock-step lane's
+    const a = lane ?? this.#act, scratch = lane ? lane.scratch : this.#attnScratch;
     const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
     const fused = {
       attention: f?.attention ?? false,
@@ -407,7 +559,7 @@ export class HydraTransformer {
       x: GPUBuffer,
       weight: GPUBuffer,
       out: GPUBuffer,
-      o: { residual?: boolean; xRowOffset?: number } = {},
+      o: { residual?: boolean; xRowOffset?: number; residualFrom?: GPUBuffer } = {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
     const attention = {
       ctl,
@@ -502,7 +654,7 @@ export class HydraTransformer {
           ...attention,
           ...caches,
           qkNormRope: qkNorm,
-          scratch: this.#attnScratch,
+          scratch,
           maxPos,
         });
       },

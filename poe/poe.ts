@@ -159,10 +159,9 @@ export class PoE {
         controlStep(this.gpu, { ctl, op: ControlOp.NEXT_POS, gated }),
       ]);
     }
-    const verify = this.verifiers.flatMap((h, s) =>
-      m.head(h, gamma, { lastTokenOnly: false, input: "trunkStates", slot: s + 1, gated })
-    );
     const slots = this.verifiers.map((_, s) => s + 1);
+    // the verifier heads in lock-step (HydraTransformer.heads)
+    const verify = m.heads(this.verifiers, gamma, { lastTokenOnly: false, input: "trunkStates", slots, gated });
     const jury = this.decoder.combine("jury", gamma, { gated, heads: slots });
     return {
       start: [controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated })],

@@ -54,6 +54,9 @@ import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
 import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
+import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import { readBarrier } from "../kernels/control/read_barrier.ts";
+import { range } from "../kernels/codegen.ts";
 import {
   attentionDecode,
   type AttentionDecodeArgs,
@@ -348,6 +351,72 @@ async function benchOverhead(): Promise<void> {
   report("overhead", "gated-off dispatch", 1, "1000 per pass", await medianMs(Array(1000).fill(gatedOff), 1000), 1);
   report("overhead", "64 KiB copy dispatch", 1, "1000 per pass", await medianMs(Array(1000).fill(tiny), 1000), 131072);
   for (const w of weights) w.destroy();
+  await benchIndependentChains();
+}
+
+/**
+ * Whether independent chains of dependent dispatches overlap (the heads of a Hydra after the trunk are such chains):
+ * CHAINS chains of DEPTH dispatches, each reading its chain's previous output, every output its own buffer, recorded
+ * chain after chain, op by op across the chains, and op by op with one read-barrier dispatch after
+ * each op that binds the op's outputs read-only (`readBarrier`, kernels/control/read_barrier.ts), so that the runtime
+ * can move them all to the read state in one barrier. Two ops: the 7B o matvec (bandwidth-bound) and a one-row RMSNorm (latency-bound). Per pass, in us.
+ */
+async function benchIndependentChains(): Promise<void> {
+  const CHAINS = 5, DEPTH = 6, d = 4096;
+  // a weight per (chain, step): 1 GB, so no chain reads its weights from the L2 cache
+  const weights = Array.from(
+    { length: CHAINS * DEPTH },
+    (_, i) => randomWeights(gpu, `chain o ${i}`, (d * d) / 2, 7 + i),
+  );
+  const normW = gpu.upload("norm w", Float32Array.from({ length: d }, (_, i) => 1 + 0.01 * Math.sin(i)));
+  const acts = Array.from(
+    { length: CHAINS },
+    (_, c) =>
+      Array.from(
+        { length: DEPTH + 1 },
+        (_, s) => s === 0 ? gpu.upload(`x ${c}`, inputRows(1, d)) : gpu.buffer(`a ${c}.${s}`, d * 4),
+      ),
+  );
+  const transition = (s: number, w = 1): Dispatch[] =>
+    readBarrier(gpu, { ctl, buffers: acts.map((a) => a[s]) }).map((d) => ({ ...d, workgroups: [w, w, w] }));
+  // ping-pong: each chain reuses two buffers (as a head's blocks reuse their activations), with transitions
+  const pp = (s: number) => s === 0 ? 0 : 1 + ((s - 1) % 2);
+  const transitionPP = (s: number): Dispatch[] => readBarrier(gpu, { ctl, buffers: acts.map((a) => a[pp(s)]) });
+  const ops: Record<string, (c: number, from: number, to: number) => Dispatch> = {
+    "o matvec": (c, from, to) =>
+      matvec(gpu, { ctl, weight: weights[c * DEPTH + from], x: acts[c][from], y: acts[c][to], rows: 1, k: d, n: d }),
+    "rmsnorm": (c, from, to) =>
+      rmsnorm(gpu, { ctl, x: acts[c][from], weight: normW, out: acts[c][to], rows: 1, dim: d, eps: 1e-6 }),
+  };
+  for (const [name, opOf] of Object.entries(ops)) {
+    const op = (c: number, s: number) => opOf(c, s, s + 1);
+    const opPP = opOf;
+    const one = range(DEPTH).map((s) => op(0, s));
+    const chained = range(CHAINS).flatMap((c) => range(DEPTH).map((s) => op(c, s)));
+    const interleaved = range(DEPTH).flatMap((s) => range(CHAINS).map((c) => op(c, s)));
+    const withTransitions = range(DEPTH).flatMap((s) => [...range(CHAINS).map((c) => op(c, s)), ...transition(s + 1)]);
+    const withTransitions0 = range(DEPTH).flatMap((s) => [
+      ...range(CHAINS).map((c) => op(c, s)),
+      ...transition(s + 1, 0),
+    ]);
+    const pingPong = range(DEPTH).flatMap((s) => [
+      ...range(CHAINS).map((c) => opPP(c, pp(s), pp(s + 1))),
+      ...transitionPP(s + 1),
+    ]);
+    const bytes = name === "o matvec" ? d * d * 2 * DEPTH : 0;
+    report("chains", `${name} x${DEPTH}`, 1, "one chain", await medianMs(one, 1), bytes);
+    const variants = [
+      ["chain after chain", chained],
+      ["interleaved", interleaved],
+      ["interleaved + transitions", withTransitions],
+      ["interleaved + empty transitions", withTransitions0],
+      ["interleaved + transitions, 2 buffers a chain", pingPong],
+    ] as const;
+    for (const [variant, ds] of variants) {
+      report("chains", `${name} x${DEPTH}`, 1, `${CHAINS} chains, ${variant}`, await medianMs(ds, 1), CHAINS * bytes);
+    }
+  }
+  for (const b of [...weights, normW, ...acts.flat()]) b.destroy();
 }
 
 /**

@@ -2,6 +2,7 @@
  * RMSNorm in f32, plain or fused with the residual add of OLMo-2's reordered-norm block:
  *   plain:     out[m, :]  = x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w
  *   residual:  out[m, :] += x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w      (h = h + RMSNorm(sublayer(h)))
+ *   from:      out[m, :]  = res[m, :] + x[m, :] * rsqrt(mean(x[m, :]^2) + eps) * w     (the same, out of place)
  * One workgroup per row; the row's sum of squares is one workgroup reduction (kernels/reduce.ts).
  * @module
  */
@@ -16,16 +17,23 @@ import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
  * d = 4096) with a barrier-free reduction is what makes it short. Measured on an H200 inside a 7B decode step: 16.7 us
  * alone with 256 threads, scalars and the tree; 11.3 us with 1024 threads, scalars and shuffles (docs/PERF.md).
  */
-export function rmsnormKernelFor(subgroups: boolean, vec4 = false): Kernel {
+export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false): Kernel {
   const T = vec4 ? "vec4<f32>" : "f32";
   return {
-    name: `rmsnorm${subgroups ? "_sg" : ""}${vec4 ? "_v4" : ""}`,
+    name: `rmsnorm${from ? "_from" : ""}${subgroups ? "_sg" : ""}${vec4 ? "_v4" : ""}`,
     source: /* wgsl */ `
 // bindings (M = number of workgroups = rows normalised; V = ${vec4 ? 4 : 1} values an element):
 //   0 ctl  [CTL_SLOTS] u32, read            control block (gate only)
 //   1 x    [X_ROW_OFFSET + M, D / V] ${T}   rows to normalise, row-major; rows X_ROW_OFFSET.. are read
 //   2 w    [D / V] ${T}                     norm weight (not offset by 1)
-//   3 out  [M, D / V] ${T}, read_write      written (plain) or accumulated into (RESIDUAL)
+//   3 out  [M, D / V] ${T}, read_write      ${
+      from ? "res + the normed rows (RESIDUAL), or the normed rows" : "written (plain) or accumulated into (RESIDUAL)"
+    }${
+      from
+        ? `
+//   4 res  [M, D / V] ${T}                    the residual the normed rows are added to (RESIDUAL)`
+        : ""
+    }
 override D: u32;
 override EPS: f32 = 1e-6;
 override RESIDUAL: bool = false;
@@ -35,7 +43,12 @@ const V: u32 = ${vec4 ? 4 : 1}u;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<${T}>;
 @group(0) @binding(2) var<storage, read> w: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> out: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> out: array<${T}>;${
+      from
+        ? `
+@group(0) @binding(4) var<storage, read> res: array<${T}>;`
+        : ""
+    }
 ${reductionsWgsl(subgroups)}
 
 @compute @workgroup_size(WG)
@@ -54,7 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let ob = m * n;
   for (var i = t; i < n; i += WG) {
     let v = x[xb + i] * inv * w[i];
-    if (RESIDUAL) { out[ob + i] += v; } else { out[ob + i] = v; }
+    if (RESIDUAL) { out[ob + i] ${from ? "= res[ob + i] +" : "+="} v; } else { out[ob + i] = v; }
   }
 }
 `,
@@ -85,6 +98,12 @@ export interface RmsnormArgs {
   eps: number;
   /** Accumulate into `out` instead of overwriting it. */
   residual?: boolean;
+  /**
+   * Store `residualFrom` + the normed rows to `out` (a buffer other than `residualFrom` and `x`) instead of adding in
+   * place: every buffer a pass writes is then written once, which lets independent dispatches overlap
+   * (`model/hydra.ts`, heads in lock-step).
+   */
+  residualFrom?: GPUBuffer;
   /** First row of `x` read (e.g. the last prompt position only). */
   xRowOffset?: number;
   gated?: boolean;
@@ -98,18 +117,19 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
   const width = subgroupWidth(gpu);
   const subgroups = a.subgroups ?? width > 0;
   const vec4 = a.dim % 4 === 0;
+  const from = a.residualFrom !== undefined;
   return gpu.dispatch(
-    kernel ?? rmsnormKernelFor(subgroups, vec4),
+    kernel ?? rmsnormKernelFor(subgroups, vec4, from),
     {
       D: a.dim,
       EPS: a.eps,
-      RESIDUAL: a.residual ?? false,
+      RESIDUAL: from || (a.residual ?? false),
       X_ROW_OFFSET: a.xRowOffset ?? 0,
       GATED: a.gated ?? false,
       WG: a.workgroupSize ?? rowWorkgroupSize(gpu, vec4 ? a.dim / 4 : a.dim, vec4 ? 1 : 4),
       SG_LANES: subgroups ? width : 32,
     },
-    [a.ctl, a.x, a.weight, a.out],
+    from ? [a.ctl, a.x, a.weight, a.out, a.residualFrom!] : [a.ctl, a.x, a.weight, a.out],
     [a.rows, 1, 1],
   );
 }

@@ -67,6 +67,24 @@ gpuTest("rmsnorm fused with the residual add matches the reference", async (gpu)
   for (const [rows, dim] of [[1, 3], [3, 300], [2, 2048]]) await checkRmsnorm(gpu, rows, dim, { residual: true });
 });
 
+gpuTest(
+  "rmsnorm with the residual from another buffer stores res + normed rows and leaves res as it was",
+  async (gpu) => {
+    for (const [rows, dim] of [[1, 3], [3, 300], [2, 4096]]) {
+      const rng = new Rng(rows * 31 + dim);
+      const x = rng.normals(rows * dim, 3), w = rng.normals(dim, 0.5, 1), res = rng.normals(rows * dim);
+      const ctl = ctlBuffer(gpu);
+      const xb = gpu.upload("x", x), wb = gpu.upload("w", w), rb = gpu.upload("res", res);
+      const out = poisoned(gpu, rows * dim);
+      gpu.run([rmsnorm(gpu, { ctl, x: xb, weight: wb, out, rows, dim, eps: 1e-6, residualFrom: rb })]);
+      const got = await gpu.readF32(out, rows * dim), resAfter = await gpu.readF32(rb, rows * dim);
+      for (const b of [ctl, xb, wb, rb, out]) b.destroy();
+      assertClose(got, rmsnormReference(x, w, rows, dim, 1e-6, res), TOL, `rmsnorm from res rows=${rows} dim=${dim}`);
+      assertClose(resAfter, res, { atol: 0, rtol: 0 }, "res is read only");
+    }
+  },
+);
+
 gpuTest("rmsnorm reads rows from an offset (last position only)", async (gpu) => {
   await checkRmsnorm(gpu, 1, 130, { xRowOffset: 6 });
 });

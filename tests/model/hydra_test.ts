@@ -177,3 +177,49 @@ gpuTest(
     }
   },
 );
+
+gpuTest("heads in lock-step give the same logits, bit for bit, as one head after the other", async (gpu) => {
+  const [nHeads, depth] = [3, 2];
+  const w = allocateWeights(gpu, tiny, nHeads, depth);
+  await fillRandomWeights(gpu, w, 41, 1 / Math.sqrt(tiny.dModel));
+  const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 4 };
+  const lockstep = new HydraTransformer(gpu, w, shape);
+  const sequential = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false });
+  const rng = new Rng(8);
+  const ids = Array.from({ length: 16 }, () => rng.int(tiny.vocabSize));
+  try {
+    const barriers = (m: HydraTransformer, rows: number) =>
+      m.residualForward(rows, { heads: [0, 1, 2], lastTokenOnly: false }).filter((d) =>
+        d.label.startsWith("read_barrier")
+      ).length;
+    // a barrier after every op but the lm_head: 8 a block unfused (qkv, QK-norm + RoPE, attention, o, norm, gate_up,
+    // down, norm; the tiny cache takes one split, so no merge), 7 fused (at 1 row), then the final norm's
+    if (barriers(lockstep, 4) !== 8 * depth + 1) throw new Error(`${barriers(lockstep, 4)} read barriers at 4 rows`);
+    if (barriers(lockstep, 1) !== 7 * depth + 1) throw new Error(`${barriers(lockstep, 1)} read barriers at 1 row`);
+    if (barriers(sequential, 4) !== 0) throw new Error("overlapHeads false still records read barriers");
+    const logits: Float32Array[][] = [];
+    for (const model of [lockstep, sequential]) {
+      gpu.write(model.seq, Uint32Array.from(ids));
+      const got: Float32Array[] = [];
+      let pos = 0;
+      for (const rows of [8, 1, 4, 3]) { // 8 rows: the prefill path (sequential in both), then lock-step passes
+        const ctl = new Uint32Array(model.ctl.size / 4);
+        ctl[CTL.POS] = pos;
+        ctl[CTL.ACTIVE] = 1;
+        gpu.write(model.ctl, ctl);
+        gpu.run(model.residualForward(rows, { heads: [0, 1, 2], lastTokenOnly: rows > 4 }));
+        const out = rows > 4 ? 1 : rows;
+        for (let h = 0; h < nHeads; h++) {
+          const s = model.logitsSlice(h, out);
+          got.push(new Float32Array(await gpu.read(s.buffer, s.offset, s.size)));
+        }
+        pos += rows;
+      }
+      logits.push(got);
+    }
+    logits[0].forEach((l, i) => assertClose(l, logits[1][i], { atol: 0, rtol: 0 }, `logits slice ${i}`));
+  } finally {
+    lockstep.destroy(true);
+    sequential.destroy();
+  }
+});
