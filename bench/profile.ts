@@ -16,6 +16,11 @@
  * Before every replay the control block is restored (the step's control kernel advances it), so every replay runs at
  * the same context length.
  *
+ * Heads in lock-step (model/hydra.ts `heads`): the heads' dispatches of one op run together, so a family's in-step
+ * time is its marginal cost next to the others, and the times no longer add up to the step (the check is skipped;
+ * `overlapping` says so). The read barriers' row is what leaving them out costs, negative: the overlap's gain.
+ * `HYDRA_OVERLAP_HEADS=0` profiles the same step one head after the other, where the times add up.
+ *
  * Bytes are the minimum each kernel must move (weights, KV rows read, activations in and out), from the dispatch's
  * override constants and the context length; GB/s is bytes / time, and "% of copy" compares that with the copy
  * kernel's bandwidth measured in the same process.
@@ -27,6 +32,9 @@ import { PassTimer } from "../kernels/timing.ts";
 import { quantile } from "./stats.ts";
 
 const median = (v: readonly number[]) => quantile(v, 0.5);
+
+/** The family of the read barriers of heads in lock-step. */
+const READ_BARRIER_FAMILY = "read barrier";
 
 /** Shapes the byte counts need that the constants do not carry. */
 export interface ProfileShape {
@@ -64,6 +72,8 @@ export interface StepProfile {
   step_us: number;
   /** (sum_us - step_us) / step_us. */
   reconcile: number;
+  /** The step has read barriers (heads in lock-step): its families overlap and `reconcile` is no check. */
+  overlapping: boolean;
   dispatches: number;
   copy_gbps: number;
 }
@@ -124,8 +134,10 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
         bytes: rows * D * f32 * (c(d, "RESIDUAL") ? 3 : 2),
       };
     }
+    case "prefetch": // loads the next product's first bytes into L2 (kernels/memory/prefetch.ts); the product counts them
+      return { family: "L2 prefetch", bytes: 0 };
     case "read_barrier": // binds the outputs of the heads' last op, reads nothing (kernels/control/read_barrier.ts)
-      return { family: "read barrier", bytes: 0 };
+      return { family: READ_BARRIER_FAMILY, bytes: 0 };
     case "embedding_bf16":
       return { family: "embedding", bytes: m * c(d, "D") * (2 + f32) };
     case "copy_vec4":
@@ -277,6 +289,7 @@ export async function profileStep(
     sum_us: sumUs,
     step_us: stepUs,
     reconcile: (sumUs - stepUs) / stepUs,
+    overlapping: classes.some((c) => c.family === READ_BARRIER_FAMILY),
     dispatches: step.length,
     copy_gbps: copyGbps,
   };
@@ -296,6 +309,13 @@ export function profileTable(p: StepProfile): string {
       p.families.reduce((a, f) => a + f.alone_us, 0).toFixed(1)
     } | ${(p.families.reduce((a, f) => a + f.bytes, 0) / 1e6).toFixed(1)} | | | |`,
     `| **step, one pass** | | ${p.step_us.toFixed(1)} | | | | | sum ${(100 * p.reconcile).toFixed(1)}% off |`,
+    ...(p.overlapping
+      ? [
+        "",
+        "The heads run in lock-step: their dispatches overlap, so each in-step time is a marginal cost and the sum is no " +
+        "check; the read barrier's (negative) is the overlap's gain. HYDRA_OVERLAP_HEADS=0 gives the one-at-a-time step.",
+      ]
+      : []),
   ];
   return rows.join("\n");
 }

@@ -37,6 +37,7 @@ import { Epilogue, matvecGroupRows, type PostNorm, type QkStats, qkStatsLayout }
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
 import { readBarrier } from "../kernels/control/read_barrier.ts";
+import { prefetch } from "../kernels/memory/prefetch.ts";
 import { numberChoiceFromEnv } from "../common/env.ts";
 import { type KvDtype, kvElementBytes } from "../kernels/attention/kv_cache.ts";
 import { type BufferSlice, type Dispatch, DispatchCache, type Gpu } from "../kernels/runtime.ts";
@@ -66,7 +67,19 @@ export interface HydraShape {
    * 0 / 1 for an A/B on the GPU). False: one head after the other, as the prefill always does.
    */
   overlapHeads?: boolean;
+  /**
+   * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a decode pass (the
+   * attention's split pass and merge, the post-norms; kernels/memory/prefetch.ts), or 0 for none. Default
+   * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
+   */
+  prefetch?: number;
 }
+
+/** `HYDRA_PREFETCH_MB=<MB>` overrides `HydraShape.prefetch`, so that the GPU can A/B it inside a step. */
+export const PREFETCH_ENV = "HYDRA_PREFETCH_MB";
+
+/** The default prefetch beside a latency-bound dispatch: none until the H200 measures it. */
+export const PREFETCH_DEFAULT_BYTES = 0;
 
 /** `HYDRA_OVERLAP_HEADS=0|1` overrides `HydraShape.overlapHeads`, so that the GPU can A/B it inside a step. */
 export const OVERLAP_HEADS_ENV = "HYDRA_OVERLAP_HEADS";
@@ -239,6 +252,8 @@ export class HydraTransformer {
   readonly #qkPartials: GPUBuffer | undefined;
   /** Each head's buffers for lock-step passes of up to maxLogitRows rows (`heads`); none for one head. */
   readonly #lanes: Lane[] | undefined;
+  /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
+  readonly prefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
   readonly #cache = new DispatchCache();
 
@@ -313,6 +328,11 @@ export class HydraTransformer {
       }
       this.#qkPartials = buf("qk partials", bytes);
     }
+    const prefetchMb = numberChoiceFromEnv(PREFETCH_ENV, [0, 2, 4, 8, 12, 16, 24, 32, 48, 64], "a prefetch size in MB");
+    this.prefetchBytes = prefetchMb !== undefined ? prefetchMb * 2 ** 20 : shape.prefetch ?? PREFETCH_DEFAULT_BYTES;
+    if (!(Number.isInteger(this.prefetchBytes) && this.prefetchBytes >= 0 && this.prefetchBytes % 4 === 0)) {
+      throw new Error(`prefetch ${this.prefetchBytes} is not a whole number of 4-byte words`);
+    }
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     if (lanes && this.nHeads > 1) {
@@ -384,7 +404,7 @@ export class HydraTransformer {
       const x = k.residual(k.fused.postNorm && blocks.length > 0 ? a.alt : a.h, [a.h, a.alt]);
       const pass = [
         k.embed(x.buffer),
-        ...blocks.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], x, rows, gated)),
+        ...blocks.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], x, rows, gated, blocks[i + 1])),
         ...x.end(),
       ];
       if (x.buffer !== a.h) throw new Error("trunk: the residual did not end in h");
@@ -416,7 +436,7 @@ export class HydraTransformer {
       const x = all.residual(all.fused.postNorm ? src : a.hHead, [a.hHead, a.alt]);
       return [
         ...(all.fused.postNorm ? [] : [all.copy(src, a.hHead)]),
-        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated)),
+        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated, head.blocks[j + 1])),
         ...x.end(),
         out.norm(x.buffer, head.norm, a.normed, { xRowOffset: rows - outRows }),
         ...out.linear(head.lmHead, a.normed, this.logitsSlice(slot, outRows), c.dModel, c.paddedVocab),
@@ -517,19 +537,20 @@ export class HydraTransformer {
    * One OLMo-2 block on residual `x` (rows at positions ctl[POS]..), appending to `kv`: the forward pass of the
    * module comment, one kernel a line. Fused, the lines marked so record nothing: their work runs in a neighbour.
    */
-  #block(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
+  #block(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean, next?: BlockWeights): Dispatch[] {
     const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
+    // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
       // sums of squares for the attention's QK-norm
       ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d),
       ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
-      ...k.attention(kv, b.qkNorm), // fused: QK-norm + RoPE + K/V append in the split pass
+      ...k.beside(k.attention(kv, b.qkNorm), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
       ...k.linear(b.o, a.att, a.proj, d, d),
-      ...x.add(a.proj, b.attnNorm), // fused: nothing, pending for gate_up's prologue
+      ...k.beside(x.add(a.proj, b.attnNorm), b.gateUp), // fused: nothing, pending for gate_up's prologue
       ...k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
       ...k.linear(b.down, a.ffn, a.proj, F, d),
-      ...x.add(a.proj, b.ffNorm), // fused: nothing, pending for the next qkv (or the run's end)
+      ...k.beside(x.add(a.proj, b.ffNorm), next?.qkv), // fused: nothing, pending for the next qkv (or the run's end)
     ];
   }
 
@@ -660,6 +681,16 @@ export class HydraTransformer {
       },
       /** out = RMSNorm(x) (`residual`: out += RMSNorm(x)), from row `xRowOffset` of x. */
       norm,
+      /**
+       * `ds` (latency-bound dispatches), each followed by a prefetch of the next `prefetchBytes` of `weight` into L2
+       * (kernels/memory/prefetch.ts): it writes nothing, so it runs beside the dispatch before it. Decode passes only
+       * (at most DECODE_MAX_ROWS rows); `ds` as they are without a weight or with no prefetch.
+       */
+      beside: (ds: readonly Dispatch[], weight: GPUBuffer | undefined): Dispatch[] => {
+        const P = this.prefetchBytes;
+        if (!weight || P === 0 || rows > DECODE_MAX_ROWS) return [...ds];
+        return ds.flatMap((d, i) => [d, ...prefetch(gpu, { ctl, src: weight, offset: i * P, bytes: P, gated })]);
+      },
     };
   }
 

@@ -684,12 +684,13 @@ export function createAttentionDecodeScratch(gpu: Gpu, shape: AttentionDecodeSha
 
 /**
  * `HYDRA_ATTENTION_TUNING=<JSON>` (e.g. `{"pvUnroll":4,"keyLanes":16}`) overrides the given tuning knobs of every
- * decode attention a model records (`scoreUnroll`, `pvUnroll`, `keyLanes`, `workgroupSize`, `minKeys`), so that the GPU
- * can A/B them inside a step (`deno task profile`).
+ * decode attention a model records (`scoreUnroll`, `pvUnroll`, `keyLanes`, `workgroupSize`, `minKeys`, `splits`: at
+ * most the planned splits, whose scratch the model allocated; 1 records the single dispatch), so that the GPU can A/B
+ * them inside a step (`deno task profile`).
  */
 export const ATTENTION_TUNING_ENV = "HYDRA_ATTENTION_TUNING";
 
-const TUNING_KNOBS = ["scoreUnroll", "pvUnroll", "keyLanes", "workgroupSize", "minKeys"] as const;
+const TUNING_KNOBS = ["scoreUnroll", "pvUnroll", "keyLanes", "workgroupSize", "minKeys", "splits"] as const;
 type Tuning = Partial<Pick<AttentionDecodeArgs, typeof TUNING_KNOBS[number]>>;
 
 /** The knobs `ATTENTION_TUNING_ENV` sets (none when it is unset). */

@@ -223,3 +223,52 @@ gpuTest("heads in lock-step give the same logits, bit for bit, as one head after
     sequential.destroy();
   }
 });
+
+gpuTest(
+  "the L2 prefetch beside latency-bound dispatches changes no logit and only decode passes get it",
+  async (gpu) => {
+    const [nHeads, depth] = [2, 2];
+    const w = allocateWeights(gpu, tiny, nHeads, depth);
+    await fillRandomWeights(gpu, w, 43, 1 / Math.sqrt(tiny.dModel));
+    const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 4, overlapHeads: false };
+    const withPrefetch = new HydraTransformer(gpu, w, { ...shape, prefetch: 4096 });
+    const without = new HydraTransformer(gpu, w, { ...shape, prefetch: 0 });
+    const rng = new Rng(9);
+    const ids = Array.from({ length: 32 }, () => rng.int(tiny.vocabSize));
+    const prefetches = (m: HydraTransformer, rows: number) =>
+      m.residualForward(rows, { heads: [0, 1], lastTokenOnly: rows > 4 }).filter((d) => d.label === "prefetch").length;
+    try {
+      // per block: beside the attention (one dispatch in the tiny cache) and both post-norms, but the last block of a
+      // run (trunk, each head) has no next qkv to prefetch
+      const runs = 1 + nHeads, blocks = tiny.nLayers - depth + nHeads * depth;
+      if (prefetches(withPrefetch, 1) !== 3 * blocks - runs) {
+        throw new Error(`${prefetches(withPrefetch, 1)} prefetches in a decode step, not ${3 * blocks - runs}`);
+      }
+      if (prefetches(withPrefetch, 20) !== 0) throw new Error("a prefill pass (the GEMM's rows) prefetches");
+      if (prefetches(without, 1) !== 0) throw new Error("prefetch 0 still prefetches");
+      const logits: Float32Array[][] = [];
+      for (const model of [withPrefetch, without]) {
+        gpu.write(model.seq, Uint32Array.from(ids));
+        const got: Float32Array[] = [];
+        let pos = 0;
+        for (const rows of [20, 1, 4]) {
+          const ctl = new Uint32Array(model.ctl.size / 4);
+          ctl[CTL.POS] = pos;
+          ctl[CTL.ACTIVE] = 1;
+          gpu.write(model.ctl, ctl);
+          gpu.run(model.residualForward(rows, { heads: [0, 1], lastTokenOnly: rows > 4 }));
+          for (let h = 0; h < nHeads; h++) {
+            const s = model.logitsSlice(h, rows > 4 ? 1 : rows);
+            got.push(new Float32Array(await gpu.read(s.buffer, s.offset, s.size)));
+          }
+          pos += rows;
+        }
+        logits.push(got);
+      }
+      logits[0].forEach((l, i) => assertClose(l, logits[1][i], { atol: 0, rtol: 0 }, `logits slice ${i}`));
+    } finally {
+      withPrefetch.destroy(true);
+      without.destroy();
+    }
+  },
+);
