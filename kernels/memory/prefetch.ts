@@ -16,6 +16,7 @@
  */
 
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { numberChoiceFromEnv } from "../../common/env.ts";
 
 /** Bytes a prefetch loads one word of: a 32-byte L2 sector. */
 export const PREFETCH_SECTOR_BYTES = 32;
@@ -23,8 +24,11 @@ export const PREFETCH_SECTOR_BYTES = 32;
 /** Threads a prefetch workgroup runs. */
 const WG = 256;
 
-/** Most workgroups of a prefetch (they stride over the range): 8 a streaming multiprocessor of an H200 (132). */
-const MAX_WORKGROUPS = 1056;
+/**
+ * Most workgroups of a prefetch (they stride over the range, four loads in flight a thread): 8 a streaming
+ * multiprocessor of an H200 (132) by default; `HYDRA_PREFETCH_WORKGROUPS` for an A/B on the GPU.
+ */
+const MAX_WORKGROUPS = numberChoiceFromEnv("HYDRA_PREFETCH_WORKGROUPS", [132, 264, 528, 1056], "a grid") ?? 1056;
 
 /** The WGSL kernel (`check`: the variant the tests read, with a third binding). */
 export function prefetchKernelFor(check = false): Kernel {
