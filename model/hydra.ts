@@ -73,21 +73,19 @@ export interface HydraShape {
    * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
    */
   prefetch?: number;
-  /**
-   * Record each prefetch right after the product before it (it runs beside that product's tail and the small kernels
-   * after it) instead of beside each latency-bound dispatch (default false; `HYDRA_PREFETCH_AHEAD` 0 / 1).
-   */
-  prefetchAhead?: boolean;
 }
-
-/** `HYDRA_PREFETCH_AHEAD=0|1` overrides `HydraShape.prefetchAhead`. */
-export const PREFETCH_AHEAD_ENV = "HYDRA_PREFETCH_AHEAD";
 
 /** `HYDRA_PREFETCH_MB=<MB>` overrides `HydraShape.prefetch`, so that the GPU can A/B it inside a step. */
 export const PREFETCH_ENV = "HYDRA_PREFETCH_MB";
 
-/** The default prefetch beside a latency-bound dispatch: none until the H200 measures it. */
-export const PREFETCH_DEFAULT_BYTES = 0;
+/**
+ * The default prefetch beside a latency-bound dispatch: 8 MiB (about 2 us of the bus). Measured on the H200 in a 7B
+ * step (`deno task profile --size 7b --contexts 256,4000`, docs/PERF.md): 5.029 / 5.661 ms without, 4.981 / 5.602 with
+ * 8 MiB, 4.975 / 5.622 with 4 MiB; 16 and 32 MiB were slower (5.064, 5.206 ms at 256 keys: the prefetch outlasts the
+ * small kernel and the next barrier waits for it), and so was every size recorded right after the product before
+ * instead (8 MiB 5.196 ms: it takes the bus from that product).
+ */
+export const PREFETCH_DEFAULT_BYTES = 8 * 2 ** 20;
 
 /** `HYDRA_OVERLAP_HEADS=0|1` overrides `HydraShape.overlapHeads`, so that the GPU can A/B it inside a step. */
 export const OVERLAP_HEADS_ENV = "HYDRA_OVERLAP_HEADS";
@@ -262,8 +260,6 @@ export class HydraTransformer {
   readonly #lanes: Lane[] | undefined;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
-  /** Where the prefetches go (`HydraShape.prefetchAhead`): after the product before (true) or beside the small kernels. */
-  readonly prefetchAhead: boolean;
   readonly #own: GPUBuffer[] = [];
   readonly #cache = new DispatchCache();
 
@@ -343,8 +339,6 @@ export class HydraTransformer {
     if (!(Number.isInteger(this.prefetchBytes) && this.prefetchBytes >= 0 && this.prefetchBytes % 4 === 0)) {
       throw new Error(`prefetch ${this.prefetchBytes} is not a whole number of 4-byte words`);
     }
-    const ahead = numberChoiceFromEnv(PREFETCH_AHEAD_ENV, [0, 1], "a switch");
-    this.prefetchAhead = ahead === undefined ? shape.prefetchAhead ?? false : ahead === 1;
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     if (lanes && this.nHeads > 1) {
@@ -551,22 +545,17 @@ export class HydraTransformer {
    */
   #block(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean, next?: BlockWeights): Dispatch[] {
     const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
-    // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch);
-    // `ahead(w)`: instead, right after the product before, a prefetch of w's first bytes (`prefetchAhead`)
+    // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
       // sums of squares for the attention's QK-norm
       ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d),
-      ...k.ahead(b.o),
       ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
       ...k.beside(k.attention(kv, b.qkNorm), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
       ...k.linear(b.o, a.att, a.proj, d, d),
-      ...k.ahead(b.gateUp),
       ...k.beside(x.add(a.proj, b.attnNorm), b.gateUp), // fused: nothing, pending for gate_up's prologue
       ...k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
-      ...k.ahead(b.down),
       ...k.linear(b.down, a.ffn, a.proj, F, d),
-      ...k.ahead(next?.qkv),
       ...k.beside(x.add(a.proj, b.ffNorm), next?.qkv), // fused: nothing, pending for the next qkv (or the run's end)
     ];
   }
@@ -705,17 +694,8 @@ export class HydraTransformer {
        */
       beside: (ds: readonly Dispatch[], weight: GPUBuffer | undefined): Dispatch[] => {
         const P = this.prefetchBytes;
-        if (!weight || P === 0 || rows > DECODE_MAX_ROWS || this.prefetchAhead) return [...ds];
+        if (!weight || P === 0 || rows > DECODE_MAX_ROWS) return [...ds];
         return ds.flatMap((d, i) => [d, ...prefetch(gpu, { ctl, src: weight, offset: i * P, bytes: P, gated })]);
-      },
-      /**
-       * With `prefetchAhead`: a prefetch of `weight`'s first `prefetchBytes`, recorded right after the product before
-       * it, so that it runs beside that product's last workgroups and the small dispatches after it.
-       */
-      ahead: (weight: GPUBuffer | undefined): Dispatch[] => {
-        const P = this.prefetchBytes;
-        if (!weight || P === 0 || rows > DECODE_MAX_ROWS || !this.prefetchAhead) return [];
-        return prefetch(gpu, { ctl, src: weight, bytes: P, gated });
       },
     };
   }

@@ -119,7 +119,8 @@ gpuTest(
     const rng = new Rng(5);
     const ids = Array.from({ length: 12 }, () => rng.int(tiny.vocabSize));
     const want = towers.map((t) => referenceLogits(t, ids, "bf16"));
-    const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 6 };
+    // (no L2 prefetch: the dispatch counts below are the fusions')
+    const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 6, prefetch: 0 };
     const fused = new HydraTransformer(gpu, w, { ...shape, fuse: { attention: true, postNorm: true, maxRows: 16 } });
     // The attention's QK-norm statistics from the QKV matvec's partial sums (with and without the post-norm prologue)
     const stats = new HydraTransformer(gpu, w, {
