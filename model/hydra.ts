@@ -79,13 +79,13 @@ export interface HydraShape {
 export const PREFETCH_ENV = "HYDRA_PREFETCH_MB";
 
 /**
- * The default prefetch beside a latency-bound dispatch: 8 MiB (about 2 us of the bus). Measured on the H200 in a 7B
- * step (`deno task profile --size 7b --contexts 256,4000`, docs/PERF.md): 5.029 / 5.661 ms without, 4.981 / 5.602 with
- * 8 MiB, 4.975 / 5.622 with 4 MiB; 16 and 32 MiB were slower (5.064, 5.206 ms at 256 keys: the prefetch outlasts the
- * small kernel and the next barrier waits for it), and so was every size recorded right after the product before
- * instead (8 MiB 5.196 ms: it takes the bus from that product).
+ * The default prefetch beside a latency-bound dispatch: 4 MiB (about 1 us of the bus). Measured on the H200 (`deno
+ * task profile --contexts 256[,4000]`, docs/PERF.md): the 7B step 5.029 / 5.661 ms at 256 / 4,000 keys without, 4.975 /
+ * 5.622 with 4 MiB, 4.981 / 5.602 with 8; the 1B step 1.274 ms without, 1.263 with 4 MiB, 1.276 with 8. 16 and 32 MiB
+ * were slower (7B 5.064, 5.206 ms: the prefetch outlasts the small kernel and the next barrier waits for it), and so was
+ * every size recorded right after the product before instead (8 MiB: 5.196 ms; it takes the bus from that product).
  */
-export const PREFETCH_DEFAULT_BYTES = 8 * 2 ** 20;
+export const PREFETCH_DEFAULT_BYTES = 4 * 2 ** 20;
 
 /** `HYDRA_OVERLAP_HEADS=0|1` overrides `HydraShape.overlapHeads`, so that the GPU can A/B it inside a step. */
 export const OVERLAP_HEADS_ENV = "HYDRA_OVERLAP_HEADS";
