@@ -16,10 +16,11 @@
  * Before every replay the control block is restored (the step's control kernel advances it), so every replay runs at
  * the same context length.
  *
- * Heads in lock-step (model/hydra.ts `heads`): the heads' dispatches of one op run together, so a family's in-step
- * time is its marginal cost next to the others, and the times no longer add up to the step (the check is skipped;
- * `overlapping` says so). The read barriers' row is what leaving them out costs, negative: the overlap's gain.
- * `HYDRA_OVERLAP_HEADS=0` profiles the same step one head after the other, where the times add up.
+ * Dispatches that run beside others (model/hydra.ts: heads in lock-step, the L2 prefetch beside latency-bound
+ * kernels) make a family's in-step time its marginal cost next to the others, so the times no longer add up to the
+ * step (the check is skipped; `overlapping` says so). The read barriers' row is what leaving them out costs, negative:
+ * the heads' overlap's gain; the prefetch's row is what it costs the step (negative: what it saves).
+ * `HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0` profiles the same step one dispatch at a time, where the times add up.
  *
  * Bytes are the minimum each kernel must move (weights, KV rows read, activations in and out), from the dispatch's
  * override constants and the context length; GB/s is bytes / time, and "% of copy" compares that with the copy
@@ -35,6 +36,10 @@ const median = (v: readonly number[]) => quantile(v, 0.5);
 
 /** The family of the read barriers of heads in lock-step. */
 const READ_BARRIER_FAMILY = "read barrier";
+/** The family of the L2 prefetches beside latency-bound dispatches. */
+const PREFETCH_FAMILY = "L2 prefetch";
+/** Families whose dispatches run beside others (a step with them does not reconcile by leaving families out). */
+const OVERLAPPING_FAMILIES = [READ_BARRIER_FAMILY, PREFETCH_FAMILY];
 
 /** Shapes the byte counts need that the constants do not carry. */
 export interface ProfileShape {
@@ -72,7 +77,7 @@ export interface StepProfile {
   step_us: number;
   /** (sum_us - step_us) / step_us. */
   reconcile: number;
-  /** The step has read barriers (heads in lock-step): its families overlap and `reconcile` is no check. */
+  /** The step has read barriers (heads in lock-step) or L2 prefetches: its families overlap, `reconcile` is no check. */
   overlapping: boolean;
   dispatches: number;
   copy_gbps: number;
@@ -135,7 +140,7 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
       };
     }
     case "prefetch": // loads the next product's first bytes into L2 (kernels/memory/prefetch.ts); the product counts them
-      return { family: "L2 prefetch", bytes: 0 };
+      return { family: PREFETCH_FAMILY, bytes: 0 };
     case "read_barrier": // binds the outputs of the heads' last op, reads nothing (kernels/control/read_barrier.ts)
       return { family: READ_BARRIER_FAMILY, bytes: 0 };
     case "embedding_bf16":
@@ -289,7 +294,7 @@ export async function profileStep(
     sum_us: sumUs,
     step_us: stepUs,
     reconcile: (sumUs - stepUs) / stepUs,
-    overlapping: classes.some((c) => c.family === READ_BARRIER_FAMILY),
+    overlapping: classes.some((c) => OVERLAPPING_FAMILIES.includes(c.family)),
     dispatches: step.length,
     copy_gbps: copyGbps,
   };
@@ -312,8 +317,8 @@ export function profileTable(p: StepProfile): string {
     ...(p.overlapping
       ? [
         "",
-        "The heads run in lock-step: their dispatches overlap, so each in-step time is a marginal cost and the sum is no " +
-        "check; the read barrier's (negative) is the overlap's gain. HYDRA_OVERLAP_HEADS=0 gives the one-at-a-time step.",
+        "Dispatches overlap here (heads in lock-step, L2 prefetches), so each in-step time is a marginal cost and the " +
+        "sum is no check. HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0 gives the one-at-a-time step.",
       ]
       : []),
   ];

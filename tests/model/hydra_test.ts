@@ -179,6 +179,41 @@ gpuTest(
   },
 );
 
+/**
+ * The logits of passes of `passes` rows from position 0 over `ids` (each head's slice; the last row only above
+ * maxLogitRows), for each of two models built on the same weights, compared bit for bit: `a` records them differently
+ * (lock-step heads, prefetches), so equal logits mean the recording changed no arithmetic.
+ */
+async function assertSameLogits(
+  gpu: Gpu,
+  [a, b]: readonly [HydraTransformer, HydraTransformer],
+  ids: readonly number[],
+  passes: readonly number[],
+  heads: readonly number[],
+): Promise<void> {
+  const logits: Float32Array[][] = [];
+  for (const model of [a, b]) {
+    gpu.write(model.seq, Uint32Array.from(ids));
+    const got: Float32Array[] = [];
+    let pos = 0;
+    for (const rows of passes) {
+      const ctl = new Uint32Array(model.ctl.size / 4);
+      ctl[CTL.POS] = pos;
+      ctl[CTL.ACTIVE] = 1;
+      gpu.write(model.ctl, ctl);
+      const lastTokenOnly = rows > model.maxLogitRows;
+      gpu.run(model.residualForward(rows, { heads, lastTokenOnly }));
+      for (const h of heads) {
+        const s = model.logitsSlice(h, lastTokenOnly ? 1 : rows);
+        got.push(new Float32Array(await gpu.read(s.buffer, s.offset, s.size)));
+      }
+      pos += rows;
+    }
+    logits.push(got);
+  }
+  logits[0].forEach((l, i) => assertClose(l, logits[1][i], { atol: 0, rtol: 0 }, `logits slice ${i}`));
+}
+
 gpuTest("heads in lock-step give the same logits, bit for bit, as one head after the other", async (gpu) => {
   const [nHeads, depth] = [3, 2];
   const w = allocateWeights(gpu, tiny, nHeads, depth);
@@ -198,27 +233,8 @@ gpuTest("heads in lock-step give the same logits, bit for bit, as one head after
     if (barriers(lockstep, 4) !== 8 * depth + 1) throw new Error(`${barriers(lockstep, 4)} read barriers at 4 rows`);
     if (barriers(lockstep, 1) !== 7 * depth + 1) throw new Error(`${barriers(lockstep, 1)} read barriers at 1 row`);
     if (barriers(sequential, 4) !== 0) throw new Error("overlapHeads false still records read barriers");
-    const logits: Float32Array[][] = [];
-    for (const model of [lockstep, sequential]) {
-      gpu.write(model.seq, Uint32Array.from(ids));
-      const got: Float32Array[] = [];
-      let pos = 0;
-      for (const rows of [8, 1, 4, 3]) { // 8 rows: the prefill path (sequential in both), then lock-step passes
-        const ctl = new Uint32Array(model.ctl.size / 4);
-        ctl[CTL.POS] = pos;
-        ctl[CTL.ACTIVE] = 1;
-        gpu.write(model.ctl, ctl);
-        gpu.run(model.residualForward(rows, { heads: [0, 1, 2], lastTokenOnly: rows > 4 }));
-        const out = rows > 4 ? 1 : rows;
-        for (let h = 0; h < nHeads; h++) {
-          const s = model.logitsSlice(h, out);
-          got.push(new Float32Array(await gpu.read(s.buffer, s.offset, s.size)));
-        }
-        pos += rows;
-      }
-      logits.push(got);
-    }
-    logits[0].forEach((l, i) => assertClose(l, logits[1][i], { atol: 0, rtol: 0 }, `logits slice ${i}`));
+    // 8 rows: the prefill path (one head after the other in both), then lock-step passes
+    await assertSameLogits(gpu, [lockstep, sequential], ids, [8, 1, 4, 3], [0, 1, 2]);
   } finally {
     lockstep.destroy(true);
     sequential.destroy();
@@ -247,26 +263,7 @@ gpuTest(
       }
       if (prefetches(withPrefetch, 20) !== 0) throw new Error("a prefill pass (the GEMM's rows) prefetches");
       if (prefetches(without, 1) !== 0) throw new Error("prefetch 0 still prefetches");
-      const logits: Float32Array[][] = [];
-      for (const model of [withPrefetch, without]) {
-        gpu.write(model.seq, Uint32Array.from(ids));
-        const got: Float32Array[] = [];
-        let pos = 0;
-        for (const rows of [20, 1, 4]) {
-          const ctl = new Uint32Array(model.ctl.size / 4);
-          ctl[CTL.POS] = pos;
-          ctl[CTL.ACTIVE] = 1;
-          gpu.write(model.ctl, ctl);
-          gpu.run(model.residualForward(rows, { heads: [0, 1], lastTokenOnly: rows > 4 }));
-          for (let h = 0; h < nHeads; h++) {
-            const s = model.logitsSlice(h, rows > 4 ? 1 : rows);
-            got.push(new Float32Array(await gpu.read(s.buffer, s.offset, s.size)));
-          }
-          pos += rows;
-        }
-        logits.push(got);
-      }
-      logits[0].forEach((l, i) => assertClose(l, logits[1][i], { atol: 0, rtol: 0 }, `logits slice ${i}`));
+      await assertSameLogits(gpu, [withPrefetch, without], ids, [20, 1, 4], [0, 1]);
     } finally {
       withPrefetch.destroy(true);
       without.destroy();
