@@ -47,7 +47,15 @@ import { measureSyncMs } from "./poe_costs.ts";
 import { measurePoeGammas, measurePoeSpreads, poeOptionsOf, type PoeSweep } from "./poe_sweep.ts";
 import { planRun, type PoePrompt, readRunInput, type RunPlan } from "./plan.ts";
 import { thisProcess } from "./process.ts";
-import { adapterDriver, cpuModel, dirtyTree, ownCommit, vulkanDevices, wgpuBackend } from "./provenance.ts";
+import {
+  adapterDriver,
+  cpuModel,
+  dirtyTree,
+  engineOverrides,
+  ownCommit,
+  vulkanDevices,
+  wgpuBackend,
+} from "./provenance.ts";
 import { createRunDir, ResultsWriter } from "./results.ts";
 import type {
   ConfigurationResult,
@@ -271,6 +279,13 @@ async function run(argv: string[]): Promise<number> {
     state.lock?.setRun(dir);
     await writer.start();
     log(`run folder ${dir}`);
+    const overrides = Object.entries(provenance.engine_overrides ?? {});
+    if (overrides.length > 0) {
+      log(
+        `engine overrides: ${overrides.map(([k, v]) => `${k}=${v}`).join(" ")}: this run measures those kernels, ` +
+          "not the defaults (results.json provenance.engine_overrides)",
+      );
+    }
     try {
       for (const [i, runtime] of runtimes.entries()) {
         state.runtime = runtime;
@@ -348,6 +363,7 @@ async function provenanceOf(argv: string[], plan: RunPlan, allowConcurrent: bool
     knob_sources: knobSources(plan.resolved),
     dirty: await dirtyTree(),
     allow_concurrent: allowConcurrent,
+    engine_overrides: engineOverrides(),
     process: thisProcess(),
   };
 }

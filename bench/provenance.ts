@@ -7,6 +7,10 @@
 
 import { dirname, fromFileUrl, join } from "@std/path";
 import { pathExists } from "../common/files.ts";
+import { ATTENTION_TUNING_ENV } from "../kernels/attention/decode.ts";
+import { MATVEC_INTERLEAVE_ENV } from "../kernels/matmul/matvec.ts";
+import { PREFILL_GEMM_ENV, SPLIT_K_ENV } from "../kernels/matmul/linear.ts";
+import { OVERLAP_HEADS_ENV, PREFETCH_ENV } from "../model/hydra.ts";
 
 /** The project's root folder (the one holding bench/). */
 export const PROJECT_ROOT: string = fromFileUrl(new URL("../", import.meta.url));
@@ -137,4 +141,28 @@ export async function cpuModel(): Promise<string | null> {
   }
   if (Deno.build.os === "darwin") return await output("sysctl", ["-n", "machdep.cpu.brand_string"]);
   return Deno.env.get("PROCESSOR_IDENTIFIER") ?? null;
+}
+
+/**
+ * The environment variables that change which kernels a model records (the GPU's A/B switches, each documented where it
+ * is read): a run with any of them set does not measure the defaults, so results.json names them.
+ */
+export const ENGINE_ENV: readonly string[] = [
+  ATTENTION_TUNING_ENV,
+  MATVEC_INTERLEAVE_ENV,
+  OVERLAP_HEADS_ENV,
+  PREFETCH_ENV,
+  PREFILL_GEMM_ENV,
+  SPLIT_K_ENV,
+];
+
+/** The `ENGINE_ENV` variables set in `env` (default: this process's), by name. */
+export function engineOverrides(env: (name: string) => string | undefined = (n) => Deno.env.get(n)): Record<
+  string,
+  string
+> {
+  return Object.fromEntries(ENGINE_ENV.flatMap((n) => {
+    const v = env(n);
+    return v === undefined || v === "" ? [] : [[n, v]];
+  }));
 }

@@ -337,6 +337,11 @@ export interface Provenance {
   dirty: boolean | null;
   /** Whether `--allow-concurrent` let this run share its GPU with another benchmark (no device lock taken). */
   allow_concurrent: boolean;
+  /**
+   * The engine's A/B environment variables that were set (bench/provenance.ts `ENGINE_ENV`), by name: with any, the
+   * run measured overridden kernels, not the defaults. Absent in runs made before it was recorded.
+   */
+  engine_overrides?: Record<string, string>;
   /** The process that ran it (to tell a killed "running" run from a live one). */
   process: ProcessIdentity;
 }

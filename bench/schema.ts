@@ -554,6 +554,13 @@ function checkProvenance(c: Checker, v: unknown): void {
   }
   if (o.dirty !== null && typeof o.dirty !== "boolean") c.fail("provenance.dirty", "expected a boolean or null");
   c.boolean(o, "allow_concurrent", "provenance");
+  if (
+    "engine_overrides" in o &&
+    !(o.engine_overrides !== null && typeof o.engine_overrides === "object" && !Array.isArray(o.engine_overrides) &&
+      Object.values(o.engine_overrides).every((x) => typeof x === "string"))
+  ) {
+    c.fail("provenance.engine_overrides", "expected an object of strings");
+  }
   if (!isProcessIdentity(o.process)) {
     c.fail("provenance.process", "expected {pid, hostname, started, start_ticks}");
   }

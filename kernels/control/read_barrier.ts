@@ -38,9 +38,16 @@ fn main() {
   };
 }
 
-/** Buffers one read barrier dispatch can bind: the device's storage buffers per stage, less ctl. */
+/**
+ * Most buffers one read barrier dispatch binds (a generated binding each): the heads' outputs of one op are a handful.
+ * The device's limit can be far larger (an H200 grants about a million storage buffers a stage, and a test that
+ * generated a kernel with that many bindings hung there), so it is capped.
+ */
+export const READ_BARRIER_MAX_WIDTH = 16;
+
+/** Buffers one read barrier dispatch binds: the device's storage buffers per stage less ctl, at most 16. */
 export function readBarrierWidth(gpu: Gpu): number {
-  return gpu.device.limits.maxStorageBuffersPerShaderStage - 1;
+  return Math.min(READ_BARRIER_MAX_WIDTH, gpu.device.limits.maxStorageBuffersPerShaderStage - 1);
 }
 
 /**

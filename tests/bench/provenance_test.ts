@@ -6,6 +6,8 @@ import {
   adapterDriver,
   cpuModel,
   dirtyTree,
+  ENGINE_ENV,
+  engineOverrides,
   ownCommit,
   parseVulkanSummary,
   wgpuBackend,
@@ -105,6 +107,19 @@ function provenance(): Provenance {
   };
 }
 
+Deno.test("engine overrides name the A/B variables that are set, and only those", () => {
+  const env: Record<string, string> = {
+    HYDRA_PREFETCH_MB: "8",
+    HYDRA_SPLIT_K: "",
+    HYDRA_BENCH_COMMIT: "abc",
+    PATH: "/",
+  };
+  assertEquals(engineOverrides((n) => env[n]), { HYDRA_PREFETCH_MB: "8" });
+  assertEquals(engineOverrides(() => undefined), {});
+  for (const name of ENGINE_ENV) assert(name.startsWith("HYDRA_"), name);
+  assert(ENGINE_ENV.includes("HYDRA_OVERLAP_HEADS") && ENGINE_ENV.includes("HYDRA_ATTENTION_TUNING"));
+});
+
 Deno.test("the schema checks provenance, driver, cpu and the interrupted status; older runs without them pass", async () => {
   // deno-lint-ignore no-explicit-any
   const doc: any = { ...syntheticResults(), provenance: provenance() };
@@ -120,6 +135,8 @@ Deno.test("the schema checks provenance, driver, cpu and the interrupted status;
   assert(problems((d) => delete d.provenance.knob_sources.seed).includes("knob_sources.seed"));
   assert(problems((d) => d.provenance.process = { pid: "x" }).includes("provenance.process"));
   assert(problems((d) => d.provenance.dirty = "no").includes("provenance.dirty"));
+  assertEquals(problems((d) => d.provenance.engine_overrides = { HYDRA_PREFETCH_MB: "0" }), "");
+  assert(problems((d) => d.provenance.engine_overrides = { HYDRA_PREFETCH_MB: 0 }).includes("engine_overrides"));
   assert(problems((d) => d.provenance.command_line = "deno").includes("command_line"));
   assert(problems((d) => d.environment.cpu.logical_cores = 0).includes("environment.cpu.logical_cores"));
   assert(problems((d) => d.environment.adapter.driver = 3).includes("environment.adapter.driver"));
