@@ -164,31 +164,38 @@ interface LinearInput {
  * `read`, whose matvec adds it in its prologue and stores the new residual to the buffer of `pool` that it does not
  * read (a dispatch never writes a buffer it reads); `end` adds a last pending post-norm in place with the RMSNorm
  * kernel, where the run of blocks ends. A run that starts in a pool buffer ends in the other one (each block moves it
- * twice when it starts pending, once otherwise: see `trunk`).
+ * twice when it starts pending, once otherwise: see `trunk`). Unfused with a `source` (a head's run on the trunk's
+ * output, which the next head reads too): the run reads `source` until its first post-norm, which stores source +
+ * RMSNorm(proj) * w to `start` out of place, so no dispatch copies the input first.
  */
 class Residual {
   #at: GPUBuffer;
   #pending?: { proj: GPUBuffer; weight: GPUBuffer };
+  #source?: GPUBuffer;
 
   constructor(
     start: GPUBuffer,
     readonly pool: readonly [GPUBuffer, GPUBuffer],
     readonly fused: boolean,
     readonly eps: number,
-    readonly addNorm: (proj: GPUBuffer, weight: GPUBuffer, out: GPUBuffer) => Dispatch,
+    /** out += RMSNorm(proj) * weight, or out = from + RMSNorm(proj) * weight. */
+    readonly addNorm: (proj: GPUBuffer, weight: GPUBuffer, out: GPUBuffer, from?: GPUBuffer) => Dispatch,
+    source?: GPUBuffer,
   ) {
+    if (source && fused) throw new Error("Residual: a source is for unfused runs (fused ones read their input)");
     this.#at = start;
+    this.#source = source;
   }
 
   /** Where the residual is now (with `end` recorded: the run's output). */
   get buffer(): GPUBuffer {
-    return this.#at;
+    return this.#source ?? this.#at;
   }
 
   /** The input of the next matvec: the residual, with the pending post-norm (if any) as its prologue. */
   read(): LinearInput {
     const p = this.#pending;
-    if (!p) return { x: this.#at };
+    if (!p) return { x: this.buffer };
     const out = this.#at === this.pool[0] ? this.pool[1] : this.pool[0];
     const input = { x: this.#at, postNorm: { proj: p.proj, weight: p.weight, out, eps: this.eps } };
     this.#at = out;
@@ -198,7 +205,11 @@ class Residual {
 
   /** x += RMSNorm(proj) * weight: the dispatch (unfused) or nothing (fused: the next `read` adds it). */
   add(proj: GPUBuffer, weight: GPUBuffer): Dispatch[] {
-    if (!this.fused) return [this.addNorm(proj, weight, this.#at)];
+    if (!this.fused) {
+      const from = this.#source;
+      this.#source = undefined;
+      return [this.addNorm(proj, weight, this.#at, from)];
+    }
     if (this.#pending) throw new Error("Residual: two post-norms pending");
     this.#pending = { proj, weight };
     return [];
@@ -437,11 +448,10 @@ export class HydraTransformer {
       }
       const all = this.#bind(rows, gated), out = this.#bind(outRows, gated);
       const src = input === "h" ? a.h : this.trunkStates;
-      // Unfused, the blocks add in place to a copy of the input; fused, the first matvec reads the input itself and
-      // the residual moves to hHead and alt (the input stays for the next head).
-      const x = all.residual(all.fused.postNorm ? src : a.hHead, [a.hHead, a.alt]);
+      // The input stays for the next head. Unfused, the blocks read it until the first post-norm stores input + norm
+      // to hHead, then add in place there; fused, the first matvec reads it and the residual moves to hHead and alt.
+      const x = all.fused.postNorm ? all.residual(src, [a.hHead, a.alt]) : all.residual(a.hHead, [a.hHead, a.alt], src);
       return [
-        ...(all.fused.postNorm ? [] : [all.copy(src, a.hHead)]),
         ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated, head.blocks[j + 1])),
         ...x.end(),
         out.norm(x.buffer, head.norm, a.normed, { xRowOffset: rows - outRows }),
@@ -603,9 +613,19 @@ export class HydraTransformer {
       fused,
       /** The QK statistics' buffer as the QKV matvec writes it and the fused attention reads it (`fused.qkStats`). */
       qkStats,
-      /** The residual stream of a run of blocks, from `start`, moving between the `pool` buffers when fused. */
-      residual: (start: GPUBuffer, pool: [GPUBuffer, GPUBuffer]) =>
-        new Residual(start, pool, fused.postNorm, c.rmsNormEps, (p, w, out) => norm(p, w, out, { residual: true })),
+      /**
+       * The residual stream of a run of blocks, from `start`, moving between the `pool` buffers when fused; unfused with
+       * `source`, read from there until its first post-norm (`Residual`).
+       */
+      residual: (start: GPUBuffer, pool: [GPUBuffer, GPUBuffer], source?: GPUBuffer) =>
+        new Residual(
+          start,
+          pool,
+          fused.postNorm,
+          c.rmsNormEps,
+          (p, w, out, from) => norm(p, w, out, from ? { residualFrom: from } : { residual: true }),
+          source,
+        ),
       /** x = the embedding rows of seq[POS..]. */
       embed: (x: GPUBuffer) =>
         embedding(gpu, {
