@@ -15,6 +15,9 @@
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
  *
+ * `--overhead`: per-dispatch costs (shared and distinct outputs, gated-off and tiny dispatches), then whether independent
+ * chains of dependent dispatches overlap (`benchIndependentChains`: the measurement behind heads in lock-step).
+ *
  * `--chain [--rows 1,4]`: the decode matvecs as a step runs them (each waiting for the previous), plain (over tiles,
  * grid caps, tree or subgroup row sums; at each `--rows` count, default 1) and with the post-norm prologue (recomputed
  * or staged, over grid caps) for qkv and gate_up at one row.
@@ -357,9 +360,10 @@ async function benchOverhead(): Promise<void> {
 /**
  * Whether independent chains of dependent dispatches overlap (the heads of a Hydra after the trunk are such chains):
  * CHAINS chains of DEPTH dispatches, each reading its chain's previous output, every output its own buffer, recorded
- * chain after chain, op by op across the chains, and op by op with one read-barrier dispatch after
- * each op that binds the op's outputs read-only (`readBarrier`, kernels/control/read_barrier.ts), so that the runtime
- * can move them all to the read state in one barrier. Two ops: the 7B o matvec (bandwidth-bound) and a one-row RMSNorm (latency-bound). Per pass, in us.
+ * chain after chain, op by op across the chains, and op by op with one read-barrier dispatch after each op that binds
+ * the op's outputs read-only (`readBarrier`, kernels/control/read_barrier.ts), so that the runtime can move them all to
+ * the read state in one barrier (also with a barrier of no workgroups, and with two buffers a chain, each written three
+ * times a pass). Two ops: the 7B o matvec (bandwidth-bound) and a one-row RMSNorm (latency-bound). Per pass, in us.
  */
 async function benchIndependentChains(): Promise<void> {
   const CHAINS = 5, DEPTH = 6, d = 4096;
