@@ -10,7 +10,7 @@ import { pathExists } from "../common/files.ts";
 import { ATTENTION_TUNING_ENV } from "../kernels/attention/decode.ts";
 import { MATVEC_INTERLEAVE_ENV } from "../kernels/matmul/matvec.ts";
 import { PREFILL_GEMM_ENV, SPLIT_K_ENV } from "../kernels/matmul/linear.ts";
-import { OVERLAP_HEADS_ENV, PREFETCH_ENV } from "../model/hydra.ts";
+import { LOCKSTEP_ROWS_ENV, OVERLAP_HEADS_ENV, PREFETCH_ENV } from "../model/hydra.ts";
 
 /** The project's root folder (the one holding bench/). */
 export const PROJECT_ROOT: string = fromFileUrl(new URL("../", import.meta.url));
@@ -151,6 +151,7 @@ export const ENGINE_ENV: readonly string[] = [
   ATTENTION_TUNING_ENV,
   MATVEC_INTERLEAVE_ENV,
   OVERLAP_HEADS_ENV,
+  LOCKSTEP_ROWS_ENV,
   PREFETCH_ENV,
   PREFILL_GEMM_ENV,
   SPLIT_K_ENV,

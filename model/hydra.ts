@@ -68,6 +68,13 @@ export interface HydraShape {
    */
   overlapHeads?: boolean;
   /**
+   * Most rows a lock-step pass takes (default maxLogitRows: decode steps and verifications). More lets short prefills (a
+   * PoE prompt, a 128-token TTFT) run their heads in lock-step too, at (8 d + ffn) * 4 bytes a row of each head block's
+   * buffers; `HYDRA_LOCKSTEP_ROWS` overrides it for an A/B on the GPU. Not yet measured: the default keeps prefills
+   * one head after the other.
+   */
+  lockstepRows?: number;
+  /**
    * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a decode pass (the
    * attention's split pass and merge, the post-norms; kernels/memory/prefetch.ts), or 0 for none. Default
    * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
@@ -89,6 +96,9 @@ export const PREFETCH_DEFAULT_BYTES = 4 * 2 ** 20;
 
 /** `HYDRA_OVERLAP_HEADS=0|1` overrides `HydraShape.overlapHeads`, so that the GPU can A/B it inside a step. */
 export const OVERLAP_HEADS_ENV = "HYDRA_OVERLAP_HEADS";
+
+/** `HYDRA_LOCKSTEP_ROWS=<rows>` overrides `HydraShape.lockstepRows`, so that the GPU can A/B it (e.g. on a TTFT). */
+export const LOCKSTEP_ROWS_ENV = "HYDRA_LOCKSTEP_ROWS";
 
 /**
  * The activations of one head's block in lock-step passes, [rows, width] f32 each, every one written once a pass (a
@@ -267,8 +277,10 @@ export class HydraTransformer {
   readonly #attnScratch: GPUBuffer | undefined;
   /** The QKV matvec's partial sums of squares of q and k (`FuseOptions.qkStats`), sized for fused passes' rows. */
   readonly #qkPartials: GPUBuffer | undefined;
-  /** Each head's buffers for lock-step passes of up to maxLogitRows rows (`heads`); none for one head. */
+  /** Each head's buffers for lock-step passes of up to `lockstepRows` rows (`heads`); none for one head. */
   readonly #lanes: Lane[] | undefined;
+  /** Most rows a lock-step pass takes (`HydraShape.lockstepRows`, at least maxLogitRows, at most the passes' rows). */
+  readonly lockstepRows: number;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
@@ -352,13 +364,17 @@ export class HydraTransformer {
     }
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
+    const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
+    const lockstep = lockstepEnv ?? shape.lockstepRows ?? this.maxLogitRows;
+    if (!(Number.isInteger(lockstep) && lockstep >= 1)) throw new Error(`lockstepRows ${lockstep} is not a row count`);
+    this.lockstepRows = Math.min(R, Math.max(this.maxLogitRows, lockstep));
     if (lanes && this.nHeads > 1) {
-      const L = this.maxLogitRows, F = c.ffnHidden;
+      const L = this.lockstepRows, F = c.ffnHidden;
       this.#lanes = weights.heads.map((head, h) => ({
         blocks: head.blocks.map((_, j) => {
           const at = (name: string, width: number) => buf(`head${h}.${j} ${name}`, L * width * 4);
           const scratch = createAttentionDecodeScratch(gpu, {
-            rows: L,
+            rows: Math.min(L, DECODE_MAX_ROWS), // above, the prefill attention, which needs none
             nHeads: c.nHeads,
             headDim: c.headDim,
             maxPos: this.maxPos,
@@ -470,9 +486,10 @@ export class HydraTransformer {
 
   /**
    * Heads `hs` over `rows` rows, each as `head` records it (into `logitsSlice(slots[i])`, slots = hs unless given),
-   * in lock-step where it can be: two heads or more, at most maxLogitRows rows (a decode step or a verification, not a
-   * prefill), without the post-norm and QK-statistics fusions (which share buffers between heads). Op by op across
-   * the heads, each op's dispatches followed by one read barrier over what they wrote: the heads run together.
+   * in lock-step where it can be: two heads or more, at most `lockstepRows` rows (by default a decode step or a
+   * verification, not a prefill), without the post-norm and QK-statistics fusions (which share buffers between heads).
+   * Op by op across the heads, each op's dispatches followed by one read barrier over what they wrote: the heads run
+   * together.
    */
   heads(
     hs: readonly number[],
@@ -481,8 +498,11 @@ export class HydraTransformer {
   ): Dispatch[] {
     const slots = o.slots ?? hs;
     if (slots.length !== hs.length) throw new Error(`heads(): ${hs.length} heads, ${slots.length} slots`);
+    if (!o.lastTokenOnly && rows > this.maxLogitRows) {
+      throw new Error(`heads(): ${rows} logit rows, the model was built for ${this.maxLogitRows}`);
+    }
     const fused = this.#bind(rows, o.gated ?? false).fused;
-    if (!this.#lanes || hs.length < 2 || rows > this.maxLogitRows || fused.postNorm || fused.qkStats) {
+    if (!this.#lanes || hs.length < 2 || rows > this.lockstepRows || fused.postNorm || fused.qkStats) {
       return hs.flatMap((h, i) => this.head(h, rows, { ...o, slot: slots[i] }));
     }
     const input = o.input ?? "h", gated = o.gated ?? false;

@@ -185,8 +185,11 @@ export class PoE {
     const m = this.model;
     return this.#prefill.get(`${P}`, () => [
       ...m.trunk(P),
-      ...m.head(this.draftHead, P, { lastTokenOnly: true, slot: 0 }),
-      ...this.verifiers.flatMap((h, s) => m.head(h, P, { lastTokenOnly: true, slot: s + 1 })),
+      // every head, in lock-step where the prompt is short enough (HydraShape.lockstepRows)
+      ...m.heads([this.draftHead, ...this.verifiers], P, {
+        lastTokenOnly: true,
+        slots: [0, ...this.verifiers.map((_, s) => s + 1)],
+      }),
       ...this.decoder.pick("jury", 1, P - 1, { heads: this.verifiers.map((_, s) => s + 1) }),
       controlStep(this.gpu, { ctl: m.ctl, op: ControlOp.AFTER_PREFILL, rows: P }),
     ]);

@@ -225,7 +225,7 @@ gpuTest("heads in lock-step give the same logits, bit for bit, as one head after
   const ids = Array.from({ length: 16 }, () => rng.int(tiny.vocabSize));
   try {
     const barriers = (m: HydraTransformer, rows: number) =>
-      m.residualForward(rows, { heads: [0, 1, 2], lastTokenOnly: false }).filter((d) =>
+      m.residualForward(rows, { heads: [0, 1, 2], lastTokenOnly: rows > 4 }).filter((d) =>
         d.label.startsWith("read_barrier")
       ).length;
     // a barrier after every op but the lm_head: 8 a block unfused (qkv, QK-norm + RoPE, attention, o, norm, gate_up,
@@ -235,6 +235,16 @@ gpuTest("heads in lock-step give the same logits, bit for bit, as one head after
     if (barriers(sequential, 4) !== 0) throw new Error("overlapHeads false still records read barriers");
     // 8 rows: the prefill path (one head after the other in both), then lock-step passes
     await assertSameLogits(gpu, [lockstep, sequential], ids, [8, 1, 4, 3], [0, 1, 2]);
+    // lockstepRows above the logit rows: prefills of up to 24 rows (maxRows) in lock-step as well, 20 rows taking the
+    // GEMM and the prefill attention
+    const prefills = new HydraTransformer(gpu, w, { ...shape, lockstepRows: 32 });
+    try {
+      if (prefills.lockstepRows !== 24) throw new Error(`lockstepRows ${prefills.lockstepRows}, not maxRows 24`);
+      if (barriers(prefills, 20) === 0 || barriers(lockstep, 20) !== 0) throw new Error("lockstepRows not applied");
+      await assertSameLogits(gpu, [prefills, sequential], [...ids, ...ids], [20, 1, 3], [0, 1, 2]);
+    } finally {
+      prefills.destroy(true);
+    }
   } finally {
     lockstep.destroy(true);
     sequential.destroy();
