@@ -188,7 +188,7 @@ export function attentionDecodeKernelFor(spec: AttentionDecodeKernelSpec): Kerne
     }${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, SPLITS, 1]: workgroup (h, s) = head h, split s):
-//   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] = position of query row 0
+//   0 ctl [CTL_SLOTS] u32, read          control block: ctl[CTL_POS] - POS_BACK = position of query row 0
 ${
       fused
         ? `//   1 qkv [M, 3 * D / 4] vec4<f32>       the fused projection rows q | k | v (kernels/attention/qk_norm_rope.ts does
@@ -228,6 +228,7 @@ override CAP: u32;                            // most keys a split takes (its sc
 override WG: u32 = 128u;                      // threads, a power of two
 override SCALE: f32;                          // 1 / sqrt(HEAD_DIM)
 override DIRECT: bool = false;                // SPLITS = 1: normalise and write out directly
+override POS_BACK: u32 = 0u;                  // row 0 sits at ctl[CTL_POS] - POS_BACK (a PoE verification beside a draft)
 const KEY_VEC: u32 = ${keyVec}u;                   // scores: vec4 of a key per thread, M * KEY_VEC <= 16 (generated);
                                               // subgroup path: KEY_LANES <= SG_LANES
 override ROW_LANES: u32 = 8u;                 // softmax: threads per row, a power of two, ROW_LANES * M <= WG
@@ -256,7 +257,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (gated_off()) { return; }
   let h = wid.x;
   let s = wid.y;
-  let first_pos = ctl[CTL_POS];
+  let first_pos = ctl[CTL_POS] - POS_BACK;
   let len = min(first_pos + M, MAX_POS);       // keys 0 .. len - 1 exist
   let per = max(MIN_KEYS, (len + SPLITS - 1u) / SPLITS);
   let k0 = s * per;
@@ -404,7 +405,7 @@ export const attentionMergeKernel: Kernel = {
   name: "attention_decode_merge",
   source: /* wgsl */ `
 // bindings (D = NH * HEAD_DIM; the grid is [NH, M, 1]: workgroup (h, m) = head h of row m):
-//   0 ctl  [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] = position of query row 0
+//   0 ctl  [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] - POS_BACK = position of query row 0
 //   1 part vec4<f32>, read             the scratch written by attention_decode (layout there)
 //   2 out  [M, D / 4] vec4<f32>, rw    the attention output, row-major [M, D] f32
 override NH: u32;
@@ -415,6 +416,7 @@ override SPLITS: u32;
 override MIN_KEYS: u32 = 32u;
 override WG: u32 = 128u;                      // a multiple of HV: WG / HV groups of splits
 override HV: u32 = HEAD_DIM / 4u;
+override POS_BACK: u32 = 0u;
 const NEG_BIG: f32 = -3.0e38;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
@@ -428,7 +430,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (gated_off()) { return; }
   let h = wid.x;
   let m = wid.y;
-  let len = min(ctl[CTL_POS] + M, MAX_POS);
+  let len = min(ctl[CTL_POS] - POS_BACK + M, MAX_POS);
   let per = max(MIN_KEYS, (len + SPLITS - 1u) / SPLITS);
   let splits = (len + per - 1u) / per;          // the splits that hold keys (as attention_decode computed them)
   let base = (m * NH + h) * SPLITS;
@@ -515,6 +517,8 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   /** `AttentionDecodeKernelSpec.scoreUnroll` and `pvUnroll`. */
   scoreUnroll?: number;
   pvUnroll?: number;
+  /** Row 0 sits at ctl[POS] - posBack (default 0): a PoE verification recorded beside the round's last draft step. */
+  posBack?: number;
 }
 
 /** The inputs of the fused QK-norm + RoPE (qk_norm_rope.ts's arguments of the same names). */
@@ -760,12 +764,15 @@ function recordAttentionDecode(gpu: Gpu, a: AttentionDecodeArgs, kernels: Attent
   if (subgroups && width === 0) throw new Error("attentionDecode: the device has no subgroups");
   const plan = planDecode(a, subgroups ? width : 32, !subgroups);
   // (the split pass has the rows as a generated constant; the merge takes them as the override M)
+  const back = a.posBack ?? 0;
+  if (!(Number.isInteger(back) && back >= 0)) throw new Error(`attentionDecode: posBack ${back} is not a row count`);
   const common = {
     NH: a.nHeads,
     HEAD_DIM: a.headDim,
     MAX_POS: a.maxPos,
     SPLITS: plan.splits,
     MIN_KEYS: plan.minKeys,
+    ...(back > 0 ? { POS_BACK: back } : {}), // (absent at 0: the constants the H200 measured, unchanged)
   };
   const direct = plan.splits === 1;
   const fused = a.qkNormRope;

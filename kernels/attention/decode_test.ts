@@ -48,7 +48,8 @@ function checkDecode(gpu: Gpu, c: AttentionCase, knobs: DecodeKnobs = {}, untouc
   return checkAttention(
     gpu,
     c,
-    (b) => attentionDecode(gpu, { ...b, ...tuning, ...shape, scratch, kvDtype: c.kvDtype }, kernels),
+    (b) =>
+      attentionDecode(gpu, { ...b, ...tuning, ...shape, scratch, kvDtype: c.kvDtype, posBack: c.posBack }, kernels),
     `attentionDecode ${JSON.stringify(tuning)}`,
     untouched,
   ).finally(() => scratch?.destroy());
@@ -72,6 +73,30 @@ gpuTest("attention decode of 3 and 16 rows (speculative verification) matches th
   }
   for (const length of [1029, 2048]) await checkDecode(gpu, decodeCase(16, length, 3, 128));
 });
+
+gpuTest(
+  "attention decode with posBack attends from ctl[POS] - posBack (split and single-dispatch paths)",
+  async (gpu) => {
+    // [rows, length, posBack, splits, maxPos]: the split path, then one split over a short cache
+    const cases: [number, number, number, number | undefined, number][] = [
+      [3, 40, 2, undefined, 2048],
+      [4, 1029, 3, undefined, 2048],
+      [2, 90, 7, 1, 100],
+    ];
+    for (const [rows, length, posBack, splits, maxPos] of cases) {
+      await checkDecode(gpu, { ...decodeCase(rows, length, 2, 64, maxPos), posBack }, { splits });
+    }
+    // the mutant that ignores POS_BACK attends from the wrong positions
+    const deaf = (spec: AttentionDecodeKernelSpec) =>
+      mutate(attentionDecodeKernelFor(spec), "first_pos = ctl[CTL_POS] - POS_BACK", "first_pos = ctl[CTL_POS]");
+    await assertCaught(
+      () => checkDecode(gpu, { ...decodeCase(3, 40, 2, 64, 2048), posBack: 2 }, { kernels: { partial: deaf } }),
+      "posBack ignored",
+    );
+    // the merge counts the splits that hold keys from ctl[POS] - posBack too: 200 rows back, 3 splits fewer
+    await checkDecode(gpu, { ...decodeCase(2, 1029, 2, 64, 2048), posBack: 200 });
+  },
+);
 
 gpuTest("attention decode reads bf16 caches", async (gpu) => {
   for (const [rows, length, nHeads, headDim] of [[1, 1, 3, 128], [1, 1029, 2, 128], [4, 300, 2, 64], [16, 70, 1, 8]]) {

@@ -26,8 +26,8 @@ export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32"): Ke
   return {
     name: `qk_norm_rope${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
-// bindings (p = ctl[CTL_POS] + m is the position of row m; h = HEAD_DIM / 2):
-//   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] is the position of row 0
+// bindings (p = ctl[CTL_POS] - POS_BACK + m is the position of row m; h = HEAD_DIM / 2):
+//   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] - POS_BACK is the position of row 0
 //   1 qkv     [M, 3 * D] f32, read        fused projection rows, row-major: q (D) | k (D) | v (D)
 //   2 norm_w  [2, D] f32, read            QK-norm weights: q's row, then k's row (read only when APPLY_NORM)
 //   3 rope    [MAX_POS, HEAD_DIM] f32     row p: cos(p * inv_freq[i]) for i < h, then sin(p * inv_freq[i]) for i < h
@@ -42,6 +42,7 @@ override MAX_POS: u32;
 override EPS: f32 = 1e-6;
 override APPLY_NORM: bool = true;
 override WG: u32 = 256u; // a power of two
+override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification beside the last draft step)
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
@@ -58,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let m = g / 2u;
   let part = g % 2u; // 0: q, 1: k and v
   if (m >= M) { return; }
-  let p = ctl[CTL_POS] + m;
+  let p = ctl[CTL_POS] - POS_BACK + m;
   if (p >= MAX_POS) { return; }
   let src = m * 3u * D + part * D;
 
@@ -152,6 +153,8 @@ export interface QkNormRopeArgs {
   /** Threads per workgroup (default `rowWorkgroupSize`) and the reduction path (default: subgroups when present). */
   workgroupSize?: number;
   subgroups?: boolean;
+  /** Row 0 sits at ctl[POS] - posBack (default 0): a PoE verification recorded beside the round's last draft step. */
+  posBack?: number;
 }
 
 /** Records a QK-norm + RoPE + cache-store dispatch (load time). Throws on shapes the kernel does not handle. */
@@ -174,6 +177,7 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
       WG: a.workgroupSize ?? rowWorkgroupSize(gpu, a.dim),
       SG_LANES: subgroups ? width : 32,
       GATED: a.gated ?? false,
+      ...(a.posBack ? { POS_BACK: a.posBack } : {}),
     },
     [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache],
     2 * a.rows,

@@ -37,6 +37,8 @@ interface Case {
   kernel?: Kernel;
   workgroupSize?: number;
   kvDtype?: KvDtype;
+  /** ctl[POS] is pos + posBack; the kernel, recorded with that posBack, must still write rows pos .. */
+  posBack?: number;
 }
 
 /**
@@ -57,7 +59,7 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
     cache.fill(NaN, c.pos * dim, Math.min(c.pos + c.rows, c.maxPos) * dim);
     return bf16 ? roundBf16Array(cache) : cache;
   });
-  const ctl = ctlBuffer(gpu, { POS: c.pos });
+  const ctl = ctlBuffer(gpu, { POS: c.pos + (c.posBack ?? 0) });
   const bufs = {
     qkv: gpu.upload("qkv", qkv),
     normWeights: gpu.upload("norm_w", normWeights),
@@ -124,6 +126,21 @@ gpuTest("QK-norm + RoPE appends to bf16 caches (rounded to nearest even)", async
       await checkQkNormRope(gpu, { heads, headDim, rows, pos: 5, maxPos: 20, applyNorm: true, kvDtype: "bf16" });
     }
   }
+});
+
+gpuTest("QK-norm + RoPE with posBack writes the rows posBack before ctl[POS]", async (gpu) => {
+  await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 9, maxPos: 32, applyNorm: true, posBack: 2 });
+  await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 4, pos: 20, maxPos: 24, applyNorm: false, posBack: 3 });
+  const kernel = mutate(
+    qkNormRopeKernelFor(subgroupWidth(gpu) > 0),
+    "let p = ctl[CTL_POS] - POS_BACK + m;",
+    "let p = ctl[CTL_POS] + m;",
+  );
+  await assertCaught(
+    () =>
+      checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 9, maxPos: 32, applyNorm: true, posBack: 2, kernel }),
+    "posBack ignored",
+  );
 });
 
 gpuTest("rows at positions >= MAX_POS write nothing", async (gpu) => {

@@ -39,6 +39,8 @@ export interface AttentionCase {
   active?: number;
   /** Element type of the caches (default f32): bf16 caches hold the f32 values rounded, and the reference reads those. */
   kvDtype?: KvDtype;
+  /** ctl[POS] is pos + posBack (a kernel recorded with that posBack must still attend from pos). */
+  posBack?: number;
 }
 
 /** The buffers a kernel under test reads and writes. */
@@ -78,7 +80,7 @@ export async function checkAttention(
   }
   const outInit = new Float32Array((c.rows + EXTRA_ROWS) * d).fill(SENTINEL).fill(NaN, 0, c.rows * d);
   const b: AttentionBuffers = {
-    ctl: ctlBuffer(gpu, { POS: c.pos, ACTIVE: c.active ?? 0 }),
+    ctl: ctlBuffer(gpu, { POS: c.pos + (c.posBack ?? 0), ACTIVE: c.active ?? 0 }),
     q: gpu.upload("q", q),
     kCache: gpu.upload("k cache", c.kvDtype === "bf16" ? packBf16(kCache) : kCache),
     vCache: gpu.upload("v cache", c.kvDtype === "bf16" ? packBf16(vCache) : vCache),
