@@ -96,10 +96,14 @@ export async function measurePoeStepCosts(
       median(await timeDispatches(gpu, dispatches, COST_REPS, states.restore(state)));
     const parts = poe.roundParts;
     await timeDispatches(gpu, poe.round, 2, states.restore(states.active)); // warm-up: the GPU at its clocks
+    const draftStep = await time(parts.draftStep);
     return {
       prefill_ms: given.prefill_ms,
-      draft_step_ms: await time(parts.draft[0]),
-      verify_ms: await time(parts.verify),
+      draft_step_ms: draftStep,
+      // pipelined, what verification adds to a round: the last draft step and the verify part together, less a step
+      verify_ms: parts.pipelined
+        ? await time([...parts.draft.at(-1)!, ...parts.verify]) - draftStep
+        : await time(parts.verify),
       accept_ms: await time([...parts.start, ...parts.accept]),
       noop_round_ms: await time(poe.round, states.off),
       sync_ms: given.sync_ms,

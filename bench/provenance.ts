@@ -11,6 +11,7 @@ import { ATTENTION_TUNING_ENV } from "../kernels/attention/decode.ts";
 import { MATVEC_INTERLEAVE_ENV } from "../kernels/matmul/matvec.ts";
 import { PREFILL_GEMM_ENV, SPLIT_K_ENV } from "../kernels/matmul/linear.ts";
 import { LOCKSTEP_ROWS_ENV, OVERLAP_HEADS_ENV, PREFETCH_ENV } from "../model/hydra.ts";
+import { POE_PIPELINE_ENV } from "../poe/poe.ts";
 
 /** The project's root folder (the one holding bench/). */
 export const PROJECT_ROOT: string = fromFileUrl(new URL("../", import.meta.url));
@@ -155,6 +156,7 @@ export const ENGINE_ENV: readonly string[] = [
   PREFETCH_ENV,
   PREFILL_GEMM_ENV,
   SPLIT_K_ENV,
+  POE_PIPELINE_ENV,
 ];
 
 /** The `ENGINE_ENV` variables set in `env` (default: this process's), by name. */

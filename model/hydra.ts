@@ -42,6 +42,7 @@ import { numberChoiceFromEnv } from "../common/env.ts";
 import { type KvDtype, kvElementBytes } from "../kernels/attention/kv_cache.ts";
 import { type BufferSlice, type Dispatch, DispatchCache, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
+import { range } from "../kernels/codegen.ts";
 import type { ModelConfig } from "./config.ts";
 import { type BlockWeights, destroyWeights, type HydraWeights, weightsBytes } from "./weights.ts";
 
@@ -122,6 +123,20 @@ interface LaneBlock {
 interface Lane {
   blocks: LaneBlock[];
   normed: GPUBuffer;
+}
+
+/** One head's pass in a lock-step recording (`HydraTransformer.lockstep`), as `head` takes it. */
+export interface HeadPass {
+  head: number;
+  rows: number;
+  /** Logits of the last row only, or of every row. */
+  lastTokenOnly: boolean;
+  /** Where the trunk output is: `h` (default) or `trunkStates`. */
+  input?: "h" | "trunkStates";
+  /** The logits slot (default: the head). */
+  slot?: number;
+  /** Rows start at ctl[POS] - posBack (default 0): a verification beside the round's last draft step. */
+  posBack?: number;
 }
 
 /** One op of a head in a lock-step pass: its dispatches, and the buffers they write that later ops read. */
@@ -453,22 +468,22 @@ export class HydraTransformer {
   head(
     h: number,
     rows: number,
-    o: { lastTokenOnly: boolean; input?: "h" | "trunkStates"; gated?: boolean; slot?: number },
+    o: { lastTokenOnly: boolean; input?: "h" | "trunkStates"; gated?: boolean; slot?: number; posBack?: number },
   ): Dispatch[] {
-    const input = o.input ?? "h", gated = o.gated ?? false, slot = o.slot ?? h;
-    return this.#cache.get(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slot}`, () => {
+    const input = o.input ?? "h", gated = o.gated ?? false, slot = o.slot ?? h, back = o.posBack ?? 0;
+    return this.#cache.get(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slot} ${back}`, () => {
       const c = this.config, a = this.#act, head = this.weights.heads[h];
       const outRows = o.lastTokenOnly ? 1 : rows;
       if (outRows > this.maxLogitRows) {
         throw new Error(`head(): ${outRows} logit rows, the model was built for ${this.maxLogitRows}`);
       }
-      const all = this.#bind(rows, gated), out = this.#bind(outRows, gated);
+      const all = this.#bind(rows, gated, undefined, back), out = this.#bind(outRows, gated);
       const src = input === "h" ? a.h : this.trunkStates;
       // The input stays for the next head. Unfused, the blocks read it until the first post-norm stores input + norm
       // to hHead, then add in place there; fused, the first matvec reads it and the residual moves to hHead and alt.
       const x = all.fused.postNorm ? all.residual(src, [a.hHead, a.alt]) : all.residual(a.hHead, [a.hHead, a.alt], src);
       return [
-        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated, head.blocks[j + 1])),
+        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated, head.blocks[j + 1], back)),
         ...x.end(),
         out.norm(x.buffer, head.norm, a.normed, { xRowOffset: rows - outRows }),
         ...out.linear(head.lmHead, a.normed, this.logitsSlice(slot, outRows), c.dModel, c.paddedVocab),
@@ -501,18 +516,33 @@ export class HydraTransformer {
     if (!o.lastTokenOnly && rows > this.maxLogitRows) {
       throw new Error(`heads(): ${rows} logit rows, the model was built for ${this.maxLogitRows}`);
     }
-    const fused = this.#bind(rows, o.gated ?? false).fused;
-    if (!this.#lanes || hs.length < 2 || rows > this.lockstepRows || fused.postNorm || fused.qkStats) {
-      return hs.flatMap((h, i) => this.head(h, rows, { ...o, slot: slots[i] }));
+    const { lastTokenOnly, input, gated } = o;
+    return this.lockstep(hs.map((head, i) => ({ head, rows, lastTokenOnly, input, slot: slots[i] })), gated);
+  }
+
+  /**
+   * Heads' passes in lock-step (`heads` for passes that differ: a PoE round's last draft step beside its verification):
+   * op by op across the passes (passes with fewer ops drop out), each op's dispatches followed by one read barrier over
+   * what they wrote. Each head appears at most once (it has one lane of buffers). With one pass, or where lock-step
+   * cannot take a pass (no lanes, more rows than `lockstepRows`, the post-norm or QK-statistics fusion), the passes run
+   * one after the other, as `head` records each.
+   */
+  lockstep(passes: readonly HeadPass[], gated = false): Dispatch[] {
+    if (new Set(passes.map((p) => p.head)).size !== passes.length) throw new Error("lockstep(): a head twice");
+    const fits = (p: HeadPass) => {
+      const fused = this.#bind(p.rows, gated).fused;
+      return p.rows <= this.lockstepRows && !fused.postNorm && !fused.qkStats;
+    };
+    if (!this.#lanes || passes.length < 2 || !passes.every(fits)) {
+      return passes.flatMap((p) => this.head(p.head, p.rows, { ...p, gated }));
     }
-    const input = o.input ?? "h", gated = o.gated ?? false;
-    return this.#cache.get(`heads ${hs} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slots}`, () => {
-      const ops = hs.map((h, i) => this.#laneOps(h, rows, { ...o, input, gated, slot: slots[i] }));
-      if (new Set(ops.map((p) => p.length)).size !== 1) throw new Error("heads(): the heads' ops differ");
-      return ops[0].flatMap((_, s) => {
-        const writes = ops.flatMap((p) => p[s].writes);
+    return this.#cache.get(`lockstep ${JSON.stringify(passes)} ${gated}`, () => {
+      const ops = passes.map((p) => this.#laneOps(p, gated));
+      return range(Math.max(...ops.map((o) => o.length))).flatMap((s) => {
+        const now = ops.flatMap((o) => s < o.length ? [o[s]] : []);
+        const writes = now.flatMap((op) => op.writes);
         return [
-          ...ops.flatMap((p) => p[s].dispatches),
+          ...now.flatMap((op) => op.dispatches),
           ...(writes.length > 0 ? readBarrier(this.gpu, { ctl: this.ctl, buffers: writes, gated }) : []),
         ];
       });
@@ -523,20 +553,20 @@ export class HydraTransformer {
    * Head `h`'s ops in a lock-step pass, on its lane's buffers: `#block`'s kernels one op a line, the residual added
    * out of place (each block reads x_in and writes mid and out), then the final norm and the lm_head.
    */
-  #laneOps(
-    h: number,
-    rows: number,
-    o: { lastTokenOnly: boolean; input: "h" | "trunkStates"; gated: boolean; slot: number },
-  ): LaneOp[] {
-    const c = this.config, d = c.dModel, F = c.ffnHidden, head = this.weights.heads[h], lane = this.#lanes![h];
-    const outRows = o.lastTokenOnly ? 1 : rows;
-    const out = this.#bind(outRows, o.gated);
+  #laneOps(p: HeadPass, gated: boolean): LaneOp[] {
+    const c = this.config, d = c.dModel, F = c.ffnHidden, h = p.head, rows = p.rows;
+    const head = this.weights.heads[h], lane = this.#lanes![h];
+    const outRows = p.lastTokenOnly ? 1 : rows;
+    if (outRows > this.maxLogitRows) {
+      throw new Error(`lockstep(): ${outRows} logit rows, the model was built for ${this.maxLogitRows}`);
+    }
+    const out = this.#bind(outRows, gated);
     const op = (dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp[] =>
       dispatches.length > 0 ? [{ dispatches, writes }] : [];
-    let x = o.input === "h" ? this.#act.h : this.trunkStates;
+    let x = (p.input ?? "h") === "h" ? this.#act.h : this.trunkStates;
     const ops = head.blocks.flatMap((b, j) => {
       const L = lane.blocks[j], kv = this.#kvHeads[h][j], xIn = x;
-      const k = this.#bind(rows, o.gated, L);
+      const k = this.#bind(rows, gated, L, p.posBack ?? 0);
       const attention = k.attention(kv, b.qkNorm);
       const split = attention.length === 2; // the split pass (scratch), then the merge (att)
       const appends = k.fused.attention ? [kv.k, kv.v] : [];
@@ -557,7 +587,7 @@ export class HydraTransformer {
     return [
       ...ops,
       ...op([out.norm(x, head.norm, lane.normed, { xRowOffset: rows - outRows })], lane.normed),
-      ...op(out.linear(head.lmHead, lane.normed, this.logitsSlice(o.slot, outRows), d, c.paddedVocab)),
+      ...op(out.linear(head.lmHead, lane.normed, this.logitsSlice(p.slot ?? h, outRows), d, c.paddedVocab)),
     ];
   }
 
@@ -573,8 +603,17 @@ export class HydraTransformer {
    * One OLMo-2 block on residual `x` (rows at positions ctl[POS]..), appending to `kv`: the forward pass of the
    * module comment, one kernel a line. Fused, the lines marked so record nothing: their work runs in a neighbour.
    */
-  #block(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean, next?: BlockWeights): Dispatch[] {
-    const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
+  #block(
+    b: BlockWeights,
+    kv: KvLayer,
+    x: Residual,
+    rows: number,
+    gated: boolean,
+    next?: BlockWeights,
+    posBack = 0,
+  ): Dispatch[] {
+    const k = this.#bind(rows, gated, undefined, posBack), a = this.#act, d = this.config.dModel;
+    const F = this.config.ffnHidden;
     // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
@@ -594,7 +633,7 @@ export class HydraTransformer {
    * The kernels of a pass over `rows` rows, bound to this model's GPU, control block, shapes, activations and gating,
    * so that `#block` and `head` record one kernel a line.
    */
-  #bind(rows: number, gated: boolean, lane?: LaneBlock) {
+  #bind(rows: number, gated: boolean, lane?: LaneBlock, posBack = 0) {
     const gpu = this.gpu, ctl = this.ctl, c = this.config, maxPos = this.maxPos;
     // the attention's buffers: the shared activations, or a lock-step lane's
     const a = lane ?? this.#act, scratch = lane ? lane.scratch : this.#attnScratch;
@@ -627,6 +666,7 @@ export class HydraTransformer {
       headDim: c.headDim,
       kvDtype: this.kvDtype,
       gated,
+      posBack,
     };
     return {
       /** What this pass fuses. */
@@ -706,6 +746,7 @@ export class HydraTransformer {
           eps: c.rmsNormEps,
           kvDtype: this.kvDtype,
           gated,
+          posBack,
         })],
       /**
        * att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above.
@@ -713,7 +754,10 @@ export class HydraTransformer {
        */
       attention: (kv: KvLayer, normWeights: GPUBuffer): Dispatch[] => {
         const caches = { kCache: kv.k, vCache: kv.v };
-        if (rows > DECODE_MAX_ROWS) return [attentionPrefill(gpu, { ...attention, ...caches })];
+        if (rows > DECODE_MAX_ROWS) {
+          if (posBack !== 0) throw new Error(`attention: posBack over ${rows} rows (the prefill attention has none)`);
+          return [attentionPrefill(gpu, { ...attention, ...caches })];
+        }
         const qkNorm = fused.attention
           ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps, stats: qkStats?.attention }
           : undefined;

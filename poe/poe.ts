@@ -31,8 +31,9 @@ import { ControlOp, controlStep } from "../kernels/control/step.ts";
 import { MATVEC_MAX_ROWS } from "../kernels/matmul/matvec.ts";
 import { type Dispatch, DispatchCache, encodePass, type Gpu } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
+import { numberChoiceFromEnv } from "../common/env.ts";
 import { Decoder } from "../model/generate.ts";
-import type { HydraTransformer } from "../model/hydra.ts";
+import type { HeadPass, HydraTransformer } from "../model/hydra.ts";
 import { applyChatTemplate, type CheckpointChatConfig } from "./chat_template.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -63,7 +64,15 @@ export interface PoeOptions {
   draftHead?: number;
   /** Seed of draft sampling. */
   seed?: number;
+  /**
+   * Record the round's last draft step's draft head beside the verification, in lock-step (`PoeRoundParts`): the same
+   * tokens, a shorter round. Default: `HYDRA_POE_PIPELINE` (0 / 1), else off until the GPU has measured it.
+   */
+  pipeline?: boolean;
 }
+
+/** `HYDRA_POE_PIPELINE=0|1` overrides `PoeOptions.pipeline`, so that the GPU can A/B it. */
+export const POE_PIPELINE_ENV = "HYDRA_POE_PIPELINE";
 
 /** What one call returns: the ids and the statistics of design.md section 4. */
 export interface PoeCallResult {
@@ -89,7 +98,12 @@ export interface PoeCallResult {
   wall_ms: number;
 }
 
-/** The dispatch lists one round is made of, in order (all gated), for timing them one by one. */
+/**
+ * The dispatch lists one round is made of, in order (all gated), for timing them one by one. Pipelined
+ * (`PoeOptions.pipeline`), the last draft step is its trunk and save only, and `verify` starts with that step's draft
+ * head, in lock-step with the verifier heads (which read their positions gamma - 1 rows before POS), then its pick and
+ * POS += 1.
+ */
 export interface PoeRoundParts {
   /** POS = LEN: the round's opening control step. */
   start: Dispatch[];
@@ -99,6 +113,10 @@ export interface PoeRoundParts {
   verify: Dispatch[];
   /** The jury's row argmax and the acceptance kernel (accept, resample, roll back, counters). */
   accept: Dispatch[];
+  /** Whether the round is pipelined (the last draft head beside the verification). */
+  pipelined: boolean;
+  /** A whole draft step, as `draft` holds them unpipelined (what the cost model's draft_step_ms times). */
+  draftStep: Dispatch[];
 }
 
 /** The PoE decoder. */
@@ -108,6 +126,8 @@ export class PoE {
   readonly draftHead: number;
   /** Verifier heads, in the order of their logits slots 1..N-1. */
   readonly verifiers: number[];
+  /** Whether rounds are pipelined (`PoeOptions.pipeline`). */
+  readonly pipeline: boolean;
   /** The parts of one round (see PoeRoundParts). */
   readonly roundParts: PoeRoundParts;
   readonly #round: Dispatch[];
@@ -134,6 +154,8 @@ export class PoE {
       throw new UserError(`The draft head ${this.draftHead} is not one of the ${model.nHeads} heads.`);
     }
     this.verifiers = Array.from({ length: model.nHeads }, (_, h) => h).filter((h) => h !== this.draftHead);
+    const pipelineEnv = numberChoiceFromEnv(POE_PIPELINE_ENV, [0, 1], "a switch");
+    this.pipeline = pipelineEnv === undefined ? options.pipeline ?? false : pipelineEnv === 1;
     this.decoder = new Decoder(model);
     this.roundParts = this.#recordRound();
     const p = this.roundParts;
@@ -149,24 +171,46 @@ export class PoE {
   #recordRound(): PoeRoundParts {
     const m = this.model, { gamma, beta, temperature, seed } = this.options, ctl = m.ctl, gated = true;
     const c = m.config;
-    const draft: Dispatch[][] = [];
-    for (let i = 0; i < gamma; i++) {
-      draft.push([
-        ...m.trunk(1, gated),
-        m.saveTrunkState(i, gated),
-        ...m.head(this.draftHead, 1, { lastTokenOnly: true, slot: 0, gated }),
-        ...this.decoder.argmax("single", 1, 0, { heads: [0], temperature, seed, gated }),
-        controlStep(this.gpu, { ctl, op: ControlOp.NEXT_POS, gated }),
-      ]);
-    }
+    const pipelined = this.pipeline;
+    // a draft step's draft head, then its pick of the next token and POS += 1
+    const draftHead = m.head(this.draftHead, 1, { lastTokenOnly: true, slot: 0, gated });
+    const pick = [
+      ...this.decoder.argmax("single", 1, 0, { heads: [0], temperature, seed, gated }),
+      controlStep(this.gpu, { ctl, op: ControlOp.NEXT_POS, gated }),
+    ];
+    const trunkOf = (i: number) => [...m.trunk(1, gated), m.saveTrunkState(i, gated)];
+    const draft = Array.from(
+      { length: gamma },
+      (_, i) => pipelined && i === gamma - 1 ? trunkOf(i) : [...trunkOf(i), ...draftHead, ...pick],
+    );
     const slots = this.verifiers.map((_, s) => s + 1);
-    // the verifier heads in lock-step (HydraTransformer.heads)
-    const verify = m.heads(this.verifiers, gamma, { lastTokenOnly: false, input: "trunkStates", slots, gated });
+    const verifiers = (posBack: number): HeadPass[] =>
+      this.verifiers.map((head, s) => ({
+        head,
+        rows: gamma,
+        lastTokenOnly: false,
+        input: "trunkStates",
+        slot: slots[s],
+        posBack,
+      }));
+    // The verifier heads in lock-step (HydraTransformer.lockstep), at POS = LEN; pipelined, beside the last draft
+    // step's draft head while POS is still that step's position: the verifiers' rows start gamma - 1 rows before it.
+    const verify = pipelined
+      ? [
+        ...m.lockstep(
+          [{ head: this.draftHead, rows: 1, lastTokenOnly: true, slot: 0 }, ...verifiers(gamma - 1)],
+          gated,
+        ),
+        ...pick,
+      ]
+      : [controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }), ...m.lockstep(verifiers(0), gated)];
     const jury = this.decoder.combine("jury", gamma, { gated, heads: slots });
     return {
+      pipelined,
+      draftStep: [...trunkOf(0), ...draftHead, ...pick],
       start: [controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated })],
       draft,
-      verify: [controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }), ...verify, ...jury],
+      verify: [...verify, ...jury],
       accept: poeAccept(this.gpu, {
         ctl,
         logp: this.decoder.combined,

@@ -4,7 +4,7 @@ import { HydraTransformer } from "../../model/hydra.ts";
 import { type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../model/reference.ts";
 import { allocateWeights, fillSyntheticEnsemble } from "../../model/weights.ts";
 import { encodePass, type Gpu } from "../../kernels/runtime.ts";
-import { PoE, type PoeCallResult } from "../../poe/poe.ts";
+import { PoE, POE_PIPELINE_ENV, type PoeCallResult } from "../../poe/poe.ts";
 import { gpuTest, Rng } from "../../kernels/testing/harness.ts";
 
 const tiny = PRESETS.tiny;
@@ -212,3 +212,44 @@ gpuTest(
     }
   },
 );
+
+gpuTest("pipelined PoE rounds emit the tokens and counters of plain rounds, for gamma 1, 2, 3 and 5", async (gpu) => {
+  const { model } = await buildEnsemble(gpu, 0.6);
+  const rng = new Rng(17);
+  let rejections = 0;
+  // the A/B variable would override both decoders' option
+  const env = Deno.env.get(POE_PIPELINE_ENV);
+  Deno.env.delete(POE_PIPELINE_ENV);
+  try {
+    for (const gamma of [1, 2, 3, 5]) {
+      for (const temperature of [0, 0.8]) {
+        const plain = new PoE(model, { gamma, beta: 1, temperature, maxNewTokens: NEW, seed: 4 });
+        const piped = new PoE(model, { gamma, beta: 1, temperature, maxNewTokens: NEW, seed: 4, pipeline: true });
+        try {
+          if (plain.roundParts.pipelined || !piped.roundParts.pipelined) throw new Error("pipeline option not applied");
+          // the last draft step keeps its trunk only; its draft head runs beside the verifiers
+          const lastDraft = piped.roundParts.draft.at(-1)!.length;
+          if (!(lastDraft < plain.roundParts.draft.at(-1)!.length)) throw new Error("the last draft step is whole");
+          const prompt = Array.from({ length: 6 }, () => rng.int(tiny.vocabSize));
+          const [a, b] = [await plain.generateIds(prompt), await piped.generateIds(prompt)];
+          const counters = (r: PoeCallResult) => [r.ids, r.output_tokens, r.resampled_tokens, r.rounds, r.accepted_at];
+          if (JSON.stringify(counters(a)) !== JSON.stringify(counters(b))) {
+            throw new Error(
+              `gamma ${gamma}, T ${temperature}: ${JSON.stringify(counters(a))} vs ${JSON.stringify(counters(b))}`,
+            );
+          }
+          rejections += b.resampled_tokens;
+        } finally {
+          plain.destroy();
+          piped.destroy();
+        }
+      }
+    }
+    if (rejections === 0) {
+      throw new Error("no draft was ever rejected: rollback after a pipelined round was not exercised");
+    }
+  } finally {
+    if (env !== undefined) Deno.env.set(POE_PIPELINE_ENV, env);
+    model.destroy();
+  }
+});
