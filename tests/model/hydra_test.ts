@@ -12,6 +12,13 @@ import { assertClose, gpuTest, Rng } from "../../kernels/testing/harness.ts";
 
 const tiny = PRESETS.tiny;
 
+/** Random weights of a tiny Hydra; std 1/sqrt(d) gives logits of unit scale, so greedy picks are not rounding noise. */
+async function tinyWeights(gpu: Gpu, nHeads: number, headsDepth: number, seed: number) {
+  const w = allocateWeights(gpu, tiny, nHeads, headsDepth);
+  await fillRandomWeights(gpu, w, seed, 1 / Math.sqrt(tiny.dModel));
+  return w;
+}
+
 /** The reference's next-token scores of `mode` for the last position of `ids` (f64). */
 function referenceScores(towers: CpuModel[], ids: number[], mode: PickMode, kvDtype: KvDtype): Float64Array {
   const last = (m: CpuModel) => referenceLogits(m, ids, kvDtype).at(-1)!;
@@ -34,9 +41,7 @@ async function buildTiny(
   kvDtype: KvDtype,
   prefillMath: PrefillMath = "f32",
 ) {
-  const w = allocateWeights(gpu, tiny, nHeads, headsDepth);
-  // std 1/sqrt(d) gives logits of unit scale, so greedy choices are not decided by rounding noise.
-  await fillRandomWeights(gpu, w, seed, 1 / Math.sqrt(tiny.dModel));
+  const w = await tinyWeights(gpu, nHeads, headsDepth, seed);
   const model = new HydraTransformer(gpu, w, { maxPos: 64, maxRows: 24, maxLogitRows: 4, kvDtype, prefillMath });
   const towers: CpuModel[] = [];
   for (let h = 0; h < nHeads; h++) towers.push(await readTower(gpu, w, h));
@@ -113,8 +118,7 @@ gpuTest(
   "fused and unfused passes of 1..6 rows match the f64 reference (trunk, heads, PoE-style verification)",
   async (gpu) => {
     const [nHeads, depth] = [2, 2];
-    const w = allocateWeights(gpu, tiny, nHeads, depth);
-    await fillRandomWeights(gpu, w, 31, 1 / Math.sqrt(tiny.dModel));
+    const w = await tinyWeights(gpu, nHeads, depth, 31);
     const towers = [await readTower(gpu, w, 0), await readTower(gpu, w, 1)];
     const rng = new Rng(5);
     const ids = Array.from({ length: 12 }, () => rng.int(tiny.vocabSize));
@@ -216,8 +220,7 @@ async function assertSameLogits(
 
 gpuTest("heads in lock-step give the same logits, bit for bit, as one head after the other", async (gpu) => {
   const [nHeads, depth] = [3, 2];
-  const w = allocateWeights(gpu, tiny, nHeads, depth);
-  await fillRandomWeights(gpu, w, 41, 1 / Math.sqrt(tiny.dModel));
+  const w = await tinyWeights(gpu, nHeads, depth, 41);
   const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 4 };
   const lockstep = new HydraTransformer(gpu, w, shape);
   const sequential = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false });
@@ -255,8 +258,7 @@ gpuTest(
   "the L2 prefetch beside latency-bound dispatches changes no logit and only decode passes get it",
   async (gpu) => {
     const [nHeads, depth] = [2, 2];
-    const w = allocateWeights(gpu, tiny, nHeads, depth);
-    await fillRandomWeights(gpu, w, 43, 1 / Math.sqrt(tiny.dModel));
+    const w = await tinyWeights(gpu, nHeads, depth, 43);
     const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 4, overlapHeads: false };
     const withPrefetch = new HydraTransformer(gpu, w, { ...shape, prefetch: 4096 });
     const without = new HydraTransformer(gpu, w, { ...shape, prefetch: 0 });
