@@ -473,10 +473,7 @@ export class HydraTransformer {
     const input = o.input ?? "h", gated = o.gated ?? false, slot = o.slot ?? h, back = o.posBack ?? 0;
     return this.#cache.get(`head ${h} ${rows} ${o.lastTokenOnly} ${input} ${gated} ${slot} ${back}`, () => {
       const c = this.config, a = this.#act, head = this.weights.heads[h];
-      const outRows = o.lastTokenOnly ? 1 : rows;
-      if (outRows > this.maxLogitRows) {
-        throw new Error(`head(): ${outRows} logit rows, the model was built for ${this.maxLogitRows}`);
-      }
+      const outRows = this.#logitRows(rows, o.lastTokenOnly);
       const all = this.#bind(rows, gated, undefined, back), out = this.#bind(outRows, gated);
       const src = input === "h" ? a.h : this.trunkStates;
       // The input stays for the next head. Unfused, the blocks read it until the first post-norm stores input + norm
@@ -513,9 +510,6 @@ export class HydraTransformer {
   ): Dispatch[] {
     const slots = o.slots ?? hs;
     if (slots.length !== hs.length) throw new Error(`heads(): ${hs.length} heads, ${slots.length} slots`);
-    if (!o.lastTokenOnly && rows > this.maxLogitRows) {
-      throw new Error(`heads(): ${rows} logit rows, the model was built for ${this.maxLogitRows}`);
-    }
     const { lastTokenOnly, input, gated } = o;
     return this.lockstep(hs.map((head, i) => ({ head, rows, lastTokenOnly, input, slot: slots[i] })), gated);
   }
@@ -530,7 +524,7 @@ export class HydraTransformer {
   lockstep(passes: readonly HeadPass[], gated = false): Dispatch[] {
     if (new Set(passes.map((p) => p.head)).size !== passes.length) throw new Error("lockstep(): a head twice");
     const fits = (p: HeadPass) => {
-      const fused = this.#bind(p.rows, gated).fused;
+      const fused = this.#fusedAt(p.rows);
       return p.rows <= this.lockstepRows && !fused.postNorm && !fused.qkStats;
     };
     if (!this.#lanes || passes.length < 2 || !passes.every(fits)) {
@@ -556,10 +550,7 @@ export class HydraTransformer {
   #laneOps(p: HeadPass, gated: boolean): LaneOp[] {
     const c = this.config, d = c.dModel, F = c.ffnHidden, h = p.head, rows = p.rows;
     const head = this.weights.heads[h], lane = this.#lanes![h];
-    const outRows = p.lastTokenOnly ? 1 : rows;
-    if (outRows > this.maxLogitRows) {
-      throw new Error(`lockstep(): ${outRows} logit rows, the model was built for ${this.maxLogitRows}`);
-    }
+    const outRows = this.#logitRows(rows, p.lastTokenOnly);
     const out = this.#bind(outRows, gated);
     const op = (dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp[] =>
       dispatches.length > 0 ? [{ dispatches, writes }] : [];
@@ -629,6 +620,25 @@ export class HydraTransformer {
     ];
   }
 
+  /** The fusions a pass over `rows` rows takes (`HydraShape.fuse`, up to its `maxRows`). */
+  #fusedAt(rows: number): { attention: boolean; postNorm: boolean; qkStats: boolean } {
+    const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
+    return {
+      attention: f?.attention ?? false,
+      postNorm: f?.postNorm ?? false,
+      qkStats: (f?.attention && f.qkStats) ?? false,
+    };
+  }
+
+  /** Logit rows of a head's pass over `rows` rows (1 with `lastTokenOnly`); at most the model's maxLogitRows. */
+  #logitRows(rows: number, lastTokenOnly: boolean): number {
+    const out = lastTokenOnly ? 1 : rows;
+    if (out > this.maxLogitRows) {
+      throw new Error(`head: ${out} logit rows, the model was built for ${this.maxLogitRows}`);
+    }
+    return out;
+  }
+
   /**
    * The kernels of a pass over `rows` rows, bound to this model's GPU, control block, shapes, activations and gating,
    * so that `#block` and `head` record one kernel a line.
@@ -637,12 +647,7 @@ export class HydraTransformer {
     const gpu = this.gpu, ctl = this.ctl, c = this.config, maxPos = this.maxPos;
     // the attention's buffers: the shared activations, or a lock-step lane's
     const a = lane ?? this.#act, scratch = lane ? lane.scratch : this.#attnScratch;
-    const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
-    const fused = {
-      attention: f?.attention ?? false,
-      postNorm: f?.postNorm ?? false,
-      qkStats: (f?.attention && f.qkStats) ?? false,
-    };
+    const fused = this.#fusedAt(rows);
     const partials = this.#qkPartials;
     if (fused.qkStats && !partials) throw new Error("qkStats: the model has no partials buffer");
     const qkStats = fused.qkStats && partials

@@ -381,11 +381,12 @@ async function benchIndependentChains(): Promise<void> {
         (_, s) => s === 0 ? gpu.upload(`x ${c}`, inputRows(1, d)) : gpu.buffer(`a ${c}.${s}`, d * 4),
       ),
   );
-  const transition = (s: number, w = 1): Dispatch[] =>
-    readBarrier(gpu, { ctl, buffers: acts.map((a) => a[s]) }).map((d) => ({ ...d, workgroups: [w, w, w] }));
-  // ping-pong: each chain reuses two buffers (as a head's blocks reuse their activations), with transitions
-  const pp = (s: number) => s === 0 ? 0 : 1 + ((s - 1) % 2);
-  const transitionPP = (s: number): Dispatch[] => readBarrier(gpu, { ctl, buffers: acts.map((a) => a[pp(s)]) });
+  // the read barrier over every chain's buffer `at`, its grid `w` workgroups a side (0: none)
+  const barrier = (at: number, w: number): Dispatch[] =>
+    readBarrier(gpu, { ctl, buffers: acts.map((a) => a[at]) }).map((d) => ({ ...d, workgroups: [w, w, w] }));
+  // step s of each chain reads buffer buf(s) and writes buf(s + 1); fresh: a buffer a step; ping-pong: each chain
+  // reuses two buffers (as a head's blocks would reuse their activations)
+  const fresh = (s: number) => s, pp = (s: number) => s === 0 ? 0 : 1 + ((s - 1) % 2);
   const ops: Record<string, (c: number, from: number, to: number) => Dispatch> = {
     "o matvec": (c, from, to) =>
       matvec(gpu, { ctl, weight: weights[c * DEPTH + from], x: acts[c][from], y: acts[c][to], rows: 1, k: d, n: d }),
@@ -394,27 +395,23 @@ async function benchIndependentChains(): Promise<void> {
   };
   for (const [name, opOf] of Object.entries(ops)) {
     const op = (c: number, s: number) => opOf(c, s, s + 1);
-    const opPP = opOf;
     const one = range(DEPTH).map((s) => op(0, s));
     const chained = range(CHAINS).flatMap((c) => range(DEPTH).map((s) => op(c, s)));
     const interleaved = range(DEPTH).flatMap((s) => range(CHAINS).map((c) => op(c, s)));
-    const withTransitions = range(DEPTH).flatMap((s) => [...range(CHAINS).map((c) => op(c, s)), ...transition(s + 1)]);
-    const withTransitions0 = range(DEPTH).flatMap((s) => [
-      ...range(CHAINS).map((c) => op(c, s)),
-      ...transition(s + 1, 0),
-    ]);
-    const pingPong = range(DEPTH).flatMap((s) => [
-      ...range(CHAINS).map((c) => opPP(c, pp(s), pp(s + 1))),
-      ...transitionPP(s + 1),
-    ]);
+    // op by op across the chains, a read barrier of `w` workgroups a side after each op
+    const withBarriers = (buf: (s: number) => number, w: number) =>
+      range(DEPTH).flatMap((s) => [
+        ...range(CHAINS).map((c) => opOf(c, buf(s), buf(s + 1))),
+        ...barrier(buf(s + 1), w),
+      ]);
     const bytes = name === "o matvec" ? d * d * 2 * DEPTH : 0;
     report("chains", `${name} x${DEPTH}`, 1, "one chain", await medianMs(one, 1), bytes);
     const variants = [
       ["chain after chain", chained],
       ["interleaved", interleaved],
-      ["interleaved + transitions", withTransitions],
-      ["interleaved + empty transitions", withTransitions0],
-      ["interleaved + transitions, 2 buffers a chain", pingPong],
+      ["interleaved + transitions", withBarriers(fresh, 1)],
+      ["interleaved + empty transitions", withBarriers(fresh, 0)],
+      ["interleaved + transitions, 2 buffers a chain", withBarriers(pp, 1)],
     ] as const;
     for (const [variant, ds] of variants) {
       report("chains", `${name} x${DEPTH}`, 1, `${CHAINS} chains, ${variant}`, await medianMs(ds, 1), CHAINS * bytes);
