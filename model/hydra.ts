@@ -69,10 +69,9 @@ export interface HydraShape {
    */
   overlapHeads?: boolean;
   /**
-   * Most rows a lock-step pass takes (default maxLogitRows: decode steps and verifications). More lets short prefills (a
-   * PoE prompt, a 128-token TTFT) run their heads in lock-step too, at (8 d + ffn) * 4 bytes a row of each head block's
-   * buffers; `HYDRA_LOCKSTEP_ROWS` overrides it for an A/B on the GPU. Not yet measured: the default keeps prefills
-   * one head after the other.
+   * Most rows a lock-step pass takes (default LOCKSTEP_DEFAULT_ROWS, at least maxLogitRows: decode steps and
+   * verifications). Short prefills (a PoE prompt, a 128-token TTFT) then run their heads in lock-step too, at
+   * (8 d + ffn) * 4 bytes a row of each head block's buffers; `HYDRA_LOCKSTEP_ROWS` overrides it for an A/B on the GPU.
    */
   lockstepRows?: number;
   /**
@@ -97,6 +96,13 @@ export const PREFETCH_DEFAULT_BYTES = 4 * 2 ** 20;
 
 /** `HYDRA_OVERLAP_HEADS=0|1` overrides `HydraShape.overlapHeads`, so that the GPU can A/B it inside a step. */
 export const OVERLAP_HEADS_ENV = "HYDRA_OVERLAP_HEADS";
+
+/**
+ * The default `lockstepRows`: prefills of up to 128 rows run their heads in lock-step. Measured on the H200 (7B, 5 heads
+ * x 3 blocks, docs/PERF.md session U): the PoE prompt's TTFT 25.97 -> 25.63 ms, hydra_naive's 128-token TTFT 89.8 ->
+ * 89.6 ms, for 336 MB of head buffers (7B).
+ */
+export const LOCKSTEP_DEFAULT_ROWS = 128;
 
 /** `HYDRA_LOCKSTEP_ROWS=<rows>` overrides `HydraShape.lockstepRows`, so that the GPU can A/B it (e.g. on a TTFT). */
 export const LOCKSTEP_ROWS_ENV = "HYDRA_LOCKSTEP_ROWS";
@@ -380,7 +386,7 @@ export class HydraTransformer {
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
-    const lockstep = lockstepEnv ?? shape.lockstepRows ?? this.maxLogitRows;
+    const lockstep = lockstepEnv ?? shape.lockstepRows ?? LOCKSTEP_DEFAULT_ROWS;
     if (!(Number.isInteger(lockstep) && lockstep >= 1)) throw new Error(`lockstepRows ${lockstep} is not a row count`);
     this.lockstepRows = Math.min(R, Math.max(this.maxLogitRows, lockstep));
     if (lanes && this.nHeads > 1) {

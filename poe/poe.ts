@@ -66,7 +66,8 @@ export interface PoeOptions {
   seed?: number;
   /**
    * Record the round's last draft step's draft head beside the verification, in lock-step (`PoeRoundParts`): the same
-   * tokens, a shorter round. Default: `HYDRA_POE_PIPELINE` (0 / 1), else off until the GPU has measured it.
+   * tokens, a shorter round. Default: `HYDRA_POE_PIPELINE` (0 / 1), else on (H200, 7B, gamma 4: verification 2.70 ->
+   * 2.59 ms a round, 164.5 -> 165.7 tok/s at spread 0; docs/PERF.md session U).
    */
   pipeline?: boolean;
 }
@@ -155,7 +156,7 @@ export class PoE {
     }
     this.verifiers = Array.from({ length: model.nHeads }, (_, h) => h).filter((h) => h !== this.draftHead);
     const pipelineEnv = numberChoiceFromEnv(POE_PIPELINE_ENV, [0, 1], "a switch");
-    this.pipeline = pipelineEnv === undefined ? options.pipeline ?? false : pipelineEnv === 1;
+    this.pipeline = pipelineEnv === undefined ? options.pipeline ?? true : pipelineEnv === 1;
     this.decoder = new Decoder(model);
     this.roundParts = this.#recordRound();
     const p = this.roundParts;

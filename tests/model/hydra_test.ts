@@ -236,17 +236,18 @@ gpuTest("heads in lock-step give the same logits, bit for bit, as one head after
     if (barriers(lockstep, 4) !== 8 * depth + 1) throw new Error(`${barriers(lockstep, 4)} read barriers at 4 rows`);
     if (barriers(lockstep, 1) !== 7 * depth + 1) throw new Error(`${barriers(lockstep, 1)} read barriers at 1 row`);
     if (barriers(sequential, 4) !== 0) throw new Error("overlapHeads false still records read barriers");
-    // 8 rows: the prefill path (one head after the other in both), then lock-step passes
+    // 8 rows: the prefill path (lock-step: LOCKSTEP_DEFAULT_ROWS is above maxRows here), then decode-sized passes
     await assertSameLogits(gpu, [lockstep, sequential], ids, [8, 1, 4, 3], [0, 1, 2]);
-    // lockstepRows above the logit rows: prefills of up to 24 rows (maxRows) in lock-step as well, 20 rows taking the
-    // GEMM and the prefill attention
-    const prefills = new HydraTransformer(gpu, w, { ...shape, lockstepRows: 32 });
+    // prefills of up to 24 rows (maxRows, under LOCKSTEP_DEFAULT_ROWS) in lock-step as well, 20 rows taking the GEMM and
+    // the prefill attention; lockstepRows 4 (the logit rows) keeps them one head after the other
+    const decodeOnly = new HydraTransformer(gpu, w, { ...shape, lockstepRows: 4 });
     try {
-      if (prefills.lockstepRows !== 24) throw new Error(`lockstepRows ${prefills.lockstepRows}, not maxRows 24`);
-      if (barriers(prefills, 20) === 0 || barriers(lockstep, 20) !== 0) throw new Error("lockstepRows not applied");
-      await assertSameLogits(gpu, [prefills, sequential], [...ids, ...ids], [20, 1, 3], [0, 1, 2]);
+      if (lockstep.lockstepRows !== 24) throw new Error(`lockstepRows ${lockstep.lockstepRows}, not maxRows 24`);
+      if (barriers(lockstep, 20) === 0 || barriers(decodeOnly, 20) !== 0) throw new Error("lockstepRows not applied");
+      await assertSameLogits(gpu, [lockstep, sequential], [...ids, ...ids], [20, 1, 3], [0, 1, 2]);
+      await assertSameLogits(gpu, [decodeOnly, sequential], [...ids, ...ids], [20, 1, 3], [0, 1, 2]);
     } finally {
-      prefills.destroy(true);
+      decodeOnly.destroy(true);
     }
   } finally {
     lockstep.destroy(true);
