@@ -12,6 +12,7 @@ import { MATVEC_INTERLEAVE_ENV } from "../kernels/matmul/matvec.ts";
 import { PREFILL_GEMM_ENV, SPLIT_K_ENV } from "../kernels/matmul/linear.ts";
 import { LOCKSTEP_ROWS_ENV, OVERLAP_HEADS_ENV, PREFETCH_ENV } from "../model/hydra.ts";
 import { POE_PIPELINE_ENV } from "../poe/poe.ts";
+import { DAWN_ENABLE_ENV } from "../kernels/runtime.ts";
 
 /** The project's root folder (the one holding bench/). */
 export const PROJECT_ROOT: string = fromFileUrl(new URL("../", import.meta.url));
@@ -157,6 +158,7 @@ export const ENGINE_ENV: readonly string[] = [
   PREFILL_GEMM_ENV,
   SPLIT_K_ENV,
   POE_PIPELINE_ENV,
+  DAWN_ENABLE_ENV,
 ];
 
 /** The `ENGINE_ENV` variables set in `env` (default: this process's), by name. */

@@ -94,6 +94,23 @@ export const DAWN_TOGGLES = [
   "disable-dawn-features=timestamp_quantization",
 ] as const;
 
+/**
+ * `HYDRA_DAWN_ENABLE=<toggle>[,<toggle>]`: more Dawn toggles to enable, for an A/B on the GPU (e.g. `disable_robustness`,
+ * which drops the bounds clamps Dawn adds to every buffer access). results.json records the toggles a run used.
+ */
+export const DAWN_ENABLE_ENV = "HYDRA_DAWN_ENABLE";
+
+/** DAWN_TOGGLES with the toggles of HYDRA_DAWN_ENABLE added to the enabled ones. */
+export function dawnToggles(): string[] {
+  const extra = (Deno.env.get(DAWN_ENABLE_ENV) ?? "").split(",").map((t) => t.trim()).filter((t) => t !== "");
+  for (const t of extra) {
+    if (!/^[a-z0-9_]+$/.test(t)) {
+      throw new UserError(`${DAWN_ENABLE_ENV}: "${t}" is not a Dawn toggle name (lower case and underscores).`);
+    }
+  }
+  return DAWN_TOGGLES.map((t) => t.startsWith("enable-dawn-features=") && extra.length ? `${t},${extra.join(",")}` : t);
+}
+
 /** The environment variable that picks the runtime of `getGpu()` (tests and tools): `deno` (default) or `dawn`. */
 export const WEBGPU_ENV = "HYDRA_WEBGPU";
 
@@ -190,7 +207,7 @@ export class Gpu {
     const description: GpuDescription = {
       runtime,
       runtimeVersion: runtime === "dawn" ? DAWN_PACKAGE : `deno ${Deno.version.deno}`,
-      toggles: runtime === "dawn" ? [...DAWN_TOGGLES] : [],
+      toggles: runtime === "dawn" ? dawnToggles() : [],
       vendor: info.vendor,
       architecture: info.architecture,
       device: info.device,
@@ -524,11 +541,11 @@ export function runtimeFromFlag(flag: string | undefined): WebgpuRuntime {
 const NO_DAWN_ADAPTER = "Dawn (npm " + DAWN_PACKAGE + ") found no WebGPU adapter on its Vulkan backend: it needs a " +
   "GPU driver (Mesa's software lavapipe lacks features Dawn requires); use the built-in runtime (--webgpu deno).";
 
-/** Dawn's `GPU` entry point, made with DAWN_TOGGLES; UserError when its addon cannot be loaded. */
+/** Dawn's `GPU` entry point, made with `dawnToggles()`; UserError when its addon cannot be loaded. */
 async function dawnEntry(): Promise<GPU> {
   try {
     const dawn = await import("webgpu");
-    return dawn.create([...DAWN_TOGGLES]) as unknown as GPU;
+    return dawn.create(dawnToggles()) as unknown as GPU;
   } catch (e) {
     throw new UserError(
       `The Dawn runtime (npm ${DAWN_PACKAGE}) could not be loaded (${e instanceof Error ? e.message : e}); run ` +

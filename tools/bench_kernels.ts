@@ -14,6 +14,7 @@
  * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
+ * `--gemm-probe [--rows 2048]` (Dawn): the same for the tensor-core GEMM at the 7B products (`benchGemmProbe`).
  *
  * `--overhead`: per-dispatch costs (shared and distinct outputs, gated-off and tiny dispatches), then whether independent
  * chains of dependent dispatches overlap (`benchIndependentChains`: the measurement behind heads in lock-step).
@@ -22,7 +23,7 @@
  * grid caps, tree or subgroup row sums; at each `--rows` count, default 1) and with the post-norm prologue (recomputed
  * or staged, over grid caps) for qkv and gate_up at one row.
  *
- *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe]
+ *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe] [--gemm-probe]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--size 7b|1b]] [--matvec [--rows 1,4]]
  *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE]
  *                                      [--webgpu deno|dawn]
@@ -46,9 +47,11 @@ import {
 } from "../kernels/matmul/gemm.ts";
 import {
   gemmTensor,
+  gemmTensorKernelFor,
   gemmTensorWorkgroupBytes,
   tensorGemmTolerance,
   tensorGemmUnsupported,
+  tensorSubgroupSize,
   type TensorTiles,
   tensorTileShape,
 } from "../kernels/matmul/gemm_tensor.ts";
@@ -76,7 +79,7 @@ import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["json", "rows", "tiles", "webgpu", "variants", "size"],
-  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill", "attention-probe"],
+  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill", "attention-probe", "gemm-probe"],
 });
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
   if (!(e instanceof UserError)) throw e;
@@ -949,6 +952,67 @@ async function benchGemm(): Promise<void> {
   for (const [variant, t] of complete) console.log(`  ${variant}: ${(t.us / 1000).toFixed(3)} ms`);
 }
 
+/**
+ * Where the tensor-core GEMM's time goes (`--gemm-probe`, Dawn): the 7B products at M = 128 (and `--rows`), with
+ * linear's tiles, as built and with parts of the k loop replaced (each binding still read, so the layout stays): no
+ * global reads (constants staged), no products (no subgroup-matrix multiply-accumulate, so no matrix loads either),
+ * neither, and one workgroup-memory store per staged vec4 instead of 4 (x) or 8 (weights). Prints us per product; the
+ * outputs of the probes are wrong by design.
+ */
+async function benchGemmProbe(): Promise<void> {
+  const unsupported = tensorGemmUnsupported(gpu);
+  if (unsupported) {
+    console.log(`gemm_probe: not run (${unsupported})`);
+    return;
+  }
+  const noReads: [string | RegExp, string][] = [
+    ["return x[s.src + k0 / 4u];", "return vec4<f32>(f32(k0 & 7u));"],
+    ["return w[s.src + k0 / 8u];", "return vec4<u32>(0x3c003c00u | (k0 & 7u));"],
+    ["if (gated_off()) { return; }", "if (gated_off()) { return; }\n  _ = x[0]; _ = w[0];"],
+  ];
+  const noProducts: [string | RegExp, string][] = [[/^\s*\w+ = subgroupMatrixMultiplyAccumulate\([^;]*\);$/gm, ""]];
+  const oneStore: [string | RegExp, string][] = [
+    [/ {2}xs\[i\] = h\.x;[^}]*/, "  xs[i] = h.x + h.y + h.z + h.w;\n"],
+    [/ {2}ws\[i\] = f16\(bf16_lo\(p\.x\)\);[^}]*/, "  ws[i] = f16(bf16_lo(p.x ^ p.y ^ p.z ^ p.w));\n"],
+  ];
+  const swaps: Record<string, [string | RegExp, string][]> = {
+    "as built": [],
+    "no global reads": noReads,
+    "no products": noProducts,
+    "no reads, no products": [...noReads, ...noProducts],
+    "1 store a vec4": oneStore,
+  };
+  const exponents = gpu.buffer("exponents", 2048 * 4);
+  for (const rows of [128, ...(args.rows ? [Number(args.rows)] : [])]) {
+    for (const s of DECODE_SHAPES_7B) {
+      const { nw, weights } = weightPool(s);
+      const x = gpu.upload("x", gemmInputRows(rows, s.k));
+      const y = gpu.buffer("y", rows * s.n * 4);
+      const product = { ctl, x, y, rows, k: s.k, n: s.n, epilogue: s.epi };
+      const tiles = tensorTilesFor(gpu, { ...product, weight: x })!;
+      for (const [name, sw] of Object.entries(swaps)) {
+        const k = gemmTensorKernelFor({ ...tiles, epilogue: s.epi, subgroupSize: tensorSubgroupSize(gpu) });
+        const source = sw.reduce((src, [from, to]) => src.replace(from, to), k.source);
+        if (sw.length && source === k.source) throw new Error(`gemm_probe: ${name} changed nothing`);
+        const kernel = { name: `${k.name} (${name})`, source };
+        const ds = weights.flatMap((w) => [
+          rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
+          gemmTensor(gpu, { ...product, weight: w, exponents, ...tiles }, kernel),
+        ]);
+        const us = await medianMs(ds, weights.length) * 1000;
+        console.log(
+          `gemm_probe ${s.name} [${nw}x${s.k}] M=${rows} ${tensorLabel(tiles)} ${name}: ${us.toFixed(1)} us, ` +
+            `${((2 * rows * nw * s.k) / us / 1e6).toFixed(1)} TFLOP/s, weights ${
+              (nw * s.k * 2 / us / 1e3).toFixed(0)
+            } GB/s`,
+        );
+      }
+      for (const b of [x, y, ...weights]) b.destroy();
+    }
+  }
+  exponents.destroy();
+}
+
 const bw = await measureCopyBandwidth(gpu);
 console.log(
   `copy: kernel ${bw.kernel_copy_gbps.toFixed(0)} GB/s, DMA ${bw.dma_copy_gbps.toFixed(0)} GB/s (read+write)`,
@@ -960,6 +1024,7 @@ if (args.attention) await benchAttention();
 if (args["attention-probe"]) await benchAttentionProbe();
 if ((args.attention && !args.variants) || args.prefill) await benchPrefillAttention();
 if (args.gemm) await benchGemm();
+if (args["gemm-probe"]) await benchGemmProbe();
 const bandwidth = bw;
 if (args.json) {
   await Deno.writeTextFile(args.json, JSON.stringify({ device: gpu.description, bandwidth, results }, null, 1));
