@@ -87,28 +87,44 @@ export const DAWN_PACKAGE = "webgpu@0.6.2";
  * experimental subgroup matrices and `chromium_disable_uniformity_analysis` (kernels/prelude.ts). Dawn quantizes
  * timestamp queries by default (a browser's defence against timing attacks): on the H200 every Dawn kernel time of
  * 2026-11-30 came in steps of 16.4 us, so `timestamp_quantization` is turned off.
+ *
+ * `disable_robustness`: Dawn clamps every buffer access of every shader to its binding (a browser's defence against
+ * untrusted shaders). These kernels bound their own accesses (each is tested at sizes that are not multiples of its
+ * tiles), so a run on Dawn drops the clamps, as a native engine runs. Measured on the H200 (7B, docs/PERF.md session
+ * U): TTFT 47.5 -> 27.1 ms at 128 tokens and 388 -> 302 ms at 2,048, decode 5.110 -> 4.907 ms. Deno's wgpu offers no
+ * such switch. `HYDRA_DAWN_ENABLE=-disable_robustness` puts the clamps back for an A/B.
  */
 export const DAWN_TOGGLES = [
   "backend=vulkan",
-  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia",
+  "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness",
   "disable-dawn-features=timestamp_quantization",
 ] as const;
 
 /**
- * `HYDRA_DAWN_ENABLE=<toggle>[,<toggle>]`: more Dawn toggles to enable, for an A/B on the GPU (e.g. `disable_robustness`,
- * which drops the bounds clamps Dawn adds to every buffer access). results.json records the toggles a run used.
+ * `HYDRA_DAWN_ENABLE=<toggle>[,<toggle>]`: Dawn toggles to enable besides DAWN_TOGGLES' own, for an A/B on the GPU; a
+ * name with a leading `-` takes one of DAWN_TOGGLES' enabled toggles away (`-disable_robustness`). results.json records
+ * the toggles a run used (`device.toggles`, and the variable in `provenance.engine_overrides`).
  */
 export const DAWN_ENABLE_ENV = "HYDRA_DAWN_ENABLE";
 
-/** DAWN_TOGGLES with the toggles of HYDRA_DAWN_ENABLE added to the enabled ones. */
-export function dawnToggles(): string[] {
-  const extra = (Deno.env.get(DAWN_ENABLE_ENV) ?? "").split(",").map((t) => t.trim()).filter((t) => t !== "");
-  for (const t of extra) {
-    if (!/^[a-z0-9_]+$/.test(t)) {
-      throw new UserError(`${DAWN_ENABLE_ENV}: "${t}" is not a Dawn toggle name (lower case and underscores).`);
+/** DAWN_TOGGLES changed by `value` (default: HYDRA_DAWN_ENABLE's): its names enabled, its `-` names no longer. */
+export function dawnToggles(value: string | undefined = Deno.env.get(DAWN_ENABLE_ENV)): string[] {
+  const names = (value ?? "").split(",").map((t) => t.trim()).filter((t) => t !== "");
+  for (const t of names) {
+    if (!/^-?[a-z0-9_]+$/.test(t)) {
+      throw new UserError(
+        `${DAWN_ENABLE_ENV}: "${t}" is not a Dawn toggle name (lower case and underscores, "-" in front to remove one).`,
+      );
     }
   }
-  return DAWN_TOGGLES.map((t) => t.startsWith("enable-dawn-features=") && extra.length ? `${t},${extra.join(",")}` : t);
+  const drop = new Set(names.filter((t) => t.startsWith("-")).map((t) => t.slice(1)));
+  const add = names.filter((t) => !t.startsWith("-"));
+  const prefix = "enable-dawn-features=";
+  return DAWN_TOGGLES.map((t) => {
+    if (!t.startsWith(prefix)) return t;
+    const enabled = t.slice(prefix.length).split(",").filter((n) => !drop.has(n));
+    return prefix + [...new Set([...enabled, ...add])].join(",");
+  });
 }
 
 /** The environment variable that picks the runtime of `getGpu()` (tests and tools): `deno` (default) or `dawn`. */

@@ -5,13 +5,15 @@
  * @module
  */
 
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
 import { enableDirectives } from "./prelude.ts";
 import { fromFileUrl, join } from "@std/path";
 import { GEMM_KERNEL_NAME } from "./matmul/gemm.ts";
 import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported } from "./matmul/gemm_tensor.ts";
 import { MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS } from "./matmul/matvec.ts";
 import { gpuTest } from "./testing/harness.ts";
+import { DAWN_TOGGLES, dawnToggles } from "./runtime.ts";
+import { UserError } from "../common/errors.ts";
 
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
 
@@ -116,4 +118,18 @@ Deno.test("enable directives: Deno gets `enable f16;` only for kernels naming f1
     assert(dawn.includes(d), `${d} missing from Dawn's directives: ${dawn}`);
   }
   assert(!dawn.includes("subgroup_matrix"), "subgroup matrices enabled without the feature");
+});
+
+Deno.test("HYDRA_DAWN_ENABLE adds Dawn toggles, takes DAWN_TOGGLES' own away with a leading -, and rejects a bad name", () => {
+  const enabled = (value?: string) =>
+    dawnToggles(value).find((t) => t.startsWith("enable-dawn-features="))!.split("=")[1].split(",");
+  assertEquals(dawnToggles(""), [...DAWN_TOGGLES]);
+  assert(enabled("").includes("disable_robustness"));
+  assertEquals(enabled("skip_validation").at(-1), "skip_validation");
+  assertEquals(enabled("-disable_robustness").includes("disable_robustness"), false);
+  assertEquals(enabled("-disable_robustness").length, enabled("").length - 1);
+  assertEquals(dawnToggles("-disable_robustness").filter((t) => !t.startsWith("enable-")), [
+    ...DAWN_TOGGLES.filter((t) => !t.startsWith("enable-")),
+  ]);
+  assertThrows(() => dawnToggles("Robust ness"), UserError, "HYDRA_DAWN_ENABLE");
 });
