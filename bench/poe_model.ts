@@ -97,3 +97,64 @@ export function modelTpsAt(
   );
   return 1000 * outputTokens / (m.prefill_ms + rounds * m.round_ms + m.sync_ms);
 }
+
+/** The measured figures `ratioAtChainEfficiency` starts from (results.json: environment, baseline, hydra_naive, PoE). */
+export interface ChainRatioInputs {
+  /** Copy bandwidth, GB/s. */
+  copy_gbps: number;
+  /** Weight bytes one baseline step reads: a PoE draft step (trunk + one head). */
+  baseline_bytes: number;
+  /** Weight bytes one hydra_naive step reads (trunk + every head). */
+  naive_bytes: number;
+  /** Heads of the Hydra (hydra_naive runs them all, a PoE verification all but the draft head). */
+  n_heads: number;
+  /** hydra_naive's measured decode step, ms. */
+  naive_step_ms: number;
+  /** The gamma's cost model (its measured draft step, verify pass, accept, prefill and sync) and rounds per call. */
+  costs: Pick<PoeCostModel, "draft_step_ms" | "verify_ms" | "accept_ms" | "prefill_ms" | "sync_ms">;
+  gamma: number;
+  rounds: number;
+  output_tokens: number;
+}
+
+/**
+ * PoE's user-visible tokens/s over hydra_naive's tokens/s (at the measured rounds) if every one-chain pass (a draft
+ * step, and hydra_naive's trunk) streamed its weights at `chainEfficiency` of copy, all else as measured: hydra_naive's
+ * heads, recorded in lock-step, keep their measured time, and `verifyMs` / `syncMs` replace the measured verify pass and
+ * sync when given. The one-chain efficiency measured is baseline_bytes / (copy * draft_step). This is what bounds the
+ * ratio (ARCHITECTURE.md, "What bounds PoE's ratio to hydra_naive"): improving the chain speeds hydra_naive's trunk too.
+ */
+export function ratioAtChainEfficiency(
+  x: ChainRatioInputs,
+  chainEfficiency: number,
+  o: { verifyMs?: number; syncMs?: number } = {},
+): {
+  ratio: number;
+  naive_ms: number;
+  call_ms: number;
+  measured_chain_efficiency: number;
+  /** hydra_naive's heads' share of its step, ms, and the efficiency they stream at (lock-step). */
+  heads_ms: number;
+  heads_efficiency: number;
+  /** Weight bytes of one head. */
+  head_bytes: number;
+} {
+  const bytesPerMs = x.copy_gbps * 1e6;
+  const head = (x.naive_bytes - x.baseline_bytes) / (x.n_heads - 1);
+  const trunk = x.baseline_bytes - head;
+  const measured = x.baseline_bytes / (bytesPerMs * x.costs.draft_step_ms);
+  const headsMs = x.naive_step_ms - trunk / (bytesPerMs * measured); // hydra_naive's heads, as measured
+  const naive_ms = trunk / (bytesPerMs * chainEfficiency) + headsMs;
+  const draftMs = x.baseline_bytes / (bytesPerMs * chainEfficiency);
+  const round = x.gamma * draftMs + (o.verifyMs ?? x.costs.verify_ms) + x.costs.accept_ms;
+  const call_ms = x.costs.prefill_ms + (o.syncMs ?? x.costs.sync_ms) + x.rounds * round;
+  return {
+    ratio: (x.output_tokens / call_ms) / (1 / naive_ms),
+    naive_ms,
+    call_ms,
+    measured_chain_efficiency: measured,
+    heads_ms: headsMs,
+    heads_efficiency: x.n_heads * head / (bytesPerMs * headsMs),
+    head_bytes: head,
+  };
+}

@@ -12,6 +12,7 @@ import {
   expectedTokensPerRound,
   modelTpsAt,
   poeCostModel,
+  ratioAtChainEfficiency,
 } from "../../bench/poe_model.ts";
 
 const COSTS = { prefill_ms: 50, draft_step_ms: 8, verify_ms: 6, accept_ms: 1, noop_round_ms: 3, sync_ms: 11 };
@@ -83,4 +84,32 @@ Deno.test("no-op rounds: encoded minus run, per timed call, in dispatches; and t
   });
   assertThrows(() => poeNoopCounts([call(5, 4)], call(5, 5), 100), Error, "encoded 4 rounds for 5");
   assertThrows(() => poeNoopCounts([], call(5, 5), 100), Error, "no call counters");
+});
+
+Deno.test("the ratio at a chain efficiency: at the measured one it is the cost model's; the heads keep their time", () => {
+  // 2 heads of 1 GB each on a 9 GB trunk: baseline 10 GB, naive 11 GB; copy 1000 GB/s (1e9 bytes a ms)
+  const x = {
+    copy_gbps: 1000,
+    baseline_bytes: 10e9,
+    naive_bytes: 11e9,
+    n_heads: 2,
+    naive_step_ms: 18 + 1.5, // the trunk at the chain's measured 50% (9 GB in 18 ms), the heads 1.5 ms
+    costs: { draft_step_ms: 20, verify_ms: 3, accept_ms: 0.5, prefill_ms: 40, sync_ms: 10 },
+    gamma: 4,
+    rounds: 8,
+    output_tokens: 33,
+  };
+  const at = ratioAtChainEfficiency(x, 0.5);
+  assertAlmostEquals(at.measured_chain_efficiency, 0.5, 1e-12);
+  assertAlmostEquals(at.naive_ms, 19.5, 1e-9);
+  const call = 40 + 10 + 8 * (4 * 20 + 3 + 0.5); // the cost model's prediction at acceptance 1
+  assertAlmostEquals(at.call_ms, call, 1e-9);
+  assertAlmostEquals(at.ratio, (33 / call) * 19.5, 1e-12);
+  // at 100%: draft 10 ms, trunk 9 ms, the heads' 1.5 ms unchanged
+  const full = ratioAtChainEfficiency(x, 1);
+  assertAlmostEquals(full.naive_ms, 10.5, 1e-9);
+  assertAlmostEquals(full.call_ms, 50 + 8 * (40 + 3.5), 1e-9);
+  assertAlmostEquals(full.ratio, (33 / full.call_ms) * 10.5, 1e-12);
+  // the verify pass and the sync replaced
+  assertAlmostEquals(ratioAtChainEfficiency(x, 1, { verifyMs: 1, syncMs: 0 }).call_ms, 40 + 8 * (40 + 1.5), 1e-9);
 });
