@@ -90,9 +90,10 @@ export const DAWN_PACKAGE = "webgpu@0.6.2";
  *
  * `disable_robustness`: Dawn clamps every buffer access of every shader to its binding (a browser's defence against
  * untrusted shaders). These kernels bound their own accesses (each is tested at sizes that are not multiples of its
- * tiles), so a run on Dawn drops the clamps, as a native engine runs. Measured on the H200 (7B, docs/PERF.md session
- * U): TTFT 47.5 -> 27.1 ms at 128 tokens and 388 -> 302 ms at 2,048, decode 5.110 -> 4.907 ms. Deno's wgpu offers no
- * such switch. `HYDRA_DAWN_ENABLE=-disable_robustness` puts the clamps back for an A/B.
+ * tiles), so a run on Dawn drops the clamps, as a native engine runs. Measured on the H200 (7B, two calls, docs/PERF.md
+ * session U): TTFT 387 -> 301 ms at 2,048 tokens and 32.9 -> 27.1 ms at 128, decode 5.111 -> 4.907 ms; the whole kernel,
+ * model and PoE suite passes on Dawn without them. Deno's wgpu offers no such switch.
+ * `HYDRA_DAWN_ENABLE=-disable_robustness` puts the clamps back for an A/B.
  */
 export const DAWN_TOGGLES = [
   "backend=vulkan",
