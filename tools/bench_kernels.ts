@@ -49,6 +49,7 @@ import {
   gemmTensor,
   gemmTensorKernelFor,
   gemmTensorWorkgroupBytes,
+  resolveTensorTiles,
   tensorGemmTolerance,
   tensorGemmUnsupported,
   tensorSubgroupSize,
@@ -814,7 +815,7 @@ const TENSOR_VARIANTS: TensorTiles[] = [
 
 /** A short name of tensor tiles: "tensor <tileM>x<tileN> s<subgroupsM>x<subgroupsN> f<fragsM>x<fragsN> k<stepK>". */
 function tensorLabel(tiles: TensorTiles): string {
-  const t = { subgroupsM: 2, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, ...tiles };
+  const t = resolveTensorTiles(tiles); // the defaults where tiles leave a knob out or undefined
   const { tileM, tileN } = tensorTileShape(t);
   return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} ` +
     (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + splitLabel(tiles.splitK);
