@@ -129,10 +129,59 @@ export const PASSES_PER_SAMPLE = 8;
 export const TTFT_MIN_SAMPLES = 10;
 
 /**
+ * A measurement that starts after the GPU idled longer than this (ms: no measurement ran, e.g. while a model was
+ * built) first ramps the clocks up (`rampClocks`).
+ */
+export const RAMP_AFTER_IDLE_MS = 1000;
+
+/** The clock ramp lasts this many times the warm-up budget (warmup_ms: 200 ms by default, so 1 s). */
+export const RAMP_WARMUPS = 5;
+
+/** performance.now() when the last GPU measurement of this process ended. */
+let lastMeasurementEnd = Number.NEGATIVE_INFINITY;
+
+/**
+ * Wall ms of clock ramp a measurement starting `idleMs` after the previous one gets: RAMP_WARMUPS x `warmupMs` after an
+ * idle GPU, else none. Why: an idle GPU lowers its clocks and raises them only under sustained load (docs/PERF.md,
+ * "Caution, learned the hard way"). On the H200 (2026-11-30, session U) a process that began with Dawn measured its
+ * 7B 128-token TTFT, its first measurement after ~10 s of pipeline builds, 1.6-1.8x slower than the same process run
+ * second in a call, whatever its toggles; its 2,048-token TTFT and decode, later, agreed within 0.4%. Not yet re-measured
+ * with the ramp.
+ */
+export function rampMsAfter(idleMs: number, warmupMs: number): number {
+  return idleMs > RAMP_AFTER_IDLE_MS ? RAMP_WARMUPS * warmupMs : 0;
+}
+
+/**
+ * Keeps the GPU busy with untimed copies of the measured pass for `ms` of wall time, in submissions grown to ~50 ms each
+ * (a pass per readback would leave the GPU idle behind Deno's ~11 ms sync). Returns the passes run.
+ */
+export async function rampClocks(
+  gpu: Gpu,
+  label: string,
+  encode: (encoder: GPUCommandEncoder, pass: GPUComputePassDescriptor) => void,
+  ms: number,
+): Promise<number> {
+  const end = performance.now() + ms;
+  let batch = 1, passes = 0;
+  while (performance.now() < end) {
+    const t0 = performance.now();
+    const encoder = gpu.device.createCommandEncoder({ label: `${label} (clock ramp)` });
+    for (let i = 0; i < batch; i++) encode(encoder, { label: `${label} (clock ramp)` });
+    gpu.device.queue.submit([encoder.finish()]);
+    await gpu.finish();
+    passes += batch;
+    batch = Math.min(1024, Math.max(batch, Math.ceil((batch * 50) / Math.max(performance.now() - t0, 0.01))));
+  }
+  return passes;
+}
+
+/**
  * Times GPU work: `encode(encoder, descriptor)` records one pass (and any copies it needs before it, e.g. a state
- * reset) with the given timestamp descriptor. One probe pass is timed first (it also warms up), and `planSamples`
- * decides from its GPU time how many back-to-back passes a sample averages (PASSES_PER_SAMPLE, or one for a long
- * pass) and how few samples are enough (`minSamples`, or fewer for long passes when the budget affords no more).
+ * reset) with the given timestamp descriptor. After an idle GPU the clocks are ramped up first (`rampMsAfter`). One
+ * probe pass is timed (it also warms up), and `planSamples` decides from its GPU time how many back-to-back passes a
+ * sample averages (PASSES_PER_SAMPLE, or one for a long pass) and how few samples are enough (`minSamples`, or fewer
+ * for long passes when the budget affords no more).
  */
 async function gpuBenchmark(
   gpu: Gpu,
@@ -152,10 +201,13 @@ async function gpuBenchmark(
     return ms.reduce((a, b) => a + b, 0) / ms.length;
   };
   try {
+    const ramp = rampMsAfter(performance.now() - lastMeasurementEnd, budgets.warmupMs);
+    if (ramp > 0) await rampClocks(gpu, label, encode, ramp);
     const plan = planSamples(await sample(1), { repMs: budgets.repMs, passesPerSample: PASSES_PER_SAMPLE, minSamples });
     return await benchmark(() => sample(plan.passes), { ...budgets, minReps: plan.minReps });
   } finally {
     timer.destroy();
+    lastMeasurementEnd = performance.now();
   }
 }
 
