@@ -15,7 +15,8 @@
  * is `attention` with the QK-norm statistics from the QKV matvec's partial sums (`qkStats`). `--check` exits 1 when the sum
  * of the per-dispatch times is more than 5% off the step timed whole.
  *
- * `--config poe_verify` profiles the verify part of a PoE round (poe/poe.ts `PoeRoundParts.verify`) instead, on the
+ * `--config poe_verify` profiles the verify part of a plain PoE round (poe/poe.ts `PoeRoundParts.verify`; with
+ * HYDRA_POE_PIPELINE=1 the pipelined round's, the last draft step's head beside the verifiers) instead, on the
  * Hydra hydra_naive uses (`--n-heads`, `--heads-depth`, random weights; head 0 drafts, the others are the jury): POS =
  * LEN, every verifier head over `--gamma` saved trunk states (its matvecs at M = gamma, its attention over context +
  * gamma keys) and the jury's log-softmax. Each context starts from a prefill of that many random ids, whose control
@@ -170,7 +171,11 @@ export async function main(argv: string[]): Promise<number> {
         weights: { kind: "random", seed: SEED },
         fuse: fuseWith,
       });
-      const poe = verify ? new PoE(model, { gamma, beta: 1, temperature: 0, maxNewTokens }) : undefined;
+      // the verification alone (the plain round's verify part); HYDRA_POE_PIPELINE=1 profiles the pipelined round's,
+      // the last draft step's head beside the verifiers
+      const poe = verify
+        ? new PoE(model, { gamma, beta: 1, temperature: 0, maxNewTokens, pipeline: false })
+        : undefined;
       const decoder = verify ? undefined : new Decoder(model);
       const at = gpu.buffer("profile ctl", model.ctl.size);
       try {

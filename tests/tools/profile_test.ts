@@ -56,7 +56,7 @@ gpuTest(
       maxLogitRows: GAMMA,
       weights: { kind: "random", seed: 1 },
     });
-    const poe = new PoE(model, { gamma: GAMMA, beta: 1, temperature: 0, maxNewTokens: GAMMA + 1 });
+    const poe = new PoE(model, { gamma: GAMMA, beta: 1, temperature: 0, maxNewTokens: GAMMA + 1, pipeline: false });
     try {
       const { verify, accept } = poe.roundParts;
       const family = (name: string): FamilyProfile => {
