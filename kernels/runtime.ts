@@ -104,7 +104,7 @@ export const DAWN_TOGGLES = [
 /**
  * `HYDRA_DAWN_ENABLE=<toggle>[,<toggle>]`: Dawn toggles to enable besides DAWN_TOGGLES' own, for an A/B on the GPU; a
  * name with a leading `-` takes one of DAWN_TOGGLES' enabled toggles away (`-disable_robustness`). results.json records
- * the toggles a run used (`device.toggles`, and the variable in `provenance.engine_overrides`).
+ * the toggles a run used (`runtime_toggles`, and the variable in `provenance.engine_overrides`).
  */
 export const DAWN_ENABLE_ENV = "HYDRA_DAWN_ENABLE";
 
