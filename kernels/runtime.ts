@@ -184,7 +184,8 @@ export class Gpu {
    * UserError when there is none.
    */
   static async create(runtime: WebgpuRuntime = "deno"): Promise<Gpu> {
-    const entry = runtime === "dawn" ? await dawnEntry() : navigator.gpu;
+    const toggles = runtime === "dawn" ? dawnToggles() : []; // read once: what the instance uses is what is recorded
+    const entry = runtime === "dawn" ? await dawnEntry(toggles) : navigator.gpu;
     if (!entry) throw new UserError(NO_ADAPTER);
     let adapter: GPUAdapter | null = null;
     try {
@@ -224,7 +225,7 @@ export class Gpu {
     const description: GpuDescription = {
       runtime,
       runtimeVersion: runtime === "dawn" ? DAWN_PACKAGE : `deno ${Deno.version.deno}`,
-      toggles: runtime === "dawn" ? dawnToggles() : [],
+      toggles,
       vendor: info.vendor,
       architecture: info.architecture,
       device: info.device,
@@ -558,11 +559,11 @@ export function runtimeFromFlag(flag: string | undefined): WebgpuRuntime {
 const NO_DAWN_ADAPTER = "Dawn (npm " + DAWN_PACKAGE + ") found no WebGPU adapter on its Vulkan backend: it needs a " +
   "GPU driver (Mesa's software lavapipe lacks features Dawn requires); use the built-in runtime (--webgpu deno).";
 
-/** Dawn's `GPU` entry point, made with `dawnToggles()`; UserError when its addon cannot be loaded. */
-async function dawnEntry(): Promise<GPU> {
+/** Dawn's `GPU` entry point, made with `toggles` (`dawnToggles()`); UserError when its addon cannot be loaded. */
+async function dawnEntry(toggles: string[]): Promise<GPU> {
   try {
     const dawn = await import("webgpu");
-    return dawn.create(dawnToggles()) as unknown as GPU;
+    return dawn.create(toggles) as unknown as GPU;
   } catch (e) {
     throw new UserError(
       `The Dawn runtime (npm ${DAWN_PACKAGE}) could not be loaded (${e instanceof Error ? e.message : e}); run ` +

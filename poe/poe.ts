@@ -127,6 +127,8 @@ export class PoE {
   readonly draftHead: number;
   /** Verifier heads, in the order of their logits slots 1..N-1. */
   readonly verifiers: number[];
+  /** The verifiers' logits slots (1..N-1; the draft head's is 0). */
+  readonly #verifierSlots: number[];
   /** Whether rounds are pipelined (`PoeOptions.pipeline`). */
   readonly pipeline: boolean;
   /** The parts of one round (see PoeRoundParts). */
@@ -155,6 +157,7 @@ export class PoE {
       throw new UserError(`The draft head ${this.draftHead} is not one of the ${model.nHeads} heads.`);
     }
     this.verifiers = Array.from({ length: model.nHeads }, (_, h) => h).filter((h) => h !== this.draftHead);
+    this.#verifierSlots = this.verifiers.map((_, s) => s + 1);
     const pipelineEnv = numberChoiceFromEnv(POE_PIPELINE_ENV, [0, 1], "a switch");
     this.pipeline = pipelineEnv === undefined ? options.pipeline ?? true : pipelineEnv === 1;
     this.decoder = new Decoder(model);
@@ -184,14 +187,13 @@ export class PoE {
       { length: gamma },
       (_, i) => pipelined && i === gamma - 1 ? trunkOf(i) : [...trunkOf(i), ...draftHead, ...pick],
     );
-    const slots = this.verifiers.map((_, s) => s + 1);
     const verifiers = (posBack: number): HeadPass[] =>
       this.verifiers.map((head, s) => ({
         head,
         rows: gamma,
         lastTokenOnly: false,
         input: "trunkStates",
-        slot: slots[s],
+        slot: this.#verifierSlots[s],
         posBack,
       }));
     // The verifier heads in lock-step (HydraTransformer.lockstep), at POS = LEN; pipelined, beside the last draft
@@ -205,7 +207,7 @@ export class PoE {
         ...pick,
       ]
       : [controlStep(this.gpu, { ctl, op: ControlOp.POS_TO_LEN, gated }), ...m.lockstep(verifiers(0), gated)];
-    const jury = this.decoder.combine("jury", gamma, { gated, heads: slots });
+    const jury = this.decoder.combine("jury", gamma, { gated, heads: this.#verifierSlots });
     return {
       pipelined,
       draftStep: [...trunkOf(0), ...draftHead, ...pick],
@@ -233,9 +235,9 @@ export class PoE {
       // every head, in lock-step where the prompt is short enough (HydraShape.lockstepRows)
       ...m.heads([this.draftHead, ...this.verifiers], P, {
         lastTokenOnly: true,
-        slots: [0, ...this.verifiers.map((_, s) => s + 1)],
+        slots: [0, ...this.#verifierSlots],
       }),
-      ...this.decoder.pick("jury", 1, P - 1, { heads: this.verifiers.map((_, s) => s + 1) }),
+      ...this.decoder.pick("jury", 1, P - 1, { heads: this.#verifierSlots }),
       controlStep(this.gpu, { ctl: m.ctl, op: ControlOp.AFTER_PREFILL, rows: P }),
     ]);
   }
