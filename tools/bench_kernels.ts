@@ -15,6 +15,8 @@
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
  * `--gemm-probe [--rows 2048]` (Dawn): the same for the tensor-core GEMM at the 7B products (`benchGemmProbe`).
+ * `--gemm --tensor-tiles JSON`: only the tensor-core GEMM, at the listed TensorTiles (a tile sweep; `--tiles` likewise
+ * for the f32 GEMM's alone).
  *
  * `--overhead`: per-dispatch costs (shared and distinct outputs, gated-off and tiny dispatches), then whether independent
  * chains of dependent dispatches overlap (`benchIndependentChains`: the measurement behind heads in lock-step).
@@ -24,7 +26,8 @@
  * or staged, over grid caps) for qkv and gate_up at one row.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe] [--gemm-probe]
- *                                      [--gemm [--rows 128] [--tiles JSON] [--size 7b|1b]] [--matvec [--rows 1,4]]
+ *                                      [--gemm [--rows 128] [--tiles JSON] [--tensor-tiles JSON] [--size 7b|1b]]
+ *                                      [--matvec [--rows 1,4]]
  *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE]
  *                                      [--webgpu deno|dawn]
  *
@@ -79,7 +82,7 @@ import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["json", "rows", "tiles", "webgpu", "variants", "size"],
+  string: ["json", "rows", "tiles", "tensor-tiles", "webgpu", "variants", "size"],
   boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill", "attention-probe", "gemm-probe"],
 });
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
@@ -828,20 +831,25 @@ function tensorLabel(tiles: TensorTiles): string {
 async function benchGemm(): Promise<void> {
   const rows = Number(args.rows ?? 128);
   const f16 = gpu.has("shader-f16");
+  const tensorGiven = args["tensor-tiles"] !== undefined;
   const fma: GemmTiles[] = args.tiles
     ? JSON.parse(args.tiles)
+    : tensorGiven
+    ? []
     : args.quick
     ? [...GEMM_QUICK_VARIANTS, ...(f16 ? GEMM_F16_VARIANTS.slice(0, 4) : [])]
     : [...GEMM_VARIANTS, ...(f16 ? GEMM_F16_VARIANTS : [])];
   if (!f16) console.log("f16-multiply GEMM: not run (the device lacks shader-f16)");
   const unsupported = tensorGemmUnsupported(gpu);
-  const tensor: TensorTiles[] = unsupported || args.tiles
+  const tensor: TensorTiles[] = unsupported || (args.tiles && !tensorGiven)
     ? []
+    : tensorGiven
+    ? JSON.parse(args["tensor-tiles"]!)
     : args.quick
     ? TENSOR_VARIANTS.slice(0, 4)
     : [...TENSOR_VARIANTS];
   // Split-K: at most 3 lines per shape in --quick (f32 S = 4, tensor S = 2 and 4). Tensor stepK is per shape.
-  if (!args.tiles) {
+  if (!args.tiles && !tensorGiven) {
     fma.push(...(args.quick ? [4] : SPLIT_K_FACTORS).map((splitK) => ({ splitK })));
     if (!unsupported) tensor.push(...(args.quick ? [2, 4] : SPLIT_K_FACTORS).map((splitK) => ({ splitK })));
   }
@@ -867,6 +875,7 @@ async function benchGemm(): Promise<void> {
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
   const exponents = gpu.buffer("exponents", rows * 4);
+  const xHalf = gpu.buffer("f16 rows", rows * 11008 * 2); // the tensor-core GEMM's input: the pre-pass's f16 rows
   const splits = variants.map((v) => v.tiles.splitK ?? 1);
   const { maxStorageBufferBindingSize, maxBufferSize } = gpu.device.limits;
   for (const s of shapes) {
@@ -900,8 +909,8 @@ async function benchGemm(): Promise<void> {
             ...reduce(),
           ])
           : weights.flatMap((w) => [
-            rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
-            gemmTensor(gpu, { ...product, weight: w, exponents, ...(tiles as TensorTiles) }),
+            rowScale(gpu, { ctl, x, exponents, xHalf, rows, k: s.k }),
+            gemmTensor(gpu, { ...product, x: xHalf, weight: w, exponents, ...(tiles as TensorTiles) }),
             ...reduce(),
           ]);
       } catch (e) {
@@ -947,6 +956,7 @@ async function benchGemm(): Promise<void> {
     for (const w of weights) w.destroy();
   }
   exponents.destroy();
+  xHalf.destroy();
   console.log(`one ${size.toUpperCase()} layer's GEMMs at M=${rows} (qkv + gate_up + down + o), fastest first:`);
   const layerShapes = shapes.filter((s) => s.name !== "7b gate_up plain").length;
   const complete = [...totals].filter(([, t]) => t.shapes === layerShapes).sort((a, b) => a[1].us - b[1].us);
@@ -957,7 +967,7 @@ async function benchGemm(): Promise<void> {
  * Where the tensor-core GEMM's time goes (`--gemm-probe`, Dawn): the 7B products at M = 128 (and `--rows`), with
  * linear's tiles, as built and with parts of the k loop replaced (each binding still read, so the layout stays): no
  * global reads (constants staged), no products (no subgroup-matrix multiply-accumulate, so no matrix loads either),
- * neither, and one workgroup-memory store per staged vec4 instead of 4 (x) or 8 (weights). Prints us per product; the
+ * neither, and one workgroup-memory store per staged vec4 instead of 8. Prints us per product; the
  * outputs of the probes are wrong by design.
  */
 async function benchGemmProbe(): Promise<void> {
@@ -967,13 +977,13 @@ async function benchGemmProbe(): Promise<void> {
     return;
   }
   const noReads: [string | RegExp, string][] = [
-    ["return x[s.src + k0 / 4u];", "return vec4<f32>(f32(k0 & 7u));"],
+    ["return x[s.src + k0 / 8u];", "return vec4<u32>(0x3c003c00u | (k0 & 7u));"],
     ["return w[s.src + k0 / 8u];", "return vec4<u32>(0x3c003c00u | (k0 & 7u));"],
     ["if (gated_off()) { return; }", "if (gated_off()) { return; }\n  _ = x[0]; _ = w[0];"],
   ];
   const noProducts: [string | RegExp, string][] = [[/^\s*\w+ = subgroupMatrixMultiplyAccumulate\([^;]*\);$/gm, ""]];
   const oneStore: [string | RegExp, string][] = [
-    [/ {2}xs\[i\] = h\.x;[^}]*/, "  xs[i] = h.x + h.y + h.z + h.w;\n"],
+    [/ {2}xs\[i\] = a\.x;[^}]*/, "  xs[i] = a.x + a.y + b.x + b.y + c.x + c.y + d.x + d.y;\n"],
     [/ {2}ws\[i\] = f16\(bf16_lo\(p\.x\)\);[^}]*/, "  ws[i] = f16(bf16_lo(p.x ^ p.y ^ p.z ^ p.w));\n"],
   ];
   const swaps: Record<string, [string | RegExp, string][]> = {
@@ -984,6 +994,7 @@ async function benchGemmProbe(): Promise<void> {
     "1 store a vec4": oneStore,
   };
   const exponents = gpu.buffer("exponents", 2048 * 4);
+  const xHalf = gpu.buffer("f16 rows", 2048 * 11008 * 2);
   for (const rows of [128, ...(args.rows ? [Number(args.rows)] : [])]) {
     for (const s of DECODE_SHAPES_7B) {
       const { nw, weights } = weightPool(s);
@@ -997,8 +1008,8 @@ async function benchGemmProbe(): Promise<void> {
         if (sw.length && source === k.source) throw new Error(`gemm_probe: ${name} changed nothing`);
         const kernel = { name: `${k.name} (${name})`, source };
         const ds = weights.flatMap((w) => [
-          rowScale(gpu, { ctl, x, exponents, rows, k: s.k }),
-          gemmTensor(gpu, { ...product, weight: w, exponents, ...tiles }, kernel),
+          rowScale(gpu, { ctl, x, exponents, xHalf, rows, k: s.k }),
+          gemmTensor(gpu, { ...product, x: xHalf, weight: w, exponents, ...tiles }, kernel),
         ]);
         const us = await medianMs(ds, weights.length) * 1000;
         console.log(
@@ -1012,6 +1023,7 @@ async function benchGemmProbe(): Promise<void> {
     }
   }
   exponents.destroy();
+  xHalf.destroy();
 }
 
 const bw = await measureCopyBandwidth(gpu);

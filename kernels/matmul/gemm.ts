@@ -205,13 +205,16 @@ export function stagingHelpers(threads: number) {
   return { item, indent, guard };
 }
 
-/** The WGSL comment on bindings 0-3 that every tiled product (this GEMM, gemm_tensor.ts) shares. */
-export function productBindingsDoc(swiglu: boolean): string {
+/** The WGSL comment on bindings 0-3 that every tiled product (this GEMM, gemm_tensor.ts) shares; `x` its binding 2. */
+export function productBindingsDoc(
+  swiglu: boolean,
+  x = "2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32",
+): string {
   return `// bindings:
 //   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
 //   1 w   [NW, K / 8] vec4<u32>      bf16 weight, row-major [NW, K], two bf16 per u32 (lower k in the low half);
 //                                    NW = ${swiglu ? "2N (rows 0..N-1 gate, N..2N-1 up)" : "N"}
-//   2 x   [M, K / 4] vec4<f32>       input rows, row-major [M, K] f32
+//   ${x}
 //   3 y   [M, N] f32, read_write     output rows, row-major`;
 }
 

@@ -1,19 +1,27 @@
 /**
  * Tensor-core GEMM for prefill on Dawn, through WGSL subgroup matrices (`chromium_experimental_subgroup_matrix`):
- * y[m, n] = sum_k x[m, k] * W[n, k], the function of the tiled f32 GEMM (`gemm.ts`) and the matvec, with the same
- * bindings plus the per-row exponents of the `row_scale.ts` pre-pass, f16 x f16 products accumulated in f32.
+ * y[m, n] = sum_k x[m, k] * W[n, k], the function of the tiled f32 GEMM (`gemm.ts`) and the matvec, from the outputs
+ * of the `row_scale.ts` half pre-pass: the rows as f16, xh[m, k] = f16(x[m, k] * 2^-e[m]), and their exponents e[m];
+ * f16 x f16 products accumulated in f32.
  *
  * A workgroup owns a TILE_M x TILE_N tile of y and is SUBGROUPS_M x SUBGROUPS_N subgroups; each subgroup owns
  * FRAGS_M x FRAGS_N 16x16 result matrices (`subgroup_matrix_result<f32, 16, 16>`). Per step of TILE_K the workgroup
- * stages x rows (times 2^-e[m], converted to f16) and weight rows (bf16 to f16, exact in f16's normal range) in
- * workgroup memory, k-contiguous; each subgroup then loads its 16x16 left matrices (row-major x) and right matrices
- * (the weight rows read column-major: right[k][n] = W[n, k]) and multiply-accumulates. The global reads of the next k
- * tile are issued before the products of the current one (the "prefetch" pipeline of gemm.ts). Epilogue: each
- * subgroup stores one result matrix at a time to its slice of workgroup memory, and its invocations scale the rows
- * back by 2^e[m] (exact), apply the SwiGLU for that epilogue, and store the elements inside M x N.
+ * stages xh rows (copied) and weight rows (bf16 to f16, exact in f16's normal range) in workgroup memory,
+ * k-contiguous; each subgroup then loads its 16x16 left matrices (row-major x) and right matrices (the weight rows
+ * read column-major: right[k][n] = W[n, k]) and multiply-accumulates. The global reads of the next k tile are issued
+ * before the products of the current one. With BUFFERS = 2 (the default where it fits) the workgroup memory holds two
+ * k tiles: the next one is staged into the other buffer while this one is multiplied, one barrier a k step; with 1,
+ * two barriers a step (staged, consumed). Epilogue: each subgroup stores one result matrix at a time to its slice of
+ * workgroup memory, and its invocations scale the rows back by 2^e[m] (exact), apply the SwiGLU for that epilogue,
+ * and store the elements inside M x N.
+ *
+ * Why f16 rows from the pre-pass: with x staged as f32 and converted in the k loop, x was two thirds of the bytes a
+ * workgroup staged (every N tile re-reads all of x), and the k loop's time followed the bytes staged (~100 TFLOP/s at
+ * M = 2,048 with 64 x 64 tiles: L2-bound, docs/PERF.md). Larger tiles cut the re-reads further: bytes staged per
+ * output and k are 2 / TILE_N + 2 / TILE_M.
  *
  * Shapes: any M; N a multiple of 16; K a multiple of TILE_K (16, 32 or 64): the OLMo-2 shapes are (K = 2048, 4096,
- * 8192, 11008 = 172 * 64). Subgroups are taken to be consecutive invocations (local_invocation_index / SUBGROUP_SIZE),
+ * 8192, 11008 = 172 * 64); xh is [M, K] f16, 8 to a vec4<u32>. Subgroups are taken to be consecutive invocations (local_invocation_index / SUBGROUP_SIZE),
  * true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size (min = max) and the f16 16x16x16 config.
  *
  * `splitK: S > 1` generates the split-K variant, as the f32 GEMM's (`gemm.ts`): S times the workgroups, each reducing
@@ -47,7 +55,10 @@ const FRAG = 16;
 /** f16 elements a staged row is padded by: rows stay 16-byte aligned (cooperative matrix loads need it). */
 const PAD = 8;
 
-/** Tile shape of the tensor-core GEMM: a workgroup computes (16 * subgroupsM * fragsM) x (16 * subgroupsN * fragsN). */
+/**
+ * Tile shape of the tensor-core GEMM: a workgroup computes (16 * subgroupsM * fragsM) x (16 * subgroupsN * fragsN),
+ * staging k tiles of stepK in `buffers` workgroup buffers.
+ */
 export interface TensorTiles {
   /** Subgroups of a workgroup along M (default 2). */
   subgroupsM?: number;
@@ -61,6 +72,8 @@ export interface TensorTiles {
   stepK?: number;
   /** Split-K factor, one of SPLIT_KS (default 1); with S > 1, K / S must be a multiple of stepK and `y` the scratch. */
   splitK?: number;
+  /** Staged k tiles in workgroup memory: 2 (default; one barrier a k step) or 1 (two barriers, half the memory). */
+  buffers?: number;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -71,6 +84,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   fragsN: 2,
   stepK: 32,
   splitK: 1,
+  buffers: 2,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -81,7 +95,10 @@ export interface GemmTensorKernelSpec extends TensorTiles {
   subgroupSize?: number;
 }
 
-/** Arguments of one tensor-core GEMM dispatch: the product, the row exponents and tile knobs. */
+/**
+ * Arguments of one tensor-core GEMM dispatch: the product, with `x` the half pre-pass's f16 rows [rows, k] (not the
+ * f32 input), the row exponents, and tile knobs.
+ */
 export interface GemmTensorArgs extends ProductArgs, TensorTiles {
   /** i32 [rows]: the exponents `rowScale` computed for x. */
   exponents: GPUBuffer | BufferSlice;
@@ -95,6 +112,7 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   }
   if (![16, 32, 64].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32 or 64)`);
   checkSplitKFactor("gemm_tensor", t.splitK);
+  if (t.buffers !== 1 && t.buffers !== 2) throw new Error(`gemm_tensor: buffers = ${t.buffers} (1 or 2)`);
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
@@ -113,7 +131,7 @@ function checkEpilogue(epilogue: number): void {
 function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
-    `_w${subgroupSize}${t.splitK > 1 ? `_split${t.splitK}` : ""}`;
+    `_b${t.buffers}_w${subgroupSize}${t.splitK > 1 ? `_split${t.splitK}` : ""}`;
 }
 
 /** Output rows and columns of a workgroup's tile, and its k step. */
@@ -122,13 +140,16 @@ export function tensorTileShape(tiles: TensorTiles = {}): { tileM: number; tileN
   return { tileM: FRAG * t.subgroupsM * t.fragsM, tileN: FRAG * t.subgroupsN * t.fragsN, stepK: t.stepK };
 }
 
-/** Workgroup memory (bytes) of the kernel: staged x and weight rows (f16) and one f32 16x16 matrix per subgroup. */
+/**
+ * Workgroup memory (bytes) of the kernel: `buffers` k tiles of staged x and weight rows (f16) and one f32 16x16 matrix
+ * per subgroup.
+ */
 export function gemmTensorWorkgroupBytes(tiles: TensorTiles = {}, epilogue: number = Epilogue.PLAIN): number {
   const t = resolveTensorTiles(tiles);
   const { tileM, tileN } = tensorTileShape(t);
   const stride = t.stepK + PAD;
   const weightRows = tileN * (epilogue === Epilogue.SWIGLU ? 2 : 1);
-  return 2 * stride * (tileM + weightRows) + 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
+  return 2 * stride * (tileM + weightRows) * t.buffers + 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
 }
 
 /**
@@ -185,7 +206,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const subgroups = t.subgroupsM * t.subgroupsN;
   const threads = sgSize * subgroups;
   const { tileM, tileN } = tensorTileShape(t);
-  const xItems = tileM * (t.stepK / 4); // vec4<f32> of x staged per k tile
+  const xItems = tileM * (t.stepK / 8); // vec4<u32> (8 f16) of xh staged per k tile
   const wItems = tileN * (swiglu ? 2 : 1) * (t.stepK / 8); // vec4<u32> (8 bf16) of weight staged per k tile
   const xSlots = range(Math.ceil(xItems / threads));
   const wSlots = range(Math.ceil(wItems / threads));
@@ -193,6 +214,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const perLane = range((FRAG * FRAG) / sgSize); // elements of a 16x16 matrix each invocation of a subgroup stores
   const split = t.splitK > 1;
   const kBegin = split ? "k_begin" : "0u", kEnd = split ? "k_end" : "K"; // this workgroup's k range
+  const double = t.buffers === 2;
 
   const { item, indent, guard } = stagingHelpers(threads);
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
@@ -201,26 +223,34 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
       ...xSlots.map((s) => `px${s} = load_x(sx${s}, ${k0});`),
       ...wSlots.map((s) => `pw${s} = load_w(sw${s}, ${k0});`),
     ]);
-  // The registers into workgroup memory.
-  const store = (pad: string) =>
+  // The registers into workgroup memory (buffer `b`: its offsets xb, wb).
+  const store = (pad: string, b: string) =>
     indent(pad, [
-      ...xSlots.map((s) => guard(s, xItems, `stage_x(sx${s}.dst, px${s}, fx${s});`)),
-      ...wSlots.map((s) => guard(s, wItems, `stage_w(sw${s}.dst, pw${s});`)),
+      "{",
+      ...(double ? [`  let xb = ${b} * X_BUF;`, `  let wb = ${b} * W_BUF;`] : []),
+      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}sx${s}.dst, px${s});`)),
+      ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, pw${s});`)),
+      "}",
     ]);
+  const at = (base: string) => double ? `${base} + ` : ""; // the staged buffer's offset in a matrix load
   // The products of the staged k tile, 16 k at a time: the subgroup's left matrices (x rows), right matrices (weight
   // rows, and the up rows for SWIGLU), then every result matrix.
   const compute = range(t.stepK / FRAG).map((q) =>
     indent("    ", [
       "{",
       ...FI.map((i) =>
-        `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, (sm + ${i * FRAG}u) * XS + ${q * FRAG}u, XS);`
+        `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, ${at("xb")}(sm + ${i * FRAG}u) * XS + ${
+          q * FRAG
+        }u, XS);`
       ),
       ...FJ.map((j) =>
-        `  let b${j} = subgroupMatrixLoad<Right, col_major>(&ws, (sn + ${j * FRAG}u) * XS + ${q * FRAG}u, XS);`
+        `  let b${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${at("wb")}(sn + ${j * FRAG}u) * XS + ${
+          q * FRAG
+        }u, XS);`
       ),
       ...(swiglu
         ? FJ.map((j) =>
-          `  let v${j} = subgroupMatrixLoad<Right, col_major>(&ws, (TILE_N + sn + ${j * FRAG}u) * XS + ${
+          `  let v${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${at("wb")}(TILE_N + sn + ${j * FRAG}u) * XS + ${
             q * FRAG
           }u, XS);`
         )
@@ -273,8 +303,13 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
     name,
     source: /* wgsl */ `
 // ${name}: y[m, n] = ${swiglu ? "silu(gate[m, n]) * up[m, n]" : "sum_k x[m, k] * W[n, k]"} on subgroup matrices.
-${productBindingsDoc(swiglu)}
-//   4 e   [M] i32                    row exponents (row_scale.ts): x is staged as f16(x * 2^-e[m])
+${
+      productBindingsDoc(
+        swiglu,
+        "2 xh  [M, K / 8] vec4<u32>       input rows as f16(x * 2^-e[m]) (row_scale.ts), 8 to a vec4",
+      )
+    }
+//   4 e   [M] i32                    row exponents (row_scale.ts)
 // N must be a multiple of 16 and K of TILE_K; M is free.
 ${TILE_GRID_DOC}${split ? `\n${splitKGridDoc(swiglu)}` : ""}
 override K: u32;
@@ -290,19 +325,23 @@ const TILE_N: u32 = ${tileN}u;
 const W_ROWS: u32 = ${swiglu ? "2u * TILE_N" : "TILE_N"}; // staged weight rows: the tile's ${
       swiglu ? "gate rows, then its up rows" : "rows"
     }
+const BUFFERS: u32 = ${t.buffers}u; // k tiles staged at once
 // f16 per staged row: TILE_K + 8, a multiple of 8 (16-byte aligned rows, as cooperative matrix loads require) whose
 // 8 consecutive rows start in 8 distinct groups of 4 banks (40 halves = 20 banks, 24 = 12, 72 = 36): the 16-byte
 // row segments a 16x16 load reads are conflict-free.
 const XS: u32 = TILE_K + ${PAD}u;
+const X_BUF: u32 = TILE_M * XS; // f16 of one staged x tile (buffer b starts at b * X_BUF)
+const W_BUF: u32 = W_ROWS * XS;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> e: array<i32>;${split ? `\n${SPLIT_K_PRIVATES}` : ""}
-// xs[r * XS + c] = f16(x[m0 + r, k0 + c] * 2^-e[m0 + r]); ws[r * XS + c] = f16(W[row, k0 + c]) of weight row n0 + r
-// (r < TILE_N) or up row N + n0 + r - TILE_N; zero past M or N. es: one 16x16 f32 matrix per subgroup (epilogue).
-var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD)}>;
-var<workgroup> ws: array<f16, ${tileN * (swiglu ? 2 : 1) * (t.stepK + PAD)}>;
+// Buffer b: xs[b * X_BUF + r * XS + c] = xh[m0 + r, k0 + c]; ws[b * W_BUF + r * XS + c] = f16(W[row, k0 + c]) of
+// weight row n0 + r (r < TILE_N) or up row N + n0 + r - TILE_N; zero past M or N. es: one 16x16 f32 matrix per
+// subgroup (epilogue).
+var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD) * t.buffers}>;
+var<workgroup> ws: array<f16, ${tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers}>;
 var<workgroup> es: array<f32, ${FRAG * FRAG * subgroups}>;
 alias Left = subgroup_matrix_left<f16, ${FRAG}, ${FRAG}>;
 alias Right = subgroup_matrix_right<f16, ${FRAG}, ${FRAG}>;
@@ -315,18 +354,11 @@ struct Slot {
   ok: bool, // inside the matrix (else zeros are staged)
 }
 
-// Staged x item i: row r = i / (TILE_K / 4) of the tile, k0 + 4c .. k0 + 4c + 3 with c = i % (TILE_K / 4).
+// Staged x item i: row r = i / (TILE_K / 8) of the tile, k0 + 8c .. k0 + 8c + 7 with c = i % (TILE_K / 8).
 fn x_slot(i: u32, m0: u32) -> Slot {
-  let r = i / (TILE_K / 4u);
-  let c = i % (TILE_K / 4u);
-  return Slot((m0 + r) * (K / 4u) + c, r * XS + 4u * c, m0 + r < M);
-}
-
-// The factor 2^-e[m] of staged x item i's row (0 past M).
-fn x_factor(i: u32, m0: u32) -> f32 {
-  let m = m0 + i / (TILE_K / 4u);
-  if (m < M) { return ldexp(1.0, -e[m]); }
-  return 0.0;
+  let r = i / (TILE_K / 8u);
+  let c = i % (TILE_K / 8u);
+  return Slot((m0 + r) * (K / 8u) + c, r * XS + 8u * c, m0 + r < M);
 }
 
 // Staged weight item i: k0 + 8c .. k0 + 8c + 7 of staged row r, the weight row n0 + r, or for r >= TILE_N the up row.
@@ -339,9 +371,9 @@ fn w_slot(i: u32, n0: u32) -> Slot {
 }
 
 // K is a multiple of TILE_K: a k tile is inside K or entirely past it (the prefetch after the last one).
-fn load_x(s: Slot, k0: u32) -> vec4<f32> {
-  if (s.ok && k0 < ${kEnd}) { return x[s.src + k0 / 4u]; }
-  return vec4<f32>();
+fn load_x(s: Slot, k0: u32) -> vec4<u32> {
+  if (s.ok && k0 < ${kEnd}) { return x[s.src + k0 / 8u]; }
+  return vec4<u32>();
 }
 
 fn load_w(s: Slot, k0: u32) -> vec4<u32> {
@@ -349,13 +381,20 @@ fn load_w(s: Slot, k0: u32) -> vec4<u32> {
   return vec4<u32>();
 }
 
-// 4 x values of a row, scaled by the row's factor (a power of two: exact), rounded to f16.
-fn stage_x(i: u32, v: vec4<f32>, f: f32) {
-  let h = vec4<f16>(v * f);
-  xs[i] = h.x;
-  xs[i + 1u] = h.y;
-  xs[i + 2u] = h.z;
-  xs[i + 3u] = h.w;
+// 8 f16 of a row (scaled and rounded by the pre-pass), copied.
+fn stage_x(i: u32, p: vec4<u32>) {
+  let a = bitcast<vec2<f16>>(p.x);
+  let b = bitcast<vec2<f16>>(p.y);
+  let c = bitcast<vec2<f16>>(p.z);
+  let d = bitcast<vec2<f16>>(p.w);
+  xs[i] = a.x;
+  xs[i + 1u] = a.y;
+  xs[i + 2u] = b.x;
+  xs[i + 3u] = b.y;
+  xs[i + 4u] = c.x;
+  xs[i + 5u] = c.y;
+  xs[i + 6u] = d.x;
+  xs[i + 7u] = d.y;
 }
 
 // 8 bf16 of a weight row as f16 (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals: error <= 2^-25).
@@ -411,9 +450,8 @@ ${tileOrigin(split)}
   let sn = (sg / SUBGROUPS_M) * (FRAGS_N * ${FRAG}u);
   // This invocation's share of each staged tile (item t + s * ${threads}), and the registers that carry it.
 ${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
-${xSlots.map((s) => `  let fx${s} = x_factor(${item(s)}, m0);`).join("\n")}
 ${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
-${xSlots.map((s) => `  var px${s}: vec4<f32>;`).join("\n")}
+${xSlots.map((s) => `  var px${s}: vec4<u32>;`).join("\n")}
 ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}
   // acc<i>_<j>: rows sm + 16i.., columns sn + 16j.. of the tile${swiglu ? " (gate); up<i>_<j>: the up product" : ""}.
 ${
@@ -423,14 +461,31 @@ ${
         .join("\n")
     }
 ${load("  ", kBegin)}
+${
+      double
+        ? `${store("  ", "0u")}
+  workgroupBarrier(); // the first k tile staged in buffer 0
+  var buf = 0u;
   for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-${store("    ")}
+    // The next k tile's reads (zeros past K) are in flight while this one is multiplied from buffer buf; then it is
+    // staged into the other buffer, which every subgroup finished reading before the previous barrier.
+${load("    ", "k0 + TILE_K")}
+    let xb = buf * X_BUF;
+    let wb = buf * W_BUF;
+${compute}
+${store("    ", "(buf ^ 1u)")}
+    workgroupBarrier(); // the next tile staged, this one consumed
+    buf ^= 1u;
+  }`
+        : `  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
+${store("    ", "0u")}
     workgroupBarrier(); // tiles staged
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
 ${load("    ", "k0 + TILE_K")}
 ${compute}
     workgroupBarrier(); // tiles consumed
-  }
+  }`
+    }
 ${FI.flatMap((i) => FJ.map((j) => epilogueOf(i, j))).join("\n")}
 }
 `,

@@ -98,17 +98,18 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const ctl = ctlBuffer(gpu, { ACTIVE: o.active ?? 1 });
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
   const exponents = gpu.buffer("exponents", rows * 4);
+  const xHalf = gpu.buffer("xh", rows * k * 2);
   const { kernel, active: _, bigX: __, ...args } = o;
   // Split-K: the GEMM into a NaN-poisoned partial scratch, then the reduction into y.
   const splitK = o.splitK ?? 1;
   const partials = splitK > 1 ? poisoned(gpu, splitK * rows * nw, "partials") : undefined;
   gpu.run([
-    rowScale(gpu, { ctl, x: xb, exponents, rows, k, gated: o.gated }),
-    gemmTensor(gpu, { ctl, weight: wb, x: xb, y: partials ?? y, exponents, rows, k, n, ...args }, kernel),
+    rowScale(gpu, { ctl, x: xb, exponents, xHalf, rows, k, gated: o.gated }),
+    gemmTensor(gpu, { ctl, weight: wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, ...args }, kernel),
     ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated })] : []),
   ]);
   const got = await gpu.readF32(y, rows * n);
-  for (const b of [ctl, wb, xb, y, exponents, ...(partials ? [partials] : [])]) b.destroy();
+  for (const b of [ctl, wb, xb, xHalf, y, exponents, ...(partials ? [partials] : [])]) b.destroy();
   return { got, want: matvecReference(w, x, rows, k, n, epilogue), tol: tolerances(w, x, rows, k, n, epilogue) };
 }
 
@@ -187,15 +188,17 @@ tensorTest("gemm_tensor checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
     ["y[m * N + n] = ldexp(v, e[m])", "y[m * N + n] = ldexp(v, e[m] + 1i)"], // wrong scale back (plain)
     ["* ldexp(up, e[m])", "* ldexp(up, e[m] + 1i)"], // wrong scale back of the up product (SwiGLU)
-    ["vec4<f16>(v * f)", "vec4<f16>(v)"], // x staged unscaled: 1e5 overflows f16, 1e-6 rows lose precision
+    ["xs[i + 7u] = d.y;", "xs[i + 7u] = d.x;"], // one of every 8 staged x elements is its neighbour
+    ["return Slot((m0 + r) * (K / 8u) + c,", "return Slot((m0 + r) * (K / 8u),"], // x read at the tile's first 8 k
+    ["let xb = (buf ^ 1u) * X_BUF;", "let xb = buf * X_BUF;"], // next x tile staged over the one being read
+    ["buf ^= 1u;", "buf = 0u;"], // every k step multiplies buffer 0 while the tiles go to buffer 1
     ["subgroupMatrixLoad<Right, col_major>(&ws, (sn + 0u)", "subgroupMatrixLoad<Right, row_major>(&ws, (sn + 0u)"],
     ["k0 < K; k0 += TILE_K", "k0 + TILE_K < K; k0 += TILE_K"], // last k step dropped
     ["(sm + 0u) * XS + 16u, XS)", "(sm + 0u) * XS + 0u, XS)"], // second 16 of a k step reads the first 16's x
     ["select(n, n + N, r >= TILE_N)", "select(n, n + TILE_N, r >= TILE_N)"], // up rows read from the wrong place
-    ["let m = m0 + i / (TILE_K / 4u);", "let m = m0 + i / (TILE_K / 8u);"], // a staged row scaled by another's factor
     ["put(m0, n0, sm + 0u, sn + 16u,", "put(m0, n0, sm + 0u, sn + 0u,"], // a result matrix stored over another (plain)
   ];
-  // k steps of 32 where the device's workgroup memory allows (SWIGLU needs 19,456 bytes), else 16; each unmutated
+  // k steps of 32 where the device's workgroup memory allows (SWIGLU needs 34,816 bytes), else 16; each unmutated
   // kernel passes first, so that no mutant counts as caught for a reason of the setup.
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   const subjects = [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => {

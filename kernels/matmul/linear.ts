@@ -36,6 +36,7 @@ import type { Dispatch, Gpu } from "../runtime.ts";
 import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
+  GEMM_TENSOR_DEFAULT_TILES,
   gemmTensor,
   gemmTensorWorkgroupBytes,
   tensorGemmUnsupported,
@@ -153,26 +154,37 @@ function fmaTilesFor(a: LinearArgs, split: boolean): GemmTiles {
 }
 
 /**
- * Tensor-core tiles when the caller gave none: the default tile with the k step measured fastest for the epilogue, or
- * a smaller step where that one's workgroup memory exceeds the device's or K is not a multiple of it. Measured on the
- * H200 with Dawn (2026-11-30, `tools/bench_kernels.ts --gemm`, docs/PERF.md): plain products are fastest at k steps of
- * 64 (7B down 437 -> 240 us and o 115 -> 82 us at M = 128; at M = 2048 down 2.67 -> 2.29 ms, o 926 -> 844 us; qkv
- * equal), SwiGLU at 32 (its k-64 tile needs 31.7 KB of workgroup memory: gate_up at M = 2048 3.67 -> 6.78 ms). Null
- * when no tiles fit the shape (then the automatic choice is the f32 GEMM).
+ * The tensor-core GEMM's tiles by epilogue where they fit (`tensorTilesFor`). Provisional, from the arithmetic of
+ * gemm_tensor.ts's module comment (bytes staged per output and k: 2 / TILE_N + 2 / TILE_M); to be replaced by the
+ * H200 sweep (`tools/bench_kernels.ts --gemm --tensor-tiles`).
+ */
+export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTiles>>> = {
+  // 128 x 128 of 8 subgroups, each 64 x 32; two k tiles of 32 staged: 49,152 bytes of workgroup memory
+  plain: { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2 },
+  // 128 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 32 x 32; 49,152 bytes
+  swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, buffers: 2 },
+};
+
+/**
+ * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue, else, where that one's
+ * workgroup memory exceeds the device's or K is not a multiple of its k step, the same with one buffer, then k steps
+ * of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
-  const given: TensorTiles = {
-    subgroupsM: a.subgroupsM,
-    subgroupsN: a.subgroupsN,
-    fragsM: a.fragsM,
-    fragsN: a.fragsN,
-    stepK: a.stepK,
-    splitK: a.splitK,
-  };
+  const given: TensorTiles = {};
+  for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN", "stepK", "splitK", "buffers"] as const) {
+    if (a[key] !== undefined) given[key] = a[key];
+  }
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
-  const steps = epilogue === Epilogue.SWIGLU ? [32, 16] : [64, 32, 16];
-  const candidates: TensorTiles[] = a.stepK === undefined ? steps.map((stepK) => ({ ...given, stepK })) : [given];
-  return candidates.find((t) => {
+  const preferred = TENSOR_TILES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"];
+  const fallbacks: TensorTiles[] = [
+    preferred,
+    { ...preferred, buffers: 1 },
+    { ...preferred, stepK: 16, buffers: 1 },
+    { ...GEMM_TENSOR_DEFAULT_TILES, stepK: 32 },
+    { ...GEMM_TENSOR_DEFAULT_TILES, stepK: 16, buffers: 1 },
+  ];
+  return fallbacks.map((t) => ({ ...t, ...given })).find((t) => {
     try {
       checkTensorShape({ ...a, stepK: t.stepK });
       return gemmTensorWorkgroupBytes(t, epilogue) <= gpu.device.limits.maxComputeWorkgroupStorageSize;
@@ -222,7 +234,7 @@ const scratches = new WeakMap<Gpu, Map<string, GPUBuffer>>();
 
 /**
  * A buffer of at least `bytes`, shared by every linear layer of `gpu` under `label`: the row exponents of the f16
- * GEMMs' pre-pass, the split-K partial sums. One buffer serves every layer because a layer's dispatches (pre-pass,
+ * GEMMs' pre-pass and the tensor-core GEMM's f16 rows, the split-K partial sums. One buffer serves every layer because a layer's dispatches (pre-pass,
  * GEMM, reduction) are consecutive in one queue and WebGPU runs them in order, so the next layer cannot overwrite what
  * this one still reads. A larger request replaces the shared buffer; dispatches recorded earlier keep the one they
  * were bound to.
@@ -285,7 +297,15 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   const fmaTiles = fmaTilesFor(a, splitK > 1);
   if (which === "fma") return [gemm(gpu, { ...fmaTiles, ...g, math: "f32" }), ...reduce];
   const exponents = sharedScratch(gpu, "row exponents", a.rows * 4);
-  const scale = rowScale(gpu, { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated });
-  if (which === "fma16") return [scale, gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents }), ...reduce];
-  return [scale, gemmTensor(gpu, { ...g, ...tensorTiles, splitK, exponents }), ...reduce];
+  const pre = { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated };
+  if (which === "fma16") {
+    return [rowScale(gpu, pre), gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents }), ...reduce];
+  }
+  // The tensor-core GEMM reads the pre-pass's f16 rows instead of x.
+  const xHalf = sharedScratch(gpu, "f16 rows", a.rows * a.k * 2);
+  return [
+    rowScale(gpu, { ...pre, xHalf }),
+    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents }),
+    ...reduce,
+  ];
 }

@@ -20,7 +20,7 @@ import {
   SPLIT_K_ENV,
   splitKFor,
 } from "./linear.ts";
-import { ROW_SCALE_KERNEL } from "./row_scale.ts";
+import { ROW_SCALE_HALF_KERNEL, ROW_SCALE_KERNEL } from "./row_scale.ts";
 import { UserError } from "../../common/errors.ts";
 import { Epilogue, MATVEC_KERNEL_NAME, MATVEC_MAX_ROWS, matvecReference } from "./matvec.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
@@ -97,7 +97,7 @@ gpuTest("linear picks the tensor-core GEMM exactly where it can run, and HYDRA_P
     if (unsupported === null) {
       if (prefillGemmFor(gpu, args) !== "tensor") throw new Error(`${PREFILL_GEMM_ENV}=tensor was not obeyed`);
       const labels = linear(gpu, { ...args, weight: args.ctl, x: args.ctl, y: args.ctl }).map((d) => d.label);
-      if (labels[0] !== ROW_SCALE_KERNEL.name || !labels[1]?.startsWith(GEMM_TENSOR_KERNEL_NAME)) {
+      if (labels[0] !== ROW_SCALE_HALF_KERNEL.name || !labels[1]?.startsWith(GEMM_TENSOR_KERNEL_NAME)) {
         throw new Error(`forced tensor GEMM recorded ${labels.join(", ")}`);
       }
     } else {

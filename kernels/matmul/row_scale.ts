@@ -10,6 +10,11 @@
  *
  * OLMo-2 is post-norm: the inputs of its attention and MLP products are the raw residual stream, whose magnitude has no
  * bound that f16 could be relied on to hold (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)").
+ *
+ * With `half` (the tensor-core GEMM's pre-pass, ROW_SCALE_HALF_KERNEL) the pass also writes the scaled rows as f16,
+ * xh[m, k] = f16(x[m, k] * 2^-e[m]) (pack2x16float: no f16 extension needed), so that the GEMM stages 2 bytes an
+ * element instead of 4 and converts nothing: every N tile of the GEMM re-reads x, which was two thirds of the bytes a
+ * workgroup staged. The second read of the row comes from the cache (a row is at most 44 KB).
  * @module
  */
 
@@ -40,22 +45,46 @@ export function rowScaleReference(x: Float32Array, rows: number, k: number): Int
   return e;
 }
 
-/** The kernel (no generated parameters). */
-export const ROW_SCALE_KERNEL: Kernel = {
-  name: "row_scale",
-  source: /* wgsl */ `
-// e[m] = clamp(floor(log2(max_k |x[m, k]|)) - 14, -100, 113); 0 for a zero row or one holding inf or NaN.
+/** CPU reference of the half pass's f16 rows: x[m, k] * 2^-e[m] rounded to f16 (nearest even), as f16 bit patterns. */
+export function rowScaleHalfReference(x: Float32Array, rows: number, k: number): Uint16Array {
+  const e = rowScaleReference(x, rows, k);
+  const h = new Uint16Array(rows * k);
+  for (let m = 0; m < rows; m++) {
+    for (let i = 0; i < k; i++) h[m * k + i] = f16Bits(x[m * k + i] * 2 ** -e[m]);
+  }
+  return h;
+}
+
+/** The f16 bit pattern nearest `v` (ties to even; overflow to infinity, NaN kept). */
+export function f16Bits(v: number): number {
+  const view = new DataView(new ArrayBuffer(2));
+  view.setFloat16(0, v);
+  return view.getUint16(0);
+}
+
+/** The kernel: the exponents, and with `half` the f16 rows too. */
+function rowScaleKernelFor(half: boolean): Kernel {
+  return {
+    name: half ? "row_scale_half" : "row_scale",
+    source: /* wgsl */ `
+// e[m] = clamp(floor(log2(max_k |x[m, k]|)) - 14, -100, 113); 0 for a zero row or one holding inf or NaN.${
+      half ? "\n// xh[m, k] = f16(x[m, k] * 2^-e[m]), 4 per vec2<u32> (lower k in the low half)." : ""
+    }
 // bindings:
 //   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
 //   1 x   [M, K / 4] vec4<f32>       input rows
-//   2 e   [M] i32, read_write        exponents
+//   2 e   [M] i32, read_write        exponents${
+      half ? "\n//   3 xh  [M, K / 4] vec2<u32>       the scaled rows as f16, read_write" : ""
+    }
 // K must be a multiple of 4. One workgroup per row (flat grid, Gpu.grid).
 override K: u32;
 override M: u32;
 const WG: u32 = ${WG}u;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> e: array<i32>;
+@group(0) @binding(2) var<storage, read_write> e: array<i32>;${
+      half ? "\n@group(0) @binding(3) var<storage, read_write> xh: array<vec2<u32>>;" : ""
+    }
 var<workgroup> red: array<u32, WG>;
 
 @compute @workgroup_size(WG)
@@ -77,15 +106,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t < s) { red[t] = max(red[t], red[t + s]); }
     workgroupBarrier();
   }
-  if (t == 0u) {
-    let biased = red[0] >> 23u;
-    var exponent = 0i;
-    if (red[0] != 0u && biased != 255u) { exponent = clamp(i32(biased) - 127i - 14i, -100i, 113i); }
-    e[m] = exponent;
-  }
+  let biased = red[0] >> 23u;
+  var exponent = 0i;
+  if (red[0] != 0u && biased != 255u) { exponent = clamp(i32(biased) - 127i - 14i, -100i, 113i); }
+  if (t == 0u) { e[m] = exponent; }${
+      half
+        ? `
+  // The row again (from the cache), scaled (exact: a power of two) and rounded to f16.
+  let f = ldexp(1.0, -exponent);
+  for (var c = t; c < K / 4u; c += WG) {
+    let v = x[m * (K / 4u) + c] * f;
+    xh[m * (K / 4u) + c] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
+  }`
+        : ""
+    }
 }
 `,
-};
+  };
+}
+
+/** The exponents-only pass (the f16-multiply GEMM's pre-pass). */
+export const ROW_SCALE_KERNEL: Kernel = rowScaleKernelFor(false);
+
+/** The pass that also writes the scaled rows as f16 (the tensor-core GEMM's pre-pass). */
+export const ROW_SCALE_HALF_KERNEL: Kernel = rowScaleKernelFor(true);
 
 /** Arguments of one row-scale dispatch. */
 export interface RowScaleArgs {
@@ -94,14 +138,22 @@ export interface RowScaleArgs {
   x: GPUBuffer | BufferSlice;
   /** i32 output [rows]. */
   exponents: GPUBuffer | BufferSlice;
+  /** With it, the half pass: f16 output [rows, K] (2 bytes an element) that receives x scaled by 2^-e. */
+  xHalf?: GPUBuffer | BufferSlice;
   rows: number;
   k: number;
   gated?: boolean;
 }
 
-/** Records a row-scale dispatch (load time). */
-export function rowScale(gpu: Gpu, a: RowScaleArgs, kernel: Kernel = ROW_SCALE_KERNEL): Dispatch {
+/** Records a row-scale dispatch (load time): the half pass when `a.xHalf` is given. */
+export function rowScale(gpu: Gpu, a: RowScaleArgs, kernel?: Kernel): Dispatch {
   if (!(a.k > 0 && a.k % 4 === 0)) throw new Error(`row_scale: K = ${a.k} is not a positive multiple of 4`);
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`row_scale: ${a.rows} rows (at least 1)`);
-  return gpu.dispatch(kernel, { K: a.k, M: a.rows, GATED: a.gated ?? false }, [a.ctl, a.x, a.exponents], a.rows);
+  const bindings = [a.ctl, a.x, a.exponents, ...(a.xHalf ? [a.xHalf] : [])];
+  return gpu.dispatch(
+    kernel ?? (a.xHalf ? ROW_SCALE_HALF_KERNEL : ROW_SCALE_KERNEL),
+    { K: a.k, M: a.rows, GATED: a.gated ?? false },
+    bindings,
+    a.rows,
+  );
 }

@@ -1,11 +1,19 @@
 /**
  * Tests of the tensor-core GEMM's row-scale pre-pass (`row_scale.ts`): exact exponents against the CPU rule for rows
  * of every magnitude (zero, subnormal, huge, holding inf or NaN), K not a multiple of the workgroup's stride, the gate,
- * and mutants. Plain WGSL: runs on every adapter, the CPU one included.
+ * the half pass's f16 rows, and mutants. Plain WGSL: runs on every adapter, the CPU one included.
  * @module
  */
 
-import { ROW_SCALE_KERNEL, rowScale, rowScaleExponent, rowScaleReference } from "./row_scale.ts";
+import {
+  f16Bits,
+  ROW_SCALE_HALF_KERNEL,
+  ROW_SCALE_KERNEL,
+  rowScale,
+  rowScaleExponent,
+  rowScaleHalfReference,
+  rowScaleReference,
+} from "./row_scale.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, ctlBuffer, gpuTest, mutate, Rng } from "../testing/harness.ts";
 
@@ -84,5 +92,88 @@ gpuTest("row_scale checks catch broken kernels", async (gpu) => {
   ];
   for (const [from, to] of cases) {
     await assertCaught(() => checkRowScale(gpu, 23, 4100, { kernel: mutate(ROW_SCALE_KERNEL, from, to) }), from);
+  }
+});
+
+/** Runs the half pass; returns the exponents and f16 rows with their references. */
+async function runHalf(gpu: Gpu, rows: number, k: number, o: { kernel?: Kernel; gated?: boolean; active?: number }) {
+  const x = inputs(rows, k);
+  const ctl = ctlBuffer(gpu, { ACTIVE: o.active ?? 1 });
+  const xb = gpu.upload("x", x);
+  const eb = gpu.upload("e", new Int32Array(rows).fill(-12345));
+  const hb = gpu.upload("xh", new Uint32Array((rows * k) / 2).fill(0x7e017e01)); // a NaN pattern no conversion makes
+  gpu.run([rowScale(gpu, { ctl, x: xb, exponents: eb, xHalf: hb, rows, k, gated: o.gated }, o.kernel)]);
+  const e = new Int32Array(await gpu.read(eb, 0, rows * 4));
+  const h = new Uint16Array(await gpu.read(hb, 0, rows * k * 2));
+  for (const b of [ctl, xb, eb, hb]) b.destroy();
+  return { x, e, h, wantE: rowScaleReference(x, rows, k), wantH: rowScaleHalfReference(x, rows, k) };
+}
+
+/**
+ * Fails unless the exponents are exact and every finite element's f16 is one of the two f16 nearest x * 2^-e (WGSL
+ * lets a conversion round either way; the nearest-even pattern or its neighbour towards the exact value). Elements
+ * that are inf or NaN in x are left out: WGSL leaves their conversion indeterminate (the logits' check reports them).
+ */
+async function checkHalf(gpu: Gpu, rows: number, k: number, o: { kernel?: Kernel } = {}): Promise<void> {
+  const { x, e, h, wantE, wantH } = await runHalf(gpu, rows, k, o);
+  for (let m = 0; m < rows; m++) {
+    if (e[m] !== wantE[m]) throw new Error(`row_scale_half rows=${rows} K=${k}: row ${m} e ${e[m]}, want ${wantE[m]}`);
+    for (let i = 0; i < k; i++) {
+      const v = x[m * k + i];
+      if (!Number.isFinite(v)) continue;
+      const got = h[m * k + i], want = wantH[m * k + i];
+      const exact = v * 2 ** -wantE[m];
+      const value = (bits: number) => new DataView(new Uint16Array([bits]).buffer).getFloat16(0, true);
+      const ok = got === want ||
+        (Math.abs(got - want) === 1 && Math.abs(value(got) - exact) <= Math.abs(value(want) - value(got)));
+      if (!ok) {
+        throw new Error(
+          `row_scale_half rows=${rows} K=${k}: [${m}, ${i}] = ${v} gave f16 ${value(got)}, want ${value(want)}`,
+        );
+      }
+    }
+  }
+}
+
+Deno.test("f16Bits rounds to the nearest f16, ties to even, and overflows to infinity", () => {
+  const cases: [number, number][] = [
+    [1, 0x3c00],
+    [1 + 2 ** -11, 0x3c00],
+    [1 + 3 * 2 ** -11, 0x3c02],
+    [65504, 0x7bff],
+    [
+      65520,
+      0x7c00,
+    ],
+    [-2, 0xc000],
+    [2 ** -24, 0x0001],
+    [2 ** -26, 0],
+  ];
+  for (const [v, bits] of cases) {
+    if (f16Bits(v) !== bits) throw new Error(`f16Bits(${v}) = ${f16Bits(v).toString(16)}, want ${bits.toString(16)}`);
+  }
+});
+
+gpuTest("row_scale_half writes the exponents and the rows scaled into f16", async (gpu) => {
+  await checkHalf(gpu, 10, 4); // one vec4 per row
+  await checkHalf(gpu, 23, 4100); // K / 4 = 1025: past 4 strides of 256 threads
+});
+
+gpuTest("row_scale_half built GATED writes nothing while ACTIVE is 0", async (gpu) => {
+  const { e, h } = await runHalf(gpu, 10, 64, { gated: true, active: 0 });
+  if (!e.every((v) => v === -12345) || !h.every((v) => v === 0x7e01)) {
+    throw new Error("a gated-off row_scale_half wrote its output");
+  }
+});
+
+gpuTest("row_scale_half checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][] = [
+    ["let f = ldexp(1.0, -exponent);", "let f = 1.0;"], // rows left unscaled: 1e5 overflows, 1e-30 underflows
+    ["pack2x16float(v.zw)", "pack2x16float(v.xy)"], // the upper two of every 4 elements replaced
+    // the first vec4 of each row is never written (each thread starts one vec4 late)
+    ["for (var c = t; c < K / 4u; c += WG) {\n    let v", "for (var c = t + 1u; c < K / 4u; c += WG) {\n    let v"],
+  ];
+  for (const [from, to] of cases) {
+    await assertCaught(() => checkHalf(gpu, 23, 4100, { kernel: mutate(ROW_SCALE_HALF_KERNEL, from, to) }), from);
   }
 });
