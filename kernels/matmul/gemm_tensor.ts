@@ -74,6 +74,11 @@ export interface TensorTiles {
   splitK?: number;
   /** Staged k tiles in workgroup memory: 2 (default; one barrier a k step) or 1 (two barriers, half the memory). */
   buffers?: number;
+  /**
+   * k tiles whose global reads are in flight (default 1): with 2 (and 2 buffers) each tile is read two k steps before
+   * it is staged, in a second set of registers, the loop taking two steps an iteration.
+   */
+  ahead?: number;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -85,6 +90,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   stepK: 32,
   splitK: 1,
   buffers: 2,
+  ahead: 1,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -113,6 +119,9 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   if (![16, 32, 64].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32 or 64)`);
   checkSplitKFactor("gemm_tensor", t.splitK);
   if (t.buffers !== 1 && t.buffers !== 2) throw new Error(`gemm_tensor: buffers = ${t.buffers} (1 or 2)`);
+  if (!(t.ahead === 1 || (t.ahead === 2 && t.buffers === 2))) {
+    throw new Error(`gemm_tensor: ahead = ${t.ahead} (1, or 2 with 2 buffers)`);
+  }
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
@@ -131,7 +140,7 @@ function checkEpilogue(epilogue: number): void {
 function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
-    `_b${t.buffers}_w${subgroupSize}${t.splitK > 1 ? `_split${t.splitK}` : ""}`;
+    `_b${t.buffers}${t.ahead > 1 ? `_a${t.ahead}` : ""}_w${subgroupSize}${t.splitK > 1 ? `_split${t.splitK}` : ""}`;
 }
 
 /** Output rows and columns of a workgroup's tile, and its k step. */
@@ -215,27 +224,31 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const split = t.splitK > 1;
   const kBegin = split ? "k_begin" : "0u", kEnd = split ? "k_end" : "K"; // this workgroup's k range
   const double = t.buffers === 2;
+  const ahead2 = t.ahead === 2;
 
   const { item, indent, guard } = stagingHelpers(threads);
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
-  const load = (pad: string, k0: string) =>
+  // `r`: the register set ("p", or "q" for the second tile in flight with ahead = 2).
+  const load = (pad: string, k0: string, r = "p") =>
     indent(pad, [
-      ...xSlots.map((s) => `px${s} = load_x(sx${s}, ${k0});`),
-      ...wSlots.map((s) => `pw${s} = load_w(sw${s}, ${k0});`),
+      ...xSlots.map((s) => `${r}x${s} = load_x(sx${s}, ${k0});`),
+      ...wSlots.map((s) => `${r}w${s} = load_w(sw${s}, ${k0});`),
     ]);
   // The registers into workgroup memory (buffer `b`: its offsets xb, wb).
-  const store = (pad: string, b: string) =>
+  const store = (pad: string, b: string, r = "p") =>
     indent(pad, [
       "{",
       ...(double ? [`  let xb = ${b} * X_BUF;`, `  let wb = ${b} * W_BUF;`] : []),
-      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}sx${s}.dst, px${s});`)),
-      ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, pw${s});`)),
+      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}sx${s}.dst, ${r}x${s});`)),
+      ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, ${r}w${s});`)),
       "}",
     ]);
   const at = (base: string) => double ? `${base} + ` : ""; // the staged buffer's offset in a matrix load
   // The products of the staged k tile, 16 k at a time: the subgroup's left matrices (x rows), right matrices (weight
   // rows, and the up rows for SWIGLU), then every result matrix.
-  const compute = range(t.stepK / FRAG).map((q) =>
+  const computeAt = (xb: string, wb: string) =>
+    computeTemplate.replaceAll("xb + ", `${xb} + `).replaceAll("wb + ", `${wb} + `);
+  const computeTemplate = range(t.stepK / FRAG).map((q) =>
     indent("    ", [
       "{",
       ...FI.map((i) =>
@@ -264,6 +277,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
       "}",
     ])
   ).join("\n");
+  const compute = computeTemplate;
   // Result matrix (i, j) of the subgroup: through workgroup memory to y, rows scaled back by 2^e[m]. SWIGLU first
   // takes the gate matrix into registers (g<v>), then the up matrix.
   // Split-K stores the gate (or plain) matrix at column offset 0 of the scratch and the up matrix at N, unscaled by
@@ -452,7 +466,14 @@ ${tileOrigin(split)}
 ${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
 ${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
 ${xSlots.map((s) => `  var px${s}: vec4<u32>;`).join("\n")}
-${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}
+${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}${
+      ahead2
+        ? "\n" + [
+          ...xSlots.map((s) => `  var qx${s}: vec4<u32>;`),
+          ...wSlots.map((s) => `  var qw${s}: vec4<u32>;`),
+        ].join("\n")
+        : ""
+    }
   // acc<i>_<j>: rows sm + 16i.., columns sn + 16j.. of the tile${swiglu ? " (gate); up<i>_<j>: the up product" : ""}.
 ${
       FI.map((i) =>
@@ -462,7 +483,24 @@ ${
     }
 ${load("  ", kBegin)}
 ${
-      double
+      ahead2
+        ? `${load("  ", `${kBegin} + TILE_K`, "q")}
+${store("  ", "0u")}
+  workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
+  // Two k steps an iteration, buffers 0 and 1; each tile's reads are issued two steps before they are staged.
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
+${load("    ", "k0 + 2u * TILE_K")}
+${computeAt("0u", "0u")}
+${store("    ", "1u", "q")}
+    workgroupBarrier(); // tile k0 + TILE_K staged in buffer 1, buffer 0 consumed
+    if (k0 + TILE_K < ${kEnd}) {
+${load("    ", "k0 + 3u * TILE_K", "q")}
+${computeAt("X_BUF", "W_BUF")}
+${store("    ", "0u")}
+      workgroupBarrier(); // tile k0 + 2 TILE_K staged in buffer 0, buffer 1 consumed
+    }
+  }`
+        : double
         ? `${store("  ", "0u")}
   workgroupBarrier(); // the first k tile staged in buffer 0
   var buf = 0u;

@@ -161,6 +161,10 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { subgroupsM: 4, subgroupsN: 1, fragsM: 1, fragsN: 4, stepK: 16 },
     { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 16 },
     { subgroupsM: 1, subgroupsN: 2, fragsM: 2, fragsN: 4, stepK: 16 },
+    { buffers: 1 },
+    { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 64, buffers: 1 }, // linear's large-M plain tiles
+    { subgroupsM: 4, subgroupsN: 2, ahead: 2 },
+    { ahead: 2, stepK: 64 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -192,7 +196,10 @@ tensorTest("gemm_tensor checks catch broken kernels", async (gpu) => {
     ["return Slot((m0 + r) * (K / 8u) + c,", "return Slot((m0 + r) * (K / 8u),"], // x read at the tile's first 8 k
     ["let xb = (buf ^ 1u) * X_BUF;", "let xb = buf * X_BUF;"], // next x tile staged over the one being read
     ["buf ^= 1u;", "buf = 0u;"], // every k step multiplies buffer 0 while the tiles go to buffer 1
-    ["subgroupMatrixLoad<Right, col_major>(&ws, (sn + 0u)", "subgroupMatrixLoad<Right, row_major>(&ws, (sn + 0u)"],
+    [
+      "subgroupMatrixLoad<Right, col_major>(&ws, wb + (sn + 0u)",
+      "subgroupMatrixLoad<Right, row_major>(&ws, wb + (sn + 0u)",
+    ],
     ["k0 < K; k0 += TILE_K", "k0 + TILE_K < K; k0 += TILE_K"], // last k step dropped
     ["(sm + 0u) * XS + 16u, XS)", "(sm + 0u) * XS + 0u, XS)"], // second 16 of a k step reads the first 16's x
     ["select(n, n + N, r >= TILE_N)", "select(n, n + TILE_N, r >= TILE_N)"], // up rows read from the wrong place
@@ -302,3 +309,21 @@ Deno.test("gemm_tensor kernels keep accumulators and staged operands out of func
     if (arrays.length !== 8 || stray.length > 0) throw new Error(`${name} declares arrays: ${stray.join(" | ")}`);
   }
 });
+
+tensorTest(
+  "gemm_tensor with two k tiles in flight handles odd step counts, and its checks catch a dropped step",
+  async (gpu) => {
+    // K = 96: three k steps of 32, the loop's second half skipped in its last iteration; K = 32: one step.
+    for (const [rows, k, n] of [[37, 96, 48], [17, 32, 16], [130, 4096, 80]]) {
+      await checkTensor(gpu, rows, k, n, { ahead: 2, bigX: 1e5 });
+      await checkTensor(gpu, rows, k, n, { ahead: 2, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+    }
+    await checkTensor(gpu, 37, 256, 48, { ahead: 2, splitK: 2, bigX: 1e5 });
+    const kernel = mutate(
+      gemmTensorKernelFor({ ahead: 2, subgroupSize: tensorSubgroupSize(gpu) }),
+      "if (k0 + TILE_K < K) {",
+      "if (k0 + 2u * TILE_K < K) {",
+    );
+    await assertCaught(() => checkTensor(gpu, 37, 128, 48, { ahead: 2, kernel }), "the last odd step dropped");
+  },
+);

@@ -80,7 +80,7 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
  * Most workgroups the automatic split-K grows a prefill GEMM's grid to (module comment: measured on the H200 at the 7B
  * shapes, M = 128); 0: never split (the tensor-core GEMM, slower split end to end).
  */
-export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 0 };
+export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 400 };
 
 /**
  * The factors the automatic split-K picks from, largest first: 8 was never measured faster at M = 128, but with the
@@ -159,8 +159,8 @@ function fmaTilesFor(a: LinearArgs, split: boolean): GemmTiles {
  * H200 sweep (`tools/bench_kernels.ts --gemm --tensor-tiles`).
  */
 export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTiles>>> = {
-  // 128 x 128 of 8 subgroups, each 64 x 32; two k tiles of 32 staged: 49,152 bytes of workgroup memory
-  plain: { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2 },
+  // 128 x 128 of 8 subgroups, each 64 x 32; one k tile of 64 staged: 45,056 bytes of workgroup memory
+  plain: { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 64, buffers: 1 },
   // 128 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 32 x 32; 49,152 bytes
   swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, buffers: 2 },
 };
