@@ -24,9 +24,10 @@
  * k steps. Measured on the H200 (docs/PERF.md, 2026-11-30 evening), Deno, 7B shapes at M = 128: 64 x 64 tiles split
  * 4 ways against the unsplit default tiles, down 607 -> 452 us, o 226 -> 175, gate_up 909 -> 810, qkv 519 -> 506 (a
  * layer 2.26 -> 1.94 ms); end to end, 7B TTFT at 128 tokens 74.7 -> 64.8 ms (2,048 tokens: every product has enough
- * tiles, unsplit, 1,108 ms either way). Never for the tensor-core GEMM: split 2 ways it was faster alone (gate_up 369
- * -> 307 us) but the 7B TTFT on Dawn went 32.6 -> 42.8 ms with the automatic split. `splitK` or `HYDRA_SPLIT_K=<S>`
- * forces a factor (1: never) for A/B runs.
+ * tiles, unsplit, 1,108 ms either way). For the tensor-core GEMM only products of at most 64 tiles split (a grid of
+ * at most 128 workgroups): with its 128 x 128 tiles at M = 128 the 7B down and o have 32 tiles; split 4 ways, down
+ * took 258 -> 95 us (H200, Dawn, session V); qkv's 96 tiles were fastest unsplit (117 us against 129 split 4 and 139
+ * split 2). `splitK` or `HYDRA_SPLIT_K=<S>` forces a factor (1: never) for A/B runs.
  * @module
  */
 
@@ -78,9 +79,9 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
 
 /**
  * Most workgroups the automatic split-K grows a prefill GEMM's grid to (module comment: measured on the H200 at the 7B
- * shapes, M = 128); 0: never split (the tensor-core GEMM, slower split end to end).
+ * shapes, M = 128).
  */
-export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 400 };
+export const SPLIT_K_WORKGROUPS: Readonly<Record<PrefillGemm, number>> = { fma: 1536, fma16: 1536, tensor: 128 };
 
 /**
  * The factors the automatic split-K picks from, largest first: 8 was never measured faster at M = 128, but with the
@@ -154,15 +155,26 @@ function fmaTilesFor(a: LinearArgs, split: boolean): GemmTiles {
 }
 
 /**
- * The tensor-core GEMM's tiles by epilogue where they fit (`tensorTilesFor`). Provisional, from the arithmetic of
- * gemm_tensor.ts's module comment (bytes staged per output and k: 2 / TILE_N + 2 / TILE_M); to be replaced by the
- * H200 sweep (`tools/bench_kernels.ts --gemm --tensor-tiles`).
+ * The tensor-core GEMM's tiles by epilogue where they fit (`tensorTilesFor`), the fastest of the H200 sweep
+ * (2026-11-30 session V, Dawn, `tools/bench_kernels.ts --gemm --quick --rounds 2 --tensor-tiles ...`, each variant its
+ * least median over two rounds; docs/PERF.md), 7B shapes, us:
+ *
+ * | product, M            | 64 x 64, k32 (was) | 128 x 64, k64 | 128 x 128, k64 | 128 x 128, k32, 2 buffers |
+ * | --------------------- | ------------------ | ------------- | -------------- | ------------------------- |
+ * | qkv, 128              | 169                | 163           | **117**        | -                         |
+ * | gate_up+SwiGLU, 128   | 361                | **217**       | (no room)      | (no room)                 |
+ * | qkv, 2,048            | 1,825              | 1,643         | **1,198**      | 1,295                     |
+ * | gate_up+SwiGLU, 2,048 | 3,731              | **1,986**     | (no room)      | (no room)                 |
+ * | down, 2,048           | 1,646              | 6,008 (?)     | **1,013**      | 1,144                     |
+ *
+ * Two buffers (one barrier a k step) and two k tiles in flight (`ahead`) measured no faster at these tiles. The
+ * (?) is one of the H200's slow spells: an idle GPU drops to 345 MHz and a measurement can start there (docs/PERF.md).
  */
 export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTiles>>> = {
   // 128 x 128 of 8 subgroups, each 64 x 32; one k tile of 64 staged: 45,056 bytes of workgroup memory
   plain: { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 64, buffers: 1 },
-  // 128 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 32 x 32; 49,152 bytes
-  swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, buffers: 2 },
+  // 128 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 32 x 32; one k tile of 64: 45,056 bytes
+  swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 64, buffers: 1 },
 };
 
 /**

@@ -215,7 +215,9 @@ gpuTest("linear splits K where a prefill GEMM has too few tiles, as measured, an
     [at(128, 11008, 4096), fma, "fma", 4],
     [at(512, 11008, 4096), fma, "fma", 2], // 512 tiles: 4 ways would be 2,048 workgroups
     [at(2048, 4096, 12288), fma, "fma", 1], // 6,144 tiles fill the GPU
-    [at(128, 11008, 4096), tensor, "tensor", 2], // the tensor-core GEMM: 128 tiles, 4 ways would pass 400 workgroups
+    [at(128, 11008, 4096), tensor, "tensor", 1], // the tensor-core GEMM: 128 tiles of 64 x 64 fill one wave
+    [at(128, 11008, 4096), { tileM: 128, tileN: 128, stepK: 64 }, "tensor", 4], // 32 tiles of linear's: 4 ways
+    [at(128, 4096, 12288), { tileM: 128, tileN: 128, stepK: 64 }, "tensor", 1], // qkv's 96: measured fastest unsplit
     [at(128, 4096, 11008, Epilogue.SWIGLU), { ...tensor, stepK: 32 }, "tensor", 1],
     [at(128, 256, 4096), fma, "fma", 1], // K too short to share
     [at(128, 4096 + 16, 64), fma, "fma", 1], // 4,112 / 2 is no whole number of k steps of 16
