@@ -59,7 +59,7 @@ import {
   type TensorTiles,
   tensorTileShape,
 } from "../kernels/matmul/gemm_tensor.ts";
-import { tensorTilesFor } from "../kernels/matmul/linear.ts";
+import { TENSOR_TILES, tensorTilesFor } from "../kernels/matmul/linear.ts";
 import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
 import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
 import { timeDispatches } from "../kernels/timing.ts";
@@ -154,14 +154,21 @@ const results: Row[] = [];
 const ctl = gpu.buffer("ctl", CTL_SLOTS * 4);
 
 /**
+ * Busy time before every measurement (`medianMs`). 300 ms was not always enough on the H200 (session V, `nvidia-smi
+ * dmon` beside a Dawn sweep): samples at 100% SM activity and 345-615 MHz, the idle clock, and variants read 4-5x slow
+ * in one round and not in the next; `--rounds` takes each variant's least median over interleaved rounds as well.
+ */
+const WARM_MS = 1000;
+
+/**
  * Median of `reps` timed passes of `ds`, divided by `per` (dispatches of interest per pass), in ms. First keeps the GPU
- * busy with the same work for >= 300 ms: the weights of the next shape are generated on the CPU for seconds, the idle
+ * busy with the same work for WARM_MS: the weights of the next shape are generated on the CPU for seconds, the idle
  * GPU lowers its clocks, and without this warm-up the first variants after an idle gap read up to 3x slow (seen on
  * the H100: the same GEMM ranked first in one run and last in the next).
  */
 async function medianMs(ds: Dispatch[], per: number, reps = 10): Promise<number> {
   const tenMs = (await timeDispatches(gpu, ds, 10)).reduce((a, b) => a + b, 0);
-  await timeDispatches(gpu, ds, Math.min(2000, Math.max(10, Math.ceil(300 / (tenMs / 10))))); // >= 300 ms busy
+  await timeDispatches(gpu, ds, Math.min(2000, Math.max(10, Math.ceil(WARM_MS / (tenMs / 10))))); // >= WARM_MS busy
   const ms = (await timeDispatches(gpu, ds, reps)).sort((a, b) => a - b);
   return ms[Math.floor(ms.length / 2)] / per;
 }
@@ -801,19 +808,19 @@ function sampledError(
 
 /**
  * Tensor-core GEMM tile variants to time (Dawn with subgroup matrices only): a workgroup computes
- * (16 subgroupsM fragsM) x (16 subgroupsN fragsN) outputs. At M = 128 a 64x64 tile gives 128 workgroups for N = 4096
- * (o, down) on the H200's 132 SMs; the larger tiles read each staged operand for more products.
+ * (16 subgroupsM fragsM) x (16 subgroupsN fragsN) outputs. The first are linear's (TENSOR_TILES: 128 x 128 k64 for
+ * plain products, 128 x 64 k64 for SwiGLU, which the former has no room for); then the 64 x 64 generator default,
+ * two buffers and two tiles in flight at 128 x 128 and 128 x 64, and a 256 x 64 tile. The session V sweep
+ * (docs/PERF.md) measured these and more with `--tensor-tiles`.
  */
 const TENSOR_VARIANTS: TensorTiles[] = [
-  {}, // the default: 64 x 64, 2 x 2 subgroups of 2 x 2 matrices, k steps of 32
-  { stepK: 16 },
-  { stepK: 64 },
-  { subgroupsM: 2, subgroupsN: 2, fragsM: 1, fragsN: 2 }, // 32 x 64: twice the workgroups
-  { subgroupsM: 2, subgroupsN: 2, fragsM: 1, fragsN: 1, stepK: 64 }, // 32 x 32
-  { subgroupsM: 2, subgroupsN: 4, fragsM: 2, fragsN: 2 }, // 64 x 128, 8 subgroups
-  { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2 }, // 128 x 64: one M tile at M = 128
-  { subgroupsM: 2, subgroupsN: 2, fragsM: 4, fragsN: 4, stepK: 16 }, // 128 x 128, 16 matrices per subgroup
-  { subgroupsM: 1, subgroupsN: 4, fragsM: 4, fragsN: 1 }, // 64 x 64, each subgroup a 64 x 16 column
+  TENSOR_TILES.plain,
+  TENSOR_TILES.swiglu,
+  {}, // the generator's default: 64 x 64, 2 x 2 subgroups of 2 x 2 matrices, k steps of 32, 2 buffers
+  { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2 }, // 128 x 128, k32, 2 buffers (no room for SwiGLU)
+  { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, ahead: 2 }, // the same, two k tiles in flight
+  { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2 }, // 128 x 64, k32, 2 buffers
+  { subgroupsM: 4, subgroupsN: 2, fragsM: 4, fragsN: 2, buffers: 1 }, // 256 x 64, k32
 ];
 
 /** A short name of tensor tiles: "tensor <tileM>x<tileN> s<subgroupsM>x<subgroupsN> f<fragsM>x<fragsN> k<stepK>". */
