@@ -19,6 +19,7 @@ import {
   tensorSubgroupSize,
   type TensorTiles,
 } from "./gemm_tensor.ts";
+import { TENSOR_TILES } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
@@ -162,7 +163,8 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 16 },
     { subgroupsM: 1, subgroupsN: 2, fragsM: 2, fragsN: 4, stepK: 16 },
     { buffers: 1 },
-    { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 64, buffers: 1 }, // linear's large-M plain tiles
+    TENSOR_TILES.plain, // linear's tiles (SwiGLU: no room; it takes the next)
+    TENSOR_TILES.swiglu,
     { subgroupsM: 4, subgroupsN: 2, ahead: 2 },
     { ahead: 2, stepK: 64 },
   ];
