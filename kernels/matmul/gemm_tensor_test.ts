@@ -24,6 +24,7 @@ import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 import { getGpu, type Gpu, type Kernel, WEBGPU_ENV } from "../runtime.ts";
+import { preludeFor } from "../prelude.ts";
 import { assertCaught, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 
 /** Why the GPU tests cannot run in this process, or null. */
@@ -329,3 +330,76 @@ tensorTest(
     await assertCaught(() => checkTensor(gpu, 37, 128, 48, { ahead: 2, kernel }), "the last odd step dropped");
   },
 );
+
+/**
+ * Tint's diagnostics for `kernels` on Dawn's null backend (no GPU: WGSL is parsed, resolved and its pipeline validated,
+ * nothing runs), one line per kernel that fails; a pipeline refused only for its workgroup memory (the null adapter
+ * offers 16 KB) counts as compiled. Null when Dawn's addon cannot be loaded here.
+ */
+async function tintErrors(kernels: readonly Kernel[]): Promise<string[] | null> {
+  let dawn: { create(toggles: string[]): GPU };
+  try {
+    dawn = await import("webgpu");
+  } catch {
+    return null;
+  }
+  const adapter = await dawn.create(["backend=null", "enable-dawn-features=allow_unsafe_apis"]).requestAdapter();
+  const features = ["shader-f16", "subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[];
+  if (!adapter || !features.every((f) => adapter.features.has(f))) return null;
+  const device = await adapter.requestDevice({ requiredFeatures: features });
+  const failures: string[] = [];
+  for (const k of kernels) {
+    device.pushErrorScope("validation");
+    const module = device.createShaderModule({ code: preludeFor("dawn", features, k.source) + k.source });
+    const messages = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
+    device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main", constants: { K: 4096, N: 4096, M: 128 } },
+    });
+    const error = await device.popErrorScope();
+    const refused = error && !/workgroup storage/.test(error.message) ? error.message.split("\n")[0] : "";
+    if (messages.length || refused) {
+      failures.push(`${k.name}: ${messages.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ") || refused}`);
+    }
+  }
+  device.destroy();
+  return failures;
+}
+
+Deno.test({
+  name:
+    "gemm_tensor kernels compile under Dawn's WGSL compiler (its null backend: no GPU needed), and a broken one fails",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const tiles: TensorTiles[] = [
+      {},
+      { buffers: 1 },
+      { ahead: 2 },
+      { stepK: 16, splitK: 4 },
+      TENSOR_TILES.plain,
+      TENSOR_TILES.swiglu,
+      { ...TENSOR_TILES.plain, splitK: 4 },
+    ];
+    const kernels = tiles.flatMap((t) =>
+      [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))
+    );
+    const broken = mutate(
+      kernels[0],
+      "acc0_0 = subgroupMatrixMultiplyAccumulate(a0, b0",
+      "acc0_0 = subgroupMatrixMultiplyAccumulate(b0, a0",
+    );
+    const errors = await tintErrors([...kernels, broken]);
+    if (errors === null) {
+      await t.step({
+        name: "skipped: Dawn's addon or its null backend is unavailable here",
+        ignore: true,
+        fn: () => {},
+      });
+      return;
+    }
+    const unexpected = errors.filter((e) => !e.startsWith(`${broken.name}:`));
+    if (unexpected.length) throw new Error(`Tint rejected:\n${unexpected.join("\n")}`);
+    if (errors.length !== 1) throw new Error("a kernel with its left and right matrices swapped compiled");
+  },
+});
