@@ -28,7 +28,7 @@
  */
 
 import { attentionDecode, createAttentionDecodeScratch, DECODE_MAX_ROWS } from "../kernels/attention/decode.ts";
-import { attentionPrefill } from "../kernels/attention/prefill.ts";
+import { prefillAttention } from "../kernels/attention/prefill_tensor.ts";
 import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
@@ -760,14 +760,15 @@ export class HydraTransformer {
           posBack,
         })],
       /**
-       * att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above.
+       * att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above
+       * (`prefillAttention`: FMA unless HYDRA_PREFILL_ATTENTION=tensor).
        * Fused: from qkv, with QK-norm (`normWeights`), RoPE and the K/V append inside.
        */
       attention: (kv: KvLayer, normWeights: GPUBuffer): Dispatch[] => {
         const caches = { kCache: kv.k, vCache: kv.v };
         if (rows > DECODE_MAX_ROWS) {
           if (posBack !== 0) throw new Error(`attention: posBack over ${rows} rows (the prefill attention has none)`);
-          return [attentionPrefill(gpu, { ...attention, ...caches })];
+          return [prefillAttention(gpu, { ...attention, ...caches })];
         }
         const qkNorm = fused.attention
           ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps, stats: qkStats?.attention }

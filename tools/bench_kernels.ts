@@ -10,7 +10,8 @@
  * minute on an H200). Split-K (`splitK` S = 2, 4, 8) of the default f32 tile and of linear's tensor tiles, each
  * timed with its reduction (and row-scale pre-pass): `--quick` keeps f32 S = 4 and tensor S = 2, 4; with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
- * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise.
+ * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise; on Dawn
+ * with subgroup matrices also the tensor-core prefill attention (prefill_tensor.ts, 64 and 32 query rows a workgroup).
  * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
@@ -75,6 +76,11 @@ import {
   createAttentionDecodeScratch,
 } from "../kernels/attention/decode.ts";
 import { attentionPrefill, planAttentionPrefill, type PrefillTiles } from "../kernels/attention/prefill.ts";
+import {
+  attentionPrefillTensor,
+  prefillTensorUnsupported,
+  TENSOR_PREFILL_TOL,
+} from "../kernels/attention/prefill_tensor.ts";
 import { attentionReference } from "../kernels/attention/reference.ts";
 import type { KvDtype } from "../kernels/attention/kv_cache.ts";
 import { packBf16, roundBf16Array } from "../kernels/bf16.ts";
@@ -592,6 +598,7 @@ function prefillError(
   rows: number,
   nh: number,
   hd: number,
+  tol: { atol: number; rtol: number } = { atol: 2e-5, rtol: 1e-4 },
 ): number {
   const d = nh * hd;
   const head = (src: Float32Array, from: number, count: number, h: number) => {
@@ -607,7 +614,7 @@ function prefillError(
     const h = (j * 104729) % nh;
     const want = attentionReference(head(q, m, 1, h), head(k, 0, m + 1, h), head(v, 0, m + 1, h), 1, m, 1, hd);
     for (let i = 0; i < hd; i++) {
-      const e = Math.abs(got[m * d + h * hd + i] - want[i]) / (2e-5 + 1e-4 * Math.abs(want[i]));
+      const e = Math.abs(got[m * d + h * hd + i] - want[i]) / (tol.atol + tol.rtol * Math.abs(want[i]));
       worst = Math.max(worst, Number.isNaN(e) ? Infinity : e);
     }
   }
@@ -632,26 +639,50 @@ async function benchPrefillAttention(): Promise<void> {
   // validation error, and the dispatch would silently not run.
   const qBuf = gpu.upload("q prefill", q);
   const out = gpu.buffer("out prefill", maxRows * d * 4);
-  const runs: [PrefillTiles, KvDtype][] = [...variants.map((t): [PrefillTiles, KvDtype] => [t, "bf16"]), [{}, "f32"]];
+  const runs: [PrefillTiles | { tensorSubgroups: number }, KvDtype][] = [
+    ...variants.map((t): [PrefillTiles, KvDtype] => [t, "bf16"]),
+    [{}, "f32"],
+    // the tensor-core kernel (Dawn with subgroup matrices): 64 and 32 query rows a workgroup
+    ...(prefillTensorUnsupported(gpu) ? [] : [4, 2].map((n): [{ tensorSubgroups: number }, KvDtype] => [
+      { tensorSubgroups: n },
+      "bf16",
+    ])),
+  ];
   for (const rows of lengths) {
     let keys = 0; // sum over rows of the keys each sees
     for (let m = 0; m < rows; m++) keys += m + 1;
     for (const [tiles, kvDtype] of runs) {
-      const a = { rows, nHeads: nh, headDim: hd, ...tiles };
-      let label = JSON.stringify(tiles);
+      const tensor = "tensorSubgroups" in tiles ? tiles.tensorSubgroups : 0;
+      const fmaTiles = tensor ? {} : tiles as PrefillTiles;
+      const a = { rows, nHeads: nh, headDim: hd, ...fmaTiles };
+      const [kCache, vCache] = caches[kvDtype];
+      const args = { ...a, ctl, q: qBuf, kCache, vCache, kvDtype, out };
+      let label = tensor ? `tensor cores, ${16 * tensor} query rows, ${kvDtype} cache` : JSON.stringify(tiles);
       let dispatch: Dispatch;
       try {
-        const p = planAttentionPrefill(gpu, a);
-        label = `q${p.queryTile} k${p.keyTile} t${p.workgroupSize} l${p.keyLanes}${p.subgroups ? " sg" : ""}` +
-          `${Object.keys(tiles).length === 0 ? " (default)" : ""}, ${kvDtype} cache`;
-        const [kCache, vCache] = caches[kvDtype];
-        dispatch = attentionPrefill(gpu, { ...a, ctl, q: qBuf, kCache, vCache, kvDtype, out });
+        if (tensor) {
+          dispatch = attentionPrefillTensor(gpu, args, { subgroups: tensor });
+        } else {
+          const p = planAttentionPrefill(gpu, a);
+          label = `q${p.queryTile} k${p.keyTile} t${p.workgroupSize} l${p.keyLanes}${p.subgroups ? " sg" : ""}` +
+            `${Object.keys(tiles).length === 0 ? " (default)" : ""}, ${kvDtype} cache`;
+          dispatch = attentionPrefill(gpu, args);
+        }
       } catch (e) {
         console.log(`attention_prefill 7b ${rows} tokens ${label}: skipped (${(e as Error).message})`);
         continue;
       }
       const ms = await medianMs([dispatch], 1, 20);
-      const err = prefillError(await gpu.readF32(out, rows * d), q, k, v, rows, nh, hd);
+      const err = prefillError(
+        await gpu.readF32(out, rows * d),
+        q,
+        k,
+        v,
+        rows,
+        nh,
+        hd,
+        tensor ? TENSOR_PREFILL_TOL : undefined,
+      );
       const r: Row = {
         kernel: "attention_prefill",
         shape: `7b ${rows} tokens`,

@@ -24,8 +24,8 @@ import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 import { getGpu, type Gpu, type Kernel, WEBGPU_ENV } from "../runtime.ts";
-import { preludeFor } from "../prelude.ts";
 import { assertCaught, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import { tintErrors } from "../testing/tint.ts";
 
 /** Why the GPU tests cannot run in this process, or null. */
 const skip: string | null = Deno.env.get(WEBGPU_ENV) === "dawn"
@@ -331,41 +331,6 @@ tensorTest(
   },
 );
 
-/**
- * Tint's diagnostics for `kernels` on Dawn's null backend (no GPU: WGSL is parsed, resolved and its pipeline validated,
- * nothing runs), one line per kernel that fails; a pipeline refused only for its workgroup memory (the null adapter
- * offers 16 KB) counts as compiled. Null when Dawn's addon cannot be loaded here.
- */
-async function tintErrors(kernels: readonly Kernel[]): Promise<string[] | null> {
-  let dawn: { create(toggles: string[]): GPU };
-  try {
-    dawn = await import("webgpu");
-  } catch {
-    return null;
-  }
-  const adapter = await dawn.create(["backend=null", "enable-dawn-features=allow_unsafe_apis"]).requestAdapter();
-  const features = ["shader-f16", "subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[];
-  if (!adapter || !features.every((f) => adapter.features.has(f))) return null;
-  const device = await adapter.requestDevice({ requiredFeatures: features });
-  const failures: string[] = [];
-  for (const k of kernels) {
-    device.pushErrorScope("validation");
-    const module = device.createShaderModule({ code: preludeFor("dawn", features, k.source) + k.source });
-    const messages = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
-    device.createComputePipeline({
-      layout: "auto",
-      compute: { module, entryPoint: "main", constants: { K: 4096, N: 4096, M: 128 } },
-    });
-    const error = await device.popErrorScope();
-    const refused = error && !/workgroup storage/.test(error.message) ? error.message.split("\n")[0] : "";
-    if (messages.length || refused) {
-      failures.push(`${k.name}: ${messages.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ") || refused}`);
-    }
-  }
-  device.destroy();
-  return failures;
-}
-
 Deno.test({
   name:
     "gemm_tensor kernels compile under Dawn's WGSL compiler (its null backend: no GPU needed), and a broken one fails",
@@ -389,7 +354,7 @@ Deno.test({
       "acc0_0 = subgroupMatrixMultiplyAccumulate(a0, b0",
       "acc0_0 = subgroupMatrixMultiplyAccumulate(b0, a0",
     );
-    const errors = await tintErrors([...kernels, broken]);
+    const errors = await tintErrors([...kernels, broken], { K: 4096, N: 4096, M: 128 });
     if (errors === null) {
       await t.step({
         name: "skipped: Dawn's addon or its null backend is unavailable here",

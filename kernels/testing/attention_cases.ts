@@ -9,7 +9,7 @@ import { attentionReference } from "../attention/reference.ts";
 import type { KvDtype } from "../attention/kv_cache.ts";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import type { Dispatch, Gpu } from "../runtime.ts";
-import { assertClose, ctlBuffer, type ErrorReport, Rng } from "./harness.ts";
+import { assertClose, ctlBuffer, type ErrorReport, Rng, type Tolerance } from "./harness.ts";
 
 // The kernels compute in f32 what the reference computes in f64. Scores are dot products of HEAD_DIM terms
 // (rounding ~1e-6 absolute on scores of a few units, i.e. ~1e-6 relative on each exp); exp itself is within a few
@@ -54,7 +54,7 @@ export interface AttentionBuffers {
 
 /**
  * Runs the dispatches `record` makes for case `c` and compares the output with the reference, or, with `untouched`,
- * asserts that the kernel wrote nothing (a gated-off kernel).
+ * asserts that the kernel wrote nothing (a gated-off kernel). `tol`: ATTENTION_TOL unless the kernel rounds to f16.
  */
 export async function checkAttention(
   gpu: Gpu,
@@ -62,6 +62,7 @@ export async function checkAttention(
   record: (b: AttentionBuffers) => Dispatch[],
   what: string,
   untouched = false,
+  tol: Tolerance = ATTENTION_TOL,
 ): Promise<ErrorReport | undefined> {
   const d = c.nHeads * c.headDim;
   const valid = c.pos + c.rows;
@@ -99,7 +100,7 @@ export async function checkAttention(
       if (got[i] !== SENTINEL) throw new Error(`${label}: wrote element ${i}, past its ${c.rows} output rows`);
     }
     const want = attentionReference(q, kCache, vCache, c.rows, c.pos, c.nHeads, c.headDim);
-    return assertClose(got.subarray(0, c.rows * d), want, ATTENTION_TOL, label);
+    return assertClose(got.subarray(0, c.rows * d), want, tol, label);
   } finally {
     for (const buffer of Object.values(b)) buffer.destroy();
   }

@@ -1,0 +1,355 @@
+/**
+ * Causal prefill attention on tensor cores (Dawn, WGSL subgroup matrices): the function of `prefill.ts` (same
+ * bindings, grid order and cache layout), with Q, K, V and the probabilities P as f16 and every product accumulated in
+ * f32 on 16x16x16 subgroup matrices.
+ *
+ * A workgroup owns BQ = 16 * SUBGROUPS query rows of one head; subgroup g owns rows 16g .. 16g + 15 and keeps them as
+ * HEAD_DIM / 16 left matrices (Q times SCALE * log2(e), staged once through the K buffer) and the output as HEAD_DIM /
+ * 16 result matrices. WGSL cannot scale a result matrix row by row, so the online softmax of `prefill.ts` (which
+ * rescales the output at every key tile) becomes two passes over the key tiles of BK = 32 keys, both stopping after
+ * the key of the tile's last row:
+ *   1. S = Q K^T (HEAD_DIM / 16 x BK / 16 products per subgroup), S through workgroup memory, then each row's running
+ *      max m and sum l of exp2(S - m), kept in registers by the SUBGROUP_SIZE / 16 invocations of the row (subgroup
+ *      shuffles);
+ *   2. S again, P = exp2(S - m) / l (0 past the row's position) as f16 through workgroup memory, O += P V.
+ * Pass 1 repeats a third of the products: 1.5x the multiply-adds of one pass, for no rescaling at all. The epilogue
+ * stores each output matrix through workgroup memory into the rows inside M.
+ *
+ * Error: Q (scaled), K, V and P rounded to f16 (unit roundoff 2^-11; OLMo-2's q and k are RMS-normed), products and
+ * sums in f32: a few 1e-3 of the output for scores of a few units (TENSOR_PREFILL_TOL, tested). |v| above 65504 would
+ * overflow f16: the logits' finiteness check reports it.
+ *
+ * Built and compiled under Tint (Dawn's null backend, `prefill_tensor_test.ts`) in session V, when no device time was
+ * left: **not yet run on a GPU**. `HYDRA_PREFILL_ATTENTION=tensor` selects it (`prefillAttentionFor`); the default
+ * stays the FMA kernel until the H200 has run its tests and timed it (`tools/bench_kernels.ts --prefill`).
+ * @module
+ */
+
+import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { UserError } from "../../common/errors.ts";
+import { tensorGemmUnsupported, tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
+import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
+import { attentionPrefill, type AttentionPrefillArgs } from "./prefill.ts";
+import { range } from "../codegen.ts";
+
+/** Name prefix of the generated kernels. */
+export const PREFILL_TENSOR_KERNEL_NAME = "attention_prefill_tensor";
+
+/** Keys per tile (two 16-key blocks). */
+const BK = 32;
+/** f16 per staged K / V row beyond HEAD_DIM: rows stay 16-byte aligned and start in distinct bank groups. */
+const PAD = 8;
+
+/** The environment variable that picks the prefill attention: `fma` (default) or `tensor`. */
+export const PREFILL_ATTENTION_ENV = "HYDRA_PREFILL_ATTENTION";
+
+/**
+ * Output tolerance of the tensor-core prefill attention against the f64 reference: the f16 roundings of Q, K (a score
+ * of a few units moves by ~2^-10 of sum |q k|), P and V (2^-11 each) put a few 1e-3 on outputs of order 1.
+ */
+export const TENSOR_PREFILL_TOL = { atol: 1e-2, rtol: 1e-2 };
+
+/** What the generator makes a kernel for. */
+export interface PrefillTensorSpec {
+  headDim: number;
+  /** Subgroups per workgroup, each 16 query rows: 1, 2 or 4 (default 4: 64 rows). */
+  subgroups?: number;
+  /** Invocations per subgroup: 16, 32 (default, NVIDIA's) or 64. */
+  subgroupSize?: number;
+}
+
+function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
+  const t = { subgroups: 4, subgroupSize: 32, ...s };
+  if (!(t.headDim >= 16 && t.headDim <= 256 && t.headDim % 16 === 0)) {
+    throw new Error(`attentionPrefillTensor: head_dim ${t.headDim} is not a multiple of 16 up to 256`);
+  }
+  if (![1, 2, 4].includes(t.subgroups)) throw new Error(`attentionPrefillTensor: ${t.subgroups} subgroups (1, 2, 4)`);
+  if (![16, 32, 64].includes(t.subgroupSize)) {
+    throw new Error(`attentionPrefillTensor: subgroup size ${t.subgroupSize} (16, 32 or 64)`);
+  }
+  return t;
+}
+
+/** Workgroup memory of a kernel: the K and V tiles (f16), S (f32) and P (f16). */
+export function prefillTensorWorkgroupBytes(s: PrefillTensorSpec): number {
+  const t = check(s);
+  const bq = 16 * t.subgroups;
+  return 2 * 2 * BK * (t.headDim + PAD) + 4 * bq * (BK + 4) + 2 * bq * (BK + PAD);
+}
+
+function kernelName(t: Required<PrefillTensorSpec>, kv: KvDtype): string {
+  return `${PREFILL_TENSOR_KERNEL_NAME}_d${t.headDim}_s${t.subgroups}_w${t.subgroupSize}${
+    kv === "bf16" ? "_kvbf16" : ""
+  }`;
+}
+
+/** The WGSL kernel for `spec` and caches of `kv` elements. */
+export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvDtype = "f32"): Kernel {
+  const t = check(spec);
+  const hd = t.headDim, hv = hd / 4, sg = t.subgroupSize;
+  const bq = 16 * t.subgroups, threads = sg * t.subgroups;
+  const lpr = sg / 16; // invocations per query row in the softmax
+  const perLane = BK / lpr; // scores each of them handles
+  const D = range(hd / 16), J = range(BK / 16), E = range((16 * 16) / sg);
+  const lines = (pad: string, ls: string[]) => ls.map((l) => pad + l).join("\n");
+  // The row reductions over the lpr invocations of a row (consecutive lanes): butterfly shuffles.
+  const reduce = (op: string, v: string) =>
+    range(Math.log2(lpr)).map((b) => `${v} = ${op}(${v}, subgroupShuffleXor(${v}, ${1 << b}u));`);
+  // S = Q K^T of the staged K tile into the subgroup's rows of ss.
+  const scores = [
+    ...J.map((j) => `var s${j} = Result();`),
+    ...D.flatMap((d) =>
+      J.map((j) =>
+        `s${j} = subgroupMatrixMultiplyAccumulate(qa${d}, subgroupMatrixLoad<Right, col_major>(&ks, ${j * 16}u * KS + ${
+          d * 16
+        }u, KS), s${j});`
+      )
+    ),
+    ...J.map((j) => `subgroupMatrixStore<row_major>(&ss, sm * SS + ${j * 16}u, s${j}, SS);`),
+  ];
+  const name = kernelName(t, kv);
+  return {
+    name,
+    source: /* wgsl */ `
+// ${name}: causal prefill attention on subgroup matrices (kernels/attention/prefill_tensor.ts), two passes over the keys.
+// bindings (D = NH * HEAD_DIM; the grid is [NH, ceil(M / BQ), 1]: workgroup (h, y) = head h, query rows
+// q0 = BQ * (ceil(M / BQ) - 1 - y) ..), as prefill.ts:
+//   0 ctl [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] = position of query row 0
+//   1 q   [M, D / 4] vec4<f32>        queries, QK-normed and roped
+//   2 kc  [>= POS + M, D] ${kv}        K cache, position-major
+//   3 vc  [>= POS + M, D] ${kv}        V cache
+//   4 out [M, D] f32, rw              the attention output (prefill.ts's binding, read as scalars)
+override NH: u32;
+override M: u32;
+override SCALE: f32;                          // 1 / sqrt(HEAD_DIM)
+const HV: u32 = ${hv}u;                        // vec4 per head row (HEAD_DIM ${hd})
+const BQ: u32 = ${bq}u;                        // query rows per workgroup: 16 per subgroup
+const BK: u32 = ${BK}u;                        // keys per tile
+const SUBGROUP_SIZE: u32 = ${sg}u;
+const LPR: u32 = ${lpr}u;                      // invocations per row in the softmax, consecutive lanes
+const KS: u32 = ${hd + PAD}u;                  // f16 per staged K / V row
+const SS: u32 = ${BK + 4}u;                    // f32 per row of S (16-byte aligned rows)
+const PS: u32 = ${BK + PAD}u;                  // f16 per row of P
+const LOG2E: f32 = 1.4426950408889634;
+const NEG_BIG: f32 = -3.0e38;                  // "masked": finite, so exp2(NEG_BIG - NEG_BIG) is 1, never NaN
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+${kvReadWgsl(kv, 2, 3)}
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+var<workgroup> ks: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the K tile (first: BK query rows at a time)
+var<workgroup> vs: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the V tile (pass 2)
+var<workgroup> ss: array<f32, ${bq * (BK + 4)}>;    // [BQ, BK] scores of the tile; the epilogue's output matrices
+var<workgroup> ps: array<f16, ${bq * (BK + PAD)}>;  // [BQ, BK] probabilities of the tile
+alias Left = subgroup_matrix_left<f16, 16, 16>;
+alias Right = subgroup_matrix_right<f16, 16, 16>;
+alias Result = subgroup_matrix_result<f32, 16, 16>;
+
+// Vec4 e of head column block col0 of key \`key\`, 0 past last_key (never read).
+fn load_kv(key: u32, last_key: u32, e: u32, values: bool) -> vec4<f32> {
+  var v = vec4<f32>();
+  if (key <= last_key) {
+    let i = key * NH * HV + e;
+    if (values) { v = load_v(i); } else { v = load_k(i); }
+  }
+  return v;
+}
+
+// Four f32 as f16 at buffer index i of ks (values false) or vs.
+fn stage4(i: u32, v: vec4<f32>, values: bool) {
+  let h = vec4<f16>(v);
+  if (values) {
+    vs[i] = h.x; vs[i + 1u] = h.y; vs[i + 2u] = h.z; vs[i + 3u] = h.w;
+  } else {
+    ks[i] = h.x; ks[i + 1u] = h.y; ks[i + 2u] = h.z; ks[i + 3u] = h.w;
+  }
+}
+
+// The K (or V) tile of keys k0 .. k0 + BK - 1 into ks (vs), zeros past last_key.
+fn stage_tile(t: u32, k0: u32, last_key: u32, col0: u32, values: bool) {
+  for (var i = t; i < BK * HV; i += ${threads}u) {
+    stage4((i / HV) * KS + 4u * (i % HV), load_kv(k0 + i / HV, last_key, col0 + i % HV, values), values);
+  }
+}
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  if (gated_off()) { return; }
+  let q0 = (nwg.y - 1u - wid.y) * BQ;
+  let first_pos = ctl[CTL_POS] + q0;          // position of row 0 of the tile
+  let rows_valid = min(BQ, M - q0);           // rows >= rows_valid are padding (zero queries, never stored)
+  let last_key = first_pos + rows_valid - 1u; // no key after it is valid for any row
+  let col0 = wid.x * HV;
+  let g = t / SUBGROUP_SIZE;                  // subgroup: rows sm .. sm + 15 of the tile
+  let lane = t % SUBGROUP_SIZE;
+  let sm = 16u * g;
+  // Softmax lanes: row r of the tile (its position pos), keys sub + LPR * i of each tile.
+  let r = sm + lane / LPR;
+  let sub = lane % LPR;
+  let pos = first_pos + r;
+  // Q times SCALE * log2(e) as f16 left matrices, staged BK rows at a time through ks.
+${lines("  ", D.map((d) => `var qa${d} = Left();`))}
+  for (var c = 0u; c < BQ; c += BK) {
+    for (var i = t; i < BK * HV; i += ${threads}u) {
+      let row = c + i / HV;
+      var v = vec4<f32>();
+      if (row < rows_valid) { v = q[(q0 + row) * NH * HV + col0 + i % HV] * (SCALE * LOG2E); }
+      stage4((i / HV) * KS + 4u * (i % HV), v, false);
+    }
+    workgroupBarrier();
+    if (sm >= c && sm < c + BK) {
+${lines("      ", D.map((d) => `qa${d} = subgroupMatrixLoad<Left, row_major>(&ks, (sm - c) * KS + ${d * 16}u, KS);`))}
+    }
+    workgroupBarrier();
+  }
+  // Pass 1: each row's max m and sum l of exp2(score - m) over its keys.
+  var m = NEG_BIG;
+  var l = 0.0;
+  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
+    stage_tile(t, k0, last_key, col0, false);
+    workgroupBarrier(); // the K tile is staged
+${lines("    ", scores)}
+    workgroupBarrier(); // S is in ss
+    var tmax = NEG_BIG;
+    for (var i = 0u; i < ${perLane}u; i++) {
+      let key = k0 + sub + LPR * i;
+      tmax = max(tmax, select(NEG_BIG, ss[r * SS + sub + LPR * i], key <= pos));
+    }
+${lines("    ", reduce("max", "tmax"))}
+    let mn = max(m, tmax);
+    var sum = 0.0;
+    for (var i = 0u; i < ${perLane}u; i++) {
+      let key = k0 + sub + LPR * i;
+      sum += select(0.0, exp2(ss[r * SS + sub + LPR * i] - mn), key <= pos);
+    }
+${lines("    ", reduce("add", "sum"))}
+    l = l * exp2(m - mn) + sum;
+    m = mn;
+    workgroupBarrier(); // ks and ss are consumed
+  }
+  let inv_l = 1.0 / l;
+  // Pass 2: P = exp2(S - m) / l, O += P V.
+${lines("  ", D.map((d) => `var o${d} = Result();`))}
+  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
+    stage_tile(t, k0, last_key, col0, false);
+    stage_tile(t, k0, last_key, col0, true);
+    workgroupBarrier(); // the K and V tiles are staged
+${lines("    ", scores)}
+    workgroupBarrier(); // S is in ss
+    for (var i = 0u; i < ${perLane}u; i++) {
+      let key = k0 + sub + LPR * i;
+      let p = select(0.0, exp2(ss[r * SS + sub + LPR * i] - m) * inv_l, key <= pos);
+      ps[r * PS + sub + LPR * i] = f16(p);
+    }
+    workgroupBarrier(); // P is in ps
+${
+      lines(
+        "    ",
+        J.flatMap((j) => [
+          `{`,
+          `  let pa = subgroupMatrixLoad<Left, row_major>(&ps, sm * PS + ${j * 16}u, PS);`,
+          ...D.map((d) =>
+            `  o${d} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<Right, row_major>(&vs, ${
+              j * 16
+            }u * KS + ${d * 16}u, KS), o${d});`
+          ),
+          `}`,
+        ]),
+      )
+    }
+    workgroupBarrier(); // ks, vs and ps are consumed
+  }
+  // Each output matrix through the subgroup's rows of ss (16 x 16 at stride SS) into the rows inside M.
+${
+      lines(
+        "  ",
+        D.flatMap((d) => [
+          `subgroupMatrixStore<row_major>(&ss, sm * SS, o${d}, SS);`,
+          "workgroupBarrier();",
+          ...E.map((e) => {
+            const el = `lane + ${e * sg}u`;
+            const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
+            return `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
+              d * 16
+            }u + ${col}] = ss[(${row}) * SS + ${col}]; }`;
+          }),
+          "workgroupBarrier();",
+        ]),
+      )
+    }
+}
+
+fn add(a: f32, b: f32) -> f32 { return a + b; }
+`,
+  };
+}
+
+/**
+ * Why the tensor-core prefill attention cannot run on `gpu`, or null: it needs what the tensor-core GEMM needs
+ * (subgroup matrices with the f16 16x16x16 config, shader-f16, one fixed subgroup size of 16, 32 or 64).
+ */
+export function prefillTensorUnsupported(gpu: Gpu): string | null {
+  const why = tensorGemmUnsupported(gpu);
+  if (why) return why;
+  const size = tensorSubgroupSize(gpu);
+  return [16, 32, 64].includes(size) ? null : `its subgroups of ${size} invocations are not 16, 32 or 64`;
+}
+
+/**
+ * Records a tensor-core prefill attention dispatch (load time): `a` as for `attentionPrefill` (its FMA tile knobs are
+ * not read), `tiles.subgroups` the query rows / 16 of a workgroup. Throws where it cannot run or on bad shapes.
+ */
+export function attentionPrefillTensor(
+  gpu: Gpu,
+  a: AttentionPrefillArgs,
+  tiles: { subgroups?: number } = {},
+  kernel?: Kernel,
+): Dispatch {
+  const unsupported = prefillTensorUnsupported(gpu);
+  if (unsupported) throw new Error(`attentionPrefillTensor: cannot run here: ${unsupported}`);
+  if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`attentionPrefillTensor: ${a.rows} query rows`);
+  const t = check({ headDim: a.headDim, subgroups: tiles.subgroups, subgroupSize: tensorSubgroupSize(gpu) });
+  const bytes = prefillTensorWorkgroupBytes(t);
+  if (bytes > gpu.device.limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(`attentionPrefillTensor: needs ${bytes} bytes of workgroup memory; use fewer subgroups`);
+  }
+  const kv = a.kvDtype ?? "f32";
+  const name = kernelName(t, kv);
+  if (kernel && kernel.name !== name && !kernel.name.startsWith(`${name}[`)) {
+    throw new Error(`attentionPrefillTensor: kernel ${kernel.name} was not generated for this shape (${name})`);
+  }
+  return gpu.dispatch(
+    kernel ?? attentionPrefillTensorKernelFor(t, kv),
+    { NH: a.nHeads, M: a.rows, SCALE: Math.fround(1 / Math.sqrt(a.headDim)), GATED: a.gated ?? false },
+    [a.ctl, a.q, a.kCache, a.vCache, a.out],
+    [a.nHeads, Math.ceil(a.rows / (16 * t.subgroups)), 1],
+  );
+}
+
+/** The prefill attentions: FMA (`prefill.ts`, default) and tensor cores (this module). */
+export const PREFILL_ATTENTIONS = ["fma", "tensor"] as const;
+
+/**
+ * The prefill attention `HYDRA_PREFILL_ATTENTION` asks for: `fma` (default) or `tensor`, a UserError naming the
+ * variable where the value is unknown or the tensor kernel cannot run.
+ */
+export function prefillAttentionFor(gpu: Gpu): "fma" | "tensor" {
+  const value = Deno.env.get(PREFILL_ATTENTION_ENV) || "fma";
+  if (value === "fma") return "fma";
+  if (value !== "tensor") {
+    throw new UserError(`${PREFILL_ATTENTION_ENV}=${value} is not a prefill attention: set it to fma or tensor.`);
+  }
+  const why = prefillTensorUnsupported(gpu);
+  if (why) {
+    throw new UserError(
+      `${PREFILL_ATTENTION_ENV}=tensor needs subgroup matrices, which cannot run here (${why}); run on Dawn ` +
+        `(HYDRA_WEBGPU=dawn) on a GPU with them, or unset ${PREFILL_ATTENTION_ENV}.`,
+    );
+  }
+  return "tensor";
+}
+
+/** The prefill attention dispatch `prefillAttentionFor` picks. */
+export function prefillAttention(gpu: Gpu, a: AttentionPrefillArgs): Dispatch {
+  return prefillAttentionFor(gpu) === "tensor" ? attentionPrefillTensor(gpu, a) : attentionPrefill(gpu, a);
+}

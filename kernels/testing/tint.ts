@@ -1,0 +1,97 @@
+/**
+ * WGSL compile checks without a GPU: Dawn's null backend parses, resolves and validates kernels with Tint (the
+ * compiler the Dawn runtime uses), so tests of kernels that need subgroup matrices (which no CPU adapter offers) can
+ * fail on a WGSL error in CI too.
+ *
+ * The compile runs in a child process (this module as its main): inside a `deno test` process dawn.node 0.6.2 now and
+ * then never settled a `popErrorScope` promise, or aborted on a mutex assertion, while the same calls in a plain
+ * `deno run` settled every time (session V, on the CPU machine).
+ * @module
+ */
+
+import type { Kernel } from "../runtime.ts";
+import { preludeFor } from "../prelude.ts";
+
+/** The features the null device is asked for (those of the tensor-core kernels). */
+const FEATURES = ["shader-f16", "subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[];
+
+/** What the child reads: kernels with their prelude, and the override constants of their pipelines. */
+interface Job {
+  kernels: { name: string; code: string }[];
+  constants: Record<string, number>;
+}
+
+/** The child's answer: one line per failing kernel, or why Dawn's null backend is unavailable. */
+type Answer = { failures: string[] } | { unavailable: string };
+
+/**
+ * Tint's diagnostics for `kernels` (with override `constants`) on Dawn's null backend: WGSL is parsed, resolved and
+ * its pipeline validated, nothing runs. One line per kernel that fails. A pipeline refused only for its workgroup
+ * memory (the null adapter offers 16 KB) or its subgroup size (the null adapter's is 128) counts as compiled. Null
+ * when Dawn's addon or its null backend is unavailable here.
+ */
+export async function tintErrors(
+  kernels: readonly Kernel[],
+  constants: Record<string, number>,
+): Promise<string[] | null> {
+  const job: Job = {
+    kernels: kernels.map((k) => ({ name: k.name, code: preludeFor("dawn", FEATURES, k.source) + k.source })),
+    constants,
+  };
+  const file = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(file, JSON.stringify(job));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--config",
+        new URL("../../deno.json", import.meta.url).pathname,
+        import.meta.filename!,
+        file,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+    if (!out.success || !text.startsWith("{")) {
+      throw new Error(`the Tint check's child process failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+    }
+    const answer = JSON.parse(text) as Answer;
+    return "failures" in answer ? answer.failures : null;
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
+/** The child: compiles the job's kernels on Dawn's null backend. */
+async function compile(job: Job): Promise<Answer> {
+  let dawn: { create(toggles: string[]): GPU };
+  try {
+    dawn = await import("webgpu");
+  } catch (e) {
+    return { unavailable: `Dawn's addon: ${e instanceof Error ? e.message : e}` };
+  }
+  const adapter = await dawn.create(["backend=null", "enable-dawn-features=allow_unsafe_apis"]).requestAdapter();
+  if (!adapter || !FEATURES.every((f) => adapter.features.has(f))) return { unavailable: "no null adapter" };
+  const device = await adapter.requestDevice({ requiredFeatures: FEATURES });
+  const failures: string[] = [];
+  for (const k of job.kernels) {
+    device.pushErrorScope("validation");
+    const module = device.createShaderModule({ code: k.code });
+    device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main", constants: job.constants } });
+    // The first error of the scope: the module's (Tint's diagnostics) or, if it compiled, the pipeline's.
+    const error = await device.popErrorScope();
+    if (error && !/workgroup storage|maxSubgroupSize/.test(error.message)) {
+      failures.push(`${k.name}: ${error.message.split("\n").slice(0, 3).join(" ")}`);
+    }
+  }
+  device.destroy();
+  return { failures };
+}
+
+if (import.meta.main) {
+  console.log(JSON.stringify(await compile(JSON.parse(await Deno.readTextFile(Deno.args[0])))));
+  Deno.exit(0);
+}
