@@ -19,20 +19,13 @@ import {
 } from "./prefill_tensor.ts";
 import { UserError } from "../../common/errors.ts";
 import { tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
-import { getGpu, type Gpu, type Kernel, WEBGPU_ENV } from "../runtime.ts";
-import { assertCaught, gpuTest, mutate } from "../testing/harness.ts";
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, dawnGpuTest, gpuTest, mutate } from "../testing/harness.ts";
 import { type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
-import { tintErrors } from "../testing/tint.ts";
+import { assertTintCompiles } from "../testing/tint.ts";
 
-/** Why the GPU tests cannot run in this process, or null. */
-const skip: string | null = Deno.env.get(WEBGPU_ENV) === "dawn"
-  ? prefillTensorUnsupported(await getGpu())
-  : `needs ${WEBGPU_ENV}=dawn and a GPU with subgroup matrices`;
-
-function tensorTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
-  if (skip) Deno.test({ name: `${name} [ignored: ${skip}]`, ignore: true, fn: () => {} });
-  else gpuTest(name, fn);
-}
+/** A GPU test of the tensor-core prefill attention, or where it cannot run, an ignored test that says why. */
+const tensorTest = await dawnGpuTest(prefillTensorUnsupported);
 
 /** The tensor-core prefill attention of case `c` against the reference. */
 function check(gpu: Gpu, c: AttentionCase, o: { subgroups?: number; kernel?: Kernel; gated?: boolean } = {}) {
@@ -128,18 +121,13 @@ Deno.test({
       "subgroupMatrixLoad<Left, row_major>(&ps",
       "subgroupMatrixLoad<Right, row_major>(&ps",
     );
-    const errors = await tintErrors([...kernels, broken], { NH: 32, M: 128, SCALE: 0.0884 });
-    if (errors === null) {
-      await t.step({
-        name: "skipped: Dawn's addon or its null backend is unavailable here",
-        ignore: true,
-        fn: () => {},
-      });
-      return;
-    }
-    const unexpected = errors.filter((e) => !e.startsWith(`${broken.name}:`));
-    if (unexpected.length) throw new Error(`Tint rejected:\n${unexpected.join("\n")}`);
-    if (errors.length !== 1) throw new Error("a kernel multiplying P as a right matrix compiled");
+    await assertTintCompiles(
+      t,
+      kernels,
+      { NH: 32, M: 128, SCALE: 0.0884 },
+      broken,
+      "a kernel taking P as a right matrix",
+    );
   },
 });
 

@@ -23,20 +23,12 @@ import { TENSOR_TILES } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
-import { getGpu, type Gpu, type Kernel, WEBGPU_ENV } from "../runtime.ts";
-import { assertCaught, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
-import { tintErrors } from "../testing/tint.ts";
-
-/** Why the GPU tests cannot run in this process, or null. */
-const skip: string | null = Deno.env.get(WEBGPU_ENV) === "dawn"
-  ? tensorGemmUnsupported(await getGpu())
-  : `needs ${WEBGPU_ENV}=dawn and a GPU with subgroup matrices`;
+import type { Gpu, Kernel } from "../runtime.ts";
+import { assertCaught, ctlBuffer, dawnGpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import { assertTintCompiles } from "../testing/tint.ts";
 
 /** A GPU test of the tensor-core GEMM, or where it cannot run, an ignored test that says why. */
-function tensorTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
-  if (skip) Deno.test({ name: `${name} [ignored: ${skip}]`, ignore: true, fn: () => {} });
-  else gpuTest(name, fn);
-}
+const tensorTest = await dawnGpuTest(tensorGemmUnsupported);
 
 interface CheckOptions extends TensorTiles {
   epilogue?: number;
@@ -354,17 +346,12 @@ Deno.test({
       "acc0_0 = subgroupMatrixMultiplyAccumulate(a0, b0",
       "acc0_0 = subgroupMatrixMultiplyAccumulate(b0, a0",
     );
-    const errors = await tintErrors([...kernels, broken], { K: 4096, N: 4096, M: 128 });
-    if (errors === null) {
-      await t.step({
-        name: "skipped: Dawn's addon or its null backend is unavailable here",
-        ignore: true,
-        fn: () => {},
-      });
-      return;
-    }
-    const unexpected = errors.filter((e) => !e.startsWith(`${broken.name}:`));
-    if (unexpected.length) throw new Error(`Tint rejected:\n${unexpected.join("\n")}`);
-    if (errors.length !== 1) throw new Error("a kernel with its left and right matrices swapped compiled");
+    await assertTintCompiles(
+      t,
+      kernels,
+      { K: 4096, N: 4096, M: 128 },
+      broken,
+      "a kernel with its left and right matrices swapped",
+    );
   },
 });

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { getGpu, type Gpu, type Kernel } from "../runtime.ts";
+import { getGpu, type Gpu, type Kernel, WEBGPU_ENV } from "../runtime.ts";
 import { CTL, CTL_SLOTS } from "../control/ctl.ts";
 
 /** WebGPU errors nobody captured (invalid WGSL, a bad bind group, ...), in the order reported. */
@@ -42,6 +42,23 @@ export function gpuTest(name: string, fn: (gpu: Gpu) => Promise<void>): void {
       }
     },
   });
+}
+
+/**
+ * The registrar of GPU tests that need Dawn and what `unsupported` checks (tensor cores: subgroup matrices): in a
+ * process on Dawn (HYDRA_WEBGPU=dawn) where `unsupported(gpu)` is null, `gpuTest`; elsewhere each test is registered as
+ * ignored, the reason in its name.
+ */
+export async function dawnGpuTest(
+  unsupported: (gpu: Gpu) => string | null,
+): Promise<(name: string, fn: (gpu: Gpu) => Promise<void>) => void> {
+  const skip = Deno.env.get(WEBGPU_ENV) === "dawn"
+    ? unsupported(await getGpu())
+    : `needs ${WEBGPU_ENV}=dawn and a GPU with subgroup matrices`;
+  return (name, fn) => {
+    if (skip) Deno.test({ name: `${name} [ignored: ${skip}]`, ignore: true, fn: () => {} });
+    else gpuTest(name, fn);
+  };
 }
 
 export { Rng } from "../../bench/rng.ts";

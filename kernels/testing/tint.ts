@@ -65,6 +65,28 @@ export async function tintErrors(
   }
 }
 
+/**
+ * The test of a kernel family's WGSL (`t`: the Deno test's context): every kernel of `kernels` compiles under Tint
+ * (`tintErrors` with `constants`) and `broken` (a mutant that `what` describes) does not, so the check can fail. Where
+ * Dawn's null backend is unavailable the test reports an ignored step saying so.
+ */
+export async function assertTintCompiles(
+  t: Deno.TestContext,
+  kernels: readonly Kernel[],
+  constants: Record<string, number>,
+  broken: Kernel,
+  what: string,
+): Promise<void> {
+  const errors = await tintErrors([...kernels, broken], constants);
+  if (errors === null) {
+    await t.step({ name: "skipped: Dawn's addon or its null backend is unavailable here", ignore: true, fn: () => {} });
+    return;
+  }
+  const unexpected = errors.filter((e) => !e.startsWith(`${broken.name}:`));
+  if (unexpected.length) throw new Error(`Tint rejected:\n${unexpected.join("\n")}`);
+  if (errors.length !== 1) throw new Error(`${what} compiled`);
+}
+
 /** The child: compiles the job's kernels on Dawn's null backend. */
 async function compile(job: Job): Promise<Answer> {
   let dawn: { create(toggles: string[]): GPU };
