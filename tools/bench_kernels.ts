@@ -82,6 +82,7 @@ import {
   TENSOR_PREFILL_TOL,
 } from "../kernels/attention/prefill_tensor.ts";
 import { attentionReference } from "../kernels/attention/reference.ts";
+import { ATTENTION_TOL } from "../kernels/testing/attention_cases.ts";
 import type { KvDtype } from "../kernels/attention/kv_cache.ts";
 import { packBf16, roundBf16Array } from "../kernels/bf16.ts";
 import { measureCopyBandwidth } from "../bench/bandwidth.ts";
@@ -587,7 +588,7 @@ const PREFILL_VARIANTS: PrefillTiles[] = [
 ];
 
 /**
- * The worst error over the tests' tolerance (2e-5 + 1e-4 |want|, kernels/testing/attention_cases.ts) of `got`
+ * The worst error over the tests' tolerance `tol` (default ATTENTION_TOL, kernels/testing/attention_cases.ts) of `got`
  * ([rows, D]) on 16 sampled (row, head) pairs against the f64 reference, each computed alone over its head's columns.
  */
 function prefillError(
@@ -598,7 +599,7 @@ function prefillError(
   rows: number,
   nh: number,
   hd: number,
-  tol: { atol: number; rtol: number } = { atol: 2e-5, rtol: 1e-4 },
+  tol: { atol: number; rtol: number } = ATTENTION_TOL,
 ): number {
   const d = nh * hd;
   const head = (src: Float32Array, from: number, count: number, h: number) => {
@@ -913,7 +914,8 @@ async function benchGemm(): Promise<void> {
   ];
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
   const exponents = gpu.buffer("exponents", rows * 4);
-  const xHalf = gpu.buffer("f16 rows", rows * 11008 * 2); // the tensor-core GEMM's input: the pre-pass's f16 rows
+  // the tensor-core GEMM's input, the pre-pass's f16 rows, for the longest K of the shapes
+  const xHalf = gpu.buffer("f16 rows", rows * Math.max(...shapes.map((s) => s.k)) * 2);
   const splits = variants.map((v) => v.tiles.splitK ?? 1);
   const { maxStorageBufferBindingSize, maxBufferSize } = gpu.device.limits;
   for (const s of shapes) {
@@ -1052,9 +1054,11 @@ async function benchGemmProbe(): Promise<void> {
     "no reads, no products": [...noReads, ...noProducts],
     "1 store a vec4": oneStore,
   };
-  const exponents = gpu.buffer("exponents", 2048 * 4);
-  const xHalf = gpu.buffer("f16 rows", 2048 * 11008 * 2);
-  for (const rows of [128, ...(args.rows ? [Number(args.rows)] : [])]) {
+  const rowCounts = [128, ...(args.rows ? [Number(args.rows)] : [])];
+  const maxRows = Math.max(...rowCounts);
+  const exponents = gpu.buffer("exponents", maxRows * 4);
+  const xHalf = gpu.buffer("f16 rows", maxRows * Math.max(...DECODE_SHAPES_7B.map((s) => s.k)) * 2);
+  for (const rows of rowCounts) {
     for (const s of DECODE_SHAPES_7B) {
       const { nw, weights } = weightPool(s);
       const x = gpu.upload("x", gemmInputRows(rows, s.k));

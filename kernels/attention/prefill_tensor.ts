@@ -329,16 +329,21 @@ export function attentionPrefillTensor(
 /** The prefill attentions: FMA (`prefill.ts`, default) and tensor cores (this module). */
 export const PREFILL_ATTENTIONS = ["fma", "tensor"] as const;
 
+/** One of PREFILL_ATTENTIONS. */
+export type PrefillAttention = (typeof PREFILL_ATTENTIONS)[number];
+
 /**
  * The prefill attention `HYDRA_PREFILL_ATTENTION` asks for: `fma` (default) or `tensor`, a UserError naming the
  * variable where the value is unknown or the tensor kernel cannot run.
  */
-export function prefillAttentionFor(gpu: Gpu): "fma" | "tensor" {
+export function prefillAttentionFor(gpu: Gpu): PrefillAttention {
   const value = Deno.env.get(PREFILL_ATTENTION_ENV) || "fma";
-  if (value === "fma") return "fma";
-  if (value !== "tensor") {
-    throw new UserError(`${PREFILL_ATTENTION_ENV}=${value} is not a prefill attention: set it to fma or tensor.`);
+  if (!(PREFILL_ATTENTIONS as readonly string[]).includes(value)) {
+    throw new UserError(
+      `${PREFILL_ATTENTION_ENV}=${value} is not a prefill attention: set it to ${PREFILL_ATTENTIONS.join(" or ")}.`,
+    );
   }
+  if (value === "fma") return "fma";
   const why = prefillTensorUnsupported(gpu);
   if (why) {
     throw new UserError(

@@ -9,7 +9,7 @@
  * stages xh rows (copied) and weight rows (bf16 to f16, exact in f16's normal range) in workgroup memory,
  * k-contiguous; each subgroup then loads its 16x16 left matrices (row-major x) and right matrices (the weight rows
  * read column-major: right[k][n] = W[n, k]) and multiply-accumulates. The global reads of the next k tile are issued
- * before the products of the current one. With BUFFERS = 2 (the default where it fits) the workgroup memory holds two
+ * before the products of the current one. With 2 buffers (the generator's default) the workgroup memory holds two
  * k tiles: the next one is staged into the other buffer while this one is multiplied, one barrier a k step; with 1,
  * two barriers a step (staged, consumed). Epilogue: each subgroup stores one result matrix at a time to its slice of
  * workgroup memory, and its invocations scale the rows back by 2^e[m] (exact), apply the SwiGLU for that epilogue,
@@ -21,8 +21,8 @@
  * output and k are 2 / TILE_N + 2 / TILE_M.
  *
  * Shapes: any M; N a multiple of 16; K a multiple of TILE_K (16, 32 or 64): the OLMo-2 shapes are (K = 2048, 4096,
- * 8192, 11008 = 172 * 64); xh is [M, K] f16, 8 to a vec4<u32>. Subgroups are taken to be consecutive invocations (local_invocation_index / SUBGROUP_SIZE),
- * true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size (min = max) and the f16 16x16x16 config.
+ * 8192, 11008 = 172 * 64); xh is [M, K] f16, 8 to a vec4<u32>. Subgroups are taken to be consecutive invocations
+ * (local_invocation_index / SUBGROUP_SIZE), true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size (min = max) and the f16 16x16x16 config.
  *
  * `splitK: S > 1` generates the split-K variant, as the f32 GEMM's (`gemm.ts`): S times the workgroups, each reducing
  * K / S (a multiple of stepK) and storing its partial tile, scaled back by 2^e[m] and before any SwiGLU, to the
@@ -243,41 +243,35 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
       ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, ${r}w${s});`)),
       "}",
     ]);
-  const at = (base: string) => double ? `${base} + ` : ""; // the staged buffer's offset in a matrix load
   // The products of the staged k tile, 16 k at a time: the subgroup's left matrices (x rows), right matrices (weight
   // rows, and the up rows for SWIGLU), then every result matrix.
-  const computeAt = (xb: string, wb: string) =>
-    computeTemplate.replaceAll("xb + ", `${xb} + `).replaceAll("wb + ", `${wb} + `);
-  const computeTemplate = range(t.stepK / FRAG).map((q) =>
-    indent("    ", [
-      "{",
-      ...FI.map((i) =>
-        `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, ${at("xb")}(sm + ${i * FRAG}u) * XS + ${
-          q * FRAG
-        }u, XS);`
-      ),
-      ...FJ.map((j) =>
-        `  let b${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${at("wb")}(sn + ${j * FRAG}u) * XS + ${
-          q * FRAG
-        }u, XS);`
-      ),
-      ...(swiglu
-        ? FJ.map((j) =>
-          `  let v${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${at("wb")}(TILE_N + sn + ${j * FRAG}u) * XS + ${
-            q * FRAG
-          }u, XS);`
-        )
-        : []),
-      ...FI.flatMap((i) =>
-        FJ.flatMap((j) => [
-          `  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`,
-          ...(swiglu ? [`  up${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, v${j}, up${i}_${j});`] : []),
-        ])
-      ),
-      "}",
-    ])
-  ).join("\n");
-  const compute = computeTemplate;
+  // `xb`, `wb`: the staged buffer's offsets in the matrix loads, as WGSL prefixes ("" for buffer 0 of one).
+  const compute = (xb: string, wb: string) =>
+    range(t.stepK / FRAG).map((q) =>
+      indent("    ", [
+        "{",
+        ...FI.map((i) =>
+          `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, ${xb}(sm + ${i * FRAG}u) * XS + ${q * FRAG}u, XS);`
+        ),
+        ...FJ.map((j) =>
+          `  let b${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${wb}(sn + ${j * FRAG}u) * XS + ${q * FRAG}u, XS);`
+        ),
+        ...(swiglu
+          ? FJ.map((j) =>
+            `  let v${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${wb}(TILE_N + sn + ${j * FRAG}u) * XS + ${
+              q * FRAG
+            }u, XS);`
+          )
+          : []),
+        ...FI.flatMap((i) =>
+          FJ.flatMap((j) => [
+            `  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`,
+            ...(swiglu ? [`  up${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, v${j}, up${i}_${j});`] : []),
+          ])
+        ),
+        "}",
+      ])
+    ).join("\n");
   // Result matrix (i, j) of the subgroup: through workgroup memory to y, rows scaled back by 2^e[m]. SWIGLU first
   // takes the gate matrix into registers (g<v>), then the up matrix.
   // Split-K stores the gate (or plain) matrix at column offset 0 of the scratch and the up matrix at N, unscaled by
@@ -339,7 +333,6 @@ const TILE_N: u32 = ${tileN}u;
 const W_ROWS: u32 = ${swiglu ? "2u * TILE_N" : "TILE_N"}; // staged weight rows: the tile's ${
       swiglu ? "gate rows, then its up rows" : "rows"
     }
-const BUFFERS: u32 = ${t.buffers}u; // k tiles staged at once
 // f16 per staged row: TILE_K + 8, a multiple of 8 (16-byte aligned rows, as cooperative matrix loads require) whose
 // 8 consecutive rows start in 8 distinct groups of 4 banks (40 halves = 20 banks, 24 = 12, 72 = 36): the 16-byte
 // row segments a 16x16 load reads are conflict-free.
@@ -490,12 +483,12 @@ ${store("  ", "0u")}
   // Two k steps an iteration, buffers 0 and 1; each tile's reads are issued two steps before they are staged.
   for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
 ${load("    ", "k0 + 2u * TILE_K")}
-${computeAt("0u", "0u")}
+${compute("", "")}
 ${store("    ", "1u", "q")}
     workgroupBarrier(); // tile k0 + TILE_K staged in buffer 1, buffer 0 consumed
     if (k0 + TILE_K < ${kEnd}) {
 ${load("    ", "k0 + 3u * TILE_K", "q")}
-${computeAt("X_BUF", "W_BUF")}
+${compute("X_BUF + ", "W_BUF + ")}
 ${store("    ", "0u")}
       workgroupBarrier(); // tile k0 + 2 TILE_K staged in buffer 0, buffer 1 consumed
     }
@@ -510,7 +503,7 @@ ${store("    ", "0u")}
 ${load("    ", "k0 + TILE_K")}
     let xb = buf * X_BUF;
     let wb = buf * W_BUF;
-${compute}
+${compute("xb + ", "wb + ")}
 ${store("    ", "(buf ^ 1u)")}
     workgroupBarrier(); // the next tile staged, this one consumed
     buf ^= 1u;
@@ -520,7 +513,7 @@ ${store("    ", "0u")}
     workgroupBarrier(); // tiles staged
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
 ${load("    ", "k0 + TILE_K")}
-${compute}
+${compute("", "")}
     workgroupBarrier(); // tiles consumed
   }`
     }

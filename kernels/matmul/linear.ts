@@ -193,7 +193,7 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
     preferred,
     { ...preferred, buffers: 1 },
     { ...preferred, stepK: 16, buffers: 1 },
-    { ...GEMM_TENSOR_DEFAULT_TILES, stepK: 32 },
+    GEMM_TENSOR_DEFAULT_TILES,
     { ...GEMM_TENSOR_DEFAULT_TILES, stepK: 16, buffers: 1 },
   ];
   return fallbacks.map((t) => ({ ...t, ...given })).find((t) => {
@@ -246,9 +246,9 @@ const scratches = new WeakMap<Gpu, Map<string, GPUBuffer>>();
 
 /**
  * A buffer of at least `bytes`, shared by every linear layer of `gpu` under `label`: the row exponents of the f16
- * GEMMs' pre-pass and the tensor-core GEMM's f16 rows, the split-K partial sums. One buffer serves every layer because a layer's dispatches (pre-pass,
- * GEMM, reduction) are consecutive in one queue and WebGPU runs them in order, so the next layer cannot overwrite what
- * this one still reads. A larger request replaces the shared buffer; dispatches recorded earlier keep the one they
+ * GEMMs' pre-pass and the tensor-core GEMM's f16 rows, the split-K partial sums. One buffer serves every layer because
+ * a layer's dispatches (pre-pass, GEMM, reduction) are consecutive in one queue and WebGPU runs them in order, so the
+ * next layer cannot overwrite what this one still reads. A larger request replaces the shared buffer; dispatches recorded earlier keep the one they
  * were bound to.
  */
 function sharedScratch(gpu: Gpu, label: string, bytes: number): GPUBuffer {

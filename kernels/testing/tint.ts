@@ -10,6 +10,7 @@
  */
 
 import type { Kernel } from "../runtime.ts";
+import { fromFileUrl } from "@std/path";
 import { preludeFor } from "../prelude.ts";
 
 /** The features the null device is asked for (those of the tensor-core kernels). */
@@ -46,7 +47,7 @@ export async function tintErrors(
         "run",
         "-A",
         "--config",
-        new URL("../../deno.json", import.meta.url).pathname,
+        fromFileUrl(new URL("../../deno.json", import.meta.url)),
         import.meta.filename!,
         file,
       ],
