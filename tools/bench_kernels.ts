@@ -62,6 +62,7 @@ import {
 } from "../kernels/matmul/gemm_tensor.ts";
 import { TENSOR_TILES, tensorTilesFor } from "../kernels/matmul/linear.ts";
 import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
+import { halfWeights } from "../kernels/weights/half_weights.ts";
 import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
@@ -860,7 +861,8 @@ function tensorLabel(tiles: TensorTiles): string {
   const t = resolveTensorTiles(tiles); // the defaults where tiles leave a knob out or undefined
   const { tileM, tileN } = tensorTileShape(t);
   return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} ` +
-    (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + splitLabel(tiles.splitK);
+    (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + ` b${t.buffers}` +
+    (t.ahead > 1 ? ` a${t.ahead}` : "") + (t.halfWeights ? " hw" : "") + splitLabel(tiles.splitK);
 }
 
 /**
@@ -918,8 +920,14 @@ async function benchGemm(): Promise<void> {
   const xHalf = gpu.buffer("f16 rows", rows * Math.max(...shapes.map((s) => s.k)) * 2);
   const splits = variants.map((v) => v.tiles.splitK ?? 1);
   const { maxStorageBufferBindingSize, maxBufferSize } = gpu.device.limits;
+  const anyHalf = variants.some((v) => v.kind === "tensor" && (v.tiles as TensorTiles).halfWeights);
   for (const s of shapes) {
     const { nw, pool, weights } = weightPool(s);
+    // halfWeights variants read f16 copies of the pool (half_weights.ts), made once per shape
+    const halves = anyHalf ? weights.map((w) => gpu.buffer(`${w.label} f16`, w.size)) : [];
+    if (anyHalf) {
+      gpu.run(weights.map((w, i) => halfWeights(gpu, { ctl, src: w, dst: halves[i], words: w.size / 4 })));
+    }
     const xs = gemmInputRows(rows, s.k);
     const x = gpu.upload("x", xs);
     const y = gpu.buffer("y", rows * s.n * 4);
@@ -958,9 +966,15 @@ async function benchGemm(): Promise<void> {
             gemm(gpu, { ...product, weight: w, exponents, ...(tiles as GemmTiles) }),
             ...reduce(),
           ])
-          : weights.flatMap((w) => [
+          : weights.flatMap((w, i) => [
             rowScale(gpu, { ctl, x, exponents, xHalf, rows, k: s.k }),
-            gemmTensor(gpu, { ...product, x: xHalf, weight: w, exponents, ...(tiles as TensorTiles) }),
+            gemmTensor(gpu, {
+              ...product,
+              x: xHalf,
+              weight: (tiles as TensorTiles).halfWeights ? halves[i] : w,
+              exponents,
+              ...(tiles as TensorTiles),
+            }),
             ...reduce(),
           ]);
       } catch (e) {
@@ -1014,7 +1028,7 @@ async function benchGemm(): Promise<void> {
     x.destroy();
     y.destroy();
     partials?.destroy();
-    for (const w of weights) w.destroy();
+    for (const w of [...weights, ...halves]) w.destroy();
   }
   exponents.destroy();
   xHalf.destroy();

@@ -19,9 +19,11 @@
  * sums in f32: a few 1e-3 of the output for scores of a few units (TENSOR_PREFILL_TOL, tested). |v| above 65504 would
  * overflow f16: the logits' finiteness check reports it.
  *
- * Built and compiled under Tint (Dawn's null backend, `prefill_tensor_test.ts`) in session V, when no device time was
- * left: **not yet run on a GPU**. `HYDRA_PREFILL_ATTENTION=tensor` selects it (`prefillAttentionFor`); the default
- * stays the FMA kernel until the H200 has run its tests and timed it (`tools/bench_kernels.ts --prefill`).
+ * Measured on the H200 (Dawn, 7B heads, bf16 cache, session W, docs/PERF.md): 1.11 ms at 2,048 tokens against the FMA
+ * kernel's ~2.48 (31 against 14 TFLOP/s; 7B TTFT at 2,048 tokens 229 -> 191 ms), 92.6 us against 165 at 512, but 81.6
+ * us against 27.5 at 128 (64 workgroups of two passes: latency-bound). So `auto`, the default of
+ * `HYDRA_PREFILL_ATTENTION` (`prefillAttentionFor`), takes it from TENSOR_PREFILL_MIN_ROWS rows where it runs, and
+ * `fma` or `tensor` force one.
  * @module
  */
 
@@ -59,7 +61,7 @@ export interface PrefillTensorSpec {
 }
 
 function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
-  const t = { subgroups: 4, subgroupSize: 32, ...s };
+  const t = { headDim: s.headDim, subgroups: s.subgroups ?? 4, subgroupSize: s.subgroupSize ?? 32 };
   if (!(t.headDim >= 16 && t.headDim <= 256 && t.headDim % 16 === 0)) {
     throw new Error(`attentionPrefillTensor: head_dim ${t.headDim} is not a multiple of 16 up to 256`);
   }
@@ -326,24 +328,34 @@ export function attentionPrefillTensor(
   );
 }
 
-/** The prefill attentions: FMA (`prefill.ts`, default) and tensor cores (this module). */
-export const PREFILL_ATTENTIONS = ["fma", "tensor"] as const;
+/**
+ * The prefill attentions: `auto` (default: tensor cores for prompts of at least TENSOR_PREFILL_MIN_ROWS rows where
+ * they run, else FMA), FMA (`prefill.ts`) and tensor cores (this module).
+ */
+export const PREFILL_ATTENTIONS = ["auto", "fma", "tensor"] as const;
+
+/**
+ * Fewest query rows for which `auto` takes the tensor-core kernel. Measured on the H200 (Dawn, 7B heads, bf16 cache,
+ * session W, docs/PERF.md): at 128 rows it took 81.6 us against the FMA kernel's 27.5 (64 workgroups, each making two
+ * passes: latency-bound), at 512 rows 92.6 against 165.3, at 2,048 rows 1,108 against ~2,480.
+ */
+export const TENSOR_PREFILL_MIN_ROWS = 512;
 
 /** One of PREFILL_ATTENTIONS. */
 export type PrefillAttention = (typeof PREFILL_ATTENTIONS)[number];
 
 /**
- * The prefill attention `HYDRA_PREFILL_ATTENTION` asks for: `fma` (default) or `tensor`, a UserError naming the
- * variable where the value is unknown or the tensor kernel cannot run.
+ * The prefill attention `HYDRA_PREFILL_ATTENTION` asks for: `auto` (default), `fma` or `tensor`, a UserError naming
+ * the variable where the value is unknown or the tensor kernel cannot run.
  */
 export function prefillAttentionFor(gpu: Gpu): PrefillAttention {
-  const value = Deno.env.get(PREFILL_ATTENTION_ENV) || "fma";
+  const value = Deno.env.get(PREFILL_ATTENTION_ENV) || "auto";
   if (!(PREFILL_ATTENTIONS as readonly string[]).includes(value)) {
     throw new UserError(
       `${PREFILL_ATTENTION_ENV}=${value} is not a prefill attention: set it to ${PREFILL_ATTENTIONS.join(" or ")}.`,
     );
   }
-  if (value === "fma") return "fma";
+  if (value === "fma" || value === "auto") return value;
   const why = prefillTensorUnsupported(gpu);
   if (why) {
     throw new UserError(
@@ -354,7 +366,13 @@ export function prefillAttentionFor(gpu: Gpu): PrefillAttention {
   return "tensor";
 }
 
-/** The prefill attention dispatch `prefillAttentionFor` picks. */
+/**
+ * The prefill attention dispatch `prefillAttentionFor` picks; `auto` takes tensor cores where they run and `a` has at
+ * least TENSOR_PREFILL_MIN_ROWS rows.
+ */
 export function prefillAttention(gpu: Gpu, a: AttentionPrefillArgs): Dispatch {
-  return prefillAttentionFor(gpu) === "tensor" ? attentionPrefillTensor(gpu, a) : attentionPrefill(gpu, a);
+  const pick = prefillAttentionFor(gpu);
+  const tensor = pick === "tensor" ||
+    (pick === "auto" && a.rows >= TENSOR_PREFILL_MIN_ROWS && prefillTensorUnsupported(gpu) === null);
+  return tensor ? attentionPrefillTensor(gpu, a) : attentionPrefill(gpu, a);
 }

@@ -12,15 +12,18 @@ import {
   attentionPrefillTensor,
   attentionPrefillTensorKernelFor,
   PREFILL_ATTENTION_ENV,
+  PREFILL_TENSOR_KERNEL_NAME,
+  prefillAttention,
   prefillAttentionFor,
   prefillTensorUnsupported,
   prefillTensorWorkgroupBytes,
+  TENSOR_PREFILL_MIN_ROWS,
   TENSOR_PREFILL_TOL,
 } from "./prefill_tensor.ts";
 import { UserError } from "../../common/errors.ts";
 import { tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
-import { assertCaught, dawnGpuTest, gpuTest, mutate } from "../testing/harness.ts";
+import { assertCaught, ctlBuffer, dawnGpuTest, gpuTest, mutate } from "../testing/harness.ts";
 import { type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
 
@@ -133,6 +136,12 @@ Deno.test({
 
 Deno.test("tensor prefill attention: workgroup memory, and the shapes it refuses", () => {
   assertEquals(prefillTensorWorkgroupBytes({ headDim: 128 }), 31744); // K, V tiles 2 x 8,704 + S 9,216 + P 5,120
+  // an explicit undefined keeps the defaults (attentionPrefillTensor passes its tiles' subgroups, maybe undefined)
+  assertEquals(prefillTensorWorkgroupBytes({ headDim: 128, subgroups: undefined, subgroupSize: undefined }), 31744);
+  assertEquals(
+    attentionPrefillTensorKernelFor({ headDim: 128, subgroups: undefined }).name,
+    attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 4, subgroupSize: 32 }).name,
+  );
   for (const bad of [{ headDim: 24 }, { headDim: 128, subgroups: 3 }, { headDim: 128, subgroupSize: 8 }]) {
     let threw = false;
     try {
@@ -145,12 +154,23 @@ Deno.test("tensor prefill attention: workgroup memory, and the shapes it refuses
 });
 
 gpuTest(
-  "HYDRA_PREFILL_ATTENTION picks the prefill attention, fma by default, with one sentence on bad values",
+  "HYDRA_PREFILL_ATTENTION picks the prefill attention, auto by default, with one sentence on bad values",
   (gpu) => {
     const before = Deno.env.get(PREFILL_ATTENTION_ENV);
     try {
       Deno.env.delete(PREFILL_ATTENTION_ENV);
-      assertEquals(prefillAttentionFor(gpu), "fma");
+      assertEquals(prefillAttentionFor(gpu), "auto");
+      // whether `auto` records the tensor kernel for a prompt of `rows` rows (one head of 64)
+      const at = (rows: number) => {
+        const [q, kCache, vCache, out] = ["q", "k", "v", "out"].map((l) => gpu.buffer(l, rows * 64 * 4));
+        const ctl = ctlBuffer(gpu);
+        const a = { ctl, q, kCache, vCache, out, rows, nHeads: 1, headDim: 64 };
+        const tensor = prefillAttention(gpu, a).label.startsWith(PREFILL_TENSOR_KERNEL_NAME);
+        for (const b of [q, kCache, vCache, out, ctl]) b.destroy();
+        return tensor;
+      };
+      const tensorRuns = prefillTensorUnsupported(gpu) === null;
+      assertEquals([at(TENSOR_PREFILL_MIN_ROWS - 1), at(TENSOR_PREFILL_MIN_ROWS)], [false, tensorRuns]);
       Deno.env.set(PREFILL_ATTENTION_ENV, "fma");
       assertEquals(prefillAttentionFor(gpu), "fma");
       const refused = (value: string) => {

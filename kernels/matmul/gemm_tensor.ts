@@ -20,13 +20,16 @@
  * M = 2,048 with 64 x 64 tiles: L2-bound, docs/PERF.md). Larger tiles cut the re-reads further: bytes staged per
  * output and k are 2 / TILE_N + 2 / TILE_M.
  *
- * Shapes: any M; N a multiple of 16; K a multiple of TILE_K (16, 32 or 64): the OLMo-2 shapes are (K = 2048, 4096,
+ * Shapes: any M; N a multiple of 16; K a multiple of TILE_K (16, 32, 64 or 128): the OLMo-2 shapes are (K = 2048, 4096,
  * 8192, 11008 = 172 * 64); xh is [M, K] f16, 8 to a vec4<u32>. Subgroups are taken to be consecutive invocations
  * (local_invocation_index / SUBGROUP_SIZE), true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size (min = max) and the f16 16x16x16 config.
  *
  * `splitK: S > 1` generates the split-K variant, as the f32 GEMM's (`gemm.ts`): S times the workgroups, each reducing
  * K / S (a multiple of stepK) and storing its partial tile, scaled back by 2^e[m] and before any SwiGLU, to the
  * `partials [S, M, NW]` scratch that `split_k_reduce.ts` sums. S = 1 is the kernel above, byte for byte.
+ *
+ * `halfWeights` reads an f16 copy of the weights (`half_weights.ts`) as right matrices straight from global memory and
+ * stages only x: measured about half as fast on the H200 (session W; ARCHITECTURE.md), kept as a tested option.
  *
  * Error analysis and measurements: ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)".
  * @module
@@ -68,7 +71,10 @@ export interface TensorTiles {
   fragsM?: number;
   /** 16x16 result matrices per subgroup along N (default 2). */
   fragsN?: number;
-  /** k staged per step: 16, 32 or 64 (default 32); K must be a multiple of it. (The f32 GEMM's knob is `tileK`.) */
+  /**
+   * k staged per step: 16, 32, 64 or 128 (default 32; 128 fits workgroup memory with `halfWeights`); K must be a
+   * multiple of it. (The f32 GEMM's knob is `tileK`.)
+   */
   stepK?: number;
   /** Split-K factor, one of SPLIT_KS (default 1); with S > 1, K / S must be a multiple of stepK and `y` the scratch. */
   splitK?: number;
@@ -79,6 +85,11 @@ export interface TensorTiles {
    * it is staged, in a second set of registers, the loop taking two steps an iteration.
    */
   ahead?: number;
+  /**
+   * The weights as f16 pairs (a copy made by `half_weights.ts`) instead of bf16 (default false): each subgroup then
+   * loads its right matrices straight from global memory (L1/L2), and only the x rows are staged in workgroup memory.
+   */
+  halfWeights?: boolean;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -91,6 +102,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   splitK: 1,
   buffers: 2,
   ahead: 1,
+  halfWeights: false,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -114,14 +126,15 @@ export interface GemmTensorArgs extends ProductArgs, TensorTiles {
 export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   const t = { ...GEMM_TENSOR_DEFAULT_TILES };
   for (const key of Object.keys(GEMM_TENSOR_DEFAULT_TILES) as (keyof TensorTiles)[]) {
-    if (a[key] !== undefined) t[key] = a[key];
+    if (a[key] !== undefined) (t as Record<keyof TensorTiles, unknown>)[key] = a[key];
   }
-  if (![16, 32, 64].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32 or 64)`);
+  if (![16, 32, 64, 128].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32, 64 or 128)`);
   checkSplitKFactor("gemm_tensor", t.splitK);
   if (t.buffers !== 1 && t.buffers !== 2) throw new Error(`gemm_tensor: buffers = ${t.buffers} (1 or 2)`);
   if (!(t.ahead === 1 || (t.ahead === 2 && t.buffers === 2))) {
     throw new Error(`gemm_tensor: ahead = ${t.ahead} (1, or 2 with 2 buffers)`);
   }
+  if (typeof t.halfWeights !== "boolean") throw new Error(`gemm_tensor: halfWeights = ${t.halfWeights} (a boolean)`);
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
@@ -140,7 +153,8 @@ function checkEpilogue(epilogue: number): void {
 function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
-    `_b${t.buffers}${t.ahead > 1 ? `_a${t.ahead}` : ""}_w${subgroupSize}${t.splitK > 1 ? `_split${t.splitK}` : ""}`;
+    `_b${t.buffers}${t.ahead > 1 ? `_a${t.ahead}` : ""}${t.halfWeights ? "_hw" : ""}_w${subgroupSize}` +
+    (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
 /** Output rows and columns of a workgroup's tile, and its k step. */
@@ -157,7 +171,7 @@ export function gemmTensorWorkgroupBytes(tiles: TensorTiles = {}, epilogue: numb
   const t = resolveTensorTiles(tiles);
   const { tileM, tileN } = tensorTileShape(t);
   const stride = t.stepK + PAD;
-  const weightRows = tileN * (epilogue === Epilogue.SWIGLU ? 2 : 1);
+  const weightRows = t.halfWeights ? 0 : tileN * (epilogue === Epilogue.SWIGLU ? 2 : 1); // halfWeights: none staged
   return 2 * stride * (tileM + weightRows) * t.buffers + 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
 }
 
@@ -216,7 +230,8 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const threads = sgSize * subgroups;
   const { tileM, tileN } = tensorTileShape(t);
   const xItems = tileM * (t.stepK / 8); // vec4<u32> (8 f16) of xh staged per k tile
-  const wItems = tileN * (swiglu ? 2 : 1) * (t.stepK / 8); // vec4<u32> (8 bf16) of weight staged per k tile
+  const hw = t.halfWeights; // right matrices straight from global memory: no weight staged
+  const wItems = hw ? 0 : tileN * (swiglu ? 2 : 1) * (t.stepK / 8); // vec4<u32> (8 bf16) of weight staged per k tile
   const xSlots = range(Math.ceil(xItems / threads));
   const wSlots = range(Math.ceil(wItems / threads));
   const FI = range(t.fragsM), FJ = range(t.fragsN);
@@ -238,31 +253,30 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const store = (pad: string, b: string, r = "p") =>
     indent(pad, [
       "{",
-      ...(double ? [`  let xb = ${b} * X_BUF;`, `  let wb = ${b} * W_BUF;`] : []),
+      ...(double ? [`  let xb = ${b} * X_BUF;`, ...(hw ? [] : [`  let wb = ${b} * W_BUF;`])] : []),
       ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}sx${s}.dst, ${r}x${s});`)),
       ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, ${r}w${s});`)),
       "}",
     ]);
   // The products of the staged k tile, 16 k at a time: the subgroup's left matrices (x rows), right matrices (weight
   // rows, and the up rows for SWIGLU), then every result matrix.
-  // `xb`, `wb`: the staged buffer's offsets in the matrix loads, as WGSL prefixes ("" for buffer 0 of one).
-  const compute = (xb: string, wb: string) =>
+  // `xb`, `wb`: the staged buffer's offsets in the matrix loads, as WGSL prefixes ("" for buffer 0 of one); `kx`: the
+  // k tile's first k (halfWeights: the right matrices are read from global memory at rows wr<j> / ur<j>).
+  const right = (j: number, q: number, wb: string, kx: string, up: boolean) =>
+    hw
+      ? `subgroupMatrixLoad<Right, col_major>(&w, ${up ? "ur" : "wr"}${j} + ${kx} + ${q * FRAG}u, K)`
+      : `subgroupMatrixLoad<Right, col_major>(&ws, ${wb}(${up ? "TILE_N + " : ""}sn + ${j * FRAG}u) * XS + ${
+        q * FRAG
+      }u, XS)`;
+  const compute = (xb: string, wb: string, kx: string) =>
     range(t.stepK / FRAG).map((q) =>
       indent("    ", [
         "{",
         ...FI.map((i) =>
           `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, ${xb}(sm + ${i * FRAG}u) * XS + ${q * FRAG}u, XS);`
         ),
-        ...FJ.map((j) =>
-          `  let b${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${wb}(sn + ${j * FRAG}u) * XS + ${q * FRAG}u, XS);`
-        ),
-        ...(swiglu
-          ? FJ.map((j) =>
-            `  let v${j} = subgroupMatrixLoad<Right, col_major>(&ws, ${wb}(TILE_N + sn + ${j * FRAG}u) * XS + ${
-              q * FRAG
-            }u, XS);`
-          )
-          : []),
+        ...FJ.map((j) => `  let b${j} = ${right(j, q, wb, kx, false)};`),
+        ...(swiglu ? FJ.map((j) => `  let v${j} = ${right(j, q, wb, kx, true)};`) : []),
         ...FI.flatMap((i) =>
           FJ.flatMap((j) => [
             `  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`,
@@ -330,25 +344,34 @@ const FRAGS_M: u32 = ${t.fragsM}u; // a subgroup owns FRAGS_M x FRAGS_N 16x16 re
 const FRAGS_N: u32 = ${t.fragsN}u;
 const TILE_M: u32 = ${tileM}u;
 const TILE_N: u32 = ${tileN}u;
-const W_ROWS: u32 = ${swiglu ? "2u * TILE_N" : "TILE_N"}; // staged weight rows: the tile's ${
-      swiglu ? "gate rows, then its up rows" : "rows"
-    }
-// f16 per staged row: TILE_K + 8, a multiple of 8 (16-byte aligned rows, as cooperative matrix loads require) whose
-// 8 consecutive rows start in 8 distinct groups of 4 banks (40 halves = 20 banks, 24 = 12, 72 = 36): the 16-byte
+${
+      hw
+        ? ""
+        : `const W_ROWS: u32 = ${swiglu ? "2u * TILE_N" : "TILE_N"}; // staged weight rows: the tile's ${
+          swiglu ? "gate rows, then its up rows" : "rows"
+        }
+`
+    }// f16 per staged row: TILE_K + 8, a multiple of 8 (16-byte aligned rows, as cooperative matrix loads require) whose
+// 8 consecutive rows start in 8 distinct groups of 4 banks (40 halves = 20 banks, 24 = 12, 72 = 36, 136 = 68): the 16-byte
 // row segments a 16x16 load reads are conflict-free.
 const XS: u32 = TILE_K + ${PAD}u;
 const X_BUF: u32 = TILE_M * XS; // f16 of one staged x tile (buffer b starts at b * X_BUF)
-const W_BUF: u32 = W_ROWS * XS;
-@group(0) @binding(0) var<storage, read> ctl: array<u32>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+${hw ? "" : "const W_BUF: u32 = W_ROWS * XS;\n"}@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read> w: ${hw ? "array<f16>; // [NW, K] f16 (half_weights.ts)" : "array<vec4<u32>>;"}
 @group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> e: array<i32>;${split ? `\n${SPLIT_K_PRIVATES}` : ""}
-// Buffer b: xs[b * X_BUF + r * XS + c] = xh[m0 + r, k0 + c]; ws[b * W_BUF + r * XS + c] = f16(W[row, k0 + c]) of
+${
+      hw
+        ? `// Buffer b: xs[b * X_BUF + r * XS + c] = xh[m0 + r, k0 + c], zero past M. The weights are not staged. es: one
+// 16x16 f32 matrix per subgroup (epilogue).
+var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD) * t.buffers}>;`
+        : `// Buffer b: xs[b * X_BUF + r * XS + c] = xh[m0 + r, k0 + c]; ws[b * W_BUF + r * XS + c] = f16(W[row, k0 + c]) of
 // weight row n0 + r (r < TILE_N) or up row N + n0 + r - TILE_N; zero past M or N. es: one 16x16 f32 matrix per
 // subgroup (epilogue).
 var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD) * t.buffers}>;
-var<workgroup> ws: array<f16, ${tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers}>;
+var<workgroup> ws: array<f16, ${tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers}>;`
+    }
 var<workgroup> es: array<f32, ${FRAG * FRAG * subgroups}>;
 alias Left = subgroup_matrix_left<f16, ${FRAG}, ${FRAG}>;
 alias Right = subgroup_matrix_right<f16, ${FRAG}, ${FRAG}>;
@@ -368,7 +391,10 @@ fn x_slot(i: u32, m0: u32) -> Slot {
   return Slot((m0 + r) * (K / 8u) + c, r * XS + 8u * c, m0 + r < M);
 }
 
-// Staged weight item i: k0 + 8c .. k0 + 8c + 7 of staged row r, the weight row n0 + r, or for r >= TILE_N the up row.
+${
+      hw
+        ? ""
+        : `// Staged weight item i: k0 + 8c .. k0 + 8c + 7 of staged row r, the weight row n0 + r, or for r >= TILE_N the up row.
 fn w_slot(i: u32, n0: u32) -> Slot {
   let r = i / (TILE_K / 8u);
   let c = i % (TILE_K / 8u);
@@ -377,18 +403,21 @@ fn w_slot(i: u32, n0: u32) -> Slot {
   return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N);
 }
 
-// K is a multiple of TILE_K: a k tile is inside K or entirely past it (the prefetch after the last one).
+`
+    }// K is a multiple of TILE_K: a k tile is inside K or entirely past it (the prefetch after the last one).
 fn load_x(s: Slot, k0: u32) -> vec4<u32> {
   if (s.ok && k0 < ${kEnd}) { return x[s.src + k0 / 8u]; }
   return vec4<u32>();
 }
 
-fn load_w(s: Slot, k0: u32) -> vec4<u32> {
+${
+      hw ? "" : `fn load_w(s: Slot, k0: u32) -> vec4<u32> {
   if (s.ok && k0 < ${kEnd}) { return w[s.src + k0 / 8u]; }
   return vec4<u32>();
 }
 
-// 8 f16 of a row (scaled and rounded by the pre-pass), copied.
+`
+    }// 8 f16 of a row (scaled and rounded by the pre-pass), copied.
 fn stage_x(i: u32, p: vec4<u32>) {
   let a = bitcast<vec2<f16>>(p.x);
   let b = bitcast<vec2<f16>>(p.y);
@@ -404,7 +433,10 @@ fn stage_x(i: u32, p: vec4<u32>) {
   xs[i + 7u] = d.y;
 }
 
-// 8 bf16 of a weight row as f16 (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals: error <= 2^-25).
+${
+      hw
+        ? ""
+        : `// 8 bf16 of a weight row as f16 (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals: error <= 2^-25).
 fn stage_w(i: u32, p: vec4<u32>) {
   ws[i] = f16(bf16_lo(p.x));
   ws[i + 1u] = f16(bf16_hi(p.x));
@@ -416,7 +448,8 @@ fn stage_w(i: u32, p: vec4<u32>) {
   ws[i + 7u] = f16(bf16_hi(p.w));
 }
 
-${
+`
+    }${
       split
         ? `// Element q (row q / 16, column q % 16) of a result matrix at tile rows r0.., columns c0..: scaled back, stored to
 // split \`split\`'s partial at column offset c (0, or N for the up matrix).
@@ -460,6 +493,15 @@ ${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
 ${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
 ${xSlots.map((s) => `  var px${s}: vec4<u32>;`).join("\n")}
 ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}${
+      hw
+        ? "\n  // Right matrix j's first weight row (and up row), times K: clamped into N, whose 16-row blocks lie inside or\n" +
+          "  // past it (columns past N are not stored).\n" +
+          FJ.map((j) =>
+            `  let wr${j} = min(n0 + sn + ${j * FRAG}u, N - ${FRAG}u) * K;` +
+            (swiglu ? ` let ur${j} = (N + min(n0 + sn + ${j * FRAG}u, N - ${FRAG}u)) * K;` : "")
+          ).join("\n")
+        : ""
+    }${
       ahead2
         ? "\n" + [
           ...xSlots.map((s) => `  var qx${s}: vec4<u32>;`),
@@ -483,12 +525,12 @@ ${store("  ", "0u")}
   // Two k steps an iteration, buffers 0 and 1; each tile's reads are issued two steps before they are staged.
   for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
 ${load("    ", "k0 + 2u * TILE_K")}
-${compute("", "")}
+${compute("", "", "k0")}
 ${store("    ", "1u", "q")}
     workgroupBarrier(); // tile k0 + TILE_K staged in buffer 1, buffer 0 consumed
     if (k0 + TILE_K < ${kEnd}) {
 ${load("    ", "k0 + 3u * TILE_K", "q")}
-${compute("X_BUF + ", "W_BUF + ")}
+${compute("X_BUF + ", "W_BUF + ", "k0 + TILE_K")}
 ${store("    ", "0u")}
       workgroupBarrier(); // tile k0 + 2 TILE_K staged in buffer 0, buffer 1 consumed
     }
@@ -501,9 +543,8 @@ ${store("    ", "0u")}
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied from buffer buf; then it is
     // staged into the other buffer, which every subgroup finished reading before the previous barrier.
 ${load("    ", "k0 + TILE_K")}
-    let xb = buf * X_BUF;
-    let wb = buf * W_BUF;
-${compute("xb + ", "wb + ")}
+    let xb = buf * X_BUF;${hw ? "" : "\n    let wb = buf * W_BUF;"}
+${compute("xb + ", "wb + ", "k0")}
 ${store("    ", "(buf ^ 1u)")}
     workgroupBarrier(); // the next tile staged, this one consumed
     buf ^= 1u;
@@ -513,7 +554,7 @@ ${store("    ", "0u")}
     workgroupBarrier(); // tiles staged
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
 ${load("    ", "k0 + TILE_K")}
-${compute("", "")}
+${compute("", "", "k0")}
     workgroupBarrier(); // tiles consumed
   }`
     }

@@ -22,6 +22,7 @@ import {
 import { TENSOR_TILES } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
+import { halfWeights } from "../weights/half_weights.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, ctlBuffer, dawnGpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
@@ -91,6 +92,8 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const x = inputRows(rng, rows, k, o.bigX);
   const ctl = ctlBuffer(gpu, { ACTIVE: o.active ?? 1 });
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
+  // halfWeights: the GEMM reads an f16 copy of the weights (half_weights.ts).
+  const wh = o.halfWeights ? gpu.buffer("w f16", nw * k * 2) : undefined;
   const exponents = gpu.buffer("exponents", rows * 4);
   const xHalf = gpu.buffer("xh", rows * k * 2);
   const { kernel, active: _, bigX: __, ...args } = o;
@@ -98,12 +101,13 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const splitK = o.splitK ?? 1;
   const partials = splitK > 1 ? poisoned(gpu, splitK * rows * nw, "partials") : undefined;
   gpu.run([
+    ...(wh ? [halfWeights(gpu, { ctl, src: wb, dst: wh, words: (nw * k) / 2 })] : []), // never gated
     rowScale(gpu, { ctl, x: xb, exponents, xHalf, rows, k, gated: o.gated }),
-    gemmTensor(gpu, { ctl, weight: wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, ...args }, kernel),
+    gemmTensor(gpu, { ctl, weight: wh ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, ...args }, kernel),
     ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated })] : []),
   ]);
   const got = await gpu.readF32(y, rows * n);
-  for (const b of [ctl, wb, xb, xHalf, y, exponents, ...(partials ? [partials] : [])]) b.destroy();
+  for (const b of [ctl, wb, xb, xHalf, y, exponents, ...(partials ? [partials] : []), ...(wh ? [wh] : [])]) b.destroy();
   return { got, want: matvecReference(w, x, rows, k, n, epilogue), tol: tolerances(w, x, rows, k, n, epilogue) };
 }
 
@@ -160,6 +164,13 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     TENSOR_TILES.swiglu,
     { subgroupsM: 4, subgroupsN: 2, ahead: 2 },
     { ahead: 2, stepK: 64 },
+    // the weights as f16 from global memory: N = 144 leaves a partial tile whose last rows are clamped into N
+    { halfWeights: true },
+    { halfWeights: true, buffers: 1, stepK: 64 },
+    { halfWeights: true, ahead: 2 },
+    { ...TENSOR_TILES.plain, halfWeights: true },
+    { subgroupsM: 2, subgroupsN: 2, fragsM: 4, fragsN: 4, stepK: 64, buffers: 1, halfWeights: true },
+    { ...TENSOR_TILES.plain, stepK: 128, halfWeights: true }, // k steps of 128: only x is staged
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -227,6 +238,33 @@ tensorTest("gemm_tensor split-K (S = 2, 4, 8) with the reduction matches the ref
     await checkTensor(gpu, 37, 256, 48, { splitK, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
   }
   await checkTensor(gpu, 130, 4096, 80, { splitK: 4, stepK: 64, bigX: 1e5 });
+  await checkTensor(gpu, 37, 256, 48, { splitK: 4, halfWeights: true, bigX: 1e5 });
+  await checkTensor(gpu, 37, 256, 48, { splitK: 2, stepK: 16, halfWeights: true, epilogue: Epilogue.SWIGLU });
+});
+
+tensorTest("gemm_tensor with f16 weights from global memory: its checks catch broken kernels", async (gpu) => {
+  // 37 rows, K = 96, N = 48 with 64-column tiles: the second subgroup's second right matrix starts at row 48, past N,
+  // and is clamped to rows 32..47 (its columns are not stored).
+  const cases: [string, string][] = [
+    ["min(n0 + sn + 0u, N - 16u) * K;", "min(n0 + sn + 0u, N - 32u) * K;"], // a block clamped that lies inside N
+    ["let ur0 = (N + min(", "let ur0 = (0u + min("], // the up product reads the gate rows
+    ["(&w, wr0 + k0 + 16u, K)", "(&w, wr0 + k0 + 0u, K)"], // the second 16 k of a step reads the first 16's weights
+  ];
+  const subgroupSize = tensorSubgroupSize(gpu);
+  const subjects = [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => ({
+    epilogue,
+    kernel: gemmTensorKernelFor({ epilogue, halfWeights: true, subgroupSize }),
+  }));
+  const check = (s: (typeof subjects)[number], kernel: Kernel) =>
+    checkTensor(gpu, 37, 96, 48, { epilogue: s.epilogue, halfWeights: true, kernel, bigX: 1e5 });
+  for (const s of subjects) await check(s, s.kernel);
+  for (const [from, to] of cases) {
+    const kernels = subjects.filter(({ kernel }) => kernel.source.includes(from));
+    if (kernels.length === 0) throw new Error(`"${from}" occurs in no kernel`);
+    await assertCaught(async () => {
+      for (const s of kernels) await check(s, mutate(s.kernel, from, to));
+    }, `halfWeights: ${from} -> ${to}`);
+  }
 });
 
 tensorTest("gemm_tensor split-K checks catch broken kernels", async (gpu) => {
@@ -337,6 +375,10 @@ Deno.test({
       TENSOR_TILES.plain,
       TENSOR_TILES.swiglu,
       { ...TENSOR_TILES.plain, splitK: 4 },
+      { halfWeights: true },
+      { halfWeights: true, ahead: 2, splitK: 2 },
+      { ...TENSOR_TILES.plain, halfWeights: true },
+      { ...TENSOR_TILES.plain, stepK: 128, halfWeights: true },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

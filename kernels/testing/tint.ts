@@ -46,6 +46,8 @@ export async function tintErrors(
       args: [
         "run",
         "-A",
+        // DENO_FLAGS: e.g. --node-modules-dir=manual where node_modules was staged by hand (no network: docs/DEVICE.md)
+        ...(Deno.env.get("DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean),
         "--config",
         fromFileUrl(new URL("../../deno.json", import.meta.url)),
         import.meta.filename!,
