@@ -130,6 +130,26 @@ async function checkTensor(gpu: Gpu, rows: number, k: number, n: number, o: Chec
   return worst;
 }
 
+/**
+ * Each subject's own kernel passes `check` first (so no mutant counts as caught for a reason of the setup); then each
+ * mutant (`from` -> `to`, in every subject whose kernel holds `from`, and in at least one) must fail it.
+ */
+async function assertMutantsCaught<S extends { kernel: Kernel }>(
+  subjects: readonly S[],
+  cases: readonly [string, string][],
+  check: (s: S, kernel: Kernel) => Promise<unknown>,
+  what = "",
+): Promise<void> {
+  for (const s of subjects) await check(s, s.kernel);
+  for (const [from, to] of cases) {
+    const kernels = subjects.filter(({ kernel }) => kernel.source.includes(from));
+    if (kernels.length === 0) throw new Error(`"${from}" occurs in no kernel`);
+    await assertCaught(async () => {
+      for (const s of kernels) await check(s, mutate(s.kernel, from, to));
+    }, `${what}${from} -> ${to}`);
+  }
+}
+
 tensorTest("gemm_tensor matches the reference at awkward M, N and K", async (gpu) => {
   // M = 1, 17, 37 (odd), 64 (one tile), 130 (a partial third); N = 16 (a quarter tile) .. 256; K = 32 (one k step)
   // .. 128 (four).
@@ -221,14 +241,7 @@ tensorTest("gemm_tensor checks catch broken kernels", async (gpu) => {
   // 37 rows (a partial tile), K = 96 (three k steps of 32: a dropped one is a third of each sum), N = 48.
   const check = (s: (typeof subjects)[number], kernel: Kernel) =>
     checkTensor(gpu, 37, 96, 48, { epilogue: s.epilogue, stepK: s.stepK, kernel, bigX: 1e5 });
-  for (const s of subjects) await check(s, s.kernel);
-  for (const [from, to] of cases) {
-    const kernels = subjects.filter(({ kernel }) => kernel.source.includes(from));
-    if (kernels.length === 0) throw new Error(`"${from}" occurs in no kernel`);
-    await assertCaught(async () => {
-      for (const s of kernels) await check(s, mutate(s.kernel, from, to));
-    }, `${from} -> ${to}`);
-  }
+  await assertMutantsCaught(subjects, cases, check);
 });
 
 tensorTest("gemm_tensor split-K (S = 2, 4, 8) with the reduction matches the reference", async (gpu) => {
@@ -257,14 +270,7 @@ tensorTest("gemm_tensor with f16 weights from global memory: its checks catch br
   }));
   const check = (s: (typeof subjects)[number], kernel: Kernel) =>
     checkTensor(gpu, 37, 96, 48, { epilogue: s.epilogue, halfWeights: true, kernel, bigX: 1e5 });
-  for (const s of subjects) await check(s, s.kernel);
-  for (const [from, to] of cases) {
-    const kernels = subjects.filter(({ kernel }) => kernel.source.includes(from));
-    if (kernels.length === 0) throw new Error(`"${from}" occurs in no kernel`);
-    await assertCaught(async () => {
-      for (const s of kernels) await check(s, mutate(s.kernel, from, to));
-    }, `halfWeights: ${from} -> ${to}`);
-  }
+  await assertMutantsCaught(subjects, cases, check, "halfWeights: ");
 });
 
 tensorTest("gemm_tensor split-K checks catch broken kernels", async (gpu) => {
