@@ -367,12 +367,16 @@ export function prefillAttentionFor(gpu: Gpu): PrefillAttention {
 }
 
 /**
- * The prefill attention dispatch `prefillAttentionFor` picks; `auto` takes tensor cores where they run and `a` has at
- * least TENSOR_PREFILL_MIN_ROWS rows.
+ * The kernel the prefill attention of `rows` query rows runs on `gpu`: what `prefillAttentionFor` forces, or for `auto`
+ * tensor cores where they run and `rows` is at least TENSOR_PREFILL_MIN_ROWS, else FMA.
  */
-export function prefillAttention(gpu: Gpu, a: AttentionPrefillArgs): Dispatch {
+export function prefillAttentionKernel(gpu: Gpu, rows: number): "fma" | "tensor" {
   const pick = prefillAttentionFor(gpu);
-  const tensor = pick === "tensor" ||
-    (pick === "auto" && a.rows >= TENSOR_PREFILL_MIN_ROWS && prefillTensorUnsupported(gpu) === null);
-  return tensor ? attentionPrefillTensor(gpu, a) : attentionPrefill(gpu, a);
+  if (pick !== "auto") return pick;
+  return rows >= TENSOR_PREFILL_MIN_ROWS && prefillTensorUnsupported(gpu) === null ? "tensor" : "fma";
+}
+
+/** The prefill attention dispatch `prefillAttentionKernel` picks for `a.rows`. */
+export function prefillAttention(gpu: Gpu, a: AttentionPrefillArgs): Dispatch {
+  return prefillAttentionKernel(gpu, a.rows) === "tensor" ? attentionPrefillTensor(gpu, a) : attentionPrefill(gpu, a);
 }

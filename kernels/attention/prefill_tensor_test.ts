@@ -12,9 +12,8 @@ import {
   attentionPrefillTensor,
   attentionPrefillTensorKernelFor,
   PREFILL_ATTENTION_ENV,
-  PREFILL_TENSOR_KERNEL_NAME,
-  prefillAttention,
   prefillAttentionFor,
+  prefillAttentionKernel,
   prefillTensorUnsupported,
   prefillTensorWorkgroupBytes,
   TENSOR_PREFILL_MIN_ROWS,
@@ -23,7 +22,7 @@ import {
 import { UserError } from "../../common/errors.ts";
 import { tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
-import { assertCaught, ctlBuffer, dawnGpuTest, gpuTest, mutate } from "../testing/harness.ts";
+import { assertCaught, dawnGpuTest, gpuTest, mutate } from "../testing/harness.ts";
 import { type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
 
@@ -160,19 +159,17 @@ gpuTest(
     try {
       Deno.env.delete(PREFILL_ATTENTION_ENV);
       assertEquals(prefillAttentionFor(gpu), "auto");
-      // whether `auto` records the tensor kernel for a prompt of `rows` rows (one head of 64)
-      const at = (rows: number) => {
-        const [q, kCache, vCache, out] = ["q", "k", "v", "out"].map((l) => gpu.buffer(l, rows * 64 * 4));
-        const ctl = ctlBuffer(gpu);
-        const a = { ctl, q, kCache, vCache, out, rows, nHeads: 1, headDim: 64 };
-        const tensor = prefillAttention(gpu, a).label.startsWith(PREFILL_TENSOR_KERNEL_NAME);
-        for (const b of [q, kCache, vCache, out, ctl]) b.destroy();
-        return tensor;
-      };
       const tensorRuns = prefillTensorUnsupported(gpu) === null;
-      assertEquals([at(TENSOR_PREFILL_MIN_ROWS - 1), at(TENSOR_PREFILL_MIN_ROWS)], [false, tensorRuns]);
+      assertEquals(
+        [
+          prefillAttentionKernel(gpu, TENSOR_PREFILL_MIN_ROWS - 1),
+          prefillAttentionKernel(gpu, TENSOR_PREFILL_MIN_ROWS),
+        ],
+        ["fma", tensorRuns ? "tensor" : "fma"],
+      );
       Deno.env.set(PREFILL_ATTENTION_ENV, "fma");
       assertEquals(prefillAttentionFor(gpu), "fma");
+      assertEquals(prefillAttentionKernel(gpu, 4 * TENSOR_PREFILL_MIN_ROWS), "fma"); // forced, whatever the rows
       const refused = (value: string) => {
         Deno.env.set(PREFILL_ATTENTION_ENV, value);
         try {
