@@ -2,6 +2,11 @@
  * Tests of the bf16 -> f16 weight conversion (`half_weights.ts`) against its CPU reference: random weights at awkward
  * word counts (1, odd, not a multiple of the workgroup), the edges of f16's range (its largest value, its normal
  * minimum, subnormals, zeros), nothing written past the words, the gate, and mutants.
+ *
+ * Registered where the tensor-core GEMM runs (Dawn with subgroup matrices), the only user of the conversion, and
+ * ignored elsewhere, the reason in their names. They passed on Deno's CPU adapter too, but in session W the CPU test
+ * process crashed at exit (glibc heap corruption, after every test had passed) in 3 of 9 runs once they had joined it,
+ * and in none of 3 runs before (docs/PERF.md). Not proven to be their doing.
  * @module
  */
 
@@ -9,7 +14,11 @@ import { assert, assertEquals } from "@std/assert";
 import { halfWeights, halfWeightsKernel, halfWeightsReference } from "./half_weights.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { f32ToBf16Bits } from "../bf16.ts";
-import { assertCaught, ctlBuffer, gpuTest, mutate, Rng } from "../testing/harness.ts";
+import { assertCaught, ctlBuffer, dawnGpuTest, mutate, Rng } from "../testing/harness.ts";
+import { tensorGemmUnsupported } from "../matmul/gemm_tensor.ts";
+
+/** A GPU test where the tensor-core GEMM runs, else an ignored test that says why. */
+const halfTest = await dawnGpuTest(tensorGemmUnsupported);
 
 /** Words after the converted ones, filled with a marker the kernel must leave alone. */
 const PAD = 3;
@@ -68,19 +77,19 @@ function check(got: Uint32Array, src: Uint32Array): void {
   assertEquals([...got.subarray(src.length)], new Array(PAD).fill(MARK), "words past the end were written");
 }
 
-gpuTest("half weights: bf16 pairs as f16 at awkward counts, edges of f16's range included", async (gpu) => {
+halfTest("half weights: bf16 pairs as f16 at awkward counts, edges of f16's range included", async (gpu) => {
   for (const n of [1, 6, 1023, 1025, 4096 + 17]) {
     const { got, src } = await run(gpu, n);
     check(got, src);
   }
 });
 
-gpuTest("half weights: a gated-off dispatch writes nothing", async (gpu) => {
+halfTest("half weights: a gated-off dispatch writes nothing", async (gpu) => {
   const { got } = await run(gpu, 100, { gated: true, active: 0 });
   assert(got.every((w) => w === MARK), "a gated-off conversion wrote");
 });
 
-gpuTest("half weights: the check catches swapped halves and a short grid (mutants)", async (gpu) => {
+halfTest("half weights: the check catches swapped halves and a short grid (mutants)", async (gpu) => {
   const cases: [string, string, string][] = [
     ["bf16_lo(w), bf16_hi(w)", "bf16_hi(w), bf16_lo(w)", "swapped halves"],
     ["j < PER_THREAD", "j < PER_THREAD - 1u", "a word per invocation skipped"],
