@@ -9,8 +9,8 @@
  * and linear's tiles for N <= 4096, four f16 variants, four tensor ones, without the plain gate_up shape: under a
  * minute on an H200). Split-K (`splitK` S = 2, 4, 8) of the default f32 tile and of linear's tensor tiles, each
  * timed with its reduction (and row-scale pre-pass): `--quick` keeps f32 S = 4 and tensor S = 2, 4; with
- * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128, 512 and 2,048 tokens
- * of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise; on Dawn
+ * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128,
+ * 512 and 2,048 tokens of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise; on Dawn
  * with subgroup matrices also the tensor-core prefill attention (prefill_tensor.ts, 64 and 32 query rows a workgroup).
  * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings

@@ -22,7 +22,8 @@
  *
  * Shapes: any M; N a multiple of 16; K a multiple of TILE_K (16, 32, 64 or 128): the OLMo-2 shapes are (K = 2048, 4096,
  * 8192, 11008 = 172 * 64); xh is [M, K] f16, 8 to a vec4<u32>. Subgroups are taken to be consecutive invocations
- * (local_invocation_index / SUBGROUP_SIZE), true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size (min = max) and the f16 16x16x16 config.
+ * (local_invocation_index / SUBGROUP_SIZE), true on NVIDIA; `tensorGemmUnsupported` requires a fixed subgroup size
+ * (min = max) and the f16 16x16x16 config.
  *
  * `splitK: S > 1` generates the split-K variant, as the f32 GEMM's (`gemm.ts`): S times the workgroups, each reducing
  * K / S (a multiple of stepK) and storing its partial tile, scaled back by 2^e[m] and before any SwiGLU, to the

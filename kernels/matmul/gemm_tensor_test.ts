@@ -1,9 +1,10 @@
 /**
  * Tests of the tensor-core GEMM (`gemm_tensor.ts`) with its row-scale pre-pass, against the f64 reference under the
  * tolerance its f16 rounding allows (`tensorGemmTolerance`): awkward M and N, K from 32 to 4096, both epilogues, tile
- * variants, x magnitudes up to 1e5 and down to 1e-6, the gate, split-K (with `split_k_reduce.ts`), mutants. They need Dawn with subgroup matrices
- * (HYDRA_WEBGPU=dawn on an NVIDIA GPU); elsewhere they are registered as ignored, the reason in their names. The
- * generator and shape checks run everywhere.
+ * variants, x magnitudes up to 1e5 and down to 1e-6, the gate, split-K (with `split_k_reduce.ts`), f16 weights read
+ * from global memory (`halfWeights`), mutants. They need Dawn with subgroup matrices (HYDRA_WEBGPU=dawn on an NVIDIA
+ * GPU); elsewhere they are registered as ignored, the reason in their names. The generator and shape checks, and the
+ * compile check on Dawn's null backend, run everywhere.
  * @module
  */
 

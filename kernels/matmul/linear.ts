@@ -67,8 +67,11 @@ export const PREFILL_MATHS = ["f32", "f16"] as const;
 /** One of PREFILL_MATHS. */
 export type PrefillMath = typeof PREFILL_MATHS[number];
 
-/** Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs). */
-export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & TensorTiles & {
+/**
+ * Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs). Not the
+ * tensor GEMM's `halfWeights`: it reads an f16 copy of the weights, and `linear` has bf16 ones.
+ */
+export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & Omit<TensorTiles, "halfWeights"> & {
   /** Forces the prefill GEMM (default: HYDRA_PREFILL_GEMM, else automatic). */
   prefillGemm?: PrefillGemm;
   /** The automatic choice where the tensor-core GEMM cannot run: fma (f32, default) or fma16 (f16). */
@@ -183,8 +186,10 @@ export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTi
  * of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
+  // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
+  const keys = Object.keys(GEMM_TENSOR_DEFAULT_TILES).filter((k) => k !== "halfWeights");
   const given: TensorTiles = {};
-  for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN", "stepK", "splitK", "buffers"] as const) {
+  for (const key of keys as (keyof LinearArgs & keyof TensorTiles)[]) {
     if (a[key] !== undefined) given[key] = a[key];
   }
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
@@ -248,8 +253,8 @@ const scratches = new WeakMap<Gpu, Map<string, GPUBuffer>>();
  * A buffer of at least `bytes`, shared by every linear layer of `gpu` under `label`: the row exponents of the f16
  * GEMMs' pre-pass and the tensor-core GEMM's f16 rows, the split-K partial sums. One buffer serves every layer because
  * a layer's dispatches (pre-pass, GEMM, reduction) are consecutive in one queue and WebGPU runs them in order, so the
- * next layer cannot overwrite what this one still reads. A larger request replaces the shared buffer; dispatches recorded earlier keep the one they
- * were bound to.
+ * next layer cannot overwrite what this one still reads. A larger request replaces the shared buffer; dispatches
+ * recorded earlier keep the one they were bound to.
  */
 function sharedScratch(gpu: Gpu, label: string, bytes: number): GPUBuffer {
   let byLabel = scratches.get(gpu);
