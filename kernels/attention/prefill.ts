@@ -397,14 +397,32 @@ export interface AttentionPrefillArgs extends PrefillShape {
 export function attentionPrefill(gpu: Gpu, a: AttentionPrefillArgs, kernel?: Kernel): Dispatch {
   const plan = planAttentionPrefill(gpu, a);
   const kv = a.kvDtype ?? "f32";
-  const name = kernelName(plan, kv);
-  if (kernel && kernel.name !== name && !kernel.name.startsWith(`${name}[`)) {
-    throw new Error(`attentionPrefill: kernel ${kernel.name} was not generated for these tiles (${name})`);
+  return prefillDispatch(gpu, a, {
+    who: "attentionPrefill",
+    name: kernelName(plan, kv),
+    make: () => attentionPrefillKernelFor(plan, kv),
+    rowsPerWorkgroup: plan.queryTile,
+    kernel,
+  });
+}
+
+/**
+ * The dispatch of a prefill attention kernel over `a`: the bindings, override constants and grid that this module's
+ * kernels and the tensor-core ones (prefill_tensor.ts) share, `k.rowsPerWorkgroup` query rows a workgroup. `k.kernel`
+ * (tests: a deliberately broken one) must have been generated as `k.name`, else `k.make()` builds it.
+ */
+export function prefillDispatch(
+  gpu: Gpu,
+  a: AttentionPrefillArgs,
+  k: { who: string; name: string; make: () => Kernel; rowsPerWorkgroup: number; kernel?: Kernel },
+): Dispatch {
+  if (k.kernel && k.kernel.name !== k.name && !k.kernel.name.startsWith(`${k.name}[`)) {
+    throw new Error(`${k.who}: kernel ${k.kernel.name} was not generated for these tiles (${k.name})`);
   }
   return gpu.dispatch(
-    kernel ?? attentionPrefillKernelFor(plan, kv),
+    k.kernel ?? k.make(),
     { NH: a.nHeads, M: a.rows, SCALE: Math.fround(1 / Math.sqrt(a.headDim)), GATED: a.gated ?? false },
     [a.ctl, a.q, a.kCache, a.vCache, a.out],
-    [a.nHeads, Math.ceil(a.rows / plan.queryTile), 1],
+    [a.nHeads, Math.ceil(a.rows / k.rowsPerWorkgroup), 1],
   );
 }

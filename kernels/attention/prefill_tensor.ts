@@ -31,7 +31,7 @@ import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { UserError } from "../../common/errors.ts";
 import { tensorGemmUnsupported, tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
-import { attentionPrefill, type AttentionPrefillArgs } from "./prefill.ts";
+import { attentionPrefill, type AttentionPrefillArgs, prefillDispatch } from "./prefill.ts";
 import { range } from "../codegen.ts";
 
 /** Name prefix of the generated kernels. */
@@ -316,16 +316,13 @@ export function attentionPrefillTensor(
     throw new Error(`attentionPrefillTensor: needs ${bytes} bytes of workgroup memory; use fewer subgroups`);
   }
   const kv = a.kvDtype ?? "f32";
-  const name = kernelName(t, kv);
-  if (kernel && kernel.name !== name && !kernel.name.startsWith(`${name}[`)) {
-    throw new Error(`attentionPrefillTensor: kernel ${kernel.name} was not generated for this shape (${name})`);
-  }
-  return gpu.dispatch(
-    kernel ?? attentionPrefillTensorKernelFor(t, kv),
-    { NH: a.nHeads, M: a.rows, SCALE: Math.fround(1 / Math.sqrt(a.headDim)), GATED: a.gated ?? false },
-    [a.ctl, a.q, a.kCache, a.vCache, a.out],
-    [a.nHeads, Math.ceil(a.rows / (16 * t.subgroups)), 1],
-  );
+  return prefillDispatch(gpu, a, {
+    who: "attentionPrefillTensor",
+    name: kernelName(t, kv),
+    make: () => attentionPrefillTensorKernelFor(t, kv),
+    rowsPerWorkgroup: 16 * t.subgroups,
+    kernel,
+  });
 }
 
 /**

@@ -62,6 +62,13 @@ export function f16Bits(v: number): number {
   return view.getUint16(0);
 }
 
+/** The value of the f16 bit pattern `bits` (`f16Bits`'s inverse on every f16). */
+export function f16Value(bits: number): number {
+  const view = new DataView(new ArrayBuffer(2));
+  view.setUint16(0, bits);
+  return view.getFloat16(0);
+}
+
 /** The kernel: the exponents, and with `half` the f16 rows too. */
 function rowScaleKernelFor(half: boolean): Kernel {
   return {

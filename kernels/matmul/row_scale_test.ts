@@ -7,6 +7,7 @@
 
 import {
   f16Bits,
+  f16Value,
   ROW_SCALE_HALF_KERNEL,
   ROW_SCALE_KERNEL,
   rowScale,
@@ -123,12 +124,11 @@ async function checkHalf(gpu: Gpu, rows: number, k: number, o: { kernel?: Kernel
       if (!Number.isFinite(v)) continue;
       const got = h[m * k + i], want = wantH[m * k + i];
       const exact = v * 2 ** -wantE[m];
-      const value = (bits: number) => new DataView(new Uint16Array([bits]).buffer).getFloat16(0, true);
       const ok = got === want ||
-        (Math.abs(got - want) === 1 && Math.abs(value(got) - exact) <= Math.abs(value(want) - value(got)));
+        (Math.abs(got - want) === 1 && Math.abs(f16Value(got) - exact) <= Math.abs(f16Value(want) - f16Value(got)));
       if (!ok) {
         throw new Error(
-          `row_scale_half rows=${rows} K=${k}: [${m}, ${i}] = ${v} gave f16 ${value(got)}, want ${value(want)}`,
+          `row_scale_half rows=${rows} K=${k}: [${m}, ${i}] = ${v} gave f16 ${f16Value(got)}, want ${f16Value(want)}`,
         );
       }
     }

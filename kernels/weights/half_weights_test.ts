@@ -12,6 +12,7 @@
 
 import { assert, assertEquals } from "@std/assert";
 import { halfWeights, halfWeightsKernel, halfWeightsReference } from "./half_weights.ts";
+import { f16Value } from "../matmul/row_scale.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import { f32ToBf16Bits } from "../bf16.ts";
 import { assertCaught, ctlBuffer, dawnGpuTest, mutate, Rng } from "../testing/harness.ts";
@@ -23,13 +24,6 @@ const halfTest = await dawnGpuTest(tensorGemmUnsupported);
 /** Words after the converted ones, filled with a marker the kernel must leave alone. */
 const PAD = 3;
 const MARK = 0xdeadbeef;
-
-/** The value of f16 bits `h`. */
-function f16Value(h: number): number {
-  const view = new DataView(new ArrayBuffer(2));
-  view.setUint16(0, h);
-  return view.getFloat16(0);
-}
 
 /** bf16 pairs: the edge values first, then weight-like normals (std 0.02) and a few of every magnitude. */
 function words(n: number, seed: number): Uint32Array {
