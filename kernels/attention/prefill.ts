@@ -178,6 +178,23 @@ function kernelName(p: PrefillPlan, kv: KvDtype): string {
     `${p.subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`;
 }
 
+/**
+ * WGSL `load_kv`, shared by the prefill attention kernels (this module's and prefill_tensor.ts's; they need NH, HV and
+ * the cache's `load_k` / `load_v` from kv_cache.ts).
+ */
+export const PREFILL_LOAD_KV_WGSL =
+  /* wgsl */ `// Vec4 e - key * NH * HV (head columns) of key \`key\` from the K (or V) cache; zeros past last_key, which is never
+// read.
+fn load_kv(key: u32, last_key: u32, e: u32, values: bool) -> vec4<f32> {
+  var v = vec4<f32>();
+  if (key <= last_key) {
+    let i = key * NH * HV + e;
+    if (values) { v = load_v(i); } else { v = load_k(i); }
+  }
+  return v;
+}
+`;
+
 /** The WGSL kernel for a plan (`planAttentionPrefill`) and caches of `kv` elements (kv_cache.ts). */
 export function attentionPrefillKernelFor(p: PrefillPlan, kv: KvDtype = "f32"): Kernel {
   const hv = p.headDim / 4;
@@ -252,16 +269,7 @@ fn fma4(a: vec4<f32>, b: vec4<f32>, acc: f32) -> f32 {
   return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
 }
 
-// Vec4 e - key * NH * HV (head columns) of key \`key\` from the K (or V) cache; zeros past last_key, which is never read.
-fn load_kv(key: u32, last_key: u32, e: u32, values: bool) -> vec4<f32> {
-  var v = vec4<f32>();
-  if (key <= last_key) {
-    let i = key * NH * HV + e;
-    if (values) { v = load_v(i); } else { v = load_k(i); }
-  }
-  return v;
-}
-
+${PREFILL_LOAD_KV_WGSL}
 // Score s of key \`key\` for the row at position \`pos\`: NEG_BIG when the key comes after it (causal).
 fn causal(s: f32, key: u32, pos: u32) -> f32 {
   return select(NEG_BIG, s, key <= pos);

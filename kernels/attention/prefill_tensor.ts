@@ -31,7 +31,7 @@ import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { UserError } from "../../common/errors.ts";
 import { tensorGemmUnsupported, tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
-import { attentionPrefill, type AttentionPrefillArgs, prefillDispatch } from "./prefill.ts";
+import { attentionPrefill, type AttentionPrefillArgs, PREFILL_LOAD_KV_WGSL, prefillDispatch } from "./prefill.ts";
 import { range } from "../codegen.ts";
 
 /** Name prefix of the generated kernels. */
@@ -146,16 +146,7 @@ alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 alias Result = subgroup_matrix_result<f32, 16, 16>;
 
-// Vec4 e of head column block col0 of key \`key\`, 0 past last_key (never read).
-fn load_kv(key: u32, last_key: u32, e: u32, values: bool) -> vec4<f32> {
-  var v = vec4<f32>();
-  if (key <= last_key) {
-    let i = key * NH * HV + e;
-    if (values) { v = load_v(i); } else { v = load_k(i); }
-  }
-  return v;
-}
-
+${PREFILL_LOAD_KV_WGSL}
 // Four f32 as f16 at buffer index i of ks (values false) or vs.
 fn stage4(i: u32, v: vec4<f32>, values: bool) {
   let h = vec4<f16>(v);
