@@ -179,6 +179,16 @@ function kernelName(p: PrefillPlan, kv: KvDtype): string {
 }
 
 /**
+ * WGSL that opens the prefill attention kernels' `main` (this module's and prefill_tensor.ts's): the workgroup's query
+ * tile (BQ rows from q0, the last tiles first: grid row y = ceil(M / BQ) - 1 - tile), its positions, and its head.
+ */
+export const PREFILL_TILE_ORIGIN_WGSL = /* wgsl */ `  let q0 = (nwg.y - 1u - wid.y) * BQ;
+  let first_pos = ctl[CTL_POS] + q0;          // position of row 0 of the tile
+  let rows_valid = min(BQ, M - q0);           // rows >= rows_valid are padding (zero queries, never stored)
+  let last_key = first_pos + rows_valid - 1u; // no key after it is valid for any row
+  let col0 = wid.x * HV;                      // first vec4 of head wid.x in a row`;
+
+/**
  * WGSL `load_kv`, shared by the prefill attention kernels (this module's and prefill_tensor.ts's; they need NH, HV and
  * the cache's `load_k` / `load_v` from kv_cache.ts).
  */
@@ -279,11 +289,7 @@ fn causal(s: f32, key: u32, pos: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
-  let q0 = (nwg.y - 1u - wid.y) * BQ;
-  let first_pos = ctl[CTL_POS] + q0;          // position of row 0 of the tile
-  let rows_valid = min(BQ, M - q0);           // rows >= rows_valid are padding (zero queries, never stored)
-  let last_key = first_pos + rows_valid - 1u; // no key after it is valid for any row
-  let col0 = wid.x * HV;                      // first vec4 of head wid.x in a row
+${PREFILL_TILE_ORIGIN_WGSL}
   let group = t / TC;
   let lane = t % TC;
   // This thread's share of each K/V tile: vec4 si<s> of key sj<s> (item t + s * WG).

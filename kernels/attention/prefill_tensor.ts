@@ -31,7 +31,13 @@ import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { UserError } from "../../common/errors.ts";
 import { tensorGemmUnsupported, tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
-import { attentionPrefill, type AttentionPrefillArgs, PREFILL_LOAD_KV_WGSL, prefillDispatch } from "./prefill.ts";
+import {
+  attentionPrefill,
+  type AttentionPrefillArgs,
+  PREFILL_LOAD_KV_WGSL,
+  PREFILL_TILE_ORIGIN_WGSL,
+  prefillDispatch,
+} from "./prefill.ts";
 import { range } from "../codegen.ts";
 
 /** Name prefix of the generated kernels. */
@@ -168,11 +174,7 @@ fn stage_tile(t: u32, k0: u32, last_key: u32, col0: u32, values: bool) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
-  let q0 = (nwg.y - 1u - wid.y) * BQ;
-  let first_pos = ctl[CTL_POS] + q0;          // position of row 0 of the tile
-  let rows_valid = min(BQ, M - q0);           // rows >= rows_valid are padding (zero queries, never stored)
-  let last_key = first_pos + rows_valid - 1u; // no key after it is valid for any row
-  let col0 = wid.x * HV;
+${PREFILL_TILE_ORIGIN_WGSL}
   let g = t / SUBGROUP_SIZE;                  // subgroup: rows sm .. sm + 15 of the tile
   let lane = t % SUBGROUP_SIZE;
   let sm = 16u * g;
