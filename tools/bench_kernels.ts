@@ -1061,12 +1061,38 @@ async function benchGemmProbe(): Promise<void> {
     [/ {2}xs\[i\] = a\.x;[^}]*/, "  xs[i] = a.x + a.y + b.x + b.y + c.x + c.y + d.x + d.y;\n"],
     [/ {2}ws\[i\] = f16\(bf16_lo\(p\.x\)\);[^}]*/, "  ws[i] = f16(bf16_lo(p.x ^ p.y ^ p.z ^ p.w));\n"],
   ];
+  // Staging without its workgroup-memory stores: what is left is the k loop's matrix loads, products and barriers.
+  const noStores: [string | RegExp, string][] = [
+    [/(fn stage_x\(i: u32, p: vec4<u32>\) \{)[^}]*/, "$1\n  _ = i; _ = p;\n"],
+    [/(fn stage_w\(i: u32, p: vec4<u32>\) \{)[^}]*/, "$1\n  _ = i; _ = p;\n"],
+  ];
+  // The weights staged as if already f16 (a copy made at load time): bits copied, no conversion.
+  const f16Copy: [string | RegExp, string][] = [[
+    / {2}ws\[i\] = f16\(bf16_lo\(p\.x\)\);[^}]*/,
+    range(4).map((c) =>
+      `  let h${c} = bitcast<vec2<f16>>(p.${"xyzw"[c]});\n  ws[i + ${2 * c}u] = h${c}.x;\n  ws[i + ${
+        2 * c + 1
+      }u] = h${c}.y;\n`
+    ).join(""),
+  ]];
+  // The conversion two at a time (vec2<f32> to vec2<f16>: a packed convert where the driver has one).
+  const packed: [string | RegExp, string][] = [[
+    / {2}ws\[i\] = f16\(bf16_lo\(p\.x\)\);[^}]*/,
+    range(4).map((c) => {
+      const v = `p.${"xyzw"[c]}`;
+      return `  let h${c} = vec2<f16>(vec2<f32>(bf16_lo(${v}), bf16_hi(${v})));\n` +
+        `  ws[i + ${2 * c}u] = h${c}.x;\n  ws[i + ${2 * c + 1}u] = h${c}.y;\n`;
+    }).join(""),
+  ]];
   const swaps: Record<string, [string | RegExp, string][]> = {
     "as built": [],
     "no global reads": noReads,
+    "products only": [...noReads, ...noStores],
     "no products": noProducts,
     "no reads, no products": [...noReads, ...noProducts],
     "1 store a vec4": oneStore,
+    "f16 weights copied": f16Copy,
+    "packed convert": packed,
   };
   const rowCounts = [128, ...(args.rows ? [Number(args.rows)] : [])];
   const maxRows = Math.max(...rowCounts);
