@@ -91,7 +91,18 @@ import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["json", "rows", "tiles", "tensor-tiles", "webgpu", "variants", "size", "rounds"],
-  boolean: ["quick", "gemm", "matvec", "overhead", "attention", "chain", "prefill", "attention-probe", "gemm-probe"],
+  boolean: [
+    "quick",
+    "gemm",
+    "matvec",
+    "overhead",
+    "attention",
+    "chain",
+    "prefill",
+    "attention-probe",
+    "gemm-probe",
+    "mma-peak",
+  ],
 });
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
   if (!(e instanceof UserError)) throw e;
@@ -176,8 +187,11 @@ const WARM_MS = 1000;
  */
 async function medianMs(ds: Dispatch[], per: number, reps = 10): Promise<number> {
   const tenMs = (await timeDispatches(gpu, ds, 10)).reduce((a, b) => a + b, 0);
-  await timeDispatches(gpu, ds, Math.min(2000, Math.max(10, Math.ceil(WARM_MS / (tenMs / 10))))); // >= WARM_MS busy
-  const ms = (await timeDispatches(gpu, ds, reps)).sort((a, b) => a - b);
+  // The warm-up and the timed passes in one submission: on Dawn a wait between them can stretch to a second (a major
+  // garbage collection, docs/PERF.md session W), the GPU idles and lowers its clocks, and the 10 passes after it read
+  // 2-8x slow (session X's first sweep). The last `reps` of the passes are the measurement.
+  const warm = Math.min(2000, Math.max(10, Math.ceil(WARM_MS / (tenMs / 10)))); // >= WARM_MS busy
+  const ms = (await timeDispatches(gpu, ds, warm + reps)).slice(warm).sort((a, b) => a - b);
   return ms[Math.floor(ms.length / 2)] / per;
 }
 
@@ -1129,6 +1143,74 @@ async function benchGemmProbe(): Promise<void> {
   xHalf.destroy();
 }
 
+/**
+ * The subgroup-matrix multiply-accumulate rate this device and driver sustain (`--mma-peak`, Dawn): every subgroup of
+ * 8 multiply-accumulates 16x16x16 f16 -> f32 into `accs` accumulators from matrices loaded once from workgroup memory,
+ * ITERS times, and with `loads` of its 8 left and right operands reloaded from workgroup memory every iteration (the
+ * tensor GEMM's k loop loads 6 per 8 products). The ceiling any GEMM written with these builtins can reach here.
+ */
+async function benchMmaPeak(): Promise<void> {
+  const unsupported = tensorGemmUnsupported(gpu);
+  if (unsupported) {
+    console.log(`mma_peak: not run (${unsupported})`);
+    return;
+  }
+  const sgSize = tensorSubgroupSize(gpu), subgroups = 8, iters = 1024, workgroups = 132 * 8, products = 8;
+  const y = gpu.buffer("mma peak y", workgroups * subgroups * products * 256 * 4);
+  // operand o at o * 256, 16 rows of stride 32 (overlapping: the values do not matter), shifted by 16 every other
+  // iteration so that reloads cannot be hoisted
+  const size = 5 * 256 + 16 * 32 + 16;
+  for (const [accs, loads] of [[8, 0], [4, 0], [8, 6], [8, 8]]) {
+    // operand o: left a0..a3 (o < 4), right b0, b1; product p multiplies a(p % 4) by b(p >> 2)
+    const operand = (o: number) =>
+      `subgroupMatrixLoad<${o < 4 ? "Left, row_major" : "Right, col_major"}>(&tile, ${
+        o * 256
+      }u + (it & 1u) * 16u, 32u)`;
+    const name = (o: number) => (o < 4 ? `a${o}` : `b${o - 4}`);
+    const kernel = {
+      name: `mma_peak_acc${accs}_loads${loads}`,
+      source: `
+alias Left = subgroup_matrix_left<f16, 16, 16>;
+alias Right = subgroup_matrix_right<f16, 16, 16>;
+alias Result = subgroup_matrix_result<f32, 16, 16>;
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+var<workgroup> tile: array<f16, ${size}>;
+@compute @workgroup_size(${sgSize * subgroups})
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  if (gated_off()) { return; }
+  for (var i = t; i < ${size}u; i += ${sgSize * subgroups}u) { tile[i] = f16(f32(i % 7u) * 0.0009765625); }
+  workgroupBarrier();
+  var it = 0u;
+${range(6).map((o) => `  var ${name(o)} = ${operand(o)};`).join("\n")}
+${range(accs).map((c) => `  var acc${c} = Result();`).join("\n")}
+  for (it = 0u; it < ${iters}u; it++) {
+${range(loads).map((l) => `    ${name(l % 6)} = ${operand(l % 6)};`).join("\n")}
+${
+        range(products).map((m) =>
+          `    acc${m % accs} = subgroupMatrixMultiplyAccumulate(a${m % 4}, b${m >> 2}, acc${m % accs});`
+        ).join("\n")
+      }
+  }
+${
+        range(accs).map((c) =>
+          `  subgroupMatrixStore<row_major>(&y, ((wid.x * ${subgroups}u + t / ${sgSize}u) * ${products}u + ${c}u) * 256u, acc${c}, 16u);`
+        ).join("\n")
+      }
+}
+`,
+    };
+    const d = gpu.dispatch(kernel, {}, [ctl, y], workgroups);
+    const us = await medianMs([d], 1) * 1000;
+    const flops = workgroups * subgroups * iters * products * 2 * 16 ** 3;
+    console.log(
+      `mma_peak ${accs} accumulators, ${loads} operand loads per ${products} products: ${us.toFixed(1)} us, ` +
+        `${(flops / us / 1e6).toFixed(1)} TFLOP/s`,
+    );
+  }
+  y.destroy();
+}
+
 const bw = await measureCopyBandwidth(gpu);
 console.log(
   `copy: kernel ${bw.kernel_copy_gbps.toFixed(0)} GB/s, DMA ${bw.dma_copy_gbps.toFixed(0)} GB/s (read+write)`,
@@ -1141,6 +1223,7 @@ if (args["attention-probe"]) await benchAttentionProbe();
 if ((args.attention && !args.variants) || args.prefill) await benchPrefillAttention();
 if (args.gemm) await benchGemm();
 if (args["gemm-probe"]) await benchGemmProbe();
+if (args["mma-peak"]) await benchMmaPeak();
 const bandwidth = bw;
 if (args.json) {
   await Deno.writeTextFile(args.json, JSON.stringify({ device: gpu.description, bandwidth, results }, null, 1));
