@@ -197,8 +197,8 @@ function checkEpilogue(epilogue: number): void {
  * is the WGSL index of an invocation's s-th staged item, `indent` joins non-empty lines under a pad, and `guard` wraps
  * a slot's statement in a bound check where the last slot may run past the `items` of the tile.
  */
-export function stagingHelpers(threads: number) {
-  const item = (s: number) => (s === 0 ? "t" : `t + ${s * threads}u`);
+export function stagingHelpers(threads: number, index = "t") {
+  const item = (s: number) => (s === 0 ? index : `${index} + ${s * threads}u`);
   const indent = (pad: string, lines: string[]) => lines.filter((l) => l !== "").map((l) => pad + l).join("\n");
   const guard = (s: number, items: number, body: string) =>
     (s + 1) * threads > items ? `if (${item(s)} < ${items}u) { ${body} }` : body;

@@ -87,6 +87,12 @@ export interface TensorTiles {
    */
   ahead?: number;
   /**
+   * Producer subgroups (default 0): with P > 0 the workgroup has P more subgroups that only stage k tiles (global reads,
+   * conversion, workgroup stores) while the subgroupsM x subgroupsN others only multiply, on two buffers: the staging
+   * of tile k + 1 overlaps the products of tile k instead of following them (needs `buffers: 2`, `ahead: 1`).
+   */
+  producers?: number;
+  /**
    * The weights as f16 pairs (a copy made by `half_weights.ts`) instead of bf16 (default false): each subgroup then
    * loads its right matrices straight from global memory (L1/L2), and only the x rows are staged in workgroup memory.
    */
@@ -103,6 +109,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   splitK: 1,
   buffers: 2,
   ahead: 1,
+  producers: 0,
   halfWeights: false,
 };
 
@@ -135,6 +142,12 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   if (!(t.ahead === 1 || (t.ahead === 2 && t.buffers === 2))) {
     throw new Error(`gemm_tensor: ahead = ${t.ahead} (1, or 2 with 2 buffers)`);
   }
+  if (!(Number.isInteger(t.producers) && t.producers >= 0 && t.producers <= 8)) {
+    throw new Error(`gemm_tensor: producers = ${t.producers} (0..8)`);
+  }
+  if (t.producers > 0 && (t.buffers !== 2 || t.ahead !== 1 || t.halfWeights)) {
+    throw new Error("gemm_tensor: producer subgroups need buffers = 2, ahead = 1 and bf16 weights (halfWeights off)");
+  }
   if (typeof t.halfWeights !== "boolean") throw new Error(`gemm_tensor: halfWeights = ${t.halfWeights} (a boolean)`);
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
@@ -154,7 +167,9 @@ function checkEpilogue(epilogue: number): void {
 function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
-    `_b${t.buffers}${t.ahead > 1 ? `_a${t.ahead}` : ""}${t.halfWeights ? "_hw" : ""}_w${subgroupSize}` +
+    `_b${t.buffers}${t.ahead > 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
+      t.halfWeights ? "_hw" : ""
+    }_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -227,14 +242,16 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
     throw new Error(`gemm_tensor: subgroup size ${sgSize} does not divide ${FRAG * FRAG}`);
   }
   const swiglu = epilogue === Epilogue.SWIGLU;
-  const subgroups = t.subgroupsM * t.subgroupsN;
-  const threads = sgSize * subgroups;
+  const subgroups = t.subgroupsM * t.subgroupsN; // the subgroups that multiply
+  const producers = t.producers; // and those that only stage (0: every subgroup does both)
+  const threads = sgSize * (subgroups + producers);
+  const stagers = producers ? sgSize * producers : threads; // invocations that stage k tiles
   const { tileM, tileN } = tensorTileShape(t);
   const xItems = tileM * (t.stepK / 8); // vec4<u32> (8 f16) of xh staged per k tile
   const hw = t.halfWeights; // right matrices straight from global memory: no weight staged
   const wItems = hw ? 0 : tileN * (swiglu ? 2 : 1) * (t.stepK / 8); // vec4<u32> (8 bf16) of weight staged per k tile
-  const xSlots = range(Math.ceil(xItems / threads));
-  const wSlots = range(Math.ceil(wItems / threads));
+  const xSlots = range(Math.ceil(xItems / stagers));
+  const wSlots = range(Math.ceil(wItems / stagers));
   const FI = range(t.fragsM), FJ = range(t.fragsN);
   const perLane = range((FRAG * FRAG) / sgSize); // elements of a 16x16 matrix each invocation of a subgroup stores
   const split = t.splitK > 1;
@@ -242,7 +259,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const double = t.buffers === 2;
   const ahead2 = t.ahead === 2;
 
-  const { item, indent, guard } = stagingHelpers(threads);
+  const { item, indent, guard } = stagingHelpers(stagers, producers ? "st" : "t");
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
   // `r`: the register set ("p", or "q" for the second tile in flight with ahead = 2).
   const load = (pad: string, k0: string, r = "p") =>
@@ -291,32 +308,42 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   // takes the gate matrix into registers (g<v>), then the up matrix.
   // Split-K stores the gate (or plain) matrix at column offset 0 of the scratch and the up matrix at N, unscaled by
   // any SwiGLU.
+  // With producer subgroups only the multiplying subgroups store results: each stretch between two barriers is guarded
+  // (every invocation still meets every barrier).
+  const phases = (stretches: string[][]) =>
+    stretches.flatMap((lines) => [
+      ...(producers ? ["  if (!producer) {", ...lines.map((l) => "  " + l), "  }"] : lines),
+      "  workgroupBarrier();",
+    ]);
   const epilogueOf = (i: number, j: number) => {
     const at = (v: number) => `sg * ${FRAG * FRAG}u + lane + ${v * sgSize}u`;
     const rc = `sm + ${i * FRAG}u, sn + ${j * FRAG}u`;
+    const store = (acc: string) => `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, ${acc}, ${FRAG}u);`;
     const part = (acc: string, c: string) => [
-      `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, ${acc}, ${FRAG}u);`,
-      "  workgroupBarrier();",
-      ...perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, ${c}, es[${at(v)}]);`),
-      "  workgroupBarrier();",
+      [store(acc)],
+      perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, ${c}, es[${at(v)}]);`),
     ];
     if (split) {
-      return indent("  ", ["{", ...part(`acc${i}_${j}`, "0u"), ...(swiglu ? part(`up${i}_${j}`, "N") : []), "}"]);
+      return indent("  ", [
+        "{",
+        ...phases([...part(`acc${i}_${j}`, "0u"), ...(swiglu ? part(`up${i}_${j}`, "N") : [])]),
+        "}",
+      ]);
     }
     return indent("  ", [
       "{",
-      `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, acc${i}_${j}, ${FRAG}u);`,
-      "  workgroupBarrier();",
-      ...(swiglu
-        ? [
-          ...perLane.map((v) => `  let g${v} = es[${at(v)}];`),
-          "  workgroupBarrier();",
-          `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, up${i}_${j}, ${FRAG}u);`,
-          "  workgroupBarrier();",
-          ...perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
-        ]
-        : perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, es[${at(v)}]);`)),
-      "  workgroupBarrier();",
+      // the gate values cross a barrier: declared before it where the stretches are guarded
+      ...(swiglu && producers ? perLane.map((v) => `  var g${v}: f32;`) : []),
+      ...phases(
+        swiglu
+          ? [
+            [store(`acc${i}_${j}`)],
+            perLane.map((v) => `  ${producers ? "" : "let "}g${v} = es[${at(v)}];`),
+            [store(`up${i}_${j}`)],
+            perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
+          ]
+          : [[store(`acc${i}_${j}`)], perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, es[${at(v)}]);`)],
+      ),
       "}",
     ]);
   };
@@ -488,8 +515,17 @@ ${tileOrigin(split)}
   let sg = t / SUBGROUP_SIZE;
   let lane = t % SUBGROUP_SIZE;
   let sm = (sg % SUBGROUPS_M) * (FRAGS_M * ${FRAG}u);
-  let sn = (sg / SUBGROUPS_M) * (FRAGS_N * ${FRAG}u);
-  // This invocation's share of each staged tile (item t + s * ${threads}), and the registers that carry it.
+  let sn = (sg / SUBGROUPS_M) * (FRAGS_N * ${FRAG}u);${
+      producers
+        ? `
+  // Subgroups ${subgroups}.. only stage k tiles (the producers; st: their staging index), the others only multiply.
+  let producer = sg >= ${subgroups}u;
+  let st = t - ${subgroups * sgSize}u;`
+        : ""
+    }
+  // This invocation's share of each staged tile (item ${
+      producers ? "st" : "t"
+    } + s * ${stagers}), and the registers that carry it.
 ${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
 ${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
 ${xSlots.map((s) => `  var px${s}: vec4<u32>;`).join("\n")}
@@ -517,9 +553,33 @@ ${
       )
         .join("\n")
     }
-${load("  ", kBegin)}
 ${
-      ahead2
+      producers
+        ? `  if (producer) {
+${load("    ", kBegin)}
+${store("    ", "0u")}
+  }
+  workgroupBarrier(); // the first k tile staged in buffer 0
+  var buf = 0u;
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
+    if (producer) {
+      // The next k tile into the other buffer, which the multiplying subgroups finished reading before the previous
+      // barrier, while they multiply this one.
+      if (k0 + TILE_K < ${kEnd}) {
+${load("        ", "k0 + TILE_K")}
+${store("        ", "(buf ^ 1u)")}
+      }
+    } else {
+      let xb = buf * X_BUF;
+      let wb = buf * W_BUF;
+${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
+    }
+    workgroupBarrier(); // the next tile staged, this one consumed
+    buf ^= 1u;
+  }`
+        : `${load("  ", kBegin)}\n`
+    }${
+      producers ? "" : ahead2
         ? `${load("  ", `${kBegin} + TILE_K`, "q")}
 ${store("  ", "0u")}
   workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
@@ -589,7 +649,7 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
   if (unsupported) throw new Error(`gemm_tensor: cannot run here: ${unsupported}`);
   const sgSize = tensorSubgroupSize(gpu);
   const limits = gpu.device.limits;
-  const threads = sgSize * t.subgroupsM * t.subgroupsN;
+  const threads = sgSize * (t.subgroupsM * t.subgroupsN + t.producers);
   if (threads > limits.maxComputeInvocationsPerWorkgroup || threads > limits.maxComputeWorkgroupSizeX) {
     throw new Error(`gemm_tensor: a workgroup of ${threads} invocations exceeds this device's limits`);
   }

@@ -192,6 +192,10 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ...TENSOR_TILES.plain, halfWeights: true },
     { subgroupsM: 2, subgroupsN: 2, fragsM: 4, fragsN: 4, stepK: 64, buffers: 1, halfWeights: true },
     { ...TENSOR_TILES.plain, stepK: 128, halfWeights: true }, // k steps of 128: only x is staged
+    // producer subgroups that only stage: one (every staging slot guarded), 4 and 8 beside 8 multiplying subgroups
+    { producers: 1 },
+    { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4 },
+    { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, buffers: 2, producers: 8 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -254,6 +258,8 @@ tensorTest("gemm_tensor split-K (S = 2, 4, 8) with the reduction matches the ref
   await checkTensor(gpu, 130, 4096, 80, { splitK: 4, stepK: 64, bigX: 1e5 });
   await checkTensor(gpu, 37, 256, 48, { splitK: 4, halfWeights: true, bigX: 1e5 });
   await checkTensor(gpu, 37, 256, 48, { splitK: 2, stepK: 16, halfWeights: true, epilogue: Epilogue.SWIGLU });
+  await checkTensor(gpu, 37, 256, 48, { splitK: 2, producers: 2, bigX: 1e5 });
+  await checkTensor(gpu, 37, 256, 48, { splitK: 4, producers: 4, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
 });
 
 tensorTest("gemm_tensor with f16 weights from global memory: its checks catch broken kernels", async (gpu) => {
@@ -329,7 +335,11 @@ Deno.test("gemm_tensor takes N a multiple of 16 and K a multiple of its k step, 
     }
     if (!threw) throw new Error(`accepted ${JSON.stringify(shape)}`);
   }
-  for (const tiles of [{ fragsM: 0 }, { subgroupsN: 9 }, { stepK: 8 }]) {
+  const refused = [{ fragsM: 0 }, { subgroupsN: 9 }, { stepK: 8 }, { producers: 9 }, { producers: 2, buffers: 1 }, {
+    producers: 2,
+    ahead: 2,
+  }, { producers: 2, halfWeights: true }];
+  for (const tiles of refused) {
     let threw = false;
     try {
       gemmTensorKernelFor(tiles);
@@ -386,6 +396,8 @@ Deno.test({
       { halfWeights: true, ahead: 2, splitK: 2 },
       { ...TENSOR_TILES.plain, halfWeights: true },
       { ...TENSOR_TILES.plain, stepK: 128, halfWeights: true },
+      { producers: 1 },
+      { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4, splitK: 2 },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))
