@@ -558,17 +558,19 @@ ${
         ? `  if (producer) {
 ${load("    ", kBegin)}
 ${store("    ", "0u")}
+${load("    ", `${kBegin} + TILE_K`)}
   }
-  workgroupBarrier(); // the first k tile staged in buffer 0
+  workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
   var buf = 0u;
   for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
     if (producer) {
-      // The next k tile into the other buffer, which the multiplying subgroups finished reading before the previous
-      // barrier, while they multiply this one.
+      // The next k tile, read a step ago, into the other buffer (which the multiplying subgroups finished reading
+      // before the previous barrier) while they multiply this one; then the reads of the tile after it (zeros past
+      // K), in flight across the barrier.
       if (k0 + TILE_K < ${kEnd}) {
-${load("        ", "k0 + TILE_K")}
 ${store("        ", "(buf ^ 1u)")}
       }
+${load("      ", "k0 + 2u * TILE_K")}
     } else {
       let xb = buf * X_BUF;
       let wb = buf * W_BUF;

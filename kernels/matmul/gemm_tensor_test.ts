@@ -20,7 +20,7 @@ import {
   tensorSubgroupSize,
   type TensorTiles,
 } from "./gemm_tensor.ts";
-import { TENSOR_TILES } from "./linear.ts";
+import { TENSOR_TILES, TENSOR_TILES_LARGE_M } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { halfWeights } from "../weights/half_weights.ts";
@@ -196,6 +196,7 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { producers: 1 },
     { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4 },
     { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, buffers: 2, producers: 8 },
+    TENSOR_TILES_LARGE_M, // linear's for plain products of 2,048 rows or more (SwiGLU: no room)
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -398,6 +399,7 @@ Deno.test({
       { ...TENSOR_TILES.plain, stepK: 128, halfWeights: true },
       { producers: 1 },
       { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4, splitK: 2 },
+      TENSOR_TILES_LARGE_M,
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

@@ -181,7 +181,27 @@ export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTi
 };
 
 /**
- * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue, else, where that one's
+ * Rows from which plain products take TENSOR_TILES_LARGE_M. Measured on the H200 (docs/PERF.md, 2026-12-01 session X,
+ * Dawn, `tools/bench_kernels.ts --gemm --quick --rounds 2 --tensor-tiles ...`, two calls), 7B, us, against
+ * TENSOR_TILES.plain: at M = 2,048 qkv 1,192 / 1,183 -> 1,066 / 1,056, down 1,007 / 1,005 -> 957 / 951, o 408 / 407 ->
+ * 373 / 370; at M = 512 slower (qkv 318 -> 363, down 263 -> 464, o 112 -> 185: a grid of 2 to 6 rows of 256 leaves
+ * SMs idle). Between 512 and 2,048 not measured. SwiGLU has no room for 256 rows (57,344 bytes).
+ */
+export const TENSOR_LARGE_M_ROWS = 2048;
+
+/** 256 x 128 of 16 subgroups, each 64 x 32 (4 x 2 matrices); one k tile of 32: 47,104 bytes of workgroup memory. */
+export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
+  subgroupsM: 4,
+  subgroupsN: 4,
+  fragsM: 4,
+  fragsN: 2,
+  stepK: 32,
+  buffers: 1,
+};
+
+/**
+ * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
+ * for plain products of TENSOR_LARGE_M_ROWS rows or more, then TENSOR_TILES.plain), else, where that one's
  * workgroup memory exceeds the device's or K is not a multiple of its k step, the same with one buffer, then k steps
  * of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
@@ -195,6 +215,7 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const preferred = TENSOR_TILES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"];
   const fallbacks: TensorTiles[] = [
+    ...(epilogue === Epilogue.PLAIN && a.rows >= TENSOR_LARGE_M_ROWS ? [TENSOR_TILES_LARGE_M] : []),
     preferred,
     { ...preferred, buffers: 1 },
     { ...preferred, stepK: 16, buffers: 1 },

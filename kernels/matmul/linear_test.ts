@@ -7,6 +7,7 @@
  * @module
  */
 
+import { assertEquals } from "@std/assert";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import { GEMM_KERNEL_NAME } from "./gemm.ts";
 import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported } from "./gemm_tensor.ts";
@@ -19,6 +20,10 @@ import {
   SMALL_M_ROWS,
   SPLIT_K_ENV,
   splitKFor,
+  TENSOR_LARGE_M_ROWS,
+  TENSOR_TILES,
+  TENSOR_TILES_LARGE_M,
+  tensorTilesFor,
 } from "./linear.ts";
 import { ROW_SCALE_HALF_KERNEL, ROW_SCALE_KERNEL } from "./row_scale.ts";
 import { UserError } from "../../common/errors.ts";
@@ -287,3 +292,19 @@ gpuTest(
     ctl.destroy();
   },
 );
+
+Deno.test("tensorTilesFor takes 256-row tiles for plain products from TENSOR_LARGE_M_ROWS rows, where they fit", () => {
+  const device = (bytes: number) =>
+    ({ device: { limits: { maxComputeWorkgroupStorageSize: bytes } } }) as unknown as Gpu;
+  const h200 = device(49152);
+  const product = (rows: number, epilogue: number = Epilogue.PLAIN) =>
+    ({ rows, k: 4096, n: 12288, epilogue }) as unknown as LinearArgs;
+  assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS)), TENSOR_TILES_LARGE_M);
+  assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS - 1)), TENSOR_TILES.plain);
+  assertEquals(tensorTilesFor(h200, product(128)), TENSOR_TILES.plain);
+  assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS, Epilogue.SWIGLU)), TENSOR_TILES.swiglu);
+  // a device with 46,000 bytes of workgroup memory: no room for the 256-row tile (47,104), the 128-row one (45,056) fits
+  assertEquals(tensorTilesFor(device(46000), product(TENSOR_LARGE_M_ROWS)), TENSOR_TILES.plain);
+  // knobs the caller gives win
+  assertEquals(tensorTilesFor(h200, { ...product(TENSOR_LARGE_M_ROWS), stepK: 16 })?.stepK, 16);
+});
