@@ -186,8 +186,16 @@ export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTi
  * TENSOR_TILES.plain: at M = 2,048 qkv 1,192 / 1,183 -> 1,066 / 1,056, down 1,007 / 1,005 -> 957 / 951, o 408 / 407 ->
  * 373 / 370; at M = 512 slower (qkv 318 -> 363, down 263 -> 464, o 112 -> 185: a grid of 2 to 6 rows of 256 leaves
  * SMs idle). Between 512 and 2,048 not measured. SwiGLU has no room for 256 rows (57,344 bytes).
+ *
+ * Only for K and N of at least TENSOR_LARGE_M_MIN_KN, the 7B's products: end to end the 1B's TTFT at 2,048 tokens on
+ * Dawn went 37.6 -> 44.5 ms with them on every plain product (results/2026-12-01_run02 against 2026-11-30_run21), the
+ * 7B's 190.2 -> 183.7 (run01 against run20). The 1B's products (K = 2,048 or N = 2,048) were not timed apart (the
+ * device time was spent); this bound keeps the large tiles where each product was measured faster.
  */
 export const TENSOR_LARGE_M_ROWS = 2048;
+
+/** Least K and N of a plain product that takes TENSOR_TILES_LARGE_M (see TENSOR_LARGE_M_ROWS). */
+export const TENSOR_LARGE_M_MIN_KN = 4096;
 
 /** 256 x 128 of 16 subgroups, each 64 x 32 (4 x 2 matrices); one k tile of 32: 47,104 bytes of workgroup memory. */
 export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
@@ -201,9 +209,9 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
 
 /**
  * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
- * for plain products of TENSOR_LARGE_M_ROWS rows or more, then TENSOR_TILES.plain), else, where that one's
- * workgroup memory exceeds the device's or K is not a multiple of its k step, the same with one buffer, then k steps
- * of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
+ * first for plain products of TENSOR_LARGE_M_ROWS rows or more whose K and N reach TENSOR_LARGE_M_MIN_KN), else, where
+ * that one's workgroup memory exceeds the device's or K is not a multiple of its k step, the same with one buffer, then
+ * k steps of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
@@ -215,7 +223,9 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const preferred = TENSOR_TILES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"];
   const fallbacks: TensorTiles[] = [
-    ...(epilogue === Epilogue.PLAIN && a.rows >= TENSOR_LARGE_M_ROWS ? [TENSOR_TILES_LARGE_M] : []),
+    ...(epilogue === Epilogue.PLAIN && a.rows >= TENSOR_LARGE_M_ROWS && Math.min(a.k, a.n) >= TENSOR_LARGE_M_MIN_KN
+      ? [TENSOR_TILES_LARGE_M]
+      : []),
     preferred,
     { ...preferred, buffers: 1 },
     { ...preferred, stepK: 16, buffers: 1 },
