@@ -16,6 +16,8 @@
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
  * `--gemm-probe [--rows 2048]` (Dawn): the same for the tensor-core GEMM at the 7B products (`benchGemmProbe`).
+ * `--mma-peak` (Dawn): the subgroup-matrix multiply-accumulate rate the device sustains, the ceiling of any GEMM written
+ * with these builtins (`benchMmaPeak`).
  * `--gemm --tensor-tiles JSON`: only the tensor-core GEMM, at the listed TensorTiles (a tile sweep; `--tiles` likewise
  * for the f32 GEMM's alone).
  *
@@ -27,6 +29,7 @@
  * or staged, over grid caps) for qkv and gate_up at one row.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe] [--gemm-probe]
+ *                                      [--mma-peak]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--tensor-tiles JSON] [--size 7b|1b]]
  *                                      [--matvec [--rows 1,4]]
  *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE]

@@ -29,6 +29,10 @@
  * K / S (a multiple of stepK) and storing its partial tile, scaled back by 2^e[m] and before any SwiGLU, to the
  * `partials [S, M, NW]` scratch that `split_k_reduce.ts` sums. S = 1 is the kernel above, byte for byte.
  *
+ * `producers: P > 0` adds P subgroups that only stage k tiles, one ahead, into the other of two buffers while the
+ * others only multiply (one barrier a k step), so that staging could overlap the products: measured about half as fast
+ * on the H200 (session X; ARCHITECTURE.md), kept as a tested option.
+ *
  * `halfWeights` reads an f16 copy of the weights (`half_weights.ts`) as right matrices straight from global memory and
  * stages only x: measured about half as fast on the H200 (session W; ARCHITECTURE.md), kept as a tested option.
  *
