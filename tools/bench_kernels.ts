@@ -15,7 +15,8 @@
  * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
- * `--gemm-probe [--rows 2048]` (Dawn): the same for the tensor-core GEMM at the 7B products (`benchGemmProbe`).
+ * `--gemm-probe [--rows 2048] [--tensor-tiles JSON]` (Dawn): the same for the tensor-core GEMM at the 7B products, at
+ * linear's tiles or the first of `--tensor-tiles` where it fits (`benchGemmProbe`).
  * `--mma-peak` (Dawn): the subgroup-matrix multiply-accumulate rate the device sustains, the ceiling of any GEMM written
  * with these builtins (`benchMmaPeak`).
  * `--gemm --tensor-tiles JSON`: only the tensor-core GEMM, at the listed TensorTiles (a tile sweep; `--tiles` likewise
@@ -1121,7 +1122,12 @@ async function benchGemmProbe(): Promise<void> {
       const x = gpu.upload("x", gemmInputRows(rows, s.k));
       const y = gpu.buffer("y", rows * s.n * 4);
       const product = { ctl, x, y, rows, k: s.k, n: s.n, epilogue: s.epi };
-      const tiles = tensorTilesFor(gpu, { ...product, weight: x })!;
+      // linear's tiles, or the first of --tensor-tiles unsplit (where the shape's workgroup memory allows it)
+      const first = args["tensor-tiles"] ? (JSON.parse(args["tensor-tiles"]) as TensorTiles[])[0] : undefined;
+      const given = first && { ...first, splitK: 1 };
+      const tiles = given && gemmTensorWorkgroupBytes(given, s.epi) <= gpu.device.limits.maxComputeWorkgroupStorageSize
+        ? given
+        : tensorTilesFor(gpu, { ...product, weight: x })!;
       for (const [name, sw] of Object.entries(swaps)) {
         const k = gemmTensorKernelFor({ ...tiles, epilogue: s.epi, subgroupSize: tensorSubgroupSize(gpu) });
         const source = sw.reduce((src, [from, to]) => src.replace(from, to), k.source);
