@@ -211,7 +211,8 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
  * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
  * first for plain products of TENSOR_LARGE_M_ROWS rows or more whose K and N reach TENSOR_LARGE_M_MIN_KN), else, where
  * that one's workgroup memory exceeds the device's or K is not a multiple of its k step, the same with one buffer, then
- * k steps of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
+ * k steps of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32
+ * GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
