@@ -29,8 +29,7 @@ type Answer = { failures: string[] } | { unavailable: string };
  * Tint's diagnostics for `kernels` (with override `constants`) on Dawn's null backend: WGSL is parsed, resolved and
  * its pipeline validated, nothing runs. One line per kernel that fails. A pipeline refused only for its workgroup
  * memory (the null adapter offers 16 KB), its subgroup size (the null adapter's is 128) or its workgroup size beyond the
- * null adapter's limits counts as compiled. Null
- * when Dawn's addon or its null backend is unavailable here.
+ * null adapter's limits counts as compiled. Null when Dawn's addon or its null backend is unavailable here.
  */
 export async function tintErrors(
   kernels: readonly Kernel[],

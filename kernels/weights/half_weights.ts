@@ -12,6 +12,7 @@
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { f16Bits } from "../matmul/row_scale.ts";
+import { bf16BitsToF32 } from "../bf16.ts";
 
 /** Invocations per workgroup. */
 const WG = 256;
@@ -64,10 +65,6 @@ export function halfWeights(
 
 /** CPU reference: each bf16 half of `words` as the nearest f16 (ties to even), packed alike. */
 export function halfWeightsReference(words: Uint32Array): Uint32Array {
-  const bits = new Uint32Array(1), value = new Float32Array(bits.buffer);
-  const half = (b: number) => {
-    bits[0] = b << 16;
-    return f16Bits(value[0]);
-  };
+  const half = (b: number) => f16Bits(bf16BitsToF32(b));
   return words.map((w) => (half(w & 0xffff) | (half(w >>> 16) << 16)) >>> 0);
 }

@@ -14,7 +14,7 @@ import { assert, assertEquals } from "@std/assert";
 import { halfWeights, halfWeightsKernel, halfWeightsReference } from "./half_weights.ts";
 import { f16Value } from "../matmul/row_scale.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
-import { f32ToBf16Bits } from "../bf16.ts";
+import { bf16BitsToF32, packBf16 } from "../bf16.ts";
 import { assertCaught, ctlBuffer, dawnGpuTest, mutate, Rng } from "../testing/harness.ts";
 import { tensorGemmUnsupported } from "../matmul/gemm_tensor.ts";
 
@@ -33,8 +33,7 @@ function words(n: number, seed: number): Uint32Array {
     if (i < edges.length) return edges[i];
     return i % 7 === 0 ? (rng.next() - 0.5) * 2 ** (rng.int(40) - 30) : 0.02 * rng.normal();
   });
-  const bits = values.map((v) => f32ToBf16Bits(v));
-  return Uint32Array.from({ length: n }, (_, i) => (bits[2 * i] | (bits[2 * i + 1] << 16)) >>> 0);
+  return packBf16(Float32Array.from(values));
 }
 
 /** Converts `n` words on the GPU into a marked buffer; returns its words and the source. */
@@ -56,13 +55,11 @@ async function run(gpu: Gpu, n: number, o: { gated?: boolean; active?: number; k
  */
 function check(got: Uint32Array, src: Uint32Array): void {
   const want = halfWeightsReference(src);
-  const bits = new Uint32Array(1), value = new Float32Array(bits.buffer);
   let bad = 0, first = "";
   for (let i = 0; i < src.length; i++) {
     for (const shift of [0, 16]) {
       const g = (got[i] >>> shift) & 0xffff, w = (want[i] >>> shift) & 0xffff;
-      bits[0] = ((src[i] >>> shift) & 0xffff) << 16;
-      const exact = value[0];
+      const exact = bf16BitsToF32(src[i] >>> shift);
       const ok = g === w || (Math.abs(exact) < 2 ** -14 && Math.abs(f16Value(g) - exact) <= 2 ** -24);
       if (!ok && bad++ === 0) first = `word ${i} half ${shift / 16}: got ${f16Value(g)}, want ${f16Value(w)}`;
     }
