@@ -10,8 +10,9 @@
  * minute on an H200). Split-K (`splitK` S = 2, 4, 8) of the default f32 tile and of linear's tensor tiles, each
  * timed with its reduction (and row-scale pre-pass): `--quick` keeps f32 S = 4 and tensor S = 2, 4; with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128,
- * 512 and 2,048 tokens of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant checked likewise; on Dawn
- * with subgroup matrices also the tensor-core prefill attention (prefill_tensor.ts, 64 and 32 query rows a workgroup).
+ * 512 and 2,048 tokens of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant
+ * checked likewise; on Dawn with subgroup matrices also the tensor-core prefill attention (prefill_tensor.ts, 64 and 32
+ * query rows a workgroup).
  * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
@@ -880,7 +881,8 @@ function tensorLabel(tiles: TensorTiles): string {
   const { tileM, tileN } = tensorTileShape(t);
   return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} ` +
     (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + ` b${t.buffers}` +
-    (t.ahead > 1 ? ` a${t.ahead}` : "") + (t.halfWeights ? " hw" : "") + splitLabel(tiles.splitK);
+    (t.ahead > 1 ? ` a${t.ahead}` : "") + (t.producers ? ` p${t.producers}` : "") + (t.halfWeights ? " hw" : "") +
+    splitLabel(tiles.splitK);
 }
 
 /**
@@ -1084,24 +1086,17 @@ async function benchGemmProbe(): Promise<void> {
     [/(fn stage_x\(i: u32, p: vec4<u32>\) \{)[^}]*/, "$1\n  _ = i; _ = p;\n"],
     [/(fn stage_w\(i: u32, p: vec4<u32>\) \{)[^}]*/, "$1\n  _ = i; _ = p;\n"],
   ];
-  // The weights staged as if already f16 (a copy made at load time): bits copied, no conversion.
-  const f16Copy: [string | RegExp, string][] = [[
+  // stage_w with each bf16 pair v (p.x .. p.w) staged as `pair(v)`, a vec2<f16>.
+  const stageW = (pair: (v: string) => string): [string | RegExp, string][] => [[
     / {2}ws\[i\] = f16\(bf16_lo\(p\.x\)\);[^}]*/,
     range(4).map((c) =>
-      `  let h${c} = bitcast<vec2<f16>>(p.${"xyzw"[c]});\n  ws[i + ${2 * c}u] = h${c}.x;\n  ws[i + ${
-        2 * c + 1
-      }u] = h${c}.y;\n`
+      `  let h${c} = ${pair(`p.${"xyzw"[c]}`)};\n  ws[i + ${2 * c}u] = h${c}.x;\n  ws[i + ${2 * c + 1}u] = h${c}.y;\n`
     ).join(""),
   ]];
+  // The weights staged as if already f16 (a copy made at load time): bits copied, no conversion.
+  const f16Copy = stageW((v) => `bitcast<vec2<f16>>(${v})`);
   // The conversion two at a time (vec2<f32> to vec2<f16>: a packed convert where the driver has one).
-  const packed: [string | RegExp, string][] = [[
-    / {2}ws\[i\] = f16\(bf16_lo\(p\.x\)\);[^}]*/,
-    range(4).map((c) => {
-      const v = `p.${"xyzw"[c]}`;
-      return `  let h${c} = vec2<f16>(vec2<f32>(bf16_lo(${v}), bf16_hi(${v})));\n` +
-        `  ws[i + ${2 * c}u] = h${c}.x;\n  ws[i + ${2 * c + 1}u] = h${c}.y;\n`;
-    }).join(""),
-  ]];
+  const packed = stageW((v) => `vec2<f16>(vec2<f32>(bf16_lo(${v}), bf16_hi(${v})))`);
   const swaps: Record<string, [string | RegExp, string][]> = {
     "as built": [],
     "no global reads": noReads,
@@ -1116,20 +1111,20 @@ async function benchGemmProbe(): Promise<void> {
   const maxRows = Math.max(...rowCounts);
   const exponents = gpu.buffer("exponents", maxRows * 4);
   const xHalf = gpu.buffer("f16 rows", maxRows * Math.max(...DECODE_SHAPES_7B.map((s) => s.k)) * 2);
+  // linear's tiles, or the first of --tensor-tiles unsplit (where a shape's workgroup memory allows it)
+  const first = args["tensor-tiles"] ? (JSON.parse(args["tensor-tiles"]) as TensorTiles[])[0] : undefined;
+  const given = first && { ...first, splitK: 1 };
   for (const rows of rowCounts) {
     for (const s of DECODE_SHAPES_7B) {
       const { nw, weights } = weightPool(s);
       const x = gpu.upload("x", gemmInputRows(rows, s.k));
       const y = gpu.buffer("y", rows * s.n * 4);
       const product = { ctl, x, y, rows, k: s.k, n: s.n, epilogue: s.epi };
-      // linear's tiles, or the first of --tensor-tiles unsplit (where the shape's workgroup memory allows it)
-      const first = args["tensor-tiles"] ? (JSON.parse(args["tensor-tiles"]) as TensorTiles[])[0] : undefined;
-      const given = first && { ...first, splitK: 1 };
       const tiles = given && gemmTensorWorkgroupBytes(given, s.epi) <= gpu.device.limits.maxComputeWorkgroupStorageSize
         ? given
         : tensorTilesFor(gpu, { ...product, weight: x })!;
+      const k = gemmTensorKernelFor({ ...tiles, epilogue: s.epi, subgroupSize: tensorSubgroupSize(gpu) });
       for (const [name, sw] of Object.entries(swaps)) {
-        const k = gemmTensorKernelFor({ ...tiles, epilogue: s.epi, subgroupSize: tensorSubgroupSize(gpu) });
         const source = sw.reduce((src, [from, to]) => src.replace(from, to), k.source);
         if (sw.length && source === k.source) throw new Error(`gemm_probe: ${name} changed nothing`);
         const kernel = { name: `${k.name} (${name})`, source };
