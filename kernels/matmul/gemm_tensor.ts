@@ -9,7 +9,7 @@
  * stages xh rows (copied) and weight rows (bf16 to f16, exact in f16's normal range) in workgroup memory,
  * k-contiguous; each subgroup then loads its 16x16 left matrices (row-major x) and right matrices (the weight rows
  * read column-major: right[k][n] = W[n, k]) and multiply-accumulates. The global reads of the next k tile are issued
- * before the products of the current one. With 2 buffers (the generator's default) the workgroup memory holds two
+ * before the products of the current one (`ahead: 0`: read and stored before them). With 2 buffers (the generator's default) the workgroup memory holds two
  * k tiles: the next one is staged into the other buffer while this one is multiplied, one barrier a k step; with 1,
  * two barriers a step (staged, consumed). Epilogue: each subgroup stores one result matrix at a time to its slice of
  * workgroup memory, and its invocations scale the rows back by 2^e[m] (exact), apply the SwiGLU for that epilogue,
@@ -86,8 +86,10 @@ export interface TensorTiles {
   /** Staged k tiles in workgroup memory: 2 (default; one barrier a k step) or 1 (two barriers, half the memory). */
   buffers?: number;
   /**
-   * k tiles whose global reads are in flight (default 1): with 2 (and 2 buffers) each tile is read two k steps before
-   * it is staged, in a second set of registers, the loop taking two steps an iteration.
+   * k tiles whose global reads are in flight across the products (default 1): with 2 (and 2 buffers) each tile is read
+   * two k steps before it is staged, in a second set of registers, the loop taking two steps an iteration; with 0 each
+   * tile is read and stored before any products are taken, so no register carries it across them (fewer registers an
+   * invocation, so that more workgroups may share a multiprocessor and hide one another's reads).
    */
   ahead?: number;
   /**
@@ -144,8 +146,8 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   if (![16, 32, 64, 128].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32, 64 or 128)`);
   checkSplitKFactor("gemm_tensor", t.splitK);
   if (t.buffers !== 1 && t.buffers !== 2) throw new Error(`gemm_tensor: buffers = ${t.buffers} (1 or 2)`);
-  if (!(t.ahead === 1 || (t.ahead === 2 && t.buffers === 2))) {
-    throw new Error(`gemm_tensor: ahead = ${t.ahead} (1, or 2 with 2 buffers)`);
+  if (!(t.ahead === 0 || t.ahead === 1 || (t.ahead === 2 && t.buffers === 2))) {
+    throw new Error(`gemm_tensor: ahead = ${t.ahead} (0, 1, or 2 with 2 buffers)`);
   }
   if (!(Number.isInteger(t.producers) && t.producers >= 0 && t.producers <= 8)) {
     throw new Error(`gemm_tensor: producers = ${t.producers} (0..8)`);
@@ -172,7 +174,7 @@ function checkEpilogue(epilogue: number): void {
 function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
-    `_b${t.buffers}${t.ahead > 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
+    `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
     }_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
@@ -263,6 +265,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const kBegin = split ? "k_begin" : "0u", kEnd = split ? "k_end" : "K"; // this workgroup's k range
   const double = t.buffers === 2;
   const ahead2 = t.ahead === 2;
+  const ahead0 = t.ahead === 0;
 
   const { item, indent, guard } = stagingHelpers(stagers, producers ? "st" : "t");
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
@@ -584,9 +587,37 @@ ${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
     workgroupBarrier(); // the next tile staged, this one consumed
     buf ^= 1u;
   }`
+        : ahead0
+        ? ""
         : `${load("  ", kBegin)}\n`
     }${
-      producers ? "" : ahead2
+      producers ? "" : ahead0
+        ? double
+          ? `${load("  ", kBegin)}
+${store("  ", "0u")}
+  workgroupBarrier(); // the first k tile staged in buffer 0
+  var buf = 0u;
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
+    // The next k tile read and staged into the other buffer (which every subgroup finished reading before the previous
+    // barrier) before this one is multiplied from buffer buf: no register carries it across the products.
+    if (k0 + TILE_K < ${kEnd}) {
+${load("      ", "k0 + TILE_K")}
+${store("      ", "(buf ^ 1u)")}
+    }
+    let xb = buf * X_BUF;${hw ? "" : "\n    let wb = buf * W_BUF;"}
+${compute("xb + ", "wb + ", "k0")}
+    workgroupBarrier(); // the next tile staged, this one consumed
+    buf ^= 1u;
+  }`
+          : `  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
+    // Read and staged with no products between: no register carries a k tile across them.
+${load("    ", "k0")}
+${store("    ", "0u")}
+    workgroupBarrier(); // tiles staged
+${compute("", "", "k0")}
+    workgroupBarrier(); // tiles consumed
+  }`
+        : ahead2
         ? `${load("  ", `${kBegin} + TILE_K`, "q")}
 ${store("  ", "0u")}
   workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight

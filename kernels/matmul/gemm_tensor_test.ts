@@ -197,6 +197,11 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4 },
     { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, buffers: 2, producers: 8 },
     TENSOR_TILES_LARGE_M, // linear's for plain products of 2,048 rows or more (SwiGLU: no room)
+    // no k tile carried across the products, one and two buffers
+    { ...TENSOR_TILES.plain, ahead: 0 },
+    { ...TENSOR_TILES.swiglu, ahead: 0 },
+    { ...TENSOR_TILES.plain, stepK: 32, buffers: 2, ahead: 0 },
+    { halfWeights: true, ahead: 0 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -336,10 +341,21 @@ Deno.test("gemm_tensor takes N a multiple of 16 and K a multiple of its k step, 
     }
     if (!threw) throw new Error(`accepted ${JSON.stringify(shape)}`);
   }
-  const refused = [{ fragsM: 0 }, { subgroupsN: 9 }, { stepK: 8 }, { producers: 9 }, { producers: 2, buffers: 1 }, {
-    producers: 2,
-    ahead: 2,
-  }, { producers: 2, halfWeights: true }];
+  const refused = [
+    { fragsM: 0 },
+    { subgroupsN: 9 },
+    { stepK: 8 },
+    { producers: 9 },
+    { producers: 2, buffers: 1 },
+    {
+      producers: 2,
+      ahead: 2,
+    },
+    { producers: 2, halfWeights: true },
+    { ahead: 3 },
+    { ahead: 2, buffers: 1 },
+    { producers: 2, ahead: 0 },
+  ];
   for (const tiles of refused) {
     let threw = false;
     try {
@@ -379,6 +395,33 @@ tensorTest(
   },
 );
 
+tensorTest(
+  "gemm_tensor with no k tile carried across the products (ahead 0) matches, and its checks catch a tile not staged",
+  async (gpu) => {
+    // K = 96: three k steps of 32; K = 32: one (nothing staged in the loop with two buffers).
+    for (const buffers of [1, 2]) {
+      for (const [rows, k, n] of [[37, 96, 48], [17, 32, 16], [130, 4096, 80]]) {
+        await checkTensor(gpu, rows, k, n, { ahead: 0, buffers, bigX: 1e5 });
+        await checkTensor(gpu, rows, k, n, { ahead: 0, buffers, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+      }
+      await checkTensor(gpu, 37, 256, 48, { ahead: 0, buffers, splitK: 2, bigX: 1e5 });
+    }
+    const subgroupSize = tensorSubgroupSize(gpu);
+    const mutants: [TensorTiles, string, string][] = [
+      [{ buffers: 2 }, "if (k0 + TILE_K < K) {", "if (k0 + 2u * TILE_K < K) {"], // the last tile never staged
+      [{ buffers: 2 }, "let xb = (buf ^ 1u) * X_BUF;", "let xb = buf * X_BUF;"], // staged over the tile being read
+      [{ buffers: 1 }, "px0 = load_x(sx0, k0);", "px0 = load_x(sx0, k0 + TILE_K);"], // x read a k tile ahead
+    ];
+    for (const [tiles, from, to] of mutants) {
+      const kernel = mutate(gemmTensorKernelFor({ ...tiles, ahead: 0, subgroupSize }), from, to);
+      await assertCaught(
+        () => checkTensor(gpu, 37, 128, 48, { ...tiles, ahead: 0, kernel, bigX: 1e5 }),
+        `ahead 0: ${from} -> ${to}`,
+      );
+    }
+  },
+);
+
 Deno.test({
   name:
     "gemm_tensor kernels compile under Dawn's WGSL compiler (its null backend: no GPU needed), and a broken one fails",
@@ -400,6 +443,8 @@ Deno.test({
       { producers: 1 },
       { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4, splitK: 2 },
       TENSOR_TILES_LARGE_M,
+      { ahead: 0 },
+      { ...TENSOR_TILES.plain, ahead: 0, splitK: 4 },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))
