@@ -153,6 +153,36 @@ export function rampMsAfter(idleMs: number, warmupMs: number): number {
 }
 
 /**
+ * A measurement whose slowest kept sample (`max_ms`, after Tukey's filter) exceeds its fastest by this factor is taken
+ * again after a clock ramp (`gpuBenchmark`), and the first one's samples are kept as `discarded_ms`. Why: on the H200
+ * (results/2026-12-01_run02) the 1B's 2,048-token TTFT on Dawn read five samples at 53-59 ms, then five at 35.9: the
+ * clocks were still rising, no idle second had gone before to trigger the ramp, and the median (44.5 ms) was neither.
+ * Steady measurements there spread by under 1% (e.g. 37.61-37.69 ms over 24 samples).
+ */
+export const RESAMPLE_SPREAD = 1.2;
+
+/** Whether `s` spreads too far to be one steady measurement (see RESAMPLE_SPREAD). */
+export function spreadTooFar(s: { min_ms: number; max_ms: number }): boolean {
+  return s.max_ms > RESAMPLE_SPREAD * s.min_ms;
+}
+
+/**
+ * `measure`, and where its samples spread too far (`spreadTooFar`), `ramp` and `measure` once more: the second
+ * measurement with the first one's samples as `discarded_ms`. `onMeasured` is passed to the first only (one progress
+ * tick a measurement).
+ */
+export async function measureSteady<T extends TimedStats>(
+  measure: (onMeasured?: (result: T) => void) => Promise<T>,
+  ramp: () => Promise<unknown>,
+  onMeasured?: (result: T) => void,
+): Promise<T> {
+  const first = await measure(onMeasured);
+  if (!spreadTooFar(first)) return first;
+  await ramp();
+  return { ...(await measure()), discarded_ms: first.raw_ms };
+}
+
+/**
  * Keeps the GPU busy with untimed copies of the measured pass for `ms` of wall time, in submissions grown to ~50 ms each
  * (a pass per readback would leave the GPU idle behind Deno's ~11 ms sync). Returns the passes run.
  */
@@ -178,7 +208,8 @@ export async function rampClocks(
 
 /**
  * Times GPU work: `encode(encoder, descriptor)` records one pass (and any copies it needs before it, e.g. a state
- * reset) with the given timestamp descriptor. After an idle GPU the clocks are ramped up first (`rampMsAfter`). One
+ * reset) with the given timestamp descriptor. After an idle GPU the clocks are ramped up first (`rampMsAfter`), and a
+ * measurement that spreads too far is ramped and taken again (`spreadTooFar`). One
  * probe pass is timed (it also warms up), and `planSamples` decides from its GPU time how many back-to-back passes a
  * sample averages (PASSES_PER_SAMPLE, or one for a long pass) and how few samples are enough (`minSamples`, or fewer
  * for long passes when the budget affords no more).
@@ -204,7 +235,11 @@ async function gpuBenchmark(
     const ramp = rampMsAfter(performance.now() - lastMeasurementEnd, budgets.warmupMs);
     if (ramp > 0) await rampClocks(gpu, label, encode, ramp);
     const plan = planSamples(await sample(1), { repMs: budgets.repMs, passesPerSample: PASSES_PER_SAMPLE, minSamples });
-    return await benchmark(() => sample(plan.passes), { ...budgets, minReps: plan.minReps });
+    return await measureSteady(
+      (onMeasured) => benchmark(() => sample(plan.passes), { ...budgets, minReps: plan.minReps, onMeasured }),
+      () => rampClocks(gpu, label, encode, RAMP_WARMUPS * budgets.warmupMs),
+      budgets.onMeasured,
+    );
   } finally {
     timer.destroy();
     lastMeasurementEnd = performance.now();

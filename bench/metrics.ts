@@ -125,5 +125,6 @@ export function pickStats(s: TimedStats): TimedStats {
     filtered_ms: s.filtered_ms,
     n: s.n,
     clock: s.clock,
+    ...(s.discarded_ms ? { discarded_ms: s.discarded_ms } : {}),
   };
 }

@@ -41,6 +41,12 @@ export type Clock = "gpu" | "wall";
 /** BenchStats with the clock its samples were read from. */
 export interface TimedStats extends BenchStats {
   clock: Clock;
+  /**
+   * The samples of a first measurement of the same work, discarded because they spread too far to be one steady
+   * measurement (clocks still rising; bench/configurations.ts, RESAMPLE_SPREAD): the stats above are of a second one,
+   * taken after a clock ramp. Absent when the first was kept.
+   */
+  discarded_ms?: number[];
 }
 
 /** Decode latency at one generated position. */

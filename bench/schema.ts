@@ -83,6 +83,7 @@ function checkStats(c: Checker, o: Record<string, unknown>, path: string, countK
   const v = Object.fromEntries(names.map((k) => [k, c.number(o, k, path, { min: 0 })])) as Record<string, number>;
   const raw = c.numbers(o, "raw_ms", path, 0);
   const filtered = c.numbers(o, "filtered_ms", path, 0);
+  if (o.discarded_ms !== undefined) c.numbers(o, "discarded_ms", path, 0);
   const n = c.number(o, countKey, path, { min: 1, int: true });
   if (o.clock !== "gpu" && o.clock !== "wall") c.fail(`${path}.clock`, 'expected "gpu" or "wall"');
   if (raw && raw.length !== n) c.fail(`${path}.${countKey}`, `is ${n} but raw_ms holds ${raw.length} samples`);

@@ -29,6 +29,8 @@ export function enableDirectives(runtime: "deno" | "dawn", features: readonly st
     has("subgroups") ? "enable subgroups;" : "",
     has("chromium-experimental-subgroup-matrix") ? "enable chromium_experimental_subgroup_matrix;" : "",
     "enable chromium_disable_uniformity_analysis;",
+    // a kernel that views one workgroup buffer as two types (gemm_tensor.ts's wide stores)
+    /\bbufferView</.test(source) ? "requires buffer_view;" : "",
   ].filter(Boolean).join("\n") + "\n";
 }
 

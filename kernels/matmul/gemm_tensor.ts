@@ -100,6 +100,11 @@ export interface TensorTiles {
    */
   producers?: number;
   /**
+   * One 16-byte workgroup store per staged vec4 (default false: eight f16 stores): the staged tiles live in one
+   * workgroup `buffer` (WGSL `buffer_view`, Dawn) that the stores view as vec4<u32> and the matrix loads as f16.
+   */
+  wideStores?: boolean;
+  /**
    * The weights as f16 pairs (a copy made by `half_weights.ts`) instead of bf16 (default false): each subgroup then
    * loads its right matrices straight from global memory (L1/L2), and only the x rows are staged in workgroup memory.
    */
@@ -117,6 +122,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   buffers: 2,
   ahead: 1,
   producers: 0,
+  wideStores: false,
   halfWeights: false,
 };
 
@@ -156,6 +162,7 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
     throw new Error("gemm_tensor: producer subgroups need buffers = 2, ahead = 1 and bf16 weights (halfWeights off)");
   }
   if (typeof t.halfWeights !== "boolean") throw new Error(`gemm_tensor: halfWeights = ${t.halfWeights} (a boolean)`);
+  if (typeof t.wideStores !== "boolean") throw new Error(`gemm_tensor: wideStores = ${t.wideStores} (a boolean)`);
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
@@ -176,7 +183,7 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }_w${subgroupSize}` +
+    }${t.wideStores ? "_ws" : ""}_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -266,6 +273,9 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const double = t.buffers === 2;
   const ahead2 = t.ahead === 2;
   const ahead0 = t.ahead === 0;
+  const wide = t.wideStores; // the staged tiles in one workgroup buffer, stored as vec4<u32>, loaded as f16
+  const xHalves = tileM * (t.stepK + PAD) * t.buffers; // f16 of the staged x tiles
+  const wHalves = hw ? 0 : tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers; // and of the weight tiles
 
   const { item, indent, guard } = stagingHelpers(stagers, producers ? "st" : "t");
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
@@ -291,15 +301,17 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const right = (j: number, q: number, wb: string, kx: string, up: boolean) =>
     hw
       ? `subgroupMatrixLoad<Right, col_major>(&w, ${up ? "ur" : "wr"}${j} + ${kx} + ${q * FRAG}u, K)`
-      : `subgroupMatrixLoad<Right, col_major>(&ws, ${wb}(${up ? "TILE_N + " : ""}sn + ${j * FRAG}u) * XS + ${
-        q * FRAG
-      }u, XS)`;
+      : `subgroupMatrixLoad<Right, col_major>(${wide ? "ws" : "&ws"}, ${wb}(${up ? "TILE_N + " : ""}sn + ${
+        j * FRAG
+      }u) * XS + ${q * FRAG}u, XS)`;
   const compute = (xb: string, wb: string, kx: string) =>
     range(t.stepK / FRAG).map((q) =>
       indent("    ", [
         "{",
         ...FI.map((i) =>
-          `  let a${i} = subgroupMatrixLoad<Left, row_major>(&xs, ${xb}(sm + ${i * FRAG}u) * XS + ${q * FRAG}u, XS);`
+          `  let a${i} = subgroupMatrixLoad<Left, row_major>(${wide ? "xs" : "&xs"}, ${xb}(sm + ${i * FRAG}u) * XS + ${
+            q * FRAG
+          }u, XS);`
         ),
         ...FJ.map((j) => `  let b${j} = ${right(j, q, wb, kx, false)};`),
         ...(swiglu ? FJ.map((j) => `  let v${j} = ${right(j, q, wb, kx, true)};`) : []),
@@ -400,13 +412,20 @@ ${hw ? "" : "const W_BUF: u32 = W_ROWS * XS;\n"}@group(0) @binding(0) var<storag
 ${
       hw
         ? `// Buffer b: xs[b * X_BUF + r * XS + c] = xh[m0 + r, k0 + c], zero past M. The weights are not staged. es: one
-// 16x16 f32 matrix per subgroup (epilogue).
-var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD) * t.buffers}>;`
+// 16x16 f32 matrix per subgroup (epilogue).`
         : `// Buffer b: xs[b * X_BUF + r * XS + c] = xh[m0 + r, k0 + c]; ws[b * W_BUF + r * XS + c] = f16(W[row, k0 + c]) of
 // weight row n0 + r (r < TILE_N) or up row N + n0 + r - TILE_N; zero past M or N. es: one 16x16 f32 matrix per
-// subgroup (epilogue).
-var<workgroup> xs: array<f16, ${tileM * (t.stepK + PAD) * t.buffers}>;
-var<workgroup> ws: array<f16, ${tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers}>;`
+// subgroup (epilogue).`
+    }
+${
+      wide
+        ? `// xs and ws are views of one buffer (${xHalves} f16 of x tiles, then the weight tiles): stored as vec4<u32>.
+const X_HALVES: u32 = ${xHalves}u;
+var<workgroup> staged: buffer<${2 * (xHalves + wHalves)}>;`
+        : `var<workgroup> xs: array<f16, ${xHalves}>;${
+          hw ? "" : `
+var<workgroup> ws: array<f16, ${wHalves}>;`
+        }`
     }
 var<workgroup> es: array<f32, ${FRAG * FRAG * subgroups}>;
 alias Left = subgroup_matrix_left<f16, ${FRAG}, ${FRAG}>;
@@ -453,7 +472,29 @@ ${
 }
 
 `
-    }// 8 f16 of a row (scaled and rounded by the pre-pass), copied.
+    }${
+      wide
+        ? `// 8 f16 of a row (scaled and rounded by the pre-pass), copied in one store.
+fn stage_x(i: u32, p: vec4<u32>) {
+  let v = bufferView<array<vec4<u32>, ${xHalves / 8}>>(&staged, 0u);
+  v[i / 8u] = p;
+}
+
+${
+          hw
+            ? ""
+            : `// Two bf16 as two f16 in one u32 (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals: error <= 2^-25).
+fn half2(u: u32) -> u32 { return bitcast<u32>(vec2<f16>(f16(bf16_lo(u)), f16(bf16_hi(u)))); }
+
+// 8 bf16 of a weight row as f16, in one store.
+fn stage_w(i: u32, p: vec4<u32>) {
+  let v = bufferView<array<vec4<u32>, ${wHalves / 8}>>(&staged, X_HALVES * 2u);
+  v[i / 8u] = vec4<u32>(half2(p.x), half2(p.y), half2(p.z), half2(p.w));
+}
+
+`
+        }`
+        : `// 8 f16 of a row (scaled and rounded by the pre-pass), copied.
 fn stage_x(i: u32, p: vec4<u32>) {
   let a = bitcast<vec2<f16>>(p.x);
   let b = bitcast<vec2<f16>>(p.y);
@@ -470,9 +511,9 @@ fn stage_x(i: u32, p: vec4<u32>) {
 }
 
 ${
-      hw
-        ? ""
-        : `// 8 bf16 of a weight row as f16 (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals: error <= 2^-25).
+          hw
+            ? ""
+            : `// 8 bf16 of a weight row as f16 (exact for 2^-14 <= |w| <= 65504; below, f16 subnormals: error <= 2^-25).
 fn stage_w(i: u32, p: vec4<u32>) {
   ws[i] = f16(bf16_lo(p.x));
   ws[i + 1u] = f16(bf16_hi(p.x));
@@ -485,6 +526,7 @@ fn stage_w(i: u32, p: vec4<u32>) {
 }
 
 `
+        }`
     }${
       split
         ? `// Element q (row q / 16, column q % 16) of a result matrix at tile rows r0.., columns c0..: scaled back, stored to
@@ -524,6 +566,15 @@ ${tileOrigin(split)}
   let lane = t % SUBGROUP_SIZE;
   let sm = (sg % SUBGROUPS_M) * (FRAGS_M * ${FRAG}u);
   let sn = (sg / SUBGROUPS_M) * (FRAGS_N * ${FRAG}u);${
+      wide
+        ? `
+  // The staged tiles as f16, for the matrix loads.
+  let xs = bufferView<array<f16, X_HALVES>>(&staged, 0u);${
+          hw ? "" : `
+  let ws = bufferView<array<f16, ${wHalves}>>(&staged, X_HALVES * 2u);`
+        }`
+        : ""
+    }${
       producers
         ? `
   // Subgroups ${subgroups}.. only stage k tiles (the producers; st: their staging index), the others only multiply.

@@ -202,6 +202,13 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ...TENSOR_TILES.swiglu, ahead: 0 },
     { ...TENSOR_TILES.plain, stepK: 32, buffers: 2, ahead: 0 },
     { halfWeights: true, ahead: 0 },
+    // the staged tiles stored as vec4<u32> through a buffer view
+    { ...TENSOR_TILES.plain, wideStores: true },
+    { ...TENSOR_TILES.swiglu, ahead: 0, wideStores: true },
+    { wideStores: true },
+    { ...TENSOR_TILES_LARGE_M, wideStores: true },
+    { halfWeights: true, wideStores: true },
+    { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4, wideStores: true },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -422,6 +429,28 @@ tensorTest(
   },
 );
 
+tensorTest(
+  "gemm_tensor with wide stores (one vec4 store a staged item): its checks catch broken kernels",
+  async (gpu) => {
+    const cases: [string, string][] = [
+      ["v[i / 8u] = p;", "v[i / 8u] = p.yxzw;"], // x's elements 0, 1 swapped with 2, 3
+      ["vec4<u32>(half2(p.x), half2(p.y),", "vec4<u32>(half2(p.y), half2(p.x),"], // weights likewise
+      ["(&staged, X_HALVES * 2u);\n  v[i / 8u] =", "(&staged, 0u);\n  v[i / 8u] ="], // weights staged over x
+    ];
+    const subgroupSize = tensorSubgroupSize(gpu);
+    const subjects = [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => ({
+      epilogue,
+      kernel: gemmTensorKernelFor({ epilogue, stepK: 16, wideStores: true, subgroupSize }),
+    }));
+    const check = (s: (typeof subjects)[number], kernel: Kernel) =>
+      checkTensor(gpu, 37, 96, 48, { epilogue: s.epilogue, stepK: 16, wideStores: true, kernel, bigX: 1e5 });
+    await assertMutantsCaught(subjects, cases, check, "wideStores: ");
+    for (const [rows, k, n] of [[1, 32, 16], [130, 4096, 80]]) {
+      await checkTensor(gpu, rows, k, n, { ...TENSOR_TILES.plain, wideStores: true, bigX: 1e5 });
+    }
+  },
+);
+
 Deno.test({
   name:
     "gemm_tensor kernels compile under Dawn's WGSL compiler (its null backend: no GPU needed), and a broken one fails",
@@ -445,6 +474,10 @@ Deno.test({
       TENSOR_TILES_LARGE_M,
       { ahead: 0 },
       { ...TENSOR_TILES.plain, ahead: 0, splitK: 4 },
+      { wideStores: true },
+      { ...TENSOR_TILES.plain, ahead: 0, wideStores: true, splitK: 2 },
+      { halfWeights: true, wideStores: true },
+      { producers: 2, wideStores: true },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

@@ -71,7 +71,7 @@ export type PrefillMath = typeof PREFILL_MATHS[number];
  * Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs). Not the
  * tensor GEMM's `halfWeights`: it reads an f16 copy of the weights, and `linear` has bf16 ones.
  */
-export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & Omit<TensorTiles, "halfWeights"> & {
+export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & Omit<TensorTiles, "halfWeights" | "wideStores"> & {
   /** Forces the prefill GEMM (default: HYDRA_PREFILL_GEMM, else automatic). */
   prefillGemm?: PrefillGemm;
   /** The automatic choice where the tensor-core GEMM cannot run: fma (f32, default) or fma16 (f16). */
@@ -172,12 +172,14 @@ function fmaTilesFor(a: LinearArgs, split: boolean): GemmTiles {
  *
  * Two buffers (one barrier a k step) and two k tiles in flight (`ahead`) measured no faster at these tiles. The
  * (?) is one of the H200's slow spells: an idle GPU drops to 345 MHz and a measurement can start there (docs/PERF.md).
+ * Each k tile read and stored before the products (`ahead: 0`) was 2-4% faster (session Y, us, ahead 1 -> 0): qkv at
+ * 128 115.7 -> 110.6, at 2,048 1,181 -> 1,131; down at 2,048 1,005 -> 973; gate_up+SwiGLU at 2,048 1,964 -> 1,932.
  */
 export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTiles>>> = {
   // 128 x 128 of 8 subgroups, each 64 x 32; one k tile of 64 staged: 45,056 bytes of workgroup memory
-  plain: { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 64, buffers: 1 },
+  plain: { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 64, buffers: 1, ahead: 0 },
   // 128 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 32 x 32; one k tile of 64: 45,056 bytes
-  swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 64, buffers: 1 },
+  swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 64, buffers: 1, ahead: 0 },
 };
 
 /**
@@ -187,15 +189,12 @@ export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTi
  * 373 / 370; at M = 512 slower (qkv 318 -> 363, down 263 -> 464, o 112 -> 185: a grid of 2 to 6 rows of 256 leaves
  * SMs idle). Between 512 and 2,048 not measured. SwiGLU has no room for 256 rows (57,344 bytes).
  *
- * Only for K and N of at least TENSOR_LARGE_M_MIN_KN, the 7B's products: end to end the 1B's TTFT at 2,048 tokens on
- * Dawn went 37.6 -> 44.5 ms with them on every plain product (results/2026-12-01_run02 against 2026-11-30_run21), the
- * 7B's 190.2 -> 183.7 (run01 against run20). The 1B's products (K = 2,048 or N = 2,048) were not timed apart (the
- * device time was spent); this bound keeps the large tiles where each product was measured faster.
+ * Also the 1B's (session Y, `--size 1b`, M = 2,048): qkv 320 -> 279 us, down 410 -> 368, o 116 -> 104. Session X
+ * had bounded them to K and N of 4,096 or more after the 1B's Dawn TTFT at 2,048 tokens read 44.5 ms against 37.6
+ * (results/2026-12-01_run02): that median mixed five samples at 53-59 ms (clocks still rising) with five at 35.9, the
+ * large tiles' true figure; the bench now re-measures such a spread (bench/configurations.ts, RESAMPLE_SPREAD).
  */
 export const TENSOR_LARGE_M_ROWS = 2048;
-
-/** Least K and N of a plain product that takes TENSOR_TILES_LARGE_M (see TENSOR_LARGE_M_ROWS). */
-export const TENSOR_LARGE_M_MIN_KN = 4096;
 
 /** 256 x 128 of 16 subgroups, each 64 x 32 (4 x 2 matrices); one k tile of 32: 47,104 bytes of workgroup memory. */
 export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
@@ -209,14 +208,14 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
 
 /**
  * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
- * first for plain products of TENSOR_LARGE_M_ROWS rows or more whose K and N reach TENSOR_LARGE_M_MIN_KN), else, where
+ * first for plain products of TENSOR_LARGE_M_ROWS rows or more), else, where
  * that one's workgroup memory exceeds the device's or K is not a multiple of its k step, the same with one buffer, then
  * k steps of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32
  * GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
-  const keys = Object.keys(GEMM_TENSOR_DEFAULT_TILES).filter((k) => k !== "halfWeights");
+  const keys = Object.keys(GEMM_TENSOR_DEFAULT_TILES).filter((k) => k !== "halfWeights" && k !== "wideStores");
   const given: TensorTiles = {};
   for (const key of keys as (keyof LinearArgs & keyof TensorTiles)[]) {
     if (a[key] !== undefined) given[key] = a[key];
@@ -224,9 +223,7 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const preferred = TENSOR_TILES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"];
   const fallbacks: TensorTiles[] = [
-    ...(epilogue === Epilogue.PLAIN && a.rows >= TENSOR_LARGE_M_ROWS && Math.min(a.k, a.n) >= TENSOR_LARGE_M_MIN_KN
-      ? [TENSOR_TILES_LARGE_M]
-      : []),
+    ...(epilogue === Epilogue.PLAIN && a.rows >= TENSOR_LARGE_M_ROWS ? [TENSOR_TILES_LARGE_M] : []),
     preferred,
     { ...preferred, buffers: 1 },
     { ...preferred, stepK: 16, buffers: 1 },

@@ -293,7 +293,7 @@ gpuTest(
   },
 );
 
-Deno.test("tensorTilesFor takes 256-row tiles for the 7B's plain products from 2,048 rows, where they fit", () => {
+Deno.test("tensorTilesFor takes 256-row tiles for plain products from 2,048 rows, where they fit", () => {
   const device = (bytes: number) =>
     ({ device: { limits: { maxComputeWorkgroupStorageSize: bytes } } }) as unknown as Gpu;
   const h200 = device(49152);
@@ -303,10 +303,10 @@ Deno.test("tensorTilesFor takes 256-row tiles for the 7B's plain products from 2
   assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS - 1)), TENSOR_TILES.plain);
   assertEquals(tensorTilesFor(h200, product(128)), TENSOR_TILES.plain);
   assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS, Epilogue.SWIGLU)), TENSOR_TILES.swiglu);
-  // the 1B's products (K or N below TENSOR_LARGE_M_MIN_KN): the 128-row tiles
+  // the 1B's products too (each measured faster with them)
   for (const [k, n] of [[2048, 6144], [8192, 2048], [2048, 2048]]) {
     const small = { ...product(TENSOR_LARGE_M_ROWS), k, n } as LinearArgs;
-    assertEquals(tensorTilesFor(h200, small), TENSOR_TILES.plain);
+    assertEquals(tensorTilesFor(h200, small), TENSOR_TILES_LARGE_M);
   }
   // 46,000 bytes of workgroup memory: no room for the 256-row tile (47,104), the 128-row one (45,056) fits
   assertEquals(tensorTilesFor(device(46000), product(TENSOR_LARGE_M_ROWS)), TENSOR_TILES.plain);

@@ -26,6 +26,7 @@ Deno.test("validateResults finds missing metrics, wrong arithmetic and inconsist
   assertProblem(problemsAfter((d) => base(d).ttft.median_ms = 1e6), "ttft", "median_ms <= p90_ms");
   assertProblem(problemsAfter((d) => base(d).ttft.clock = "cpu"), "ttft.clock");
   assertProblem(problemsAfter((d) => base(d).ttft.raw_ms[0] = null), "ttft.raw_ms");
+  assertProblem(problemsAfter((d) => base(d).ttft.discarded_ms = [58.8, "slow"]), "ttft.discarded_ms");
   assertProblem(problemsAfter((d) => base(d).roofline_tps = 5), "roofline_tps", "copy_bandwidth_gbps");
   assertProblem(problemsAfter((d) => d.configurations.hydra_poe.weights = "random"), "hydra_poe.weights");
   assertProblem(problemsAfter((d) => poe(d).encode_ms_per_call = -1), "encode_ms_per_call");
