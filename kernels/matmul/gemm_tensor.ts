@@ -102,6 +102,8 @@ export interface TensorTiles {
   /**
    * One 16-byte workgroup store per staged vec4 (default false: eight f16 stores): the staged tiles live in one
    * workgroup `buffer` (WGSL `buffer_view`, Dawn) that the stores view as vec4<u32> and the matrix loads as f16.
+   * Measured on the H200 (session Y) within 0.5% of the eight stores at linear's tiles, both sizes of M: kept as a
+   * tested option, off.
    */
   wideStores?: boolean;
   /**

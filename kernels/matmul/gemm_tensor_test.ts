@@ -445,7 +445,7 @@ tensorTest(
     const check = (s: (typeof subjects)[number], kernel: Kernel) =>
       checkTensor(gpu, 37, 96, 48, { epilogue: s.epilogue, stepK: 16, wideStores: true, kernel, bigX: 1e5 });
     await assertMutantsCaught(subjects, cases, check, "wideStores: ");
-    for (const [rows, k, n] of [[1, 32, 16], [130, 4096, 80]]) {
+    for (const [rows, k, n] of [[1, 64, 16], [130, 4096, 80]]) {
       await checkTensor(gpu, rows, k, n, { ...TENSOR_TILES.plain, wideStores: true, bigX: 1e5 });
     }
   },
