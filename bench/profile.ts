@@ -98,22 +98,40 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
   // (the decode attention's split pass names its generated rows, vec4 per key, unrolling and rows per round:
   // _m<rows>v<keyVec>u<n>p<n>[r<n>])
   const name = d.label.replace(/(_sg|_v4|_kvbf16)+$/, "").replace(/_m\d+v\d+(u\d+p\d+(r\d+)?)?$/, "")
+    // prefill kernels' tile and variant suffixes (attention_prefill_tensor_d128_s4_w32, split_k_reduce_plain_v4)
+    .replace(/^(attention_prefill_tensor|attention_prefill|split_k_reduce)_.*$/, "$1")
     .replace(/^attention_decode_qks$/, "attention_decode_qk").replace(/^(matvec.*)_qks$/, "$1")
     .replace(/^rmsnorm_from$/, "rmsnorm").replace(/^read_barrier_\d+$/, "read_barrier");
   const f32 = 4;
+  // a weight product's family by its shape
+  const product = (N: number, K: number, swiglu: boolean, other: string) =>
+    swiglu
+      ? "gate_up+swiglu"
+      : N === 3 * s.dModel
+      ? "qkv"
+      : N === s.paddedVocab
+      ? "lm_head"
+      : K === s.ffnHidden
+      ? "down"
+      : N === s.dModel && K === s.dModel
+      ? "o"
+      : other;
   if (name.startsWith("matvec")) {
     const K = c(d, "K"), N = c(d, "N"), swiglu = c(d, "EPILOGUE") === 1;
     const rows = Number(/_m(\d+)/.exec(name)?.[1] ?? 1);
     // the post-norm prologue (matvec.ts): proj and the norm weight read, the new residual written
     const postNorm = /_norm(st)?$/.test(name);
     const bytes = N * K * 2 * (swiglu ? 2 : 1) + rows * (K + N) * f32 + (postNorm ? (2 * rows + 1) * K * f32 : 0);
-    let family = `matvec ${N}x${K}`;
-    if (swiglu) family = "gate_up+swiglu";
-    else if (N === 3 * s.dModel) family = "qkv";
-    else if (N === s.paddedVocab) family = "lm_head";
-    else if (K === s.ffnHidden) family = "down";
-    else if (N === s.dModel && K === s.dModel) family = "o";
+    const family = product(N, K, swiglu, `matvec ${N}x${K}`);
     return { family: postNorm ? `${family}+post-norm` : family, bytes };
+  }
+  // a prefill GEMM (gemm.ts, gemm_tensor.ts): its product's family, "gemm" added; the weight read once, the M input
+  // rows (f32 at most) and the outputs (split-K: each split's partial sums)
+  if (/^gemm_(bf16|tensor)_/.test(name)) {
+    const K = c(d, "K"), N = c(d, "N"), M = c(d, "M"), swiglu = /_swiglu_/.test(name);
+    const splits = Number(/_split(\d+)$/.exec(name)?.[1] ?? 1);
+    const bytes = N * K * 2 * (swiglu ? 2 : 1) + M * K * f32 + splits * M * N * (swiglu ? 2 : 1) * f32;
+    return { family: `${product(N, K, swiglu, `${N}x${K}`)} gemm`, bytes };
   }
   const m = c(d, "M") || Number(/^attention_decode\w*_m(\d+)v\d+/.exec(d.label)?.[1] ?? 1);
   switch (name) {

@@ -2,7 +2,7 @@
  * `deno task profile`: where a decode step, or a PoE round's verify pass, goes per kernel family (bench/profile.ts has
  * the method).
  *
- *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify] [--contexts 256,4096]
+ *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify|prefill] [--contexts 256,4096]
  *                     [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] [--check]
  *                     [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm]
  *                     [--fuse-rows N]
@@ -22,6 +22,11 @@
  * gamma keys) and the jury's log-softmax. Each context starts from a prefill of that many random ids, whose control
  * block (ACTIVE set, so the gated kernels run) is restored before every replay, as bench/poe_costs.ts times the parts.
  * `--accept` adds the round's accept part (the jury's argmax and the acceptance kernel) as one more family, `accept`.
+ *
+ * `--config prefill` profiles the baseline's time to first token instead: for each `--contexts` length, the prompt's
+ * prefill (a prompt of random ids that long) and the pick of the next token, as `benchmarkTtft` times it, each replay
+ * starting from the reset prompt. Its GEMMs are grouped by product ("qkv gemm", "down gemm", ...), their row-scale
+ * pre-passes and split-K reductions apart; the bytes column counts each weight once.
  * @module
  */
 
@@ -40,11 +45,11 @@ import { Decoder } from "../model/generate.ts";
 import type { HydraShape } from "../model/hydra.ts";
 import { PoE, POE_MAX_GAMMA } from "../poe/poe.ts";
 
-const USAGE = "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify] " +
+const USAGE = "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify|prefill] " +
   "[--contexts 256,4096] [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] " +
   "[--check] [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm] [--fuse-rows N]";
 
-const CONFIGS = ["baseline", "hydra_naive", "poe_verify"];
+const CONFIGS = ["baseline", "hydra_naive", "poe_verify", "prefill"];
 
 /** Seed of the random weights and (plus the context length) of the prompt a verify pass starts from. */
 const SEED = 1234;
@@ -102,6 +107,8 @@ export async function main(argv: string[]): Promise<number> {
       throw new UserError(`--config is one of ${CONFIGS.join(", ")}, got "${args.config}".`);
     }
     const verify = args.config === "poe_verify";
+    const prefill = args.config === "prefill"; // the baseline's TTFT pass at each --contexts prompt length
+    const trunkOnly = args.config === "baseline" || prefill;
     if (!verify && (args.gamma !== undefined || args.accept)) {
       throw new UserError("--gamma and --accept profile a PoE round: give them with --config poe_verify.");
     }
@@ -128,8 +135,8 @@ export async function main(argv: string[]): Promise<number> {
     const fuseWith = fuse === false || fuseRows === undefined ? fuse : { ...fuse, maxRows: fuseRows };
     const config = presetConfig(args.size, "--size");
     const contexts = positiveInts("contexts", args.contexts);
-    const [nHeads] = args.config === "baseline" ? [1] : positiveInts("n-heads", args["n-heads"]);
-    const [headsDepth] = args.config === "baseline" ? [0] : positiveInts("heads-depth", args["heads-depth"]);
+    const [nHeads] = trunkOnly ? [1] : positiveInts("n-heads", args["n-heads"]);
+    const [headsDepth] = trunkOnly ? [0] : positiveInts("heads-depth", args["heads-depth"]);
     const [samples] = positiveInts("samples", args.samples);
     const [gamma] = positiveInts("gamma", args.gamma ?? "4");
     if (gamma > POE_MAX_GAMMA) throw new UserError(`--gamma is at most ${POE_MAX_GAMMA}, got ${gamma}.`);
@@ -166,7 +173,7 @@ export async function main(argv: string[]): Promise<number> {
         nHeads,
         headsDepth,
         maxPos,
-        maxRows: verify ? longest : 1, // a verify pass starts from a prefill of the context
+        maxRows: verify || prefill ? longest : 1, // a verify pass starts from a prefill of the context
         maxLogitRows: verify ? gamma : 1,
         weights: { kind: "random", seed: SEED },
         fuse: fuseWith,
@@ -193,6 +200,16 @@ export async function main(argv: string[]): Promise<number> {
             done() {},
           };
         };
+        // the TTFT pass: the prompt reset, its prefill and the next token's pick
+        const prefillPass = (decoder: Decoder, length: number): Profiled => {
+          decoder.setPrompt(randomIds(SEED + length, length, config.vocabSize), 1);
+          return {
+            dispatches: decoder.prefill("single"),
+            restore: (encoder) => decoder.encodeReset(encoder),
+            keys: length,
+            done() {},
+          };
+        };
         const verifyPass = async (poe: PoE, context: number): Promise<Profiled> => {
           const parts = poe.roundParts;
           const states = roundStates(poe, randomIds(SEED + context, context, config.vocabSize));
@@ -212,7 +229,11 @@ export async function main(argv: string[]): Promise<number> {
         const out: Record<string, StepProfile> = {};
         let failed = false;
         for (const context of contexts) {
-          const s = poe ? await verifyPass(poe, context) : decodeStep(decoder!, context);
+          const s = poe
+            ? await verifyPass(poe, context)
+            : prefill
+            ? prefillPass(decoder!, context)
+            : decodeStep(decoder!, context);
           let p: StepProfile;
           try {
             p = await profileStep(
@@ -234,9 +255,13 @@ export async function main(argv: string[]): Promise<number> {
             s.done();
           }
           out[String(context)] = p;
-          const pass = verify ? (args.accept ? "verify pass + accept" : "verify pass") : "step";
+          const pass = verify
+            ? (args.accept ? "verify pass + accept" : "verify pass")
+            : prefill
+            ? "prefill (TTFT pass)"
+            : "step";
           console.log(
-            `\ncontext ${context}: ${pass} ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`,
+            `\n${prefill ? "prompt" : "context"} ${context}: ${pass} ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`,
           );
           console.log(profileTable(p));
           if (!p.overlapping && Math.abs(p.reconcile) > 0.05) failed = true;

@@ -1,6 +1,7 @@
 /**
  * `deno task profile --config poe_verify` on the tiny model: it replays exactly the verify (and accept) part of a PoE
- * round, from a control block whose gated kernels run, and counts the bytes of its M = gamma rows.
+ * round, from a control block whose gated kernels run, and counts the bytes of its M = gamma rows; `--config prefill`
+ * replays exactly the TTFT pass, its GEMMs grouped by product.
  */
 
 import { gpuTest } from "../../kernels/testing/harness.ts";
@@ -10,6 +11,7 @@ import { roundStates } from "../../bench/poe_costs.ts";
 import type { FamilyProfile, StepProfile } from "../../bench/profile.ts";
 import { PRESETS } from "../../model/config.ts";
 import { PoE } from "../../poe/poe.ts";
+import { Decoder } from "../../model/generate.ts";
 import { main } from "../../tools/profile.ts";
 
 /** Runs the tool in-process; returns its exit code and what it printed to stdout and stderr. */
@@ -121,6 +123,80 @@ gpuTest(
   },
 );
 
+gpuTest(
+  "profile --config prefill: the TTFT pass's dispatches, its GEMMs grouped by product with their weights",
+  async (gpu) => {
+    const PROMPT = 37; // above the matvec's rows: the prefill GEMMs run
+    const json = await Deno.makeTempFile({ suffix: ".json" });
+    const r = await run([
+      "--size",
+      "tiny",
+      "--config",
+      "prefill",
+      "--contexts",
+      `${PROMPT}`,
+      "--samples",
+      "2",
+      "--json",
+      json,
+    ]);
+    if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
+    if (!r.stdout.includes(`prompt ${PROMPT}: prefill (TTFT pass)`)) {
+      throw new Error(
+        `no prefill header in:\n${r.stdout}`,
+      );
+    }
+    const p: StepProfile = JSON.parse(await Deno.readTextFile(json)).profiles[`${PROMPT}`];
+    await Deno.remove(json);
+
+    // the same model's prefill, recorded by the decoder itself
+    const c = PRESETS.tiny;
+    const model = await buildHydraModel(gpu, c, {
+      nHeads: 1,
+      headsDepth: 0,
+      maxPos: PROMPT + 2,
+      maxRows: PROMPT,
+      maxLogitRows: 1,
+      weights: { kind: "random", seed: 1 },
+    });
+    try {
+      const decoder = new Decoder(model);
+      decoder.setPrompt(randomIds(7, PROMPT, c.vocabSize), 1);
+      const dispatches = decoder.prefill("single");
+      if (p.dispatches !== dispatches.length) {
+        throw new Error(
+          `${p.dispatches} dispatches, the prefill has ${dispatches.length}`,
+        );
+      }
+      if (p.families.reduce((a, f) => a + f.dispatches, 0) !== p.dispatches) {
+        throw new Error(
+          "families lose dispatches",
+        );
+      }
+      const stray = p.families.filter((f) => /^gemm_/.test(f.family));
+      if (stray.length > 0) throw new Error(`GEMMs not grouped by product: ${stray.map((f) => f.family)}`);
+      // each product's GEMM once a layer, its weight read once for all rows (and the rows and outputs on top)
+      const d = c.dModel, ff = c.ffnHidden;
+      const weights: Record<string, number> = {
+        "qkv gemm": 3 * d * d * 2,
+        "gate_up+swiglu gemm": 2 * ff * d * 2,
+        "down gemm": d * ff * 2,
+        "o gemm": d * d * 2,
+      };
+      for (const [name, bytes] of Object.entries(weights)) {
+        const f = p.families.find((f) => f.family === name);
+        if (!f || f.dispatches !== c.nLayers || !(f.bytes >= c.nLayers * (bytes + PROMPT * d * 4))) {
+          throw new Error(
+            `${name}: ${JSON.stringify(f)}; expected ${c.nLayers} dispatches, > ${c.nLayers * bytes} bytes`,
+          );
+        }
+      }
+    } finally {
+      model.destroy();
+    }
+  },
+);
+
 Deno.test("profile: a PoE knob without --config poe_verify, or a round that cannot be, is one sentence, exit 2", async () => {
   const cases: [string[], string][] = [
     [["--config", "baseline", "--gamma", "2"], "--gamma and --accept profile a PoE round"],
@@ -128,7 +204,7 @@ Deno.test("profile: a PoE knob without --config poe_verify, or a round that cann
     [["--config", "poe_verify", "--gamma", "17"], "--gamma is at most 16"],
     [["--config", "poe_verify", "--n-heads", "1"], "--config poe_verify needs a draft head and a verifier"],
     [["--config", "poe_verify", "--contexts", "510"], "--contexts: with --gamma 4 each must be at most 503"],
-    [["--config", "poe_verify_x"], "--config is one of baseline, hydra_naive, poe_verify"],
+    [["--config", "poe_verify_x"], "--config is one of baseline, hydra_naive, poe_verify, prefill"],
     [["--config", "poe_verify", "--fuse-rows", "17"], "--fuse-rows takes one whole number from 1 to 16"],
   ];
   for (const [args, message] of cases) {
