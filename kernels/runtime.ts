@@ -529,9 +529,21 @@ export function formatBytes(n: number): string {
 
 let shared: Promise<Gpu> | null = null;
 
-/** The process-wide Gpu, created on first use, on the runtime `HYDRA_WEBGPU` names (default `deno`). */
+/**
+ * The Gpu of this isolate (the process, or under `deno test` one test module), created on first use, on the runtime
+ * `HYDRA_WEBGPU` names (default `deno`). Its device is destroyed when the isolate unloads. Why: `deno test` runs each
+ * test module in an isolate of its own, so every module made a device that nothing destroyed: on the H200
+ * one Dawn process through the whole suite found no adapter for its 36th module (session Y). (On lavapipe the process
+ * now and then crashed at exit after every test had passed, glibc "corrupted size vs. prev_size" (docs/PERF.md); some
+ * 36 devices torn down at once at exit are a suspect, not a proven cause.)
+ */
 export function getGpu(): Promise<Gpu> {
-  if (!shared) shared = Gpu.create(runtimeFromEnv());
+  if (!shared) {
+    shared = Gpu.create(runtimeFromEnv());
+    let made: Gpu | null = null;
+    shared.then((gpu) => made = gpu, () => {});
+    globalThis.addEventListener("unload", () => made?.destroy());
+  }
   return shared;
 }
 
