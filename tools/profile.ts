@@ -261,7 +261,9 @@ export async function main(argv: string[]): Promise<number> {
             ? "prefill (TTFT pass)"
             : "step";
           console.log(
-            `\n${prefill ? "prompt" : "context"} ${context}: ${pass} ${(p.step_us / 1000).toFixed(3)} ms, ${p.dispatches} dispatches\n`,
+            `\n${prefill ? "prompt" : "context"} ${context}: ${pass} ${
+              (p.step_us / 1000).toFixed(3)
+            } ms, ${p.dispatches} dispatches\n`,
           );
           console.log(profileTable(p));
           if (!p.overlapping && Math.abs(p.reconcile) > 0.05) failed = true;
