@@ -371,6 +371,96 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
     ]);
   };
 
+  // The k loop, after which the accumulators hold this workgroup's sums (its first tile's reads included).
+  // Two buffers: the next k tile is staged into the other buffer, which every subgroup finished reading before the
+  // previous barrier, while this one is multiplied from buffer buf: its reads issued before the products and stored
+  // after them, or with ahead 0 read and stored before them. One buffer: staged, then multiplied, two barriers a step.
+  const doubleLoop = () =>
+    `${load("  ", kBegin)}
+${store("  ", "0u")}
+  workgroupBarrier(); // the first k tile staged in buffer 0
+  var buf = 0u;
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
+${
+      ahead0
+        ? `    // The next k tile read and staged into the other buffer (which every subgroup finished reading before the previous
+    // barrier) before this one is multiplied from buffer buf: no register carries it across the products.
+    if (k0 + TILE_K < ${kEnd}) {
+${load("      ", "k0 + TILE_K")}
+${store("      ", "(buf ^ 1u)")}
+    }`
+        : `    // The next k tile's reads (zeros past K) are in flight while this one is multiplied from buffer buf; then it is
+    // staged into the other buffer, which every subgroup finished reading before the previous barrier.
+${load("    ", "k0 + TILE_K")}`
+    }
+    let xb = buf * X_BUF;${hw ? "" : "\n    let wb = buf * W_BUF;"}
+${compute("xb + ", "wb + ", "k0")}
+${ahead0 ? "" : `${store("    ", "(buf ^ 1u)")}\n`}    workgroupBarrier(); // the next tile staged, this one consumed
+    buf ^= 1u;
+  }`;
+  const singleLoop = () =>
+    `${ahead0 ? "" : `${load("  ", kBegin)}\n`}  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
+${
+      ahead0
+        ? `    // Read and staged with no products between: no register carries a k tile across them.
+${load("    ", "k0")}
+${store("    ", "0u")}
+    workgroupBarrier(); // tiles staged`
+        : `${store("    ", "0u")}
+    workgroupBarrier(); // tiles staged
+    // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
+${load("    ", "k0 + TILE_K")}`
+    }
+${compute("", "", "k0")}
+    workgroupBarrier(); // tiles consumed
+  }`;
+  // Two k tiles in flight: two steps an iteration, buffers 0 and 1.
+  const ahead2Loop = () =>
+    `${load("  ", kBegin)}
+${load("  ", `${kBegin} + TILE_K`, "q")}
+${store("  ", "0u")}
+  workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
+  // Two k steps an iteration, buffers 0 and 1; each tile's reads are issued two steps before they are staged.
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
+${load("    ", "k0 + 2u * TILE_K")}
+${compute("", "", "k0")}
+${store("    ", "1u", "q")}
+    workgroupBarrier(); // tile k0 + TILE_K staged in buffer 1, buffer 0 consumed
+    if (k0 + TILE_K < ${kEnd}) {
+${load("    ", "k0 + 3u * TILE_K", "q")}
+${compute("X_BUF + ", "W_BUF + ", "k0 + TILE_K")}
+${store("    ", "0u")}
+      workgroupBarrier(); // tile k0 + 2 TILE_K staged in buffer 0, buffer 1 consumed
+    }
+  }`;
+  // Producer subgroups stage, the others multiply, on two buffers.
+  const producerLoop = () =>
+    `  if (producer) {
+${load("    ", kBegin)}
+${store("    ", "0u")}
+${load("    ", `${kBegin} + TILE_K`)}
+  }
+  workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
+  var buf = 0u;
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
+    if (producer) {
+      // The next k tile, read a step ago, into the other buffer (which the multiplying subgroups finished reading
+      // before the previous barrier) while they multiply this one; then the reads of the tile after it (zeros past
+      // K), in flight across the barrier.
+      if (k0 + TILE_K < ${kEnd}) {
+${store("        ", "(buf ^ 1u)")}
+      }
+${load("      ", "k0 + 2u * TILE_K")}
+    } else {
+      let xb = buf * X_BUF;
+      let wb = buf * W_BUF;
+${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
+    }
+    workgroupBarrier(); // the next tile staged, this one consumed
+    buf ^= 1u;
+  }`;
+  const kLoop = () => producers ? producerLoop() : ahead2 ? ahead2Loop() : double ? doubleLoop() : singleLoop();
+
   const name = kernelName(t, epilogue, sgSize);
   return {
     name,
@@ -615,102 +705,7 @@ ${
       )
         .join("\n")
     }
-${
-      producers
-        ? `  if (producer) {
-${load("    ", kBegin)}
-${store("    ", "0u")}
-${load("    ", `${kBegin} + TILE_K`)}
-  }
-  workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
-  var buf = 0u;
-  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-    if (producer) {
-      // The next k tile, read a step ago, into the other buffer (which the multiplying subgroups finished reading
-      // before the previous barrier) while they multiply this one; then the reads of the tile after it (zeros past
-      // K), in flight across the barrier.
-      if (k0 + TILE_K < ${kEnd}) {
-${store("        ", "(buf ^ 1u)")}
-      }
-${load("      ", "k0 + 2u * TILE_K")}
-    } else {
-      let xb = buf * X_BUF;
-      let wb = buf * W_BUF;
-${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
-    }
-    workgroupBarrier(); // the next tile staged, this one consumed
-    buf ^= 1u;
-  }`
-        : ahead0
-        ? ""
-        : `${load("  ", kBegin)}\n`
-    }${
-      producers ? "" : ahead0
-        ? double
-          ? `${load("  ", kBegin)}
-${store("  ", "0u")}
-  workgroupBarrier(); // the first k tile staged in buffer 0
-  var buf = 0u;
-  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-    // The next k tile read and staged into the other buffer (which every subgroup finished reading before the previous
-    // barrier) before this one is multiplied from buffer buf: no register carries it across the products.
-    if (k0 + TILE_K < ${kEnd}) {
-${load("      ", "k0 + TILE_K")}
-${store("      ", "(buf ^ 1u)")}
-    }
-    let xb = buf * X_BUF;${hw ? "" : "\n    let wb = buf * W_BUF;"}
-${compute("xb + ", "wb + ", "k0")}
-    workgroupBarrier(); // the next tile staged, this one consumed
-    buf ^= 1u;
-  }`
-          : `  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-    // Read and staged with no products between: no register carries a k tile across them.
-${load("    ", "k0")}
-${store("    ", "0u")}
-    workgroupBarrier(); // tiles staged
-${compute("", "", "k0")}
-    workgroupBarrier(); // tiles consumed
-  }`
-        : ahead2
-        ? `${load("  ", `${kBegin} + TILE_K`, "q")}
-${store("  ", "0u")}
-  workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
-  // Two k steps an iteration, buffers 0 and 1; each tile's reads are issued two steps before they are staged.
-  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
-${load("    ", "k0 + 2u * TILE_K")}
-${compute("", "", "k0")}
-${store("    ", "1u", "q")}
-    workgroupBarrier(); // tile k0 + TILE_K staged in buffer 1, buffer 0 consumed
-    if (k0 + TILE_K < ${kEnd}) {
-${load("    ", "k0 + 3u * TILE_K", "q")}
-${compute("X_BUF + ", "W_BUF + ", "k0 + TILE_K")}
-${store("    ", "0u")}
-      workgroupBarrier(); // tile k0 + 2 TILE_K staged in buffer 0, buffer 1 consumed
-    }
-  }`
-        : double
-        ? `${store("  ", "0u")}
-  workgroupBarrier(); // the first k tile staged in buffer 0
-  var buf = 0u;
-  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-    // The next k tile's reads (zeros past K) are in flight while this one is multiplied from buffer buf; then it is
-    // staged into the other buffer, which every subgroup finished reading before the previous barrier.
-${load("    ", "k0 + TILE_K")}
-    let xb = buf * X_BUF;${hw ? "" : "\n    let wb = buf * W_BUF;"}
-${compute("xb + ", "wb + ", "k0")}
-${store("    ", "(buf ^ 1u)")}
-    workgroupBarrier(); // the next tile staged, this one consumed
-    buf ^= 1u;
-  }`
-        : `  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-${store("    ", "0u")}
-    workgroupBarrier(); // tiles staged
-    // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
-${load("    ", "k0 + TILE_K")}
-${compute("", "", "k0")}
-    workgroupBarrier(); // tiles consumed
-  }`
-    }
+${kLoop()}
 ${FI.flatMap((i) => FJ.map((j) => epilogueOf(i, j))).join("\n")}
 }
 `,
