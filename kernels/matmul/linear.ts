@@ -68,10 +68,18 @@ export const PREFILL_MATHS = ["f32", "f16"] as const;
 export type PrefillMath = typeof PREFILL_MATHS[number];
 
 /**
- * Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs). Not the
- * tensor GEMM's `halfWeights`: it reads an f16 copy of the weights, and `linear` has bf16 ones.
+ * The tensor GEMM's knobs `linear` does not take: `halfWeights` reads an f16 copy of the weights (`linear` has bf16
+ * ones), and `wideStores` measured no faster (a sweep's option, `tools/bench_kernels.ts`).
  */
-export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & Omit<TensorTiles, "halfWeights" | "wideStores"> & {
+const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores"] as const;
+
+/** The tensor GEMM's tile knobs that `linear` takes (all but TENSOR_KNOBS_NOT_TAKEN). */
+type LinearTensorTiles = Omit<TensorTiles, typeof TENSOR_KNOBS_NOT_TAKEN[number]>;
+
+/**
+ * Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs).
+ */
+export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTiles & {
   /** Forces the prefill GEMM (default: HYDRA_PREFILL_GEMM, else automatic). */
   prefillGemm?: PrefillGemm;
   /** The automatic choice where the tensor-core GEMM cannot run: fma (f32, default) or fma16 (f16). */
@@ -215,9 +223,11 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
-  const keys = Object.keys(GEMM_TENSOR_DEFAULT_TILES).filter((k) => k !== "halfWeights" && k !== "wideStores");
+  const keys = Object.keys(GEMM_TENSOR_DEFAULT_TILES).filter((k) =>
+    !(TENSOR_KNOBS_NOT_TAKEN as readonly string[]).includes(k)
+  );
   const given: TensorTiles = {};
-  for (const key of keys as (keyof LinearArgs & keyof TensorTiles)[]) {
+  for (const key of keys as (keyof LinearTensorTiles)[]) {
     if (a[key] !== undefined) given[key] = a[key];
   }
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
