@@ -413,19 +413,20 @@ tensorTest(
       }
       await checkTensor(gpu, 37, 256, 48, { ahead: 0, buffers, splitK: 2, bigX: 1e5 });
     }
-    const subgroupSize = tensorSubgroupSize(gpu);
-    const mutants: [TensorTiles, string, string][] = [
-      [{ buffers: 2 }, "if (k0 + TILE_K < K) {", "if (k0 + 2u * TILE_K < K) {"], // the last tile never staged
-      [{ buffers: 2 }, "let xb = (buf ^ 1u) * X_BUF;", "let xb = buf * X_BUF;"], // staged over the tile being read
-      [{ buffers: 1 }, "px0 = load_x(sx0, k0);", "px0 = load_x(sx0, k0 + TILE_K);"], // x read a k tile ahead
+    // each mutant applies to the kernel whose loop has its line: two buffers (the first two) or one (the third)
+    const cases: [string, string][] = [
+      ["if (k0 + TILE_K < K) {", "if (k0 + 2u * TILE_K < K) {"], // the last tile never staged
+      ["let xb = (buf ^ 1u) * X_BUF;", "let xb = buf * X_BUF;"], // staged over the tile being read
+      ["px0 = load_x(sx0, k0);", "px0 = load_x(sx0, k0 + TILE_K);"], // x read a k tile ahead
     ];
-    for (const [tiles, from, to] of mutants) {
-      const kernel = mutate(gemmTensorKernelFor({ ...tiles, ahead: 0, subgroupSize }), from, to);
-      await assertCaught(
-        () => checkTensor(gpu, 37, 128, 48, { ...tiles, ahead: 0, kernel, bigX: 1e5 }),
-        `ahead 0: ${from} -> ${to}`,
-      );
-    }
+    const subgroupSize = tensorSubgroupSize(gpu);
+    const subjects = [1, 2].map((buffers) => ({
+      buffers,
+      kernel: gemmTensorKernelFor({ buffers, ahead: 0, subgroupSize }),
+    }));
+    const check = (s: (typeof subjects)[number], kernel: Kernel) =>
+      checkTensor(gpu, 37, 128, 48, { buffers: s.buffers, ahead: 0, kernel, bigX: 1e5 });
+    await assertMutantsCaught(subjects, cases, check, "ahead 0: ");
   },
 );
 
