@@ -209,10 +209,10 @@ export async function rampClocks(
 /**
  * Times GPU work: `encode(encoder, descriptor)` records one pass (and any copies it needs before it, e.g. a state
  * reset) with the given timestamp descriptor. After an idle GPU the clocks are ramped up first (`rampMsAfter`), and a
- * measurement that spreads too far is ramped and taken again (`spreadTooFar`). One
- * probe pass is timed (it also warms up), and `planSamples` decides from its GPU time how many back-to-back passes a
- * sample averages (PASSES_PER_SAMPLE, or one for a long pass) and how few samples are enough (`minSamples`, or fewer
- * for long passes when the budget affords no more).
+ * measurement that spreads too far is ramped and taken again (`measureSteady`). One probe pass is timed (it also warms
+ * up), and `planSamples` decides from its GPU time how many back-to-back passes a sample averages (PASSES_PER_SAMPLE,
+ * or one for a long pass) and how few samples are enough (`minSamples`, or fewer for long passes when the budget
+ * affords no more).
  */
 async function gpuBenchmark(
   gpu: Gpu,
