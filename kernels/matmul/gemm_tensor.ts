@@ -108,12 +108,6 @@ export interface TensorTiles {
    */
   wideStores?: boolean;
   /**
-   * The matrix loads of each 16-k slice of a staged tile issued before the products of the slice before it (default
-   * false: each slice's loads, then its products), so that the loads of one slice could overlap the products of the
-   * previous (one more set of left and right matrices live).
-   */
-  pipelineFrags?: boolean;
-  /**
    * The weights as f16 pairs (a copy made by `half_weights.ts`) instead of bf16 (default false): each subgroup then
    * loads its right matrices straight from global memory (L1/L2), and only the x rows are staged in workgroup memory.
    */
@@ -132,7 +126,6 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   ahead: 1,
   producers: 0,
   wideStores: false,
-  pipelineFrags: false,
   halfWeights: false,
 };
 
@@ -172,9 +165,7 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
     throw new Error("gemm_tensor: producer subgroups need buffers = 2, ahead = 1 and bf16 weights (halfWeights off)");
   }
   if (typeof t.halfWeights !== "boolean") throw new Error(`gemm_tensor: halfWeights = ${t.halfWeights} (a boolean)`);
-  for (const key of ["wideStores", "pipelineFrags"] as const) {
-    if (typeof t[key] !== "boolean") throw new Error(`gemm_tensor: ${key} = ${t[key]} (a boolean)`);
-  }
+  if (typeof t.wideStores !== "boolean") throw new Error(`gemm_tensor: wideStores = ${t.wideStores} (a boolean)`);
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
@@ -195,7 +186,7 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }${t.wideStores ? "_ws" : ""}${t.pipelineFrags ? "_pf" : ""}_w${subgroupSize}` +
+    }${t.wideStores ? "_ws" : ""}_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -316,40 +307,26 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
       : `subgroupMatrixLoad<Right, col_major>(${wide ? "ws" : "&ws"}, ${wb}(${up ? "TILE_N + " : ""}sn + ${
         j * FRAG
       }u) * XS + ${q * FRAG}u, XS)`;
-  // Slice q's matrix loads (names suffixed `s`) and products.
-  const sliceLoads = (q: number, xb: string, wb: string, kx: string, s: string) => [
-    ...FI.map((i) =>
-      `let a${i}${s} = subgroupMatrixLoad<Left, row_major>(${wide ? "xs" : "&xs"}, ${xb}(sm + ${i * FRAG}u) * XS + ${
-        q * FRAG
-      }u, XS);`
-    ),
-    ...FJ.map((j) => `let b${j}${s} = ${right(j, q, wb, kx, false)};`),
-    ...(swiglu ? FJ.map((j) => `let v${j}${s} = ${right(j, q, wb, kx, true)};`) : []),
-  ];
-  const sliceProducts = (s: string) =>
-    FI.flatMap((i) =>
-      FJ.flatMap((j) => [
-        `acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}${s}, b${j}${s}, acc${i}_${j});`,
-        ...(swiglu ? [`up${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}${s}, v${j}${s}, up${i}_${j});`] : []),
-      ])
-    );
-  const slices = range(t.stepK / FRAG);
   const compute = (xb: string, wb: string, kx: string) =>
-    t.pipelineFrags
-      ? indent("    ", [
+    range(t.stepK / FRAG).map((q) =>
+      indent("    ", [
         "{",
-        ...sliceLoads(0, xb, wb, kx, "_0").map((l) => "  " + l),
-        ...slices.flatMap((q) =>
-          [
-            ...(q + 1 < slices.length ? sliceLoads(q + 1, xb, wb, kx, `_${q + 1}`) : []),
-            ...sliceProducts(`_${q}`),
-          ].map((l) => "  " + l)
+        ...FI.map((i) =>
+          `  let a${i} = subgroupMatrixLoad<Left, row_major>(${wide ? "xs" : "&xs"}, ${xb}(sm + ${i * FRAG}u) * XS + ${
+            q * FRAG
+          }u, XS);`
+        ),
+        ...FJ.map((j) => `  let b${j} = ${right(j, q, wb, kx, false)};`),
+        ...(swiglu ? FJ.map((j) => `  let v${j} = ${right(j, q, wb, kx, true)};`) : []),
+        ...FI.flatMap((i) =>
+          FJ.flatMap((j) => [
+            `  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`,
+            ...(swiglu ? [`  up${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, v${j}, up${i}_${j});`] : []),
+          ])
         ),
         "}",
       ])
-      : slices.map((q) =>
-        indent("    ", ["{", ...[...sliceLoads(q, xb, wb, kx, ""), ...sliceProducts("")].map((l) => "  " + l), "}"])
-      ).join("\n");
+    ).join("\n");
   // Result matrix (i, j) of the subgroup: through workgroup memory to y, rows scaled back by 2^e[m]. SWIGLU first
   // takes the gate matrix into registers (g<v>), then the up matrix.
   // Split-K stores the gate (or plain) matrix at column offset 0 of the scratch and the up matrix at N, unscaled by

@@ -228,7 +228,7 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   );
   const given: TensorTiles = {};
   for (const key of keys as (keyof LinearTensorTiles)[]) {
-    if (a[key] !== undefined) (given as Record<string, unknown>)[key] = a[key];
+    if (a[key] !== undefined) given[key] = a[key];
   }
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const preferred = TENSOR_TILES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"];
