@@ -531,21 +531,29 @@ let shared: Promise<Gpu> | null = null;
 
 /**
  * The Gpu of this isolate (the process, or under `deno test` one test module), created on first use, on the runtime
- * `HYDRA_WEBGPU` names (default `deno`). Its device is destroyed when the isolate unloads. Why: `deno test` runs each
- * test module in an isolate of its own, so every module made a device that nothing destroyed: on the H200
- * one Dawn process through the whole suite found no adapter for its 36th module (session Y). (On lavapipe the process
- * now and then crashed at exit after every test had passed, glibc "corrupted size vs. prev_size" (docs/PERF.md); some
- * 36 devices torn down at once at exit are a suspect, not a proven cause.)
+ * `HYDRA_WEBGPU` names (default `deno`). On the built-in runtime its device is destroyed when the isolate unloads
+ * (`DESTROYED_AT_UNLOAD`). Why: `deno test` runs each test module in an isolate of its own, so every module made a
+ * device that nothing destroyed. On lavapipe the process now and then crashed at exit after every test had passed,
+ * glibc "corrupted size vs. prev_size" (docs/PERF.md); some 36 devices torn down at once at exit were the suspect, and
+ * six runs since were clean. Dawn's devices are not: destroying one at a test module's unload crashed Deno (SIGSEGV)
+ * right after the module's tests on the H200 (session Z), so a Dawn test process keeps its devices to its end (one
+ * found no adapter for its 36th module in session Y: docs/DEVICE.md runs the Dawn suite in two processes).
  */
 export function getGpu(): Promise<Gpu> {
   if (!shared) {
-    shared = Gpu.create(runtimeFromEnv());
-    let made: Gpu | null = null;
-    shared.then((gpu) => made = gpu, () => {});
-    globalThis.addEventListener("unload", () => made?.destroy());
+    const runtime = runtimeFromEnv();
+    shared = Gpu.create(runtime);
+    if (DESTROYED_AT_UNLOAD.includes(runtime)) {
+      let made: Gpu | null = null;
+      shared.then((gpu) => made = gpu, () => {});
+      globalThis.addEventListener("unload", () => made?.destroy());
+    }
   }
   return shared;
 }
+
+/** The runtimes whose shared device `getGpu` destroys when the isolate unloads (Dawn's crashed: `getGpu`). */
+export const DESTROYED_AT_UNLOAD: readonly WebgpuRuntime[] = ["deno"];
 
 /** The runtime `HYDRA_WEBGPU` names; UserError for anything but `deno` or `dawn`. */
 export function runtimeFromEnv(): WebgpuRuntime {
