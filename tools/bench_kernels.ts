@@ -11,8 +11,8 @@
  * timed with its reduction (and row-scale pre-pass): `--quick` keeps f32 S = 4 and tensor S = 2, 4; with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128,
  * 512 and 2,048 tokens of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant
- * checked likewise; on Dawn with subgroup matrices also the tensor-core prefill attention (prefill_tensor.ts, 128, 64
- * and 32 query rows a workgroup).
+ * checked likewise; on Dawn with subgroup matrices also the tensor-core prefill attention (prefill_tensor.ts: 128, 64
+ * and 32 query rows a workgroup in one pass, 128 and 64 in two).
  * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
@@ -660,29 +660,32 @@ async function benchPrefillAttention(): Promise<void> {
   // validation error, and the dispatch would silently not run.
   const qBuf = gpu.upload("q prefill", q);
   const out = gpu.buffer("out prefill", maxRows * d * 4);
-  const runs: [PrefillTiles | { tensorSubgroups: number }, KvDtype][] = [
+  type TensorRun = { tensorSubgroups: number; passes: number };
+  const runs: [PrefillTiles | TensorRun, KvDtype][] = [
     ...variants.map((t): [PrefillTiles, KvDtype] => [t, "bf16"]),
     [{}, "f32"],
-    // the tensor-core kernel (Dawn with subgroup matrices): 128, 64 and 32 query rows a workgroup
-    ...(prefillTensorUnsupported(gpu) ? [] : [8, 4, 2].map((n): [{ tensorSubgroups: number }, KvDtype] => [
-      { tensorSubgroups: n },
-      "bf16",
-    ])),
+    // the tensor-core kernel (Dawn with subgroup matrices): 128, 64 and 32 query rows a workgroup, one pass and two
+    ...(prefillTensorUnsupported(gpu) ? [] : [[8, 1], [4, 1], [2, 1], [8, 2], [4, 2]].map((
+      [n, passes],
+    ): [TensorRun, KvDtype] => [{ tensorSubgroups: n, passes }, "bf16"])),
   ];
   for (const rows of lengths) {
     let keys = 0; // sum over rows of the keys each sees
     for (let m = 0; m < rows; m++) keys += m + 1;
     for (const [tiles, kvDtype] of runs) {
       const tensor = "tensorSubgroups" in tiles ? tiles.tensorSubgroups : 0;
+      const passes = "passes" in tiles ? tiles.passes : 1;
       const fmaTiles = tensor ? {} : tiles as PrefillTiles;
       const a = { rows, nHeads: nh, headDim: hd, ...fmaTiles };
       const [kCache, vCache] = caches[kvDtype];
       const args = { ...a, ctl, q: qBuf, kCache, vCache, kvDtype, out };
-      let label = tensor ? `tensor cores, ${16 * tensor} query rows, ${kvDtype} cache` : JSON.stringify(tiles);
+      let label = tensor
+        ? `tensor cores, ${16 * tensor} query rows, ${passes} pass${passes > 1 ? "es" : ""}, ${kvDtype} cache`
+        : JSON.stringify(tiles);
       let dispatch: Dispatch;
       try {
         if (tensor) {
-          dispatch = attentionPrefillTensor(gpu, args, { subgroups: tensor });
+          dispatch = attentionPrefillTensor(gpu, args, { subgroups: tensor, passes });
         } else {
           const p = planAttentionPrefill(gpu, a);
           label = `q${p.queryTile} k${p.keyTile} t${p.workgroupSize} l${p.keyLanes}${p.subgroups ? " sg" : ""}` +

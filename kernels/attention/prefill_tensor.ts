@@ -5,24 +5,27 @@
  *
  * A workgroup owns BQ = 16 * SUBGROUPS query rows of one head; subgroup g owns rows 16g .. 16g + 15 and keeps them as
  * HEAD_DIM / 16 left matrices (Q times SCALE * log2(e), staged once through the K buffer) and the output as HEAD_DIM /
- * 16 result matrices. WGSL cannot scale a result matrix row by row, so the online softmax of `prefill.ts` (which
- * rescales the output at every key tile) becomes two passes over the key tiles of BK = 32 keys, both stopping after
- * the key of the tile's last row:
- *   1. S = Q K^T (HEAD_DIM / 16 x BK / 16 products per subgroup), S through workgroup memory, then each row's running
- *      max m and sum l of exp2(S - m), kept in registers by the SUBGROUP_SIZE / 16 invocations of the row (subgroup
- *      shuffles);
- *   2. S again, P = exp2(S - m) / l (0 past the row's position) as f16 through workgroup memory, O += P V.
- * Pass 1 repeats a third of the products: 1.5x the multiply-adds of one pass, for no rescaling at all. The epilogue
- * stores each output matrix through workgroup memory into the rows inside M.
+ * 16 result matrices. Per key tile of BK = 32 keys (stopping after the key of the tile's last row): S = Q K^T
+ * (HEAD_DIM / 16 x BK / 16 products per subgroup) through workgroup memory, then each row's softmax by the
+ * SUBGROUP_SIZE / 16 invocations of the row (subgroup shuffles), P as f16 through workgroup memory, O += P V.
+ *
+ * WGSL cannot scale a result matrix row by row, which the online softmax of `prefill.ts` does at every key tile.
+ * - `passes: 1` (default): P = exp2(S - m) against a reference maximum m per row that is raised only when a tile's row
+ *   maximum exceeds it by more than RESCALE_SLACK (so P <= 2^8); only then (a workgroup-uniform flag) does every
+ *   subgroup take its output matrices through workgroup memory and scale each row by exp2(m_old - m_new). The
+ *   epilogue divides by the row's sum l.
+ * - `passes: 2`: each row's max m and sum l over all its keys first (S computed twice: 1.5x the products, K staged
+ *   twice), then P = exp2(S - m) / l and O += P V: no rescaling at all.
+ * The epilogue stores each output matrix through workgroup memory into the rows inside M.
  *
  * Error: Q (scaled), K, V and P rounded to f16 (unit roundoff 2^-11; OLMo-2's q and k are RMS-normed), products and
  * sums in f32: a few 1e-3 of the output for scores of a few units (TENSOR_PREFILL_TOL, tested). |v| above 65504 would
  * overflow f16: the logits' finiteness check reports it.
  *
- * Measured on the H200 (Dawn, 7B heads, bf16 cache, docs/PERF.md): with 4 subgroups (session W) 1.11 ms at 2,048 tokens
- * against the FMA kernel's ~2.48 (31 against 14 TFLOP/s; 7B TTFT at 2,048 tokens 229 -> 191 ms), 92.6 us against 165
- * at 512, but 81.6 us against 27.5 at 128 (64 workgroups of two passes: latency-bound); with 8 (session Z, the
- * default) 597 us at 2,048 tokens. So `auto`, the default of
+ * Measured on the H200 (Dawn, 7B heads, bf16 cache, docs/PERF.md): two passes of 4 subgroups (session W) took 1.11 ms
+ * at 2,048 tokens against the FMA kernel's ~2.48 (31 against 14 TFLOP/s; 7B TTFT at 2,048 tokens 229 -> 191 ms), 92.6
+ * us against 165 at 512, but 81.6 us against 27.5 at 128 (64 workgroups of two passes: latency-bound). With 8
+ * subgroups (session Z) two passes take 602 us at 2,048 tokens and one pass 525. So `auto`, the default of
  * `HYDRA_PREFILL_ATTENTION` (`prefillAttentionFor`), takes it from TENSOR_PREFILL_MIN_ROWS rows where it runs, and
  * `fma` or `tensor` force one.
  * @module
@@ -68,42 +71,66 @@ export interface PrefillTensorSpec {
   subgroups?: number;
   /** Invocations per subgroup: 16, 32 (default, NVIDIA's) or 64. */
   subgroupSize?: number;
+  /**
+   * Passes over the key tiles: 1 (default; the output rescaled only when a row's reference maximum rises by more than
+   * RESCALE_SLACK) or 2 (the row maxima and sums first, then the output).
+   */
+  passes?: number;
 }
 
 /**
- * Subgroups a workgroup has by default: 8 (128 query rows, 46,080 bytes of workgroup memory at head_dim 128). Measured
- * on the H200 (Dawn, 7B heads, bf16 cache, 2,048 tokens, session Z, docs/PERF.md): 597 us against 1,108 with 4
- * subgroups; each K and V tile is staged (and converted to f16) once for 128 rows instead of 64.
+ * Subgroups a workgroup has by default: 8 (128 query rows; 46,096 bytes of workgroup memory at head_dim 128 in one
+ * pass). Measured on the H200 (Dawn, 7B heads, bf16 cache, 2,048 tokens, session Z, docs/PERF.md), two passes: 597 us
+ * against 1,108 with 4 subgroups; each K and V tile is staged (and converted to f16) once for 128 rows instead of 64.
  */
 export const PREFILL_TENSOR_SUBGROUPS = 8;
+
+/** Subgroup counts a workgroup may have. */
+const SUBGROUP_COUNTS = [1, 2, 4, 8];
 
 function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
   const t = {
     headDim: s.headDim,
     subgroups: s.subgroups ?? PREFILL_TENSOR_SUBGROUPS,
     subgroupSize: s.subgroupSize ?? 32,
+    passes: s.passes ?? 1,
   };
   if (!(t.headDim >= 16 && t.headDim <= 256 && t.headDim % 16 === 0)) {
     throw new Error(`attentionPrefillTensor: head_dim ${t.headDim} is not a multiple of 16 up to 256`);
   }
-  if (![1, 2, 4, 8].includes(t.subgroups)) {
-    throw new Error(`attentionPrefillTensor: ${t.subgroups} subgroups (1, 2, 4, 8)`);
+  if (!SUBGROUP_COUNTS.includes(t.subgroups)) {
+    throw new Error(`attentionPrefillTensor: ${t.subgroups} subgroups (${SUBGROUP_COUNTS.join(", ")})`);
   }
+  if (![1, 2].includes(t.passes)) throw new Error(`attentionPrefillTensor: ${t.passes} passes (1 or 2)`);
   if (![16, 32, 64].includes(t.subgroupSize)) {
     throw new Error(`attentionPrefillTensor: subgroup size ${t.subgroupSize} (16, 32 or 64)`);
   }
   return t;
 }
 
-/** Workgroup memory of a kernel: the K and V tiles (f16), S (f32) and P (f16). */
+/**
+ * Workgroup memory of a kernel: the K and V tiles (f16), S (f32) and P (f16); one pass adds each row's 1 / l (f32)
+ * and the rescale flag (in 16 bytes).
+ *
+ * Every workgroup variable's size is a multiple of 16 bytes. The driver may lay the variables out in any order, and
+ * the matrix loads need 16-byte aligned rows: with the flag a lone u32, the one-pass kernel's matrices read garbage
+ * on the H200 (session Z).
+ */
 export function prefillTensorWorkgroupBytes(s: PrefillTensorSpec): number {
   const t = check(s);
   const bq = 16 * t.subgroups;
-  return 2 * 2 * BK * (t.headDim + PAD) + 4 * bq * (BK + 4) + 2 * bq * (BK + PAD);
+  return 2 * 2 * BK * (t.headDim + PAD) + 4 * bq * (BK + 4) + 2 * bq * (BK + PAD) + (t.passes === 1 ? 4 * bq + 16 : 0);
 }
 
+/**
+ * One pass: how far (log2 units) a tile's row maximum may exceed the row's reference maximum m before m is raised to
+ * it and the output rescaled. The probabilities exp2(s - m) stay below 2^RESCALE_SLACK (f16 holds 65,504), and the
+ * rescale, which goes through workgroup memory, is rare: a row's running maximum settles within a few tiles.
+ */
+export const RESCALE_SLACK = 8;
+
 function kernelName(t: Required<PrefillTensorSpec>, kv: KvDtype): string {
-  return `${PREFILL_TENSOR_KERNEL_NAME}_d${t.headDim}_s${t.subgroups}_w${t.subgroupSize}${
+  return `${PREFILL_TENSOR_KERNEL_NAME}_d${t.headDim}_s${t.subgroups}_w${t.subgroupSize}_p${t.passes}${
     kv === "bf16" ? "_kvbf16" : ""
   }`;
 }
@@ -115,13 +142,15 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
   const bq = 16 * t.subgroups, threads = sg * t.subgroups;
   const lpr = sg / 16; // invocations per query row in the softmax
   const perLane = BK / lpr; // scores each of them handles
+  const cpl = 16 / lpr; // columns of a 16-column matrix each of them rescales (one pass)
   const D = range(hd / 16), J = range(BK / 16), E = range((16 * 16) / sg);
+  const onePass = t.passes === 1;
   const lines = (pad: string, ls: string[]) => ls.map((l) => pad + l).join("\n");
   // The row reductions over the lpr invocations of a row (consecutive lanes): butterfly shuffles.
   const reduce = (op: string, v: string) =>
     range(Math.log2(lpr)).map((b) => `${v} = ${op}(${v}, subgroupShuffleXor(${v}, ${1 << b}u));`);
   // S = Q K^T of the staged K tile into the subgroup's rows of ss.
-  const scores = [
+  const scores = lines("    ", [
     ...J.map((j) => `var s${j} = Result();`),
     ...D.flatMap((d) =>
       J.map((j) =>
@@ -131,12 +160,123 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
       )
     ),
     ...J.map((j) => `subgroupMatrixStore<row_major>(&ss, sm * SS + ${j * 16}u, s${j}, SS);`),
-  ];
+  ]);
+  // O += P V of the staged tiles, 16 keys at a time.
+  const pv = lines(
+    "    ",
+    J.flatMap((j) => [
+      `{`,
+      `  let pa = subgroupMatrixLoad<Left, row_major>(&ps, sm * PS + ${j * 16}u, PS);`,
+      ...D.map((d) =>
+        `  o${d} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<Right, row_major>(&vs, ${j * 16}u * KS + ${
+          d * 16
+        }u, KS), o${d});`
+      ),
+      `}`,
+    ]),
+  );
+  // The tile's maximum score of row r (keys after pos masked), over the row's invocations.
+  const tileMax = `    var tmax = NEG_BIG;
+    for (var i = 0u; i < ${perLane}u; i++) {
+      let key = k0 + sub + LPR * i;
+      tmax = max(tmax, select(NEG_BIG, ss[r * SS + sub + LPR * i], key <= pos));
+    }
+${lines("    ", reduce("max", "tmax"))}`;
+  const stageKV = `    stage_tile(t, k0, last_key, col0, false);
+    stage_tile(t, k0, last_key, col0, true);
+    workgroupBarrier(); // the K and V tiles are staged
+${scores}
+    workgroupBarrier(); // S is in ss`;
+  const outputs = lines("  ", D.map((d) => `var o${d} = Result();`));
+
+  // Two passes: each row's max m and sum l of exp2(score - m) over its keys, then P = exp2(S - m) / l, O += P V.
+  const twoPasses = () =>
+    `  var m = NEG_BIG;
+  var l = 0.0;
+  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
+    stage_tile(t, k0, last_key, col0, false);
+    workgroupBarrier(); // the K tile is staged
+${scores}
+    workgroupBarrier(); // S is in ss
+${tileMax}
+    let mn = max(m, tmax);
+    var sum = 0.0;
+    for (var i = 0u; i < ${perLane}u; i++) {
+      let key = k0 + sub + LPR * i;
+      sum += select(0.0, exp2(ss[r * SS + sub + LPR * i] - mn), key <= pos);
+    }
+${lines("    ", reduce("add", "sum"))}
+    l = l * exp2(m - mn) + sum;
+    m = mn;
+    workgroupBarrier(); // ks and ss are consumed
+  }
+  let inv_l = 1.0 / l;
+${outputs}
+  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
+${stageKV}
+    for (var i = 0u; i < ${perLane}u; i++) {
+      let key = k0 + sub + LPR * i;
+      let p = select(0.0, exp2(ss[r * SS + sub + LPR * i] - m) * inv_l, key <= pos);
+      ps[r * PS + sub + LPR * i] = f16(p);
+    }
+    workgroupBarrier(); // P is in ps
+${pv}
+    workgroupBarrier(); // ks, vs and ps are consumed
+  }`;
+
+  // One pass: P = exp2(S - m) against a reference maximum m that is raised (and O, l rescaled by exp2(m_old - m))
+  // only when a tile's row maximum exceeds it by more than SLACK; O / l in the epilogue.
+  const onePassBody = () =>
+    `  if (t == 0u) { rescale_flag[0] = 0u; } // (zero already, unless workgroup memory is left uninitialized)
+  var m = NEG_BIG; // the row's reference maximum
+  var l = 0.0;      // the row's sum of exp2(score - m)
+${outputs}
+  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
+${stageKV}
+${tileMax}
+    let raise = tmax > m + SLACK; // always on the first tile (m + SLACK is NEG_BIG)
+    let mn = select(m, tmax, raise);
+    let alpha = exp2(m - mn); // 1 unless raised; 0 on the first tile
+    var sum = 0.0;
+    for (var i = 0u; i < ${perLane}u; i++) {
+      let key = k0 + sub + LPR * i;
+      let p = select(0.0, exp2(ss[r * SS + sub + LPR * i] - mn), key <= pos);
+      ps[r * PS + sub + LPR * i] = f16(p);
+      sum += p;
+    }
+${lines("    ", reduce("add", "sum"))}
+    l = l * alpha + sum;
+    m = mn;
+    if (raise && k0 > 0u) { rescale_flag[0] = 1u; } // O is still zero on the first tile
+    if (workgroupUniformLoad(&rescale_flag[0]) != 0u) { // (a barrier: P is in ps)
+      // Each output matrix through the subgroup's rows of ss, each row scaled by its alpha (1 where not raised).
+${
+      lines(
+        "      ",
+        D.flatMap((d) => [
+          `subgroupMatrixStore<row_major>(&ss, sm * SS, o${d}, SS);`,
+          "workgroupBarrier();",
+          `for (var c = 0u; c < ${cpl}u; c++) { ss[r * SS + sub * ${cpl}u + c] *= alpha; }`,
+          "workgroupBarrier();",
+          `o${d} = subgroupMatrixLoad<Result, row_major>(&ss, sm * SS, SS);`,
+          "workgroupBarrier();",
+        ]),
+      )
+    }
+    }
+${pv}
+    workgroupBarrier(); // ks, vs and ps are consumed, the flag read
+    if (t == 0u) { rescale_flag[0] = 0u; }
+  }
+  if (sub == 0u) { li[r] = 1.0 / l; }`;
+
   const name = kernelName(t, kv);
   return {
     name,
     source: /* wgsl */ `
-// ${name}: causal prefill attention on subgroup matrices (kernels/attention/prefill_tensor.ts), two passes over the keys.
+// ${name}: causal prefill attention on subgroup matrices (kernels/attention/prefill_tensor.ts), ${
+      onePass ? "one pass" : "two passes"
+    } over the keys.
 // bindings (D = NH * HEAD_DIM; the grid is [NH, ceil(M / BQ), 1]: workgroup (h, y) = head h, query rows
 // q0 = BQ * (ceil(M / BQ) - 1 - y) ..), as prefill.ts:
 //   0 ctl [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] = position of query row 0
@@ -151,7 +291,7 @@ const HV: u32 = ${hv}u;                        // vec4 per head row (HEAD_DIM ${
 const BQ: u32 = ${bq}u;                        // query rows per workgroup: 16 per subgroup
 const BK: u32 = ${BK}u;                        // keys per tile
 const SUBGROUP_SIZE: u32 = ${sg}u;
-const LPR: u32 = ${lpr}u;                      // invocations per row in the softmax, consecutive lanes
+const LPR: u32 = ${lpr}u;                      // invocations per row in the softmax
 const KS: u32 = ${hd + PAD}u;                  // f16 per staged K / V row
 const SS: u32 = ${BK + 4}u;                    // f32 per row of S (16-byte aligned rows)
 const PS: u32 = ${BK + PAD}u;                  // f16 per row of P
@@ -162,9 +302,16 @@ const NEG_BIG: f32 = -3.0e38;                  // "masked": finite, so exp2(NEG_
 ${kvReadWgsl(kv, 2, 3)}
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 var<workgroup> ks: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the K tile (first: BK query rows at a time)
-var<workgroup> vs: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the V tile (pass 2)
-var<workgroup> ss: array<f32, ${bq * (BK + 4)}>;    // [BQ, BK] scores of the tile; the epilogue's output matrices
-var<workgroup> ps: array<f16, ${bq * (BK + PAD)}>;  // [BQ, BK] probabilities of the tile
+var<workgroup> vs: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the V tile
+var<workgroup> ss: array<f32, ${bq * (BK + 4)}>;    // [BQ, BK] scores of the tile; the output matrices
+var<workgroup> ps: array<f16, ${bq * (BK + PAD)}>;  // [BQ, BK] probabilities of the tile${
+      onePass
+        ? `
+var<workgroup> li: array<f32, ${bq}>;               // each row's 1 / l (the epilogue's)
+var<workgroup> rescale_flag: array<u32, 4>;        // [0]: some row raised its reference maximum on this tile
+const SLACK: f32 = ${RESCALE_SLACK}.0;                     // RESCALE_SLACK`
+        : ""
+    }
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 alias Result = subgroup_matrix_result<f32, 16, 16>;
@@ -214,64 +361,10 @@ ${lines("      ", D.map((d) => `qa${d} = subgroupMatrixLoad<Left, row_major>(&ks
     }
     workgroupBarrier();
   }
-  // Pass 1: each row's max m and sum l of exp2(score - m) over its keys.
-  var m = NEG_BIG;
-  var l = 0.0;
-  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
-    stage_tile(t, k0, last_key, col0, false);
-    workgroupBarrier(); // the K tile is staged
-${lines("    ", scores)}
-    workgroupBarrier(); // S is in ss
-    var tmax = NEG_BIG;
-    for (var i = 0u; i < ${perLane}u; i++) {
-      let key = k0 + sub + LPR * i;
-      tmax = max(tmax, select(NEG_BIG, ss[r * SS + sub + LPR * i], key <= pos));
-    }
-${lines("    ", reduce("max", "tmax"))}
-    let mn = max(m, tmax);
-    var sum = 0.0;
-    for (var i = 0u; i < ${perLane}u; i++) {
-      let key = k0 + sub + LPR * i;
-      sum += select(0.0, exp2(ss[r * SS + sub + LPR * i] - mn), key <= pos);
-    }
-${lines("    ", reduce("add", "sum"))}
-    l = l * exp2(m - mn) + sum;
-    m = mn;
-    workgroupBarrier(); // ks and ss are consumed
-  }
-  let inv_l = 1.0 / l;
-  // Pass 2: P = exp2(S - m) / l, O += P V.
-${lines("  ", D.map((d) => `var o${d} = Result();`))}
-  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
-    stage_tile(t, k0, last_key, col0, false);
-    stage_tile(t, k0, last_key, col0, true);
-    workgroupBarrier(); // the K and V tiles are staged
-${lines("    ", scores)}
-    workgroupBarrier(); // S is in ss
-    for (var i = 0u; i < ${perLane}u; i++) {
-      let key = k0 + sub + LPR * i;
-      let p = select(0.0, exp2(ss[r * SS + sub + LPR * i] - m) * inv_l, key <= pos);
-      ps[r * PS + sub + LPR * i] = f16(p);
-    }
-    workgroupBarrier(); // P is in ps
-${
-      lines(
-        "    ",
-        J.flatMap((j) => [
-          `{`,
-          `  let pa = subgroupMatrixLoad<Left, row_major>(&ps, sm * PS + ${j * 16}u, PS);`,
-          ...D.map((d) =>
-            `  o${d} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<Right, row_major>(&vs, ${
-              j * 16
-            }u * KS + ${d * 16}u, KS), o${d});`
-          ),
-          `}`,
-        ]),
-      )
-    }
-    workgroupBarrier(); // ks, vs and ps are consumed
-  }
-  // Each output matrix through the subgroup's rows of ss (16 x 16 at stride SS) into the rows inside M.
+${onePass ? onePassBody() : twoPasses()}
+  // Each output matrix through the subgroup's rows of ss (16 x 16 at stride SS) into the rows inside M${
+      onePass ? ", over l" : ""
+    }.
 ${
       lines(
         "  ",
@@ -283,7 +376,7 @@ ${
             const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
             return `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
               d * 16
-            }u + ${col}] = ss[(${row}) * SS + ${col}]; }`;
+            }u + ${col}] = ss[(${row}) * SS + ${col}]${onePass ? ` * li[${row}]` : ""}; }`;
           }),
           "workgroupBarrier();",
         ]),
@@ -309,18 +402,24 @@ export function prefillTensorUnsupported(gpu: Gpu): string | null {
 
 /**
  * Records a tensor-core prefill attention dispatch (load time): `a` as for `attentionPrefill` (its FMA tile knobs are
- * not read), `tiles.subgroups` the query rows / 16 of a workgroup. Throws where it cannot run or on bad shapes.
+ * not read), `tiles.subgroups` the query rows / 16 of a workgroup, `tiles.passes` 1 or 2 (PrefillTensorSpec). Throws
+ * where it cannot run or on bad shapes.
  */
 export function attentionPrefillTensor(
   gpu: Gpu,
   a: AttentionPrefillArgs,
-  tiles: { subgroups?: number } = {},
+  tiles: { subgroups?: number; passes?: number } = {},
   kernel?: Kernel,
 ): Dispatch {
   const unsupported = prefillTensorUnsupported(gpu);
   if (unsupported) throw new Error(`attentionPrefillTensor: cannot run here: ${unsupported}`);
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`attentionPrefillTensor: ${a.rows} query rows`);
-  const t = check({ headDim: a.headDim, subgroups: tiles.subgroups, subgroupSize: tensorSubgroupSize(gpu) });
+  const t = check({
+    headDim: a.headDim,
+    subgroups: tiles.subgroups,
+    subgroupSize: tensorSubgroupSize(gpu),
+    passes: tiles.passes,
+  });
   const bytes = prefillTensorWorkgroupBytes(t);
   if (bytes > gpu.device.limits.maxComputeWorkgroupStorageSize) {
     throw new Error(`attentionPrefillTensor: needs ${bytes} bytes of workgroup memory; use fewer subgroups`);

@@ -26,7 +26,15 @@ import { rowScale } from "./row_scale.ts";
 import { halfWeights } from "../weights/half_weights.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
-import { assertCaught, ctlBuffer, dawnGpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
+import {
+  assertCaught,
+  assertWorkgroupVariablesAligned,
+  ctlBuffer,
+  dawnGpuTest,
+  mutate,
+  poisoned,
+  Rng,
+} from "../testing/harness.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
 
 /** A GPU test of the tensor-core GEMM, or where it cannot run, an ignored test that says why. */
@@ -454,7 +462,7 @@ tensorTest(
 
 Deno.test({
   name:
-    "gemm_tensor kernels compile under Dawn's WGSL compiler (its null backend: no GPU needed), and a broken one fails",
+    "gemm_tensor kernels compile under Dawn's WGSL compiler (its null backend: no GPU needed), a broken one fails, and every workgroup variable is a multiple of 16 bytes",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
@@ -483,6 +491,8 @@ Deno.test({
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))
     );
+    // the matrix loads' rows stay 16-byte aligned whatever order the driver lays the workgroup variables out in
+    for (const kernel of kernels) assertWorkgroupVariablesAligned(kernel);
     const broken = mutate(
       kernels[0],
       "acc0_0 = subgroupMatrixMultiplyAccumulate(a0, b0",

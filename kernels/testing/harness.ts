@@ -166,3 +166,43 @@ export async function assertCaught(check: () => Promise<unknown>, what: string):
   }
   if (!caught) throw new Error(`${what}: the check passed a deliberately broken kernel`);
 }
+
+/** Bytes of the WGSL scalar types a workgroup array may hold. */
+const WGSL_SCALAR_BYTES: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32: 4 };
+
+/**
+ * The workgroup variables of `kernel` ([name, bytes]): `var<workgroup> name: array<T, N>` of a scalar T, a lone scalar,
+ * or a `buffer<N>`. Throws on a declaration it cannot size.
+ */
+export function workgroupVariables(kernel: Kernel): [string, number][] {
+  const found: [string, number][] = [];
+  for (const m of kernel.source.matchAll(/var<workgroup>\s+(\w+)\s*:\s*([^;]+);/g)) {
+    const [, name, type] = m;
+    const array = type.match(/^array<\s*(\w+)\s*,\s*(\d+)u?\s*>$/);
+    const buffer = type.match(/^buffer<\s*(\d+)u?\s*>$/);
+    const bytes = array && WGSL_SCALAR_BYTES[array[1]]
+      ? WGSL_SCALAR_BYTES[array[1]] * Number(array[2])
+      : buffer
+      ? Number(buffer[1])
+      : WGSL_SCALAR_BYTES[type.trim()];
+    if (!bytes) throw new Error(`workgroupVariables: cannot size ${name}: ${type} in ${kernel.name}`);
+    found.push([name, bytes]);
+  }
+  return found;
+}
+
+/**
+ * Asserts that every workgroup variable of `kernel` takes a multiple of 16 bytes. Subgroup-matrix loads need 16-byte
+ * aligned rows, and the driver may lay the variables out in any order: one lone u32 flag made a kernel's matrix loads
+ * read garbage on the H200 (prefill_tensor.ts, session Z).
+ */
+export function assertWorkgroupVariablesAligned(kernel: Kernel): void {
+  const odd = workgroupVariables(kernel).filter(([, bytes]) => bytes % 16 !== 0);
+  if (odd.length > 0) {
+    throw new Error(
+      `${kernel.name}: workgroup variables not a multiple of 16 bytes: ${
+        odd.map(([n, b]) => `${n} (${b})`).join(", ")
+      }`,
+    );
+  }
+}
