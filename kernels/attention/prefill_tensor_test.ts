@@ -137,7 +137,7 @@ tensorTest("tensor prefill attention checks catch broken kernels, one pass and t
       ["last key tile skipped", "k0 <= last_key; k0 += BK", "k0 + BK <= last_key; k0 += BK"],
       ["the row sum not rescaled", "l = l * alpha + sum;", "l = l + sum;"],
       ["the output not rescaled", "ss[r * SS + sub * 8u + c] *= alpha;", "ss[r * SS + sub * 8u + c] *= 1.0;"],
-      ["the rescale never flagged", "rescale_flag = 1u;", "rescale_flag = 0u;"],
+      ["the rescale never flagged", "rescale_flag[0] = 1u;", "rescale_flag[0] = 0u;"],
       ["no slack: every rise taken", "let raise = tmax > m + SLACK;", "let raise = tmax > m + 64.0;"],
       ["the epilogue not over l", " * li[", " * 1.0 + 0.0 * li["],
     ],
