@@ -124,7 +124,7 @@ export function prefillTensorWorkgroupBytes(s: PrefillTensorSpec): number {
 
 /**
  * One pass: how far (log2 units) a tile's row maximum may exceed the row's reference maximum m before m is raised to
- * it and the output rescaled. The probabilities exp2(s - m) stay below 2^RESCALE_SLACK (f16 holds 65,504), and the
+ * it and the output rescaled. The probabilities exp2(s - m) stay at most 2^RESCALE_SLACK (f16 holds 65,504), and the
  * rescale, which goes through workgroup memory, is rare: a row's running maximum settles within a few tiles.
  */
 export const RESCALE_SLACK = 8;
