@@ -88,6 +88,17 @@ export const PREFILL_TENSOR_SUBGROUPS = 8;
 /** Subgroup counts a workgroup may have. */
 const SUBGROUP_COUNTS = [1, 2, 4, 8];
 
+/**
+ * The subgroups a workgroup of `spec` gets when the caller names none: PREFILL_TENSOR_SUBGROUPS, or where its
+ * workgroup memory exceeds `limit` bytes (head_dim 256 at 8 subgroups: 62,992), the most that fit (at least 1).
+ */
+export function prefillTensorSubgroupsFor(spec: Omit<PrefillTensorSpec, "subgroups">, limit: number): number {
+  const fits = SUBGROUP_COUNTS.filter((n) =>
+    n <= PREFILL_TENSOR_SUBGROUPS && prefillTensorWorkgroupBytes({ ...spec, subgroups: n }) <= limit
+  );
+  return fits.at(-1) ?? 1;
+}
+
 function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
   const t = {
     headDim: s.headDim,
@@ -402,8 +413,8 @@ export function prefillTensorUnsupported(gpu: Gpu): string | null {
 
 /**
  * Records a tensor-core prefill attention dispatch (load time): `a` as for `attentionPrefill` (its FMA tile knobs are
- * not read), `tiles.subgroups` the query rows / 16 of a workgroup, `tiles.passes` 1 or 2 (PrefillTensorSpec). Throws
- * where it cannot run or on bad shapes.
+ * not read), `tiles.subgroups` the query rows / 16 of a workgroup (default `prefillTensorSubgroupsFor`), `tiles.passes`
+ * 1 or 2 (PrefillTensorSpec). Throws where it cannot run or on bad shapes.
  */
 export function attentionPrefillTensor(
   gpu: Gpu,
@@ -414,12 +425,9 @@ export function attentionPrefillTensor(
   const unsupported = prefillTensorUnsupported(gpu);
   if (unsupported) throw new Error(`attentionPrefillTensor: cannot run here: ${unsupported}`);
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`attentionPrefillTensor: ${a.rows} query rows`);
-  const t = check({
-    headDim: a.headDim,
-    subgroups: tiles.subgroups,
-    subgroupSize: tensorSubgroupSize(gpu),
-    passes: tiles.passes,
-  });
+  const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
+  const spec = { headDim: a.headDim, subgroupSize: tensorSubgroupSize(gpu), passes: tiles.passes };
+  const t = check({ ...spec, subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit) });
   const bytes = prefillTensorWorkgroupBytes(t);
   if (bytes > gpu.device.limits.maxComputeWorkgroupStorageSize) {
     throw new Error(`attentionPrefillTensor: needs ${bytes} bytes of workgroup memory; use fewer subgroups`);

@@ -16,6 +16,7 @@ import {
   PREFILL_TENSOR_SUBGROUPS,
   prefillAttentionFor,
   prefillAttentionKernel,
+  prefillTensorSubgroupsFor,
   prefillTensorUnsupported,
   prefillTensorWorkgroupBytes,
   TENSOR_PREFILL_MIN_ROWS,
@@ -235,6 +236,12 @@ Deno.test("tensor prefill attention: workgroup memory, and the shapes it refuses
     attentionPrefillTensorKernelFor({ headDim: 128, subgroups: PREFILL_TENSOR_SUBGROUPS, subgroupSize: 32, passes: 1 })
       .name,
   );
+  // the default where its workgroup memory fits, else the most subgroups that do (head_dim 256: 4 in 48 KiB)
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 49152), PREFILL_TENSOR_SUBGROUPS);
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 256 }, 49152), 4);
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 256, passes: 2 }, 49152), 4);
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 32000), 2); // 4 subgroups: 32,016 bytes
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 1024), 1); // none fits: 1, which the dispatch then refuses
   const bads = [
     { headDim: 24 },
     { headDim: 128, subgroups: 3 },
