@@ -8,7 +8,7 @@
  * @module
  */
 
-import { assertEquals } from "@std/assert";
+import { assertEquals, assertThrows } from "@std/assert";
 import {
   attentionPrefillTensor,
   attentionPrefillTensorKernelFor,
@@ -211,13 +211,7 @@ Deno.test("tensor prefill attention: every workgroup variable a multiple of 16 b
     "var<workgroup> rescale_flag: array<u32, 4>;",
     "var<workgroup> rescale_flag: u32;",
   );
-  let threw = false;
-  try {
-    assertWorkgroupVariablesAligned(lone);
-  } catch {
-    threw = true;
-  }
-  if (!threw) throw new Error("a lone u32 workgroup variable passed the alignment check");
+  assertThrows(() => assertWorkgroupVariablesAligned(lone), "a lone u32 workgroup variable passed the alignment check");
 });
 
 Deno.test("tensor prefill attention: workgroup memory, and the shapes it refuses", () => {
@@ -248,15 +242,7 @@ Deno.test("tensor prefill attention: workgroup memory, and the shapes it refuses
     { headDim: 128, subgroupSize: 8 },
     { headDim: 128, passes: 3 },
   ];
-  for (const bad of bads) {
-    let threw = false;
-    try {
-      attentionPrefillTensorKernelFor(bad);
-    } catch {
-      threw = true;
-    }
-    if (!threw) throw new Error(`generated ${JSON.stringify(bad)}`);
-  }
+  for (const bad of bads) assertThrows(() => attentionPrefillTensorKernelFor(bad), `generated ${JSON.stringify(bad)}`);
 });
 
 gpuTest(

@@ -34,6 +34,7 @@ import {
   mutate,
   poisoned,
   Rng,
+  workgroupVariables,
 } from "../testing/harness.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
 
@@ -491,8 +492,20 @@ Deno.test({
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))
     );
-    // the matrix loads' rows stay 16-byte aligned whatever order the driver lays the workgroup variables out in
-    for (const kernel of kernels) assertWorkgroupVariablesAligned(kernel);
+    // the matrix loads' rows stay 16-byte aligned whatever order the driver lays the workgroup variables out in, and
+    // the variables take the bytes gemmTensorWorkgroupBytes reports (the fit checks read it)
+    tiles.forEach((t, i) =>
+      [Epilogue.PLAIN, Epilogue.SWIGLU].forEach((epilogue, e) => {
+        const kernel = kernels[2 * i + e];
+        assertWorkgroupVariablesAligned(kernel);
+        const sum = workgroupVariables(kernel).reduce((a, [, bytes]) => a + bytes, 0);
+        if (sum !== gemmTensorWorkgroupBytes(t, epilogue)) {
+          throw new Error(
+            `${kernel.name}: ${sum} bytes, gemmTensorWorkgroupBytes ${gemmTensorWorkgroupBytes(t, epilogue)}`,
+          );
+        }
+      })
+    );
     const broken = mutate(
       kernels[0],
       "acc0_0 = subgroupMatrixMultiplyAccumulate(a0, b0",

@@ -76,9 +76,7 @@ const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores"] as const;
 /** The tensor GEMM's tile knobs that `linear` takes (all but TENSOR_KNOBS_NOT_TAKEN). */
 type LinearTensorTiles = Omit<TensorTiles, typeof TENSOR_KNOBS_NOT_TAKEN[number]>;
 
-/**
- * Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs).
- */
+/** Arguments of `linear`: the matvec's, plus each GEMM's tile knobs (each kernel reads only its own knobs). */
 export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTiles & {
   /** Forces the prefill GEMM (default: HYDRA_PREFILL_GEMM, else automatic). */
   prefillGemm?: PrefillGemm;
@@ -216,10 +214,9 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
 
 /**
  * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
- * first for plain products of TENSOR_LARGE_M_ROWS rows or more), else, where
- * that one's workgroup memory exceeds the device's or K is not a multiple of its k step, the same with one buffer, then
- * k steps of 16, then the 64 x 64 default tile. Null when no tiles fit the shape (then the automatic choice is the f32
- * GEMM).
+ * first for plain products of TENSOR_LARGE_M_ROWS rows or more), else, where that one's workgroup memory exceeds the
+ * device's or K is not a multiple of its k step, the same with one buffer, then k steps of 16, then the 64 x 64 default
+ * tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has

@@ -28,25 +28,46 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
   }
 }
 
+/**
+ * Runs the tool with `args` and `--json`, asserting exit 0 and that stdout has `header`; returns its JSON report (the
+ * temporary file removed).
+ */
+async function report(
+  args: string[],
+  header: string,
+): Promise<Record<string, unknown> & { profiles: Record<string, StepProfile> }> {
+  const json = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const r = await run([...args, "--json", json]);
+    if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
+    if (!r.stdout.includes(header)) throw new Error(`no "${header}" header in:\n${r.stdout}`);
+    return JSON.parse(await Deno.readTextFile(json));
+  } finally {
+    await Deno.remove(json);
+  }
+}
+
+/** Asserts that profile `p` replayed `n` dispatches (`what` says whose) and that its families account for each. */
+function assertDispatches(p: StepProfile, n: number, what: string): void {
+  if (p.dispatches !== n) throw new Error(`${p.dispatches} dispatches, ${what} ${n}`);
+  if (p.families.reduce((a, f) => a + f.dispatches, 0) !== p.dispatches) throw new Error("families lose dispatches");
+}
+
 const GAMMA = 3, HEADS = 3, DEPTH = 2, CONTEXT = 16;
 
 gpuTest(
   "profile --config poe_verify: the verify and accept parts' dispatches, its families and their bytes",
   async (gpu) => {
-    const json = await Deno.makeTempFile({ suffix: ".json" });
     const shape = ["--n-heads", `${HEADS}`, "--heads-depth", `${DEPTH}`, "--gamma", `${GAMMA}`];
-    const r = await run([
-      ...["--size", "tiny", "--config", "poe_verify", ...shape, "--accept"],
-      ...["--contexts", `${CONTEXT}`, "--samples", "2", "--json", json],
-    ]);
-    if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
-    if (!r.stdout.includes(`poe_verify, gamma ${GAMMA}, ${HEADS - 1} verifier heads + accept`)) {
-      throw new Error(`no poe_verify header in:\n${r.stdout}`);
-    }
-    const report = JSON.parse(await Deno.readTextFile(json));
-    await Deno.remove(json);
-    const p: StepProfile = report.profiles[`${CONTEXT}`];
-    if (report.gamma !== GAMMA || report.verifier_heads !== HEADS - 1) throw new Error(JSON.stringify(report));
+    const r = await report(
+      [
+        ...["--size", "tiny", "--config", "poe_verify", ...shape, "--accept"],
+        ...["--contexts", `${CONTEXT}`, "--samples", "2"],
+      ],
+      `poe_verify, gamma ${GAMMA}, ${HEADS - 1} verifier heads + accept`,
+    );
+    const p = r.profiles[`${CONTEXT}`];
+    if (r.gamma !== GAMMA || r.verifier_heads !== HEADS - 1) throw new Error(JSON.stringify(r));
 
     // the same Hydra's round, recorded by the PoE decoder itself
     const c = PRESETS.tiny;
@@ -66,16 +87,7 @@ gpuTest(
         if (!f) throw new Error(`no family ${name}: ${p.families.map((f) => f.family)}`);
         return f;
       };
-      if (p.dispatches !== verify.length + accept.length) {
-        throw new Error(
-          `${p.dispatches} dispatches, the round's verify + accept parts have ${verify.length} + ${accept.length}`,
-        );
-      }
-      if (p.families.reduce((a, f) => a + f.dispatches, 0) !== p.dispatches) {
-        throw new Error(
-          "families lose dispatches",
-        );
-      }
+      assertDispatches(p, verify.length + accept.length, "the round's verify + accept parts have");
       if (family("accept").dispatches !== accept.length) throw new Error(`accept: ${JSON.stringify(family("accept"))}`);
       for (const f of p.families) {
         if (!(f.alone_us > 0 && Number.isFinite(f.us))) throw new Error(`untimed: ${JSON.stringify(f)}`);
@@ -127,27 +139,11 @@ gpuTest(
   "profile --config prefill: the TTFT pass's dispatches, its GEMMs grouped by product with their weights",
   async (gpu) => {
     const PROMPT = 37; // above the matvec's rows: the prefill GEMMs run
-    const json = await Deno.makeTempFile({ suffix: ".json" });
-    const r = await run([
-      "--size",
-      "tiny",
-      "--config",
-      "prefill",
-      "--contexts",
-      `${PROMPT}`,
-      "--samples",
-      "2",
-      "--json",
-      json,
-    ]);
-    if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
-    if (!r.stdout.includes(`prompt ${PROMPT}: prefill (TTFT pass)`)) {
-      throw new Error(
-        `no prefill header in:\n${r.stdout}`,
-      );
-    }
-    const p: StepProfile = JSON.parse(await Deno.readTextFile(json)).profiles[`${PROMPT}`];
-    await Deno.remove(json);
+    const r = await report(
+      ["--size", "tiny", "--config", "prefill", "--contexts", `${PROMPT}`, "--samples", "2"],
+      `prompt ${PROMPT}: prefill (TTFT pass)`,
+    );
+    const p = r.profiles[`${PROMPT}`];
 
     // the same model's prefill, recorded by the decoder itself
     const c = PRESETS.tiny;
@@ -163,16 +159,7 @@ gpuTest(
       const decoder = new Decoder(model);
       decoder.setPrompt(randomIds(7, PROMPT, c.vocabSize), 1);
       const dispatches = decoder.prefill("single");
-      if (p.dispatches !== dispatches.length) {
-        throw new Error(
-          `${p.dispatches} dispatches, the prefill has ${dispatches.length}`,
-        );
-      }
-      if (p.families.reduce((a, f) => a + f.dispatches, 0) !== p.dispatches) {
-        throw new Error(
-          "families lose dispatches",
-        );
-      }
+      assertDispatches(p, dispatches.length, "the prefill has");
       const stray = p.families.filter((f) => /^gemm_/.test(f.family));
       if (stray.length > 0) throw new Error(`GEMMs not grouped by product: ${stray.map((f) => f.family)}`);
       // each product's GEMM once a layer, its weight read once for all rows (and the rows and outputs on top)
