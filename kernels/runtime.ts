@@ -485,6 +485,12 @@ export class DispatchCache {
   }
 }
 
+/** True when `gpu`'s runtime offers the WGSL language feature `name` (what `requires name;` needs). */
+export function hasWgslFeature(gpu: Pick<Gpu, "entry">, name: string): boolean {
+  const entry = gpu.entry as unknown as { wgslLanguageFeatures?: ReadonlySet<string> } | undefined;
+  return entry?.wgslLanguageFeatures?.has(name) ?? false;
+}
+
 /** Replays recorded dispatches into a compute pass. */
 export function encodeDispatches(pass: GPUComputePassEncoder, dispatches: readonly Dispatch[]): void {
   for (const d of dispatches) {

@@ -10,7 +10,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { UserError } from "../common/errors.ts";
-import { DAWN_PACKAGE, DAWN_TOGGLES, Gpu, type Kernel } from "./runtime.ts";
+import { DAWN_PACKAGE, DAWN_TOGGLES, Gpu, hasWgslFeature, type Kernel } from "./runtime.ts";
 import { ctlBuffer } from "./testing/harness.ts";
 
 /** Dawn's Gpu, or the UserError's sentence saying why there is none here. */
@@ -53,6 +53,9 @@ dawnTest("a device on the adapter, its description recording runtime, version an
   assertStringIncludes(prelude, "enable chromium_disable_uniformity_analysis;");
   if (gpu.has("shader-f16")) assertStringIncludes(prelude, "enable f16;");
   if (gpu.has("subgroups")) assertStringIncludes(prelude, "enable subgroups;");
+  // the tensor GEMM's tiles that stage through one workgroup buffer (linear's TENSOR_TILES_LARGE_M and
+  // TENSOR_TILES_SMALL_M_SWIGLU) are taken only where the runtime offers buffer views (tensorTilesFor)
+  assert(hasWgslFeature(gpu, "buffer_view"), "Dawn's WGSL lacks buffer_view: linear falls back to unviewed tiles");
   await gpu.finish();
 });
 

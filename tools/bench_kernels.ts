@@ -20,6 +20,10 @@
  * linear's tiles or the first of `--tensor-tiles` where it fits (`benchGemmProbe`).
  * `--mma-peak` (Dawn): the subgroup-matrix multiply-accumulate rate the device sustains, the ceiling of any GEMM written
  * with these builtins (`benchMmaPeak`).
+ * `--gemm-waves [--tensor-tiles JSON]` (Dawn): how many tensor-core GEMM workgroups an SM runs at once, from the time of
+ * 1 to 4 waves of tiles (`benchGemmWaves`).
+ * `--occupancy`: how many workgroups of 128 to 512 invocations and 1 to 48 KB of workgroup memory an SM holds at once
+ * (`benchOccupancy`).
  * `--gemm --tensor-tiles JSON`: only the tensor-core GEMM, at the listed TensorTiles (a tile sweep; `--tiles` likewise
  * for the f32 GEMM's alone).
  *
@@ -31,7 +35,7 @@
  * or staged, over grid caps) for qkv and gate_up at one row.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe] [--gemm-probe]
- *                                      [--mma-peak]
+ *                                      [--mma-peak] [--gemm-waves] [--occupancy]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--tensor-tiles JSON] [--size 7b|1b]]
  *                                      [--matvec [--rows 1,4]]
  *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE]
@@ -107,6 +111,8 @@ const args = parseArgs(Deno.args, {
     "attention-probe",
     "gemm-probe",
     "mma-peak",
+    "gemm-waves",
+    "occupancy",
   ],
 });
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
@@ -885,7 +891,7 @@ function tensorLabel(tiles: TensorTiles): string {
   return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} ` +
     (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + ` b${t.buffers}` +
     (t.ahead !== 1 ? ` a${t.ahead}` : "") + (t.producers ? ` p${t.producers}` : "") + (t.halfWeights ? " hw" : "") +
-    (t.wideStores ? " ws" : "") +
+    (t.wideStores ? " ws" : "") + (t.sharedEpilogue ? " se" : "") + (t.recomputeSlots ? " rs" : "") +
     splitLabel(tiles.splitK);
 }
 
@@ -1152,6 +1158,105 @@ async function benchGemmProbe(): Promise<void> {
 }
 
 /**
+ * How many of a tensor-core GEMM's workgroups an SM runs at once (`--gemm-waves`, Dawn): one row of tiles (M = tileM)
+ * over K = 4,096 and N = tileN * SMs * w columns, w = 1..4 (SMs: 132, the H200's), at linear's tiles and each of
+ * `--tensor-tiles`. A workgroup's k loop waits on global memory most of its time (docs/PERF.md), so if two workgroups
+ * share an SM, w = 2 takes well under twice w = 1; if w = 2 takes twice as long, one runs at a time (registers or
+ * workgroup memory forbid a second). Prints us per w and the ratio to w = 1.
+ */
+async function benchGemmWaves(): Promise<void> {
+  const unsupported = tensorGemmUnsupported(gpu);
+  if (unsupported) {
+    console.log(`gemm_waves: not run (${unsupported})`);
+    return;
+  }
+  const sms = 132, k = 4096, waves = [1, 2, 3, 4];
+  const given: TensorTiles[] = args["tensor-tiles"] ? JSON.parse(args["tensor-tiles"]) : [];
+  const tileSets = [TENSOR_TILES.plain, ...given];
+  const maxN = Math.max(...tileSets.map((t) => tensorTileShape(t).tileN)) * sms * Math.max(...waves);
+  const maxM = Math.max(...tileSets.map((t) => tensorTileShape(t).tileM));
+  const weight = randomWeights(gpu, "waves weight", (maxN * k) / 2, 5);
+  const x = gpu.upload("x", gemmInputRows(maxM, k));
+  const y = gpu.buffer("y", maxM * maxN * 4);
+  const exponents = gpu.buffer("exponents", maxM * 4);
+  const xHalf = gpu.buffer("f16 rows", maxM * k * 2);
+  for (const tiles of tileSets) {
+    const { tileM, tileN } = tensorTileShape(tiles);
+    let first = 0;
+    for (const w of waves) {
+      const n = tileN * sms * w;
+      const product = { ctl, x: xHalf, y, rows: tileM, k, n, weight, exponents, ...tiles, splitK: 1 };
+      const ds = [rowScale(gpu, { ctl, x, exponents, xHalf, rows: tileM, k }), gemmTensor(gpu, product)];
+      const us = await medianMs(ds, 1) * 1000;
+      first ||= us;
+      console.log(
+        `gemm_waves ${tensorLabel(tiles)} M=${tileM} K=${k} N=${n} (${sms * w} workgroups, ${
+          gemmTensorWorkgroupBytes(tiles)
+        } B): ${us.toFixed(1)} us, ${(us / first).toFixed(2)} x w=1, ${
+          ((2 * tileM * n * k) / us / 1e6).toFixed(1)
+        } TFLOP/s`,
+      );
+    }
+  }
+  for (const b of [weight, x, y, exponents, xHalf]) b.destroy();
+}
+
+/**
+ * How many workgroups of a given workgroup memory an SM holds at once (`--occupancy`): a kernel whose invocations each
+ * chase a chain of dependent workgroup-memory loads (latency-bound, one load in flight a warp: workgroups sharing an SM
+ * overlap completely up to dozens of warps; a chain of FMAs filled the issue slots at 16 warps an SM, session AA) and
+ * whose workgroup declares S bytes (all written, so none is dropped), dispatched as w = 1..8 waves of 132 workgroups
+ * (the H200's SMs).
+ * Time(w) / time(1) steps up by one each time w passes a multiple of the workgroups an SM holds; printed as "holds N"
+ * (the largest w still within 1.3x of w = 1). The GEMM's staging and products add up when an SM holds one of its
+ * workgroups (`--gemm-waves`), so this is the budget a tile must fit to share an SM.
+ */
+async function benchOccupancy(): Promise<void> {
+  const sms = 132, iters = 2000, waves = [1, 2, 3, 4, 5, 6, 7, 8];
+  const y = gpu.buffer("occupancy y", sms * 8 * 256 * 4);
+  const configs: [number, number][] = [
+    ...[1, 8, 16, 20, 24, 28, 32, 40, 48].map((kb): [number, number] => [128, kb * 1024]),
+    [256, 1024],
+    [256, 24 * 1024],
+    [256, 32 * 1024],
+    [512, 1024],
+  ];
+  for (const [threads, bytes] of configs) {
+    const words = Math.min(bytes, gpu.device.limits.maxComputeWorkgroupStorageSize) / 4;
+    const kernel = {
+      name: `occupancy_t${threads}_s${words * 4}`,
+      source: `
+@group(0) @binding(0) var<storage, read> ctl: array<u32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+var<workgroup> pad: array<u32, ${words}>;
+@compute @workgroup_size(${threads})
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  if (gated_off()) { return; }
+  // pad[i]: the next index of a walk over the words (a stride prime to their count; a warp's 32 loads hit 32 banks)
+  for (var i = t; i < ${words}u; i += ${threads}u) { pad[i] = (i + 17u) % ${words}u; }
+  workgroupBarrier();
+  var a = t % ${words}u;
+  for (var it = 0u; it < ${iters}u; it++) { a = pad[a]; }
+  y[wid.x * ${threads}u + t] = f32(a);
+}
+`,
+    };
+    const times: number[] = [];
+    for (const w of waves) {
+      const d = gpu.dispatch(kernel, {}, [ctl, y], sms * w);
+      times.push(w === 1 ? await medianMs([d], 1) : (await timeDispatches(gpu, [d], 21)).sort((a, b) => a - b)[10]);
+    }
+    const holds = Math.max(...waves.filter((_, i) => times[i] <= 1.3 * times[0]));
+    console.log(
+      `occupancy ${threads} invocations, ${words * 4} B of workgroup memory: ${
+        times.map((t, i) => `w${waves[i]} ${(t * 1000).toFixed(1)}`).join(", ")
+      } us; holds ${holds}`,
+    );
+  }
+  y.destroy();
+}
+
+/**
  * The subgroup-matrix multiply-accumulate rate this device and driver sustain (`--mma-peak`, Dawn): every subgroup of
  * 8 multiply-accumulates 16x16x16 f16 -> f32 into `accs` accumulators from matrices loaded once from workgroup memory,
  * ITERS times, and with `loads` of its 8 left and right operands reloaded from workgroup memory every iteration (the
@@ -1232,6 +1337,8 @@ if ((args.attention && !args.variants) || args.prefill) await benchPrefillAttent
 if (args.gemm) await benchGemm();
 if (args["gemm-probe"]) await benchGemmProbe();
 if (args["mma-peak"]) await benchMmaPeak();
+if (args["gemm-waves"]) await benchGemmWaves();
+if (args.occupancy) await benchOccupancy();
 const bandwidth = bw;
 if (args.json) {
   await Deno.writeTextFile(args.json, JSON.stringify({ device: gpu.description, bandwidth, results }, null, 1));

@@ -108,6 +108,20 @@ export interface TensorTiles {
    */
   wideStores?: boolean;
   /**
+   * The epilogue's result matrices in the staging memory (default false; needs `wideStores`): after the k loop's last
+   * barrier the staged tiles are dead, so each subgroup's 16x16 f32 matrix (1 KB) is stored into a view of the same
+   * workgroup buffer instead of a buffer of its own. Saves 1 KB a subgroup, so that two workgroups of a tile can share
+   * an SM's workgroup memory (`bench_kernels --occupancy`, docs/PERF.md session AA).
+   */
+  sharedEpilogue?: boolean;
+  /**
+   * Each staged item's global and workgroup offsets recomputed where they are used (default false: computed once
+   * before the k loop and held, three registers a staged vec4, 24 at linear's 128 x 128 tiles). The driver compiles
+   * linear's tiles to 173 registers an invocation (docs/PERF.md session AA): two 256-invocation workgroups fit an SM's
+   * 65,536 registers only at 128 or fewer, and 512-invocation workgroups are held to 128.
+   */
+  recomputeSlots?: boolean;
+  /**
    * The weights as f16 pairs (a copy made by `half_weights.ts`) instead of bf16 (default false): each subgroup then
    * loads its right matrices straight from global memory (L1/L2), and only the x rows are staged in workgroup memory.
    */
@@ -126,6 +140,8 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   ahead: 1,
   producers: 0,
   wideStores: false,
+  sharedEpilogue: false,
+  recomputeSlots: false,
   halfWeights: false,
 };
 
@@ -166,6 +182,15 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   }
   if (typeof t.halfWeights !== "boolean") throw new Error(`gemm_tensor: halfWeights = ${t.halfWeights} (a boolean)`);
   if (typeof t.wideStores !== "boolean") throw new Error(`gemm_tensor: wideStores = ${t.wideStores} (a boolean)`);
+  if (typeof t.sharedEpilogue !== "boolean") {
+    throw new Error(`gemm_tensor: sharedEpilogue = ${t.sharedEpilogue} (a boolean)`);
+  }
+  if (typeof t.recomputeSlots !== "boolean") {
+    throw new Error(`gemm_tensor: recomputeSlots = ${t.recomputeSlots} (a boolean)`);
+  }
+  if (t.sharedEpilogue && !t.wideStores) {
+    throw new Error("gemm_tensor: sharedEpilogue needs wideStores (the staged tiles in one workgroup buffer)");
+  }
   for (const key of ["subgroupsM", "subgroupsN", "fragsM", "fragsN"] as const) {
     if (!(Number.isInteger(t[key]) && t[key] >= 1 && t[key] <= 8)) {
       throw new Error(`gemm_tensor: ${key} = ${t[key]} (1..8)`);
@@ -186,7 +211,7 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }${t.wideStores ? "_ws" : ""}_w${subgroupSize}` +
+    }${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}${t.recomputeSlots ? "_rs" : ""}_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -198,14 +223,15 @@ export function tensorTileShape(tiles: TensorTiles = {}): { tileM: number; tileN
 
 /**
  * Workgroup memory (bytes) of the kernel: `buffers` k tiles of staged x and weight rows (f16) and one f32 16x16 matrix
- * per subgroup.
+ * per subgroup (with `sharedEpilogue` in the same memory: the larger of the two).
  */
 export function gemmTensorWorkgroupBytes(tiles: TensorTiles = {}, epilogue: number = Epilogue.PLAIN): number {
   const t = resolveTensorTiles(tiles);
   const { tileM, tileN } = tensorTileShape(t);
   const stride = t.stepK + PAD;
   const weightRows = t.halfWeights ? 0 : tileN * (epilogue === Epilogue.SWIGLU ? 2 : 1); // halfWeights: none staged
-  return 2 * stride * (tileM + weightRows) * t.buffers + 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
+  const staged = 2 * stride * (tileM + weightRows) * t.buffers, results = 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
+  return t.sharedEpilogue ? Math.max(staged, results) : staged + results;
 }
 
 /**
@@ -277,24 +303,28 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const ahead2 = t.ahead === 2;
   const ahead0 = t.ahead === 0;
   const wide = t.wideStores; // the staged tiles in one workgroup buffer, stored as vec4<u32>, loaded as f16
+  const sharedEs = t.sharedEpilogue; // the epilogue's matrices in that buffer too, once the k loop is done
   const xHalves = tileM * (t.stepK + PAD) * t.buffers; // f16 of the staged x tiles
   const wHalves = hw ? 0 : tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers; // and of the weight tiles
 
   const { item, indent, guard } = stagingHelpers(stagers, producers ? "st" : "t");
+  // Staged item s's slot: held in a register set before the k loop, or recomputed at each use (recomputeSlots).
+  const sx = (s: number) => t.recomputeSlots ? `x_slot(${item(s)}, m0)` : `sx${s}`;
+  const sw = (s: number) => t.recomputeSlots ? `w_slot(${item(s)}, n0)` : `sw${s}`;
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
   // `r`: the register set ("p", or "q" for the second tile in flight with ahead = 2).
   const load = (pad: string, k0: string, r = "p") =>
     indent(pad, [
-      ...xSlots.map((s) => `${r}x${s} = load_x(sx${s}, ${k0});`),
-      ...wSlots.map((s) => `${r}w${s} = load_w(sw${s}, ${k0});`),
+      ...xSlots.map((s) => `${r}x${s} = load_x(${sx(s)}, ${k0});`),
+      ...wSlots.map((s) => `${r}w${s} = load_w(${sw(s)}, ${k0});`),
     ]);
   // The registers into workgroup memory (buffer `b`: its offsets xb, wb).
   const store = (pad: string, b: string, r = "p") =>
     indent(pad, [
       "{",
       ...(double ? [`  let xb = ${b} * X_BUF;`, ...(hw ? [] : [`  let wb = ${b} * W_BUF;`])] : []),
-      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}sx${s}.dst, ${r}x${s});`)),
-      ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, ${r}w${s});`)),
+      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}${sx(s)}.dst, ${r}x${s});`)),
+      ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}${sw(s)}.dst, ${r}w${s});`)),
       "}",
     ]);
   // The products of the staged k tile, 16 k at a time: the subgroup's left matrices (x rows), right matrices (weight
@@ -341,7 +371,8 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const epilogueOf = (i: number, j: number) => {
     const at = (v: number) => `sg * ${FRAG * FRAG}u + lane + ${v * sgSize}u`;
     const rc = `sm + ${i * FRAG}u, sn + ${j * FRAG}u`;
-    const store = (acc: string) => `  subgroupMatrixStore<row_major>(&es, sg * ${FRAG * FRAG}u, ${acc}, ${FRAG}u);`;
+    const store = (acc: string) =>
+      `  subgroupMatrixStore<row_major>(${sharedEs ? "es" : "&es"}, sg * ${FRAG * FRAG}u, ${acc}, ${FRAG}u);`;
     const part = (acc: string, c: string) => [
       [store(acc)],
       perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, ${c}, es[${at(v)}]);`),
@@ -512,16 +543,24 @@ ${
     }
 ${
       wide
-        ? `// xs and ws are views of one buffer (${xHalves} f16 of x tiles, then the weight tiles): stored as vec4<u32>.
+        ? `// xs and ws are views of one buffer (${xHalves} f16 of x tiles, then the weight tiles): stored as vec4<u32>.${
+          sharedEs
+            ? "\n// After the k loop es, the epilogue's matrices, is a view of it too (at 0: the staged tiles are dead)."
+            : ""
+        }
 const X_HALVES: u32 = ${xHalves}u;
-var<workgroup> staged: buffer<${2 * (xHalves + wHalves)}>;`
+var<workgroup> staged: buffer<${
+          sharedEs ? Math.max(2 * (xHalves + wHalves), 4 * FRAG * FRAG * subgroups) : 2 * (xHalves + wHalves)
+        }>;`
         : `var<workgroup> xs: array<f16, ${xHalves}>;${
           hw ? "" : `
 var<workgroup> ws: array<f16, ${wHalves}>;`
         }`
     }
-var<workgroup> es: array<f32, ${FRAG * FRAG * subgroups}>;
-alias Left = subgroup_matrix_left<f16, ${FRAG}, ${FRAG}>;
+${
+      sharedEs ? "" : `var<workgroup> es: array<f32, ${FRAG * FRAG * subgroups}>;
+`
+    }alias Left = subgroup_matrix_left<f16, ${FRAG}, ${FRAG}>;
 alias Right = subgroup_matrix_right<f16, ${FRAG}, ${FRAG}>;
 alias Result = subgroup_matrix_result<f32, ${FRAG}, ${FRAG}>;
 
@@ -678,8 +717,8 @@ ${tileOrigin(split)}
   // This invocation's share of each staged tile (item ${
       producers ? "st" : "t"
     } + s * ${stagers}), and the registers that carry it.
-${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
-${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
+${t.recomputeSlots ? "" : xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
+${t.recomputeSlots ? "" : wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
 ${xSlots.map((s) => `  var px${s}: vec4<u32>;`).join("\n")}
 ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}${
       hw
@@ -705,7 +744,13 @@ ${
       )
         .join("\n")
     }
-${kLoop()}
+${kLoop()}${
+      sharedEs
+        ? `
+  // The k loop ended on a barrier: every subgroup is done with the staged tiles, whose memory now holds es.
+  let es = bufferView<array<f32, ${FRAG * FRAG * subgroups}>>(&staged, 0u);`
+        : ""
+    }
 ${FI.flatMap((i) => FJ.map((j) => epilogueOf(i, j))).join("\n")}
 }
 `,

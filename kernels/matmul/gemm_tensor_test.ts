@@ -218,6 +218,29 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ...TENSOR_TILES_LARGE_M, wideStores: true },
     { halfWeights: true, wideStores: true },
     { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4, wideStores: true },
+    // the epilogue's matrices in the staging memory: after one and two buffers, two tiles in flight, producers
+    { ...TENSOR_TILES.plain, wideStores: true, sharedEpilogue: true },
+    { ...TENSOR_TILES.swiglu, wideStores: true, sharedEpilogue: true },
+    {
+      subgroupsM: 2,
+      subgroupsN: 2,
+      fragsM: 4,
+      fragsN: 4,
+      stepK: 32,
+      buffers: 1,
+      wideStores: true,
+      sharedEpilogue: true,
+    },
+    { ahead: 2, wideStores: true, sharedEpilogue: true },
+    { stepK: 16, buffers: 1, wideStores: true, sharedEpilogue: true }, // the staged tiles smaller than the matrices
+    { producers: 2, wideStores: true, sharedEpilogue: true },
+    // each staged item's offsets recomputed at each use instead of held in registers
+    { ...TENSOR_TILES.plain, recomputeSlots: true },
+    { ...TENSOR_TILES.swiglu, recomputeSlots: true, wideStores: true, sharedEpilogue: true },
+    { ...TENSOR_TILES_LARGE_M, recomputeSlots: true },
+    { ahead: 2, recomputeSlots: true },
+    { buffers: 2, ahead: 1, recomputeSlots: true },
+    { producers: 2, recomputeSlots: true },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -461,6 +484,28 @@ tensorTest(
   },
 );
 
+tensorTest(
+  "gemm_tensor with the epilogue in the staging memory: correct at awkward sizes, and its checks catch broken kernels",
+  async (gpu) => {
+    const tiles = { ...TENSOR_TILES.plain, wideStores: true, sharedEpilogue: true };
+    const cases: [string, string][] = [
+      // each subgroup stores its matrix into its neighbour's slot: the results land in the wrong rows and columns
+      ["subgroupMatrixStore<row_major>(es, sg * 256u,", "subgroupMatrixStore<row_major>(es, (sg ^ 1u) * 256u,"],
+    ];
+    const subgroupSize = tensorSubgroupSize(gpu);
+    const subjects = [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => ({
+      epilogue,
+      kernel: gemmTensorKernelFor({ ...tiles, epilogue, subgroupSize }),
+    }));
+    const check = (s: (typeof subjects)[number], kernel: Kernel) =>
+      checkTensor(gpu, 37, 128, 144, { ...tiles, epilogue: s.epilogue, kernel, bigX: 1e5 });
+    await assertMutantsCaught(subjects, cases, check, "sharedEpilogue: ");
+    for (const [rows, k, n] of [[1, 64, 16], [130, 4096, 80], [129, 192, 272]]) {
+      await checkTensor(gpu, rows, k, n, { ...tiles, bigX: 1e5 });
+    }
+  },
+);
+
 Deno.test({
   name:
     "gemm_tensor kernels compile under Dawn's WGSL compiler (its null backend: no GPU needed), a broken one fails, and every workgroup variable is a multiple of 16 bytes",
@@ -488,6 +533,13 @@ Deno.test({
       { ...TENSOR_TILES.plain, ahead: 0, wideStores: true, splitK: 2 },
       { halfWeights: true, wideStores: true },
       { producers: 2, wideStores: true },
+      { wideStores: true, sharedEpilogue: true },
+      { ...TENSOR_TILES.plain, ahead: 0, wideStores: true, sharedEpilogue: true, splitK: 2 },
+      { stepK: 16, buffers: 1, wideStores: true, sharedEpilogue: true },
+      { producers: 2, wideStores: true, sharedEpilogue: true },
+      { ...TENSOR_TILES.plain, recomputeSlots: true, splitK: 2 },
+      { ahead: 2, recomputeSlots: true },
+      { producers: 2, recomputeSlots: true, wideStores: true, sharedEpilogue: true },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

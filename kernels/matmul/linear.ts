@@ -33,7 +33,7 @@
 
 import { UserError } from "../../common/errors.ts";
 import { numberChoiceFromEnv } from "../../common/env.ts";
-import type { Dispatch, Gpu } from "../runtime.ts";
+import { type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
 import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
@@ -69,9 +69,10 @@ export type PrefillMath = typeof PREFILL_MATHS[number];
 
 /**
  * The tensor GEMM's knobs `linear` does not take: `halfWeights` reads an f16 copy of the weights (`linear` has bf16
- * ones), and `wideStores` measured no faster (a sweep's option, `tools/bench_kernels.ts`).
+ * ones), and `wideStores` measured no faster (a sweep's option, `tools/bench_kernels.ts`), nor `sharedEpilogue`, which
+ * needs it.
  */
-const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores"] as const;
+const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores", "sharedEpilogue", "recomputeSlots"] as const;
 
 /** The tensor GEMM's tile knobs that `linear` takes (all but TENSOR_KNOBS_NOT_TAKEN). */
 type LinearTensorTiles = Omit<TensorTiles, typeof TENSOR_KNOBS_NOT_TAKEN[number]>;
@@ -202,7 +203,12 @@ export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTi
  */
 export const TENSOR_LARGE_M_ROWS = 2048;
 
-/** 256 x 128 of 16 subgroups, each 64 x 32 (4 x 2 matrices); one k tile of 32: 47,104 bytes of workgroup memory. */
+/**
+ * 256 x 128 of 16 subgroups, each 64 x 32 (4 x 2 matrices); one k tile of 32 staged, through one workgroup buffer in
+ * which the epilogue's matrices then take the staged tiles' place (`wideStores`, `sharedEpilogue`): 30,720 bytes of
+ * workgroup memory instead of 47,104. Measured 1% faster with them (session AA, two calls, 7B at M = 2,048, us: qkv
+ * 1,057.9 / 1,066.7 -> 1,046.8 / 1,056.0, down 952.2 / 959.0 -> 940.8 / 948.6, o 370.4 / 373.1 -> 367.0 / 369.2).
+ */
 export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
   subgroupsM: 4,
   subgroupsN: 4,
@@ -210,13 +216,40 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
   fragsN: 2,
   stepK: 32,
   buffers: 1,
+  wideStores: true,
+  sharedEpilogue: true,
+};
+
+/**
+ * Rows up to which SwiGLU products take TENSOR_TILES_SMALL_M_SWIGLU: measured at 128 rows (the 7B's gate_up, session
+ * AA, two calls: 212.1 / 211.5 -> 194.3 / 197.0 us) and slower at 2,048 (1,939.9 -> 2,178.4); between not measured.
+ */
+export const TENSOR_SMALL_M_ROWS = 128;
+
+/**
+ * 128 x 64 (gate and up rows: 128 weight rows) of 4 subgroups, each 64 x 32; one k tile of 32 staged, the epilogue's
+ * matrices in its place: 20,480 bytes of workgroup memory and 163 registers an invocation (tools/vk_stats), so that
+ * two workgroups share an SM; at 128 rows the 7B's gate_up is 172 of them, all resident at once.
+ */
+export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
+  subgroupsM: 2,
+  subgroupsN: 2,
+  fragsM: 4,
+  fragsN: 2,
+  stepK: 32,
+  buffers: 1,
+  ahead: 0,
+  wideStores: true,
+  sharedEpilogue: true,
 };
 
 /**
  * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
- * first for plain products of TENSOR_LARGE_M_ROWS rows or more), else, where that one's workgroup memory exceeds the
- * device's or K is not a multiple of its k step, the same with one buffer, then k steps of 16, then the 64 x 64 default
- * tile. Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
+ * first for plain products of TENSOR_LARGE_M_ROWS rows or more, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of at
+ * most TENSOR_SMALL_M_ROWS), else, where that one's workgroup memory exceeds the device's or K is not a multiple of its
+ * k step, the same with one buffer, then k steps of 16, then the 64 x 64 default tile. Where the runtime's WGSL lacks
+ * the `buffer_view` language feature, tiles staged through one workgroup buffer (`wideStores`) are taken without it.
+ * Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
@@ -228,16 +261,21 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
     if (a[key] !== undefined) given[key] = a[key];
   }
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
-  const preferred = TENSOR_TILES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"];
+  const swiglu = epilogue === Epilogue.SWIGLU;
+  const preferred = TENSOR_TILES[swiglu ? "swiglu" : "plain"];
   const fallbacks: TensorTiles[] = [
-    ...(epilogue === Epilogue.PLAIN && a.rows >= TENSOR_LARGE_M_ROWS ? [TENSOR_TILES_LARGE_M] : []),
+    ...(!swiglu && a.rows >= TENSOR_LARGE_M_ROWS ? [TENSOR_TILES_LARGE_M] : []),
+    ...(swiglu && a.rows <= TENSOR_SMALL_M_ROWS ? [TENSOR_TILES_SMALL_M_SWIGLU] : []),
     preferred,
     { ...preferred, buffers: 1 },
     { ...preferred, stepK: 16, buffers: 1 },
     GEMM_TENSOR_DEFAULT_TILES,
     { ...GEMM_TENSOR_DEFAULT_TILES, stepK: 16, buffers: 1 },
   ];
-  return fallbacks.map((t) => ({ ...t, ...given })).find((t) => {
+  const bufferViews = hasWgslFeature(gpu, "buffer_view");
+  const viewless = (t: TensorTiles) =>
+    bufferViews || !t.wideStores ? t : { ...t, wideStores: false, sharedEpilogue: false };
+  return fallbacks.map((t) => ({ ...viewless(t), ...given })).find((t) => {
     try {
       checkTensorShape({ ...a, stepK: t.stepK });
       return gemmTensorWorkgroupBytes(t, epilogue) <= gpu.device.limits.maxComputeWorkgroupStorageSize;

@@ -21,8 +21,10 @@ import {
   SPLIT_K_ENV,
   splitKFor,
   TENSOR_LARGE_M_ROWS,
+  TENSOR_SMALL_M_ROWS,
   TENSOR_TILES,
   TENSOR_TILES_LARGE_M,
+  TENSOR_TILES_SMALL_M_SWIGLU,
   tensorTilesFor,
 } from "./linear.ts";
 import { ROW_SCALE_HALF_KERNEL, ROW_SCALE_KERNEL } from "./row_scale.ts";
@@ -294,8 +296,11 @@ gpuTest(
 );
 
 Deno.test("tensorTilesFor takes 256-row tiles for plain products from 2,048 rows, where they fit", () => {
-  const device = (bytes: number) =>
-    ({ device: { limits: { maxComputeWorkgroupStorageSize: bytes } } }) as unknown as Gpu;
+  const device = (bytes: number, languageFeatures = ["buffer_view"]) =>
+    ({
+      device: { limits: { maxComputeWorkgroupStorageSize: bytes } },
+      entry: { wgslLanguageFeatures: new Set(languageFeatures) },
+    }) as unknown as Gpu;
   const h200 = device(49152);
   const product = (rows: number, epilogue: number = Epilogue.PLAIN) =>
     ({ rows, k: 4096, n: 12288, epilogue }) as unknown as LinearArgs;
@@ -308,8 +313,40 @@ Deno.test("tensorTilesFor takes 256-row tiles for plain products from 2,048 rows
     const small = { ...product(TENSOR_LARGE_M_ROWS), k, n } as LinearArgs;
     assertEquals(tensorTilesFor(h200, small), TENSOR_TILES_LARGE_M);
   }
-  // 46,000 bytes of workgroup memory: no room for the 256-row tile (47,104), the 128-row one (45,056) fits
-  assertEquals(tensorTilesFor(device(46000), product(TENSOR_LARGE_M_ROWS)), TENSOR_TILES.plain);
+  // without buffer views the 256-row tile stages through two workgroup variables: 47,104 bytes
+  const viewless = { ...TENSOR_TILES_LARGE_M, wideStores: false, sharedEpilogue: false };
+  assertEquals(tensorTilesFor(device(49152, []), product(TENSOR_LARGE_M_ROWS)), viewless);
+  // 46,000 bytes of workgroup memory and no buffer views: no room for that (47,104), the 128-row one (45,056) fits
+  assertEquals(tensorTilesFor(device(46000, []), product(TENSOR_LARGE_M_ROWS)), TENSOR_TILES.plain);
+  // 30,000 bytes: neither 256-row tile (30,720 with buffer views) nor the 128-row one; the latter with k steps of 16
+  assertEquals(tensorTilesFor(device(30000), product(TENSOR_LARGE_M_ROWS)), {
+    ...TENSOR_TILES.plain,
+    stepK: 16,
+    buffers: 1,
+  });
   // knobs the caller gives win
   assertEquals(tensorTilesFor(h200, { ...product(TENSOR_LARGE_M_ROWS), stepK: 16 })?.stepK, 16);
+});
+
+Deno.test("tensorTilesFor takes 4-subgroup tiles for SwiGLU products of at most 128 rows", () => {
+  const device = (languageFeatures: string[]) =>
+    ({
+      device: { limits: { maxComputeWorkgroupStorageSize: 49152 } },
+      entry: { wgslLanguageFeatures: new Set(languageFeatures) },
+    }) as unknown as Gpu;
+  const swiglu = (rows: number) => ({ rows, k: 4096, n: 11008, epilogue: Epilogue.SWIGLU }) as unknown as LinearArgs;
+  for (const rows of [1, 17, TENSOR_SMALL_M_ROWS]) {
+    assertEquals(tensorTilesFor(device(["buffer_view"]), swiglu(rows)), TENSOR_TILES_SMALL_M_SWIGLU);
+  }
+  assertEquals(tensorTilesFor(device(["buffer_view"]), swiglu(TENSOR_SMALL_M_ROWS + 1)), TENSOR_TILES.swiglu);
+  assertEquals(tensorTilesFor(device([]), swiglu(TENSOR_SMALL_M_ROWS)), {
+    ...TENSOR_TILES_SMALL_M_SWIGLU,
+    wideStores: false,
+    sharedEpilogue: false,
+  });
+  // plain products of few rows keep the 8-subgroup tile
+  assertEquals(
+    tensorTilesFor(device(["buffer_view"]), { ...swiglu(TENSOR_SMALL_M_ROWS), epilogue: Epilogue.PLAIN }),
+    TENSOR_TILES.plain,
+  );
 });
