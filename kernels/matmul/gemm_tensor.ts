@@ -115,13 +115,6 @@ export interface TensorTiles {
    */
   sharedEpilogue?: boolean;
   /**
-   * Each staged item's global and workgroup offsets recomputed where they are used (default false: computed once
-   * before the k loop and held, three registers a staged vec4, 24 at linear's 128 x 128 tiles). The driver compiles
-   * linear's tiles to 173 registers an invocation (docs/PERF.md session AA): two 256-invocation workgroups fit an SM's
-   * 65,536 registers only at 128 or fewer, and 512-invocation workgroups are held to 128.
-   */
-  recomputeSlots?: boolean;
-  /**
    * The weights as f16 pairs (a copy made by `half_weights.ts`) instead of bf16 (default false): each subgroup then
    * loads its right matrices straight from global memory (L1/L2), and only the x rows are staged in workgroup memory.
    */
@@ -141,7 +134,6 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   producers: 0,
   wideStores: false,
   sharedEpilogue: false,
-  recomputeSlots: false,
   halfWeights: false,
 };
 
@@ -185,9 +177,6 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   if (typeof t.sharedEpilogue !== "boolean") {
     throw new Error(`gemm_tensor: sharedEpilogue = ${t.sharedEpilogue} (a boolean)`);
   }
-  if (typeof t.recomputeSlots !== "boolean") {
-    throw new Error(`gemm_tensor: recomputeSlots = ${t.recomputeSlots} (a boolean)`);
-  }
   if (t.sharedEpilogue && !t.wideStores) {
     throw new Error("gemm_tensor: sharedEpilogue needs wideStores (the staged tiles in one workgroup buffer)");
   }
@@ -211,7 +200,7 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}${t.recomputeSlots ? "_rs" : ""}_w${subgroupSize}` +
+    }${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -308,23 +297,20 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const wHalves = hw ? 0 : tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers; // and of the weight tiles
 
   const { item, indent, guard } = stagingHelpers(stagers, producers ? "st" : "t");
-  // Staged item s's slot: held in a register set before the k loop, or recomputed at each use (recomputeSlots).
-  const sx = (s: number) => t.recomputeSlots ? `x_slot(${item(s)}, m0)` : `sx${s}`;
-  const sw = (s: number) => t.recomputeSlots ? `w_slot(${item(s)}, n0)` : `sw${s}`;
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
   // `r`: the register set ("p", or "q" for the second tile in flight with ahead = 2).
   const load = (pad: string, k0: string, r = "p") =>
     indent(pad, [
-      ...xSlots.map((s) => `${r}x${s} = load_x(${sx(s)}, ${k0});`),
-      ...wSlots.map((s) => `${r}w${s} = load_w(${sw(s)}, ${k0});`),
+      ...xSlots.map((s) => `${r}x${s} = load_x(sx${s}, ${k0});`),
+      ...wSlots.map((s) => `${r}w${s} = load_w(sw${s}, ${k0});`),
     ]);
   // The registers into workgroup memory (buffer `b`: its offsets xb, wb).
   const store = (pad: string, b: string, r = "p") =>
     indent(pad, [
       "{",
       ...(double ? [`  let xb = ${b} * X_BUF;`, ...(hw ? [] : [`  let wb = ${b} * W_BUF;`])] : []),
-      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}${sx(s)}.dst, ${r}x${s});`)),
-      ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}${sw(s)}.dst, ${r}w${s});`)),
+      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}sx${s}.dst, ${r}x${s});`)),
+      ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, ${r}w${s});`)),
       "}",
     ]);
   // The products of the staged k tile, 16 k at a time: the subgroup's left matrices (x rows), right matrices (weight
@@ -717,8 +703,8 @@ ${tileOrigin(split)}
   // This invocation's share of each staged tile (item ${
       producers ? "st" : "t"
     } + s * ${stagers}), and the registers that carry it.
-${t.recomputeSlots ? "" : xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
-${t.recomputeSlots ? "" : wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
+${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
+${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
 ${xSlots.map((s) => `  var px${s}: vec4<u32>;`).join("\n")}
 ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}${
       hw

@@ -20,7 +20,7 @@ import {
   tensorSubgroupSize,
   type TensorTiles,
 } from "./gemm_tensor.ts";
-import { TENSOR_TILES, TENSOR_TILES_LARGE_M } from "./linear.ts";
+import { TENSOR_TILES, TENSOR_TILES_LARGE_M, TENSOR_TILES_SMALL_M_SWIGLU } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { halfWeights } from "../weights/half_weights.ts";
@@ -205,7 +205,7 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { producers: 1 },
     { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4 },
     { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 32, buffers: 2, producers: 8 },
-    TENSOR_TILES_LARGE_M, // linear's for plain products of 2,048 rows or more (SwiGLU: no room)
+    TENSOR_TILES_LARGE_M, // linear's for plain products of 2,048 rows or more (through one buffer)
     // no k tile carried across the products, one and two buffers
     { ...TENSOR_TILES.plain, ahead: 0 },
     { ...TENSOR_TILES.swiglu, ahead: 0 },
@@ -215,7 +215,7 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ...TENSOR_TILES.plain, wideStores: true },
     { ...TENSOR_TILES.swiglu, ahead: 0, wideStores: true },
     { wideStores: true },
-    { ...TENSOR_TILES_LARGE_M, wideStores: true },
+    { ...TENSOR_TILES_LARGE_M, wideStores: false, sharedEpilogue: false }, // linear's without buffer views
     { halfWeights: true, wideStores: true },
     { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 32, buffers: 2, producers: 4, wideStores: true },
     // the epilogue's matrices in the staging memory: after one and two buffers, two tiles in flight, producers
@@ -234,13 +234,8 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ahead: 2, wideStores: true, sharedEpilogue: true },
     { stepK: 16, buffers: 1, wideStores: true, sharedEpilogue: true }, // the staged tiles smaller than the matrices
     { producers: 2, wideStores: true, sharedEpilogue: true },
-    // each staged item's offsets recomputed at each use instead of held in registers
-    { ...TENSOR_TILES.plain, recomputeSlots: true },
-    { ...TENSOR_TILES.swiglu, recomputeSlots: true, wideStores: true, sharedEpilogue: true },
-    { ...TENSOR_TILES_LARGE_M, recomputeSlots: true },
-    { ahead: 2, recomputeSlots: true },
-    { buffers: 2, ahead: 1, recomputeSlots: true },
-    { producers: 2, recomputeSlots: true },
+    { ...TENSOR_TILES.swiglu, wideStores: true, sharedEpilogue: true, buffers: 2, ahead: 1 },
+    TENSOR_TILES_SMALL_M_SWIGLU, // linear's for SwiGLU products of at most 128 rows
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -537,9 +532,8 @@ Deno.test({
       { ...TENSOR_TILES.plain, ahead: 0, wideStores: true, sharedEpilogue: true, splitK: 2 },
       { stepK: 16, buffers: 1, wideStores: true, sharedEpilogue: true },
       { producers: 2, wideStores: true, sharedEpilogue: true },
-      { ...TENSOR_TILES.plain, recomputeSlots: true, splitK: 2 },
-      { ahead: 2, recomputeSlots: true },
-      { producers: 2, recomputeSlots: true, wideStores: true, sharedEpilogue: true },
+      TENSOR_TILES_SMALL_M_SWIGLU,
+      { ...TENSOR_TILES_SMALL_M_SWIGLU, splitK: 2 },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

@@ -72,7 +72,7 @@ export type PrefillMath = typeof PREFILL_MATHS[number];
  * ones), and `wideStores` measured no faster (a sweep's option, `tools/bench_kernels.ts`), nor `sharedEpilogue`, which
  * needs it.
  */
-const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores", "sharedEpilogue", "recomputeSlots"] as const;
+const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores", "sharedEpilogue"] as const;
 
 /** The tensor GEMM's tile knobs that `linear` takes (all but TENSOR_KNOBS_NOT_TAKEN). */
 type LinearTensorTiles = Omit<TensorTiles, typeof TENSOR_KNOBS_NOT_TAKEN[number]>;
@@ -228,8 +228,8 @@ export const TENSOR_SMALL_M_ROWS = 128;
 
 /**
  * 128 x 64 (gate and up rows: 128 weight rows) of 4 subgroups, each 64 x 32; one k tile of 32 staged, the epilogue's
- * matrices in its place: 20,480 bytes of workgroup memory and 163 registers an invocation (tools/vk_stats), so that
- * two workgroups share an SM; at 128 rows the 7B's gate_up is 172 of them, all resident at once.
+ * matrices in its place: 20,480 bytes of workgroup memory and 236 registers an invocation (tools/vk_stats), so that
+ * two workgroups share an SM; at 128 rows the 7B's gate_up is 172 of them, in one wave.
  */
 export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
   subgroupsM: 2,
