@@ -116,9 +116,9 @@ tensorTest("tensor prefill attention built gated runs only while ctl[ACTIVE] is 
 tensorTest("tensor prefill attention checks catch broken kernels, one pass and two", async (gpu) => {
   // 33 rows at positions 0 and 17, head_dim 64: short rows see few keys, so one key more or less is far outside the
   // tolerance; sharp scores (std 30, SHARP_TOL) make one pass rescale.
-  const run = async (k: Kernel) => {
-    for (const pos of [17, 0]) await check(gpu, prefillCase(33, pos, 2, 64), { kernel: k });
-    await check(gpu, { ...prefillCase(100, 3, 2, 64), qStd: 30 }, { kernel: k, tol: SHARP_TOL });
+  const run = async (k: Kernel, passes: number) => {
+    for (const pos of [17, 0]) await check(gpu, prefillCase(33, pos, 2, 64), { kernel: k, passes });
+    await check(gpu, { ...prefillCase(100, 3, 2, 64), qStd: 30 }, { kernel: k, passes, tol: SHARP_TOL });
   };
   const kernelOf = (passes: number) =>
     attentionPrefillTensorKernelFor({ headDim: 64, subgroupSize: tensorSubgroupSize(gpu), passes });
@@ -159,9 +159,12 @@ tensorTest("tensor prefill attention checks catch broken kernels, one pass and t
   };
   for (const passes of [1, 2]) {
     const kernel = kernelOf(passes);
-    await run(kernel);
+    await run(kernel, passes);
     for (const [what, from, to] of broken[passes]) {
-      await assertCaught(() => run(mutate(kernel, from, to)), `${what} (${passes} pass${passes > 1 ? "es" : ""})`);
+      await assertCaught(
+        () => run(mutate(kernel, from, to), passes),
+        `${what} (${passes} pass${passes > 1 ? "es" : ""})`,
+      );
     }
   }
 });

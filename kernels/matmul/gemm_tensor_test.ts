@@ -482,7 +482,8 @@ tensorTest(
 tensorTest(
   "gemm_tensor with the epilogue in the staging memory: correct at awkward sizes, and its checks catch broken kernels",
   async (gpu) => {
-    const tiles = { ...TENSOR_TILES.plain, wideStores: true, sharedEpilogue: true };
+    // k steps of 32: the SwiGLU's 256 weight rows fit (30,720 bytes)
+    const tiles = { ...TENSOR_TILES.plain, stepK: 32, wideStores: true, sharedEpilogue: true };
     const cases: [string, string][] = [
       // each subgroup stores its matrix into its neighbour's slot: the results land in the wrong rows and columns
       ["subgroupMatrixStore<row_major>(es, sg * 256u,", "subgroupMatrixStore<row_major>(es, (sg ^ 1u) * 256u,"],
