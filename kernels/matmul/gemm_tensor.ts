@@ -33,6 +33,9 @@
  * others only multiply (one barrier a k step), so that staging could overlap the products: measured about half as fast
  * on the H200 (session X; ARCHITECTURE.md), kept as a tested option.
  *
+ * `wideStores` stages through one workgroup `buffer` (WGSL `buffer_view`) and `sharedEpilogue` then stores the
+ * epilogue's matrices into it, in place of the dead staged tiles.
+ *
  * `halfWeights` reads an f16 copy of the weights (`half_weights.ts`) as right matrices straight from global memory and
  * stages only x: measured about half as fast on the H200 (session W; ARCHITECTURE.md), kept as a tested option.
  *
@@ -110,8 +113,8 @@ export interface TensorTiles {
   /**
    * The epilogue's result matrices in the staging memory (default false; needs `wideStores`): after the k loop's last
    * barrier the staged tiles are dead, so each subgroup's 16x16 f32 matrix (1 KB) is stored into a view of the same
-   * workgroup buffer instead of a buffer of its own. Saves 1 KB a subgroup, so that two workgroups of a tile can share
-   * an SM's workgroup memory (`bench_kernels --occupancy`, docs/PERF.md session AA).
+   * workgroup buffer instead of a buffer of its own: 1 KB a subgroup less. linear's 256-row tile takes it (30,720
+   * bytes instead of 47,104; 1% faster on the H200, docs/PERF.md session AA).
    */
   sharedEpilogue?: boolean;
   /**

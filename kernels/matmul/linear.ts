@@ -221,10 +221,18 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
 };
 
 /**
- * Rows up to which SwiGLU products take TENSOR_TILES_SMALL_M_SWIGLU: measured at 128 rows (the 7B's gate_up, session
- * AA, two calls: 212.1 / 211.5 -> 194.3 / 197.0 us) and slower at 2,048 (1,939.9 -> 2,178.4); between not measured.
+ * Rows up to which SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K take TENSOR_TILES_SMALL_M_SWIGLU: measured at
+ * 128 rows (the 7B's gate_up, session AA, two calls: 212.1 / 211.5 -> 194.3 / 197.0 us; the 7B's Dawn TTFT at 128
+ * tokens 17.66 -> 17.14 ms, results/2026-12-01_run07) and slower at 2,048 (1,939.9 -> 2,178.4); between not measured.
  */
 export const TENSOR_SMALL_M_ROWS = 128;
+
+/**
+ * The least K of a SwiGLU product that takes TENSOR_TILES_SMALL_M_SWIGLU. The 1B's gate_up (K = 2,048) was slower
+ * with it: its Dawn TTFT at 128 tokens 5.15 -> 6.11 ms and its Hydra's 8.32 -> 10.06 (results/2026-12-01_run06 against
+ * run08, session AA), where the 7B's (K = 4,096) gained 0.5 ms.
+ */
+export const TENSOR_SMALL_M_SWIGLU_MIN_K = 4096;
 
 /**
  * 128 x 64 (gate and up rows: 128 weight rows) of 4 subgroups, each 64 x 32; one k tile of 32 staged, the epilogue's
@@ -246,7 +254,7 @@ export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
 /**
  * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
  * first for plain products of TENSOR_LARGE_M_ROWS rows or more, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of at
- * most TENSOR_SMALL_M_ROWS), else, where that one's workgroup memory exceeds the device's or K is not a multiple of its
+ * most TENSOR_SMALL_M_ROWS and K of at least TENSOR_SMALL_M_SWIGLU_MIN_K), else, where that one's workgroup memory exceeds the device's or K is not a multiple of its
  * k step, the same with one buffer, then k steps of 16, then the 64 x 64 default tile. Where the runtime's WGSL lacks
  * the `buffer_view` language feature, tiles staged through one workgroup buffer (`wideStores`) are taken without it.
  * Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
@@ -265,7 +273,9 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const preferred = TENSOR_TILES[swiglu ? "swiglu" : "plain"];
   const fallbacks: TensorTiles[] = [
     ...(!swiglu && a.rows >= TENSOR_LARGE_M_ROWS ? [TENSOR_TILES_LARGE_M] : []),
-    ...(swiglu && a.rows <= TENSOR_SMALL_M_ROWS ? [TENSOR_TILES_SMALL_M_SWIGLU] : []),
+    ...(swiglu && a.rows <= TENSOR_SMALL_M_ROWS && a.k >= TENSOR_SMALL_M_SWIGLU_MIN_K
+      ? [TENSOR_TILES_SMALL_M_SWIGLU]
+      : []),
     preferred,
     { ...preferred, buffers: 1 },
     { ...preferred, stepK: 16, buffers: 1 },

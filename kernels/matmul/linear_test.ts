@@ -22,6 +22,7 @@ import {
   splitKFor,
   TENSOR_LARGE_M_ROWS,
   TENSOR_SMALL_M_ROWS,
+  TENSOR_SMALL_M_SWIGLU_MIN_K,
   TENSOR_TILES,
   TENSOR_TILES_LARGE_M,
   TENSOR_TILES_SMALL_M_SWIGLU,
@@ -328,7 +329,7 @@ Deno.test("tensorTilesFor takes 256-row tiles for plain products from 2,048 rows
   assertEquals(tensorTilesFor(h200, { ...product(TENSOR_LARGE_M_ROWS), stepK: 16 })?.stepK, 16);
 });
 
-Deno.test("tensorTilesFor takes 4-subgroup tiles for SwiGLU products of at most 128 rows", () => {
+Deno.test("tensorTilesFor takes 4-subgroup tiles for SwiGLU products of at most 128 rows and K of 4,096 or more", () => {
   const device = (languageFeatures: string[]) =>
     ({
       device: { limits: { maxComputeWorkgroupStorageSize: 49152 } },
@@ -344,6 +345,11 @@ Deno.test("tensorTilesFor takes 4-subgroup tiles for SwiGLU products of at most 
     wideStores: false,
     sharedEpilogue: false,
   });
+  // the 1B's gate_up (K = 2,048) keeps the 8-subgroup tile: measured slower with the small one
+  assertEquals(
+    tensorTilesFor(device(["buffer_view"]), { ...swiglu(TENSOR_SMALL_M_ROWS), k: TENSOR_SMALL_M_SWIGLU_MIN_K / 2 }),
+    TENSOR_TILES.swiglu,
+  );
   // plain products of few rows keep the 8-subgroup tile
   assertEquals(
     tensorTilesFor(device(["buffer_view"]), { ...swiglu(TENSOR_SMALL_M_ROWS), epilogue: Epilogue.PLAIN }),
