@@ -35,7 +35,7 @@
  * or staged, over grid caps) for qkv and gate_up at one row.
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe] [--gemm-probe]
- *                                      [--mma-peak] [--gemm-waves] [--occupancy]
+ *                                      [--mma-peak] [--gemm-waves] [--occupancy] [--sms 132]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--tensor-tiles JSON] [--size 7b|1b]]
  *                                      [--matvec [--rows 1,4]]
  *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE]
@@ -99,7 +99,7 @@ import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["json", "rows", "tiles", "tensor-tiles", "webgpu", "variants", "size", "rounds"],
+  string: ["json", "rows", "tiles", "tensor-tiles", "webgpu", "variants", "size", "rounds", "sms"],
   boolean: [
     "quick",
     "gemm",
@@ -182,6 +182,16 @@ interface Row {
 }
 const results: Row[] = [];
 const ctl = gpu.buffer("ctl", CTL_SLOTS * 4);
+
+/**
+ * The GPU's multiprocessors, which WebGPU does not report: the H200's 132 unless `--sms N` says otherwise. The
+ * occupancy probes (`--gemm-waves`, `--occupancy`, `--mma-peak`) dispatch whole waves of them.
+ */
+const SMS = Number(args.sms ?? 132);
+if (!(Number.isInteger(SMS) && SMS >= 1)) {
+  console.error(`error: --sms is the GPU's multiprocessor count, a positive integer; got "${args.sms}".`);
+  Deno.exit(2);
+}
 
 /**
  * Busy time before every measurement (`medianMs`). 300 ms was not always enough on the H200 (session V, `nvidia-smi
@@ -1159,7 +1169,7 @@ async function benchGemmProbe(): Promise<void> {
 
 /**
  * How many of a tensor-core GEMM's workgroups an SM runs at once (`--gemm-waves`, Dawn): one row of tiles (M = tileM)
- * over K = 4,096 and N = tileN * SMs * w columns, w = 1..4 (SMs: 132, the H200's), at linear's tiles and each of
+ * over K = 4,096 and N = tileN * SMS * w columns, w = 1..4, at linear's tiles and each of
  * `--tensor-tiles`. A workgroup's k loop waits on global memory most of its time (docs/PERF.md), so if two workgroups
  * share an SM, w = 2 takes well under twice w = 1; if w = 2 takes twice as long, one runs at a time (registers or
  * workgroup memory forbid a second). Prints us per w and the ratio to w = 1.
@@ -1170,7 +1180,7 @@ async function benchGemmWaves(): Promise<void> {
     console.log(`gemm_waves: not run (${unsupported})`);
     return;
   }
-  const sms = 132, k = 4096, waves = [1, 2, 3, 4];
+  const sms = SMS, k = 4096, waves = [1, 2, 3, 4];
   const given: TensorTiles[] = args["tensor-tiles"] ? JSON.parse(args["tensor-tiles"]) : [];
   const tileSets = [TENSOR_TILES.plain, ...given];
   const maxN = Math.max(...tileSets.map((t) => tensorTileShape(t).tileN)) * sms * Math.max(...waves);
@@ -1205,14 +1215,13 @@ async function benchGemmWaves(): Promise<void> {
  * How many workgroups of a given workgroup memory an SM holds at once (`--occupancy`): a kernel whose invocations each
  * chase a chain of dependent workgroup-memory loads (latency-bound, one load in flight a warp: workgroups sharing an SM
  * overlap completely up to dozens of warps; a chain of FMAs filled the issue slots at 16 warps an SM, session AA) and
- * whose workgroup declares S bytes (all written, so none is dropped), dispatched as w = 1..8 waves of 132 workgroups
- * (the H200's SMs).
+ * whose workgroup declares S bytes (all written, so none is dropped), dispatched as w = 1..8 waves of SMS workgroups.
  * Time(w) / time(1) steps up by one each time w passes a multiple of the workgroups an SM holds; printed as "holds N"
  * (the largest w still within 1.3x of w = 1). The GEMM's staging and products add up when an SM holds one of its
  * workgroups (`--gemm-waves`), so this is the budget a tile must fit to share an SM.
  */
 async function benchOccupancy(): Promise<void> {
-  const sms = 132, iters = 2000, waves = [1, 2, 3, 4, 5, 6, 7, 8];
+  const sms = SMS, iters = 2000, waves = [1, 2, 3, 4, 5, 6, 7, 8];
   const y = gpu.buffer("occupancy y", sms * 8 * 256 * 4);
   const configs: [number, number][] = [
     ...[1, 8, 16, 20, 24, 28, 32, 40, 48].map((kb): [number, number] => [128, kb * 1024]),
@@ -1268,7 +1277,7 @@ async function benchMmaPeak(): Promise<void> {
     console.log(`mma_peak: not run (${unsupported})`);
     return;
   }
-  const sgSize = tensorSubgroupSize(gpu), subgroups = 8, iters = 1024, workgroups = 132 * 8, products = 8;
+  const sgSize = tensorSubgroupSize(gpu), subgroups = 8, iters = 1024, workgroups = SMS * 8, products = 8;
   const y = gpu.buffer("mma peak y", workgroups * subgroups * products * 256 * 4);
   // operand o at o * 256, 16 rows of stride 32 (overlapping: the values do not matter), shifted by 16 every other
   // iteration so that reloads cannot be hoisted

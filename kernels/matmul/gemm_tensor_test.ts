@@ -38,6 +38,18 @@ import {
 } from "../testing/harness.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
 
+/** Subgroups of 4 x 2 matrices, 3 along M, k steps of 64 through one buffer (subgroupsN to be set). */
+const TWELVE_SUBGROUPS: TensorTiles = {
+  subgroupsM: 3,
+  fragsM: 4,
+  fragsN: 2,
+  stepK: 64,
+  buffers: 1,
+  ahead: 0,
+  wideStores: true,
+  sharedEpilogue: true,
+};
+
 /** A GPU test of the tensor-core GEMM, or where it cannot run, an ignored test that says why. */
 const tensorTest = await dawnGpuTest(tensorGemmUnsupported);
 
@@ -236,6 +248,9 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { producers: 2, wideStores: true, sharedEpilogue: true },
     { ...TENSOR_TILES.swiglu, wideStores: true, sharedEpilogue: true, buffers: 2, ahead: 1 },
     TENSOR_TILES_SMALL_M_SWIGLU, // linear's for SwiGLU products of at most 128 rows
+    // 12 subgroups (3 along M): the 192 x 128 tile measured fastest at 2,048 rows (session AA), and 192 x 64 for SwiGLU
+    { ...TWELVE_SUBGROUPS, subgroupsN: 4 },
+    { ...TWELVE_SUBGROUPS, subgroupsN: 2 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -535,6 +550,8 @@ Deno.test({
       { producers: 2, wideStores: true, sharedEpilogue: true },
       TENSOR_TILES_SMALL_M_SWIGLU,
       { ...TENSOR_TILES_SMALL_M_SWIGLU, splitK: 2 },
+      { ...TWELVE_SUBGROUPS, subgroupsN: 4 },
+      { ...TWELVE_SUBGROUPS, subgroupsN: 2, splitK: 2 },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

@@ -3,9 +3,11 @@
  * compiler the Dawn runtime uses), so tests of kernels that need subgroup matrices (which no CPU adapter offers) can
  * fail on a WGSL error in CI too.
  *
- * The compile runs in a child process (this module as its main): inside a `deno test` process dawn.node 0.6.2 now and
+ * The compile runs in child processes (this module as their main): inside a `deno test` process dawn.node 0.6.2 now and
  * then never settled a `popErrorScope` promise, or aborted on a mutex assertion, while the same calls in a plain
- * `deno run` settled every time (session V, on the CPU machine).
+ * `deno run` settled every time (session V, on the CPU machine). A child given ~55 kernels at once then failed the same
+ * ways (SIGABRT on a std::system_error, SIGSEGV, or a hang; session AA, on the H200 and here) where each half passed,
+ * so the kernels go BATCH at a time, a child each.
  * @module
  */
 
@@ -15,6 +17,9 @@ import { preludeFor } from "../prelude.ts";
 
 /** The features the null device is asked for (those of the tensor-core kernels). */
 const FEATURES = ["shader-f16", "subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[];
+
+/** Kernels a child compiles: ~55 made dawn.node crash or hang (module comment); batches of 24 passed in every run. */
+const BATCH = 24;
 
 /** What the child reads: kernels with their prelude, and the override constants of their pipelines. */
 interface Job {
@@ -35,6 +40,17 @@ export async function tintErrors(
   kernels: readonly Kernel[],
   constants: Record<string, number>,
 ): Promise<string[] | null> {
+  const failures: string[] = [];
+  for (let i = 0; i < kernels.length; i += BATCH) {
+    const batch = await childErrors(kernels.slice(i, i + BATCH), constants);
+    if (batch === null) return null;
+    failures.push(...batch);
+  }
+  return failures;
+}
+
+/** `tintErrors` of a batch of kernels, compiled in one child process. */
+async function childErrors(kernels: readonly Kernel[], constants: Record<string, number>): Promise<string[] | null> {
   const job: Job = {
     kernels: kernels.map((k) => ({ name: k.name, code: preludeFor("dawn", FEATURES, k.source) + k.source })),
     constants,
@@ -59,7 +75,11 @@ export async function tintErrors(
     }).output();
     const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
     if (!out.success || !text.startsWith("{")) {
-      throw new Error(`the Tint check's child process failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+      throw new Error(
+        `the Tint check's child process failed (code ${out.code}, signal ${out.signal}, stdout ${
+          text.slice(0, 200)
+        }): ${new TextDecoder().decode(out.stderr).slice(-2000)}`,
+      );
     }
     const answer = JSON.parse(text) as Answer;
     return "failures" in answer ? answer.failures : null;
