@@ -68,9 +68,9 @@ export const PREFILL_MATHS = ["f32", "f16"] as const;
 export type PrefillMath = typeof PREFILL_MATHS[number];
 
 /**
- * The tensor GEMM's knobs `linear` does not take: `halfWeights` reads an f16 copy of the weights (`linear` has bf16
- * ones), and `wideStores` measured no faster (a sweep's option, `tools/bench_kernels.ts`), nor `sharedEpilogue`, which
- * needs it.
+ * The tensor GEMM's knobs `linear` does not take from its caller: `halfWeights` reads an f16 copy of the weights
+ * (`linear` has bf16 ones); `wideStores` and `sharedEpilogue` belong to a tile (linear's own set them where they
+ * measured faster, TENSOR_TILES_LARGE_M and TENSOR_TILES_SMALL_M_SWIGLU, and only where the runtime has buffer views).
  */
 const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores", "sharedEpilogue"] as const;
 
@@ -254,10 +254,11 @@ export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
 /**
  * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
  * first for plain products of TENSOR_LARGE_M_ROWS rows or more, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of at
- * most TENSOR_SMALL_M_ROWS and K of at least TENSOR_SMALL_M_SWIGLU_MIN_K), else, where that one's workgroup memory exceeds the device's or K is not a multiple of its
- * k step, the same with one buffer, then k steps of 16, then the 64 x 64 default tile. Where the runtime's WGSL lacks
- * the `buffer_view` language feature, tiles staged through one workgroup buffer (`wideStores`) are taken without it.
- * Null when no tiles fit the shape (then the automatic choice is the f32 GEMM).
+ * most TENSOR_SMALL_M_ROWS and K of at least TENSOR_SMALL_M_SWIGLU_MIN_K), else, where that one's workgroup memory
+ * exceeds the device's or K is not a multiple of its k step, the same with one buffer, then k steps of 16, then the 64
+ * x 64 default tile. Where the runtime's WGSL lacks the `buffer_view` language feature, tiles staged through one
+ * workgroup buffer (`wideStores`) are taken without it. Null when no tiles fit the shape (then the automatic choice is
+ * the f32 GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
