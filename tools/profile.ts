@@ -173,7 +173,7 @@ export async function main(argv: string[]): Promise<number> {
         nHeads,
         headsDepth,
         maxPos,
-        maxRows: verify || prefill ? longest : 1, // a verify pass starts from a prefill of the context
+        maxRows: verify || prefill ? longest : 1, // a prefill of the context (a verify pass starts from one)
         maxLogitRows: verify ? gamma : 1,
         weights: { kind: "random", seed: SEED },
         fuse: fuseWith,

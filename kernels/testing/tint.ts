@@ -6,8 +6,8 @@
  * The compile runs in child processes (this module as their main): inside a `deno test` process dawn.node 0.6.2 now and
  * then never settled a `popErrorScope` promise, or aborted on a mutex assertion, while the same calls in a plain
  * `deno run` settled every time (session V, on the CPU machine). A child given ~55 kernels at once then failed the same
- * ways (SIGABRT on a std::system_error, SIGSEGV, or a hang; session AA, on the H200 and here) where each half passed,
- * so the kernels go BATCH at a time, a child each.
+ * ways (SIGABRT on a std::system_error, SIGSEGV, or a hang; session AA, on the H200 and here) where the same kernels
+ * in smaller sets passed, so the kernels go BATCH at a time, a child each.
  * @module
  */
 
