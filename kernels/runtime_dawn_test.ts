@@ -53,8 +53,8 @@ dawnTest("a device on the adapter, its description recording runtime, version an
   assertStringIncludes(prelude, "enable chromium_disable_uniformity_analysis;");
   if (gpu.has("shader-f16")) assertStringIncludes(prelude, "enable f16;");
   if (gpu.has("subgroups")) assertStringIncludes(prelude, "enable subgroups;");
-  // the tensor GEMM's tiles that stage through one workgroup buffer (linear's TENSOR_TILES_LARGE_M and
-  // TENSOR_TILES_SMALL_M_SWIGLU) are taken only where the runtime offers buffer views (tensorTilesFor)
+  // the tensor GEMM's tiles that stage through one workgroup buffer (all of linear's 12- and 16-subgroup tiles) are
+  // taken only where the runtime offers buffer views (tensorTilesFor)
   assert(hasWgslFeature(gpu, "buffer_view"), "Dawn's WGSL lacks buffer_view: linear falls back to unviewed tiles");
   await gpu.finish();
 });

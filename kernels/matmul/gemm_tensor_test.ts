@@ -20,7 +20,14 @@ import {
   tensorSubgroupSize,
   type TensorTiles,
 } from "./gemm_tensor.ts";
-import { TENSOR_TILES, TENSOR_TILES_LARGE_M, TENSOR_TILES_SMALL_M_SWIGLU } from "./linear.ts";
+import {
+  TENSOR_TILES,
+  TENSOR_TILES_192,
+  TENSOR_TILES_LARGE_M,
+  TENSOR_TILES_SMALL_M,
+  TENSOR_TILES_SMALL_M_SWIGLU,
+  TENSOR_TILES_SWIGLU_192,
+} from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { halfWeights } from "../weights/half_weights.ts";
@@ -37,18 +44,6 @@ import {
   workgroupVariables,
 } from "../testing/harness.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
-
-/** Subgroups of 4 x 2 matrices, 3 along M, k steps of 64 through one buffer (subgroupsN to be set). */
-const TWELVE_SUBGROUPS: TensorTiles = {
-  subgroupsM: 3,
-  fragsM: 4,
-  fragsN: 2,
-  stepK: 64,
-  buffers: 1,
-  ahead: 0,
-  wideStores: true,
-  sharedEpilogue: true,
-};
 
 /** A GPU test of the tensor-core GEMM, or where it cannot run, an ignored test that says why. */
 const tensorTest = await dawnGpuTest(tensorGemmUnsupported);
@@ -247,10 +242,14 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { stepK: 16, buffers: 1, wideStores: true, sharedEpilogue: true }, // the staged tiles smaller than the matrices
     { producers: 2, wideStores: true, sharedEpilogue: true },
     { ...TENSOR_TILES.swiglu, wideStores: true, sharedEpilogue: true, buffers: 2, ahead: 1 },
-    TENSOR_TILES_SMALL_M_SWIGLU, // linear's for SwiGLU products of at most 128 rows
-    // 12 subgroups (3 along M): the 192 x 128 tile measured fastest at 2,048 rows (session AA), and 192 x 64 for SwiGLU
-    { ...TWELVE_SUBGROUPS, subgroupsN: 4 },
-    { ...TWELVE_SUBGROUPS, subgroupsN: 2 },
+    // linear's 12- and 16-subgroup tiles: 192 x 128 and 192 x 64 (SwiGLU) past 128 rows, 128 x 96 (SwiGLU) and 128 x
+    // 128 (16 subgroups) up to 128 rows; and the first two with no k tile carried across the products
+    TENSOR_TILES_192,
+    TENSOR_TILES_SWIGLU_192,
+    TENSOR_TILES_SMALL_M_SWIGLU,
+    TENSOR_TILES_SMALL_M,
+    { ...TENSOR_TILES_192, ahead: 0 },
+    { ...TENSOR_TILES_SWIGLU_192, ahead: 0 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -550,8 +549,9 @@ Deno.test({
       { producers: 2, wideStores: true, sharedEpilogue: true },
       TENSOR_TILES_SMALL_M_SWIGLU,
       { ...TENSOR_TILES_SMALL_M_SWIGLU, splitK: 2 },
-      { ...TWELVE_SUBGROUPS, subgroupsN: 4 },
-      { ...TWELVE_SUBGROUPS, subgroupsN: 2, splitK: 2 },
+      TENSOR_TILES_192,
+      { ...TENSOR_TILES_SWIGLU_192, splitK: 2 },
+      { ...TENSOR_TILES_SMALL_M, splitK: 4 },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

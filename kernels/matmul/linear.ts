@@ -70,7 +70,7 @@ export type PrefillMath = typeof PREFILL_MATHS[number];
 /**
  * The tensor GEMM's knobs `linear` does not take from its caller: `halfWeights` reads an f16 copy of the weights
  * (`linear` has bf16 ones); `wideStores` and `sharedEpilogue` belong to a tile (linear's own set them where they
- * measured faster, TENSOR_TILES_LARGE_M and TENSOR_TILES_SMALL_M_SWIGLU, and only where the runtime has buffer views).
+ * measured faster, TENSOR_TILES_192 and its siblings, and only where the runtime has buffer views).
  */
 const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores", "sharedEpilogue"] as const;
 
@@ -190,24 +190,11 @@ export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTi
 };
 
 /**
- * Rows from which plain products take TENSOR_TILES_LARGE_M. Measured on the H200 (docs/PERF.md, 2026-12-01 session X,
- * Dawn, `tools/bench_kernels.ts --gemm --quick --rounds 2 --tensor-tiles ...`, two calls), 7B, us, against
- * TENSOR_TILES.plain: at M = 2,048 qkv 1,192 / 1,183 -> 1,066 / 1,056, down 1,007 / 1,005 -> 957 / 951, o 408 / 407 ->
- * 373 / 370; at M = 512 slower (qkv 318 -> 363, down 263 -> 464, o 112 -> 185: a grid of 2 to 6 rows of 256 leaves
- * SMs idle). Between 512 and 2,048 not measured. SwiGLU has no room for 256 rows (57,344 bytes).
- *
- * Also the 1B's (session Y, `--size 1b`, M = 2,048): qkv 320 -> 279 us, down 410 -> 368, o 116 -> 104. Session X
- * had bounded them to K and N of 4,096 or more after the 1B's Dawn TTFT at 2,048 tokens read 44.5 ms against 37.6
- * (results/2026-12-01_run02): that median mixed five samples at 53-59 ms (clocks still rising) with five at 35.9, the
- * large tiles' true figure; the bench now re-measures such a spread (bench/configurations.ts, RESAMPLE_SPREAD).
- */
-export const TENSOR_LARGE_M_ROWS = 2048;
-
-/**
  * 256 x 128 of 16 subgroups, each 64 x 32 (4 x 2 matrices); one k tile of 32 staged, through one workgroup buffer in
  * which the epilogue's matrices then take the staged tiles' place (`wideStores`, `sharedEpilogue`): 30,720 bytes of
- * workgroup memory instead of 47,104. Measured 1% faster with them (session AA, two calls, 7B at M = 2,048, us: qkv
- * 1,057.9 / 1,066.7 -> 1,046.8 / 1,056.0, down 952.2 / 959.0 -> 940.8 / 948.6, o 370.4 / 373.1 -> 367.0 / 369.2).
+ * workgroup memory. A 512-invocation workgroup is held to 128 registers: it spills (tools/vk_stats, session AA), and
+ * its k steps of 32 cost more than 64. It still wins where its grid fills the waves best (the 1B's down at 2,048 rows:
+ * 364.2 us against 453.8 with TENSOR_TILES_192, session AB), which `byWaves` decides.
  */
 export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
   subgroupsM: 4,
@@ -221,44 +208,141 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
 };
 
 /**
- * Rows up to which SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K take TENSOR_TILES_SMALL_M_SWIGLU: measured at
- * 128 rows (the 7B's gate_up, session AA, two calls: 212.1 / 211.5 -> 194.3 / 197.0 us; the 7B's Dawn TTFT at 128
- * tokens 17.66 -> 17.14 ms, results/2026-12-01_run07) and slower at 2,048 (1,939.9 -> 2,178.4); between not measured.
+ * 192 x 128 of 12 subgroups, each 64 x 32 (4 x 2 matrices), k steps of 64 through one workgroup buffer (the
+ * epilogue's matrices in it): 46,080 bytes, 384 invocations at 163 registers, under the 170 such a workgroup may hold,
+ * so nothing spills (tools/vk_stats). One workgroup an SM with 12 warps, k64: the fastest plain tile measured on the
+ * H200 (session AB, `--gemm --quick --rounds 2 --rows 2048`, us, against TENSOR_TILES_LARGE_M): 7B qkv 1,048.6 ->
+ * 904.8 (228 TFLOP/s), down 940.6 -> 896.8, o 365.8 -> 350.6; 1B qkv 276.9 -> 256.0. Session AA measured the same
+ * (903.5 / 895.7 / 351.5).
  */
-export const TENSOR_SMALL_M_ROWS = 128;
-
-/**
- * The least K of a SwiGLU product that takes TENSOR_TILES_SMALL_M_SWIGLU. The 1B's gate_up (K = 2,048) was slower
- * with it: its Dawn TTFT at 128 tokens 5.15 -> 6.11 ms and its Hydra's 8.32 -> 10.06 (results/2026-12-01_run06 against
- * run08, session AA), where the 7B's (K = 4,096) gained 0.5 ms.
- */
-export const TENSOR_SMALL_M_SWIGLU_MIN_K = 4096;
-
-/**
- * 128 x 64 (gate and up rows: 128 weight rows) of 4 subgroups, each 64 x 32; one k tile of 32 staged, the epilogue's
- * matrices in its place: 20,480 bytes of workgroup memory and 236 registers an invocation (tools/vk_stats), so that
- * two workgroups share an SM; at 128 rows the 7B's gate_up is 172 of them, in one wave.
- */
-export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
-  subgroupsM: 2,
-  subgroupsN: 2,
+export const TENSOR_TILES_192: Readonly<TensorTiles> = {
+  subgroupsM: 3,
+  subgroupsN: 4,
   fragsM: 4,
   fragsN: 2,
-  stepK: 32,
+  stepK: 64,
   buffers: 1,
-  ahead: 0,
   wideStores: true,
   sharedEpilogue: true,
 };
 
 /**
- * Tensor-core tiles when the caller gave none (given knobs win): TENSOR_TILES for the epilogue (TENSOR_TILES_LARGE_M
- * first for plain products of TENSOR_LARGE_M_ROWS rows or more, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of at
- * most TENSOR_SMALL_M_ROWS and K of at least TENSOR_SMALL_M_SWIGLU_MIN_K), else, where that one's workgroup memory
- * exceeds the device's or K is not a multiple of its k step, the same with one buffer, then k steps of 16, then the 64
- * x 64 default tile. Where the runtime's WGSL lacks the `buffer_view` language feature, tiles staged through one
- * workgroup buffer (`wideStores`) are taken without it. Null when no tiles fit the shape (then the automatic choice is
- * the f32 GEMM).
+ * The SwiGLU sibling of TENSOR_TILES_192: 192 x 64 (gate and up rows: 128 weight rows) of 12 subgroups, each 64 x 16
+ * of gate and of up (4 x 1 matrices each), k steps of 64, one buffer: 46,080 bytes. Measured on the H200 (session AB,
+ * us, against TENSOR_TILES.swiglu): 7B gate_up at 2,048 rows 1,939.3 -> 1,654.1, at 1,024 1,023.0 -> 887.6; 1B at 2,048
+ * 774.3 -> 665.6.
+ */
+export const TENSOR_TILES_SWIGLU_192: Readonly<TensorTiles> = {
+  subgroupsM: 3,
+  subgroupsN: 4,
+  fragsM: 4,
+  fragsN: 1,
+  stepK: 64,
+  buffers: 1,
+  wideStores: true,
+  sharedEpilogue: true,
+};
+
+/**
+ * Rows up to which products take the small-M tiles (TENSOR_TILES_SMALL_M, TENSOR_TILES_SMALL_M_SWIGLU): the 128-token
+ * TTFT's products, where every grid is one wave or less.
+ */
+export const TENSOR_SMALL_M_ROWS = 128;
+
+/**
+ * The plain tile at TENSOR_SMALL_M_ROWS rows or fewer: 128 x 128 of 16 subgroups of 2 x 2 matrices, k64, one buffer
+ * (36,864 bytes; 16 warps where TENSOR_TILES.plain has 8). Measured on the H200 at 128 rows (session AB, us, against
+ * TENSOR_TILES.plain): 7B qkv 109.8 -> 108.7 unsplit, down 91.5 -> 86.1 split 4 ways; 1B qkv split 4 52.2 -> 46.3.
+ */
+export const TENSOR_TILES_SMALL_M: Readonly<TensorTiles> = {
+  subgroupsM: 4,
+  subgroupsN: 4,
+  fragsM: 2,
+  fragsN: 2,
+  stepK: 64,
+  buffers: 1,
+  wideStores: true,
+  sharedEpilogue: true,
+};
+
+/**
+ * The least K of a SwiGLU product that takes TENSOR_TILES_SMALL_M_SWIGLU. The 1B's gate_up (K = 2,048) was slower
+ * with it at 128 rows: 64.9 us with TENSOR_TILES.swiglu, 77.8 with it (session AB); session AA's 4-subgroup tile likewise
+ * (the 1B's Dawn TTFT at 128 tokens 5.15 -> 6.11 ms, results/2026-12-01_run06 against run08).
+ */
+export const TENSOR_SMALL_M_SWIGLU_MIN_K = 4096;
+
+/**
+ * 128 x 96 (gate and up rows: 192 weight rows) of 12 subgroups, each 32 x 32 of gate and of up, k64, one buffer:
+ * 46,080 bytes; at 128 rows the 7B's gate_up is 115 workgroups, one wave. Measured on the H200 (session AB, us): the
+ * 7B's gate_up at 128 rows 194.6 (session AA's 4-subgroup 128 x 64 tile) and 210.0 (TENSOR_TILES.swiglu) -> 142.0.
+ */
+export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
+  subgroupsM: 4,
+  subgroupsN: 3,
+  fragsM: 2,
+  fragsN: 2,
+  stepK: 64,
+  buffers: 1,
+  wideStores: true,
+  sharedEpilogue: true,
+};
+
+/**
+ * Streaming multiprocessors the wave model counts (`byWaves`): the H200's 132. WebGPU does not say how many a device
+ * has; on a GPU with another count the model still picks a measured tile, only by a less exact estimate.
+ */
+export const TENSOR_WAVE_SMS = 132;
+
+/**
+ * The tiles `byWaves` weighs for products of more than TENSOR_SMALL_M_ROWS rows, each with the rate (TFLOP/s) it
+ * measured on the H200 over full waves at 2,048 rows, 7B qkv and gate_up (sessions Y and AB): a workgroup's time is
+ * its tile's outputs over that rate.
+ */
+const WAVE_CANDIDATES: Readonly<Record<"plain" | "swiglu", readonly { tiles: Readonly<TensorTiles>; rate: number }[]>> =
+  {
+    plain: [
+      { tiles: TENSOR_TILES_192, rate: 228 },
+      { tiles: TENSOR_TILES_LARGE_M, rate: 197 },
+      { tiles: TENSOR_TILES.plain, rate: 182 },
+    ],
+    swiglu: [
+      { tiles: TENSOR_TILES_SWIGLU_192, rate: 223 },
+      { tiles: TENSOR_TILES.swiglu, rate: 190 },
+    ],
+  };
+
+/**
+ * The candidates for a product of `rows` x `n` outputs, fastest first by the wave model: one workgroup of these tiles
+ * fills an SM (registers and workgroup memory, session AA), so a grid of G workgroups takes ceil(G / SMs) waves, each
+ * as long as one workgroup's outputs over its rate. It predicted every choice the H200 sweeps measured (session AB):
+ * at 2,048 rows the 192-row tiles (7B qkv 8 waves of 1,056 workgroups against the 256-row tile's 6 of 768, each 35%
+ * shorter), but the 256-row tile for the 1B's down (one wave of 128 against two of 176); at 1,024 rows the 256-row tile
+ * for the 7B's qkv and down; at 512 rows the 128-row tile (session X). Ties keep the listed order.
+ */
+export function byWaves(
+  rows: number,
+  n: number,
+  epilogue: number,
+  sms: number = TENSOR_WAVE_SMS,
+): Readonly<TensorTiles>[] {
+  const list = WAVE_CANDIDATES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"];
+  const cost = ({ tiles, rate }: { tiles: TensorTiles; rate: number }) => {
+    const { tileM, tileN } = tensorTileShape(tiles);
+    const grid = Math.ceil(rows / tileM) * Math.ceil(n / tileN);
+    return Math.ceil(grid / sms) * tileM * tileN / rate;
+  };
+  return list.map((c) => ({ tiles: c.tiles, cost: cost(c) })).sort((a, b) => a.cost - b.cost).map((c) => c.tiles);
+}
+
+/**
+ * Tensor-core tiles when the caller gave none (given knobs win). Up to TENSOR_SMALL_M_ROWS rows TENSOR_TILES_SMALL_M
+ * for plain products, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K, else
+ * TENSOR_TILES.swiglu; above, the wave model's order (`byWaves`). Then, where those exceed the device's workgroup
+ * memory or K is not a multiple of their k step: TENSOR_TILES for the epilogue, the same with one buffer, then k steps
+ * of 16, then the 64 x 64 default tile. Where the runtime's WGSL lacks the `buffer_view` language feature, tiles staged
+ * through one workgroup buffer (`wideStores`) are taken without it. Null when no tiles fit the shape (then the
+ * automatic choice is the f32 GEMM).
  */
 export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
@@ -272,11 +356,15 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const swiglu = epilogue === Epilogue.SWIGLU;
   const preferred = TENSOR_TILES[swiglu ? "swiglu" : "plain"];
+  const first: readonly Readonly<TensorTiles>[] = a.rows > TENSOR_SMALL_M_ROWS
+    ? byWaves(a.rows, a.n, epilogue)
+    : !swiglu
+    ? [TENSOR_TILES_SMALL_M]
+    : a.k >= TENSOR_SMALL_M_SWIGLU_MIN_K
+    ? [TENSOR_TILES_SMALL_M_SWIGLU]
+    : [];
   const fallbacks: TensorTiles[] = [
-    ...(!swiglu && a.rows >= TENSOR_LARGE_M_ROWS ? [TENSOR_TILES_LARGE_M] : []),
-    ...(swiglu && a.rows <= TENSOR_SMALL_M_ROWS && a.k >= TENSOR_SMALL_M_SWIGLU_MIN_K
-      ? [TENSOR_TILES_SMALL_M_SWIGLU]
-      : []),
+    ...first,
     preferred,
     { ...preferred, buffers: 1 },
     { ...preferred, stepK: 16, buffers: 1 },

@@ -10,8 +10,9 @@
 import { assertEquals } from "@std/assert";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import { GEMM_KERNEL_NAME } from "./gemm.ts";
-import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported } from "./gemm_tensor.ts";
+import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported, type TensorTiles } from "./gemm_tensor.ts";
 import {
+  byWaves,
   linear,
   type LinearArgs,
   PREFILL_GEMM_ENV,
@@ -20,12 +21,14 @@ import {
   SMALL_M_ROWS,
   SPLIT_K_ENV,
   splitKFor,
-  TENSOR_LARGE_M_ROWS,
   TENSOR_SMALL_M_ROWS,
   TENSOR_SMALL_M_SWIGLU_MIN_K,
   TENSOR_TILES,
+  TENSOR_TILES_192,
   TENSOR_TILES_LARGE_M,
+  TENSOR_TILES_SMALL_M,
   TENSOR_TILES_SMALL_M_SWIGLU,
+  TENSOR_TILES_SWIGLU_192,
   tensorTilesFor,
 } from "./linear.ts";
 import { ROW_SCALE_HALF_KERNEL, ROW_SCALE_KERNEL } from "./row_scale.ts";
@@ -296,63 +299,70 @@ gpuTest(
   },
 );
 
-Deno.test("tensorTilesFor takes 256-row tiles for plain products from 2,048 rows, where they fit", () => {
+Deno.test("tensorTilesFor orders the tiles of products past 128 rows by the wave model, where they fit", () => {
   const device = (bytes: number, languageFeatures = ["buffer_view"]) =>
     ({
       device: { limits: { maxComputeWorkgroupStorageSize: bytes } },
       entry: { wgslLanguageFeatures: new Set(languageFeatures) },
     }) as unknown as Gpu;
   const h200 = device(49152);
-  const product = (rows: number, epilogue: number = Epilogue.PLAIN) =>
-    ({ rows, k: 4096, n: 12288, epilogue }) as unknown as LinearArgs;
-  assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS)), TENSOR_TILES_LARGE_M);
-  assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS - 1)), TENSOR_TILES.plain);
-  assertEquals(tensorTilesFor(h200, product(128)), TENSOR_TILES.plain);
-  assertEquals(tensorTilesFor(h200, product(TENSOR_LARGE_M_ROWS, Epilogue.SWIGLU)), TENSOR_TILES.swiglu);
-  // the 1B's products too (each measured faster with them)
-  for (const [k, n] of [[2048, 6144], [8192, 2048], [2048, 2048]]) {
-    const small = { ...product(TENSOR_LARGE_M_ROWS), k, n } as LinearArgs;
-    assertEquals(tensorTilesFor(h200, small), TENSOR_TILES_LARGE_M);
-  }
-  // without buffer views the 256-row tile stages through two workgroup variables: 47,104 bytes
-  const viewless = { ...TENSOR_TILES_LARGE_M, wideStores: false, sharedEpilogue: false };
-  assertEquals(tensorTilesFor(device(49152, []), product(TENSOR_LARGE_M_ROWS)), viewless);
-  // 46,000 bytes of workgroup memory and no buffer views: no room for that (47,104), the 128-row one (45,056) fits
-  assertEquals(tensorTilesFor(device(46000, []), product(TENSOR_LARGE_M_ROWS)), TENSOR_TILES.plain);
-  // 30,000 bytes: neither 256-row tile (30,720 with buffer views) nor the 128-row one; the latter with k steps of 16
-  assertEquals(tensorTilesFor(device(30000), product(TENSOR_LARGE_M_ROWS)), {
-    ...TENSOR_TILES.plain,
-    stepK: 16,
-    buffers: 1,
+  const product = (rows: number, k: number, n: number, epilogue: number = Epilogue.PLAIN) =>
+    ({ rows, k, n, epilogue }) as unknown as LinearArgs;
+  // what the H200 measured fastest (session AB; 512 rows: session X), shape by shape
+  const cases: [string, LinearArgs, TensorTiles][] = [
+    ["7B qkv, 2,048", product(2048, 4096, 12288), TENSOR_TILES_192],
+    ["7B down, 2,048", product(2048, 11008, 4096), TENSOR_TILES_192],
+    ["7B o, 2,048", product(2048, 4096, 4096), TENSOR_TILES_192],
+    ["1B qkv, 2,048", product(2048, 2048, 6144), TENSOR_TILES_192],
+    ["1B down, 2,048 (one wave of 128 against two of 176)", product(2048, 8192, 2048), TENSOR_TILES_LARGE_M],
+    ["7B qkv, 1,024", product(1024, 4096, 12288), TENSOR_TILES_LARGE_M],
+    ["7B down, 1,024", product(1024, 11008, 4096), TENSOR_TILES_LARGE_M],
+    ["7B qkv, 512", product(512, 4096, 12288), TENSOR_TILES.plain],
+    ["7B down, 512", product(512, 11008, 4096), TENSOR_TILES.plain],
+    ["7B gate_up, 2,048", product(2048, 4096, 11008, Epilogue.SWIGLU), TENSOR_TILES_SWIGLU_192],
+    ["7B gate_up, 1,024", product(1024, 4096, 11008, Epilogue.SWIGLU), TENSOR_TILES_SWIGLU_192],
+    ["1B gate_up, 2,048", product(2048, 2048, 8192, Epilogue.SWIGLU), TENSOR_TILES_SWIGLU_192],
+  ];
+  for (const [what, a, want] of cases) assertEquals(tensorTilesFor(h200, a), want, what);
+  // the model itself: 8 waves of 1,056 192-row workgroups beat 6 of 768 256-row ones; one more SM and 768 fit 5.8
+  assertEquals(byWaves(2048, 12288, Epilogue.PLAIN)[0], TENSOR_TILES_192);
+  assertEquals(byWaves(2048, 2048, Epilogue.PLAIN, 128)[0], TENSOR_TILES_LARGE_M);
+  assertEquals(byWaves(2048, 2048, Epilogue.PLAIN, 176)[0], TENSOR_TILES_192); // 176 SMs: one wave each
+  // without buffer views the 192-row tile needs 58,368 bytes and the 256-row one 47,104: that one
+  const at2048 = product(2048, 4096, 12288);
+  assertEquals(tensorTilesFor(device(49152, []), at2048), {
+    ...TENSOR_TILES_LARGE_M,
+    wideStores: false,
+    sharedEpilogue: false,
   });
+  // 46,000 bytes of workgroup memory and no buffer views: no room for that either, the 128-row one (45,056) fits
+  assertEquals(tensorTilesFor(device(46000, []), at2048), TENSOR_TILES.plain);
+  // 30,000 bytes: none of them (30,720 with buffer views for the 256-row one); the 128-row one with k steps of 16
+  assertEquals(tensorTilesFor(device(30000), at2048), { ...TENSOR_TILES.plain, stepK: 16, buffers: 1 });
   // knobs the caller gives win
-  assertEquals(tensorTilesFor(h200, { ...product(TENSOR_LARGE_M_ROWS), stepK: 16 })?.stepK, 16);
+  assertEquals(tensorTilesFor(h200, { ...at2048, stepK: 16 })?.stepK, 16);
 });
 
-Deno.test("tensorTilesFor takes 4-subgroup tiles for SwiGLU products of at most 128 rows and K of 4,096 or more", () => {
+Deno.test("tensorTilesFor takes 16- and 12-subgroup tiles for products of at most 128 rows", () => {
   const device = (languageFeatures: string[]) =>
     ({
       device: { limits: { maxComputeWorkgroupStorageSize: 49152 } },
       entry: { wgslLanguageFeatures: new Set(languageFeatures) },
     }) as unknown as Gpu;
+  const views = device(["buffer_view"]);
   const swiglu = (rows: number) => ({ rows, k: 4096, n: 11008, epilogue: Epilogue.SWIGLU }) as unknown as LinearArgs;
+  const plain = (rows: number) => ({ ...swiglu(rows), epilogue: Epilogue.PLAIN, n: 12288 }) as LinearArgs;
   for (const rows of [1, 17, TENSOR_SMALL_M_ROWS]) {
-    assertEquals(tensorTilesFor(device(["buffer_view"]), swiglu(rows)), TENSOR_TILES_SMALL_M_SWIGLU);
+    assertEquals(tensorTilesFor(views, swiglu(rows)), TENSOR_TILES_SMALL_M_SWIGLU);
+    assertEquals(tensorTilesFor(views, plain(rows)), TENSOR_TILES_SMALL_M);
   }
-  assertEquals(tensorTilesFor(device(["buffer_view"]), swiglu(TENSOR_SMALL_M_ROWS + 1)), TENSOR_TILES.swiglu);
-  assertEquals(tensorTilesFor(device([]), swiglu(TENSOR_SMALL_M_ROWS)), {
-    ...TENSOR_TILES_SMALL_M_SWIGLU,
-    wideStores: false,
-    sharedEpilogue: false,
-  });
+  assertEquals(tensorTilesFor(views, swiglu(TENSOR_SMALL_M_ROWS + 1)), TENSOR_TILES_SWIGLU_192);
+  // without buffer views neither fits (58,368 and 53,248 bytes): the 8-subgroup tiles
+  assertEquals(tensorTilesFor(device([]), swiglu(TENSOR_SMALL_M_ROWS)), TENSOR_TILES.swiglu);
+  assertEquals(tensorTilesFor(device([]), plain(TENSOR_SMALL_M_ROWS)), TENSOR_TILES.plain);
   // the 1B's gate_up (K = 2,048) keeps the 8-subgroup tile: measured slower with the small one
   assertEquals(
-    tensorTilesFor(device(["buffer_view"]), { ...swiglu(TENSOR_SMALL_M_ROWS), k: TENSOR_SMALL_M_SWIGLU_MIN_K / 2 }),
+    tensorTilesFor(views, { ...swiglu(TENSOR_SMALL_M_ROWS), k: TENSOR_SMALL_M_SWIGLU_MIN_K / 2 }),
     TENSOR_TILES.swiglu,
-  );
-  // plain products of few rows keep the 8-subgroup tile
-  assertEquals(
-    tensorTilesFor(device(["buffer_view"]), { ...swiglu(TENSOR_SMALL_M_ROWS), epilogue: Epilogue.PLAIN }),
-    TENSOR_TILES.plain,
   );
 });

@@ -87,10 +87,21 @@ Deno.test({
       assertEquals(plain!.stdout.trim(), "read 42");
       assert(!plain!.stderr.includes("[vk_stats]"), plain!.stderr);
       // with it: the same value, and the layer's word on the device it saw created
-      const layered = await child({ VK_LAYER_PATH: dir, VK_INSTANCE_LAYERS: "VK_LAYER_HYDRA_pipeline_stats" });
+      // (and VK_STATS_IR: each internal representation the driver gives, written to a file the layer names)
+      const irs = await Deno.makeTempDir({ dir });
+      const layered = await child({
+        VK_LAYER_PATH: dir,
+        VK_INSTANCE_LAYERS: "VK_LAYER_HYDRA_pipeline_stats",
+        VK_STATS_IR: irs,
+      });
       assertEquals(layered.stdout.trim(), "read 42", layered.stderr);
       assert(/\[vk_stats\] (device created, statistics|the driver lacks)/.test(layered.stderr), layered.stderr);
-      if (layered.stderr.includes("statistics on")) assertStringIncludes(layered.stderr, "[vk_stats] pipeline 0");
+      if (layered.stderr.includes("statistics on")) {
+        assertStringIncludes(layered.stderr, "[vk_stats] pipeline 0");
+        const written = [...layered.stderr.matchAll(/-> (\S+\.txt)$/gm)].map((m) => m[1]);
+        assert(written.length > 0 || layered.stderr.includes("no internal representations"), layered.stderr);
+        for (const path of written) assert((await Deno.stat(path)).isFile, path);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -7,8 +7,11 @@
  *
  * Why: WGSL cannot state a kernel's registers, and registers decide how many workgroups share a multiprocessor
  * (docs/PERF.md, session AA). The layer asks for the extension at device creation and for statistics at pipeline
- * creation; nothing else changes. Built by tools/vk_stats/build.sh, enabled by tools/vk_stats/env.sh (the Vulkan
- * loader's VK_LAYER_PATH and VK_INSTANCE_LAYERS). One instance and one device at a time (a probe process).
+ * creation; nothing else changes. Built by tools/vk_stats/build.sh, enabled through the Vulkan
+ * loader's VK_LAYER_PATH and VK_INSTANCE_LAYERS. One instance and one device at a time (a probe process).
+ *
+ * With VK_STATS_IR=<dir> it also asks for the driver's internal representations of each pipeline (whatever the driver
+ * offers: assembly, intermediate forms) and writes each to <dir>/pipeline_<n>_<executable>_<representation>.txt.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,8 @@ static PFN_vkGetDeviceProcAddr next_gdpa;
 static PFN_vkCreateComputePipelines next_create_compute;
 static PFN_vkGetPipelineExecutablePropertiesKHR next_exec_props;
 static PFN_vkGetPipelineExecutableStatisticsKHR next_exec_stats;
+static PFN_vkGetPipelineExecutableInternalRepresentationsKHR next_exec_ir;
+static const char *ir_dir; // VK_STATS_IR: where the internal representations go (unset: none asked for)
 static VkInstance instance_handle;
 static int stats_enabled;
 static unsigned pipeline_count;
@@ -98,6 +103,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL layer_CreateDevice(VkPhysicalDevice gpu, c
       .pNext = (void *)info->pNext,
       .pipelineExecutableInfo = VK_TRUE,
   };
+  // (the feature also covers internal representations: VK_STATS_IR asks for them per pipeline)
   copy.pNext = &feature;
   VkResult r = create(gpu, &copy, alloc, out);
   free(names);
@@ -105,9 +111,42 @@ static VKAPI_ATTR VkResult VKAPI_CALL layer_CreateDevice(VkPhysicalDevice gpu, c
   next_create_compute = (PFN_vkCreateComputePipelines)next_gdpa(*out, "vkCreateComputePipelines");
   next_exec_props = (PFN_vkGetPipelineExecutablePropertiesKHR)next_gdpa(*out, "vkGetPipelineExecutablePropertiesKHR");
   next_exec_stats = (PFN_vkGetPipelineExecutableStatisticsKHR)next_gdpa(*out, "vkGetPipelineExecutableStatisticsKHR");
+  next_exec_ir = (PFN_vkGetPipelineExecutableInternalRepresentationsKHR)next_gdpa(
+      *out, "vkGetPipelineExecutableInternalRepresentationsKHR");
   stats_enabled = next_exec_props && next_exec_stats;
+  ir_dir = getenv("VK_STATS_IR");
+  if (ir_dir && !*ir_dir) ir_dir = NULL;
   fprintf(stderr, "[vk_stats] device created, statistics %s\n", stats_enabled ? "on" : "unavailable");
   return r;
+}
+
+// Each internal representation the driver gives for executable `e` of pipeline `id`, to a file of its own.
+static void write_irs(VkDevice device, const VkPipelineExecutableInfoKHR *einfo, unsigned id, uint32_t e) {
+  uint32_t n = 0;
+  if (next_exec_ir(device, einfo, &n, NULL) != VK_SUCCESS || !n) {
+    fprintf(stderr, "[vk_stats] pipeline %u: no internal representations\n", id);
+    return;
+  }
+  VkPipelineExecutableInternalRepresentationKHR *irs = calloc(n, sizeof *irs);
+  for (uint32_t i = 0; i < n; i++) irs[i].sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INTERNAL_REPRESENTATION_KHR;
+  next_exec_ir(device, einfo, &n, irs); // sizes first
+  for (uint32_t i = 0; i < n; i++) irs[i].pData = calloc(irs[i].dataSize + 1, 1);
+  next_exec_ir(device, einfo, &n, irs);
+  for (uint32_t i = 0; i < n; i++) {
+    char path[1024], name[VK_MAX_DESCRIPTION_SIZE];
+    snprintf(name, sizeof name, "%s", irs[i].name);
+    for (char *c = name; *c; c++) if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'))) *c = '_';
+    snprintf(path, sizeof path, "%s/pipeline_%u_%u_%s.txt", ir_dir, id, e, name);
+    FILE *f = fopen(path, "wb");
+    if (f) {
+      fwrite(irs[i].pData, 1, irs[i].dataSize, f);
+      fclose(f);
+    }
+    fprintf(stderr, "[vk_stats] pipeline %u: %s \"%s\" (%s, %zu bytes) -> %s\n", id, irs[i].isText ? "text" : "binary",
+            irs[i].name, irs[i].description, (size_t)irs[i].dataSize, f ? path : "(not written)");
+    free(irs[i].pData);
+  }
+  free(irs);
 }
 
 static void print_stats(VkDevice device, VkPipeline pipeline, const char *entry) {
@@ -148,6 +187,7 @@ static void print_stats(VkDevice device, VkPipeline pipeline, const char *entry)
     }
     fprintf(stderr, "\n");
     free(st);
+    if (ir_dir && next_exec_ir) write_irs(device, &einfo, id, e);
   }
 }
 
@@ -161,6 +201,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL layer_CreateComputePipelines(VkDevice devi
   for (uint32_t i = 0; i < count; i++) {
     copy[i] = infos[i];
     copy[i].flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
+    if (ir_dir) copy[i].flags |= VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR;
   }
   // No pipeline cache: a cached pipeline may come back without its statistics.
   VkResult r = next_create_compute(device, VK_NULL_HANDLE, count, copy, alloc, out);
