@@ -69,7 +69,15 @@ import {
   type TensorTiles,
   tensorTileShape,
 } from "../kernels/matmul/gemm_tensor.ts";
-import { TENSOR_TILES, tensorTilesFor } from "../kernels/matmul/linear.ts";
+import {
+  TENSOR_TILES,
+  TENSOR_TILES_192,
+  TENSOR_TILES_LARGE_M,
+  TENSOR_TILES_SMALL_M,
+  TENSOR_TILES_SMALL_M_SWIGLU,
+  TENSOR_TILES_SWIGLU_192,
+  tensorTilesFor,
+} from "../kernels/matmul/linear.ts";
 import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
 import { halfWeights } from "../kernels/weights/half_weights.ts";
 import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
@@ -879,14 +887,20 @@ function sampledError(
 
 /**
  * Tensor-core GEMM tile variants to time (Dawn with subgroup matrices only): a workgroup computes
- * (16 subgroupsM fragsM) x (16 subgroupsN fragsN) outputs. The first are linear's (TENSOR_TILES: 128 x 128 k64 for
- * plain products, 128 x 64 k64 for SwiGLU, which the former has no room for); then the 64 x 64 generator default,
- * two buffers and two tiles in flight at 128 x 128 and 128 x 64, and a 256 x 64 tile. The session V sweep
- * (docs/PERF.md) measured these and more with `--tensor-tiles`.
+ * (16 subgroupsM fragsM) x (16 subgroupsN fragsN) outputs. The first four are linear's 12- and 16-subgroup tiles
+ * (`--quick`: 192 x 128 and 192 x 64 past 128 rows, 128 x 128 and 128 x 96 up to 128; SwiGLU has no room for the
+ * plain ones), then its 8-subgroup ones (TENSOR_TILES: 128 x 128 k64 for plain products, 128 x 64 k64 for SwiGLU) and
+ * 256-row tile; then the 64 x 64 generator default, two buffers and two tiles in flight at 128 x 128 and 128 x 64, and
+ * a 256 x 64 tile. Sessions V-AB (docs/PERF.md) measured these and more with `--tensor-tiles`.
  */
 const TENSOR_VARIANTS: TensorTiles[] = [
+  TENSOR_TILES_192,
+  TENSOR_TILES_SWIGLU_192,
+  TENSOR_TILES_SMALL_M,
+  TENSOR_TILES_SMALL_M_SWIGLU,
   TENSOR_TILES.plain,
   TENSOR_TILES.swiglu,
+  TENSOR_TILES_LARGE_M,
   {}, // the generator's default: 64 x 64, 2 x 2 subgroups of 2 x 2 matrices, k steps of 32, 2 buffers
   { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2 }, // 128 x 128, k32, 2 buffers (no room for SwiGLU)
   { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, ahead: 2 }, // the same, two k tiles in flight
