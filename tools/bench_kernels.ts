@@ -76,6 +76,7 @@ import {
   TENSOR_TILES_SMALL_M,
   TENSOR_TILES_SMALL_M_SWIGLU,
   TENSOR_TILES_SWIGLU_192,
+  TENSOR_WAVE_SMS,
   tensorTilesFor,
 } from "../kernels/matmul/linear.ts";
 import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
@@ -192,10 +193,11 @@ const results: Row[] = [];
 const ctl = gpu.buffer("ctl", CTL_SLOTS * 4);
 
 /**
- * The GPU's multiprocessors, which WebGPU does not report: the H200's 132 unless `--sms N` says otherwise. The
- * occupancy probes (`--gemm-waves`, `--occupancy`, `--mma-peak`) dispatch whole waves of them.
+ * The GPU's multiprocessors, which WebGPU does not report: linear's wave model's count (TENSOR_WAVE_SMS, the H200's
+ * 132) unless `--sms N` says otherwise. The occupancy probes (`--gemm-waves`, `--occupancy`, `--mma-peak`) dispatch
+ * whole waves of them.
  */
-const SMS = Number(args.sms ?? 132);
+const SMS = Number(args.sms ?? TENSOR_WAVE_SMS);
 if (!(Number.isInteger(SMS) && SMS >= 1)) {
   console.error(`error: --sms is the GPU's multiprocessor count, a positive integer; got "${args.sms}".`);
   Deno.exit(2);

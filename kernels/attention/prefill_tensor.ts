@@ -429,7 +429,7 @@ export function attentionPrefillTensor(
   const spec = { headDim: a.headDim, subgroupSize: tensorSubgroupSize(gpu), passes: tiles.passes };
   const t = check({ ...spec, subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit) });
   const bytes = prefillTensorWorkgroupBytes(t);
-  if (bytes > gpu.device.limits.maxComputeWorkgroupStorageSize) {
+  if (bytes > limit) {
     throw new Error(`attentionPrefillTensor: needs ${bytes} bytes of workgroup memory; use fewer subgroups`);
   }
   const kv = a.kvDtype ?? "f32";

@@ -214,16 +214,30 @@ export function tensorTileShape(tiles: TensorTiles = {}): { tileM: number; tileN
 }
 
 /**
+ * The kernel's workgroup memory: `buffers` k tiles of staged x and weight rows (f16 elements: `xHalves`, `wHalves`;
+ * halfWeights stages no weights) and one f32 16x16 matrix per multiplying subgroup (`resultBytes`); `bytes` in all
+ * (with `sharedEpilogue` the matrices reuse the staged tiles' memory: the larger of the two). The generator declares
+ * these sizes and the fit checks read `bytes`.
+ */
+function workgroupLayout(
+  t: Required<TensorTiles>,
+  epilogue: number,
+): { xHalves: number; wHalves: number; resultBytes: number; bytes: number } {
+  const { tileM, tileN } = tensorTileShape(t);
+  const stride = t.stepK + PAD;
+  const xHalves = tileM * stride * t.buffers;
+  const wHalves = t.halfWeights ? 0 : tileN * (epilogue === Epilogue.SWIGLU ? 2 : 1) * stride * t.buffers;
+  const staged = 2 * (xHalves + wHalves), resultBytes = 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
+  const bytes = t.sharedEpilogue ? Math.max(staged, resultBytes) : staged + resultBytes;
+  return { xHalves, wHalves, resultBytes, bytes };
+}
+
+/**
  * Workgroup memory (bytes) of the kernel: `buffers` k tiles of staged x and weight rows (f16) and one f32 16x16 matrix
  * per subgroup (with `sharedEpilogue` in the same memory: the larger of the two).
  */
 export function gemmTensorWorkgroupBytes(tiles: TensorTiles = {}, epilogue: number = Epilogue.PLAIN): number {
-  const t = resolveTensorTiles(tiles);
-  const { tileM, tileN } = tensorTileShape(t);
-  const stride = t.stepK + PAD;
-  const weightRows = t.halfWeights ? 0 : tileN * (epilogue === Epilogue.SWIGLU ? 2 : 1); // halfWeights: none staged
-  const staged = 2 * stride * (tileM + weightRows) * t.buffers, results = 4 * FRAG * FRAG * t.subgroupsM * t.subgroupsN;
-  return t.sharedEpilogue ? Math.max(staged, results) : staged + results;
+  return workgroupLayout(resolveTensorTiles(tiles), epilogue).bytes;
 }
 
 /**
@@ -296,8 +310,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const ahead0 = t.ahead === 0;
   const wide = t.wideStores; // the staged tiles in one workgroup buffer, stored as vec4<u32>, loaded as f16
   const sharedEs = t.sharedEpilogue; // the epilogue's matrices in that buffer too, once the k loop is done
-  const xHalves = tileM * (t.stepK + PAD) * t.buffers; // f16 of the staged x tiles
-  const wHalves = hw ? 0 : tileN * (swiglu ? 2 : 1) * (t.stepK + PAD) * t.buffers; // and of the weight tiles
+  const { xHalves, wHalves, resultBytes, bytes } = workgroupLayout(t, epilogue); // f16 of the staged tiles; bytes
 
   const { item, indent, guard } = stagingHelpers(stagers, producers ? "st" : "t");
   // The global reads of k tile `k0` into this invocation's registers (zeros outside the matrices).
@@ -538,9 +551,7 @@ ${
             : ""
         }
 const X_HALVES: u32 = ${xHalves}u;
-var<workgroup> staged: buffer<${
-          sharedEs ? Math.max(2 * (xHalves + wHalves), 4 * FRAG * FRAG * subgroups) : 2 * (xHalves + wHalves)
-        }>;`
+var<workgroup> staged: buffer<${sharedEs ? bytes : bytes - resultBytes}>;`
         : `var<workgroup> xs: array<f16, ${xHalves}>;${
           hw ? "" : `
 var<workgroup> ws: array<f16, ${wHalves}>;`
