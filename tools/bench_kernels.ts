@@ -81,6 +81,7 @@ import {
 } from "../kernels/matmul/linear.ts";
 import { rowScale, rowScaleExponent } from "../kernels/matmul/row_scale.ts";
 import { halfWeights } from "../kernels/weights/half_weights.ts";
+import { packWeights } from "../kernels/weights/pack_weights.ts";
 import { splitKReduce } from "../kernels/matmul/split_k_reduce.ts";
 import { timeDispatches } from "../kernels/timing.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
@@ -917,6 +918,7 @@ function tensorLabel(tiles: TensorTiles): string {
   return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} ` +
     (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + ` b${t.buffers}` +
     (t.ahead !== 1 ? ` a${t.ahead}` : "") + (t.producers ? ` p${t.producers}` : "") + (t.halfWeights ? " hw" : "") +
+    (t.packedWeights ? " pw" : "") +
     (t.wideStores ? " ws" : "") + (t.sharedEpilogue ? " se" : "") +
     splitLabel(tiles.splitK);
 }
@@ -977,6 +979,7 @@ async function benchGemm(): Promise<void> {
   const splits = variants.map((v) => v.tiles.splitK ?? 1);
   const { maxStorageBufferBindingSize, maxBufferSize } = gpu.device.limits;
   const anyHalf = variants.some((v) => v.kind === "tensor" && (v.tiles as TensorTiles).halfWeights);
+  const anyPacked = variants.some((v) => v.kind === "tensor" && (v.tiles as TensorTiles).packedWeights);
   for (const s of shapes) {
     const { nw, pool, weights } = weightPool(s);
     // halfWeights variants read f16 copies of the pool (half_weights.ts), made once per shape
@@ -984,6 +987,9 @@ async function benchGemm(): Promise<void> {
     if (anyHalf) {
       gpu.run(weights.map((w, i) => halfWeights(gpu, { ctl, src: w, dst: halves[i], words: w.size / 4 })));
     }
+    // packedWeights variants read packed copies (pack_weights.ts), likewise
+    const packs = anyPacked ? weights.map((w) => gpu.buffer(`${w.label} packed`, w.size)) : [];
+    if (anyPacked) gpu.run(weights.map((w, i) => packWeights(gpu, { ctl, src: w, dst: packs[i], rows: nw, k: s.k })));
     const xs = gemmInputRows(rows, s.k);
     const x = gpu.upload("x", xs);
     const y = gpu.buffer("y", rows * s.n * 4);
@@ -1027,7 +1033,11 @@ async function benchGemm(): Promise<void> {
             gemmTensor(gpu, {
               ...product,
               x: xHalf,
-              weight: (tiles as TensorTiles).halfWeights ? halves[i] : w,
+              weight: (tiles as TensorTiles).halfWeights
+                ? halves[i]
+                : (tiles as TensorTiles).packedWeights
+                ? packs[i]
+                : w,
               exponents,
               ...(tiles as TensorTiles),
             }),
@@ -1084,7 +1094,7 @@ async function benchGemm(): Promise<void> {
     x.destroy();
     y.destroy();
     partials?.destroy();
-    for (const w of [...weights, ...halves]) w.destroy();
+    for (const w of [...weights, ...halves, ...packs]) w.destroy();
   }
   exponents.destroy();
   xHalf.destroy();

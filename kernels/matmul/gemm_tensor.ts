@@ -56,6 +56,7 @@ import {
   tileOrigin,
 } from "./gemm.ts";
 import { range } from "../codegen.ts";
+import { PACK_K, PACK_ROWS } from "../weights/pack_weights.ts";
 
 /** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
 export const GEMM_TENSOR_KERNEL_NAME = "gemm_tensor";
@@ -93,7 +94,8 @@ export interface TensorTiles {
    * two k steps before it is staged, in a second set of registers, the loop taking two steps an iteration; with 0 each
    * tile is read and stored before any products are taken, so no register carries it across them (fewer registers an
    * invocation, so that more workgroups may share a multiprocessor and hide one another's reads; measured 2-4% faster
-   * at linear's 128-row tiles on the H200, session Y).
+   * at linear's 128-row tiles on the H200, session Y). With 2 and one buffer the loop also takes two steps an
+   * iteration, each tile staged into the one buffer (two barriers a step) from its register set.
    */
   ahead?: number;
   /**
@@ -122,6 +124,12 @@ export interface TensorTiles {
    * loads its right matrices straight from global memory (L1/L2), and only the x rows are staged in workgroup memory.
    */
   halfWeights?: boolean;
+  /**
+   * The weights in the packed layout of `pack_weights.ts` (default false): blocks of PACK_ROWS rows by PACK_K k, each
+   * 2 KB contiguous, so that a k step reads a tile's weight rows as whole blocks instead of one 128-byte segment a row
+   * 8 KB and more apart. Needs stepK <= PACK_K and K a multiple of PACK_K.
+   */
+  packedWeights?: boolean;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -138,6 +146,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   wideStores: false,
   sharedEpilogue: false,
   halfWeights: false,
+  packedWeights: false,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -166,8 +175,8 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   if (![16, 32, 64, 128].includes(t.stepK)) throw new Error(`gemm_tensor: stepK = ${t.stepK} (16, 32, 64 or 128)`);
   checkSplitKFactor("gemm_tensor", t.splitK);
   if (t.buffers !== 1 && t.buffers !== 2) throw new Error(`gemm_tensor: buffers = ${t.buffers} (1 or 2)`);
-  if (!(t.ahead === 0 || t.ahead === 1 || (t.ahead === 2 && t.buffers === 2))) {
-    throw new Error(`gemm_tensor: ahead = ${t.ahead} (0, 1, or 2 with 2 buffers)`);
+  if (!(t.ahead === 0 || t.ahead === 1 || t.ahead === 2)) {
+    throw new Error(`gemm_tensor: ahead = ${t.ahead} (0, 1 or 2)`);
   }
   if (!(Number.isInteger(t.producers) && t.producers >= 0 && t.producers <= 8)) {
     throw new Error(`gemm_tensor: producers = ${t.producers} (0..8)`);
@@ -176,6 +185,12 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
     throw new Error("gemm_tensor: producer subgroups need buffers = 2, ahead = 1 and bf16 weights (halfWeights off)");
   }
   if (typeof t.halfWeights !== "boolean") throw new Error(`gemm_tensor: halfWeights = ${t.halfWeights} (a boolean)`);
+  if (typeof t.packedWeights !== "boolean") {
+    throw new Error(`gemm_tensor: packedWeights = ${t.packedWeights} (a boolean)`);
+  }
+  if (t.packedWeights && (t.halfWeights || t.stepK > PACK_K)) {
+    throw new Error(`gemm_tensor: packedWeights needs bf16 weights (halfWeights off) and stepK <= ${PACK_K}`);
+  }
   if (typeof t.wideStores !== "boolean") throw new Error(`gemm_tensor: wideStores = ${t.wideStores} (a boolean)`);
   if (typeof t.sharedEpilogue !== "boolean") {
     throw new Error(`gemm_tensor: sharedEpilogue = ${t.sharedEpilogue} (a boolean)`);
@@ -203,7 +218,7 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}_w${subgroupSize}` +
+    }${t.packedWeights ? "_pw" : ""}${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -492,7 +507,33 @@ ${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
     workgroupBarrier(); // the next tile staged, this one consumed
     buf ^= 1u;
   }`;
-  const kLoop = () => producers ? producerLoop() : ahead2 ? ahead2Loop() : double ? doubleLoop() : singleLoop();
+  // Two k tiles in flight through one buffer: two steps an iteration, register sets p and q in turn, each tile's reads
+  // issued two steps before it is staged.
+  const ahead2SingleLoop = () =>
+    `${load("  ", kBegin)}
+${load("  ", `${kBegin} + TILE_K`, "q")}
+  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
+${store("    ", "0u")}
+    workgroupBarrier(); // tile k0 staged
+${load("    ", "k0 + 2u * TILE_K")}
+${compute("", "", "k0")}
+    workgroupBarrier(); // tile k0 consumed
+    if (k0 + TILE_K < ${kEnd}) {
+${store("      ", "0u", "q")}
+      workgroupBarrier(); // tile k0 + TILE_K staged
+${load("      ", "k0 + 3u * TILE_K", "q")}
+${compute("", "", "k0 + TILE_K")}
+      workgroupBarrier(); // tile k0 + TILE_K consumed
+    }
+  }`;
+  const kLoop = () =>
+    producers
+      ? producerLoop()
+      : ahead2
+      ? (double ? ahead2Loop() : ahead2SingleLoop())
+      : double
+      ? doubleLoop()
+      : singleLoop();
 
   const name = kernelName(t, epilogue, sgSize);
   return {
@@ -586,8 +627,16 @@ fn w_slot(i: u32, n0: u32) -> Slot {
   let r = i / (TILE_K / 8u);
   let c = i % (TILE_K / 8u);
   let n = n0 + r % TILE_N;
-  let row = select(n, n + N, r >= TILE_N);
-  return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N);
+  let row = select(n, n + N, r >= TILE_N);${
+          t.packedWeights
+            ? `
+  // packed (pack_weights.ts): block (row / PACK_ROWS, k / PACK_K) of PACK_ROWS x PACK_K, row-major inside
+  return Slot((row / ${PACK_ROWS}u) * (K / ${PACK_K}u) * ${PACK_ROWS * PACK_K / 8}u + (row % ${PACK_ROWS}u) * ${
+              PACK_K / 8
+            }u + c, r * XS + 8u * c, n < N);`
+            : `
+  return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N);`
+        }
 }
 
 `
@@ -599,7 +648,9 @@ fn load_x(s: Slot, k0: u32) -> vec4<u32> {
 
 ${
       hw ? "" : `fn load_w(s: Slot, k0: u32) -> vec4<u32> {
-  if (s.ok && k0 < ${kEnd}) { return w[s.src + k0 / 8u]; }
+  if (s.ok && k0 < ${kEnd}) { return w[s.src + ${
+        t.packedWeights ? `(k0 / ${PACK_K}u) * ${PACK_ROWS * PACK_K / 8}u + (k0 % ${PACK_K}u) / 8u` : "k0 / 8u"
+      }]; }
   return vec4<u32>();
 }
 
@@ -777,6 +828,9 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   checkEpilogue(epilogue);
   checkTensorShape({ ...a, stepK: t.stepK, splitK: t.splitK });
+  if (t.packedWeights && a.k % PACK_K !== 0) {
+    throw new Error(`gemm_tensor: packedWeights needs K = ${a.k} to be a multiple of ${PACK_K}`);
+  }
   const unsupported = tensorGemmUnsupported(gpu);
   if (unsupported) throw new Error(`gemm_tensor: cannot run here: ${unsupported}`);
   const sgSize = tensorSubgroupSize(gpu);

@@ -31,6 +31,7 @@ import {
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { rowScale } from "./row_scale.ts";
 import { halfWeights } from "../weights/half_weights.ts";
+import { packWeights } from "../weights/pack_weights.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
 import {
@@ -111,6 +112,8 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
   // halfWeights: the GEMM reads an f16 copy of the weights (half_weights.ts).
   const wh = o.halfWeights ? gpu.buffer("w f16", nw * k * 2) : undefined;
+  // packedWeights: the GEMM reads a packed copy (pack_weights.ts).
+  const wp = o.packedWeights ? gpu.buffer("w packed", nw * k * 2) : undefined;
   const exponents = gpu.buffer("exponents", rows * 4);
   const xHalf = gpu.buffer("xh", rows * k * 2);
   const { kernel, active: _, bigX: __, ...args } = o;
@@ -119,12 +122,31 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const partials = splitK > 1 ? poisoned(gpu, splitK * rows * nw, "partials") : undefined;
   gpu.run([
     ...(wh ? [halfWeights(gpu, { ctl, src: wb, dst: wh, words: (nw * k) / 2 })] : []), // never gated
+    ...(wp ? [packWeights(gpu, { ctl, src: wb, dst: wp, rows: nw, k })] : []), // never gated
     rowScale(gpu, { ctl, x: xb, exponents, xHalf, rows, k, gated: o.gated }),
-    gemmTensor(gpu, { ctl, weight: wh ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, ...args }, kernel),
+    gemmTensor(
+      gpu,
+      { ctl, weight: wh ?? wp ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, ...args },
+      kernel,
+    ),
     ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated })] : []),
   ]);
   const got = await gpu.readF32(y, rows * n);
-  for (const b of [ctl, wb, xb, xHalf, y, exponents, ...(partials ? [partials] : []), ...(wh ? [wh] : [])]) b.destroy();
+  for (
+    const b of [
+      ctl,
+      wb,
+      xb,
+      xHalf,
+      y,
+      exponents,
+      ...(partials ? [partials] : []),
+      ...(wh ? [wh] : []),
+      ...(wp ? [wp] : []),
+    ]
+  ) {
+    b.destroy();
+  }
   return { got, want: matvecReference(w, x, rows, k, n, epilogue), tol: tolerances(w, x, rows, k, n, epilogue) };
 }
 
@@ -250,6 +272,18 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     TENSOR_TILES_SMALL_M,
     { ...TENSOR_TILES_192, ahead: 0 },
     { ...TENSOR_TILES_SWIGLU_192, ahead: 0 },
+    // two k tiles in flight through one buffer
+    { ahead: 2, buffers: 1 },
+    { ...TENSOR_TILES_SMALL_M, ahead: 2 },
+    { ...TENSOR_TILES_SMALL_M_SWIGLU, ahead: 2 },
+    // the weights packed in blocks (pack_weights.ts): k steps of 16, 32 and 64, with linear's tiles
+    { packedWeights: true },
+    { stepK: 16, buffers: 1, packedWeights: true },
+    { ...TENSOR_TILES.plain, packedWeights: true },
+    { ...TENSOR_TILES_SMALL_M, packedWeights: true },
+    { ...TENSOR_TILES_SMALL_M_SWIGLU, ahead: 2, packedWeights: true },
+    { ...TENSOR_TILES_192, packedWeights: true },
+    { ...TENSOR_TILES_SWIGLU_192, packedWeights: true },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -314,7 +348,35 @@ tensorTest("gemm_tensor split-K (S = 2, 4, 8) with the reduction matches the ref
   await checkTensor(gpu, 37, 256, 48, { splitK: 2, stepK: 16, halfWeights: true, epilogue: Epilogue.SWIGLU });
   await checkTensor(gpu, 37, 256, 48, { splitK: 2, producers: 2, bigX: 1e5 });
   await checkTensor(gpu, 37, 256, 48, { splitK: 4, producers: 4, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+  await checkTensor(gpu, 37, 256, 48, { splitK: 2, packedWeights: true, bigX: 1e5 });
+  await checkTensor(gpu, 130, 4096, 80, { splitK: 4, stepK: 64, packedWeights: true, epilogue: Epilogue.SWIGLU });
 });
+
+tensorTest(
+  "gemm_tensor with packed weights: its checks catch a wrong block stride and a row-major read",
+  async (gpu) => {
+    const subgroupSize = tensorSubgroupSize(gpu);
+    // K = 192: three blocks of 64 k; N = 48: three blocks of 16 rows
+    const cases: [TensorTiles, string, string, string][] = [
+      [{ stepK: 32, packedWeights: true }, "(k0 / 64u) * 128u", "(k0 / 64u) * 64u", "a k block's stride halved"],
+      [{ stepK: 64, packedWeights: true }, "(row % 16u) * 8u", "(row % 16u) * 24u", "block rows read K apart"],
+    ];
+    for (const [tiles, from, to, what] of cases) {
+      for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+        const kernel = mutate(gemmTensorKernelFor({ ...tiles, epilogue, subgroupSize }), from, to);
+        await checkTensor(gpu, 37, 192, 48, { ...tiles, epilogue, bigX: 1e5 });
+        await assertCaught(() => checkTensor(gpu, 37, 192, 48, { ...tiles, epilogue, kernel }), what);
+      }
+    }
+    let threw = false;
+    try {
+      await checkTensor(gpu, 17, 96, 16, { stepK: 32, packedWeights: true });
+    } catch (e) {
+      threw = (e as Error).message.includes("multiple of 64");
+    }
+    if (!threw) throw new Error("packed weights with K = 96 (not whole blocks) were accepted");
+  },
+);
 
 tensorTest("gemm_tensor with f16 weights from global memory: its checks catch broken kernels", async (gpu) => {
   // 37 rows, K = 96, N = 48 with 64-column tiles: the second subgroup's second right matrix starts at row 48, past N,
@@ -401,8 +463,9 @@ Deno.test("gemm_tensor takes N a multiple of 16 and K a multiple of its k step, 
     },
     { producers: 2, halfWeights: true },
     { ahead: 3 },
-    { ahead: 2, buffers: 1 },
     { producers: 2, ahead: 0 },
+    { packedWeights: true, halfWeights: true },
+    { packedWeights: true, stepK: 128 },
   ];
   for (const tiles of refused) {
     let threw = false;
@@ -429,17 +492,23 @@ tensorTest(
   "gemm_tensor with two k tiles in flight handles odd step counts, and its checks catch a dropped step",
   async (gpu) => {
     // K = 96: three k steps of 32, the loop's second half skipped in its last iteration; K = 32: one step.
-    for (const [rows, k, n] of [[37, 96, 48], [17, 32, 16], [130, 4096, 80]]) {
-      await checkTensor(gpu, rows, k, n, { ahead: 2, bigX: 1e5 });
-      await checkTensor(gpu, rows, k, n, { ahead: 2, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+    // two buffers, and one (two barriers a step)
+    for (const buffers of [2, 1]) {
+      for (const [rows, k, n] of [[37, 96, 48], [17, 32, 16], [130, 4096, 80]]) {
+        await checkTensor(gpu, rows, k, n, { ahead: 2, buffers, bigX: 1e5 });
+        await checkTensor(gpu, rows, k, n, { ahead: 2, buffers, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+      }
+      await checkTensor(gpu, 37, 256, 48, { ahead: 2, buffers, splitK: 2, bigX: 1e5 });
+      const kernel = mutate(
+        gemmTensorKernelFor({ ahead: 2, buffers, subgroupSize: tensorSubgroupSize(gpu) }),
+        "if (k0 + TILE_K < K) {",
+        "if (k0 + 2u * TILE_K < K) {",
+      );
+      await assertCaught(
+        () => checkTensor(gpu, 37, 128, 48, { ahead: 2, buffers, kernel }),
+        `the last odd step dropped (${buffers} buffers)`,
+      );
     }
-    await checkTensor(gpu, 37, 256, 48, { ahead: 2, splitK: 2, bigX: 1e5 });
-    const kernel = mutate(
-      gemmTensorKernelFor({ ahead: 2, subgroupSize: tensorSubgroupSize(gpu) }),
-      "if (k0 + TILE_K < K) {",
-      "if (k0 + 2u * TILE_K < K) {",
-    );
-    await assertCaught(() => checkTensor(gpu, 37, 128, 48, { ahead: 2, kernel }), "the last odd step dropped");
   },
 );
 
@@ -552,6 +621,9 @@ Deno.test({
       TENSOR_TILES_192,
       { ...TENSOR_TILES_SWIGLU_192, splitK: 2 },
       { ...TENSOR_TILES_SMALL_M, splitK: 4 },
+      { ...TENSOR_TILES_SMALL_M, ahead: 2 },
+      { ...TENSOR_TILES_SMALL_M_SWIGLU, ahead: 2, packedWeights: true, splitK: 2 },
+      { ...TENSOR_TILES_192, packedWeights: true },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

@@ -68,11 +68,11 @@ export const PREFILL_MATHS = ["f32", "f16"] as const;
 export type PrefillMath = typeof PREFILL_MATHS[number];
 
 /**
- * The tensor GEMM's knobs `linear` does not take from its caller: `halfWeights` reads an f16 copy of the weights
- * (`linear` has bf16 ones); `wideStores` and `sharedEpilogue` belong to a tile (linear's own set them where they
+ * The tensor GEMM's knobs `linear` does not take from its caller: `halfWeights` and `packedWeights` read a copy of
+ * the weights (`linear` has the row-major bf16 ones); `wideStores` and `sharedEpilogue` belong to a tile (linear's own set them where they
  * measured faster, TENSOR_TILES_192 and its siblings, and only where the runtime has buffer views).
  */
-const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "wideStores", "sharedEpilogue"] as const;
+const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "packedWeights", "wideStores", "sharedEpilogue"] as const;
 
 /** The tensor GEMM's tile knobs that `linear` takes (all but TENSOR_KNOBS_NOT_TAKEN). */
 type LinearTensorTiles = Omit<TensorTiles, typeof TENSOR_KNOBS_NOT_TAKEN[number]>;
