@@ -130,12 +130,6 @@ export interface TensorTiles {
    * 8 KB and more apart. Needs stepK <= PACK_K and K a multiple of PACK_K.
    */
   packedWeights?: boolean;
-  /**
-   * With 2 buffers and `ahead: 1`, the next k tile is stored into the other buffer halfway through this one's products
-   * (default false: after them), so that its global reads cannot be scheduled after the products: they must land
-   * while the first half is multiplied. Needs stepK >= 32 (two or more 16-k products a step).
-   */
-  storeMid?: boolean;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -153,7 +147,6 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   sharedEpilogue: false,
   halfWeights: false,
   packedWeights: false,
-  storeMid: false,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -195,10 +188,6 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   if (typeof t.packedWeights !== "boolean") {
     throw new Error(`gemm_tensor: packedWeights = ${t.packedWeights} (a boolean)`);
   }
-  if (typeof t.storeMid !== "boolean") throw new Error(`gemm_tensor: storeMid = ${t.storeMid} (a boolean)`);
-  if (t.storeMid && (t.buffers !== 2 || t.ahead !== 1 || t.producers > 0 || t.stepK < 32)) {
-    throw new Error("gemm_tensor: storeMid needs buffers = 2, ahead = 1, no producers and stepK >= 32");
-  }
   if (t.packedWeights && (t.halfWeights || t.stepK > PACK_K)) {
     throw new Error(`gemm_tensor: packedWeights needs bf16 weights (halfWeights off) and stepK <= ${PACK_K}`);
   }
@@ -229,9 +218,7 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }${t.packedWeights ? "_pw" : ""}${t.storeMid ? "_mid" : ""}${t.wideStores ? "_ws" : ""}${
-      t.sharedEpilogue ? "_se" : ""
-    }_w${subgroupSize}` +
+    }${t.packedWeights ? "_pw" : ""}${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -367,9 +354,8 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
       : `subgroupMatrixLoad<Right, col_major>(${wide ? "ws" : "&ws"}, ${wb}(${up ? "TILE_N + " : ""}sn + ${
         j * FRAG
       }u) * XS + ${q * FRAG}u, XS)`;
-  // `qs`: which of the step's 16-k products (all by default).
-  const compute = (xb: string, wb: string, kx: string, qs = range(t.stepK / FRAG)) =>
-    qs.map((q) =>
+  const compute = (xb: string, wb: string, kx: string) =>
+    range(t.stepK / FRAG).map((q) =>
       indent("    ", [
         "{",
         ...FI.map((i) =>
@@ -437,7 +423,6 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   // Two buffers: the next k tile is staged into the other buffer, which every subgroup finished reading before the
   // previous barrier, while this one is multiplied from buffer buf: its reads issued before the products and stored
   // after them, or with ahead 0 read and stored before them. One buffer: staged, then multiplied, two barriers a step.
-  const half = Math.ceil(t.stepK / FRAG / 2); // storeMid: the products before the store
   const doubleLoop = () =>
     `${load("  ", kBegin)}
 ${store("  ", "0u")}
@@ -457,16 +442,8 @@ ${store("      ", "(buf ^ 1u)")}
 ${load("    ", "k0 + TILE_K")}`
     }
     let xb = buf * X_BUF;${hw ? "" : "\n    let wb = buf * W_BUF;"}
-${
-      t.storeMid
-        ? `${compute("xb + ", "wb + ", "k0", range(half))}
-    // the next tile stored halfway through the products (storeMid)
-${store("    ", "(buf ^ 1u)")}
-${compute("xb + ", "wb + ", "k0", range(t.stepK / FRAG).slice(half))}
-`
-        : `${compute("xb + ", "wb + ", "k0")}
-${ahead0 ? "" : `${store("    ", "(buf ^ 1u)")}\n`}`
-    }    workgroupBarrier(); // the next tile staged, this one consumed
+${compute("xb + ", "wb + ", "k0")}
+${ahead0 ? "" : `${store("    ", "(buf ^ 1u)")}\n`}    workgroupBarrier(); // the next tile staged, this one consumed
     buf ^= 1u;
   }`;
   const singleLoop = () =>

@@ -72,7 +72,7 @@ export type PrefillMath = typeof PREFILL_MATHS[number];
  * the weights (`linear` has the row-major bf16 ones); `wideStores` and `sharedEpilogue` belong to a tile (linear's own set them where they
  * measured faster, TENSOR_TILES_192 and its siblings, and only where the runtime has buffer views).
  */
-const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "packedWeights", "wideStores", "sharedEpilogue", "storeMid"] as const;
+const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "packedWeights", "wideStores", "sharedEpilogue"] as const;
 
 /** The tensor GEMM's tile knobs that `linear` takes (all but TENSOR_KNOBS_NOT_TAKEN). */
 type LinearTensorTiles = Omit<TensorTiles, typeof TENSOR_KNOBS_NOT_TAKEN[number]>;
