@@ -349,7 +349,13 @@ tensorTest("gemm_tensor split-K (S = 2, 4, 8) with the reduction matches the ref
   await checkTensor(gpu, 37, 256, 48, { splitK: 2, producers: 2, bigX: 1e5 });
   await checkTensor(gpu, 37, 256, 48, { splitK: 4, producers: 4, stepK: 16, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
   await checkTensor(gpu, 37, 256, 48, { splitK: 2, packedWeights: true, bigX: 1e5 });
-  await checkTensor(gpu, 130, 4096, 80, { splitK: 4, stepK: 64, packedWeights: true, epilogue: Epilogue.SWIGLU });
+  await checkTensor(gpu, 130, 4096, 80, {
+    splitK: 4,
+    stepK: 64,
+    buffers: 1,
+    packedWeights: true,
+    epilogue: Epilogue.SWIGLU,
+  });
 });
 
 tensorTest(
@@ -359,7 +365,12 @@ tensorTest(
     // K = 192: three blocks of 64 k; N = 48: three blocks of 16 rows
     const cases: [TensorTiles, string, string, string][] = [
       [{ stepK: 32, packedWeights: true }, "(k0 / 64u) * 128u", "(k0 / 64u) * 64u", "a k block's stride halved"],
-      [{ stepK: 64, packedWeights: true }, "(row % 16u) * 8u", "(row % 16u) * 24u", "block rows read K apart"],
+      [
+        { stepK: 64, buffers: 1, packedWeights: true },
+        "(row % 16u) * 8u",
+        "(row % 16u) * 24u",
+        "block rows read K apart",
+      ],
     ];
     for (const [tiles, from, to, what] of cases) {
       for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {

@@ -251,8 +251,11 @@ export const TENSOR_SMALL_M_ROWS = 128;
 
 /**
  * The plain tile at TENSOR_SMALL_M_ROWS rows or fewer: 128 x 128 of 16 subgroups of 2 x 2 matrices, k64, one buffer
- * (36,864 bytes; 16 warps where TENSOR_TILES.plain has 8). Measured on the H200 at 128 rows (session AB, us, against
- * TENSOR_TILES.plain): 7B qkv 109.8 -> 108.7 unsplit, down 91.5 -> 86.1 split 4 ways; 1B qkv split 4 52.2 -> 46.3.
+ * (36,864 bytes; 16 warps where TENSOR_TILES.plain has 8), two k tiles in flight (`ahead: 2`, 127 registers). Measured
+ * on the H200 at 128 rows (session AB, us, against TENSOR_TILES.plain): 7B qkv 109.8 -> 108.7 unsplit, down 91.5 ->
+ * 86.1 split 4 ways; 1B qkv split 4 52.2 -> 46.3. Two tiles in flight (session AC, two calls, us, ahead 1 -> 2): 7B
+ * down split 4 86.2 / 86.2 -> 83.7 / 83.9, o split 4 41.3 -> 40.1, qkv split 4 107.3 / 107.6 -> 103.1 / 103.6; 1B qkv
+ * split 2 39.2 -> 38.2, down split 4 63.2 -> 61.7.
  */
 export const TENSOR_TILES_SMALL_M: Readonly<TensorTiles> = {
   subgroupsM: 4,
@@ -261,9 +264,30 @@ export const TENSOR_TILES_SMALL_M: Readonly<TensorTiles> = {
   fragsN: 2,
   stepK: 64,
   buffers: 1,
+  ahead: 2,
   wideStores: true,
   sharedEpilogue: true,
 };
+
+/**
+ * The plain tile at TENSOR_SMALL_M_ROWS rows or fewer where its grid is one wave of at least TENSOR_WAVE_FILL of the
+ * SMs (the 7B's qkv, N = 12,288: 128 workgroups, where TENSOR_TILES_SMALL_M has 96 and no split-K room): 128 x 96 of
+ * 12 subgroups of 2 x 2 matrices, k64, one buffer (32,256 bytes). Measured on the H200 (session AC, 7B qkv at 128
+ * rows, two calls, us): 108.7 / 109.0 with TENSOR_TILES_SMALL_M unsplit -> 100.8 / 101.3 (session AB: 100.2).
+ */
+export const TENSOR_TILES_SMALL_M_96: Readonly<TensorTiles> = {
+  subgroupsM: 4,
+  subgroupsN: 3,
+  fragsM: 2,
+  fragsN: 2,
+  stepK: 64,
+  buffers: 1,
+  wideStores: true,
+  sharedEpilogue: true,
+};
+
+/** The least share of the SMs a grid of TENSOR_TILES_SMALL_M_96 must fill (in one wave) for linear to take it. */
+export const TENSOR_WAVE_FILL = 0.9;
 
 /**
  * The least K of a SwiGLU product that takes TENSOR_TILES_SMALL_M_SWIGLU. The 1B's gate_up (K = 2,048) was slower
@@ -335,9 +359,16 @@ export function byWaves(
   return list.map((c) => ({ tiles: c.tiles, cost: cost(c) })).sort((a, b) => a.cost - b.cost).map((c) => c.tiles);
 }
 
+/** Whether a grid of `tiles` over rows x n outputs is one wave of at least TENSOR_WAVE_FILL of TENSOR_WAVE_SMS SMs. */
+function fillsOneWave(rows: number, n: number, tiles: TensorTiles): boolean {
+  const { tileM, tileN } = tensorTileShape(tiles);
+  const grid = Math.ceil(rows / tileM) * Math.ceil(n / tileN);
+  return grid <= TENSOR_WAVE_SMS && grid >= TENSOR_WAVE_FILL * TENSOR_WAVE_SMS;
+}
+
 /**
- * Tensor-core tiles when the caller gave none (given knobs win). Up to TENSOR_SMALL_M_ROWS rows TENSOR_TILES_SMALL_M
- * for plain products, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K, else
+ * Tensor-core tiles when the caller gave none (given knobs win). Up to TENSOR_SMALL_M_ROWS rows TENSOR_TILES_SMALL_M_96
+ * for plain products whose grid of it fills one wave (`fillsOneWave`), else TENSOR_TILES_SMALL_M, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K, else
  * TENSOR_TILES.swiglu; above, the wave model's order (`byWaves`). Then, where those exceed the device's workgroup
  * memory or K is not a multiple of their k step: TENSOR_TILES for the epilogue, the same with one buffer, then k steps
  * of 16, then the 64 x 64 default tile. Where the runtime's WGSL lacks the `buffer_view` language feature, tiles staged
@@ -359,7 +390,7 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
   const first: readonly Readonly<TensorTiles>[] = a.rows > TENSOR_SMALL_M_ROWS
     ? byWaves(a.rows, a.n, epilogue)
     : !swiglu
-    ? [TENSOR_TILES_SMALL_M]
+    ? [fillsOneWave(a.rows, a.n, TENSOR_TILES_SMALL_M_96) ? TENSOR_TILES_SMALL_M_96 : TENSOR_TILES_SMALL_M]
     : a.k >= TENSOR_SMALL_M_SWIGLU_MIN_K
     ? [TENSOR_TILES_SMALL_M_SWIGLU]
     : [];

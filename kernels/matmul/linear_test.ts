@@ -27,6 +27,7 @@ import {
   TENSOR_TILES_192,
   TENSOR_TILES_LARGE_M,
   TENSOR_TILES_SMALL_M,
+  TENSOR_TILES_SMALL_M_96,
   TENSOR_TILES_SMALL_M_SWIGLU,
   TENSOR_TILES_SWIGLU_192,
   tensorTilesFor,
@@ -354,12 +355,22 @@ Deno.test("tensorTilesFor takes 16- and 12-subgroup tiles for products of at mos
   const plain = (rows: number) => ({ ...swiglu(rows), epilogue: Epilogue.PLAIN, n: 12288 }) as LinearArgs;
   for (const rows of [1, 17, TENSOR_SMALL_M_ROWS]) {
     assertEquals(tensorTilesFor(views, swiglu(rows)), TENSOR_TILES_SMALL_M_SWIGLU);
-    assertEquals(tensorTilesFor(views, plain(rows)), TENSOR_TILES_SMALL_M);
+    // the 7B's qkv: 128 workgroups of 128 x 96 fill a wave of the 132 SMs; its down and o (N = 4,096: 43) and the
+    // 1B's qkv (N = 6,144: 64) do not
+    assertEquals(tensorTilesFor(views, plain(rows)), TENSOR_TILES_SMALL_M_96);
+    assertEquals(tensorTilesFor(views, { ...plain(rows), n: 4096 }), TENSOR_TILES_SMALL_M);
+    assertEquals(tensorTilesFor(views, { ...plain(rows), k: 2048, n: 6144 }), TENSOR_TILES_SMALL_M);
   }
   assertEquals(tensorTilesFor(views, swiglu(TENSOR_SMALL_M_ROWS + 1)), TENSOR_TILES_SWIGLU_192);
-  // without buffer views neither fits (58,368 and 53,248 bytes): the 8-subgroup tiles
+  // without buffer views neither 16-subgroup tile fits (58,368 and 53,248 bytes): the 8-subgroup tiles
   assertEquals(tensorTilesFor(device([]), swiglu(TENSOR_SMALL_M_ROWS)), TENSOR_TILES.swiglu);
-  assertEquals(tensorTilesFor(device([]), plain(TENSOR_SMALL_M_ROWS)), TENSOR_TILES.plain);
+  assertEquals(tensorTilesFor(device([]), { ...plain(TENSOR_SMALL_M_ROWS), n: 4096 }), TENSOR_TILES.plain);
+  // the 128 x 96 tile fits without them (44,544 bytes)
+  assertEquals(tensorTilesFor(device([]), plain(TENSOR_SMALL_M_ROWS)), {
+    ...TENSOR_TILES_SMALL_M_96,
+    wideStores: false,
+    sharedEpilogue: false,
+  });
   // the 1B's gate_up (K = 2,048) keeps the 8-subgroup tile: measured slower with the small one
   assertEquals(
     tensorTilesFor(views, { ...swiglu(TENSOR_SMALL_M_ROWS), k: TENSOR_SMALL_M_SWIGLU_MIN_K / 2 }),
