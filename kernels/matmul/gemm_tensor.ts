@@ -39,6 +39,10 @@
  * `halfWeights` reads an f16 copy of the weights (`half_weights.ts`) as right matrices straight from global memory and
  * stages only x: measured about half as fast on the H200 (session W; ARCHITECTURE.md), kept as a tested option.
  *
+ * `packedWeights` reads the weights in `pack_weights.ts`'s blocks of 16 rows x 64 k (2 KB each) instead of row-major:
+ * 2-5% faster at 128 rows on the H200 (session AC), kept as a tested option, off (it needs a second copy of the
+ * weights; ARCHITECTURE.md).
+ *
  * Error analysis and measurements: ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)".
  * @module
  */
