@@ -270,26 +270,6 @@ export const TENSOR_TILES_SMALL_M: Readonly<TensorTiles> = {
 };
 
 /**
- * The plain tile at TENSOR_SMALL_M_ROWS rows or fewer where its grid is one wave of at least TENSOR_WAVE_FILL of the
- * SMs (the 7B's qkv, N = 12,288: 128 workgroups, where TENSOR_TILES_SMALL_M has 96 and no split-K room): 128 x 96 of
- * 12 subgroups of 2 x 2 matrices, k64, one buffer (32,256 bytes). Measured on the H200 (session AC, 7B qkv at 128
- * rows, two calls, us): 108.7 / 109.0 with TENSOR_TILES_SMALL_M unsplit -> 100.8 / 101.3 (session AB: 100.2).
- */
-export const TENSOR_TILES_SMALL_M_96: Readonly<TensorTiles> = {
-  subgroupsM: 4,
-  subgroupsN: 3,
-  fragsM: 2,
-  fragsN: 2,
-  stepK: 64,
-  buffers: 1,
-  wideStores: true,
-  sharedEpilogue: true,
-};
-
-/** The least share of the SMs a grid of TENSOR_TILES_SMALL_M_96 must fill (in one wave) for linear to take it. */
-export const TENSOR_WAVE_FILL = 0.9;
-
-/**
  * The least K of a SwiGLU product that takes TENSOR_TILES_SMALL_M_SWIGLU. The 1B's gate_up (K = 2,048) was slower
  * with it at 128 rows: 64.9 us with TENSOR_TILES.swiglu, 77.8 with it (session AB); session AA's 4-subgroup tile likewise
  * (the 1B's Dawn TTFT at 128 tokens 5.15 -> 6.11 ms, results/2026-12-01_run06 against run08).
@@ -311,6 +291,18 @@ export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
   wideStores: true,
   sharedEpilogue: true,
 };
+
+/**
+ * The plain tile at TENSOR_SMALL_M_ROWS rows or fewer where its grid is one wave of at least TENSOR_WAVE_FILL of the
+ * SMs (the 7B's qkv, N = 12,288: 128 workgroups, where TENSOR_TILES_SMALL_M has 96 and no split-K room): the tiles of
+ * TENSOR_TILES_SMALL_M_SWIGLU, which for a plain product are 128 x 96 of 12 subgroups of 2 x 2 matrices (32,256 bytes).
+ * Measured on the H200 (session AC, 7B qkv at 128 rows, two calls, us): 108.7 / 109.0 with TENSOR_TILES_SMALL_M
+ * unsplit -> 100.8 / 101.3 (session AB: 100.2).
+ */
+export const TENSOR_TILES_SMALL_M_96: Readonly<TensorTiles> = TENSOR_TILES_SMALL_M_SWIGLU;
+
+/** The least share of the SMs a grid of TENSOR_TILES_SMALL_M_96 must fill (in one wave) for linear to take it. */
+export const TENSOR_WAVE_FILL = 0.9;
 
 /**
  * Streaming multiprocessors the wave model counts (`byWaves`): the H200's 132. WebGPU does not say how many a device
