@@ -467,24 +467,42 @@ ${compute("", "", "k0")}
     workgroupBarrier(); // tiles consumed
   }`;
   // Two k tiles in flight: two steps an iteration, buffers 0 and 1.
-  const ahead2Loop = () =>
-    `${load("  ", kBegin)}
+  // Two k tiles in flight, two k steps an iteration; each tile's reads are issued two steps before it is staged. Two
+  // buffers: tile k0 + TILE_K is staged into buffer 1 while buffer 0 is multiplied, and back. One buffer: each tile
+  // is staged just before its products (two barriers a step), from register sets p and q in turn.
+  const ahead2Loop = () => {
+    const staged = (pad: string, r: string, what: string) =>
+      double ? "" : `${store(pad, "0u", r)}\n${pad}workgroupBarrier(); // ${what} staged\n`;
+    return `${load("  ", kBegin)}
 ${load("  ", `${kBegin} + TILE_K`, "q")}
-${store("  ", "0u")}
+${
+      double
+        ? `${store("  ", "0u")}
   workgroupBarrier(); // the first k tile staged in buffer 0, the second in flight
   // Two k steps an iteration, buffers 0 and 1; each tile's reads are issued two steps before they are staged.
-  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
-${load("    ", "k0 + 2u * TILE_K")}
+`
+        : ""
+    }  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
+${staged("    ", "p", "tile k0")}${load("    ", "k0 + 2u * TILE_K")}
 ${compute("", "", "k0")}
-${store("    ", "1u", "q")}
-    workgroupBarrier(); // tile k0 + TILE_K staged in buffer 1, buffer 0 consumed
+${
+      double
+        ? `${store("    ", "1u", "q")}
+    workgroupBarrier(); // tile k0 + TILE_K staged in buffer 1, buffer 0 consumed`
+        : "    workgroupBarrier(); // tile k0 consumed"
+    }
     if (k0 + TILE_K < ${kEnd}) {
-${load("    ", "k0 + 3u * TILE_K", "q")}
-${compute("X_BUF + ", "W_BUF + ", "k0 + TILE_K")}
-${store("    ", "0u")}
-      workgroupBarrier(); // tile k0 + 2 TILE_K staged in buffer 0, buffer 1 consumed
+${staged("      ", "q", "tile k0 + TILE_K")}${load("    ", "k0 + 3u * TILE_K", "q")}
+${compute(double ? "X_BUF + " : "", double ? "W_BUF + " : "", "k0 + TILE_K")}
+${
+      double
+        ? `${store("    ", "0u")}
+      workgroupBarrier(); // tile k0 + 2 TILE_K staged in buffer 0, buffer 1 consumed`
+        : "      workgroupBarrier(); // tile k0 + TILE_K consumed"
+    }
     }
   }`;
+  };
   // Producer subgroups stage, the others multiply, on two buffers.
   const producerLoop = () =>
     `  if (producer) {
@@ -511,33 +529,7 @@ ${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
     workgroupBarrier(); // the next tile staged, this one consumed
     buf ^= 1u;
   }`;
-  // Two k tiles in flight through one buffer: two steps an iteration, register sets p and q in turn, each tile's reads
-  // issued two steps before it is staged.
-  const ahead2SingleLoop = () =>
-    `${load("  ", kBegin)}
-${load("  ", `${kBegin} + TILE_K`, "q")}
-  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
-${store("    ", "0u")}
-    workgroupBarrier(); // tile k0 staged
-${load("    ", "k0 + 2u * TILE_K")}
-${compute("", "", "k0")}
-    workgroupBarrier(); // tile k0 consumed
-    if (k0 + TILE_K < ${kEnd}) {
-${store("      ", "0u", "q")}
-      workgroupBarrier(); // tile k0 + TILE_K staged
-${load("      ", "k0 + 3u * TILE_K", "q")}
-${compute("", "", "k0 + TILE_K")}
-      workgroupBarrier(); // tile k0 + TILE_K consumed
-    }
-  }`;
-  const kLoop = () =>
-    producers
-      ? producerLoop()
-      : ahead2
-      ? (double ? ahead2Loop() : ahead2SingleLoop())
-      : double
-      ? doubleLoop()
-      : singleLoop();
+  const kLoop = () => producers ? producerLoop() : ahead2 ? ahead2Loop() : double ? doubleLoop() : singleLoop();
 
   const name = kernelName(t, epilogue, sgSize);
   return {

@@ -69,8 +69,8 @@ export type PrefillMath = typeof PREFILL_MATHS[number];
 
 /**
  * The tensor GEMM's knobs `linear` does not take from its caller: `halfWeights` and `packedWeights` read a copy of
- * the weights (`linear` has the row-major bf16 ones); `wideStores` and `sharedEpilogue` belong to a tile (linear's own set them where they
- * measured faster, TENSOR_TILES_192 and its siblings, and only where the runtime has buffer views).
+ * the weights (`linear` has the row-major bf16 ones); `wideStores` and `sharedEpilogue` belong to a tile (linear's own
+ * set them where they measured faster, TENSOR_TILES_192 and its siblings, and only where the runtime has buffer views).
  */
 const TENSOR_KNOBS_NOT_TAKEN = ["halfWeights", "packedWeights", "wideStores", "sharedEpilogue"] as const;
 
@@ -360,8 +360,8 @@ function fillsOneWave(rows: number, n: number, tiles: TensorTiles): boolean {
 
 /**
  * Tensor-core tiles when the caller gave none (given knobs win). Up to TENSOR_SMALL_M_ROWS rows TENSOR_TILES_SMALL_M_96
- * for plain products whose grid of it fills one wave (`fillsOneWave`), else TENSOR_TILES_SMALL_M, TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K, else
- * TENSOR_TILES.swiglu; above, the wave model's order (`byWaves`). Then, where those exceed the device's workgroup
+ * for plain products whose grid of it fills one wave (`fillsOneWave`), else TENSOR_TILES_SMALL_M;
+ * TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K, else TENSOR_TILES.swiglu; above, the wave model's order (`byWaves`). Then, where those exceed the device's workgroup
  * memory or K is not a multiple of their k step: TENSOR_TILES for the epilogue, the same with one buffer, then k steps
  * of 16, then the 64 x 64 default tile. Where the runtime's WGSL lacks the `buffer_view` language feature, tiles staged
  * through one workgroup buffer (`wideStores`) are taken without it. Null when no tiles fit the shape (then the
