@@ -47,7 +47,7 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { type Dispatch, Gpu, runtimeFromFlag } from "../kernels/runtime.ts";
+import { type Dispatch, Gpu, type Kernel, runtimeFromFlag } from "../kernels/runtime.ts";
 import { UserError } from "../common/errors.ts";
 import { Epilogue, matvec } from "../kernels/matmul/matvec.ts";
 import {
@@ -1143,10 +1143,17 @@ async function benchGemmProbe(): Promise<void> {
   const f16Copy = stageW((v) => `bitcast<vec2<f16>>(${v})`);
   // The conversion two at a time (vec2<f32> to vec2<f16>: a packed convert where the driver has one).
   const packed = stageW((v) => `vec2<f16>(vec2<f32>(bf16_lo(${v}), bf16_hi(${v})))`);
+  // The k loop's barriers gone (each commented with the tile it waits for; the epilogue's stay).
+  const noBarriers: [string | RegExp, string][] = [[
+    /^\s*workgroupBarrier\(\); \/\/ tiles? (k0 |staged|consumed)[^\n]*$/gm,
+    "",
+  ]];
   const swaps: Record<string, [string | RegExp, string][]> = {
     "as built": [],
+    "no k-loop barriers": noBarriers,
     "no global reads": noReads,
     "products only": [...noReads, ...noStores],
+    "products only, no barriers": [...noReads, ...noStores, ...noBarriers],
     "no products": noProducts,
     "no reads, no products": [...noReads, ...noProducts],
     "1 store a vec4": oneStore,
@@ -1172,7 +1179,10 @@ async function benchGemmProbe(): Promise<void> {
       const k = gemmTensorKernelFor({ ...tiles, epilogue: s.epi, subgroupSize: tensorSubgroupSize(gpu) });
       for (const [name, sw] of Object.entries(swaps)) {
         const source = sw.reduce((src, [from, to]) => src.replace(from, to), k.source);
-        if (sw.length && source === k.source) throw new Error(`gemm_probe: ${name} changed nothing`);
+        if (sw.length && source === k.source) {
+          console.log(`gemm_probe ${s.name} M=${rows} ${tensorLabel(tiles)} ${name}: not run (nothing to change)`);
+          continue;
+        }
         const kernel = { name: `${k.name} (${name})`, source };
         const ds = weights.flatMap((w) => [
           rowScale(gpu, { ctl, x, exponents, xHalf, rows, k: s.k }),
@@ -1292,32 +1302,66 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
 }
 
 /**
- * The subgroup-matrix multiply-accumulate rate this device and driver sustain (`--mma-peak`, Dawn): every subgroup of
- * 8 multiply-accumulates 16x16x16 f16 -> f32 into `accs` accumulators from matrices loaded once from workgroup memory,
- * ITERS times, and with `loads` of its 8 left and right operands reloaded from workgroup memory every iteration (the
- * tensor GEMM's k loop loads 6 per 8 products). The ceiling any GEMM written with these builtins can reach here.
+ * One `--mma-peak` variant: `subgroups` subgroups a workgroup, each multiply-accumulating 8 products an iteration into
+ * `accs` accumulators with `loads` of its operands reloaded from workgroup memory; `oneAnSm`: the workgroup declares
+ * 32 KB or more (all written), so that one runs on an SM at a time (two of 28 KB do not fit, `--occupancy`); `gemm`:
+ * the operands loaded as the tensor GEMM's k loop loads them (subgroups of 4 x 2 result matrices, 4 along N; rows of
+ * stride 72, four 16-k slices an iteration: 6 loads per 8 products); `barriers`: two workgroup barriers per four
+ * 16-k slices, as the GEMM's one-buffer k64 step.
  */
-async function benchMmaPeak(): Promise<void> {
-  const unsupported = tensorGemmUnsupported(gpu);
-  if (unsupported) {
-    console.log(`mma_peak: not run (${unsupported})`);
-    return;
-  }
-  const sgSize = tensorSubgroupSize(gpu), subgroups = 8, iters = 1024, workgroups = SMS * 8, products = 8;
-  const y = gpu.buffer("mma peak y", workgroups * subgroups * products * 256 * 4);
-  // operand o at o * 256, 16 rows of stride 32 (overlapping: the values do not matter), shifted by 16 every other
-  // iteration so that reloads cannot be hoisted
-  const size = 5 * 256 + 16 * 32 + 16;
-  for (const [accs, loads] of [[8, 0], [4, 0], [8, 6], [8, 8]]) {
-    // operand o: left a0..a3 (o < 4), right b0, b1; product p multiplies a(p % 4) by b(p >> 2)
-    const operand = (o: number) =>
-      `subgroupMatrixLoad<${o < 4 ? "Left, row_major" : "Right, col_major"}>(&tile, ${
+interface MmaPeakVariant {
+  subgroups: number;
+  accs: number;
+  loads: number;
+  oneAnSm?: boolean;
+  gemm?: boolean;
+  barriers?: boolean;
+}
+
+/** The `--mma-peak` kernel of variant `v` (null where its workgroup memory exceeds `maxBytes`), and its label. */
+function mmaPeakKernel(
+  v: MmaPeakVariant,
+  sgSize: number,
+  iters: number,
+  products: number,
+  maxBytes: number,
+): { kernel: Kernel; label: string } | null {
+  const STRIDE = 72; // the GEMM's staged rows at k64: 64 + 8 f16 of padding
+  const { subgroups, accs, loads } = v;
+  // const: operand o at o * 256, 16 rows of stride 32 (overlapping: the values do not matter), shifted by 16 every
+  // other slice so that reloads cannot be hoisted. gemm: left i at rows sm + 16 i, right j at the weight rows
+  // sn + 16 j, k slice q, shifted by 8 every other iteration (rows stay 16-byte aligned).
+  const tileM = 64 * Math.ceil(subgroups / 4), tileN = 128;
+  const gemmHalves = (tileM + tileN) * STRIDE;
+  const size = Math.max(v.gemm ? gemmHalves : 5 * 256 + 16 * 32 + 16, v.oneAnSm ? 16384 : 0);
+  if (size * 2 > maxBytes) return null;
+  const operand = (o: number, q: number) =>
+    v.gemm
+      ? (o < 4
+        ? `subgroupMatrixLoad<Left, row_major>(&tile, (sm + ${o * 16}u) * ${STRIDE}u + ${q * 16}u + sh, ${STRIDE}u)`
+        : `subgroupMatrixLoad<Right, col_major>(&tile, ${tileM * STRIDE}u + (sn + ${(o - 4) * 16}u) * ${STRIDE}u + ${
+          q * 16
+        }u + sh, ${STRIDE}u)`)
+      : `subgroupMatrixLoad<${o < 4 ? "Left, row_major" : "Right, col_major"}>(&tile, ${
         o * 256
-      }u + (it & 1u) * 16u, 32u)`;
-    const name = (o: number) => (o < 4 ? `a${o}` : `b${o - 4}`);
-    const kernel = {
-      name: `mma_peak_acc${accs}_loads${loads}`,
-      source: `
+      }u + ((it >> ${q}u) & 1u) * 16u, 32u)`;
+  const name = (o: number) => (o < 4 ? `a${o}` : `b${o - 4}`);
+  const slice = (q: number) =>
+    [
+      ...range(loads).map((l) => `    ${name(l % 6)} = ${operand(l % 6, q)};`),
+      ...range(products).map((m) =>
+        `    acc${m % accs} = subgroupMatrixMultiplyAccumulate(a${m % 4}, b${m >> 2}, acc${m % accs});`
+      ),
+    ].join("\n");
+  const label = `${subgroups} subgroups, ${accs} accumulators, ${loads} operand loads per ${products} products` +
+    `${v.gemm ? " at the GEMM's offsets" : ""}${v.barriers ? ", 2 barriers per 4 slices" : ""}${
+      v.oneAnSm ? ", one workgroup an SM" : ""
+    }`;
+  const kernel = {
+    name: `mma_peak_s${subgroups}_acc${accs}_loads${loads}${v.gemm ? "_gemm" : ""}${v.barriers ? "_bar" : ""}${
+      v.oneAnSm ? "_one" : ""
+    }`,
+    source: `
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 alias Result = subgroup_matrix_result<f32, 16, 16>;
@@ -1326,35 +1370,68 @@ alias Result = subgroup_matrix_result<f32, 16, 16>;
 var<workgroup> tile: array<f16, ${size}>;
 @compute @workgroup_size(${sgSize * subgroups})
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-  if (gated_off()) { return; }
-  for (var i = t; i < ${size}u; i += ${sgSize * subgroups}u) { tile[i] = f16(f32(i % 7u) * 0.0009765625); }
-  workgroupBarrier();
-  var it = 0u;
-${range(6).map((o) => `  var ${name(o)} = ${operand(o)};`).join("\n")}
+if (gated_off()) { return; }
+for (var i = t; i < ${size}u; i += ${sgSize * subgroups}u) { tile[i] = f16(f32(i % 7u) * 0.0009765625); }
+workgroupBarrier();
+let sg = t / ${sgSize}u;
+let sm = (sg / 4u) * 64u;
+let sn = (sg % 4u) * 32u;
+var it = 0u;
+var sh = 0u;
+${range(6).map((o) => `  var ${name(o)} = ${operand(o, 0)};`).join("\n")}
 ${range(accs).map((c) => `  var acc${c} = Result();`).join("\n")}
-  for (it = 0u; it < ${iters}u; it++) {
-${range(loads).map((l) => `    ${name(l % 6)} = ${operand(l % 6)};`).join("\n")}
+for (it = 0u; it < ${iters}u; it += 4u) {
+  sh = ((it >> 2u) & 1u) * 8u;
+${range(4).map(slice).join("\n")}
+${v.barriers ? "    workgroupBarrier();\n    workgroupBarrier();" : ""}
+}
 ${
-        range(products).map((m) =>
-          `    acc${m % accs} = subgroupMatrixMultiplyAccumulate(a${m % 4}, b${m >> 2}, acc${m % accs});`
-        ).join("\n")
-      }
-  }
-${
-        range(accs).map((c) =>
-          `  subgroupMatrixStore<row_major>(&y, ((wid.x * ${subgroups}u + t / ${sgSize}u) * ${products}u + ${c}u) * 256u, acc${c}, 16u);`
-        ).join("\n")
-      }
+      range(accs).map((c) =>
+        `  subgroupMatrixStore<row_major>(&y, ((wid.x * ${subgroups}u + sg) * ${products}u + ${c}u) * 256u, acc${c}, 16u);`
+      ).join("\n")
+    }
 }
 `,
-    };
+  };
+  return { kernel, label };
+}
+
+/**
+ * The subgroup-matrix multiply-accumulate rate this device and driver sustain (`--mma-peak`, Dawn): every subgroup
+ * multiply-accumulates 16x16x16 f16 -> f32, 8 products an iteration, ITERS iterations, from matrices in workgroup
+ * memory (MmaPeakVariant says how). The first rows are the ceiling any GEMM written with these builtins can reach
+ * here (several workgroups an SM); the one-an-SM rows are what a GEMM whose staged tiles fill an SM's workgroup memory
+ * can reach, with the GEMM's loads and barriers added one at a time.
+ */
+async function benchMmaPeak(): Promise<void> {
+  const unsupported = tensorGemmUnsupported(gpu);
+  if (unsupported) {
+    console.log(`mma_peak: not run (${unsupported})`);
+    return;
+  }
+  const sgSize = tensorSubgroupSize(gpu), iters = 1024, workgroups = SMS * 8, products = 8;
+  const variants: MmaPeakVariant[] = [
+    { subgroups: 8, accs: 8, loads: 0 },
+    { subgroups: 8, accs: 8, loads: 6 },
+    { subgroups: 8, accs: 8, loads: 0, oneAnSm: true },
+    { subgroups: 8, accs: 8, loads: 6, oneAnSm: true },
+    { subgroups: 12, accs: 8, loads: 6, oneAnSm: true },
+    { subgroups: 16, accs: 8, loads: 6, oneAnSm: true },
+    { subgroups: 8, accs: 8, loads: 6, oneAnSm: true, barriers: true },
+    { subgroups: 8, accs: 8, loads: 6, oneAnSm: true, gemm: true },
+    { subgroups: 8, accs: 8, loads: 6, oneAnSm: true, gemm: true, barriers: true },
+    { subgroups: 12, accs: 8, loads: 6, oneAnSm: true, gemm: true, barriers: true },
+  ];
+  const maxSubgroups = Math.max(...variants.map((v) => v.subgroups));
+  const y = gpu.buffer("mma peak y", workgroups * maxSubgroups * products * 256 * 4);
+  for (const v of variants) {
+    const built = mmaPeakKernel(v, sgSize, iters, products, gpu.device.limits.maxComputeWorkgroupStorageSize);
+    if (!built) continue;
+    const { kernel, label } = built;
     const d = gpu.dispatch(kernel, {}, [ctl, y], workgroups);
     const us = await medianMs([d], 1) * 1000;
-    const flops = workgroups * subgroups * iters * products * 2 * 16 ** 3;
-    console.log(
-      `mma_peak ${accs} accumulators, ${loads} operand loads per ${products} products: ${us.toFixed(1)} us, ` +
-        `${(flops / us / 1e6).toFixed(1)} TFLOP/s`,
-    );
+    const flops = workgroups * v.subgroups * iters * products * 2 * 16 ** 3;
+    console.log(`mma_peak ${label}: ${us.toFixed(1)} us, ${(flops / us / 1e6).toFixed(1)} TFLOP/s`);
   }
   y.destroy();
 }
