@@ -134,6 +134,14 @@ export interface TensorTiles {
    * 8 KB and more apart. Needs stepK <= PACK_K and K a multiple of PACK_K.
    */
   packedWeights?: boolean;
+  /**
+   * The last 16-k slice of each k step multiplied after the barrier that ends the step (default 0: before it): its
+   * matrices are loaded before the barrier, as the staged tile requires, and their products issued after it (1), or
+   * after the next barrier, the one that stages the next tile (2, one-buffer loops; its matrices then stay live across
+   * the staging). Each barrier otherwise finds every subgroup's multiply-accumulates drained and nothing to issue until
+   * the next matrix loads return: on the H200 the GEMM's k-loop barriers cost 14-28% of its time (session AD).
+   */
+  deferLast?: number;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -151,6 +159,7 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   sharedEpilogue: false,
   halfWeights: false,
   packedWeights: false,
+  deferLast: 0,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -195,6 +204,13 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
   if (t.packedWeights && (t.halfWeights || t.stepK > PACK_K)) {
     throw new Error(`gemm_tensor: packedWeights needs bf16 weights (halfWeights off) and stepK <= ${PACK_K}`);
   }
+  if (!(t.deferLast === 0 || t.deferLast === 1 || t.deferLast === 2)) {
+    throw new Error(`gemm_tensor: deferLast = ${t.deferLast} (0, 1 or 2)`);
+  }
+  if (t.deferLast && t.producers) throw new Error("gemm_tensor: deferLast needs producers = 0");
+  if (t.deferLast === 2 && t.buffers === 2) {
+    throw new Error("gemm_tensor: deferLast = 2 needs one buffer (two buffers have one barrier a step: use 1)");
+  }
   if (typeof t.wideStores !== "boolean") throw new Error(`gemm_tensor: wideStores = ${t.wideStores} (a boolean)`);
   if (typeof t.sharedEpilogue !== "boolean") {
     throw new Error(`gemm_tensor: sharedEpilogue = ${t.sharedEpilogue} (a boolean)`);
@@ -222,7 +238,9 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }${t.packedWeights ? "_pw" : ""}${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}_w${subgroupSize}` +
+    }${t.packedWeights ? "_pw" : ""}${t.deferLast ? `_dl${t.deferLast}` : ""}${t.wideStores ? "_ws" : ""}${
+      t.sharedEpilogue ? "_se" : ""
+    }_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -358,26 +376,39 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
       : `subgroupMatrixLoad<Right, col_major>(${wide ? "ws" : "&ws"}, ${wb}(${up ? "TILE_N + " : ""}sn + ${
         j * FRAG
       }u) * XS + ${q * FRAG}u, XS)`;
-  const compute = (xb: string, wb: string, kx: string) =>
-    range(t.stepK / FRAG).map((q) =>
-      indent("    ", [
-        "{",
-        ...FI.map((i) =>
-          `  let a${i} = subgroupMatrixLoad<Left, row_major>(${wide ? "xs" : "&xs"}, ${xb}(sm + ${i * FRAG}u) * XS + ${
-            q * FRAG
-          }u, XS);`
-        ),
-        ...FJ.map((j) => `  let b${j} = ${right(j, q, wb, kx, false)};`),
-        ...(swiglu ? FJ.map((j) => `  let v${j} = ${right(j, q, wb, kx, true)};`) : []),
-        ...FI.flatMap((i) =>
-          FJ.flatMap((j) => [
-            `  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`,
-            ...(swiglu ? [`  up${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, v${j}, up${i}_${j});`] : []),
-          ])
-        ),
-        "}",
+  // The products of left matrices a<i> and right matrices b<j> (and v<j>, the up rows), prefixed by `p`.
+  const products = (p: string) =>
+    FI.flatMap((i) =>
+      FJ.flatMap((j) => [
+        `  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(${p}a${i}, ${p}b${j}, acc${i}_${j});`,
+        ...(swiglu ? [`  up${i}_${j} = subgroupMatrixMultiplyAccumulate(${p}a${i}, ${p}v${j}, up${i}_${j});`] : []),
       ])
-    ).join("\n");
+    );
+  // With deferLast the last slice's matrices go to the registers da<i>, db<j>, dv<j>, multiplied by `deferred`.
+  const compute = (xb: string, wb: string, kx: string) =>
+    range(t.stepK / FRAG).map((q) => {
+      const d = t.deferLast && q === t.stepK / FRAG - 1 ? "d" : "";
+      const bind = d ? "" : "let ";
+      return indent("    ", [
+        "{",
+        ...(d ? ["  // the last slice: multiplied after the barrier that ends the step (deferLast)"] : []),
+        ...FI.map((i) =>
+          `  ${bind}${d}a${i} = subgroupMatrixLoad<Left, row_major>(${wide ? "xs" : "&xs"}, ${xb}(sm + ${
+            i * FRAG
+          }u) * XS + ${q * FRAG}u, XS);`
+        ),
+        ...FJ.map((j) => `  ${bind}${d}b${j} = ${right(j, q, wb, kx, false)};`),
+        ...(swiglu ? FJ.map((j) => `  ${bind}${d}v${j} = ${right(j, q, wb, kx, true)};`) : []),
+        ...(d ? [] : products("")),
+        "}",
+      ]);
+    }).join("\n");
+  // The deferred slice's products (deferLast), where `at` (1: after the barrier that ends a step, 2: after the one
+  // that stages the next tile) is the option's; zero matrices before the first step.
+  const deferred = (pad: string, at: number) =>
+    t.deferLast === at
+      ? `${indent(pad, ["// the previous step's last slice (deferLast)", ...products("d").map((l) => l.trim())])}\n`
+      : "";
   // Result matrix (i, j) of the subgroup: through workgroup memory to y, rows scaled back by 2^e[m]. SWIGLU first
   // takes the gate matrix into registers (g<v>), then the up matrix.
   // Split-K stores the gate (or plain) matrix at column offset 0 of the scratch and the up matrix at N, unscaled by
@@ -433,7 +464,7 @@ ${store("  ", "0u")}
   workgroupBarrier(); // the first k tile staged in buffer 0
   var buf = 0u;
   for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-${
+${deferred("    ", 1)}${
       ahead0
         ? `    // The next k tile read and staged into the other buffer (which every subgroup finished reading before the previous
     // barrier) before this one is multiplied from buffer buf: no register carries it across the products.
@@ -452,7 +483,7 @@ ${ahead0 ? "" : `${store("    ", "(buf ^ 1u)")}\n`}    workgroupBarrier(); // th
   }`;
   const singleLoop = () =>
     `${ahead0 ? "" : `${load("  ", kBegin)}\n`}  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += TILE_K) {
-${
+${deferred("    ", 1)}${
       ahead0
         ? `    // Read and staged with no products between: no register carries a k tile across them.
 ${load("    ", "k0")}
@@ -463,7 +494,7 @@ ${store("    ", "0u")}
     // The next k tile's reads (zeros past K) are in flight while this one is multiplied.
 ${load("    ", "k0 + TILE_K")}`
     }
-${compute("", "", "k0")}
+${deferred("    ", 2)}${compute("", "", "k0")}
     workgroupBarrier(); // tiles consumed
   }`;
   // Two k tiles in flight: two steps an iteration, buffers 0 and 1.
@@ -472,7 +503,7 @@ ${compute("", "", "k0")}
   // is staged just before its products (two barriers a step), from register sets p and q in turn.
   const ahead2Loop = () => {
     const staged = (pad: string, r: string, what: string) =>
-      double ? "" : `${store(pad, "0u", r)}\n${pad}workgroupBarrier(); // ${what} staged\n`;
+      double ? "" : `${store(pad, "0u", r)}\n${pad}workgroupBarrier(); // ${what} staged\n${deferred(pad, 2)}`;
     return `${load("  ", kBegin)}
 ${load("  ", `${kBegin} + TILE_K`, "q")}
 ${
@@ -483,7 +514,7 @@ ${
 `
         : ""
     }  for (var k0 = ${kBegin}; k0 < ${kEnd}; k0 += 2u * TILE_K) {
-${staged("    ", "p", "tile k0")}${load("    ", "k0 + 2u * TILE_K")}
+${deferred("    ", 1)}${staged("    ", "p", "tile k0")}${load("    ", "k0 + 2u * TILE_K")}
 ${compute("", "", "k0")}
 ${
       double
@@ -492,7 +523,7 @@ ${
         : "    workgroupBarrier(); // tile k0 consumed"
     }
     if (k0 + TILE_K < ${kEnd}) {
-${staged("      ", "q", "tile k0 + TILE_K")}${load("    ", "k0 + 3u * TILE_K", "q")}
+${deferred("      ", 1)}${staged("      ", "q", "tile k0 + TILE_K")}${load("    ", "k0 + 3u * TILE_K", "q")}
 ${compute(double ? "X_BUF + " : "", double ? "W_BUF + " : "", "k0 + TILE_K")}
 ${
       double
@@ -790,8 +821,20 @@ ${
         `  ${FJ.map((j) => `var acc${i}_${j} = Result();${swiglu ? ` var up${i}_${j} = Result();` : ""}`).join(" ")}`
       )
         .join("\n")
+    }${
+      t.deferLast
+        ? `
+  // The deferred slice's matrices (deferLast): zeros until the first k step loads them.
+  ${
+          [
+            ...FI.map((i) => `var da${i} = Left();`),
+            ...FJ.map((j) => `var db${j} = Right();`),
+            ...(swiglu ? FJ.map((j) => `var dv${j} = Right();`) : []),
+          ].join(" ")
+        }`
+        : ""
     }
-${kLoop()}${
+${kLoop()}${t.deferLast ? `\n${deferred("  ", t.deferLast).trimEnd()}` : ""}${
       sharedEs
         ? `
   // The k loop ended on a barrier: every subgroup is done with the staged tiles, whose memory now holds es.

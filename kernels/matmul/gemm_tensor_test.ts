@@ -284,6 +284,20 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ...TENSOR_TILES_SMALL_M_SWIGLU, ahead: 2, packedWeights: true },
     { ...TENSOR_TILES_192, packedWeights: true },
     { ...TENSOR_TILES_SWIGLU_192, packedWeights: true },
+    // the last slice of a k step multiplied after the barrier that ends it (1) or after the next (2), in every loop
+    { ...TENSOR_TILES_192, deferLast: 1 },
+    { ...TENSOR_TILES_SWIGLU_192, deferLast: 1 },
+    { ...TENSOR_TILES_SMALL_M, deferLast: 1 },
+    { ...TENSOR_TILES_SMALL_M_SWIGLU, deferLast: 1 },
+    { ...TENSOR_TILES_192, deferLast: 2 },
+    { ...TENSOR_TILES_SMALL_M, deferLast: 2 },
+    { ...TENSOR_TILES.plain, deferLast: 1 },
+    { ...TENSOR_TILES.plain, deferLast: 2 },
+    { deferLast: 1 },
+    { ahead: 0, deferLast: 1 },
+    { buffers: 1, ahead: 0, deferLast: 2 },
+    { ahead: 2, deferLast: 1 },
+    { halfWeights: true, deferLast: 1 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -552,6 +566,44 @@ tensorTest(
 );
 
 tensorTest(
+  "gemm_tensor with the last slice deferred past the barrier handles odd step counts, and its checks catch a lost slice",
+  async (gpu) => {
+    // K = 96: three k steps of 32 (two tiles in flight: the loop's second half skipped in its last iteration); K = 32:
+    // one step, whose slice is multiplied only after the loop; K = 16 with k steps of 16: the deferred slice is the step
+    for (
+      const [deferLast, tiles] of [[1, TENSOR_TILES_SMALL_M], [2, TENSOR_TILES_SMALL_M], [1, {}], [2, {
+        buffers: 1,
+      }]] as const
+    ) {
+      for (const [rows, k, n] of [[37, 96, 48], [17, 32, 16], [130, 4096, 80]]) {
+        await checkTensor(gpu, rows, k, n, { ...tiles, stepK: 32, deferLast, bigX: 1e5 });
+        await checkTensor(gpu, rows, k, n, { ...tiles, stepK: 16, deferLast, epilogue: Epilogue.SWIGLU, bigX: 1e5 });
+      }
+      await checkTensor(gpu, 37, 256, 48, { ...tiles, stepK: 32, deferLast, splitK: 2, bigX: 1e5 });
+    }
+    const cases: [string, string][] = [
+      // the deferred slice multiplied after the loop dropped (the last step's slice lost)
+      ["\n  acc0_0 = subgroupMatrixMultiplyAccumulate(da0, db0, acc0_0);", "\n"],
+      // the deferred slice read at the step's first 16 k instead of its last
+      [
+        "da0 = subgroupMatrixLoad<Left, row_major>(xs, (sm + 0u) * XS + 16u, XS);",
+        "da0 = subgroupMatrixLoad<Left, row_major>(xs, (sm + 0u) * XS + 0u, XS);",
+      ],
+      // the deferred products in the loop dropped (every step but the last loses its last slice)
+      ["\n    acc0_1 = subgroupMatrixMultiplyAccumulate(da0, db1, acc0_1);", "\n"],
+    ];
+    const subgroupSize = tensorSubgroupSize(gpu);
+    const subjects = ([1, 2] as const).map((deferLast) => ({
+      deferLast,
+      kernel: gemmTensorKernelFor({ ...TENSOR_TILES_SMALL_M, stepK: 32, deferLast, subgroupSize }),
+    }));
+    const check = (s: (typeof subjects)[number], kernel: Kernel) =>
+      checkTensor(gpu, 37, 128, 48, { ...TENSOR_TILES_SMALL_M, stepK: 32, deferLast: s.deferLast, kernel, bigX: 1e5 });
+    await assertMutantsCaught(subjects, cases, check, "deferLast: ");
+  },
+);
+
+tensorTest(
   "gemm_tensor with wide stores (one vec4 store a staged item): its checks catch broken kernels",
   async (gpu) => {
     const cases: [string, string][] = [
@@ -635,6 +687,10 @@ Deno.test({
       { ...TENSOR_TILES_SMALL_M, ahead: 2 },
       { ...TENSOR_TILES_SMALL_M_SWIGLU, ahead: 2, packedWeights: true, splitK: 2 },
       { ...TENSOR_TILES_192, packedWeights: true },
+      { ...TENSOR_TILES_192, deferLast: 1 },
+      { ...TENSOR_TILES_SMALL_M, deferLast: 2, splitK: 2 },
+      { ...TENSOR_TILES_SMALL_M_SWIGLU, deferLast: 1, splitK: 4 },
+      { halfWeights: true, deferLast: 1 },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))
