@@ -213,7 +213,9 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
  * so nothing spills (tools/vk_stats). One workgroup an SM with 12 warps, k64: the fastest plain tile measured on the
  * H200 (session AB, `--gemm --quick --rounds 2 --rows 2048`, us, against TENSOR_TILES_LARGE_M): 7B qkv 1,048.6 ->
  * 904.8 (228 TFLOP/s), down 940.6 -> 896.8, o 365.8 -> 350.6; 1B qkv 276.9 -> 256.0. Session AA measured the same
- * (903.5 / 895.7 / 351.5).
+ * (903.5 / 895.7 / 351.5). Each k step's last slice multiplied after the barrier that ends it (`deferLast: 1`, 168
+ * registers) made it 8-10% faster (session AD, 7B at 2,048 rows, us): qkv 910.3 -> 831.7 (248 TFLOP/s), down 896.5 ->
+ * 810.4, o 349.2 -> 322.2; after the next barrier (2) it spills and loses.
  */
 export const TENSOR_TILES_192: Readonly<TensorTiles> = {
   subgroupsM: 3,
@@ -224,13 +226,14 @@ export const TENSOR_TILES_192: Readonly<TensorTiles> = {
   buffers: 1,
   wideStores: true,
   sharedEpilogue: true,
+  deferLast: 1,
 };
 
 /**
  * The SwiGLU sibling of TENSOR_TILES_192: 192 x 64 (gate and up rows: 128 weight rows) of 12 subgroups, each 64 x 16
  * of gate and of up (4 x 1 matrices each), k steps of 64, one buffer: 46,080 bytes. Measured on the H200 (session AB,
  * us, against TENSOR_TILES.swiglu): 7B gate_up at 2,048 rows 1,939.3 -> 1,654.1, at 1,024 1,023.0 -> 887.6; 1B at 2,048
- * 774.3 -> 665.6.
+ * 774.3 -> 665.6. With `deferLast: 1` (session AD) the 7B's gate_up at 2,048 rows 1,651.5 -> 1,514.2 (244 TFLOP/s).
  */
 export const TENSOR_TILES_SWIGLU_192: Readonly<TensorTiles> = {
   subgroupsM: 3,
@@ -241,6 +244,7 @@ export const TENSOR_TILES_SWIGLU_192: Readonly<TensorTiles> = {
   buffers: 1,
   wideStores: true,
   sharedEpilogue: true,
+  deferLast: 1,
 };
 
 /**
@@ -280,6 +284,9 @@ export const TENSOR_SMALL_M_SWIGLU_MIN_K = 4096;
  * 128 x 96 (gate and up rows: 192 weight rows) of 12 subgroups, each 32 x 32 of gate and of up, k64, one buffer:
  * 46,080 bytes; at 128 rows the 7B's gate_up is 115 workgroups, one wave. Measured on the H200 (session AB, us): the
  * 7B's gate_up at 128 rows 194.6 (session AA's 4-subgroup 128 x 64 tile) and 210.0 (TENSOR_TILES.swiglu) -> 142.0.
+ * Each k step's last slice multiplied after the barrier that stages the next tile (`deferLast: 2`; 132 registers of
+ * the 170 a 384-invocation workgroup may hold) made it faster still (session AD, 7B at 128 rows, us): gate_up 142.4 ->
+ * 117.7, and as TENSOR_TILES_SMALL_M_96 qkv 100.9 -> 93.5 (`deferLast: 1`: 131.5 and 95.7).
  */
 export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
   subgroupsM: 4,
@@ -290,6 +297,7 @@ export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
   buffers: 1,
   wideStores: true,
   sharedEpilogue: true,
+  deferLast: 2,
 };
 
 /**
@@ -312,18 +320,18 @@ export const TENSOR_WAVE_SMS = 132;
 
 /**
  * The tiles `byWaves` weighs for products of more than TENSOR_SMALL_M_ROWS rows, each with the rate (TFLOP/s) it
- * measured on the H200 over full waves at 2,048 rows, 7B qkv and gate_up (sessions Y and AB): a workgroup's time is
+ * measured on the H200 over full waves at 2,048 rows, 7B qkv and gate_up (sessions Y and AB; the 192-row tiles with `deferLast`, session AD): a workgroup's time is
  * its tile's outputs over that rate.
  */
 const WAVE_CANDIDATES: Readonly<Record<"plain" | "swiglu", readonly { tiles: Readonly<TensorTiles>; rate: number }[]>> =
   {
     plain: [
-      { tiles: TENSOR_TILES_192, rate: 228 },
+      { tiles: TENSOR_TILES_192, rate: 248 },
       { tiles: TENSOR_TILES_LARGE_M, rate: 197 },
       { tiles: TENSOR_TILES.plain, rate: 182 },
     ],
     swiglu: [
-      { tiles: TENSOR_TILES_SWIGLU_192, rate: 223 },
+      { tiles: TENSOR_TILES_SWIGLU_192, rate: 244 },
       { tiles: TENSOR_TILES.swiglu, rate: 190 },
     ],
   };
