@@ -297,6 +297,8 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ahead: 0, deferLast: 1 },
     { buffers: 1, ahead: 0, deferLast: 2 },
     { ahead: 2, deferLast: 1 },
+    { ...TENSOR_TILES_SMALL_M, ahead: 2, deferLast: 1 }, // two tiles in flight through one buffer
+    { ...TENSOR_TILES_SMALL_M, ahead: 2, deferLast: 2 },
     { halfWeights: true, deferLast: 1 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;

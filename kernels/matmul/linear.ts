@@ -185,8 +185,10 @@ function fmaTilesFor(a: LinearArgs, split: boolean): GemmTiles {
 export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTiles>>> = {
   // 128 x 128 of 8 subgroups, each 64 x 32; one k tile of 64 staged: 45,056 bytes of workgroup memory
   plain: { subgroupsM: 2, subgroupsN: 4, fragsM: 4, fragsN: 2, stepK: 64, buffers: 1, ahead: 0 },
-  // 128 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 32 x 32; one k tile of 64: 45,056 bytes
-  swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 64, buffers: 1, ahead: 0 },
+  // 128 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 32 x 32; one k tile of 64: 45,056 bytes. Each
+  // k step's last slice multiplied after the barrier that ends it (`deferLast: 1`): the 1B's gate_up at 128 rows 65.0
+  // -> 58.2 us (session AD; 2: 61.8)
+  swiglu: { subgroupsM: 4, subgroupsN: 2, fragsM: 2, fragsN: 2, stepK: 64, buffers: 1, ahead: 0, deferLast: 1 },
 };
 
 /**
@@ -194,7 +196,9 @@ export const TENSOR_TILES: Readonly<Record<"plain" | "swiglu", Readonly<TensorTi
  * which the epilogue's matrices then take the staged tiles' place (`wideStores`, `sharedEpilogue`): 30,720 bytes of
  * workgroup memory. A 512-invocation workgroup is held to 128 registers: it spills (tools/vk_stats, session AA), and
  * its k steps of 32 cost more than 64. It still wins where its grid fills the waves best (the 1B's down at 2,048 rows:
- * 364.2 us against 453.8 with TENSOR_TILES_192, session AB), which `byWaves` decides.
+ * 364.2 us against 453.8 with TENSOR_TILES_192, session AB), which `byWaves` decides. With `deferLast: 1` (session AD,
+ * us): the 1B's down at 2,048 rows 364.7 -> 343.8, the 7B's qkv at 1,024 529.1 -> 500.2, down 479.0 -> 449.9, o 186.5
+ * -> 178.5 (never with a SwiGLU epilogue: there it spills, 2,191 -> 3,315 us).
  */
 export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
   subgroupsM: 4,
@@ -205,6 +209,7 @@ export const TENSOR_TILES_LARGE_M: Readonly<TensorTiles> = {
   buffers: 1,
   wideStores: true,
   sharedEpilogue: true,
+  deferLast: 1,
 };
 
 /**
@@ -255,11 +260,13 @@ export const TENSOR_SMALL_M_ROWS = 128;
 
 /**
  * The plain tile at TENSOR_SMALL_M_ROWS rows or fewer: 128 x 128 of 16 subgroups of 2 x 2 matrices, k64, one buffer
- * (36,864 bytes; 16 warps where TENSOR_TILES.plain has 8), two k tiles in flight (`ahead: 2`, 127 registers). Measured
- * on the H200 at 128 rows (session AB, us, against TENSOR_TILES.plain): 7B qkv 109.8 -> 108.7 unsplit, down 91.5 ->
- * 86.1 split 4 ways; 1B qkv split 4 52.2 -> 46.3. Two tiles in flight (session AC, two calls, us, ahead 1 -> 2): 7B
- * down split 4 86.2 / 86.2 -> 83.7 / 83.9, o split 4 41.3 -> 40.1, qkv split 4 107.3 / 107.6 -> 103.1 / 103.6; 1B qkv
- * split 2 39.2 -> 38.2, down split 4 63.2 -> 61.7.
+ * (36,864 bytes; 16 warps where TENSOR_TILES.plain has 8), each k step's last slice multiplied after the barrier that
+ * stages the next tile (`deferLast: 2`). Measured on the H200 at 128 rows (session AB, us, against TENSOR_TILES.plain):
+ * 7B qkv 109.8 -> 108.7 unsplit, down 91.5 -> 86.1 split 4 ways; 1B qkv split 4 52.2 -> 46.3. Two tiles in flight
+ * (`ahead: 2`, session AC, us, ahead 1 -> 2): 7B down split 4 86.2 -> 83.7, o split 4 41.3 -> 40.1. The deferred
+ * slice does not fit beside two tiles in flight (128 registers, the cap of a 512-invocation workgroup: it spills, down
+ * 84.3 -> 91.4), and with one in flight it is faster still (session AD, us, `ahead: 2` -> `deferLast: 2`): 7B down split
+ * 4 83.8 -> 80.9, o 39.9 -> 39.7; 1B qkv split 2 38.2 -> 37.6.
  */
 export const TENSOR_TILES_SMALL_M: Readonly<TensorTiles> = {
   subgroupsM: 4,
@@ -268,9 +275,9 @@ export const TENSOR_TILES_SMALL_M: Readonly<TensorTiles> = {
   fragsN: 2,
   stepK: 64,
   buffers: 1,
-  ahead: 2,
   wideStores: true,
   sharedEpilogue: true,
+  deferLast: 2,
 };
 
 /**
@@ -320,14 +327,14 @@ export const TENSOR_WAVE_SMS = 132;
 
 /**
  * The tiles `byWaves` weighs for products of more than TENSOR_SMALL_M_ROWS rows, each with the rate (TFLOP/s) it
- * measured on the H200 over full waves at 2,048 rows, 7B qkv and gate_up (sessions Y and AB; the 192-row tiles with `deferLast`, session AD): a workgroup's time is
+ * measured on the H200 over full waves at 2,048 rows, 7B qkv and gate_up (sessions Y and AB; with `deferLast`, 7B and 1B, session AD): a workgroup's time is
  * its tile's outputs over that rate.
  */
 const WAVE_CANDIDATES: Readonly<Record<"plain" | "swiglu", readonly { tiles: Readonly<TensorTiles>; rate: number }[]>> =
   {
     plain: [
       { tiles: TENSOR_TILES_192, rate: 248 },
-      { tiles: TENSOR_TILES_LARGE_M, rate: 197 },
+      { tiles: TENSOR_TILES_LARGE_M, rate: 209 },
       { tiles: TENSOR_TILES.plain, rate: 182 },
     ],
     swiglu: [
