@@ -101,7 +101,7 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
     // prefill kernels' tile and variant suffixes (attention_prefill_tensor_d128_s4_w32, split_k_reduce_plain_v4)
     .replace(/^(attention_prefill_tensor|attention_prefill|split_k_reduce)_.*$/, "$1")
     .replace(/^attention_decode_qks$/, "attention_decode_qk").replace(/^(matvec.*)_qks$/, "$1")
-    .replace(/^rmsnorm_from$/, "rmsnorm").replace(/^read_barrier_\d+$/, "read_barrier");
+    .replace(/^rmsnorm(_from)?(_sk)?(_half)?$/, "rmsnorm").replace(/^read_barrier_\d+$/, "read_barrier");
   const f32 = 4;
   // a weight product's family by its shape
   const product = (N: number, K: number, swiglu: boolean, other: string) =>
@@ -154,11 +154,12 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
         bytes: m * (3 * c(d, "D") + c(d, "D")) * f32 + 2 * m * c(d, "D") * s.kvBytes,
       };
     case "rmsnorm": {
-      const D = c(d, "D"), rows = d.workgroups[0] * d.workgroups[1];
-      return {
-        family: c(d, "RESIDUAL") ? "rmsnorm+residual" : "rmsnorm",
-        bytes: rows * D * f32 * (c(d, "RESIDUAL") ? 3 : 2),
-      };
+      // the prefill fusions (rmsnorm.ts): S split-K partials read instead of one row, the f16 rows written too
+      const D = c(d, "D"), rows = d.workgroups[0] * d.workgroups[1], splits = c(d, "SPLIT_K") || 1;
+      const half = /_half(_sg)?(_v4)?$/.test(d.label);
+      const family = (c(d, "RESIDUAL") ? "rmsnorm+residual" : "rmsnorm") + (splits > 1 ? "+split-K sum" : "") +
+        (half ? "+f16 rows" : "");
+      return { family, bytes: rows * D * (f32 * (splits + (c(d, "RESIDUAL") ? 2 : 1)) + (half ? 2 : 0)) };
     }
     case "prefetch": // loads the next product's first bytes into L2 (kernels/memory/prefetch.ts); the product counts them
       return { family: PREFETCH_FAMILY, bytes: 0 };

@@ -32,10 +32,11 @@ import { prefillAttention } from "../kernels/attention/prefill_tensor.ts";
 import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
-import { linear, type PrefillMath } from "../kernels/matmul/linear.ts";
+import { linear, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
 import { Epilogue, matvecGroupRows, type PostNorm, type QkStats, qkStatsLayout } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
-import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import { type HalfRowsOut, rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import { MATVEC_MAX_ROWS } from "../kernels/matmul/matvec.ts";
 import { readBarrier } from "../kernels/control/read_barrier.ts";
 import { prefetch } from "../kernels/memory/prefetch.ts";
 import { numberChoiceFromEnv } from "../common/env.ts";
@@ -169,6 +170,12 @@ export interface FuseOptions {
    * statistics of all M rows, and every matvec workgroup the post-norm's of all M rows.
    */
   maxRows: number;
+  /**
+   * The post-norms of passes over more than MATVEC_MAX_ROWS rows (prefill: GEMMs) sum their product's split-K
+   * partials and write the next product's f16 rows (kernels/norm/rmsnorm.ts's fusions), in place of a split_k_reduce
+   * and a row_scale_half dispatch each (`linear`'s `leavePartials` and `halfRowsWritten`).
+   */
+  prefillNorm: boolean;
 }
 
 /**
@@ -180,13 +187,29 @@ export interface FuseOptions {
  * `qkStats` is off until the H200 measures it (`deno task profile --fuse attention-stats` against `--fuse attention`
  * at 256 and 4,095 keys): at 4,095 keys the fused attention without it made the step ~190 us slower than unfused.
  */
-export const FUSE_DEFAULTS: FuseOptions = { attention: true, postNorm: false, qkStats: false, maxRows: 1 };
+export const FUSE_DEFAULTS: FuseOptions = {
+  attention: true,
+  postNorm: false,
+  qkStats: false,
+  maxRows: 1,
+  prefillNorm: true,
+};
 
-/** A matvec's input: a buffer, or a residual whose pending post-norm the matvec adds first (`PostNorm`). */
+/**
+ * A product's input: a buffer, or a residual whose pending post-norm the matvec adds first (`PostNorm`), or whose f16
+ * rows the post-norm before already wrote for the tensor-core GEMM (`halfRowsWritten`).
+ */
 interface LinearInput {
   x: GPUBuffer;
   postNorm?: PostNorm;
   qkStats?: QkStats;
+  halfRowsWritten?: HalfRowsOut;
+}
+
+/** A post-norm's input: a product's output, or its split-K partials (`splits` of them) that the norm sums itself. */
+interface NormInput {
+  x: GPUBuffer;
+  splits: number;
 }
 
 /**
@@ -203,14 +226,25 @@ class Residual {
   #at: GPUBuffer;
   #pending?: { proj: GPUBuffer; weight: GPUBuffer };
   #source?: GPUBuffer;
+  /** Where the last post-norm also wrote the f16 rows the next product reads (`add`'s `half`). */
+  #halfWritten?: HalfRowsOut;
 
   constructor(
     start: GPUBuffer,
     readonly pool: readonly [GPUBuffer, GPUBuffer],
     readonly fused: boolean,
     readonly eps: number,
-    /** out += RMSNorm(proj) * weight, or out = from + RMSNorm(proj) * weight. */
-    readonly addNorm: (proj: GPUBuffer, weight: GPUBuffer, out: GPUBuffer, from?: GPUBuffer) => Dispatch,
+    /**
+     * out += RMSNorm(proj) * weight, or out = from + RMSNorm(proj) * weight; with `half`, out's f16 rows for the next
+     * product too.
+     */
+    readonly addNorm: (
+      proj: NormInput,
+      weight: GPUBuffer,
+      out: GPUBuffer,
+      from?: GPUBuffer,
+      half?: HalfRowsOut,
+    ) => Dispatch,
     source?: GPUBuffer,
   ) {
     if (source && fused) throw new Error("Residual: a source is for unfused runs (fused ones read their input)");
@@ -226,6 +260,11 @@ class Residual {
   /** The input of the next matvec: the residual, with the pending post-norm (if any) as its prologue. */
   read(): LinearInput {
     const p = this.#pending;
+    const half = this.#halfWritten;
+    if (half) {
+      this.#halfWritten = undefined;
+      return { x: this.buffer, halfRowsWritten: half };
+    }
     if (!p) return { x: this.buffer };
     const out = this.#at === this.pool[0] ? this.pool[1] : this.pool[0];
     const input = { x: this.#at, postNorm: { proj: p.proj, weight: p.weight, out, eps: this.eps } };
@@ -234,13 +273,23 @@ class Residual {
     return input;
   }
 
-  /** x += RMSNorm(proj) * weight: the dispatch (unfused) or nothing (fused: the next `read` adds it). */
-  add(proj: GPUBuffer, weight: GPUBuffer): Dispatch[] {
+  /**
+   * x += RMSNorm(proj) * weight: the dispatch (unfused) or nothing (fused: the next `read` adds it). `proj` may be a
+   * product's split-K partials, which the norm sums; with `half` (unfused) the norm also writes the new residual's
+   * f16 rows there, and the next `read` says so.
+   */
+  add(proj: GPUBuffer | NormInput, weight: GPUBuffer, half?: HalfRowsOut): Dispatch[] {
+    const input = "splits" in proj ? proj : { x: proj, splits: 1 };
     if (!this.fused) {
       const from = this.#source;
       this.#source = undefined;
-      return [this.addNorm(proj, weight, this.#at, from)];
+      this.#halfWritten = half;
+      return [this.addNorm(input, weight, this.#at, from, half)];
     }
+    if (input.splits !== 1 || half) {
+      throw new Error("Residual: a pending post-norm sums no partials, writes no f16 rows");
+    }
+    proj = input.x;
     if (this.#pending) throw new Error("Residual: two post-norms pending");
     this.#pending = { proj, weight };
     return [];
@@ -252,7 +301,7 @@ class Residual {
     if (!p) return [];
     if (!this.pool.includes(this.#at)) throw new Error("Residual: a pending post-norm on a buffer the run only reads");
     this.#pending = undefined;
-    return [this.addNorm(p.proj, p.weight, this.#at)];
+    return [this.addNorm({ x: p.proj, splits: 1 }, p.weight, this.#at)];
   }
 }
 
@@ -618,21 +667,30 @@ export class HydraTransformer {
       ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d),
       ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
       ...k.beside(k.attention(kv, b.qkNorm), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
-      ...k.linear(b.o, a.att, a.proj, d, d),
-      ...k.beside(x.add(a.proj, b.attnNorm), b.gateUp), // fused: nothing, pending for gate_up's prologue
+      ...k.linear(b.o, a.att, a.proj, d, d, Epilogue.PLAIN, k.intoNorm), // prefill: split-K partials left to the norm
+      // fused: nothing, pending for gate_up's prologue; prefill: also gate_up's f16 rows
+      ...k.beside(
+        x.add(k.normInput(b.o, a.proj, d, d), b.attnNorm, k.halfRows(b.gateUp, d, F, Epilogue.SWIGLU)),
+        b.gateUp,
+      ),
       ...k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
-      ...k.linear(b.down, a.ffn, a.proj, F, d),
-      ...k.beside(x.add(a.proj, b.ffNorm), next?.qkv), // fused: nothing, pending for the next qkv (or the run's end)
+      ...k.linear(b.down, a.ffn, a.proj, F, d, Epilogue.PLAIN, k.intoNorm),
+      // fused: nothing, pending for the next qkv (or the run's end); prefill: also the next qkv's f16 rows
+      ...k.beside(
+        x.add(k.normInput(b.down, a.proj, F, d), b.ffNorm, next && k.halfRows(next.qkv, d, 3 * d)),
+        next?.qkv,
+      ),
     ];
   }
 
   /** The fusions a pass over `rows` rows takes (`HydraShape.fuse`, up to its `maxRows`). */
-  #fusedAt(rows: number): { attention: boolean; postNorm: boolean; qkStats: boolean } {
+  #fusedAt(rows: number): { attention: boolean; postNorm: boolean; qkStats: boolean; prefillNorm: boolean } {
     const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
     return {
       attention: f?.attention ?? false,
       postNorm: f?.postNorm ?? false,
       qkStats: (f?.attention && f.qkStats) ?? false,
+      prefillNorm: this.fuse !== false && this.fuse.prefillNorm && rows > MATVEC_MAX_ROWS,
     };
   }
 
@@ -666,8 +724,24 @@ export class HydraTransformer {
       x: GPUBuffer,
       weight: GPUBuffer,
       out: GPUBuffer,
-      o: { residual?: boolean; xRowOffset?: number; residualFrom?: GPUBuffer } = {},
+      o: { residual?: boolean; xRowOffset?: number; residualFrom?: GPUBuffer; splitK?: number; half?: HalfRowsOut } =
+        {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
+    // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`); a plan reads
+    // only the shapes, so x and y stand in
+    const plan = (weight: GPUBuffer, k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
+      linearPlan(gpu, {
+        ctl,
+        weight,
+        x: weight,
+        y: weight,
+        rows,
+        k,
+        n,
+        epilogue,
+        gated,
+        prefillMath: this.prefillMath,
+      });
     const attention = {
       ctl,
       q: a.q,
@@ -694,7 +768,8 @@ export class HydraTransformer {
           pool,
           fused.postNorm,
           c.rmsNormEps,
-          (p, w, out, from) => norm(p, w, out, from ? { residualFrom: from } : { residual: true }),
+          (p, w, out, from, half) =>
+            norm(p.x, w, out, { ...(from ? { residualFrom: from } : { residual: true }), splitK: p.splits, half }),
           source,
         ),
       /** x = the embedding rows of seq[POS..]. */
@@ -724,6 +799,7 @@ export class HydraTransformer {
         k: number,
         n: number,
         epilogue?: number,
+        leavePartials = false,
       ) =>
         linear(gpu, {
           ctl,
@@ -736,7 +812,24 @@ export class HydraTransformer {
           epilogue,
           gated,
           prefillMath: this.prefillMath,
+          leavePartials,
         }),
+      /** Whether a product into a post-norm leaves its split-K partials for the norm to sum (`fused.prefillNorm`). */
+      intoNorm: fused.prefillNorm,
+      /**
+       * The post-norm's input after the product of `weight` [n, k] into `y` (with `intoNorm`): its split-K partials
+       * where it is split, else y.
+       */
+      normInput: (weight: GPUBuffer, y: GPUBuffer, k: number, n: number): NormInput => {
+        const p = fused.prefillNorm ? plan(weight, k, n) : undefined;
+        return p?.partials ? { x: p.partials, splits: p.splitK } : { x: y, splits: 1 };
+      },
+      /**
+       * Where the post-norm before the product of `weight` [n, k] writes its f16 rows (`fused.prefillNorm`, where the
+       * product is the tensor-core GEMM), else undefined.
+       */
+      halfRows: (weight: GPUBuffer, k: number, n: number, epilogue: number = Epilogue.PLAIN): HalfRowsOut | undefined =>
+        fused.prefillNorm ? plan(weight, k, n, epilogue).halfRows : undefined,
       /**
        * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. Fused:
        * nothing (the attention does it).

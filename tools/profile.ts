@@ -4,7 +4,7 @@
  *
  *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify|prefill] [--contexts 256,4096]
  *                     [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] [--check]
- *                     [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm]
+ *                     [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm|prefill-apart]
  *                     [--fuse-rows N]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
@@ -12,8 +12,9 @@
  * For each context length: the model's decode step with the KV cache at that length (random weights and cache
  * contents: the time of a step does not depend on the values), one table per context. `--fuse` picks the kernel
  * fusions of the decode blocks (model/hydra.ts FuseOptions; default FUSE_DEFAULTS), to A/B them: `attention-stats`
- * is `attention` with the QK-norm statistics from the QKV matvec's partial sums (`qkStats`). `--check` exits 1 when the sum
- * of the per-dispatch times is more than 5% off the step timed whole.
+ * is `attention` with the QK-norm statistics from the QKV matvec's partial sums (`qkStats`); `prefill-apart` the
+ * default with a prefill's post-norms apart from the split-K sums and f16 rows they fuse (`prefillNorm`). `--check`
+ * exits 1 when the sum of the per-dispatch times is more than 5% off the step timed whole.
  *
  * `--config poe_verify` profiles the verify part of a plain PoE round (poe/poe.ts `PoeRoundParts.verify`; with
  * HYDRA_POE_PIPELINE=1 the pipelined round's, the last draft step's head beside the verifiers) instead, on the
@@ -47,7 +48,8 @@ import { PoE, POE_MAX_GAMMA } from "../poe/poe.ts";
 
 const USAGE = "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify|prefill] " +
   "[--contexts 256,4096] [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] " +
-  "[--check] [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm] [--fuse-rows N]";
+  "[--check] [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm|prefill-apart] " +
+  "[--fuse-rows N]";
 
 const CONFIGS = ["baseline", "hydra_naive", "poe_verify", "prefill"];
 
@@ -120,6 +122,8 @@ export async function main(argv: string[]): Promise<number> {
       // the fused attention with its QK-norm statistics from the QKV matvec's partial sums (FuseOptions.qkStats)
       "attention-stats": { attention: true, postNorm: false, qkStats: true },
       "post-norm": { attention: false, postNorm: true },
+      // the default with the prefill post-norms apart: split_k_reduce and row_scale_half dispatches (prefillNorm)
+      "prefill-apart": { prefillNorm: false },
     };
     if (!(args.fuse in fusions)) {
       throw new UserError(`--fuse is one of ${Object.keys(fusions).join(", ")}, got "${args.fuse}".`);

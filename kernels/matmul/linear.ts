@@ -33,7 +33,7 @@
 
 import { UserError } from "../../common/errors.ts";
 import { numberChoiceFromEnv } from "../../common/env.ts";
-import { type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
+import { type BufferSlice, type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
 import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
@@ -85,7 +85,31 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
   prefillMath?: PrefillMath;
   /** Split-K factor of the prefill GEMM, one of SPLIT_KS (default: HYDRA_SPLIT_K, else automatic: `splitKFor`). */
   splitK?: number;
+  /**
+   * x's exponents and f16 rows are already written, to these buffers, which must be `linearPlan`'s `halfRows` (the
+   * post-norm before wrote them, rmsnorm's `half`): the tensor-core GEMM reads them and records no pre-pass. Only where
+   * `linearPlan` gives `halfRows`.
+   */
+  halfRowsWritten?: { exponents: GPUBuffer | BufferSlice; xHalf: GPUBuffer | BufferSlice };
+  /**
+   * With split-K, leave the partial sums in `linearPlan`'s `partials` for the dispatch after (a post-norm that sums
+   * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.
+   */
+  leavePartials?: boolean;
 };
+
+/**
+ * What `linear` records for `a`, for the dispatches beside it to take over its pre-pass and reduction: the kernel, the
+ * split-K factor, the partial-sum scratch it writes with split-K (`partials`, f32 [splitK, rows, NW]), and, for the
+ * tensor-core GEMM, the exponents (i32 [rows]) and f16 rows ([rows, k]) its pre-pass writes and it reads (`halfRows`).
+ * The buffers are shared by every layer of the Gpu (`sharedScratch`).
+ */
+export interface LinearPlan {
+  kernel: PrefillGemm | "matvec";
+  splitK: number;
+  partials?: GPUBuffer;
+  halfRows?: { exponents: GPUBuffer; xHalf: GPUBuffer };
+}
 
 /**
  * Most workgroups the automatic split-K grows a prefill GEMM's grid to (module comment: measured on the H200 at the 7B
@@ -492,17 +516,9 @@ function partialsFor(gpu: Gpu, bytes: number, what: string): GPUBuffer {
   return sharedScratch(gpu, "split-K partials", bytes);
 }
 
-/**
- * Records the dispatches of a linear layer (load time): the matvec for rows <= MATVEC_MAX_ROWS; above, the
- * tensor-core GEMM or the f16-multiply GEMM after their row-scale pre-pass, or the f32 GEMM (`prefillGemmFor`); with
- * split-K (`splitKFor` > 1) the GEMM writes the shared partial scratch and `splitKReduce` then writes y.
- */
-export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
-  if (given.rows <= MATVEC_MAX_ROWS) return [matvec(gpu, given)];
-  if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
-  if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
+/** `linear`'s choices for `given` (rows above the matvec's); see `LinearPlan`. */
+function prefillPlan(gpu: Gpu, given: LinearArgs) {
   const which = prefillGemmFor(gpu, given);
-  const epilogue = given.epilogue ?? Epilogue.PLAIN;
   // The tiles, and the split-K factor they leave room for (`fmaTilesFor`: a split product may take other tiles).
   const tensorTiles = which === "tensor" ? tensorTilesFor(gpu, given) ?? {} : {}; // none fit: gemmTensor says why
   const tileShape = which === "tensor"
@@ -517,23 +533,57 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   }
   const { nw, bytes } = splitKPartials(a, splitK);
   const partials = splitK > 1 ? partialsFor(gpu, bytes, `${splitK} ways at ${a.rows} rows x ${nw} columns`) : undefined;
+  const exponents = which === "fma" ? undefined : sharedScratch(gpu, "row exponents", a.rows * 4);
+  const halfRows = which === "tensor" && exponents
+    ? { exponents, xHalf: sharedScratch(gpu, "f16 rows", a.rows * a.k * 2) }
+    : undefined;
+  return { which, tensorTiles, a, partials, exponents, halfRows };
+}
+
+/** What `linear` records for `a` (`LinearPlan`), without recording it. */
+export function linearPlan(gpu: Gpu, a: LinearArgs): LinearPlan {
+  if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1 };
+  const p = prefillPlan(gpu, a);
+  return { kernel: p.which, splitK: p.a.splitK, partials: p.partials, halfRows: p.halfRows };
+}
+
+/**
+ * Records the dispatches of a linear layer (load time): the matvec for rows <= MATVEC_MAX_ROWS; above, the
+ * tensor-core GEMM or the f16-multiply GEMM after their row-scale pre-pass, or the f32 GEMM (`prefillGemmFor`); with
+ * split-K (`splitKFor` > 1) the GEMM writes the shared partial scratch and `splitKReduce` then writes y. The pre-pass
+ * and the reduction are left out where the caller's neighbours do them (`halfRowsWritten`, `leavePartials`).
+ */
+export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
+  if (given.rows <= MATVEC_MAX_ROWS) {
+    if (given.halfRowsWritten || given.leavePartials) throw new Error("linear: the matvec has no pre-pass or partials");
+    return [matvec(gpu, given)];
+  }
+  if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
+  if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
+  const { which, tensorTiles, a, partials, exponents, halfRows } = prefillPlan(gpu, given);
+  const splitK = a.splitK;
+  const epilogue = a.epilogue ?? Epilogue.PLAIN;
+  const written = a.halfRowsWritten;
+  if (written && (written.exponents !== halfRows?.exponents || written.xHalf !== halfRows?.xHalf)) {
+    throw new Error(`linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
+  }
+  if (a.leavePartials && epilogue !== Epilogue.PLAIN) throw new Error("linear: leavePartials with the SwiGLU epilogue");
   // The GEMM's output (the scratch with split-K), and the reduction after it.
   const g = { ...a, y: partials ?? a.y };
-  const reduce = partials
+  const reduce = partials && !a.leavePartials
     ? [splitKReduce(gpu, { ctl: a.ctl, partials, y: a.y, rows: a.rows, n: a.n, splitK, epilogue, gated: a.gated })]
     : [];
   const fmaTiles = fmaTilesFor(a, splitK > 1);
   if (which === "fma") return [gemm(gpu, { ...fmaTiles, ...g, math: "f32" }), ...reduce];
-  const exponents = sharedScratch(gpu, "row exponents", a.rows * 4);
-  const pre = { ctl: a.ctl, x: a.x, exponents, rows: a.rows, k: a.k, gated: a.gated };
+  const pre = { ctl: a.ctl, x: a.x, exponents: exponents!, rows: a.rows, k: a.k, gated: a.gated };
   if (which === "fma16") {
-    return [rowScale(gpu, pre), gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents }), ...reduce];
+    return [rowScale(gpu, pre), gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents: exponents! }), ...reduce];
   }
   // The tensor-core GEMM reads the pre-pass's f16 rows instead of x.
-  const xHalf = sharedScratch(gpu, "f16 rows", a.rows * a.k * 2);
+  const { xHalf } = halfRows!;
   return [
-    rowScale(gpu, { ...pre, xHalf }),
-    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents }),
+    ...(a.halfRowsWritten ? [] : [rowScale(gpu, { ...pre, xHalf })]),
+    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents: exponents! }),
     ...reduce,
   ];
 }

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { assertEquals } from "@std/assert";
+import { assertEquals, assertThrows } from "@std/assert";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import { GEMM_KERNEL_NAME } from "./gemm.ts";
 import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported, type TensorTiles } from "./gemm_tensor.ts";
@@ -15,6 +15,7 @@ import {
   byWaves,
   linear,
   type LinearArgs,
+  linearPlan,
   PREFILL_GEMM_ENV,
   type PrefillGemm,
   prefillGemmFor,
@@ -189,6 +190,43 @@ gpuTest(
     args.ctl.destroy();
   },
 );
+
+gpuTest("linear leaves its reduction and pre-pass to the norms beside it only as its plan says", async (gpu) => {
+  const ctl = ctlBuffer(gpu);
+  const args = (rows: number, more: Partial<LinearArgs> = {}): LinearArgs => ({
+    ctl,
+    weight: ctl,
+    x: ctl,
+    y: ctl,
+    rows,
+    k: 256,
+    n: 64,
+    splitK: 2,
+    ...more,
+  });
+  try {
+    // split 2 ways: the partials stay in the plan's scratch, no reduction recorded
+    const plan = linearPlan(gpu, args(40));
+    if (plan.splitK !== 2 || !plan.partials) throw new Error(`plan: ${JSON.stringify(plan)}`);
+    const labels = (a: LinearArgs) => linear(gpu, a).map((d) => d.label);
+    if (!labels(args(40)).some((l) => l.startsWith("split_k_reduce"))) throw new Error("no reduction by default");
+    const left = labels(args(40, { leavePartials: true }));
+    if (left.some((l) => l.startsWith("split_k_reduce"))) throw new Error(`leavePartials recorded ${left}`);
+    // the tensor-core GEMM reads the plan's f16 rows without its pre-pass; any other buffers are refused
+    if (plan.kernel === "tensor") {
+      const half = plan.halfRows!;
+      const fed = labels(args(40, { halfRowsWritten: half }));
+      if (fed.some((l) => l.startsWith("row_scale"))) throw new Error(`halfRowsWritten recorded ${fed}`);
+    } else if (plan.halfRows) throw new Error(`the ${plan.kernel} GEMM planned f16 rows`);
+    const elsewhere = { exponents: ctl, xHalf: ctl };
+    assertThrows(() => linear(gpu, args(40, { halfRowsWritten: elsewhere })), Error, "f16 rows were written elsewhere");
+    assertThrows(() => linear(gpu, args(40, { leavePartials: true, epilogue: Epilogue.SWIGLU })), Error, "SwiGLU");
+    assertThrows(() => linear(gpu, args(4, { leavePartials: true })), Error, "matvec");
+    if (linearPlan(gpu, args(4)).kernel !== "matvec") throw new Error("4 rows planned past the matvec");
+  } finally {
+    ctl.destroy();
+  }
+});
 
 gpuTest("linear passes each kernel its own tuning knobs", async (gpu) => {
   const knobs: Knobs = {

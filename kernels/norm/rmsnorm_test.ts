@@ -1,12 +1,15 @@
 /**
  * Tests of RMSNorm (`rmsnorm.ts`), plain and fused with the residual add, against the f64 reference at awkward
- * sizes, and mutants.
+ * sizes, and mutants; its prefill fusions (the split-K sum, the f16 rows) against the dispatches they replace, bit for
+ * bit, and against the references.
  * @module
  */
 
-import { rmsnorm, rmsnormKernelFor, rmsnormReference } from "./rmsnorm.ts";
+import { rmsnorm, type RmsnormFusion, rmsnormKernelFor, rmsnormReference } from "./rmsnorm.ts";
 import { subgroupWidth } from "../reduce.ts";
-import type { Gpu, Kernel } from "../runtime.ts";
+import { rowScale, rowScaleReference } from "../matmul/row_scale.ts";
+import { splitKReduce } from "../matmul/split_k_reduce.ts";
+import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 import type { ErrorReport } from "../testing/harness.ts";
 
@@ -130,3 +133,118 @@ gpuTest("rmsnorm checks catch broken kernels", (gpu) =>
     ], // last element skipped
     ["out[ob + i] += v", "out[ob + i] = v"], // residual dropped
   ]));
+
+/** One case of the prefill fusions: S partials (1: plain rows), the f16 rows or not, in place or from `res`. */
+interface FusedCase {
+  rows: number;
+  dim: number;
+  splitK: number;
+  half: boolean;
+  from: boolean;
+  workgroupSize?: number;
+}
+
+/**
+ * Runs a fused RMSNorm (`kernel`: the generated one unless a mutant) and the dispatches it replaces (split_k_reduce,
+ * then rmsnorm, then row_scale_half) on the same inputs; returns both outputs and the references' inputs.
+ */
+async function runFused(gpu: Gpu, c: FusedCase, kernel?: Kernel) {
+  const rng = new Rng(c.rows * 131 + c.dim * 7 + c.splitK * 3 + (c.half ? 1 : 0) + (c.from ? 2 : 0));
+  const partials = rng.normals(c.splitK * c.rows * c.dim, 3);
+  const w = rng.normals(c.dim, 0.5, 1);
+  const base = rng.normals(c.rows * c.dim);
+  // rows of every magnitude for the exponents, each row's largest element in the last lane of its last vec4
+  for (let m = 0; m < c.rows; m++) {
+    const scale = [1, 3e4, 1e-3, 1e5][m % 4];
+    for (let i = 0; i < c.dim; i++) base[m * c.dim + i] *= scale;
+    base[m * c.dim + c.dim - 1] = 60 * scale;
+  }
+  const ctl = ctlBuffer(gpu);
+  const pb = gpu.upload("partials", partials), wb = gpu.upload("w", w);
+  const run = async (fused: boolean) => {
+    const out = gpu.upload("out", base), res = gpu.upload("res", base);
+    const sum = c.splitK > 1 && !fused ? poisoned(gpu, c.rows * c.dim, "sum") : undefined;
+    const e = gpu.upload("e", new Int32Array(c.rows).fill(-12345));
+    const xh = gpu.upload("xh", new Uint32Array((c.rows * c.dim) / 2).fill(0x7e017e01));
+    const half = c.half ? { exponents: e, xHalf: xh } : undefined;
+    const args = { ctl, weight: wb, out, rows: c.rows, dim: c.dim, eps: 1e-6, workgroupSize: c.workgroupSize };
+    const residual = c.from ? { residualFrom: res } : { residual: true };
+    const ds: Dispatch[] = fused ? [rmsnorm(gpu, { ...args, ...residual, x: pb, splitK: c.splitK, half }, kernel)] : [
+      ...(sum ? [splitKReduce(gpu, { ctl, partials: pb, y: sum, rows: c.rows, n: c.dim, splitK: c.splitK })] : []),
+      rmsnorm(gpu, { ...args, ...residual, x: sum ?? pb }),
+      ...(half ? [rowScale(gpu, { ctl, x: out, exponents: e, xHalf: xh, rows: c.rows, k: c.dim })] : []),
+    ];
+    gpu.run(ds);
+    const got = {
+      out: await gpu.readF32(out, c.rows * c.dim),
+      e: new Int32Array(await gpu.read(e, 0, c.rows * 4)),
+      xh: new Uint16Array(await gpu.read(xh, 0, c.rows * c.dim * 2)),
+    };
+    for (const b of [out, res, e, xh, ...(sum ? [sum] : [])]) b.destroy();
+    return got;
+  };
+  const fused = await run(true), apart = await run(false);
+  for (const b of [ctl, pb, wb]) b.destroy();
+  return { fused, apart, partials, w, base };
+}
+
+/** Fails unless the fused kernel stores what the dispatches it replaces store, bit for bit, and the references. */
+async function checkFused(gpu: Gpu, c: FusedCase, kernel?: Kernel): Promise<void> {
+  const { fused, apart, partials, w, base } = await runFused(gpu, c, kernel);
+  const what = `rmsnorm fused ${JSON.stringify(c)}`;
+  const same = (a: ArrayLike<number>, b: ArrayLike<number>, name: string) => {
+    for (let i = 0; i < a.length; i++) {
+      if (!Object.is(a[i], b[i])) throw new Error(`${what}: ${name}[${i}] = ${a[i]}, apart ${b[i]}`);
+    }
+  };
+  same(new Uint32Array(fused.out.buffer), new Uint32Array(apart.out.buffer), "out bits");
+  if (c.half) {
+    same(fused.e, apart.e, "e");
+    same(fused.xh, apart.xh, "xh");
+    same(fused.e, rowScaleReference(fused.out, c.rows, c.dim), "e against the reference");
+  }
+  // the partials summed in f32 in split order, as the kernel sums them, then the f64 reference
+  const x = new Float32Array(c.rows * c.dim);
+  for (let s = 0; s < c.splitK; s++) {
+    for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i] + partials[s * x.length + i]);
+  }
+  const want = rmsnormReference(x, w, c.rows, c.dim, 1e-6, base);
+  assertClose(fused.out, want, TOL, what);
+}
+
+const FUSED_SHAPES: [number, number][] = [[1, 4], [3, 260], [5, 4096]];
+
+gpuTest(
+  "rmsnorm fused with the split-K sum and the f16 rows stores what split_k_reduce, rmsnorm and row_scale_half store",
+  async (gpu) => {
+    for (const [rows, dim] of FUSED_SHAPES) {
+      for (const splitK of [1, 2, 3, 4]) {
+        for (const half of [false, true]) {
+          if (splitK === 1 && !half) continue; // the unfused kernel, tested above
+          for (const from of [false, true]) await checkFused(gpu, { rows, dim, splitK, half, from });
+        }
+      }
+    }
+    // several strides a thread
+    await checkFused(gpu, { rows: 3, dim: 1028, splitK: 4, half: true, from: false, workgroupSize: 32 });
+  },
+);
+
+gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) => {
+  const kernelFor = (fusion: RmsnormFusion) => rmsnormKernelFor(subgroupWidth(gpu) > 0, true, false, fusion);
+  const both = { splitK: true, half: true };
+  const cases: [RmsnormFusion, string, string][] = [
+    [{ splitK: true }, "v += x[s * slice + i]", "v += x[i]"], // every partial read from the first
+    [{ splitK: true }, "let slice = nwg.x * n;", "let slice = nwg.x * D;"], // slice stride in values, not vec4
+    [{ splitK: true }, "s < SPLIT_K; s++", "s + 1u < SPLIT_K; s++"], // the last partial left out
+    [{ half: true }, "atomicMax(&row_max, best)", "atomicMax(&row_max, 0u)"], // exponent of a zero row
+    [{ half: true }, "max(b.z, b.w)", "max(b.z, b.z)"], // a lane left out of the row's maximum
+    [both, "pack2x16float(v.zw)", "pack2x16float(v.xy)"], // two of every four f16 wrong
+    [both, "o = out[ob + i] + v;", "o = v;"], // the exponent of the normed rows, not of the residual stored
+  ];
+  for (const [fusion, from, to] of cases) {
+    const kernel = mutate(kernelFor(fusion), from, to);
+    const c = { rows: 5, dim: 260, splitK: fusion.splitK ? 3 : 1, half: fusion.half ?? false, from: false };
+    await assertCaught(() => checkFused(gpu, c, kernel), `${from} -> ${to}`);
+  }
+});

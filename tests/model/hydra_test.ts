@@ -7,7 +7,7 @@ import { argmaxOf, type CpuModel, logSoftmaxOf, readTower, referenceLogits } fro
 import { allocateWeights, fillRandomWeights } from "../../model/weights.ts";
 import type { Gpu } from "../../kernels/runtime.ts";
 import { tensorGemmUnsupported } from "../../kernels/matmul/gemm_tensor.ts";
-import { PREFILL_GEMM_ENV, type PrefillMath } from "../../kernels/matmul/linear.ts";
+import { PREFILL_GEMM_ENV, type PrefillMath, SPLIT_K_ENV } from "../../kernels/matmul/linear.ts";
 import { assertClose, gpuTest, Rng } from "../../kernels/testing/harness.ts";
 
 const tiny = PRESETS.tiny;
@@ -217,6 +217,44 @@ async function assertSameLogits(
   }
   logits[0].forEach((l, i) => assertClose(l, logits[1][i], { atol: 0, rtol: 0 }, `logits slice ${i}`));
 }
+
+gpuTest(
+  "a prefill's post-norms that sum the split-K partials and write the f16 rows give the same logits, bit for bit",
+  async (gpu) => {
+    // every GEMM split 2 ways, so that the o and down products leave their partials to the post-norms
+    Deno.env.set(SPLIT_K_ENV, "2");
+    const [nHeads, depth] = [2, 1];
+    const w = await tinyWeights(gpu, nHeads, depth, 43);
+    const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 4, overlapHeads: false };
+    const fused = new HydraTransformer(gpu, w, shape);
+    const apart = new HydraTransformer(gpu, w, { ...shape, fuse: { prefillNorm: false } });
+    try {
+      const labels = (m: HydraTransformer) =>
+        m.residualForward(20, { heads: [0, 1], lastTokenOnly: true }).map((d) => d.label);
+      const count = (ls: string[], re: RegExp) => ls.filter((l) => re.test(l)).length;
+      const [f, a] = [labels(fused), labels(apart)];
+      // the trunk's blocks and each head's: o's and down's reductions in the norms after them
+      const blocks = tiny.nLayers - depth + nHeads * depth;
+      if (count(a, /^split_k_reduce/) - count(f, /^split_k_reduce/) !== 2 * blocks) {
+        throw new Error(`split_k_reduce: ${count(f, /^split_k_reduce/)} fused, ${count(a, /^split_k_reduce/)} apart`);
+      }
+      if (count(f, /^rmsnorm(_from)?_sk/) !== 2 * blocks) throw new Error(`fused norms: ${f.join(" ")}`);
+      // where the products take the tensor-core GEMM (Dawn), the norms write the f16 rows its pre-pass wrote
+      const halfNorms = count(f, /^rmsnorm\w*_half/), prePasses = (ls: string[]) => count(ls, /^row_scale_half/);
+      if ((halfNorms > 0) !== (prePasses(a) > 0) || prePasses(a) - prePasses(f) !== halfNorms) {
+        throw new Error(`f16 rows: ${halfNorms} norms, pre-passes ${prePasses(f)} fused, ${prePasses(a)} apart`);
+      }
+      console.log(`  ${halfNorms} of ${2 * blocks} post-norms write the f16 rows`);
+      const rng = new Rng(12);
+      const ids = Array.from({ length: 24 }, () => rng.int(tiny.vocabSize));
+      await assertSameLogits(gpu, [fused, apart], ids, [20, 1, 3], [0, 1]);
+    } finally {
+      Deno.env.delete(SPLIT_K_ENV);
+      fused.destroy(true);
+      apart.destroy();
+    }
+  },
+);
 
 gpuTest("heads in lock-step give the same logits, bit for bit, as one head after the other", async (gpu) => {
   const [nHeads, depth] = [3, 2];
