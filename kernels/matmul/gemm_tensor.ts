@@ -43,6 +43,10 @@
  * 2-5% faster at 128 rows on the H200 (session AC), kept as a tested option, off (it needs a second copy of the
  * weights; ARCHITECTURE.md).
  *
+ * `deferLast: 1 | 2` multiplies each k step's last 16-k slice after the barrier that ends the step (1) or after the
+ * next one too (2, one-buffer loops), its matrices loaded before it: a barrier drains the tensor pipe, and the deferred
+ * products give it work meanwhile. 8-10% faster at linear's 192-row tiles, up to 17% at its 128-row ones (session AD).
+ *
  * Error analysis and measurements: ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)".
  * @module
  */
