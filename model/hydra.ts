@@ -727,21 +727,9 @@ export class HydraTransformer {
       o: { residual?: boolean; xRowOffset?: number; residualFrom?: GPUBuffer; splitK?: number; half?: HalfRowsOut } =
         {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
-    // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`); a plan reads
-    // only the shapes, so x and y stand in
-    const plan = (weight: GPUBuffer, k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
-      linearPlan(gpu, {
-        ctl,
-        weight,
-        x: weight,
-        y: weight,
-        rows,
-        k,
-        n,
-        epilogue,
-        gated,
-        prefillMath: this.prefillMath,
-      });
+    // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`)
+    const plan = (k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
+      linearPlan(gpu, { rows, k, n, epilogue, gated, prefillMath: this.prefillMath });
     const attention = {
       ctl,
       q: a.q,
@@ -821,7 +809,7 @@ export class HydraTransformer {
        * where it is split, else y.
        */
       normInput: (weight: GPUBuffer, y: GPUBuffer, k: number, n: number): NormInput => {
-        const p = fused.prefillNorm ? plan(weight, k, n) : undefined;
+        const p = fused.prefillNorm ? plan(k, n) : undefined;
         return p?.partials ? { x: p.partials, splits: p.splitK } : { x: y, splits: 1 };
       },
       /**
@@ -829,7 +817,7 @@ export class HydraTransformer {
        * product is the tensor-core GEMM), else undefined.
        */
       halfRows: (weight: GPUBuffer, k: number, n: number, epilogue: number = Epilogue.PLAIN): HalfRowsOut | undefined =>
-        fused.prefillNorm ? plan(weight, k, n, epilogue).halfRows : undefined,
+        fused.prefillNorm ? plan(k, n, epilogue).halfRows : undefined,
       /**
        * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. Fused:
        * nothing (the attention does it).

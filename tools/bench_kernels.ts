@@ -1014,7 +1014,7 @@ async function benchGemm(): Promise<void> {
       // A split-K tensor variant without a k step takes linear's (64 for plain products, 32 for SwiGLU, smaller where
       // K / S is not a multiple); with no fitting tiles gemmTensor says why, and the variant is skipped.
       const tiles = kind === "tensor" && splitK > 1 && (given as TensorTiles).stepK === undefined
-        ? tensorTilesFor(gpu, { ...product, weight: x, ...given }) ?? given
+        ? tensorTilesFor(gpu, { ...product, ...given }) ?? given
         : given;
       const reduce = () =>
         splitK > 1 ? [splitKReduce(gpu, { ctl, partials: partials!, y, rows, n: s.n, splitK, epilogue: s.epi })] : [];
@@ -1175,7 +1175,7 @@ async function benchGemmProbe(): Promise<void> {
       const product = { ctl, x, y, rows, k: s.k, n: s.n, epilogue: s.epi };
       const tiles = given && gemmTensorWorkgroupBytes(given, s.epi) <= gpu.device.limits.maxComputeWorkgroupStorageSize
         ? given
-        : tensorTilesFor(gpu, { ...product, weight: x })!;
+        : tensorTilesFor(gpu, product)!;
       const k = gemmTensorKernelFor({ ...tiles, epilogue: s.epi, subgroupSize: tensorSubgroupSize(gpu) });
       for (const [name, sw] of Object.entries(swaps)) {
         const source = sw.reduce((src, [from, to]) => src.replace(from, to), k.source);

@@ -98,6 +98,9 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
   leavePartials?: boolean;
 };
 
+/** What `linear`'s choices read of its arguments: everything but the buffers. */
+export type LinearShape = Omit<LinearArgs, "ctl" | "weight" | "x" | "y" | "halfRowsWritten">;
+
 /**
  * What `linear` records for `a`, for the dispatches beside it to take over its pre-pass and reduction: the kernel, the
  * split-K factor, the partial-sum scratch it writes with split-K (`partials`, f32 [splitK, rows, NW]), and, for the
@@ -146,7 +149,7 @@ const SPLIT_K_MIN_SHARE_SMALL_M = 256;
  */
 export function splitKFor(
   gpu: Gpu,
-  a: LinearArgs,
+  a: LinearShape,
   which: PrefillGemm,
   tiles: { tileM: number; tileN: number; stepK: number },
 ): number {
@@ -165,7 +168,7 @@ export function splitKFor(
 }
 
 /** The split-K partial-sum scratch of `a` split `splitK` ways: f32 [S, rows, NW], NW = 2N for SwiGLU (gate, up). */
-function splitKPartials(a: LinearArgs, splitK: number): { nw: number; bytes: number } {
+function splitKPartials(a: LinearShape, splitK: number): { nw: number; bytes: number } {
   const nw = (a.epilogue ?? Epilogue.PLAIN) === Epilogue.SWIGLU ? 2 * a.n : a.n;
   return { nw, bytes: splitK * a.rows * nw * 4 };
 }
@@ -181,7 +184,7 @@ function splitKPartials(a: LinearArgs, splitK: number): { nw: number; bytes: num
  * - else split: the default 64 x 64 tiles (the automatic split was measured with them);
  * - else 64 x 32 for N <= 4096, the default otherwise (module comment).
  */
-function fmaTilesFor(a: LinearArgs, split: boolean): GemmTiles {
+function fmaTilesFor(a: LinearShape, split: boolean): GemmTiles {
   const given = a.tileK ?? a.threadsM ?? a.threadsN ?? a.blockM ?? a.blockN ?? a.pipeline ?? a.flushK;
   if (given !== undefined) return {};
   if (a.rows <= SMALL_M_ROWS) return { threadsM: 8, blockM: Math.ceil(a.rows / 8) };
@@ -406,7 +409,7 @@ function fillsOneWave(rows: number, n: number, tiles: TensorTiles): boolean {
  * through one workgroup buffer (`wideStores`) are taken without it. Null when no tiles fit the shape (then the
  * automatic choice is the f32 GEMM).
  */
-export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
+export function tensorTilesFor(gpu: Gpu, a: LinearShape): TensorTiles | null {
   // the tensor knobs `a` sets: any of the generator's (GEMM_TENSOR_DEFAULT_TILES) that LinearArgs has
   const keys = Object.keys(GEMM_TENSOR_DEFAULT_TILES).filter((k) =>
     !(TENSOR_KNOBS_NOT_TAKEN as readonly string[]).includes(k)
@@ -450,7 +453,7 @@ export function tensorTilesFor(gpu: Gpu, a: LinearArgs): TensorTiles | null {
  * The prefill GEMM `linear` uses on `gpu` for `a`: forced by the argument or HYDRA_PREFILL_GEMM, else the tensor-core
  * one where it runs, else the one `a.prefillMath` asks for (module comment: precedence).
  */
-export function prefillGemmFor(gpu: Gpu, a: LinearArgs): PrefillGemm {
+export function prefillGemmFor(gpu: Gpu, a: LinearShape): PrefillGemm {
   const forced = a.prefillGemm ?? (Deno.env.get(PREFILL_GEMM_ENV) || undefined);
   if (forced !== undefined && !(PREFILL_GEMMS as readonly string[]).includes(forced)) {
     throw new UserError(
@@ -517,7 +520,7 @@ function partialsFor(gpu: Gpu, bytes: number, what: string): GPUBuffer {
 }
 
 /** `linear`'s choices for `given` (rows above the matvec's); see `LinearPlan`. */
-function prefillPlan(gpu: Gpu, given: LinearArgs) {
+function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
   const which = prefillGemmFor(gpu, given);
   // The tiles, and the split-K factor they leave room for (`fmaTilesFor`: a split product may take other tiles).
   const tensorTiles = which === "tensor" ? tensorTilesFor(gpu, given) ?? {} : {}; // none fit: gemmTensor says why
@@ -541,7 +544,7 @@ function prefillPlan(gpu: Gpu, given: LinearArgs) {
 }
 
 /** What `linear` records for `a` (`LinearPlan`), without recording it. */
-export function linearPlan(gpu: Gpu, a: LinearArgs): LinearPlan {
+export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
   if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1 };
   const p = prefillPlan(gpu, a);
   return { kernel: p.which, splitK: p.a.splitK, partials: p.partials, halfRows: p.halfRows };
