@@ -28,6 +28,10 @@
  * prefill (a prompt of random ids that long) and the pick of the next token, as `benchmarkTtft` times it, each replay
  * starting from the reset prompt. Its GEMMs are grouped by product ("qkv gemm", "down gemm", ...), their row-scale
  * pre-passes and split-K reductions apart; the bytes column counts each weight once.
+ *
+ * Its time grows with `--samples` times the step's dispatches times its families: every replay is encoded again. On
+ * the H200 with Dawn the 7B's 128-token prefill (327-454 dispatches, ~15 families) took 27-32 s with `--samples 2` and
+ * over 150 s with 10 (docs/PERF.md, session AE): give a prefill profile on Dawn a few samples.
  * @module
  */
 
