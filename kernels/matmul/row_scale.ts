@@ -69,6 +69,23 @@ export function f16Value(bits: number): number {
   return view.getFloat16(0);
 }
 
+/**
+ * WGSL of the pass's rule, for every kernel that writes its outputs (this pass, and the post-norm that writes them for
+ * the next product, kernels/norm/rmsnorm.ts `half`): `row_scale_exponent(top)`, e of a row whose largest magnitude has
+ * the f32 bits `top` (`rowScaleExponent`), and `row_scale_pack(v, f)`, four values times 2^-e (f = ldexp(1, -e): exact)
+ * rounded to f16, lower k in the low half.
+ */
+export const ROW_SCALE_WGSL = /* wgsl */ `
+fn row_scale_exponent(top: u32) -> i32 {
+  let biased = top >> 23u;
+  if (top == 0u || biased == 255u) { return 0i; }
+  return clamp(i32(biased) - 127i - 14i, -100i, 113i);
+}
+fn row_scale_pack(v: vec4<f32>, f: f32) -> vec2<u32> {
+  let s = v * f;
+  return vec2<u32>(pack2x16float(s.xy), pack2x16float(s.zw));
+}`;
+
 /** The kernel: the exponents, and with `half` the f16 rows too. */
 function rowScaleKernelFor(half: boolean): Kernel {
   return {
@@ -93,6 +110,7 @@ const WG: u32 = ${WG}u;
       half ? "\n@group(0) @binding(3) var<storage, read_write> xh: array<vec2<u32>>;" : ""
     }
 var<workgroup> red: array<u32, WG>;
+${ROW_SCALE_WGSL}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -113,17 +131,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t < s) { red[t] = max(red[t], red[t + s]); }
     workgroupBarrier();
   }
-  let biased = red[0] >> 23u;
-  var exponent = 0i;
-  if (red[0] != 0u && biased != 255u) { exponent = clamp(i32(biased) - 127i - 14i, -100i, 113i); }
+  let exponent = row_scale_exponent(red[0]);
   if (t == 0u) { e[m] = exponent; }${
       half
         ? `
   // The row again (from the cache), scaled (exact: a power of two) and rounded to f16.
   let f = ldexp(1.0, -exponent);
   for (var c = t; c < K / 4u; c += WG) {
-    let v = x[m * (K / 4u) + c] * f;
-    xh[m * (K / 4u) + c] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
+    xh[m * (K / 4u) + c] = row_scale_pack(x[m * (K / 4u) + c], f);
   }`
         : ""
     }

@@ -88,7 +88,7 @@ gpuTest("row_scale checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
     ["- 127i - 14i", "- 127i - 15i"], // scales into [2^15, 2^16): f16 would round near-max values to 65536 = inf
     ["red[t] = max(red[t], red[t + s])", "red[t] = red[t + s]"], // drops half the candidates at each level
-    ["biased != 255u", "true"], // a row holding inf or NaN scaled by 2^-(127 + 14)
+    ["top == 0u || biased == 255u", "top == 0u"], // a row holding inf or NaN scaled by 2^-(127 + 14)
     ["c < K / 4u", "c < K / 4u - 1u"], // the last vec4 of each row ignored
   ];
   for (const [from, to] of cases) {
@@ -169,9 +169,9 @@ gpuTest("row_scale_half built GATED writes nothing while ACTIVE is 0", async (gp
 gpuTest("row_scale_half checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
     ["let f = ldexp(1.0, -exponent);", "let f = 1.0;"], // rows left unscaled: 1e5 overflows, 1e-30 underflows
-    ["pack2x16float(v.zw)", "pack2x16float(v.xy)"], // the upper two of every 4 elements replaced
+    ["pack2x16float(s.zw)", "pack2x16float(s.xy)"], // the upper two of every 4 elements replaced
     // the first vec4 of each row is never written (each thread starts one vec4 late)
-    ["for (var c = t; c < K / 4u; c += WG) {\n    let v", "for (var c = t + 1u; c < K / 4u; c += WG) {\n    let v"],
+    ["for (var c = t; c < K / 4u; c += WG) {\n    xh", "for (var c = t + 1u; c < K / 4u; c += WG) {\n    xh"],
   ];
   for (const [from, to] of cases) {
     await assertCaught(() => checkHalf(gpu, 23, 4100, { kernel: mutate(ROW_SCALE_HALF_KERNEL, from, to) }), from);

@@ -16,6 +16,7 @@
 
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 
 /** The fusions of `rmsnormKernelFor` (module comment). */
 export interface RmsnormFusion {
@@ -84,7 +85,8 @@ const V: u32 = ${vec4 ? 4 : 1}u;
         ? `
 @group(0) @binding(${halfBindings[0]}) var<storage, read_write> e: array<i32>;
 @group(0) @binding(${halfBindings[1]}) var<storage, read_write> xh: array<vec2<u32>>;
-var<workgroup> row_max: atomic<u32>;`
+var<workgroup> row_max: atomic<u32>;
+${ROW_SCALE_WGSL}`
         : ""
     }
 ${reductionsWgsl(subgroups)}
@@ -138,16 +140,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // row_scale.ts's exponent of the row just stored, then its f16 rows (each thread re-reads what it stored)
   atomicMax(&row_max, best);
   workgroupBarrier();
-  let top = atomicLoad(&row_max);
-  let biased = top >> 23u;
-  var exponent = 0i;
-  if (top != 0u && biased != 255u) { exponent = clamp(i32(biased) - 127i - 14i, -100i, 113i); }
+  let exponent = row_scale_exponent(atomicLoad(&row_max));
   if (t == 0u) { e[m] = exponent; }
   let f = ldexp(1.0, -exponent);
-  for (var i = t; i < n; i += WG) {
-    let v = out[ob + i] * f;
-    xh[ob + i] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
-  }`
+  for (var i = t; i < n; i += WG) { xh[ob + i] = row_scale_pack(out[ob + i], f); }`
         : ""
     }
 }

@@ -239,7 +239,7 @@ gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) =>
     [{ splitK: true }, "s < SPLIT_K; s++", "s + 1u < SPLIT_K; s++"], // the last partial left out
     [{ half: true }, "atomicMax(&row_max, best)", "atomicMax(&row_max, 0u)"], // exponent of a zero row
     [{ half: true }, "max(b.z, b.w)", "max(b.z, b.z)"], // a lane left out of the row's maximum
-    [both, "pack2x16float(v.zw)", "pack2x16float(v.xy)"], // two of every four f16 wrong
+    [both, "xh[ob + i] = row_scale_pack(out[ob + i], f)", "xh[ob + i] = row_scale_pack(out[ob + i], 1.0)"], // unscaled
     [both, "o = out[ob + i] + v;", "o = v;"], // the exponent of the normed rows, not of the residual stored
   ];
   for (const [fusion, from, to] of cases) {
