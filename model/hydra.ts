@@ -35,7 +35,8 @@ import { embedding } from "../kernels/embed/embedding.ts";
 import { linear, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
 import { Epilogue, matvecGroupRows, type PostNorm, type QkStats, qkStatsLayout } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
-import { type HalfRowsOut, rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
+import type { HalfRows } from "../kernels/matmul/row_scale.ts";
 import { MATVEC_MAX_ROWS } from "../kernels/matmul/matvec.ts";
 import { readBarrier } from "../kernels/control/read_barrier.ts";
 import { prefetch } from "../kernels/memory/prefetch.ts";
@@ -203,7 +204,7 @@ interface LinearInput {
   x: GPUBuffer;
   postNorm?: PostNorm;
   qkStats?: QkStats;
-  halfRowsWritten?: HalfRowsOut;
+  halfRowsWritten?: HalfRows;
 }
 
 /** A post-norm's input: a product's output, or its split-K partials (`splits` of them) that the norm sums itself. */
@@ -227,7 +228,7 @@ class Residual {
   #pending?: { proj: GPUBuffer; weight: GPUBuffer };
   #source?: GPUBuffer;
   /** Where the last post-norm also wrote the f16 rows the next product reads (`add`'s `half`). */
-  #halfWritten?: HalfRowsOut;
+  #halfWritten?: HalfRows;
 
   constructor(
     start: GPUBuffer,
@@ -243,7 +244,7 @@ class Residual {
       weight: GPUBuffer,
       out: GPUBuffer,
       from?: GPUBuffer,
-      half?: HalfRowsOut,
+      half?: HalfRows,
     ) => Dispatch,
     source?: GPUBuffer,
   ) {
@@ -278,7 +279,7 @@ class Residual {
    * product's split-K partials, which the norm sums; with `half` (unfused) the norm also writes the new residual's
    * f16 rows there, and the next `read` says so.
    */
-  add(proj: GPUBuffer | NormInput, weight: GPUBuffer, half?: HalfRowsOut): Dispatch[] {
+  add(proj: GPUBuffer | NormInput, weight: GPUBuffer, half?: HalfRows): Dispatch[] {
     const input = "splits" in proj ? proj : { x: proj, splits: 1 };
     if (!this.fused) {
       const from = this.#source;
@@ -289,9 +290,8 @@ class Residual {
     if (input.splits !== 1 || half) {
       throw new Error("Residual: a pending post-norm sums no partials, writes no f16 rows");
     }
-    proj = input.x;
     if (this.#pending) throw new Error("Residual: two post-norms pending");
-    this.#pending = { proj, weight };
+    this.#pending = { proj: input.x, weight };
     return [];
   }
 
@@ -670,14 +670,14 @@ export class HydraTransformer {
       ...k.linear(b.o, a.att, a.proj, d, d, Epilogue.PLAIN, k.intoNorm), // prefill: split-K partials left to the norm
       // fused: nothing, pending for gate_up's prologue; prefill: also gate_up's f16 rows
       ...k.beside(
-        x.add(k.normInput(b.o, a.proj, d, d), b.attnNorm, k.halfRows(b.gateUp, d, F, Epilogue.SWIGLU)),
+        x.add(k.normInput(a.proj, d, d), b.attnNorm, k.halfRows(d, F, Epilogue.SWIGLU)),
         b.gateUp,
       ),
       ...k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
       ...k.linear(b.down, a.ffn, a.proj, F, d, Epilogue.PLAIN, k.intoNorm),
       // fused: nothing, pending for the next qkv (or the run's end); prefill: also the next qkv's f16 rows
       ...k.beside(
-        x.add(k.normInput(b.down, a.proj, F, d), b.ffNorm, next && k.halfRows(next.qkv, d, 3 * d)),
+        x.add(k.normInput(a.proj, F, d), b.ffNorm, next && k.halfRows(d, 3 * d)),
         next?.qkv,
       ),
     ];
@@ -724,8 +724,7 @@ export class HydraTransformer {
       x: GPUBuffer,
       weight: GPUBuffer,
       out: GPUBuffer,
-      o: { residual?: boolean; xRowOffset?: number; residualFrom?: GPUBuffer; splitK?: number; half?: HalfRowsOut } =
-        {},
+      o: { residual?: boolean; xRowOffset?: number; residualFrom?: GPUBuffer; splitK?: number; half?: HalfRows } = {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
     // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`)
     const plan = (k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
@@ -805,18 +804,18 @@ export class HydraTransformer {
       /** Whether a product into a post-norm leaves its split-K partials for the norm to sum (`fused.prefillNorm`). */
       intoNorm: fused.prefillNorm,
       /**
-       * The post-norm's input after the product of `weight` [n, k] into `y` (with `intoNorm`): its split-K partials
-       * where it is split, else y.
+       * The post-norm's input after a product of shape [n, k] into `y` (with `intoNorm`): its split-K partials where it
+       * is split, else y.
        */
-      normInput: (weight: GPUBuffer, y: GPUBuffer, k: number, n: number): NormInput => {
+      normInput: (y: GPUBuffer, k: number, n: number): NormInput => {
         const p = fused.prefillNorm ? plan(k, n) : undefined;
         return p?.partials ? { x: p.partials, splits: p.splitK } : { x: y, splits: 1 };
       },
       /**
-       * Where the post-norm before the product of `weight` [n, k] writes its f16 rows (`fused.prefillNorm`, where the
+       * Where the post-norm before a product of shape [n, k] writes its f16 rows (`fused.prefillNorm`, where the
        * product is the tensor-core GEMM), else undefined.
        */
-      halfRows: (weight: GPUBuffer, k: number, n: number, epilogue: number = Epilogue.PLAIN): HalfRowsOut | undefined =>
+      halfRows: (k: number, n: number, epilogue: number = Epilogue.PLAIN): HalfRows | undefined =>
         fused.prefillNorm ? plan(k, n, epilogue).halfRows : undefined,
       /**
        * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. Fused:

@@ -33,7 +33,7 @@
 
 import { UserError } from "../../common/errors.ts";
 import { numberChoiceFromEnv } from "../../common/env.ts";
-import { type BufferSlice, type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
+import { type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
 import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
@@ -45,7 +45,7 @@ import {
   tensorTileShape,
 } from "./gemm_tensor.ts";
 import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
-import { rowScale } from "./row_scale.ts";
+import { type HalfRows, rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 
 /**
@@ -90,7 +90,7 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    * post-norm before wrote them, rmsnorm's `half`): the tensor-core GEMM reads them and records no pre-pass. Only where
    * `linearPlan` gives `halfRows`.
    */
-  halfRowsWritten?: { exponents: GPUBuffer | BufferSlice; xHalf: GPUBuffer | BufferSlice };
+  halfRowsWritten?: HalfRows;
   /**
    * With split-K, leave the partial sums in `linearPlan`'s `partials` for the dispatch after (a post-norm that sums
    * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.
@@ -111,7 +111,7 @@ export interface LinearPlan {
   kernel: PrefillGemm | "matvec";
   splitK: number;
   partials?: GPUBuffer;
-  halfRows?: { exponents: GPUBuffer; xHalf: GPUBuffer };
+  halfRows?: HalfRows;
 }
 
 /**

@@ -153,6 +153,15 @@ export const ROW_SCALE_KERNEL: Kernel = rowScaleKernelFor(false);
 /** The pass that also writes the scaled rows as f16 (the tensor-core GEMM's pre-pass). */
 export const ROW_SCALE_HALF_KERNEL: Kernel = rowScaleKernelFor(true);
 
+/**
+ * The half pass's outputs, wherever a kernel writes them for the tensor-core GEMM to read (this pass, or the post-norm
+ * before the product, kernels/norm/rmsnorm.ts `half`): i32 [rows] exponents and f16 [rows, K] rows.
+ */
+export interface HalfRows {
+  exponents: GPUBuffer | BufferSlice;
+  xHalf: GPUBuffer | BufferSlice;
+}
+
 /** Arguments of one row-scale dispatch. */
 export interface RowScaleArgs {
   ctl: GPUBuffer;

@@ -15,8 +15,8 @@
  */
 
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
-import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
+import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 
 /** The fusions of `rmsnormKernelFor` (module comment). */
 export interface RmsnormFusion {
@@ -162,12 +162,6 @@ export function rowWorkgroupSize(gpu: Gpu, dim: number, perThread = 4): number {
   return wg;
 }
 
-/** Where the f16 rows of `RmsnormArgs.half` go: i32 [rows] and f16 [rows, dim] (row_scale.ts's outputs). */
-export interface HalfRowsOut {
-  exponents: GPUBuffer | BufferSlice;
-  xHalf: GPUBuffer | BufferSlice;
-}
-
 /** Arguments of one RMSNorm dispatch. */
 export interface RmsnormArgs {
   ctl: GPUBuffer;
@@ -198,7 +192,7 @@ export interface RmsnormArgs {
    * Also write the rows stored to `out` as the tensor-core GEMM's pre-pass would (`row_scale.ts`): their exponents and
    * f16 rows, for the product that reads `out` next (`linear`'s `halfRows`). dim a multiple of 4.
    */
-  half?: HalfRowsOut;
+  half?: HalfRows;
   gated?: boolean;
   /** Threads per row (default `rowWorkgroupSize`) and the reduction path (default: subgroups when the device has them). */
   workgroupSize?: number;
