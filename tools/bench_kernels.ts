@@ -10,9 +10,10 @@
  * minute on an H200). Split-K (`splitK` S = 2, 4, 8) of the default f32 tile and of linear's tensor tiles, each
  * timed with its reduction (and row-scale pre-pass): `--quick` keeps f32 S = 4 and tensor S = 2, 4; with
  * `--attention`, decode attention's split variants and (`--prefill` alone) prefill attention's tile variants at 128,
- * 512 and 2,048 tokens of 7B heads (`--quick`: 128 tokens, fewer variants), in us and TFLOP/s, each prefill variant
- * checked likewise; on Dawn with subgroup matrices also the tensor-core prefill attention (prefill_tensor.ts: 128, 64
- * and 32 query rows a workgroup in one pass, 128 and 64 in two).
+ * 512 and 2,048 tokens of 7B heads (`--quick`: 128 tokens, fewer variants; `--rows 128,2048`: those lengths; `--size
+ * 1b`: the 1B's 16 heads), in us and TFLOP/s, each prefill variant checked likewise; on Dawn with subgroup matrices also
+ * the tensor-core prefill attention (prefill_tensor.ts: 128, 64, 32 and 16 query rows a workgroup in one pass, 128 and
+ * 64 in two).
  * `--attention-probe`: where the decode attention's time goes, at 256, 1,024 and 4,096 keys of 7B heads (bf16 cache, 3
  * caches cycled): the kernel as built, then with its K loads, its V loads or both replaced by constants (the bindings
  * kept), so what remains is the kernel's own work.
@@ -38,7 +39,8 @@
  *                                      [--mma-peak] [--gemm-waves] [--occupancy] [--sms 132]
  *                                      [--gemm [--rows 128] [--tiles JSON] [--tensor-tiles JSON] [--size 7b|1b]]
  *                                      [--matvec [--rows 1,4]]
- *                                      [--attention|--matvec [--variants JSON]] [--quick] [--json FILE]
+ *                                      [--attention|--matvec [--variants JSON]] [--prefill [--rows 128,2048] [--size 1b]]
+ *                                      [--quick] [--json FILE]
  *                                      [--webgpu deno|dawn]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
@@ -669,10 +671,15 @@ function prefillError(
   return worst;
 }
 
-/** Prefill attention of 7B heads (32 x 128) at 128, 512 and 2,048 tokens from position 0, tile variants. */
+/**
+ * Prefill attention of 7B heads (32 x 128; `--size 1b`: 16 x 128) at 128, 512 and 2,048 tokens (`--rows`: the listed
+ * lengths) from position 0, tile variants.
+ */
 async function benchPrefillAttention(): Promise<void> {
-  const nh = 32, hd = 128, d = nh * hd;
-  const lengths = args.quick ? [128] : [128, 512, 2048];
+  const size = args.size ?? "7b";
+  if (size !== "7b" && size !== "1b") throw new UserError(`--size ${size}: 7b or 1b.`);
+  const nh = size === "7b" ? 32 : 16, hd = 128, d = nh * hd;
+  const lengths = args.rows ? args.rows.split(",").map(Number) : args.quick ? [128] : [128, 512, 2048];
   const variants = args.quick ? PREFILL_VARIANTS.slice(0, 3) : PREFILL_VARIANTS;
   const maxRows = lengths.at(-1)!;
   const q = Float32Array.from({ length: maxRows * d }, (_, i) => Math.sin(i * 1.3));
@@ -691,8 +698,8 @@ async function benchPrefillAttention(): Promise<void> {
   const runs: [PrefillTiles | TensorRun, KvDtype][] = [
     ...variants.map((t): [PrefillTiles, KvDtype] => [t, "bf16"]),
     [{}, "f32"],
-    // the tensor-core kernel (Dawn with subgroup matrices): 128, 64 and 32 query rows a workgroup, one pass and two
-    ...(prefillTensorUnsupported(gpu) ? [] : [[8, 1], [4, 1], [2, 1], [8, 2], [4, 2]].map((
+    // the tensor-core kernel (Dawn with subgroup matrices): 128, 64, 32 and 16 query rows a workgroup, one pass and two
+    ...(prefillTensorUnsupported(gpu) ? [] : [[8, 1], [4, 1], [2, 1], [1, 1], [8, 2], [4, 2]].map((
       [n, passes],
     ): [TensorRun, KvDtype] => [{ tensorSubgroups: n, passes }, "bf16"])),
   ];
@@ -720,7 +727,7 @@ async function benchPrefillAttention(): Promise<void> {
           dispatch = attentionPrefill(gpu, args);
         }
       } catch (e) {
-        console.log(`attention_prefill 7b ${rows} tokens ${label}: skipped (${(e as Error).message})`);
+        console.log(`attention_prefill ${size} ${rows} tokens ${label}: skipped (${(e as Error).message})`);
         continue;
       }
       const ms = await medianMs([dispatch], 1, 20);
@@ -736,7 +743,7 @@ async function benchPrefillAttention(): Promise<void> {
       );
       const r: Row = {
         kernel: "attention_prefill",
-        shape: `7b ${rows} tokens`,
+        shape: `${size} ${rows} tokens`,
         rows,
         variant: label,
         us: ms * 1000,

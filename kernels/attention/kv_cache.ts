@@ -8,7 +8,9 @@
  * - `f32`: exact; the cache the HF fixture tests were first written against.
  *
  * Caches are position-major [maxPos, D] in elements either way. The read side gives kernels `load_k(i)` and
- * `load_v(i)`, the vec4 of f32 at vec4 index i (elements 4i .. 4i + 3), over bindings `kc` and `vc`; the write side
+ * `load_v(i)`, the vec4 of f32 at vec4 index i (elements 4i .. 4i + 3), over bindings `kc` and `vc`, and the same
+ * split in two for kernels that keep reads in flight in registers: `raw_k(i)` / `raw_v(i)` return them as the cache
+ * holds them (`KvRaw`: vec2<u32> of four bf16, or vec4<f32>; half the registers for bf16), `kv_f32(r)` converts; the write side
  * gives `store_k2(e, a, b)` and `store_v2(e, a, b)`, elements e (even) and e + 1, over bindings `k_cache`, `v_cache`.
  * The measured error of each type against the f64 reference is in ARCHITECTURE.md.
  * @module
@@ -39,6 +41,10 @@ export function kvReadWgsl(dtype: KvDtype, kBinding: number, vBinding: number, w
     return `
 @group(0) @binding(${kBinding}) var<storage, ${access}> kc: array<vec4<f32>>;
 @group(0) @binding(${vBinding}) var<storage, ${access}> vc: array<vec4<f32>>;
+alias KvRaw = vec4<f32>;
+fn raw_k(i: u32) -> KvRaw { return kc[i]; }
+fn raw_v(i: u32) -> KvRaw { return vc[i]; }
+fn kv_f32(r: KvRaw) -> vec4<f32> { return r; }
 fn load_k(i: u32) -> vec4<f32> { return kc[i]; }
 fn load_v(i: u32) -> vec4<f32> { return vc[i]; }${
       writable
@@ -53,6 +59,10 @@ fn store_v4(i: u32, v: vec4<f32>) { vc[i] = v; }`
 @group(0) @binding(${kBinding}) var<storage, ${access}> kc: array<vec2<u32>>; // 4 bf16 per vec2
 @group(0) @binding(${vBinding}) var<storage, ${access}> vc: array<vec2<u32>>;
 fn bf16x4_kv(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(bf16_lo(w.x), bf16_hi(w.x), bf16_lo(w.y), bf16_hi(w.y)); }
+alias KvRaw = vec2<u32>;
+fn raw_k(i: u32) -> KvRaw { return kc[i]; }
+fn raw_v(i: u32) -> KvRaw { return vc[i]; }
+fn kv_f32(r: KvRaw) -> vec4<f32> { return bf16x4_kv(r); }
 fn load_k(i: u32) -> vec4<f32> { return bf16x4_kv(kc[i]); }
 fn load_v(i: u32) -> vec4<f32> { return bf16x4_kv(vc[i]); }${
     writable

@@ -7,7 +7,10 @@
  * HEAD_DIM / 16 left matrices (Q times SCALE * log2(e), staged once through the K buffer) and the output as HEAD_DIM /
  * 16 result matrices. Per key tile of BK = 32 keys (stopping after the key of the tile's last row): S = Q K^T
  * (HEAD_DIM / 16 x BK / 16 products per subgroup) through workgroup memory, then each row's softmax by the
- * SUBGROUP_SIZE / 16 invocations of the row (subgroup shuffles), P as f16 through workgroup memory, O += P V.
+ * SUBGROUP_SIZE / 16 invocations of the row (subgroup shuffles), P as f16 through workgroup memory, O += P V. Each
+ * invocation carries a fixed share of every K and V tile in registers (`KvRaw`, as the cache holds it: two u32 per
+ * four bf16): the reads of tile k + 1 are issued right after tile k is staged, so their latency passes while tile k is
+ * multiplied, and are stored to workgroup memory (as f16) after the barrier that ends tile k.
  *
  * WGSL cannot scale a result matrix row by row, which the online softmax of `prefill.ts` does at every key tile.
  * - `passes: 1` (default): P = exp2(S - m) against a reference maximum m per row that is raised only when a tile's row
@@ -35,13 +38,7 @@ import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { UserError } from "../../common/errors.ts";
 import { tensorGemmUnsupported, tensorSubgroupSize } from "../matmul/gemm_tensor.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
-import {
-  attentionPrefill,
-  type AttentionPrefillArgs,
-  PREFILL_LOAD_KV_WGSL,
-  PREFILL_TILE_ORIGIN_WGSL,
-  prefillDispatch,
-} from "./prefill.ts";
+import { attentionPrefill, type AttentionPrefillArgs, PREFILL_TILE_ORIGIN_WGSL, prefillDispatch } from "./prefill.ts";
 import { range } from "../codegen.ts";
 
 /** Name prefix of the generated kernels. */
@@ -157,6 +154,26 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
   const D = range(hd / 16), J = range(BK / 16), E = range((16 * 16) / sg);
   const onePass = t.passes === 1;
   const lines = (pad: string, ls: string[]) => ls.map((l) => pad + l).join("\n");
+  // Each K / V tile is BK * HV vec4 items; invocation t carries items t + s * threads (slot s) in registers.
+  const items = BK * hv;
+  const slots = range(Math.ceil(items / threads));
+  const inTile = (s: number) => (s + 1) * threads <= items ? "" : `if (t + ${s * threads}u < ${items}u) `;
+  // The reads of a K (values false) or V tile at keys from k0 into the registers rk<s> (rv<s>); zeros past last_key.
+  const fetch = (pad: string, k0: string, values: boolean) =>
+    lines(
+      pad,
+      slots.map((s) =>
+        `${inTile(s)}${values ? "rv" : "rk"}${s} = fetch_kv(${k0} + kj${s}, last_key, col0 + kc${s}, ${values});`
+      ),
+    );
+  // The registers of a K (V) tile into ks (vs) as f16.
+  const put = (pad: string, values: boolean) =>
+    lines(
+      pad,
+      slots.map((s) =>
+        `${inTile(s)}stage4(kj${s} * KS + 4u * kc${s}, kv_f32(${values ? "rv" : "rk"}${s}), ${values});`
+      ),
+    );
   // The row reductions over the lpr invocations of a row (consecutive lanes): butterfly shuffles.
   const reduce = (op: string, v: string) =>
     range(Math.log2(lpr)).map((b) => `${v} = ${op}(${v}, subgroupShuffleXor(${v}, ${1 << b}u));`);
@@ -193,9 +210,13 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
       tmax = max(tmax, select(NEG_BIG, ss[r * SS + sub + LPR * i], key <= pos));
     }
 ${lines("    ", reduce("max", "tmax"))}`;
-  const stageKV = `    stage_tile(t, k0, last_key, col0, false);
-    stage_tile(t, k0, last_key, col0, true);
+  // The K and V tiles of keys k0.. staged from the registers, the next tile's reads issued, S computed.
+  const stageKV = `${put("    ", false)}
+${put("    ", true)}
     workgroupBarrier(); // the K and V tiles are staged
+    // The next tile's reads are in flight while this one is multiplied.
+${fetch("    ", "k0 + BK", false)}
+${fetch("    ", "k0 + BK", true)}
 ${scores}
     workgroupBarrier(); // S is in ss`;
   const outputs = lines("  ", D.map((d) => `var o${d} = Result();`));
@@ -205,8 +226,9 @@ ${scores}
     `  var m = NEG_BIG;
   var l = 0.0;
   for (var k0 = 0u; k0 <= last_key; k0 += BK) {
-    stage_tile(t, k0, last_key, col0, false);
+${put("    ", false)}
     workgroupBarrier(); // the K tile is staged
+${fetch("    ", "k0 + BK", false)}
 ${scores}
     workgroupBarrier(); // S is in ss
 ${tileMax}
@@ -223,7 +245,9 @@ ${lines("    ", reduce("add", "sum"))}
   }
   let inv_l = 1.0 / l;
 ${outputs}
-  for (var k0 = 0u; k0 <= last_key; k0 += BK) {
+${fetch("  ", "0u", false)}
+${fetch("  ", "0u", true)}
+  for (var k0 = 0u; k0 <= last_key; k0 += BK) { // pass 2
 ${stageKV}
     for (var i = 0u; i < ${perLane}u; i++) {
       let key = k0 + sub + LPR * i;
@@ -327,7 +351,16 @@ alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 alias Result = subgroup_matrix_result<f32, 16, 16>;
 
-${PREFILL_LOAD_KV_WGSL}
+// Vec4 e - key * NH * HV (head columns) of key \`key\` as the cache holds it; zeros past last_key, which is never read.
+fn fetch_kv(key: u32, last_key: u32, e: u32, values: bool) -> KvRaw {
+  var v = KvRaw();
+  if (key <= last_key) {
+    let i = key * NH * HV + e;
+    if (values) { v = raw_v(i); } else { v = raw_k(i); }
+  }
+  return v;
+}
+
 // Four f32 as f16 at buffer index i of ks (values false) or vs.
 fn stage4(i: u32, v: vec4<f32>, values: bool) {
   let h = vec4<f16>(v);
@@ -335,13 +368,6 @@ fn stage4(i: u32, v: vec4<f32>, values: bool) {
     vs[i] = h.x; vs[i + 1u] = h.y; vs[i + 2u] = h.z; vs[i + 3u] = h.w;
   } else {
     ks[i] = h.x; ks[i + 1u] = h.y; ks[i + 2u] = h.z; ks[i + 3u] = h.w;
-  }
-}
-
-// The K (or V) tile of keys k0 .. k0 + BK - 1 into ks (vs), zeros past last_key.
-fn stage_tile(t: u32, k0: u32, last_key: u32, col0: u32, values: bool) {
-  for (var i = t; i < BK * HV; i += ${threads}u) {
-    stage4((i / HV) * KS + 4u * (i % HV), load_kv(k0 + i / HV, last_key, col0 + i % HV, values), values);
   }
 }
 
@@ -357,6 +383,13 @@ ${PREFILL_TILE_ORIGIN_WGSL}
   let r = sm + lane / LPR;
   let sub = lane % LPR;
   let pos = first_pos + r;
+  // This invocation's share of each K and V tile: vec4 column kc<s> of the tile's key kj<s> (item t + s * ${threads}),
+  // carried in registers from the global reads, issued a tile ahead, to the workgroup stores.
+${lines("  ", slots.map((s) => `let kj${s} = (t + ${s * threads}u) / HV; let kc${s} = (t + ${s * threads}u) % HV;`))}
+${lines("  ", slots.map((s) => `var rk${s} = KvRaw(); var rv${s} = KvRaw();`))}
+  // The first tile's reads are in flight while Q is staged.
+${fetch("  ", "0u", false)}
+${onePass ? fetch("  ", "0u", true) : ""}
   // Q times SCALE * log2(e) as f16 left matrices, staged BK rows at a time through ks.
 ${lines("  ", D.map((d) => `var qa${d} = Left();`))}
   for (var c = 0u; c < BQ; c += BK) {

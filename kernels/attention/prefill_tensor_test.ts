@@ -126,6 +126,7 @@ tensorTest("tensor prefill attention checks catch broken kernels, one pass and t
     ["queries not scaled", "* (SCALE * LOG2E)", "* LOG2E"],
     ["second key block of P V dropped", "sm * PS + 16u, PS)", "sm * PS + 0u, PS)"],
     ["K rows past the last key read", "if (key <= last_key) {", "if (true) {"],
+    ["the next K tile's reads at this tile's keys", "rk0 = fetch_kv(k0 + BK + kj0", "rk0 = fetch_kv(k0 + kj0"],
   ];
   const broken: Record<number, [string, string, string][]> = {
     1: [
@@ -149,11 +150,8 @@ tensorTest("tensor prefill attention checks catch broken kernels, one pass and t
         "exp2(ss[r * SS + sub + LPR * i] - m) * inv_l, key <= pos",
         "exp2(ss[r * SS + sub + LPR * i] - m) * inv_l, key < pos",
       ],
-      [
-        "last key tile skipped",
-        "k0 <= last_key; k0 += BK) {\n    stage_tile(t, k0, last_key, col0, false);\n    stage_tile(t, k0, last_key, col0, true);",
-        "k0 + BK <= last_key; k0 += BK) {\n    stage_tile(t, k0, last_key, col0, false);\n    stage_tile(t, k0, last_key, col0, true);",
-      ],
+      ["last key tile skipped (pass 2)", "k0 <= last_key; k0 += BK) { // pass 2", "k0 + BK <= last_key; k0 += BK) {"],
+      ["pass 2's first V tile not read", "rv0 = fetch_kv(0u + kj0", "rv0 = fetch_kv(BK + kj0"],
       ["the row sum not rescaled", "l = l * exp2(m - mn) + sum;", "l = l + sum;"],
     ],
   };
