@@ -841,7 +841,7 @@ export class HydraTransformer {
         })],
       /**
        * att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above
-       * (`prefillAttention`: tensor cores on Dawn from TENSOR_PREFILL_MIN_ROWS rows, else FMA;
+       * (`prefillAttention`: tensor cores on Dawn from TENSOR_PREFILL_MIN_ROWS rows and enough heads, else FMA;
        * HYDRA_PREFILL_ATTENTION=fma|tensor forces one).
        * Fused: from qkv, with QK-norm (`normWeights`), RoPE and the K/V append inside.
        */

@@ -28,9 +28,10 @@
  * Measured on the H200 (Dawn, 7B heads, bf16 cache, docs/PERF.md): two passes of 4 subgroups (session W) took 1.11 ms
  * at 2,048 tokens against the FMA kernel's ~2.48 (31 against 14 TFLOP/s; 7B TTFT at 2,048 tokens 229 -> 191 ms), 92.6
  * us against 165 at 512, but 81.6 us against 27.5 at 128 (64 workgroups of two passes: latency-bound). With 8
- * subgroups (session Z) two passes take 602 us at 2,048 tokens and one pass 525. So `auto`, the default of
- * `HYDRA_PREFILL_ATTENTION` (`prefillAttentionFor`), takes it from TENSOR_PREFILL_MIN_ROWS rows where it runs, and
- * `fma` or `tensor` force one.
+ * subgroups (session Z) two passes take 602 us at 2,048 tokens and one pass 525; with each tile's reads a tile ahead
+ * (session AF) one pass 343, and 21.4 us at 128 rows with 4 subgroups against the FMA kernel's 27.5. So `auto`, the
+ * default of `HYDRA_PREFILL_ATTENTION` (`prefillAttentionFor`), takes it from TENSOR_PREFILL_MIN_ROWS rows where it
+ * runs and its grid is large enough (TENSOR_PREFILL_MIN_WORKGROUPS), and `fma` or `tensor` force one.
  * @module
  */
 
@@ -86,12 +87,29 @@ export const PREFILL_TENSOR_SUBGROUPS = 8;
 const SUBGROUP_COUNTS = [1, 2, 4, 8];
 
 /**
- * The subgroups a workgroup of `spec` gets when the caller names none: PREFILL_TENSOR_SUBGROUPS, or where its
- * workgroup memory exceeds `limit` bytes (head_dim 256 at 8 subgroups: 62,992), the most that fit (at least 1).
+ * Query rows up to which a workgroup gets PREFILL_TENSOR_SMALL_SUBGROUPS by default: at 128 rows of 7B heads, twice the
+ * workgroups of half the rows each are faster. Measured on the H200 (Dawn, 7B heads, bf16 cache, session AF, one pass,
+ * us): 128 rows 23.8 with 8 subgroups, 21.4 with 4, 36.9 with 2; at 512 rows 50.8 with 8, 53.0 with 4; at 2,048 rows
+ * 342.7 with 8, 495.1 with 4.
  */
-export function prefillTensorSubgroupsFor(spec: Omit<PrefillTensorSpec, "subgroups">, limit: number): number {
+export const PREFILL_TENSOR_SMALL_ROWS = 128;
+
+/** Subgroups a workgroup has by default up to PREFILL_TENSOR_SMALL_ROWS query rows (64 rows). */
+export const PREFILL_TENSOR_SMALL_SUBGROUPS = 4;
+
+/**
+ * The subgroups a workgroup of `spec` gets when the caller names none: PREFILL_TENSOR_SUBGROUPS, or
+ * PREFILL_TENSOR_SMALL_SUBGROUPS for prefills of at most PREFILL_TENSOR_SMALL_ROWS `rows`; where its workgroup memory
+ * exceeds `limit` bytes (head_dim 256 at 8 subgroups: 62,992), the most that fit (at least 1).
+ */
+export function prefillTensorSubgroupsFor(
+  spec: Omit<PrefillTensorSpec, "subgroups">,
+  limit: number,
+  rows = Infinity,
+): number {
+  const most = rows <= PREFILL_TENSOR_SMALL_ROWS ? PREFILL_TENSOR_SMALL_SUBGROUPS : PREFILL_TENSOR_SUBGROUPS;
   const fits = SUBGROUP_COUNTS.filter((n) =>
-    n <= PREFILL_TENSOR_SUBGROUPS && prefillTensorWorkgroupBytes({ ...spec, subgroups: n }) <= limit
+    n <= most && prefillTensorWorkgroupBytes({ ...spec, subgroups: n }) <= limit
   );
   return fits.at(-1) ?? 1;
 }
@@ -393,12 +411,19 @@ ${onePass ? fetch("  ", "0u", true) : ""}
   // Q times SCALE * log2(e) as f16 left matrices, staged BK rows at a time through ks.
 ${lines("  ", D.map((d) => `var qa${d} = Left();`))}
   for (var c = 0u; c < BQ; c += BK) {
-    for (var i = t; i < BK * HV; i += ${threads}u) {
-      let row = c + i / HV;
-      var v = vec4<f32>();
-      if (row < rows_valid) { v = q[(q0 + row) * NH * HV + col0 + i % HV] * (SCALE * LOG2E); }
-      stage4((i / HV) * KS + 4u * (i % HV), v, false);
+    // the reads of rows c.. first (the K and V slots' items), then the stores
+${
+      lines(
+        "    ",
+        slots.map((s) =>
+          `var qv${s} = vec4<f32>(); ${
+            inTile(s)
+          }if (c + kj${s} < rows_valid) { qv${s} = q[(q0 + c + kj${s}) * NH * HV + ` +
+          `col0 + kc${s}]; }`
+        ),
+      )
     }
+${lines("    ", slots.map((s) => `${inTile(s)}stage4(kj${s} * KS + 4u * kc${s}, qv${s} * (SCALE * LOG2E), false);`))}
     workgroupBarrier();
     if (sm >= c && sm < c + BK) {
 ${lines("      ", D.map((d) => `qa${d} = subgroupMatrixLoad<Left, row_major>(&ks, (sm - c) * KS + ${d * 16}u, KS);`))}
@@ -406,24 +431,28 @@ ${lines("      ", D.map((d) => `qa${d} = subgroupMatrixLoad<Left, row_major>(&ks
     workgroupBarrier();
   }
 ${onePass ? onePassBody() : twoPasses()}
-  // Each output matrix through the subgroup's rows of ss (16 x 16 at stride SS) into the rows inside M${
-      onePass ? ", over l" : ""
-    }.
+  // The output matrices, BK / 16 at a time, through the subgroup's rows of ss (16 x 16 each, at stride SS) into the
+  // rows inside M${onePass ? ", over l" : ""}.
 ${
       lines(
         "  ",
-        D.flatMap((d) => [
-          `subgroupMatrixStore<row_major>(&ss, sm * SS, o${d}, SS);`,
-          "workgroupBarrier();",
-          ...E.map((e) => {
-            const el = `lane + ${e * sg}u`;
-            const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
-            return `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
-              d * 16
-            }u + ${col}] = ss[(${row}) * SS + ${col}]${onePass ? ` * li[${row}]` : ""}; }`;
-          }),
-          "workgroupBarrier();",
-        ]),
+        range(Math.ceil(hd / BK)).flatMap((round) => {
+          const ds = J.map((j) => round * (BK / 16) + j).filter((d) => d < hd / 16);
+          return [
+            ...ds.map((d, j) => `subgroupMatrixStore<row_major>(&ss, sm * SS + ${j * 16}u, o${d}, SS);`),
+            "workgroupBarrier();",
+            ...ds.map((_, j) => j).flatMap((j) =>
+              E.map((e) => {
+                const el = `lane + ${e * sg}u`;
+                const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
+                return `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
+                  ds[j] * 16
+                }u + ${col}] = ss[(${row}) * SS + ${j * 16}u + ${col}]${onePass ? ` * li[${row}]` : ""}; }`;
+              })
+            ),
+            "workgroupBarrier();",
+          ];
+        }),
       )
     }
 }
@@ -444,6 +473,15 @@ export function prefillTensorUnsupported(gpu: Gpu): string | null {
   return [16, 32, 64].includes(size) ? null : `its subgroups of ${size} invocations are not 16, 32 or 64`;
 }
 
+/** The kernel spec for the heads of `a` on `gpu`, without its subgroups. */
+function tensorSpec(
+  gpu: Gpu,
+  a: { headDim: number },
+  tiles: { passes?: number } = {},
+): Omit<PrefillTensorSpec, "subgroups"> {
+  return { headDim: a.headDim, subgroupSize: tensorSubgroupSize(gpu), passes: tiles.passes };
+}
+
 /**
  * Records a tensor-core prefill attention dispatch (load time): `a` as for `attentionPrefill` (its FMA tile knobs are
  * not read), `tiles.subgroups` the query rows / 16 of a workgroup (default `prefillTensorSubgroupsFor`), `tiles.passes`
@@ -459,8 +497,8 @@ export function attentionPrefillTensor(
   if (unsupported) throw new Error(`attentionPrefillTensor: cannot run here: ${unsupported}`);
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`attentionPrefillTensor: ${a.rows} query rows`);
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
-  const spec = { headDim: a.headDim, subgroupSize: tensorSubgroupSize(gpu), passes: tiles.passes };
-  const t = check({ ...spec, subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit) });
+  const spec = tensorSpec(gpu, a, tiles);
+  const t = check({ ...spec, subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit, a.rows) });
   const bytes = prefillTensorWorkgroupBytes(t);
   if (bytes > limit) {
     throw new Error(`attentionPrefillTensor: needs ${bytes} bytes of workgroup memory; use fewer subgroups`);
@@ -476,17 +514,25 @@ export function attentionPrefillTensor(
 }
 
 /**
- * The prefill attentions: `auto` (default: tensor cores for prompts of at least TENSOR_PREFILL_MIN_ROWS rows where
- * they run, else FMA), FMA (`prefill.ts`) and tensor cores (this module).
+ * The prefill attentions: `auto` (default: tensor cores for prompts of at least TENSOR_PREFILL_MIN_ROWS rows whose grid
+ * has at least TENSOR_PREFILL_MIN_WORKGROUPS workgroups, where they run; else FMA), FMA (`prefill.ts`) and tensor cores
+ * (this module).
  */
 export const PREFILL_ATTENTIONS = ["auto", "fma", "tensor"] as const;
 
 /**
- * Fewest query rows for which `auto` takes the tensor-core kernel. Measured on the H200 (Dawn, 7B heads, bf16 cache,
- * session W, docs/PERF.md): at 128 rows it took 81.6 us against the FMA kernel's 27.5 (64 workgroups, each making two
- * passes: latency-bound), at 512 rows 92.6 against 165.3, at 2,048 rows 1,108 against ~2,480.
+ * Fewest query rows for which `auto` takes the tensor-core kernel. Measured on the H200 (Dawn, bf16 cache, session AF,
+ * docs/PERF.md, us): 7B heads at 128 rows 21.4 (64 workgroups of 64 rows) against the FMA kernel's 27.5, at 2,048 rows
+ * 342.7 against 2,393.8. (Session W, two passes and the K/V reads not yet a tile ahead: 81.6 against 27.5 at 128 rows.)
  */
-export const TENSOR_PREFILL_MIN_ROWS = 512;
+export const TENSOR_PREFILL_MIN_ROWS = 128;
+
+/**
+ * Fewest workgroups (heads x query tiles) for which `auto` takes the tensor-core kernel: the 1B's 16 heads at 128 rows
+ * are 32 workgroups of 64 rows, 34.0 us against the FMA kernel's 20.8-27.3 (its variants; H200, session AF); the 7B's
+ * 32 heads are 64 workgroups, 21.4 us against 27.5.
+ */
+export const TENSOR_PREFILL_MIN_WORKGROUPS = 64;
 
 /** One of PREFILL_ATTENTIONS. */
 export type PrefillAttention = (typeof PREFILL_ATTENTIONS)[number];
@@ -514,16 +560,23 @@ export function prefillAttentionFor(gpu: Gpu): PrefillAttention {
 }
 
 /**
- * The kernel the prefill attention of `rows` query rows runs on `gpu`: what `prefillAttentionFor` forces, or for `auto`
- * tensor cores where they run and `rows` is at least TENSOR_PREFILL_MIN_ROWS, else FMA.
+ * The kernel the prefill attention of `a.rows` query rows of `a.nHeads` heads runs on `gpu`: what
+ * `prefillAttentionFor` forces, or for `auto` tensor cores where they run, `rows` is at least TENSOR_PREFILL_MIN_ROWS
+ * and the grid at least TENSOR_PREFILL_MIN_WORKGROUPS workgroups; else FMA.
  */
-export function prefillAttentionKernel(gpu: Gpu, rows: number): "fma" | "tensor" {
+export function prefillAttentionKernel(
+  gpu: Gpu,
+  a: { rows: number; nHeads: number; headDim: number },
+): "fma" | "tensor" {
   const pick = prefillAttentionFor(gpu);
   if (pick !== "auto") return pick;
-  return rows >= TENSOR_PREFILL_MIN_ROWS && prefillTensorUnsupported(gpu) === null ? "tensor" : "fma";
+  if (a.rows < TENSOR_PREFILL_MIN_ROWS || prefillTensorUnsupported(gpu) !== null) return "fma";
+  const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
+  const subgroups = prefillTensorSubgroupsFor(tensorSpec(gpu, a), limit, a.rows);
+  return a.nHeads * Math.ceil(a.rows / (16 * subgroups)) >= TENSOR_PREFILL_MIN_WORKGROUPS ? "tensor" : "fma";
 }
 
-/** The prefill attention dispatch `prefillAttentionKernel` picks for `a.rows`. */
+/** The prefill attention dispatch `prefillAttentionKernel` picks for `a`. */
 export function prefillAttention(gpu: Gpu, a: AttentionPrefillArgs): Dispatch {
-  return prefillAttentionKernel(gpu, a.rows) === "tensor" ? attentionPrefillTensor(gpu, a) : attentionPrefill(gpu, a);
+  return prefillAttentionKernel(gpu, a) === "tensor" ? attentionPrefillTensor(gpu, a) : attentionPrefill(gpu, a);
 }

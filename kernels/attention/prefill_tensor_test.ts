@@ -13,6 +13,7 @@ import {
   attentionPrefillTensor,
   attentionPrefillTensorKernelFor,
   PREFILL_ATTENTION_ENV,
+  PREFILL_TENSOR_SMALL_ROWS,
   PREFILL_TENSOR_SUBGROUPS,
   prefillAttentionFor,
   prefillAttentionKernel,
@@ -91,11 +92,16 @@ tensorTest("tensor prefill attention of a 7B layer (32 heads of 128) at 128 and 
   await check(gpu, { ...prefillCase(1000, 37, 4, 128), kvDtype: "bf16" });
 });
 
-tensorTest("tensor prefill attention with 1, 2, 4 and 8 subgroups a workgroup, one and two passes", async (gpu) => {
-  for (const subgroups of [1, 2, 4, 8]) {
-    for (const passes of [1, 2]) await check(gpu, prefillCase(137, 9, 2, 128), { subgroups, passes });
-  }
-});
+tensorTest(
+  "tensor prefill attention with 1, 2, 4 and 8 subgroups a workgroup, one and two passes, head_dim 48",
+  async (gpu) => {
+    for (const subgroups of [1, 2, 4, 8]) {
+      for (const passes of [1, 2]) await check(gpu, prefillCase(137, 9, 2, 128), { subgroups, passes });
+    }
+    // head_dim 48: the epilogue's last round of output matrices holds one of them, not BK / 16
+    for (const passes of [1, 2]) await check(gpu, prefillCase(70, 5, 2, 48), { subgroups: 2, passes });
+  },
+);
 
 tensorTest("tensor prefill attention stays finite on sharp and huge scores, rescaling in one pass", async (gpu) => {
   // scores of std 30 (one key dominates) and of order 1e3 (exp2 would overflow without the row max)
@@ -178,6 +184,7 @@ Deno.test({
       attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 2, passes: 2 }, "f32"),
       attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 1, subgroupSize: 64 }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 1, subgroupSize: 16, passes: 2 }, "bf16"),
+      attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 2 }, "bf16"),
     ];
     const broken = mutate(
       kernels[0],
@@ -237,6 +244,10 @@ Deno.test("tensor prefill attention: workgroup memory, and the shapes it refuses
   assertEquals(prefillTensorSubgroupsFor({ headDim: 256, passes: 2 }, 49152), 4);
   assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 32000), 2); // 4 subgroups: 32,016 bytes
   assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 1024), 1); // none fits: 1, which the dispatch then refuses
+  // short prefills: PREFILL_TENSOR_SMALL_SUBGROUPS up to PREFILL_TENSOR_SMALL_ROWS rows
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 49152, PREFILL_TENSOR_SMALL_ROWS), 4);
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 49152, PREFILL_TENSOR_SMALL_ROWS + 1), 8);
+  assertEquals(prefillTensorSubgroupsFor({ headDim: 128 }, 32000, 17), 2);
   const bads = [
     { headDim: 24 },
     { headDim: 128, subgroups: 3 },
@@ -254,16 +265,16 @@ gpuTest(
       Deno.env.delete(PREFILL_ATTENTION_ENV);
       assertEquals(prefillAttentionFor(gpu), "auto");
       const tensorRuns = prefillTensorUnsupported(gpu) === null;
+      const heads = (rows: number, nHeads: number) => prefillAttentionKernel(gpu, { rows, nHeads, headDim: 128 });
+      // the 7B's 32 heads from TENSOR_PREFILL_MIN_ROWS rows (64 workgroups of 64 rows); the 1B's 16 only from 512 rows
       assertEquals(
-        [
-          prefillAttentionKernel(gpu, TENSOR_PREFILL_MIN_ROWS - 1),
-          prefillAttentionKernel(gpu, TENSOR_PREFILL_MIN_ROWS),
-        ],
-        ["fma", tensorRuns ? "tensor" : "fma"],
+        [heads(TENSOR_PREFILL_MIN_ROWS - 1, 32), heads(TENSOR_PREFILL_MIN_ROWS, 32), heads(2048, 32)],
+        ["fma", tensorRuns ? "tensor" : "fma", tensorRuns ? "tensor" : "fma"],
       );
+      assertEquals([heads(128, 16), heads(256, 16), heads(512, 16)], ["fma", "fma", tensorRuns ? "tensor" : "fma"]);
       Deno.env.set(PREFILL_ATTENTION_ENV, "fma");
       assertEquals(prefillAttentionFor(gpu), "fma");
-      assertEquals(prefillAttentionKernel(gpu, 4 * TENSOR_PREFILL_MIN_ROWS), "fma"); // forced, whatever the rows
+      assertEquals(heads(4 * TENSOR_PREFILL_MIN_ROWS, 32), "fma"); // forced, whatever the rows
       const refused = (value: string) => {
         Deno.env.set(PREFILL_ATTENTION_ENV, value);
         try {
