@@ -86,10 +86,14 @@ fn row_scale_pack(v: vec4<f32>, f: f32) -> vec2<u32> {
   return vec2<u32>(pack2x16float(s.xy), pack2x16float(s.zw));
 }`;
 
-/** The kernel: the exponents, and with `half` the f16 rows too. */
-function rowScaleKernelFor(half: boolean): Kernel {
+/**
+ * The kernel: the exponents, and with `half` the f16 rows too. The row's largest magnitude is reduced by a tree in
+ * workgroup memory (8 barriers), or with `subgroups` by each subgroup's maximum (`subgroupMax`) and one workgroup
+ * atomic per subgroup (2 barriers).
+ */
+export function rowScaleKernelFor(half: boolean, subgroups = false): Kernel {
   return {
-    name: half ? "row_scale_half" : "row_scale",
+    name: `row_scale${half ? "_half" : ""}${subgroups ? "_sg" : ""}`,
     source: /* wgsl */ `
 // e[m] = clamp(floor(log2(max_k |x[m, k]|)) - 14, -100, 113); 0 for a zero row or one holding inf or NaN.${
       half ? "\n// xh[m, k] = f16(x[m, k] * 2^-e[m]), 4 per vec2<u32> (lower k in the low half)." : ""
@@ -109,29 +113,40 @@ const WG: u32 = ${WG}u;
 @group(0) @binding(2) var<storage, read_write> e: array<i32>;${
       half ? "\n@group(0) @binding(3) var<storage, read_write> xh: array<vec2<u32>>;" : ""
     }
-var<workgroup> red: array<u32, WG>;
+${subgroups ? "var<workgroup> row_max: atomic<u32>;" : "var<workgroup> red: array<u32, WG>;"}
 ${ROW_SCALE_WGSL}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
+        @builtin(local_invocation_index) t: u32${subgroups ? ", @builtin(subgroup_invocation_id) lane: u32" : ""}) {
   if (gated_off()) { return; }
   let m = flat_workgroup(wid, nwg);
   if (m >= M) { return; }
   // The maximum of the magnitudes' bit patterns: for non-negative f32 the order of the bits is the order of the
-  // values, and every NaN and infinity (exponent bits 255) is above every finite value.
+  // values, and every NaN and infinity (exponent bits 255) is above every finite value.${
+      subgroups ? "\n  if (t == 0u) { atomicStore(&row_max, 0u); }" : ""
+    }
   var best = 0u;
   for (var c = t; c < K / 4u; c += WG) {
     let b = bitcast<vec4<u32>>(x[m * (K / 4u) + c]) & vec4<u32>(0x7fffffffu);
     best = max(best, max(max(b.x, b.y), max(b.z, b.w)));
-  }
+  }${
+      subgroups
+        ? `
+  let top = subgroupMax(best);
+  workgroupBarrier(); // row_max is zero
+  if (lane == 0u) { atomicMax(&row_max, top); }
+  workgroupBarrier();
+  let exponent = row_scale_exponent(atomicLoad(&row_max));`
+        : `
   red[t] = best;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s /= 2u) {
     if (t < s) { red[t] = max(red[t], red[t + s]); }
     workgroupBarrier();
   }
-  let exponent = row_scale_exponent(red[0]);
+  let exponent = row_scale_exponent(red[0]);`
+    }
   if (t == 0u) { e[m] = exponent; }${
       half
         ? `
@@ -147,10 +162,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   };
 }
 
-/** The exponents-only pass (the f16-multiply GEMM's pre-pass). */
+/** The exponents-only pass (the f16-multiply GEMM's pre-pass), the tree reduction. */
 export const ROW_SCALE_KERNEL: Kernel = rowScaleKernelFor(false);
 
-/** The pass that also writes the scaled rows as f16 (the tensor-core GEMM's pre-pass). */
+/** The pass that also writes the scaled rows as f16 (the tensor-core GEMM's pre-pass), the tree reduction. */
 export const ROW_SCALE_HALF_KERNEL: Kernel = rowScaleKernelFor(true);
 
 /**
@@ -176,13 +191,16 @@ export interface RowScaleArgs {
   gated?: boolean;
 }
 
-/** Records a row-scale dispatch (load time): the half pass when `a.xHalf` is given. */
+/**
+ * Records a row-scale dispatch (load time): the half pass when `a.xHalf` is given, its maximum by subgroups where the
+ * device has them.
+ */
 export function rowScale(gpu: Gpu, a: RowScaleArgs, kernel?: Kernel): Dispatch {
   if (!(a.k > 0 && a.k % 4 === 0)) throw new Error(`row_scale: K = ${a.k} is not a positive multiple of 4`);
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`row_scale: ${a.rows} rows (at least 1)`);
   const bindings = [a.ctl, a.x, a.exponents, ...(a.xHalf ? [a.xHalf] : [])];
   return gpu.dispatch(
-    kernel ?? (a.xHalf ? ROW_SCALE_HALF_KERNEL : ROW_SCALE_KERNEL),
+    kernel ?? rowScaleKernelFor(a.xHalf !== undefined, gpu.has("subgroups")),
     { K: a.k, M: a.rows, GATED: a.gated ?? false },
     bindings,
     a.rows,

@@ -13,6 +13,7 @@ import {
   rowScale,
   rowScaleExponent,
   rowScaleHalfReference,
+  rowScaleKernelFor,
   rowScaleReference,
 } from "./row_scale.ts";
 import type { Gpu, Kernel } from "../runtime.ts";
@@ -94,7 +95,27 @@ gpuTest("row_scale checks catch broken kernels", async (gpu) => {
   for (const [from, to] of cases) {
     await assertCaught(() => checkRowScale(gpu, 23, 4100, { kernel: mutate(ROW_SCALE_KERNEL, from, to) }), from);
   }
+  if (!gpu.has("subgroups")) return;
+  const subgroupCases: [string, string][] = [
+    ["atomicMax(&row_max, top)", "atomicMin(&row_max, top)"], // the smallest subgroup maximum taken
+    ["let top = subgroupMax(best);", "let top = best;"], // only the elected invocation's maximum counts
+  ];
+  for (const [from, to] of subgroupCases) {
+    const kernel = mutate(rowScaleKernelFor(false, true), from, to);
+    await assertCaught(() => checkRowScale(gpu, 23, 4100, { kernel }), `subgroups: ${from}`);
+  }
 });
+
+gpuTest(
+  "row_scale and row_scale_half by subgroup maxima (where the device has them) match the CPU rule",
+  async (gpu) => {
+    if (!gpu.has("subgroups")) return;
+    for (const [rows, k] of [[10, 4], [23, 4100], [10, 4096], [3, 11008]]) {
+      await checkRowScale(gpu, rows, k, { kernel: rowScaleKernelFor(false, true) });
+      await checkHalf(gpu, rows, k, { kernel: rowScaleKernelFor(true, true) });
+    }
+  },
+);
 
 /** Runs the half pass; returns the exponents and f16 rows with their references. */
 async function runHalf(gpu: Gpu, rows: number, k: number, o: { kernel?: Kernel; gated?: boolean; active?: number }) {

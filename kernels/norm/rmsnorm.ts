@@ -105,7 +105,7 @@ fn x_sum(i: u32, slice: u32) -> ${T} {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32${
       split ? ",\n        @builtin(num_workgroups) nwg: vec3<u32>" : ""
-    }) {
+    }${half && subgroups ? ", @builtin(subgroup_invocation_id) lane: u32" : ""}) {
   if (gated_off()) { return; }
   let m = wid.x;
   let n = D / V;
@@ -137,8 +137,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }${
       half
         ? `
-  // row_scale.ts's exponent of the row just stored, then its f16 rows (each thread re-reads what it stored)
-  atomicMax(&row_max, best);
+  // row_scale.ts's exponent of the row just stored, then its f16 rows (each thread re-reads what it stored)${
+          subgroups
+            ? `
+  let top = subgroupMax(best); // one atomic a subgroup, not one a thread
+  if (lane == 0u) { atomicMax(&row_max, top); }`
+            : `
+  atomicMax(&row_max, best);`
+        }
   workgroupBarrier();
   let exponent = row_scale_exponent(atomicLoad(&row_max));
   if (t == 0u) { e[m] = exponent; }

@@ -231,20 +231,27 @@ gpuTest(
 );
 
 gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) => {
-  const kernelFor = (fusion: RmsnormFusion) => rmsnormKernelFor(subgroupWidth(gpu) > 0, true, false, fusion);
+  const subgroups = subgroupWidth(gpu) > 0;
+  const kernelFor = (fusion: RmsnormFusion) => rmsnormKernelFor(subgroups, true, false, fusion);
   const both = { splitK: true, half: true };
+  const top = subgroups ? "top" : "best"; // the row maximum's atomic takes each subgroup's maximum, or each thread's
   const cases: [RmsnormFusion, string, string][] = [
     [{ splitK: true }, "v += x[s * slice + i]", "v += x[i]"], // every partial read from the first
     [{ splitK: true }, "let slice = nwg.x * n;", "let slice = nwg.x * D;"], // slice stride in values, not vec4
     [{ splitK: true }, "s < SPLIT_K; s++", "s + 1u < SPLIT_K; s++"], // the last partial left out
-    [{ half: true }, "atomicMax(&row_max, best)", "atomicMax(&row_max, 0u)"], // exponent of a zero row
+    [{ half: true }, `atomicMax(&row_max, ${top})`, "atomicMax(&row_max, 0u)"], // exponent of a zero row
+    // only the first lane of each subgroup counts
+    ...(subgroups
+      ? [[{ half: true }, "let top = subgroupMax(best);", "let top = best;"] as [RmsnormFusion, string, string]]
+      : []),
     [{ half: true }, "max(b.z, b.w)", "max(b.z, b.z)"], // a lane left out of the row's maximum
     [both, "xh[ob + i] = row_scale_pack(out[ob + i], f)", "xh[ob + i] = row_scale_pack(out[ob + i], 1.0)"], // unscaled
     [both, "o = out[ob + i] + v;", "o = v;"], // the exponent of the normed rows, not of the residual stored
   ];
   for (const [fusion, from, to] of cases) {
     const kernel = mutate(kernelFor(fusion), from, to);
-    const c = { rows: 5, dim: 260, splitK: fusion.splitK ? 3 : 1, half: fusion.half ?? false, from: false };
+    // 67 vec4 a row: the row's largest element (its last) is held by thread 66, not the first lane of a subgroup
+    const c = { rows: 5, dim: 268, splitK: fusion.splitK ? 3 : 1, half: fusion.half ?? false, from: false };
     await assertCaught(() => checkFused(gpu, c, kernel), `${from} -> ${to}`);
   }
 });
