@@ -123,11 +123,17 @@ tensorTest("tensor prefill attention checks catch broken kernels, one pass and t
   // 33 rows at positions 0 and 17, head_dim 64: short rows see few keys, so one key more or less is far outside the
   // tolerance; sharp scores (std 30, SHARP_TOL) make one pass rescale.
   const run = async (k: Kernel, passes: number) => {
-    for (const pos of [17, 0]) await check(gpu, prefillCase(33, pos, 2, 64), { kernel: k, passes });
-    await check(gpu, { ...prefillCase(100, 3, 2, 64), qStd: 30 }, { kernel: k, passes, tol: SHARP_TOL });
+    const subgroups = PREFILL_TENSOR_SUBGROUPS;
+    for (const pos of [17, 0]) await check(gpu, prefillCase(33, pos, 2, 64), { kernel: k, passes, subgroups });
+    await check(gpu, { ...prefillCase(100, 3, 2, 64), qStd: 30 }, { kernel: k, passes, subgroups, tol: SHARP_TOL });
   };
   const kernelOf = (passes: number) =>
-    attentionPrefillTensorKernelFor({ headDim: 64, subgroupSize: tensorSubgroupSize(gpu), passes });
+    attentionPrefillTensorKernelFor({
+      headDim: 64,
+      subgroups: PREFILL_TENSOR_SUBGROUPS,
+      subgroupSize: tensorSubgroupSize(gpu),
+      passes,
+    });
   const shared: [string, string, string][] = [
     ["queries not scaled", "* (SCALE * LOG2E)", "* LOG2E"],
     ["second key block of P V dropped", "sm * PS + 16u, PS)", "sm * PS + 0u, PS)"],
