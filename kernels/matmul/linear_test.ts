@@ -192,7 +192,7 @@ gpuTest(
   },
 );
 
-gpuTest("linear leaves its reduction and pre-pass to the norms beside it only as its plan says", async (gpu) => {
+gpuTest("linear leaves its reduction and pre-pass to the norms beside it only as its plan says", (gpu) => {
   const ctl = ctlBuffer(gpu);
   const args = (rows: number, more: Partial<LinearArgs> = {}): LinearArgs => ({
     ctl,
@@ -227,6 +227,7 @@ gpuTest("linear leaves its reduction and pre-pass to the norms beside it only as
   } finally {
     ctl.destroy();
   }
+  return Promise.resolve();
 });
 
 gpuTest("linear passes each kernel its own tuning knobs", async (gpu) => {
