@@ -101,7 +101,10 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
     // prefill kernels' tile and variant suffixes (attention_prefill_tensor_d128_s4_w32, split_k_reduce_plain_v4)
     .replace(/^(attention_prefill_tensor|attention_prefill|split_k_reduce)_.*$/, "$1")
     .replace(/^attention_decode_qks$/, "attention_decode_qk").replace(/^(matvec.*)_qks$/, "$1")
-    .replace(/^rmsnorm(_from)?(_sk)?(_half)?$/, "rmsnorm").replace(/^read_barrier_\d+$/, "read_barrier");
+    .replace(/^rmsnorm(_from)?(_sk)?(_half)?$/, "rmsnorm").replace(/^qk_norm_rope_sk$/, "qk_norm_rope").replace(
+      /^read_barrier_\d+$/,
+      "read_barrier",
+    );
   const f32 = 4;
   // a weight product's family by its shape
   const product = (N: number, K: number, swiglu: boolean, other: string) =>
@@ -148,11 +151,13 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
     }
     case "attention_decode_merge":
       return { family: "attention merge", bytes: 2 * m * s.dModel * f32 };
-    case "qk_norm_rope":
+    case "qk_norm_rope": { // with the QKV product's S split-K partials read instead of its rows (prefillNorm)
+      const splits = c(d, "SPLIT_K") || 1;
       return {
-        family: "qk_norm_rope+kv append",
-        bytes: m * (3 * c(d, "D") + c(d, "D")) * f32 + 2 * m * c(d, "D") * s.kvBytes,
+        family: `qk_norm_rope+kv append${splits > 1 ? "+split-K sum" : ""}`,
+        bytes: m * (3 * splits * c(d, "D") + c(d, "D")) * f32 + 2 * m * c(d, "D") * s.kvBytes,
       };
+    }
     case "rmsnorm": {
       // the prefill fusions (rmsnorm.ts): S split-K partials read instead of one row, the f16 rows written too
       const D = c(d, "D"), rows = d.workgroups[0] * d.workgroups[1], splits = c(d, "SPLIT_K") || 1;

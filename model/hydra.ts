@@ -664,7 +664,8 @@ export class HydraTransformer {
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
       // sums of squares for the attention's QK-norm
-      ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d),
+      // prefill: split-K partials left to qk_norm_rope
+      ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d, Epilogue.PLAIN, k.intoQkNorm),
       ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
       ...k.beside(k.attention(kv, b.qkNorm), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
       ...k.linear(b.o, a.att, a.proj, d, d, Epilogue.PLAIN, k.intoNorm), // prefill: split-K partials left to the norm
@@ -803,6 +804,8 @@ export class HydraTransformer {
         }),
       /** Whether a product into a post-norm leaves its split-K partials for the norm to sum (`fused.prefillNorm`). */
       intoNorm: fused.prefillNorm,
+      /** Whether the QKV product leaves its split-K partials for qk_norm_rope to sum (`fused.prefillNorm`, unfused attention). */
+      intoQkNorm: fused.prefillNorm && !fused.attention,
       /**
        * The post-norm's input after a product of shape [n, k] into `y` (with `intoNorm`): its split-K partials where it
        * is split, else y.
@@ -818,13 +821,16 @@ export class HydraTransformer {
       halfRows: (k: number, n: number, epilogue: number = Epilogue.PLAIN): HalfRows | undefined =>
         fused.prefillNorm ? plan(k, n, epilogue).halfRows : undefined,
       /**
-       * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions. Fused:
-       * nothing (the attention does it).
+       * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions; with
+       * `fused.prefillNorm` from the QKV product's split-K partials where it is split. Fused: nothing (the attention does
+       * it).
        */
-      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer): Dispatch[] =>
-        fused.attention ? [] : [qkNormRope(gpu, {
+      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer): Dispatch[] => {
+        if (fused.attention) return [];
+        const p = fused.prefillNorm && !lane ? plan(c.dModel, 3 * c.dModel) : undefined;
+        return [qkNormRope(gpu, {
           ctl,
-          qkv: a.qkv,
+          ...(p?.partials ? { qkv: p.partials, splitK: p.splitK } : { qkv: a.qkv }),
           normWeights,
           ropeTable: this.#rope,
           qOut: a.q,
@@ -838,7 +844,8 @@ export class HydraTransformer {
           kvDtype: this.kvDtype,
           gated,
           posBack,
-        })],
+        })];
+      },
       /**
        * att = causal attention of q over K, V: the decode kernel up to DECODE_MAX_ROWS rows, the prefill one above
        * (`prefillAttention`: tensor cores on Dawn from TENSOR_PREFILL_MIN_ROWS rows and enough heads, else FMA;

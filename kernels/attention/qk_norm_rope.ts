@@ -21,14 +21,22 @@ import { rmsnormReference, rowWorkgroupSize } from "../norm/rmsnorm.ts";
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvWriteWgsl } from "./kv_cache.ts";
 
-/** The WGSL kernel, its sums by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts). */
-export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32"): Kernel {
+/**
+ * The WGSL kernel, its sums by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts). With `splitK`,
+ * qkv holds the SPLIT_K partial sums [SPLIT_K, M, 3 * D] of a split-K QKV product, each value summed in split order as
+ * `split_k_reduce.ts` sums it (the same f32 additions, so the same bits), instead of that reduction's dispatch.
+ */
+export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", splitK = false): Kernel {
+  // qkv at index i of the M x 3D rows, or the sum of its partials
+  const Q = (i: string) => splitK ? `qkv_sum(${i})` : `qkv[${i}]`;
   return {
-    name: `qk_norm_rope${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
+    name: `qk_norm_rope${splitK ? "_sk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
 // bindings (p = ctl[CTL_POS] - POS_BACK + m is the position of row m; h = HEAD_DIM / 2):
 //   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] - POS_BACK is the position of row 0
-//   1 qkv     [M, 3 * D] f32, read        fused projection rows, row-major: q (D) | k (D) | v (D)
+//   1 qkv     [M, 3 * D] f32, read        fused projection rows, row-major: q (D) | k (D) | v (D)${
+      splitK ? "\n//             here [SPLIT_K, M, 3 * D]: the partial sums of a split-K product, qkv = their sum" : ""
+    }
 //   2 norm_w  [2, D] f32, read            QK-norm weights: q's row, then k's row (read only when APPLY_NORM)
 //   3 rope    [MAX_POS, HEAD_DIM] f32     row p: cos(p * inv_freq[i]) for i < h, then sin(p * inv_freq[i]) for i < h
 //   4 q_out   [M, D] f32, write           roped q, row-major, heads contiguous
@@ -42,7 +50,9 @@ override MAX_POS: u32;
 override EPS: f32 = 1e-6;
 override APPLY_NORM: bool = true;
 override WG: u32 = 256u; // a power of two
-override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification beside the last draft step)
+override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification beside the last draft step)${
+      splitK ? "\noverride SPLIT_K: u32 = 1u;" : ""
+    }
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
@@ -50,7 +60,18 @@ override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification bes
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
 ${kvWriteWgsl(kv, 5, 6)}
 ${reductionsWgsl(subgroups)}
-
+${
+      splitK
+        ? `
+// qkv at element i of the M x 3D rows: its SPLIT_K partials summed in split order (split_k_reduce.ts)
+fn qkv_sum(i: u32) -> f32 {
+  var v = 0.0;
+  for (var s = 0u; s < SPLIT_K; s++) { v += qkv[s * M * 3u * D + i]; }
+  return v;
+}
+`
+        : ""
+    }
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
@@ -68,7 +89,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (APPLY_NORM) {
     var s = 0.0;
     for (var i = t; i < D; i += WG) {
-      let v = qkv[src + i];
+      let v = ${Q("src + i")};
       s += v * v;
     }
     let total = workgroup_sum(s, t);
@@ -85,10 +106,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var j = t; j < D / 4u; j += WG) {
     let i = 2u * (j % hh);
     let e = (j / hh) * HEAD_DIM + i;
-    var a0 = qkv[src + e];
-    var a1 = qkv[src + e + 1u];
-    var b0 = qkv[src + e + h];
-    var b1 = qkv[src + e + h + 1u];
+    var a0 = ${Q("src + e")};
+    var a1 = ${Q("src + e + 1u")};
+    var b0 = ${Q("src + e + h")};
+    var b1 = ${Q("src + e + h + 1u")};
     if (APPLY_NORM) {
       a0 = a0 * inv * norm_w[wrow + e];
       a1 = a1 * inv * norm_w[wrow + e + 1u];
@@ -114,7 +135,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
   if (part == 1u) {
-    for (var i = t; i < D / 2u; i += WG) { store_v2(dst + 2u * i, qkv[src + D + 2u * i], qkv[src + D + 2u * i + 1u]); }
+    for (var i = t; i < D / 2u; i += WG) {
+      store_v2(dst + 2u * i, ${Q("src + D + 2u * i")}, ${Q("src + D + 2u * i + 1u")});
+    }
   }
 }
 `,
@@ -124,8 +147,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 /** Arguments of one QK-norm + RoPE dispatch. */
 export interface QkNormRopeArgs {
   ctl: GPUBuffer;
-  /** f32 [rows, 3 * dim]: q | k | v per row. */
+  /**
+   * f32 [rows, 3 * dim]: q | k | v per row; with `splitK` S > 1, the S partial sums [S, rows, 3 * dim] of a split-K QKV
+   * product (`linear`'s `leavePartials`), summed here in place of `split_k_reduce.ts`.
+   */
   qkv: GPUBuffer | BufferSlice;
+  /** Partial sums in `qkv` (default 1: qkv is the rows). */
+  splitK?: number;
   /** f32 [2, dim]: the q-norm weight, then the k-norm weight. Bound (but unread) when `applyNorm` is false. */
   normWeights: GPUBuffer | BufferSlice;
   /** f32 [maxPos, headDim] from `ropeTable`. */
@@ -163,10 +191,12 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
   if (a.headDim % 4 !== 0) throw new Error(`qkNormRope: head_dim ${a.headDim} is not a multiple of 4`);
   if (a.dim % a.headDim !== 0) throw new Error(`qkNormRope: width ${a.dim} is not a multiple of head_dim ${a.headDim}`);
   if (a.rows < 1 || a.maxPos < 1) throw new Error(`qkNormRope: ${a.rows} rows with ${a.maxPos} cache rows`);
+  const splitK = a.splitK ?? 1;
+  if (!(Number.isInteger(splitK) && splitK >= 1)) throw new Error(`qkNormRope: splitK ${splitK}`);
   const width = subgroupWidth(gpu);
   const subgroups = a.subgroups ?? width > 0;
   return gpu.dispatch(
-    kernel ?? qkNormRopeKernelFor(subgroups, a.kvDtype),
+    kernel ?? qkNormRopeKernelFor(subgroups, a.kvDtype, splitK > 1),
     {
       D: a.dim,
       HEAD_DIM: a.headDim,
@@ -178,6 +208,7 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
       SG_LANES: subgroups ? width : 32,
       GATED: a.gated ?? false,
       ...(a.posBack ? { POS_BACK: a.posBack } : {}),
+      ...(splitK > 1 ? { SPLIT_K: splitK } : {}),
     },
     [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache],
     2 * a.rows,

@@ -17,6 +17,7 @@ import type { Gpu, Kernel } from "../runtime.ts";
 import type { KvDtype } from "./kv_cache.ts";
 import { packBf16, roundBf16Array, unpackBf16 } from "../bf16.ts";
 import { subgroupWidth } from "../reduce.ts";
+import { splitKReduce } from "../matmul/split_k_reduce.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 
 // Inputs are N(0, 2^2) (|x| <= ~10), norm weights N(1, 0.5^2). The kernel works in f32 against an f64 reference on the
@@ -230,5 +231,107 @@ gpuTest("qk_norm_rope checks catch broken kernels", async (gpu) => {
       await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 9, maxPos: 16, applyNorm: true, kernel });
       await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 3, pos: 15, maxPos: 16, applyNorm: true, kernel });
     }, `${from} -> ${to}`);
+  }
+});
+
+/** A split-K case: `splitK` partial sums of `rows` QKV rows of `heads` x `headDim`, at position `pos`. */
+interface SplitCase {
+  heads: number;
+  headDim: number;
+  rows: number;
+  splitK: number;
+  pos: number;
+  kvDtype?: KvDtype;
+}
+
+/**
+ * Fails unless qk_norm_rope summing the split-K partials itself stores, bit for bit, what split_k_reduce followed by
+ * qk_norm_rope stores (q_out and both caches), and q_out is the reference's on the partials' f32 sum.
+ */
+async function checkSplit(gpu: Gpu, c: SplitCase, kernel?: Kernel): Promise<void> {
+  const dim = c.heads * c.headDim, maxPos = c.pos + c.rows + 3;
+  const rng = new Rng(c.rows * 7919 + dim * 13 + c.splitK);
+  const partials = rng.normals(c.splitK * c.rows * 3 * dim, 2);
+  const normWeights = rng.normals(2 * dim, 0.5, 1);
+  const table = ropeTable(maxPos, c.headDim, THETA);
+  const ctl = ctlBuffer(gpu, { POS: c.pos });
+  const pb = gpu.upload("partials", partials), wb = gpu.upload("norm_w", normWeights), tb = gpu.upload("rope", table);
+  const cacheWords = (maxPos * dim) / (c.kvDtype === "bf16" ? 2 : 1);
+  const run = async (fused: boolean) => {
+    const qOut = poisoned(gpu, c.rows * dim, "q_out");
+    const [kCache, vCache] = [0, 1].map(() => gpu.upload("cache", new Uint32Array(cacheWords).fill(0x7fc00000)));
+    const sum = fused ? undefined : poisoned(gpu, c.rows * 3 * dim, "qkv");
+    const args = {
+      ctl,
+      normWeights: wb,
+      ropeTable: tb,
+      qOut,
+      kCache,
+      vCache,
+      kvDtype: c.kvDtype,
+      rows: c.rows,
+      dim,
+      headDim: c.headDim,
+      maxPos,
+    };
+    gpu.run(
+      fused ? [qkNormRope(gpu, { ...args, qkv: pb, splitK: c.splitK }, kernel)] : [
+        splitKReduce(gpu, { ctl, partials: pb, y: sum!, rows: c.rows, n: 3 * dim, splitK: c.splitK }),
+        qkNormRope(gpu, { ...args, qkv: sum! }),
+      ],
+    );
+    const got = {
+      q: await gpu.readU32(qOut, c.rows * dim),
+      k: await gpu.readU32(kCache, cacheWords),
+      v: await gpu.readU32(vCache, cacheWords),
+    };
+    for (const b of [qOut, kCache, vCache, ...(sum ? [sum] : [])]) b.destroy();
+    return got;
+  };
+  const fused = await run(true), apart = await run(false);
+  for (const b of [ctl, pb, wb, tb]) b.destroy();
+  const what = `qk_norm_rope split ${JSON.stringify(c)}`;
+  for (const key of ["q", "k", "v"] as const) {
+    const i = fused[key].findIndex((w, j) => w !== apart[key][j]);
+    if (i >= 0) throw new Error(`${what}: ${key}[${i}] bits ${fused[key][i]}, apart ${apart[key][i]}`);
+  }
+  // the partials summed in f32 in split order, as both sides sum them, then the composed reference
+  const qkv = new Float32Array(c.rows * 3 * dim);
+  for (let s = 0; s < c.splitK; s++) {
+    for (let i = 0; i < qkv.length; i++) qkv[i] = Math.fround(qkv[i] + partials[s * qkv.length + i]);
+  }
+  const shape = { ...c, dim, maxPos, eps: 1e-6, applyNorm: true };
+  const zeros = new Float32Array(maxPos * dim);
+  const want = qkNormRopeReference(qkv, normWeights, table, shape, zeros, zeros).q;
+  assertClose(new Float32Array(fused.q.buffer), want, TOL, `${what} q_out`);
+}
+
+gpuTest(
+  "qk_norm_rope summing split-K partials stores what split_k_reduce and qk_norm_rope store, bit for bit",
+  async (gpu) => {
+    for (const [heads, headDim] of SHAPES) {
+      for (const [rows, splitK] of [[1, 2], [3, 4], [17, 3]]) {
+        await checkSplit(gpu, {
+          heads,
+          headDim,
+          rows,
+          splitK,
+          pos: 5,
+        });
+      }
+    }
+    await checkSplit(gpu, { heads: 2, headDim: 64, rows: 5, splitK: 2, pos: 9, kvDtype: "bf16" });
+  },
+);
+
+gpuTest("qk_norm_rope's split-K sum: checks catch broken kernels", async (gpu) => {
+  const cases: [string, string][] = [
+    ["v += qkv[s * M * 3u * D + i]", "v += qkv[i]"], // every partial read from the first
+    ["v += qkv[s * M * 3u * D + i]", "v += qkv[s * M * D + i]"], // partial stride in rows of D, not 3 D
+    ["s < SPLIT_K; s++", "s + 1u < SPLIT_K; s++"], // the last partial left out
+  ];
+  for (const [from, to] of cases) {
+    const kernel = mutate(qkNormRopeKernelFor(subgroupWidth(gpu) > 0, "f32", true), from, to);
+    await assertCaught(() => checkSplit(gpu, { heads: 2, headDim: 64, rows: 3, splitK: 3, pos: 4 }, kernel), from);
   }
 });

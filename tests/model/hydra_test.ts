@@ -219,9 +219,10 @@ async function assertSameLogits(
 }
 
 gpuTest(
-  "a prefill's post-norms that sum the split-K partials and write the f16 rows give the same logits, bit for bit",
+  "a prefill's post-norms and QK-norm that sum the split-K partials and write the f16 rows give the same logits, bit for bit",
   async (gpu) => {
-    // every GEMM split 2 ways, so that the o and down products leave their partials to the post-norms
+    // every GEMM split 2 ways, so that the o and down products leave their partials to the post-norms and the qkv
+    // product its to qk_norm_rope
     Deno.env.set(SPLIT_K_ENV, "2");
     const [nHeads, depth] = [2, 1];
     const w = await tinyWeights(gpu, nHeads, depth, 43);
@@ -233,12 +234,15 @@ gpuTest(
         m.residualForward(20, { heads: [0, 1], lastTokenOnly: true }).map((d) => d.label);
       const count = (ls: string[], re: RegExp) => ls.filter((l) => re.test(l)).length;
       const [f, a] = [labels(fused), labels(apart)];
-      // the trunk's blocks and each head's: o's and down's reductions in the norms after them
+      // the trunk's blocks and each head's: o's and down's reductions in the norms after them, qkv's in qk_norm_rope
       const blocks = tiny.nLayers - depth + nHeads * depth;
-      if (count(a, /^split_k_reduce/) - count(f, /^split_k_reduce/) !== 2 * blocks) {
+      if (count(a, /^split_k_reduce/) - count(f, /^split_k_reduce/) !== 3 * blocks) {
         throw new Error(`split_k_reduce: ${count(f, /^split_k_reduce/)} fused, ${count(a, /^split_k_reduce/)} apart`);
       }
       if (count(f, /^rmsnorm(_from)?_sk/) !== 2 * blocks) throw new Error(`fused norms: ${f.join(" ")}`);
+      if (count(f, /^qk_norm_rope_sk/) !== blocks || count(a, /^qk_norm_rope_sk/) !== 0) {
+        throw new Error(`fused QK-norms: ${f.join(" ")}`);
+      }
       // where the products take the tensor-core GEMM (Dawn), the norms write the f16 rows its pre-pass wrote
       const halfNorms = count(f, /^rmsnorm\w*_half/), prePasses = (ls: string[]) => count(ls, /^row_scale_half/);
       if ((halfNorms > 0) !== (prePasses(a) > 0) || prePasses(a) - prePasses(f) !== halfNorms) {
