@@ -174,7 +174,8 @@ export interface FuseOptions {
   /**
    * The post-norms of passes over more than MATVEC_MAX_ROWS rows (prefill: GEMMs) sum their product's split-K
    * partials and write the next product's f16 rows (kernels/norm/rmsnorm.ts's fusions), in place of a split_k_reduce
-   * and a row_scale_half dispatch each (`linear`'s `leavePartials` and `halfRowsWritten`).
+   * and a row_scale_half dispatch each (`linear`'s `leavePartials` and `halfRowsWritten`); likewise qk_norm_rope sums
+   * the QKV product's partials where it is split (`qkNormRope`'s `splitK`).
    */
   prefillNorm: boolean;
 }
