@@ -157,9 +157,12 @@ export function rampMsAfter(idleMs: number, warmupMs: number): number {
  * again after a clock ramp (`gpuBenchmark`), and the first one's samples are kept as `discarded_ms`. Why: on the H200
  * (results/2026-12-01_run02) the 1B's 2,048-token TTFT on Dawn read five samples at 53-59 ms, then five at 35.9: the
  * clocks were still rising, no idle second had gone before to trigger the ramp, and the median (44.5 ms) was neither.
- * Steady measurements there spread by under 1% (e.g. 37.61-37.69 ms over 24 samples).
+ * Steady measurements there spread by under 1% (e.g. 37.61-37.69 ms over 24 samples). It was 1.2 until
+ * results/2026-12-02_run04, whose same measurement kept samples at three clock steps (29.2, 27.25, 25.6 ms: 1.14x) and
+ * took the middle one for its median; every steady TTFT and decode measurement of the eight runs before spread by at
+ * most 3%, so 1.05 re-measures what is not one clock state and nothing else.
  */
-export const RESAMPLE_SPREAD = 1.2;
+export const RESAMPLE_SPREAD = 1.05;
 
 /** Whether `s` spreads too far to be one steady measurement (see RESAMPLE_SPREAD). */
 export function spreadTooFar(s: { min_ms: number; max_ms: number }): boolean {

@@ -40,16 +40,19 @@ gpuTest("rampClocks submits the measured pass, untimed, in growing batches until
   assertEquals(await rampClocks(gpu, "empty", encode, 0), 0);
 });
 
-// The 1B's 2,048-token TTFT on Dawn in results/2026-12-01_run02 (clocks rising), and a steady one (run21).
+// The 1B's 2,048-token TTFT on Dawn in results/2026-12-01_run02 (clocks rising), and a steady one (run21); the same in
+// results/2026-12-02_run04, three clock steps that the factor 1.2 let through (Tukey's filter drops the 43.27).
 const RISING = [58.79, 58.8, 58.78, 58.7, 53.1, 35.9, 35.86, 35.84, 35.9, 35.88];
 const STEADY = [37.61, 37.63, 37.69, 37.62, 37.64];
+const STEPS = [43.27, 29.18, 29.18, 29.23, 27.25, 27.25, 27.25, 27.27, 27.25, 25.59, 25.66, 25.69, 25.55];
 const stats = (raw: number[]): TimedStats => ({ ...summarize(raw), clock: "gpu" });
 
 Deno.test("a measurement spreads too far when its slowest kept sample exceeds its fastest by RESAMPLE_SPREAD", () => {
   assert(spreadTooFar(stats(RISING)));
+  assert(spreadTooFar(stats(STEPS)));
   assert(!spreadTooFar(stats(STEADY)));
-  assert(!spreadTooFar({ min_ms: 10, max_ms: 12 }));
-  assert(spreadTooFar({ min_ms: 10, max_ms: 12.01 }));
+  assert(!spreadTooFar({ min_ms: 10, max_ms: 10.5 }));
+  assert(spreadTooFar({ min_ms: 10, max_ms: 10.51 }));
 });
 
 Deno.test("a measurement that spreads too far is taken again after a ramp, the first one's samples kept aside", async () => {
