@@ -175,22 +175,22 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
   // Each K / V tile is BK * HV vec4 items; invocation t carries items t + s * threads (slot s) in registers.
   const items = BK * hv;
   const slots = range(Math.ceil(items / threads));
-  const inTile = (s: number) => (s + 1) * threads <= items ? "" : `if (t + ${s * threads}u < ${items}u) `;
+  // slot s's statement, guarded where some invocations have no item in that slot (items not a multiple of threads)
+  const inTile = (s: number, statement: string) =>
+    (s + 1) * threads <= items ? statement : `if (t + ${s * threads}u < ${items}u) { ${statement} }`;
   // The reads of a K (values false) or V tile at keys from k0 into the registers rk<s> (rv<s>); zeros past last_key.
   const fetch = (pad: string, k0: string, values: boolean) =>
     lines(
       pad,
       slots.map((s) =>
-        `${inTile(s)}${values ? "rv" : "rk"}${s} = fetch_kv(${k0} + kj${s}, last_key, col0 + kc${s}, ${values});`
+        inTile(s, `${values ? "rv" : "rk"}${s} = fetch_kv(${k0} + kj${s}, last_key, col0 + kc${s}, ${values});`)
       ),
     );
   // The registers of a K (V) tile into ks (vs) as f16.
   const put = (pad: string, values: boolean) =>
     lines(
       pad,
-      slots.map((s) =>
-        `${inTile(s)}stage4(kj${s} * KS + 4u * kc${s}, kv_f32(${values ? "rv" : "rk"}${s}), ${values});`
-      ),
+      slots.map((s) => inTile(s, `stage4(kj${s} * KS + 4u * kc${s}, kv_f32(${values ? "rv" : "rk"}${s}), ${values});`)),
     );
   // The row reductions over the lpr invocations of a row (consecutive lanes): butterfly shuffles.
   const reduce = (op: string, v: string) =>
@@ -416,14 +416,12 @@ ${
       lines(
         "    ",
         slots.map((s) =>
-          `var qv${s} = vec4<f32>(); ${
-            inTile(s)
-          }if (c + kj${s} < rows_valid) { qv${s} = q[(q0 + c + kj${s}) * NH * HV + ` +
-          `col0 + kc${s}]; }`
+          `var qv${s} = vec4<f32>(); ` +
+          inTile(s, `if (c + kj${s} < rows_valid) { qv${s} = q[(q0 + c + kj${s}) * NH * HV + col0 + kc${s}]; }`)
         ),
       )
     }
-${lines("    ", slots.map((s) => `${inTile(s)}stage4(kj${s} * KS + 4u * kc${s}, qv${s} * (SCALE * LOG2E), false);`))}
+${lines("    ", slots.map((s) => inTile(s, `stage4(kj${s} * KS + 4u * kc${s}, qv${s} * (SCALE * LOG2E), false);`)))}
     workgroupBarrier();
     if (sm >= c && sm < c + BK) {
 ${lines("      ", D.map((d) => `qa${d} = subgroupMatrixLoad<Left, row_major>(&ks, (sm - c) * KS + ${d * 16}u, KS);`))}

@@ -98,8 +98,11 @@ tensorTest(
     for (const subgroups of [1, 2, 4, 8]) {
       for (const passes of [1, 2]) await check(gpu, prefillCase(137, 9, 2, 128), { subgroups, passes });
     }
-    // head_dim 48: the epilogue's last round of output matrices holds one of them, not BK / 16
-    for (const passes of [1, 2]) await check(gpu, prefillCase(70, 5, 2, 48), { subgroups: 2, passes });
+    // head_dim 48: the epilogue's last round of output matrices holds one of them, not BK / 16; with 8 subgroups the
+    // K / V tiles' 384 items do not fill the second slot of 256 invocations
+    for (const [subgroups, passes] of [[2, 1], [2, 2], [8, 1], [8, 2]]) {
+      await check(gpu, prefillCase(70, 5, 2, 48), { subgroups, passes });
+    }
   },
 );
 
@@ -191,6 +194,9 @@ Deno.test({
       attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 1, subgroupSize: 64 }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 1, subgroupSize: 16, passes: 2 }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 2 }, "bf16"),
+      // 384 items a K / V tile over 256 invocations: the second slot guarded
+      attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8 }, "bf16"),
+      attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8, passes: 2 }, "f32"),
     ];
     const broken = mutate(
       kernels[0],
