@@ -19,7 +19,8 @@
  *   epilogue divides by the row's sum l.
  * - `passes: 2`: each row's max m and sum l over all its keys first (S computed twice: 1.5x the products, K staged
  *   twice), then P = exp2(S - m) / l and O += P V: no rescaling at all.
- * The epilogue stores each output matrix through workgroup memory into the rows inside M.
+ * The epilogue stores the output matrices, BK / 16 a round (one barrier pair each), through workgroup memory into the
+ * rows inside M.
  *
  * Error: Q (scaled), K, V and P rounded to f16 (unit roundoff 2^-11; OLMo-2's q and k are RMS-normed), products and
  * sums in f32: a few 1e-3 of the output for scores of a few units (TENSOR_PREFILL_TOL, tested). |v| above 65504 would
