@@ -33,11 +33,17 @@ import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
 import { linear, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
-import { Epilogue, matvecGroupRows, type PostNorm, type QkStats, qkStatsLayout } from "../kernels/matmul/matvec.ts";
+import {
+  Epilogue,
+  MATVEC_MAX_ROWS,
+  matvecGroupRows,
+  type PostNorm,
+  type QkStats,
+  qkStatsLayout,
+} from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
 import type { HalfRows } from "../kernels/matmul/row_scale.ts";
-import { MATVEC_MAX_ROWS } from "../kernels/matmul/matvec.ts";
 import { readBarrier } from "../kernels/control/read_barrier.ts";
 import { prefetch } from "../kernels/memory/prefetch.ts";
 import { numberChoiceFromEnv } from "../common/env.ts";
@@ -731,6 +737,12 @@ export class HydraTransformer {
     // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`)
     const plan = (k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
       linearPlan(gpu, { rows, k, n, epilogue, gated, prefillMath: this.prefillMath });
+    // what the dispatch after a product of shape [n, k] into `y` reads: its split-K partials where it leaves them
+    // (`fused.prefillNorm` and split), else y
+    const productOutput = (y: GPUBuffer, k: number, n: number): NormInput => {
+      const p = fused.prefillNorm ? plan(k, n) : undefined;
+      return p?.partials ? { x: p.partials, splits: p.splitK } : { x: y, splits: 1 };
+    };
     const attention = {
       ctl,
       q: a.q,
@@ -811,10 +823,7 @@ export class HydraTransformer {
        * The post-norm's input after a product of shape [n, k] into `y` (with `intoNorm`): its split-K partials where it
        * is split, else y.
        */
-      normInput: (y: GPUBuffer, k: number, n: number): NormInput => {
-        const p = fused.prefillNorm ? plan(k, n) : undefined;
-        return p?.partials ? { x: p.partials, splits: p.splitK } : { x: y, splits: 1 };
-      },
+      normInput: productOutput,
       /**
        * Where the post-norm before a product of shape [n, k] writes its f16 rows (`fused.prefillNorm`, where the
        * product is the tensor-core GEMM), else undefined.
@@ -828,10 +837,12 @@ export class HydraTransformer {
        */
       qkNormRope: (normWeights: GPUBuffer, kv: KvLayer): Dispatch[] => {
         if (fused.attention) return [];
-        const p = fused.prefillNorm && !lane ? plan(c.dModel, 3 * c.dModel) : undefined;
+        // a lock-step lane's qkv is reduced (`#laneOps` leaves no partials)
+        const qkv = lane ? { x: a.qkv, splits: 1 } : productOutput(a.qkv, c.dModel, 3 * c.dModel);
         return [qkNormRope(gpu, {
           ctl,
-          ...(p?.partials ? { qkv: p.partials, splitK: p.splitK } : { qkv: a.qkv }),
+          qkv: qkv.x,
+          splitK: qkv.splits,
           normWeights,
           ropeTable: this.#rope,
           qOut: a.q,

@@ -127,6 +127,13 @@ const args = parseArgs(Deno.args, {
     "occupancy",
   ],
 });
+/** `--size`: 7b (default) or 1b, else a UserError. */
+function sizeArg(): "7b" | "1b" {
+  const size = args.size ?? "7b";
+  if (size !== "7b" && size !== "1b") throw new UserError(`--size is 7b or 1b, got "${size}".`);
+  return size;
+}
+
 const gpu = await Promise.resolve().then(() => Gpu.create(runtimeFromFlag(args.webgpu))).catch((e) => {
   if (!(e instanceof UserError)) throw e;
   console.error(`error: ${e.message}`);
@@ -676,8 +683,7 @@ function prefillError(
  * lengths) from position 0, tile variants.
  */
 async function benchPrefillAttention(): Promise<void> {
-  const size = args.size ?? "7b";
-  if (size !== "7b" && size !== "1b") throw new UserError(`--size ${size}: 7b or 1b.`);
+  const size = sizeArg();
   const nh = size === "7b" ? 32 : 16, hd = 128, d = nh * hd;
   const lengths = args.rows ? args.rows.split(",").map(Number) : args.quick ? [128] : [128, 512, 2048];
   const variants = args.quick ? PREFILL_VARIANTS.slice(0, 3) : PREFILL_VARIANTS;
@@ -971,8 +977,7 @@ async function benchGemm(): Promise<void> {
     ...tensor.map((tiles) => ({ kind: "tensor" as const, tiles, label: tensorLabel(tiles) })),
   ];
   // --size 1b: the 1B's products instead of the 7B's
-  const size = args.size ?? "7b";
-  if (size !== "7b" && size !== "1b") throw new UserError(`--size is 7b or 1b, got "${size}".`);
+  const size = sizeArg();
   const shapes = size === "1b" ? DECODE_SHAPES_1B : [
     ...DECODE_SHAPES_7B,
     // The alternative to the SwiGLU epilogue: a plain GEMM over the 2F gate/up rows (+ an elementwise pass, ~8 us);

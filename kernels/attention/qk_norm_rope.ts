@@ -20,6 +20,7 @@ import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { rmsnormReference, rowWorkgroupSize } from "../norm/rmsnorm.ts";
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvWriteWgsl } from "./kv_cache.ts";
+import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 
 /**
  * The WGSL kernel, its sums by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts). With `splitK`,
@@ -28,7 +29,7 @@ import { type KvDtype, kvWriteWgsl } from "./kv_cache.ts";
  */
 export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", splitK = false): Kernel {
   // qkv at index i of the M x 3D rows, or the sum of its partials
-  const Q = (i: string) => splitK ? `qkv_sum(${i})` : `qkv[${i}]`;
+  const Q = (i: string) => splitK ? `qkv_sum(${i}, slice)` : `qkv[${i}]`;
   return {
     name: `qk_norm_rope${splitK ? "_sk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
     source: /* wgsl */ `
@@ -60,18 +61,7 @@ override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification bes
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
 ${kvWriteWgsl(kv, 5, 6)}
 ${reductionsWgsl(subgroups)}
-${
-      splitK
-        ? `
-// qkv at element i of the M x 3D rows: its SPLIT_K partials summed in split order (split_k_reduce.ts)
-fn qkv_sum(i: u32) -> f32 {
-  var v = 0.0;
-  for (var s = 0u; s < SPLIT_K; s++) { v += qkv[s * M * 3u * D + i]; }
-  return v;
-}
-`
-        : ""
-    }
+${splitK ? splitKSumWgsl("qkv_sum", "qkv", "f32") : ""}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
@@ -82,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (m >= M) { return; }
   let p = ctl[CTL_POS] - POS_BACK + m;
   if (p >= MAX_POS) { return; }
-  let src = m * 3u * D + part * D;
+  let src = m * 3u * D + part * D;${splitK ? "\n  let slice = M * 3u * D; // one partial's M x 3D values" : ""}
 
   // QK-norm: 1 / rms over the whole width D.
   var inv = 1.0;

@@ -326,8 +326,8 @@ gpuTest(
 
 gpuTest("qk_norm_rope's split-K sum: checks catch broken kernels", async (gpu) => {
   const cases: [string, string][] = [
-    ["v += qkv[s * M * 3u * D + i]", "v += qkv[i]"], // every partial read from the first
-    ["v += qkv[s * M * 3u * D + i]", "v += qkv[s * M * D + i]"], // partial stride in rows of D, not 3 D
+    ["v += qkv[s * stride + i]", "v += qkv[i]"], // every partial read from the first
+    ["let slice = M * 3u * D;", "let slice = M * D;"], // partial stride in rows of D, not 3 D
     ["s < SPLIT_K; s++", "s + 1u < SPLIT_K; s++"], // the last partial left out
   ];
   for (const [from, to] of cases) {

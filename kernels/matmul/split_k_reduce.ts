@@ -12,6 +12,23 @@ import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue } from "./matvec.ts";
 import { SPLIT_KS } from "./gemm.ts";
 
+/**
+ * WGSL `fn <name>(i: u32, stride: u32) -> <type>`: element i of `buffer`'s rows summed over its SPLIT_K partials,
+ * `stride` elements apart, in split order: this reduction's additions (so the same bits), for the kernels that read a
+ * product's partials in place of its reduction (rmsnorm.ts's and qk_norm_rope.ts's `splitK`; they declare the override
+ * SPLIT_K).
+ */
+export function splitKSumWgsl(name: string, buffer: string, type: string): string {
+  return `
+// ${buffer} at element i of the rows: its SPLIT_K partials, stride elements apart, summed in split order (split_k_reduce.ts)
+fn ${name}(i: u32, stride: u32) -> ${type} {
+  var v = ${type}();
+  for (var s = 0u; s < SPLIT_K; s++) { v += ${buffer}[s * stride + i]; }
+  return v;
+}
+`;
+}
+
 /** Name prefix of the generated kernels (`split_k_reduce_<epilogue>_v<outputs per thread>`). */
 export const SPLIT_K_REDUCE_KERNEL_NAME = "split_k_reduce";
 

@@ -17,6 +17,7 @@
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
+import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 
 /** The fusions of `rmsnormKernelFor` (module comment). */
 export interface RmsnormFusion {
@@ -90,18 +91,7 @@ ${ROW_SCALE_WGSL}`
         : ""
     }
 ${reductionsWgsl(subgroups)}
-${
-      split
-        ? `
-// x at element i of the M x D rows: its S partials summed in split order (split_k_reduce.ts)
-fn x_sum(i: u32, slice: u32) -> ${T} {
-  var v = ${T}();
-  for (var s = 0u; s < SPLIT_K; s++) { v += x[s * slice + i]; }
-  return v;
-}
-`
-        : ""
-    }
+${split ? splitKSumWgsl("x_sum", "x", T) : ""}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32${
       split ? ",\n        @builtin(num_workgroups) nwg: vec3<u32>" : ""

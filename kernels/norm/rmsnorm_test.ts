@@ -236,7 +236,7 @@ gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) =>
   const both = { splitK: true, half: true };
   const top = subgroups ? "top" : "best"; // the row maximum's atomic takes each subgroup's maximum, or each thread's
   const cases: [RmsnormFusion, string, string][] = [
-    [{ splitK: true }, "v += x[s * slice + i]", "v += x[i]"], // every partial read from the first
+    [{ splitK: true }, "v += x[s * stride + i]", "v += x[i]"], // every partial read from the first
     [{ splitK: true }, "let slice = nwg.x * n;", "let slice = nwg.x * D;"], // slice stride in values, not vec4
     [{ splitK: true }, "s < SPLIT_K; s++", "s + 1u < SPLIT_K; s++"], // the last partial left out
     [{ half: true }, `atomicMax(&row_max, ${top})`, "atomicMax(&row_max, 0u)"], // exponent of a zero row
