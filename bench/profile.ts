@@ -20,7 +20,7 @@
  * kernels) make a family's in-step time its marginal cost next to the others, so the times no longer add up to the
  * step (the check is skipped; `overlapping` says so). The read barriers' row is what leaving them out costs, negative:
  * the heads' overlap's gain; the prefetch's row is what it costs the step (negative: what it saves).
- * `HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0` profiles the same step one dispatch at a time, where the times add up.
+ * `HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0 HYDRA_PREFILL_PREFETCH_MB=0` profiles the same step one dispatch at a time, where the times add up.
  *
  * Bytes are the minimum each kernel must move (weights, KV rows read, activations in and out), from the dispatch's
  * override constants and the context length; GB/s is bytes / time, and "% of copy" compares that with the copy
@@ -265,7 +265,8 @@ async function timeAlone(
  * Profiles `step` (dispatches recorded for one decode step, or a PoE verify pass). `restore(encoder)` records what
  * puts the model back in the state before the step (the control block copy). Takes `samples` samples of each replay.
  * `groups[i]`, where given, groups dispatch i under that name instead of its kernel's family (a PoE round's accept
- * part as one row), with its bytes as classified.
+ * part as one row), with its bytes as classified. `wholeOnly` times the step whole only: no family rows (each costs
+ * the step's time again, replayed without it), for an A/B of the whole step.
  */
 export async function profileStep(
   gpu: Gpu,
@@ -275,12 +276,14 @@ export async function profileStep(
   copyGbps: number,
   samples = 20,
   groups: readonly (string | undefined)[] = [],
+  wholeOnly = false,
 ): Promise<StepProfile> {
   const classes = step.map((d, i) => {
     const k = classify(d, shape);
     return { family: groups[i] ?? k.family, bytes: k.bytes };
   });
-  const names = [...new Set(classes.map((c) => c.family))];
+  // `wholeOnly`: the step timed whole and nothing else (no family rows), for an A/B of the step's time
+  const names = wholeOnly ? [] : [...new Set(classes.map((c) => c.family))];
   let timer = new PassTimer(gpu, 4);
   let stepUs: number;
   const without = new Map<string, number>();
@@ -302,7 +305,7 @@ export async function profileStep(
   } finally {
     timer.destroy();
   }
-  const alone = await timeAlone(gpu, step, restore, samples, passesFor(stepUs));
+  const alone = wholeOnly ? [] : await timeAlone(gpu, step, restore, samples, passesFor(stepUs));
   const families = names.map((family) => {
     const idx = classes.flatMap((c, i) => c.family === family ? [i] : []);
     const us = stepUs - without.get(family)!;
@@ -349,7 +352,8 @@ export function profileTable(p: StepProfile): string {
       ? [
         "",
         "Dispatches overlap here (heads in lock-step, L2 prefetches), so each in-step time is a marginal cost and the " +
-        "sum is no check. HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0 gives the one-at-a-time step.",
+        "sum is no check. HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0 HYDRA_PREFILL_PREFETCH_MB=0 gives the one-at-a-time " +
+        "step.",
       ]
       : []),
   ];

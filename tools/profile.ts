@@ -5,7 +5,7 @@
  *   deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify|prefill] [--contexts 256,4096]
  *                     [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] [--check]
  *                     [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm|prefill-apart]
- *                     [--fuse-rows N]
+ *                     [--fuse-rows N] [--whole]
  *
  * `--webgpu` picks the WebGPU runtime (default: `HYDRA_WEBGPU`, else deno; ARCHITECTURE.md "Two WebGPU runtimes").
  *
@@ -15,6 +15,9 @@
  * is `attention` with the QK-norm statistics from the QKV matvec's partial sums (`qkStats`); `prefill-apart` the
  * default with a prefill's post-norms apart from the split-K sums and f16 rows they fuse (`prefillNorm`). `--check`
  * exits 1 when the sum of the per-dispatch times is more than 5% off the step timed whole.
+ *
+ * `--whole` times each step whole and prints only that (no family rows: each would replay the step again), for quick
+ * A/Bs of the whole step across processes (an environment switch each).
  *
  * `--config poe_verify` profiles the verify part of a plain PoE round (poe/poe.ts `PoeRoundParts.verify`; with
  * HYDRA_POE_PIPELINE=1 the pipelined round's, the last draft step's head beside the verifiers) instead, on the
@@ -53,7 +56,7 @@ import { PoE, POE_MAX_GAMMA } from "../poe/poe.ts";
 const USAGE = "deno task profile [--size 1b|7b|tiny] [--config baseline|hydra_naive|poe_verify|prefill] " +
   "[--contexts 256,4096] [--n-heads 5] [--heads-depth 3] [--gamma 4] [--accept] [--samples 20] [--json FILE] " +
   "[--check] [--webgpu deno|dawn] [--fuse default|all|none|attention|attention-stats|post-norm|prefill-apart] " +
-  "[--fuse-rows N]";
+  "[--fuse-rows N] [--whole]";
 
 const CONFIGS = ["baseline", "hydra_naive", "poe_verify", "prefill"];
 
@@ -93,7 +96,7 @@ export async function main(argv: string[]): Promise<number> {
       "fuse",
       "fuse-rows",
     ],
-    boolean: ["check", "help", "accept"],
+    boolean: ["check", "help", "accept", "whole"],
     default: {
       size: "7b",
       config: "baseline",
@@ -258,6 +261,7 @@ export async function main(argv: string[]): Promise<number> {
               copy.kernel_copy_gbps,
               samples,
               s.groups,
+              args.whole,
             );
           } finally {
             s.done();
@@ -273,6 +277,7 @@ export async function main(argv: string[]): Promise<number> {
               (p.step_us / 1000).toFixed(3)
             } ms, ${p.dispatches} dispatches\n`,
           );
+          if (args.whole) continue;
           console.log(profileTable(p));
           if (!p.overlapping && Math.abs(p.reconcile) > 0.05) failed = true;
         }

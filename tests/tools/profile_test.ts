@@ -201,3 +201,16 @@ Deno.test("profile: a PoE knob without --config poe_verify, or a round that cann
     }
   }
 });
+
+gpuTest("profile --whole: the step timed whole and nothing else, no family rows", async () => {
+  const r = await report(
+    ["--size", "tiny", "--config", "prefill", "--contexts", "37", "--samples", "2", "--whole"],
+    "prompt 37: prefill (TTFT pass)",
+  );
+  const p = r.profiles["37"];
+  if (!(p.step_us > 0) || p.families.length !== 0) {
+    throw new Error(`--whole: step ${p.step_us} us with ${p.families.length} family rows (want > 0 us, none)`);
+  }
+  const printed = await run(["--size", "tiny", "--config", "prefill", "--contexts", "37", "--samples", "2", "--whole"]);
+  if (printed.stdout.includes("| family |")) throw new Error(`--whole printed a family table:\n${printed.stdout}`);
+});
