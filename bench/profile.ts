@@ -20,7 +20,7 @@
  * kernels) make a family's in-step time its marginal cost next to the others, so the times no longer add up to the
  * step (the check is skipped; `overlapping` says so). The read barriers' row is what leaving them out costs, negative:
  * the heads' overlap's gain; the prefetch's row is what it costs the step (negative: what it saves).
- * `HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0 HYDRA_PREFILL_PREFETCH_MB=0` profiles the same step one dispatch at a time, where the times add up.
+ * `HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0` profiles the same step one dispatch at a time, where the times add up.
  *
  * Bytes are the minimum each kernel must move (weights, KV rows read, activations in and out), from the dispatch's
  * override constants and the context length; GB/s is bytes / time, and "% of copy" compares that with the copy
@@ -352,8 +352,7 @@ export function profileTable(p: StepProfile): string {
       ? [
         "",
         "Dispatches overlap here (heads in lock-step, L2 prefetches), so each in-step time is a marginal cost and the " +
-        "sum is no check. HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0 HYDRA_PREFILL_PREFETCH_MB=0 gives the one-at-a-time " +
-        "step.",
+        "sum is no check. HYDRA_OVERLAP_HEADS=0 HYDRA_PREFETCH_MB=0 gives the one-at-a-time step.",
       ]
       : []),
   ];

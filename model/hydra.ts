@@ -88,12 +88,6 @@ export interface HydraShape {
    * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
    */
   prefetch?: number;
-  /**
-   * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a short prefill (more
-   * than DECODE_MAX_ROWS rows, at most PREFILL_PREFETCH_MAX_ROWS: the attention, the post-norms), or 0 for none.
-   * Default `PREFILL_PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFILL_PREFETCH_MB` overrides it for an A/B on the GPU.
-   */
-  prefillPrefetch?: number;
 }
 
 /** `HYDRA_PREFETCH_MB=<MB>` overrides `HydraShape.prefetch`, so that the GPU can A/B it inside a step. */
@@ -107,20 +101,6 @@ export const PREFETCH_ENV = "HYDRA_PREFETCH_MB";
  * every size recorded right after the product before instead (8 MiB: 5.196 ms; it takes the bus from that product).
  */
 export const PREFETCH_DEFAULT_BYTES = 4 * 2 ** 20;
-
-/** `HYDRA_PREFILL_PREFETCH_MB=<MB>` overrides `HydraShape.prefillPrefetch`, so that the GPU can A/B it inside a pass. */
-export const PREFILL_PREFETCH_ENV = "HYDRA_PREFILL_PREFETCH_MB";
-
-/**
- * Most rows of a prefill that prefetches (`HydraShape.prefillPrefetch`): up to 128 rows each tensor-core GEMM is one
- * wave that streams its weights once, one k step at a time, and waits on them (kernels/matmul/linear.ts,
- * TENSOR_SMALL_M_ROWS), while the attention and the post-norms leave the bus idle; past it the GEMMs re-read their
- * weights from L2 anyway and the norms and the attention are not short.
- */
-export const PREFILL_PREFETCH_MAX_ROWS = 128;
-
-/** The default prefill prefetch beside a latency-bound dispatch (`HydraShape.prefillPrefetch`). */
-export const PREFILL_PREFETCH_DEFAULT_BYTES = 16 * 2 ** 20;
 
 /** `HYDRA_OVERLAP_HEADS=0|1` overrides `HydraShape.overlapHeads`, so that the GPU can A/B it inside a step. */
 export const OVERLAP_HEADS_ENV = "HYDRA_OVERLAP_HEADS";
@@ -380,8 +360,6 @@ export class HydraTransformer {
   readonly lockstepRows: number;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
-  /** Bytes prefetched beside each latency-bound dispatch of a short prefill (`HydraShape.prefillPrefetch`). */
-  readonly prefillPrefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
   readonly #cache = new DispatchCache();
 
@@ -456,22 +434,11 @@ export class HydraTransformer {
       }
       this.#qkPartials = buf("qk partials", bytes);
     }
-    const prefetchMb = (env: string) =>
-      numberChoiceFromEnv(env, [0, 2, 4, 8, 12, 16, 24, 32, 48, 64], "a prefetch size in MB");
-    const prefetchBytes = (env: string, given: number | undefined, byDefault: number) => {
-      const mb = prefetchMb(env);
-      const bytes = mb !== undefined ? mb * 2 ** 20 : given ?? byDefault;
-      if (!(Number.isInteger(bytes) && bytes >= 0 && bytes % 4 === 0)) {
-        throw new Error(`prefetch ${bytes} is not a whole number of 4-byte words`);
-      }
-      return bytes;
-    };
-    this.prefetchBytes = prefetchBytes(PREFETCH_ENV, shape.prefetch, PREFETCH_DEFAULT_BYTES);
-    this.prefillPrefetchBytes = prefetchBytes(
-      PREFILL_PREFETCH_ENV,
-      shape.prefillPrefetch,
-      PREFILL_PREFETCH_DEFAULT_BYTES,
-    );
+    const prefetchMb = numberChoiceFromEnv(PREFETCH_ENV, [0, 2, 4, 8, 12, 16, 24, 32, 48, 64], "a prefetch size in MB");
+    this.prefetchBytes = prefetchMb !== undefined ? prefetchMb * 2 ** 20 : shape.prefetch ?? PREFETCH_DEFAULT_BYTES;
+    if (!(Number.isInteger(this.prefetchBytes) && this.prefetchBytes >= 0 && this.prefetchBytes % 4 === 0)) {
+      throw new Error(`prefetch ${this.prefetchBytes} is not a whole number of 4-byte words`);
+    }
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
@@ -917,18 +884,16 @@ export class HydraTransformer {
       /** out = RMSNorm(x) (`residual`: out += RMSNorm(x)), from row `xRowOffset` of x. */
       norm,
       /**
-       * `ds` (latency-bound dispatches), each followed by a prefetch of the next `prefetchBytes` (decode passes, at
-       * most DECODE_MAX_ROWS rows) or `prefillPrefetchBytes` (prefills of at most PREFILL_PREFETCH_MAX_ROWS rows) of
-       * `weight` into L2 (kernels/memory/prefetch.ts): it writes nothing, so it runs beside the dispatch before it.
-       * `ds` as they are without a weight, past PREFILL_PREFETCH_MAX_ROWS rows or with no prefetch.
+       * `ds` (latency-bound dispatches), each followed by a prefetch of the next `prefetchBytes` of `weight` into L2
+       * (kernels/memory/prefetch.ts): it writes nothing, so it runs beside the dispatch before it. Decode passes only
+       * (at most DECODE_MAX_ROWS rows); `ds` as they are without a weight or with no prefetch. Beside a 128-token
+       * prefill's attention and post-norms it was slower on Dawn (H200, session AG, `deno task profile --config
+       * prefill --whole`): the 7B's pass 12.42 ms without, 12.46 / 12.63 / 12.99 with 8 / 16 / 32 MiB; the 1B's 4.20
+       * -> 4.28 with 16.
        */
       beside: (ds: readonly Dispatch[], weight: GPUBuffer | undefined): Dispatch[] => {
-        const P = rows <= DECODE_MAX_ROWS
-          ? this.prefetchBytes
-          : rows <= PREFILL_PREFETCH_MAX_ROWS
-          ? this.prefillPrefetchBytes
-          : 0;
-        if (!weight || P === 0) return [...ds];
+        const P = this.prefetchBytes;
+        if (!weight || P === 0 || rows > DECODE_MAX_ROWS) return [...ds];
         return ds.flatMap((d, i) => [d, ...prefetch(gpu, { ctl, src: weight, offset: i * P, bytes: P, gated })]);
       },
     };
