@@ -25,7 +25,6 @@ import {
   TENSOR_TILES_192,
   TENSOR_TILES_LARGE_M,
   TENSOR_TILES_SMALL_M,
-  TENSOR_TILES_SMALL_M_192,
   TENSOR_TILES_SMALL_M_SWIGLU,
   TENSOR_TILES_SWIGLU_192,
 } from "./linear.ts";
@@ -301,9 +300,6 @@ tensorTest("gemm_tensor tile variants agree with the reference", async (gpu) => 
     { ...TENSOR_TILES_SMALL_M, ahead: 2, deferLast: 1 }, // two tiles in flight through one buffer
     { ...TENSOR_TILES_SMALL_M, ahead: 2, deferLast: 2 },
     { halfWeights: true, deferLast: 1 },
-    // linear's 128 x 192 tile up to 128 rows (the 7B's qkv, split 2 ways): N = 144 fills part of one tile
-    TENSOR_TILES_SMALL_M_192,
-    { ...TENSOR_TILES_SMALL_M_192, splitK: 2 },
   ];
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   for (const tiles of variants) {
@@ -697,7 +693,6 @@ Deno.test({
       { ...TENSOR_TILES_SMALL_M, deferLast: 2, splitK: 2 },
       { ...TENSOR_TILES_SMALL_M_SWIGLU, deferLast: 1, splitK: 4 },
       { halfWeights: true, deferLast: 1 },
-      { ...TENSOR_TILES_SMALL_M_192, splitK: 2 },
     ];
     const kernels = tiles.flatMap((t) =>
       [Epilogue.PLAIN, Epilogue.SWIGLU].map((epilogue) => gemmTensorKernelFor({ ...t, epilogue }))

@@ -339,34 +339,16 @@ export const TENSOR_TILES_SMALL_M_SWIGLU: Readonly<TensorTiles> = {
  * SMs (the 7B's qkv, N = 12,288: 128 workgroups, where TENSOR_TILES_SMALL_M has 96 and no split-K room): the tiles of
  * TENSOR_TILES_SMALL_M_SWIGLU, which for a plain product are 128 x 96 of 12 subgroups of 2 x 2 matrices (32,256 bytes).
  * Measured on the H200 (session AC, 7B qkv at 128 rows, two calls, us): 108.7 / 109.0 with TENSOR_TILES_SMALL_M
- * unsplit -> 100.8 / 101.3 (session AB: 100.2).
+ * unsplit -> 100.8 / 101.3 (session AB: 100.2). A 128 x 192 tile (subgroups of 2 x 4 matrices) split 2 ways, also one
+ * wave, was faster alone (sessions AF and AG, with its split_k_reduce: 93.0 / 93.2 -> 89.6 / 88.8 us) but not inside
+ * the pass (session AG, `deno task profile --config prefill --whole`, the 7B's 128-token pass, three processes each,
+ * interleaved, ms): 12.41 with this tile, 12.48 with it and qk_norm_rope summing the two partials, 12.60 with a
+ * split_k_reduce instead; its in-step time 3,067 -> 3,023 us for 32 layers. Tiles of 6 subgroups (4 x 2 and 4 x 4
+ * matrices a subgroup, fewer loads a product) were 35-45% slower alone (session AG).
  */
 export const TENSOR_TILES_SMALL_M_96: Readonly<TensorTiles> = TENSOR_TILES_SMALL_M_SWIGLU;
 
-/**
- * The plain tile at TENSOR_SMALL_M_ROWS rows or fewer where its grid, split by the automatic split-K (`splitKFor`),
- * fills one wave: 128 x 192 of 12 subgroups of 2 x 4 matrices, k64, one buffer, the epilogue's matrices in it (46,080
- * bytes), `deferLast: 2`. The 7B's qkv (N = 12,288): 64 tiles split 2 ways, 128 workgroups over half of K each, where
- * TENSOR_TILES_SMALL_M_96 takes 128 workgroups over all of K. Measured on the H200 (session AF, 7B qkv at 128 rows, us,
- * each with its split_k_reduce): 93.0 with TENSOR_TILES_SMALL_M_96 -> 89.6; and with `FuseOptions.prefillNorm`
- * qk_norm_rope sums the two partials itself, so the reduction goes too.
- */
-export const TENSOR_TILES_SMALL_M_192: Readonly<TensorTiles> = {
-  subgroupsM: 4,
-  subgroupsN: 3,
-  fragsM: 2,
-  fragsN: 4,
-  stepK: 64,
-  buffers: 1,
-  wideStores: true,
-  sharedEpilogue: true,
-  deferLast: 2,
-};
-
-/**
- * The least share of the SMs a grid of TENSOR_TILES_SMALL_M_192 or TENSOR_TILES_SMALL_M_96 must fill (in one wave) for
- * linear to take it.
- */
+/** The least share of the SMs a grid of TENSOR_TILES_SMALL_M_96 must fill (in one wave) for linear to take it. */
 export const TENSOR_WAVE_FILL = 0.9;
 
 /**
@@ -416,20 +398,16 @@ export function byWaves(
   return list.map((c) => ({ tiles: c.tiles, cost: cost(c) })).sort((a, b) => a.cost - b.cost).map((c) => c.tiles);
 }
 
-/**
- * Whether a grid of `tiles` over a.rows x a.n outputs, times the split-K factor `splitKFor` gives it, is one wave of at
- * least TENSOR_WAVE_FILL of TENSOR_WAVE_SMS SMs.
- */
-function fillsOneWave(gpu: Gpu, a: LinearShape, tiles: TensorTiles): boolean {
-  const shape = tensorTileShape(tiles);
-  const grid = Math.ceil(a.rows / shape.tileM) * Math.ceil(a.n / shape.tileN) * splitKFor(gpu, a, "tensor", shape);
+/** Whether a grid of `tiles` over rows x n outputs is one wave of at least TENSOR_WAVE_FILL of TENSOR_WAVE_SMS SMs. */
+function fillsOneWave(rows: number, n: number, tiles: TensorTiles): boolean {
+  const { tileM, tileN } = tensorTileShape(tiles);
+  const grid = Math.ceil(rows / tileM) * Math.ceil(n / tileN);
   return grid <= TENSOR_WAVE_SMS && grid >= TENSOR_WAVE_FILL * TENSOR_WAVE_SMS;
 }
 
 /**
- * Tensor-core tiles when the caller gave none (given knobs win). Up to TENSOR_SMALL_M_ROWS rows, for plain products,
- * the first of TENSOR_TILES_SMALL_M_192 and TENSOR_TILES_SMALL_M_96 whose grid (split as `splitKFor` splits it) fills
- * one wave (`fillsOneWave`) and fits, else TENSOR_TILES_SMALL_M;
+ * Tensor-core tiles when the caller gave none (given knobs win). Up to TENSOR_SMALL_M_ROWS rows TENSOR_TILES_SMALL_M_96
+ * for plain products whose grid of it fills one wave (`fillsOneWave`), else TENSOR_TILES_SMALL_M;
  * TENSOR_TILES_SMALL_M_SWIGLU for SwiGLU products of K >= TENSOR_SMALL_M_SWIGLU_MIN_K, else TENSOR_TILES.swiglu; above, the wave model's order (`byWaves`). Then, where those exceed the device's workgroup
  * memory or K is not a multiple of their k step: TENSOR_TILES for the epilogue, the same with one buffer, then k steps
  * of 16, then the 64 x 64 default tile. Where the runtime's WGSL lacks the `buffer_view` language feature, tiles staged
@@ -451,10 +429,7 @@ export function tensorTilesFor(gpu: Gpu, a: LinearShape): TensorTiles | null {
   const first: readonly Readonly<TensorTiles>[] = a.rows > TENSOR_SMALL_M_ROWS
     ? byWaves(a.rows, a.n, epilogue)
     : !swiglu
-    ? [
-      ...[TENSOR_TILES_SMALL_M_192, TENSOR_TILES_SMALL_M_96].filter((t) => fillsOneWave(gpu, a, t)),
-      TENSOR_TILES_SMALL_M,
-    ]
+    ? [fillsOneWave(a.rows, a.n, TENSOR_TILES_SMALL_M_96) ? TENSOR_TILES_SMALL_M_96 : TENSOR_TILES_SMALL_M]
     : a.k >= TENSOR_SMALL_M_SWIGLU_MIN_K
     ? [TENSOR_TILES_SMALL_M_SWIGLU]
     : [];

@@ -10,7 +10,7 @@
 import { assertEquals, assertThrows } from "@std/assert";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import { GEMM_KERNEL_NAME } from "./gemm.ts";
-import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported, type TensorTiles, tensorTileShape } from "./gemm_tensor.ts";
+import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported, type TensorTiles } from "./gemm_tensor.ts";
 import {
   byWaves,
   linear,
@@ -28,7 +28,6 @@ import {
   TENSOR_TILES_192,
   TENSOR_TILES_LARGE_M,
   TENSOR_TILES_SMALL_M,
-  TENSOR_TILES_SMALL_M_192,
   TENSOR_TILES_SMALL_M_96,
   TENSOR_TILES_SMALL_M_SWIGLU,
   TENSOR_TILES_SWIGLU_192,
@@ -389,7 +388,7 @@ Deno.test("tensorTilesFor orders the tiles of products past 128 rows by the wave
 Deno.test("tensorTilesFor takes 16- and 12-subgroup tiles for products of at most 128 rows", () => {
   const device = (languageFeatures: string[]) =>
     ({
-      device: { limits: { maxComputeWorkgroupStorageSize: 49152, maxStorageBufferBindingSize: 2 ** 31 } },
+      device: { limits: { maxComputeWorkgroupStorageSize: 49152 } },
       entry: { wgslLanguageFeatures: new Set(languageFeatures) },
     }) as unknown as Gpu;
   const views = device(["buffer_view"]);
@@ -397,21 +396,17 @@ Deno.test("tensorTilesFor takes 16- and 12-subgroup tiles for products of at mos
   const plain = (rows: number) => ({ ...swiglu(rows), epilogue: Epilogue.PLAIN, n: 12288 }) as LinearArgs;
   for (const rows of [1, 17, TENSOR_SMALL_M_ROWS]) {
     assertEquals(tensorTilesFor(views, swiglu(rows)), TENSOR_TILES_SMALL_M_SWIGLU);
-    // the 7B's qkv: 64 tiles of 128 x 192 split 2 ways (128 workgroups) fill a wave of the 132 SMs; so do the 1B's
-    // (N = 6,144: 32 tiles split 4 ways over K = 2,048); its down and o (N = 4,096: 22 tiles split 4 ways) do not, nor
-    // do they with 128 x 96 (43 tiles, too many to split)
-    assertEquals(tensorTilesFor(views, plain(rows)), TENSOR_TILES_SMALL_M_192);
-    assertEquals(splitKFor(views, plain(rows), "tensor", tensorTileShape(TENSOR_TILES_SMALL_M_192)), 2);
+    // the 7B's qkv: 128 workgroups of 128 x 96 fill a wave of the 132 SMs; its down and o (N = 4,096: 43) and the
+    // 1B's qkv (N = 6,144: 64) do not
+    assertEquals(tensorTilesFor(views, plain(rows)), TENSOR_TILES_SMALL_M_96);
     assertEquals(tensorTilesFor(views, { ...plain(rows), n: 4096 }), TENSOR_TILES_SMALL_M);
-    assertEquals(tensorTilesFor(views, { ...plain(rows), k: 2048, n: 6144 }), TENSOR_TILES_SMALL_M_192);
-    // the 7B's qkv kept unsplit (a caller's splitK 1): 64 workgroups of 128 x 192 are half a wave, 128 of 128 x 96 fill it
-    assertEquals(tensorTilesFor(views, { ...plain(rows), splitK: 1 }), { ...TENSOR_TILES_SMALL_M_96, splitK: 1 });
+    assertEquals(tensorTilesFor(views, { ...plain(rows), k: 2048, n: 6144 }), TENSOR_TILES_SMALL_M);
   }
   assertEquals(tensorTilesFor(views, swiglu(TENSOR_SMALL_M_ROWS + 1)), TENSOR_TILES_SWIGLU_192);
   // without buffer views neither 16-subgroup tile fits (58,368 and 53,248 bytes): the 8-subgroup tiles
   assertEquals(tensorTilesFor(device([]), swiglu(TENSOR_SMALL_M_ROWS)), TENSOR_TILES.swiglu);
   assertEquals(tensorTilesFor(device([]), { ...plain(TENSOR_SMALL_M_ROWS), n: 4096 }), TENSOR_TILES.plain);
-  // the 128 x 192 tile does not fit without them (58,368 bytes), the 128 x 96 one does (44,544 bytes)
+  // the 128 x 96 tile fits without them (44,544 bytes)
   assertEquals(tensorTilesFor(device([]), plain(TENSOR_SMALL_M_ROWS)), {
     ...TENSOR_TILES_SMALL_M_96,
     wideStores: false,
