@@ -90,9 +90,14 @@ fn finish(m: u32, pos: u32, id: u32, best: f32, bad: bool) {
 }
 
 // ctl is writable here (CTL_NONFINITE), and reads of a writable buffer are not uniform in WGSL: thread 0 reads the
-// gate and workgroupUniformLoad hands it to every thread, so the barriers after it stay in uniform control flow.
+// gate and workgroupUniformLoad hands it to every thread, so the barriers after it stay in uniform control flow. Thread
+// 0 also clears row_bad before that barrier (not left to the runtime's zeroing of workgroup memory, which a toggle may
+// turn off).
 fn gate(t: u32) -> bool {
-  if (t == 0u) { gate_off = select(0u, 1u, gated_off()); }
+  if (t == 0u) {
+    gate_off = select(0u, 1u, gated_off());
+    atomicStore(&row_bad, 0u);
+  }
   return workgroupUniformLoad(&gate_off) != 0u;
 }
 `;

@@ -52,7 +52,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
   let w = flat_workgroup(wid, nwg) * WG + t;
-  // No early return: every thread reaches the barrier below.
+  // The counters start at zero by this kernel's own stores, not by Dawn's or wgpu's zeroing of workgroup memory (a
+  // toggle may turn that off). No early return: every thread reaches the barriers below.
+  if (t == 0u) {
+    atomicStore(&wg_count, 0u);
+    atomicStore(&wg_first, 0u);
+  }
+  workgroupBarrier();
   if (w < p.words) {
     let x = data[p.offset + w];
     var n = 0u;
