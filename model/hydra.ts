@@ -83,6 +83,12 @@ export interface HydraShape {
    */
   lockstepRows?: number;
   /**
+   * A prefill whose trunk output only its last row is read from (`residualForward` with `lastTokenOnly` and heads
+   * without blocks: the baseline's TTFT) runs the trunk's last block for the last row only, past its K/V append
+   * (`HydraTransformer.trunk`'s `lastRowOnly`; default true, or `HYDRA_PREFILL_TAIL` 0 / 1 for an A/B on the GPU).
+   */
+  prefillTail?: boolean;
+  /**
    * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a decode pass (the
    * attention's split pass and merge, the post-norms; kernels/memory/prefetch.ts), or 0 for none. Default
    * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
@@ -114,6 +120,9 @@ export const LOCKSTEP_DEFAULT_ROWS = 128;
 
 /** `HYDRA_LOCKSTEP_ROWS=<rows>` overrides `HydraShape.lockstepRows`, so that the GPU can A/B it (e.g. on a TTFT). */
 export const LOCKSTEP_ROWS_ENV = "HYDRA_LOCKSTEP_ROWS";
+
+/** `HYDRA_PREFILL_TAIL=0|1` overrides `HydraShape.prefillTail`, so that the GPU can A/B it (on a TTFT). */
+export const PREFILL_TAIL_ENV = "HYDRA_PREFILL_TAIL";
 
 /**
  * The activations of one head's block in lock-step passes, [rows, width] f32 each, every one written once a pass (a
@@ -358,6 +367,8 @@ export class HydraTransformer {
   readonly #lanes: Lane[] | undefined;
   /** Most rows a lock-step pass takes (`HydraShape.lockstepRows`, at least maxLogitRows, at most the passes' rows). */
   readonly lockstepRows: number;
+  /** Whether a prefill that needs only the trunk's last output row runs its last block for that row only. */
+  readonly prefillTail: boolean;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
@@ -439,6 +450,8 @@ export class HydraTransformer {
     if (!(Number.isInteger(this.prefetchBytes) && this.prefetchBytes >= 0 && this.prefetchBytes % 4 === 0)) {
       throw new Error(`prefetch ${this.prefetchBytes} is not a whole number of 4-byte words`);
     }
+    const tail = numberChoiceFromEnv(PREFILL_TAIL_ENV, [0, 1], "a switch");
+    this.prefillTail = tail === undefined ? shape.prefillTail ?? true : tail === 1;
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
@@ -506,15 +519,23 @@ export class HydraTransformer {
     return { buffer: this.logits, offset: first * size, size: count * size };
   }
 
-  /** The trunk over `rows` positions from ctl[POS]: embedding then the trunk blocks; its output is in `h`. */
-  trunk(rows: number, gated = false): Dispatch[] {
-    return this.#cache.get(`trunk ${rows} ${gated}`, () => {
+  /**
+   * The trunk over `rows` positions from ctl[POS]: embedding then the trunk blocks; its output is in `h`. With
+   * `lastRowOnly` (the caller reads only the last row of `h`) a prefill's last block stops at its K/V append for all
+   * rows but its last (`#lastRowBlock`, where `#tailFits`): the other rows of `h` then hold the block before's output.
+   */
+  trunk(rows: number, gated = false, lastRowOnly = false): Dispatch[] {
+    const tail = lastRowOnly && this.weights.trunk.length > 0 && this.#tailFits(rows);
+    return this.#cache.get(`trunk ${rows} ${gated} ${tail}`, () => {
       const k = this.#bind(rows, gated), a = this.#act, blocks = this.weights.trunk;
       // Fused, the residual ends pending on the pool buffer it did not start in: start in alt to end in h.
       const x = k.residual(k.fused.postNorm && blocks.length > 0 ? a.alt : a.h, [a.h, a.alt]);
+      const whole = tail ? blocks.slice(0, -1) : blocks;
+      const last = blocks.length - 1;
       const pass = [
         k.embed(x.buffer),
-        ...blocks.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], x, rows, gated, blocks[i + 1])),
+        ...whole.flatMap((b, i) => this.#block(b, this.#kvTrunk[i], x, rows, gated, blocks[i + 1])),
+        ...(tail ? this.#lastRowBlock(blocks[last], this.#kvTrunk[last], x, rows, gated) : []),
         ...x.end(),
       ];
       if (x.buffer !== a.h) throw new Error("trunk: the residual did not end in h");
@@ -550,10 +571,16 @@ export class HydraTransformer {
     });
   }
 
-  /** `residual_forward`: the trunk once, then each of `o.heads`, over `rows` positions from ctl[POS]. */
+  /**
+   * `residual_forward`: the trunk once, then each of `o.heads`, over `rows` positions from ctl[POS]. Where only the last
+   * row's logits are asked for and no head has blocks of its own (the baseline's prefill), only the trunk's last row is
+   * read: its last block runs for that row alone (`trunk`'s `lastRowOnly`, `HydraShape.prefillTail`).
+   */
   residualForward(rows: number, o: ForwardOptions): Dispatch[] {
+    const lastRowOnly = o.lastTokenOnly && this.prefillTail &&
+      o.heads.every((h) => this.weights.heads[h].blocks.length === 0);
     return [
-      ...this.trunk(rows, o.gated),
+      ...this.trunk(rows, o.gated, lastRowOnly),
       ...this.heads(o.heads, rows, { lastTokenOnly: o.lastTokenOnly, gated: o.gated }),
     ];
   }
@@ -691,6 +718,41 @@ export class HydraTransformer {
     ];
   }
 
+  /**
+   * Whether a pass over `rows` rows can end with `#lastRowBlock`: a prefill (the GEMMs' rows, unfused: its residual
+   * stays in one buffer) whose rows are whole storage-binding offsets apart (the last row is bound as a slice).
+   */
+  #tailFits(rows: number): boolean {
+    const fused = this.#fusedAt(rows);
+    const rowBytes = this.config.dModel * 4;
+    return rows > MATVEC_MAX_ROWS && !fused.postNorm && !fused.attention &&
+      rowBytes % this.gpu.device.limits.minStorageBufferOffsetAlignment === 0;
+  }
+
+  /**
+   * `#block` for a pass of which only the last row's output is read: QKV, QK-norm, RoPE and the K/V append for every
+   * row (the cache keeps them all), then the attention, the products and the post-norms for the last row alone, at its
+   * position (ctl[POS] + rows - 1: the decode attention over all the keys, the matvecs), its output stored to that row
+   * of the residual. The last layer of a 128-token prefill then costs a decode step's products in place of four GEMMs
+   * over 128 rows.
+   */
+  #lastRowBlock(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
+    const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
+    const one = this.#bind(1, gated, undefined, 0, rows - 1);
+    const lastRow = (buffer: GPUBuffer): BufferSlice => ({ buffer, offset: (rows - 1) * d * 4, size: d * 4 });
+    const mid = a.alt; // row 0: the residual after the attention (alt is free in an unfused pass)
+    return [
+      ...k.linear(b.qkv, x.read(), a.qkv, d, 3 * d, Epilogue.PLAIN, k.intoQkNorm),
+      ...k.qkNormRope(b.qkNorm, kv),
+      ...one.attention(kv, b.qkNorm), // the last row's query (q's row rows - 1) over every key
+      ...one.linear(b.o, a.att, a.proj, d, d),
+      one.norm(a.proj, b.attnNorm, mid, { residualFrom: lastRow(x.buffer) }),
+      ...one.linear(b.gateUp, mid, a.ffn, d, F, Epilogue.SWIGLU),
+      ...one.linear(b.down, a.ffn, a.proj, F, d),
+      one.norm(a.proj, b.ffNorm, lastRow(x.buffer), { residualFrom: mid }),
+    ];
+  }
+
   /** The fusions a pass over `rows` rows takes (`HydraShape.fuse`, up to its `maxRows`). */
   #fusedAt(rows: number): { attention: boolean; postNorm: boolean; qkStats: boolean; prefillNorm: boolean } {
     const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
@@ -715,11 +777,14 @@ export class HydraTransformer {
    * The kernels of a pass over `rows` rows, bound to this model's GPU, control block, shapes, activations and gating,
    * so that `#block` and `head` record one kernel a line.
    */
-  #bind(rows: number, gated: boolean, lane?: LaneBlock, posBack = 0) {
+  #bind(rows: number, gated: boolean, lane?: LaneBlock, posBack = 0, qRow = 0) {
     const gpu = this.gpu, ctl = this.ctl, c = this.config, maxPos = this.maxPos;
     // the attention's buffers: the shared activations, or a lock-step lane's
     const a = lane ?? this.#act, scratch = lane ? lane.scratch : this.#attnScratch;
-    const fused = this.#fusedAt(rows);
+    // `qRow` > 0 (`#lastRowBlock`): the queries are normed, rotated and their K/V appended already; nothing fused
+    const fused = qRow > 0
+      ? { ...this.#fusedAt(rows), attention: false, postNorm: false, qkStats: false }
+      : this.#fusedAt(rows);
     const partials = this.#qkPartials;
     if (fused.qkStats && !partials) throw new Error("qkStats: the model has no partials buffer");
     const qkStats = fused.qkStats && partials
@@ -731,8 +796,14 @@ export class HydraTransformer {
     const norm = (
       x: GPUBuffer,
       weight: GPUBuffer,
-      out: GPUBuffer,
-      o: { residual?: boolean; xRowOffset?: number; residualFrom?: GPUBuffer; splitK?: number; half?: HalfRows } = {},
+      out: GPUBuffer | BufferSlice,
+      o: {
+        residual?: boolean;
+        xRowOffset?: number;
+        residualFrom?: GPUBuffer | BufferSlice;
+        splitK?: number;
+        half?: HalfRows;
+      } = {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
     // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`)
     const plan = (k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
@@ -743,16 +814,17 @@ export class HydraTransformer {
       const p = fused.prefillNorm ? plan(k, n) : undefined;
       return p?.partials ? { x: p.partials, splits: p.splitK } : { x: y, splits: 1 };
     };
+    // `qRow`: the attention's queries are q's rows from qRow (rows sitting at ctl[POS] + qRow - posBack)
     const attention = {
       ctl,
-      q: a.q,
+      q: qRow === 0 ? a.q : { buffer: a.q, offset: qRow * c.dModel * 4, size: rows * c.dModel * 4 },
       out: a.att,
       rows,
       nHeads: c.nHeads,
       headDim: c.headDim,
       kvDtype: this.kvDtype,
       gated,
-      posBack,
+      posBack: posBack - qRow,
     };
     return {
       /** What this pass fuses. */

@@ -517,7 +517,12 @@ export interface AttentionDecodeArgs extends AttentionDecodeShape {
   /** `AttentionDecodeKernelSpec.scoreUnroll` and `pvUnroll`. */
   scoreUnroll?: number;
   pvUnroll?: number;
-  /** Row 0 sits at ctl[POS] - posBack (default 0): a PoE verification recorded beside the round's last draft step. */
+  /**
+   * Row 0 sits at ctl[POS] - posBack (default 0): a PoE verification recorded beside the round's last draft step; a
+   * negative posBack puts it that many rows ahead of ctl[POS] (the last row of a prefill whose other rows' queries are
+   * not needed, model/hydra.ts's last-row tail). The kernels take it as a u32 modulo 2^32 (WGSL's u32 arithmetic
+   * wraps, so ctl[POS] - (2^32 - n) is ctl[POS] + n).
+   */
   posBack?: number;
 }
 
@@ -765,14 +770,17 @@ function recordAttentionDecode(gpu: Gpu, a: AttentionDecodeArgs, kernels: Attent
   const plan = planDecode(a, subgroups ? width : 32, !subgroups);
   // (the split pass has the rows as a generated constant; the merge takes them as the override M)
   const back = a.posBack ?? 0;
-  if (!(Number.isInteger(back) && back >= 0)) throw new Error(`attentionDecode: posBack ${back} is not a row count`);
+  if (!(Number.isInteger(back) && Math.abs(back) < a.maxPos)) {
+    throw new Error(`attentionDecode: posBack ${back} is not a row count within maxPos ${a.maxPos}`);
+  }
   const common = {
     NH: a.nHeads,
     HEAD_DIM: a.headDim,
     MAX_POS: a.maxPos,
     SPLITS: plan.splits,
     MIN_KEYS: plan.minKeys,
-    ...(back > 0 ? { POS_BACK: back } : {}), // (absent at 0: the constants the H200 measured, unchanged)
+    // (absent at 0: the constants the H200 measured, unchanged; negative: rows ahead, as a u32 that wraps)
+    ...(back !== 0 ? { POS_BACK: back >>> 0 } : {}),
   };
   const direct = plan.splits === 1;
   const fused = a.qkNormRope;

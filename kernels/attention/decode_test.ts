@@ -95,6 +95,19 @@ gpuTest(
     );
     // the merge counts the splits that hold keys from ctl[POS] - posBack too: 200 rows back, 3 splits fewer
     await checkDecode(gpu, { ...decodeCase(2, 1029, 2, 64, 2048), posBack: 200 });
+    // negative: rows ahead of ctl[POS] (a prefill's last row alone, model/hydra.ts), split and single-dispatch paths
+    const ahead: [number, number, number, number | undefined, number][] = [
+      [1, 128, -127, undefined, 2048],
+      [1, 1029, -1000, undefined, 2048],
+      [2, 90, -5, 1, 100],
+    ];
+    for (const [rows, length, posBack, splits, maxPos] of ahead) {
+      await checkDecode(gpu, { ...decodeCase(rows, length, 2, 64, maxPos), posBack }, { splits });
+    }
+    await assertCaught(
+      () => checkDecode(gpu, { ...decodeCase(1, 128, 2, 64, 2048), posBack: -127 }, { kernels: { partial: deaf } }),
+      "a negative posBack ignored",
+    );
   },
 );
 

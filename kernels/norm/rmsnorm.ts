@@ -15,7 +15,7 @@
  */
 
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
-import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 
@@ -163,7 +163,7 @@ export interface RmsnormArgs {
   ctl: GPUBuffer;
   x: GPUBuffer;
   weight: GPUBuffer;
-  out: GPUBuffer;
+  out: GPUBuffer | BufferSlice;
   /** Rows normalised. */
   rows: number;
   /** Row length. */
@@ -176,7 +176,7 @@ export interface RmsnormArgs {
    * place: every buffer a pass writes is then written once, which lets independent dispatches overlap
    * (`model/hydra.ts`, heads in lock-step).
    */
-  residualFrom?: GPUBuffer;
+  residualFrom?: GPUBuffer | BufferSlice;
   /** First row of `x` read (e.g. the last prompt position only). */
   xRowOffset?: number;
   /**

@@ -1,7 +1,7 @@
 import { CTL } from "../../kernels/control/ctl.ts";
 import { PRESETS } from "../../model/config.ts";
 import { Decoder, type PickMode } from "../../model/generate.ts";
-import { HydraTransformer } from "../../model/hydra.ts";
+import { HydraTransformer, PREFILL_TAIL_ENV } from "../../model/hydra.ts";
 import type { KvDtype } from "../../kernels/attention/kv_cache.ts";
 import { argmaxOf, type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../model/reference.ts";
 import { allocateWeights, fillRandomWeights } from "../../model/weights.ts";
@@ -322,6 +322,62 @@ gpuTest(
     } finally {
       withPrefetch.destroy(true);
       without.destroy();
+    }
+  },
+);
+
+gpuTest(
+  "a prefill that needs the trunk's last row alone (heads without blocks) runs the last block's products for that row only, with the same logits and decode after it",
+  async (gpu) => {
+    const w = await tinyWeights(gpu, 1, 0, 47);
+    const want = referenceLogits(
+      await readTower(gpu, w, 0),
+      Array.from({ length: 23 }, (_, i) => (i * 7) % 50),
+      "bf16",
+    );
+    const ids = Array.from({ length: 23 }, (_, i) => (i * 7) % 50);
+    const shape = { maxPos: 64, maxRows: 20, maxLogitRows: 4 };
+    const tail = new HydraTransformer(gpu, w, shape);
+    const whole = new HydraTransformer(gpu, w, { ...shape, prefillTail: false });
+    const gemms = (m: HydraTransformer, rows: number) =>
+      m.residualForward(rows, { heads: [0], lastTokenOnly: true }).filter((d) => d.label.startsWith("gemm")).length;
+    try {
+      // the last block's o, gate_up and down run as matvecs over one row; its QKV stays a GEMM over every row
+      if (gemms(whole, 20) - gemms(tail, 20) !== 3) {
+        throw new Error(`the tail pass runs ${gemms(tail, 20)} GEMMs, the whole one ${gemms(whole, 20)}`);
+      }
+      // not where the caller reads every row (the trunk alone), nor with prefillTail off
+      const trunkGemms = tail.trunk(20).filter((d) => d.label.startsWith("gemm")).length;
+      if (trunkGemms !== gemms(whole, 20)) throw new Error(`trunk() alone runs ${trunkGemms} GEMMs`);
+      Deno.env.set(PREFILL_TAIL_ENV, "0");
+      try {
+        const off = new HydraTransformer(gpu, w, shape);
+        if (gemms(off, 20) !== gemms(whole, 20)) throw new Error(`${PREFILL_TAIL_ENV}=0 still runs the tail`);
+        off.destroy(true);
+      } finally {
+        Deno.env.delete(PREFILL_TAIL_ENV);
+      }
+      // a prefill of 20 rows, then 3 decode steps that read the last block's K/V of every prompt row
+      for (const model of [tail, whole]) {
+        gpu.write(model.seq, Uint32Array.from(ids));
+        let pos = 0;
+        for (const rows of [20, 1, 1, 1]) {
+          const ctl = new Uint32Array(model.ctl.size / 4);
+          ctl[CTL.POS] = pos;
+          ctl[CTL.ACTIVE] = 1;
+          gpu.write(model.ctl, ctl);
+          gpu.run(model.residualForward(rows, { heads: [0], lastTokenOnly: true }));
+          const s = model.logitsSlice(0, 1);
+          const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
+          const at = pos + rows - 1;
+          const what = `${model === tail ? "tail" : "whole"} pass of ${rows} at position ${at}`;
+          assertClose(got, want[at].subarray(0, tiny.vocabSize), promptLogitTol(gpu, "f32"), what);
+          pos += rows;
+        }
+      }
+    } finally {
+      tail.destroy(true);
+      whole.destroy();
     }
   },
 );
