@@ -1,7 +1,7 @@
 import { CTL } from "../../kernels/control/ctl.ts";
 import { PRESETS } from "../../model/config.ts";
 import { Decoder, type PickMode } from "../../model/generate.ts";
-import { HydraTransformer, PREFILL_TAIL_ENV } from "../../model/hydra.ts";
+import { type ForwardOptions, HydraTransformer, PREFILL_TAIL_ENV } from "../../model/hydra.ts";
 import type { KvDtype } from "../../kernels/attention/kv_cache.ts";
 import { argmaxOf, type CpuModel, logSoftmaxOf, readTower, referenceLogits } from "../../model/reference.ts";
 import { allocateWeights, fillRandomWeights } from "../../model/weights.ts";
@@ -155,11 +155,7 @@ gpuTest(
         // Passes of 6, 1, 3 and 2 rows from position 0: new keys in every pass, seen by the later rows of the pass.
         let pos = 0;
         for (const rows of [6, 1, 3, 2]) {
-          const ctl = new Uint32Array(model.ctl.size / 4);
-          ctl[CTL.POS] = pos;
-          ctl[CTL.ACTIVE] = 1;
-          gpu.write(model.ctl, ctl);
-          gpu.run(model.residualForward(rows, { heads: [0, 1], lastTokenOnly: false }));
+          runPass(gpu, model, pos, rows, { heads: [0, 1], lastTokenOnly: false });
           for (let h = 0; h < nHeads; h++) {
             const s = model.logitsSlice(h, rows), vp = tiny.paddedVocab;
             const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size));
@@ -183,6 +179,15 @@ gpuTest(
   },
 );
 
+/** Runs `model`'s forward pass over `rows` rows from position `pos` (the control block set to it, ACTIVE). */
+function runPass(gpu: Gpu, model: HydraTransformer, pos: number, rows: number, o: ForwardOptions): void {
+  const ctl = new Uint32Array(model.ctl.size / 4);
+  ctl[CTL.POS] = pos;
+  ctl[CTL.ACTIVE] = 1;
+  gpu.write(model.ctl, ctl);
+  gpu.run(model.residualForward(rows, o));
+}
+
 /**
  * The logits of passes of `passes` rows from position 0 over `ids` (each head's slice; the last row only above
  * maxLogitRows), for each of two models built on the same weights, compared bit for bit: `a` records them differently
@@ -201,12 +206,8 @@ async function assertSameLogits(
     const got: Float32Array[] = [];
     let pos = 0;
     for (const rows of passes) {
-      const ctl = new Uint32Array(model.ctl.size / 4);
-      ctl[CTL.POS] = pos;
-      ctl[CTL.ACTIVE] = 1;
-      gpu.write(model.ctl, ctl);
       const lastTokenOnly = rows > model.maxLogitRows;
-      gpu.run(model.residualForward(rows, { heads, lastTokenOnly }));
+      runPass(gpu, model, pos, rows, { heads, lastTokenOnly });
       for (const h of heads) {
         const s = model.logitsSlice(h, lastTokenOnly ? 1 : rows);
         got.push(new Float32Array(await gpu.read(s.buffer, s.offset, s.size)));
@@ -362,11 +363,7 @@ gpuTest(
         gpu.write(model.seq, Uint32Array.from(ids));
         let pos = 0;
         for (const rows of [20, 1, 1, 1]) {
-          const ctl = new Uint32Array(model.ctl.size / 4);
-          ctl[CTL.POS] = pos;
-          ctl[CTL.ACTIVE] = 1;
-          gpu.write(model.ctl, ctl);
-          gpu.run(model.residualForward(rows, { heads: [0], lastTokenOnly: true }));
+          runPass(gpu, model, pos, rows, { heads: [0], lastTokenOnly: true });
           const s = model.logitsSlice(0, 1);
           const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
           const at = pos + rows - 1;
