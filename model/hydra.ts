@@ -311,6 +311,18 @@ class Residual {
     return [];
   }
 
+  /**
+   * For a last block that stores the last row only (`HydraTransformer`'s `#lastRowOps`, unfused runs): the buffer it
+   * reads that row of the residual from (the run's input until a first post-norm) and the one it stores the new row
+   * to, which is the run's output after it.
+   */
+  tail(): { from: GPUBuffer; to: GPUBuffer } {
+    if (this.fused || this.#pending) throw new Error("Residual: a last-row block runs unfused");
+    const from = this.buffer;
+    this.#source = undefined;
+    return { from, to: this.#at };
+  }
+
   /** The end of the run: a pending post-norm added in place (its buffer is one of `pool`, never the run's input). */
   end(): Dispatch[] {
     const p = this.#pending;
@@ -562,8 +574,15 @@ export class HydraTransformer {
       // The input stays for the next head. Unfused, the blocks read it until the first post-norm stores input + norm
       // to hHead, then add in place there; fused, the first matvec reads it and the residual moves to hHead and alt.
       const x = all.fused.postNorm ? all.residual(src, [a.hHead, a.alt]) : all.residual(a.hHead, [a.hHead, a.alt], src);
+      // only the last row's logits: the last block for that row alone (`#lastRowBlock`)
+      const tail = head.blocks.length > 0 && this.#headTail(rows, o.lastTokenOnly, back);
+      const last = head.blocks.length - 1;
       return [
-        ...head.blocks.flatMap((b, j) => this.#block(b, this.#kvHeads[h][j], x, rows, gated, head.blocks[j + 1], back)),
+        ...head.blocks.flatMap((b, j) =>
+          tail && j === last
+            ? this.#lastRowBlock(b, this.#kvHeads[h][j], x, rows, gated)
+            : this.#block(b, this.#kvHeads[h][j], x, rows, gated, head.blocks[j + 1], back)
+        ),
         ...x.end(),
         out.norm(x.buffer, head.norm, a.normed, { xRowOffset: rows - outRows }),
         ...out.linear(head.lmHead, a.normed, this.logitsSlice(slot, outRows), c.dModel, c.paddedVocab),
@@ -644,8 +663,14 @@ export class HydraTransformer {
     const op = (dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp[] =>
       dispatches.length > 0 ? [{ dispatches, writes }] : [];
     let x = (p.input ?? "h") === "h" ? this.#act.h : this.trunkStates;
+    // only the last row's logits: the last block for that row alone (`#lastRowOps`)
+    const tail = this.#headTail(rows, p.lastTokenOnly, p.posBack ?? 0);
     const ops = head.blocks.flatMap((b, j) => {
       const L = lane.blocks[j], kv = this.#kvHeads[h][j], xIn = x;
+      if (tail && j === head.blocks.length - 1) {
+        x = L.out;
+        return this.#lastRowOps(b, kv, rows, gated, { x: xIn }, { from: xIn, to: L.out }, L);
+      }
       const k = this.#bind(rows, gated, L, p.posBack ?? 0);
       const attention = k.attention(kv, b.qkNorm);
       const split = attention.length === 2; // the split pass (scratch), then the merge (att)
@@ -732,25 +757,56 @@ export class HydraTransformer {
   /**
    * `#block` for a pass of which only the last row's output is read: QKV, QK-norm, RoPE and the K/V append for every
    * row (the cache keeps them all), then the attention, the products and the post-norms for the last row alone, at its
-   * position (ctl[POS] + rows - 1: the decode attention over all the keys, the matvecs), its output stored to that row
-   * of the residual. The last layer of a 128-token prefill then costs a decode step's products in place of four GEMMs
-   * over 128 rows.
+   * position (ctl[POS] + rows - 1: the decode attention over all the keys, the matvecs), reading that row of the
+   * residual from `from` and storing the new one to that row of `to` (`Residual.tail`; a lock-step lane: its input and
+   * `out`). The last layer of a 128-token prefill then costs a decode step's products in place of four GEMMs over 128
+   * rows. As ops with the buffers each writes, for a lock-step pass (`lane`); `#lastRowBlock` flattens them.
    */
-  #lastRowBlock(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
-    const k = this.#bind(rows, gated), a = this.#act, d = this.config.dModel, F = this.config.ffnHidden;
-    const one = this.#bind(1, gated, undefined, 0, rows - 1);
+  #lastRowOps(
+    b: BlockWeights,
+    kv: KvLayer,
+    rows: number,
+    gated: boolean,
+    x: LinearInput,
+    { from, to }: { from: GPUBuffer; to: GPUBuffer },
+    lane?: LaneBlock,
+  ): LaneOp[] {
+    const d = this.config.dModel, F = this.config.ffnHidden;
+    const k = this.#bind(rows, gated, lane), one = this.#bind(1, gated, lane, 0, rows - 1);
+    const a = lane ?? this.#act;
+    // the residual after the attention, row 0: a lane's own, else alt (free in an unfused pass); down's output: a
+    // lane's own, else proj (free again once the first post-norm read it)
+    const mid = lane?.mid ?? this.#act.alt, down = lane?.down ?? a.proj;
     const lastRow = (buffer: GPUBuffer): BufferSlice => ({ buffer, offset: (rows - 1) * d * 4, size: d * 4 });
-    const mid = a.alt; // row 0: the residual after the attention (alt is free in an unfused pass)
+    const attention = one.attention(kv, b.qkNorm); // the last row's query (q's row rows - 1) over every key
+    const scratch = lane ? lane.scratch : this.#attnScratch;
+    const op = (dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp => ({ dispatches, writes });
     return [
-      ...k.linear(b.qkv, x.read(), a.qkv, d, 3 * d, Epilogue.PLAIN, k.intoQkNorm),
-      ...k.qkNormRope(b.qkNorm, kv),
-      ...one.attention(kv, b.qkNorm), // the last row's query (q's row rows - 1) over every key
-      ...one.linear(b.o, a.att, a.proj, d, d),
-      one.norm(a.proj, b.attnNorm, mid, { residualFrom: lastRow(x.buffer) }),
-      ...one.linear(b.gateUp, mid, a.ffn, d, F, Epilogue.SWIGLU),
-      ...one.linear(b.down, a.ffn, a.proj, F, d),
-      one.norm(a.proj, b.ffNorm, lastRow(x.buffer), { residualFrom: mid }),
-    ];
+      op(k.linear(b.qkv, x, a.qkv, d, 3 * d, Epilogue.PLAIN, !lane && k.intoQkNorm), a.qkv), // lanes: reduced
+      op(k.qkNormRope(b.qkNorm, kv), a.q, kv.k, kv.v),
+      ...(attention.length === 2 // the split pass (scratch), then the merge
+        ? [op([attention[0]], ...(scratch ? [scratch] : [])), op([attention[1]], a.att)]
+        : [op(attention, a.att)]),
+      op(one.linear(b.o, a.att, a.proj, d, d), a.proj),
+      op([one.norm(a.proj, b.attnNorm, mid, { residualFrom: lastRow(from) })], mid),
+      op(one.linear(b.gateUp, mid, a.ffn, d, F, Epilogue.SWIGLU), a.ffn),
+      op(one.linear(b.down, a.ffn, down, F, d), down),
+      op([one.norm(down, b.ffNorm, lastRow(to), { residualFrom: mid })], to),
+    ].filter((o) => o.dispatches.length > 0);
+  }
+
+  /** `#lastRowOps` on residual `x` (unfused), as dispatches: the new last row stored where `x` then ends. */
+  #lastRowBlock(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
+    const input = x.read();
+    return this.#lastRowOps(b, kv, rows, gated, input, x.tail()).flatMap((o) => o.dispatches);
+  }
+
+  /**
+   * Whether a head's pass over `rows` rows ends with its last block for the last row alone: only its last row's
+   * logits asked for, a prefill `#tailFits`, `prefillTail` on, and no rows back (a verification's).
+   */
+  #headTail(rows: number, lastTokenOnly: boolean, posBack: number): boolean {
+    return lastTokenOnly && posBack === 0 && this.prefillTail && this.#tailFits(rows);
   }
 
   /** The fusions a pass over `rows` rows takes (`HydraShape.fuse`, up to its `maxRows`). */

@@ -227,7 +227,8 @@ gpuTest(
     Deno.env.set(SPLIT_K_ENV, "2");
     const [nHeads, depth] = [2, 1];
     const w = await tinyWeights(gpu, nHeads, depth, 43);
-    const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 4, overlapHeads: false };
+    // every block whole (no last-row tail, whose products are matvecs): the counts below are the fusions'
+    const shape = { maxPos: 64, maxRows: 24, maxLogitRows: 4, overlapHeads: false, prefillTail: false };
     const fused = new HydraTransformer(gpu, w, shape);
     const apart = new HydraTransformer(gpu, w, { ...shape, fuse: { prefillNorm: false } });
     try {
@@ -328,53 +329,64 @@ gpuTest(
 );
 
 gpuTest(
-  "a prefill that needs the trunk's last row alone (heads without blocks) runs the last block's products for that row only, with the same logits and decode after it",
+  "a prefill that reads its last row alone runs each tower's last block past the K/V append for that row only: the same logits, and the decode after it",
   async (gpu) => {
-    const w = await tinyWeights(gpu, 1, 0, 47);
-    const want = referenceLogits(
-      await readTower(gpu, w, 0),
-      Array.from({ length: 23 }, (_, i) => (i * 7) % 50),
-      "bf16",
-    );
     const ids = Array.from({ length: 23 }, (_, i) => (i * 7) % 50);
     const shape = { maxPos: 64, maxRows: 20, maxLogitRows: 4 };
-    const tail = new HydraTransformer(gpu, w, shape);
-    const whole = new HydraTransformer(gpu, w, { ...shape, prefillTail: false });
-    const gemms = (m: HydraTransformer, rows: number) =>
-      m.residualForward(rows, { heads: [0], lastTokenOnly: true }).filter((d) => d.label.startsWith("gemm")).length;
-    try {
-      // the last block's o, gate_up and down run as matvecs over one row; its QKV stays a GEMM over every row
-      if (gemms(whole, 20) - gemms(tail, 20) !== 3) {
-        throw new Error(`the tail pass runs ${gemms(tail, 20)} GEMMs, the whole one ${gemms(whole, 20)}`);
-      }
-      // not where the caller reads every row (the trunk alone), nor with prefillTail off
-      const trunkGemms = tail.trunk(20).filter((d) => d.label.startsWith("gemm")).length;
-      if (trunkGemms !== gemms(whole, 20)) throw new Error(`trunk() alone runs ${trunkGemms} GEMMs`);
-      Deno.env.set(PREFILL_TAIL_ENV, "0");
+    // [heads, blocks each, heads in lock-step]: a plain OLMo-2 (the trunk's last block), a Hydra's heads both ways
+    const cases: [number, number, boolean][] = [[1, 0, true], [2, 2, true], [2, 2, false]];
+    for (const [nHeads, depth, overlapHeads] of cases) {
+      const w = await tinyWeights(gpu, nHeads, depth, 47 + depth);
+      const heads = Array.from({ length: nHeads }, (_, h) => h);
+      const want: Float64Array[][] = [];
+      for (const h of heads) want.push(referenceLogits(await readTower(gpu, w, h), ids, "bf16"));
+      const tail = new HydraTransformer(gpu, w, { ...shape, overlapHeads });
+      const whole = new HydraTransformer(gpu, w, { ...shape, overlapHeads, prefillTail: false });
+      const what = `${nHeads} heads x ${depth} blocks${overlapHeads ? "" : ", one after the other"}`;
+      const gemms = (m: HydraTransformer, rows: number) =>
+        m.residualForward(rows, { heads, lastTokenOnly: true }).filter((d) => d.label.startsWith("gemm")).length;
       try {
-        const off = new HydraTransformer(gpu, w, shape);
-        if (gemms(off, 20) !== gemms(whole, 20)) throw new Error(`${PREFILL_TAIL_ENV}=0 still runs the tail`);
-        off.destroy(true);
-      } finally {
-        Deno.env.delete(PREFILL_TAIL_ENV);
-      }
-      // a prefill of 20 rows, then 3 decode steps that read the last block's K/V of every prompt row
-      for (const model of [tail, whole]) {
-        gpu.write(model.seq, Uint32Array.from(ids));
-        let pos = 0;
-        for (const rows of [20, 1, 1, 1]) {
-          runPass(gpu, model, pos, rows, { heads: [0], lastTokenOnly: true });
-          const s = model.logitsSlice(0, 1);
-          const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
-          const at = pos + rows - 1;
-          const what = `${model === tail ? "tail" : "whole"} pass of ${rows} at position ${at}`;
-          assertClose(got, want[at].subarray(0, tiny.vocabSize), promptLogitTol(gpu, "f32"), what);
-          pos += rows;
+        // each tower's last block runs o, gate_up and down as matvecs over one row: the trunk's when the heads have no
+        // blocks, else each head's; its QKV stays a GEMM over every row
+        if (gemms(whole, 20) - gemms(tail, 20) !== 3 * nHeads) {
+          throw new Error(`${what}: the tail pass runs ${gemms(tail, 20)} GEMMs, the whole one ${gemms(whole, 20)}`);
         }
+        // not where every row's logits are read
+        const every = (m: HydraTransformer) => m.residualForward(4, { heads, lastTokenOnly: false }).length;
+        if (every(tail) !== every(whole)) throw new Error(`${what}: a pass reading every row ran the tail`);
+        // a prefill of 20 rows, then 3 decode steps that read the last blocks' K/V of every prompt row
+        for (const model of [tail, whole]) {
+          gpu.write(model.seq, Uint32Array.from(ids));
+          let pos = 0;
+          for (const rows of [20, 1, 1, 1]) {
+            runPass(gpu, model, pos, rows, { heads, lastTokenOnly: true });
+            const at = pos + rows - 1;
+            for (const h of heads) {
+              const s = model.logitsSlice(h, 1);
+              const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
+              const pass = `${what}, ${model === tail ? "tail" : "whole"}, head ${h}, pass of ${rows} at ${at}`;
+              assertClose(got, want[h][at].subarray(0, tiny.vocabSize), promptLogitTol(gpu, "f32"), pass);
+            }
+            pos += rows;
+          }
+        }
+      } finally {
+        tail.destroy(true);
+        whole.destroy();
       }
-    } finally {
-      tail.destroy(true);
+    }
+    // HYDRA_PREFILL_TAIL=0 turns it off
+    Deno.env.set(PREFILL_TAIL_ENV, "0");
+    try {
+      const w = await tinyWeights(gpu, 1, 0, 47);
+      const byEnv = new HydraTransformer(gpu, w, shape); // prefillTail unset: the default (on), which the variable overrides
+      const whole = new HydraTransformer(gpu, w, { ...shape, prefillTail: false });
+      const n = (m: HydraTransformer) => m.residualForward(20, { heads: [0], lastTokenOnly: true }).length;
+      if (n(byEnv) !== n(whole)) throw new Error(`${PREFILL_TAIL_ENV}=0 still runs the tail`);
+      byEnv.destroy(true);
       whole.destroy();
+    } finally {
+      Deno.env.delete(PREFILL_TAIL_ENV);
     }
   },
 );
