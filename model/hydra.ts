@@ -83,9 +83,9 @@ export interface HydraShape {
    */
   lockstepRows?: number;
   /**
-   * A prefill whose trunk output only its last row is read from (`residualForward` with `lastTokenOnly` and heads
-   * without blocks: the baseline's TTFT) runs the trunk's last block for the last row only, past its K/V append
-   * (`HydraTransformer.trunk`'s `lastRowOnly`; default true, or `HYDRA_PREFILL_TAIL` 0 / 1 for an A/B on the GPU).
+   * A prefill that asks for the last row's logits only (`lastTokenOnly`) runs each tower's last block (the trunk's
+   * where the heads have no blocks, else each head's) for the last row only, past its K/V append (`#lastRowOps`;
+   * default true, or `HYDRA_PREFILL_TAIL` 0 / 1 for an A/B on the GPU).
    */
   prefillTail?: boolean;
   /**
@@ -379,7 +379,7 @@ export class HydraTransformer {
   readonly #lanes: Lane[] | undefined;
   /** Most rows a lock-step pass takes (`HydraShape.lockstepRows`, at least maxLogitRows, at most the passes' rows). */
   readonly lockstepRows: number;
-  /** Whether a prefill that needs only the trunk's last output row runs its last block for that row only. */
+  /** Whether a prefill that asks for the last row's logits only runs each tower's last block for that row alone. */
   readonly prefillTail: boolean;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
