@@ -168,6 +168,26 @@ interface LaneOp {
   writes: GPUBuffer[];
 }
 
+/** `dispatches` as an op writing `writes`, or no op where there are none (a fused-away kernel). */
+function laneOp(dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp[] {
+  return dispatches.length > 0 ? [{ dispatches, writes }] : [];
+}
+
+/**
+ * An attention's dispatches as ops: the split pass (writing `scratch`, and the K/V caches in `appends` where it appends
+ * them) then the merge (writing `att`), or its one dispatch.
+ */
+function attentionOps(
+  attention: Dispatch[],
+  scratch: GPUBuffer | undefined,
+  att: GPUBuffer,
+  appends: GPUBuffer[],
+): LaneOp[] {
+  return attention.length === 2
+    ? [...laneOp([attention[0]], ...(scratch ? [scratch] : []), ...appends), ...laneOp([attention[1]], att)]
+    : laneOp(attention, att, ...appends);
+}
+
 /** Which fusions a decode pass uses (each one its own switch, so the GPU can A/B them). */
 export interface FuseOptions {
   /** QK-norm + RoPE + K/V append inside the decode attention's split pass (kernels/attention/decode.ts). */
@@ -534,10 +554,10 @@ export class HydraTransformer {
   /**
    * The trunk over `rows` positions from ctl[POS]: embedding then the trunk blocks; its output is in `h`. With
    * `lastRowOnly` (the caller reads only the last row of `h`) a prefill's last block stops at its K/V append for all
-   * rows but its last (`#lastRowBlock`, where `#tailFits`): the other rows of `h` then hold the block before's output.
+   * rows but its last (`#lastRowBlock`, where `#lastRowTail`): the other rows of `h` then hold the block before's output.
    */
   trunk(rows: number, gated = false, lastRowOnly = false): Dispatch[] {
-    const tail = lastRowOnly && this.weights.trunk.length > 0 && this.#tailFits(rows);
+    const tail = lastRowOnly && this.weights.trunk.length > 0 && this.#lastRowTail(rows, true);
     return this.#cache.get(`trunk ${rows} ${gated} ${tail}`, () => {
       const k = this.#bind(rows, gated), a = this.#act, blocks = this.weights.trunk;
       // Fused, the residual ends pending on the pool buffer it did not start in: start in alt to end in h.
@@ -575,7 +595,7 @@ export class HydraTransformer {
       // to hHead, then add in place there; fused, the first matvec reads it and the residual moves to hHead and alt.
       const x = all.fused.postNorm ? all.residual(src, [a.hHead, a.alt]) : all.residual(a.hHead, [a.hHead, a.alt], src);
       // only the last row's logits: the last block for that row alone (`#lastRowBlock`)
-      const tail = head.blocks.length > 0 && this.#headTail(rows, o.lastTokenOnly, back);
+      const tail = head.blocks.length > 0 && this.#lastRowTail(rows, o.lastTokenOnly, back);
       const last = head.blocks.length - 1;
       return [
         ...head.blocks.flatMap((b, j) =>
@@ -596,8 +616,7 @@ export class HydraTransformer {
    * read: its last block runs for that row alone (`trunk`'s `lastRowOnly`, `HydraShape.prefillTail`).
    */
   residualForward(rows: number, o: ForwardOptions): Dispatch[] {
-    const lastRowOnly = o.lastTokenOnly && this.prefillTail &&
-      o.heads.every((h) => this.weights.heads[h].blocks.length === 0);
+    const lastRowOnly = o.lastTokenOnly && o.heads.every((h) => this.weights.heads[h].blocks.length === 0);
     return [
       ...this.trunk(rows, o.gated, lastRowOnly),
       ...this.heads(o.heads, rows, { lastTokenOnly: o.lastTokenOnly, gated: o.gated }),
@@ -660,11 +679,10 @@ export class HydraTransformer {
     const head = this.weights.heads[h], lane = this.#lanes![h];
     const outRows = this.#logitRows(rows, p.lastTokenOnly);
     const out = this.#bind(outRows, gated);
-    const op = (dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp[] =>
-      dispatches.length > 0 ? [{ dispatches, writes }] : [];
+    const op = laneOp;
     let x = (p.input ?? "h") === "h" ? this.#act.h : this.trunkStates;
     // only the last row's logits: the last block for that row alone (`#lastRowOps`)
-    const tail = this.#headTail(rows, p.lastTokenOnly, p.posBack ?? 0);
+    const tail = this.#lastRowTail(rows, p.lastTokenOnly, p.posBack ?? 0);
     const ops = head.blocks.flatMap((b, j) => {
       const L = lane.blocks[j], kv = this.#kvHeads[h][j], xIn = x;
       if (tail && j === head.blocks.length - 1) {
@@ -672,16 +690,12 @@ export class HydraTransformer {
         return this.#lastRowOps(b, kv, rows, gated, { x: xIn }, { from: xIn, to: L.out }, L);
       }
       const k = this.#bind(rows, gated, L, p.posBack ?? 0);
-      const attention = k.attention(kv, b.qkNorm);
-      const split = attention.length === 2; // the split pass (scratch), then the merge (att)
       const appends = k.fused.attention ? [kv.k, kv.v] : [];
       x = L.out;
       return [
         ...op(k.linear(b.qkv, xIn, L.qkv, d, 3 * d), L.qkv),
         ...op(k.qkNormRope(b.qkNorm, kv), L.q, kv.k, kv.v), // fused: nothing, the attention does it
-        ...(split
-          ? [...op([attention[0]], L.scratch!, ...appends), ...op([attention[1]], L.att)]
-          : op(attention, L.att, ...appends)),
+        ...attentionOps(k.attention(kv, b.qkNorm), L.scratch, L.att, appends),
         ...op(k.linear(b.o, L.att, L.proj, d, d), L.proj),
         ...op([k.norm(L.proj, b.attnNorm, L.mid, { residualFrom: xIn })], L.mid),
         ...op(k.linear(b.gateUp, L.mid, L.ffn, d, F, Epilogue.SWIGLU), L.ffn),
@@ -744,14 +758,16 @@ export class HydraTransformer {
   }
 
   /**
-   * Whether a pass over `rows` rows can end with `#lastRowBlock`: a prefill (the GEMMs' rows, unfused: its residual
-   * stays in one buffer) whose rows are whole storage-binding offsets apart (the last row is bound as a slice).
+   * Whether a tower's pass over `rows` rows ends with its last block for the last row alone (`#lastRowOps`): only the
+   * last row's logits asked for, `prefillTail` on, no rows back (a verification's), and a prefill (the GEMMs' rows,
+   * unfused: its residual stays in one buffer) whose rows are whole storage-binding offsets apart (the last row is
+   * bound as a slice).
    */
-  #tailFits(rows: number): boolean {
+  #lastRowTail(rows: number, lastTokenOnly: boolean, posBack = 0): boolean {
     const fused = this.#fusedAt(rows);
     const rowBytes = this.config.dModel * 4;
-    return rows > MATVEC_MAX_ROWS && !fused.postNorm && !fused.attention &&
-      rowBytes % this.gpu.device.limits.minStorageBufferOffsetAlignment === 0;
+    return lastTokenOnly && posBack === 0 && this.prefillTail && rows > MATVEC_MAX_ROWS && !fused.postNorm &&
+      !fused.attention && rowBytes % this.gpu.device.limits.minStorageBufferOffsetAlignment === 0;
   }
 
   /**
@@ -778,35 +794,24 @@ export class HydraTransformer {
     // lane's own, else proj (free again once the first post-norm read it)
     const mid = lane?.mid ?? this.#act.alt, down = lane?.down ?? a.proj;
     const lastRow = (buffer: GPUBuffer): BufferSlice => ({ buffer, offset: (rows - 1) * d * 4, size: d * 4 });
-    const attention = one.attention(kv, b.qkNorm); // the last row's query (q's row rows - 1) over every key
-    const scratch = lane ? lane.scratch : this.#attnScratch;
-    const op = (dispatches: Dispatch[], ...writes: GPUBuffer[]): LaneOp => ({ dispatches, writes });
+    const op = laneOp;
     return [
-      op(k.linear(b.qkv, x, a.qkv, d, 3 * d, Epilogue.PLAIN, !lane && k.intoQkNorm), a.qkv), // lanes: reduced
-      op(k.qkNormRope(b.qkNorm, kv), a.q, kv.k, kv.v),
-      ...(attention.length === 2 // the split pass (scratch), then the merge
-        ? [op([attention[0]], ...(scratch ? [scratch] : [])), op([attention[1]], a.att)]
-        : [op(attention, a.att)]),
-      op(one.linear(b.o, a.att, a.proj, d, d), a.proj),
-      op([one.norm(a.proj, b.attnNorm, mid, { residualFrom: lastRow(from) })], mid),
-      op(one.linear(b.gateUp, mid, a.ffn, d, F, Epilogue.SWIGLU), a.ffn),
-      op(one.linear(b.down, a.ffn, down, F, d), down),
-      op([one.norm(down, b.ffNorm, lastRow(to), { residualFrom: mid })], to),
-    ].filter((o) => o.dispatches.length > 0);
+      ...op(k.linear(b.qkv, x, a.qkv, d, 3 * d, Epilogue.PLAIN, !lane && k.intoQkNorm), a.qkv), // lanes: reduced
+      ...op(k.qkNormRope(b.qkNorm, kv), a.q, kv.k, kv.v),
+      // the last row's query (q's row rows - 1) over every key
+      ...attentionOps(one.attention(kv, b.qkNorm), lane ? lane.scratch : this.#attnScratch, a.att, []),
+      ...op(one.linear(b.o, a.att, a.proj, d, d), a.proj),
+      ...op([one.norm(a.proj, b.attnNorm, mid, { residualFrom: lastRow(from) })], mid),
+      ...op(one.linear(b.gateUp, mid, a.ffn, d, F, Epilogue.SWIGLU), a.ffn),
+      ...op(one.linear(b.down, a.ffn, down, F, d), down),
+      ...op([one.norm(down, b.ffNorm, lastRow(to), { residualFrom: mid })], to),
+    ];
   }
 
   /** `#lastRowOps` on residual `x` (unfused), as dispatches: the new last row stored where `x` then ends. */
   #lastRowBlock(b: BlockWeights, kv: KvLayer, x: Residual, rows: number, gated: boolean): Dispatch[] {
     const input = x.read();
     return this.#lastRowOps(b, kv, rows, gated, input, x.tail()).flatMap((o) => o.dispatches);
-  }
-
-  /**
-   * Whether a head's pass over `rows` rows ends with its last block for the last row alone: only its last row's
-   * logits asked for, a prefill `#tailFits`, `prefillTail` on, and no rows back (a verification's).
-   */
-  #headTail(rows: number, lastTokenOnly: boolean, posBack: number): boolean {
-    return lastTokenOnly && posBack === 0 && this.prefillTail && this.#tailFits(rows);
   }
 
   /** The fusions a pass over `rows` rows takes (`HydraShape.fuse`, up to its `maxRows`). */
