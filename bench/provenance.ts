@@ -11,7 +11,13 @@ import { ATTENTION_TUNING_ENV } from "../kernels/attention/decode.ts";
 import { MATVEC_INTERLEAVE_ENV } from "../kernels/matmul/matvec.ts";
 import { PREFILL_GEMM_ENV, SPLIT_K_ENV } from "../kernels/matmul/linear.ts";
 import { PREFILL_ATTENTION_ENV } from "../kernels/attention/prefill_tensor.ts";
-import { LOCKSTEP_ROWS_ENV, OVERLAP_HEADS_ENV, PREFETCH_ENV, PREFILL_TAIL_ENV } from "../model/hydra.ts";
+import {
+  LOCKSTEP_ROWS_ENV,
+  OVERLAP_HEADS_ENV,
+  PREFETCH_ENV,
+  PREFILL_HALF_ENV,
+  PREFILL_TAIL_ENV,
+} from "../model/hydra.ts";
 import { POE_PIPELINE_ENV } from "../poe/poe.ts";
 import { DAWN_ENABLE_ENV } from "../kernels/runtime.ts";
 
@@ -157,6 +163,7 @@ export const ENGINE_ENV: readonly string[] = [
   LOCKSTEP_ROWS_ENV,
   PREFETCH_ENV,
   PREFILL_TAIL_ENV,
+  PREFILL_HALF_ENV,
   PREFILL_GEMM_ENV,
   PREFILL_ATTENTION_ENV,
   SPLIT_K_ENV,

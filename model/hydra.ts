@@ -28,7 +28,7 @@
  */
 
 import { attentionDecode, createAttentionDecodeScratch, DECODE_MAX_ROWS } from "../kernels/attention/decode.ts";
-import { prefillAttention } from "../kernels/attention/prefill_tensor.ts";
+import { prefillAttention, prefillAttentionKernel } from "../kernels/attention/prefill_tensor.ts";
 import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
@@ -43,7 +43,7 @@ import {
 } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
-import type { HalfRows } from "../kernels/matmul/row_scale.ts";
+import type { HalfBlocks, HalfRows } from "../kernels/matmul/row_scale.ts";
 import { readBarrier } from "../kernels/control/read_barrier.ts";
 import { prefetch } from "../kernels/memory/prefetch.ts";
 import { numberChoiceFromEnv } from "../common/env.ts";
@@ -89,6 +89,13 @@ export interface HydraShape {
    */
   prefillTail?: boolean;
   /**
+   * A prefill's tensor attention and its gate_up GEMM's SwiGLU epilogue write the o and down products' input as f16
+   * blocks with an exponent each (kernels/matmul/row_scale.ts `HalfBlocks`), in place of a row-scale pre-pass before
+   * each product (default true where those kernels run, unfused prefills on Dawn; `HYDRA_PREFILL_HALF` 0 / 1 for an A/B
+   * on the GPU).
+   */
+  prefillHalf?: boolean;
+  /**
    * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a decode pass (the
    * attention's split pass and merge, the post-norms; kernels/memory/prefetch.ts), or 0 for none. Default
    * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
@@ -123,6 +130,9 @@ export const LOCKSTEP_ROWS_ENV = "HYDRA_LOCKSTEP_ROWS";
 
 /** `HYDRA_PREFILL_TAIL=0|1` overrides `HydraShape.prefillTail`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_TAIL_ENV = "HYDRA_PREFILL_TAIL";
+
+/** `HYDRA_PREFILL_HALF=0|1` overrides `HydraShape.prefillHalf`, so that the GPU can A/B it (on a TTFT). */
+export const PREFILL_HALF_ENV = "HYDRA_PREFILL_HALF";
 
 /**
  * The activations of one head's block in lock-step passes, [rows, width] f32 each, every one written once a pass (a
@@ -241,6 +251,10 @@ interface LinearInput {
   postNorm?: PostNorm;
   qkStats?: QkStats;
   halfRowsWritten?: HalfRows;
+  /** x as f16 blocks, written by the kernel before (`HydraShape.prefillHalf`). */
+  halfBlocksWritten?: HalfBlocks;
+  /** The SwiGLU product writes its output as the next product's f16 blocks (`HydraShape.prefillHalf`). */
+  halfOut?: HalfBlocks;
 }
 
 /** A post-norm's input: a product's output, or its split-K partials (`splits` of them) that the norm sums itself. */
@@ -281,6 +295,7 @@ class Residual {
       out: GPUBuffer,
       from?: GPUBuffer,
       half?: HalfRows,
+      clearRows?: GPUBuffer | BufferSlice,
     ) => Dispatch,
     source?: GPUBuffer,
   ) {
@@ -313,17 +328,22 @@ class Residual {
   /**
    * x += RMSNorm(proj) * weight: the dispatch (unfused) or nothing (fused: the next `read` adds it). `proj` may be a
    * product's split-K partials, which the norm sums; with `half` (unfused) the norm also writes the new residual's
-   * f16 rows there, and the next `read` says so.
+   * f16 rows there, and the next `read` says so; `clearRows` (unfused) is zeroed too (`HalfBlocks.rowMax`).
    */
-  add(proj: GPUBuffer | NormInput, weight: GPUBuffer, half?: HalfRows): Dispatch[] {
+  add(
+    proj: GPUBuffer | NormInput,
+    weight: GPUBuffer,
+    half?: HalfRows,
+    clearRows?: GPUBuffer | BufferSlice,
+  ): Dispatch[] {
     const input = "splits" in proj ? proj : { x: proj, splits: 1 };
     if (!this.fused) {
       const from = this.#source;
       this.#source = undefined;
       this.#halfWritten = half;
-      return [this.addNorm(input, weight, this.#at, from, half)];
+      return [this.addNorm(input, weight, this.#at, from, half, clearRows)];
     }
-    if (input.splits !== 1 || half) {
+    if (input.splits !== 1 || half || clearRows) {
       throw new Error("Residual: a pending post-norm sums no partials, writes no f16 rows");
     }
     if (this.#pending) throw new Error("Residual: two post-norms pending");
@@ -401,6 +421,8 @@ export class HydraTransformer {
   readonly lockstepRows: number;
   /** Whether a prefill that asks for the last row's logits only runs each tower's last block for that row alone. */
   readonly prefillTail: boolean;
+  /** Whether a prefill's attention and SwiGLU GEMM write the next product's f16 blocks (`HydraShape.prefillHalf`). */
+  readonly prefillHalf: boolean;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
@@ -484,6 +506,8 @@ export class HydraTransformer {
     }
     const tail = numberChoiceFromEnv(PREFILL_TAIL_ENV, [0, 1], "a switch");
     this.prefillTail = tail === undefined ? shape.prefillTail ?? true : tail === 1;
+    const half = numberChoiceFromEnv(PREFILL_HALF_ENV, [0, 1], "a switch");
+    this.prefillHalf = half === undefined ? shape.prefillHalf ?? true : half === 1;
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
@@ -733,22 +757,26 @@ export class HydraTransformer {
   ): Dispatch[] {
     const k = this.#bind(rows, gated, undefined, posBack), a = this.#act, d = this.config.dModel;
     const F = this.config.ffnHidden;
+    // prefill: o's and down's inputs as f16 blocks from the attention and the SwiGLU (HydraShape.prefillHalf), each
+    // row's largest block exponent zeroed by the dispatch before its writer
+    const oIn = k.oBlocks(), downIn = k.downBlocks();
     // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
       // sums of squares for the attention's QK-norm
       // prefill: split-K partials left to qk_norm_rope
       ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d, Epilogue.PLAIN, k.intoQkNorm),
-      ...k.qkNormRope(b.qkNorm, kv), // fused: nothing, the attention does it
-      ...k.beside(k.attention(kv, b.qkNorm), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
-      ...k.linear(b.o, a.att, a.proj, d, d, Epilogue.PLAIN, k.intoNorm), // prefill: split-K partials left to the norm
+      ...k.qkNormRope(b.qkNorm, kv, oIn?.rowMax), // fused: nothing, the attention does it
+      ...k.beside(k.attention(kv, b.qkNorm, oIn), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
+      // prefill: split-K partials left to the norm
+      ...k.linear(b.o, { x: a.att, halfBlocksWritten: oIn }, a.proj, d, d, Epilogue.PLAIN, k.intoNorm),
       // fused: nothing, pending for gate_up's prologue; prefill: also gate_up's f16 rows
       ...k.beside(
-        x.add(k.normInput(a.proj, d, d), b.attnNorm, k.halfRows(d, F, Epilogue.SWIGLU)),
+        x.add(k.normInput(a.proj, d, d), b.attnNorm, k.halfRows(d, F, Epilogue.SWIGLU), downIn?.rowMax),
         b.gateUp,
       ),
-      ...k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
-      ...k.linear(b.down, a.ffn, a.proj, F, d, Epilogue.PLAIN, k.intoNorm),
+      ...k.linear(b.gateUp, { ...x.read(), halfOut: downIn }, a.ffn, d, F, Epilogue.SWIGLU),
+      ...k.linear(b.down, { x: a.ffn, halfBlocksWritten: downIn }, a.proj, F, d, Epilogue.PLAIN, k.intoNorm),
       // fused: nothing, pending for the next qkv (or the run's end); prefill: also the next qkv's f16 rows
       ...k.beside(
         x.add(k.normInput(a.proj, F, d), b.ffNorm, next && k.halfRows(d, 3 * d)),
@@ -815,13 +843,20 @@ export class HydraTransformer {
   }
 
   /** The fusions a pass over `rows` rows takes (`HydraShape.fuse`, up to its `maxRows`). */
-  #fusedAt(rows: number): { attention: boolean; postNorm: boolean; qkStats: boolean; prefillNorm: boolean } {
+  #fusedAt(rows: number): {
+    attention: boolean;
+    postNorm: boolean;
+    qkStats: boolean;
+    prefillNorm: boolean;
+    prefillHalf: boolean;
+  } {
     const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
     return {
       attention: f?.attention ?? false,
       postNorm: f?.postNorm ?? false,
       qkStats: (f?.attention && f.qkStats) ?? false,
       prefillNorm: this.fuse !== false && this.fuse.prefillNorm && rows > MATVEC_MAX_ROWS,
+      prefillHalf: this.fuse !== false && this.prefillHalf && rows > MATVEC_MAX_ROWS,
     };
   }
 
@@ -844,7 +879,7 @@ export class HydraTransformer {
     const a = lane ?? this.#act, scratch = lane ? lane.scratch : this.#attnScratch;
     // `qRow` > 0 (`#lastRowBlock`): the queries are normed, rotated and their K/V appended already; nothing fused
     const fused = qRow > 0
-      ? { ...this.#fusedAt(rows), attention: false, postNorm: false, qkStats: false }
+      ? { ...this.#fusedAt(rows), attention: false, postNorm: false, qkStats: false, prefillHalf: false }
       : this.#fusedAt(rows);
     const partials = this.#qkPartials;
     if (fused.qkStats && !partials) throw new Error("qkStats: the model has no partials buffer");
@@ -864,6 +899,7 @@ export class HydraTransformer {
         residualFrom?: GPUBuffer | BufferSlice;
         splitK?: number;
         half?: HalfRows;
+        clearRows?: GPUBuffer | BufferSlice;
       } = {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
     // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`)
@@ -902,8 +938,13 @@ export class HydraTransformer {
           pool,
           fused.postNorm,
           c.rmsNormEps,
-          (p, w, out, from, half) =>
-            norm(p.x, w, out, { ...(from ? { residualFrom: from } : { residual: true }), splitK: p.splits, half }),
+          (p, w, out, from, half, clearRows) =>
+            norm(p.x, w, out, {
+              ...(from ? { residualFrom: from } : { residual: true }),
+              splitK: p.splits,
+              half,
+              clearRows,
+            }),
           source,
         ),
       /** x = the embedding rows of seq[POS..]. */
@@ -964,11 +1005,28 @@ export class HydraTransformer {
       halfRows: (k: number, n: number, epilogue: number = Epilogue.PLAIN): HalfRows | undefined =>
         fused.prefillNorm ? plan(k, n, epilogue).halfRows : undefined,
       /**
+       * Where the attention writes the o product's input as f16 blocks (`fused.prefillHalf`, where it is the tensor
+       * kernel and o the tensor-core GEMM), else undefined.
+       */
+      oBlocks: (): HalfBlocks | undefined =>
+        fused.prefillHalf && rows > DECODE_MAX_ROWS && posBack === 0 &&
+          prefillAttentionKernel(gpu, { rows, nHeads: c.nHeads, headDim: c.headDim }) === "tensor"
+          ? plan(c.dModel, c.dModel).halfBlocks
+          : undefined,
+      /**
+       * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks (`fused.prefillHalf`, both the
+       * tensor-core GEMM, gate_up unsplit), else undefined.
+       */
+      downBlocks: (): HalfBlocks | undefined =>
+        fused.prefillHalf && plan(c.dModel, c.ffnHidden, Epilogue.SWIGLU).halfOut
+          ? plan(c.ffnHidden, c.dModel).halfBlocks
+          : undefined,
+      /**
        * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions; with
        * `fused.prefillNorm` from the QKV product's split-K partials where it is split. Fused: nothing (the attention does
        * it).
        */
-      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer): Dispatch[] => {
+      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer, clearRows?: GPUBuffer | BufferSlice): Dispatch[] => {
         if (fused.attention) return [];
         // a lock-step lane's qkv is reduced (`#laneOps` leaves no partials)
         const qkv = lane ? { x: a.qkv, splits: 1 } : productOutput(a.qkv, c.dModel, 3 * c.dModel);
@@ -989,6 +1047,7 @@ export class HydraTransformer {
           kvDtype: this.kvDtype,
           gated,
           posBack,
+          clearRows,
         })];
       },
       /**
@@ -997,12 +1056,13 @@ export class HydraTransformer {
        * HYDRA_PREFILL_ATTENTION=fma|tensor forces one).
        * Fused: from qkv, with QK-norm (`normWeights`), RoPE and the K/V append inside.
        */
-      attention: (kv: KvLayer, normWeights: GPUBuffer): Dispatch[] => {
+      attention: (kv: KvLayer, normWeights: GPUBuffer, halfOut?: HalfBlocks): Dispatch[] => {
         const caches = { kCache: kv.k, vCache: kv.v };
         if (rows > DECODE_MAX_ROWS) {
           if (posBack !== 0) throw new Error(`attention: posBack over ${rows} rows (the prefill attention has none)`);
-          return [prefillAttention(gpu, { ...attention, ...caches })];
+          return [prefillAttention(gpu, { ...attention, ...caches, halfOut })];
         }
+        if (halfOut) throw new Error("attention: the decode kernel writes no f16 blocks");
         const qkNorm = fused.attention
           ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps, stats: qkStats?.attention }
           : undefined;

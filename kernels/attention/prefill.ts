@@ -46,6 +46,7 @@ import { reductionBytes, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
 import { range } from "../codegen.ts";
+import type { HalfBlocks } from "../matmul/row_scale.ts";
 
 /** Tile shape of the prefill kernel (tuning knobs); each must be a power of two. */
 export interface PrefillTiles {
@@ -401,6 +402,11 @@ export interface AttentionPrefillArgs extends PrefillShape {
   kvDtype?: KvDtype;
   /** f32 output [rows, nHeads * headDim]. */
   out: GPUBuffer | BufferSlice;
+  /**
+   * The output as the o product's `HalfBlocks` instead (row_scale.ts; `out` is not written): the tensor-core kernel
+   * only (prefill_tensor.ts).
+   */
+  halfOut?: HalfBlocks;
   gated?: boolean;
 }
 
@@ -409,6 +415,7 @@ export interface AttentionPrefillArgs extends PrefillShape {
  * (tests: a deliberately broken one) not generated for the tiles this dispatch uses.
  */
 export function attentionPrefill(gpu: Gpu, a: AttentionPrefillArgs, kernel?: Kernel): Dispatch {
+  if (a.halfOut) throw new Error("attentionPrefill: halfOut is the tensor-core kernel's (prefill_tensor.ts)");
   const plan = planAttentionPrefill(gpu, a);
   const kv = a.kvDtype ?? "f32";
   return prefillDispatch(gpu, a, {
@@ -433,10 +440,11 @@ export function prefillDispatch(
   if (k.kernel && k.kernel.name !== k.name && !k.kernel.name.startsWith(`${k.name}[`)) {
     throw new Error(`${k.who}: kernel ${k.kernel.name} was not generated for these tiles (${k.name})`);
   }
+  const ho = a.halfOut;
   return gpu.dispatch(
     k.kernel ?? k.make(),
     { NH: a.nHeads, M: a.rows, SCALE: Math.fround(1 / Math.sqrt(a.headDim)), GATED: a.gated ?? false },
-    [a.ctl, a.q, a.kCache, a.vCache, a.out],
+    ho ? [a.ctl, a.q, a.kCache, a.vCache, ho.xHalf, ho.blocks, ho.rowMax] : [a.ctl, a.q, a.kCache, a.vCache, a.out],
     [a.nHeads, Math.ceil(a.rows / k.rowsPerWorkgroup), 1],
   );
 }

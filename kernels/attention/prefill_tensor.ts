@@ -42,6 +42,7 @@ import { tensorGemmUnsupported, tensorSubgroupSize } from "../matmul/gemm_tensor
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { attentionPrefill, type AttentionPrefillArgs, PREFILL_TILE_ORIGIN_WGSL, prefillDispatch } from "./prefill.ts";
 import { range } from "../codegen.ts";
+import { HALF_BLOCK_WGSL, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 
 /** Name prefix of the generated kernels. */
 export const PREFILL_TENSOR_KERNEL_NAME = "attention_prefill_tensor";
@@ -75,6 +76,11 @@ export interface PrefillTensorSpec {
    * RESCALE_SLACK) or 2 (the row maxima and sums first, then the output).
    */
   passes?: number;
+  /**
+   * The output as the o product's `HalfBlocks` (row_scale.ts: f16 with an exponent every 16 columns, each row's largest
+   * through atomics) instead of f32: the tensor-core GEMM's input without a row-scale pre-pass.
+   */
+  halfOut?: boolean;
 }
 
 /**
@@ -121,6 +127,7 @@ function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
     subgroups: s.subgroups ?? PREFILL_TENSOR_SUBGROUPS,
     subgroupSize: s.subgroupSize ?? 32,
     passes: s.passes ?? 1,
+    halfOut: s.halfOut ?? false,
   };
   if (!(t.headDim >= 16 && t.headDim <= 256 && t.headDim % 16 === 0)) {
     throw new Error(`attentionPrefillTensor: head_dim ${t.headDim} is not a multiple of 16 up to 256`);
@@ -159,7 +166,7 @@ export const RESCALE_SLACK = 8;
 function kernelName(t: Required<PrefillTensorSpec>, kv: KvDtype): string {
   return `${PREFILL_TENSOR_KERNEL_NAME}_d${t.headDim}_s${t.subgroups}_w${t.subgroupSize}_p${t.passes}${
     kv === "bf16" ? "_kvbf16" : ""
-  }`;
+  }${t.halfOut ? "_ho" : ""}`;
 }
 
 /** The WGSL kernel for `spec` and caches of `kv` elements. */
@@ -172,6 +179,7 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
   const cpl = 16 / lpr; // columns of a 16-column matrix each of them rescales (one pass)
   const D = range(hd / 16), J = range(BK / 16), E = range((16 * 16) / sg);
   const onePass = t.passes === 1;
+  const ho = t.halfOut;
   const lines = (pad: string, ls: string[]) => ls.map((l) => pad + l).join("\n");
   // Each K / V tile is BK * HV vec4 items; invocation t carries items t + s * threads (slot s) in registers.
   const items = BK * hv;
@@ -337,7 +345,11 @@ ${pv}
 //   1 q   [M, D / 4] vec4<f32>        queries, QK-normed and roped
 //   2 kc  [>= POS + M, D] ${kv}        K cache, position-major
 //   3 vc  [>= POS + M, D] ${kv}        V cache
-//   4 out [M, D] f32, rw              the attention output (prefill.ts's binding, read as scalars)
+${
+      ho
+        ? "//   4-6 the attention output as HalfBlocks (row_scale.ts): f16 pairs, block exponents, row maxima"
+        : "//   4 out [M, D] f32, rw              the attention output (prefill.ts's binding, read as scalars)"
+    }
 override NH: u32;
 override M: u32;
 override SCALE: f32;                          // 1 / sqrt(HEAD_DIM)
@@ -354,7 +366,16 @@ const NEG_BIG: f32 = -3.0e38;                  // "masked": finite, so exp2(NEG_
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 ${kvReadWgsl(kv, 2, 3)}
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+${
+      ho
+        ? `@group(0) @binding(4) var<storage, read_write> hb_x: array<u32>; // the output's f16 rows (HalfBlocks), in pairs
+@group(0) @binding(5) var<storage, read_write> hb_e: array<i32>;    // its block exponents [M, D / 16]
+@group(0) @binding(6) var<storage, read_write> hb_max: array<atomic<u32>>; // each row's largest, biased
+override HB_K: u32 = NH * HV * 4u;            // D, the output's row width (half_block_put)
+${ROW_SCALE_WGSL}
+${HALF_BLOCK_WGSL}`
+        : "@group(0) @binding(4) var<storage, read_write> out: array<f32>;"
+    }
 var<workgroup> ks: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the K tile (first: BK query rows at a time)
 var<workgroup> vs: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the V tile
 var<workgroup> ss: array<f32, ${bq * (BK + 4)}>;    // [BQ, BK] scores of the tile; the output matrices
@@ -431,7 +452,12 @@ ${lines("      ", D.map((d) => `qa${d} = subgroupMatrixLoad<Left, row_major>(&ks
   }
 ${onePass ? onePassBody() : twoPasses()}
   // The output matrices, BK / 16 at a time, through the subgroup's rows of ss (16 x 16 each, at stride SS) into the
-  // rows inside M${onePass ? ", over l" : ""}.
+  // rows inside M${onePass ? ", over l" : ""}${
+      ho
+        ? " as f16 blocks of 16 columns (HalfBlocks); hmax<e>: the largest block exponent (biased) of the row this\n" +
+          "  // invocation holds in element e of every output matrix"
+        : ""
+    }.${ho ? `\n${lines("  ", [E.map((e) => `var hmax${e} = 0u;`).join(" ")])}` : ""}
 ${
       lines(
         "  ",
@@ -444,15 +470,31 @@ ${
               E.map((e) => {
                 const el = `lane + ${e * sg}u`;
                 const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
-                return `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
-                  ds[j] * 16
-                }u + ${col}] = ss[(${row}) * SS + ${j * 16}u + ${col}]${onePass ? ` * li[${row}]` : ""}; }`;
+                const value = `ss[(${row}) * SS + ${j * 16}u + ${col}]${onePass ? ` * li[${row}]` : ""}`;
+                return ho
+                  ? `hmax${e} = max(hmax${e}, half_block_put(${value}, q0 + ${row}, 4u * col0 + ${
+                    ds[j] * 16
+                  }u + ${col}, ${row} < rows_valid, lane));`
+                  : `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
+                    ds[j] * 16
+                  }u + ${col}] = ${value}; }`;
               })
             ),
             "workgroupBarrier();",
           ];
         }),
       )
+    }${
+      ho
+        ? "\n" + lines(
+          "  ",
+          E.map((e) =>
+            `half_block_row_max(q0 + sm + (lane + ${e * sg}u) / 16u, hmax${e}, sm + (lane + ${
+              e * sg
+            }u) / 16u < rows_valid, lane);`
+          ),
+        )
+        : ""
     }
 }
 
@@ -497,7 +539,11 @@ export function attentionPrefillTensor(
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`attentionPrefillTensor: ${a.rows} query rows`);
   const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
   const spec = tensorSpec(gpu, a, tiles);
-  const t = check({ ...spec, subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit, a.rows) });
+  const t = check({
+    ...spec,
+    subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit, a.rows),
+    halfOut: a.halfOut !== undefined,
+  });
   const bytes = prefillTensorWorkgroupBytes(t);
   if (bytes > limit) {
     throw new Error(`attentionPrefillTensor: needs ${bytes} bytes of workgroup memory; use fewer subgroups`);

@@ -36,31 +36,50 @@ import {
 } from "../testing/harness.ts";
 import { type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
+import { halfBlocksBuffers, readHalfBlocks } from "../testing/half_blocks.ts";
 
 /** A GPU test of the tensor-core prefill attention, or where it cannot run, an ignored test that says why. */
 const tensorTest = await dawnGpuTest(prefillTensorUnsupported);
 
 /** The tensor-core prefill attention of case `c` against the reference. */
-function check(
+async function check(
   gpu: Gpu,
   c: AttentionCase,
-  o: { subgroups?: number; passes?: number; kernel?: Kernel; gated?: boolean; tol?: typeof TENSOR_PREFILL_TOL } = {},
+  o: {
+    subgroups?: number;
+    passes?: number;
+    kernel?: Kernel;
+    gated?: boolean;
+    tol?: typeof TENSOR_PREFILL_TOL;
+    /** The output as f16 blocks (`halfOut`), read back with their invariants checked. */
+    halfOut?: boolean;
+  } = {},
 ) {
-  return checkAttention(
-    gpu,
-    c,
-    (b) => [
-      attentionPrefillTensor(
-        gpu,
-        { ...b, rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, kvDtype: c.kvDtype, gated: o.gated },
-        { subgroups: o.subgroups, passes: o.passes },
-        o.kernel,
-      ),
-    ],
-    `attentionPrefillTensor ${JSON.stringify({ subgroups: o.subgroups, passes: o.passes })}`,
-    o.gated === true && c.active === 0,
-    o.tol ?? TENSOR_PREFILL_TOL,
-  );
+  const d = c.nHeads * c.headDim;
+  const hb = o.halfOut ? halfBlocksBuffers(gpu, c.rows, d) : undefined;
+  const what = `attentionPrefillTensor ${
+    JSON.stringify({ subgroups: o.subgroups, passes: o.passes, halfOut: o.halfOut })
+  }`;
+  try {
+    return await checkAttention(
+      gpu,
+      c,
+      (b) => [
+        attentionPrefillTensor(
+          gpu,
+          { ...b, rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, kvDtype: c.kvDtype, gated: o.gated, halfOut: hb },
+          { subgroups: o.subgroups, passes: o.passes },
+          o.kernel,
+        ),
+      ],
+      what,
+      o.gated === true && c.active === 0,
+      o.tol ?? TENSOR_PREFILL_TOL,
+      hb && (() => readHalfBlocks(gpu, hb, c.rows, d, what)),
+    );
+  } finally {
+    hb?.destroy();
+  }
 }
 
 /**
@@ -116,6 +135,36 @@ tensorTest("tensor prefill attention stays finite on sharp and huge scores, resc
     await check(gpu, { ...prefillCase(140, 9, 2, 64), qStd: 30 }, { passes, tol: SHARP_TOL });
   }
 });
+
+tensorTest(
+  "tensor prefill attention writes its output as f16 blocks (HalfBlocks), and its checks catch broken kernels",
+  async (gpu) => {
+    for (const rows of [1, 17, 130]) {
+      for (const passes of [1, 2]) {
+        await check(gpu, { ...prefillCase(rows, 17, 2, 128), kvDtype: "bf16" }, { passes, halfOut: true });
+      }
+    }
+    await check(gpu, { ...prefillCase(128, 0, 32, 128), kvDtype: "bf16" }, { halfOut: true, subgroups: 4 });
+    await check(gpu, prefillCase(70, 5, 2, 48), { subgroups: 8, halfOut: true }); // 3 blocks a head
+    const kernel = attentionPrefillTensorKernelFor({
+      headDim: 64,
+      subgroups: 4,
+      subgroupSize: tensorSubgroupSize(gpu),
+      halfOut: true,
+    });
+    const run = (k: Kernel) => check(gpu, prefillCase(33, 17, 2, 64), { kernel: k, subgroups: 4, halfOut: true });
+    await run(kernel);
+    for (
+      const [from, to] of [
+        ["* ldexp(1.0, -e))", ")"], // the values not scaled by their block's exponent
+        ["4u * col0 + 16u + (lane + 0u) % 16u", "4u * col0 + 0u + (lane + 0u) % 16u"], // a block stored over another
+        ["atomicMax(&hb_max[m], biased);", "atomicMin(&hb_max[m], biased);"], // not the row's largest
+      ]
+    ) {
+      await assertCaught(() => run(mutate(kernel, from, to)), `halfOut: ${from} -> ${to}`);
+    }
+  },
+);
 
 tensorTest("tensor prefill attention built gated runs only while ctl[ACTIVE] is set", async (gpu) => {
   await check(gpu, { ...prefillCase(20, 3, 1, 64), active: 0 }, { gated: true });
@@ -197,6 +246,8 @@ Deno.test({
       // 384 items a K / V tile over 256 invocations: the second slot guarded
       attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8 }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8, passes: 2 }, "f32"),
+      attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 4, halfOut: true }, "bf16"),
+      attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 2, passes: 2, halfOut: true, subgroupSize: 64 }, "f32"),
     ];
     const broken = mutate(
       kernels[0],

@@ -27,11 +27,13 @@ import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
  * qkv holds the SPLIT_K partial sums [SPLIT_K, M, 3 * D] of a split-K QKV product, each value summed in split order as
  * `split_k_reduce.ts` sums it (the same f32 additions, so the same bits), instead of that reduction's dispatch.
  */
-export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", splitK = false): Kernel {
+export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", splitK = false, clear = false): Kernel {
   // qkv at index i of the M x 3D rows, or the sum of its partials
   const Q = (i: string) => splitK ? `qkv_sum(${i}, slice)` : `qkv[${i}]`;
   return {
-    name: `qk_norm_rope${splitK ? "_sk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}`,
+    name: `qk_norm_rope${splitK ? "_sk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}${
+      clear ? "_clr" : ""
+    }`,
     source: /* wgsl */ `
 // bindings (p = ctl[CTL_POS] - POS_BACK + m is the position of row m; h = HEAD_DIM / 2):
 //   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] - POS_BACK is the position of row 0
@@ -42,7 +44,11 @@ export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", spl
 //   3 rope    [MAX_POS, HEAD_DIM] f32     row p: cos(p * inv_freq[i]) for i < h, then sin(p * inv_freq[i]) for i < h
 //   4 q_out   [M, D] f32, write           roped q, row-major, heads contiguous
 //   5 k_cache [MAX_POS, D] ${kv}, write    row p <- roped k of position p (only rows POS .. POS + M - 1 are written)
-//   6 v_cache [MAX_POS, D] ${kv}, write    row p <- v of position p (kv_cache.ts: bf16 rounds to nearest even)
+//   6 v_cache [MAX_POS, D] ${kv}, write    row p <- v of position p (kv_cache.ts: bf16 rounds to nearest even)${
+      clear
+        ? "\n//   7 clear   [M] u32, write              zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)"
+        : ""
+    }
 // D must be a multiple of HEAD_DIM, HEAD_DIM even. Rows with p >= MAX_POS write nothing.
 override D: u32;
 override HEAD_DIM: u32;
@@ -59,7 +65,7 @@ override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification bes
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<f32>;
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
-${kvWriteWgsl(kv, 5, 6)}
+${kvWriteWgsl(kv, 5, 6)}${clear ? "\n@group(0) @binding(7) var<storage, read_write> clear_rows: array<u32>;" : ""}
 ${reductionsWgsl(subgroups)}
 ${splitK ? splitKSumWgsl("qkv_sum", "qkv", "f32") : ""}
 @compute @workgroup_size(WG)
@@ -69,7 +75,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = flat_workgroup(wid, nwg);
   let m = g / 2u;
   let part = g % 2u; // 0: q, 1: k and v
-  if (m >= M) { return; }
+  if (m >= M) { return; }${clear ? "\n  if (part == 0u && t == 0u) { clear_rows[m] = 0u; }" : ""}
   let p = ctl[CTL_POS] - POS_BACK + m;
   if (p >= MAX_POS) { return; }
   let src = m * 3u * D + part * D;${splitK ? "\n  let slice = M * 3u * D; // one partial's M x 3D values" : ""}
@@ -173,6 +179,8 @@ export interface QkNormRopeArgs {
   subgroups?: boolean;
   /** Row 0 sits at ctl[POS] - posBack (default 0): a PoE verification recorded beside the round's last draft step. */
   posBack?: number;
+  /** u32 [rows] zeroed: the `HalfBlocks.rowMax` the attention after raises (row_scale.ts). */
+  clearRows?: GPUBuffer | BufferSlice;
 }
 
 /** Records a QK-norm + RoPE + cache-store dispatch (load time). Throws on shapes the kernel does not handle. */
@@ -186,7 +194,7 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
   const width = subgroupWidth(gpu);
   const subgroups = a.subgroups ?? width > 0;
   return gpu.dispatch(
-    kernel ?? qkNormRopeKernelFor(subgroups, a.kvDtype, splitK > 1),
+    kernel ?? qkNormRopeKernelFor(subgroups, a.kvDtype, splitK > 1, a.clearRows !== undefined),
     {
       D: a.dim,
       HEAD_DIM: a.headDim,
@@ -200,7 +208,7 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
       ...(a.posBack ? { POS_BACK: a.posBack } : {}),
       ...(splitK > 1 ? { SPLIT_K: splitK } : {}),
     },
-    [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache],
+    [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache, ...(a.clearRows ? [a.clearRows] : [])],
     2 * a.rows,
   );
 }

@@ -40,6 +40,8 @@ interface Case {
   kvDtype?: KvDtype;
   /** ctl[POS] is pos + posBack; the kernel, recorded with that posBack, must still write rows pos .. */
   posBack?: number;
+  /** Also zero a u32 a row (`clearRows`: the HalfBlocks.rowMax the attention raises next), rows past M untouched. */
+  clear?: boolean;
 }
 
 /**
@@ -69,7 +71,14 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
     kCache: gpu.upload("k_cache", bf16 ? packBf16(caches[0]) : caches[0]),
     vCache: gpu.upload("v_cache", bf16 ? packBf16(caches[1]) : caches[1]),
   };
-  gpu.run([qkNormRope(gpu, { ctl, ...bufs, ...c, dim }, c.kernel)]);
+  const clearRows = c.clear ? gpu.upload("clear", new Uint32Array(c.rows + 2).fill(0xdeadbeef)) : undefined;
+  gpu.run([qkNormRope(gpu, { ctl, ...bufs, ...c, dim, clearRows }, c.kernel)]);
+  if (clearRows) {
+    const cleared = await gpu.readU32(clearRows, c.rows + 2);
+    clearRows.destroy();
+    const want = [...new Array(c.rows).fill(0), 0xdeadbeef, 0xdeadbeef];
+    if (cleared.some((v, i) => v !== want[i])) throw new Error(`qk_norm_rope clearRows: ${cleared.join(", ")}`);
+  }
   const q = await gpu.readF32(bufs.qOut, c.rows * dim);
   const readCache = async (b: GPUBuffer) =>
     bf16 ? unpackBf16(await gpu.readU32(b, (stored * dim) / 2)) : await gpu.readF32(b, stored * dim);
@@ -141,6 +150,30 @@ gpuTest("QK-norm + RoPE with posBack writes the rows posBack before ctl[POS]", a
     () =>
       checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 9, maxPos: 32, applyNorm: true, posBack: 2, kernel }),
     "posBack ignored",
+  );
+});
+
+gpuTest("QK-norm + RoPE zeroes clearRows for every row, past the cache too", async (gpu) => {
+  await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 5, pos: 3, maxPos: 16, applyNorm: true, clear: true });
+  await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 7, pos: 12, maxPos: 16, applyNorm: true, clear: true });
+  const kernel = mutate(
+    qkNormRopeKernelFor(gpu.has("subgroups"), "f32", false, true),
+    "clear_rows[m] = 0u;",
+    "clear_rows[m + 1u] = 0u;",
+  );
+  await assertCaught(
+    () =>
+      checkQkNormRope(gpu, {
+        heads: 2,
+        headDim: 64,
+        rows: 5,
+        pos: 3,
+        maxPos: 16,
+        applyNorm: true,
+        clear: true,
+        kernel,
+      }),
+    "clearRows not zeroed",
   );
 });
 

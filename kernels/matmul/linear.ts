@@ -45,7 +45,7 @@ import {
   tensorTileShape,
 } from "./gemm_tensor.ts";
 import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
-import { type HalfRows, rowScale } from "./row_scale.ts";
+import { HALF_BLOCK, type HalfBlocks, type HalfRows, rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 
 /**
@@ -92,6 +92,17 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    */
   halfRowsWritten?: HalfRows;
   /**
+   * x was written as `HalfBlocks` (row_scale.ts), to these buffers, which must be `linearPlan`'s `halfBlocks` (the
+   * attention or the SwiGLU GEMM before wrote them): the tensor-core GEMM rescales each staged block to its row's
+   * exponent and records no pre-pass. Only where `linearPlan` gives `halfBlocks`.
+   */
+  halfBlocksWritten?: HalfBlocks;
+  /**
+   * SWIGLU: write the output as the next product's `HalfBlocks` (`linearPlan(next).halfBlocks`) instead of y. Only where
+   * `linearPlan` says `halfOut` (the tensor-core GEMM, unsplit).
+   */
+  halfOut?: HalfBlocks;
+  /**
    * With split-K, leave the partial sums in `linearPlan`'s `partials` for the dispatch after (a post-norm that sums
    * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.
    */
@@ -99,7 +110,10 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
 };
 
 /** What `linear`'s choices read of its arguments: everything but the buffers. */
-export type LinearShape = Omit<LinearArgs, "ctl" | "weight" | "x" | "y" | "halfRowsWritten">;
+export type LinearShape = Omit<
+  LinearArgs,
+  "ctl" | "weight" | "x" | "y" | "halfRowsWritten" | "halfBlocksWritten" | "halfOut"
+>;
 
 /**
  * What `linear` records for `a`, for the dispatches beside it to take over its pre-pass and reduction: the kernel, the
@@ -112,6 +126,10 @@ export interface LinearPlan {
   splitK: number;
   partials?: GPUBuffer;
   halfRows?: HalfRows;
+  /** The tensor-core GEMM: where a kernel before may write x as `HalfBlocks` instead (`halfBlocksWritten`). */
+  halfBlocks?: HalfBlocks;
+  /** Whether its SwiGLU epilogue can write the next product's `HalfBlocks` (`halfOut`): the tensor GEMM, unsplit. */
+  halfOut: boolean;
 }
 
 /**
@@ -545,14 +563,30 @@ function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
   const halfRows = which === "tensor" && exponents
     ? { exponents, xHalf: sharedScratch(gpu, "f16 rows", a.rows * a.k * 2) }
     : undefined;
-  return { which, tensorTiles, a, partials, exponents, halfRows };
+  // Buffers of their own: the SwiGLU GEMM that writes them reads halfRows.
+  const halfBlocks = which === "tensor" && a.k % HALF_BLOCK === 0
+    ? {
+      xHalf: sharedScratch(gpu, "f16 block rows", a.rows * a.k * 2),
+      blocks: sharedScratch(gpu, "block exponents", a.rows * (a.k / HALF_BLOCK) * 4),
+      rowMax: sharedScratch(gpu, "block row maxima", a.rows * 4),
+    }
+    : undefined;
+  const halfOut = which === "tensor" && splitK === 1 && (tensorTiles.producers ?? 0) === 0;
+  return { which, tensorTiles, a, partials, exponents, halfRows, halfBlocks, halfOut };
 }
 
 /** What `linear` records for `a` (`LinearPlan`), without recording it. */
 export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
-  if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1 };
+  if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1, halfOut: false };
   const p = prefillPlan(gpu, a);
-  return { kernel: p.which, splitK: p.a.splitK, partials: p.partials, halfRows: p.halfRows };
+  return {
+    kernel: p.which,
+    splitK: p.a.splitK,
+    partials: p.partials,
+    halfRows: p.halfRows,
+    halfBlocks: p.halfBlocks,
+    halfOut: p.halfOut,
+  };
 }
 
 /**
@@ -563,12 +597,14 @@ export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
  */
 export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (given.rows <= MATVEC_MAX_ROWS) {
-    if (given.halfRowsWritten || given.leavePartials) throw new Error("linear: the matvec has no pre-pass or partials");
+    if (given.halfRowsWritten || given.halfBlocksWritten || given.halfOut || given.leavePartials) {
+      throw new Error("linear: the matvec has no pre-pass, partials or f16 output");
+    }
     return [matvec(gpu, given)];
   }
   if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
   if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
-  const { which, tensorTiles, a, partials, exponents, halfRows } = prefillPlan(gpu, given);
+  const { which, tensorTiles, a, partials, exponents, halfRows, halfBlocks, halfOut } = prefillPlan(gpu, given);
   const splitK = a.splitK;
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const written = a.halfRowsWritten;
@@ -576,6 +612,13 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
     throw new Error(`linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
   if (a.leavePartials && epilogue !== Epilogue.PLAIN) throw new Error("linear: leavePartials with the SwiGLU epilogue");
+  const blocks = a.halfBlocksWritten;
+  if (blocks && (blocks.xHalf !== halfBlocks?.xHalf || blocks.blocks !== halfBlocks.blocks)) {
+    throw new Error(`linear: the f16 blocks were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
+  }
+  if (a.halfOut && !(halfOut && epilogue === Epilogue.SWIGLU)) {
+    throw new Error(`linear: halfOut needs the unsplit tensor-core GEMM with the SwiGLU epilogue (linearPlan)`);
+  }
   // The GEMM's output (the scratch with split-K), and the reduction after it.
   const g = { ...a, y: partials ?? a.y };
   const reduce = partials && !a.leavePartials
@@ -589,9 +632,22 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   }
   // The tensor-core GEMM reads the pre-pass's f16 rows instead of x.
   const { xHalf } = halfRows!;
+  if (blocks) {
+    return [
+      gemmTensor(gpu, {
+        ...g,
+        x: blocks.xHalf,
+        ...tensorTiles,
+        splitK,
+        exponents: blocks.rowMax,
+        blocks: blocks.blocks,
+      }),
+      ...reduce,
+    ];
+  }
   return [
     ...(a.halfRowsWritten ? [] : [rowScale(gpu, { ...pre, xHalf })]),
-    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents: exponents! }),
+    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents: exponents!, halfOut: a.halfOut }),
     ...reduce,
   ];
 }

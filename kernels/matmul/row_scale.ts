@@ -177,6 +177,76 @@ export interface HalfRows {
   xHalf: GPUBuffer | BufferSlice;
 }
 
+/** Columns one block exponent covers in the half-block layout (`HalfBlocks`): a 16x16 result matrix's row. */
+export const HALF_BLOCK = 16;
+
+/** What the producers add to an exponent in `HalfBlocks.rowMax` (0 there: no nonzero block yet). */
+export const HALF_BLOCK_BIAS = 128;
+
+/**
+ * A product's input as a kernel before it writes it in its epilogue (the tensor prefill attention for o, the gate_up
+ * GEMM's SwiGLU for down), in place of the row-scale pre-pass: each HALF_BLOCK columns of a row scaled by their own
+ * exponent (the pre-pass's rule over the block), and each row's largest block exponent, which the tensor-core GEMM
+ * rescales every staged block to (exact: powers of two; f16's subnormals aside) and scales its output back by.
+ * - `xHalf`: f16 [rows, K], x[m, k] * 2^-eb[m, k / 16].
+ * - `blocks`: i32 [rows, K / 16], eb[m, b] (`rowScaleExponent` of the block; 0 for a zero block).
+ * - `rowMax`: u32 [rows], max over the row's nonzero blocks of eb + HALF_BLOCK_BIAS (0: every block zero), raised by
+ *   the producers' atomics: zeroed before them by the kernel that runs just before (qk_norm_rope, the post-norm).
+ */
+export interface HalfBlocks {
+  xHalf: GPUBuffer | BufferSlice;
+  blocks: GPUBuffer | BufferSlice;
+  rowMax: GPUBuffer | BufferSlice;
+}
+
+/** CPU reference of what a producer writes into `HalfBlocks` for x [rows, k] (k a multiple of HALF_BLOCK). */
+export function halfBlocksReference(
+  x: Float32Array,
+  rows: number,
+  k: number,
+): { xHalf: Uint16Array; blocks: Int32Array; rowMax: Uint32Array } {
+  const nb = k / HALF_BLOCK;
+  const xHalf = new Uint16Array(rows * k), blocks = new Int32Array(rows * nb), rowMax = new Uint32Array(rows);
+  for (let m = 0; m < rows; m++) {
+    for (let b = 0; b < nb; b++) {
+      const block = x.subarray(m * k + b * HALF_BLOCK, m * k + (b + 1) * HALF_BLOCK);
+      const e = rowScaleExponent(block);
+      blocks[m * nb + b] = e;
+      if (block.some((v) => v !== 0)) rowMax[m] = Math.max(rowMax[m], e + HALF_BLOCK_BIAS);
+      for (let i = 0; i < HALF_BLOCK; i++) xHalf[m * k + b * HALF_BLOCK + i] = f16Bits(block[i] * 2 ** -e);
+    }
+  }
+  return { xHalf, blocks, rowMax };
+}
+
+/**
+ * WGSL of the producers' side (`HalfBlocks`), for kernels whose epilogue holds a 16x16 f32 matrix one element an
+ * invocation as subgroup matrices leave it through workgroup memory (element q = lane + SUBGROUP_SIZE * v: row q / 16,
+ * column q % 16, so each row is 16 consecutive invocations): `half_block_put(v, m, n, ok, lane)` stores element v of
+ * output row m, column n (a multiple of 16 plus lane % 16) as f16 scaled by its block's exponent, the block's exponent
+ * by the row's first invocation, and returns that exponent + HALF_BLOCK_BIAS (0 for a zero block) for the row maximum,
+ * which `half_block_row_max` raises. Subgroup shuffles: call it from uniform control flow, `ok` false (rows past M,
+ * columns past N) storing nothing. Needs the bindings `hb_x: array<u32>` (f16 pairs), `hb_e: array<i32>`,
+ * `hb_max: array<atomic<u32>>` and the override `HB_K` (the row width), with ROW_SCALE_WGSL.
+ */
+export const HALF_BLOCK_WGSL = /* wgsl */ `
+fn half_block_put(v: f32, m: u32, n: u32, ok: bool, lane: u32) -> u32 {
+  // the block's largest magnitude (bit order is value order; inf and NaN above every finite value)
+  var top = bitcast<u32>(v) & 0x7fffffffu;
+  top = max(top, subgroupShuffleXor(top, 1u));
+  top = max(top, subgroupShuffleXor(top, 2u));
+  top = max(top, subgroupShuffleXor(top, 4u));
+  top = max(top, subgroupShuffleXor(top, 8u));
+  let e = row_scale_exponent(top);
+  let w = subgroupShuffleDown(v, 1u); // the next column, for the even invocations' f16 pairs
+  if (ok && lane % 2u == 0u) { hb_x[(m * HB_K + n) / 2u] = pack2x16float(vec2<f32>(v, w) * ldexp(1.0, -e)); }
+  if (ok && lane % 16u == 0u) { hb_e[m * (HB_K / ${HALF_BLOCK}u) + n / ${HALF_BLOCK}u] = e; }
+  return select(0u, u32(e + ${HALF_BLOCK_BIAS}i), top != 0u);
+}
+fn half_block_row_max(m: u32, biased: u32, ok: bool, lane: u32) {
+  if (ok && lane % 16u == 0u && biased != 0u) { atomicMax(&hb_max[m], biased); }
+}`;
+
 /** Arguments of one row-scale dispatch. */
 export interface RowScaleArgs {
   ctl: GPUBuffer;

@@ -8,7 +8,8 @@ import { allocateWeights, fillRandomWeights } from "../../model/weights.ts";
 import type { Gpu } from "../../kernels/runtime.ts";
 import { tensorGemmUnsupported } from "../../kernels/matmul/gemm_tensor.ts";
 import { PREFILL_GEMM_ENV, type PrefillMath, SPLIT_K_ENV } from "../../kernels/matmul/linear.ts";
-import { assertClose, gpuTest, Rng } from "../../kernels/testing/harness.ts";
+import { assertClose, dawnGpuTest, gpuTest, Rng } from "../../kernels/testing/harness.ts";
+import { PREFILL_ATTENTION_ENV } from "../../kernels/attention/prefill_tensor.ts";
 
 const tiny = PRESETS.tiny;
 
@@ -387,6 +388,72 @@ gpuTest(
       whole.destroy();
     } finally {
       Deno.env.delete(PREFILL_TAIL_ENV);
+    }
+  },
+);
+
+/** A GPU test of the tensor-core prefill (Dawn with subgroup matrices), or where it cannot run, an ignored one. */
+const tensorTest = await dawnGpuTest(tensorGemmUnsupported);
+
+tensorTest(
+  "a prefill whose attention and SwiGLU write o's and down's inputs as f16 blocks gives the logits of the row-scale pre-passes, and the decode after it",
+  async (gpu) => {
+    const ids = Array.from({ length: 23 }, (_, i) => (i * 11) % 50);
+    const shape = { maxPos: 64, maxRows: 20, maxLogitRows: 4, prefillTail: false };
+    Deno.env.set(PREFILL_ATTENTION_ENV, "tensor"); // the tiny model's heads are too few for `auto` to take it
+    try {
+      for (const [nHeads, depth] of [[1, 0], [2, 2]]) {
+        const w = await tinyWeights(gpu, nHeads, depth, 59 + depth);
+        const heads = Array.from({ length: nHeads }, (_, h) => h);
+        const want: Float64Array[][] = [];
+        for (const h of heads) want.push(referenceLogits(await readTower(gpu, w, h), ids, "bf16"));
+        // heads one after the other: lock-step lanes keep their pre-passes (their ops interleave, the blocks' buffers
+        // are shared)
+        const half = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false });
+        const apart = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false, prefillHalf: false });
+        const what = `${nHeads} heads x ${depth} blocks`;
+        const prePasses = (m: HydraTransformer) =>
+          m.residualForward(20, { heads, lastTokenOnly: true }).filter((d) => d.label.startsWith("row_scale")).length;
+        try {
+          // two pre-passes a block fewer (o's and down's), in every tower
+          const blocks = w.trunk.length + w.heads.reduce((n, head) => n + head.blocks.length, 0);
+          if (prePasses(apart) - prePasses(half) !== 2 * blocks) {
+            throw new Error(
+              `${what}: ${prePasses(half)} row-scale pre-passes with f16 blocks, ${prePasses(apart)} without`,
+            );
+          }
+          const logits: Float32Array[] = [];
+          for (const model of [half, apart]) {
+            gpu.write(model.seq, Uint32Array.from(ids));
+            let pos = 0;
+            for (const rows of [20, 1, 1, 1]) {
+              runPass(gpu, model, pos, rows, { heads, lastTokenOnly: true });
+              const at = pos + rows - 1;
+              for (const h of heads) {
+                const s = model.logitsSlice(h, 1);
+                const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
+                const pass = `${what}, ${
+                  model === half ? "f16 blocks" : "pre-passes"
+                }, head ${h}, pass of ${rows} at ${at}`;
+                assertClose(got, want[h][at].subarray(0, tiny.vocabSize), TENSOR_PREFILL_LOGIT_TOL, pass);
+                logits.push(got);
+              }
+              pos += rows;
+            }
+          }
+          // the same f16 inputs, but where the two kernels' f32 values differ in the last bit and the f16 rounding
+          // goes the other way, and in f16's subnormal range (rounded twice): far inside the reference's tolerance
+          const n = logits.length / 2;
+          for (let i = 0; i < n; i++) {
+            assertClose(logits[i], logits[n + i], { atol: 1e-3, rtol: 1e-3 }, `${what} #${i}`);
+          }
+        } finally {
+          half.destroy(true);
+          apart.destroy();
+        }
+      }
+    } finally {
+      Deno.env.delete(PREFILL_ATTENTION_ENV);
     }
   },
 );

@@ -1,0 +1,71 @@
+/**
+ * Test helpers for `HalfBlocks` (kernels/matmul/row_scale.ts), the f16 blocks that the tensor prefill attention and the
+ * SwiGLU GEMM write for the next tensor-core GEMM: fresh buffers for a producer, and the values they hold, read back
+ * with the layout's invariants checked.
+ * @module
+ */
+
+import { f16Value, HALF_BLOCK, HALF_BLOCK_BIAS, type HalfBlocks } from "../matmul/row_scale.ts";
+import type { Gpu } from "../runtime.ts";
+
+/** `HalfBlocks` in buffers of their own. */
+export interface HalfBlockBuffers extends HalfBlocks {
+  xHalf: GPUBuffer;
+  blocks: GPUBuffer;
+  rowMax: GPUBuffer;
+  destroy(): void;
+}
+
+/** Buffers a producer writes `rows` x `k` HalfBlocks into: the f16 rows and block exponents poisoned, rowMax zero. */
+export function halfBlocksBuffers(gpu: Gpu, rows: number, k: number): HalfBlockBuffers {
+  const xHalf = gpu.upload("hb x", new Uint32Array((rows * k) / 2).fill(0x7e007e00)); // f16 NaN pairs
+  const blocks = gpu.upload("hb blocks", new Int32Array((rows * k) / HALF_BLOCK).fill(-12345));
+  const rowMax = gpu.upload("hb row max", new Uint32Array(rows)); // zero, as the kernel before leaves it
+  return {
+    xHalf,
+    blocks,
+    rowMax,
+    destroy() {
+      for (const b of [xHalf, blocks, rowMax]) b.destroy();
+    },
+  };
+}
+
+/**
+ * The values of `rows` x `k` HalfBlocks, f16(x * 2^-e) * 2^e, after checking what the consumer relies on: each
+ * block's exponent brings its largest magnitude into [2^14, 2^15] (`rowScaleExponent`'s rule; where not clamped), and rowMax[m] is the largest over the row's nonzero blocks, biased by HALF_BLOCK_BIAS (0: none).
+ * Throws naming `what` and the first row or block that breaks them.
+ */
+export async function readHalfBlocks(
+  gpu: Gpu,
+  hb: HalfBlockBuffers,
+  rows: number,
+  k: number,
+  what: string,
+): Promise<Float32Array> {
+  const nb = k / HALF_BLOCK;
+  const bits = new Uint16Array((await gpu.readU32(hb.xHalf, (rows * k) / 2)).buffer);
+  const blocks = new Int32Array((await gpu.readU32(hb.blocks, rows * nb)).buffer);
+  const rowMax = await gpu.readU32(hb.rowMax, rows);
+  const values = new Float32Array(rows * k);
+  for (let m = 0; m < rows; m++) {
+    let most = 0;
+    for (let b = 0; b < nb; b++) {
+      const e = blocks[m * nb + b];
+      const scaled = Array.from(bits.subarray(m * k + b * HALF_BLOCK, m * k + (b + 1) * HALF_BLOCK), f16Value);
+      const top = Math.max(...scaled.map(Math.abs));
+      // the exponent brings the block's largest magnitude into [2^14, 2^15) (rounding may reach 2^15), unless clamped;
+      // 0 for a zero block or one holding inf or NaN
+      const fits = top === 0 || !Number.isFinite(top)
+        ? e === 0
+        : e <= -100 || e >= 113 || (top >= 2 ** 14 && top <= 2 ** 15);
+      if (!fits) {
+        throw new Error(`${what}: row ${m} block ${b}: exponent ${e} does not fit its values (largest ${top} scaled)`);
+      }
+      if (top !== 0) most = Math.max(most, e + HALF_BLOCK_BIAS);
+      scaled.forEach((v, i) => values[m * k + b * HALF_BLOCK + i] = v * 2 ** e);
+    }
+    if (rowMax[m] !== most) throw new Error(`${what}: row ${m}: rowMax ${rowMax[m]}, its blocks give ${most}`);
+  }
+  return values;
+}
