@@ -89,12 +89,13 @@ export interface HydraShape {
    */
   prefillTail?: boolean;
   /**
-   * A prefill's tensor attention and its gate_up GEMM's SwiGLU epilogue write the o and down products' input as f16
-   * blocks with an exponent each (kernels/matmul/row_scale.ts `HalfBlocks`), in place of a row-scale pre-pass before
-   * each product (default true where those kernels run, unfused prefills on Dawn; `HYDRA_PREFILL_HALF` 0 / 1 for an A/B
-   * on the GPU).
+   * Which of a prefill's products read their input as f16 blocks with an exponent each (kernels/matmul/row_scale.ts
+   * `HalfBlocks`) that the kernel before writes, in place of a row-scale pre-pass: a mask of PREFILL_HALF_O (the
+   * tensor attention writes o's) and PREFILL_HALF_DOWN (the gate_up GEMM's SwiGLU writes down's), where those kernels
+   * run (unfused prefills on Dawn). Default 0, none: measured slower (docs/PERF.md, session AH); `HYDRA_PREFILL_HALF`
+   * 0..3 overrides it for an A/B on the GPU.
    */
-  prefillHalf?: boolean;
+  prefillHalf?: number;
   /**
    * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a decode pass (the
    * attention's split pass and merge, the post-norms; kernels/memory/prefetch.ts), or 0 for none. Default
@@ -131,8 +132,13 @@ export const LOCKSTEP_ROWS_ENV = "HYDRA_LOCKSTEP_ROWS";
 /** `HYDRA_PREFILL_TAIL=0|1` overrides `HydraShape.prefillTail`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_TAIL_ENV = "HYDRA_PREFILL_TAIL";
 
-/** `HYDRA_PREFILL_HALF=0|1` overrides `HydraShape.prefillHalf`, so that the GPU can A/B it (on a TTFT). */
+/** `HYDRA_PREFILL_HALF=0..3` overrides `HydraShape.prefillHalf`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_HALF_ENV = "HYDRA_PREFILL_HALF";
+
+/** `HydraShape.prefillHalf`: the tensor prefill attention writes the o product's input as f16 blocks. */
+export const PREFILL_HALF_O = 1;
+/** `HydraShape.prefillHalf`: the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks. */
+export const PREFILL_HALF_DOWN = 2;
 
 /**
  * The activations of one head's block in lock-step passes, [rows, width] f32 each, every one written once a pass (a
@@ -421,8 +427,8 @@ export class HydraTransformer {
   readonly lockstepRows: number;
   /** Whether a prefill that asks for the last row's logits only runs each tower's last block for that row alone. */
   readonly prefillTail: boolean;
-  /** Whether a prefill's attention and SwiGLU GEMM write the next product's f16 blocks (`HydraShape.prefillHalf`). */
-  readonly prefillHalf: boolean;
+  /** Which products of a prefill read f16 blocks the kernel before writes (`HydraShape.prefillHalf`, a mask). */
+  readonly prefillHalf: number;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
@@ -506,8 +512,8 @@ export class HydraTransformer {
     }
     const tail = numberChoiceFromEnv(PREFILL_TAIL_ENV, [0, 1], "a switch");
     this.prefillTail = tail === undefined ? shape.prefillTail ?? true : tail === 1;
-    const half = numberChoiceFromEnv(PREFILL_HALF_ENV, [0, 1], "a switch");
-    this.prefillHalf = half === undefined ? shape.prefillHalf ?? true : half === 1;
+    const half = numberChoiceFromEnv(PREFILL_HALF_ENV, [0, 1, 2, 3], "a mask (1: o's input, 2: down's)");
+    this.prefillHalf = half ?? shape.prefillHalf ?? 0;
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
@@ -758,8 +764,9 @@ export class HydraTransformer {
     const k = this.#bind(rows, gated, undefined, posBack), a = this.#act, d = this.config.dModel;
     const F = this.config.ffnHidden;
     // prefill: o's and down's inputs as f16 blocks from the attention and the SwiGLU (HydraShape.prefillHalf), each
-    // row's largest block exponent zeroed by the dispatch before its writer
-    const oIn = k.oBlocks(), downIn = k.downBlocks();
+    // row's largest block exponent zeroed by the dispatch before its writer; down's first: its buffers are the larger,
+    // so o's plan after it finds them (a larger request would replace the shared scratch between o's writer and o)
+    const downIn = k.downBlocks(), oIn = k.oBlocks();
     // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
@@ -848,7 +855,7 @@ export class HydraTransformer {
     postNorm: boolean;
     qkStats: boolean;
     prefillNorm: boolean;
-    prefillHalf: boolean;
+    prefillHalf: number;
   } {
     const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
     return {
@@ -856,7 +863,7 @@ export class HydraTransformer {
       postNorm: f?.postNorm ?? false,
       qkStats: (f?.attention && f.qkStats) ?? false,
       prefillNorm: this.fuse !== false && this.fuse.prefillNorm && rows > MATVEC_MAX_ROWS,
-      prefillHalf: this.fuse !== false && this.prefillHalf && rows > MATVEC_MAX_ROWS,
+      prefillHalf: this.fuse !== false && rows > MATVEC_MAX_ROWS ? this.prefillHalf : 0,
     };
   }
 
@@ -879,7 +886,7 @@ export class HydraTransformer {
     const a = lane ?? this.#act, scratch = lane ? lane.scratch : this.#attnScratch;
     // `qRow` > 0 (`#lastRowBlock`): the queries are normed, rotated and their K/V appended already; nothing fused
     const fused = qRow > 0
-      ? { ...this.#fusedAt(rows), attention: false, postNorm: false, qkStats: false, prefillHalf: false }
+      ? { ...this.#fusedAt(rows), attention: false, postNorm: false, qkStats: false, prefillHalf: 0 }
       : this.#fusedAt(rows);
     const partials = this.#qkPartials;
     if (fused.qkStats && !partials) throw new Error("qkStats: the model has no partials buffer");
@@ -1009,7 +1016,7 @@ export class HydraTransformer {
        * kernel and o the tensor-core GEMM), else undefined.
        */
       oBlocks: (): HalfBlocks | undefined =>
-        fused.prefillHalf && rows > DECODE_MAX_ROWS && posBack === 0 &&
+        (fused.prefillHalf & PREFILL_HALF_O) !== 0 && rows > DECODE_MAX_ROWS && posBack === 0 &&
           prefillAttentionKernel(gpu, { rows, nHeads: c.nHeads, headDim: c.headDim }) === "tensor"
           ? plan(c.dModel, c.dModel).halfBlocks
           : undefined,
@@ -1018,7 +1025,7 @@ export class HydraTransformer {
        * tensor-core GEMM, gate_up unsplit), else undefined.
        */
       downBlocks: (): HalfBlocks | undefined =>
-        fused.prefillHalf && plan(c.dModel, c.ffnHidden, Epilogue.SWIGLU).halfOut
+        (fused.prefillHalf & PREFILL_HALF_DOWN) !== 0 && plan(c.dModel, c.ffnHidden, Epilogue.SWIGLU).halfOut
           ? plan(c.ffnHidden, c.dModel).halfBlocks
           : undefined,
       /**

@@ -158,7 +158,7 @@ tensorTest(
       const [from, to] of [
         ["* ldexp(1.0, -e))", ")"], // the values not scaled by their block's exponent
         ["4u * col0 + 16u + (lane + 0u) % 16u", "4u * col0 + 0u + (lane + 0u) % 16u"], // a block stored over another
-        ["atomicMax(&hb_max[m], biased);", "atomicMin(&hb_max[m], biased);"], // not the row's largest
+        ["atomicMax(&hb_max[m * 32u], biased);", "atomicMin(&hb_max[m * 32u], biased);"], // not the row's largest
       ]
     ) {
       await assertCaught(() => run(mutate(kernel, from, to)), `halfOut: ${from} -> ${to}`);

@@ -21,6 +21,7 @@ import { rmsnormReference, rowWorkgroupSize } from "../norm/rmsnorm.ts";
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvWriteWgsl } from "./kv_cache.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
+import { HALF_BLOCK_ROW_STRIDE } from "../matmul/row_scale.ts";
 
 /**
  * The WGSL kernel, its sums by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts). With `splitK`,
@@ -46,7 +47,7 @@ export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", spl
 //   5 k_cache [MAX_POS, D] ${kv}, write    row p <- roped k of position p (only rows POS .. POS + M - 1 are written)
 //   6 v_cache [MAX_POS, D] ${kv}, write    row p <- v of position p (kv_cache.ts: bf16 rounds to nearest even)${
       clear
-        ? "\n//   7 clear   [M] u32, write              zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)"
+        ? "\n//   7 clear   [M, 32] u32, write          [m, 0] zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)"
         : ""
     }
 // D must be a multiple of HEAD_DIM, HEAD_DIM even. Rows with p >= MAX_POS write nothing.
@@ -75,7 +76,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = flat_workgroup(wid, nwg);
   let m = g / 2u;
   let part = g % 2u; // 0: q, 1: k and v
-  if (m >= M) { return; }${clear ? "\n  if (part == 0u && t == 0u) { clear_rows[m] = 0u; }" : ""}
+  if (m >= M) { return; }${
+      clear ? `\n  if (part == 0u && t == 0u) { clear_rows[m * ${HALF_BLOCK_ROW_STRIDE}u] = 0u; }` : ""
+    }
   let p = ctl[CTL_POS] - POS_BACK + m;
   if (p >= MAX_POS) { return; }
   let src = m * 3u * D + part * D;${splitK ? "\n  let slice = M * 3u * D; // one partial's M x 3D values" : ""}
@@ -179,7 +182,7 @@ export interface QkNormRopeArgs {
   subgroups?: boolean;
   /** Row 0 sits at ctl[POS] - posBack (default 0): a PoE verification recorded beside the round's last draft step. */
   posBack?: number;
-  /** u32 [rows] zeroed: the `HalfBlocks.rowMax` the attention after raises (row_scale.ts). */
+  /** u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` the attention after raises (row_scale.ts). */
   clearRows?: GPUBuffer | BufferSlice;
 }
 

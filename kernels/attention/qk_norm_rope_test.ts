@@ -18,6 +18,7 @@ import type { KvDtype } from "./kv_cache.ts";
 import { packBf16, roundBf16Array, unpackBf16 } from "../bf16.ts";
 import { subgroupWidth } from "../reduce.ts";
 import { splitKReduce } from "../matmul/split_k_reduce.ts";
+import { HALF_BLOCK_ROW_STRIDE } from "../matmul/row_scale.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
 
 // Inputs are N(0, 2^2) (|x| <= ~10), norm weights N(1, 0.5^2). The kernel works in f32 against an f64 reference on the
@@ -71,12 +72,13 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
     kCache: gpu.upload("k_cache", bf16 ? packBf16(caches[0]) : caches[0]),
     vCache: gpu.upload("v_cache", bf16 ? packBf16(caches[1]) : caches[1]),
   };
-  const clearRows = c.clear ? gpu.upload("clear", new Uint32Array(c.rows + 2).fill(0xdeadbeef)) : undefined;
+  const S = HALF_BLOCK_ROW_STRIDE, lines = (c.rows + 2) * S; // each row's u32 at [m, 0]
+  const clearRows = c.clear ? gpu.upload("clear", new Uint32Array(lines).fill(0xdeadbeef)) : undefined;
   gpu.run([qkNormRope(gpu, { ctl, ...bufs, ...c, dim, clearRows }, c.kernel)]);
   if (clearRows) {
-    const cleared = await gpu.readU32(clearRows, c.rows + 2);
+    const cleared = await gpu.readU32(clearRows, lines);
     clearRows.destroy();
-    const want = [...new Array(c.rows).fill(0), 0xdeadbeef, 0xdeadbeef];
+    const want = Array.from({ length: lines }, (_, i) => i % S === 0 && i / S < c.rows ? 0 : 0xdeadbeef);
     if (cleared.some((v, i) => v !== want[i])) throw new Error(`qk_norm_rope clearRows: ${cleared.join(", ")}`);
   }
   const q = await gpu.readF32(bufs.qOut, c.rows * dim);
@@ -158,8 +160,8 @@ gpuTest("QK-norm + RoPE zeroes clearRows for every row, past the cache too", asy
   await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 7, pos: 12, maxPos: 16, applyNorm: true, clear: true });
   const kernel = mutate(
     qkNormRopeKernelFor(gpu.has("subgroups"), "f32", false, true),
-    "clear_rows[m] = 0u;",
-    "clear_rows[m + 1u] = 0u;",
+    "clear_rows[m * 32u] = 0u;",
+    "clear_rows[m * 32u + 32u] = 0u;",
   );
   await assertCaught(
     () =>

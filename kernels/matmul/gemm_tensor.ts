@@ -65,7 +65,14 @@ import {
 } from "./gemm.ts";
 import { range } from "../codegen.ts";
 import { PACK_K, PACK_ROWS } from "../weights/pack_weights.ts";
-import { HALF_BLOCK, HALF_BLOCK_BIAS, HALF_BLOCK_WGSL, type HalfBlocks, ROW_SCALE_WGSL } from "./row_scale.ts";
+import {
+  HALF_BLOCK,
+  HALF_BLOCK_BIAS,
+  HALF_BLOCK_ROW_STRIDE,
+  HALF_BLOCK_WGSL,
+  type HalfBlocks,
+  ROW_SCALE_WGSL,
+} from "./row_scale.ts";
 
 /** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
 export const GEMM_TENSOR_KERNEL_NAME = "gemm_tensor";
@@ -751,7 +758,7 @@ ${
       hb
         ? `
 // HalfBlocks: the row's exponent (its largest block's; rowMax is biased by ${HALF_BLOCK_BIAS}, 0 for a zero row).
-fn row_e(m: u32) -> i32 { return e[m] - ${HALF_BLOCK_BIAS}i; }
+fn row_e(m: u32) -> i32 { return e[m * ${HALF_BLOCK_ROW_STRIDE}u] - ${HALF_BLOCK_BIAS}i; }
 
 // The power of two that takes the 8 f16 of slot s at k tile k0 from their block's exponent to the row's (<= 0).
 fn load_d(s: Slot, k0: u32) -> i32 {

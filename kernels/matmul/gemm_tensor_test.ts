@@ -30,7 +30,7 @@ import {
   TENSOR_TILES_SWIGLU_192,
 } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
-import { HALF_BLOCK, halfBlocksReference, rowScale } from "./row_scale.ts";
+import { HALF_BLOCK, HALF_BLOCK_ROW_STRIDE, halfBlocksReference, rowScale } from "./row_scale.ts";
 import { halfBlocksBuffers, readHalfBlocks } from "../testing/half_blocks.ts";
 import { halfWeights } from "../weights/half_weights.ts";
 import { packWeights } from "../weights/pack_weights.ts";
@@ -134,7 +134,13 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const wp = o.packedWeights ? gpu.buffer("w packed", nw * k * 2) : undefined;
   // inputBlocks: x's HalfBlocks uploaded (the exponents are its rowMax); else the pre-pass writes these
   const ref = o.inputBlocks ? halfBlocksReference(x, rows, k) : undefined;
-  const exponents = ref ? gpu.upload("row max", ref.rowMax) : gpu.buffer("exponents", rows * 4);
+  const exponents = ref
+    ? gpu.upload(
+      "row max",
+      Uint32Array.from({ length: rows * HALF_BLOCK_ROW_STRIDE }, (_, i) =>
+        i % HALF_BLOCK_ROW_STRIDE ? 0 : ref.rowMax[i / HALF_BLOCK_ROW_STRIDE]),
+    )
+    : gpu.buffer("exponents", rows * 4);
   const xHalf = ref ? gpu.upload("xh", new Uint32Array(ref.xHalf.buffer)) : gpu.buffer("xh", rows * k * 2);
   const blocks = ref ? gpu.upload("blocks", ref.blocks) : undefined;
   const out = o.outputBlocks ? halfBlocksBuffers(gpu, rows, n) : undefined;
@@ -262,7 +268,7 @@ tensorTest(
     await assertMutantsCaught([{ kernel }], [
       ["* ldexp(1.0, -e))", ")"], // the block's exponent stored, its values not scaled by it
       ["hb_e[m * (HB_K / 16u) + n / 16u] = e;", "hb_e[m * (HB_K / 16u) + n / 16u] = e + 1i;"],
-      ["atomicMax(&hb_max[m], biased);", "atomicMin(&hb_max[m], biased);"], // not the row's largest
+      ["atomicMax(&hb_max[m * 32u], biased);", "atomicMin(&hb_max[m * 32u], biased);"], // not the row's largest
     ], (_, kernel) => checkTensor(gpu, 37, 96, 64, { ...swiglu, kernel }));
     assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.PLAIN, halfOut: true }), Error, "SwiGLU");
     assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.SWIGLU, halfOut: true, splitK: 2 }), Error, "split");

@@ -45,7 +45,7 @@ import {
   tensorTileShape,
 } from "./gemm_tensor.ts";
 import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
-import { HALF_BLOCK, type HalfBlocks, type HalfRows, rowScale } from "./row_scale.ts";
+import { HALF_BLOCK, HALF_BLOCK_ROW_STRIDE, type HalfBlocks, type HalfRows, rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 
 /**
@@ -568,7 +568,7 @@ function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
     ? {
       xHalf: sharedScratch(gpu, "f16 block rows", a.rows * a.k * 2),
       blocks: sharedScratch(gpu, "block exponents", a.rows * (a.k / HALF_BLOCK) * 4),
-      rowMax: sharedScratch(gpu, "block row maxima", a.rows * 4),
+      rowMax: sharedScratch(gpu, "block row maxima", a.rows * HALF_BLOCK_ROW_STRIDE * 4),
     }
     : undefined;
   const halfOut = which === "tensor" && splitK === 1 && (tensorTiles.producers ?? 0) === 0;

@@ -184,13 +184,21 @@ export const HALF_BLOCK = 16;
 export const HALF_BLOCK_BIAS = 128;
 
 /**
+ * u32s from one row's maximum to the next in `HalfBlocks.rowMax`: 32, a 128-byte line each, so that the producers'
+ * atomics on different rows do not queue on the same line (a SwiGLU GEMM of 128 rows raises each row's maximum from
+ * every workgroup: tens of thousands of atomics).
+ */
+export const HALF_BLOCK_ROW_STRIDE = 32;
+
+/**
  * A product's input as a kernel before it writes it in its epilogue (the tensor prefill attention for o, the gate_up
  * GEMM's SwiGLU for down), in place of the row-scale pre-pass: each HALF_BLOCK columns of a row scaled by their own
  * exponent (the pre-pass's rule over the block), and each row's largest block exponent, which the tensor-core GEMM
  * rescales every staged block to (exact: powers of two; f16's subnormals aside) and scales its output back by.
  * - `xHalf`: f16 [rows, K], x[m, k] * 2^-eb[m, k / 16].
  * - `blocks`: i32 [rows, K / 16], eb[m, b] (`rowScaleExponent` of the block; 0 for a zero block).
- * - `rowMax`: u32 [rows], max over the row's nonzero blocks of eb + HALF_BLOCK_BIAS (0: every block zero), raised by
+ * - `rowMax`: u32 [rows, HALF_BLOCK_ROW_STRIDE], at [m, 0] the max over row m's nonzero blocks of eb + HALF_BLOCK_BIAS
+ *   (0: every block zero), raised by
  *   the producers' atomics: zeroed before them by the kernel that runs just before (qk_norm_rope, the post-norm).
  */
 export interface HalfBlocks {
@@ -244,7 +252,7 @@ fn half_block_put(v: f32, m: u32, n: u32, ok: bool, lane: u32) -> u32 {
   return select(0u, u32(e + ${HALF_BLOCK_BIAS}i), top != 0u);
 }
 fn half_block_row_max(m: u32, biased: u32, ok: bool, lane: u32) {
-  if (ok && lane % 16u == 0u && biased != 0u) { atomicMax(&hb_max[m], biased); }
+  if (ok && lane % 16u == 0u && biased != 0u) { atomicMax(&hb_max[m * ${HALF_BLOCK_ROW_STRIDE}u], biased); }
 }`;
 
 /** Arguments of one row-scale dispatch. */

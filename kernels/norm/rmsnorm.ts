@@ -16,7 +16,7 @@
 
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
+import { HALF_BLOCK_ROW_STRIDE, type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 
 /** The fusions of `rmsnormKernelFor` (module comment). */
@@ -73,7 +73,7 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
     }${
       clear
         ? `
-//   ${clearBinding} clear [M] u32, write                   zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)`
+//   ${clearBinding} clear [M, 32] u32, write               [m, 0] zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)`
         : ""
     }
 override D: u32;
@@ -109,7 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m = wid.x;
   let n = D / V;
   let xb = (m + X_ROW_OFFSET) * n;${split ? "\n  let slice = nwg.x * n; // one partial's M x D values" : ""}${
-      clear ? "\n  if (t == 0u) { clear_rows[m] = 0u; }" : ""
+      clear ? `\n  if (t == 0u) { clear_rows[m * ${HALF_BLOCK_ROW_STRIDE}u] = 0u; }` : ""
     }${half ? "\n  if (t == 0u) { atomicStore(&row_max, 0u); }" : ""}
   var s = 0.0;
   for (var i = t; i < n; i += WG) {
@@ -198,7 +198,10 @@ export interface RmsnormArgs {
    * f16 rows, for the product that reads `out` next (`linear`'s `halfRows`). dim a multiple of 4.
    */
   half?: HalfRows;
-  /** u32 [rows] zeroed: the `HalfBlocks.rowMax` that the product after `out`'s reader raises (row_scale.ts). */
+  /**
+   * u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` that the product after `out`'s reader
+   * raises (row_scale.ts).
+   */
   clearRows?: GPUBuffer | BufferSlice;
   gated?: boolean;
   /** Threads per row (default `rowWorkgroupSize`) and the reduction path (default: subgroups when the device has them). */

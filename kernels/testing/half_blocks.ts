@@ -5,7 +5,7 @@
  * @module
  */
 
-import { f16Value, HALF_BLOCK, HALF_BLOCK_BIAS, type HalfBlocks } from "../matmul/row_scale.ts";
+import { f16Value, HALF_BLOCK, HALF_BLOCK_BIAS, HALF_BLOCK_ROW_STRIDE, type HalfBlocks } from "../matmul/row_scale.ts";
 import type { Gpu } from "../runtime.ts";
 
 /** `HalfBlocks` in buffers of their own. */
@@ -20,7 +20,7 @@ export interface HalfBlockBuffers extends HalfBlocks {
 export function halfBlocksBuffers(gpu: Gpu, rows: number, k: number): HalfBlockBuffers {
   const xHalf = gpu.upload("hb x", new Uint32Array((rows * k) / 2).fill(0x7e007e00)); // f16 NaN pairs
   const blocks = gpu.upload("hb blocks", new Int32Array((rows * k) / HALF_BLOCK).fill(-12345));
-  const rowMax = gpu.upload("hb row max", new Uint32Array(rows)); // zero, as the kernel before leaves it
+  const rowMax = gpu.upload("hb row max", new Uint32Array(rows * HALF_BLOCK_ROW_STRIDE)); // zero, as left for it
   return {
     xHalf,
     blocks,
@@ -46,7 +46,10 @@ export async function readHalfBlocks(
   const nb = k / HALF_BLOCK;
   const bits = new Uint16Array((await gpu.readU32(hb.xHalf, (rows * k) / 2)).buffer);
   const blocks = new Int32Array((await gpu.readU32(hb.blocks, rows * nb)).buffer);
-  const rowMax = await gpu.readU32(hb.rowMax, rows);
+  const lines = await gpu.readU32(hb.rowMax, rows * HALF_BLOCK_ROW_STRIDE);
+  const rowMax = lines.filter((_, i) => i % HALF_BLOCK_ROW_STRIDE === 0);
+  const stray = lines.findIndex((v, i) => i % HALF_BLOCK_ROW_STRIDE !== 0 && v !== 0);
+  if (stray >= 0) throw new Error(`${what}: rowMax written at ${stray}, between rows`);
   const values = new Float32Array(rows * k);
   for (let m = 0; m < rows; m++) {
     let most = 0;

@@ -409,8 +409,8 @@ tensorTest(
         for (const h of heads) want.push(referenceLogits(await readTower(gpu, w, h), ids, "bf16"));
         // heads one after the other: lock-step lanes keep their pre-passes (their ops interleave, the blocks' buffers
         // are shared)
-        const half = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false });
-        const apart = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false, prefillHalf: false });
+        const half = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false, prefillHalf: 3 });
+        const apart = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false, prefillHalf: 0 });
         const what = `${nHeads} heads x ${depth} blocks`;
         const prePasses = (m: HydraTransformer) =>
           m.residualForward(20, { heads, lastTokenOnly: true }).filter((d) => d.label.startsWith("row_scale")).length;
