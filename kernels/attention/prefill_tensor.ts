@@ -78,7 +78,8 @@ export interface PrefillTensorSpec {
   passes?: number;
   /**
    * The output as the o product's `HalfBlocks` (row_scale.ts: f16 with an exponent every 16 columns, each row's largest
-   * through atomics) instead of f32: the tensor-core GEMM's input without a row-scale pre-pass.
+   * through atomics) instead of f32: the tensor-core GEMM's input without a row-scale pre-pass. Off in the model:
+   * the GEMM's rescale of the blocks measured slower than the pre-pass (ARCHITECTURE.md, session AH).
    */
   halfOut?: boolean;
 }

@@ -183,7 +183,9 @@ export interface GemmTensorKernelSpec extends TensorTiles {
   /**
    * x comes as `HalfBlocks` (row_scale.ts: each 16 columns scaled by their own exponent, written by the kernel before)
    * instead of the pre-pass's rows: each staged vec4 is rescaled from its block's exponent to the row's largest
-   * (`rowMax`, bound where the row exponents are), and the epilogue scales back by that.
+   * (`rowMax`, bound where the row exponents are), and the epilogue scales back by that. Measured on the H200 (session
+   * AH): the rescale in the k loop costs far more than the pre-pass's dispatch (7B o at 128 rows: ~+30 us a layer),
+   * so the model leaves it off (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)"); kept as a tested option.
    */
   halfBlocks?: boolean;
   /**
