@@ -190,6 +190,31 @@ function runPass(gpu: Gpu, model: HydraTransformer, pos: number, rows: number, o
 }
 
 /**
+ * A prefill of 20 rows of `ids` on `model`, then 3 decode steps, which read the last blocks' K/V of every prompt row;
+ * after each pass, each head's logits of its last row (the vocabulary's), with that row's position.
+ */
+async function prefillThenDecode(
+  gpu: Gpu,
+  model: HydraTransformer,
+  ids: number[],
+  heads: number[],
+): Promise<{ rows: number; at: number; head: number; logits: Float32Array }[]> {
+  gpu.write(model.seq, Uint32Array.from(ids));
+  const out = [];
+  let pos = 0;
+  for (const rows of [20, 1, 1, 1]) {
+    runPass(gpu, model, pos, rows, { heads, lastTokenOnly: true });
+    for (const head of heads) {
+      const s = model.logitsSlice(head, 1);
+      const logits = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
+      out.push({ rows, at: pos + rows - 1, head, logits });
+    }
+    pos += rows;
+  }
+  return out;
+}
+
+/**
  * The logits of passes of `passes` rows from position 0 over `ids` (each head's slice; the last row only above
  * maxLogitRows), for each of two models built on the same weights, compared bit for bit: `a` records them differently
  * (lock-step heads, prefetches), so equal logits mean the recording changed no arithmetic.
@@ -357,18 +382,9 @@ gpuTest(
         if (every(tail) !== every(whole)) throw new Error(`${what}: a pass reading every row ran the tail`);
         // a prefill of 20 rows, then 3 decode steps that read the last blocks' K/V of every prompt row
         for (const model of [tail, whole]) {
-          gpu.write(model.seq, Uint32Array.from(ids));
-          let pos = 0;
-          for (const rows of [20, 1, 1, 1]) {
-            runPass(gpu, model, pos, rows, { heads, lastTokenOnly: true });
-            const at = pos + rows - 1;
-            for (const h of heads) {
-              const s = model.logitsSlice(h, 1);
-              const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
-              const pass = `${what}, ${model === tail ? "tail" : "whole"}, head ${h}, pass of ${rows} at ${at}`;
-              assertClose(got, want[h][at].subarray(0, tiny.vocabSize), promptLogitTol(gpu, "f32"), pass);
-            }
-            pos += rows;
+          for (const { rows, at, head, logits } of await prefillThenDecode(gpu, model, ids, heads)) {
+            const pass = `${what}, ${model === tail ? "tail" : "whole"}, head ${head}, pass of ${rows} at ${at}`;
+            assertClose(logits, want[head][at].subarray(0, tiny.vocabSize), promptLogitTol(gpu, "f32"), pass);
           }
         }
       } finally {
@@ -424,21 +440,12 @@ tensorTest(
           }
           const logits: Float32Array[] = [];
           for (const model of [half, apart]) {
-            gpu.write(model.seq, Uint32Array.from(ids));
-            let pos = 0;
-            for (const rows of [20, 1, 1, 1]) {
-              runPass(gpu, model, pos, rows, { heads, lastTokenOnly: true });
-              const at = pos + rows - 1;
-              for (const h of heads) {
-                const s = model.logitsSlice(h, 1);
-                const got = new Float32Array(await gpu.read(s.buffer, s.offset, s.size)).subarray(0, tiny.vocabSize);
-                const pass = `${what}, ${
-                  model === half ? "f16 blocks" : "pre-passes"
-                }, head ${h}, pass of ${rows} at ${at}`;
-                assertClose(got, want[h][at].subarray(0, tiny.vocabSize), TENSOR_PREFILL_LOGIT_TOL, pass);
-                logits.push(got);
-              }
-              pos += rows;
+            for (const { rows, at, head, logits: got } of await prefillThenDecode(gpu, model, ids, heads)) {
+              const pass = `${what}, ${
+                model === half ? "f16 blocks" : "pre-passes"
+              }, head ${head}, pass of ${rows} at ${at}`;
+              assertClose(got, want[head][at].subarray(0, tiny.vocabSize), TENSOR_PREFILL_LOGIT_TOL, pass);
+              logits.push(got);
             }
           }
           // the same f16 inputs, but where the two kernels' f32 values differ in the last bit and the f16 rounding
