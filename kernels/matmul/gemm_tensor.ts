@@ -184,8 +184,10 @@ export interface GemmTensorKernelSpec extends TensorTiles {
    * x comes as `HalfBlocks` (row_scale.ts: each 16 columns scaled by their own exponent, written by the kernel before)
    * instead of the pre-pass's rows: each staged vec4 is rescaled from its block's exponent to the row's largest
    * (`rowMax`, bound where the row exponents are), and the epilogue scales back by that. Measured on the H200 (session
-   * AH): the rescale in the k loop costs far more than the pre-pass's dispatch (7B o at 128 rows: ~+30 us a layer),
-   * so the model leaves it off (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)"); kept as a tested option.
+   * AH, `00b8312`): the rescale in the k loop costs far more than the pre-pass's dispatch (7B o at 128 rows: ~+30 us a
+   * layer), so the model leaves it off (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)"); kept as a tested option.
+   * Since then a staged slot carries one register for it instead of three (its block from its global index), which
+   * is not yet measured.
    */
   halfBlocks?: boolean;
   /**
@@ -712,12 +714,7 @@ struct Slot {
   src: u32, // global vec4 index at k0 = 0
   dst: u32, // first staged f16 index
   ok: bool, // inside the matrix (else zeros are staged)${
-      hb
-        ? `
-  m: u32,   // x: the row (HalfBlocks)
-  kc: u32,  // x: the first of its 8 columns in a k tile
-  ex: i32,  // x: the row's exponent`
-        : ""
+      hb ? "\n  ex: i32,  // x: its row's exponent (HalfBlocks)" : ""
     }
 }
 
@@ -726,7 +723,7 @@ fn x_slot(i: u32, m0: u32) -> Slot {
   let r = i / (TILE_K / 8u);
   let c = i % (TILE_K / 8u);
   return Slot((m0 + r) * (K / 8u) + c, r * XS + 8u * c, m0 + r < M${
-      hb ? ", m0 + r, 8u * c, select(0i, row_e(m0 + r), m0 + r < M)" : ""
+      hb ? ", select(0i, row_e(m0 + r), m0 + r < M)" : ""
     });
 }
 
@@ -744,9 +741,9 @@ fn w_slot(i: u32, n0: u32) -> Slot {
   // packed (pack_weights.ts): block (row / PACK_ROWS, k / PACK_K) of PACK_ROWS x PACK_K, row-major inside
   return Slot((row / ${PACK_ROWS}u) * (K / ${PACK_K}u) * ${PACK_ROWS * PACK_K / 8}u + (row % ${PACK_ROWS}u) * ${
               PACK_K / 8
-            }u + c, r * XS + 8u * c, n < N${hb ? ", 0u, 0u, 0i" : ""});`
+            }u + c, r * XS + 8u * c, n < N${hb ? ", 0i" : ""});`
             : `
-  return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N${hb ? ", 0u, 0u, 0i" : ""});`
+  return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N${hb ? ", 0i" : ""});`
         }
 }
 
@@ -762,9 +759,11 @@ ${
 // HalfBlocks: the row's exponent (its largest block's; rowMax is biased by ${HALF_BLOCK_BIAS}, 0 for a zero row).
 fn row_e(m: u32) -> i32 { return e[m * ${HALF_BLOCK_ROW_STRIDE}u] - ${HALF_BLOCK_BIAS}i; }
 
-// The power of two that takes the 8 f16 of slot s at k tile k0 from their block's exponent to the row's (<= 0).
+// The power of two that takes the 8 f16 of slot s at k tile k0 from their block's exponent to the row's (<= 0). Their
+// first element is x's element 8 * s.src + k0 (row-major), so their block is that over ${HALF_BLOCK}: no more
+// registers a slot than the row's exponent (a k loop of linear's tiles runs near the register limit).
 fn load_d(s: Slot, k0: u32) -> i32 {
-  if (s.ok && k0 < ${kEnd}) { return eb[s.m * (K / ${HALF_BLOCK}u) + (k0 + s.kc) / ${HALF_BLOCK}u] - s.ex; }
+  if (s.ok && k0 < ${kEnd}) { return eb[(8u * s.src + k0) / ${HALF_BLOCK}u] - s.ex; }
   return 0i;
 }
 
