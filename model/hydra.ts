@@ -32,7 +32,7 @@ import { prefillAttention, prefillAttentionKernel } from "../kernels/attention/p
 import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
-import { linear, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
+import { linear, linearHalfBlocks, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
 import {
   Epilogue,
   MATVEC_MAX_ROWS,
@@ -886,7 +886,7 @@ export class HydraTransformer {
     const a = lane ?? this.#act, scratch = lane ? lane.scratch : this.#attnScratch;
     // `qRow` > 0 (`#lastRowBlock`): the queries are normed, rotated and their K/V appended already; nothing fused
     const fused = qRow > 0
-      ? { ...this.#fusedAt(rows), attention: false, postNorm: false, qkStats: false, prefillHalf: 0 }
+      ? { ...this.#fusedAt(rows), attention: false, postNorm: false, qkStats: false }
       : this.#fusedAt(rows);
     const partials = this.#qkPartials;
     if (fused.qkStats && !partials) throw new Error("qkStats: the model has no partials buffer");
@@ -912,6 +912,9 @@ export class HydraTransformer {
     // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`)
     const plan = (k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
       linearPlan(gpu, { rows, k, n, epilogue, gated, prefillMath: this.prefillMath });
+    // where the kernel before a product of shape [n, k] writes its input as f16 blocks (`fused.prefillHalf`)
+    const halfBlocks = (k: number, n: number): HalfBlocks | undefined =>
+      linearHalfBlocks(gpu, { rows, k, n, gated, prefillMath: this.prefillMath });
     // what the dispatch after a product of shape [n, k] into `y` reads: its split-K partials where it leaves them
     // (`fused.prefillNorm` and split), else y
     const productOutput = (y: GPUBuffer, k: number, n: number): NormInput => {
@@ -1018,7 +1021,7 @@ export class HydraTransformer {
       oBlocks: (): HalfBlocks | undefined =>
         (fused.prefillHalf & PREFILL_HALF_O) !== 0 && rows > DECODE_MAX_ROWS && posBack === 0 &&
           prefillAttentionKernel(gpu, { rows, nHeads: c.nHeads, headDim: c.headDim }) === "tensor"
-          ? plan(c.dModel, c.dModel).halfBlocks
+          ? halfBlocks(c.dModel, c.dModel)
           : undefined,
       /**
        * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks (`fused.prefillHalf`, both the
@@ -1026,7 +1029,7 @@ export class HydraTransformer {
        */
       downBlocks: (): HalfBlocks | undefined =>
         (fused.prefillHalf & PREFILL_HALF_DOWN) !== 0 && plan(c.dModel, c.ffnHidden, Epilogue.SWIGLU).halfOut
-          ? plan(c.ffnHidden, c.dModel).halfBlocks
+          ? halfBlocks(c.ffnHidden, c.dModel)
           : undefined,
       /**
        * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions; with

@@ -92,13 +92,13 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    */
   halfRowsWritten?: HalfRows;
   /**
-   * x was written as `HalfBlocks` (row_scale.ts), to these buffers, which must be `linearPlan`'s `halfBlocks` (the
-   * attention or the SwiGLU GEMM before wrote them): the tensor-core GEMM rescales each staged block to its row's
-   * exponent and records no pre-pass. Only where `linearPlan` gives `halfBlocks`.
+   * x was written as `HalfBlocks` (row_scale.ts), to these buffers, which must be `linearHalfBlocks`' (the attention
+   * or the SwiGLU GEMM before wrote them): the tensor-core GEMM rescales each staged block to its row's exponent and
+   * records no pre-pass. Only where `linearHalfBlocks` gives them.
    */
   halfBlocksWritten?: HalfBlocks;
   /**
-   * SWIGLU: write the output as the next product's `HalfBlocks` (`linearPlan(next).halfBlocks`) instead of y. Only where
+   * SWIGLU: write the output as the next product's `HalfBlocks` (`linearHalfBlocks(next)`) instead of y. Only where
    * `linearPlan` says `halfOut` (the tensor-core GEMM, unsplit).
    */
   halfOut?: HalfBlocks;
@@ -126,8 +126,6 @@ export interface LinearPlan {
   splitK: number;
   partials?: GPUBuffer;
   halfRows?: HalfRows;
-  /** The tensor-core GEMM: where a kernel before may write x as `HalfBlocks` instead (`halfBlocksWritten`). */
-  halfBlocks?: HalfBlocks;
   /** Whether its SwiGLU epilogue can write the next product's `HalfBlocks` (`halfOut`): the tensor GEMM, unsplit. */
   halfOut: boolean;
 }
@@ -563,16 +561,22 @@ function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
   const halfRows = which === "tensor" && exponents
     ? { exponents, xHalf: sharedScratch(gpu, "f16 rows", a.rows * a.k * 2) }
     : undefined;
-  // Buffers of their own: the SwiGLU GEMM that writes them reads halfRows.
-  const halfBlocks = which === "tensor" && a.k % HALF_BLOCK === 0
-    ? {
-      xHalf: sharedScratch(gpu, "f16 block rows", a.rows * a.k * 2),
-      blocks: sharedScratch(gpu, "block exponents", a.rows * (a.k / HALF_BLOCK) * 4),
-      rowMax: sharedScratch(gpu, "block row maxima", a.rows * HALF_BLOCK_ROW_STRIDE * 4),
-    }
-    : undefined;
   const halfOut = which === "tensor" && splitK === 1 && (tensorTiles.producers ?? 0) === 0;
-  return { which, tensorTiles, a, partials, exponents, halfRows, halfBlocks, halfOut };
+  return { which, tensorTiles, a, partials, exponents, halfRows, halfOut };
+}
+
+/**
+ * Where a kernel before the product `a` may write its x as `HalfBlocks` (`halfBlocksWritten`): buffers shared by every
+ * layer of the Gpu and their own (the SwiGLU GEMM that writes them reads `halfRows`), allocated on the first request,
+ * so that a model which never asks for them holds none. Undefined where `a` does not run the tensor-core GEMM.
+ */
+export function linearHalfBlocks(gpu: Gpu, a: LinearShape): HalfBlocks | undefined {
+  if (a.rows <= MATVEC_MAX_ROWS || a.k % HALF_BLOCK !== 0 || prefillPlan(gpu, a).which !== "tensor") return undefined;
+  return {
+    xHalf: sharedScratch(gpu, "f16 block rows", a.rows * a.k * 2),
+    blocks: sharedScratch(gpu, "block exponents", a.rows * (a.k / HALF_BLOCK) * 4),
+    rowMax: sharedScratch(gpu, "block row maxima", a.rows * HALF_BLOCK_ROW_STRIDE * 4),
+  };
 }
 
 /** What `linear` records for `a` (`LinearPlan`), without recording it. */
@@ -584,7 +588,6 @@ export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
     splitK: p.a.splitK,
     partials: p.partials,
     halfRows: p.halfRows,
-    halfBlocks: p.halfBlocks,
     halfOut: p.halfOut,
   };
 }
@@ -604,7 +607,7 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   }
   if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
   if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
-  const { which, tensorTiles, a, partials, exponents, halfRows, halfBlocks, halfOut } = prefillPlan(gpu, given);
+  const { which, tensorTiles, a, partials, exponents, halfRows, halfOut } = prefillPlan(gpu, given);
   const splitK = a.splitK;
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const written = a.halfRowsWritten;
@@ -612,7 +615,7 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
     throw new Error(`linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
   if (a.leavePartials && epilogue !== Epilogue.PLAIN) throw new Error("linear: leavePartials with the SwiGLU epilogue");
-  const blocks = a.halfBlocksWritten;
+  const blocks = a.halfBlocksWritten, halfBlocks = blocks && linearHalfBlocks(gpu, given);
   if (blocks && (blocks.xHalf !== halfBlocks?.xHalf || blocks.blocks !== halfBlocks.blocks)) {
     throw new Error(`linear: the f16 blocks were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }

@@ -15,6 +15,7 @@ import {
   byWaves,
   linear,
   type LinearArgs,
+  linearHalfBlocks,
   linearPlan,
   PREFILL_GEMM_ENV,
   type PrefillGemm,
@@ -426,11 +427,13 @@ gpuTest("linear reads x as f16 blocks and writes the SwiGLU's as f16 blocks only
   const bufs = { ctl, weight: ctl, x: ctl, y: ctl };
   if (plan.kernel !== "tensor") {
     // no tensor-core GEMM (Deno, lavapipe): no blocks to write, and asking for them is refused
-    if (plan.halfBlocks || plan.halfOut || swiglu.halfOut) throw new Error("f16 blocks planned without tensor cores");
+    if (linearHalfBlocks(gpu, shape) || plan.halfOut || swiglu.halfOut) {
+      throw new Error("f16 blocks planned without tensor cores");
+    }
     assertThrows(() => linear(gpu, { ...bufs, ...shape, epilogue: Epilogue.SWIGLU, halfOut: {} as never }), Error);
     return Promise.resolve();
   }
-  const blocks = plan.halfBlocks!;
+  const blocks = linearHalfBlocks(gpu, shape)!;
   const bytes = (b: GPUBuffer | { size?: number }) => b.size ?? 0;
   if (bytes(blocks.xHalf) < 128 * 256 * 2 || bytes(blocks.blocks) < 128 * 16 * 4 || bytes(blocks.rowMax) < 128 * 4) {
     throw new Error("the f16 blocks' buffers are smaller than the product's input");
