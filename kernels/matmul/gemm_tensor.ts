@@ -505,8 +505,9 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
               ? perLane.map((v) =>
                 `  { let m = m0 + sm + ${i * FRAG}u + (lane + ${v * sgSize}u) / ${FRAG}u; ` +
                 `let n = n0 + sn + ${j * FRAG}u + lane % ${FRAG}u; ` +
-                `hmax${i}_${v} = max(hmax${i}_${v}, half_block_put(swiglu_val(m, g${v}, es[${at(v)}]), m, n, ` +
-                `m < M && n < N, lane)); }`
+                // rows past M take row M - 1's exponent: their values are not stored
+                `hmax${i}_${v} = max(hmax${i}_${v}, half_block_put(swiglu_val(g${v}, es[${at(v)}], ` +
+                `e[min(m, M - 1u)]), m, n, m < M && n < N, lane)); }`
               )
               : perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
           ]
@@ -850,24 +851,22 @@ fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, c: u32, v: f32) {
   let n = n0 + c0 + q % ${FRAG}u;
   if (m < M && n < N) { y[(split * M + m) * ${swiglu ? "2u * N" : "N"} + c + n] = ldexp(v, ${rowE}); }
 }`
-        : swiglu && ho
-        ? `// silu(gate) * up of row m, scaled back (rows past M read row M - 1's exponent: their values are not stored).
-fn swiglu_val(m: u32, gate: f32, up: f32) -> f32 {
-  let x = e[min(m, M - 1u)];
+        : swiglu
+        ? `// silu(gate) * up, each scaled back by 2^x first.
+fn swiglu_val(gate: f32, up: f32, x: i32) -> f32 {
   let g = ldexp(gate, x);
   return g / (1.0 + exp(-g)) * ldexp(up, x);
-}`
-        : swiglu
-        ? `// Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
+}
+${
+          ho ? "" : `
+// Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
 // silu(gate) * up stored.
 fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
   let m = m0 + r0 + q / ${FRAG}u;
   let n = n0 + c0 + q % ${FRAG}u;
-  if (m < M && n < N) {
-    let g = ldexp(gate, ${rowE});
-    y[m * N + n] = g / (1.0 + exp(-g)) * ldexp(up, ${rowE});
-  }
+  if (m < M && n < N) { y[m * N + n] = swiglu_val(gate, up, ${rowE}); }
 }`
+        }`
         : `// Element q (row q / 16, column q % 16) of the result matrix at tile rows r0.., columns c0..: scaled back, stored.
 fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, v: f32) {
   let m = m0 + r0 + q / ${FRAG}u;

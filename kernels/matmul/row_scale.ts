@@ -198,8 +198,8 @@ export const HALF_BLOCK_ROW_STRIDE = 32;
  * - `xHalf`: f16 [rows, K], x[m, k] * 2^-eb[m, k / 16].
  * - `blocks`: i32 [rows, K / 16], eb[m, b] (`rowScaleExponent` of the block; 0 for a zero block).
  * - `rowMax`: u32 [rows, HALF_BLOCK_ROW_STRIDE], at [m, 0] the max over row m's nonzero blocks of eb + HALF_BLOCK_BIAS
- *   (0: every block zero), raised by
- *   the producers' atomics: zeroed before them by the kernel that runs just before (qk_norm_rope, the post-norm).
+ *   (0: every block zero), raised by the producers' atomics and zeroed before them by the kernel that runs just
+ *   before (qk_norm_rope, the post-norm).
  */
 export interface HalfBlocks {
   xHalf: GPUBuffer | BufferSlice;
