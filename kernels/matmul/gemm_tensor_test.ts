@@ -404,7 +404,7 @@ tensorTest("gemm_tensor checks catch broken kernels", async (gpu) => {
   // schedule.
   const cases: [string, string][] = [
     ["y[m * N + n] = ldexp(v, e[m])", "y[m * N + n] = ldexp(v, e[m] + 1i)"], // wrong scale back (plain)
-    ["* ldexp(up, e[m])", "* ldexp(up, e[m] + 1i)"], // wrong scale back of the up product (SwiGLU)
+    ["* ldexp(up, x)", "* ldexp(up, x + 1i)"], // wrong scale back of the up product (SwiGLU)
     ["xs[i + 7u] = d.y;", "xs[i + 7u] = d.x;"], // one of every 8 staged x elements is its neighbour
     ["return Slot((m0 + r) * (K / 8u) + c,", "return Slot((m0 + r) * (K / 8u),"], // x read at the tile's first 8 k
     ["let xb = (buf ^ 1u) * X_BUF;", "let xb = buf * X_BUF;"], // next x tile staged over the one being read
