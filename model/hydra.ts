@@ -97,6 +97,14 @@ export interface HydraShape {
    */
   prefillHalf?: number;
   /**
+   * A prefill's tensor attention writes the o product's input as its f16 rows and exponents (what o's row-scale
+   * pre-pass would write, kernels/matmul/row_scale.ts `HalfRows`), each row scaled by a bound on its magnitude, the
+   * largest |v| of the keys it attends (qk_norm_rope's `vmax`; prefill_tensor.ts `halfRows`): one dispatch a block
+   * fewer where the tensor attention and o's tensor-core GEMM run (Dawn). Default true; `HYDRA_PREFILL_ATT_ROWS` 0 / 1
+   * overrides it for an A/B on the GPU. `prefillHalf`'s o blocks, where asked for, take precedence.
+   */
+  prefillAttentionRows?: boolean;
+  /**
    * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a decode pass (the
    * attention's split pass and merge, the post-norms; kernels/memory/prefetch.ts), or 0 for none. Default
    * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
@@ -131,6 +139,9 @@ export const LOCKSTEP_ROWS_ENV = "HYDRA_LOCKSTEP_ROWS";
 
 /** `HYDRA_PREFILL_TAIL=0|1` overrides `HydraShape.prefillTail`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_TAIL_ENV = "HYDRA_PREFILL_TAIL";
+
+/** `HYDRA_PREFILL_ATT_ROWS=0|1` overrides `HydraShape.prefillAttentionRows`, so that the GPU can A/B it (on a TTFT). */
+export const PREFILL_ATT_ROWS_ENV = "HYDRA_PREFILL_ATT_ROWS";
 
 /** `HYDRA_PREFILL_HALF=0..3` overrides `HydraShape.prefillHalf`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_HALF_ENV = "HYDRA_PREFILL_HALF";
@@ -416,7 +427,7 @@ export class HydraTransformer {
   readonly trunkStates: GPUBuffer;
   readonly #kvTrunk: KvLayer[];
   readonly #kvHeads: KvLayer[][];
-  readonly #act: Record<"h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed", GPUBuffer>;
+  readonly #act: Record<"h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed" | "vmax", GPUBuffer>;
   readonly #rope: GPUBuffer;
   readonly #attnScratch: GPUBuffer | undefined;
   /** The QKV matvec's partial sums of squares of q and k (`FuseOptions.qkStats`), sized for fused passes' rows. */
@@ -429,6 +440,8 @@ export class HydraTransformer {
   readonly prefillTail: boolean;
   /** Which products of a prefill read f16 blocks the kernel before writes (`HydraShape.prefillHalf`, a mask). */
   readonly prefillHalf: number;
+  /** Whether a prefill's tensor attention writes o's f16 rows (`HydraShape.prefillAttentionRows`). */
+  readonly prefillAttentionRows: boolean;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
@@ -487,6 +500,7 @@ export class HydraTransformer {
       proj: buf("proj", R * d * 4),
       ffn: buf("ffn", R * c.ffnHidden * 4),
       normed: buf("normed", R * d * 4),
+      vmax: buf("v max", R * 4), // each row's largest |v| (qk_norm_rope's, for the tensor attention's f16 rows)
     };
     this.#rope = gpu.upload("rope table", ropeTable(this.maxPos, c.headDim, c.ropeTheta));
     this.#own.push(this.#rope);
@@ -514,6 +528,8 @@ export class HydraTransformer {
     this.prefillTail = tail === undefined ? shape.prefillTail ?? true : tail === 1;
     const half = numberChoiceFromEnv(PREFILL_HALF_ENV, [0, 1, 2, 3], "a mask (1: o's input, 2: down's)");
     this.prefillHalf = half ?? shape.prefillHalf ?? 0;
+    const attRows = numberChoiceFromEnv(PREFILL_ATT_ROWS_ENV, [0, 1], "a switch");
+    this.prefillAttentionRows = attRows === undefined ? shape.prefillAttentionRows ?? true : attRows === 1;
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
@@ -767,16 +783,27 @@ export class HydraTransformer {
     // row's largest block exponent zeroed by the dispatch before its writer; down's first: its buffers are the larger,
     // so o's plan after it finds them (a larger request would replace the shared scratch between o's writer and o)
     const downIn = k.downBlocks(), oIn = k.oBlocks();
+    // prefill: o's input as its f16 rows from the tensor attention, scaled by qk_norm_rope's bound on |v|
+    // (HydraShape.prefillAttentionRows), in place of o's row-scale pre-pass
+    const oRows = oIn ? undefined : k.oRows();
     // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
       // sums of squares for the attention's QK-norm
       // prefill: split-K partials left to qk_norm_rope
       ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d, Epilogue.PLAIN, k.intoQkNorm),
-      ...k.qkNormRope(b.qkNorm, kv, oIn?.rowMax), // fused: nothing, the attention does it
-      ...k.beside(k.attention(kv, b.qkNorm, oIn), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
+      ...k.qkNormRope(b.qkNorm, kv, oIn?.rowMax, oRows?.vmax), // fused: nothing, the attention does it
+      ...k.beside(k.attention(kv, b.qkNorm, oIn, oRows), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
       // prefill: split-K partials left to the norm
-      ...k.linear(b.o, { x: a.att, halfBlocksWritten: oIn }, a.proj, d, d, Epilogue.PLAIN, k.intoNorm),
+      ...k.linear(
+        b.o,
+        { x: a.att, halfBlocksWritten: oIn, halfRowsWritten: oRows },
+        a.proj,
+        d,
+        d,
+        Epilogue.PLAIN,
+        k.intoNorm,
+      ),
       // fused: nothing, pending for gate_up's prologue; prefill: also gate_up's f16 rows
       ...k.beside(
         x.add(k.normInput(a.proj, d, d), b.attnNorm, k.halfRows(d, F, Epilogue.SWIGLU), downIn?.rowMax),
@@ -1024,6 +1051,17 @@ export class HydraTransformer {
           ? halfBlocks(c.dModel, c.dModel)
           : undefined,
       /**
+       * Where the attention writes the o product's input as its f16 rows, and where qk_norm_rope writes the bound they
+       * are scaled by (`HydraShape.prefillAttentionRows`, where the attention is the tensor kernel and o the
+       * tensor-core GEMM), else undefined.
+       */
+      oRows: (): (HalfRows & { vmax: GPUBuffer }) | undefined => {
+        if (!this.prefillAttentionRows || rows <= DECODE_MAX_ROWS || posBack !== 0 || qRow !== 0 || lane) return;
+        if (prefillAttentionKernel(gpu, { rows, nHeads: c.nHeads, headDim: c.headDim }) !== "tensor") return;
+        const half = plan(c.dModel, c.dModel).halfRows;
+        return half && { ...half, vmax: this.#act.vmax };
+      },
+      /**
        * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks (`fused.prefillHalf`, both the
        * tensor-core GEMM, gate_up unsplit), else undefined.
        */
@@ -1036,7 +1074,12 @@ export class HydraTransformer {
        * `fused.prefillNorm` from the QKV product's split-K partials where it is split. Fused: nothing (the attention does
        * it).
        */
-      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer, clearRows?: GPUBuffer | BufferSlice): Dispatch[] => {
+      qkNormRope: (
+        normWeights: GPUBuffer,
+        kv: KvLayer,
+        clearRows?: GPUBuffer | BufferSlice,
+        vmax?: GPUBuffer,
+      ): Dispatch[] => {
         if (fused.attention) return [];
         // a lock-step lane's qkv is reduced (`#laneOps` leaves no partials)
         const qkv = lane ? { x: a.qkv, splits: 1 } : productOutput(a.qkv, c.dModel, 3 * c.dModel);
@@ -1058,6 +1101,7 @@ export class HydraTransformer {
           gated,
           posBack,
           clearRows,
+          vmax,
         })];
       },
       /**
@@ -1066,13 +1110,18 @@ export class HydraTransformer {
        * HYDRA_PREFILL_ATTENTION=fma|tensor forces one).
        * Fused: from qkv, with QK-norm (`normWeights`), RoPE and the K/V append inside.
        */
-      attention: (kv: KvLayer, normWeights: GPUBuffer, halfOut?: HalfBlocks): Dispatch[] => {
+      attention: (
+        kv: KvLayer,
+        normWeights: GPUBuffer,
+        halfOut?: HalfBlocks,
+        halfRows?: HalfRows & { vmax: GPUBuffer },
+      ): Dispatch[] => {
         const caches = { kCache: kv.k, vCache: kv.v };
         if (rows > DECODE_MAX_ROWS) {
           if (posBack !== 0) throw new Error(`attention: posBack over ${rows} rows (the prefill attention has none)`);
-          return [prefillAttention(gpu, { ...attention, ...caches, halfOut })];
+          return [prefillAttention(gpu, { ...attention, ...caches, halfOut, halfRows })];
         }
-        if (halfOut) throw new Error("attention: the decode kernel writes no f16 blocks");
+        if (halfOut || halfRows) throw new Error("attention: the decode kernel writes no f16 rows or blocks");
         const qkNorm = fused.attention
           ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps, stats: qkStats?.attention }
           : undefined;

@@ -82,6 +82,12 @@ export interface PrefillTensorSpec {
    * the GEMM's rescale of the blocks measured slower than the pre-pass (ARCHITECTURE.md, session AH).
    */
   halfOut?: boolean;
+  /**
+   * The output as the o product's f16 rows and their exponents (row_scale.ts `HalfRows`) instead of f32: each row
+   * scaled by a power of two from a bound on |o| (the largest |v| over the keys the tile attends, from qk_norm_rope's
+   * `vmax` and, past position 0, the cache), so that the o GEMM needs no row-scale pre-pass. Exclusive of `halfOut`.
+   */
+  halfRows?: boolean;
 }
 
 /**
@@ -129,7 +135,9 @@ function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
     subgroupSize: s.subgroupSize ?? 32,
     passes: s.passes ?? 1,
     halfOut: s.halfOut ?? false,
+    halfRows: s.halfRows ?? false,
   };
+  if (t.halfOut && t.halfRows) throw new Error("attentionPrefillTensor: halfOut and halfRows together");
   if (!(t.headDim >= 16 && t.headDim <= 256 && t.headDim % 16 === 0)) {
     throw new Error(`attentionPrefillTensor: head_dim ${t.headDim} is not a multiple of 16 up to 256`);
   }
@@ -154,7 +162,8 @@ function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
 export function prefillTensorWorkgroupBytes(s: PrefillTensorSpec): number {
   const t = check(s);
   const bq = 16 * t.subgroups;
-  return 2 * 2 * BK * (t.headDim + PAD) + 4 * bq * (BK + 4) + 2 * bq * (BK + PAD) + (t.passes === 1 ? 4 * bq + 16 : 0);
+  return 2 * 2 * BK * (t.headDim + PAD) + 4 * bq * (BK + 4) + 2 * bq * (BK + PAD) + (t.passes === 1 ? 4 * bq + 16 : 0) +
+    (t.halfRows ? 16 : 0);
 }
 
 /**
@@ -167,7 +176,7 @@ export const RESCALE_SLACK = 8;
 function kernelName(t: Required<PrefillTensorSpec>, kv: KvDtype): string {
   return `${PREFILL_TENSOR_KERNEL_NAME}_d${t.headDim}_s${t.subgroups}_w${t.subgroupSize}_p${t.passes}${
     kv === "bf16" ? "_kvbf16" : ""
-  }${t.halfOut ? "_ho" : ""}`;
+  }${t.halfOut ? "_ho" : ""}${t.halfRows ? "_hr" : ""}`;
 }
 
 /** The WGSL kernel for `spec` and caches of `kv` elements. */
@@ -178,9 +187,9 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
   const lpr = sg / 16; // invocations per query row in the softmax
   const perLane = BK / lpr; // scores each of them handles
   const cpl = 16 / lpr; // columns of a 16-column matrix each of them rescales (one pass)
-  const D = range(hd / 16), J = range(BK / 16), E = range((16 * 16) / sg);
+  const D = range(hd / 16), J = range(BK / 16), E = range((16 * 16) / sg), P = range((16 * 8) / sg);
   const onePass = t.passes === 1;
-  const ho = t.halfOut;
+  const ho = t.halfOut, hr = t.halfRows;
   const lines = (pad: string, ls: string[]) => ls.map((l) => pad + l).join("\n");
   // Each K / V tile is BK * HV vec4 items; invocation t carries items t + s * threads (slot s) in registers.
   const items = BK * hv;
@@ -349,6 +358,9 @@ ${pv}
 ${
       ho
         ? "//   4-6 the attention output as HalfBlocks (row_scale.ts): f16 pairs, block exponents, row maxima"
+        : hr
+        ? "//   4-5 the attention output as HalfRows (row_scale.ts): f16 pairs [M, D / 2], row exponents [M] i32\n" +
+          "//   6 vmax [M] u32, read              f32 bits of each row's largest |v| (qk_norm_rope.ts)"
         : "//   4 out [M, D] f32, rw              the attention output (prefill.ts's binding, read as scalars)"
     }
 override NH: u32;
@@ -375,6 +387,12 @@ ${
 override HB_K: u32 = NH * HV * 4u;            // D, the output's row width (half_block_put)
 ${ROW_SCALE_WGSL}
 ${HALF_BLOCK_WGSL}`
+        : hr
+        ? `@group(0) @binding(4) var<storage, read_write> hr_x: array<u32>; // the output rows as f16, in pairs
+@group(0) @binding(5) var<storage, read_write> hr_e: array<i32>; // each row's exponent
+@group(0) @binding(6) var<storage, read> vmax: array<u32>;       // each row's largest |v|, as f32 bits
+var<workgroup> v_bound: array<atomic<u32>, 4>;                   // [0]: the tile's bound on |o|, as f32 bits
+${ROW_SCALE_WGSL}`
         : "@group(0) @binding(4) var<storage, read_write> out: array<f32>;"
     }
 var<workgroup> ks: array<f16, ${BK * (hd + PAD)}>;  // [BK, HEAD_DIM] the K tile (first: BK query rows at a time)
@@ -430,7 +448,29 @@ ${lines("  ", slots.map((s) => `let kj${s} = (t + ${s * threads}u) / HV; let kc$
 ${lines("  ", slots.map((s) => `var rk${s} = KvRaw(); var rv${s} = KvRaw();`))}
   // The first tile's reads are in flight while Q is staged.
 ${fetch("  ", "0u", false)}
-${onePass ? fetch("  ", "0u", true) : ""}
+${onePass ? fetch("  ", "0u", true) : ""}${
+      hr
+        ? `
+  // The bound on |o| of every row of the tile: o is a convex combination of the rows of V it attends, all of them
+  // keys up to last_key: this pass's rows (vmax, from qk_norm_rope) and, where the pass starts past position 0, the
+  // cache's rows before it (every head's). Every workgroup of these rows finds the same bound, so the exponent of a
+  // row is one for all its heads: e = row_scale_exponent(bound) puts |o| * 2^-e below 2^15 (f16 holds 65,504).
+  if (t == 0u) { atomicStore(&v_bound[0], 0u); }
+  workgroupBarrier(); // v_bound is zero
+  var vb = 0u;
+  for (var i = t; i < q0 + rows_valid; i += ${threads}u) { vb = max(vb, vmax[i]); }
+  for (var i = t; i < ctl[CTL_POS] * NH * HV; i += ${threads}u) {
+    let b = bitcast<vec4<u32>>(kv_f32(raw_v(i))) & vec4<u32>(0x7fffffffu);
+    vb = max(vb, max(max(b.x, b.y), max(b.z, b.w)));
+  }
+  let sg_vb = subgroupMax(vb);
+  if (lane == 0u) { atomicMax(&v_bound[0], sg_vb); }
+  workgroupBarrier();
+  let row_e = row_scale_exponent(atomicLoad(&v_bound[0]));
+  let row_f = ldexp(1.0, -row_e);
+  if (wid.x == 0u && t < rows_valid) { hr_e[q0 + t] = row_e; }`
+        : ""
+    }
   // Q times SCALE * log2(e) as f16 left matrices, staged BK rows at a time through ks.
 ${lines("  ", D.map((d) => `var qa${d} = Left();`))}
   for (var c = 0u; c < BQ; c += BK) {
@@ -468,18 +508,28 @@ ${
             ...ds.map((d, j) => `subgroupMatrixStore<row_major>(&ss, sm * SS + ${j * 16}u, o${d}, SS);`),
             "workgroupBarrier();",
             ...ds.map((_, j) => j).flatMap((j) =>
-              E.map((e) => {
-                const el = `lane + ${e * sg}u`;
-                const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
-                const value = `ss[(${row}) * SS + ${j * 16}u + ${col}]${onePass ? ` * li[${row}]` : ""}`;
-                return ho
-                  ? `hmax${e} = max(hmax${e}, half_block_put(${value}, q0 + ${row}, 4u * col0 + ${
-                    ds[j] * 16
-                  }u + ${col}, ${row} < rows_valid, lane));`
-                  : `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
-                    ds[j] * 16
-                  }u + ${col}] = ${value}; }`;
-              })
+              hr
+                ? P.map((p) => {
+                  // pair p of the lane: row (lane + p * sg) / 8 of the matrix, columns 2 cp, 2 cp + 1
+                  const pi = `lane + ${p * sg}u`, row = `sm + (${pi}) / 8u`, cp = `((${pi}) % 8u)`;
+                  const at = (c: string) => `ss[(${row}) * SS + ${j * 16}u + 2u * ${cp}${c}]`;
+                  const scale = onePass ? ` * li[${row}]` : "";
+                  return `if (${row} < rows_valid) { hr_x[(q0 + ${row}) * NH * HV * 2u + 2u * col0 + ${
+                    ds[j] * 8
+                  }u + ${cp}] = pack2x16float(vec2<f32>(${at("")}, ${at(" + 1u")})${scale} * row_f); }`;
+                })
+                : E.map((e) => {
+                  const el = `lane + ${e * sg}u`;
+                  const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
+                  const value = `ss[(${row}) * SS + ${j * 16}u + ${col}]${onePass ? ` * li[${row}]` : ""}`;
+                  return ho
+                    ? `hmax${e} = max(hmax${e}, half_block_put(${value}, q0 + ${row}, 4u * col0 + ${
+                      ds[j] * 16
+                    }u + ${col}, ${row} < rows_valid, lane));`
+                    : `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
+                      ds[j] * 16
+                    }u + ${col}] = ${value}; }`;
+                })
             ),
             "workgroupBarrier();",
           ];
@@ -544,6 +594,7 @@ export function attentionPrefillTensor(
     ...spec,
     subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit, a.rows),
     halfOut: a.halfOut !== undefined,
+    halfRows: a.halfRows !== undefined,
   });
   const bytes = prefillTensorWorkgroupBytes(t);
   if (bytes > limit) {

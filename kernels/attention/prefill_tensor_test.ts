@@ -9,6 +9,7 @@
  */
 
 import { assertEquals, assertThrows } from "@std/assert";
+import { range } from "../codegen.ts";
 import {
   attentionPrefillTensor,
   attentionPrefillTensorKernelFor,
@@ -36,7 +37,7 @@ import {
 } from "../testing/harness.ts";
 import { type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
-import { halfBlocksBuffers, readHalfBlocks } from "../testing/half_blocks.ts";
+import { halfBlocksBuffers, halfRowsBuffers, readHalfBlocks, readHalfRows } from "../testing/half_blocks.ts";
 
 /** A GPU test of the tensor-core prefill attention, or where it cannot run, an ignored test that says why. */
 const tensorTest = await dawnGpuTest(prefillTensorUnsupported);
@@ -53,32 +54,64 @@ async function check(
     tol?: typeof TENSOR_PREFILL_TOL;
     /** The output as f16 blocks (`halfOut`), read back with their invariants checked. */
     halfOut?: boolean;
+    /** The output as f16 rows scaled by the V bound (`halfRows`), read back with their exponents checked. */
+    halfRows?: boolean;
   } = {},
 ) {
   const d = c.nHeads * c.headDim;
   const hb = o.halfOut ? halfBlocksBuffers(gpu, c.rows, d) : undefined;
+  const hr = o.halfRows ? halfRowsBuffers(gpu, c.rows, d) : undefined;
   const what = `attentionPrefillTensor ${
-    JSON.stringify({ subgroups: o.subgroups, passes: o.passes, halfOut: o.halfOut })
+    JSON.stringify({ subgroups: o.subgroups, passes: o.passes, halfOut: o.halfOut, halfRows: o.halfRows })
   }`;
+  let vmax: GPUBuffer | undefined;
+  // each row's bound: the largest |v| of every key up to its tile's last (`halfRows`)
+  let bounds: number[] = [];
   try {
     return await checkAttention(
       gpu,
       c,
-      (b) => [
-        attentionPrefillTensor(
-          gpu,
-          { ...b, rows: c.rows, nHeads: c.nHeads, headDim: c.headDim, kvDtype: c.kvDtype, gated: o.gated, halfOut: hb },
-          { subgroups: o.subgroups, passes: o.passes },
-          o.kernel,
-        ),
-      ],
+      (b, { vCache }) => {
+        if (hr) {
+          const top = (p: number) => Math.max(...Array.from(vCache.subarray(p * d, (p + 1) * d), Math.abs));
+          vmax = gpu.upload("vmax", new Float32Array(range(c.rows).map((m) => top(c.pos + m))));
+          const spec = { headDim: c.headDim, subgroupSize: tensorSubgroupSize(gpu), passes: o.passes, halfRows: true };
+          const limit = gpu.device.limits.maxComputeWorkgroupStorageSize;
+          const bq = 16 * (o.subgroups ?? prefillTensorSubgroupsFor(spec, limit, c.rows));
+          const keys = range(c.pos + c.rows).map(top);
+          bounds = range(c.rows).map((m) =>
+            Math.max(...keys.slice(0, c.pos + Math.min(c.rows, (Math.floor(m / bq) + 1) * bq)))
+          );
+        }
+        return [
+          attentionPrefillTensor(
+            gpu,
+            {
+              ...b,
+              rows: c.rows,
+              nHeads: c.nHeads,
+              headDim: c.headDim,
+              kvDtype: c.kvDtype,
+              gated: o.gated,
+              halfOut: hb,
+              halfRows: hr && { ...hr, vmax: vmax! },
+            },
+            { subgroups: o.subgroups, passes: o.passes },
+            o.kernel,
+          ),
+        ];
+      },
       what,
       o.gated === true && c.active === 0,
       o.tol ?? TENSOR_PREFILL_TOL,
-      hb && (() => readHalfBlocks(gpu, hb, c.rows, d, what)),
+      hb
+        ? () => readHalfBlocks(gpu, hb, c.rows, d, what)
+        : hr && (() => readHalfRows(gpu, hr, c.rows, d, bounds, what)),
     );
   } finally {
     hb?.destroy();
+    hr?.destroy();
+    vmax?.destroy();
   }
 }
 
@@ -166,6 +199,60 @@ tensorTest(
   },
 );
 
+tensorTest(
+  "tensor prefill attention writes its output as f16 rows scaled by the V bound (HalfRows), from position 0 and past " +
+    "it, and its checks catch broken kernels",
+  async (gpu) => {
+    for (const rows of [1, 17, 130]) {
+      for (const passes of [1, 2]) {
+        for (const pos of [0, 17]) {
+          await check(gpu, { ...prefillCase(rows, pos, 2, 128), kvDtype: "bf16" }, { passes, halfRows: true });
+        }
+      }
+    }
+    // a 7B layer at 128 tokens as the model runs it; 3 matrices a head; head_dim 64, f32 cache
+    await check(gpu, { ...prefillCase(128, 0, 32, 128), kvDtype: "bf16" }, { halfRows: true, subgroups: 4 });
+    await check(gpu, prefillCase(70, 5, 2, 48), { subgroups: 8, halfRows: true });
+    // large values: in this pass's rows (a later tile's bound is larger), and before it (only the cache holds them:
+    // a bound from this pass's rows alone would overflow f16)
+    const spikes: [number, number, number][] = [[40, 3, -3e4], [100, 70, 900]];
+    await check(gpu, { ...prefillCase(130, 0, 2, 64), vSpikes: spikes }, { halfRows: true, subgroups: 4 });
+    await check(gpu, { ...prefillCase(33, 17, 2, 64), vSpikes: [[2, 5, 3e4]] }, { halfRows: true, subgroups: 4 });
+    const kernel = attentionPrefillTensorKernelFor({
+      headDim: 64,
+      subgroups: 4,
+      subgroupSize: tensorSubgroupSize(gpu),
+      halfRows: true,
+    });
+    const run = async (k: Kernel) => {
+      await check(gpu, { ...prefillCase(70, 0, 2, 64), vSpikes: [[60, 1, 500]] }, {
+        kernel: k,
+        subgroups: 4,
+        halfRows: true,
+      });
+      await check(gpu, { ...prefillCase(33, 17, 2, 64), vSpikes: [[2, 5, 3e4]] }, {
+        kernel: k,
+        subgroups: 4,
+        halfRows: true,
+      });
+    };
+    await run(kernel);
+    for (
+      const [from, to] of [
+        [" * row_f); }", "); }"], // the values not scaled
+        ["i < q0 + rows_valid; i += 128u", "i < q0 + 1u; i += 128u"], // this pass's later keys left out of the bound
+        ["i < ctl[CTL_POS] * NH * HV;", "i < 0u;"], // the cache's keys before the pass left out
+        ["if (wid.x == 0u && t < rows_valid)", "if (wid.x == 1u && t < rows_valid)"], // exponents from head 1 only: ok
+        ["2u * col0 + 8u + ((lane", "2u * col0 + 0u + ((lane"], // a matrix stored over another
+      ]
+    ) {
+      // (the fourth is no bug: any one head may store the exponents; it must pass)
+      if (from.startsWith("if (wid.x")) await run(mutate(kernel, from, to));
+      else await assertCaught(() => run(mutate(kernel, from, to)), `halfRows: ${from} -> ${to}`);
+    }
+  },
+);
+
 tensorTest("tensor prefill attention built gated runs only while ctl[ACTIVE] is set", async (gpu) => {
   await check(gpu, { ...prefillCase(20, 3, 1, 64), active: 0 }, { gated: true });
   await check(gpu, { ...prefillCase(20, 3, 1, 64), active: 1 }, { gated: true });
@@ -248,6 +335,12 @@ Deno.test({
       attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8, passes: 2 }, "f32"),
       attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 4, halfOut: true }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 2, passes: 2, halfOut: true, subgroupSize: 64 }, "f32"),
+      attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 4, halfRows: true }, "bf16"),
+      attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 8, halfRows: true }, "bf16"),
+      attentionPrefillTensorKernelFor(
+        { headDim: 48, subgroups: 2, passes: 2, halfRows: true, subgroupSize: 16 },
+        "f32",
+      ),
     ];
     const broken = mutate(
       kernels[0],
@@ -268,11 +361,13 @@ Deno.test("tensor prefill attention: every workgroup variable a multiple of 16 b
   for (const passes of [1, 2]) {
     for (const subgroups of [1, 2, 4, 8]) {
       for (const [headDim, subgroupSize] of [[128, 32], [64, 16], [64, 64]]) {
-        const spec = { headDim, subgroups, subgroupSize, passes };
-        const kernel = attentionPrefillTensorKernelFor(spec, "bf16");
-        assertWorkgroupVariablesAligned(kernel);
-        const sum = workgroupVariables(kernel).reduce((a, [, bytes]) => a + bytes, 0);
-        assertEquals(sum, prefillTensorWorkgroupBytes(spec), JSON.stringify(spec));
+        for (const halfRows of [false, true]) {
+          const spec = { headDim, subgroups, subgroupSize, passes, halfRows };
+          const kernel = attentionPrefillTensorKernelFor(spec, "bf16");
+          assertWorkgroupVariablesAligned(kernel);
+          const sum = workgroupVariables(kernel).reduce((a, [, bytes]) => a + bytes, 0);
+          assertEquals(sum, prefillTensorWorkgroupBytes(spec), JSON.stringify(spec));
+        }
       }
     }
   }

@@ -7,7 +7,8 @@
  *      rot(t) = t * cos + rotate_half(t) * sin, rotate_half(t) = concat(-t[h:], t[:h]).
  *      cos and sin come from a table made on the CPU (`ropeTable`) in f32 as OLMo-core computes them, not from WGSL's
  *      sin/cos, whose error grows with the angle (angles reach thousands of radians).
- *   3. Stores: roped q to q_out[m], roped k to k_cache[p], v unchanged to v_cache[p] (caches position-major).
+ *   3. Stores: roped q to q_out[m], roped k to k_cache[p], v unchanged to v_cache[p] (caches position-major); with
+ *      `vmax`, also the largest |v| of each row (the bound of the tensor prefill attention's f16 output rows).
  *
  * One workgroup per (row, part): part 0 normalises and ropes q; part 1 does k and copies v. The sum of squares is one
  * workgroup reduction (kernels/reduce.ts). A row whose position is >= MAX_POS writes nothing at all (no cache row exists
@@ -28,13 +29,18 @@ import { HALF_BLOCK_ROW_STRIDE } from "../matmul/row_scale.ts";
  * qkv holds the SPLIT_K partial sums [SPLIT_K, M, 3 * D] of a split-K QKV product, each value summed in split order as
  * `split_k_reduce.ts` sums it (the same f32 additions, so the same bits), instead of that reduction's dispatch.
  */
-export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", splitK = false, clear = false): Kernel {
+export function qkNormRopeKernelFor(
+  subgroups: boolean,
+  kv: KvDtype = "f32",
+  o: { splitK?: boolean; clear?: boolean; vmax?: boolean } = {},
+): Kernel {
+  const { splitK = false, clear = false, vmax = false } = o;
   // qkv at index i of the M x 3D rows, or the sum of its partials
   const Q = (i: string) => splitK ? `qkv_sum(${i}, slice)` : `qkv[${i}]`;
   return {
     name: `qk_norm_rope${splitK ? "_sk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}${
       clear ? "_clr" : ""
-    }`,
+    }${vmax ? "_vmax" : ""}`,
     source: /* wgsl */ `
 // bindings (p = ctl[CTL_POS] - POS_BACK + m is the position of row m; h = HEAD_DIM / 2):
 //   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] - POS_BACK is the position of row 0
@@ -48,6 +54,12 @@ export function qkNormRopeKernelFor(subgroups: boolean, kv: KvDtype = "f32", spl
 //   6 v_cache [MAX_POS, D] ${kv}, write    row p <- v of position p (kv_cache.ts: bf16 rounds to nearest even)${
       clear
         ? "\n//   7 clear   [M, 32] u32, write          [m, 0] zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)"
+        : ""
+    }${
+      vmax
+        ? `\n//   ${
+          clear ? 8 : 7
+        } vmax    [M] u32, write              [m]: the f32 bits of max |v[m, :]| (NaN and inf above all finite)`
         : ""
     }
 // D must be a multiple of HEAD_DIM, HEAD_DIM even. Rows with p >= MAX_POS write nothing.
@@ -66,19 +78,26 @@ override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification bes
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<f32>;
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
-${kvWriteWgsl(kv, 5, 6)}${clear ? "\n@group(0) @binding(7) var<storage, read_write> clear_rows: array<u32>;" : ""}
+${kvWriteWgsl(kv, 5, 6)}${clear ? "\n@group(0) @binding(7) var<storage, read_write> clear_rows: array<u32>;" : ""}${
+      vmax
+        ? `\n@group(0) @binding(${clear ? 8 : 7}) var<storage, read_write> vmax: array<u32>;
+var<workgroup> v_top: atomic<u32>; // the largest |v| of the row, as bits`
+        : ""
+    }
 ${reductionsWgsl(subgroups)}
 ${splitK ? splitKSumWgsl("qkv_sum", "qkv", "f32") : ""}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
+        @builtin(local_invocation_index) t: u32${
+      vmax && subgroups ? ", @builtin(subgroup_invocation_id) lane: u32" : ""
+    }) {
   if (gated_off()) { return; }
   let g = flat_workgroup(wid, nwg);
   let m = g / 2u;
   let part = g % 2u; // 0: q, 1: k and v
   if (m >= M) { return; }${
       clear ? `\n  if (part == 0u && t == 0u) { clear_rows[m * ${HALF_BLOCK_ROW_STRIDE}u] = 0u; }` : ""
-    }
+    }${vmax ? "\n  if (t == 0u) { atomicStore(&v_top, 0u); }" : ""}
   let p = ctl[CTL_POS] - POS_BACK + m;
   if (p >= MAX_POS) { return; }
   let src = m * 3u * D + part * D;${splitK ? "\n  let slice = M * 3u * D; // one partial's M x 3D values" : ""}
@@ -133,9 +152,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       store_k2(dst + e + h, hi0, hi1);
     }
   }
-  if (part == 1u) {
-    for (var i = t; i < D / 2u; i += WG) {
-      store_v2(dst + 2u * i, ${Q("src + D + 2u * i")}, ${Q("src + D + 2u * i + 1u")});
+  if (part == 1u) {${vmax ? "\n    workgroupBarrier(); // v_top is zero\n    var top = 0u;" : ""}
+    for (var i = t; i < D / 2u; i += WG) {${
+      vmax
+        ? `
+      let v0 = ${Q("src + D + 2u * i")};
+      let v1 = ${Q("src + D + 2u * i + 1u")};
+      store_v2(dst + 2u * i, v0, v1);
+      top = max(top, max(bitcast<u32>(v0) & 0x7fffffffu, bitcast<u32>(v1) & 0x7fffffffu));`
+        : `
+      store_v2(dst + 2u * i, ${Q("src + D + 2u * i")}, ${Q("src + D + 2u * i + 1u")});`
+    }
+    }${
+      vmax
+        ? `
+    // |v| as bits: for non-negative f32 their order is the values' (row_scale.ts)
+    ${
+          subgroups
+            ? "let sg_top = subgroupMax(top);\n    if (lane == 0u) { atomicMax(&v_top, sg_top); }"
+            : "atomicMax(&v_top, top);"
+        }
+    workgroupBarrier();
+    if (t == 0u) { vmax[m] = atomicLoad(&v_top); }`
+        : ""
     }
   }
 }
@@ -184,6 +223,12 @@ export interface QkNormRopeArgs {
   posBack?: number;
   /** u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` the attention after raises (row_scale.ts). */
   clearRows?: GPUBuffer | BufferSlice;
+  /**
+   * u32 [rows]: [m] <- the f32 bits of max |v[m, :]| (the V row as computed, before any bf16 rounding of the cache):
+   * the bound the tensor prefill attention scales its f16 output rows by (prefill_tensor.ts `halfRows`). Rows past the
+   * cache leave theirs unwritten, as they write nothing else.
+   */
+  vmax?: GPUBuffer | BufferSlice;
 }
 
 /** Records a QK-norm + RoPE + cache-store dispatch (load time). Throws on shapes the kernel does not handle. */
@@ -197,7 +242,12 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
   const width = subgroupWidth(gpu);
   const subgroups = a.subgroups ?? width > 0;
   return gpu.dispatch(
-    kernel ?? qkNormRopeKernelFor(subgroups, a.kvDtype, splitK > 1, a.clearRows !== undefined),
+    kernel ??
+      qkNormRopeKernelFor(subgroups, a.kvDtype, {
+        splitK: splitK > 1,
+        clear: a.clearRows !== undefined,
+        vmax: a.vmax !== undefined,
+      }),
     {
       D: a.dim,
       HEAD_DIM: a.headDim,
@@ -211,7 +261,17 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
       ...(a.posBack ? { POS_BACK: a.posBack } : {}),
       ...(splitK > 1 ? { SPLIT_K: splitK } : {}),
     },
-    [a.ctl, a.qkv, a.normWeights, a.ropeTable, a.qOut, a.kCache, a.vCache, ...(a.clearRows ? [a.clearRows] : [])],
+    [
+      a.ctl,
+      a.qkv,
+      a.normWeights,
+      a.ropeTable,
+      a.qOut,
+      a.kCache,
+      a.vCache,
+      ...(a.clearRows ? [a.clearRows] : []),
+      ...(a.vmax ? [a.vmax] : []),
+    ],
     2 * a.rows,
   );
 }

@@ -43,6 +43,17 @@ interface Case {
   posBack?: number;
   /** Also zero a u32 a row (`clearRows`: the HalfBlocks.rowMax the attention raises next), rows past M untouched. */
   clear?: boolean;
+  /** Also write each row's largest |v| as f32 bits (`vmax`), rows past the cache and past M untouched. */
+  vmax?: boolean;
+  /** The reduction path (default: subgroups where the device has them). */
+  subgroups?: boolean;
+  /** Values put into v (row, column within v) before the run: an infinity or a NaN among finite values. */
+  vValues?: [number, number, number][];
+}
+
+/** The f32 bits of |x| (row_scale.ts's order: NaN and infinity above every finite value). */
+function magnitudeBits(x: number): number {
+  return new Uint32Array(new Float32Array([x]).buffer)[0] & 0x7fffffff;
 }
 
 /**
@@ -54,6 +65,7 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
   const dim = c.heads * c.headDim;
   const rng = new Rng(c.rows * 104729 + dim * 31 + c.pos + (c.applyNorm ? 1 : 0));
   const qkv = rng.normals(c.rows * 3 * dim, 2);
+  for (const [row, col, value] of c.vValues ?? []) qkv[row * 3 * dim + 2 * dim + col] = value;
   const normWeights = rng.normals(2 * dim, 0.5, 1);
   const table = ropeTable(c.maxPos, c.headDim, THETA);
   const stored = c.maxPos + 2;
@@ -74,7 +86,21 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
   };
   const S = HALF_BLOCK_ROW_STRIDE, lines = (c.rows + 2) * S; // each row's u32 at [m, 0]
   const clearRows = c.clear ? gpu.upload("clear", new Uint32Array(lines).fill(0xdeadbeef)) : undefined;
-  gpu.run([qkNormRope(gpu, { ctl, ...bufs, ...c, dim, clearRows }, c.kernel)]);
+  const vmax = c.vmax ? gpu.upload("vmax", new Uint32Array(c.rows + 2).fill(0xdeadbeef)) : undefined;
+  gpu.run([qkNormRope(gpu, { ctl, ...bufs, ...c, dim, clearRows, vmax }, c.kernel)]);
+  if (vmax) {
+    const got = await gpu.readU32(vmax, c.rows + 2);
+    vmax.destroy();
+    const valid = Math.max(0, Math.min(c.rows, c.maxPos - c.pos));
+    const want = Array.from({ length: c.rows + 2 }, (_, m) => {
+      if (m >= valid) return 0xdeadbeef;
+      let top = 0;
+      for (let i = 0; i < dim; i++) top = Math.max(top, magnitudeBits(qkv[m * 3 * dim + 2 * dim + i]));
+      return top;
+    });
+    const bad = got.findIndex((v, m) => v !== want[m]);
+    if (bad >= 0) throw new Error(`qk_norm_rope vmax[${bad}] = ${got[bad]}, want ${want[bad]}`);
+  }
   if (clearRows) {
     const cleared = await gpu.readU32(clearRows, lines);
     clearRows.destroy();
@@ -95,7 +121,9 @@ async function checkQkNormRope(gpu: Gpu, c: Case): Promise<void> {
   // relative at most); a copy (v) rounds the same f32 value on both sides: exact.
   const round = (a: Float32Array) => bf16 ? roundBf16Array(a) : a;
   assertClose(k, round(want.kCache), bf16 ? { atol: 1e-5, rtol: 2 ** -7 } : TOL, `${what} k_cache`);
-  assertClose(v, round(want.vCache), { atol: 0 }, `${what} v_cache`); // a copy: exact
+  // a copy: exact, infinities and NaN included
+  const wantV = round(want.vCache), badV = v.findIndex((x, i) => !(x === wantV[i] || (isNaN(x) && isNaN(wantV[i]))));
+  if (badV >= 0) throw new Error(`${what} v_cache[${badV}] = ${v[badV]}, want ${wantV[badV]}`);
 }
 
 const SHAPES = [[2, 64], [3, 128], [1, 8]];
@@ -159,7 +187,7 @@ gpuTest("QK-norm + RoPE zeroes clearRows for every row, past the cache too", asy
   await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 5, pos: 3, maxPos: 16, applyNorm: true, clear: true });
   await checkQkNormRope(gpu, { heads: 1, headDim: 8, rows: 7, pos: 12, maxPos: 16, applyNorm: true, clear: true });
   const kernel = mutate(
-    qkNormRopeKernelFor(gpu.has("subgroups"), "f32", false, true),
+    qkNormRopeKernelFor(gpu.has("subgroups"), "f32", { clear: true }),
     "clear_rows[m * 32u] = 0u;",
     "clear_rows[m * 32u + 32u] = 0u;",
   );
@@ -178,6 +206,61 @@ gpuTest("QK-norm + RoPE zeroes clearRows for every row, past the cache too", asy
     "clearRows not zeroed",
   );
 });
+
+gpuTest(
+  "QK-norm + RoPE writes each row's largest |v| (vmax), infinities and NaN above every finite value",
+  async (gpu) => {
+    const paths = subgroupWidth(gpu) > 0 ? [true, false] : [false];
+    for (const subgroups of paths) {
+      for (const [heads, headDim] of SHAPES) {
+        for (const rows of [1, 3, 16]) {
+          await checkQkNormRope(gpu, {
+            heads,
+            headDim,
+            rows,
+            pos: 2,
+            maxPos: 40,
+            applyNorm: true,
+            vmax: true,
+            subgroups,
+          });
+        }
+      }
+      // a workgroup smaller than the row, a bf16 cache, rows past the cache (vmax unwritten there)
+      const base = { heads: 3, headDim: 128, rows: 3, pos: 5, applyNorm: true, vmax: true, subgroups };
+      await checkQkNormRope(gpu, { ...base, maxPos: 9, workgroupSize: 32 });
+      await checkQkNormRope(gpu, { ...base, maxPos: 9, kvDtype: "bf16" });
+      await checkQkNormRope(gpu, { ...base, maxPos: 6 });
+      // the largest magnitude negative; an infinity; a NaN
+      const vValues: [number, number, number][] = [[0, 5, -1e4], [1, 300, Infinity], [2, 17, NaN], [2, 18, -Infinity]];
+      await checkQkNormRope(gpu, { ...base, maxPos: 9, vValues });
+    }
+    const cases: [string, string][] = [
+      ["bitcast<u32>(v0) & 0x7fffffffu", "bitcast<u32>(v0)"], // a negative value's sign bit counted
+      ["if (t == 0u) { vmax[m] = atomicLoad(&v_top); }", "if (t == 0u) { vmax[m] = bitcast<u32>(1.0); }"],
+      ["i < D / 2u; i += WG) {\n      let v0", "i < D / 4u; i += WG) {\n      let v0"], // half of v seen (and stored)
+    ];
+    for (const [from, to] of cases) {
+      const kernel = mutate(qkNormRopeKernelFor(subgroupWidth(gpu) > 0, "f32", { vmax: true }), from, to);
+      const vValues: [number, number, number][] = [[1, 100, -50]];
+      await assertCaught(
+        () =>
+          checkQkNormRope(gpu, {
+            heads: 2,
+            headDim: 64,
+            rows: 3,
+            pos: 1,
+            maxPos: 8,
+            applyNorm: true,
+            vmax: true,
+            vValues,
+            kernel,
+          }),
+        `vmax: ${from} -> ${to}`,
+      );
+    }
+  },
+);
 
 gpuTest("rows at positions >= MAX_POS write nothing", async (gpu) => {
   await checkQkNormRope(gpu, { heads: 2, headDim: 64, rows: 3, pos: 18, maxPos: 20, applyNorm: true });
@@ -366,7 +449,7 @@ gpuTest("qk_norm_rope's split-K sum: checks catch broken kernels", async (gpu) =
     ["s < SPLIT_K; s++", "s + 1u < SPLIT_K; s++"], // the last partial left out
   ];
   for (const [from, to] of cases) {
-    const kernel = mutate(qkNormRopeKernelFor(subgroupWidth(gpu) > 0, "f32", true), from, to);
+    const kernel = mutate(qkNormRopeKernelFor(subgroupWidth(gpu) > 0, "f32", { splitK: true }), from, to);
     await assertCaught(() => checkSplit(gpu, { heads: 2, headDim: 64, rows: 3, splitK: 3, pos: 4 }, kernel), from);
   }
 });

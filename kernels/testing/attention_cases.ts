@@ -41,6 +41,8 @@ export interface AttentionCase {
   kvDtype?: KvDtype;
   /** ctl[POS] is pos + posBack (a kernel recorded with that posBack must still attend from pos). */
   posBack?: number;
+  /** V cache entries set after the random fill: [position, column, value] (a few large values among N(0, 1)). */
+  vSpikes?: [number, number, number][];
 }
 
 /** The buffers a kernel under test reads and writes. */
@@ -59,7 +61,7 @@ export interface AttentionBuffers {
 export async function checkAttention(
   gpu: Gpu,
   c: AttentionCase,
-  record: (b: AttentionBuffers) => Dispatch[],
+  record: (b: AttentionBuffers, values: { vCache: Float32Array }) => Dispatch[],
   what: string,
   untouched = false,
   tol: Tolerance = ATTENTION_TOL,
@@ -76,6 +78,7 @@ export async function checkAttention(
   const round = (v: Float32Array) => c.kvDtype === "bf16" ? roundBf16Array(v) : v;
   kCache.set(round(rng.normals(valid * d)));
   vCache.set(round(rng.normals(valid * d)));
+  for (const [p, col, value] of c.vSpikes ?? []) vCache[p * d + col] = round(new Float32Array([value]))[0];
   for (let i = valid * d; i < c.maxPos * d; i++) {
     const huge = (i % 2 === 0 ? 1 : -1) * 1e30;
     kCache[i] = c.garbage === "huge" ? huge : NaN;
@@ -91,7 +94,7 @@ export async function checkAttention(
   };
   const label = `${what} ${JSON.stringify(c)}`;
   try {
-    gpu.run(record(b));
+    gpu.run(record(b, { vCache }));
     const got = await gpu.readF32(b.out, outInit.length);
     if (readOutput) got.set(await readOutput()); // out itself stays untouched (NaN rows, then sentinels)
     if (untouched) {

@@ -177,7 +177,8 @@ const WGSL_SCALAR_BYTES: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32:
 export function workgroupVariables(kernel: Kernel): [string, number][] {
   const found: [string, number][] = [];
   for (const m of kernel.source.matchAll(/var<workgroup>\s+(\w+)\s*:\s*([^;]+);/g)) {
-    const [, name, type] = m;
+    const [, name, declared] = m;
+    const type = declared.replace(/atomic<\s*(\w+)\s*>/, "$1"); // an atomic takes its scalar's bytes
     const array = type.match(/^array<\s*(\w+)\s*,\s*(\d+)u?\s*>$/);
     const buffer = type.match(/^buffer<\s*(\d+)u?\s*>$/);
     const bytes = array && WGSL_SCALAR_BYTES[array[1]]

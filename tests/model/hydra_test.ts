@@ -412,38 +412,46 @@ gpuTest(
 const tensorTest = await dawnGpuTest(tensorGemmUnsupported);
 
 tensorTest(
-  "a prefill whose attention and SwiGLU write o's and down's inputs as f16 blocks gives the logits of the row-scale pre-passes, and the decode after it",
+  "a prefill whose attention writes o's input as f16 rows, or whose attention and SwiGLU write o's and down's as f16 blocks, gives the logits of the row-scale pre-passes, and the decode after it",
   async (gpu) => {
     const ids = Array.from({ length: 23 }, (_, i) => (i * 11) % 50);
     const shape = { maxPos: 64, maxRows: 20, maxLogitRows: 4, prefillTail: false };
     Deno.env.set(PREFILL_ATTENTION_ENV, "tensor"); // the tiny model's heads are too few for `auto` to take it
     try {
-      for (const [nHeads, depth] of [[1, 0], [2, 2]]) {
+      // o's f16 rows from the attention: one pre-pass a block fewer; o's and down's f16 blocks: two
+      const variants = [
+        { prefillHalf: 0, prefillAttentionRows: true, fewer: 1, name: "f16 rows" },
+        { prefillHalf: 3, prefillAttentionRows: false, fewer: 2, name: "f16 blocks" },
+      ];
+      for (const [nHeads, depth, v] of [[1, 0, 0], [2, 2, 0], [1, 0, 1], [2, 2, 1]]) {
+        const variant = variants[v];
         const w = await tinyWeights(gpu, nHeads, depth, 59 + depth);
         const heads = Array.from({ length: nHeads }, (_, h) => h);
         const want: Float64Array[][] = [];
         for (const h of heads) want.push(referenceLogits(await readTower(gpu, w, h), ids, "bf16"));
         // heads one after the other: lock-step lanes keep their pre-passes (their ops interleave, the blocks' buffers
         // are shared)
-        const half = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false, prefillHalf: 3 });
-        const apart = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false, prefillHalf: 0 });
-        const what = `${nHeads} heads x ${depth} blocks`;
+        const { prefillHalf, prefillAttentionRows } = variant;
+        const half = new HydraTransformer(gpu, w, { ...shape, overlapHeads: false, prefillHalf, prefillAttentionRows });
+        const apart = new HydraTransformer(gpu, w, {
+          ...shape,
+          overlapHeads: false,
+          prefillHalf: 0,
+          prefillAttentionRows: false,
+        });
+        const what = `${nHeads} heads x ${depth} blocks, ${variant.name}`;
         const prePasses = (m: HydraTransformer) =>
           m.residualForward(20, { heads, lastTokenOnly: true }).filter((d) => d.label.startsWith("row_scale")).length;
         try {
-          // two pre-passes a block fewer (o's and down's), in every tower
+          // one or two pre-passes a block fewer (o's; o's and down's), in every tower
           const blocks = w.trunk.length + w.heads.reduce((n, head) => n + head.blocks.length, 0);
-          if (prePasses(apart) - prePasses(half) !== 2 * blocks) {
-            throw new Error(
-              `${what}: ${prePasses(half)} row-scale pre-passes with f16 blocks, ${prePasses(apart)} without`,
-            );
+          if (prePasses(apart) - prePasses(half) !== variant.fewer * blocks) {
+            throw new Error(`${what}: ${prePasses(half)} row-scale pre-passes, ${prePasses(apart)} without`);
           }
           const logits: Float32Array[] = [];
           for (const model of [half, apart]) {
             for (const { rows, at, head, logits: got } of await prefillThenDecode(gpu, model, ids, heads)) {
-              const pass = `${what}, ${
-                model === half ? "f16 blocks" : "pre-passes"
-              }, head ${head}, pass of ${rows} at ${at}`;
+              const pass = `${what}, ${model === half ? "on" : "pre-passes"}, head ${head}, pass of ${rows} at ${at}`;
               assertClose(got, want[head][at].subarray(0, tiny.vocabSize), TENSOR_PREFILL_LOGIT_TOL, pass);
               logits.push(got);
             }
