@@ -71,6 +71,7 @@ import {
   HALF_BLOCK_ROW_STRIDE,
   HALF_BLOCK_WGSL,
   type HalfBlocks,
+  type HalfRows,
   ROW_SCALE_WGSL,
 } from "./row_scale.ts";
 
@@ -196,6 +197,39 @@ export interface GemmTensorKernelSpec extends TensorTiles {
    * pre-pass. Not with split-K or producer subgroups.
    */
   halfOut?: boolean;
+  /**
+   * The SwiGLU epilogue writes its output as the next product's f16 rows and row exponents (row_scale.ts `HalfRows`,
+   * what the down product's row-scale pre-pass would write) instead of f32 y, each row scaled by a bound on its
+   * magnitude (`SWIGLU_ROWS_WGSL`: |silu(g) u| <= |g| |u| <= ||x|| max ||Wg_n|| ||x|| max ||Wu_n||, from the L2 norms of
+   * x's rows and of the weights' rows). Not with split-K, producer subgroups or `halfOut`.
+   */
+  halfRowsOut?: boolean;
+}
+
+/**
+ * WGSL of the SwiGLU output rows' exponent (`halfRowsOut`): \`swiglu_rows_exponent(r, g, u)\` for an input row of L2 norm
+ * r and gate and up weight rows of L2 norms at most g and u (all f32, non-negative). By Cauchy-Schwarz |gate| <= g r and
+ * |up| <= u r, and |silu(gate)| <= |gate|, so the row's values are below 2^(eg + er + 2) 2^(eu + er + 2) for the f32
+ * exponents eg, eu, er of g, u, r (each value below 2^(e + 1)); a factor 2 more covers the GEMM's own roundings. The
+ * exponent is row_scale.ts's rule for that power of two, B = 2^(eg + eu + 2 er + 5): e = eg + eu + 2 er + 5 - 14,
+ * clamped to [-100, 113], so every value times 2^-e stays below 2^14. In exponents alone, so no product overflows; 0 where a norm
+ * is zero (the row is zero) or not finite (the non-finite values reach the output unscaled, as row_scale.ts does).
+ */
+export const SWIGLU_ROWS_WGSL = /* wgsl */ `
+fn swiglu_rows_exponent(r: f32, g: f32, u: f32) -> i32 {
+  let br = bitcast<u32>(r) >> 23u;
+  let bg = bitcast<u32>(g) >> 23u;
+  let bu = bitcast<u32>(u) >> 23u;
+  if (r == 0.0 || g == 0.0 || u == 0.0 || br >= 255u || bg >= 255u || bu >= 255u) { return 0i; }
+  return clamp(i32(bg) + i32(bu) + 2i * i32(br) - 4i * 127i + 5i - 14i, -100i, 113i);
+}`;
+
+/** The exponent `SWIGLU_ROWS_WGSL` computes (CPU reference, same rule): of the f32 values r, g and u. */
+export function swigluRowsExponent(r: number, g: number, u: number): number {
+  const exp = (v: number) => (new Uint32Array(new Float32Array([v]).buffer)[0] >>> 23) & 0xff;
+  const [br, bg, bu] = [r, g, u].map(exp);
+  if (r === 0 || g === 0 || u === 0 || br >= 255 || bg >= 255 || bu >= 255) return 0;
+  return Math.min(113, Math.max(-100, bg + bu + 2 * br - 4 * 127 + 5 - 14));
 }
 
 /**
@@ -209,6 +243,12 @@ export interface GemmTensorArgs extends ProductArgs, TensorTiles {
   blocks?: GPUBuffer | BufferSlice;
   /** SWIGLU: the output as the next product's `HalfBlocks` (y is not written). */
   halfOut?: HalfBlocks;
+  /**
+   * SWIGLU: the output as the next product's `HalfRows` (y is not written), scaled by the bound from `rowNorms` (f32
+   * [rows]: the L2 norm of each row of the f32 input x, rmsnorm's `norms`) and `weightNorms` (u32 [2]: the f32 bits of
+   * the largest L2 norm of a gate row and of an up row, `rowNormMax`).
+   */
+  halfRowsOut?: HalfRows & { rowNorms: GPUBuffer | BufferSlice; weightNorms: GPUBuffer | BufferSlice };
 }
 
 /** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
@@ -269,7 +309,7 @@ function kernelName(
   t: Required<TensorTiles>,
   epilogue: number,
   subgroupSize: number,
-  io: { halfBlocks?: boolean; halfOut?: boolean } = {},
+  io: { halfBlocks?: boolean; halfOut?: boolean; halfRowsOut?: boolean } = {},
 ): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
@@ -278,7 +318,8 @@ function kernelName(
     }${t.packedWeights ? "_pw" : ""}${t.deferLast ? `_dl${t.deferLast}` : ""}${t.wideStores ? "_ws" : ""}${
       t.sharedEpilogue ? "_se" : ""
     }_w${subgroupSize}` +
-    (t.splitK > 1 ? `_split${t.splitK}` : "") + (io.halfBlocks ? "_hb" : "") + (io.halfOut ? "_ho" : "");
+    (t.splitK > 1 ? `_split${t.splitK}` : "") + (io.halfBlocks ? "_hb" : "") + (io.halfOut ? "_ho" : "") +
+    (io.halfRowsOut ? "_hr" : "");
 }
 
 /** Output rows and columns of a workgroup's tile, and its k step. */
@@ -372,6 +413,11 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   }
   if (ho && hb) throw new Error("gemm_tensor: halfOut and halfBlocks in one kernel (their bindings overlap)");
   if (ho && sgSize < FRAG) throw new Error(`gemm_tensor: halfOut needs subgroups of at least ${FRAG} invocations`);
+  const hro = spec.halfRowsOut ?? false; // the SwiGLU's output as HalfRows, scaled by a bound
+  if (hro && (!swiglu || t.splitK > 1 || t.producers > 0 || ho || hb)) {
+    throw new Error("gemm_tensor: halfRowsOut needs the SwiGLU epilogue, no split-K, producers, halfOut or halfBlocks");
+  }
+  if (hro && sgSize < FRAG) throw new Error(`gemm_tensor: halfRowsOut needs subgroups of at least ${FRAG} invocations`);
   // the row exponent the epilogue scales back by
   const rowE = hb ? "row_e(m)" : "e[m]";
   const subgroups = t.subgroupsM * t.subgroupsN; // the subgroups that multiply
@@ -509,6 +555,13 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
                 `hmax${i}_${v} = max(hmax${i}_${v}, half_block_put(swiglu_val(g${v}, es[${at(v)}], ` +
                 `e[min(m, M - 1u)]), m, n, m < M && n < N, lane)); }`
               )
+              : hro
+              // f16 pairs scaled by the row's bound (HalfRows)
+              ? perLane.map((v) =>
+                `  { let m = m0 + sm + ${i * FRAG}u + (lane + ${v * sgSize}u) / ${FRAG}u; ` +
+                `let n = n0 + sn + ${j * FRAG}u + lane % ${FRAG}u; ` +
+                `half_row_put(swiglu_val(g${v}, es[${at(v)}], e[min(m, M - 1u)]), m, n, lane); }`
+              )
               : perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
           ]
           : [[store(`acc${i}_${j}`)], perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, es[${at(v)}]);`)],
@@ -625,7 +678,7 @@ ${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
   }`;
   const kLoop = () => producers ? producerLoop() : ahead2 ? ahead2Loop() : double ? doubleLoop() : singleLoop();
 
-  const name = kernelName(t, epilogue, sgSize, { halfBlocks: hb, halfOut: ho });
+  const name = kernelName(t, epilogue, sgSize, { halfBlocks: hb, halfOut: ho, halfRowsOut: hro });
   return {
     name,
     source: /* wgsl */ `
@@ -667,6 +720,8 @@ ${hw ? "" : "const W_BUF: u32 = W_ROWS * XS;\n"}@group(0) @binding(0) var<storag
 ${
       ho
         ? `@group(0) @binding(3) var<storage, read_write> hb_x: array<u32>; // the output's f16 rows (HalfBlocks), in pairs`
+        : hro
+        ? `@group(0) @binding(3) var<storage, read_write> hr_x: array<u32>; // the output's f16 rows (HalfRows), in pairs`
         : "@group(0) @binding(3) var<storage, read_write> y: array<f32>;"
     }
 @group(0) @binding(4) var<storage, read> e: array<i32>;${split ? `\n${SPLIT_K_PRIVATES}` : ""}${
@@ -679,6 +734,20 @@ ${
 override HB_K: u32 = N; // the output's row width (half_block_put)
 ${ROW_SCALE_WGSL}
 ${HALF_BLOCK_WGSL}`
+        : hro
+        ? `
+@group(0) @binding(5) var<storage, read_write> hr_e: array<i32>; // the output rows' exponents [M]
+@group(0) @binding(6) var<storage, read> rn: array<f32>;        // the L2 norm of each input row (f32 x) [M]
+@group(0) @binding(7) var<storage, read> wn: array<u32>;        // f32 bits: the largest gate row's and up row's L2 norms
+${SWIGLU_ROWS_WGSL}
+// Value v of output row m, column n (this invocation's; the next column's in the next lane): the even lanes store
+// the pair as f16 times 2^-e[m], and column 0 the row's exponent.
+fn half_row_put(v: f32, m: u32, n: u32, lane: u32) {
+  let w = subgroupShuffleDown(v, 1u);
+  let ex = swiglu_rows_exponent(rn[min(m, M - 1u)], bitcast<f32>(wn[0]), bitcast<f32>(wn[1]));
+  if (m < M && n < N && lane % 2u == 0u) { hr_x[(m * N + n) / 2u] = pack2x16float(vec2<f32>(v, w) * ldexp(1.0, -ex)); }
+  if (m < M && n == 0u) { hr_e[m] = ex; }
+}`
         : ""
     }
 ${
@@ -858,7 +927,7 @@ fn swiglu_val(gate: f32, up: f32, x: i32) -> f32 {
   return g / (1.0 + exp(-g)) * ldexp(up, x);
 }
 ${
-          ho ? "" : `
+          ho || hro ? "" : `
 // Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
 // silu(gate) * up stored.
 fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
@@ -1010,13 +1079,17 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
         `${limits.maxComputeWorkgroupStorageSize}; use a smaller stepK or fewer subgroups or result matrices`,
     );
   }
-  const io = { halfBlocks: a.blocks !== undefined, halfOut: a.halfOut !== undefined };
+  const io = {
+    halfBlocks: a.blocks !== undefined,
+    halfOut: a.halfOut !== undefined,
+    halfRowsOut: a.halfRowsOut !== undefined,
+  };
   const name = kernelName(t, epilogue, sgSize, io);
   if (kernel && !kernel.name.startsWith(name)) {
     throw new Error(`gemm_tensor: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
   }
   const { tileM, tileN } = tensorTileShape(t);
-  const ho = a.halfOut;
+  const ho = a.halfOut, hro = a.halfRowsOut;
   return gpu.dispatch(
     kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize, ...io }),
     { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
@@ -1024,10 +1097,11 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
       a.ctl,
       a.weight,
       a.x,
-      ho ? ho.xHalf : a.y,
+      ho ? ho.xHalf : hro ? hro.xHalf : a.y,
       a.exponents,
       ...(a.blocks ? [a.blocks] : []),
       ...(ho ? [ho.blocks, ho.rowMax] : []),
+      ...(hro ? [hro.exponents, hro.rowNorms, hro.weightNorms] : []),
     ],
     Math.ceil(a.rows / tileM) * Math.ceil(a.n / tileN) * t.splitK,
   );

@@ -16,6 +16,7 @@ import {
   gemmTensorKernelFor,
   gemmTensorWorkgroupBytes,
   resolveTensorTiles,
+  swigluRowsExponent,
   tensorGemmTolerance,
   tensorGemmUnsupported,
   tensorSubgroupSize,
@@ -31,7 +32,7 @@ import {
 } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
 import { HALF_BLOCK, HALF_BLOCK_ROW_STRIDE, halfBlocksReference, rowScale } from "./row_scale.ts";
-import { halfBlocksBuffers, readHalfBlocks } from "../testing/half_blocks.ts";
+import { halfBlocksBuffers, halfRowsBuffers, readHalfBlocks, readHalfRows } from "../testing/half_blocks.ts";
 import { halfWeights } from "../weights/half_weights.ts";
 import { packWeights } from "../weights/pack_weights.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
@@ -65,6 +66,19 @@ interface CheckOptions extends TensorTiles {
   inputBlocks?: boolean;
   /** SWIGLU: the output as `HalfBlocks` (`halfOut`), read back (`readHalfBlocks`) instead of y. */
   outputBlocks?: boolean;
+  /**
+   * SWIGLU: the output as `HalfRows` scaled by the Cauchy-Schwarz bound (`halfRowsOut`; x's row norms and the weights'
+   * largest row norms computed here), read back (`readHalfRows`, its exponents checked) instead of y.
+   */
+  outputRows?: boolean;
+}
+
+/** The L2 norm of each of `rows` rows of length k of `v` (f64). */
+function rowNorms(v: Float32Array, rows: number, k: number): number[] {
+  return Array.from(
+    { length: rows },
+    (_, m) => Math.sqrt(v.subarray(m * k, (m + 1) * k).reduce((a, x) => a + x * x, 0)),
+  );
 }
 
 /** x with each 16-column block scaled by its own power of two in 2^-12 .. 2^12. */
@@ -144,7 +158,19 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const xHalf = ref ? gpu.upload("xh", new Uint32Array(ref.xHalf.buffer)) : gpu.buffer("xh", rows * k * 2);
   const blocks = ref ? gpu.upload("blocks", ref.blocks) : undefined;
   const out = o.outputBlocks ? halfBlocksBuffers(gpu, rows, n) : undefined;
-  const { kernel, active: _, bigX: __, inputBlocks: ___, outputBlocks: ____, ...args } = o;
+  // outputRows: x's row norms and the gate and up rows' largest norms (f32), and the exponents they give each row
+  const xNorms = Float32Array.from(rowNorms(x, rows, k));
+  const wNorms = rowNorms(w, nw, k);
+  const gu = Float32Array.from([Math.max(...wNorms.slice(0, n)), Math.max(...wNorms.slice(n))]);
+  const rowsExponents = Array.from(xNorms, (r) => swigluRowsExponent(r, gu[0], gu[1]));
+  const outRows = o.outputRows
+    ? {
+      ...halfRowsBuffers(gpu, rows, n),
+      rowNorms: gpu.upload("x norms", xNorms),
+      weightNorms: gpu.upload("w norms", new Uint32Array(gu.buffer)),
+    }
+    : undefined;
+  const { kernel, active: _, bigX: __, inputBlocks: ___, outputBlocks: ____, outputRows: _____, ...args } = o;
   // Split-K: the GEMM into a NaN-poisoned partial scratch, then the reduction into y.
   const splitK = o.splitK ?? 1;
   const partials = splitK > 1 ? poisoned(gpu, splitK * rows * nw, "partials") : undefined;
@@ -154,15 +180,35 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
     ...(ref ? [] : [rowScale(gpu, { ctl, x: xb, exponents, xHalf, rows, k, gated: o.gated })]),
     gemmTensor(
       gpu,
-      { ctl, weight: wh ?? wp ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, blocks, halfOut: out, ...args },
+      {
+        ctl,
+        weight: wh ?? wp ?? wb,
+        x: xHalf,
+        y: partials ?? y,
+        exponents,
+        rows,
+        k,
+        n,
+        blocks,
+        halfOut: out,
+        halfRowsOut: outRows,
+        ...args,
+      },
       kernel,
     ),
     ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated })] : []),
   ]);
   const got = out
     ? await readHalfBlocks(gpu, out, rows, n, `gemm_tensor halfOut rows=${rows} K=${k} N=${n}`)
+    : outRows
+    ? await readHalfRows(gpu, outRows, rows, n, rowsExponents, `gemm_tensor halfRowsOut rows=${rows} K=${k} N=${n}`)
     : await gpu.readF32(y, rows * n);
   out?.destroy();
+  if (outRows) {
+    for (const b of [outRows.xHalf, outRows.exponents, outRows.rowNorms, outRows.weightNorms]) {
+      b.destroy();
+    }
+  }
   for (
     const b of [
       ctl,
@@ -182,6 +228,11 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const want = matvecReference(w, x, rows, k, n, epilogue), tol = tolerances(w, x, rows, k, n, epilogue);
   // outputBlocks: each output rounded to f16 once more (its block scaled into f16's normal range: 2^-11 of it)
   if (out) tol.forEach((t, i) => tol[i] = t + 2 ** -11 * Math.abs(want[i]) + 1e-30);
+  // outputRows: the same, and half f16's smallest subnormal step at the row's scale (a loose bound puts small values
+  // there)
+  if (outRows) {
+    tol.forEach((t, i) => tol[i] = t + 2 ** -11 * Math.abs(want[i]) + 2 ** (rowsExponents[Math.floor(i / n)] - 25));
+  }
   return { got, want, tol };
 }
 
@@ -274,6 +325,51 @@ tensorTest(
     assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.SWIGLU, halfOut: true, splitK: 2 }), Error, "split");
   },
 );
+
+tensorTest(
+  "gemm_tensor's SwiGLU writes its output as f16 rows scaled by the Cauchy-Schwarz bound (HalfRows) at awkward sizes, and its checks catch broken kernels",
+  async (gpu) => {
+    const swiglu = { epilogue: Epilogue.SWIGLU, outputRows: true };
+    for (const [rows, k, n] of [[1, 32, 16], [37, 96, 112], [130, 128, 80]]) {
+      await checkTensor(gpu, rows, k, n, swiglu);
+      await checkTensor(gpu, rows, k, n, { ...swiglu, bigX: 1e5 });
+    }
+    await checkTensor(gpu, 45, 256, 96, { ...swiglu, ...TENSOR_TILES_SMALL_M_SWIGLU, bigX: 1e5 });
+    await checkTensor(gpu, 45, 256, 96, { ...swiglu, ...TENSOR_TILES_SWIGLU_192 });
+    const kernel = gemmTensorKernelFor({
+      epilogue: Epilogue.SWIGLU,
+      halfRowsOut: true,
+      subgroupSize: tensorSubgroupSize(gpu),
+    });
+    await assertMutantsCaught([{ kernel }], [
+      ["* ldexp(1.0, -ex))", ")"], // the row's exponent stored, its values not scaled by it
+      ["if (m < M && n == 0u) { hr_e[m] = ex; }", "if (m < M && n == 0u) { hr_e[m] = ex + 1i; }"],
+      ["lane % 2u == 0u) { hr_x", "lane % 2u == 1u) { hr_x"], // the pairs a column off
+      ["2i * i32(br)", "i32(br)"], // the bound of one factor of ||x|| only
+    ], (_, kernel) => checkTensor(gpu, 37, 96, 64, { ...swiglu, kernel, bigX: 1e5 }));
+    assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.PLAIN, halfRowsOut: true }), Error, "SwiGLU");
+    assertThrows(
+      () => gemmTensorKernelFor({ epilogue: Epilogue.SWIGLU, halfRowsOut: true, splitK: 2 }),
+      Error,
+      "split",
+    );
+  },
+);
+
+Deno.test("swigluRowsExponent: 2^e bounds 2 |g r| |u r| below 2^14 for norms of every size, and is 0 for zero or non-finite ones", () => {
+  const rng = new Rng(5);
+  for (let i = 0; i < 2000; i++) {
+    const [r, g, u] = [0, 1, 2].map(() => Math.fround(2 ** (rng.int(80) - 40) * (1 + rng.int(1000) / 1000)));
+    const e = swigluRowsExponent(r, g, u);
+    const scaled = 2 * g * r * u * r * 2 ** -e;
+    if (e > -100 && e < 113 && !(scaled < 2 ** 14 && scaled >= 2 ** 9)) {
+      throw new Error(`r ${r} g ${g} u ${u}: e ${e} scales the bound to ${scaled}`);
+    }
+  }
+  for (const [r, g, u] of [[0, 1, 1], [1, 0, 1], [Infinity, 1, 1], [1, NaN, 1], [1, 1, Infinity]]) {
+    if (swigluRowsExponent(r, g, u) !== 0) throw new Error(`${r} ${g} ${u}: not 0`);
+  }
+});
 
 tensorTest("gemm_tensor SwiGLU epilogue computes silu(gate) * up", async (gpu) => {
   for (const [rows, k, n] of [[1, 32, 16], [17, 96, 48], [37, 64, 256], [130, 32, 80]]) {
@@ -794,9 +890,10 @@ Deno.test({
       ...[{}, { ...TENSOR_TILES_SMALL_M, splitK: 2 }, { ...TENSOR_TILES_SMALL_M, ahead: 2 }, TENSOR_TILES_192].flatMap((
         t,
       ) => [gemmTensorKernelFor({ ...t, halfBlocks: true })]),
-      ...[{}, TENSOR_TILES_SMALL_M_SWIGLU, TENSOR_TILES_SWIGLU_192, TENSOR_TILES.swiglu].map((t) =>
-        gemmTensorKernelFor({ ...t, epilogue: Epilogue.SWIGLU, halfOut: true })
-      ),
+      ...[{}, TENSOR_TILES_SMALL_M_SWIGLU, TENSOR_TILES_SWIGLU_192, TENSOR_TILES.swiglu].flatMap((t) => [
+        gemmTensorKernelFor({ ...t, epilogue: Epilogue.SWIGLU, halfOut: true }),
+        gemmTensorKernelFor({ ...t, epilogue: Epilogue.SWIGLU, halfRowsOut: true }),
+      ]),
     );
     const broken = mutate(
       kernels[0],

@@ -33,7 +33,7 @@
 
 import { UserError } from "../../common/errors.ts";
 import { numberChoiceFromEnv } from "../../common/env.ts";
-import { type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
+import { type BufferSlice, type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
 import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
@@ -103,6 +103,12 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    */
   halfOut?: HalfBlocks;
   /**
+   * SWIGLU: write the output as the next product's f16 rows and exponents (`linearPlan(next).halfRows`) instead of y,
+   * scaled by the bound from `rowNorms` (x's rows' L2 norms, rmsnorm's `rowNorms`) and `weightNorms` (the gate and up
+   * rows' largest, `rowNormMax`): gemm_tensor.ts `halfRowsOut`. Only where `linearPlan` says `halfOut`.
+   */
+  halfRowsOut?: HalfRows & { rowNorms: GPUBuffer | BufferSlice; weightNorms: GPUBuffer | BufferSlice };
+  /**
    * With split-K, leave the partial sums in `linearPlan`'s `partials` for the dispatch after (a post-norm that sums
    * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.
    */
@@ -112,7 +118,7 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
 /** What `linear`'s choices read of its arguments: everything but the buffers. */
 export type LinearShape = Omit<
   LinearArgs,
-  "ctl" | "weight" | "x" | "y" | "halfRowsWritten" | "halfBlocksWritten" | "halfOut"
+  "ctl" | "weight" | "x" | "y" | "halfRowsWritten" | "halfBlocksWritten" | "halfOut" | "halfRowsOut"
 >;
 
 /**
@@ -579,6 +585,19 @@ export function linearHalfBlocks(gpu: Gpu, a: LinearShape): HalfBlocks | undefin
   };
 }
 
+/**
+ * Where the SwiGLU GEMM before the product `a` writes its x as f16 rows and exponents (`halfRowsOut`), for `a` to read
+ * as `halfRowsWritten`: buffers shared by every layer of the Gpu and their own (that GEMM reads the plan's `halfRows`
+ * while it writes these), allocated on the first request. Undefined where `a` does not run the tensor-core GEMM.
+ */
+export function linearSwigluRows(gpu: Gpu, a: LinearShape): HalfRows | undefined {
+  if (a.rows <= MATVEC_MAX_ROWS || prefillPlan(gpu, a).which !== "tensor") return undefined;
+  return {
+    exponents: sharedScratch(gpu, "SwiGLU row exponents", a.rows * 4),
+    xHalf: sharedScratch(gpu, "SwiGLU f16 rows", a.rows * a.k * 2),
+  };
+}
+
 /** What `linear` records for `a` (`LinearPlan`), without recording it. */
 export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
   if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1, halfOut: false };
@@ -600,7 +619,7 @@ export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
  */
 export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (given.rows <= MATVEC_MAX_ROWS) {
-    if (given.halfRowsWritten || given.halfBlocksWritten || given.halfOut || given.leavePartials) {
+    if (given.halfRowsWritten || given.halfBlocksWritten || given.halfOut || given.halfRowsOut || given.leavePartials) {
       throw new Error("linear: the matvec has no pre-pass, partials or f16 output");
     }
     return [matvec(gpu, given)];
@@ -611,16 +630,19 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   const splitK = a.splitK;
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const written = a.halfRowsWritten;
-  if (written && (written.exponents !== halfRows?.exponents || written.xHalf !== halfRows?.xHalf)) {
-    throw new Error(`linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
+  const at = (r?: HalfRows) => r !== undefined && written?.exponents === r.exponents && written.xHalf === r.xHalf;
+  if (written && !at(halfRows) && !(which === "tensor" && at(linearSwigluRows(gpu, given)))) {
+    throw new Error(
+      `linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan, linearSwigluRows)`,
+    );
   }
   if (a.leavePartials && epilogue !== Epilogue.PLAIN) throw new Error("linear: leavePartials with the SwiGLU epilogue");
   const blocks = a.halfBlocksWritten, halfBlocks = blocks && linearHalfBlocks(gpu, given);
   if (blocks && (blocks.xHalf !== halfBlocks?.xHalf || blocks.blocks !== halfBlocks.blocks)) {
     throw new Error(`linear: the f16 blocks were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
-  if (a.halfOut && !(halfOut && epilogue === Epilogue.SWIGLU)) {
-    throw new Error(`linear: halfOut needs the unsplit tensor-core GEMM with the SwiGLU epilogue (linearPlan)`);
+  if ((a.halfOut || a.halfRowsOut) && !(halfOut && epilogue === Epilogue.SWIGLU)) {
+    throw new Error(`linear: f16 output needs the unsplit tensor-core GEMM with the SwiGLU epilogue (linearPlan)`);
   }
   // The GEMM's output (the scratch with split-K), and the reduction after it.
   const g = { ...a, y: partials ?? a.y };
@@ -633,8 +655,8 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (which === "fma16") {
     return [rowScale(gpu, pre), gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents: exponents! }), ...reduce];
   }
-  // The tensor-core GEMM reads the pre-pass's f16 rows instead of x.
-  const { xHalf } = halfRows!;
+  // The tensor-core GEMM reads the pre-pass's f16 rows instead of x (or those the kernel before wrote).
+  const { xHalf } = written ?? halfRows!;
   if (blocks) {
     return [
       gemmTensor(gpu, {
@@ -650,7 +672,15 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   }
   return [
     ...(a.halfRowsWritten ? [] : [rowScale(gpu, { ...pre, xHalf })]),
-    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents: exponents!, halfOut: a.halfOut }),
+    gemmTensor(gpu, {
+      ...g,
+      x: xHalf,
+      ...tensorTiles,
+      splitK,
+      exponents: written?.exponents ?? exponents!,
+      halfOut: a.halfOut,
+      halfRowsOut: a.halfRowsOut,
+    }),
     ...reduce,
   ];
 }

@@ -27,6 +27,11 @@ export interface RmsnormFusion {
   half?: boolean;
   /** Zero a u32 a row (the next product's `HalfBlocks.rowMax`, row_scale.ts, which its producer raises). */
   clear?: boolean;
+  /**
+   * With `half`, also write each out row's L2 norm (f32): the bound of the SwiGLU GEMM that reads the f16 rows next
+   * (gemm_tensor.ts `halfRowsOut`).
+   */
+  norms?: boolean;
 }
 
 /**
@@ -44,12 +49,14 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
   // x[i], or the sum of its S partials in split order (split_k_reduce.ts's additions)
   const X = (i: string) => split ? `x_sum(${i}, slice)` : `x[${i}]`;
   const halfBindings = from ? [5, 6] : [4, 5];
-  const clear = fusion.clear ?? false;
-  const clearBinding = (from ? 5 : 4) + (half ? 2 : 0);
+  const clear = fusion.clear ?? false, norms = fusion.norms ?? false;
+  if (norms && !half) throw new Error("rmsnorm: the row norms come with the f16 rows (half)");
+  const normsBinding = (from ? 5 : 4) + 2;
+  const clearBinding = (from ? 5 : 4) + (half ? 2 : 0) + (norms ? 1 : 0);
   return {
     name: `rmsnorm${from ? "_from" : ""}${split ? "_sk" : ""}${half ? "_half" : ""}${subgroups ? "_sg" : ""}${
       vec4 ? "_v4" : ""
-    }${clear ? "_clr" : ""}`,
+    }${clear ? "_clr" : ""}${norms ? "_rn" : ""}`,
     source: /* wgsl */ `
 // bindings (M = number of workgroups = rows normalised; V = ${vec4 ? 4 : 1} values an element):
 //   0 ctl  [CTL_SLOTS] u32, read            control block (gate only)
@@ -69,6 +76,11 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
         ? `
 //   ${halfBindings[0]} e    [M] i32, read_write               the row-scale exponents of the out rows (row_scale.ts)
 //   ${halfBindings[1]} xh   [M, D / 4] vec2<u32>, read_write   the out rows * 2^-e as f16 (row_scale.ts's half pass)`
+        : ""
+    }${
+      norms
+        ? `
+//   ${normsBinding} rn   [M] f32, read_write               the out rows' L2 norms`
         : ""
     }${
       clear
@@ -98,6 +110,11 @@ const V: u32 = ${vec4 ? 4 : 1}u;
 var<workgroup> row_max: atomic<u32>;
 ${ROW_SCALE_WGSL}`
         : ""
+    }${
+      norms
+        ? `
+@group(0) @binding(${normsBinding}) var<storage, read_write> rn: array<f32>;`
+        : ""
     }${clear ? `\n@group(0) @binding(${clearBinding}) var<storage, read_write> clear_rows: array<u32>;` : ""}
 ${reductionsWgsl(subgroups)}
 ${split ? splitKSumWgsl("x_sum", "x", T) : ""}
@@ -120,7 +137,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let inv = inverseSqrt(total / f32(D) + EPS);
   let ob = m * n;${
       half ? "\n  var best = 0u; // the largest magnitude's bits this thread stored (row_scale.ts's order)" : ""
-    }
+    }${norms ? "\n  var sq = 0.0; // the sum of squares of what this thread stored" : ""}
   for (var i = t; i < n; i += WG) {
     let v = ${X("xb + i")} * inv * w[i];${
       half
@@ -129,7 +146,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (RESIDUAL) { o = ${from ? "res[ob + i] + v" : "out[ob + i] + v"}; }
     out[ob + i] = o;
     let b = bitcast<vec4<u32>>(o) & vec4<u32>(0x7fffffffu);
-    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));`
+    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));${norms ? "\n    sq += dot(o, o);" : ""}`
         : `
     if (RESIDUAL) { out[ob + i] ${from ? "= res[ob + i] +" : "+="} v; } else { out[ob + i] = v; }`
     }
@@ -146,7 +163,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
   workgroupBarrier();
   let exponent = row_scale_exponent(atomicLoad(&row_max));
-  if (t == 0u) { e[m] = exponent; }
+  if (t == 0u) { e[m] = exponent; }${
+          norms ? "\n  let sq_row = workgroup_sum(sq, t);\n  if (t == 0u) { rn[m] = sqrt(sq_row); }" : ""
+        }
   let f = ldexp(1.0, -exponent);
   for (var i = t; i < n; i += WG) { xh[ob + i] = row_scale_pack(out[ob + i], f); }`
         : ""
@@ -198,6 +217,8 @@ export interface RmsnormArgs {
    * f16 rows, for the product that reads `out` next (`linear`'s `halfRows`). dim a multiple of 4.
    */
   half?: HalfRows;
+  /** With `half`: f32 [rows], the L2 norm of each row stored to `out` (the SwiGLU GEMM's bound, gemm_tensor.ts). */
+  rowNorms?: GPUBuffer | BufferSlice;
   /**
    * u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` that the product after `out`'s reader
    * raises (row_scale.ts).
@@ -218,7 +239,12 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
   const splitK = a.splitK ?? 1;
   if (!(Number.isInteger(splitK) && splitK >= 1)) throw new Error(`rmsnorm: splitK ${splitK}`);
   if (splitK > 1 && (a.xRowOffset ?? 0) !== 0) throw new Error("rmsnorm: split-K partials read from row 0 only");
-  const fusion = { splitK: splitK > 1, half: a.half !== undefined, clear: a.clearRows !== undefined };
+  const fusion = {
+    splitK: splitK > 1,
+    half: a.half !== undefined,
+    clear: a.clearRows !== undefined,
+    norms: a.rowNorms !== undefined,
+  };
   return gpu.dispatch(
     kernel ?? rmsnormKernelFor(subgroups, vec4, from, fusion),
     {
@@ -238,6 +264,7 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
       a.out,
       ...(from ? [a.residualFrom!] : []),
       ...(a.half ? [a.half.exponents, a.half.xHalf] : []),
+      ...(a.rowNorms ? [a.rowNorms] : []),
       ...(a.clearRows ? [a.clearRows] : []),
     ],
     [a.rows, 1, 1],

@@ -142,6 +142,8 @@ interface FusedCase {
   half: boolean;
   from: boolean;
   workgroupSize?: number;
+  /** With half: the fused kernel also writes each stored row's L2 norm (`rowNorms`). */
+  norms?: boolean;
 }
 
 /**
@@ -167,20 +169,24 @@ async function runFused(gpu: Gpu, c: FusedCase, kernel?: Kernel) {
     const e = gpu.upload("e", new Int32Array(c.rows).fill(-12345));
     const xh = gpu.upload("xh", new Uint32Array((c.rows * c.dim) / 2).fill(0x7e017e01));
     const half = c.half ? { exponents: e, xHalf: xh } : undefined;
+    const rowNorms = c.norms && fused ? gpu.upload("rn", new Float32Array(c.rows + 1).fill(-1)) : undefined;
     const args = { ctl, weight: wb, out, rows: c.rows, dim: c.dim, eps: 1e-6, workgroupSize: c.workgroupSize };
     const residual = c.from ? { residualFrom: res } : { residual: true };
-    const ds: Dispatch[] = fused ? [rmsnorm(gpu, { ...args, ...residual, x: pb, splitK: c.splitK, half }, kernel)] : [
-      ...(sum ? [splitKReduce(gpu, { ctl, partials: pb, y: sum, rows: c.rows, n: c.dim, splitK: c.splitK })] : []),
-      rmsnorm(gpu, { ...args, ...residual, x: sum ?? pb }),
-      ...(half ? [rowScale(gpu, { ctl, x: out, exponents: e, xHalf: xh, rows: c.rows, k: c.dim })] : []),
-    ];
+    const ds: Dispatch[] = fused
+      ? [rmsnorm(gpu, { ...args, ...residual, x: pb, splitK: c.splitK, half, rowNorms }, kernel)]
+      : [
+        ...(sum ? [splitKReduce(gpu, { ctl, partials: pb, y: sum, rows: c.rows, n: c.dim, splitK: c.splitK })] : []),
+        rmsnorm(gpu, { ...args, ...residual, x: sum ?? pb }),
+        ...(half ? [rowScale(gpu, { ctl, x: out, exponents: e, xHalf: xh, rows: c.rows, k: c.dim })] : []),
+      ];
     gpu.run(ds);
     const got = {
       out: await gpu.readF32(out, c.rows * c.dim),
       e: new Int32Array(await gpu.read(e, 0, c.rows * 4)),
       xh: new Uint16Array(await gpu.read(xh, 0, c.rows * c.dim * 2)),
+      rn: rowNorms ? await gpu.readF32(rowNorms, c.rows + 1) : undefined,
     };
-    for (const b of [out, res, e, xh, ...(sum ? [sum] : [])]) b.destroy();
+    for (const b of [out, res, e, xh, ...(sum ? [sum] : []), ...(rowNorms ? [rowNorms] : [])]) b.destroy();
     return got;
   };
   const fused = await run(true), apart = await run(false);
@@ -202,6 +208,16 @@ async function checkFused(gpu: Gpu, c: FusedCase, kernel?: Kernel): Promise<void
     same(fused.e, apart.e, "e");
     same(fused.xh, apart.xh, "xh");
     same(fused.e, rowScaleReference(fused.out, c.rows, c.dim), "e against the reference");
+  }
+  if (c.norms) {
+    // f32 sums of squares against f64: a relative dim 2^-24 at most; the row after the last untouched
+    const norms = Array.from({ length: c.rows }, (_, m) => {
+      let s = 0;
+      for (let i = 0; i < c.dim; i++) s += fused.out[m * c.dim + i] ** 2;
+      return Math.sqrt(s);
+    });
+    assertClose(fused.rn!.subarray(0, c.rows), norms, { atol: 0, rtol: 1e-5 }, `${what} row norms`);
+    if (fused.rn![c.rows] !== -1) throw new Error(`${what}: a row norm written past the last row`);
   }
   // the partials summed in f32 in split order, as the kernel sums them, then the f64 reference
   const x = new Float32Array(c.rows * c.dim);
@@ -227,6 +243,11 @@ gpuTest(
     }
     // several strides a thread
     await checkFused(gpu, { rows: 3, dim: 1028, splitK: 4, half: true, from: false, workgroupSize: 32 });
+    // the row norms beside the f16 rows (the SwiGLU GEMM's bound)
+    for (const [rows, dim] of FUSED_SHAPES) {
+      for (const from of [false, true]) await checkFused(gpu, { rows, dim, splitK: 2, half: true, from, norms: true });
+    }
+    await checkFused(gpu, { rows: 3, dim: 1028, splitK: 1, half: true, from: true, norms: true, workgroupSize: 32 });
   },
 );
 
@@ -247,11 +268,20 @@ gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) =>
     [{ half: true }, "max(b.z, b.w)", "max(b.z, b.z)"], // a lane left out of the row's maximum
     [both, "xh[ob + i] = row_scale_pack(out[ob + i], f)", "xh[ob + i] = row_scale_pack(out[ob + i], 1.0)"], // unscaled
     [both, "o = out[ob + i] + v;", "o = v;"], // the exponent of the normed rows, not of the residual stored
+    [{ half: true, norms: true }, "sq += dot(o, o);", "sq += dot(v, v);"], // the norm of the normed rows alone
+    [{ half: true, norms: true }, "rn[m] = sqrt(sq_row);", "rn[m] = sq_row;"], // the square of the norm
   ];
   for (const [fusion, from, to] of cases) {
     const kernel = mutate(kernelFor(fusion), from, to);
     // 67 vec4 a row: the row's largest element (its last) is held by thread 66, not the first lane of a subgroup
-    const c = { rows: 5, dim: 268, splitK: fusion.splitK ? 3 : 1, half: fusion.half ?? false, from: false };
+    const c = {
+      rows: 5,
+      dim: 268,
+      splitK: fusion.splitK ? 3 : 1,
+      half: fusion.half ?? false,
+      from: false,
+      norms: fusion.norms ?? false,
+    };
     await assertCaught(() => checkFused(gpu, c, kernel), `${from} -> ${to}`);
   }
 });
