@@ -117,7 +117,8 @@ export interface HydraShape {
    * A prefill's gate_up GEMM writes the down product's input as its f16 rows and exponents (what down's row-scale
    * pre-pass would write), each row scaled by a bound on |silu(g) u| (Cauchy-Schwarz: ||x||^2 times the largest gate
    * and up row norms, the post-norm's row norms and each block's weight row norms, computed when the model is built;
-   * gemm_tensor.ts `halfRowsOut`): one dispatch a block fewer where the tensor-core GEMMs run (Dawn). Default true;
+   * gemm_tensor.ts `halfRowsOut`): one dispatch a block fewer where the tensor-core GEMMs run (Dawn). Default false:
+   * the 1B's 128-token pass measured slower with it (3.91 against 3.80 ms, docs/PERF.md session AI);
    * `HYDRA_PREFILL_SWIGLU_ROWS` 0 / 1 overrides it for an A/B on the GPU. `prefillHalf`'s down blocks take precedence.
    */
   prefillSwigluRows?: boolean;
@@ -564,7 +565,7 @@ export class HydraTransformer {
     const attRows = numberChoiceFromEnv(PREFILL_ATT_ROWS_ENV, [0, 1], "a switch");
     this.prefillAttentionRows = attRows === undefined ? shape.prefillAttentionRows ?? true : attRows === 1;
     const swigluRows = numberChoiceFromEnv(PREFILL_SWIGLU_ROWS_ENV, [0, 1], "a switch");
-    this.prefillSwigluRows = swigluRows === undefined ? shape.prefillSwigluRows ?? true : swigluRows === 1;
+    this.prefillSwigluRows = swigluRows === undefined ? shape.prefillSwigluRows ?? false : swigluRows === 1;
     // the bound's weight norms, once, where the tensor-core GEMM (whose SwiGLU epilogue reads them) runs
     if (this.prefillSwigluRows && tensorGemmUnsupported(gpu) === null) {
       const blocks = [...weights.trunk, ...weights.heads.flatMap((h) => h.blocks)];
@@ -834,12 +835,13 @@ export class HydraTransformer {
     // row's largest block exponent zeroed by the dispatch before its writer; down's first: its buffers are the larger,
     // so o's plan after it finds them (a larger request would replace the shared scratch between o's writer and o)
     const downIn = k.downBlocks(), oIn = k.oBlocks();
-    // prefill: o's input as its f16 rows from the tensor attention, scaled by qk_norm_rope's bound on |v|
-    // (HydraShape.prefillAttentionRows), in place of o's row-scale pre-pass
-    const oRows = oIn ? undefined : k.oRows();
     // prefill: down's input as its f16 rows from the gate_up GEMM, scaled by a bound from the post-norm's row norms
     // and the block's weight norms (HydraShape.prefillSwigluRows), in place of down's row-scale pre-pass
     const downRows = downIn ? undefined : k.downRows(b);
+    // prefill: o's input as its f16 rows from the tensor attention, scaled by qk_norm_rope's bound on |v|
+    // (HydraShape.prefillAttentionRows), in place of o's row-scale pre-pass; planned after down's (whose plan may
+    // grow the shared f16 rows, which o's writer and reader must both find)
+    const oRows = oIn ? undefined : k.oRows();
     const upHalf = k.halfRows(d, F, Epilogue.SWIGLU);
     // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [

@@ -591,7 +591,8 @@ export function linearHalfBlocks(gpu: Gpu, a: LinearShape): HalfBlocks | undefin
  * while it writes these), allocated on the first request. Undefined where `a` does not run the tensor-core GEMM.
  */
 export function linearSwigluRows(gpu: Gpu, a: LinearShape): HalfRows | undefined {
-  if (a.rows <= MATVEC_MAX_ROWS || prefillPlan(gpu, a).which !== "tensor") return undefined;
+  // prefillGemmFor, not prefillPlan: the plan's own scratch would grow here, between a writer and a reader of it
+  if (a.rows <= MATVEC_MAX_ROWS || prefillGemmFor(gpu, a) !== "tensor") return undefined;
   return {
     exponents: sharedScratch(gpu, "SwiGLU row exponents", a.rows * 4),
     xHalf: sharedScratch(gpu, "SwiGLU f16 rows", a.rows * a.k * 2),
@@ -642,7 +643,10 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
     throw new Error(`linear: the f16 blocks were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
   if ((a.halfOut || a.halfRowsOut) && !(halfOut && epilogue === Epilogue.SWIGLU)) {
-    throw new Error(`linear: f16 output needs the unsplit tensor-core GEMM with the SwiGLU epilogue (linearPlan)`);
+    throw new Error(
+      `linear: ${a.halfOut ? "halfOut" : "halfRowsOut"} needs the unsplit tensor-core GEMM with the SwiGLU epilogue ` +
+        "(linearPlan)",
+    );
   }
   // The GEMM's output (the scratch with split-K), and the reduction after it.
   const g = { ...a, y: partials ?? a.y };
