@@ -114,11 +114,12 @@ export interface HydraShape {
    */
   prefillAttentionRows?: boolean;
   /**
-   * A prefill's gate_up GEMM writes the down product's input as its f16 rows and exponents (what down's row-scale
-   * pre-pass would write), each row scaled by a bound on |silu(g) u| (Cauchy-Schwarz: ||x||^2 times the largest gate
-   * and up row norms, the post-norm's row norms and each block's weight row norms, computed when the model is built;
-   * gemm_tensor.ts `halfRowsOut`): one dispatch a block fewer where the tensor-core GEMMs run (Dawn). Default false:
-   * the 1B's 128-token pass measured slower with it (3.91 against 3.80 ms, docs/PERF.md session AI);
+   * A prefill's gate_up GEMM writes the down product's input as its f16 rows (what down's row-scale pre-pass would
+   * write), each row scaled by the exponent of a bound on |silu(g) u| that the post-norm before writes
+   * (Cauchy-Schwarz: ||x||^2 times the largest gate and up row norms, each block's computed when the model is built;
+   * gemm_tensor.ts `halfRowsOut`, rmsnorm's `swigluRows`): one dispatch a block fewer where the tensor-core GEMMs run
+   * (Dawn). Default false: the 1B's 128-token pass measured slower with it (3.91 against 3.80 ms, docs/PERF.md session
+   * AI, when the GEMM's epilogue still computed each exponent itself);
    * `HYDRA_PREFILL_SWIGLU_ROWS` 0 / 1 overrides it for an A/B on the GPU. `prefillHalf`'s down blocks take precedence.
    */
   prefillSwigluRows?: boolean;
@@ -280,8 +281,11 @@ export const FUSE_DEFAULTS: FuseOptions = {
   prefillNorm: true,
 };
 
-/** The f16 rows a post-norm writes for the product after it, and (`rowNorms`) its rows' L2 norms too. */
-type NormHalfRows = HalfRows & { rowNorms?: GPUBuffer };
+/**
+ * The f16 rows a post-norm writes for the product after it, and (`swigluRows`) the exponents of that product's SwiGLU
+ * output rows too.
+ */
+type NormHalfRows = HalfRows & { swigluRows?: { weightNorms: GPUBuffer; exponents: GPUBuffer | BufferSlice } };
 
 /**
  * A product's input: a buffer, or a residual whose pending post-norm the matvec adds first (`PostNorm`), or whose f16
@@ -297,7 +301,7 @@ interface LinearInput {
   /** The SwiGLU product writes its output as the next product's f16 blocks (`HydraShape.prefillHalf`). */
   halfOut?: HalfBlocks;
   /** The SwiGLU product writes its output as the next product's f16 rows (`HydraShape.prefillSwigluRows`). */
-  halfRowsOut?: HalfRows & { rowNorms: GPUBuffer; weightNorms: GPUBuffer };
+  halfRowsOut?: HalfRows;
 }
 
 /** A post-norm's input: a product's output, or its split-K partials (`splits` of them) that the norm sums itself. */
@@ -454,7 +458,7 @@ export class HydraTransformer {
   readonly #kvTrunk: KvLayer[];
   readonly #kvHeads: KvLayer[][];
   readonly #act: Record<
-    "h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed" | "vmax" | "rowNorms",
+    "h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed" | "vmax",
     GPUBuffer
   >;
   /** Each block's largest gate and up row norms (f32 bits, u32 [2]; `prefillSwigluRows`), where computed. */
@@ -534,7 +538,6 @@ export class HydraTransformer {
       ffn: buf("ffn", R * c.ffnHidden * 4),
       normed: buf("normed", R * d * 4),
       vmax: buf("v max", R * 4), // each row's largest |v| (qk_norm_rope's, for the tensor attention's f16 rows)
-      rowNorms: buf("row norms", R * 4), // each row's L2 norm (the post-norm's, for the SwiGLU GEMM's f16 rows)
     };
     this.#rope = gpu.upload("rope table", ropeTable(this.maxPos, c.headDim, c.ropeTheta));
     this.#own.push(this.#rope);
@@ -866,7 +869,7 @@ export class HydraTransformer {
         x.add(
           k.normInput(a.proj, d, d),
           b.attnNorm,
-          upHalf && downRows ? { ...upHalf, rowNorms: downRows.rowNorms } : upHalf,
+          upHalf && downRows ? { ...upHalf, swigluRows: downRows.swigluRows } : upHalf,
           downIn?.rowMax,
         ),
         b.gateUp,
@@ -1003,7 +1006,7 @@ export class HydraTransformer {
         residualFrom?: GPUBuffer | BufferSlice;
         splitK?: number;
         half?: HalfRows;
-        rowNorms?: GPUBuffer;
+        swigluRows?: { weightNorms: GPUBuffer; exponents: GPUBuffer | BufferSlice };
         clearRows?: GPUBuffer | BufferSlice;
       } = {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
@@ -1051,7 +1054,7 @@ export class HydraTransformer {
               ...(from ? { residualFrom: from } : { residual: true }),
               splitK: p.splits,
               half,
-              rowNorms: half?.rowNorms,
+              swigluRows: half?.swigluRows,
               clearRows,
             }),
           source,
@@ -1134,8 +1137,8 @@ export class HydraTransformer {
         return half && { ...half, vmax: this.#act.vmax };
       },
       /**
-       * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 rows, with the row norms the post-norm
-       * before writes and block `b`'s weight norms for their bound (`HydraShape.prefillSwigluRows`, where that post-norm
+       * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 rows, and what the post-norm before
+       * needs to write their exponents (block `b`'s weight norms; `HydraShape.prefillSwigluRows`, where that post-norm
        * writes gate_up's f16 rows and both products are the tensor-core GEMM, gate_up unsplit), else undefined.
        */
       downRows: (b: BlockWeights) => {
@@ -1143,7 +1146,7 @@ export class HydraTransformer {
         if (!this.prefillSwigluRows || !weightNorms || lane || qRow !== 0 || !fused.prefillNorm) return;
         if (!plan(c.dModel, c.ffnHidden, Epilogue.SWIGLU).halfOut) return;
         const into = linearSwigluRows(gpu, { rows, k: c.ffnHidden, n: c.dModel, gated, prefillMath: this.prefillMath });
-        return into && { ...into, rowNorms: this.#act.rowNorms, weightNorms };
+        return into && { ...into, swigluRows: { weightNorms, exponents: into.exponents } };
       },
       /**
        * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks (`fused.prefillHalf`, both the

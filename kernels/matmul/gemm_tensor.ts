@@ -198,38 +198,12 @@ export interface GemmTensorKernelSpec extends TensorTiles {
    */
   halfOut?: boolean;
   /**
-   * The SwiGLU epilogue writes its output as the next product's f16 rows and row exponents (row_scale.ts `HalfRows`,
-   * what the down product's row-scale pre-pass would write) instead of f32 y, each row scaled by a bound on its
-   * magnitude (`SWIGLU_ROWS_WGSL`: |silu(g) u| <= |g| |u| <= ||x|| max ||Wg_n|| ||x|| max ||Wu_n||, from the L2 norms of
-   * x's rows and of the weights' rows). Not with split-K, producer subgroups or `halfOut`.
+   * The SwiGLU epilogue writes its output as the next product's f16 rows (row_scale.ts `HalfRows`, what the down
+   * product's row-scale pre-pass would write) instead of f32 y, each row scaled by 2^-e[m] for the exponents the
+   * post-norm before wrote from a bound on the row's magnitude (rmsnorm's `swigluRows`, row_scale.ts
+   * `SWIGLU_ROWS_WGSL`). Not with split-K, producer subgroups, `halfOut` or `halfBlocks`.
    */
   halfRowsOut?: boolean;
-}
-
-/**
- * WGSL of the SwiGLU output rows' exponent (`halfRowsOut`): \`swiglu_rows_exponent(r, g, u)\` for an input row of L2 norm
- * r and gate and up weight rows of L2 norms at most g and u (all f32, non-negative). By Cauchy-Schwarz |gate| <= g r and
- * |up| <= u r, and |silu(gate)| <= |gate|, so the row's values are below 2^(eg + er + 2) 2^(eu + er + 2) for the f32
- * exponents eg, eu, er of g, u, r (each value below 2^(e + 1)); a factor 2 more covers the GEMM's own roundings. The
- * exponent is row_scale.ts's rule for that power of two, B = 2^(eg + eu + 2 er + 5): e = eg + eu + 2 er + 5 - 14,
- * clamped to [-100, 113], so every value times 2^-e stays below 2^14. In exponents alone, so no product overflows; 0 where a norm
- * is zero (the row is zero) or not finite (the non-finite values reach the output unscaled, as row_scale.ts does).
- */
-export const SWIGLU_ROWS_WGSL = /* wgsl */ `
-fn swiglu_rows_exponent(r: f32, g: f32, u: f32) -> i32 {
-  let br = bitcast<u32>(r) >> 23u;
-  let bg = bitcast<u32>(g) >> 23u;
-  let bu = bitcast<u32>(u) >> 23u;
-  if (r == 0.0 || g == 0.0 || u == 0.0 || br >= 255u || bg >= 255u || bu >= 255u) { return 0i; }
-  return clamp(i32(bg) + i32(bu) + 2i * i32(br) - 4i * 127i + 5i - 14i, -100i, 113i);
-}`;
-
-/** The exponent `SWIGLU_ROWS_WGSL` computes (CPU reference, same rule): of the f32 values r, g and u. */
-export function swigluRowsExponent(r: number, g: number, u: number): number {
-  const exp = (v: number) => (new Uint32Array(new Float32Array([v]).buffer)[0] >>> 23) & 0xff;
-  const [br, bg, bu] = [r, g, u].map(exp);
-  if (r === 0 || g === 0 || u === 0 || br >= 255 || bg >= 255 || bu >= 255) return 0;
-  return Math.min(113, Math.max(-100, bg + bu + 2 * br - 4 * 127 + 5 - 14));
 }
 
 /**
@@ -244,11 +218,10 @@ export interface GemmTensorArgs extends ProductArgs, TensorTiles {
   /** SWIGLU: the output as the next product's `HalfBlocks` (y is not written). */
   halfOut?: HalfBlocks;
   /**
-   * SWIGLU: the output as the next product's `HalfRows` (y is not written), scaled by the bound from `rowNorms` (f32
-   * [rows]: the L2 norm of each row of the f32 input x, rmsnorm's `norms`) and `weightNorms` (u32 [2]: the f32 bits of
-   * the largest L2 norm of a gate row and of an up row, `rowNormMax`).
+   * SWIGLU: the output as the next product's `HalfRows` (y is not written): its f16 rows written, scaled by its
+   * exponents, which are read (the post-norm before wrote them, rmsnorm's `swigluRows`).
    */
-  halfRowsOut?: HalfRows & { rowNorms: GPUBuffer | BufferSlice; weightNorms: GPUBuffer | BufferSlice };
+  halfRowsOut?: HalfRows;
 }
 
 /** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
@@ -736,17 +709,14 @@ ${ROW_SCALE_WGSL}
 ${HALF_BLOCK_WGSL}`
         : hro
         ? `
-@group(0) @binding(5) var<storage, read_write> hr_e: array<i32>; // the output rows' exponents [M]
-@group(0) @binding(6) var<storage, read> rn: array<f32>;        // the L2 norm of each input row (f32 x) [M]
-@group(0) @binding(7) var<storage, read> wn: array<u32>;        // f32 bits: the largest gate row's and up row's L2 norms
-${SWIGLU_ROWS_WGSL}
+@group(0) @binding(5) var<storage, read> hr_e: array<i32>; // the output rows' exponents [M] (the post-norm's)
 // Value v of output row m, column n (this invocation's; the next column's in the next lane): the even lanes store
-// the pair as f16 times 2^-e[m], and column 0 the row's exponent.
+// the pair as f16 times 2^-hr_e[m].
 fn half_row_put(v: f32, m: u32, n: u32, lane: u32) {
   let w = subgroupShuffleDown(v, 1u);
-  let ex = swiglu_rows_exponent(rn[min(m, M - 1u)], bitcast<f32>(wn[0]), bitcast<f32>(wn[1]));
-  if (m < M && n < N && lane % 2u == 0u) { hr_x[(m * N + n) / 2u] = pack2x16float(vec2<f32>(v, w) * ldexp(1.0, -ex)); }
-  if (m < M && n == 0u) { hr_e[m] = ex; }
+  if (m < M && n < N && lane % 2u == 0u) {
+    hr_x[(m * N + n) / 2u] = pack2x16float(vec2<f32>(v, w) * ldexp(1.0, -hr_e[m]));
+  }
 }`
         : ""
     }
@@ -1101,7 +1071,7 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
       a.exponents,
       ...(a.blocks ? [a.blocks] : []),
       ...(ho ? [ho.blocks, ho.rowMax] : []),
-      ...(hro ? [hro.exponents, hro.rowNorms, hro.weightNorms] : []),
+      ...(hro ? [hro.exponents] : []),
     ],
     Math.ceil(a.rows / tileM) * Math.ceil(a.n / tileN) * t.splitK,
   );

@@ -33,7 +33,7 @@
 
 import { UserError } from "../../common/errors.ts";
 import { numberChoiceFromEnv } from "../../common/env.ts";
-import { type BufferSlice, type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
+import { type Dispatch, type Gpu, hasWgslFeature } from "../runtime.ts";
 import { gemm, type GemmTiles, gemmTileShape, SPLIT_KS } from "./gemm.ts";
 import {
   checkTensorShape,
@@ -103,11 +103,11 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    */
   halfOut?: HalfBlocks;
   /**
-   * SWIGLU: write the output as the next product's f16 rows and exponents (`linearPlan(next).halfRows`) instead of y,
-   * scaled by the bound from `rowNorms` (x's rows' L2 norms, rmsnorm's `rowNorms`) and `weightNorms` (the gate and up
-   * rows' largest, `rowNormMax`): gemm_tensor.ts `halfRowsOut`. Only where `linearPlan` says `halfOut`.
+   * SWIGLU: write the output as the next product's f16 rows (`linearSwigluRows(next)`) instead of y, each row scaled
+   * by its exponent there, which the post-norm before wrote (rmsnorm's `swigluRows`): gemm_tensor.ts `halfRowsOut`.
+   * Only where `linearPlan` says `halfOut`.
    */
-  halfRowsOut?: HalfRows & { rowNorms: GPUBuffer | BufferSlice; weightNorms: GPUBuffer | BufferSlice };
+  halfRowsOut?: HalfRows;
   /**
    * With split-K, leave the partial sums in `linearPlan`'s `partials` for the dispatch after (a post-norm that sums
    * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.

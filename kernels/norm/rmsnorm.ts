@@ -10,13 +10,14 @@
  *              `split_k_reduce.ts` sums them (the same f32 additions, so the same bits), instead of that reduction;
  *   half:      the rows written to `out` are also scaled to f16 as the tensor-core GEMM's pre-pass does
  *              (`row_scale.ts`: the exponents e[m] and xh[m, :], the same rule and bits), instead of that pre-pass,
- *              for the product that reads `out` next.
+ *              for the product that reads `out` next; with `swigluRows` also the exponents of that product's SwiGLU
+ *              output rows (row_scale.ts `SWIGLU_ROWS_WGSL`), for its f16 output rows in place of the next pre-pass.
  * @module
  */
 
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { HALF_BLOCK_ROW_STRIDE, type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
+import { HALF_BLOCK_ROW_STRIDE, type HalfRows, ROW_SCALE_WGSL, SWIGLU_ROWS_WGSL } from "../matmul/row_scale.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 
 /** The fusions of `rmsnormKernelFor` (module comment). */
@@ -28,10 +29,11 @@ export interface RmsnormFusion {
   /** Zero a u32 a row (the next product's `HalfBlocks.rowMax`, row_scale.ts, which its producer raises). */
   clear?: boolean;
   /**
-   * With `half`, also write each out row's L2 norm (f32): the bound of the SwiGLU GEMM that reads the f16 rows next
-   * (gemm_tensor.ts `halfRowsOut`).
+   * With `half`, also write the exponents of the SwiGLU output rows of the product that reads the f16 rows next, from
+   * each out row's L2 norm and the product's largest gate and up row norms (row_scale.ts `SWIGLU_ROWS_WGSL`), for its
+   * f16 output rows (gemm_tensor.ts `halfRowsOut`).
    */
-  norms?: boolean;
+  swigluRows?: boolean;
 }
 
 /**
@@ -49,14 +51,14 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
   // x[i], or the sum of its S partials in split order (split_k_reduce.ts's additions)
   const X = (i: string) => split ? `x_sum(${i}, slice)` : `x[${i}]`;
   const halfBindings = from ? [5, 6] : [4, 5];
-  const clear = fusion.clear ?? false, norms = fusion.norms ?? false;
-  if (norms && !half) throw new Error("rmsnorm: the row norms come with the f16 rows (half)");
-  const normsBinding = (from ? 5 : 4) + 2;
-  const clearBinding = (from ? 5 : 4) + (half ? 2 : 0) + (norms ? 1 : 0);
+  const clear = fusion.clear ?? false, swiglu = fusion.swigluRows ?? false;
+  if (swiglu && !half) throw new Error("rmsnorm: the SwiGLU rows' exponents come with the f16 rows (half)");
+  const swigluBindings = [(from ? 5 : 4) + 2, (from ? 5 : 4) + 3];
+  const clearBinding = (from ? 5 : 4) + (half ? 2 : 0) + (swiglu ? 2 : 0);
   return {
     name: `rmsnorm${from ? "_from" : ""}${split ? "_sk" : ""}${half ? "_half" : ""}${subgroups ? "_sg" : ""}${
       vec4 ? "_v4" : ""
-    }${clear ? "_clr" : ""}${norms ? "_rn" : ""}`,
+    }${clear ? "_clr" : ""}${swiglu ? "_swr" : ""}`,
     source: /* wgsl */ `
 // bindings (M = number of workgroups = rows normalised; V = ${vec4 ? 4 : 1} values an element):
 //   0 ctl  [CTL_SLOTS] u32, read            control block (gate only)
@@ -78,9 +80,12 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
 //   ${halfBindings[1]} xh   [M, D / 4] vec2<u32>, read_write   the out rows * 2^-e as f16 (row_scale.ts's half pass)`
         : ""
     }${
-      norms
+      swiglu
         ? `
-//   ${normsBinding} rn   [M] f32, read_write               the out rows' L2 norms`
+//   ${
+          swigluBindings[0]
+        } wn   [2] u32                          f32 bits: the next product's largest gate and up row norms
+//   ${swigluBindings[1]} eo   [M] i32, read_write               its SwiGLU output rows' exponents (row_scale.ts)`
         : ""
     }${
       clear
@@ -111,9 +116,11 @@ var<workgroup> row_max: atomic<u32>;
 ${ROW_SCALE_WGSL}`
         : ""
     }${
-      norms
+      swiglu
         ? `
-@group(0) @binding(${normsBinding}) var<storage, read_write> rn: array<f32>;`
+@group(0) @binding(${swigluBindings[0]}) var<storage, read> wn: array<u32>;
+@group(0) @binding(${swigluBindings[1]}) var<storage, read_write> eo: array<i32>;
+${SWIGLU_ROWS_WGSL}`
         : ""
     }${clear ? `\n@group(0) @binding(${clearBinding}) var<storage, read_write> clear_rows: array<u32>;` : ""}
 ${reductionsWgsl(subgroups)}
@@ -137,7 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let inv = inverseSqrt(total / f32(D) + EPS);
   let ob = m * n;${
       half ? "\n  var best = 0u; // the largest magnitude's bits this thread stored (row_scale.ts's order)" : ""
-    }${norms ? "\n  var sq = 0.0; // the sum of squares of what this thread stored" : ""}
+    }${swiglu ? "\n  var sq = 0.0; // the sum of squares of what this thread stored" : ""}
   for (var i = t; i < n; i += WG) {
     let v = ${X("xb + i")} * inv * w[i];${
       half
@@ -146,7 +153,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (RESIDUAL) { o = ${from ? "res[ob + i] + v" : "out[ob + i] + v"}; }
     out[ob + i] = o;
     let b = bitcast<vec4<u32>>(o) & vec4<u32>(0x7fffffffu);
-    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));${norms ? "\n    sq += dot(o, o);" : ""}`
+    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));${swiglu ? "\n    sq += dot(o, o);" : ""}`
         : `
     if (RESIDUAL) { out[ob + i] ${from ? "= res[ob + i] +" : "+="} v; } else { out[ob + i] = v; }`
     }
@@ -164,7 +171,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   workgroupBarrier();
   let exponent = row_scale_exponent(atomicLoad(&row_max));
   if (t == 0u) { e[m] = exponent; }${
-          norms ? "\n  let sq_row = workgroup_sum(sq, t);\n  if (t == 0u) { rn[m] = sqrt(sq_row); }" : ""
+          swiglu
+            ? "\n  let sq_row = workgroup_sum(sq, t);" +
+              "\n  if (t == 0u) { eo[m] = swiglu_rows_exponent(sqrt(sq_row), bitcast<f32>(wn[0]), bitcast<f32>(wn[1])); }"
+            : ""
         }
   let f = ldexp(1.0, -exponent);
   for (var i = t; i < n; i += WG) { xh[ob + i] = row_scale_pack(out[ob + i], f); }`
@@ -217,8 +227,12 @@ export interface RmsnormArgs {
    * f16 rows, for the product that reads `out` next (`linear`'s `halfRows`). dim a multiple of 4.
    */
   half?: HalfRows;
-  /** With `half`: f32 [rows], the L2 norm of each row stored to `out` (the SwiGLU GEMM's bound, gemm_tensor.ts). */
-  rowNorms?: GPUBuffer | BufferSlice;
+  /**
+   * With `half`: the exponents (i32 [rows]) of the SwiGLU output rows of the product that reads `out` next, from the
+   * L2 norms of the rows stored to `out` and `weightNorms` (u32 [2]: the f32 bits of that product's largest gate and up
+   * row norms, `rowNormMax`): what its f16 output rows are scaled by (gemm_tensor.ts `halfRowsOut`).
+   */
+  swigluRows?: { weightNorms: GPUBuffer | BufferSlice; exponents: GPUBuffer | BufferSlice };
   /**
    * u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` that the product after `out`'s reader
    * raises (row_scale.ts).
@@ -243,7 +257,7 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
     splitK: splitK > 1,
     half: a.half !== undefined,
     clear: a.clearRows !== undefined,
-    norms: a.rowNorms !== undefined,
+    swigluRows: a.swigluRows !== undefined,
   };
   return gpu.dispatch(
     kernel ?? rmsnormKernelFor(subgroups, vec4, from, fusion),
@@ -264,7 +278,7 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
       a.out,
       ...(from ? [a.residualFrom!] : []),
       ...(a.half ? [a.half.exponents, a.half.xHalf] : []),
-      ...(a.rowNorms ? [a.rowNorms] : []),
+      ...(a.swigluRows ? [a.swigluRows.weightNorms, a.swigluRows.exponents] : []),
       ...(a.clearRows ? [a.clearRows] : []),
     ],
     [a.rows, 1, 1],

@@ -2,9 +2,10 @@
  * The largest L2 norm among a weight's rows, per part of its rows: for W [N, K] (bf16, two per u32, row-major),
  *   out[p] = max over rows n with floor(n / PART_ROWS) = p of sqrt(sum_k W[n, k]^2), as f32 bits (atomicMax: for
  *   non-negative f32 the order of the bits is the order of the values).
- * The SwiGLU GEMM bounds its output rows with it (gemm_tensor.ts `halfRowsOut`: |silu(g) u| <= ||x||^2 max ||Wg_n||
- * max ||Wu_n||, Cauchy-Schwarz), the gate rows one part and the up rows the other. Run once per weight when a model is
- * built, after any merge; out must start zeroed.
+ * The SwiGLU GEMM's f16 output rows are scaled by a bound built on it (|silu(g) u| <= ||x||^2 max ||Wg_n|| max ||Wu_n||,
+ * Cauchy-Schwarz; row_scale.ts `SWIGLU_ROWS_WGSL`, whose exponents rmsnorm's `swigluRows` writes for gemm_tensor.ts
+ * `halfRowsOut`), the gate rows one part and the up rows the other. Run once per weight when a model is built, after
+ * any merge; out must start zeroed.
  *
  * One workgroup per row, the sum of squares in f32 (one workgroup reduction, kernels/reduce.ts): its rounding is a
  * relative 2^-24 a term at most, K 2^-24 in all (2^-11 at K = 8,192), inside the factor 2 the GEMM's bound keeps.
