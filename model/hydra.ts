@@ -569,7 +569,7 @@ export class HydraTransformer {
     this.prefillAttentionRows = attRows === undefined ? shape.prefillAttentionRows ?? true : attRows === 1;
     const swigluRows = numberChoiceFromEnv(PREFILL_SWIGLU_ROWS_ENV, [0, 1], "a switch");
     this.prefillSwigluRows = swigluRows === undefined ? shape.prefillSwigluRows ?? false : swigluRows === 1;
-    // the bound's weight norms, once, where the tensor-core GEMM (whose SwiGLU epilogue reads them) runs
+    // the bound's weight norms, once, where the tensor-core GEMMs run (the post-norm before gate_up reads them)
     if (this.prefillSwigluRows && tensorGemmUnsupported(gpu) === null) {
       const blocks = [...weights.trunk, ...weights.heads.flatMap((h) => h.blocks)];
       gpu.run(blocks.map((b) => {
@@ -838,8 +838,9 @@ export class HydraTransformer {
     // row's largest block exponent zeroed by the dispatch before its writer; down's first: its buffers are the larger,
     // so o's plan after it finds them (a larger request would replace the shared scratch between o's writer and o)
     const downIn = k.downBlocks(), oIn = k.oBlocks();
-    // prefill: down's input as its f16 rows from the gate_up GEMM, scaled by a bound from the post-norm's row norms
-    // and the block's weight norms (HydraShape.prefillSwigluRows), in place of down's row-scale pre-pass
+    // prefill: down's input as its f16 rows from the gate_up GEMM, scaled by the exponents the post-norm before it
+    // writes from its row norms and the block's weight norms (HydraShape.prefillSwigluRows), in place of down's
+    // row-scale pre-pass
     const downRows = downIn ? undefined : k.downRows(b);
     // prefill: o's input as its f16 rows from the tensor attention, scaled by qk_norm_rope's bound on |v|
     // (HydraShape.prefillAttentionRows), in place of o's row-scale pre-pass; planned after down's (whose plan may
