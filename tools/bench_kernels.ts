@@ -26,7 +26,7 @@
  * `--occupancy`: how many workgroups of 128 to 512 invocations and 1 to 48 KB of workgroup memory an SM holds at once
  * (`benchOccupancy`).
  * `--gemm --tensor-tiles JSON`: only the tensor-core GEMM, at the listed TensorTiles (a tile sweep; `--tiles` likewise
- * for the f32 GEMM's alone).
+ * for the f32 GEMM's alone); `--shapes qkv,gate_up` only those products (qkv, gate_up, down, o).
  *
  * `--overhead`: per-dispatch costs (shared and distinct outputs, gated-off and tiny dispatches), then whether independent
  * chains of dependent dispatches overlap (`benchIndependentChains`: the measurement behind heads in lock-step).
@@ -37,7 +37,8 @@
  *
  *   deno run -A tools/bench_kernels.ts [--matvec] [--chain] [--overhead] [--attention] [--attention-probe] [--gemm-probe]
  *                                      [--mma-peak] [--gemm-waves] [--occupancy] [--sms 132]
- *                                      [--gemm [--rows 128] [--tiles JSON] [--tensor-tiles JSON] [--size 7b|1b]]
+ *                                      [--gemm [--rows 128] [--tiles JSON] [--tensor-tiles JSON] [--size 7b|1b]
+ *                                             [--shapes qkv,gate_up,down,o]]
  *                                      [--matvec [--rows 1,4]]
  *                                      [--attention|--matvec [--variants JSON]] [--prefill [--rows 128,2048] [--size 1b]]
  *                                      [--quick] [--json FILE]
@@ -111,7 +112,7 @@ import { measureCopyBandwidth } from "../bench/bandwidth.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["json", "rows", "tiles", "tensor-tiles", "webgpu", "variants", "size", "rounds", "sms"],
+  string: ["json", "rows", "tiles", "tensor-tiles", "webgpu", "variants", "size", "rounds", "sms", "shapes"],
   boolean: [
     "quick",
     "gemm",
@@ -127,6 +128,21 @@ const args = parseArgs(Deno.args, {
     "occupancy",
   ],
 });
+/**
+ * `--shapes qkv,gate_up`: the products of `all` whose names end in one of the listed products (default: all of them),
+ * else a UserError naming those there are.
+ */
+function shapesArg<S extends { name: string }>(all: S[]): S[] {
+  if (args.shapes === undefined) return all;
+  const wanted: string[] = String(args.shapes).split(",").map((w: string) => w.trim());
+  const products = all.map((s) => s.name.split(" ").slice(1).join(" "));
+  const unknown = wanted.filter((w) => !products.some((p) => p === w || p.startsWith(`${w}+`)));
+  if (unknown.length) {
+    throw new UserError(`--shapes: no product ${unknown.join(", ")}; the products are ${products.join(", ")}.`);
+  }
+  return all.filter((_, i) => wanted.some((w) => products[i] === w || products[i].startsWith(`${w}+`)));
+}
+
 /** `--size`: 7b (default) or 1b, else a UserError. */
 function sizeArg(): "7b" | "1b" {
   const size = args.size ?? "7b";
@@ -978,12 +994,14 @@ async function benchGemm(): Promise<void> {
   ];
   // --size 1b: the 1B's products instead of the 7B's
   const size = sizeArg();
-  const shapes = size === "1b" ? DECODE_SHAPES_1B : [
-    ...DECODE_SHAPES_7B,
-    // The alternative to the SwiGLU epilogue: a plain GEMM over the 2F gate/up rows (+ an elementwise pass, ~8 us);
-    // measured 8% slower (linear.ts), so --quick leaves it out.
-    ...(args.quick ? [] : [{ name: "7b gate_up plain", n: 22016, k: 4096, epi: Epilogue.PLAIN }]),
-  ];
+  const shapes = shapesArg(
+    size === "1b" ? DECODE_SHAPES_1B : [
+      ...DECODE_SHAPES_7B,
+      // The alternative to the SwiGLU epilogue: a plain GEMM over the 2F gate/up rows (+ an elementwise pass, ~8 us);
+      // measured 8% slower (linear.ts), so --quick leaves it out.
+      ...(args.quick ? [] : [{ name: "7b gate_up plain", n: 22016, k: 4096, epi: Epilogue.PLAIN }]),
+    ],
+  );
   const totals = new Map<string, { us: number; shapes: number }>(); // variant -> one layer's GEMMs
   const exponents = gpu.buffer("exponents", rows * 4);
   // the tensor-core GEMM's input, the pre-pass's f16 rows, for the longest K of the shapes
@@ -1452,17 +1470,24 @@ const bw = await measureCopyBandwidth(gpu);
 console.log(
   `copy: kernel ${bw.kernel_copy_gbps.toFixed(0)} GB/s, DMA ${bw.dma_copy_gbps.toFixed(0)} GB/s (read+write)`,
 );
-if (args.matvec) await benchMatvec();
-if (args.chain) await benchMatvecChain();
-if (args.overhead) await benchOverhead();
-if (args.attention) await benchAttention();
-if (args["attention-probe"]) await benchAttentionProbe();
-if ((args.attention && !args.variants) || args.prefill) await benchPrefillAttention();
-if (args.gemm) await benchGemm();
-if (args["gemm-probe"]) await benchGemmProbe();
-if (args["mma-peak"]) await benchMmaPeak();
-if (args["gemm-waves"]) await benchGemmWaves();
-if (args.occupancy) await benchOccupancy();
+try {
+  if (args.matvec) await benchMatvec();
+  if (args.chain) await benchMatvecChain();
+  if (args.overhead) await benchOverhead();
+  if (args.attention) await benchAttention();
+  if (args["attention-probe"]) await benchAttentionProbe();
+  if ((args.attention && !args.variants) || args.prefill) await benchPrefillAttention();
+  if (args.gemm) await benchGemm();
+  if (args["gemm-probe"]) await benchGemmProbe();
+  if (args["mma-peak"]) await benchMmaPeak();
+  if (args["gemm-waves"]) await benchGemmWaves();
+  if (args.occupancy) await benchOccupancy();
+} catch (e) {
+  // a bad flag (--size, --shapes, ...) found once a benchmark reads it: its one sentence, exit 2
+  if (!(e instanceof UserError)) throw e;
+  console.error(`error: ${e.message}`);
+  Deno.exit(2);
+}
 const bandwidth = bw;
 if (args.json) {
   await Deno.writeTextFile(args.json, JSON.stringify({ device: gpu.description, bandwidth, results }, null, 1));
