@@ -17,7 +17,6 @@ import {
   PREFETCH_ENV,
   PREFILL_ATT_ROWS_ENV,
   PREFILL_HALF_ENV,
-  PREFILL_SWIGLU_ROWS_ENV,
   PREFILL_TAIL_ENV,
 } from "../model/hydra.ts";
 import { POE_PIPELINE_ENV } from "../poe/poe.ts";
@@ -167,7 +166,6 @@ export const ENGINE_ENV: readonly string[] = [
   PREFILL_TAIL_ENV,
   PREFILL_HALF_ENV,
   PREFILL_ATT_ROWS_ENV,
-  PREFILL_SWIGLU_ROWS_ENV,
   PREFILL_GEMM_ENV,
   PREFILL_ATTENTION_ENV,
   SPLIT_K_ENV,

@@ -32,16 +32,7 @@ import { prefillAttention, prefillAttentionKernel } from "../kernels/attention/p
 import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
-import {
-  linear,
-  linearHalfBlocks,
-  type LinearPlan,
-  linearPlan,
-  linearSwigluRows,
-  type PrefillMath,
-} from "../kernels/matmul/linear.ts";
-import { tensorGemmUnsupported } from "../kernels/matmul/gemm_tensor.ts";
-import { rowNormMax } from "../kernels/weights/row_norms.ts";
+import { linear, linearHalfBlocks, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
 import {
   Epilogue,
   MATVEC_MAX_ROWS,
@@ -114,16 +105,6 @@ export interface HydraShape {
    */
   prefillAttentionRows?: boolean;
   /**
-   * A prefill's gate_up GEMM writes the down product's input as its f16 rows (what down's row-scale pre-pass would
-   * write), each row scaled by the exponent of a bound on |silu(g) u| that the post-norm before writes
-   * (Cauchy-Schwarz: ||x||^2 times the largest gate and up row norms, each block's computed when the model is built;
-   * gemm_tensor.ts `halfRowsOut`, rmsnorm's `swigluRows`): one dispatch a block fewer where the tensor-core GEMMs run
-   * (Dawn). Default false: the 1B's 128-token pass measured slower with it (3.91 against 3.80 ms, docs/PERF.md session
-   * AI, when the GEMM's epilogue still computed each exponent itself);
-   * `HYDRA_PREFILL_SWIGLU_ROWS` 0 / 1 overrides it for an A/B on the GPU. `prefillHalf`'s down blocks take precedence.
-   */
-  prefillSwigluRows?: boolean;
-  /**
    * Bytes of the next product's weights prefetched into L2 beside each latency-bound dispatch of a decode pass (the
    * attention's split pass and merge, the post-norms; kernels/memory/prefetch.ts), or 0 for none. Default
    * `PREFETCH_DEFAULT_BYTES`; `HYDRA_PREFETCH_MB` overrides it for an A/B on the GPU.
@@ -161,9 +142,6 @@ export const PREFILL_TAIL_ENV = "HYDRA_PREFILL_TAIL";
 
 /** `HYDRA_PREFILL_ATT_ROWS=0|1` overrides `HydraShape.prefillAttentionRows`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_ATT_ROWS_ENV = "HYDRA_PREFILL_ATT_ROWS";
-
-/** `HYDRA_PREFILL_SWIGLU_ROWS=0|1` overrides `HydraShape.prefillSwigluRows`, so that the GPU can A/B it (on a TTFT). */
-export const PREFILL_SWIGLU_ROWS_ENV = "HYDRA_PREFILL_SWIGLU_ROWS";
 
 /** `HYDRA_PREFILL_HALF=0..3` overrides `HydraShape.prefillHalf`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_HALF_ENV = "HYDRA_PREFILL_HALF";
@@ -282,12 +260,6 @@ export const FUSE_DEFAULTS: FuseOptions = {
 };
 
 /**
- * The f16 rows a post-norm writes for the product after it, and (`swigluRows`) the exponents of that product's SwiGLU
- * output rows too.
- */
-type NormHalfRows = HalfRows & { swigluRows?: { weightNorms: GPUBuffer; exponents: GPUBuffer | BufferSlice } };
-
-/**
  * A product's input: a buffer, or a residual whose pending post-norm the matvec adds first (`PostNorm`), or whose f16
  * rows the post-norm before already wrote for the tensor-core GEMM (`halfRowsWritten`).
  */
@@ -300,8 +272,6 @@ interface LinearInput {
   halfBlocksWritten?: HalfBlocks;
   /** The SwiGLU product writes its output as the next product's f16 blocks (`HydraShape.prefillHalf`). */
   halfOut?: HalfBlocks;
-  /** The SwiGLU product writes its output as the next product's f16 rows (`HydraShape.prefillSwigluRows`). */
-  halfRowsOut?: HalfRows;
 }
 
 /** A post-norm's input: a product's output, or its split-K partials (`splits` of them) that the norm sums itself. */
@@ -341,7 +311,7 @@ class Residual {
       weight: GPUBuffer,
       out: GPUBuffer,
       from?: GPUBuffer,
-      half?: NormHalfRows,
+      half?: HalfRows,
       clearRows?: GPUBuffer | BufferSlice,
     ) => Dispatch,
     source?: GPUBuffer,
@@ -380,7 +350,7 @@ class Residual {
   add(
     proj: GPUBuffer | NormInput,
     weight: GPUBuffer,
-    half?: NormHalfRows,
+    half?: HalfRows,
     clearRows?: GPUBuffer | BufferSlice,
   ): Dispatch[] {
     const input = "splits" in proj ? proj : { x: proj, splits: 1 };
@@ -457,12 +427,7 @@ export class HydraTransformer {
   readonly trunkStates: GPUBuffer;
   readonly #kvTrunk: KvLayer[];
   readonly #kvHeads: KvLayer[][];
-  readonly #act: Record<
-    "h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed" | "vmax",
-    GPUBuffer
-  >;
-  /** Each block's largest gate and up row norms (f32 bits, u32 [2]; `prefillSwigluRows`), where computed. */
-  readonly #gateUpNorms = new Map<BlockWeights, GPUBuffer>();
+  readonly #act: Record<"h" | "hHead" | "alt" | "qkv" | "q" | "att" | "proj" | "ffn" | "normed" | "vmax", GPUBuffer>;
   readonly #rope: GPUBuffer;
   readonly #attnScratch: GPUBuffer | undefined;
   /** The QKV matvec's partial sums of squares of q and k (`FuseOptions.qkStats`), sized for fused passes' rows. */
@@ -477,8 +442,6 @@ export class HydraTransformer {
   readonly prefillHalf: number;
   /** Whether a prefill's tensor attention writes o's f16 rows (`HydraShape.prefillAttentionRows`). */
   readonly prefillAttentionRows: boolean;
-  /** Whether a prefill's gate_up GEMM writes down's f16 rows (`HydraShape.prefillSwigluRows`). */
-  readonly prefillSwigluRows: boolean;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
   readonly prefetchBytes: number;
   readonly #own: GPUBuffer[] = [];
@@ -567,24 +530,6 @@ export class HydraTransformer {
     this.prefillHalf = half ?? shape.prefillHalf ?? 0;
     const attRows = numberChoiceFromEnv(PREFILL_ATT_ROWS_ENV, [0, 1], "a switch");
     this.prefillAttentionRows = attRows === undefined ? shape.prefillAttentionRows ?? true : attRows === 1;
-    const swigluRows = numberChoiceFromEnv(PREFILL_SWIGLU_ROWS_ENV, [0, 1], "a switch");
-    this.prefillSwigluRows = swigluRows === undefined ? shape.prefillSwigluRows ?? false : swigluRows === 1;
-    // the bound's weight norms, once, where the tensor-core GEMMs run (the post-norm before gate_up reads them)
-    if (this.prefillSwigluRows && tensorGemmUnsupported(gpu) === null) {
-      const blocks = [...weights.trunk, ...weights.heads.flatMap((h) => h.blocks)];
-      gpu.run(blocks.map((b) => {
-        const out = buf("gate/up row norms", 16);
-        this.#gateUpNorms.set(b, out);
-        return rowNormMax(gpu, {
-          ctl: this.ctl,
-          weight: b.gateUp,
-          rows: 2 * c.ffnHidden,
-          k: d,
-          partRows: c.ffnHidden,
-          out,
-        });
-      }));
-    }
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
     const lanes = overlap === undefined ? shape.overlapHeads ?? true : overlap === 1;
     const lockstepEnv = numberChoiceFromEnv(LOCKSTEP_ROWS_ENV, [1, 2, 4, 8, 16, 32, 64, 128, 256], "a row count");
@@ -838,15 +783,9 @@ export class HydraTransformer {
     // row's largest block exponent zeroed by the dispatch before its writer; down's first: its buffers are the larger,
     // so o's plan after it finds them (a larger request would replace the shared scratch between o's writer and o)
     const downIn = k.downBlocks(), oIn = k.oBlocks();
-    // prefill: down's input as its f16 rows from the gate_up GEMM, scaled by the exponents the post-norm before it
-    // writes from its row norms and the block's weight norms (HydraShape.prefillSwigluRows), in place of down's
-    // row-scale pre-pass
-    const downRows = downIn ? undefined : k.downRows(b);
     // prefill: o's input as its f16 rows from the tensor attention, scaled by qk_norm_rope's bound on |v|
-    // (HydraShape.prefillAttentionRows), in place of o's row-scale pre-pass; planned after down's (whose plan may
-    // grow the shared f16 rows, which o's writer and reader must both find)
+    // (HydraShape.prefillAttentionRows), in place of o's row-scale pre-pass
     const oRows = oIn ? undefined : k.oRows();
-    const upHalf = k.halfRows(d, F, Epilogue.SWIGLU);
     // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
@@ -867,24 +806,11 @@ export class HydraTransformer {
       ),
       // fused: nothing, pending for gate_up's prologue; prefill: also gate_up's f16 rows
       ...k.beside(
-        x.add(
-          k.normInput(a.proj, d, d),
-          b.attnNorm,
-          upHalf && downRows ? { ...upHalf, swigluRows: downRows.swigluRows } : upHalf,
-          downIn?.rowMax,
-        ),
+        x.add(k.normInput(a.proj, d, d), b.attnNorm, k.halfRows(d, F, Epilogue.SWIGLU), downIn?.rowMax),
         b.gateUp,
       ),
-      ...k.linear(b.gateUp, { ...x.read(), halfOut: downIn, halfRowsOut: downRows }, a.ffn, d, F, Epilogue.SWIGLU),
-      ...k.linear(
-        b.down,
-        { x: a.ffn, halfBlocksWritten: downIn, halfRowsWritten: downRows },
-        a.proj,
-        F,
-        d,
-        Epilogue.PLAIN,
-        k.intoNorm,
-      ),
+      ...k.linear(b.gateUp, { ...x.read(), halfOut: downIn }, a.ffn, d, F, Epilogue.SWIGLU),
+      ...k.linear(b.down, { x: a.ffn, halfBlocksWritten: downIn }, a.proj, F, d, Epilogue.PLAIN, k.intoNorm),
       // fused: nothing, pending for the next qkv (or the run's end); prefill: also the next qkv's f16 rows
       ...k.beside(
         x.add(k.normInput(a.proj, F, d), b.ffNorm, next && k.halfRows(d, 3 * d)),
@@ -1007,7 +933,6 @@ export class HydraTransformer {
         residualFrom?: GPUBuffer | BufferSlice;
         splitK?: number;
         half?: HalfRows;
-        swigluRows?: { weightNorms: GPUBuffer; exponents: GPUBuffer | BufferSlice };
         clearRows?: GPUBuffer | BufferSlice;
       } = {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
@@ -1055,7 +980,6 @@ export class HydraTransformer {
               ...(from ? { residualFrom: from } : { residual: true }),
               splitK: p.splits,
               half,
-              swigluRows: half?.swigluRows,
               clearRows,
             }),
           source,
@@ -1136,18 +1060,6 @@ export class HydraTransformer {
         if (prefillAttentionKernel(gpu, { rows, nHeads: c.nHeads, headDim: c.headDim }) !== "tensor") return;
         const half = plan(c.dModel, c.dModel).halfRows;
         return half && { ...half, vmax: this.#act.vmax };
-      },
-      /**
-       * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 rows, and what the post-norm before
-       * needs to write their exponents (block `b`'s weight norms; `HydraShape.prefillSwigluRows`, where that post-norm
-       * writes gate_up's f16 rows and both products are the tensor-core GEMM, gate_up unsplit), else undefined.
-       */
-      downRows: (b: BlockWeights) => {
-        const weightNorms = this.#gateUpNorms.get(b);
-        if (!this.prefillSwigluRows || !weightNorms || lane || qRow !== 0 || !fused.prefillNorm) return;
-        if (!plan(c.dModel, c.ffnHidden, Epilogue.SWIGLU).halfOut) return;
-        const into = linearSwigluRows(gpu, { rows, k: c.ffnHidden, n: c.dModel, gated, prefillMath: this.prefillMath });
-        return into && { ...into, swigluRows: { weightNorms, exponents: into.exponents } };
       },
       /**
        * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks (`fused.prefillHalf`, both the

@@ -10,7 +10,6 @@
 
 import { assertEquals, assertThrows } from "@std/assert";
 import { range } from "../codegen.ts";
-import { rowScaleExponent } from "../matmul/row_scale.ts";
 import {
   attentionPrefillTensor,
   attentionPrefillTensorKernelFor,
@@ -107,7 +106,7 @@ async function check(
       o.tol ?? TENSOR_PREFILL_TOL,
       hb
         ? () => readHalfBlocks(gpu, hb, c.rows, d, what)
-        : hr && (() => readHalfRows(gpu, hr, c.rows, d, bounds.map((b) => rowScaleExponent([b])), what)),
+        : hr && (() => readHalfRows(gpu, hr, c.rows, d, bounds, what)),
     );
   } finally {
     hb?.destroy();

@@ -71,7 +71,6 @@ import {
   HALF_BLOCK_ROW_STRIDE,
   HALF_BLOCK_WGSL,
   type HalfBlocks,
-  type HalfRows,
   ROW_SCALE_WGSL,
 } from "./row_scale.ts";
 
@@ -197,13 +196,6 @@ export interface GemmTensorKernelSpec extends TensorTiles {
    * pre-pass. Not with split-K or producer subgroups.
    */
   halfOut?: boolean;
-  /**
-   * The SwiGLU epilogue writes its output as the next product's f16 rows (row_scale.ts `HalfRows`, what the down
-   * product's row-scale pre-pass would write) instead of f32 y, each row scaled by 2^-e[m] for the exponents the
-   * post-norm before wrote from a bound on the row's magnitude (rmsnorm's `swigluRows`, row_scale.ts
-   * `SWIGLU_ROWS_WGSL`). Not with split-K, producer subgroups, `halfOut` or `halfBlocks`.
-   */
-  halfRowsOut?: boolean;
 }
 
 /**
@@ -217,11 +209,6 @@ export interface GemmTensorArgs extends ProductArgs, TensorTiles {
   blocks?: GPUBuffer | BufferSlice;
   /** SWIGLU: the output as the next product's `HalfBlocks` (y is not written). */
   halfOut?: HalfBlocks;
-  /**
-   * SWIGLU: the output as the next product's `HalfRows` (y is not written): its f16 rows written, scaled by its
-   * exponents, which are read (the post-norm before wrote them, rmsnorm's `swigluRows`).
-   */
-  halfRowsOut?: HalfRows;
 }
 
 /** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
@@ -282,7 +269,7 @@ function kernelName(
   t: Required<TensorTiles>,
   epilogue: number,
   subgroupSize: number,
-  io: { halfBlocks?: boolean; halfOut?: boolean; halfRowsOut?: boolean } = {},
+  io: { halfBlocks?: boolean; halfOut?: boolean } = {},
 ): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
@@ -291,8 +278,7 @@ function kernelName(
     }${t.packedWeights ? "_pw" : ""}${t.deferLast ? `_dl${t.deferLast}` : ""}${t.wideStores ? "_ws" : ""}${
       t.sharedEpilogue ? "_se" : ""
     }_w${subgroupSize}` +
-    (t.splitK > 1 ? `_split${t.splitK}` : "") + (io.halfBlocks ? "_hb" : "") + (io.halfOut ? "_ho" : "") +
-    (io.halfRowsOut ? "_hr" : "");
+    (t.splitK > 1 ? `_split${t.splitK}` : "") + (io.halfBlocks ? "_hb" : "") + (io.halfOut ? "_ho" : "");
 }
 
 /** Output rows and columns of a workgroup's tile, and its k step. */
@@ -386,11 +372,6 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   }
   if (ho && hb) throw new Error("gemm_tensor: halfOut and halfBlocks in one kernel (their bindings overlap)");
   if (ho && sgSize < FRAG) throw new Error(`gemm_tensor: halfOut needs subgroups of at least ${FRAG} invocations`);
-  const hro = spec.halfRowsOut ?? false; // the SwiGLU's output as HalfRows, scaled by a bound
-  if (hro && (!swiglu || t.splitK > 1 || t.producers > 0 || ho || hb)) {
-    throw new Error("gemm_tensor: halfRowsOut needs the SwiGLU epilogue, no split-K, producers, halfOut or halfBlocks");
-  }
-  if (hro && sgSize < FRAG) throw new Error(`gemm_tensor: halfRowsOut needs subgroups of at least ${FRAG} invocations`);
   // the row exponent the epilogue scales back by
   const rowE = hb ? "row_e(m)" : "e[m]";
   const subgroups = t.subgroupsM * t.subgroupsN; // the subgroups that multiply
@@ -528,13 +509,6 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
                 `hmax${i}_${v} = max(hmax${i}_${v}, half_block_put(swiglu_val(g${v}, es[${at(v)}], ` +
                 `e[min(m, M - 1u)]), m, n, m < M && n < N, lane)); }`
               )
-              : hro
-              // f16 pairs scaled by the row's bound (HalfRows)
-              ? perLane.map((v) =>
-                `  { let m = m0 + sm + ${i * FRAG}u + (lane + ${v * sgSize}u) / ${FRAG}u; ` +
-                `let n = n0 + sn + ${j * FRAG}u + lane % ${FRAG}u; ` +
-                `half_row_put(swiglu_val(g${v}, es[${at(v)}], e[min(m, M - 1u)]), m, n, lane); }`
-              )
               : perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
           ]
           : [[store(`acc${i}_${j}`)], perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, es[${at(v)}]);`)],
@@ -651,7 +625,7 @@ ${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
   }`;
   const kLoop = () => producers ? producerLoop() : ahead2 ? ahead2Loop() : double ? doubleLoop() : singleLoop();
 
-  const name = kernelName(t, epilogue, sgSize, { halfBlocks: hb, halfOut: ho, halfRowsOut: hro });
+  const name = kernelName(t, epilogue, sgSize, { halfBlocks: hb, halfOut: ho });
   return {
     name,
     source: /* wgsl */ `
@@ -693,8 +667,6 @@ ${hw ? "" : "const W_BUF: u32 = W_ROWS * XS;\n"}@group(0) @binding(0) var<storag
 ${
       ho
         ? `@group(0) @binding(3) var<storage, read_write> hb_x: array<u32>; // the output's f16 rows (HalfBlocks), in pairs`
-        : hro
-        ? `@group(0) @binding(3) var<storage, read_write> hr_x: array<u32>; // the output's f16 rows (HalfRows), in pairs`
         : "@group(0) @binding(3) var<storage, read_write> y: array<f32>;"
     }
 @group(0) @binding(4) var<storage, read> e: array<i32>;${split ? `\n${SPLIT_K_PRIVATES}` : ""}${
@@ -707,17 +679,6 @@ ${
 override HB_K: u32 = N; // the output's row width (half_block_put)
 ${ROW_SCALE_WGSL}
 ${HALF_BLOCK_WGSL}`
-        : hro
-        ? `
-@group(0) @binding(5) var<storage, read> hr_e: array<i32>; // the output rows' exponents [M] (the post-norm's)
-// Value v of output row m, column n (this invocation's; the next column's in the next lane): the even lanes store
-// the pair as f16 times 2^-hr_e[m].
-fn half_row_put(v: f32, m: u32, n: u32, lane: u32) {
-  let w = subgroupShuffleDown(v, 1u);
-  if (m < M && n < N && lane % 2u == 0u) {
-    hr_x[(m * N + n) / 2u] = pack2x16float(vec2<f32>(v, w) * ldexp(1.0, -hr_e[m]));
-  }
-}`
         : ""
     }
 ${
@@ -897,7 +858,7 @@ fn swiglu_val(gate: f32, up: f32, x: i32) -> f32 {
   return g / (1.0 + exp(-g)) * ldexp(up, x);
 }
 ${
-          ho || hro ? "" : `
+          ho ? "" : `
 // Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
 // silu(gate) * up stored.
 fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
@@ -1049,17 +1010,13 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
         `${limits.maxComputeWorkgroupStorageSize}; use a smaller stepK or fewer subgroups or result matrices`,
     );
   }
-  const io = {
-    halfBlocks: a.blocks !== undefined,
-    halfOut: a.halfOut !== undefined,
-    halfRowsOut: a.halfRowsOut !== undefined,
-  };
+  const io = { halfBlocks: a.blocks !== undefined, halfOut: a.halfOut !== undefined };
   const name = kernelName(t, epilogue, sgSize, io);
   if (kernel && !kernel.name.startsWith(name)) {
     throw new Error(`gemm_tensor: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
   }
   const { tileM, tileN } = tensorTileShape(t);
-  const ho = a.halfOut, hro = a.halfRowsOut;
+  const ho = a.halfOut;
   return gpu.dispatch(
     kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize, ...io }),
     { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
@@ -1067,11 +1024,10 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
       a.ctl,
       a.weight,
       a.x,
-      ho ? ho.xHalf : hro ? hro.xHalf : a.y,
+      ho ? ho.xHalf : a.y,
       a.exponents,
       ...(a.blocks ? [a.blocks] : []),
       ...(ho ? [ho.blocks, ho.rowMax] : []),
-      ...(hro ? [hro.exponents] : []),
     ],
     Math.ceil(a.rows / tileM) * Math.ceil(a.n / tileN) * t.splitK,
   );

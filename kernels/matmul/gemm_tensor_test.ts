@@ -30,8 +30,8 @@ import {
   TENSOR_TILES_SWIGLU_192,
 } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
-import { HALF_BLOCK, HALF_BLOCK_ROW_STRIDE, halfBlocksReference, rowScale, swigluRowsExponent } from "./row_scale.ts";
-import { halfBlocksBuffers, halfRowsBuffers, readHalfBlocks, readHalfRows } from "../testing/half_blocks.ts";
+import { HALF_BLOCK, HALF_BLOCK_ROW_STRIDE, halfBlocksReference, rowScale } from "./row_scale.ts";
+import { halfBlocksBuffers, readHalfBlocks } from "../testing/half_blocks.ts";
 import { halfWeights } from "../weights/half_weights.ts";
 import { packWeights } from "../weights/pack_weights.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
@@ -65,20 +65,6 @@ interface CheckOptions extends TensorTiles {
   inputBlocks?: boolean;
   /** SWIGLU: the output as `HalfBlocks` (`halfOut`), read back (`readHalfBlocks`) instead of y. */
   outputBlocks?: boolean;
-  /**
-   * SWIGLU: the output as `HalfRows` (`halfRowsOut`), scaled by the exponents of the Cauchy-Schwarz bound (x's row
-   * norms and the weights' largest row norms computed here, as rmsnorm's `swigluRows` writes them), read back
-   * (`readHalfRows`) instead of y.
-   */
-  outputRows?: boolean;
-}
-
-/** The L2 norm of each of `rows` rows of length k of `v` (f64). */
-function rowNorms(v: Float32Array, rows: number, k: number): number[] {
-  return Array.from(
-    { length: rows },
-    (_, m) => Math.sqrt(v.subarray(m * k, (m + 1) * k).reduce((a, x) => a + x * x, 0)),
-  );
 }
 
 /** x with each 16-column block scaled by its own power of two in 2^-12 .. 2^12. */
@@ -158,14 +144,7 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const xHalf = ref ? gpu.upload("xh", new Uint32Array(ref.xHalf.buffer)) : gpu.buffer("xh", rows * k * 2);
   const blocks = ref ? gpu.upload("blocks", ref.blocks) : undefined;
   const out = o.outputBlocks ? halfBlocksBuffers(gpu, rows, n) : undefined;
-  // outputRows: x's row norms and the gate and up rows' largest norms (f32), and the exponents they give each row
-  const xNorms = Float32Array.from(rowNorms(x, rows, k));
-  const wNorms = rowNorms(w, nw, k);
-  const gu = Float32Array.from([Math.max(...wNorms.slice(0, n)), Math.max(...wNorms.slice(n))]);
-  const rowsExponents = Array.from(xNorms, (r) => swigluRowsExponent(r, gu[0], gu[1]));
-  const outRows = o.outputRows ? halfRowsBuffers(gpu, rows, n) : undefined;
-  if (outRows) gpu.device.queue.writeBuffer(outRows.exponents, 0, Int32Array.from(rowsExponents));
-  const { kernel, active: _, bigX: __, inputBlocks: ___, outputBlocks: ____, outputRows: _____, ...args } = o;
+  const { kernel, active: _, bigX: __, inputBlocks: ___, outputBlocks: ____, ...args } = o;
   // Split-K: the GEMM into a NaN-poisoned partial scratch, then the reduction into y.
   const splitK = o.splitK ?? 1;
   const partials = splitK > 1 ? poisoned(gpu, splitK * rows * nw, "partials") : undefined;
@@ -175,31 +154,15 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
     ...(ref ? [] : [rowScale(gpu, { ctl, x: xb, exponents, xHalf, rows, k, gated: o.gated })]),
     gemmTensor(
       gpu,
-      {
-        ctl,
-        weight: wh ?? wp ?? wb,
-        x: xHalf,
-        y: partials ?? y,
-        exponents,
-        rows,
-        k,
-        n,
-        blocks,
-        halfOut: out,
-        halfRowsOut: outRows,
-        ...args,
-      },
+      { ctl, weight: wh ?? wp ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, blocks, halfOut: out, ...args },
       kernel,
     ),
     ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated })] : []),
   ]);
   const got = out
     ? await readHalfBlocks(gpu, out, rows, n, `gemm_tensor halfOut rows=${rows} K=${k} N=${n}`)
-    : outRows
-    ? await readHalfRows(gpu, outRows, rows, n, rowsExponents, `gemm_tensor halfRowsOut rows=${rows} K=${k} N=${n}`)
     : await gpu.readF32(y, rows * n);
   out?.destroy();
-  outRows?.destroy();
   for (
     const b of [
       ctl,
@@ -219,11 +182,6 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const want = matvecReference(w, x, rows, k, n, epilogue), tol = tolerances(w, x, rows, k, n, epilogue);
   // outputBlocks: each output rounded to f16 once more (its block scaled into f16's normal range: 2^-11 of it)
   if (out) tol.forEach((t, i) => tol[i] = t + 2 ** -11 * Math.abs(want[i]) + 1e-30);
-  // outputRows: the same, and half f16's smallest subnormal step at the row's scale (a loose bound puts small values
-  // there)
-  if (outRows) {
-    tol.forEach((t, i) => tol[i] = t + 2 ** -11 * Math.abs(want[i]) + 2 ** (rowsExponents[Math.floor(i / n)] - 25));
-  }
   return { got, want, tol };
 }
 
@@ -314,35 +272,6 @@ tensorTest(
     ], (_, kernel) => checkTensor(gpu, 37, 96, 64, { ...swiglu, kernel }));
     assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.PLAIN, halfOut: true }), Error, "SwiGLU");
     assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.SWIGLU, halfOut: true, splitK: 2 }), Error, "split");
-  },
-);
-
-tensorTest(
-  "gemm_tensor's SwiGLU writes its output as f16 rows scaled by given exponents (HalfRows) at awkward sizes, and its checks catch broken kernels",
-  async (gpu) => {
-    const swiglu = { epilogue: Epilogue.SWIGLU, outputRows: true };
-    for (const [rows, k, n] of [[1, 32, 16], [37, 96, 112], [130, 128, 80]]) {
-      await checkTensor(gpu, rows, k, n, swiglu);
-      await checkTensor(gpu, rows, k, n, { ...swiglu, bigX: 1e5 });
-    }
-    await checkTensor(gpu, 45, 256, 96, { ...swiglu, ...TENSOR_TILES_SMALL_M_SWIGLU, bigX: 1e5 });
-    await checkTensor(gpu, 45, 256, 96, { ...swiglu, ...TENSOR_TILES_SWIGLU_192 });
-    const kernel = gemmTensorKernelFor({
-      epilogue: Epilogue.SWIGLU,
-      halfRowsOut: true,
-      subgroupSize: tensorSubgroupSize(gpu),
-    });
-    await assertMutantsCaught([{ kernel }], [
-      ["* ldexp(1.0, -hr_e[m]))", ")"], // the values not scaled by their row's exponent
-      ["ldexp(1.0, -hr_e[m])", "ldexp(1.0, -hr_e[0])"], // every row scaled by row 0's
-      ["lane % 2u == 0u) {", "lane % 2u == 1u) {"], // the pairs a column off
-    ], (_, kernel) => checkTensor(gpu, 37, 96, 64, { ...swiglu, kernel, bigX: 1e5 }));
-    assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.PLAIN, halfRowsOut: true }), Error, "SwiGLU");
-    assertThrows(
-      () => gemmTensorKernelFor({ epilogue: Epilogue.SWIGLU, halfRowsOut: true, splitK: 2 }),
-      Error,
-      "split",
-    );
   },
 );
 
@@ -865,10 +794,9 @@ Deno.test({
       ...[{}, { ...TENSOR_TILES_SMALL_M, splitK: 2 }, { ...TENSOR_TILES_SMALL_M, ahead: 2 }, TENSOR_TILES_192].flatMap((
         t,
       ) => [gemmTensorKernelFor({ ...t, halfBlocks: true })]),
-      ...[{}, TENSOR_TILES_SMALL_M_SWIGLU, TENSOR_TILES_SWIGLU_192, TENSOR_TILES.swiglu].flatMap((t) => [
-        gemmTensorKernelFor({ ...t, epilogue: Epilogue.SWIGLU, halfOut: true }),
-        gemmTensorKernelFor({ ...t, epilogue: Epilogue.SWIGLU, halfRowsOut: true }),
-      ]),
+      ...[{}, TENSOR_TILES_SMALL_M_SWIGLU, TENSOR_TILES_SWIGLU_192, TENSOR_TILES.swiglu].map((t) =>
+        gemmTensorKernelFor({ ...t, epilogue: Epilogue.SWIGLU, halfOut: true })
+      ),
     );
     const broken = mutate(
       kernels[0],

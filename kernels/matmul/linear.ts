@@ -103,12 +103,6 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    */
   halfOut?: HalfBlocks;
   /**
-   * SWIGLU: write the output as the next product's f16 rows (`linearSwigluRows(next)`) instead of y, each row scaled
-   * by its exponent there, which the post-norm before wrote (rmsnorm's `swigluRows`): gemm_tensor.ts `halfRowsOut`.
-   * Only where `linearPlan` says `halfOut`.
-   */
-  halfRowsOut?: HalfRows;
-  /**
    * With split-K, leave the partial sums in `linearPlan`'s `partials` for the dispatch after (a post-norm that sums
    * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.
    */
@@ -118,7 +112,7 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
 /** What `linear`'s choices read of its arguments: everything but the buffers. */
 export type LinearShape = Omit<
   LinearArgs,
-  "ctl" | "weight" | "x" | "y" | "halfRowsWritten" | "halfBlocksWritten" | "halfOut" | "halfRowsOut"
+  "ctl" | "weight" | "x" | "y" | "halfRowsWritten" | "halfBlocksWritten" | "halfOut"
 >;
 
 /**
@@ -585,20 +579,6 @@ export function linearHalfBlocks(gpu: Gpu, a: LinearShape): HalfBlocks | undefin
   };
 }
 
-/**
- * Where the SwiGLU GEMM before the product `a` writes its x as f16 rows and exponents (`halfRowsOut`), for `a` to read
- * as `halfRowsWritten`: buffers shared by every layer of the Gpu and their own (that GEMM reads the plan's `halfRows`
- * while it writes these), allocated on the first request. Undefined where `a` does not run the tensor-core GEMM.
- */
-export function linearSwigluRows(gpu: Gpu, a: LinearShape): HalfRows | undefined {
-  // prefillGemmFor, not prefillPlan: the plan's own scratch would grow here, between a writer and a reader of it
-  if (a.rows <= MATVEC_MAX_ROWS || prefillGemmFor(gpu, a) !== "tensor") return undefined;
-  return {
-    exponents: sharedScratch(gpu, "SwiGLU row exponents", a.rows * 4),
-    xHalf: sharedScratch(gpu, "SwiGLU f16 rows", a.rows * a.k * 2),
-  };
-}
-
 /** What `linear` records for `a` (`LinearPlan`), without recording it. */
 export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
   if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1, halfOut: false };
@@ -620,7 +600,7 @@ export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
  */
 export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (given.rows <= MATVEC_MAX_ROWS) {
-    if (given.halfRowsWritten || given.halfBlocksWritten || given.halfOut || given.halfRowsOut || given.leavePartials) {
+    if (given.halfRowsWritten || given.halfBlocksWritten || given.halfOut || given.leavePartials) {
       throw new Error("linear: the matvec has no pre-pass, partials or f16 output");
     }
     return [matvec(gpu, given)];
@@ -631,22 +611,16 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   const splitK = a.splitK;
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const written = a.halfRowsWritten;
-  const at = (r?: HalfRows) => r !== undefined && written?.exponents === r.exponents && written.xHalf === r.xHalf;
-  if (written && !at(halfRows) && !(which === "tensor" && at(linearSwigluRows(gpu, given)))) {
-    throw new Error(
-      `linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan, linearSwigluRows)`,
-    );
+  if (written && (written.exponents !== halfRows?.exponents || written.xHalf !== halfRows?.xHalf)) {
+    throw new Error(`linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
   if (a.leavePartials && epilogue !== Epilogue.PLAIN) throw new Error("linear: leavePartials with the SwiGLU epilogue");
   const blocks = a.halfBlocksWritten, halfBlocks = blocks && linearHalfBlocks(gpu, given);
   if (blocks && (blocks.xHalf !== halfBlocks?.xHalf || blocks.blocks !== halfBlocks.blocks)) {
     throw new Error(`linear: the f16 blocks were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
-  if ((a.halfOut || a.halfRowsOut) && !(halfOut && epilogue === Epilogue.SWIGLU)) {
-    throw new Error(
-      `linear: ${a.halfOut ? "halfOut" : "halfRowsOut"} needs the unsplit tensor-core GEMM with the SwiGLU epilogue ` +
-        "(linearPlan)",
-    );
+  if (a.halfOut && !(halfOut && epilogue === Epilogue.SWIGLU)) {
+    throw new Error(`linear: halfOut needs the unsplit tensor-core GEMM with the SwiGLU epilogue (linearPlan)`);
   }
   // The GEMM's output (the scratch with split-K), and the reduction after it.
   const g = { ...a, y: partials ?? a.y };
@@ -659,8 +633,8 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (which === "fma16") {
     return [rowScale(gpu, pre), gemm(gpu, { ...fmaTiles, ...g, math: "f16", exponents: exponents! }), ...reduce];
   }
-  // The tensor-core GEMM reads the pre-pass's f16 rows instead of x (or those the kernel before wrote).
-  const { xHalf } = written ?? halfRows!;
+  // The tensor-core GEMM reads the pre-pass's f16 rows instead of x.
+  const { xHalf } = halfRows!;
   if (blocks) {
     return [
       gemmTensor(gpu, {
@@ -676,15 +650,7 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   }
   return [
     ...(a.halfRowsWritten ? [] : [rowScale(gpu, { ...pre, xHalf })]),
-    gemmTensor(gpu, {
-      ...g,
-      x: xHalf,
-      ...tensorTiles,
-      splitK,
-      exponents: written?.exponents ?? exponents!,
-      halfOut: a.halfOut,
-      halfRowsOut: a.halfRowsOut,
-    }),
+    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents: exponents!, halfOut: a.halfOut }),
     ...reduce,
   ];
 }

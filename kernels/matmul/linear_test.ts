@@ -17,7 +17,6 @@ import {
   type LinearArgs,
   linearHalfBlocks,
   linearPlan,
-  linearSwigluRows,
   PREFILL_GEMM_ENV,
   type PrefillGemm,
   prefillGemmFor,
@@ -457,37 +456,3 @@ gpuTest("linear reads x as f16 blocks and writes the SwiGLU's as f16 blocks only
   assertThrows(() => linear(gpu, { ...bufs, ...shape, halfOut: blocks }), Error, "halfOut needs");
   return Promise.resolve();
 });
-
-gpuTest(
-  "linear reads f16 rows the SwiGLU wrote (linearSwigluRows), and finding them grows no scratch a plan holds",
-  (gpu) => {
-    const ctl = gpu.buffer("ctl", 16);
-    const bufs = { ctl, weight: ctl, x: ctl, y: ctl };
-    const small = { rows: 128, k: 256, n: 512 };
-    // a product whose rows (8 MB of f16) need more than any scratch this file's tests plan before
-    const down = { rows: 1024, k: 4096, n: 256 };
-    const before = linearPlan(gpu, small).halfRows;
-    const into = linearSwigluRows(gpu, down);
-    if (linearPlan(gpu, small).kernel !== "tensor") {
-      if (into) throw new Error("SwiGLU f16 rows planned without tensor cores");
-      return Promise.resolve();
-    }
-    // the plan's f16 rows (a post-norm writes them before gate_up, which reads them) are the same buffers after
-    const after = linearPlan(gpu, small).halfRows;
-    if (after?.xHalf !== before?.xHalf || after?.exponents !== before?.exponents) {
-      throw new Error("linearSwigluRows replaced the plan's f16 rows");
-    }
-    if (!into || (into.xHalf as GPUBuffer).size < 1024 * 4096 * 2) throw new Error("no room for the SwiGLU's rows");
-    // read in place of the pre-pass; other buffers refused
-    const reading = linear(gpu, { ...bufs, ...down, halfRowsWritten: into }).map((d) => d.label);
-    if (reading.some((l) => l.startsWith(ROW_SCALE_HALF_KERNEL.name))) {
-      throw new Error(`reading the SwiGLU's f16 rows recorded ${reading.join(", ")}`);
-    }
-    assertThrows(
-      () => linear(gpu, { ...bufs, ...down, halfRowsWritten: { ...into, xHalf: gpu.buffer("elsewhere", 4) } }),
-      Error,
-      "written elsewhere",
-    );
-    return Promise.resolve();
-  },
-);

@@ -284,31 +284,3 @@ export function rowScale(gpu: Gpu, a: RowScaleArgs, kernel?: Kernel): Dispatch {
     a.rows,
   );
 }
-
-/**
- * WGSL of the SwiGLU output rows' exponent, `swiglu_rows_exponent(r, g, u)`: the exponent of the row silu(x W_gate^T) *
- * (x W_up^T) for an input row x of L2 norm r and gate and up weight rows of L2 norms at most g and u (all f32,
- * non-negative), which rmsnorm's `swigluRows` writes for the SwiGLU GEMM's f16 output rows (gemm_tensor.ts
- * `halfRowsOut`). By Cauchy-Schwarz |gate| <= g r and |up| <= u r, and |silu(gate)| <= |gate|, so the row's values are
- * below 2^(eg + er + 2) 2^(eu + er + 2) for the f32 exponents eg, eu, er of g, u, r (each value below 2^(e + 1)); a
- * factor 2 more covers the GEMM's own roundings. The exponent is `rowScaleExponent`'s rule for that power of two, B =
- * 2^(eg + eu + 2 er + 5): e = eg + eu + 2 er + 5 - 14, clamped to [-100, 113], so every value times 2^-e stays below
- * 2^14. In exponents alone, so no product overflows; 0 where a norm is zero (the row is zero) or not finite (the
- * non-finite values reach the output unscaled, as this pass does).
- */
-export const SWIGLU_ROWS_WGSL = /* wgsl */ `
-fn swiglu_rows_exponent(r: f32, g: f32, u: f32) -> i32 {
-  let br = bitcast<u32>(r) >> 23u;
-  let bg = bitcast<u32>(g) >> 23u;
-  let bu = bitcast<u32>(u) >> 23u;
-  if (r == 0.0 || g == 0.0 || u == 0.0 || br >= 255u || bg >= 255u || bu >= 255u) { return 0i; }
-  return clamp(i32(bg) + i32(bu) + 2i * i32(br) - 4i * 127i + 5i - 14i, -100i, 113i);
-}`;
-
-/** The exponent `SWIGLU_ROWS_WGSL` computes (CPU reference, same rule): of the f32 values r, g and u. */
-export function swigluRowsExponent(r: number, g: number, u: number): number {
-  const exp = (v: number) => (new Uint32Array(new Float32Array([v]).buffer)[0] >>> 23) & 0xff;
-  const [br, bg, bu] = [r, g, u].map(exp);
-  if (r === 0 || g === 0 || u === 0 || br >= 255 || bg >= 255 || bu >= 255) return 0;
-  return Math.min(113, Math.max(-100, bg + bu + 2 * br - 4 * 127 + 5 - 14));
-}

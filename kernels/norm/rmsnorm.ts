@@ -10,14 +10,13 @@
  *              `split_k_reduce.ts` sums them (the same f32 additions, so the same bits), instead of that reduction;
  *   half:      the rows written to `out` are also scaled to f16 as the tensor-core GEMM's pre-pass does
  *              (`row_scale.ts`: the exponents e[m] and xh[m, :], the same rule and bits), instead of that pre-pass,
- *              for the product that reads `out` next; with `swigluRows` also the exponents of that product's SwiGLU
- *              output rows (row_scale.ts `SWIGLU_ROWS_WGSL`), for its f16 output rows in place of the next pre-pass.
+ *              for the product that reads `out` next.
  * @module
  */
 
 import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { HALF_BLOCK_ROW_STRIDE, type HalfRows, ROW_SCALE_WGSL, SWIGLU_ROWS_WGSL } from "../matmul/row_scale.ts";
+import { HALF_BLOCK_ROW_STRIDE, type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 
 /** The fusions of `rmsnormKernelFor` (module comment). */
@@ -28,12 +27,6 @@ export interface RmsnormFusion {
   half?: boolean;
   /** Zero a u32 a row (the next product's `HalfBlocks.rowMax`, row_scale.ts, which its producer raises). */
   clear?: boolean;
-  /**
-   * With `half`, also write the exponents of the SwiGLU output rows of the product that reads the f16 rows next, from
-   * each out row's L2 norm and the product's largest gate and up row norms (row_scale.ts `SWIGLU_ROWS_WGSL`), for its
-   * f16 output rows (gemm_tensor.ts `halfRowsOut`).
-   */
-  swigluRows?: boolean;
 }
 
 /**
@@ -51,14 +44,12 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
   // x[i], or the sum of its S partials in split order (split_k_reduce.ts's additions)
   const X = (i: string) => split ? `x_sum(${i}, slice)` : `x[${i}]`;
   const halfBindings = from ? [5, 6] : [4, 5];
-  const clear = fusion.clear ?? false, swiglu = fusion.swigluRows ?? false;
-  if (swiglu && !half) throw new Error("rmsnorm: the SwiGLU rows' exponents come with the f16 rows (half)");
-  const swigluBindings = [(from ? 5 : 4) + 2, (from ? 5 : 4) + 3];
-  const clearBinding = (from ? 5 : 4) + (half ? 2 : 0) + (swiglu ? 2 : 0);
+  const clear = fusion.clear ?? false;
+  const clearBinding = (from ? 5 : 4) + (half ? 2 : 0);
   return {
     name: `rmsnorm${from ? "_from" : ""}${split ? "_sk" : ""}${half ? "_half" : ""}${subgroups ? "_sg" : ""}${
       vec4 ? "_v4" : ""
-    }${clear ? "_clr" : ""}${swiglu ? "_swr" : ""}`,
+    }${clear ? "_clr" : ""}`,
     source: /* wgsl */ `
 // bindings (M = number of workgroups = rows normalised; V = ${vec4 ? 4 : 1} values an element):
 //   0 ctl  [CTL_SLOTS] u32, read            control block (gate only)
@@ -78,14 +69,6 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
         ? `
 //   ${halfBindings[0]} e    [M] i32, read_write               the row-scale exponents of the out rows (row_scale.ts)
 //   ${halfBindings[1]} xh   [M, D / 4] vec2<u32>, read_write   the out rows * 2^-e as f16 (row_scale.ts's half pass)`
-        : ""
-    }${
-      swiglu
-        ? `
-//   ${
-          swigluBindings[0]
-        } wn   [2] u32                          f32 bits: the next product's largest gate and up row norms
-//   ${swigluBindings[1]} eo   [M] i32, read_write               its SwiGLU output rows' exponents (row_scale.ts)`
         : ""
     }${
       clear
@@ -115,13 +98,6 @@ const V: u32 = ${vec4 ? 4 : 1}u;
 var<workgroup> row_max: atomic<u32>;
 ${ROW_SCALE_WGSL}`
         : ""
-    }${
-      swiglu
-        ? `
-@group(0) @binding(${swigluBindings[0]}) var<storage, read> wn: array<u32>;
-@group(0) @binding(${swigluBindings[1]}) var<storage, read_write> eo: array<i32>;
-${SWIGLU_ROWS_WGSL}`
-        : ""
     }${clear ? `\n@group(0) @binding(${clearBinding}) var<storage, read_write> clear_rows: array<u32>;` : ""}
 ${reductionsWgsl(subgroups)}
 ${split ? splitKSumWgsl("x_sum", "x", T) : ""}
@@ -144,7 +120,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let inv = inverseSqrt(total / f32(D) + EPS);
   let ob = m * n;${
       half ? "\n  var best = 0u; // the largest magnitude's bits this thread stored (row_scale.ts's order)" : ""
-    }${swiglu ? "\n  var sq = 0.0; // the sum of squares of what this thread stored" : ""}
+    }
   for (var i = t; i < n; i += WG) {
     let v = ${X("xb + i")} * inv * w[i];${
       half
@@ -153,7 +129,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (RESIDUAL) { o = ${from ? "res[ob + i] + v" : "out[ob + i] + v"}; }
     out[ob + i] = o;
     let b = bitcast<vec4<u32>>(o) & vec4<u32>(0x7fffffffu);
-    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));${swiglu ? "\n    sq += dot(o, o);" : ""}`
+    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));`
         : `
     if (RESIDUAL) { out[ob + i] ${from ? "= res[ob + i] +" : "+="} v; } else { out[ob + i] = v; }`
     }
@@ -170,12 +146,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
   workgroupBarrier();
   let exponent = row_scale_exponent(atomicLoad(&row_max));
-  if (t == 0u) { e[m] = exponent; }${
-          swiglu
-            ? "\n  let sq_row = workgroup_sum(sq, t);" +
-              "\n  if (t == 0u) { eo[m] = swiglu_rows_exponent(sqrt(sq_row), bitcast<f32>(wn[0]), bitcast<f32>(wn[1])); }"
-            : ""
-        }
+  if (t == 0u) { e[m] = exponent; }
   let f = ldexp(1.0, -exponent);
   for (var i = t; i < n; i += WG) { xh[ob + i] = row_scale_pack(out[ob + i], f); }`
         : ""
@@ -228,12 +199,6 @@ export interface RmsnormArgs {
    */
   half?: HalfRows;
   /**
-   * With `half`: the exponents (i32 [rows]) of the SwiGLU output rows of the product that reads `out` next, from the
-   * L2 norms of the rows stored to `out` and `weightNorms` (u32 [2]: the f32 bits of that product's largest gate and up
-   * row norms, `rowNormMax`): what its f16 output rows are scaled by (gemm_tensor.ts `halfRowsOut`).
-   */
-  swigluRows?: { weightNorms: GPUBuffer | BufferSlice; exponents: GPUBuffer | BufferSlice };
-  /**
    * u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` that the product after `out`'s reader
    * raises (row_scale.ts).
    */
@@ -253,12 +218,7 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
   const splitK = a.splitK ?? 1;
   if (!(Number.isInteger(splitK) && splitK >= 1)) throw new Error(`rmsnorm: splitK ${splitK}`);
   if (splitK > 1 && (a.xRowOffset ?? 0) !== 0) throw new Error("rmsnorm: split-K partials read from row 0 only");
-  const fusion = {
-    splitK: splitK > 1,
-    half: a.half !== undefined,
-    clear: a.clearRows !== undefined,
-    swigluRows: a.swigluRows !== undefined,
-  };
+  const fusion = { splitK: splitK > 1, half: a.half !== undefined, clear: a.clearRows !== undefined };
   return gpu.dispatch(
     kernel ?? rmsnormKernelFor(subgroups, vec4, from, fusion),
     {
@@ -278,7 +238,6 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
       a.out,
       ...(from ? [a.residualFrom!] : []),
       ...(a.half ? [a.half.exponents, a.half.xHalf] : []),
-      ...(a.swigluRows ? [a.swigluRows.weightNorms, a.swigluRows.exponents] : []),
       ...(a.clearRows ? [a.clearRows] : []),
     ],
     [a.rows, 1, 1],

@@ -7,7 +7,7 @@
 
 import { rmsnorm, type RmsnormFusion, rmsnormKernelFor, rmsnormReference } from "./rmsnorm.ts";
 import { subgroupWidth } from "../reduce.ts";
-import { HALF_BLOCK_ROW_STRIDE, rowScale, rowScaleReference, swigluRowsExponent } from "../matmul/row_scale.ts";
+import { HALF_BLOCK_ROW_STRIDE, rowScale, rowScaleReference } from "../matmul/row_scale.ts";
 import { splitKReduce } from "../matmul/split_k_reduce.ts";
 import type { Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { assertCaught, assertClose, ctlBuffer, gpuTest, mutate, poisoned, Rng } from "../testing/harness.ts";
@@ -142,8 +142,6 @@ interface FusedCase {
   half: boolean;
   from: boolean;
   workgroupSize?: number;
-  /** With half: the fused kernel also writes the SwiGLU output rows' exponents (`swigluRows`) for SWIGLU_NORMS. */
-  swigluRows?: boolean;
 }
 
 /**
@@ -169,30 +167,20 @@ async function runFused(gpu: Gpu, c: FusedCase, kernel?: Kernel) {
     const e = gpu.upload("e", new Int32Array(c.rows).fill(-12345));
     const xh = gpu.upload("xh", new Uint32Array((c.rows * c.dim) / 2).fill(0x7e017e01));
     const half = c.half ? { exponents: e, xHalf: xh } : undefined;
-    const swiglu = c.swigluRows && fused
-      ? {
-        weightNorms: gpu.upload("wn", new Float32Array(SWIGLU_NORMS)),
-        exponents: gpu.upload("eo", new Int32Array(c.rows + 1).fill(-12345)),
-      }
-      : undefined;
     const args = { ctl, weight: wb, out, rows: c.rows, dim: c.dim, eps: 1e-6, workgroupSize: c.workgroupSize };
     const residual = c.from ? { residualFrom: res } : { residual: true };
-    const ds: Dispatch[] = fused
-      ? [rmsnorm(gpu, { ...args, ...residual, x: pb, splitK: c.splitK, half, swigluRows: swiglu }, kernel)]
-      : [
-        ...(sum ? [splitKReduce(gpu, { ctl, partials: pb, y: sum, rows: c.rows, n: c.dim, splitK: c.splitK })] : []),
-        rmsnorm(gpu, { ...args, ...residual, x: sum ?? pb }),
-        ...(half ? [rowScale(gpu, { ctl, x: out, exponents: e, xHalf: xh, rows: c.rows, k: c.dim })] : []),
-      ];
+    const ds: Dispatch[] = fused ? [rmsnorm(gpu, { ...args, ...residual, x: pb, splitK: c.splitK, half }, kernel)] : [
+      ...(sum ? [splitKReduce(gpu, { ctl, partials: pb, y: sum, rows: c.rows, n: c.dim, splitK: c.splitK })] : []),
+      rmsnorm(gpu, { ...args, ...residual, x: sum ?? pb }),
+      ...(half ? [rowScale(gpu, { ctl, x: out, exponents: e, xHalf: xh, rows: c.rows, k: c.dim })] : []),
+    ];
     gpu.run(ds);
     const got = {
       out: await gpu.readF32(out, c.rows * c.dim),
       e: new Int32Array(await gpu.read(e, 0, c.rows * 4)),
       xh: new Uint16Array(await gpu.read(xh, 0, c.rows * c.dim * 2)),
-      eo: swiglu ? new Int32Array(await gpu.read(swiglu.exponents, 0, (c.rows + 1) * 4)) : undefined,
     };
-    const swigluBuffers = swiglu ? [swiglu.weightNorms, swiglu.exponents] : [];
-    for (const b of [out, res, e, xh, ...(sum ? [sum] : []), ...swigluBuffers]) b.destroy();
+    for (const b of [out, res, e, xh, ...(sum ? [sum] : [])]) b.destroy();
     return got;
   };
   const fused = await run(true), apart = await run(false);
@@ -215,21 +203,6 @@ async function checkFused(gpu: Gpu, c: FusedCase, kernel?: Kernel): Promise<void
     same(fused.xh, apart.xh, "xh");
     same(fused.e, rowScaleReference(fused.out, c.rows, c.dim), "e against the reference");
   }
-  if (c.swigluRows) {
-    // the exponent of each stored row's L2 norm with SWIGLU_NORMS; the kernel's f32 sum of squares is within a
-    // relative dim 2^-24 of the f64 one, so at a power of two the exponent may be either side's
-    const [g, u] = SWIGLU_NORMS;
-    for (let m = 0; m < c.rows; m++) {
-      let sq = 0;
-      for (let i = 0; i < c.dim; i++) sq += fused.out[m * c.dim + i] ** 2;
-      const r = Math.sqrt(sq);
-      const want = [r * (1 - 1e-5), r * (1 + 1e-5)].map((v) => swigluRowsExponent(Math.fround(v), g, u));
-      if (!want.includes(fused.eo![m])) {
-        throw new Error(`${what}: SwiGLU row ${m} exponent ${fused.eo![m]}, want ${want}`);
-      }
-    }
-    if (fused.eo![c.rows] !== -12345) throw new Error(`${what}: a SwiGLU exponent written past the last row`);
-  }
   // the partials summed in f32 in split order, as the kernel sums them, then the f64 reference
   const x = new Float32Array(c.rows * c.dim);
   for (let s = 0; s < c.splitK; s++) {
@@ -240,9 +213,6 @@ async function checkFused(gpu: Gpu, c: FusedCase, kernel?: Kernel): Promise<void
 }
 
 const FUSED_SHAPES: [number, number][] = [[1, 4], [3, 260], [5, 4096]];
-
-/** The largest gate and up row norms the SwiGLU-rows cases give the kernel (two f32 of different exponents). */
-const SWIGLU_NORMS: [number, number] = [0.75, 3.5];
 
 gpuTest(
   "rmsnorm fused with the split-K sum and the f16 rows stores what split_k_reduce, rmsnorm and row_scale_half store",
@@ -257,21 +227,6 @@ gpuTest(
     }
     // several strides a thread
     await checkFused(gpu, { rows: 3, dim: 1028, splitK: 4, half: true, from: false, workgroupSize: 32 });
-    // the SwiGLU rows' exponents beside the f16 rows (the next GEMM's f16 output rows)
-    for (const [rows, dim] of FUSED_SHAPES) {
-      for (const from of [false, true]) {
-        await checkFused(gpu, { rows, dim, splitK: 2, half: true, from, swigluRows: true });
-      }
-    }
-    await checkFused(gpu, {
-      rows: 3,
-      dim: 1028,
-      splitK: 1,
-      half: true,
-      from: true,
-      swigluRows: true,
-      workgroupSize: 32,
-    });
   },
 );
 
@@ -292,21 +247,11 @@ gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) =>
     [{ half: true }, "max(b.z, b.w)", "max(b.z, b.z)"], // a lane left out of the row's maximum
     [both, "xh[ob + i] = row_scale_pack(out[ob + i], f)", "xh[ob + i] = row_scale_pack(out[ob + i], 1.0)"], // unscaled
     [both, "o = out[ob + i] + v;", "o = v;"], // the exponent of the normed rows, not of the residual stored
-    [{ half: true, swigluRows: true }, "sq += dot(o, o);", "sq += dot(v, v);"], // the norm of the normed rows alone
-    [{ half: true, swigluRows: true }, "swiglu_rows_exponent(sqrt(sq_row)", "swiglu_rows_exponent((sq_row)"], // squared
-    [{ half: true, swigluRows: true }, "bitcast<f32>(wn[1])", "bitcast<f32>(wn[0])"], // the gate norm twice
   ];
   for (const [fusion, from, to] of cases) {
     const kernel = mutate(kernelFor(fusion), from, to);
     // 67 vec4 a row: the row's largest element (its last) is held by thread 66, not the first lane of a subgroup
-    const c = {
-      rows: 5,
-      dim: 268,
-      splitK: fusion.splitK ? 3 : 1,
-      half: fusion.half ?? false,
-      from: false,
-      swigluRows: fusion.swigluRows ?? false,
-    };
+    const c = { rows: 5, dim: 268, splitK: fusion.splitK ? 3 : 1, half: fusion.half ?? false, from: false };
     await assertCaught(() => checkFused(gpu, c, kernel), `${from} -> ${to}`);
   }
 });

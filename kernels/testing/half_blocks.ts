@@ -13,6 +13,7 @@ import {
   HALF_BLOCK_ROW_STRIDE,
   type HalfBlocks,
   type HalfRows,
+  rowScaleExponent,
 } from "../matmul/row_scale.ts";
 import type { Gpu } from "../runtime.ts";
 
@@ -103,22 +104,23 @@ export function halfRowsBuffers(gpu: Gpu, rows: number, k: number): HalfRowBuffe
 
 /**
  * The values of `rows` x `k` HalfRows, f16(x[m] * 2^-e[m]) * 2^e[m], after checking that each row's exponent is
- * `exponents[m]` (what the producer's bound gives) and that every scaled value is a finite f16 (the bound's exponent
- * keeps it below 2^15, up to the producer's own rounding). Throws naming `what` and the first row that breaks them.
+ * `rowScaleExponent` of `bounds[m]` (the magnitude the producer bounds the row by) and that every scaled value is a
+ * finite f16 (the bound's exponent puts it below 2^15, up to the producer's own rounding). Throws naming `what` and the first row that breaks them.
  */
 export async function readHalfRows(
   gpu: Gpu,
   hr: HalfRowBuffers,
   rows: number,
   k: number,
-  exponents: ArrayLike<number>,
+  bounds: ArrayLike<number>,
   what: string,
 ): Promise<Float32Array> {
   const bits = new Uint16Array((await gpu.readU32(hr.xHalf, (rows * k) / 2)).buffer);
   const e = new Int32Array((await gpu.readU32(hr.exponents, rows)).buffer);
   const values = new Float32Array(rows * k);
   for (let m = 0; m < rows; m++) {
-    if (e[m] !== exponents[m]) throw new Error(`${what}: row ${m}: exponent ${e[m]}, its bound gives ${exponents[m]}`);
+    const want = rowScaleExponent([bounds[m]]);
+    if (e[m] !== want) throw new Error(`${what}: row ${m}: exponent ${e[m]}, its bound ${bounds[m]} gives ${want}`);
     for (let i = 0; i < k; i++) {
       const v = f16Value(bits[m * k + i]);
       if (!(Math.abs(v) <= 65504)) throw new Error(`${what}: row ${m} column ${i}: ${v} scaled (exponent ${e[m]})`);
