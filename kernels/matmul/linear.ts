@@ -278,16 +278,20 @@ export const TENSOR_TILES_192: Readonly<TensorTiles> = {
 };
 
 /**
- * The SwiGLU sibling of TENSOR_TILES_192: 192 x 64 (gate and up rows: 128 weight rows) of 12 subgroups, each 64 x 16
- * of gate and of up (4 x 1 matrices each), k steps of 64, one buffer: 46,080 bytes. Measured on the H200 (session AB,
- * us, against TENSOR_TILES.swiglu): 7B gate_up at 2,048 rows 1,939.3 -> 1,654.1, at 1,024 1,023.0 -> 887.6; 1B at 2,048
- * 774.3 -> 665.6. With `deferLast: 1` (session AD) the 7B's gate_up at 2,048 rows 1,651.5 -> 1,514.2 (244 TFLOP/s).
+ * The SwiGLU sibling of TENSOR_TILES_192: 192 x 64 (gate and up rows: 128 weight rows) of 8 subgroups, each 48 x 32 of
+ * gate and of up (3 x 2 matrices each: 12 result matrices, 7 matrix loads a 16-k slice for 12 products), k steps of
+ * 64, one buffer: 46,080 bytes. Measured on the H200 (session AB, us, against TENSOR_TILES.swiglu, with 12 subgroups of
+ * 64 x 16: 4 x 1 matrices, 6 loads for 8 products): 7B gate_up at 2,048 rows 1,939.3 -> 1,654.1, at 1,024 1,023.0 ->
+ * 887.6; 1B at 2,048 774.3 -> 665.6. With `deferLast: 1` (session AD) the 7B's gate_up at 2,048 rows 1,651.5 ->
+ * 1,514.2 (244 TFLOP/s). 8 subgroups of 3 x 2 matrices instead of 12 of 4 x 1 (session AJ, `--gemm --rounds 2 --rows
+ * 2048`): 1,512.3 -> 1,438.5 us (257 TFLOP/s); 6 of 4 x 2 took 2,132.4, 12 of 4 x 1 in k32 steps through two buffers
+ * (192 x 48) 2,332.1.
  */
 export const TENSOR_TILES_SWIGLU_192: Readonly<TensorTiles> = {
-  subgroupsM: 3,
-  subgroupsN: 4,
-  fragsM: 4,
-  fragsN: 1,
+  subgroupsM: 4,
+  subgroupsN: 2,
+  fragsM: 3,
+  fragsN: 2,
   stepK: 64,
   buffers: 1,
   wideStores: true,
@@ -386,7 +390,7 @@ const WAVE_CANDIDATES: Readonly<Record<"plain" | "swiglu", readonly { tiles: Rea
       { tiles: TENSOR_TILES.plain, rate: 182 },
     ],
     swiglu: [
-      { tiles: TENSOR_TILES_SWIGLU_192, rate: 244 },
+      { tiles: TENSOR_TILES_SWIGLU_192, rate: 257 },
       { tiles: TENSOR_TILES.swiglu, rate: 190 },
     ],
   };
