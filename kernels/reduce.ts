@@ -28,6 +28,18 @@ export function subgroupWidth(gpu: Gpu): number {
   return gpu.has("subgroups") && min >= 4 ? Math.min(min, 32) : 0;
 }
 
+/**
+ * WGSL statements that raise the workgroup atomic `target` (an `atomic<u32>`) to the largest `value` (a u32) of the
+ * workgroup's threads: with `subgroups` each subgroup's maximum first (`subgroupMax`) and one atomic a subgroup, from
+ * its invocation 0 (the kernel names `@builtin(subgroup_invocation_id)` `lane`), else one atomic a thread. The caller
+ * zeroes `target` before (behind a barrier) and reads it after a barrier. `pad` indents the second line.
+ */
+export function atomicMaxWgsl(target: string, value: string, subgroups: boolean, pad = "  "): string {
+  return subgroups
+    ? `let sg_max = subgroupMax(${value}); // one atomic a subgroup, not one a thread\n${pad}if (lane == 0u) { atomicMax(${target}, sg_max); }`
+    : `atomicMax(${target}, ${value});`;
+}
+
 /** Bytes of workgroup memory the reductions declare for `wg` threads. */
 export function reductionBytes(subgroups: boolean, wg: number): number {
   return 16 * (subgroups ? Math.max(1, wg / 4) : wg);

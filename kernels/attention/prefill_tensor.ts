@@ -42,6 +42,7 @@ import { tensorGemmUnsupported, tensorSubgroupSize } from "../matmul/gemm_tensor
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { attentionPrefill, type AttentionPrefillArgs, PREFILL_TILE_ORIGIN_WGSL, prefillDispatch } from "./prefill.ts";
 import { range } from "../codegen.ts";
+import { atomicMaxWgsl } from "../reduce.ts";
 import { HALF_BLOCK_WGSL, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 
 /** Name prefix of the generated kernels. */
@@ -460,11 +461,9 @@ ${onePass ? fetch("  ", "0u", true) : ""}${
   var vb = 0u;
   for (var i = t; i < q0 + rows_valid; i += ${threads}u) { vb = max(vb, vmax[i]); }
   for (var i = t; i < ctl[CTL_POS] * NH * HV; i += ${threads}u) {
-    let b = bitcast<vec4<u32>>(kv_f32(raw_v(i))) & vec4<u32>(0x7fffffffu);
-    vb = max(vb, max(max(b.x, b.y), max(b.z, b.w)));
+    vb = max(vb, max_abs_bits(kv_f32(raw_v(i))));
   }
-  let sg_vb = subgroupMax(vb);
-  if (lane == 0u) { atomicMax(&v_bound[0], sg_vb); }
+  ${atomicMaxWgsl("&v_bound[0]", "vb", true)}
   workgroupBarrier();
   let row_e = row_scale_exponent(atomicLoad(&v_bound[0]));
   let row_f = ldexp(1.0, -row_e);

@@ -19,7 +19,7 @@
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { rmsnormReference, rowWorkgroupSize } from "../norm/rmsnorm.ts";
-import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
+import { atomicMaxWgsl, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvWriteWgsl } from "./kv_cache.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 import { HALF_BLOCK_ROW_STRIDE } from "../matmul/row_scale.ts";
@@ -167,11 +167,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       vmax
         ? `
     // |v| as bits: for non-negative f32 their order is the values' (row_scale.ts)
-    ${
-          subgroups
-            ? "let sg_top = subgroupMax(top);\n    if (lane == 0u) { atomicMax(&v_top, sg_top); }"
-            : "atomicMax(&v_top, top);"
-        }
+    ${atomicMaxWgsl("&v_top", "top", subgroups, "    ")}
     workgroupBarrier();
     if (t == 0u) { vmax[m] = atomicLoad(&v_top); }`
         : ""

@@ -19,6 +19,7 @@
  */
 
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import { atomicMaxWgsl } from "../reduce.ts";
 
 /** Threads per workgroup (one workgroup per row). */
 const WG = 256;
@@ -72,10 +73,17 @@ export function f16Value(bits: number): number {
 /**
  * WGSL of the pass's rule, for every kernel that writes its outputs (this pass, and the post-norm that writes them for
  * the next product, kernels/norm/rmsnorm.ts `half`): `row_scale_exponent(top)`, e of a row whose largest magnitude has
- * the f32 bits `top` (`rowScaleExponent`), and `row_scale_pack(v, f)`, four values times 2^-e (f = ldexp(1, -e): exact)
- * rounded to f16, lower k in the low half.
+ * the f32 bits `top` (`rowScaleExponent`), `max_abs_bits(v)`, the bits of the largest of four magnitudes (what `top`
+ * is the maximum of), and `row_scale_pack(v, f)`, four values times 2^-e (f = ldexp(1, -e): exact) rounded to f16, lower
+ * k in the low half.
  */
 export const ROW_SCALE_WGSL = /* wgsl */ `
+// The largest |v| as f32 bits: for non-negative f32 the order of the bits is the order of the values, and every NaN and
+// infinity (exponent bits 255) is above every finite value.
+fn max_abs_bits(v: vec4<f32>) -> u32 {
+  let b = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);
+  return max(max(b.x, b.y), max(b.z, b.w));
+}
 fn row_scale_exponent(top: u32) -> i32 {
   let biased = top >> 23u;
   if (top == 0u || biased == 255u) { return 0i; }
@@ -122,20 +130,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (gated_off()) { return; }
   let m = flat_workgroup(wid, nwg);
   if (m >= M) { return; }
-  // The maximum of the magnitudes' bit patterns: for non-negative f32 the order of the bits is the order of the
-  // values, and every NaN and infinity (exponent bits 255) is above every finite value.${
+  // The maximum of the magnitudes' bit patterns (max_abs_bits).${
       subgroups ? "\n  if (t == 0u) { atomicStore(&row_max, 0u); }" : ""
     }
   var best = 0u;
   for (var c = t; c < K / 4u; c += WG) {
-    let b = bitcast<vec4<u32>>(x[m * (K / 4u) + c]) & vec4<u32>(0x7fffffffu);
-    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));
+    best = max(best, max_abs_bits(x[m * (K / 4u) + c]));
   }${
       subgroups
         ? `
-  let top = subgroupMax(best);
   workgroupBarrier(); // row_max is zero
-  if (lane == 0u) { atomicMax(&row_max, top); }
+  ${atomicMaxWgsl("&row_max", "best", true)}
   workgroupBarrier();
   let exponent = row_scale_exponent(atomicLoad(&row_max));`
         : `

@@ -97,8 +97,8 @@ gpuTest("row_scale checks catch broken kernels", async (gpu) => {
   }
   if (!gpu.has("subgroups")) return;
   const subgroupCases: [string, string][] = [
-    ["atomicMax(&row_max, top)", "atomicMin(&row_max, top)"], // the smallest subgroup maximum taken
-    ["let top = subgroupMax(best);", "let top = best;"], // only the elected invocation's maximum counts
+    ["atomicMax(&row_max, sg_max)", "atomicMin(&row_max, sg_max)"], // the smallest subgroup maximum taken
+    ["let sg_max = subgroupMax(best);", "let sg_max = best;"], // only the elected invocation's maximum counts
   ];
   for (const [from, to] of subgroupCases) {
     const kernel = mutate(rowScaleKernelFor(false, true), from, to);

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { reductionsWgsl, subgroupWidth } from "../reduce.ts";
+import { atomicMaxWgsl, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { HALF_BLOCK_ROW_STRIDE, type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
@@ -128,22 +128,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var o = v;
     if (RESIDUAL) { o = ${from ? "res[ob + i] + v" : "out[ob + i] + v"}; }
     out[ob + i] = o;
-    let b = bitcast<vec4<u32>>(o) & vec4<u32>(0x7fffffffu);
-    best = max(best, max(max(b.x, b.y), max(b.z, b.w)));`
+    best = max(best, max_abs_bits(o));`
         : `
     if (RESIDUAL) { out[ob + i] ${from ? "= res[ob + i] +" : "+="} v; } else { out[ob + i] = v; }`
     }
   }${
       half
         ? `
-  // row_scale.ts's exponent of the row just stored, then its f16 rows (each thread re-reads what it stored)${
-          subgroups
-            ? `
-  let top = subgroupMax(best); // one atomic a subgroup, not one a thread
-  if (lane == 0u) { atomicMax(&row_max, top); }`
-            : `
-  atomicMax(&row_max, best);`
-        }
+  // row_scale.ts's exponent of the row just stored, then its f16 rows (each thread re-reads what it stored)
+  ${atomicMaxWgsl("&row_max", "best", subgroups)}
   workgroupBarrier();
   let exponent = row_scale_exponent(atomicLoad(&row_max));
   if (t == 0u) { e[m] = exponent; }

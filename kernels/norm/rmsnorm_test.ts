@@ -234,7 +234,7 @@ gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) =>
   const subgroups = subgroupWidth(gpu) > 0;
   const kernelFor = (fusion: RmsnormFusion) => rmsnormKernelFor(subgroups, true, false, fusion);
   const both = { splitK: true, half: true };
-  const top = subgroups ? "top" : "best"; // the row maximum's atomic takes each subgroup's maximum, or each thread's
+  const top = subgroups ? "sg_max" : "best"; // the row maximum's atomic takes each subgroup's maximum, or each thread's
   const cases: [RmsnormFusion, string, string][] = [
     [{ splitK: true }, "v += x[s * stride + i]", "v += x[i]"], // every partial read from the first
     [{ splitK: true }, "let slice = nwg.x * n;", "let slice = nwg.x * D;"], // slice stride in values, not vec4
@@ -242,7 +242,7 @@ gpuTest("rmsnorm's prefill fusions: checks catch broken kernels", async (gpu) =>
     [{ half: true }, `atomicMax(&row_max, ${top})`, "atomicMax(&row_max, 0u)"], // exponent of a zero row
     // only the first lane of each subgroup counts
     ...(subgroups
-      ? [[{ half: true }, "let top = subgroupMax(best);", "let top = best;"] as [RmsnormFusion, string, string]]
+      ? [[{ half: true }, "let sg_max = subgroupMax(best);", "let sg_max = best;"] as [RmsnormFusion, string, string]]
       : []),
     [{ half: true }, "max(b.z, b.w)", "max(b.z, b.z)"], // a lane left out of the row's maximum
     [both, "xh[ob + i] = row_scale_pack(out[ob + i], f)", "xh[ob + i] = row_scale_pack(out[ob + i], 1.0)"], // unscaled
