@@ -136,11 +136,12 @@ function shapesArg<S extends { name: string }>(all: S[]): S[] {
   if (args.shapes === undefined) return all;
   const wanted: string[] = String(args.shapes).split(",").map((w: string) => w.trim());
   const products = all.map((s) => s.name.split(" ").slice(1).join(" "));
-  const unknown = wanted.filter((w) => !products.some((p) => p === w || p.startsWith(`${w}+`)));
+  const is = (product: string, w: string) => product === w || product.startsWith(`${w}+`); // gate_up: gate_up+silu
+  const unknown = wanted.filter((w) => !products.some((p) => is(p, w)));
   if (unknown.length) {
     throw new UserError(`--shapes: no product ${unknown.join(", ")}; the products are ${products.join(", ")}.`);
   }
-  return all.filter((_, i) => wanted.some((w) => products[i] === w || products[i].startsWith(`${w}+`)));
+  return all.filter((_, i) => wanted.some((w) => is(products[i], w)));
 }
 
 /** `--size`: 7b (default) or 1b, else a UserError. */

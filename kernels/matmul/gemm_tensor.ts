@@ -462,7 +462,13 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
       const bind = d ? "" : "let ";
       return indent("    ", [
         "{",
-        ...(d ? ["  // the last slice: multiplied after the barrier that ends the step (deferLast)"] : []),
+        ...(d
+          ? [
+            `  // ${
+              t.deferSlices > 1 ? "one of the last slices" : "the last slice"
+            }: multiplied after the barrier that ends the step (deferLast)`,
+          ]
+          : []),
         ...FI.map((i) =>
           `  ${bind}${d}a${i} = subgroupMatrixLoad<Left, row_major>(${wide ? "xs" : "&xs"}, ${xb}(sm + ${
             i * FRAG
