@@ -27,10 +27,15 @@
  * before the SwiGLU. Error analysis: ARCHITECTURE.md, "f16-multiply prefill GEMM (Deno)"; tolerance `f16GemmTolerance`.
  *
  * `splitK: S > 1` (`SPLIT_KS`) generates the split-K variant: S times the workgroups, workgroup (tile, split s) reducing
- * k in [s K / S, (s + 1) K / S) and storing its raw partial tile (scaled back, before any SwiGLU) to binding 3, then
- * a `partials [S, M, NW]` f32 scratch (NW = N, or 2N for SWIGLU: gate columns, then up columns), which
- * `split_k_reduce.ts` sums (and SwiGLUs). At M = 128 the GEMM is latency-bound per k step (ARCHITECTURE.md, "Split-K");
- * S = 1 is the kernel above, byte for byte.
+ * its share of the k steps, [floor(s T / S), floor((s + 1) T / S)) of T = K / tileK (even where S divides T), and
+ * storing its raw partial tile (scaled back, before any SwiGLU) to binding 3, then a `partials [S, M, NW]` f32 scratch
+ * (NW = N, or 2N for SWIGLU: gate columns, then up columns), which `split_k_reduce.ts` sums (and SwiGLUs). At M = 128
+ * the GEMM is latency-bound per k step (ARCHITECTURE.md, "Split-K"); S = 1 is the kernel above, byte for byte.
+ *
+ * `columns: [begin, end)` (`productColumnTiles`) computes only those output columns, in whole tiles: unsplit, [0, end)
+ * by a smaller grid (the kernel is the same); split, [begin, N) by the override N_BEGIN, the partials then [S, M, NW]
+ * with NW = N - begin (2 (N - begin) for SWIGLU). A product's last, partial wave of tiles is so split apart from its
+ * full waves (linear.ts, `tailSplitFor`).
  * @module
  */
 
@@ -63,19 +68,48 @@ export const GEMM_MATHS = ["f32", "f16"] as const;
 export type GemmMath = typeof GEMM_MATHS[number];
 
 /** The split-K factors the generators accept (1: no split). */
-export const SPLIT_KS: readonly number[] = [1, 2, 4, 8];
+export const SPLIT_KS: readonly number[] = [1, 2, 3, 4, 8];
 
 /** Throws unless `splitK` is one of SPLIT_KS (`who`: the kernel's name). */
 export function checkSplitKFactor(who: string, splitK: number): void {
   if (!SPLIT_KS.includes(splitK)) throw new Error(`${who}: splitK = ${splitK} (one of ${SPLIT_KS.join(", ")})`);
 }
 
-/** Throws unless `splitK` is one of SPLIT_KS and K / splitK a multiple of the k step (`who`: the kernel's name). */
+/**
+ * Throws unless `splitK` is one of SPLIT_KS and K has at least one k step a split (`who`: the kernel's name); the k
+ * steps are shared out as evenly as whole steps allow (SPLIT_K_TILE).
+ */
 export function checkSplitK(who: string, splitK: number, k: number, stepK: number): void {
   checkSplitKFactor(who, splitK);
-  if (splitK > 1 && k % (splitK * stepK) !== 0) {
-    throw new Error(`${who}: K = ${k} split ${splitK} ways is not a multiple of the k step ${stepK}`);
+  if (splitK > 1 && !(k % stepK === 0 && k / stepK >= splitK)) {
+    throw new Error(`${who}: K = ${k} has fewer than ${splitK} whole k steps of ${stepK} to split ${splitK} ways`);
   }
+}
+
+/**
+ * The column tiles of one dispatch of a tiled product (this GEMM, gemm_tensor.ts) over `columns` [begin, end) of its
+ * N outputs (default all): unsplit, begin 0 and end a multiple of `tileN` or N (the grid stops there); split, end N
+ * and begin a multiple of `tileN` (the override N_BEGIN). Throws on any other range (`who`: the kernel's name).
+ */
+export function productColumnTiles(
+  who: string,
+  n: number,
+  tileN: number,
+  splitK: number,
+  columns: readonly [number, number] = [0, n],
+): number {
+  const [begin, end] = columns;
+  const whole = (c: number) => Number.isInteger(c) && c % tileN === 0;
+  const ok = whole(begin) && (whole(end) || end === n) && 0 <= begin && begin < end && end <= n &&
+    (splitK > 1 ? end === n : begin === 0);
+  if (!ok) {
+    throw new Error(
+      `${who}: columns [${begin}, ${end}) of N = ${n}: ${
+        splitK > 1 ? `split, [a multiple of ${tileN}, N)` : `unsplit, [0, a multiple of ${tileN} or N)`
+      }`,
+    );
+  }
+  return Math.ceil((end - begin) / tileN);
 }
 
 /** The f16 variant's partial flush lengths (k per f16 partial): powers of two, so X_SHIFT below is an integer. */
@@ -110,7 +144,7 @@ export interface GemmTiles {
   /** f16 only: k per f16 partial before it is added into f32, one of GEMM_FLUSH_KS dividing tileK (default 8). */
   flushK?: number;
   /**
-   * Split-K factor S, one of SPLIT_KS (default 1): with S > 1, K / S must be a multiple of tileK and `y` is the
+   * Split-K factor S, one of SPLIT_KS (default 1): with S > 1, K must hold at least S k steps and `y` is the
    * `partials [S, M, NW]` f32 scratch that `splitKReduce` sums (see the module comment).
    */
   splitK?: number;
@@ -142,6 +176,8 @@ export interface GemmKernelSpec extends GemmTiles {
 export interface GemmArgs extends ProductArgs, GemmTiles {
   /** math "f16" only: i32 [rows], the exponents `rowScale` computed for x. */
   exponents?: GPUBuffer | BufferSlice;
+  /** The output columns [begin, end) to compute (default all; `productColumnTiles` says which ranges). */
+  columns?: readonly [number, number];
 }
 
 const PIPELINE_COMMENT: Record<GemmPipeline, string> = {
@@ -225,25 +261,36 @@ export const TILE_GRID_DOC =
 
 /** The WGSL comment on the split-K grid and scratch (gemm.ts and gemm_tensor.ts with splitK > 1). */
 export function splitKGridDoc(swiglu: boolean): string {
-  return `// Split-K: SPLIT_K times the workgroups; flat workgroup f is tile f % tiles of split s = f / tiles, reducing k in
-// [s K / SPLIT_K, (s + 1) K / SPLIT_K) (a multiple of the k step). Binding 3 is then partials [SPLIT_K, M, NW] f32,
-// NW = ${
-    swiglu ? "2N (gate columns, then up columns; no SwiGLU here)" : "N"
+  return `// Split-K, over the columns N_BEGIN.. (a multiple of TILE_N): SPLIT_K times their workgroups; flat workgroup f is
+// their tile f % tiles of split s = f / tiles, reducing the k steps [floor(s T / SPLIT_K), floor((s + 1) T /
+// SPLIT_K)) of T = K / TILE_K. Binding 3 is then partials [SPLIT_K, M, NW] f32, NW = ${
+    swiglu ? "2 (N - N_BEGIN) (gate columns, then up\n// columns; no SwiGLU here)" : "N - N_BEGIN"
   }: split s's sums, which split_k_reduce.ts adds.`;
 }
 
-/** The module-scope privates of a split-K kernel, set once per workgroup before the k loop. */
-export const SPLIT_K_PRIVATES = `var<private> split: u32; // this workgroup's split (split-K)
+/** The module-scope declarations of a split-K kernel: its column range, and privates set once before the k loop. */
+export const SPLIT_K_PRIVATES = `override N_BEGIN: u32 = 0u; // the first column computed (the partials' column 0)
+var<private> split: u32; // this workgroup's split (split-K)
 var<private> k_end: u32; // the end of its k range`;
 
 /** The split-K kernels' choice of tile and k range (after tiles_m is known), in WGSL. */
-export const SPLIT_K_TILE = `  let tiles = tiles_m * ((N + TILE_N - 1u) / TILE_N);
+export const SPLIT_K_TILE = `  let first_tile = (N_BEGIN / TILE_N) * tiles_m; // the tiles of the columns before N_BEGIN
+  let tiles = tiles_m * ((N + TILE_N - 1u) / TILE_N) - first_tile;
   let flat = flat_workgroup(wid, nwg);
   if (flat >= tiles * SPLIT_K) { return; }
-  let tile = flat % tiles;
+  let tile = first_tile + flat % tiles;
   split = flat / tiles;
-  let k_begin = split * (K / SPLIT_K);
-  k_end = k_begin + K / SPLIT_K;`;
+  let steps = K / TILE_K; // shared out as evenly as whole steps allow
+  let k_begin = (split * steps / SPLIT_K) * TILE_K;
+  k_end = ((split + 1u) * steps / SPLIT_K) * TILE_K;`;
+
+/**
+ * WGSL: where a split-K kernel stores output (m, n) of its split's partial, c = 0 (or the up partial's column offset
+ * N - N_BEGIN), in the partials [SPLIT_K, M, NW] (SPLIT_K_PRIVATES).
+ */
+export function splitKPartialIndex(swiglu: boolean): string {
+  return `(split * M + m) * ${swiglu ? "2u * (N - N_BEGIN)" : "(N - N_BEGIN)"} + c + n - N_BEGIN`;
+}
 
 /**
  * The WGSL that places a workgroup of a tiled product (this GEMM, gemm_tensor.ts): its tile's first row m0 and column
@@ -536,9 +583,9 @@ fn flush(p: vec4<f16>) -> f32 {
     }
 ${
       split
-        ? `// Output (m, n) of split \`split\`'s partial (c = 0) or of its up partial (c = N), into the scratch.
+        ? `// Output (m, n) of split \`split\`'s partial (c = 0) or of its up partial (c = N - N_BEGIN), into the scratch.
 fn put(m: u32, n: u32, c: u32, v: f32) {
-  if (m < M && n < N) { y[(split * M + m) * ${swiglu ? "2u * N" : "N"} + c + n] = v; }
+  if (m < M && n < N) { y[${splitKPartialIndex(swiglu)}] = v; }
 }`
         : `fn put(m: u32, n: u32, v: f32) {
   if (m < M && n < N) { y[m * N + n] = v; }
@@ -600,7 +647,7 @@ ${
       I.map((i) =>
         J.map((j) => {
           const at = `m + ${i * t.threadsM}u, n + ${j * t.threadsN}u`;
-          if (split) return `  put(${at}, 0u, a${i}_${j});${swiglu ? ` put(${at}, N, u${i}_${j});` : ""}`;
+          if (split) return `  put(${at}, 0u, a${i}_${j});${swiglu ? ` put(${at}, N - N_BEGIN, u${i}_${j});` : ""}`;
           const v = swiglu ? `a${i}_${j} / (1.0 + exp(-a${i}_${j})) * u${i}_${j}` : `a${i}_${j}`;
           return `  put(${at}, ${v});`;
         }).join("\n")
@@ -651,10 +698,18 @@ export function gemm(gpu: Gpu, a: GemmArgs, kernel?: Kernel): Dispatch {
   if (kernel && !kernel.name.startsWith(name)) {
     throw new Error(`gemm: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
   }
-  const tiles = Math.ceil(a.rows / (t.threadsM * t.blockM)) * Math.ceil(a.n / (t.threadsN * t.blockN));
+  const tileN = t.threadsN * t.blockN;
+  const tiles = Math.ceil(a.rows / (t.threadsM * t.blockM)) *
+    productColumnTiles("gemm", a.n, tileN, t.splitK, a.columns);
   return gpu.dispatch(
     kernel ?? gemmKernelFor({ ...t, epilogue }),
-    { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
+    {
+      K: a.k,
+      N: a.n,
+      M: a.rows,
+      GATED: a.gated ?? false,
+      ...(t.splitK > 1 ? { N_BEGIN: a.columns?.[0] ?? 0 } : {}),
+    },
     f16 ? [a.ctl, a.weight, a.x, a.y, a.exponents!] : [a.ctl, a.weight, a.x, a.y],
     tiles * t.splitK,
   );

@@ -26,8 +26,10 @@
  * (min = max) and the f16 16x16x16 config.
  *
  * `splitK: S > 1` generates the split-K variant, as the f32 GEMM's (`gemm.ts`): S times the workgroups, each reducing
- * K / S (a multiple of stepK) and storing its partial tile, scaled back by 2^e[m] and before any SwiGLU, to the
- * `partials [S, M, NW]` scratch that `split_k_reduce.ts` sums. S = 1 is the kernel above, byte for byte.
+ * its share of the k steps (as even as whole steps allow) and storing its partial tile, scaled back by 2^e[m] and
+ * before any SwiGLU, to the `partials [S, M, NW]` scratch that `split_k_reduce.ts` sums. S = 1 is the kernel above,
+ * byte for byte. `columns` computes a range of the output columns, as the f32 GEMM's (unsplit [0, end) by the grid,
+ * split [begin, N)): linear.ts splits a product's last, partial wave of tiles so (`tailSplitFor`).
  *
  * `producers: P > 0` adds P subgroups that only stage k tiles, one ahead, into the other of two buffers while the
  * others only multiply (one barrier a k step), so that staging could overlap the products: measured about half as fast
@@ -58,8 +60,10 @@ import {
   checkSplitK,
   checkSplitKFactor,
   productBindingsDoc,
+  productColumnTiles,
   SPLIT_K_PRIVATES,
   splitKGridDoc,
+  splitKPartialIndex,
   stagingHelpers,
   TILE_GRID_DOC,
   tileOrigin,
@@ -102,7 +106,7 @@ export interface TensorTiles {
    * multiple of it. (The f32 GEMM's knob is `tileK`.)
    */
   stepK?: number;
-  /** Split-K factor, one of SPLIT_KS (default 1); with S > 1, K / S must be a multiple of stepK and `y` the scratch. */
+  /** Split-K factor, one of SPLIT_KS (default 1); with S > 1, K must hold S k steps and `y` is the scratch. */
   splitK?: number;
   /** Staged k tiles in workgroup memory: 2 (default; one barrier a k step) or 1 (two barriers, half the memory). */
   buffers?: number;
@@ -218,6 +222,8 @@ export interface GemmTensorArgs extends ProductArgs, TensorTiles {
   blocks?: GPUBuffer | BufferSlice;
   /** SWIGLU: the output as the next product's `HalfBlocks` (y is not written). */
   halfOut?: HalfBlocks;
+  /** The output columns [begin, end) to compute (default all; gemm.ts `productColumnTiles` says which ranges). */
+  columns?: readonly [number, number];
 }
 
 /** The tiles of `a` with defaults filled in (an explicit `undefined` keeps the default), checked. */
@@ -514,7 +520,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
     if (split) {
       return indent("  ", [
         "{",
-        ...phases([...part(`acc${i}_${j}`, "0u"), ...(swiglu ? part(`up${i}_${j}`, "N") : [])]),
+        ...phases([...part(`acc${i}_${j}`, "0u"), ...(swiglu ? part(`up${i}_${j}`, "N - N_BEGIN") : [])]),
         "}",
       ]);
     }
@@ -873,11 +879,11 @@ fn stage_w(i: u32, p: vec4<u32>) {
     }${
       split
         ? `// Element q (row q / 16, column q % 16) of a result matrix at tile rows r0.., columns c0..: scaled back, stored to
-// split \`split\`'s partial at column offset c (0, or N for the up matrix).
+// split \`split\`'s partial at column offset c (0, or N - N_BEGIN for the up matrix).
 fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, c: u32, v: f32) {
   let m = m0 + r0 + q / ${FRAG}u;
   let n = n0 + c0 + q % ${FRAG}u;
-  if (m < M && n < N) { y[(split * M + m) * ${swiglu ? "2u * N" : "N"} + c + n] = ldexp(v, ${rowE}); }
+  if (m < M && n < N) { y[${splitKPartialIndex(swiglu)}] = ldexp(v, ${rowE}); }
 }`
         : swiglu
         ? `// silu(gate) * up, each scaled back by 2^x first.
@@ -1048,9 +1054,16 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
   }
   const { tileM, tileN } = tensorTileShape(t);
   const ho = a.halfOut;
+  const tilesN = productColumnTiles("gemm_tensor", a.n, tileN, t.splitK, a.columns);
   return gpu.dispatch(
     kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize, ...io }),
-    { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false },
+    {
+      K: a.k,
+      N: a.n,
+      M: a.rows,
+      GATED: a.gated ?? false,
+      ...(t.splitK > 1 ? { N_BEGIN: a.columns?.[0] ?? 0 } : {}),
+    },
     [
       a.ctl,
       a.weight,
@@ -1060,7 +1073,7 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
       ...(a.blocks ? [a.blocks] : []),
       ...(ho ? [ho.blocks, ho.rowMax] : []),
     ],
-    Math.ceil(a.rows / tileM) * Math.ceil(a.n / tileN) * t.splitK,
+    Math.ceil(a.rows / tileM) * tilesN * t.splitK,
   );
 }
 

@@ -65,6 +65,8 @@ interface CheckOptions extends TensorTiles {
   inputBlocks?: boolean;
   /** SWIGLU: the output as `HalfBlocks` (`halfOut`), read back (`readHalfBlocks`) instead of y. */
   outputBlocks?: boolean;
+  /** The output columns [begin, end) to compute (gemmTensor's `columns`): the others must keep the poison. */
+  columns?: readonly [number, number];
 }
 
 /** x with each 16-column block scaled by its own power of two in 2^-12 .. 2^12. */
@@ -146,8 +148,8 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const out = o.outputBlocks ? halfBlocksBuffers(gpu, rows, n) : undefined;
   const { kernel, active: _, bigX: __, inputBlocks: ___, outputBlocks: ____, ...args } = o;
   // Split-K: the GEMM into a NaN-poisoned partial scratch, then the reduction into y.
-  const splitK = o.splitK ?? 1;
-  const partials = splitK > 1 ? poisoned(gpu, splitK * rows * nw, "partials") : undefined;
+  const splitK = o.splitK ?? 1, nBegin = o.columns?.[0] ?? 0;
+  const partials = splitK > 1 ? poisoned(gpu, splitK * rows * (nw / n) * (n - nBegin), "partials") : undefined;
   gpu.run([
     ...(wh ? [halfWeights(gpu, { ctl, src: wb, dst: wh, words: (nw * k) / 2 })] : []), // never gated
     ...(wp ? [packWeights(gpu, { ctl, src: wb, dst: wp, rows: nw, k })] : []), // never gated
@@ -157,7 +159,7 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
       { ctl, weight: wh ?? wp ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, blocks, halfOut: out, ...args },
       kernel,
     ),
-    ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated })] : []),
+    ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated, nBegin })] : []),
   ]);
   const got = out
     ? await readHalfBlocks(gpu, out, rows, n, `gemm_tensor halfOut rows=${rows} K=${k} N=${n}`)
@@ -188,8 +190,13 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
 /** Fails unless every output is within its tolerance; returns the worst error over tolerance. */
 async function checkTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckOptions = {}): Promise<number> {
   const { got, want, tol } = await runTensor(gpu, rows, k, n, o);
+  const [begin, end] = o.columns ?? [0, n], mine = (i: number) => i % n >= begin && i % n < end;
+  if (!got.every((v, i) => mine(i) || Number.isNaN(v))) {
+    throw new Error(`gemm_tensor rows=${rows} K=${k} N=${n}: wrote a column outside [${begin}, ${end})`);
+  }
   let failures = 0, worst = 0, at = 0;
   for (let i = 0; i < got.length; i++) {
+    if (!mine(i)) continue;
     const r = Math.abs(got[i] - want[i]) / tol[i];
     if (!(r <= 1)) failures++;
     if (!(r <= worst)) [worst, at] = [Number.isNaN(r) ? Infinity : r, i];
@@ -453,6 +460,38 @@ tensorTest("gemm_tensor split-K (S = 2, 4, 8) with the reduction matches the ref
 });
 
 tensorTest(
+  "gemm_tensor split-K shares uneven k steps out by whole steps, and computes a range of columns",
+  async (gpu) => {
+    // K = 208: 13 k steps of 16, split 3 ways (4, 4, 5) and 8 (1 or 2 each)
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      await checkTensor(gpu, 37, 208, 48, { splitK: 3, stepK: 16, epilogue, bigX: 1e5 });
+      await checkTensor(gpu, 37, 208, 48, { splitK: 8, stepK: 16, epilogue, bigX: 1e5 });
+    }
+    // linear's tail split on its 192-row tiles: the full waves' columns unsplit (by the grid), the last wave's split 3
+    // ways over K = 320 (5 k steps of 64: 1, 2, 2), the SwiGLU's last tile partial (N = 208 of 64-column tiles)
+    for (const [tiles, n, begin] of [[TENSOR_TILES_192, 384, 256], [TENSOR_TILES_SWIGLU_192, 208, 128]] as const) {
+      const epilogue = tiles === TENSOR_TILES_SWIGLU_192 ? Epilogue.SWIGLU : Epilogue.PLAIN;
+      await checkTensor(gpu, 200, 320, n, { ...tiles, epilogue, columns: [0, begin], bigX: 1e5 });
+      await checkTensor(gpu, 200, 320, n, { ...tiles, epilogue, splitK: 3, columns: [begin, n], bigX: 1e5 });
+    }
+    // the columns' mutants: the split's tiles counted from column 0, its partials at full width
+    const subgroupSize = tensorSubgroupSize(gpu);
+    const cases: [string, string][] = [
+      ["let tile = first_tile + flat % tiles;", "let tile = flat % tiles;"],
+      ["+ c + n - N_BEGIN]", "+ c + n]"],
+    ];
+    for (const [from, to] of cases) {
+      for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+        const kernel = mutate(gemmTensorKernelFor({ epilogue, stepK: 16, splitK: 3, subgroupSize }), from, to);
+        const o = { epilogue, stepK: 16, splitK: 3, columns: [32, 80] as const, bigX: 1e5 };
+        await checkTensor(gpu, 37, 208, 80, o);
+        await assertCaught(() => checkTensor(gpu, 37, 208, 80, { ...o, kernel }), `columns: ${from} -> ${to}`);
+      }
+    }
+  },
+);
+
+tensorTest(
   "gemm_tensor with packed weights: its checks catch a wrong block stride and a row-major read",
   async (gpu) => {
     const subgroupSize = tensorSubgroupSize(gpu);
@@ -504,7 +543,7 @@ tensorTest("gemm_tensor with f16 weights from global memory: its checks catch br
 tensorTest("gemm_tensor split-K checks catch broken kernels", async (gpu) => {
   // S = 4; as in gemm_test.ts: splits 1 and 3 reduce the k ranges of 0 and 2, or store into their slots.
   const cases: [string, string][] = [
-    ["let k_begin = split * (K / SPLIT_K);", "let k_begin = (split / 2u) * 2u * (K / SPLIT_K);"],
+    ["let k_begin = (split * steps", "let k_begin = ((split / 2u) * 2u * steps"],
     ["y[(split * M + m)", "y[((split / 2u) * 2u * M + m)"],
   ];
   const subgroupSize = tensorSubgroupSize(gpu);
@@ -518,16 +557,23 @@ tensorTest("gemm_tensor split-K checks catch broken kernels", async (gpu) => {
   }
 });
 
-Deno.test("gemm_tensor split-K: K / S must be a multiple of the k step; S = 1 is the kernel without split-K", () => {
+Deno.test("gemm_tensor split-K: K must hold S k steps; S = 1 is the kernel without split-K", () => {
   checkTensorShape({ rows: 3, k: 11008, n: 16, stepK: 64, splitK: 4 }); // 172 k steps: 43 per split
-  for (const bad of [{ splitK: 8, stepK: 64 }, { splitK: 3, stepK: 16 }, { splitK: 16, stepK: 16 }]) {
+  checkTensorShape({ rows: 3, k: 11008, n: 16, stepK: 64, splitK: 3 }); // 57, 57 and 58
+  checkTensorShape({ rows: 3, k: 192, n: 16, stepK: 64, splitK: 3 }); // one each
+  const bad = [{ k: 11008, splitK: 5, stepK: 64 }, { k: 11008, splitK: 16, stepK: 16 }, {
+    k: 192,
+    splitK: 4,
+    stepK: 64,
+  }];
+  for (const b of bad) {
     let threw = false;
     try {
-      checkTensorShape({ rows: 3, k: 11008, n: 16, ...bad });
+      checkTensorShape({ rows: 3, n: 16, ...b });
     } catch {
       threw = true;
     }
-    if (!threw) throw new Error(`accepted K = 11008 with ${JSON.stringify(bad)}`);
+    if (!threw) throw new Error(`accepted ${JSON.stringify(b)}`);
   }
   for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
     const plain = gemmTensorKernelFor({ epilogue }), one = gemmTensorKernelFor({ epilogue, splitK: 1 });
@@ -782,6 +828,8 @@ Deno.test({
       { ...TENSOR_TILES_SMALL_M_SWIGLU, splitK: 2 },
       TENSOR_TILES_192,
       { ...TENSOR_TILES_SWIGLU_192, splitK: 2 },
+      { ...TENSOR_TILES_SWIGLU_192, splitK: 3 },
+      { ...TENSOR_TILES_192, splitK: 3 },
       { ...TENSOR_TILES_SMALL_M, splitK: 4 },
       { ...TENSOR_TILES_SMALL_M, ahead: 2 },
       { ...TENSOR_TILES_SMALL_M_SWIGLU, ahead: 2, packedWeights: true, splitK: 2 },

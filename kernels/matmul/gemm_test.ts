@@ -43,6 +43,8 @@ const PORTABLE_BYTES = 16384;
 
 interface CheckOptions extends GemmTiles {
   epilogue?: number;
+  /** The output columns [begin, end) to compute (gemm's `columns`): the others must keep the poison. */
+  columns?: readonly [number, number];
   kernel?: Kernel;
   gated?: boolean;
   /** Control block ACTIVE slot (with `gated`). */
@@ -74,7 +76,7 @@ async function runGemm(gpu: Gpu, rows: number, k: number, n: number, opts: Check
 function record(gpu: Gpu, a: GemmArgs, kernel: Kernel | undefined, scratch: GPUBuffer[]): Dispatch[] {
   const splitK = a.splitK ?? 1;
   if (splitK === 1) return [gemm(gpu, a, kernel)];
-  if (!kernel) {
+  if (!kernel && !a.columns) {
     const { exponents: _, math, ...rest } = a;
     const ds = linear(gpu, { ...rest, prefillGemm: math === "f16" ? "fma16" : "fma" });
     const labels = ds.map((d) => d.label).join(", ");
@@ -84,17 +86,37 @@ function record(gpu: Gpu, a: GemmArgs, kernel: Kernel | undefined, scratch: GPUB
     if (!ds[ds.length - 1].label.startsWith(SPLIT_K_REDUCE_KERNEL_NAME)) throw new Error(`no reduction: ${labels}`);
     return ds;
   }
-  const partials = poisoned(gpu, splitK * a.rows * (a.epilogue === Epilogue.SWIGLU ? 2 : 1) * a.n, "partials");
+  const nBegin = a.columns?.[0] ?? 0;
+  const partials = poisoned(
+    gpu,
+    splitK * a.rows * (a.epilogue === Epilogue.SWIGLU ? 2 : 1) * (a.n - nBegin),
+    "partials",
+  );
   scratch.push(partials);
   const { ctl, y, rows, n, epilogue, gated } = a;
   return [
     gemm(gpu, { ...a, y: partials }, kernel),
-    splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated }),
+    splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated, nBegin }),
   ];
 }
 
+/**
+ * The outputs of `got` in the columns `columns` [begin, end) of its rows of n, after checking that every other output
+ * kept the poison (NaN); `want` likewise, without the check.
+ */
+function inColumns(got: Float32Array, want: Float32Array, n: number, columns?: readonly [number, number]) {
+  if (!columns) return { got, want };
+  const [begin, end] = columns, mine = (i: number) => i % n >= begin && i % n < end;
+  if (!got.every((v, i) => mine(i) || Number.isNaN(v))) throw new Error(`wrote a column outside [${begin}, ${end})`);
+  return { got: got.filter((_, i) => mine(i)), want: want.filter((_, i) => mine(i)) };
+}
+
 async function checkGemm(gpu: Gpu, rows: number, k: number, n: number, opts: CheckOptions = {}): Promise<ErrorReport> {
-  const { got, want } = await runGemm(gpu, rows, k, n, opts);
+  const { got, want } = inColumns(
+    ...Object.values(await runGemm(gpu, rows, k, n, opts)) as [Float32Array, Float32Array],
+    n,
+    opts.columns,
+  );
   const { kernel: _, ...shown } = opts;
   return assertClose(got, want, TOL, `gemm rows=${rows} K=${k} N=${n} ${JSON.stringify(shown)}`);
 }
@@ -497,6 +519,42 @@ gpuTest("gemm split-K (S = 2, 4) through linear matches the reference, PLAIN and
   await checkGemm(gpu, 37, 256, 65, { splitK: 2, pipeline: "serial", epilogue: Epilogue.SWIGLU });
 });
 
+gpuTest("gemm split-K shares uneven k tiles out by whole tiles (S = 3: K = 208 is 13 k tiles of 16)", async (gpu) => {
+  for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+    for (const [rows, , n] of SPLIT_SHAPES) await checkGemm(gpu, rows, 208, n, { splitK: 3, epilogue });
+  }
+  await checkGemm(gpu, 37, 48, 65, { splitK: 3 }); // one k tile a split
+  await checkGemm(gpu, 37, 208, 65, { splitK: 8, pipeline: "double", threadsM: 8, threadsN: 8 }); // 1 or 2 a split
+});
+
+gpuTest(
+  "gemm computes a range of columns: unsplit [0, end) by its grid, split [begin, N) (partials of N - begin)",
+  async (gpu) => {
+    // 64-column tiles by default (N = 300: 5 tiles, the last partial); 32 with threadsN 8
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      await checkGemm(gpu, 37, 192, 300, { epilogue, columns: [0, 128] });
+      await checkGemm(gpu, 37, 192, 300, { epilogue, columns: [0, 300] });
+      await checkGemm(gpu, 37, 208, 300, { epilogue, splitK: 3, columns: [128, 300] });
+      await checkGemm(gpu, 130, 192, 65, { epilogue, splitK: 2, columns: [64, 65] }); // one column of one tile
+    }
+    await checkGemm(gpu, 37, 192, 300, { splitK: 4, threadsN: 8, columns: [32, 300] });
+    const ctl = ctlBuffer(gpu);
+    const base = { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 64, n: 300 };
+    const bad: [string, Partial<GemmArgs>][] = [
+      ["an unsplit range not from 0", { columns: [64, 300] }],
+      ["an unsplit end inside a tile", { columns: [0, 100] }],
+      ["a split range that stops before N", { splitK: 2, columns: [64, 256] }],
+      ["a split begin inside a tile", { splitK: 2, columns: [32, 300] }],
+      ["an empty range", { columns: [0, 0] }],
+      ["a range past N", { columns: [0, 320] }],
+    ];
+    for (const [what, change] of bad) {
+      assertThrows(() => gemm(gpu, { ...base, ...change }), Error, "columns", `gemm accepted ${what}`);
+    }
+    ctl.destroy();
+  },
+);
+
 gpuTest("gemm f16 split-K (S = 2, 4) through linear holds its f16 tolerance, PLAIN and SWIGLU", async (gpu) => {
   for (const splitK of [2, 4]) {
     for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
@@ -509,14 +567,14 @@ gpuTest("gemm split-K refuses K that does not split into whole k tiles, and line
   const ctl = ctlBuffer(gpu);
   const base = { ctl, weight: ctl, x: ctl, y: ctl, rows: 17, k: 48, n: 4 };
   const bad: [string, Partial<GemmArgs>][] = [
-    ["K / S not a multiple of tileK", { splitK: 2 }], // 24 of 16
-    ["S = 3", { splitK: 3, k: 96 }],
+    ["fewer k tiles than splits", { splitK: 4 }], // 3 of 16
+    ["S = 5", { splitK: 5, k: 96 }],
     ["S = 16", { splitK: 16, k: 256 }],
   ];
   for (const [what, change] of bad) {
     assertThrows(() => gemm(gpu, { ...base, ...change }), Error, undefined, `gemm accepted ${what}`);
   }
-  gemm(gpu, { ...base, splitK: 2, k: 64 }); // 4 k tiles, 2 per split: accepted
+  gemm(gpu, { ...base, splitK: 2 }); // 3 k tiles, 1 and 2 per split: accepted
   const userErrors: [string, () => unknown][] = [
     ["K = 24 split 4 ways", () => linear(gpu, { ...base, k: 24, splitK: 4, prefillGemm: "fma" })],
     // S * rows * N * 4 bytes of scratch past the largest storage binding.
@@ -530,10 +588,10 @@ gpuTest("gemm split-K refuses K that does not split into whole k tiles, and line
       if (!(e instanceof UserError)) throw new Error(`linear, ${what}: ${(e as Error).message}, not a UserError`);
     }
   }
-  Deno.env.set(SPLIT_K_ENV, "3");
+  Deno.env.set(SPLIT_K_ENV, "5");
   try {
     linear(gpu, { ...base, k: 64, prefillGemm: "fma" });
-    throw new Error(`linear accepted ${SPLIT_K_ENV}=3`);
+    throw new Error(`linear accepted ${SPLIT_K_ENV}=5`);
   } catch (e) {
     if (!(e instanceof UserError && e.message.includes(SPLIT_K_ENV))) throw e;
   } finally {
@@ -562,7 +620,7 @@ gpuTest("gemm split-K checks catch broken kernels", async (gpu) => {
   // twice, two ranges never), or store into the slots of 0 and 2 (a race between equal-shape partials; slots 1 and 3
   // keep the scratch's NaN).
   const cases: [string, string][] = [
-    ["let k_begin = split * (K / SPLIT_K);", "let k_begin = (split / 2u) * 2u * (K / SPLIT_K);"],
+    ["let k_begin = (split * steps", "let k_begin = ((split / 2u) * 2u * steps"],
     ["y[(split * M + m)", "y[((split / 2u) * 2u * M + m)"],
   ];
   for (const [from, to] of cases) {

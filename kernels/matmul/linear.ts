@@ -40,6 +40,7 @@ import {
   GEMM_TENSOR_DEFAULT_TILES,
   gemmTensor,
   gemmTensorWorkgroupBytes,
+  resolveTensorTiles,
   tensorGemmUnsupported,
   type TensorTiles,
   tensorTileShape,
@@ -107,6 +108,11 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.
    */
   leavePartials?: boolean;
+  /**
+   * The tensor-core GEMM's last wave split apart (`TailSplit`): given, that split (null: none); default
+   * HYDRA_TAIL_SPLIT=0 (none), else automatic (`tailSplitFor`).
+   */
+  tailSplit?: TailSplit | null;
 };
 
 /** What `linear`'s choices read of its arguments: everything but the buffers. */
@@ -128,6 +134,88 @@ export interface LinearPlan {
   halfRows?: HalfRows;
   /** Whether its SwiGLU epilogue can write the next product's `HalfBlocks` (`halfOut`): the tensor GEMM, unsplit. */
   halfOut: boolean;
+  /** The tensor-core GEMM's last wave, split apart (`tailSplitFor`); the product itself is then unsplit. */
+  tailSplit?: TailSplit;
+}
+
+/**
+ * A product's last, partial wave of tensor-core tiles split apart from its full waves: the GEMM computes the columns
+ * before `columns` (whole column tiles, a whole number of waves) unsplit, then the columns from `columns` on split
+ * `splitK` ways into the partial scratch, which `split_k_reduce.ts` sums into y (and SwiGLUs).
+ */
+export interface TailSplit {
+  columns: number;
+  splitK: number;
+}
+
+/** The environment variable that turns the tail split off (0) or leaves it automatic (1, or unset) for A/B runs. */
+export const TAIL_SPLIT_ENV = "HYDRA_TAIL_SPLIT";
+
+/** The split factors `tailSplitFor` weighs. */
+const TAIL_SPLIT_KS = [2, 3, 4];
+
+/**
+ * What `tailSplitFor` charges the split for beyond its tiles: the two more dispatches (~5 us each on Dawn inside a pass,
+ * session AG) and the partial sums' bytes, written and read once at ~3,000 GB/s (the H200 copies ~4,200).
+ */
+const TAIL_DISPATCH_US = 5;
+const TAIL_BYTES_PER_US = 3e6;
+
+/** The least time a tail split must save, as a share of one workgroup's (a tile's) time, for `tailSplitFor` to take it. */
+const TAIL_MIN_SAVING = 0.1;
+
+/**
+ * The tail split of a product of `rows` x `n` outputs (K = `k`) on `tiles` that run at `rate` TFLOP/s over full waves
+ * of `sms` SMs (the wave model, `byWaves`), or null where none saves TAIL_MIN_SAVING of a tile's time. A grid of G
+ * workgroups, one an SM, takes ceil(G / sms) waves of one tile's time T each, so its last wave costs a whole T however
+ * few of its tiles there are (the 7B's down at 2,048 rows: 352 tiles of 192 x 128, 2.67 waves, 3 T). Split S ways,
+ * those tiles take ceil(S tail / sms) waves of T / S (whole k steps: ceil(steps / S) / steps), plus the reduction.
+ */
+export function tailSplitFor(
+  rows: number,
+  n: number,
+  k: number,
+  epilogue: number,
+  tiles: TensorTiles,
+  rate: number,
+  sms: number = TENSOR_WAVE_SMS,
+): TailSplit | null {
+  const { tileM, tileN, stepK } = tensorTileShape(tiles);
+  const weightRows = epilogue === Epilogue.SWIGLU ? 2 : 1; // per output column
+  const tileUs = 2 * tileM * tileN * weightRows * k * sms / (rate * 1e6);
+  const tilesM = Math.ceil(rows / tileM), tilesN = Math.ceil(n / tileN);
+  const grid = tilesM * tilesN;
+  const fullCols = Math.floor(Math.floor(grid / sms) * sms / tilesM); // column tiles inside the full waves
+  if (fullCols === 0 || fullCols >= tilesN) return null;
+  const columns = fullCols * tileN, steps = k / stepK;
+  const unsplit = Math.ceil(grid / sms) * tileUs;
+  const cost = (s: number) =>
+    Math.ceil(fullCols * tilesM / sms) * tileUs +
+    Math.ceil((tilesN - fullCols) * tilesM * s / sms) * tileUs * Math.ceil(steps / s) / steps +
+    2 * TAIL_DISPATCH_US + 2 * s * rows * (n - columns) * weightRows * 4 / TAIL_BYTES_PER_US;
+  const best = TAIL_SPLIT_KS.filter((s) => steps >= s).map((s) => ({ s, us: cost(s) }))
+    .sort((a, b) => a.us - b.us)[0];
+  return best && best.us <= unsplit - TAIL_MIN_SAVING * tileUs ? { columns, splitK: best.s } : null;
+}
+
+/** The H200 rate (TFLOP/s, full waves) the wave model has for `tiles` (one of WAVE_CANDIDATES), else undefined. */
+function waveRate(tiles: TensorTiles, epilogue: number): number | undefined {
+  const key = (t: TensorTiles) => JSON.stringify(resolveTensorTiles(t));
+  return WAVE_CANDIDATES[epilogue === Epilogue.SWIGLU ? "swiglu" : "plain"].find((c) => key(c.tiles) === key(tiles))
+    ?.rate;
+}
+
+/**
+ * The tail split `linear` records for `a` on `tiles` (the tensor-core GEMM, unsplit): `a.tailSplit` where given, none
+ * with HYDRA_TAIL_SPLIT=0, else `tailSplitFor` above TENSOR_SMALL_M_ROWS rows on the wave model's tiles.
+ */
+function tailSplitOf(a: LinearShape, tiles: TensorTiles): TailSplit | undefined {
+  if (a.tailSplit !== undefined) return a.tailSplit ?? undefined;
+  if (numberChoiceFromEnv(TAIL_SPLIT_ENV, [0, 1], "a tail split switch") === 0) return undefined;
+  const epilogue = a.epilogue ?? Epilogue.PLAIN;
+  const rate = waveRate(tiles, epilogue);
+  if (a.rows <= TENSOR_SMALL_M_ROWS || rate === undefined) return undefined;
+  return tailSplitFor(a.rows, a.n, a.k, epilogue, tiles, rate) ?? undefined;
 }
 
 /**
@@ -554,9 +642,10 @@ function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
     : gemmTileShape({ ...fmaTilesFor(given, true), ...given });
   const splitK = splitKFor(gpu, given, which, tileShape);
   const a = { ...given, splitK };
-  if (splitK > 1 && a.k % (8 * splitK) !== 0) { // every GEMM's k step is a multiple of 8
+  if (splitK > 1 && !(a.k % tileShape.stepK === 0 && a.k / tileShape.stepK >= splitK)) {
     throw new UserError(
-      `split-K ${splitK} ways cannot split K = ${a.k} into whole k steps: lower ${SPLIT_K_ENV} (or splitK), or unset it.`,
+      `split-K ${splitK} ways cannot split K = ${a.k} into whole k steps of ${tileShape.stepK}: lower ${SPLIT_K_ENV} ` +
+        `(or splitK), or unset it.`,
     );
   }
   const { nw, bytes } = splitKPartials(a, splitK);
@@ -565,8 +654,17 @@ function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
   const halfRows = which === "tensor" && exponents
     ? { exponents, xHalf: sharedScratch(gpu, "f16 rows", a.rows * a.k * 2) }
     : undefined;
-  const halfOut = which === "tensor" && splitK === 1 && (tensorTiles.producers ?? 0) === 0;
-  return { which, tensorTiles, a, partials, exponents, halfRows, halfOut };
+  const tailSplit = which === "tensor" && splitK === 1 && !tensorTiles.producers
+    ? tailSplitOf(a, tensorTiles)
+    : undefined;
+  const tailPartials = tailSplit &&
+    partialsFor(
+      gpu,
+      splitKPartials({ ...a, n: a.n - tailSplit.columns }, tailSplit.splitK).bytes,
+      `of the last wave, ${tailSplit.splitK} ways at ${a.rows} rows x ${a.n - tailSplit.columns} columns`,
+    );
+  const halfOut = which === "tensor" && splitK === 1 && (tensorTiles.producers ?? 0) === 0 && !tailSplit;
+  return { which, tensorTiles, a, partials, exponents, halfRows, halfOut, tailSplit, tailPartials };
 }
 
 /**
@@ -593,6 +691,7 @@ export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
     partials: p.partials,
     halfRows: p.halfRows,
     halfOut: p.halfOut,
+    tailSplit: p.tailSplit,
   };
 }
 
@@ -611,7 +710,10 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   }
   if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
   if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
-  const { which, tensorTiles, a, partials, exponents, halfRows, halfOut } = prefillPlan(gpu, given);
+  const { which, tensorTiles, a, partials, exponents, halfRows, halfOut, tailSplit, tailPartials } = prefillPlan(
+    gpu,
+    given,
+  );
   const splitK = a.splitK;
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const written = a.halfRowsWritten;
@@ -652,9 +754,27 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
       ...reduce,
     ];
   }
+  const tensor = { ...g, x: xHalf, ...tensorTiles, exponents: exponents! };
+  const tail = tailSplit && tailPartials
+    ? [
+      gemmTensor(gpu, { ...tensor, y: tailPartials, splitK: tailSplit.splitK, columns: [tailSplit.columns, a.n] }),
+      splitKReduce(gpu, {
+        ctl: a.ctl,
+        partials: tailPartials,
+        y: a.y,
+        rows: a.rows,
+        n: a.n,
+        splitK: tailSplit.splitK,
+        epilogue,
+        gated: a.gated,
+        nBegin: tailSplit.columns,
+      }),
+    ]
+    : [];
   return [
     ...(a.halfRowsWritten ? [] : [rowScale(gpu, { ...pre, xHalf })]),
-    gemmTensor(gpu, { ...g, x: xHalf, ...tensorTiles, splitK, exponents: exponents!, halfOut: a.halfOut }),
+    gemmTensor(gpu, { ...tensor, splitK, halfOut: a.halfOut, columns: tailSplit && [0, tailSplit.columns] }),
+    ...tail,
     ...reduce,
   ];
 }

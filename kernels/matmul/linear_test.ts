@@ -10,6 +10,7 @@
 import { assertEquals, assertThrows } from "@std/assert";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import { GEMM_KERNEL_NAME } from "./gemm.ts";
+import { SPLIT_K_REDUCE_KERNEL_NAME } from "./split_k_reduce.ts";
 import { GEMM_TENSOR_KERNEL_NAME, tensorGemmUnsupported, type TensorTiles } from "./gemm_tensor.ts";
 import {
   byWaves,
@@ -23,6 +24,8 @@ import {
   SMALL_M_ROWS,
   SPLIT_K_ENV,
   splitKFor,
+  TAIL_SPLIT_ENV,
+  tailSplitFor,
   TENSOR_SMALL_M_ROWS,
   TENSOR_SMALL_M_SWIGLU_MIN_K,
   TENSOR_TILES,
@@ -456,3 +459,61 @@ gpuTest("linear reads x as f16 blocks and writes the SwiGLU's as f16 blocks only
   assertThrows(() => linear(gpu, { ...bufs, ...shape, halfOut: blocks }), Error, "halfOut needs");
   return Promise.resolve();
 });
+
+Deno.test("tailSplitFor splits the last wave where the wave model says it saves time: the 7B's down and gate_up", () => {
+  const plain = TENSOR_TILES_192, swiglu = TENSOR_TILES_SWIGLU_192;
+  const cases: [string, number, number, number, number, TensorTiles, number, unknown][] = [
+    // 352 tiles of 192 x 128: 2 full waves (the first 24 column tiles), the last 8 split 3 ways (2 waves of a third)
+    ["7B down, 2,048", 2048, 11008, 4096, Epilogue.PLAIN, plain, 248, { columns: 3072, splitK: 3 }],
+    // 1,892 tiles of 192 x 64: 14 full waves (168 column tiles), the last 4 split 3 ways (one wave of a third)
+    ["7B gate_up, 2,048", 2048, 4096, 11008, Epilogue.SWIGLU, swiglu, 257, { columns: 10752, splitK: 3 }],
+    // the same tail over K = 4,096: two thirds of a 107 us tile saved, less than the reduction and dispatches cost
+    ["7B o, 2,048", 2048, 4096, 4096, Epilogue.PLAIN, plain, 248, null],
+    ["7B qkv, 2,048 (8 full waves)", 2048, 4096, 12288, Epilogue.PLAIN, plain, 248, null],
+    ["1B gate_up, 2,048 (a 52 us tile)", 2048, 2048, 8192, Epilogue.SWIGLU, swiglu, 257, null],
+    ["one partial wave", 128, 4096, 4096, Epilogue.PLAIN, plain, 248, null],
+  ];
+  for (const [what, rows, k, n, epilogue, tiles, rate, want] of cases) {
+    assertEquals(tailSplitFor(rows, n, k, epilogue, tiles, rate), want, what);
+  }
+  // the same product on 176 SMs: 352 tiles are two full waves, nothing to split
+  assertEquals(tailSplitFor(2048, 4096, 11008, Epilogue.PLAIN, plain, 248, 176), null);
+});
+
+gpuTest(
+  "linear splits the tensor-core GEMM's last wave apart as told, correct, and HYDRA_TAIL_SPLIT=0 turns it off",
+  async (gpu) => {
+    if (tensorGemmUnsupported(gpu) !== null) {
+      // no tensor-core GEMM (Deno, lavapipe): never a tail split
+      const plan = linearPlan(gpu, { rows: 2048, k: 11008, n: 4096 });
+      if (plan.tailSplit) throw new Error(`a tail split planned for the ${plan.kernel} GEMM`);
+      return;
+    }
+    // 200 rows, K = 320 (5 k steps of 64: 1, 2 and 2 a split), N = 384: the columns from 256 split 3 ways
+    for (const epilogue of [Epilogue.PLAIN, Epilogue.SWIGLU]) {
+      const tailSplit = { columns: 256, splitK: 3 };
+      const ds = await checkLinear(gpu, 200, 320, 384, { epilogue, tailSplit }, F16_TOL);
+      const labels = ds.map((d) => d.label);
+      if (
+        !(labels.length === 4 && labels[1].startsWith(GEMM_TENSOR_KERNEL_NAME) && !labels[1].includes("_split") &&
+          labels[2].endsWith("_split3") && labels[3].startsWith(SPLIT_K_REDUCE_KERNEL_NAME))
+      ) {
+        throw new Error(`a tail split recorded ${labels.join(", ")}`);
+      }
+      if (linearPlan(gpu, { rows: 200, k: 320, n: 384, epilogue, tailSplit }).halfOut) {
+        throw new Error("halfOut planned beside a tail split");
+      }
+    }
+    // the 7B's down at 2,048 rows: split automatically, unless HYDRA_TAIL_SPLIT=0
+    const down = { rows: 2048, k: 11008, n: 4096 };
+    assertEquals(linearPlan(gpu, down).tailSplit, { columns: 3072, splitK: 3 });
+    Deno.env.set(TAIL_SPLIT_ENV, "0");
+    try {
+      assertEquals(linearPlan(gpu, down).tailSplit, undefined);
+      Deno.env.set(TAIL_SPLIT_ENV, "2");
+      assertThrows(() => linearPlan(gpu, down), UserError, TAIL_SPLIT_ENV);
+    } finally {
+      Deno.env.delete(TAIL_SPLIT_ENV);
+    }
+  },
+);

@@ -53,6 +53,11 @@ export interface SplitKReduceArgs {
   y: GPUBuffer | BufferSlice;
   rows: number;
   n: number;
+  /**
+   * The first column of y the partials hold (default 0; a multiple of 4 where n is): they are then [splitK, rows, NW]
+   * with NW = n - nBegin (2 (n - nBegin) for SWIGLU), and only y's columns nBegin.. are written (gemm.ts `columns`).
+   */
+  nBegin?: number;
   /** S: 1..8 (the GEMMs split 1, 2, 4 or 8 ways, SPLIT_KS; the reduction takes any S up to their largest). */
   splitK: number;
   /** `Epilogue.PLAIN` (default) or `Epilogue.SWIGLU`. */
@@ -88,14 +93,19 @@ export function splitKReduceKernelFor(spec: SplitKReduceSpec = {}): Kernel {
     }, s in order.
 // bindings:
 //   0 ctl [CTL_SLOTS] u32, read      control block (gate only)
-//   1 p   [SPLIT_K, M, NW] f32       partial sums of the split GEMM; NW = ${
-      swiglu ? "2N (gate columns, then up columns)" : "N"
+//   1 p   [SPLIT_K, M, NW] f32       partial sums of the split GEMM over y's columns N_BEGIN..; NW = ${
+      swiglu ? "2 (N - N_BEGIN) (gate\n//                                    columns, then up columns)" : "N - N_BEGIN"
     }
-//   2 y   [M, N] f32, read_write     output
-// ${width === 4 ? "4 outputs per thread (N a multiple of 4), as vec4" : "1 output per thread"}; grid: flat (Gpu.grid).
+//   2 y   [M, N] f32, read_write     output (its columns N_BEGIN.. written)
+// ${
+      width === 4
+        ? "4 outputs per thread (N and N_BEGIN multiples of 4), as vec4"
+        : "1 output per thread"
+    }; grid: flat (Gpu.grid).
 override SPLIT_K: u32;
 override M: u32;
 override N: u32;
+override N_BEGIN: u32 = 0u;
 const WIDTH: u32 = ${width}u;
 @group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> p: array<${T}>;
@@ -105,7 +115,7 @@ const WIDTH: u32 = ${width}u;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
   if (gated_off()) { return; }
-  let cols = N / WIDTH; // items per output row
+  let cols = (N - N_BEGIN) / WIDTH; // items per partial row (of gate, or up)
   let i = flat_workgroup(wid, nwg) * ${WG}u + t;
   if (i >= M * cols) { return; }
   let m = i / cols;
@@ -116,7 +126,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let at = (s * M + m) * row + c;
     g += p[at];${swiglu ? "\n    u += p[at + cols];" : ""}
   }
-  y[i] = ${swiglu ? "g / (1.0 + exp(-g)) * u" : "g"};
+  y[m * (N / WIDTH) + N_BEGIN / WIDTH + c] = ${swiglu ? "g / (1.0 + exp(-g)) * u" : "g"};
 }
 `,
   };
@@ -132,38 +142,47 @@ export function splitKReduce(gpu: Gpu, a: SplitKReduceArgs, kernel?: Kernel): Di
   }
   if (!(Number.isInteger(a.rows) && a.rows >= 1)) throw new Error(`split_k_reduce: ${a.rows} rows (at least 1)`);
   if (!(Number.isInteger(a.n) && a.n >= 1)) throw new Error(`split_k_reduce: N = ${a.n} (at least 1)`);
-  const width = a.n % 4 === 0 ? 4 : 1;
+  const nBegin = a.nBegin ?? 0;
+  if (!(Number.isInteger(nBegin) && nBegin >= 0 && nBegin < a.n)) {
+    throw new Error(`split_k_reduce: nBegin = ${nBegin} (0..N - 1 = ${a.n - 1})`);
+  }
+  const width = a.n % 4 === 0 && nBegin % 4 === 0 ? 4 : 1;
   const name = kernelName(epilogue, width);
   if (kernel && !kernel.name.startsWith(name)) {
     throw new Error(`split_k_reduce: kernel ${kernel.name} was not generated for this epilogue and width (${name})`);
   }
   return gpu.dispatch(
     kernel ?? splitKReduceKernelFor({ epilogue, width }),
-    { SPLIT_K: a.splitK, M: a.rows, N: a.n, GATED: a.gated ?? false },
+    { SPLIT_K: a.splitK, M: a.rows, N: a.n, N_BEGIN: nBegin, GATED: a.gated ?? false },
     [a.ctl, a.partials, a.y],
-    Math.ceil((a.rows * a.n) / width / WG),
+    Math.ceil((a.rows * (a.n - nBegin)) / width / WG),
   );
 }
 
-/** CPU reference (f64 sums in split order), from partials [splitK, rows, NW]. */
+/**
+ * CPU reference (f64 sums in split order), from partials [splitK, rows, NW] over columns nBegin.. of y (NW = n -
+ * nBegin, twice that for SWIGLU); y's columns before nBegin are zero.
+ */
 export function splitKReduceReference(
   partials: Float32Array,
   splitK: number,
   rows: number,
   n: number,
   epilogue: number = Epilogue.PLAIN,
+  nBegin = 0,
 ): Float32Array {
   const swiglu = epilogue === Epilogue.SWIGLU;
-  const nw = swiglu ? 2 * n : n;
+  const pn = n - nBegin;
+  const nw = swiglu ? 2 * pn : pn;
   const y = new Float32Array(rows * n);
   for (let m = 0; m < rows; m++) {
-    for (let j = 0; j < n; j++) {
+    for (let j = 0; j < pn; j++) {
       let g = 0, u = 0;
       for (let s = 0; s < splitK; s++) {
         g += partials[(s * rows + m) * nw + j];
-        if (swiglu) u += partials[(s * rows + m) * nw + n + j];
+        if (swiglu) u += partials[(s * rows + m) * nw + pn + j];
       }
-      y[m * n + j] = swiglu ? g / (1 + Math.exp(-g)) * u : g;
+      y[m * n + nBegin + j] = swiglu ? g / (1 + Math.exp(-g)) * u : g;
     }
   }
   return y;
