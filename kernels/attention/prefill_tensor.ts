@@ -9,8 +9,10 @@
  * (HEAD_DIM / 16 x BK / 16 products per subgroup) through workgroup memory, then each row's softmax by the
  * SUBGROUP_SIZE / 16 invocations of the row (subgroup shuffles), P as f16 through workgroup memory, O += P V. Each
  * invocation carries a fixed share of every K and V tile in registers (`KvRaw`, as the cache holds it: two u32 per
- * four bf16): the reads of tile k + 1 are issued right after tile k is staged, so their latency passes while tile k is
- * multiplied, and are stored to workgroup memory (as f16) after the barrier that ends tile k.
+ * four bf16), whose reads are issued a tile or more ahead, so that their latency passes while earlier tiles are
+ * multiplied. Two passes store tile k + 1 after the barrier that ends tile k; one pass (three barriers a tile, where
+ * two passes take four) stores the next K tile as soon as S is in workgroup memory (the K buffer consumed) and the next
+ * V tile once P V is done, each visible after the next barrier, and issues that buffer's reads of the tile after.
  *
  * WGSL cannot scale a result matrix row by row, which the online softmax of `prefill.ts` does at every key tile.
  * - `passes: 1` (default): P = exp2(S - m) against a reference maximum m per row that is raised only when a tile's row
@@ -299,13 +301,24 @@ ${pv}
 
   // One pass: P = exp2(S - m) against a reference maximum m that is raised (and O, l rescaled by exp2(m_old - m))
   // only when a tile's row maximum exceeds it by more than SLACK; O / l in the epilogue.
+  // Three barriers a key tile: the next K tile is staged once S is in ss (ks consumed), the next V tile once P V is
+  // done (vs consumed); the barriers after the softmax and after P V make them visible before their products.
   const onePassBody = () =>
     `  if (t == 0u) { rescale_flag[0] = 0u; } // (zero already, unless workgroup memory is left uninitialized)
   var m = NEG_BIG; // the row's reference maximum
   var l = 0.0;      // the row's sum of exp2(score - m)
 ${outputs}
+${put("  ", false)}
+${put("  ", true)}
+  workgroupBarrier(); // the first K and V tiles are staged
+${fetch("  ", "BK", false)}
+${fetch("  ", "BK", true)}
   for (var k0 = 0u; k0 <= last_key; k0 += BK) {
-${stageKV}
+${scores}
+    workgroupBarrier(); // S is in ss, ks consumed
+    // the next K tile into ks (visible after the barrier below), the reads of the one after it in flight
+${put("    ", false)}
+${fetch("    ", "k0 + 2u * BK", false)}
 ${tileMax}
     let raise = tmax > m + SLACK; // always on the first tile (m + SLACK is NEG_BIG)
     let mn = select(m, tmax, raise);
@@ -321,7 +334,7 @@ ${lines("    ", reduce("add", "sum"))}
     l = l * alpha + sum;
     m = mn;
     if (raise && k0 > 0u) { rescale_flag[0] = 1u; } // O is still zero on the first tile
-    if (workgroupUniformLoad(&rescale_flag[0]) != 0u) { // (a barrier: P is in ps)
+    if (workgroupUniformLoad(&rescale_flag[0]) != 0u) { // (a barrier: P is in ps, the next K tile in ks)
       // Each output matrix through the subgroup's rows of ss, each row scaled by its alpha (1 where not raised).
 ${
       lines(
@@ -338,8 +351,11 @@ ${
     }
     }
 ${pv}
-    workgroupBarrier(); // ks, vs and ps are consumed, the flag read
+    workgroupBarrier(); // vs and ps are consumed, the flag read
     if (t == 0u) { rescale_flag[0] = 0u; }
+    // the next V tile into vs (visible after the next barrier), the reads of the one after it in flight
+${put("    ", true)}
+${fetch("    ", "k0 + 2u * BK", true)}
   }
   if (sub == 0u) { li[r] = 1.0 / l; }`;
 

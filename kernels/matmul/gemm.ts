@@ -27,7 +27,7 @@
  * before the SwiGLU. Error analysis: ARCHITECTURE.md, "f16-multiply prefill GEMM (Deno)"; tolerance `f16GemmTolerance`.
  *
  * `splitK: S > 1` (`SPLIT_KS`) generates the split-K variant: S times the workgroups, workgroup (tile, split s) reducing
- * its share of the k steps, [floor(s T / S), floor((s + 1) T / S)) of T = K / tileK (even where S divides T), and
+ * its share of the T = K / tileK k steps, floor(T / S) and one more for the first T mod S splits, and
  * storing its raw partial tile (scaled back, before any SwiGLU) to binding 3, then a `partials [S, M, NW]` f32 scratch
  * (NW = N, or 2N for SWIGLU: gate columns, then up columns), which `split_k_reduce.ts` sums (and SwiGLUs). At M = 128
  * the GEMM is latency-bound per k step (ARCHITECTURE.md, "Split-K"); S = 1 is the kernel above, byte for byte.
@@ -262,8 +262,8 @@ export const TILE_GRID_DOC =
 /** The WGSL comment on the split-K grid and scratch (gemm.ts and gemm_tensor.ts with splitK > 1). */
 export function splitKGridDoc(swiglu: boolean): string {
   return `// Split-K, over the columns N_BEGIN.. (a multiple of TILE_N): SPLIT_K times their workgroups; flat workgroup f is
-// their tile f % tiles of split s = f / tiles, reducing the k steps [floor(s T / SPLIT_K), floor((s + 1) T /
-// SPLIT_K)) of T = K / TILE_K. Binding 3 is then partials [SPLIT_K, M, NW] f32, NW = ${
+// their tile f % tiles of split s = f / tiles, reducing its share of the K / TILE_K k steps (SPLIT_K_TILE). Binding 3
+// is then partials [SPLIT_K, M, NW] f32, NW = ${
     swiglu ? "2 (N - N_BEGIN) (gate columns, then up\n// columns; no SwiGLU here)" : "N - N_BEGIN"
   }: split s's sums, which split_k_reduce.ts adds.`;
 }
@@ -280,9 +280,12 @@ export const SPLIT_K_TILE = `  let first_tile = (N_BEGIN / TILE_N) * tiles_m; //
   if (flat >= tiles * SPLIT_K) { return; }
   let tile = first_tile + flat % tiles;
   split = flat / tiles;
-  let steps = K / TILE_K; // shared out as evenly as whole steps allow
-  let k_begin = (split * steps / SPLIT_K) * TILE_K;
-  k_end = ((split + 1u) * steps / SPLIT_K) * TILE_K;`;
+  // K / TILE_K steps, q = steps / SPLIT_K a split and one more for the first r = steps % SPLIT_K splits (where r is
+  // 0 the range's length folds to the constant q TILE_K: a loop of known trip count)
+  let q = (K / TILE_K) / SPLIT_K;
+  let r = (K / TILE_K) % SPLIT_K;
+  let k_begin = (split * q + min(split, r)) * TILE_K;
+  k_end = k_begin + (q + select(0u, 1u, split < r)) * TILE_K;`;
 
 /**
  * WGSL: where a split-K kernel stores output (m, n) of its split's partial, c = 0 (or the up partial's column offset

@@ -620,7 +620,7 @@ gpuTest("gemm split-K checks catch broken kernels", async (gpu) => {
   // twice, two ranges never), or store into the slots of 0 and 2 (a race between equal-shape partials; slots 1 and 3
   // keep the scratch's NaN).
   const cases: [string, string][] = [
-    ["let k_begin = (split * steps", "let k_begin = ((split / 2u) * 2u * steps"],
+    ["let k_begin = (split * q", "let k_begin = ((split / 2u) * 2u * q"],
     ["y[(split * M + m)", "y[((split / 2u) * 2u * M + m)"],
   ];
   for (const [from, to] of cases) {
