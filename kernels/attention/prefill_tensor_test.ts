@@ -49,6 +49,7 @@ async function check(
   o: {
     subgroups?: number;
     passes?: number;
+    stageEarly?: boolean;
     kernel?: Kernel;
     gated?: boolean;
     tol?: typeof TENSOR_PREFILL_TOL;
@@ -62,7 +63,13 @@ async function check(
   const hb = o.halfOut ? halfBlocksBuffers(gpu, c.rows, d) : undefined;
   const hr = o.halfRows ? halfRowsBuffers(gpu, c.rows, d) : undefined;
   const what = `attentionPrefillTensor ${
-    JSON.stringify({ subgroups: o.subgroups, passes: o.passes, halfOut: o.halfOut, halfRows: o.halfRows })
+    JSON.stringify({
+      subgroups: o.subgroups,
+      passes: o.passes,
+      stageEarly: o.stageEarly,
+      halfOut: o.halfOut,
+      halfRows: o.halfRows,
+    })
   }`;
   let vmax: GPUBuffer | undefined;
   // each row's bound: the largest |v| of every key up to its tile's last (`halfRows`)
@@ -96,7 +103,7 @@ async function check(
               halfOut: hb,
               halfRows: hr && { ...hr, vmax: vmax! },
             },
-            { subgroups: o.subgroups, passes: o.passes },
+            { subgroups: o.subgroups, passes: o.passes, stageEarly: o.stageEarly },
             o.kernel,
           ),
         ];
@@ -131,8 +138,9 @@ function prefillCase(rows: number, pos: number, nHeads: number, headDim: number)
 tensorTest("tensor prefill attention matches the reference at awkward rows and positions", async (gpu) => {
   for (const rows of [1, 17, 64, 130]) {
     for (const pos of [0, 17, 250]) {
+      // one pass staging the next tiles early (three barriers a key tile) and at the top (four), two passes
+      for (const stageEarly of [true, false]) await check(gpu, prefillCase(rows, pos, 2, 128), { stageEarly });
       for (const passes of [1, 2]) {
-        await check(gpu, prefillCase(rows, pos, 2, 128), { passes });
         await check(gpu, { ...prefillCase(rows, pos, 1, 64), kvDtype: "bf16" }, { passes });
       }
     }
@@ -149,7 +157,9 @@ tensorTest(
   async (gpu) => {
     for (const subgroups of [1, 2, 4, 8]) {
       for (const passes of [1, 2]) await check(gpu, prefillCase(137, 9, 2, 128), { subgroups, passes });
+      await check(gpu, prefillCase(137, 9, 2, 128), { subgroups, stageEarly: !(subgroups % 2) });
     }
+    await check(gpu, prefillCase(70, 5, 2, 48), { subgroups: 8, stageEarly: true });
     // head_dim 48: the epilogue's last round of output matrices holds one of them, not BK / 16; with 8 subgroups the
     // K / V tiles' 384 items do not fill the second slot of 256 invocations
     for (const [subgroups, passes] of [[2, 1], [2, 2], [8, 1], [8, 2]]) {
@@ -166,6 +176,9 @@ tensorTest("tensor prefill attention stays finite on sharp and huge scores, resc
   // 140 rows of scores of std 30: a row's maximum rises by more than RESCALE_SLACK now and then, so one pass rescales
   for (const passes of [1, 2]) {
     await check(gpu, { ...prefillCase(140, 9, 2, 64), qStd: 30 }, { passes, tol: SHARP_TOL });
+  }
+  for (const stageEarly of [true, false]) {
+    await check(gpu, { ...prefillCase(140, 9, 2, 64), qStd: 30 }, { stageEarly, tol: SHARP_TOL });
   }
 });
 
@@ -261,41 +274,55 @@ tensorTest("tensor prefill attention built gated runs only while ctl[ACTIVE] is 
 tensorTest("tensor prefill attention checks catch broken kernels, one pass and two", async (gpu) => {
   // 33 rows at positions 0 and 17, head_dim 64: short rows see few keys, so one key more or less is far outside the
   // tolerance; sharp scores (std 30, SHARP_TOL) make one pass rescale.
-  const run = async (k: Kernel, passes: number) => {
-    const subgroups = PREFILL_TENSOR_SUBGROUPS;
-    for (const pos of [17, 0]) await check(gpu, prefillCase(33, pos, 2, 64), { kernel: k, passes, subgroups });
-    await check(gpu, { ...prefillCase(100, 3, 2, 64), qStd: 30 }, { kernel: k, passes, subgroups, tol: SHARP_TOL });
+  // variant 1: one pass; 3: one pass, stageEarly; 2: two passes
+  const run = async (k: Kernel, variant: number) => {
+    const subgroups = PREFILL_TENSOR_SUBGROUPS, passes = variant === 2 ? 2 : 1, stageEarly = variant === 3;
+    const o = { kernel: k, passes, subgroups, stageEarly };
+    for (const pos of [17, 0]) await check(gpu, prefillCase(33, pos, 2, 64), o);
+    await check(gpu, { ...prefillCase(100, 3, 2, 64), qStd: 30 }, { ...o, tol: SHARP_TOL });
   };
-  const kernelOf = (passes: number) =>
+  const kernelOf = (variant: number) =>
     attentionPrefillTensorKernelFor({
       headDim: 64,
       subgroups: PREFILL_TENSOR_SUBGROUPS,
       subgroupSize: tensorSubgroupSize(gpu),
-      passes,
+      passes: variant === 2 ? 2 : 1,
+      stageEarly: variant === 3,
     });
   const shared: [string, string, string][] = [
     ["queries not scaled", "* (SCALE * LOG2E)", "* LOG2E"],
     ["second key block of P V dropped", "sm * PS + 16u, PS)", "sm * PS + 0u, PS)"],
     ["K rows past the last key read", "if (key <= last_key) {", "if (true) {"],
-    ["the next K tile's reads at this tile's keys", "rk0 = fetch_kv(k0 + BK + kj0", "rk0 = fetch_kv(k0 + kj0"],
+  ];
+  const onePass: [string, string, string][] = [
+    [
+      "causal limit off by one",
+      "exp2(ss[r * SS + sub + LPR * i] - mn), key <= pos",
+      "exp2(ss[r * SS + sub + LPR * i] - mn), key < pos",
+    ],
+    ["last key tile skipped", "k0 <= last_key; k0 += BK", "k0 + BK <= last_key; k0 += BK"],
+    ["the row sum not rescaled", "l = l * alpha + sum;", "l = l + sum;"],
+    ["the output not rescaled", "ss[r * SS + sub * 8u + c] *= alpha;", "ss[r * SS + sub * 8u + c] *= 1.0;"],
+    ["the rescale never flagged", "rescale_flag[0] = 1u;", "rescale_flag[0] = 0u;"],
+    ["no slack: every rise taken", "let raise = tmax > m + SLACK;", "let raise = tmax > m + 64.0;"],
+    ["the epilogue not over l", " * li[", " * 1.0 + 0.0 * li["],
   ];
   const broken: Record<number, [string, string, string][]> = {
+    3: [
+      ...shared,
+      ...onePass,
+      ["the next K tile's reads a tile behind", "rk0 = fetch_kv(k0 + 2u * BK + kj0", "rk0 = fetch_kv(k0 + BK + kj0"],
+      ["the next V tile's reads a tile behind", "rv0 = fetch_kv(k0 + 2u * BK + kj0", "rv0 = fetch_kv(k0 + BK + kj0"],
+      ["the first V tile's successor not read", "rv0 = fetch_kv(BK + kj0", "rv0 = fetch_kv(0u + kj0"],
+    ],
     1: [
       ...shared,
-      [
-        "causal limit off by one",
-        "exp2(ss[r * SS + sub + LPR * i] - mn), key <= pos",
-        "exp2(ss[r * SS + sub + LPR * i] - mn), key < pos",
-      ],
-      ["last key tile skipped", "k0 <= last_key; k0 += BK", "k0 + BK <= last_key; k0 += BK"],
-      ["the row sum not rescaled", "l = l * alpha + sum;", "l = l + sum;"],
-      ["the output not rescaled", "ss[r * SS + sub * 8u + c] *= alpha;", "ss[r * SS + sub * 8u + c] *= 1.0;"],
-      ["the rescale never flagged", "rescale_flag[0] = 1u;", "rescale_flag[0] = 0u;"],
-      ["no slack: every rise taken", "let raise = tmax > m + SLACK;", "let raise = tmax > m + 64.0;"],
-      ["the epilogue not over l", " * li[", " * 1.0 + 0.0 * li["],
+      ...onePass,
+      ["the next K tile's reads at this tile's keys", "rk0 = fetch_kv(k0 + BK + kj0", "rk0 = fetch_kv(k0 + kj0"],
     ],
     2: [
       ...shared,
+      ["the next K tile's reads at this tile's keys", "rk0 = fetch_kv(k0 + BK + kj0", "rk0 = fetch_kv(k0 + kj0"],
       [
         "causal limit off by one (pass 2)",
         "exp2(ss[r * SS + sub + LPR * i] - m) * inv_l, key <= pos",
@@ -306,14 +333,11 @@ tensorTest("tensor prefill attention checks catch broken kernels, one pass and t
       ["the row sum not rescaled", "l = l * exp2(m - mn) + sum;", "l = l + sum;"],
     ],
   };
-  for (const passes of [1, 2]) {
-    const kernel = kernelOf(passes);
-    await run(kernel, passes);
-    for (const [what, from, to] of broken[passes]) {
-      await assertCaught(
-        () => run(mutate(kernel, from, to), passes),
-        `${what} (${passes} pass${passes > 1 ? "es" : ""})`,
-      );
+  for (const variant of [1, 3, 2]) {
+    const kernel = kernelOf(variant);
+    await run(kernel, variant);
+    for (const [what, from, to] of broken[variant]) {
+      await assertCaught(() => run(mutate(kernel, from, to), variant), `${what} (${kernel.name})`);
     }
   }
 });
@@ -326,6 +350,8 @@ Deno.test({
     const kernels = [
       attentionPrefillTensorKernelFor({ headDim: 128 }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 8 }, "bf16"),
+      attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 8, stageEarly: true, halfRows: true }, "bf16"),
+      attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8, stageEarly: true }, "f32"),
       attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 2, passes: 2 }, "f32"),
       attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 1, subgroupSize: 64 }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 1, subgroupSize: 16, passes: 2 }, "bf16"),
