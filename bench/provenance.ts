@@ -9,7 +9,7 @@ import { dirname, fromFileUrl, join } from "@std/path";
 import { pathExists } from "../common/files.ts";
 import { ATTENTION_TUNING_ENV } from "../kernels/attention/decode.ts";
 import { MATVEC_INTERLEAVE_ENV } from "../kernels/matmul/matvec.ts";
-import { PREFILL_GEMM_ENV, SPLIT_K_ENV } from "../kernels/matmul/linear.ts";
+import { PREFILL_GEMM_ENV, SPLIT_K_ENV, TAIL_SPLIT_ENV } from "../kernels/matmul/linear.ts";
 import { PREFILL_ATTENTION_ENV } from "../kernels/attention/prefill_tensor.ts";
 import {
   LOCKSTEP_ROWS_ENV,
@@ -169,6 +169,7 @@ export const ENGINE_ENV: readonly string[] = [
   PREFILL_GEMM_ENV,
   PREFILL_ATTENTION_ENV,
   SPLIT_K_ENV,
+  TAIL_SPLIT_ENV,
   POE_PIPELINE_ENV,
   DAWN_ENABLE_ENV,
 ];

@@ -10,6 +10,7 @@ import {
   engineOverrides,
   ownCommit,
   parseVulkanSummary,
+  PROJECT_ROOT,
   wgpuBackend,
 } from "../../bench/provenance.ts";
 import type { Provenance } from "../../bench/results_types.ts";
@@ -118,6 +119,27 @@ Deno.test("engine overrides name the A/B variables that are set, and only those"
   assertEquals(engineOverrides(() => undefined), {});
   for (const name of ENGINE_ENV) assert(name.startsWith("HYDRA_"), name);
   assert(ENGINE_ENV.includes("HYDRA_OVERLAP_HEADS") && ENGINE_ENV.includes("HYDRA_ATTENTION_TUNING"));
+});
+
+Deno.test("every engine A/B variable the kernels, model and PoE export is one that results.json names", async () => {
+  // `export const X_ENV = "HYDRA_..."` in the engine's sources; HYDRA_WEBGPU picks the runtime, which results.json
+  // records as the runtime itself
+  const declared: string[] = [];
+  const walk = async (dir: string) => {
+    for await (const e of Deno.readDir(dir)) {
+      const path = join(dir, e.name);
+      if (e.isDirectory) await walk(path);
+      else if (e.name.endsWith(".ts") && !e.name.endsWith("_test.ts")) {
+        const text = await Deno.readTextFile(path);
+        for (const m of text.matchAll(/export const \w+_ENV = "(HYDRA_\w+)"/g)) declared.push(m[1]);
+      }
+    }
+  };
+  for (const dir of ["kernels", "model", "poe"]) await walk(join(PROJECT_ROOT, dir));
+  assert(declared.includes("HYDRA_SPLIT_K"), `the scan found ${declared}`);
+  for (const name of declared.filter((n) => n !== "HYDRA_WEBGPU")) {
+    assert(ENGINE_ENV.includes(name), `${name} changes the kernels a model records but is not in ENGINE_ENV`);
+  }
 });
 
 Deno.test("the schema checks provenance, driver, cpu and the interrupted status; older runs without them pass", async () => {
