@@ -109,8 +109,8 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    */
   leavePartials?: boolean;
   /**
-   * The tensor-core GEMM's last wave split apart (`TailSplit`): given, that split (null: none); default
-   * HYDRA_TAIL_SPLIT=0 (none), else automatic (`tailSplitFor`).
+   * The tensor-core GEMM's last wave split apart (`TailSplit`): given, that split (null: none); else none with
+   * HYDRA_TAIL_SPLIT=0, else automatic (`tailSplitFor`).
    */
   tailSplit?: TailSplit | null;
 };
@@ -619,14 +619,14 @@ function sharedScratch(gpu: Gpu, label: string, bytes: number): GPUBuffer {
 
 /**
  * The split-K partial-sum scratch [S, rows, NW] of `bytes`, refused past the device's largest storage binding (a
- * UserError: HYDRA_SPLIT_K is the knob that sized it).
+ * UserError naming `knob`, what sized it: HYDRA_SPLIT_K, or HYDRA_TAIL_SPLIT for a last wave's split).
  */
-function partialsFor(gpu: Gpu, bytes: number, what: string): GPUBuffer {
+function partialsFor(gpu: Gpu, bytes: number, what: string, knob = `lower ${SPLIT_K_ENV} (or splitK)`): GPUBuffer {
   const max = gpu.device.limits.maxStorageBufferBindingSize;
   if (bytes > max) {
     throw new UserError(
       `split-K ${what} needs a ${bytes}-byte partial-sum scratch, more than this device's largest storage binding ` +
-        `(${max} bytes): lower ${SPLIT_K_ENV} (or splitK) or prefill fewer tokens at once.`,
+        `(${max} bytes): ${knob} or prefill fewer tokens at once.`,
     );
   }
   return sharedScratch(gpu, "split-K partials", bytes);
@@ -662,6 +662,7 @@ function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
       gpu,
       splitKPartials({ ...a, n: a.n - tailSplit.columns }, tailSplit.splitK).bytes,
       `of the last wave, ${tailSplit.splitK} ways at ${a.rows} rows x ${a.n - tailSplit.columns} columns`,
+      `set ${TAIL_SPLIT_ENV}=0`,
     );
   const halfOut = which === "tensor" && splitK === 1 && (tensorTiles.producers ?? 0) === 0 && !tailSplit;
   return { which, tensorTiles, a, partials, exponents, halfRows, halfOut, tailSplit, tailPartials };
