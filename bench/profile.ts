@@ -128,12 +128,20 @@ export function classify(d: Dispatch, s: ProfileShape): { family: string; bytes:
     const family = product(N, K, swiglu, `matvec ${N}x${K}`);
     return { family: postNorm ? `${family}+post-norm` : family, bytes };
   }
-  // a prefill GEMM (gemm.ts, gemm_tensor.ts): its product's family, "gemm" added; the weight read once, the M input
-  // rows (f32 at most) and the outputs (split-K: each split's partial sums)
+  // a prefill GEMM (gemm.ts, gemm_tensor.ts): its product's family, "gemm" added; the weight rows of the columns it
+  // computes read once, the M input rows (f32 at most) and the outputs (split-K: each split's partial sums). A product
+  // whose last wave linear splits apart (`tailSplit`) is two such dispatches: the full waves' columns (a grid of fewer
+  // tiles) and the rest (from the override N_BEGIN), so the columns are the grid's, from the tile in the name.
   if (/^gemm_(bf16|tensor)_/.test(name)) {
     const K = c(d, "K"), N = c(d, "N"), M = c(d, "M"), swiglu = /_swiglu_/.test(name);
     const splits = Number(/_split(\d+)$/.exec(name)?.[1] ?? 1);
-    const bytes = N * K * 2 * (swiglu ? 2 : 1) + M * K * f32 + splits * M * N * (swiglu ? 2 : 1) * f32;
+    const t = /_s(\d+)x(\d+)_f(\d+)x(\d+)_/.exec(name) ?? /_t(\d+)x(\d+)_b(\d+)x(\d+)_/.exec(name);
+    const [tileM, tileN] = name.startsWith("gemm_tensor")
+      ? [16 * Number(t?.[1]) * Number(t?.[3]), 16 * Number(t?.[2]) * Number(t?.[4])]
+      : [Number(t?.[1]) * Number(t?.[3]), Number(t?.[2]) * Number(t?.[4])];
+    const grid = d.workgroups[0] * d.workgroups[1] * d.workgroups[2];
+    const columns = Math.min(N - c(d, "N_BEGIN"), Math.ceil(grid / (Math.ceil(M / tileM) * splits)) * tileN) || N;
+    const bytes = columns * K * 2 * (swiglu ? 2 : 1) + M * K * f32 + splits * M * columns * (swiglu ? 2 : 1) * f32;
     return { family: `${product(N, K, swiglu, `${N}x${K}`)} gemm`, bytes };
   }
   const m = c(d, "M") || Number(/^attention_decode\w*_m(\d+)v\d+/.exec(d.label)?.[1] ?? 1);

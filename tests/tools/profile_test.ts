@@ -4,11 +4,12 @@
  * replays exactly the TTFT pass, its GEMMs grouped by product.
  */
 
+import { assertEquals } from "@std/assert";
 import { gpuTest } from "../../kernels/testing/harness.ts";
 import { buildHydraModel } from "../../bench/configurations.ts";
 import { randomIds } from "../../bench/contexts.ts";
 import { roundStates } from "../../bench/poe_costs.ts";
-import type { FamilyProfile, StepProfile } from "../../bench/profile.ts";
+import { classify, type FamilyProfile, type StepProfile } from "../../bench/profile.ts";
 import { PRESETS } from "../../model/config.ts";
 import { PoE } from "../../poe/poe.ts";
 import { Decoder } from "../../model/generate.ts";
@@ -216,4 +217,20 @@ gpuTest("profile --whole: the step timed whole and nothing else, no family rows"
   }
   const printed = await run(["--size", "tiny", "--config", "prefill", "--contexts", "37", "--samples", "2", "--whole"]);
   if (printed.stdout.includes("| family |")) throw new Error(`--whole printed a family table:\n${printed.stdout}`);
+});
+
+Deno.test("profile: a product split into its full waves and its last (linear's tailSplit) counts each weight row once", () => {
+  // the 7B's down at 2,048 rows on 192 x 128 tiles (11 row tiles): 24 column tiles unsplit (264 workgroups), the last
+  // 8 split 3 ways from column 3,072 (264 workgroups)
+  const shape = { dModel: 4096, ffnHidden: 11008, paddedVocab: 100352, keys: 2048, kvBytes: 2 };
+  const gemm = (label: string, workgroups: number, constants: Record<string, number>) =>
+    ({ label, workgroups: [workgroups, 1, 1], constants: { K: 11008, N: 4096, M: 2048, ...constants } }) as never;
+  const tile = "gemm_tensor_plain_k64_s3x4_f4x2_b1_dl1_ws_se_w32";
+  const full = classify(gemm(tile, 264, {}), shape),
+    last = classify(gemm(`${tile}_split3`, 264, { N_BEGIN: 3072 }), shape);
+  assertEquals([full.family, last.family], ["down gemm", "down gemm"]);
+  const weight = (b: number, columns: number, splits: number) => b - 2048 * 11008 * 4 - splits * 2048 * columns * 4;
+  assertEquals([weight(full.bytes, 3072, 1), weight(last.bytes, 1024, 3)], [3072 * 11008 * 2, 1024 * 11008 * 2]);
+  // unsplit over all 352 tiles: the whole weight
+  assertEquals(weight(classify(gemm(tile, 352, {}), shape).bytes, 4096, 1), 4096 * 11008 * 2);
 });
