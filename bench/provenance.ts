@@ -16,7 +16,6 @@ import {
   OVERLAP_HEADS_ENV,
   PREFETCH_ENV,
   PREFILL_ATT_ROWS_ENV,
-  PREFILL_HALF_ENV,
   PREFILL_TAIL_ENV,
 } from "../model/hydra.ts";
 import { POE_PIPELINE_ENV } from "../poe/poe.ts";
@@ -164,7 +163,6 @@ export const ENGINE_ENV: readonly string[] = [
   LOCKSTEP_ROWS_ENV,
   PREFETCH_ENV,
   PREFILL_TAIL_ENV,
-  PREFILL_HALF_ENV,
   PREFILL_ATT_ROWS_ENV,
   PREFILL_GEMM_ENV,
   PREFILL_ATTENTION_ENV,

@@ -32,7 +32,7 @@ import { prefillAttention, prefillAttentionKernel } from "../kernels/attention/p
 import { qkNormRope, ropeTable } from "../kernels/attention/qk_norm_rope.ts";
 import { CTL_SLOTS } from "../kernels/control/ctl.ts";
 import { embedding } from "../kernels/embed/embedding.ts";
-import { linear, linearHalfBlocks, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
+import { linear, type LinearPlan, linearPlan, type PrefillMath } from "../kernels/matmul/linear.ts";
 import {
   Epilogue,
   MATVEC_MAX_ROWS,
@@ -43,7 +43,7 @@ import {
 } from "../kernels/matmul/matvec.ts";
 import { copyVec4 } from "../kernels/memory/copy.ts";
 import { rmsnorm } from "../kernels/norm/rmsnorm.ts";
-import type { HalfBlocks, HalfRows } from "../kernels/matmul/row_scale.ts";
+import type { HalfRows } from "../kernels/matmul/row_scale.ts";
 import { readBarrier } from "../kernels/control/read_barrier.ts";
 import { prefetch } from "../kernels/memory/prefetch.ts";
 import { numberChoiceFromEnv } from "../common/env.ts";
@@ -89,19 +89,11 @@ export interface HydraShape {
    */
   prefillTail?: boolean;
   /**
-   * Which of a prefill's products read their input as f16 blocks with an exponent each (kernels/matmul/row_scale.ts
-   * `HalfBlocks`) that the kernel before writes, in place of a row-scale pre-pass: a mask of PREFILL_HALF_O (the
-   * tensor attention writes o's) and PREFILL_HALF_DOWN (the gate_up GEMM's SwiGLU writes down's), where those kernels
-   * run (unfused prefills on Dawn). Default 0, none: measured slower (docs/PERF.md, session AH); `HYDRA_PREFILL_HALF`
-   * 0..3 overrides it for an A/B on the GPU.
-   */
-  prefillHalf?: number;
-  /**
    * A prefill's tensor attention writes the o product's input as its f16 rows and exponents (what o's row-scale
    * pre-pass would write, kernels/matmul/row_scale.ts `HalfRows`), each row scaled by a bound on its magnitude, the
    * largest |v| of the keys it attends (qk_norm_rope's `vmax`; prefill_tensor.ts `halfRows`): one dispatch a block
    * fewer where the tensor attention and o's tensor-core GEMM run (Dawn). Default true; `HYDRA_PREFILL_ATT_ROWS` 0 / 1
-   * overrides it for an A/B on the GPU. `prefillHalf`'s o blocks, where asked for, take precedence.
+   * overrides it for an A/B on the GPU.
    */
   prefillAttentionRows?: boolean;
   /**
@@ -142,14 +134,6 @@ export const PREFILL_TAIL_ENV = "HYDRA_PREFILL_TAIL";
 
 /** `HYDRA_PREFILL_ATT_ROWS=0|1` overrides `HydraShape.prefillAttentionRows`, so that the GPU can A/B it (on a TTFT). */
 export const PREFILL_ATT_ROWS_ENV = "HYDRA_PREFILL_ATT_ROWS";
-
-/** `HYDRA_PREFILL_HALF=0..3` overrides `HydraShape.prefillHalf`, so that the GPU can A/B it (on a TTFT). */
-export const PREFILL_HALF_ENV = "HYDRA_PREFILL_HALF";
-
-/** `HydraShape.prefillHalf`: the tensor prefill attention writes the o product's input as f16 blocks. */
-export const PREFILL_HALF_O = 1;
-/** `HydraShape.prefillHalf`: the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks. */
-export const PREFILL_HALF_DOWN = 2;
 
 /**
  * The activations of one head's block in lock-step passes, [rows, width] f32 each, every one written once a pass (a
@@ -268,10 +252,6 @@ interface LinearInput {
   postNorm?: PostNorm;
   qkStats?: QkStats;
   halfRowsWritten?: HalfRows;
-  /** x as f16 blocks, written by the kernel before (`HydraShape.prefillHalf`). */
-  halfBlocksWritten?: HalfBlocks;
-  /** The SwiGLU product writes its output as the next product's f16 blocks (`HydraShape.prefillHalf`). */
-  halfOut?: HalfBlocks;
 }
 
 /** A post-norm's input: a product's output, or its split-K partials (`splits` of them) that the norm sums itself. */
@@ -312,7 +292,6 @@ class Residual {
       out: GPUBuffer,
       from?: GPUBuffer,
       half?: HalfRows,
-      clearRows?: GPUBuffer | BufferSlice,
     ) => Dispatch,
     source?: GPUBuffer,
   ) {
@@ -345,22 +324,17 @@ class Residual {
   /**
    * x += RMSNorm(proj) * weight: the dispatch (unfused) or nothing (fused: the next `read` adds it). `proj` may be a
    * product's split-K partials, which the norm sums; with `half` (unfused) the norm also writes the new residual's
-   * f16 rows there, and the next `read` says so; `clearRows` (unfused) is zeroed too (`HalfBlocks.rowMax`).
+   * f16 rows there, and the next `read` says so.
    */
-  add(
-    proj: GPUBuffer | NormInput,
-    weight: GPUBuffer,
-    half?: HalfRows,
-    clearRows?: GPUBuffer | BufferSlice,
-  ): Dispatch[] {
+  add(proj: GPUBuffer | NormInput, weight: GPUBuffer, half?: HalfRows): Dispatch[] {
     const input = "splits" in proj ? proj : { x: proj, splits: 1 };
     if (!this.fused) {
       const from = this.#source;
       this.#source = undefined;
       this.#halfWritten = half;
-      return [this.addNorm(input, weight, this.#at, from, half, clearRows)];
+      return [this.addNorm(input, weight, this.#at, from, half)];
     }
-    if (input.splits !== 1 || half || clearRows) {
+    if (input.splits !== 1 || half) {
       throw new Error("Residual: a pending post-norm sums no partials, writes no f16 rows");
     }
     if (this.#pending) throw new Error("Residual: two post-norms pending");
@@ -438,8 +412,6 @@ export class HydraTransformer {
   readonly lockstepRows: number;
   /** Whether a prefill that asks for the last row's logits only runs each tower's last block for that row alone. */
   readonly prefillTail: boolean;
-  /** Which products of a prefill read f16 blocks the kernel before writes (`HydraShape.prefillHalf`, a mask). */
-  readonly prefillHalf: number;
   /** Whether a prefill's tensor attention writes o's f16 rows (`HydraShape.prefillAttentionRows`). */
   readonly prefillAttentionRows: boolean;
   /** Bytes prefetched beside each latency-bound dispatch of a decode pass (`HydraShape.prefetch`). */
@@ -526,8 +498,6 @@ export class HydraTransformer {
     }
     const tail = numberChoiceFromEnv(PREFILL_TAIL_ENV, [0, 1], "a switch");
     this.prefillTail = tail === undefined ? shape.prefillTail ?? true : tail === 1;
-    const half = numberChoiceFromEnv(PREFILL_HALF_ENV, [0, 1, 2, 3], "a mask (1: o's input, 2: down's)");
-    this.prefillHalf = half ?? shape.prefillHalf ?? 0;
     const attRows = numberChoiceFromEnv(PREFILL_ATT_ROWS_ENV, [0, 1], "a switch");
     this.prefillAttentionRows = attRows === undefined ? shape.prefillAttentionRows ?? true : attRows === 1;
     const overlap = numberChoiceFromEnv(OVERLAP_HEADS_ENV, [0, 1], "a switch");
@@ -779,38 +749,26 @@ export class HydraTransformer {
   ): Dispatch[] {
     const k = this.#bind(rows, gated, undefined, posBack), a = this.#act, d = this.config.dModel;
     const F = this.config.ffnHidden;
-    // prefill: o's and down's inputs as f16 blocks from the attention and the SwiGLU (HydraShape.prefillHalf), each
-    // row's largest block exponent zeroed by the dispatch before its writer; down's first: its buffers are the larger,
-    // so o's plan after it finds them (a larger request would replace the shared scratch between o's writer and o)
-    const downIn = k.downBlocks(), oIn = k.oBlocks();
     // prefill: o's input as its f16 rows from the tensor attention, scaled by qk_norm_rope's bound on |v|
     // (HydraShape.prefillAttentionRows), in place of o's row-scale pre-pass
-    const oRows = oIn ? undefined : k.oRows();
+    const oRows = k.oRows();
     // `beside(ds, w)`: after each latency-bound dispatch of ds, a prefetch of w's next bytes (HydraShape.prefetch)
     return [
       // fused: adds the pending post-norm of the previous block first; with qkStats also writes q's and k's partial
       // sums of squares for the attention's QK-norm
       // prefill: split-K partials left to qk_norm_rope
       ...k.linear(b.qkv, { ...x.read(), qkStats: k.qkStats?.matvec }, a.qkv, d, 3 * d, Epilogue.PLAIN, k.intoQkNorm),
-      ...k.qkNormRope(b.qkNorm, kv, oIn?.rowMax, oRows?.vmax), // fused: nothing, the attention does it
-      ...k.beside(k.attention(kv, b.qkNorm, oIn, oRows), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
+      ...k.qkNormRope(b.qkNorm, kv, oRows?.vmax), // fused: nothing, the attention does it
+      ...k.beside(k.attention(kv, b.qkNorm, oRows), b.o), // fused: QK-norm + RoPE + K/V append in the split pass
       // prefill: split-K partials left to the norm
-      ...k.linear(
-        b.o,
-        { x: a.att, halfBlocksWritten: oIn, halfRowsWritten: oRows },
-        a.proj,
-        d,
-        d,
-        Epilogue.PLAIN,
-        k.intoNorm,
-      ),
+      ...k.linear(b.o, { x: a.att, halfRowsWritten: oRows }, a.proj, d, d, Epilogue.PLAIN, k.intoNorm),
       // fused: nothing, pending for gate_up's prologue; prefill: also gate_up's f16 rows
       ...k.beside(
-        x.add(k.normInput(a.proj, d, d), b.attnNorm, k.halfRows(d, F, Epilogue.SWIGLU), downIn?.rowMax),
+        x.add(k.normInput(a.proj, d, d), b.attnNorm, k.halfRows(d, F, Epilogue.SWIGLU)),
         b.gateUp,
       ),
-      ...k.linear(b.gateUp, { ...x.read(), halfOut: downIn }, a.ffn, d, F, Epilogue.SWIGLU),
-      ...k.linear(b.down, { x: a.ffn, halfBlocksWritten: downIn }, a.proj, F, d, Epilogue.PLAIN, k.intoNorm),
+      ...k.linear(b.gateUp, x.read(), a.ffn, d, F, Epilogue.SWIGLU),
+      ...k.linear(b.down, a.ffn, a.proj, F, d, Epilogue.PLAIN, k.intoNorm),
       // fused: nothing, pending for the next qkv (or the run's end); prefill: also the next qkv's f16 rows
       ...k.beside(
         x.add(k.normInput(a.proj, F, d), b.ffNorm, next && k.halfRows(d, 3 * d)),
@@ -877,20 +835,13 @@ export class HydraTransformer {
   }
 
   /** The fusions a pass over `rows` rows takes (`HydraShape.fuse`, up to its `maxRows`). */
-  #fusedAt(rows: number): {
-    attention: boolean;
-    postNorm: boolean;
-    qkStats: boolean;
-    prefillNorm: boolean;
-    prefillHalf: number;
-  } {
+  #fusedAt(rows: number): { attention: boolean; postNorm: boolean; qkStats: boolean; prefillNorm: boolean } {
     const f = this.fuse === false || rows > this.fuse.maxRows ? undefined : this.fuse;
     return {
       attention: f?.attention ?? false,
       postNorm: f?.postNorm ?? false,
       qkStats: (f?.attention && f.qkStats) ?? false,
       prefillNorm: this.fuse !== false && this.fuse.prefillNorm && rows > MATVEC_MAX_ROWS,
-      prefillHalf: this.fuse !== false && rows > MATVEC_MAX_ROWS ? this.prefillHalf : 0,
     };
   }
 
@@ -933,15 +884,11 @@ export class HydraTransformer {
         residualFrom?: GPUBuffer | BufferSlice;
         splitK?: number;
         half?: HalfRows;
-        clearRows?: GPUBuffer | BufferSlice;
       } = {},
     ) => rmsnorm(gpu, { ctl, x, weight, out, rows, dim: c.dModel, eps: c.rmsNormEps, ...o, gated });
     // a product's plan (kernels/matmul/linear.ts), for the post-norms beside it (`fused.prefillNorm`)
     const plan = (k: number, n: number, epilogue: number = Epilogue.PLAIN): LinearPlan =>
       linearPlan(gpu, { rows, k, n, epilogue, gated, prefillMath: this.prefillMath });
-    // where the kernel before a product of shape [n, k] writes its input as f16 blocks (`fused.prefillHalf`)
-    const halfBlocks = (k: number, n: number): HalfBlocks | undefined =>
-      linearHalfBlocks(gpu, { rows, k, n, gated, prefillMath: this.prefillMath });
     // what the dispatch after a product of shape [n, k] into `y` reads: its split-K partials where it leaves them
     // (`fused.prefillNorm` and split), else y
     const productOutput = (y: GPUBuffer, k: number, n: number): NormInput => {
@@ -975,13 +922,8 @@ export class HydraTransformer {
           pool,
           fused.postNorm,
           c.rmsNormEps,
-          (p, w, out, from, half, clearRows) =>
-            norm(p.x, w, out, {
-              ...(from ? { residualFrom: from } : { residual: true }),
-              splitK: p.splits,
-              half,
-              clearRows,
-            }),
+          (p, w, out, from, half) =>
+            norm(p.x, w, out, { ...(from ? { residualFrom: from } : { residual: true }), splitK: p.splits, half }),
           source,
         ),
       /** x = the embedding rows of seq[POS..]. */
@@ -1042,15 +984,6 @@ export class HydraTransformer {
       halfRows: (k: number, n: number, epilogue: number = Epilogue.PLAIN): HalfRows | undefined =>
         fused.prefillNorm ? plan(k, n, epilogue).halfRows : undefined,
       /**
-       * Where the attention writes the o product's input as f16 blocks (`fused.prefillHalf`, where it is the tensor
-       * kernel and o the tensor-core GEMM), else undefined.
-       */
-      oBlocks: (): HalfBlocks | undefined =>
-        (fused.prefillHalf & PREFILL_HALF_O) !== 0 && rows > DECODE_MAX_ROWS && posBack === 0 &&
-          prefillAttentionKernel(gpu, { rows, nHeads: c.nHeads, headDim: c.headDim }) === "tensor"
-          ? halfBlocks(c.dModel, c.dModel)
-          : undefined,
-      /**
        * Where the attention writes the o product's input as its f16 rows, and where qk_norm_rope writes the bound they
        * are scaled by (`HydraShape.prefillAttentionRows`, where the attention is the tensor kernel and o the
        * tensor-core GEMM), else undefined.
@@ -1062,24 +995,11 @@ export class HydraTransformer {
         return half && { ...half, vmax: this.#act.vmax };
       },
       /**
-       * Where the gate_up GEMM's SwiGLU writes the down product's input as f16 blocks (`fused.prefillHalf`, both the
-       * tensor-core GEMM, gate_up unsplit), else undefined.
-       */
-      downBlocks: (): HalfBlocks | undefined =>
-        (fused.prefillHalf & PREFILL_HALF_DOWN) !== 0 && plan(c.dModel, c.ffnHidden, Epilogue.SWIGLU).halfOut
-          ? halfBlocks(c.ffnHidden, c.dModel)
-          : undefined,
-      /**
        * From qkv: q = RoPE(QKNorm(q)); K = RoPE(QKNorm(k)) and V = v written to `kv` at the rows' positions; with
        * `fused.prefillNorm` from the QKV product's split-K partials where it is split. Fused: nothing (the attention does
        * it).
        */
-      qkNormRope: (
-        normWeights: GPUBuffer,
-        kv: KvLayer,
-        clearRows?: GPUBuffer | BufferSlice,
-        vmax?: GPUBuffer,
-      ): Dispatch[] => {
+      qkNormRope: (normWeights: GPUBuffer, kv: KvLayer, vmax?: GPUBuffer): Dispatch[] => {
         if (fused.attention) return [];
         // a lock-step lane's qkv is reduced (`#laneOps` leaves no partials)
         const qkv = lane ? { x: a.qkv, splits: 1 } : productOutput(a.qkv, c.dModel, 3 * c.dModel);
@@ -1100,7 +1020,6 @@ export class HydraTransformer {
           kvDtype: this.kvDtype,
           gated,
           posBack,
-          clearRows,
           vmax,
         })];
       },
@@ -1110,18 +1029,13 @@ export class HydraTransformer {
        * HYDRA_PREFILL_ATTENTION=fma|tensor forces one).
        * Fused: from qkv, with QK-norm (`normWeights`), RoPE and the K/V append inside.
        */
-      attention: (
-        kv: KvLayer,
-        normWeights: GPUBuffer,
-        halfOut?: HalfBlocks,
-        halfRows?: HalfRows & { vmax: GPUBuffer },
-      ): Dispatch[] => {
+      attention: (kv: KvLayer, normWeights: GPUBuffer, halfRows?: HalfRows & { vmax: GPUBuffer }): Dispatch[] => {
         const caches = { kCache: kv.k, vCache: kv.v };
         if (rows > DECODE_MAX_ROWS) {
           if (posBack !== 0) throw new Error(`attention: posBack over ${rows} rows (the prefill attention has none)`);
-          return [prefillAttention(gpu, { ...attention, ...caches, halfOut, halfRows })];
+          return [prefillAttention(gpu, { ...attention, ...caches, halfRows })];
         }
-        if (halfOut || halfRows) throw new Error("attention: the decode kernel writes no f16 rows or blocks");
+        if (halfRows) throw new Error("attention: the decode kernel writes no f16 rows");
         const qkNorm = fused.attention
           ? { qkv: a.qkv, normWeights, ropeTable: this.#rope, eps: c.rmsNormEps, stats: qkStats?.attention }
           : undefined;

@@ -46,7 +46,7 @@ import { reductionBytes, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { checkHeadShape, nextPowerOfTwo, WORKGROUP_BYTES } from "./shared.ts";
 import { range } from "../codegen.ts";
-import type { HalfBlocks, HalfRows } from "../matmul/row_scale.ts";
+import type { HalfRows } from "../matmul/row_scale.ts";
 
 /** Tile shape of the prefill kernel (tuning knobs); each must be a power of two. */
 export interface PrefillTiles {
@@ -403,11 +403,6 @@ export interface AttentionPrefillArgs extends PrefillShape {
   /** f32 output [rows, nHeads * headDim]. */
   out: GPUBuffer | BufferSlice;
   /**
-   * The output as the o product's `HalfBlocks` instead (row_scale.ts; `out` is not written): the tensor-core kernel
-   * only (prefill_tensor.ts).
-   */
-  halfOut?: HalfBlocks;
-  /**
    * The output as the o product's f16 rows instead (row_scale.ts `HalfRows`, what its row-scale pre-pass would write;
    * `out` is not written), each row scaled by a bound from `vmax` (u32 [rows], qk_norm_rope.ts's): the tensor-core
    * kernel only (prefill_tensor.ts).
@@ -421,9 +416,7 @@ export interface AttentionPrefillArgs extends PrefillShape {
  * (tests: a deliberately broken one) not generated for the tiles this dispatch uses.
  */
 export function attentionPrefill(gpu: Gpu, a: AttentionPrefillArgs, kernel?: Kernel): Dispatch {
-  if (a.halfOut || a.halfRows) {
-    throw new Error("attentionPrefill: halfOut and halfRows are the tensor-core kernel's (prefill_tensor.ts)");
-  }
+  if (a.halfRows) throw new Error("attentionPrefill: halfRows is the tensor-core kernel's (prefill_tensor.ts)");
   const plan = planAttentionPrefill(gpu, a);
   const kv = a.kvDtype ?? "f32";
   return prefillDispatch(gpu, a, {
@@ -448,8 +441,8 @@ export function prefillDispatch(
   if (k.kernel && k.kernel.name !== k.name && !k.kernel.name.startsWith(`${k.name}[`)) {
     throw new Error(`${k.who}: kernel ${k.kernel.name} was not generated for these tiles (${k.name})`);
   }
-  const ho = a.halfOut, hr = a.halfRows;
-  const out = ho ? [ho.xHalf, ho.blocks, ho.rowMax] : hr ? [hr.xHalf, hr.exponents, hr.vmax] : [a.out];
+  const hr = a.halfRows;
+  const out = hr ? [hr.xHalf, hr.exponents, hr.vmax] : [a.out];
   return gpu.dispatch(
     k.kernel ?? k.make(),
     { NH: a.nHeads, M: a.rows, SCALE: Math.fround(1 / Math.sqrt(a.headDim)), GATED: a.gated ?? false },

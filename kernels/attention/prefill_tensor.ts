@@ -45,7 +45,7 @@ import { type KvDtype, kvReadWgsl } from "./kv_cache.ts";
 import { attentionPrefill, type AttentionPrefillArgs, PREFILL_TILE_ORIGIN_WGSL, prefillDispatch } from "./prefill.ts";
 import { range } from "../codegen.ts";
 import { atomicMaxWgsl } from "../reduce.ts";
-import { HALF_BLOCK_WGSL, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
+import { ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 
 /** Name prefix of the generated kernels. */
 export const PREFILL_TENSOR_KERNEL_NAME = "attention_prefill_tensor";
@@ -80,15 +80,9 @@ export interface PrefillTensorSpec {
    */
   passes?: number;
   /**
-   * The output as the o product's `HalfBlocks` (row_scale.ts: f16 with an exponent every 16 columns, each row's largest
-   * through atomics) instead of f32: the tensor-core GEMM's input without a row-scale pre-pass. Off in the model:
-   * the GEMM's rescale of the blocks measured slower than the pre-pass (ARCHITECTURE.md, session AH).
-   */
-  halfOut?: boolean;
-  /**
    * The output as the o product's f16 rows and their exponents (row_scale.ts `HalfRows`) instead of f32: each row
    * scaled by a power of two from a bound on |o| (the largest |v| over the keys the tile attends, from qk_norm_rope's
-   * `vmax` and, past position 0, the cache), so that the o GEMM needs no row-scale pre-pass. Exclusive of `halfOut`.
+   * `vmax` and, past position 0, the cache), so that the o GEMM needs no row-scale pre-pass.
    */
   halfRows?: boolean;
   /**
@@ -144,11 +138,9 @@ function check(s: PrefillTensorSpec): Required<PrefillTensorSpec> {
     subgroups: s.subgroups ?? PREFILL_TENSOR_SUBGROUPS,
     subgroupSize: s.subgroupSize ?? 32,
     passes: s.passes ?? 1,
-    halfOut: s.halfOut ?? false,
     halfRows: s.halfRows ?? false,
     stageEarly: s.stageEarly ?? false,
   };
-  if (t.halfOut && t.halfRows) throw new Error("attentionPrefillTensor: halfOut and halfRows together");
   if (t.stageEarly && t.passes !== 1) throw new Error("attentionPrefillTensor: stageEarly needs one pass");
   if (!(t.headDim >= 16 && t.headDim <= 256 && t.headDim % 16 === 0)) {
     throw new Error(`attentionPrefillTensor: head_dim ${t.headDim} is not a multiple of 16 up to 256`);
@@ -188,7 +180,7 @@ export const RESCALE_SLACK = 8;
 function kernelName(t: Required<PrefillTensorSpec>, kv: KvDtype): string {
   return `${PREFILL_TENSOR_KERNEL_NAME}_d${t.headDim}_s${t.subgroups}_w${t.subgroupSize}_p${t.passes}${
     kv === "bf16" ? "_kvbf16" : ""
-  }${t.halfOut ? "_ho" : ""}${t.halfRows ? "_hr" : ""}${t.stageEarly ? "_se" : ""}`;
+  }${t.halfRows ? "_hr" : ""}${t.stageEarly ? "_se" : ""}`;
 }
 
 /** The WGSL kernel for `spec` and caches of `kv` elements. */
@@ -201,7 +193,7 @@ export function attentionPrefillTensorKernelFor(spec: PrefillTensorSpec, kv: KvD
   const cpl = 16 / lpr; // columns of a 16-column matrix each of them rescales (one pass)
   const D = range(hd / 16), J = range(BK / 16), E = range((16 * 16) / sg), P = range((16 * 8) / sg);
   const onePass = t.passes === 1;
-  const ho = t.halfOut, hr = t.halfRows;
+  const hr = t.halfRows;
   const lines = (pad: string, ls: string[]) => ls.map((l) => pad + l).join("\n");
   // Each K / V tile is BK * HV vec4 items; invocation t carries items t + s * threads (slot s) in registers.
   const items = BK * hv;
@@ -398,9 +390,7 @@ ${fetch("    ", "k0 + 2u * BK", true)}`
 //   2 kc  [>= POS + M, D] ${kv}        K cache, position-major
 //   3 vc  [>= POS + M, D] ${kv}        V cache
 ${
-      ho
-        ? "//   4-6 the attention output as HalfBlocks (row_scale.ts): f16 pairs, block exponents, row maxima"
-        : hr
+      hr
         ? "//   4-5 the attention output as HalfRows (row_scale.ts): f16 pairs [M, D / 2], row exponents [M] i32\n" +
           "//   6 vmax [M] u32, read              f32 bits of each row's largest |v| (qk_norm_rope.ts)"
         : "//   4 out [M, D] f32, rw              the attention output (prefill.ts's binding, read as scalars)"
@@ -422,14 +412,7 @@ const NEG_BIG: f32 = -3.0e38;                  // "masked": finite, so exp2(NEG_
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 ${kvReadWgsl(kv, 2, 3)}
 ${
-      ho
-        ? `@group(0) @binding(4) var<storage, read_write> hb_x: array<u32>; // the output's f16 rows (HalfBlocks), in pairs
-@group(0) @binding(5) var<storage, read_write> hb_e: array<i32>;    // its block exponents [M, D / 16]
-@group(0) @binding(6) var<storage, read_write> hb_max: array<atomic<u32>>; // each row's largest, biased
-override HB_K: u32 = NH * HV * 4u;            // D, the output's row width (half_block_put)
-${ROW_SCALE_WGSL}
-${HALF_BLOCK_WGSL}`
-        : hr
+      hr
         ? `@group(0) @binding(4) var<storage, read_write> hr_x: array<u32>; // the output rows as f16, in pairs
 @group(0) @binding(5) var<storage, read_write> hr_e: array<i32>; // each row's exponent
 @group(0) @binding(6) var<storage, read> vmax: array<u32>;       // each row's largest |v|, as f32 bits
@@ -533,12 +516,7 @@ ${lines("      ", D.map((d) => `qa${d} = subgroupMatrixLoad<Left, row_major>(&ks
   }
 ${onePass ? onePassBody() : twoPasses()}
   // The output matrices, BK / 16 at a time, through the subgroup's rows of ss (16 x 16 each, at stride SS) into the
-  // rows inside M${onePass ? ", over l" : ""}${
-      ho
-        ? " as f16 blocks of 16 columns (HalfBlocks); hmax<e>: the largest block exponent (biased) of the row this\n" +
-          "  // invocation holds in element e of every output matrix"
-        : ""
-    }.${ho ? `\n${lines("  ", [E.map((e) => `var hmax${e} = 0u;`).join(" ")])}` : ""}
+  // rows inside M${onePass ? ", over l" : ""}.
 ${
       lines(
         "  ",
@@ -562,30 +540,15 @@ ${
                   const el = `lane + ${e * sg}u`;
                   const row = `sm + (${el}) / 16u`, col = `(${el}) % 16u`;
                   const value = `ss[(${row}) * SS + ${j * 16}u + ${col}]${onePass ? ` * li[${row}]` : ""}`;
-                  return ho
-                    ? `hmax${e} = max(hmax${e}, half_block_put(${value}, q0 + ${row}, 4u * col0 + ${
-                      ds[j] * 16
-                    }u + ${col}, ${row} < rows_valid, lane));`
-                    : `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
-                      ds[j] * 16
-                    }u + ${col}] = ${value}; }`;
+                  return `if (${row} < rows_valid) { out[(q0 + ${row}) * NH * HV * 4u + 4u * col0 + ${
+                    ds[j] * 16
+                  }u + ${col}] = ${value}; }`;
                 })
             ),
             "workgroupBarrier();",
           ];
         }),
       )
-    }${
-      ho
-        ? "\n" + lines(
-          "  ",
-          E.map((e) =>
-            `half_block_row_max(q0 + sm + (lane + ${e * sg}u) / 16u, hmax${e}, sm + (lane + ${
-              e * sg
-            }u) / 16u < rows_valid, lane);`
-          ),
-        )
-        : ""
     }
 }
 
@@ -634,7 +597,6 @@ export function attentionPrefillTensor(
   const t = check({
     ...spec,
     subgroups: tiles.subgroups ?? prefillTensorSubgroupsFor(spec, limit, a.rows),
-    halfOut: a.halfOut !== undefined,
     halfRows: a.halfRows !== undefined,
     stageEarly: tiles.stageEarly ?? ((spec.passes ?? 1) === 1 && a.rows > PREFILL_TENSOR_SMALL_ROWS),
   });

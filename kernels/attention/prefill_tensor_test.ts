@@ -37,7 +37,7 @@ import {
 } from "../testing/harness.ts";
 import { type AttentionCase, checkAttention } from "../testing/attention_cases.ts";
 import { assertTintCompiles } from "../testing/tint.ts";
-import { halfBlocksBuffers, halfRowsBuffers, readHalfBlocks, readHalfRows } from "../testing/half_blocks.ts";
+import { halfRowsBuffers, readHalfRows } from "../testing/half_rows.ts";
 
 /** A GPU test of the tensor-core prefill attention, or where it cannot run, an ignored test that says why. */
 const tensorTest = await dawnGpuTest(prefillTensorUnsupported);
@@ -53,21 +53,17 @@ async function check(
     kernel?: Kernel;
     gated?: boolean;
     tol?: typeof TENSOR_PREFILL_TOL;
-    /** The output as f16 blocks (`halfOut`), read back with their invariants checked. */
-    halfOut?: boolean;
     /** The output as f16 rows scaled by the V bound (`halfRows`), read back with their exponents checked. */
     halfRows?: boolean;
   } = {},
 ) {
   const d = c.nHeads * c.headDim;
-  const hb = o.halfOut ? halfBlocksBuffers(gpu, c.rows, d) : undefined;
   const hr = o.halfRows ? halfRowsBuffers(gpu, c.rows, d) : undefined;
   const what = `attentionPrefillTensor ${
     JSON.stringify({
       subgroups: o.subgroups,
       passes: o.passes,
       stageEarly: o.stageEarly,
-      halfOut: o.halfOut,
       halfRows: o.halfRows,
     })
   }`;
@@ -100,7 +96,6 @@ async function check(
               headDim: c.headDim,
               kvDtype: c.kvDtype,
               gated: o.gated,
-              halfOut: hb,
               halfRows: hr && { ...hr, vmax: vmax! },
             },
             { subgroups: o.subgroups, passes: o.passes, stageEarly: o.stageEarly },
@@ -111,12 +106,9 @@ async function check(
       what,
       o.gated === true && c.active === 0,
       o.tol ?? TENSOR_PREFILL_TOL,
-      hb
-        ? () => readHalfBlocks(gpu, hb, c.rows, d, what)
-        : hr && (() => readHalfRows(gpu, hr, c.rows, d, bounds, what)),
+      hr && (() => readHalfRows(gpu, hr, c.rows, d, bounds, what)),
     );
   } finally {
-    hb?.destroy();
     hr?.destroy();
     vmax?.destroy();
   }
@@ -181,36 +173,6 @@ tensorTest("tensor prefill attention stays finite on sharp and huge scores, resc
     await check(gpu, { ...prefillCase(140, 9, 2, 64), qStd: 30 }, { stageEarly, tol: SHARP_TOL });
   }
 });
-
-tensorTest(
-  "tensor prefill attention writes its output as f16 blocks (HalfBlocks), and its checks catch broken kernels",
-  async (gpu) => {
-    for (const rows of [1, 17, 130]) {
-      for (const passes of [1, 2]) {
-        await check(gpu, { ...prefillCase(rows, 17, 2, 128), kvDtype: "bf16" }, { passes, halfOut: true });
-      }
-    }
-    await check(gpu, { ...prefillCase(128, 0, 32, 128), kvDtype: "bf16" }, { halfOut: true, subgroups: 4 });
-    await check(gpu, prefillCase(70, 5, 2, 48), { subgroups: 8, halfOut: true }); // 3 blocks a head
-    const kernel = attentionPrefillTensorKernelFor({
-      headDim: 64,
-      subgroups: 4,
-      subgroupSize: tensorSubgroupSize(gpu),
-      halfOut: true,
-    });
-    const run = (k: Kernel) => check(gpu, prefillCase(33, 17, 2, 64), { kernel: k, subgroups: 4, halfOut: true });
-    await run(kernel);
-    for (
-      const [from, to] of [
-        ["* ldexp(1.0, -e))", ")"], // the values not scaled by their block's exponent
-        ["4u * col0 + 16u + (lane + 0u) % 16u", "4u * col0 + 0u + (lane + 0u) % 16u"], // a block stored over another
-        ["atomicMax(&hb_max[m * 32u], biased);", "atomicMin(&hb_max[m * 32u], biased);"], // not the row's largest
-      ]
-    ) {
-      await assertCaught(() => run(mutate(kernel, from, to)), `halfOut: ${from} -> ${to}`);
-    }
-  },
-);
 
 tensorTest(
   "tensor prefill attention writes its output as f16 rows scaled by the V bound (HalfRows), from position 0 and past " +
@@ -359,8 +321,6 @@ Deno.test({
       // 384 items a K / V tile over 256 invocations: the second slot guarded
       attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8 }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 48, subgroups: 8, passes: 2 }, "f32"),
-      attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 4, halfOut: true }, "bf16"),
-      attentionPrefillTensorKernelFor({ headDim: 64, subgroups: 2, passes: 2, halfOut: true, subgroupSize: 64 }, "f32"),
       attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 4, halfRows: true }, "bf16"),
       attentionPrefillTensorKernelFor({ headDim: 128, subgroups: 8, halfRows: true }, "bf16"),
       attentionPrefillTensorKernelFor(

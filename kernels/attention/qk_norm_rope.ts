@@ -22,7 +22,6 @@ import { rmsnormReference, rowWorkgroupSize } from "../norm/rmsnorm.ts";
 import { atomicMaxWgsl, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import { type KvDtype, kvWriteWgsl } from "./kv_cache.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
-import { HALF_BLOCK_ROW_STRIDE } from "../matmul/row_scale.ts";
 
 /**
  * The WGSL kernel, its sums by subgroup shuffles or by a tree in workgroup memory (kernels/reduce.ts). With `splitK`,
@@ -32,15 +31,15 @@ import { HALF_BLOCK_ROW_STRIDE } from "../matmul/row_scale.ts";
 export function qkNormRopeKernelFor(
   subgroups: boolean,
   kv: KvDtype = "f32",
-  o: { splitK?: boolean; clear?: boolean; vmax?: boolean } = {},
+  o: { splitK?: boolean; vmax?: boolean } = {},
 ): Kernel {
-  const { splitK = false, clear = false, vmax = false } = o;
+  const { splitK = false, vmax = false } = o;
   // qkv at index i of the M x 3D rows, or the sum of its partials
   const Q = (i: string) => splitK ? `qkv_sum(${i}, slice)` : `qkv[${i}]`;
   return {
     name: `qk_norm_rope${splitK ? "_sk" : ""}${subgroups ? "_sg" : ""}${kv === "bf16" ? "_kvbf16" : ""}${
-      clear ? "_clr" : ""
-    }${vmax ? "_vmax" : ""}`,
+      vmax ? "_vmax" : ""
+    }`,
     source: /* wgsl */ `
 // bindings (p = ctl[CTL_POS] - POS_BACK + m is the position of row m; h = HEAD_DIM / 2):
 //   0 ctl     [CTL_SLOTS] u32, read       control block: ctl[CTL_POS] - POS_BACK is the position of row 0
@@ -52,14 +51,8 @@ export function qkNormRopeKernelFor(
 //   4 q_out   [M, D] f32, write           roped q, row-major, heads contiguous
 //   5 k_cache [MAX_POS, D] ${kv}, write    row p <- roped k of position p (only rows POS .. POS + M - 1 are written)
 //   6 v_cache [MAX_POS, D] ${kv}, write    row p <- v of position p (kv_cache.ts: bf16 rounds to nearest even)${
-      clear
-        ? "\n//   7 clear   [M, 32] u32, write          [m, 0] zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)"
-        : ""
-    }${
       vmax
-        ? `\n//   ${
-          clear ? 8 : 7
-        } vmax    [M] u32, write              [m]: the f32 bits of max |v[m, :]| (NaN and inf above all finite)`
+        ? "\n//   7 vmax    [M] u32, write              [m]: the f32 bits of max |v[m, :]| (NaN and inf above all finite)"
         : ""
     }
 // D must be a multiple of HEAD_DIM, HEAD_DIM even. Rows with p >= MAX_POS write nothing.
@@ -78,9 +71,9 @@ override POS_BACK: u32 = 0u; // rows before ctl[CTL_POS] (a PoE verification bes
 @group(0) @binding(2) var<storage, read> norm_w: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<f32>;
 @group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
-${kvWriteWgsl(kv, 5, 6)}${clear ? "\n@group(0) @binding(7) var<storage, read_write> clear_rows: array<u32>;" : ""}${
+${kvWriteWgsl(kv, 5, 6)}${
       vmax
-        ? `\n@group(0) @binding(${clear ? 8 : 7}) var<storage, read_write> vmax: array<u32>;
+        ? `\n@group(0) @binding(7) var<storage, read_write> vmax: array<u32>;
 var<workgroup> v_top: atomic<u32>; // the largest |v| of the row, as bits`
         : ""
     }
@@ -95,9 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = flat_workgroup(wid, nwg);
   let m = g / 2u;
   let part = g % 2u; // 0: q, 1: k and v
-  if (m >= M) { return; }${
-      clear ? `\n  if (part == 0u && t == 0u) { clear_rows[m * ${HALF_BLOCK_ROW_STRIDE}u] = 0u; }` : ""
-    }${vmax ? "\n  if (t == 0u) { atomicStore(&v_top, 0u); }" : ""}
+  if (m >= M) { return; }${vmax ? "\n  if (t == 0u) { atomicStore(&v_top, 0u); }" : ""}
   let p = ctl[CTL_POS] - POS_BACK + m;
   if (p >= MAX_POS) { return; }
   let src = m * 3u * D + part * D;${splitK ? "\n  let slice = M * 3u * D; // one partial's M x 3D values" : ""}
@@ -217,8 +208,6 @@ export interface QkNormRopeArgs {
   subgroups?: boolean;
   /** Row 0 sits at ctl[POS] - posBack (default 0): a PoE verification recorded beside the round's last draft step. */
   posBack?: number;
-  /** u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` the attention after raises (row_scale.ts). */
-  clearRows?: GPUBuffer | BufferSlice;
   /**
    * u32 [rows]: [m] <- the f32 bits of max |v[m, :]| (the V row as computed, before any bf16 rounding of the cache):
    * the bound the tensor prefill attention scales its f16 output rows by (prefill_tensor.ts `halfRows`). Rows past the
@@ -239,11 +228,7 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
   const subgroups = a.subgroups ?? width > 0;
   return gpu.dispatch(
     kernel ??
-      qkNormRopeKernelFor(subgroups, a.kvDtype, {
-        splitK: splitK > 1,
-        clear: a.clearRows !== undefined,
-        vmax: a.vmax !== undefined,
-      }),
+      qkNormRopeKernelFor(subgroups, a.kvDtype, { splitK: splitK > 1, vmax: a.vmax !== undefined }),
     {
       D: a.dim,
       HEAD_DIM: a.headDim,
@@ -265,7 +250,6 @@ export function qkNormRope(gpu: Gpu, a: QkNormRopeArgs, kernel?: Kernel): Dispat
       a.qOut,
       a.kCache,
       a.vCache,
-      ...(a.clearRows ? [a.clearRows] : []),
       ...(a.vmax ? [a.vmax] : []),
     ],
     2 * a.rows,

@@ -70,14 +70,6 @@ import {
 } from "./gemm.ts";
 import { range } from "../codegen.ts";
 import { PACK_K, PACK_ROWS } from "../weights/pack_weights.ts";
-import {
-  HALF_BLOCK,
-  HALF_BLOCK_BIAS,
-  HALF_BLOCK_ROW_STRIDE,
-  HALF_BLOCK_WGSL,
-  type HalfBlocks,
-  ROW_SCALE_WGSL,
-} from "./row_scale.ts";
 
 /** Name prefix of the generated kernels (`gemm_tensor_<epilogue>_k<stepK>_s<M>x<N>_f<M>x<N>_w<subgroup size>`). */
 export const GEMM_TENSOR_KERNEL_NAME = "gemm_tensor";
@@ -193,22 +185,6 @@ export interface GemmTensorKernelSpec extends TensorTiles {
   epilogue?: number;
   /** Invocations per subgroup (default 32, NVIDIA's). */
   subgroupSize?: number;
-  /**
-   * x comes as `HalfBlocks` (row_scale.ts: each 16 columns scaled by their own exponent, written by the kernel before)
-   * instead of the pre-pass's rows: each staged vec4 is rescaled from its block's exponent to the row's largest
-   * (`rowMax`, bound where the row exponents are), and the epilogue scales back by that. Measured on the H200 (session
-   * AH, `00b8312`): the rescale in the k loop costs far more than the pre-pass's dispatch (7B o at 128 rows: ~+30 us a
-   * layer), so the model leaves it off (ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)"); kept as a tested option.
-   * Since then a staged slot carries one register for it instead of three (its block from its global index), which
-   * is not yet measured.
-   */
-  halfBlocks?: boolean;
-  /**
-   * The SwiGLU epilogue writes its output as the next product's `HalfBlocks` (f16 rows with an exponent every 16
-   * columns, and each row's largest through atomics) instead of f32 y: the down GEMM's input without a row-scale
-   * pre-pass. Not with split-K or producer subgroups.
-   */
-  halfOut?: boolean;
 }
 
 /**
@@ -216,12 +192,8 @@ export interface GemmTensorKernelSpec extends TensorTiles {
  * f32 input), the row exponents, and tile knobs.
  */
 export interface GemmTensorArgs extends ProductArgs, TensorTiles {
-  /** i32 [rows]: the exponents `rowScale` computed for x; with `blocks`, x's `HalfBlocks.rowMax` (u32). */
+  /** i32 [rows]: the exponents `rowScale` computed for x. */
   exponents: GPUBuffer | BufferSlice;
-  /** x as `HalfBlocks` (x its `xHalf`, `exponents` its `rowMax`): their i32 [rows, k / 16] block exponents. */
-  blocks?: GPUBuffer | BufferSlice;
-  /** SWIGLU: the output as the next product's `HalfBlocks` (y is not written). */
-  halfOut?: HalfBlocks;
   /** The output columns [begin, end) to compute (default all; gemm.ts `productColumnTiles` says which ranges). */
   columns?: readonly [number, number];
 }
@@ -284,12 +256,7 @@ function checkEpilogue(epilogue: number): void {
 }
 
 /** The name of the kernel generated for `t`, `epilogue` and `subgroupSize` (it keys the pipeline cache). */
-function kernelName(
-  t: Required<TensorTiles>,
-  epilogue: number,
-  subgroupSize: number,
-  io: { halfBlocks?: boolean; halfOut?: boolean } = {},
-): string {
+function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: number): string {
   const epi = epilogue === Epilogue.SWIGLU ? "swiglu" : "plain";
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
@@ -297,7 +264,7 @@ function kernelName(
     }${t.packedWeights ? "_pw" : ""}${t.deferLast ? `_dl${t.deferLast}` : ""}${
       t.deferSlices > 1 ? `x${t.deferSlices}` : ""
     }${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}_w${subgroupSize}` +
-    (t.splitK > 1 ? `_split${t.splitK}` : "") + (io.halfBlocks ? "_hb" : "") + (io.halfOut ? "_ho" : "");
+    (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
 /** Output rows and columns of a workgroup's tile, and its k step. */
@@ -384,15 +351,6 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
     throw new Error(`gemm_tensor: subgroup size ${sgSize} does not divide ${FRAG * FRAG}`);
   }
   const swiglu = epilogue === Epilogue.SWIGLU;
-  const hb = spec.halfBlocks ?? false; // x as HalfBlocks: each staged vec4 rescaled to its row's exponent
-  const ho = spec.halfOut ?? false; // the SwiGLU's output as HalfBlocks
-  if (ho && (!swiglu || t.splitK > 1 || t.producers > 0)) {
-    throw new Error("gemm_tensor: halfOut needs the SwiGLU epilogue, no split-K and no producer subgroups");
-  }
-  if (ho && hb) throw new Error("gemm_tensor: halfOut and halfBlocks in one kernel (their bindings overlap)");
-  if (ho && sgSize < FRAG) throw new Error(`gemm_tensor: halfOut needs subgroups of at least ${FRAG} invocations`);
-  // the row exponent the epilogue scales back by
-  const rowE = hb ? "row_e(m)" : "e[m]";
   const subgroups = t.subgroupsM * t.subgroupsN; // the subgroups that multiply
   const producers = t.producers; // and those that only stage (0: every subgroup does both)
   const threads = sgSize * (subgroups + producers);
@@ -420,7 +378,6 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   const load = (pad: string, k0: string, r = "p") =>
     indent(pad, [
       ...xSlots.map((s) => `${r}x${s} = load_x(sx${s}, ${k0});`),
-      ...(hb ? xSlots.map((s) => `${r}d${s} = load_d(sx${s}, ${k0});`) : []),
       ...wSlots.map((s) => `${r}w${s} = load_w(sw${s}, ${k0});`),
     ]);
   // The registers into workgroup memory (buffer `b`: its offsets xb, wb).
@@ -428,14 +385,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
     indent(pad, [
       "{",
       ...(double ? [`  let xb = ${b} * X_BUF;`, ...(hw ? [] : [`  let wb = ${b} * W_BUF;`])] : []),
-      ...xSlots.map((s) =>
-        "  " +
-        guard(
-          s,
-          xItems,
-          `stage_x(${double ? "xb + " : ""}sx${s}.dst, ${hb ? `rescale8(${r}x${s}, ${r}d${s})` : `${r}x${s}`});`,
-        )
-      ),
+      ...xSlots.map((s) => "  " + guard(s, xItems, `stage_x(${double ? "xb + " : ""}sx${s}.dst, ${r}x${s});`)),
       ...wSlots.map((s) => "  " + guard(s, wItems, `stage_w(${double ? "wb + " : ""}sw${s}.dst, ${r}w${s});`)),
       "}",
     ]);
@@ -534,16 +484,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
             [store(`acc${i}_${j}`)],
             perLane.map((v) => `  ${producers ? "" : "let "}g${v} = es[${at(v)}];`),
             [store(`up${i}_${j}`)],
-            ho
-              // f16 blocks of 16 columns (HalfBlocks), each row's largest exponent kept for the atomics after
-              ? perLane.map((v) =>
-                `  { let m = m0 + sm + ${i * FRAG}u + (lane + ${v * sgSize}u) / ${FRAG}u; ` +
-                `let n = n0 + sn + ${j * FRAG}u + lane % ${FRAG}u; ` +
-                // rows past M take row M - 1's exponent: their values are not stored
-                `hmax${i}_${v} = max(hmax${i}_${v}, half_block_put(swiglu_val(g${v}, es[${at(v)}], ` +
-                `e[min(m, M - 1u)]), m, n, m < M && n < N, lane)); }`
-              )
-              : perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
+            perLane.map((v) => `  put_swiglu(m0, n0, ${rc}, lane + ${v * sgSize}u, g${v}, es[${at(v)}]);`),
           ]
           : [[store(`acc${i}_${j}`)], perLane.map((v) => `  put(m0, n0, ${rc}, lane + ${v * sgSize}u, es[${at(v)}]);`)],
       ),
@@ -659,7 +600,7 @@ ${compute("xb + ", "wb + ", "k0").replace(/^/gm, "  ")}
   }`;
   const kLoop = () => producers ? producerLoop() : ahead2 ? ahead2Loop() : double ? doubleLoop() : singleLoop();
 
-  const name = kernelName(t, epilogue, sgSize, { halfBlocks: hb, halfOut: ho });
+  const name = kernelName(t, epilogue, sgSize);
   return {
     name,
     source: /* wgsl */ `
@@ -698,23 +639,8 @@ const X_BUF: u32 = TILE_M * XS; // f16 of one staged x tile (buffer b starts at 
 ${hw ? "" : "const W_BUF: u32 = W_ROWS * XS;\n"}@group(0) @binding(0) var<storage, read> ctl: array<u32>;
 @group(0) @binding(1) var<storage, read> w: ${hw ? "array<f16>; // [NW, K] f16 (half_weights.ts)" : "array<vec4<u32>>;"}
 @group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;
-${
-      ho
-        ? `@group(0) @binding(3) var<storage, read_write> hb_x: array<u32>; // the output's f16 rows (HalfBlocks), in pairs`
-        : "@group(0) @binding(3) var<storage, read_write> y: array<f32>;"
-    }
-@group(0) @binding(4) var<storage, read> e: array<i32>;${split ? `\n${SPLIT_K_PRIVATES}` : ""}${
-      hb ? "\n@group(0) @binding(5) var<storage, read> eb: array<i32>; // x's block exponents [M, K / 16]" : ""
-    }${
-      ho
-        ? `
-@group(0) @binding(5) var<storage, read_write> hb_e: array<i32>; // the output's block exponents [M, N / 16]
-@group(0) @binding(6) var<storage, read_write> hb_max: array<atomic<u32>>; // each output row's largest, biased
-override HB_K: u32 = N; // the output's row width (half_block_put)
-${ROW_SCALE_WGSL}
-${HALF_BLOCK_WGSL}`
-        : ""
-    }
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> e: array<i32>;${split ? `\n${SPLIT_K_PRIVATES}` : ""}
 ${
       hw
         ? `// Buffer b: xs[b * X_BUF + r * XS + c] = xh[m0 + r, k0 + c], zero past M. The weights are not staged. es: one
@@ -748,18 +674,14 @@ alias Result = subgroup_matrix_result<f32, ${FRAG}, ${FRAG}>;
 struct Slot {
   src: u32, // global vec4 index at k0 = 0
   dst: u32, // first staged f16 index
-  ok: bool, // inside the matrix (else zeros are staged)${
-      hb ? "\n  ex: i32,  // x: its row's exponent (HalfBlocks)" : ""
-    }
+  ok: bool, // inside the matrix (else zeros are staged)
 }
 
 // Staged x item i: row r = i / (TILE_K / 8) of the tile, k0 + 8c .. k0 + 8c + 7 with c = i % (TILE_K / 8).
 fn x_slot(i: u32, m0: u32) -> Slot {
   let r = i / (TILE_K / 8u);
   let c = i % (TILE_K / 8u);
-  return Slot((m0 + r) * (K / 8u) + c, r * XS + 8u * c, m0 + r < M${
-      hb ? ", select(0i, row_e(m0 + r), m0 + r < M)" : ""
-    });
+  return Slot((m0 + r) * (K / 8u) + c, r * XS + 8u * c, m0 + r < M);
 }
 
 ${
@@ -776,9 +698,9 @@ fn w_slot(i: u32, n0: u32) -> Slot {
   // packed (pack_weights.ts): block (row / PACK_ROWS, k / PACK_K) of PACK_ROWS x PACK_K, row-major inside
   return Slot((row / ${PACK_ROWS}u) * (K / ${PACK_K}u) * ${PACK_ROWS * PACK_K / 8}u + (row % ${PACK_ROWS}u) * ${
               PACK_K / 8
-            }u + c, r * XS + 8u * c, n < N${hb ? ", 0i" : ""});`
+            }u + c, r * XS + 8u * c, n < N);`
             : `
-  return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N${hb ? ", 0i" : ""});`
+  return Slot(row * (K / 8u) + c, r * XS + 8u * c, n < N);`
         }
 }
 
@@ -788,30 +710,7 @@ fn load_x(s: Slot, k0: u32) -> vec4<u32> {
   if (s.ok && k0 < ${kEnd}) { return x[s.src + k0 / 8u]; }
   return vec4<u32>();
 }
-${
-      hb
-        ? `
-// HalfBlocks: the row's exponent (its largest block's; rowMax is biased by ${HALF_BLOCK_BIAS}, 0 for a zero row).
-fn row_e(m: u32) -> i32 { return e[m * ${HALF_BLOCK_ROW_STRIDE}u] - ${HALF_BLOCK_BIAS}i; }
 
-// The power of two that takes the 8 f16 of slot s at k tile k0 from their block's exponent to the row's (<= 0). Their
-// first element is x's element 8 * s.src + k0 (row-major), so their block is that over ${HALF_BLOCK}: no more
-// registers a slot than the row's exponent (a k loop of linear's tiles runs near the register limit).
-fn load_d(s: Slot, k0: u32) -> i32 {
-  if (s.ok && k0 < ${kEnd}) { return eb[(8u * s.src + k0) / ${HALF_BLOCK}u] - s.ex; }
-  return 0i;
-}
-
-// 8 f16 times 2^d (exact but in f16's subnormal range).
-fn rescale8(p: vec4<u32>, d: i32) -> vec4<u32> {
-  if (d == 0i) { return p; }
-  let f = ldexp(1.0, d);
-  return vec4<u32>(pack2x16float(unpack2x16float(p.x) * f), pack2x16float(unpack2x16float(p.y) * f),
-                   pack2x16float(unpack2x16float(p.z) * f), pack2x16float(unpack2x16float(p.w) * f));
-}
-`
-        : ""
-    }
 ${
       hw ? "" : `fn load_w(s: Slot, k0: u32) -> vec4<u32> {
   if (s.ok && k0 < ${kEnd}) { return w[s.src + ${
@@ -883,7 +782,7 @@ fn stage_w(i: u32, p: vec4<u32>) {
 fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, c: u32, v: f32) {
   let m = m0 + r0 + q / ${FRAG}u;
   let n = n0 + c0 + q % ${FRAG}u;
-  if (m < M && n < N) { y[${splitKPartialIndex(swiglu)}] = ldexp(v, ${rowE}); }
+  if (m < M && n < N) { y[${splitKPartialIndex(swiglu)}] = ldexp(v, e[m]); }
 }`
         : swiglu
         ? `// silu(gate) * up, each scaled back by 2^x first.
@@ -891,21 +790,19 @@ fn swiglu_val(gate: f32, up: f32, x: i32) -> f32 {
   let g = ldexp(gate, x);
   return g / (1.0 + exp(-g)) * ldexp(up, x);
 }
-${
-          ho ? "" : `
+
 // Element q (row q / 16, column q % 16) of the gate and up matrices at tile rows r0.., columns c0..: scaled back,
 // silu(gate) * up stored.
 fn put_swiglu(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, gate: f32, up: f32) {
   let m = m0 + r0 + q / ${FRAG}u;
   let n = n0 + c0 + q % ${FRAG}u;
-  if (m < M && n < N) { y[m * N + n] = swiglu_val(gate, up, ${rowE}); }
+  if (m < M && n < N) { y[m * N + n] = swiglu_val(gate, up, e[m]); }
 }`
-        }`
         : `// Element q (row q / 16, column q % 16) of the result matrix at tile rows r0.., columns c0..: scaled back, stored.
 fn put(m0: u32, n0: u32, r0: u32, c0: u32, q: u32, v: f32) {
   let m = m0 + r0 + q / ${FRAG}u;
   let n = n0 + c0 + q % ${FRAG}u;
-  if (m < M && n < N) { y[m * N + n] = ldexp(v, ${rowE}); }
+  if (m < M && n < N) { y[m * N + n] = ldexp(v, e[m]); }
 }`
     }
 
@@ -941,7 +838,7 @@ ${tileOrigin(split)}
     } + s * ${stagers}), and the registers that carry it.
 ${xSlots.map((s) => `  let sx${s} = x_slot(${item(s)}, m0);`).join("\n")}
 ${wSlots.map((s) => `  let sw${s} = w_slot(${item(s)}, n0);`).join("\n")}
-${xSlots.map((s) => `  var px${s}: vec4<u32>;${hb ? ` var pd${s}: i32;` : ""}`).join("\n")}
+${xSlots.map((s) => `  var px${s}: vec4<u32>;`).join("\n")}
 ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}${
       hw
         ? "\n  // Right matrix j's first weight row (and up row), times K: clamped into N, whose 16-row blocks lie inside or\n" +
@@ -954,7 +851,7 @@ ${wSlots.map((s) => `  var pw${s}: vec4<u32>;`).join("\n")}${
     }${
       ahead2
         ? "\n" + [
-          ...xSlots.map((s) => `  var qx${s}: vec4<u32>;${hb ? ` var qd${s}: i32;` : ""}`),
+          ...xSlots.map((s) => `  var qx${s}: vec4<u32>;`),
           ...wSlots.map((s) => `  var qw${s}: vec4<u32>;`),
         ].join("\n")
         : ""
@@ -988,22 +885,7 @@ ${kLoop()}${t.deferLast ? `\n${deferred("  ", t.deferLast).trimEnd()}` : ""}${
   let es = bufferView<array<f32, ${FRAG * FRAG * subgroups}>>(&staged, 0u);`
         : ""
     }
-${
-      ho
-        ? `  // Each output row's largest block exponent (biased) among this invocation's rows of matrices i, element v.
-${FI.map((i) => "  " + perLane.map((v) => `var hmax${i}_${v} = 0u;`).join(" ")).join("\n")}
-`
-        : ""
-    }${FI.flatMap((i) => FJ.map((j) => epilogueOf(i, j))).join("\n")}${
-      ho
-        ? "\n" + FI.flatMap((i) =>
-          perLane.map((v) =>
-            `  { let m = m0 + sm + ${i * FRAG}u + (lane + ${v * sgSize}u) / ${FRAG}u; ` +
-            `half_block_row_max(m, hmax${i}_${v}, m < M, lane); }`
-          )
-        ).join("\n")
-        : ""
-    }
+${FI.flatMap((i) => FJ.map((j) => epilogueOf(i, j))).join("\n")}
 }
 `,
   };
@@ -1047,16 +929,14 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
         `${limits.maxComputeWorkgroupStorageSize}; use a smaller stepK or fewer subgroups or result matrices`,
     );
   }
-  const io = { halfBlocks: a.blocks !== undefined, halfOut: a.halfOut !== undefined };
-  const name = kernelName(t, epilogue, sgSize, io);
+  const name = kernelName(t, epilogue, sgSize);
   if (kernel && !kernel.name.startsWith(name)) {
     throw new Error(`gemm_tensor: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
   }
   const { tileM, tileN } = tensorTileShape(t);
-  const ho = a.halfOut;
   const tilesN = productColumnTiles("gemm_tensor", a.n, tileN, t.splitK, a.columns);
   return gpu.dispatch(
-    kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize, ...io }),
+    kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize }),
     {
       K: a.k,
       N: a.n,
@@ -1064,15 +944,7 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
       GATED: a.gated ?? false,
       ...(t.splitK > 1 ? { N_BEGIN: a.columns?.[0] ?? 0 } : {}),
     },
-    [
-      a.ctl,
-      a.weight,
-      a.x,
-      ho ? ho.xHalf : a.y,
-      a.exponents,
-      ...(a.blocks ? [a.blocks] : []),
-      ...(ho ? [ho.blocks, ho.rowMax] : []),
-    ],
+    [a.ctl, a.weight, a.x, a.y, a.exponents],
     Math.ceil(a.rows / tileM) * tilesN * t.splitK,
   );
 }

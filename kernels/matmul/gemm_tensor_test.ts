@@ -8,7 +8,6 @@
  * @module
  */
 
-import { assertThrows } from "@std/assert";
 import { packBf16, roundBf16Array } from "../bf16.ts";
 import {
   checkTensorShape,
@@ -30,8 +29,7 @@ import {
   TENSOR_TILES_SWIGLU_192,
 } from "./linear.ts";
 import { Epilogue, matvecReference } from "./matvec.ts";
-import { HALF_BLOCK, HALF_BLOCK_ROW_STRIDE, halfBlocksReference, rowScale } from "./row_scale.ts";
-import { halfBlocksBuffers, readHalfBlocks } from "../testing/half_blocks.ts";
+import { rowScale } from "./row_scale.ts";
 import { halfWeights } from "../weights/half_weights.ts";
 import { packWeights } from "../weights/pack_weights.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
@@ -58,23 +56,8 @@ interface CheckOptions extends TensorTiles {
   active?: number;
   /** Largest |x|: every third row is scaled to reach it, one element per row is +-it (default: plain normals). */
   bigX?: number;
-  /**
-   * x as `HalfBlocks` (row_scale.ts), made on the CPU (`halfBlocksReference`) from rows whose 16-column blocks span
-   * 2^-12 .. 2^12 (`blockScaled`), instead of the pre-pass's rows.
-   */
-  inputBlocks?: boolean;
-  /** SWIGLU: the output as `HalfBlocks` (`halfOut`), read back (`readHalfBlocks`) instead of y. */
-  outputBlocks?: boolean;
   /** The output columns [begin, end) to compute (gemmTensor's `columns`): the others must keep the poison. */
   columns?: readonly [number, number];
-}
-
-/** x with each 16-column block scaled by its own power of two in 2^-12 .. 2^12. */
-function blockScaled(x: Float32Array, rows: number, k: number): Float32Array {
-  for (let m = 0; m < rows; m++) {
-    for (let i = 0; i < k; i++) x[m * k + i] *= 2 ** (((m * 5 + Math.floor(i / HALF_BLOCK) * 3) % 25) - 12);
-  }
-  return x;
 }
 
 /** Seeded x: normals; with `bigX`, rows of three kinds: plain, scaled by 1e-6, and with one element at +-bigX. */
@@ -127,44 +110,30 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
   const nw = epilogue === Epilogue.SWIGLU ? 2 * n : n;
   const w = roundBf16Array(rng.normals(nw * k, 1 / Math.sqrt(k)));
   const x = inputRows(rng, rows, k, o.bigX);
-  if (o.inputBlocks) blockScaled(x, rows, k);
   const ctl = ctlBuffer(gpu, { ACTIVE: o.active ?? 1 });
   const wb = gpu.upload("w", packBf16(w, k)), xb = gpu.upload("x", x), y = poisoned(gpu, rows * n);
   // halfWeights: the GEMM reads an f16 copy of the weights (half_weights.ts).
   const wh = o.halfWeights ? gpu.buffer("w f16", nw * k * 2) : undefined;
   // packedWeights: the GEMM reads a packed copy (pack_weights.ts).
   const wp = o.packedWeights ? gpu.buffer("w packed", nw * k * 2) : undefined;
-  // inputBlocks: x's HalfBlocks uploaded (the exponents are its rowMax); else the pre-pass writes these
-  const ref = o.inputBlocks ? halfBlocksReference(x, rows, k) : undefined;
-  const exponents = ref
-    ? gpu.upload(
-      "row max",
-      Uint32Array.from({ length: rows * HALF_BLOCK_ROW_STRIDE }, (_, i) =>
-        i % HALF_BLOCK_ROW_STRIDE ? 0 : ref.rowMax[i / HALF_BLOCK_ROW_STRIDE]),
-    )
-    : gpu.buffer("exponents", rows * 4);
-  const xHalf = ref ? gpu.upload("xh", new Uint32Array(ref.xHalf.buffer)) : gpu.buffer("xh", rows * k * 2);
-  const blocks = ref ? gpu.upload("blocks", ref.blocks) : undefined;
-  const out = o.outputBlocks ? halfBlocksBuffers(gpu, rows, n) : undefined;
-  const { kernel, active: _, bigX: __, inputBlocks: ___, outputBlocks: ____, ...args } = o;
+  const exponents = gpu.buffer("exponents", rows * 4);
+  const xHalf = gpu.buffer("xh", rows * k * 2);
+  const { kernel, active: _, bigX: __, ...args } = o;
   // Split-K: the GEMM into a NaN-poisoned partial scratch, then the reduction into y.
   const splitK = o.splitK ?? 1, nBegin = o.columns?.[0] ?? 0;
   const partials = splitK > 1 ? poisoned(gpu, splitK * rows * (nw / n) * (n - nBegin), "partials") : undefined;
   gpu.run([
     ...(wh ? [halfWeights(gpu, { ctl, src: wb, dst: wh, words: (nw * k) / 2 })] : []), // never gated
     ...(wp ? [packWeights(gpu, { ctl, src: wb, dst: wp, rows: nw, k })] : []), // never gated
-    ...(ref ? [] : [rowScale(gpu, { ctl, x: xb, exponents, xHalf, rows, k, gated: o.gated })]),
+    rowScale(gpu, { ctl, x: xb, exponents, xHalf, rows, k, gated: o.gated }),
     gemmTensor(
       gpu,
-      { ctl, weight: wh ?? wp ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, blocks, halfOut: out, ...args },
+      { ctl, weight: wh ?? wp ?? wb, x: xHalf, y: partials ?? y, exponents, rows, k, n, ...args },
       kernel,
     ),
     ...(partials ? [splitKReduce(gpu, { ctl, partials, y, rows, n, splitK, epilogue, gated: o.gated, nBegin })] : []),
   ]);
-  const got = out
-    ? await readHalfBlocks(gpu, out, rows, n, `gemm_tensor halfOut rows=${rows} K=${k} N=${n}`)
-    : await gpu.readF32(y, rows * n);
-  out?.destroy();
+  const got = await gpu.readF32(y, rows * n);
   for (
     const b of [
       ctl,
@@ -176,15 +145,11 @@ async function runTensor(gpu: Gpu, rows: number, k: number, n: number, o: CheckO
       ...(partials ? [partials] : []),
       ...(wh ? [wh] : []),
       ...(wp ? [wp] : []),
-      ...(blocks ? [blocks] : []),
     ]
   ) {
     b.destroy();
   }
-  const want = matvecReference(w, x, rows, k, n, epilogue), tol = tolerances(w, x, rows, k, n, epilogue);
-  // outputBlocks: each output rounded to f16 once more (its block scaled into f16's normal range: 2^-11 of it)
-  if (out) tol.forEach((t, i) => tol[i] = t + 2 ** -11 * Math.abs(want[i]) + 1e-30);
-  return { got, want, tol };
+  return { got, want: matvecReference(w, x, rows, k, n, epilogue), tol: tolerances(w, x, rows, k, n, epilogue) };
 }
 
 /** Fails unless every output is within its tolerance; returns the worst error over tolerance. */
@@ -238,49 +203,6 @@ tensorTest("gemm_tensor matches the reference at awkward M, N and K", async (gpu
     await checkTensor(gpu, rows, k, n);
   }
 });
-
-tensorTest(
-  "gemm_tensor reads x as f16 blocks (HalfBlocks) at awkward sizes, split-K and its tiles, and its checks catch broken kernels",
-  async (gpu) => {
-    // M = 1 .. 130, N = 16 .. 256, K = 32 .. 128; blocks 2^-12 .. 2^12 apart in a row, rows down to 1e-6 and up to 1e5
-    for (const [rows, k, n] of [[1, 32, 16], [37, 96, 256], [130, 128, 80]]) {
-      await checkTensor(gpu, rows, k, n, { inputBlocks: true, bigX: 1e5 });
-    }
-    for (
-      const tiles of [{ splitK: 2 }, { ...TENSOR_TILES_SMALL_M, splitK: 2 }, { ...TENSOR_TILES_SMALL_M, ahead: 2 }]
-    ) {
-      await checkTensor(gpu, 45, 256, 96, { ...tiles, inputBlocks: true });
-    }
-    const subjects = [{ kernel: gemmTensorKernelFor({ halfBlocks: true, subgroupSize: tensorSubgroupSize(gpu) }) }];
-    await assertMutantsCaught(subjects, [
-      ["if (d == 0i) { return p; }", "return p;"], // no block rescaled to its row's exponent
-      ["ldexp(v, row_e(m));", "ldexp(v, row_e(m) + 1i);"], // scaled back by the wrong exponent
-    ], (_, kernel) => checkTensor(gpu, 37, 96, 64, { inputBlocks: true, kernel }));
-  },
-);
-
-tensorTest(
-  "gemm_tensor's SwiGLU writes its output as f16 blocks (HalfBlocks) at awkward sizes, and its checks catch broken kernels",
-  async (gpu) => {
-    const swiglu = { epilogue: Epilogue.SWIGLU, outputBlocks: true };
-    for (const [rows, k, n] of [[1, 32, 16], [37, 96, 112], [130, 128, 80]]) {
-      await checkTensor(gpu, rows, k, n, { ...swiglu, bigX: 1e5 });
-    }
-    await checkTensor(gpu, 45, 256, 96, { ...swiglu, ...TENSOR_TILES_SMALL_M_SWIGLU });
-    const kernel = gemmTensorKernelFor({
-      epilogue: Epilogue.SWIGLU,
-      halfOut: true,
-      subgroupSize: tensorSubgroupSize(gpu),
-    });
-    await assertMutantsCaught([{ kernel }], [
-      ["* ldexp(1.0, -e))", ")"], // the block's exponent stored, its values not scaled by it
-      ["hb_e[m * (HB_K / 16u) + n / 16u] = e;", "hb_e[m * (HB_K / 16u) + n / 16u] = e + 1i;"],
-      ["atomicMax(&hb_max[m * 32u], biased);", "atomicMin(&hb_max[m * 32u], biased);"], // not the row's largest
-    ], (_, kernel) => checkTensor(gpu, 37, 96, 64, { ...swiglu, kernel }));
-    assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.PLAIN, halfOut: true }), Error, "SwiGLU");
-    assertThrows(() => gemmTensorKernelFor({ epilogue: Epilogue.SWIGLU, halfOut: true, splitK: 2 }), Error, "split");
-  },
-);
 
 tensorTest("gemm_tensor SwiGLU epilogue computes silu(gate) * up", async (gpu) => {
   for (const [rows, k, n] of [[1, 32, 16], [17, 96, 48], [37, 64, 256], [130, 32, 80]]) {
@@ -859,15 +781,6 @@ Deno.test({
           );
         }
       })
-    );
-    // x as f16 blocks, and the SwiGLU's output as f16 blocks, with the tiles linear takes
-    kernels.push(
-      ...[{}, { ...TENSOR_TILES_SMALL_M, splitK: 2 }, { ...TENSOR_TILES_SMALL_M, ahead: 2 }, TENSOR_TILES_192].flatMap((
-        t,
-      ) => [gemmTensorKernelFor({ ...t, halfBlocks: true })]),
-      ...[{}, TENSOR_TILES_SMALL_M_SWIGLU, TENSOR_TILES_SWIGLU_192, TENSOR_TILES.swiglu].map((t) =>
-        gemmTensorKernelFor({ ...t, epilogue: Epilogue.SWIGLU, halfOut: true })
-      ),
     );
     const broken = mutate(
       kernels[0],

@@ -46,7 +46,7 @@ import {
   tensorTileShape,
 } from "./gemm_tensor.ts";
 import { Epilogue, matvec, MATVEC_MAX_ROWS, type MatvecArgs } from "./matvec.ts";
-import { HALF_BLOCK, HALF_BLOCK_ROW_STRIDE, type HalfBlocks, type HalfRows, rowScale } from "./row_scale.ts";
+import { type HalfRows, rowScale } from "./row_scale.ts";
 import { splitKReduce } from "./split_k_reduce.ts";
 
 /**
@@ -93,17 +93,6 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
    */
   halfRowsWritten?: HalfRows;
   /**
-   * x was written as `HalfBlocks` (row_scale.ts), to these buffers, which must be `linearHalfBlocks`' (the attention
-   * or the SwiGLU GEMM before wrote them): the tensor-core GEMM rescales each staged block to its row's exponent and
-   * records no pre-pass. Only where `linearHalfBlocks` gives them.
-   */
-  halfBlocksWritten?: HalfBlocks;
-  /**
-   * SWIGLU: write the output as the next product's `HalfBlocks` (`linearHalfBlocks(next)`) instead of y. Only where
-   * `linearPlan` says `halfOut` (the tensor-core GEMM, unsplit).
-   */
-  halfOut?: HalfBlocks;
-  /**
    * With split-K, leave the partial sums in `linearPlan`'s `partials` for the dispatch after (a post-norm that sums
    * them, rmsnorm's `splitK`) and record no reduction; `y` is then not written. PLAIN epilogue only.
    */
@@ -116,10 +105,7 @@ export type LinearArgs = MatvecArgs & Omit<GemmTiles, "math"> & LinearTensorTile
 };
 
 /** What `linear`'s choices read of its arguments: everything but the buffers. */
-export type LinearShape = Omit<
-  LinearArgs,
-  "ctl" | "weight" | "x" | "y" | "halfRowsWritten" | "halfBlocksWritten" | "halfOut"
->;
+export type LinearShape = Omit<LinearArgs, "ctl" | "weight" | "x" | "y" | "halfRowsWritten">;
 
 /**
  * What `linear` records for `a`, for the dispatches beside it to take over its pre-pass and reduction: the kernel, the
@@ -132,8 +118,6 @@ export interface LinearPlan {
   splitK: number;
   partials?: GPUBuffer;
   halfRows?: HalfRows;
-  /** Whether its SwiGLU epilogue can write the next product's `HalfBlocks` (`halfOut`): the tensor GEMM, unsplit. */
-  halfOut: boolean;
   /** The tensor-core GEMM's last wave, split apart (`tailSplitFor`); the product itself is then unsplit. */
   tailSplit?: TailSplit;
 }
@@ -664,36 +648,14 @@ function prefillPlan<A extends LinearShape>(gpu: Gpu, given: A) {
       `of the last wave, ${tailSplit.splitK} ways at ${a.rows} rows x ${a.n - tailSplit.columns} columns`,
       `set ${TAIL_SPLIT_ENV}=0`,
     );
-  const halfOut = which === "tensor" && splitK === 1 && (tensorTiles.producers ?? 0) === 0 && !tailSplit;
-  return { which, tensorTiles, a, partials, exponents, halfRows, halfOut, tailSplit, tailPartials };
-}
-
-/**
- * Where a kernel before the product `a` may write its x as `HalfBlocks` (`halfBlocksWritten`): buffers shared by every
- * layer of the Gpu and their own (the SwiGLU GEMM that writes them reads `halfRows`), allocated on the first request,
- * so that a model which never asks for them holds none. Undefined where `a` does not run the tensor-core GEMM.
- */
-export function linearHalfBlocks(gpu: Gpu, a: LinearShape): HalfBlocks | undefined {
-  if (a.rows <= MATVEC_MAX_ROWS || a.k % HALF_BLOCK !== 0 || prefillPlan(gpu, a).which !== "tensor") return undefined;
-  return {
-    xHalf: sharedScratch(gpu, "f16 block rows", a.rows * a.k * 2),
-    blocks: sharedScratch(gpu, "block exponents", a.rows * (a.k / HALF_BLOCK) * 4),
-    rowMax: sharedScratch(gpu, "block row maxima", a.rows * HALF_BLOCK_ROW_STRIDE * 4),
-  };
+  return { which, tensorTiles, a, partials, exponents, halfRows, tailSplit, tailPartials };
 }
 
 /** What `linear` records for `a` (`LinearPlan`), without recording it. */
 export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
-  if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1, halfOut: false };
+  if (a.rows <= MATVEC_MAX_ROWS) return { kernel: "matvec", splitK: 1 };
   const p = prefillPlan(gpu, a);
-  return {
-    kernel: p.which,
-    splitK: p.a.splitK,
-    partials: p.partials,
-    halfRows: p.halfRows,
-    halfOut: p.halfOut,
-    tailSplit: p.tailSplit,
-  };
+  return { kernel: p.which, splitK: p.a.splitK, partials: p.partials, halfRows: p.halfRows, tailSplit: p.tailSplit };
 }
 
 /**
@@ -704,17 +666,12 @@ export function linearPlan(gpu: Gpu, a: LinearShape): LinearPlan {
  */
 export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   if (given.rows <= MATVEC_MAX_ROWS) {
-    if (given.halfRowsWritten || given.halfBlocksWritten || given.halfOut || given.leavePartials) {
-      throw new Error("linear: the matvec has no pre-pass, partials or f16 output");
-    }
+    if (given.halfRowsWritten || given.leavePartials) throw new Error("linear: the matvec has no pre-pass or partials");
     return [matvec(gpu, given)];
   }
   if (given.postNorm) throw new Error("linear: the GEMMs have no post-norm prologue");
   if (given.qkStats) throw new Error("linear: the GEMMs write no QK statistics");
-  const { which, tensorTiles, a, partials, exponents, halfRows, halfOut, tailSplit, tailPartials } = prefillPlan(
-    gpu,
-    given,
-  );
+  const { which, tensorTiles, a, partials, exponents, halfRows, tailSplit, tailPartials } = prefillPlan(gpu, given);
   const splitK = a.splitK;
   const epilogue = a.epilogue ?? Epilogue.PLAIN;
   const written = a.halfRowsWritten;
@@ -722,13 +679,6 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
     throw new Error(`linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
   if (a.leavePartials && epilogue !== Epilogue.PLAIN) throw new Error("linear: leavePartials with the SwiGLU epilogue");
-  const blocks = a.halfBlocksWritten, halfBlocks = blocks && linearHalfBlocks(gpu, given);
-  if (blocks && (blocks.xHalf !== halfBlocks?.xHalf || blocks.blocks !== halfBlocks.blocks)) {
-    throw new Error(`linear: the f16 blocks were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
-  }
-  if (a.halfOut && !(halfOut && epilogue === Epilogue.SWIGLU)) {
-    throw new Error(`linear: halfOut needs the unsplit tensor-core GEMM with the SwiGLU epilogue (linearPlan)`);
-  }
   // The GEMM's output (the scratch with split-K), and the reduction after it.
   const g = { ...a, y: partials ?? a.y };
   const reduce = partials && !a.leavePartials
@@ -742,19 +692,6 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   }
   // The tensor-core GEMM reads the pre-pass's f16 rows instead of x.
   const { xHalf } = halfRows!;
-  if (blocks) {
-    return [
-      gemmTensor(gpu, {
-        ...g,
-        x: blocks.xHalf,
-        ...tensorTiles,
-        splitK,
-        exponents: blocks.rowMax,
-        blocks: blocks.blocks,
-      }),
-      ...reduce,
-    ];
-  }
   const tensor = { ...g, x: xHalf, ...tensorTiles, exponents: exponents! };
   const tail = tailSplit && tailPartials
     ? [
@@ -774,7 +711,7 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
     : [];
   return [
     ...(a.halfRowsWritten ? [] : [rowScale(gpu, { ...pre, xHalf })]),
-    gemmTensor(gpu, { ...tensor, splitK, halfOut: a.halfOut, columns: tailSplit && [0, tailSplit.columns] }),
+    gemmTensor(gpu, { ...tensor, splitK, columns: tailSplit && [0, tailSplit.columns] }),
     ...tail,
     ...reduce,
   ];

@@ -16,7 +16,6 @@ import {
   byWaves,
   linear,
   type LinearArgs,
-  linearHalfBlocks,
   linearPlan,
   PREFILL_GEMM_ENV,
   type PrefillGemm,
@@ -423,43 +422,6 @@ Deno.test("tensorTilesFor takes 16- and 12-subgroup tiles for products of at mos
   );
 });
 
-gpuTest("linear reads x as f16 blocks and writes the SwiGLU's as f16 blocks only where its plan says so", (gpu) => {
-  const ctl = gpu.buffer("ctl", 16);
-  const shape = { rows: 128, k: 256, n: 512 };
-  const plan = linearPlan(gpu, shape), swiglu = linearPlan(gpu, { ...shape, epilogue: Epilogue.SWIGLU });
-  const bufs = { ctl, weight: ctl, x: ctl, y: ctl };
-  if (plan.kernel !== "tensor") {
-    // no tensor-core GEMM (Deno, lavapipe): no blocks to write, and asking for them is refused
-    if (linearHalfBlocks(gpu, shape) || plan.halfOut || swiglu.halfOut) {
-      throw new Error("f16 blocks planned without tensor cores");
-    }
-    assertThrows(() => linear(gpu, { ...bufs, ...shape, epilogue: Epilogue.SWIGLU, halfOut: {} as never }), Error);
-    return Promise.resolve();
-  }
-  const blocks = linearHalfBlocks(gpu, shape)!;
-  const bytes = (b: GPUBuffer | { size?: number }) => b.size ?? 0;
-  if (bytes(blocks.xHalf) < 128 * 256 * 2 || bytes(blocks.blocks) < 128 * 16 * 4 || bytes(blocks.rowMax) < 128 * 4) {
-    throw new Error("the f16 blocks' buffers are smaller than the product's input");
-  }
-  // the blocks read in place of the pre-pass: one dispatch (and the reduction, split)
-  const reading = linear(gpu, { ...bufs, ...shape, halfBlocksWritten: blocks }).map((d) => d.label);
-  if (reading.some((l) => l.startsWith(ROW_SCALE_HALF_KERNEL.name)) || !reading[0].endsWith("_hb")) {
-    throw new Error(`reading f16 blocks recorded ${reading.join(", ")}`);
-  }
-  assertThrows(
-    () => linear(gpu, { ...bufs, ...shape, halfBlocksWritten: { ...blocks, xHalf: gpu.buffer("elsewhere", 4) } }),
-    Error,
-    "written elsewhere",
-  );
-  // the SwiGLU's output as f16 blocks: unsplit only
-  if (swiglu.halfOut !== (swiglu.splitK === 1)) throw new Error(`halfOut ${swiglu.halfOut} at split ${swiglu.splitK}`);
-  const split = { ...shape, epilogue: Epilogue.SWIGLU, splitK: 2 };
-  if (linearPlan(gpu, split).halfOut) throw new Error("halfOut planned for a split product");
-  assertThrows(() => linear(gpu, { ...bufs, ...split, halfOut: blocks }), Error, "halfOut needs");
-  assertThrows(() => linear(gpu, { ...bufs, ...shape, halfOut: blocks }), Error, "halfOut needs");
-  return Promise.resolve();
-});
-
 Deno.test("tailSplitFor splits the last wave where the wave model says it saves time: the 7B's down and gate_up", () => {
   const plain = TENSOR_TILES_192, swiglu = TENSOR_TILES_SWIGLU_192;
   const cases: [string, number, number, number, number, TensorTiles, number, unknown][] = [
@@ -499,9 +461,6 @@ gpuTest(
           labels[2].endsWith("_split3") && labels[3].startsWith(SPLIT_K_REDUCE_KERNEL_NAME))
       ) {
         throw new Error(`a tail split recorded ${labels.join(", ")}`);
-      }
-      if (linearPlan(gpu, { rows: 200, k: 320, n: 384, epilogue, tailSplit }).halfOut) {
-        throw new Error("halfOut planned beside a tail split");
       }
     }
     // the 7B's down at 2,048 rows: split automatically, unless HYDRA_TAIL_SPLIT=0

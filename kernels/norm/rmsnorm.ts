@@ -16,7 +16,7 @@
 
 import { atomicMaxWgsl, reductionsWgsl, subgroupWidth } from "../reduce.ts";
 import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
-import { HALF_BLOCK_ROW_STRIDE, type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
+import { type HalfRows, ROW_SCALE_WGSL } from "../matmul/row_scale.ts";
 import { splitKSumWgsl } from "../matmul/split_k_reduce.ts";
 
 /** The fusions of `rmsnormKernelFor` (module comment). */
@@ -25,8 +25,6 @@ export interface RmsnormFusion {
   splitK?: boolean;
   /** Also write the row-scale pre-pass's exponents and f16 rows of `out` (vec4 rows only). */
   half?: boolean;
-  /** Zero a u32 a row (the next product's `HalfBlocks.rowMax`, row_scale.ts, which its producer raises). */
-  clear?: boolean;
 }
 
 /**
@@ -44,12 +42,10 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
   // x[i], or the sum of its S partials in split order (split_k_reduce.ts's additions)
   const X = (i: string) => split ? `x_sum(${i}, slice)` : `x[${i}]`;
   const halfBindings = from ? [5, 6] : [4, 5];
-  const clear = fusion.clear ?? false;
-  const clearBinding = (from ? 5 : 4) + (half ? 2 : 0);
   return {
     name: `rmsnorm${from ? "_from" : ""}${split ? "_sk" : ""}${half ? "_half" : ""}${subgroups ? "_sg" : ""}${
       vec4 ? "_v4" : ""
-    }${clear ? "_clr" : ""}`,
+    }`,
     source: /* wgsl */ `
 // bindings (M = number of workgroups = rows normalised; V = ${vec4 ? 4 : 1} values an element):
 //   0 ctl  [CTL_SLOTS] u32, read            control block (gate only)
@@ -69,11 +65,6 @@ export function rmsnormKernelFor(subgroups: boolean, vec4 = false, from = false,
         ? `
 //   ${halfBindings[0]} e    [M] i32, read_write               the row-scale exponents of the out rows (row_scale.ts)
 //   ${halfBindings[1]} xh   [M, D / 4] vec2<u32>, read_write   the out rows * 2^-e as f16 (row_scale.ts's half pass)`
-        : ""
-    }${
-      clear
-        ? `
-//   ${clearBinding} clear [M, 32] u32, write               [m, 0] zeroed (the next kernel's HalfBlocks.rowMax, row_scale.ts)`
         : ""
     }
 override D: u32;
@@ -98,7 +89,7 @@ const V: u32 = ${vec4 ? 4 : 1}u;
 var<workgroup> row_max: atomic<u32>;
 ${ROW_SCALE_WGSL}`
         : ""
-    }${clear ? `\n@group(0) @binding(${clearBinding}) var<storage, read_write> clear_rows: array<u32>;` : ""}
+    }
 ${reductionsWgsl(subgroups)}
 ${split ? splitKSumWgsl("x_sum", "x", T) : ""}
 @compute @workgroup_size(WG)
@@ -109,8 +100,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m = wid.x;
   let n = D / V;
   let xb = (m + X_ROW_OFFSET) * n;${split ? "\n  let slice = nwg.x * n; // one partial's M x D values" : ""}${
-      clear ? `\n  if (t == 0u) { clear_rows[m * ${HALF_BLOCK_ROW_STRIDE}u] = 0u; }` : ""
-    }${half ? "\n  if (t == 0u) { atomicStore(&row_max, 0u); }" : ""}
+      half ? "\n  if (t == 0u) { atomicStore(&row_max, 0u); }" : ""
+    }
   var s = 0.0;
   for (var i = t; i < n; i += WG) {
     let v = ${X("xb + i")};
@@ -191,11 +182,6 @@ export interface RmsnormArgs {
    * f16 rows, for the product that reads `out` next (`linear`'s `halfRows`). dim a multiple of 4.
    */
   half?: HalfRows;
-  /**
-   * u32 [rows, HALF_BLOCK_ROW_STRIDE], [m, 0] zeroed: the `HalfBlocks.rowMax` that the product after `out`'s reader
-   * raises (row_scale.ts).
-   */
-  clearRows?: GPUBuffer | BufferSlice;
   gated?: boolean;
   /** Threads per row (default `rowWorkgroupSize`) and the reduction path (default: subgroups when the device has them). */
   workgroupSize?: number;
@@ -211,7 +197,7 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
   const splitK = a.splitK ?? 1;
   if (!(Number.isInteger(splitK) && splitK >= 1)) throw new Error(`rmsnorm: splitK ${splitK}`);
   if (splitK > 1 && (a.xRowOffset ?? 0) !== 0) throw new Error("rmsnorm: split-K partials read from row 0 only");
-  const fusion = { splitK: splitK > 1, half: a.half !== undefined, clear: a.clearRows !== undefined };
+  const fusion = { splitK: splitK > 1, half: a.half !== undefined };
   return gpu.dispatch(
     kernel ?? rmsnormKernelFor(subgroups, vec4, from, fusion),
     {
@@ -231,7 +217,6 @@ export function rmsnorm(gpu: Gpu, a: RmsnormArgs, kernel?: Kernel): Dispatch {
       a.out,
       ...(from ? [a.residualFrom!] : []),
       ...(a.half ? [a.half.exponents, a.half.xHalf] : []),
-      ...(a.clearRows ? [a.clearRows] : []),
     ],
     [a.rows, 1, 1],
   );

@@ -65,7 +65,7 @@ export async function checkAttention(
   what: string,
   untouched = false,
   tol: Tolerance = ATTENTION_TOL,
-  /** Where the dispatches write the output elsewhere than `out` (f16 blocks): its rows * d values, read back. */
+  /** Where the dispatches write the output elsewhere than `out` (f16 rows): its rows * d values, read back. */
   readOutput?: () => Promise<Float32Array>,
 ): Promise<ErrorReport | undefined> {
   const d = c.nHeads * c.headDim;
