@@ -948,8 +948,7 @@ function tensorLabel(tiles: TensorTiles): string {
   return `tensor ${tileM}x${tileN} s${t.subgroupsM}x${t.subgroupsN} f${t.fragsM}x${t.fragsN} ` +
     (tiles.stepK === undefined && (tiles.splitK ?? 1) > 1 ? "k64/32" : `k${t.stepK}`) + ` b${t.buffers}` +
     (t.ahead !== 1 ? ` a${t.ahead}` : "") + (t.producers ? ` p${t.producers}` : "") + (t.halfWeights ? " hw" : "") +
-    (t.packedWeights ? " pw" : "") +
-    (t.deferLast ? ` dl${t.deferLast}${t.deferSlices > 1 ? `x${t.deferSlices}` : ""}` : "") +
+    (t.packedWeights ? " pw" : "") + (t.deferLast ? ` dl${t.deferLast}` : "") +
     (t.wideStores ? " ws" : "") + (t.sharedEpilogue ? " se" : "") +
     splitLabel(tiles.splitK);
 }

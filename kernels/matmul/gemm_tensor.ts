@@ -47,8 +47,7 @@
  *
  * `deferLast: 1 | 2` multiplies each k step's last 16-k slice after the barrier that ends the step (1) or after the
  * next one too (2, one-buffer loops), its matrices loaded before it: a barrier drains the tensor pipe, and the deferred
- * products give it work meanwhile (`deferSlices`: that many of the last slices). 8-10% faster at linear's 192-row
- * tiles, up to 17% at its 128-row ones (session AD).
+ * products give it work meanwhile. 8-10% faster at linear's 192-row tiles, up to 17% at its 128-row ones (session AD).
  *
  * Error analysis and measurements: ARCHITECTURE.md, "Tensor-core prefill GEMM (Dawn)".
  * @module
@@ -151,13 +150,6 @@ export interface TensorTiles {
    * the next matrix loads return: on the H200 the GEMM's k-loop barriers cost 14-28% of its time (session AD).
    */
   deferLast?: number;
-  /**
-   * How many of each k step's last 16-k slices `deferLast` defers (default 1; at most stepK / 16): each deferred slice
-   * keeps its matrices in registers of its own (fragsM + fragsN more, twice fragsN for SwiGLU), so more products wait
-   * for the barrier to pass. Unmeasured (session AJ): for tiles with registers to spare (256-invocation workgroups may
-   * hold 255 an invocation).
-   */
-  deferSlices?: number;
 }
 
 /** The default tiles: 64 x 64 per workgroup of 4 subgroups, each 32 x 32 (2 x 2 result matrices), k steps of 32. */
@@ -176,7 +168,6 @@ export const GEMM_TENSOR_DEFAULT_TILES: Readonly<Required<TensorTiles>> = {
   halfWeights: false,
   packedWeights: false,
   deferLast: 0,
-  deferSlices: 1,
 };
 
 /** What `gemmTensorKernelFor` generates a kernel for. */
@@ -227,10 +218,6 @@ export function resolveTensorTiles(a: TensorTiles): Required<TensorTiles> {
     throw new Error(`gemm_tensor: deferLast = ${t.deferLast} (0, 1 or 2)`);
   }
   if (t.deferLast && t.producers) throw new Error("gemm_tensor: deferLast needs producers = 0");
-  if (!(Number.isInteger(t.deferSlices) && t.deferSlices >= 1 && t.deferSlices <= t.stepK / 16)) {
-    throw new Error(`gemm_tensor: deferSlices = ${t.deferSlices} (1..stepK / 16 = ${t.stepK / 16})`);
-  }
-  if (t.deferSlices > 1 && !t.deferLast) throw new Error("gemm_tensor: deferSlices > 1 needs deferLast (1 or 2)");
   if (t.deferLast === 2 && t.buffers === 2) {
     throw new Error("gemm_tensor: deferLast = 2 needs one buffer (two buffers have one barrier a step: use 1)");
   }
@@ -261,9 +248,9 @@ function kernelName(t: Required<TensorTiles>, epilogue: number, subgroupSize: nu
   return `${GEMM_TENSOR_KERNEL_NAME}_${epi}_k${t.stepK}_s${t.subgroupsM}x${t.subgroupsN}_f${t.fragsM}x${t.fragsN}` +
     `_b${t.buffers}${t.ahead !== 1 ? `_a${t.ahead}` : ""}${t.producers ? `_p${t.producers}` : ""}${
       t.halfWeights ? "_hw" : ""
-    }${t.packedWeights ? "_pw" : ""}${t.deferLast ? `_dl${t.deferLast}` : ""}${
-      t.deferSlices > 1 ? `x${t.deferSlices}` : ""
-    }${t.wideStores ? "_ws" : ""}${t.sharedEpilogue ? "_se" : ""}_w${subgroupSize}` +
+    }${t.packedWeights ? "_pw" : ""}${t.deferLast ? `_dl${t.deferLast}` : ""}${t.wideStores ? "_ws" : ""}${
+      t.sharedEpilogue ? "_se" : ""
+    }_w${subgroupSize}` +
     (t.splitK > 1 ? `_split${t.splitK}` : "");
 }
 
@@ -407,24 +394,14 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
         ...(swiglu ? [`  up${i}_${j} = subgroupMatrixMultiplyAccumulate(${p}a${i}, ${p}v${j}, up${i}_${j});`] : []),
       ])
     );
-  // With deferLast the last slice's matrices go to the registers da<i>, db<j>, dv<j> (with deferSlices > 1 the one
-  // before it to d1a<i>, d1b<j>, d1v<j>, and so on: `deferredPrefix`), multiplied by `deferred`.
-  const slices = t.stepK / FRAG;
-  const deferredFrom = t.deferLast ? slices - t.deferSlices : slices; // the first deferred slice
-  const deferredPrefix = (q: number) => `d${slices - 1 - q || ""}`;
+  // With deferLast the last slice's matrices go to the registers da<i>, db<j>, dv<j>, multiplied by `deferred`.
   const compute = (xb: string, wb: string, kx: string) =>
-    range(slices).map((q) => {
-      const d = q >= deferredFrom ? deferredPrefix(q) : "";
+    range(t.stepK / FRAG).map((q) => {
+      const d = t.deferLast && q === t.stepK / FRAG - 1 ? "d" : "";
       const bind = d ? "" : "let ";
       return indent("    ", [
         "{",
-        ...(d
-          ? [
-            `  // ${
-              t.deferSlices > 1 ? "one of the last slices" : "the last slice"
-            }: multiplied after the barrier that ends the step (deferLast)`,
-          ]
-          : []),
+        ...(d ? ["  // the last slice: multiplied after the barrier that ends the step (deferLast)"] : []),
         ...FI.map((i) =>
           `  ${bind}${d}a${i} = subgroupMatrixLoad<Left, row_major>(${wide ? "xs" : "&xs"}, ${xb}(sm + ${
             i * FRAG
@@ -440,12 +417,7 @@ export function gemmTensorKernelFor(spec: GemmTensorKernelSpec = {}): Kernel {
   // that stages the next tile) is the option's; zero matrices before the first step.
   const deferred = (pad: string, at: number) =>
     t.deferLast === at
-      ? `${
-        indent(pad, [
-          `// the previous step's last slice${t.deferSlices > 1 ? "s" : ""} (deferLast)`,
-          ...range(slices).slice(deferredFrom).flatMap((q) => products(deferredPrefix(q)).map((l) => l.trim())),
-        ])
-      }\n`
+      ? `${indent(pad, ["// the previous step's last slice (deferLast)", ...products("d").map((l) => l.trim())])}\n`
       : "";
   // Result matrix (i, j) of the subgroup: through workgroup memory to y, rows scaled back by 2^e[m]. SWIGLU first
   // takes the gate matrix into registers (g<v>), then the up matrix.
@@ -865,16 +837,13 @@ ${
     }${
       t.deferLast
         ? `
-  // The deferred slice${t.deferSlices > 1 ? "s'" : "'s"} matrices (deferLast): zeros until the first k step loads them.
-${
-          range(slices).slice(deferredFrom).map((q) => {
-            const d = deferredPrefix(q);
-            return "  " + [
-              ...FI.map((i) => `var ${d}a${i} = Left();`),
-              ...FJ.map((j) => `var ${d}b${j} = Right();`),
-              ...(swiglu ? FJ.map((j) => `var ${d}v${j} = Right();`) : []),
-            ].join(" ");
-          }).join("\n")
+  // The deferred slice's matrices (deferLast): zeros until the first k step loads them.
+  ${
+          [
+            ...FI.map((i) => `var da${i} = Left();`),
+            ...FJ.map((j) => `var db${j} = Right();`),
+            ...(swiglu ? FJ.map((j) => `var dv${j} = Right();`) : []),
+          ].join(" ")
         }`
         : ""
     }
