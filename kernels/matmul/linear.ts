@@ -28,6 +28,10 @@
  * at most 128 workgroups): with its 128 x 128 tiles at M = 128 the 7B down and o have 32 tiles; split 4 ways, down
  * took 258 -> 95 us (H200, Dawn, session V); qkv's 96 tiles were fastest unsplit (117 us against 129 split 4 and 139
  * split 2). `splitK` or `HYDRA_SPLIT_K=<S>` forces a factor (1: never) for A/B runs.
+ *
+ * Past TENSOR_SMALL_M_ROWS rows an unsplit tensor-core product whose last wave of tiles is partial may have that wave
+ * split apart (`tailSplitFor`: the full waves' columns unsplit, the rest split S ways and reduced): the 7B's down and
+ * gate_up at 2,048 rows, 0.5-1.0 ms a pass on the H200 (session AK). `tailSplit` or `HYDRA_TAIL_SPLIT=0` overrides it.
  * @module
  */
 
