@@ -51,7 +51,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { type Dispatch, Gpu, type Kernel, runtimeFromFlag } from "../kernels/runtime.ts";
-import { UserError } from "../common/errors.ts";
+import { runEntryPoint, UserError } from "../common/errors.ts";
 import { Epilogue, matvec } from "../kernels/matmul/matvec.ts";
 import {
   f16GemmTolerance,
@@ -1471,7 +1471,8 @@ const bw = await measureCopyBandwidth(gpu);
 console.log(
   `copy: kernel ${bw.kernel_copy_gbps.toFixed(0)} GB/s, DMA ${bw.dma_copy_gbps.toFixed(0)} GB/s (read+write)`,
 );
-try {
+// a bad flag (--size, --shapes, ...) found once a benchmark reads it: its one sentence, exit 2
+const code = await runEntryPoint(async () => {
   if (args.matvec) await benchMatvec();
   if (args.chain) await benchMatvecChain();
   if (args.overhead) await benchOverhead();
@@ -1483,12 +1484,9 @@ try {
   if (args["mma-peak"]) await benchMmaPeak();
   if (args["gemm-waves"]) await benchGemmWaves();
   if (args.occupancy) await benchOccupancy();
-} catch (e) {
-  // a bad flag (--size, --shapes, ...) found once a benchmark reads it: its one sentence, exit 2
-  if (!(e instanceof UserError)) throw e;
-  console.error(`error: ${e.message}`);
-  Deno.exit(2);
-}
+  return 0;
+});
+if (code !== 0) Deno.exit(code);
 const bandwidth = bw;
 if (args.json) {
   await Deno.writeTextFile(args.json, JSON.stringify({ device: gpu.description, bandwidth, results }, null, 1));

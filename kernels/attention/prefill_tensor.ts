@@ -586,7 +586,7 @@ function tensorSpec(
 export function attentionPrefillTensor(
   gpu: Gpu,
   a: AttentionPrefillArgs,
-  tiles: { subgroups?: number; passes?: number; stageEarly?: boolean } = {},
+  tiles: Pick<PrefillTensorSpec, "subgroups" | "passes" | "stageEarly"> = {},
   kernel?: Kernel,
 ): Dispatch {
   const unsupported = prefillTensorUnsupported(gpu);

@@ -32,14 +32,14 @@
  * (NW = N, or 2N for SWIGLU: gate columns, then up columns), which `split_k_reduce.ts` sums (and SwiGLUs). At M = 128
  * the GEMM is latency-bound per k step (ARCHITECTURE.md, "Split-K"); S = 1 is the kernel above, byte for byte.
  *
- * `columns: [begin, end)` (`productColumnTiles`) computes only those output columns, in whole tiles: unsplit, [0, end)
+ * `columns: [begin, end)` (`productGrid`) computes only those output columns, in whole tiles: unsplit, [0, end)
  * by a smaller grid (the kernel is the same); split, [begin, N) by the override N_BEGIN, the partials then [S, M, NW]
  * with NW = N - begin (2 (N - begin) for SWIGLU). A product's last, partial wave of tiles is so split apart from its
  * full waves (linear.ts, `tailSplitFor`).
  * @module
  */
 
-import type { BufferSlice, Dispatch, Gpu, Kernel } from "../runtime.ts";
+import type { BufferSlice, Constants, Dispatch, Gpu, Kernel } from "../runtime.ts";
 import { Epilogue, matvecReference, type ProductArgs } from "./matvec.ts";
 import { range } from "../codegen.ts";
 
@@ -87,29 +87,33 @@ export function checkSplitK(who: string, splitK: number, k: number, stepK: numbe
 }
 
 /**
- * The column tiles of one dispatch of a tiled product (this GEMM, gemm_tensor.ts) over `columns` [begin, end) of its
- * N outputs (default all): unsplit, begin 0 and end a multiple of `tileN` or N (the grid stops there); split, end N
- * and begin a multiple of `tileN` (the override N_BEGIN). Throws on any other range (`who`: the kernel's name).
+ * The override constants and workgroups of one dispatch of a tiled product (this GEMM, gemm_tensor.ts) of `tileM` x
+ * `tileN` tiles split `splitK` ways, over `a.columns` [begin, end) of its N outputs (default all): unsplit, begin 0 and
+ * end a multiple of `tileN` or N (the grid stops there); split, end N and begin a multiple of `tileN` (the override
+ * N_BEGIN). Throws on any other range (`who`: the kernel's name).
  */
-export function productColumnTiles(
+export function productGrid(
   who: string,
-  n: number,
+  a: ProductArgs & { columns?: readonly [number, number] },
+  tileM: number,
   tileN: number,
   splitK: number,
-  columns: readonly [number, number] = [0, n],
-): number {
-  const [begin, end] = columns;
+): { constants: Constants; workgroups: number } {
+  const [begin, end] = a.columns ?? [0, a.n];
   const whole = (c: number) => Number.isInteger(c) && c % tileN === 0;
-  const ok = whole(begin) && (whole(end) || end === n) && 0 <= begin && begin < end && end <= n &&
-    (splitK > 1 ? end === n : begin === 0);
+  const ok = whole(begin) && (whole(end) || end === a.n) && 0 <= begin && begin < end && end <= a.n &&
+    (splitK > 1 ? end === a.n : begin === 0);
   if (!ok) {
     throw new Error(
-      `${who}: columns [${begin}, ${end}) of N = ${n}: ${
+      `${who}: columns [${begin}, ${end}) of N = ${a.n}: ${
         splitK > 1 ? `split, [a multiple of ${tileN}, N)` : `unsplit, [0, a multiple of ${tileN} or N)`
       }`,
     );
   }
-  return Math.ceil((end - begin) / tileN);
+  return {
+    constants: { K: a.k, N: a.n, M: a.rows, GATED: a.gated ?? false, ...(splitK > 1 ? { N_BEGIN: begin } : {}) },
+    workgroups: Math.ceil(a.rows / tileM) * Math.ceil((end - begin) / tileN) * splitK,
+  };
 }
 
 /** The f16 variant's partial flush lengths (k per f16 partial): powers of two, so X_SHIFT below is an integer. */
@@ -176,7 +180,7 @@ export interface GemmKernelSpec extends GemmTiles {
 export interface GemmArgs extends ProductArgs, GemmTiles {
   /** math "f16" only: i32 [rows], the exponents `rowScale` computed for x. */
   exponents?: GPUBuffer | BufferSlice;
-  /** The output columns [begin, end) to compute (default all; `productColumnTiles` says which ranges). */
+  /** The output columns [begin, end) to compute (default all; `productGrid` says which ranges). */
   columns?: readonly [number, number];
 }
 
@@ -701,20 +705,12 @@ export function gemm(gpu: Gpu, a: GemmArgs, kernel?: Kernel): Dispatch {
   if (kernel && !kernel.name.startsWith(name)) {
     throw new Error(`gemm: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
   }
-  const tileN = t.threadsN * t.blockN;
-  const tiles = Math.ceil(a.rows / (t.threadsM * t.blockM)) *
-    productColumnTiles("gemm", a.n, tileN, t.splitK, a.columns);
+  const grid = productGrid("gemm", a, t.threadsM * t.blockM, t.threadsN * t.blockN, t.splitK);
   return gpu.dispatch(
     kernel ?? gemmKernelFor({ ...t, epilogue }),
-    {
-      K: a.k,
-      N: a.n,
-      M: a.rows,
-      GATED: a.gated ?? false,
-      ...(t.splitK > 1 ? { N_BEGIN: a.columns?.[0] ?? 0 } : {}),
-    },
+    grid.constants,
     f16 ? [a.ctl, a.weight, a.x, a.y, a.exponents!] : [a.ctl, a.weight, a.x, a.y],
-    tiles * t.splitK,
+    grid.workgroups,
   );
 }
 

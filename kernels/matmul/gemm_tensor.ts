@@ -59,7 +59,7 @@ import {
   checkSplitK,
   checkSplitKFactor,
   productBindingsDoc,
-  productColumnTiles,
+  productGrid,
   SPLIT_K_PRIVATES,
   splitKGridDoc,
   splitKPartialIndex,
@@ -185,7 +185,7 @@ export interface GemmTensorKernelSpec extends TensorTiles {
 export interface GemmTensorArgs extends ProductArgs, TensorTiles {
   /** i32 [rows]: the exponents `rowScale` computed for x. */
   exponents: GPUBuffer | BufferSlice;
-  /** The output columns [begin, end) to compute (default all; gemm.ts `productColumnTiles` says which ranges). */
+  /** The output columns [begin, end) to compute (default all; gemm.ts `productGrid` says which ranges). */
   columns?: readonly [number, number];
 }
 
@@ -903,18 +903,12 @@ export function gemmTensor(gpu: Gpu, a: GemmTensorArgs, kernel?: Kernel): Dispat
     throw new Error(`gemm_tensor: kernel ${kernel.name} was not generated for these tiles and epilogue (${name})`);
   }
   const { tileM, tileN } = tensorTileShape(t);
-  const tilesN = productColumnTiles("gemm_tensor", a.n, tileN, t.splitK, a.columns);
+  const grid = productGrid("gemm_tensor", a, tileM, tileN, t.splitK);
   return gpu.dispatch(
     kernel ?? gemmTensorKernelFor({ ...t, epilogue, subgroupSize: sgSize }),
-    {
-      K: a.k,
-      N: a.n,
-      M: a.rows,
-      GATED: a.gated ?? false,
-      ...(t.splitK > 1 ? { N_BEGIN: a.columns?.[0] ?? 0 } : {}),
-    },
+    grid.constants,
     [a.ctl, a.weight, a.x, a.y, a.exponents],
-    Math.ceil(a.rows / tileM) * tilesN * t.splitK,
+    grid.workgroups,
   );
 }
 

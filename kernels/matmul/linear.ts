@@ -683,11 +683,21 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
     throw new Error(`linear: the f16 rows were written elsewhere than the ${which} GEMM reads them (linearPlan)`);
   }
   if (a.leavePartials && epilogue !== Epilogue.PLAIN) throw new Error("linear: leavePartials with the SwiGLU epilogue");
-  // The GEMM's output (the scratch with split-K), and the reduction after it.
+  // The GEMM's output (the scratch with split-K), and the reduction after it (into y's columns nBegin..).
   const g = { ...a, y: partials ?? a.y };
-  const reduce = partials && !a.leavePartials
-    ? [splitKReduce(gpu, { ctl: a.ctl, partials, y: a.y, rows: a.rows, n: a.n, splitK, epilogue, gated: a.gated })]
-    : [];
+  const reduceInto = (p: GPUBuffer, s: number, nBegin?: number) =>
+    splitKReduce(gpu, {
+      ctl: a.ctl,
+      partials: p,
+      y: a.y,
+      rows: a.rows,
+      n: a.n,
+      splitK: s,
+      epilogue,
+      gated: a.gated,
+      nBegin,
+    });
+  const reduce = partials && !a.leavePartials ? [reduceInto(partials, splitK)] : [];
   const fmaTiles = fmaTilesFor(a, splitK > 1);
   if (which === "fma") return [gemm(gpu, { ...fmaTiles, ...g, math: "f32" }), ...reduce];
   const pre = { ctl: a.ctl, x: a.x, exponents: exponents!, rows: a.rows, k: a.k, gated: a.gated };
@@ -700,17 +710,7 @@ export function linear(gpu: Gpu, given: LinearArgs): Dispatch[] {
   const tail = tailSplit && tailPartials
     ? [
       gemmTensor(gpu, { ...tensor, y: tailPartials, splitK: tailSplit.splitK, columns: [tailSplit.columns, a.n] }),
-      splitKReduce(gpu, {
-        ctl: a.ctl,
-        partials: tailPartials,
-        y: a.y,
-        rows: a.rows,
-        n: a.n,
-        splitK: tailSplit.splitK,
-        epilogue,
-        gated: a.gated,
-        nBegin: tailSplit.columns,
-      }),
+      reduceInto(tailPartials, tailSplit.splitK, tailSplit.columns),
     ]
     : [];
   return [
