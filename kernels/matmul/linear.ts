@@ -149,7 +149,11 @@ const TAIL_SPLIT_KS = [2, 3, 4];
 const TAIL_DISPATCH_US = 5;
 const TAIL_BYTES_PER_US = 3e6;
 
-/** The least time a tail split must save, as a share of one workgroup's (a tile's) time, for `tailSplitFor` to take it. */
+/**
+ * The least time a tail split must save, as a share of one workgroup's (a tile's) time, for `tailSplitFor` to take it.
+ * Measured on the H200 (session AL, pass A/B at 2,048 tokens): at 0 the 7B's o splits too and its pass took 0.3-0.7 ms
+ * longer.
+ */
 const TAIL_MIN_SAVING = 0.1;
 
 /**
